@@ -1,0 +1,128 @@
+//! The engine's typed errors: each says whether it is worth retrying and whether it is fatal.
+
+use std::time::Duration;
+
+/// Why an engine call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// 401/403: the key was refused. Fatal for the whole engine: every queued call fails at once.
+    #[error("{engine}: the API key was refused (HTTP {status}): {message}")]
+    AuthRefused {
+        /// Engine label (`small`, `large`).
+        engine: String,
+        /// HTTP status.
+        status: u16,
+        /// The server's message (never contains the key).
+        message: String,
+    },
+    /// 404: wrong base URL or model. Fatal for the engine.
+    #[error("{engine}: not found (HTTP 404) at {url}: {message} (check base_url and model)")]
+    NotFound {
+        /// Engine label.
+        engine: String,
+        /// The URL that was requested.
+        url: String,
+        /// The server's message.
+        message: String,
+    },
+    /// 400/422: this request was rejected (e.g. context length exceeded). Fails this call only.
+    #[error("{engine}: request rejected (HTTP {status}): {message}")]
+    Rejected {
+        /// Engine label.
+        engine: String,
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// A retryable failure (429, 408, 409, 5xx, reset, refused, timeout, cut or malformed stream).
+    #[error("{engine}: {kind}: {message}")]
+    Transient {
+        /// Engine label.
+        engine: String,
+        /// What kind of transient failure this was.
+        kind: TransientKind,
+        /// Details (status text, server message, what was malformed).
+        message: String,
+        /// The server's Retry-After, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Transport retries ran out (attempts or total time); carries the last failure.
+    #[error("{engine}: gave up after {attempts} attempts over {elapsed:?}; last error: {last}")]
+    RetriesExhausted {
+        /// Engine label.
+        engine: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent.
+        elapsed: Duration,
+        /// The last failure.
+        last: Box<Error>,
+    },
+    /// The engine was marked dead by an earlier fatal error; this call was not sent.
+    #[error("{engine}: engine stopped after a fatal error: {reason}")]
+    EngineDead {
+        /// Engine label.
+        engine: String,
+        /// The fatal error's message.
+        reason: String,
+    },
+    /// Bad engine configuration (no base_url, bad URL, bad header value, ...).
+    #[error("engine configuration: {0}")]
+    Config(String),
+}
+
+/// The classes of retryable failure, counted separately in retry statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum TransientKind {
+    /// HTTP 429.
+    RateLimited,
+    /// HTTP 5xx, 408 or 409.
+    ServerError,
+    /// Connection refused, reset or closed.
+    Connection,
+    /// Connect, first-byte, idle or total timeout.
+    Timeout,
+    /// Stream ended before `finish_reason`/`[DONE]`.
+    Incomplete,
+    /// Non-JSON SSE line, garbage body, empty body, error object mid-stream.
+    Malformed,
+}
+
+impl std::fmt::Display for TransientKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TransientKind {
+    /// Short stable name used in logs and retry counters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::ServerError => "server_error",
+            Self::Connection => "connection",
+            Self::Timeout => "timeout",
+            Self::Incomplete => "incomplete_reply",
+            Self::Malformed => "malformed_reply",
+        }
+    }
+}
+
+impl Error {
+    /// True when the whole run should stop (key refused, endpoint not found, engine dead).
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Self::AuthRefused { .. } | Self::NotFound { .. } | Self::EngineDead { .. } | Self::Config(_) => true,
+            Self::RetriesExhausted { last, .. } => last.is_fatal(),
+            _ => false,
+        }
+    }
+
+    /// True when another transport attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+}

@@ -1,0 +1,101 @@
+//! Requests and replies: the engine's serialization-free vocabulary.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One chat message (`role` is `system`, `user` or `assistant`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The message text.
+    pub content: String,
+}
+
+impl Message {
+    /// A message with the given role and content.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { role: role.into(), content: content.into() }
+    }
+}
+
+/// What is sent: a chat conversation or a completion prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// `/chat/completions` with these messages.
+    Chat(Vec<Message>),
+    /// `/completions` with this prompt text.
+    Completion(String),
+}
+
+/// One call to an engine: the prompt plus sampling params passed through verbatim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The prompt.
+    pub prompt: Prompt,
+    /// Sampling params (temperature, top_p, max_tokens, stop, min_p, any extra key), sent as given.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Optional reply template used only by the mock engine (ignored by real endpoints).
+    pub mock_reply: Option<String>,
+}
+
+impl Request {
+    /// A chat request with no params.
+    pub fn chat(messages: Vec<Message>) -> Self {
+        Self { prompt: Prompt::Chat(messages), params: Default::default(), mock_reply: None }
+    }
+    /// A completion request with no params.
+    pub fn completion(prompt: impl Into<String>) -> Self {
+        Self { prompt: Prompt::Completion(prompt.into()), params: Default::default(), mock_reply: None }
+    }
+    /// Sets one sampling param.
+    pub fn with_param(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.params.insert(key.to_string(), value.into());
+        self
+    }
+    /// `max_tokens` if set as a number.
+    pub fn max_tokens(&self) -> Option<u64> {
+        self.params.get("max_tokens").and_then(|v| v.as_u64())
+    }
+}
+
+/// Token usage of one reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens in the reply.
+    pub completion_tokens: u64,
+    /// True when counted locally because the server sent no usage.
+    pub estimated: bool,
+}
+
+/// Where time went in one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timing {
+    /// Time waiting for a concurrency/rate slot.
+    pub queued: Duration,
+    /// From sending to the first byte of the successful attempt.
+    pub first_byte: Duration,
+    /// Whole call, retries included.
+    pub total: Duration,
+    /// Transport attempts made (1 = no retry).
+    pub attempts: u32,
+}
+
+/// A complete reply: returned only when the server finished it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The generated text.
+    pub text: String,
+    /// `stop`, `length`, ... as sent by the server (`length` means cut by max_tokens).
+    pub finish_reason: Option<String>,
+    /// Token usage.
+    pub usage: Usage,
+    /// Model name the server reported (or the configured one).
+    pub model: String,
+    /// Timing.
+    pub timing: Timing,
+}

@@ -1,0 +1,43 @@
+//! Store errors.
+
+use std::path::PathBuf;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another process holds the store (a run is already using this output dir).
+    #[error("the store at {path} is in use by another run (pid {pid:?}); wait for it to finish or use another output_dir")]
+    Locked {
+        /// Store directory.
+        path: PathBuf,
+        /// The holder's pid, when known.
+        pid: Option<u32>,
+    },
+    /// The store was written by an incompatible atk version.
+    #[error("the store at {path} was written by atk with record version {found}; this atk reads version {expected}. Use a fresh output_dir (or the matching atk version)")]
+    Incompatible {
+        /// Store directory.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+        /// Version this build reads.
+        expected: u32,
+    },
+    /// A record could not be decoded.
+    #[error("corrupt record {key}: {message}")]
+    Corrupt {
+        /// The key of the record.
+        key: String,
+        /// Decoder message.
+        message: String,
+    },
+    /// sled or the file system failed.
+    #[error("store I/O at {path}: {message}")]
+    Io {
+        /// Store directory.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+}

@@ -1,0 +1,44 @@
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod record;
+
+use async_trait::async_trait;
+
+pub use error::Error;
+pub use record::{Details, FailureRecord, Fields, ItemRecord, ResultRecord, RunMeta, RECORD_VERSION};
+
+/// A boxed iterator over stored records, streamed from disk.
+pub type Records<'a, T> = Box<dyn Iterator<Item = Result<T, Error>> + Send + 'a>;
+
+/// Where a run keeps everything it has done. Object safe; the sled implementation is [`SledStore`].
+///
+/// Durability contract: when `put_result` / `put_failure` return `Ok`, the record survives a
+/// SIGKILL of the process (it has been flushed, possibly as part of a group commit).
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Inserts or replaces an item (seeding from chunks, or children of a one-to-many step).
+    async fn put_items(&self, items: Vec<ItemRecord>) -> Result<(), Error>;
+    /// One item by id.
+    fn item(&self, id: &str) -> Result<Option<ItemRecord>, Error>;
+    /// All items, in `order` order.
+    fn items(&self) -> Records<'_, ItemRecord>;
+    /// Stores a step's result for an item, durably, and clears any failure recorded for it.
+    async fn put_result(&self, step: &str, item_id: &str, record: ResultRecord) -> Result<(), Error>;
+    /// A step's result for an item.
+    fn result(&self, step: &str, item_id: &str) -> Result<Option<ResultRecord>, Error>;
+    /// True when the step has a stored result for the item (cheap: no decode).
+    fn has_result(&self, step: &str, item_id: &str) -> Result<bool, Error>;
+    /// All results of a step as `(item_id, record)`, in item-id order.
+    fn results(&self, step: &str) -> Records<'_, (String, ResultRecord)>;
+    /// Records that an item failed a step, durably.
+    async fn put_failure(&self, step: &str, item_id: &str, record: FailureRecord) -> Result<(), Error>;
+    /// All failures of a step as `(item_id, record)`.
+    fn failures(&self, step: &str) -> Records<'_, (String, FailureRecord)>;
+    /// Reads a named metadata value (run meta, cost totals, ...).
+    fn meta(&self, key: &str) -> Result<Option<serde_json::Value>, Error>;
+    /// Writes a named metadata value durably.
+    async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), Error>;
+    /// Flushes everything and waits for it to be on disk.
+    async fn flush(&self) -> Result<(), Error>;
+}

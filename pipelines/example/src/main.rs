@@ -1,0 +1,2 @@
+//! `example-pipeline` binary.
+fn main() {}
