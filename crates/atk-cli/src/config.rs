@@ -1,0 +1,1 @@
+//! Config loading: sections, flattening, placeholders, overrides, typed deserialisation.
