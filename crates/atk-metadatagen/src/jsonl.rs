@@ -1,0 +1,90 @@
+//! A JSONL dataset file written atomically: lines go to a temp file beside the target,
+//! which is renamed over it only when every line is written and synced. A crash leaves
+//! either the old file or the new one, never half of one.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tempfile::NamedTempFile;
+
+use crate::Error;
+
+/// A dataset file being written; nothing is visible at `path` until [`JsonlFile::commit`].
+pub(crate) struct JsonlFile {
+    path: PathBuf,
+    out: BufWriter<NamedTempFile>,
+    lines: u64,
+}
+
+impl JsonlFile {
+    /// Starts writing `path` (through a temp file in the same directory).
+    pub(crate) fn create(path: &Path) -> Result<Self, Error> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("dataset");
+        let prefix = format!(".{name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        #[cfg(unix)]
+        {
+            // tempfile creates 0600 files; a dataset is an ordinary output file.
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o644));
+        }
+        let tmp = builder.tempfile_in(dir).map_err(|source| io(path, source))?;
+        Ok(Self { path: path.to_path_buf(), out: BufWriter::new(tmp), lines: 0 })
+    }
+
+    /// Appends one JSON line.
+    pub(crate) fn write<T: Serialize>(&mut self, line: &T) -> Result<(), Error> {
+        serde_json::to_writer(&mut self.out, line)
+            .map_err(|e| io(&self.path, std::io::Error::other(e)))?;
+        self.out.write_all(b"\n").map_err(|e| io(&self.path, e))?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Syncs the temp file and renames it over the target; returns the line count.
+    pub(crate) fn commit(self) -> Result<u64, Error> {
+        let Self { path, out, lines } = self;
+        let tmp = out.into_inner().map_err(|e| io(&path, e.into_error()))?;
+        tmp.as_file().sync_all().map_err(|e| io(&path, e))?;
+        tmp.persist(&path).map_err(|e| io(&path, e.error))?;
+        Ok(lines)
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> Error {
+    Error::Io { path: path.to_path_buf(), source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_visible_before_commit_and_no_temp_is_left_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        std::fs::write(&path, "old\n").unwrap();
+        let mut file = JsonlFile::create(&path).unwrap();
+        file.write(&serde_json::json!({"text": "new"})).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\n");
+        assert_eq!(file.commit().unwrap(), 1);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"text\":\"new\"}\n");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.jsonl")]);
+    }
+
+    #[test]
+    fn a_dropped_writer_leaves_the_old_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        std::fs::write(&path, "old\n").unwrap();
+        let mut file = JsonlFile::create(&path).unwrap();
+        file.write(&"half").unwrap();
+        drop(file);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
