@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// Another process holds the store (a run is already using this output dir).
-    #[error("the store at {path} is in use by another run (pid {pid:?}); wait for it to finish or use another output_dir")]
+    #[error("the store at {path} is in use by another run ({}); wait for it to finish or use another output_dir", holder(.pid))]
     Locked {
         /// Store directory.
         path: PathBuf,
@@ -15,7 +15,7 @@ pub enum Error {
         pid: Option<u32>,
     },
     /// The store was written by an incompatible atk version.
-    #[error("the store at {path} was written by atk with record version {found}; this atk reads version {expected}. Use a fresh output_dir (or the matching atk version)")]
+    #[error("the store at {path} was written in format version {found}; this atk reads version {expected}. Use a fresh output_dir (or the matching atk version)")]
     Incompatible {
         /// Store directory.
         path: PathBuf,
@@ -32,6 +32,20 @@ pub enum Error {
         /// Decoder message.
         message: String,
     },
+    /// No store exists at the path (only from [`SledStore::try_open_read`](crate::SledStore::try_open_read)).
+    #[error("no atk store at {path}")]
+    NotFound {
+        /// Store directory.
+        path: PathBuf,
+    },
+    /// A step name that cannot key records (empty, or containing a NUL byte).
+    #[error("invalid step name {name:?}: {reason}")]
+    InvalidStep {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// sled or the file system failed.
     #[error("store I/O at {path}: {message}")]
     Io {
@@ -40,4 +54,12 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+}
+
+/// Names the holder of a lock for [`Error::Locked`]'s message.
+fn holder(pid: &Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "pid unknown".to_owned(),
+    }
 }

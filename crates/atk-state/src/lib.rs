@@ -1,12 +1,19 @@
 #![doc = include_str!("../README.md")]
 
+mod codec;
+mod commit;
 mod error;
+mod key;
 mod record;
+mod sled_store;
+mod status;
 
 use async_trait::async_trait;
 
 pub use error::Error;
 pub use record::{Details, FailureRecord, Fields, ItemRecord, ResultRecord, RunMeta, RECORD_VERSION};
+pub use sled_store::{SledStore, StoreOptions, STORE_FORMAT_VERSION};
+pub use status::{read_status_snapshot, status_snapshot_path, write_status_snapshot};
 
 /// A boxed iterator over stored records, streamed from disk.
 pub type Records<'a, T> = Box<dyn Iterator<Item = Result<T, Error>> + Send + 'a>;
@@ -41,4 +48,12 @@ pub trait Store: Send + Sync {
     async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), Error>;
     /// Flushes everything and waits for it to be on disk.
     async fn flush(&self) -> Result<(), Error>;
+    /// How many results a step has (the sled store counts keys without decoding).
+    fn count_results(&self, step: &str) -> Result<u64, Error> {
+        self.results(step).try_fold(0, |n, r| r.map(|_| n + 1))
+    }
+    /// How many failures a step has (the sled store counts keys without decoding).
+    fn count_failures(&self, step: &str) -> Result<u64, Error> {
+        self.failures(step).try_fold(0, |n, r| r.map(|_| n + 1))
+    }
 }
