@@ -1,0 +1,100 @@
+//! The runner's error and the one place outcomes become exit codes:
+//! 0 completed, 2 config or input error, 1 fatal runtime error, 130 interrupted twice.
+
+use std::process::ExitCode;
+
+/// Why a run did not complete. Pipelines return it from [`crate::Pipeline::run`] (`?` works
+/// on store, engine, step, config and I/O errors).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The config is wrong (file, key and line are in the message). Exit 2.
+    #[error("{0}")]
+    Config(String),
+    /// The inputs are unusable: missing or empty input dir, output dir in use. Exit 2.
+    #[error("{0}")]
+    Input(String),
+    /// A fatal runtime error: key refused, endpoint gone, disk full, store broken. Exit 1.
+    #[error("{0}")]
+    Fatal(String),
+    /// Every item failed; the summary says why. Exit 1.
+    #[error("every item failed; see the summary above")]
+    AllFailed,
+    /// Stopped by Ctrl-C before finishing. Exit 130.
+    #[error("interrupted; rerun the same command to resume")]
+    Interrupted,
+}
+
+impl RunError {
+    /// A fatal runtime error from anything printable.
+    pub fn fatal(message: impl std::fmt::Display) -> Self {
+        Self::Fatal(message.to_string())
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) | Self::Input(_) => 2,
+            Self::Fatal(_) | Self::AllFailed => 1,
+            Self::Interrupted => 130,
+        }
+    }
+}
+
+/// Turns a run's outcome into the process exit code (printing nothing: the runner reports).
+pub fn exit_code(outcome: &Result<(), RunError>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => ExitCode::from(e.exit_code()),
+    }
+}
+
+impl From<atk_state::Error> for RunError {
+    fn from(e: atk_state::Error) -> Self {
+        match e {
+            atk_state::Error::Locked { .. } | atk_state::Error::Incompatible { .. } => Self::Input(e.to_string()),
+            other => Self::Fatal(other.to_string()),
+        }
+    }
+}
+
+impl From<atk_engine::Error> for RunError {
+    fn from(e: atk_engine::Error) -> Self {
+        match e {
+            atk_engine::Error::Config(_) => Self::Config(e.to_string()),
+            other => Self::Fatal(other.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for RunError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Fatal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        assert_eq!(exit_code(&Ok(())), ExitCode::SUCCESS);
+        assert_eq!(RunError::Config("x".into()).exit_code(), 2);
+        assert_eq!(RunError::Input("x".into()).exit_code(), 2);
+        assert_eq!(RunError::fatal("x").exit_code(), 1);
+        assert_eq!(RunError::AllFailed.exit_code(), 1);
+        assert_eq!(RunError::Interrupted.exit_code(), 130);
+    }
+
+    #[test]
+    fn a_locked_store_is_an_input_error_and_a_refused_key_is_fatal() {
+        let locked = atk_state::Error::Locked { path: "out".into(), pid: Some(7) };
+        assert_eq!(RunError::from(locked).exit_code(), 2);
+        let refused = atk_engine::Error::AuthRefused { engine: "small".into(), status: 401, message: "bad key".into() };
+        let e = RunError::from(refused);
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().contains("refused"), "{e}");
+        assert_eq!(RunError::from(atk_engine::Error::Config("no base_url".into())).exit_code(), 2);
+    }
+}
