@@ -10,6 +10,7 @@
 //! Hand-written rather than taken from a crate: it is a condvar, a vector of oneshot senders
 //! and a loop, and no crate offers a group commit around sled's flush.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,6 +34,8 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the thread when the first waiter arrives or on shutdown.
     wake: Condvar,
+    /// Group flushes completed.
+    flushes: AtomicU64,
 }
 
 /// Waiters not yet covered by a started flush.
@@ -55,7 +58,7 @@ impl Shared {
 impl GroupCommit {
     /// Starts the commit thread for `db`; `interval` is the least time between flush starts.
     pub(crate) fn start(db: sled::Db, interval: Duration) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new() });
+        let shared = Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new(), flushes: AtomicU64::new(0) });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("atk-state-commit".to_owned())
@@ -74,6 +77,11 @@ impl GroupCommit {
             }
         }
         rx.await.unwrap_or_else(|_| Err("the store's commit thread stopped".to_owned()))
+    }
+
+    /// Group flushes completed so far.
+    pub(crate) fn flushes(&self) -> u64 {
+        self.shared.flushes.load(Ordering::Relaxed)
     }
 
     /// Stops the thread after a last flush and waits for it.
@@ -125,6 +133,7 @@ fn run(db: &sled::Db, shared: &Shared, interval: Duration) {
         };
         last_start = Some(Instant::now());
         let result = db.flush().map(drop).map_err(|e| e.to_string());
+        shared.flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(message) = &result {
             tracing::error!(%message, "store flush failed");
         }
@@ -162,6 +171,7 @@ mod tests {
         let mut commit = Arc::into_inner(commit).unwrap();
         commit.shutdown();
         assert!(commit.thread.is_none(), "the thread was joined");
+        assert!((1..=50).contains(&commit.flushes()), "writers shared flushes: {}", commit.flushes());
     }
 
     #[tokio::test]

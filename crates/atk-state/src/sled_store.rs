@@ -121,6 +121,11 @@ impl SledStore {
         &self.dir
     }
 
+    /// Group commits (flushes) completed since open: writes / commits is the batching achieved.
+    pub fn commit_count(&self) -> u64 {
+        self.commit.flushes()
+    }
+
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, Error> {
         self.db.size_on_disk().map_err(|e| self.io(e))
