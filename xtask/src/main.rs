@@ -1,5 +1,98 @@
-//! `cargo xtask`: project chores written in Rust.
-fn main() -> anyhow::Result<()> {
-    let task = std::env::args().nth(1);
-    anyhow::bail!("unknown task {task:?}; tasks: new-pipeline NAME, bench [engine|chunk|step|pipeline]")
+//! `cargo xtask`: project chores written in Rust, run by cargo alone.
+//!
+//! - `cargo xtask new-pipeline NAME [--no-build]`: scaffold `pipelines/NAME`, then build and test it.
+//! - `cargo xtask bench [engine|chunk|state|step|pipeline|all]`: run the benchmarks.
+//! - `cargo xtask tidy`: repository checks (also run by `cargo test`).
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a binary: printing is its job
+
+mod bench;
+mod bench_pipeline;
+mod manifest;
+mod new_pipeline;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  new-pipeline NAME [--no-build]   scaffold pipelines/NAME, then build and test it
+  bench [engine|chunk|state|step|pipeline|all]
+                                   run benchmarks (default: all)
+  tidy                             check crate READMEs and stray prints";
+
+fn main() -> std::process::ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> anyhow::Result<()> {
+    let root = repo_root();
+    let mut args = args.into_iter();
+    match args.next().as_deref() {
+        Some("new-pipeline") => {
+            let rest: Vec<String> = args.collect();
+            let no_build = rest.iter().any(|a| a == "--no-build");
+            let names: Vec<&String> = rest.iter().filter(|a| !a.starts_with("--")).collect();
+            let [name] = names.as_slice() else { bail!("new-pipeline takes one NAME\n\n{USAGE}") };
+            new_pipeline::run(&root, name, !no_build)
+        }
+        Some("bench") => {
+            let what = args.next().unwrap_or_else(|| "all".to_owned());
+            bench::run(&root, &what)
+        }
+        Some("tidy") => {
+            let problems = tidy::check(&root)?;
+            if problems.is_empty() {
+                println!("tidy: ok");
+                Ok(())
+            } else {
+                bail!("tidy found {} problem(s):\n  {}", problems.len(), problems.join("\n  "))
+            }
+        }
+        Some("help" | "--help" | "-h") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// The cargo that runs us (`$CARGO`), or `cargo` from PATH.
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Runs a command to completion, failing with its command line when it fails.
+fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+/// The target directory cargo builds into for this workspace.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() { dir } else { root.join(dir) }
+        }
+        None => root.join("target"),
+    }
 }

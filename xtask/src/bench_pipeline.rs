@@ -1,0 +1,127 @@
+//! The whole-pipeline benchmark: the `example-pipeline` release binary over 3000 one-chunk
+//! documents at concurrency 200, against `atk-testkit-server` in its own process answering
+//! after 200 ms. Ideal time: 3000 × 0.2 s ÷ 200 = 3 s; prints the whole-process wall time
+//! (start-up, chunking, store, dataset writing included) divided by that.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::{cargo, status, target_dir};
+
+const DOCS: usize = 3000;
+const CONCURRENCY: usize = 200;
+const LATENCY_MS: u64 = 200;
+
+/// Builds the example pipeline in release and runs the benchmark once.
+pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
+    status(cargo().current_dir(root).args(["build", "--release", "-p", "example-pipeline"]))?;
+    let pipeline_bin = target_dir(root).join("release").join(format!("example-pipeline{}", std::env::consts::EXE_SUFFIX));
+
+    let work = tempfile::tempdir()?;
+    let inputs = work.path().join("inputs");
+    std::fs::create_dir_all(&inputs)?;
+    for i in 0..DOCS {
+        std::fs::write(inputs.join(format!("doc_{i:04}.txt")), document(i))?;
+    }
+
+    let mut server = Command::new(server_bin)
+        .args(["--port", "0", "--latency-ms", &LATENCY_MS.to_string(), "--reply-template", REPLY_TEMPLATE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", server_bin.display()))?;
+    let base_url = {
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().context("server stdout")?).read_line(&mut line)?;
+        line.trim().strip_prefix("listening on ").map(str::to_owned).with_context(|| format!("unexpected server banner {line:?}"))?
+    };
+
+    let config = work.path().join("bench.yaml");
+    std::fs::write(&config, config_yaml(&base_url, &inputs, &work.path().join("output")))?;
+    let log = std::fs::File::create(work.path().join("pipeline.log"))?;
+    let started = Instant::now();
+    let exit = Command::new(&pipeline_bin)
+        .args(["--config".as_ref(), config.as_os_str()])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()
+        .with_context(|| format!("running {}", pipeline_bin.display()))?;
+    let wall = started.elapsed();
+    let stats = fetch_stats(&base_url).unwrap_or_else(|e| format!("(stats unavailable: {e})"));
+    drop(server.stdin.take()); // the server exits when its stdin closes
+    let _ = server.wait();
+    if !exit.success() {
+        let log = std::fs::read_to_string(work.path().join("pipeline.log")).unwrap_or_default();
+        bail!("example-pipeline exited with {exit}:\n{log}");
+    }
+    let dataset = std::fs::read_to_string(work.path().join("output/sharegpt_format.jsonl")).unwrap_or_default();
+    let lines = dataset.lines().count();
+
+    let ideal = Duration::from_millis(DOCS as u64 * LATENCY_MS / CONCURRENCY as u64);
+    println!("pipeline: {DOCS} one-chunk documents, concurrency {CONCURRENCY}, server latency {LATENCY_MS} ms");
+    println!("  dataset lines:        {lines}");
+    println!("  server stats:         {stats}");
+    println!("  whole-process time ÷ ideal ({:.1} s): {:.3}x", ideal.as_secs_f64(), wall.as_secs_f64() / ideal.as_secs_f64());
+    if lines != DOCS {
+        bail!("expected {DOCS} dataset lines, got {lines}");
+    }
+    Ok(())
+}
+
+/// What the test server "writes": a poem the example's validator accepts.
+const REPLY_TEMPLATE: &str = "<poem>\n{lines}\n</poem>";
+
+/// Document `i`: one paragraph, distinct from every other, well under one chunk.
+fn document(i: usize) -> String {
+    const WORDS: &[&str] = &[
+        "harbour", "lantern", "orchard", "granite", "meadow", "compass", "ember", "willow", "tide", "quarry",
+        "sparrow", "cellar", "thistle", "beacon", "furrow", "ledger", "cinder", "marsh", "bellows", "loom",
+    ];
+    let mut text = format!("Document {i}. ");
+    let mut state = i as u64 * 2_654_435_761 + 1;
+    for n in 0..60 {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        text.push_str(WORDS[(state >> 33) as usize % WORDS.len()]);
+        text.push_str(if n % 12 == 11 { ". " } else { " " });
+    }
+    text.push('\n');
+    text
+}
+
+/// `GET /stats` of the server, by hand (one request; not worth an HTTP client dependency).
+fn fetch_stats(base_url: &str) -> anyhow::Result<String> {
+    let host = base_url.trim_start_matches("http://").split('/').next().unwrap_or_default();
+    let mut stream = TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET /stats HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_owned())
+}
+
+/// The benchmark config: the example's real-API shape pointed at the test server.
+fn config_yaml(base_url: &str, inputs: &Path, output: &Path) -> String {
+    format!(
+        "# written by cargo xtask bench pipeline\n\
+         TODO: {base_url} {} {}\n",
+        inputs.display(),
+        output.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_distinct_and_short() {
+        let (a, b) = (document(1), document(2));
+        assert_ne!(a, b);
+        assert!(a.split_whitespace().count() < 100, "one chunk each");
+    }
+}
