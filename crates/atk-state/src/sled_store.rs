@@ -270,6 +270,8 @@ impl Store for SledStore {
             if chunk.len() == ITEMS_PER_TRANSACTION {
                 self.put_item_chunk(&chunk)?;
                 chunk.clear();
+                // Seeding can be large: let other tasks on this worker run between chunks.
+                tokio::task::yield_now().await;
             }
         }
         if !chunk.is_empty() {
