@@ -1,1 +1,11 @@
 #![doc = include_str!("../README.md")]
+
+mod config;
+mod reply;
+mod server;
+mod stats;
+
+pub use config::{Fault, Faults, ReplyFn, ReplyMode, ServerConfig};
+pub use reply::{DEFAULT_TEMPLATE, prompt_hash, prompt_text, render_template};
+pub use server::TestServer;
+pub use stats::Stats;

@@ -1,0 +1,361 @@
+//! What the server does: latency, key, faults, reply, stream shape.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A function from the request body (JSON) to the reply text.
+pub type ReplyFn = Arc<dyn Fn(&serde_json::Value) -> String + Send + Sync>;
+
+/// How the test server behaves. `Default` gives a fast, fault-free, keyless server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Wait per request before the first byte (response headers) is sent.
+    pub latency: Duration,
+    /// When `Some`, requests must carry `Authorization: Bearer <key>`; others get 401.
+    pub api_key: Option<String>,
+    /// Seeded fault injection.
+    pub faults: Faults,
+    /// What the model "says".
+    pub reply: ReplyMode,
+    /// Send a final stream chunk with empty `choices` and `usage` (OpenAI style);
+    /// `false` sends none (llama.cpp style).
+    pub usage_in_stream: bool,
+    /// Process one request at a time (like llama.cpp); queued requests get no byte until
+    /// their turn.
+    pub serial: bool,
+    /// Prompt words plus `max_tokens` above this get 400 `context_length_exceeded`.
+    pub context_limit: Option<u64>,
+    /// How many SSE content deltas a streamed reply is cut into.
+    pub stream_chunks: usize,
+    /// Seed of the fault draws.
+    pub seed: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            api_key: None,
+            faults: Faults::default(),
+            reply: ReplyMode::default(),
+            usage_in_stream: true,
+            serial: false,
+            context_limit: None,
+            stream_chunks: 4,
+            seed: 0,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Sets the latency before the first byte.
+    #[must_use]
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+    /// Requires this API key.
+    #[must_use]
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+    /// Sets the fault injection.
+    #[must_use]
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+    /// Sets what the model replies.
+    #[must_use]
+    pub fn with_reply(mut self, reply: ReplyMode) -> Self {
+        self.reply = reply;
+        self
+    }
+    /// Sends (or not) a final usage chunk in streams.
+    #[must_use]
+    pub fn with_usage_in_stream(mut self, on: bool) -> Self {
+        self.usage_in_stream = on;
+        self
+    }
+    /// Serves one request at a time.
+    #[must_use]
+    pub fn with_serial(mut self, on: bool) -> Self {
+        self.serial = on;
+        self
+    }
+    /// Sets the context length (prompt words + `max_tokens`).
+    #[must_use]
+    pub fn with_context_limit(mut self, limit: u64) -> Self {
+        self.context_limit = Some(limit);
+        self
+    }
+    /// Sets how many content deltas a streamed reply has (at least 1).
+    #[must_use]
+    pub fn with_stream_chunks(mut self, n: usize) -> Self {
+        self.stream_chunks = n.max(1);
+        self
+    }
+    /// Sets the seed of the fault draws.
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+}
+
+/// One kind of injected misbehaviour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// No fault: a complete, well-formed reply.
+    #[default]
+    None,
+    /// 429 with `Retry-After` (or `retry-after-ms`) when configured, sent at once.
+    RateLimit,
+    /// 500 with an OpenAI-style error body.
+    ServerError,
+    /// Half the body, then the connection is aborted (the client sees an incomplete body).
+    ResetMidStream,
+    /// Half the body, then nothing for `stall_for`, then the rest.
+    Stall,
+    /// A `data:` line that is not JSON in place of one delta (non-streaming: cut JSON).
+    MalformedSse,
+    /// 200 with an HTML page instead of JSON or SSE.
+    Garbage,
+    /// Half the deltas, then a clean end of body: no `finish_reason`, no `[DONE]`.
+    CutBeforeDone,
+    /// Half the deltas, then an `{"error": ...}` event and the end of the body.
+    ErrorMidStream,
+    /// 401 `invalid_api_key`, whatever key was sent.
+    Unauthorized,
+}
+
+impl Fault {
+    /// Every fault kind, `None` first.
+    pub const ALL: [Fault; 10] = [
+        Fault::None,
+        Fault::RateLimit,
+        Fault::ServerError,
+        Fault::ResetMidStream,
+        Fault::Stall,
+        Fault::MalformedSse,
+        Fault::Garbage,
+        Fault::CutBeforeDone,
+        Fault::ErrorMidStream,
+        Fault::Unauthorized,
+    ];
+
+    /// A short snake_case name (`rate_limit`, `reset_mid_stream`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::None => "none",
+            Fault::RateLimit => "rate_limit",
+            Fault::ServerError => "server_error",
+            Fault::ResetMidStream => "reset_mid_stream",
+            Fault::Stall => "stall",
+            Fault::MalformedSse => "malformed_sse",
+            Fault::Garbage => "garbage",
+            Fault::CutBeforeDone => "cut_before_done",
+            Fault::ErrorMidStream => "error_mid_stream",
+            Fault::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm = s.trim().to_ascii_lowercase().replace('-', "_");
+        Fault::ALL
+            .into_iter()
+            .find(|f| f.as_str() == norm)
+            .ok_or_else(|| format!("unknown fault `{s}`"))
+    }
+}
+
+/// Fault injection. Probabilities are per request in `0..=1`, tried in field order over one
+/// seeded draw per (prompt, attempt), so a given prompt's n-th request always meets the same
+/// fault whatever the arrival order.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    /// Chance of a 429.
+    pub rate_limit: f64,
+    /// `Retry-After` sent with a 429 (none when `None`).
+    pub retry_after: Option<Duration>,
+    /// Send the wait as `retry-after-ms` (milliseconds) instead of `Retry-After` (seconds).
+    pub retry_after_ms: bool,
+    /// Chance of a 500.
+    pub server_error: f64,
+    /// Chance of a connection reset half-way through the body.
+    pub reset_mid_stream: f64,
+    /// Chance of a stall half-way through the body.
+    pub stall: f64,
+    /// How long a stall lasts.
+    pub stall_for: Duration,
+    /// Chance of a malformed SSE line.
+    pub malformed_sse: f64,
+    /// Chance of a non-JSON body.
+    pub garbage: f64,
+    /// Chance of a stream cut before `finish_reason` and `[DONE]`.
+    pub cut_before_done: f64,
+    /// Chance of an error object mid-stream.
+    pub error_mid_stream: f64,
+    /// Applied in order to the first requests (that passed the key check), before the
+    /// probabilities.
+    pub script: Vec<Fault>,
+    /// Each distinct prompt fails its first N requests with `fail_first_kind`.
+    pub fail_first_per_prompt: u32,
+    /// The fault used by `fail_first_per_prompt`.
+    pub fail_first_kind: Fault,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            rate_limit: 0.0,
+            retry_after: None,
+            retry_after_ms: false,
+            server_error: 0.0,
+            reset_mid_stream: 0.0,
+            stall: 0.0,
+            stall_for: Duration::from_secs(60),
+            malformed_sse: 0.0,
+            garbage: 0.0,
+            cut_before_done: 0.0,
+            error_mid_stream: 0.0,
+            script: Vec::new(),
+            fail_first_per_prompt: 0,
+            fail_first_kind: Fault::ServerError,
+        }
+    }
+}
+
+impl Faults {
+    /// No faults at all.
+    pub fn none() -> Self {
+        Self::default()
+    }
+    /// Only the scripted faults, for the first requests in arrival order.
+    pub fn scripted(script: impl IntoIterator<Item = Fault>) -> Self {
+        Self { script: script.into_iter().collect(), ..Self::default() }
+    }
+    /// Every distinct prompt fails its first `n` requests with `kind`.
+    pub fn fail_first(n: u32, kind: Fault) -> Self {
+        Self { fail_first_per_prompt: n, fail_first_kind: kind, ..Self::default() }
+    }
+    /// Sets the chance of `fault` (ignored for `None` and `Unauthorized`).
+    #[must_use]
+    pub fn with_rate(mut self, fault: Fault, p: f64) -> Self {
+        let p = p.clamp(0.0, 1.0);
+        match fault {
+            Fault::RateLimit => self.rate_limit = p,
+            Fault::ServerError => self.server_error = p,
+            Fault::ResetMidStream => self.reset_mid_stream = p,
+            Fault::Stall => self.stall = p,
+            Fault::MalformedSse => self.malformed_sse = p,
+            Fault::Garbage => self.garbage = p,
+            Fault::CutBeforeDone => self.cut_before_done = p,
+            Fault::ErrorMidStream => self.error_mid_stream = p,
+            Fault::None | Fault::Unauthorized => {}
+        }
+        self
+    }
+    /// Sets the `Retry-After` sent with 429s.
+    #[must_use]
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+    /// Sends the wait as `retry-after-ms` instead of `Retry-After`.
+    #[must_use]
+    pub fn with_retry_after_ms(mut self, on: bool) -> Self {
+        self.retry_after_ms = on;
+        self
+    }
+    /// Sets how long a stall lasts.
+    #[must_use]
+    pub fn with_stall_for(mut self, d: Duration) -> Self {
+        self.stall_for = d;
+        self
+    }
+
+    /// The fault for a draw `u` in `0..1`: the probabilities laid end to end in field order.
+    pub(crate) fn pick(&self, u: f64) -> Fault {
+        let table = [
+            (self.rate_limit, Fault::RateLimit),
+            (self.server_error, Fault::ServerError),
+            (self.reset_mid_stream, Fault::ResetMidStream),
+            (self.stall, Fault::Stall),
+            (self.malformed_sse, Fault::MalformedSse),
+            (self.garbage, Fault::Garbage),
+            (self.cut_before_done, Fault::CutBeforeDone),
+            (self.error_mid_stream, Fault::ErrorMidStream),
+        ];
+        let mut edge = 0.0;
+        for (p, fault) in table {
+            edge += p;
+            if u < edge {
+                return fault;
+            }
+        }
+        Fault::None
+    }
+}
+
+/// What the model "says".
+#[derive(Clone)]
+pub enum ReplyMode {
+    /// A template with `{hash}`, `{words}`, `{lines}`, `{excerpt}` (see the crate doc).
+    Template(String),
+    /// The same text for every request.
+    Fixed(String),
+    /// Computed from the request body.
+    Func(ReplyFn),
+}
+
+impl ReplyMode {
+    /// A reply computed from the request body.
+    pub fn func(f: impl Fn(&serde_json::Value) -> String + Send + Sync + 'static) -> Self {
+        ReplyMode::Func(Arc::new(f))
+    }
+}
+
+impl Default for ReplyMode {
+    fn default() -> Self {
+        ReplyMode::Template(crate::reply::DEFAULT_TEMPLATE.to_owned())
+    }
+}
+
+impl fmt::Debug for ReplyMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplyMode::Template(t) => f.debug_tuple("Template").field(t).finish(),
+            ReplyMode::Fixed(t) => f.debug_tuple("Fixed").field(t).finish(),
+            ReplyMode::Func(_) => f.write_str("Func(..)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pick_lays_probabilities_end_to_end() {
+        let f = Faults::none().with_rate(Fault::RateLimit, 0.25).with_rate(Fault::Garbage, 0.25);
+        assert_eq!(f.pick(0.1), Fault::RateLimit);
+        assert_eq!(f.pick(0.3), Fault::Garbage);
+        assert_eq!(f.pick(0.6), Fault::None);
+        assert_eq!(Faults::none().pick(0.0), Fault::None);
+    }
+
+    #[test]
+    fn fault_names_round_trip() {
+        for f in Fault::ALL {
+            assert_eq!(f.as_str().parse::<Fault>(), Ok(f));
+        }
+        assert_eq!("reset-mid-stream".parse::<Fault>(), Ok(Fault::ResetMidStream));
+        assert!("nope".parse::<Fault>().is_err());
+    }
+}

@@ -1,0 +1,922 @@
+//! The server: routes, the per-request decisions, and the bodies each fault produces.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Fault, Faults, ReplyMode, ServerConfig};
+use crate::reply::{count_words, hash16, prompt_hash, prompt_words, reply_text, split_pieces};
+use crate::stats::{Counters, InFlight, Stats};
+
+/// A running OpenAI-compatible server on 127.0.0.1. Dropping it (or [`TestServer::shutdown`])
+/// stops it: queued requests, latency waits and stalled bodies end at once.
+pub struct TestServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// State every request handler sees.
+struct Shared {
+    config: RwLock<ServerConfig>,
+    counters: Counters,
+    serial: Arc<Semaphore>,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    fn config(&self) -> ServerConfig {
+        self.config.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+    fn update(&self, f: impl FnOnce(&mut ServerConfig)) {
+        f(&mut self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+}
+
+impl TestServer {
+    /// Starts a server on a free loopback port.
+    pub async fn start(config: ServerConfig) -> io::Result<TestServer> {
+        Self::start_on(0, config).await
+    }
+
+    /// Starts a server on `127.0.0.1:port` (0 picks a free port).
+    pub async fn start_on(port: u16, config: ServerConfig) -> io::Result<TestServer> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            config: RwLock::new(config),
+            counters: Counters::default(),
+            serial: Arc::new(Semaphore::new(1)),
+            cancel: cancel.clone(),
+        });
+        let app = router(shared.clone());
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "test server stopped with an error");
+            }
+        });
+        tracing::debug!(%addr, "test server listening");
+        Ok(TestServer { addr, shared, task: Some(task) })
+    }
+
+    /// The OpenAI base URL, `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The socket address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Waits until `pred` holds for the stats (checked after every change), at most `timeout`;
+    /// returns the stats that satisfied it, or `None` on timeout. Lets a test act at a given
+    /// point of a run (say, kill a client after 5 completed replies) without sleeping.
+    pub async fn wait_until(&self, timeout: Duration, mut pred: impl FnMut(&Stats) -> bool) -> Option<Stats> {
+        let mut changes = self.shared.counters.subscribe();
+        let wait = async {
+            loop {
+                changes.borrow_and_update();
+                let stats = self.stats();
+                if pred(&stats) {
+                    return Some(stats);
+                }
+                if changes.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+
+    /// Zeroes the counters and restarts the fault script (requests in flight stay counted).
+    pub fn reset_stats(&self) {
+        {
+            let mut t = self.shared.counters.lock();
+            let in_flight = t.stats.in_flight;
+            t.stats = Stats { in_flight, max_in_flight: in_flight, ..Stats::default() };
+            t.script_pos = 0;
+        }
+        self.shared.counters.changed();
+    }
+
+    /// Replaces the fault injection for the next requests.
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.update(|c| c.faults = faults);
+    }
+
+    /// Replaces the latency for the next requests.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.update(|c| c.latency = latency);
+    }
+
+    /// Replaces the reply for the next requests.
+    pub fn set_reply(&self, reply: ReplyMode) {
+        self.shared.update(|c| c.reply = reply);
+    }
+
+    /// Stops the server and waits (at most 5 s) for it to close its connections.
+    pub async fn shutdown(mut self) {
+        self.shared.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+/// Chat or text completion.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/chat/completions", post(chat))
+        .route("/v1/completions", post(completion))
+        .route("/completions", post(completion))
+        .route("/v1/models", get(models))
+        .route("/stats", get(stats))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(shared)
+}
+
+async fn chat(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(sh, Kind::Chat, &headers, &body).await
+}
+
+async fn completion(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(sh, Kind::Completion, &headers, &body).await
+}
+
+async fn stats(State(sh): State<Arc<Shared>>) -> Response {
+    axum::Json(sh.counters.snapshot()).into_response()
+}
+
+async fn models(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let cfg = sh.config();
+    if !key_ok(&cfg, &headers) {
+        return unauthorized();
+    }
+    axum::Json(json!({"object": "list", "data": [
+        {"id": "atk-testkit", "object": "model", "created": 0, "owned_by": "atk-testkit"}
+    ]}))
+    .into_response()
+}
+
+/// True when no key is required or the bearer token is the key.
+fn key_ok(cfg: &ServerConfig, headers: &HeaderMap) -> bool {
+    let Some(key) = &cfg.api_key else { return true };
+    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    sent.and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| t.trim() == key)
+}
+
+/// An OpenAI-style error body.
+fn error_body(message: &str, kind: &str, code: Option<&str>) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn unauthorized() -> Response {
+    // Never echo the key that was sent.
+    json_response(
+        StatusCode::UNAUTHORIZED,
+        &error_body("Incorrect API key provided.", "invalid_request_error", Some("invalid_api_key")),
+    )
+}
+
+/// One request, from arrival to the response head; the body (with the in-flight guard and the
+/// serial permit) outlives this function.
+async fn handle(sh: Arc<Shared>, kind: Kind, headers: &HeaderMap, raw: &[u8]) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(raw).ok();
+    let hash = match &parsed {
+        Some(body) => prompt_hash(body),
+        None => hash16(&String::from_utf8_lossy(raw)),
+    };
+    let (guard, nth) = sh.counters.arrive(&hash);
+    let cfg = sh.config();
+    let response = decide(&sh, &cfg, kind, headers, parsed, &hash, nth, guard).await;
+    sh.counters.status(response.status().as_u16());
+    response
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn decide(
+    sh: &Arc<Shared>,
+    cfg: &ServerConfig,
+    kind: Kind,
+    headers: &HeaderMap,
+    parsed: Option<Value>,
+    hash: &str,
+    nth: u64,
+    guard: InFlight,
+) -> Response {
+    if !key_ok(cfg, headers) {
+        sh.counters.update(|s| s.rejected_auth += 1);
+        return unauthorized();
+    }
+    let Some(body) = parsed.filter(Value::is_object) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &error_body("The request body is not a JSON object.", "invalid_request_error", None),
+        );
+    };
+    if let Some(limit) = cfg.context_limit {
+        let prompt = prompt_words(&body);
+        let max_tokens = body
+            .get("max_tokens")
+            .or_else(|| body.get("max_completion_tokens"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if prompt + max_tokens > limit {
+            let msg = format!(
+                "This model's maximum context length is {limit} tokens. However, you requested \
+                 {} tokens ({prompt} in the messages, {max_tokens} in the completion). Please \
+                 reduce the length of the messages or completion.",
+                prompt + max_tokens
+            );
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &error_body(&msg, "invalid_request_error", Some("context_length_exceeded")),
+            );
+        }
+    }
+    let fault = choose_fault(sh, cfg, hash, nth);
+    match fault {
+        Fault::Unauthorized => return unauthorized(),
+        Fault::RateLimit => return rate_limited(&cfg.faults),
+        _ => {}
+    }
+    let permit = if cfg.serial {
+        tokio::select! {
+            p = sh.serial.clone().acquire_owned() => p.ok(),
+            () = sh.cancel.cancelled() => return shutting_down(),
+        }
+    } else {
+        None
+    };
+    if !cfg.latency.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(cfg.latency) => {}
+            () = sh.cancel.cancelled() => return shutting_down(),
+        }
+    }
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let text = reply_text(&cfg.reply, &body);
+    let reply = ReplyShape {
+        kind,
+        model: body.get("model").and_then(Value::as_str).unwrap_or("atk-testkit").to_owned(),
+        id: format!("{}-{hash}-{nth}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }),
+        prompt_tokens: prompt_words(&body),
+        completion_tokens: count_words(&text),
+        text,
+    };
+    let tail = Tail { counters: sh.counters.clone(), cancel: sh.cancel.clone(), _guard: guard, _permit: permit };
+    match fault {
+        Fault::ServerError => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &error_body("The server had an error while processing your request.", "server_error", None),
+        ),
+        Fault::Garbage => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body><h1>502 Bad Gateway</h1>upstream sent nonsense</body></html>",
+        )
+            .into_response(),
+        _ if stream => {
+            let mut resp = streamed(body_steps_sse(&reply, cfg, fault), tail).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp
+        }
+        _ => {
+            let mut resp = streamed(body_steps_json(&reply, cfg, fault), tail).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+    }
+}
+
+/// Script first, then fail-first-per-prompt, then the seeded draw for (prompt, attempt).
+fn choose_fault(sh: &Shared, cfg: &ServerConfig, hash: &str, nth: u64) -> Fault {
+    let faults = &cfg.faults;
+    let mut t = sh.counters.lock();
+    let fault = if t.script_pos < faults.script.len() {
+        t.script_pos += 1;
+        faults.script[t.script_pos - 1]
+    } else if nth <= u64::from(faults.fail_first_per_prompt) {
+        faults.fail_first_kind
+    } else {
+        let seed = cfg.seed
+            ^ u64::from_str_radix(hash, 16).unwrap_or(0)
+            ^ nth.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        faults.pick(StdRng::seed_from_u64(seed).random::<f64>())
+    };
+    if fault != Fault::None {
+        t.stats.faults_injected += 1;
+        drop(t);
+        sh.counters.changed();
+        tracing::debug!(fault = fault.as_str(), prompt = hash, nth, "injecting fault");
+    }
+    fault
+}
+
+fn rate_limited(faults: &Faults) -> Response {
+    let mut resp = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        &error_body("Rate limit reached for requests.", "requests", Some("rate_limit_exceeded")),
+    );
+    if let Some(wait) = faults.retry_after {
+        let (name, value) = if faults.retry_after_ms {
+            ("retry-after-ms", wait.as_millis().to_string())
+        } else {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            ("retry-after", secs.to_string())
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
+}
+
+fn shutting_down() -> Response {
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &error_body("The test server is shutting down.", "server_error", None),
+    )
+}
+
+/// What a complete reply is made of.
+struct ReplyShape {
+    kind: Kind,
+    model: String,
+    id: String,
+    text: String,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+impl ReplyShape {
+    fn usage(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        })
+    }
+
+    /// A stream chunk carrying `piece` (or only a finish reason).
+    fn chunk(&self, piece: Option<&str>, finish: Option<&str>) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => {
+                let delta = piece.map_or_else(|| json!({}), |p| json!({"content": p}));
+                json!({"index": 0, "delta": delta, "finish_reason": finish})
+            }
+            Kind::Completion => {
+                json!({"index": 0, "text": piece.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+            }
+        };
+        json!({"id": self.id, "object": self.object(true), "created": 1_700_000_000, "model": self.model, "choices": [choice]})
+    }
+
+    /// The whole non-streamed reply; `text` and `finish` may differ from the real ones.
+    fn whole(&self, text: &str, finish: Option<&str>) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}),
+            Kind::Completion => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish}),
+        };
+        json!({"id": self.id, "object": self.object(false), "created": 1_700_000_000, "model": self.model,
+               "choices": [choice], "usage": self.usage()})
+    }
+
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.kind, chunk) {
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Completion, _) => "text_completion",
+        }
+    }
+}
+
+/// One step of a response body.
+enum Step {
+    Data(Bytes),
+    Pause(Duration),
+    /// Abort the connection (the client sees a reset / incomplete body).
+    Abort,
+    /// Count the request as completed (placed just before the last bytes).
+    Completed,
+}
+
+fn sse(v: &Value) -> Step {
+    Step::Data(Bytes::from(format!("data: {v}\n\n")))
+}
+
+/// The SSE body for `fault` (None, Stall, ResetMidStream, MalformedSse, CutBeforeDone,
+/// ErrorMidStream).
+fn body_steps_sse(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecDeque<Step> {
+    let pieces = split_pieces(&reply.text, cfg.stream_chunks);
+    // The fault strikes before this delta: after half the content (before any, for one delta).
+    let half = pieces.len() / 2;
+    let mut steps = VecDeque::new();
+    if reply.kind == Kind::Chat {
+        let mut first = reply.chunk(Some(""), None);
+        first["choices"][0]["delta"]["role"] = json!("assistant");
+        steps.push_back(sse(&first));
+    }
+    for (i, piece) in pieces.iter().enumerate() {
+        if i == half {
+            match fault {
+                Fault::Stall => steps.push_back(Step::Pause(cfg.faults.stall_for)),
+                Fault::ResetMidStream => {
+                    steps.push_back(Step::Abort);
+                    return steps;
+                }
+                Fault::MalformedSse => {
+                    // This delta is lost: a client that skips bad lines keeps a damaged reply.
+                    let line = format!("data: {{\"id\":\"{}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\n\n", reply.id, piece.len());
+                    steps.push_back(Step::Data(Bytes::from(line)));
+                    continue;
+                }
+                Fault::CutBeforeDone => return steps,
+                Fault::ErrorMidStream => {
+                    let err = error_body("The server had an error while streaming.", "server_error", Some("internal_error"));
+                    steps.push_back(sse(&err));
+                    return steps;
+                }
+                _ => {}
+            }
+        }
+        steps.push_back(sse(&reply.chunk(Some(piece), None)));
+    }
+    steps.push_back(sse(&reply.chunk(None, Some("stop"))));
+    if cfg.usage_in_stream {
+        let usage = json!({"id": reply.id, "object": reply.object(true), "created": 1_700_000_000,
+                           "model": reply.model, "choices": [], "usage": reply.usage()});
+        steps.push_back(sse(&usage));
+    }
+    if fault == Fault::None || fault == Fault::Stall {
+        steps.push_back(Step::Completed);
+    }
+    steps.push_back(Step::Data(Bytes::from_static(b"data: [DONE]\n\n")));
+    steps
+}
+
+/// The non-streamed JSON body for `fault`.
+fn body_steps_json(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecDeque<Step> {
+    let whole = Bytes::from(reply.whole(&reply.text, Some("stop")).to_string());
+    let half = whole.len() / 2;
+    let mut steps = VecDeque::new();
+    match fault {
+        Fault::Stall => {
+            steps.push_back(Step::Data(whole.slice(..half)));
+            steps.push_back(Step::Pause(cfg.faults.stall_for));
+            steps.push_back(Step::Completed);
+            steps.push_back(Step::Data(whole.slice(half..)));
+        }
+        Fault::ResetMidStream => {
+            steps.push_back(Step::Data(whole.slice(..half)));
+            steps.push_back(Step::Abort);
+        }
+        Fault::MalformedSse | Fault::CutBeforeDone => steps.push_back(Step::Data(whole.slice(..half))),
+        Fault::ErrorMidStream => {
+            let err = error_body("The server had an error while processing your request.", "server_error", Some("internal_error"));
+            steps.push_back(Step::Data(Bytes::from(err.to_string())));
+        }
+        _ => {
+            steps.push_back(Step::Completed);
+            steps.push_back(Step::Data(whole));
+        }
+    }
+    steps
+}
+
+/// What a body holds until it ends: the in-flight guard and the serial permit.
+struct Tail {
+    counters: Counters,
+    cancel: CancellationToken,
+    _guard: InFlight,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A body that plays `steps`; an `Abort` (or the server shutting down) ends it with an error.
+fn streamed(steps: VecDeque<Step>, tail: Tail) -> Body {
+    let stream = futures_util::stream::unfold((steps, tail), |(mut steps, tail)| async move {
+        loop {
+            match steps.pop_front()? {
+                Step::Data(bytes) => return Some((Ok(bytes), (steps, tail))),
+                Step::Pause(d) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(d) => {}
+                        () = tail.cancel.cancelled() => {
+                            steps.clear();
+                            return Some((Err(io::Error::other("test server shut down")), (steps, tail)));
+                        }
+                    }
+                }
+                Step::Abort => {
+                    // Return Pending once first so hyper writes out what it buffered: the
+                    // client must get the head and half the body before the reset.
+                    tokio::task::yield_now().await;
+                    steps.clear();
+                    let err = io::Error::new(io::ErrorKind::ConnectionReset, "injected connection reset");
+                    return Some((Err(err), (steps, tail)));
+                }
+                Step::Completed => tail.counters.update(|s| s.completed += 1),
+            }
+        }
+    });
+    Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Faults;
+
+    /// A plain HTTP client (reqwest is built without a default TLS provider).
+    fn client() -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    }
+
+    fn chat_body(text: &str, stream: bool) -> Value {
+        json!({"model": "m", "stream": stream, "max_tokens": 50,
+               "messages": [{"role": "user", "content": text}]})
+    }
+
+    async fn post(server: &TestServer, path: &str, body: &Value) -> reqwest::Response {
+        client()
+            .post(format!("{}{path}", server.base_url()))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The `data:` payloads of an SSE body.
+    fn events(text: &str) -> Vec<String> {
+        text.split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The content deltas of a chat stream, joined.
+    fn joined_deltas(events: &[String]) -> String {
+        events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    fn fixed(fault: Fault) -> ServerConfig {
+        ServerConfig::default()
+            .with_reply(ReplyMode::Fixed("one two three four five six seven eight".into()))
+            .with_stream_chunks(4)
+            .with_faults(Faults::scripted([fault]))
+    }
+
+    #[tokio::test]
+    async fn non_streamed_chat_has_reply_and_usage() {
+        let server = TestServer::start(fixed(Fault::None)).await.unwrap();
+        let resp = post(&server, "/chat/completions", &chat_body("a b c", false)).await;
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "one two three four five six seven eight");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(v["usage"]["prompt_tokens"], 4); // "user: a b c"
+        assert_eq!(v["usage"]["completion_tokens"], 8);
+        let s = server.stats();
+        assert_eq!((s.requests, s.completed, s.faults_injected, s.in_flight), (1, 1, 0, 0));
+        assert_eq!(s.status_count(200), 1);
+    }
+
+    #[tokio::test]
+    async fn streamed_chat_rejoins_to_the_reply_then_done() {
+        let server = TestServer::start(fixed(Fault::None)).await.unwrap();
+        let resp = post(&server, "/chat/completions", &chat_body("x", true)).await;
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+        let ev = events(&resp.text().await.unwrap());
+        assert_eq!(joined_deltas(&ev), "one two three four five six seven eight");
+        assert_eq!(ev.last().unwrap(), "[DONE]");
+        let usage: Value = serde_json::from_str(&ev[ev.len() - 2]).unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["completion_tokens"], 8);
+        let finish: Value = serde_json::from_str(&ev[ev.len() - 3]).unwrap();
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        assert_eq!(server.stats().completed, 1);
+    }
+
+    #[tokio::test]
+    async fn llama_style_stream_has_no_usage_chunk_and_completions_stream_text() {
+        let server = TestServer::start(fixed(Fault::None).with_usage_in_stream(false)).await.unwrap();
+        let body = json!({"model": "m", "prompt": "Once upon", "stream": true});
+        let ev = events(&post(&server, "/completions", &body).await.text().await.unwrap());
+        assert!(ev.iter().all(|e| !e.contains("\"usage\"")));
+        let text: String = ev
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter_map(|v| v["choices"][0]["text"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(text, "one two three four five six seven eight");
+        assert_eq!(ev.last().unwrap(), "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn template_reply_is_the_same_for_the_same_prompt() {
+        let cfg = ServerConfig::default().with_reply(ReplyMode::Template("<poem>{lines}</poem> {excerpt}".into()));
+        let server = TestServer::start(cfg).await.unwrap();
+        let a: Value = post(&server, "/chat/completions", &chat_body("the sea at night", false)).await.json().await.unwrap();
+        let b: Value = post(&server, "/chat/completions", &chat_body("the sea at night", false)).await.json().await.unwrap();
+        let text = a["choices"][0]["message"]["content"].as_str().unwrap();
+        assert_eq!(a["choices"], b["choices"]);
+        assert!(text.starts_with("<poem>") && text.ends_with("</poem> the sea at night"));
+        assert_eq!(server.stats().prompt_count(&prompt_hash(&chat_body("the sea at night", false))), 2);
+    }
+
+    #[tokio::test]
+    async fn wrong_key_gets_401_without_echoing_it() {
+        let server = TestServer::start(ServerConfig::default().with_api_key("sk-right")).await.unwrap();
+        let client = client();
+        let url = format!("{}/chat/completions", server.base_url());
+        let wrong = client.post(&url).bearer_auth("sk-wrong-123").json(&chat_body("x", false)).send().await.unwrap();
+        assert_eq!(wrong.status(), 401);
+        let text = wrong.text().await.unwrap();
+        assert!(!text.contains("sk-wrong-123"));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_api_key");
+        let none = client.post(&url).json(&chat_body("x", false)).send().await.unwrap();
+        assert_eq!(none.status(), 401);
+        let right = client.post(&url).bearer_auth("sk-right").json(&chat_body("x", false)).send().await.unwrap();
+        assert_eq!(right.status(), 200);
+        let s = server.stats();
+        assert_eq!((s.requests, s.rejected_auth, s.completed), (3, 2, 1));
+        assert_eq!(s.status_count(401), 2);
+    }
+
+    #[tokio::test]
+    async fn over_the_context_limit_is_400_context_length_exceeded() {
+        let server = TestServer::start(ServerConfig::default().with_context_limit(60)).await.unwrap();
+        // 4 prompt words + 50 max_tokens fits; 12 + 50 does not.
+        assert_eq!(post(&server, "/chat/completions", &chat_body("a b c", false)).await.status(), 200);
+        let resp = post(&server, "/chat/completions", &chat_body("a b c d e f g h i j k", false)).await;
+        assert_eq!(resp.status(), 400);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "context_length_exceeded");
+        assert!(v["error"]["message"].as_str().unwrap().contains("maximum context length is 60"));
+    }
+
+    #[tokio::test]
+    async fn rate_limit_sends_retry_after_in_seconds_or_ms() {
+        let faults = Faults::scripted([Fault::RateLimit, Fault::RateLimit]).with_retry_after(Duration::from_millis(1500));
+        let server = TestServer::start(ServerConfig::default().with_faults(faults)).await.unwrap();
+        let resp = post(&server, "/chat/completions", &chat_body("x", false)).await;
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()["retry-after"], "2");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        server.set_faults(Faults::scripted([Fault::RateLimit]).with_retry_after(Duration::from_millis(1500)).with_retry_after_ms(true));
+        // The script position carries on: request 2 is still scripted.
+        let resp = post(&server, "/chat/completions", &chat_body("x", false)).await;
+        assert_eq!(resp.status(), 200);
+        server.reset_stats();
+        let resp = post(&server, "/chat/completions", &chat_body("x", false)).await;
+        assert_eq!(resp.headers()["retry-after-ms"], "1500");
+        assert!(resp.headers().get("retry-after").is_none());
+        assert_eq!(server.stats().status_count(429), 1);
+    }
+
+    #[tokio::test]
+    async fn server_error_is_500_and_garbage_is_html() {
+        let cfg = fixed(Fault::None).with_faults(Faults::scripted([Fault::ServerError, Fault::Garbage, Fault::Garbage]));
+        let server = TestServer::start(cfg).await.unwrap();
+        let resp = post(&server, "/chat/completions", &chat_body("x", true)).await;
+        assert_eq!(resp.status(), 500);
+        assert_eq!(resp.json::<Value>().await.unwrap()["error"]["type"], "server_error");
+        for stream in [true, false] {
+            let resp = post(&server, "/chat/completions", &chat_body("x", stream)).await;
+            assert_eq!(resp.status(), 200);
+            let text = resp.text().await.unwrap();
+            assert!(serde_json::from_str::<Value>(&text).is_err() && !text.contains("data:"));
+        }
+        let s = server.stats();
+        assert_eq!((s.faults_injected, s.completed), (3, 0));
+    }
+
+    #[tokio::test]
+    async fn reset_mid_stream_leaves_an_incomplete_body() {
+        let cfg = fixed(Fault::None).with_faults(Faults::scripted([Fault::ResetMidStream, Fault::ResetMidStream]));
+        let server = TestServer::start(cfg).await.unwrap();
+        for stream in [true, false] {
+            let resp = post(&server, "/chat/completions", &chat_body("x", stream)).await;
+            assert_eq!(resp.status(), 200);
+            assert!(resp.text().await.is_err(), "stream={stream}: the body must end in an error");
+        }
+        let s = server.stats();
+        assert_eq!((s.completed, s.faults_injected), (0, 2));
+        assert!(server.wait_until(Duration::from_secs(5), |s| s.in_flight == 0).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn cut_before_done_ends_cleanly_without_finish_reason() {
+        let server = TestServer::start(fixed(Fault::CutBeforeDone)).await.unwrap();
+        let ev = events(&post(&server, "/chat/completions", &chat_body("x", true)).await.text().await.unwrap());
+        assert!(!ev.is_empty());
+        assert!(ev.iter().all(|e| e != "[DONE]" && !e.contains("\"stop\"")));
+        assert_eq!(joined_deltas(&ev), "one two three four ");
+        assert_eq!(server.stats().completed, 0);
+    }
+
+    #[tokio::test]
+    async fn malformed_sse_line_is_not_json_and_loses_a_delta() {
+        let server = TestServer::start(fixed(Fault::MalformedSse)).await.unwrap();
+        let ev = events(&post(&server, "/chat/completions", &chat_body("x", true)).await.text().await.unwrap());
+        assert_eq!(ev.iter().filter(|e| serde_json::from_str::<Value>(e).is_err() && *e != "[DONE]").count(), 1);
+        assert_ne!(joined_deltas(&ev), "one two three four five six seven eight");
+        assert_eq!(ev.last().unwrap(), "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn error_object_mid_stream_then_end() {
+        let server = TestServer::start(fixed(Fault::ErrorMidStream)).await.unwrap();
+        let ev = events(&post(&server, "/chat/completions", &chat_body("x", true)).await.text().await.unwrap());
+        let last: Value = serde_json::from_str(ev.last().unwrap()).unwrap();
+        assert_eq!(last["error"]["type"], "server_error");
+        assert_eq!(joined_deltas(&ev), "one two three four ");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stall_stops_sending_for_stall_for_then_finishes() {
+        let faults = Faults::scripted([Fault::Stall]).with_stall_for(Duration::from_secs(90));
+        let server = TestServer::start(fixed(Fault::None).with_faults(faults)).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let mut resp = post(&server, "/chat/completions", &chat_body("x", true)).await;
+        let mut got = String::new();
+        let mut before_gap = String::new();
+        let mut last = start;
+        let mut longest_gap = Duration::ZERO;
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            let now = tokio::time::Instant::now();
+            if now - last > longest_gap {
+                longest_gap = now - last;
+                before_gap = got.clone();
+            }
+            last = now;
+            got.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        assert!(longest_gap >= Duration::from_secs(90), "gap {longest_gap:?}");
+        assert!(before_gap.contains("one two") && !before_gap.contains("[DONE]"));
+        assert_eq!(joined_deltas(&events(&got)), "one two three four five six seven eight");
+        assert_eq!(server.stats().completed, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_delays_the_head_and_serial_queues_requests() {
+        let cfg = fixed(Fault::None).with_latency(Duration::from_secs(10)).with_serial(true);
+        let server = Arc::new(TestServer::start(cfg).await.unwrap());
+        let start = tokio::time::Instant::now();
+        let tasks: Vec<_> = (0..3)
+            .map(|i| {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let resp = post(&server, "/chat/completions", &chat_body(&format!("p{i}"), true)).await;
+                    let head = start.elapsed();
+                    resp.text().await.unwrap();
+                    head
+                })
+            })
+            .collect();
+        let mut heads = Vec::new();
+        for t in tasks {
+            heads.push(t.await.unwrap());
+        }
+        heads.sort();
+        // One at a time: the n-th head comes after n latencies, none before its turn.
+        for (n, head) in heads.iter().enumerate() {
+            let turn = Duration::from_secs(10 * (n as u64 + 1));
+            assert!(*head >= turn && *head < turn + Duration::from_secs(5), "heads {heads:?}");
+        }
+        let s = server.stats();
+        assert_eq!((s.requests, s.completed, s.max_in_flight, s.in_flight), (3, 3, 3, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counters_are_exact_with_50_concurrent_requests() {
+        let faults = Faults::fail_first(1, Fault::ServerError);
+        let cfg = fixed(Fault::None).with_faults(faults).with_latency(Duration::from_millis(300));
+        let server = Arc::new(TestServer::start(cfg).await.unwrap());
+        let client = client();
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let (client, url) = (client.clone(), format!("{}/chat/completions", server.base_url()));
+                tokio::spawn(async move {
+                    // 10 prompts, 5 requests each.
+                    let resp = client.post(url).json(&chat_body(&format!("prompt {}", i % 10), i % 2 == 0)).send().await.unwrap();
+                    let status = resp.status().as_u16();
+                    resp.text().await.unwrap();
+                    status
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += u64::from(t.await.unwrap() == 200);
+        }
+        let s = server.wait_until(Duration::from_secs(5), |s| s.in_flight == 0).await.unwrap();
+        assert_eq!((s.requests, s.completed, s.faults_injected), (50, 40, 10));
+        assert_eq!(ok, 40);
+        assert_eq!(s.status_count(200), 40);
+        assert_eq!(s.status_count(500), 10);
+        assert_eq!(s.per_prompt.len(), 10);
+        assert!(s.per_prompt.values().all(|&n| n == 5));
+        assert_eq!(s.repeats(), 40);
+        assert!(s.max_in_flight > 1 && s.max_in_flight <= 50, "max in flight {}", s.max_in_flight);
+    }
+
+    #[tokio::test]
+    async fn drawn_faults_depend_on_seed_prompt_and_attempt_only() {
+        let faults = Faults::none().with_rate(Fault::ServerError, 0.5);
+        let run = |seed: u64| {
+            let faults = faults.clone();
+            async move {
+                let server = TestServer::start(ServerConfig::default().with_faults(faults).with_seed(seed)).await.unwrap();
+                let mut statuses = Vec::new();
+                for i in 0..30 {
+                    statuses.push(post(&server, "/chat/completions", &chat_body(&format!("p{}", i % 3), false)).await.status().as_u16());
+                }
+                statuses
+            }
+        };
+        let a = run(7).await;
+        assert_eq!(a, run(7).await);
+        assert!(a.contains(&500) && a.contains(&200));
+        assert_ne!(a, run(8).await);
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_a_stalled_body() {
+        let faults = Faults::scripted([Fault::Stall]).with_stall_for(Duration::from_secs(3600));
+        let server = TestServer::start(fixed(Fault::None).with_faults(faults)).await.unwrap();
+        let resp = post(&server, "/chat/completions", &chat_body("x", true)).await;
+        let body = tokio::spawn(resp.text());
+        tokio::time::timeout(Duration::from_secs(5), server.shutdown()).await.unwrap();
+        let text = tokio::time::timeout(Duration::from_secs(5), body).await.unwrap().unwrap();
+        assert!(text.is_err());
+    }
+
+    #[tokio::test]
+    async fn stats_and_models_routes() {
+        let server = TestServer::start(ServerConfig::default()).await.unwrap();
+        post(&server, "/chat/completions", &chat_body("x", false)).await.text().await.unwrap();
+        let root = server.base_url().trim_end_matches("/v1").to_owned();
+        let stats: Stats = client().get(format!("{root}/stats")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(stats, server.stats());
+        let models: Value = client().get(format!("{}/models", server.base_url())).send().await.unwrap().json().await.unwrap();
+        assert_eq!(models["data"][0]["id"], "atk-testkit");
+    }
+}
