@@ -189,6 +189,16 @@ impl SledStore {
         self.commit.durable().await.map_err(|message| self.io(format!("flush failed: {message}")))
     }
 
+    /// True when the item is stored as is (a resumed run re-seeds the same chunks: reads are
+    /// far cheaper than sled writes).
+    fn unchanged(&self, key: &[u8], id: &str, bytes: &[u8]) -> Result<bool, Error> {
+        let indexed = self.item_ids.get(id.as_bytes()).map_err(|e| self.io(e))?;
+        if indexed.as_deref() != Some(key) {
+            return Ok(false);
+        }
+        Ok(self.items.get(key).map_err(|e| self.io(e))?.as_deref() == Some(bytes))
+    }
+
     /// Writes a chunk of items and their id index in one transaction.
     fn put_item_chunk(&self, chunk: &[(Vec<u8>, String, Vec<u8>)]) -> Result<(), Error> {
         (&self.items, &self.item_ids)
@@ -263,10 +273,16 @@ fn open_error(dir: &Path, error: sled::Error) -> Error {
 impl Store for SledStore {
     async fn put_items(&self, items: Vec<ItemRecord>) -> Result<(), Error> {
         let mut chunk = Vec::with_capacity(ITEMS_PER_TRANSACTION.min(items.len()));
+        let mut written = 0_usize;
         for item in items {
             let key = item_key(&item.order, &item.id);
             let id = item.id.clone();
-            chunk.push((key, id, encode(item)));
+            let bytes = encode(item);
+            if self.unchanged(&key, &id, &bytes)? {
+                continue;
+            }
+            written += 1;
+            chunk.push((key, id, bytes));
             if chunk.len() == ITEMS_PER_TRANSACTION {
                 self.put_item_chunk(&chunk)?;
                 chunk.clear();
@@ -276,6 +292,10 @@ impl Store for SledStore {
         }
         if !chunk.is_empty() {
             self.put_item_chunk(&chunk)?;
+        }
+        if written == 0 {
+            // Re-seeding a resumed run: nothing changed, nothing to flush.
+            return Ok(());
         }
         self.durable().await
     }
@@ -467,6 +487,21 @@ mod tests {
         store.put_items(vec![item("c", &[0])]).await.unwrap();
         assert_eq!(ids(&store), ["c", "d", "e", "b", "a"]);
         assert_eq!(store.item("c").unwrap().unwrap().order, [0]);
+    }
+
+    #[tokio::test]
+    async fn reseeding_the_same_items_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.put_items(vec![item("a", &[0]), item("b", &[1])]).await.unwrap();
+        let commits = store.commit_count();
+        store.put_items(vec![item("a", &[0]), item("b", &[1])]).await.unwrap();
+        assert_eq!(store.commit_count(), commits, "an unchanged re-seed needs no commit");
+        let mut changed = item("b", &[1]);
+        changed.fields.insert("text".into(), json!("edited"));
+        store.put_items(vec![item("a", &[0]), changed.clone()]).await.unwrap();
+        assert_eq!(store.item("b").unwrap(), Some(changed));
+        assert_eq!(ids(&store), ["a", "b"]);
     }
 
     #[tokio::test]
