@@ -1,0 +1,125 @@
+//! Chunking cost vs one plain tiktoken pass over the same text (goal: at most 1.5x).
+//!
+//! Run: `cargo bench -p atk-chunk --bench chunk` (release). Prints ratios and MB/s measured
+//! in this one run; nothing is compared against stored timings.
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::time::Instant;
+
+use atk_chunk::{chunk_texts, ChunkConfig, Tokenizer};
+
+const CORPUS_MB: usize = 50;
+const DOCS: usize = 100;
+const CHUNK_SIZE: usize = 512;
+/// text-splitter is compared on a slice of the corpus: it is several times slower.
+const COMPARE_MB: usize = 5;
+
+const WORDS: &[&str] = &[
+    "the", "of", "and", "river", "mountain", "a", "to", "in", "is", "was", "that", "for",
+    "it", "with", "as", "his", "on", "be", "at", "by", "village", "harvest", "from", "they",
+    "ledger", "lantern", "winter", "merchant", "had", "were", "which", "an", "said", "kettle",
+    "their", "there", "orchard", "been", "would", "when", "who", "will", "more", "no", "if",
+    "out", "so", "up", "what", "about", "into", "than", "them", "can", "only", "other",
+    "journey", "bridge", "cartographer", "unexpectedly", "quietly", "northern", "eleven",
+    "1847", "weather", "machinery", "borrowed", "stone", "letters", "afterwards", "granary",
+];
+
+/// A deterministic xorshift stream (no rand dependency in the bench).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Prose: paragraphs of 2–9 sentences of 4–28 words, some commas and quotes.
+fn document(rng: &mut Rng, bytes: usize) -> String {
+    let mut s = String::with_capacity(bytes + 1024);
+    while s.len() < bytes {
+        for _ in 0..2 + rng.below(8) {
+            let n = 4 + rng.below(25);
+            for w in 0..n {
+                let word = WORDS[rng.below(WORDS.len())];
+                if w == 0 {
+                    let mut c = word.chars();
+                    let first = c.next().unwrap_or('x').to_uppercase().collect::<String>();
+                    s.push_str(&first);
+                    s.push_str(c.as_str());
+                } else {
+                    s.push_str(word);
+                }
+                if w + 1 < n {
+                    s.push_str(if rng.below(9) == 0 { ", " } else { " " });
+                }
+            }
+            s.push_str([". ", "? ", "! ", ". ", ". "][rng.below(5)]);
+        }
+        s.pop();
+        s.push_str("\n\n");
+    }
+    s
+}
+
+fn secs(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let docs: Vec<(String, String)> = (0..DOCS)
+        .map(|i| (format!("doc{i:03}.txt"), document(&mut rng, CORPUS_MB * 1_000_000 / DOCS)))
+        .collect();
+    let total_bytes: usize = docs.iter().map(|(_, t)| t.len()).sum();
+    let mb = total_bytes as f64 / 1e6;
+    let bpe = Tokenizer::Cl100k.bpe();
+    let config = ChunkConfig::new(CHUNK_SIZE).with_min_chars(0);
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+    println!("corpus: {mb:.1} MB in {DOCS} documents, chunk_size {CHUNK_SIZE}, cl100k_base");
+
+    // Warm up: load the tokenizer and the ICU segmenters.
+    let _ = chunk_texts(&docs[..1], &config);
+
+    let mut tokens = 0;
+    let t_encode = secs(|| tokens = docs.iter().map(|(_, t)| bpe.encode_ordinary(t).len()).sum());
+    let mut chunks = 0;
+    let t_chunk = one_thread.install(|| secs(|| chunks = chunk_texts(&docs, &config).chunks.len()));
+    println!("single thread:");
+    println!("  encode_ordinary pass : {t_encode:7.2} s  {:7.2} MB/s  ({tokens} tokens)", mb / t_encode);
+    println!("  atk-chunk            : {t_chunk:7.2} s  {:7.2} MB/s  ({chunks} chunks)", mb / t_chunk);
+    println!("  ratio chunk/encode   : {:.3}x  (goal <= 1.5x)", t_chunk / t_encode);
+
+    let t_chunk_par = secs(|| chunks = chunk_texts(&docs, &config).chunks.len());
+    println!(
+        "all cores ({} threads): atk-chunk {t_chunk_par:.2} s, {:.2} MB/s, {:.3}x the single-thread encode pass",
+        rayon::current_num_threads(),
+        mb / t_chunk_par,
+        t_chunk_par / t_encode
+    );
+
+    // text-splitter (tiktoken sizer, trimming off so it is lossless too) on a slice.
+    let n = (DOCS * COMPARE_MB / CORPUS_MB).max(1);
+    let slice = &docs[..n];
+    let slice_mb = slice.iter().map(|(_, t)| t.len()).sum::<usize>() as f64 / 1e6;
+    let splitter = text_splitter::TextSplitter::new(
+        text_splitter::ChunkConfig::new(CHUNK_SIZE).with_sizer(bpe).with_trim(false),
+    );
+    let mut ts_chunks = 0;
+    let t_ts = secs(|| ts_chunks = slice.iter().map(|(_, t)| splitter.chunks(t).count()).sum());
+    let mut ours = 0;
+    let t_ours = one_thread.install(|| secs(|| ours = chunk_texts(slice, &config).chunks.len()));
+    let t_enc_slice = secs(|| {
+        let _ = slice.iter().map(|(_, t)| bpe.encode_ordinary(t).len()).sum::<usize>();
+    });
+    println!("text-splitter 0.33 vs atk-chunk on {slice_mb:.1} MB, single thread:");
+    println!("  text-splitter        : {t_ts:7.2} s  {:7.2} MB/s  ({ts_chunks} chunks, {:.2}x encode)", slice_mb / t_ts, t_ts / t_enc_slice);
+    println!("  atk-chunk            : {t_ours:7.2} s  {:7.2} MB/s  ({ours} chunks, {:.2}x encode)", slice_mb / t_ours, t_ours / t_enc_slice);
+    println!("  text-splitter / atk-chunk: {:.2}x", t_ts / t_ours);
+}
