@@ -8,7 +8,7 @@ use std::time::Duration;
 pub type ReplyFn = Arc<dyn Fn(&serde_json::Value) -> String + Send + Sync>;
 
 /// How the test server behaves. `Default` gives a fast, fault-free, keyless server.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Wait per request before the first byte (response headers) is sent.
     pub latency: Duration,
@@ -30,6 +30,27 @@ pub struct ServerConfig {
     pub stream_chunks: usize,
     /// Seed of the fault draws.
     pub seed: u64,
+    /// Cut replies longer than the request's `max_tokens` (in words) and say
+    /// `finish_reason: "length"`, as a real server does.
+    pub honor_max_tokens: bool,
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key is redacted like every secret in atk.
+        f.debug_struct("ServerConfig")
+            .field("latency", &self.latency)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("faults", &self.faults)
+            .field("reply", &self.reply)
+            .field("usage_in_stream", &self.usage_in_stream)
+            .field("serial", &self.serial)
+            .field("context_limit", &self.context_limit)
+            .field("stream_chunks", &self.stream_chunks)
+            .field("seed", &self.seed)
+            .field("honor_max_tokens", &self.honor_max_tokens)
+            .finish()
+    }
 }
 
 impl Default for ServerConfig {
@@ -44,6 +65,7 @@ impl Default for ServerConfig {
             context_limit: None,
             stream_chunks: 4,
             seed: 0,
+            honor_max_tokens: false,
         }
     }
 }
@@ -101,6 +123,12 @@ impl ServerConfig {
     #[must_use]
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+    /// Cuts replies at the request's `max_tokens` words with `finish_reason: "length"`.
+    #[must_use]
+    pub fn with_honor_max_tokens(mut self, on: bool) -> Self {
+        self.honor_max_tokens = on;
         self
     }
 }
@@ -348,6 +376,12 @@ mod tests {
         assert_eq!(f.pick(0.3), Fault::Garbage);
         assert_eq!(f.pick(0.6), Fault::None);
         assert_eq!(Faults::none().pick(0.0), Fault::None);
+    }
+
+    #[test]
+    fn debug_redacts_the_key() {
+        let text = format!("{:?}", ServerConfig::default().with_api_key("sk-secret-1"));
+        assert!(!text.contains("sk-secret-1") && text.contains("[redacted]"));
     }
 
     #[test]

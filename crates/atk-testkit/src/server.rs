@@ -265,11 +265,7 @@ async fn decide(
     };
     if let Some(limit) = cfg.context_limit {
         let prompt = prompt_words(&body);
-        let max_tokens = body
-            .get("max_tokens")
-            .or_else(|| body.get("max_completion_tokens"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+        let max_tokens = max_tokens(&body).unwrap_or(0);
         if prompt + max_tokens > limit {
             let msg = format!(
                 "This model's maximum context length is {limit} tokens. However, you requested \
@@ -304,8 +300,17 @@ async fn decide(
         }
     }
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let text = reply_text(&cfg.reply, &body);
+    let mut text = reply_text(&cfg.reply, &body);
+    let mut finish = "stop";
+    if cfg.honor_max_tokens
+        && let Some(max) = max_tokens(&body)
+        && count_words(&text) > max
+    {
+        text = cut_words(&text, max);
+        finish = "length";
+    }
     let reply = ReplyShape {
+        finish,
         kind,
         model: body.get("model").and_then(Value::as_str).unwrap_or("atk-testkit").to_owned(),
         id: format!("{}-{hash}-{nth}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }),
@@ -337,6 +342,29 @@ async fn decide(
             resp
         }
     }
+}
+
+/// The request's `max_tokens` (or `max_completion_tokens`).
+fn max_tokens(body: &Value) -> Option<u64> {
+    body.get("max_tokens").or_else(|| body.get("max_completion_tokens")).and_then(Value::as_u64)
+}
+
+/// The first `n` whitespace-separated words of `text`, with the spacing between them kept.
+fn cut_words(text: &str, n: u64) -> String {
+    let mut seen = 0;
+    let mut in_word = false;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            if in_word && seen == n {
+                return text[..i].to_owned();
+            }
+            in_word = false;
+        } else if !in_word {
+            in_word = true;
+            seen += 1;
+        }
+    }
+    text.to_owned()
 }
 
 /// Script first, then fail-first-per-prompt, then the seeded draw for (prompt, attempt).
@@ -391,6 +419,7 @@ fn shutting_down() -> Response {
 
 /// What a complete reply is made of.
 struct ReplyShape {
+    finish: &'static str,
     kind: Kind,
     model: String,
     id: String,
@@ -492,7 +521,7 @@ fn body_steps_sse(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecDe
         }
         steps.push_back(sse(&reply.chunk(Some(piece), None)));
     }
-    steps.push_back(sse(&reply.chunk(None, Some("stop"))));
+    steps.push_back(sse(&reply.chunk(None, Some(reply.finish))));
     if cfg.usage_in_stream {
         let usage = json!({"id": reply.id, "object": reply.object(true), "created": 1_700_000_000,
                            "model": reply.model, "choices": [], "usage": reply.usage()});
@@ -507,7 +536,7 @@ fn body_steps_sse(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecDe
 
 /// The non-streamed JSON body for `fault`.
 fn body_steps_json(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecDeque<Step> {
-    let whole = Bytes::from(reply.whole(&reply.text, Some("stop")).to_string());
+    let whole = Bytes::from(reply.whole(&reply.text, Some(reply.finish)).to_string());
     let half = whole.len() / 2;
     let mut steps = VecDeque::new();
     match fault {
@@ -680,6 +709,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn honor_max_tokens_cuts_with_finish_reason_length() {
+        let server = TestServer::start(fixed(Fault::None).with_honor_max_tokens(true)).await.unwrap();
+        let mut body = chat_body("x", false);
+        body["max_tokens"] = json!(3);
+        let v: Value = post(&server, "/chat/completions", &body).await.json().await.unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "one two three");
+        assert_eq!(v["choices"][0]["finish_reason"], "length");
+        body["stream"] = json!(true);
+        let text = post(&server, "/chat/completions", &body).await.text().await.unwrap();
+        assert_eq!(joined_deltas(&events(&text)), "one two three");
+        assert!(text.contains("\"finish_reason\":\"length\""));
+        assert_eq!(cut_words("  a  b c", 2), "  a  b");
+    }
+
+    #[tokio::test]
     async fn wrong_key_gets_401_without_echoing_it() {
         let server = TestServer::start(ServerConfig::default().with_api_key("sk-right")).await.unwrap();
         let client = client();
@@ -755,7 +799,17 @@ mod tests {
         for stream in [true, false] {
             let resp = post(&server, "/chat/completions", &chat_body("x", stream)).await;
             assert_eq!(resp.status(), 200);
-            assert!(resp.text().await.is_err(), "stream={stream}: the body must end in an error");
+            let mut resp = resp;
+            let mut got = Vec::new();
+            let end = loop {
+                match resp.chunk().await {
+                    Ok(Some(c)) => got.extend_from_slice(&c),
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            assert!(end.is_err(), "stream={stream}: the body must end in an error");
+            assert!(String::from_utf8_lossy(&got).contains("one two"), "stream={stream}: half the body first");
         }
         let s = server.stats();
         assert_eq!((s.completed, s.faults_injected), (0, 2));
@@ -885,9 +939,11 @@ mod tests {
             let faults = faults.clone();
             async move {
                 let server = TestServer::start(ServerConfig::default().with_faults(faults).with_seed(seed)).await.unwrap();
+                let (client, url) = (client(), format!("{}/chat/completions", server.base_url()));
                 let mut statuses = Vec::new();
                 for i in 0..30 {
-                    statuses.push(post(&server, "/chat/completions", &chat_body(&format!("p{}", i % 3), false)).await.status().as_u16());
+                    let body = chat_body(&format!("p{}", i % 3), false);
+                    statuses.push(client.post(&url).json(&body).send().await.unwrap().status().as_u16());
                 }
                 statuses
             }
