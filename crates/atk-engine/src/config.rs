@@ -1,0 +1,284 @@
+//! Plain option structs for an engine, with `Default` and `with_*` setters (no file format here:
+//! `atk-cli` owns the YAML shape and converts into these).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::limit::ConcurrencyLimit;
+use crate::secret::Secret;
+use crate::Error;
+
+/// Which engine to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// An OpenAI-compatible HTTP endpoint.
+    #[default]
+    Api,
+    /// The offline, deterministic mock engine.
+    Mock,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "api" => Ok(Self::Api),
+            "mock" => Ok(Self::Mock),
+            other => Err(Error::Config(format!("unknown engine mode `{other}` (expected `api` or `mock`)"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Api => "api",
+            Self::Mock => "mock",
+        })
+    }
+}
+
+/// Per-attempt timeouts.
+///
+/// `first_byte` runs from sending the request to the first byte of the reply body. A local
+/// server that serves one request at a time (llama.cpp, a single-slot vLLM) queues the others
+/// before sending any byte, so that queueing counts as first-byte wait: the default (10 min) is
+/// generous on purpose, so a busy-but-alive server is not mistaken for a dead one. A stalled
+/// stream is caught by `idle` instead, the gap between two body chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP (+TLS) connect.
+    pub connect: Duration,
+    /// From sending to the first body byte (includes queueing inside a serial server).
+    pub first_byte: Duration,
+    /// Largest gap between two chunks of a reply.
+    pub idle: Duration,
+    /// Whole attempt, from sending to the last byte.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(600),
+            idle: Duration::from_secs(120),
+            total: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// Bounds on transport retries (separate from a step's validation retries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts per call, the first included (1 = never retry).
+    pub max_attempts: u32,
+    /// No new attempt starts once this much time has passed since the call began.
+    pub max_elapsed: Duration,
+    /// Backoff before the first retry (doubles per attempt, with jitter).
+    pub base_delay: Duration,
+    /// Ceiling of the computed backoff (a server's Retry-After may ask for longer).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            max_elapsed: Duration::from_secs(600),
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Options of the mock engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MockConfig {
+    /// Reply template (`{hash}`, `{words}`, `{lines}`, `{excerpt}`); `None` = a short paragraph.
+    pub reply_template: Option<String>,
+    /// Simulated latency per call (tokio time, so paused-clock tests stay instant).
+    pub latency: Duration,
+}
+
+/// Everything needed to build one engine. Build with `Default` and the `with_*` setters.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Name used in logs, errors and counters (`small`, `large`).
+    pub label: String,
+    /// HTTP endpoint or offline mock.
+    pub mode: Mode,
+    /// Base URL ending before `/chat/completions`, e.g. `http://127.0.0.1:8080/v1`.
+    pub base_url: String,
+    /// API key (empty: no Authorization header).
+    pub api_key: Secret,
+    /// Model name sent with every request.
+    pub model: String,
+    /// Most requests in flight at once (ignored when `shared_limit` is set).
+    pub concurrency_limit: usize,
+    /// Stream replies over SSE (default) or ask for one JSON body.
+    pub stream: bool,
+    /// When streaming, ask for a final usage chunk (`stream_options.include_usage`).
+    ///
+    /// OpenAI sends usage in a stream only when asked; vLLM, Ollama and llama.cpp accept the key.
+    /// A server that rejects it (400/422 naming `stream_options`) is asked again without it, and
+    /// the engine stops sending it; tokens are then counted locally and marked estimated.
+    pub stream_usage: bool,
+    /// Per-attempt timeouts.
+    pub timeouts: Timeouts,
+    /// Transport retry bounds.
+    pub retry: RetryConfig,
+    /// Optional requests-per-minute limit.
+    pub requests_per_minute: Option<u32>,
+    /// Optional tokens-per-minute limit (prompt estimate + `max_tokens` reserved, corrected by usage).
+    pub tokens_per_minute: Option<u32>,
+    /// Mock engine options.
+    pub mock: MockConfig,
+    /// One concurrency bound shared by several engines (wins over `concurrency_limit`).
+    pub shared_limit: Option<Arc<ConcurrencyLimit>>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            label: "default".to_string(),
+            mode: Mode::Api,
+            base_url: String::new(),
+            api_key: Secret::default(),
+            model: String::new(),
+            concurrency_limit: 50,
+            stream: true,
+            stream_usage: true,
+            timeouts: Timeouts::default(),
+            retry: RetryConfig::default(),
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            mock: MockConfig::default(),
+            shared_limit: None,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $field:ident: $ty:ty;)*) => {
+        impl EngineConfig {
+            $(
+                $(#[$doc])*
+                pub fn $name(mut self, value: impl Into<$ty>) -> Self {
+                    self.$field = value.into();
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Sets `label`.
+    with_label: label: String;
+    /// Sets `mode`.
+    with_mode: mode: Mode;
+    /// Sets `base_url`.
+    with_base_url: base_url: String;
+    /// Sets `api_key`.
+    with_api_key: api_key: Secret;
+    /// Sets `model`.
+    with_model: model: String;
+    /// Sets `concurrency_limit`.
+    with_concurrency_limit: concurrency_limit: usize;
+    /// Sets `stream`.
+    with_stream: stream: bool;
+    /// Sets `stream_usage`.
+    with_stream_usage: stream_usage: bool;
+    /// Sets `timeouts`.
+    with_timeouts: timeouts: Timeouts;
+    /// Sets `retry`.
+    with_retry: retry: RetryConfig;
+    /// Sets `requests_per_minute`.
+    with_requests_per_minute: requests_per_minute: Option<u32>;
+    /// Sets `tokens_per_minute`.
+    with_tokens_per_minute: tokens_per_minute: Option<u32>;
+    /// Sets `mock`.
+    with_mock: mock: MockConfig;
+    /// Sets `shared_limit`.
+    with_shared_limit: shared_limit: Option<Arc<ConcurrencyLimit>>;
+}
+
+impl Timeouts {
+    /// Sets `connect`.
+    pub fn with_connect(mut self, d: Duration) -> Self {
+        self.connect = d;
+        self
+    }
+    /// Sets `first_byte`.
+    pub fn with_first_byte(mut self, d: Duration) -> Self {
+        self.first_byte = d;
+        self
+    }
+    /// Sets `idle`.
+    pub fn with_idle(mut self, d: Duration) -> Self {
+        self.idle = d;
+        self
+    }
+    /// Sets `total`.
+    pub fn with_total(mut self, d: Duration) -> Self {
+        self.total = d;
+        self
+    }
+}
+
+impl RetryConfig {
+    /// Sets `max_attempts`.
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+    /// Sets `max_elapsed`.
+    pub fn with_max_elapsed(mut self, d: Duration) -> Self {
+        self.max_elapsed = d;
+        self
+    }
+    /// Sets `base_delay`.
+    pub fn with_base_delay(mut self, d: Duration) -> Self {
+        self.base_delay = d;
+        self
+    }
+    /// Sets `max_delay`.
+    pub fn with_max_delay(mut self, d: Duration) -> Self {
+        self.max_delay = d;
+        self
+    }
+}
+
+impl MockConfig {
+    /// Sets `reply_template`.
+    pub fn with_reply_template(mut self, t: impl Into<String>) -> Self {
+        self.reply_template = Some(t.into());
+        self
+    }
+    /// Sets `latency`.
+    pub fn with_latency(mut self, d: Duration) -> Self {
+        self.latency = d;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_config_hides_the_key() {
+        let cfg = EngineConfig::default().with_api_key("sk-live-abcdef").with_model("m");
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("sk-live-abcdef"), "{dbg}");
+        assert!(dbg.contains("[redacted]"));
+    }
+
+    #[test]
+    fn mode_parses() {
+        assert_eq!("mock".parse::<Mode>().unwrap(), Mode::Mock);
+        assert_eq!(" API ".parse::<Mode>().unwrap(), Mode::Api);
+        assert!("local".parse::<Mode>().is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! `CostCounter`: requests, tokens and cost of one engine, persisted and resumed via `CostTotals`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::observer::Observer;
+use crate::{Error, Reply, Request};
+
+/// Price per million tokens (USD), from the config's `cost_per_million_{input,output}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pricing {
+    /// USD per million prompt tokens.
+    pub input_per_million: f64,
+    /// USD per million completion tokens.
+    pub output_per_million: f64,
+}
+
+/// Counters of one engine; serialize them to persist, `CostCounter::restore` to resume.
+#[derive(Serialize, Deserialize, Clone, Default, Debug, PartialEq)]
+pub struct CostTotals {
+    /// Calls that ended with a reply.
+    pub requests: u64,
+    /// Calls that ended with an error.
+    pub failed_requests: u64,
+    /// Prompt tokens (server-reported or estimated).
+    pub prompt_tokens: u64,
+    /// Completion tokens (server-reported or estimated).
+    pub completion_tokens: u64,
+    /// Replies whose usage was counted locally.
+    pub estimated_replies: u64,
+    /// Cost in USD.
+    pub cost_usd: f64,
+    /// Transport retries by cause (`TransientKind::as_str`).
+    pub retries: BTreeMap<String, u64>,
+}
+
+impl CostTotals {
+    /// Adds `other` to these totals.
+    pub fn add(&mut self, other: &CostTotals) {
+        self.requests += other.requests;
+        self.failed_requests += other.failed_requests;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.estimated_replies += other.estimated_replies;
+        self.cost_usd += other.cost_usd;
+        for (k, v) in &other.retries {
+            *self.retries.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// Observer counting one engine's traffic (events of other engines are ignored by label).
+pub struct CostCounter {
+    label: String,
+    pricing: Pricing,
+    totals: Mutex<CostTotals>,
+}
+
+impl CostCounter {
+    /// A counter for the engine labelled `label`.
+    pub fn new(label: impl Into<String>, pricing: Pricing) -> Arc<Self> {
+        Arc::new(Self { label: label.into(), pricing, totals: Mutex::new(CostTotals::default()) })
+    }
+
+    /// The engine label counted.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The totals so far.
+    pub fn snapshot(&self) -> CostTotals {
+        self.lock().clone()
+    }
+
+    /// Adds totals saved by an earlier run, so a resumed run keeps counting on top.
+    pub fn restore(&self, saved: &CostTotals) {
+        self.lock().add(saved);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CostTotals> {
+        self.totals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Observer for CostCounter {
+    fn on_reply(&self, label: &str, _request: &Request, reply: &Reply) {
+        if label != self.label {
+            return;
+        }
+        let u = reply.usage;
+        let cost = u.prompt_tokens as f64 * self.pricing.input_per_million / 1e6
+            + u.completion_tokens as f64 * self.pricing.output_per_million / 1e6;
+        let mut t = self.lock();
+        t.requests += 1;
+        t.prompt_tokens += u.prompt_tokens;
+        t.completion_tokens += u.completion_tokens;
+        t.estimated_replies += u64::from(u.estimated);
+        t.cost_usd += cost;
+    }
+    fn on_retry(&self, label: &str, error: &Error, _attempt: u32, _delay: Duration) {
+        if label != self.label {
+            return;
+        }
+        let kind = match error {
+            Error::Transient { kind, .. } => kind.as_str(),
+            _ => "other",
+        };
+        *self.lock().retries.entry(kind.to_string()).or_default() += 1;
+    }
+    fn on_error(&self, label: &str, _request: &Request, _error: &Error) {
+        if label == self.label {
+            self.lock().failed_requests += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Timing, TransientKind, Usage};
+
+    #[test]
+    fn counts_costs_and_resumes() {
+        let c = CostCounter::new("small", Pricing { input_per_million: 2.0, output_per_million: 10.0 });
+        let reply = Reply {
+            text: "x".into(),
+            finish_reason: None,
+            usage: Usage { prompt_tokens: 1000, completion_tokens: 500, estimated: true },
+            model: "m".into(),
+            timing: Timing::default(),
+        };
+        let req = Request::completion("p");
+        c.on_reply("small", &req, &reply);
+        c.on_reply("large", &req, &reply); // another engine's reply: ignored
+        let err = Error::Transient { engine: "small".into(), kind: TransientKind::RateLimited, message: "m".into(), retry_after: None };
+        c.on_retry("small", &err, 1, Duration::ZERO);
+        c.on_error("small", &req, &err);
+        let t = c.snapshot();
+        assert_eq!((t.requests, t.failed_requests, t.prompt_tokens, t.completion_tokens, t.estimated_replies), (1, 1, 1000, 500, 1));
+        assert!((t.cost_usd - 0.007).abs() < 1e-12);
+        assert_eq!(t.retries["rate_limited"], 1);
+        // Persist, resume in a fresh counter, keep counting on top.
+        let saved: CostTotals = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        let resumed = CostCounter::new("small", Pricing { input_per_million: 2.0, output_per_million: 10.0 });
+        resumed.restore(&saved);
+        resumed.on_reply("small", &req, &reply);
+        assert_eq!(resumed.snapshot().requests, 2);
+        assert!((resumed.snapshot().cost_usd - 0.014).abs() < 1e-12);
+    }
+}

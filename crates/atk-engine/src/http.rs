@@ -1,0 +1,513 @@
+//! The innermost layer: one attempt against an OpenAI-compatible endpoint over reqwest.
+//! Returns a complete reply or a classified error; it never retries on its own, except to
+//! resend once without `stream_options` when a server rejects that key.
+//!
+//! SSE framing is parsed by `eventsource-stream`; chunks are deserialized with borrowed strings.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{StatusCode, Url};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use eventsource_stream::{EventStreamError, Eventsource};
+
+use crate::config::{EngineConfig, Timeouts};
+use crate::secret::Secret;
+use crate::timeout::{timed, BodyError};
+use crate::{Engine, Error, Prompt, Reply, Request, Timing, TransientKind, Usage};
+
+/// How much of an error body or malformed line is quoted in an error message.
+const QUOTE_CHARS: usize = 300;
+
+/// The HTTP engine (one attempt per `call`).
+pub(crate) struct Http {
+    label: String,
+    model: String,
+    client: reqwest::Client,
+    chat_url: Url,
+    completion_url: Url,
+    headers: HeaderMap,
+    key: Secret,
+    stream: bool,
+    /// Cleared for good when the server rejects `stream_options`.
+    stream_usage: AtomicBool,
+    timeouts: Timeouts,
+}
+
+impl Http {
+    pub(crate) fn new(cfg: &EngineConfig) -> Result<Self, Error> {
+        crate::install_crypto_provider();
+        let base = cfg.base_url.trim().trim_end_matches('/');
+        if base.is_empty() {
+            return Err(Error::Config(format!("{}: base_url is empty", cfg.label)));
+        }
+        let url = |path: &str| {
+            Url::parse(&format!("{base}{path}"))
+                .map_err(|e| Error::Config(format!("{}: bad base_url `{base}`: {e}", cfg.label)))
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if cfg.stream {
+            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        }
+        if !cfg.api_key.is_empty() {
+            let mut auth = HeaderValue::from_str(&format!("Bearer {}", cfg.api_key.expose()))
+                .map_err(|_| Error::Config(format!("{}: the API key contains characters not allowed in a header", cfg.label)))?;
+            auth.set_sensitive(true);
+            headers.insert(AUTHORIZATION, auth);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.timeouts.connect)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("atk-engine/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("{}: cannot build the HTTP client: {e}", cfg.label)))?;
+        Ok(Self {
+            label: cfg.label.clone(),
+            model: cfg.model.clone(),
+            client,
+            chat_url: url("/chat/completions")?,
+            completion_url: url("/completions")?,
+            headers,
+            key: cfg.api_key.clone(),
+            stream: cfg.stream,
+            stream_usage: AtomicBool::new(cfg.stream_usage),
+            timeouts: cfg.timeouts,
+        })
+    }
+
+    fn transient(&self, kind: TransientKind, message: impl Into<String>) -> Error {
+        Error::Transient { engine: self.label.clone(), kind, message: message.into(), retry_after: None }
+    }
+
+    async fn attempt(&self, request: &Request, started: Instant) -> Result<Reply, Error> {
+        let url = match request.prompt {
+            Prompt::Chat(_) => &self.chat_url,
+            Prompt::Completion(_) => &self.completion_url,
+        };
+        loop {
+            let with_usage = self.stream && self.stream_usage.load(Ordering::Relaxed);
+            let body = Body { model: &self.model, request, stream: self.stream, stream_usage: with_usage };
+            let body = serde_json::to_vec(&body).map_err(|e| Error::Config(format!("{}: params do not serialize: {e}", self.label)))?;
+            let deadline = started + self.timeouts.first_byte;
+            let send = self.client.post(url.clone()).headers(self.headers.clone()).body(body).send();
+            let response = match tokio::time::timeout_at(deadline, send).await {
+                Err(_) => {
+                    return Err(self.transient(TransientKind::Timeout, format!("no reply within {:?} (first-byte timeout)", self.timeouts.first_byte)));
+                }
+                Ok(Err(e)) => return Err(self.classify_send_error(&e)),
+                Ok(Ok(r)) => r,
+            };
+            let first_byte = started.elapsed();
+            let status = response.status();
+            if !status.is_success() {
+                let retry_after = retry_after(response.headers());
+                let text = self.read_error_body(response).await;
+                let message = self.key.scrub(&server_message(&text));
+                if with_usage && matches!(status.as_u16(), 400 | 422) && text.contains("stream_options") {
+                    tracing::warn!(engine = %self.label, %message, "server rejects stream_options: asking again without it; usage will be estimated");
+                    self.stream_usage.store(false, Ordering::Relaxed);
+                    continue;
+                }
+                return Err(self.classify_status(status, url, message, retry_after));
+            }
+            let is_sse = self.stream
+                && !response
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| ct.starts_with("application/json"));
+            let body = timed(response.bytes_stream(), deadline, self.timeouts.first_byte, self.timeouts.idle);
+            let parsed = if is_sse { self.read_sse(body).await? } else { self.read_json(body).await? };
+            return Ok(self.finish(request, parsed, first_byte, started));
+        }
+    }
+
+    fn finish(&self, request: &Request, parsed: Parsed, first_byte: Duration, started: Instant) -> Reply {
+        let usage = match parsed.usage {
+            Some(u) => Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, estimated: false },
+            None => Usage {
+                prompt_tokens: estimate_prompt_tokens(&request.prompt),
+                completion_tokens: atk_tokens::count(&parsed.text) as u64,
+                estimated: true,
+            },
+        };
+        Reply {
+            text: parsed.text,
+            finish_reason: parsed.finish_reason,
+            usage,
+            model: parsed.model.unwrap_or_else(|| self.model.clone()),
+            timing: Timing { queued: Duration::ZERO, first_byte, total: started.elapsed(), attempts: 1 },
+        }
+    }
+
+    async fn read_sse(&self, body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send) -> Result<Parsed, Error> {
+        let mut events = std::pin::pin!(body.eventsource());
+        let mut acc = Parsed::default();
+        let mut events_seen = 0usize;
+        let mut done = false;
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
+                // Once finish_reason arrived the text is whole; a cut before the usage chunk or
+                // [DONE] only costs the usage figures (then estimated).
+                Err(_) if acc.finish_reason.is_some() => break,
+                Err(EventStreamError::Transport(e)) => return Err(self.body_error(e, events_seen)),
+                Err(e) => return Err(self.transient(TransientKind::Malformed, format!("unreadable SSE stream: {e}"))),
+            };
+            events_seen += 1;
+            let data = event.data.trim();
+            if data == "[DONE]" {
+                done = true;
+                break;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let chunk: WireReply<'_> = match serde_json::from_str(data) {
+                Ok(chunk) => chunk,
+                Err(_) if acc.finish_reason.is_some() => break,
+                Err(_) => {
+                    return Err(self.transient(TransientKind::Malformed, format!("SSE data line is not JSON: {}", quote(data))));
+                }
+            };
+            if let Some(error) = &chunk.error {
+                return Err(self.transient(TransientKind::Malformed, format!("error object mid-stream: {}", self.key.scrub(&error_text(error)))));
+            }
+            if event.event == "error" {
+                return Err(self.transient(TransientKind::Malformed, format!("error event mid-stream: {}", quote(data))));
+            }
+            acc.absorb(chunk, true);
+        }
+        if events_seen == 0 {
+            return Err(self.transient(TransientKind::Malformed, "empty reply body (no SSE event)"));
+        }
+        if !done && acc.finish_reason.is_none() {
+            return Err(self.transient(
+                TransientKind::Incomplete,
+                format!("stream ended after {events_seen} events without finish_reason or [DONE]"),
+            ));
+        }
+        Ok(acc)
+    }
+
+    async fn read_json(&self, body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send) -> Result<Parsed, Error> {
+        let mut body = std::pin::pin!(body);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => bytes.extend_from_slice(&chunk),
+                Err(e) => return Err(self.body_error(e, usize::from(!bytes.is_empty()))),
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        if text.trim().is_empty() {
+            return Err(self.transient(TransientKind::Malformed, "empty reply body"));
+        }
+        let reply: WireReply<'_> = serde_json::from_str(&text)
+            .map_err(|_| self.transient(TransientKind::Malformed, format!("reply is not JSON: {}", quote(&text))))?;
+        if let Some(error) = &reply.error {
+            return Err(self.transient(TransientKind::Malformed, format!("error object in reply: {}", self.key.scrub(&error_text(error)))));
+        }
+        if reply.choices.is_empty() {
+            return Err(self.transient(TransientKind::Malformed, format!("reply has no choices: {}", quote(&text))));
+        }
+        let mut acc = Parsed::default();
+        acc.absorb(reply, false);
+        Ok(acc)
+    }
+
+    fn body_error(&self, e: BodyError, progress: usize) -> Error {
+        match e {
+            BodyError::Transport(e) if progress == 0 => self.transient(TransientKind::Connection, format!("connection lost before the reply: {e}")),
+            BodyError::Transport(e) => self.transient(TransientKind::Incomplete, format!("connection lost mid-reply: {}", error_chain(&e))),
+            e @ (BodyError::FirstByte(_) | BodyError::Idle(_)) => self.transient(TransientKind::Timeout, e.to_string()),
+        }
+    }
+
+    async fn read_error_body(&self, response: reqwest::Response) -> String {
+        match tokio::time::timeout(self.timeouts.idle, response.bytes()).await {
+            Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned(),
+            _ => String::new(),
+        }
+    }
+
+    fn classify_send_error(&self, e: &reqwest::Error) -> Error {
+        let kind = if e.is_timeout() { TransientKind::Timeout } else { TransientKind::Connection };
+        self.transient(kind, self.key.scrub(&error_chain(e)))
+    }
+
+    fn classify_status(&self, status: StatusCode, url: &Url, message: String, retry_after: Option<Duration>) -> Error {
+        let engine = self.label.clone();
+        let code = status.as_u16();
+        match code {
+            401 | 403 => Error::AuthRefused { engine, status: code, message },
+            404 => Error::NotFound { engine, url: url.to_string(), message },
+            429 => Error::Transient { engine, kind: TransientKind::RateLimited, message: format!("HTTP 429: {message}"), retry_after },
+            408 | 409 | 500..=599 => {
+                Error::Transient { engine, kind: TransientKind::ServerError, message: format!("HTTP {code}: {message}"), retry_after }
+            }
+            _ => Error::Rejected { engine, status: code, message },
+        }
+    }
+}
+
+#[async_trait]
+impl Engine for Http {
+    async fn call(&self, request: Request) -> Result<Reply, Error> {
+        let started = Instant::now();
+        match tokio::time::timeout(self.timeouts.total, self.attempt(&request, started)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.transient(TransientKind::Timeout, format!("no complete reply within {:?} (total timeout)", self.timeouts.total))),
+        }
+    }
+    fn label(&self) -> &str {
+        &self.label
+    }
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// The request body: engine keys, then the params verbatim. A param may not replace `model`,
+/// `messages`/`prompt` or `stream`; `use_stop: false` drops `stop` (and `use_stop` itself is
+/// never sent, since strict servers reject unknown keys).
+struct Body<'a> {
+    model: &'a str,
+    request: &'a Request,
+    stream: bool,
+    stream_usage: bool,
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct StreamOptions {
+            include_usage: bool,
+        }
+        let params = &self.request.params;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("model", self.model)?;
+        match &self.request.prompt {
+            Prompt::Chat(messages) => map.serialize_entry("messages", messages)?,
+            Prompt::Completion(prompt) => map.serialize_entry("prompt", prompt)?,
+        }
+        map.serialize_entry("stream", &self.stream)?;
+        if self.stream_usage && !params.contains_key("stream_options") {
+            map.serialize_entry("stream_options", &StreamOptions { include_usage: true })?;
+        }
+        let use_stop = params.get("use_stop").and_then(|v| v.as_bool()).unwrap_or(true);
+        for (key, value) in params {
+            match key.as_str() {
+                "model" | "messages" | "prompt" | "stream" | "use_stop" => {}
+                "stop" if !use_stop => {}
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// One SSE chunk or a whole non-streamed reply (the shapes overlap).
+#[derive(Deserialize)]
+struct WireReply<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<WireChoice<'a>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice<'a> {
+    #[serde(default)]
+    index: u32,
+    #[serde(default, borrow)]
+    delta: Option<WireMessage<'a>>,
+    #[serde(default, borrow)]
+    message: Option<WireMessage<'a>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+/// What a reply amounted to.
+#[derive(Default)]
+struct Parsed {
+    text: String,
+    finish_reason: Option<String>,
+    usage: Option<WireUsage>,
+    model: Option<String>,
+}
+
+impl Parsed {
+    fn absorb(&mut self, reply: WireReply<'_>, streamed: bool) {
+        if let Some(u) = reply.usage {
+            self.usage = Some(u);
+        }
+        if self.model.is_none()
+            && let Some(m) = reply.model
+            && !m.is_empty()
+        {
+            self.model = Some(m.into_owned());
+        }
+        // n = 1: only the first choice is the reply.
+        for choice in reply.choices.into_iter().filter(|c| c.index == 0) {
+            let piece = if streamed { choice.delta.and_then(|d| d.content) } else { choice.message.and_then(|m| m.content) };
+            if let Some(piece) = piece.or(choice.text) {
+                self.text.push_str(&piece);
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finish_reason = Some(reason.into_owned());
+            }
+        }
+    }
+}
+
+/// `retry-after-ms` (milliseconds) or `retry-after` (seconds; HTTP dates are not used by LLM APIs
+/// and are ignored).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let num = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
+    if let Some(ms) = num("retry-after-ms") {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    num("retry-after").map(Duration::from_secs_f64)
+}
+
+/// The human part of an error body: `error.message`, `error` as text, `message`, `detail`, or the
+/// body itself, shortened.
+fn server_message(body: &str) -> String {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(body) {
+        if let Some(error) = value.get("error") {
+            return error_text(error);
+        }
+        for key in ["message", "detail"] {
+            if let Some(v) = value.get(key) {
+                return quote(&v.as_str().map_or_else(|| v.to_string(), str::to_string));
+            }
+        }
+    }
+    if body.trim().is_empty() { "(empty body)".to_string() } else { quote(body.trim()) }
+}
+
+fn error_text(error: &serde_json::Value) -> String {
+    let text = match error {
+        serde_json::Value::String(s) => s.clone(),
+        other => match other.get("message").and_then(|m| m.as_str()) {
+            Some(m) => match other.get("code").and_then(|c| c.as_str()) {
+                Some(code) => format!("{m} ({code})"),
+                None => m.to_string(),
+            },
+            None => other.to_string(),
+        },
+    };
+    quote(&text)
+}
+
+fn quote(text: &str) -> String {
+    if text.chars().count() <= QUOTE_CHARS {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(QUOTE_CHARS).collect();
+    format!("{cut}…")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Local prompt count when the server sends no usage: tiktoken cl100k per message plus the
+/// usual ~4 tokens of chat framing.
+fn estimate_prompt_tokens(prompt: &Prompt) -> u64 {
+    match prompt {
+        Prompt::Chat(messages) => messages.iter().map(|m| atk_tokens::count(&m.content) as u64 + 4).sum(),
+        Prompt::Completion(text) => atk_tokens::count(text) as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Message;
+
+    fn body(request: &Request, stream: bool, usage: bool) -> serde_json::Value {
+        let b = Body { model: "m", request, stream, stream_usage: usage };
+        serde_json::from_slice(&serde_json::to_vec(&b).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn params_pass_verbatim_and_use_stop_false_drops_stop() {
+        let req = Request::chat(vec![Message::new("user", "hi")])
+            .with_param("temperature", 0.7)
+            .with_param("min_p", 0.05)
+            .with_param("stop", vec!["###"])
+            .with_param("custom_key", serde_json::json!({"a": 1}))
+            .with_param("model", "other");
+        let b = body(&req, true, true);
+        assert_eq!(b["model"], "m");
+        assert_eq!(b["temperature"], 0.7);
+        assert_eq!(b["min_p"], 0.05);
+        assert_eq!(b["stop"][0], "###");
+        assert_eq!(b["custom_key"]["a"], 1);
+        assert_eq!(b["stream_options"]["include_usage"], true);
+        assert_eq!(b["messages"][0]["content"], "hi");
+        let req = req.with_param("use_stop", false);
+        let b = body(&req, false, false);
+        assert!(b.get("stop").is_none() && b.get("use_stop").is_none() && b.get("stream_options").is_none());
+        let b = body(&Request::completion("once upon"), true, false);
+        assert_eq!(b["prompt"], "once upon");
+    }
+
+    #[test]
+    fn retry_after_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn server_messages() {
+        assert_eq!(
+            server_message(r#"{"error":{"message":"too long","code":"context_length_exceeded"}}"#),
+            "too long (context_length_exceeded)"
+        );
+        assert_eq!(server_message(r#"{"detail":"nope"}"#), "nope");
+        assert_eq!(server_message("plain"), "plain");
+    }
+}

@@ -1,0 +1,74 @@
+//! Observers see every call's request, its final reply or error, and each transport retry.
+//! `Observed` is the outermost layer: one `on_request` and one `on_reply`/`on_error` per call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{Engine, Error, Reply, Request};
+
+/// Watches an engine's traffic (cost counting, debug files). All methods default to doing nothing.
+///
+/// Callbacks run on the calling task: keep them short.
+pub trait Observer: Send + Sync {
+    /// A call is about to be sent (once per call, not per attempt).
+    fn on_request(&self, label: &str, request: &Request) {
+        let _ = (label, request);
+    }
+    /// A call ended with a complete reply.
+    fn on_reply(&self, label: &str, request: &Request, reply: &Reply) {
+        let _ = (label, request, reply);
+    }
+    /// Attempt `attempt` failed with a transient `error`; the next one starts after `delay`.
+    fn on_retry(&self, label: &str, error: &Error, attempt: u32, delay: Duration) {
+        let _ = (label, error, attempt, delay);
+    }
+    /// A call ended with an error (after any retries).
+    fn on_error(&self, label: &str, request: &Request, error: &Error) {
+        let _ = (label, request, error);
+    }
+}
+
+/// The shared list of observers of one engine.
+pub(crate) type Observers = Arc<[Arc<dyn Observer>]>;
+
+/// Layer: reports each call to the observers.
+pub(crate) struct Observed<E> {
+    inner: E,
+    observers: Observers,
+}
+
+impl<E: Engine> Observed<E> {
+    pub(crate) fn new(inner: E, observers: Observers) -> Self {
+        Self { inner, observers }
+    }
+}
+
+#[async_trait]
+impl<E: Engine> Engine for Observed<E> {
+    async fn call(&self, request: Request) -> Result<Reply, Error> {
+        if self.observers.is_empty() {
+            return self.inner.call(request).await;
+        }
+        let label = self.inner.label();
+        for o in self.observers.iter() {
+            o.on_request(label, &request);
+        }
+        let result = self.inner.call(request.clone()).await;
+        match &result {
+            Ok(reply) => self.observers.iter().for_each(|o| o.on_reply(label, &request, reply)),
+            Err(error) => self.observers.iter().for_each(|o| o.on_error(label, &request, error)),
+        }
+        result
+    }
+    fn label(&self) -> &str {
+        self.inner.label()
+    }
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+    fn is_mock(&self) -> bool {
+        self.inner.is_mock()
+    }
+}

@@ -1,0 +1,167 @@
+//! Transport retries: a plain policy function plus the `Retry` layer that applies it.
+//!
+//! Hand-written rather than tower's `Retry` or the `backoff` crates: the decision needs atk's typed
+//! error classes and the server's Retry-After, and the whole policy is a dozen lines that a table
+//! test pins down completely. The wait happens outside the `Limit` layer, so a request waiting out
+//! its backoff holds no concurrency slot.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::config::RetryConfig;
+use crate::fuse::Fuse;
+use crate::observer::Observers;
+use crate::{Engine, Error, Reply, Request};
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Return the error.
+    Stop,
+    /// Try again after this delay.
+    Wait(Duration),
+}
+
+/// The transport retry policy. `attempt` is the number of the attempt that just failed (1-based),
+/// `elapsed` the time since the call began, `jitter` a number in `0..1`.
+///
+/// Only transient errors are retried. The wait is `max(Retry-After, backoff)` where backoff is
+/// `base_delay * 2^(attempt-1)`, capped at `max_delay`, scaled by `0.5 + 0.5 * jitter` ("equal
+/// jitter": never less than half, so callers that failed together spread out without hammering).
+/// Stops when attempts run out or the wait would end past `max_elapsed`.
+pub(crate) fn policy(error: &Error, attempt: u32, elapsed: Duration, cfg: &RetryConfig, jitter: f64) -> Decision {
+    let Error::Transient { retry_after, .. } = error else {
+        return Decision::Stop;
+    };
+    if attempt >= cfg.max_attempts {
+        return Decision::Stop;
+    }
+    let exp = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
+    let backoff = cfg.base_delay.saturating_mul(exp).min(cfg.max_delay).mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+    let wait = retry_after.map_or(backoff, |ra| ra.max(backoff));
+    if elapsed.saturating_add(wait) >= cfg.max_elapsed { Decision::Stop } else { Decision::Wait(wait) }
+}
+
+/// Layer: retries transient failures of the inner engine per [`policy`].
+pub(crate) struct Retry<E> {
+    inner: E,
+    cfg: RetryConfig,
+    observers: Observers,
+    fuse: Fuse,
+}
+
+impl<E: Engine> Retry<E> {
+    pub(crate) fn new(inner: E, cfg: RetryConfig, observers: Observers, fuse: Fuse) -> Self {
+        Self { inner, cfg, observers, fuse }
+    }
+}
+
+#[async_trait]
+impl<E: Engine> Engine for Retry<E> {
+    async fn call(&self, request: Request) -> Result<Reply, Error> {
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let error = match self.inner.call(request.clone()).await {
+                Ok(mut reply) => {
+                    reply.timing.attempts = attempt;
+                    reply.timing.total = start.elapsed();
+                    return Ok(reply);
+                }
+                Err(error) => error,
+            };
+            let elapsed = start.elapsed();
+            match policy(&error, attempt, elapsed, &self.cfg, rand::random::<f64>()) {
+                Decision::Stop if error.is_transient() => {
+                    tracing::warn!(engine = self.inner.label(), attempt, %error, "transport retries exhausted");
+                    return Err(Error::RetriesExhausted {
+                        engine: self.inner.label().to_string(),
+                        attempts: attempt,
+                        elapsed,
+                        last: Box::new(error),
+                    });
+                }
+                Decision::Stop => return Err(error),
+                Decision::Wait(delay) => {
+                    let cause = match &error {
+                        Error::Transient { kind, .. } => kind.as_str(),
+                        _ => "other",
+                    };
+                    tracing::warn!(engine = self.inner.label(), attempt, cause, delay_ms = delay.as_millis() as u64, %error, "retrying");
+                    for o in self.observers.iter() {
+                        o.on_retry(self.inner.label(), &error, attempt, delay);
+                    }
+                    tokio::select! {
+                        biased;
+                        () = self.fuse.tripped() => return Err(self.fuse.error()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+    fn label(&self) -> &str {
+        self.inner.label()
+    }
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+    fn is_mock(&self) -> bool {
+        self.inner.is_mock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TransientKind;
+
+    fn transient(kind: TransientKind, retry_after: Option<Duration>) -> Error {
+        Error::Transient { engine: "t".into(), kind, message: "x".into(), retry_after }
+    }
+
+    fn check(error: Error, attempt: u32, elapsed_s: u64, jitter: f64, expected: Decision) {
+        let cfg = RetryConfig::default(); // 8 attempts, 600 s, 500 ms base, 60 s cap
+        let got = policy(&error, attempt, Duration::from_secs(elapsed_s), &cfg, jitter);
+        assert_eq!(got, expected, "{error:?} attempt {attempt}");
+    }
+
+    #[test]
+    fn policy_table() {
+        use Decision::*;
+        use TransientKind::*;
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
+        // 429 without Retry-After: jittered exponential backoff.
+        check(transient(RateLimited, None), 1, 0, 0.0, Wait(ms(250)));
+        check(transient(RateLimited, None), 1, 0, 1.0, Wait(ms(500)));
+        check(transient(RateLimited, None), 3, 0, 1.0, Wait(ms(2000)));
+        // 429 with Retry-After: the longer of the two.
+        check(transient(RateLimited, Some(s(7))), 1, 0, 1.0, Wait(s(7)));
+        check(transient(RateLimited, Some(ms(10))), 2, 0, 1.0, Wait(ms(1000)));
+        // Backoff is capped at max_delay, Retry-After is not.
+        check(transient(ServerError, None), 7, 0, 1.0, Wait(s(32)));
+        check(transient(ServerError, None), 30, 0, 1.0, Stop);
+        check(transient(RateLimited, Some(s(120))), 2, 0, 0.0, Wait(s(120)));
+        // 5xx, reset, stall, cut stream, garbage: all retried.
+        for kind in [ServerError, Connection, Timeout, Incomplete, Malformed] {
+            check(transient(kind, None), 2, 0, 0.5, Wait(ms(750)));
+        }
+        // Bounded: attempts and elapsed time.
+        check(transient(Connection, None), 8, 0, 0.0, Stop);
+        check(transient(Connection, None), 2, 599, 1.0, Stop);
+        check(transient(RateLimited, Some(s(30))), 2, 580, 0.0, Stop);
+        // Fatal and per-call errors: never retried.
+        let auth = Error::AuthRefused { engine: "t".into(), status: 401, message: "bad key".into() };
+        let forbidden = Error::AuthRefused { engine: "t".into(), status: 403, message: "no".into() };
+        let missing = Error::NotFound { engine: "t".into(), url: "u".into(), message: "no model".into() };
+        let rejected = Error::Rejected { engine: "t".into(), status: 400, message: "context_length_exceeded".into() };
+        let dead = Error::EngineDead { engine: "t".into(), reason: "r".into() };
+        for e in [auth, forbidden, missing, rejected, dead] {
+            check(e, 1, 0, 0.5, Stop);
+        }
+    }
+}
