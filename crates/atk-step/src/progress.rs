@@ -37,6 +37,13 @@ pub enum ProgressEvent {
         /// Readable reason.
         reason: String,
     },
+    /// A filter dropped an item (stored with its reason; it goes no further).
+    ItemDropped {
+        /// Step name.
+        step: String,
+        /// Why it was dropped.
+        reason: String,
+    },
     /// A step has no more work in this run.
     StepFinished {
         /// Step name.

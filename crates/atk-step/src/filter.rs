@@ -1,0 +1,135 @@
+//! `FilterStep`: a judge keeps or drops an item, recording why.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use atk_state::{ItemRecord, RECORD_VERSION, ResultRecord};
+use serde_json::{Value, json};
+
+use crate::error::StepError;
+use crate::prompt_step::{PromptStep, now_ms};
+use crate::step::{Step, StepContext, StepOutput};
+
+type Judge = Arc<dyn Fn(&Value) -> Result<(bool, String), String> + Send + Sync>;
+type ItemJudge = Arc<dyn Fn(&ItemRecord) -> (bool, String) + Send + Sync>;
+
+enum Source {
+    Prompt(Box<PromptStep>, Judge),
+    Function(ItemJudge),
+}
+
+/// A keep/drop step. A dropped item stops here; the drop and its reason are stored, so a
+/// resumed run does not ask again.
+pub struct FilterStep {
+    name: String,
+    source: Source,
+}
+
+impl std::fmt::Debug for FilterStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterStep").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The default verdict reader: the last non-empty line of the reply decides — `keep`, `yes`,
+/// `pass` or `suitable` keep; `drop`, `no`, `reject` or `unsuitable` drop; anything else is
+/// rejected (and retried). The reason is the whole reply, trimmed.
+pub fn default_judge(output: &Value) -> Result<(bool, String), String> {
+    let text = match output {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_lowercase();
+    let words: Vec<&str> = last.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let has = |set: &[&str]| words.iter().any(|w| set.contains(w));
+    let drop = has(&["drop", "no", "reject", "unsuitable"]);
+    let keep = has(&["keep", "yes", "pass", "suitable"]);
+    match (keep, drop) {
+        (true, false) => Ok((true, text.trim().to_string())),
+        (false, true) => Ok((false, text.trim().to_string())),
+        _ => Err("no clear keep/drop verdict on the last line".to_string()),
+    }
+}
+
+impl FilterStep {
+    /// A judge prompt; the processed reply goes through [`default_judge`] unless [`judge`](Self::judge) is set.
+    /// The step takes `inner`'s name.
+    pub fn new(inner: PromptStep) -> Self {
+        Self { name: inner.name().to_string(), source: Source::Prompt(Box::new(inner), Arc::new(default_judge)) }
+    }
+
+    /// Reads the verdict from the processed reply: `Ok((keep, reason))`, or `Err` to retry.
+    pub fn judge(mut self, f: impl Fn(&Value) -> Result<(bool, String), String> + Send + Sync + 'static) -> Self {
+        if let Source::Prompt(_, judge) = &mut self.source {
+            *judge = Arc::new(f);
+        }
+        self
+    }
+
+    /// A filter without a model call: `f` returns `(keep, reason)`.
+    pub fn from_fn(name: impl Into<String>, f: impl Fn(&ItemRecord) -> (bool, String) + Send + Sync + 'static) -> Self {
+        Self { name: name.into(), source: Source::Function(Arc::new(f)) }
+    }
+}
+
+#[async_trait]
+impl Step for FilterStep {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn prompt_names(&self) -> Vec<String> {
+        match &self.source {
+            Source::Prompt(inner, _) => inner.prompt_names(),
+            Source::Function(_) => vec![],
+        }
+    }
+
+    fn result_key(&self) -> &str {
+        match &self.source {
+            Source::Prompt(inner, _) => Step::result_key(inner.as_ref()),
+            Source::Function(_) => &self.name,
+        }
+    }
+
+    async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
+        let ((keep, reason), mut record) = match &self.source {
+            Source::Prompt(inner, judge) => inner.attempt(item, ctx, &|out, _| judge(out)).await?,
+            Source::Function(f) => {
+                let record = ResultRecord {
+                    v: RECORD_VERSION,
+                    output: Value::Null,
+                    details: None,
+                    attempts: 1,
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    elapsed_ms: 0,
+                    stored_at_ms: now_ms(),
+                };
+                (f(item), record)
+            }
+        };
+        if keep {
+            record.output = json!({"keep": true, "reason": reason});
+            Ok(StepOutput::Keep(record))
+        } else {
+            record.output = Value::String(reason);
+            Ok(StepOutput::Drop(record))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_judge_reads_the_last_line() {
+        let verdict = |s: &str| default_judge(&Value::String(s.into()));
+        assert!(verdict("Reasoning...\nVerdict: KEEP").unwrap().0);
+        assert!(!verdict("It is off-topic.\nDrop.\n\n").unwrap().0);
+        assert_eq!(verdict("Looks fine.\nno").unwrap(), (false, "Looks fine.\nno".to_string()));
+        assert!(verdict("I cannot decide").is_err());
+        assert!(verdict("keep or drop?").is_err());
+    }
+}

@@ -1,0 +1,329 @@
+//! Prompt files: chat prompts are YAML lists of `{role, content}`, completion prompts `.txt`.
+//! A pipeline's defaults are compiled in; the config's `prompts` folder overrides them file by
+//! file. Every prompt is parsed and checked when first loaded (the executor loads all of a
+//! chain's prompts before the first request) and cached afterwards.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use atk_engine::{Message, Prompt};
+use serde::Deserialize;
+
+use crate::error::StepError;
+use crate::template::render_template;
+
+/// Where a prompt was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptSource {
+    /// A file on disk (override or default folder).
+    File(PathBuf),
+    /// A default compiled into the binary, by file name.
+    BuiltIn(String),
+}
+
+impl fmt::Display for PromptSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::BuiltIn(name) => write!(f, "built-in:{name}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Body {
+    Chat(Vec<Message>),
+    Completion(String),
+}
+
+/// A checked prompt, ready to render for an item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptTemplate {
+    source: PromptSource,
+    body: Body,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMessage {
+    role: Role,
+    content: String,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        }
+    }
+}
+
+impl PromptTemplate {
+    /// Parses a chat prompt: a YAML list of `{role, content}` (roles `system`, `user`, `assistant`).
+    pub fn parse_chat(source: PromptSource, text: &str) -> Result<Self, StepError> {
+        let error = |line: Option<usize>, message: String| StepError::Prompt { file: source.to_string(), line, message };
+        if text.trim().is_empty() {
+            return Err(error(None, "the file is empty; expected a YAML list of {role, content} messages".into()));
+        }
+        let raw: Vec<RawMessage> = serde_yaml::from_str(text).map_err(|e| {
+            error(
+                e.location().map(|l| l.line()),
+                format!("{e} (expected a YAML list of {{role, content}} messages, role one of system/user/assistant)"),
+            )
+        })?;
+        if raw.is_empty() {
+            return Err(error(None, "the prompt has no messages".into()));
+        }
+        let messages = raw.into_iter().map(|m| Message::new(m.role.as_str(), m.content)).collect();
+        Ok(Self { source, body: Body::Chat(messages) })
+    }
+
+    /// A completion prompt (plain text).
+    pub fn parse_completion(source: PromptSource, text: &str) -> Result<Self, StepError> {
+        if text.trim().is_empty() {
+            return Err(StepError::Prompt { file: source.to_string(), line: None, message: "the file is empty".into() });
+        }
+        Ok(Self { source, body: Body::Completion(text.to_string()) })
+    }
+
+    /// Where this prompt came from.
+    pub fn source(&self) -> &PromptSource {
+        &self.source
+    }
+
+    /// True for a chat prompt, false for a completion prompt.
+    pub fn is_chat(&self) -> bool {
+        matches!(self.body, Body::Chat(_))
+    }
+
+    /// Fills in `{name}`s (see [`render_template`]) and returns the prompt to send.
+    pub fn render(&self, vars: &dyn Fn(&str) -> Option<String>) -> Prompt {
+        match &self.body {
+            Body::Chat(messages) => Prompt::Chat(
+                messages.iter().map(|m| Message::new(m.role.clone(), render_template(&m.content, vars))).collect(),
+            ),
+            Body::Completion(text) => Prompt::Completion(render_template(text, vars)),
+        }
+    }
+}
+
+/// Finds, checks and caches prompt files.
+///
+/// Lookup order for `NAME` (file `NAME.yaml` in chat mode, `NAME.txt` in completion mode):
+/// the override folder (the config's `prompts`), then the default folder when one is set
+/// (the config's `default_prompts`; it replaces the compiled-in defaults), else the defaults
+/// compiled into the binary.
+#[derive(Debug)]
+pub struct PromptLibrary {
+    defaults: &'static [(&'static str, &'static str)],
+    default_dir: Option<PathBuf>,
+    override_dir: Option<PathBuf>,
+    cache: Mutex<HashMap<String, Arc<PromptTemplate>>>,
+}
+
+impl PromptLibrary {
+    /// A library over compiled-in defaults: `(file name, contents)` pairs such as `("write_poem.yaml", include_str!(..))`.
+    pub fn new(defaults: &'static [(&'static str, &'static str)]) -> Self {
+        Self { defaults, default_dir: None, override_dir: None, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// Files in this folder win over the defaults, file by file.
+    pub fn with_override_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.override_dir = dir;
+        self
+    }
+
+    /// When set, this folder replaces the compiled-in defaults.
+    pub fn with_default_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.default_dir = dir;
+        self
+    }
+
+    /// Loads (once; cached afterwards) and checks the prompt `name` (without extension).
+    pub fn load(&self, name: &str, completion_mode: bool) -> Result<Arc<PromptTemplate>, StepError> {
+        let ext = if completion_mode { "txt" } else { "yaml" };
+        let base = name.strip_suffix(&format!(".{ext}")).unwrap_or(name);
+        check_name(base)?;
+        let file_name = format!("{base}.{ext}");
+        if let Some(hit) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&file_name) {
+            return Ok(hit.clone());
+        }
+        let (source, text) = self.find(&file_name)?;
+        let template = if completion_mode {
+            PromptTemplate::parse_completion(source, &text)?
+        } else {
+            PromptTemplate::parse_chat(source, &text)?
+        };
+        let template = Arc::new(template);
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(file_name, template.clone());
+        Ok(template)
+    }
+
+    /// Loads and checks every named prompt; the first problem is returned.
+    pub fn check_all(&self, names: &[String], completion_mode: bool) -> Result<(), StepError> {
+        names.iter().try_for_each(|n| self.load(n, completion_mode).map(|_| ()))
+    }
+
+    fn find(&self, file_name: &str) -> Result<(PromptSource, String), StepError> {
+        let mut looked = Vec::new();
+        for dir in [&self.override_dir, &self.default_dir].into_iter().flatten() {
+            let path = dir.join(file_name);
+            if let Some(text) = read_if_exists(&path)? {
+                return Ok((PromptSource::File(path), text));
+            }
+            looked.push(path.display().to_string());
+        }
+        if self.default_dir.is_none() {
+            if let Some((_, text)) = self.defaults.iter().find(|(n, _)| *n == file_name) {
+                return Ok((PromptSource::BuiltIn(file_name.to_string()), (*text).to_string()));
+            }
+            looked.push("the built-in prompts".to_string());
+        }
+        Err(StepError::Prompt {
+            file: file_name.to_string(),
+            line: None,
+            message: format!("prompt file not found (looked in {})", looked.join(", ")),
+        })
+    }
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<String>, StepError> {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|e| StepError::Prompt {
+            file: path.display().to_string(),
+            line: None,
+            message: format!("not valid UTF-8: {e}"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StepError::Prompt { file: path.display().to_string(), line: None, message: e.to_string() }),
+    }
+}
+
+/// A prompt name is a plain file stem: never a path that could leave the prompt folders.
+fn check_name(name: &str) -> Result<(), StepError> {
+    let bad = name.is_empty()
+        || name.contains(['/', '\\', '\0', ':'])
+        || name.contains("..")
+        || Path::new(name).is_absolute();
+    if bad {
+        return Err(StepError::Prompt {
+            file: name.to_string(),
+            line: None,
+            message: "a prompt name must be a plain file name without folders or `..`".into(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: &[(&str, &str)] = &[
+        ("write_poem.yaml", "- role: system\n  content: You write poems.\n- role: user\n  content: \"Text: {text}\"\n"),
+        ("write_poem.txt", "Poem about {text}:\n"),
+        ("other.yaml", "- role: user\n  content: hi\n"),
+    ];
+
+    fn prompt_error(result: Result<Arc<PromptTemplate>, StepError>) -> (String, Option<usize>, String) {
+        match result {
+            Err(StepError::Prompt { file, line, message }) => (file, line, message),
+            other => panic!("expected a prompt error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn built_in_defaults_load_in_both_modes() {
+        let lib = PromptLibrary::new(DEFAULTS);
+        let chat = lib.load("write_poem", false).unwrap();
+        assert!(chat.is_chat());
+        assert_eq!(chat.source().to_string(), "built-in:write_poem.yaml");
+        let completion = lib.load("write_poem", true).unwrap();
+        assert!(!completion.is_chat());
+    }
+
+    #[test]
+    fn override_dir_wins_file_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("write_poem.yaml"), "- role: user\n  content: overridden {text}\n").unwrap();
+        let lib = PromptLibrary::new(DEFAULTS).with_override_dir(Some(dir.path().to_path_buf()));
+        let poem = lib.load("write_poem", false).unwrap();
+        assert_eq!(poem.source(), &PromptSource::File(dir.path().join("write_poem.yaml")));
+        assert_eq!(poem.render(&|_| None), Prompt::Chat(vec![Message::new("user", "overridden {text}")]));
+        assert_eq!(lib.load("other", false).unwrap().source().to_string(), "built-in:other.yaml");
+    }
+
+    #[test]
+    fn default_dir_replaces_compiled_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("other.yaml"), "- role: user\n  content: from dir\n").unwrap();
+        let lib = PromptLibrary::new(DEFAULTS).with_default_dir(Some(dir.path().to_path_buf()));
+        assert!(matches!(lib.load("other", false).unwrap().source(), PromptSource::File(_)));
+        let (file, _, message) = prompt_error(lib.load("write_poem", false));
+        assert_eq!(file, "write_poem.yaml");
+        assert!(message.contains("not found"), "{message}");
+    }
+
+    #[test]
+    fn missing_file_names_the_file() {
+        let (file, line, message) = prompt_error(PromptLibrary::new(DEFAULTS).load("nope", false));
+        assert_eq!((file.as_str(), line), ("nope.yaml", None));
+        assert!(message.contains("not found"));
+    }
+
+    #[test]
+    fn bad_yaml_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.yaml"), "- role: user\n  content: ok\n- role: user\n  content: [unclosed\n").unwrap();
+        let lib = PromptLibrary::new(DEFAULTS).with_override_dir(Some(dir.path().to_path_buf()));
+        let (file, line, _) = prompt_error(lib.load("bad", false));
+        assert!(file.ends_with("bad.yaml"), "{file}");
+        assert!(line.is_some_and(|l| l >= 4), "line {line:?}");
+        let shown = StepError::Prompt { file, line, message: "m".into() }.to_string();
+        assert!(shown.contains("bad.yaml, line "), "{shown}");
+    }
+
+    #[test]
+    fn wrong_role_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("role.yaml"), "- role: user\n  content: ok\n- role: bot\n  content: hi\n").unwrap();
+        let lib = PromptLibrary::new(DEFAULTS).with_override_dir(Some(dir.path().to_path_buf()));
+        let (_, line, message) = prompt_error(lib.load("role", false));
+        assert_eq!(line, Some(3), "{message}");
+        assert!(message.contains("bot"), "{message}");
+    }
+
+    #[test]
+    fn empty_list_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("empty.yaml"), "[]\n").unwrap();
+        std::fs::write(dir.path().join("extra.yaml"), "- role: user\n  content: x\n  colour: red\n").unwrap();
+        std::fs::write(dir.path().join("blank.yaml"), "\n").unwrap();
+        let lib = PromptLibrary::new(DEFAULTS).with_override_dir(Some(dir.path().to_path_buf()));
+        assert!(prompt_error(lib.load("empty", false)).2.contains("no messages"));
+        assert!(prompt_error(lib.load("extra", false)).2.contains("colour"));
+        assert!(prompt_error(lib.load("blank", false)).2.contains("empty"));
+    }
+
+    #[test]
+    fn names_that_are_paths_are_refused() {
+        let lib = PromptLibrary::new(DEFAULTS);
+        for name in ["../secret", "a/b", "a\\b", "/etc/passwd", "", "..", "C:x"] {
+            let (_, _, message) = prompt_error(lib.load(name, false));
+            assert!(message.contains("plain file name"), "{name}: {message}");
+        }
+        assert!(lib.load("write_poem.yaml", false).is_ok(), "a matching extension is tolerated");
+    }
+}

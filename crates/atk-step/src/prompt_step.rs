@@ -1,0 +1,488 @@
+//! `PromptStep`: the seed's `PipelineStep` — render a prompt for an item, call an engine,
+//! process and validate the reply, retry rejected outputs up to `max_retries`.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use atk_engine::{Prompt, Request};
+use atk_state::{Details, ItemRecord, RECORD_VERSION, ResultRecord};
+use serde_json::{Map, Value};
+
+use crate::error::{ItemFailure, StepError};
+use crate::step::{EngineChoice, Step, StepContext, StepOutput};
+use crate::template::value_text;
+
+type OutputProcessor = Arc<dyn Fn(&str) -> Result<Value, String> + Send + Sync>;
+type Validator = Arc<dyn Fn(&Value, &ItemRecord) -> Result<(), String> + Send + Sync>;
+type InputProcessor = Arc<dyn Fn(ItemRecord) -> ItemRecord + Send + Sync>;
+
+/// The reason recorded when a reply was cut by `max_tokens`.
+pub const LENGTH_CUT_REASON: &str = "cut off by max_tokens (finish_reason=length)";
+
+/// A prompted LLM step (builder). Without an output processor the output is the reply text.
+#[derive(Clone)]
+pub struct PromptStep {
+    name: String,
+    prompt_name: String,
+    engine: EngineChoice,
+    sampling: Map<String, Value>,
+    output_processor: Option<OutputProcessor>,
+    validator: Option<Validator>,
+    input_processor: Option<InputProcessor>,
+    result_key: Option<String>,
+    details_key: Option<String>,
+    max_retries: u32,
+    args: Map<String, Value>,
+    mock_reply: Option<String>,
+    accept_length_cut: bool,
+}
+
+impl std::fmt::Debug for PromptStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptStep")
+            .field("name", &self.name)
+            .field("prompt_name", &self.prompt_name)
+            .field("engine", &self.engine)
+            .field("max_retries", &self.max_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PromptStep {
+    /// A step named `name` (keys its stored results) using prompt `prompt_name` (file stem).
+    pub fn new(name: impl Into<String>, prompt_name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            prompt_name: prompt_name.into(),
+            engine: EngineChoice::Small,
+            sampling: Map::new(),
+            output_processor: None,
+            validator: None,
+            input_processor: None,
+            result_key: None,
+            details_key: None,
+            max_retries: 3,
+            args: Map::new(),
+            mock_reply: None,
+            accept_length_cut: false,
+        }
+    }
+
+    /// Which engine to call (default small).
+    pub fn engine(mut self, choice: EngineChoice) -> Self {
+        self.engine = choice;
+        self
+    }
+
+    /// Replaces the sampling params (sent verbatim: temperature, top_p, max_tokens, stop, ...).
+    pub fn sampling(mut self, params: Map<String, Value>) -> Self {
+        self.sampling = params;
+        self
+    }
+
+    /// Sets one sampling param.
+    pub fn param(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.sampling.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Turns the raw reply into the stored output; `Err(reason)` rejects it (retried).
+    pub fn output_processor(mut self, f: impl Fn(&str) -> Result<Value, String> + Send + Sync + 'static) -> Self {
+        self.output_processor = Some(Arc::new(f));
+        self
+    }
+
+    /// Checks a processed output against the (processed) input; `Err(reason)` rejects it (retried).
+    pub fn validator(mut self, f: impl Fn(&Value, &ItemRecord) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        self.validator = Some(Arc::new(f));
+        self
+    }
+
+    /// Rewrites the item before its prompt is rendered (not stored).
+    pub fn input_processor(mut self, f: impl Fn(ItemRecord) -> ItemRecord + Send + Sync + 'static) -> Self {
+        self.input_processor = Some(Arc::new(f));
+        self
+    }
+
+    /// Field the output is merged under for later steps and datasets (default: the step name).
+    pub fn result_key(mut self, key: impl Into<String>) -> Self {
+        self.result_key = Some(key.into());
+        self
+    }
+
+    /// Field the raw exchange is merged under when details are kept.
+    pub fn details_key(mut self, key: impl Into<String>) -> Self {
+        self.details_key = Some(key.into());
+        self
+    }
+
+    /// Validation retries after the first attempt (default 3: up to 4 engine calls).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// An extra template argument (looked up after the item's fields).
+    pub fn arg(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.args.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// The reply template the mock engine uses for this step (sets `Request::mock_reply`).
+    pub fn mock_reply(mut self, template: impl Into<String>) -> Self {
+        self.mock_reply = Some(template.into());
+        self
+    }
+
+    /// Accept replies cut by `max_tokens` (`finish_reason: length`); rejected by default.
+    pub fn accept_length_cut(mut self, accept: bool) -> Self {
+        self.accept_length_cut = accept;
+        self
+    }
+
+    /// The prompt name.
+    pub fn prompt_name(&self) -> &str {
+        &self.prompt_name
+    }
+
+    /// Builds the request for an item (after the input processor).
+    pub fn request(&self, item: &ItemRecord, ctx: &StepContext) -> Result<Request, StepError> {
+        let template = ctx.prompts.load(&self.prompt_name, ctx.completion_mode)?;
+        let lookup = |name: &str| {
+            item.fields
+                .get(name)
+                .or_else(|| self.args.get(name))
+                .or_else(|| ctx.run_args.get(name))
+                .map(value_text)
+        };
+        let prompt = template.render(&lookup);
+        let mut params = self.sampling.clone();
+        if !ctx.use_stop {
+            params.remove("stop");
+        }
+        Ok(Request { prompt, params, mock_reply: self.mock_reply.clone() })
+    }
+
+    /// The validation loop shared by prompt, fan-out and filter steps: call, process, validate,
+    /// then `accept`; any rejection is retried up to `max_retries` with its reason kept.
+    /// The returned record's `output` is the processed output.
+    pub(crate) async fn attempt<T>(
+        &self,
+        item: &ItemRecord,
+        ctx: &StepContext,
+        accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
+    ) -> Result<(T, ResultRecord), StepError> {
+        let processed_item;
+        let item = match &self.input_processor {
+            Some(f) => {
+                processed_item = f(item.clone());
+                &processed_item
+            }
+            None => item,
+        };
+        let request = self.request(item, ctx)?;
+        let engine = ctx.engines.get(self.engine);
+        let started = Instant::now();
+        let (mut prompt_tokens, mut completion_tokens) = (0, 0);
+        let mut failure = ItemFailure {
+            kind: String::new(),
+            reason: String::new(),
+            last_output: None,
+            attempts: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        };
+        for attempt in 1..=self.max_retries.saturating_add(1) {
+            failure.attempts = attempt;
+            let reply = match engine.call(request.clone()).await {
+                Ok(reply) => reply,
+                Err(e) if e.is_fatal() => return Err(StepError::Engine(e)),
+                Err(e) => {
+                    // Transport retries already happened inside the engine; this item fails.
+                    let kind = if matches!(e, atk_engine::Error::Rejected { .. }) { "rejected" } else { "transport" };
+                    failure.kind = kind.into();
+                    failure.reason = e.to_string();
+                    break;
+                }
+            };
+            prompt_tokens += reply.usage.prompt_tokens;
+            completion_tokens += reply.usage.completion_tokens;
+            let verdict = if reply.finish_reason.as_deref() == Some("length") && !self.accept_length_cut {
+                Err(("length", LENGTH_CUT_REASON.to_string()))
+            } else {
+                self.check(&reply.text, item, accept).map_err(|r| ("validation", r))
+            };
+            match verdict {
+                Ok((value, output)) => {
+                    let details = ctx.include_details.then(|| details(&request, &reply));
+                    let record = ResultRecord {
+                        v: RECORD_VERSION,
+                        output,
+                        details,
+                        attempts: attempt,
+                        prompt_tokens,
+                        completion_tokens,
+                        elapsed_ms: started.elapsed().as_millis() as u64,
+                        stored_at_ms: now_ms(),
+                    };
+                    return Ok((value, record));
+                }
+                Err((kind, reason)) => {
+                    tracing::debug!(step = %self.name, item = %item.id, attempt, %reason, "output rejected");
+                    failure.kind = kind.into();
+                    failure.reason = reason;
+                    failure.last_output = Some(reply.text);
+                }
+            }
+        }
+        failure.prompt_tokens = prompt_tokens;
+        failure.completion_tokens = completion_tokens;
+        Err(StepError::Failed(failure))
+    }
+
+    fn check<T>(
+        &self,
+        text: &str,
+        item: &ItemRecord,
+        accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
+    ) -> Result<(T, Value), String> {
+        let output = match &self.output_processor {
+            Some(f) => f(text)?,
+            None => Value::String(text.to_string()),
+        };
+        if let Some(v) = &self.validator {
+            v(&output, item)?;
+        }
+        Ok((accept(&output, item)?, output))
+    }
+}
+
+fn details(request: &Request, reply: &atk_engine::Reply) -> Details {
+    let (messages, prompt) = match &request.prompt {
+        Prompt::Chat(messages) => {
+            (messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect(), None)
+        }
+        Prompt::Completion(text) => (Vec::new(), Some(text.clone())),
+    };
+    Details {
+        messages,
+        prompt,
+        reply: reply.text.clone(),
+        finish_reason: reply.finish_reason.clone(),
+        model: reply.model.clone(),
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[async_trait]
+impl Step for PromptStep {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn prompt_names(&self) -> Vec<String> {
+        vec![self.prompt_name.clone()]
+    }
+
+    fn result_key(&self) -> &str {
+        self.result_key.as_deref().unwrap_or(&self.name)
+    }
+
+    fn details_key(&self) -> Option<&str> {
+        self.details_key.as_deref()
+    }
+
+    async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
+        let ((), record) = self.attempt(item, ctx, &|_, _| Ok(())).await?;
+        Ok(StepOutput::Result(record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prompt::PromptLibrary;
+    use crate::step::Engines;
+    use crate::testing::{ScriptedEngine, reply};
+    use serde_json::json;
+
+    const PROMPTS: &[(&str, &str)] = &[
+        (
+            "write_poem.yaml",
+            "- role: system\n  content: |\n    You write poems in the style of {style}. Answer as JSON like {\"poem\": \"...\"}.\n    Use {{braces}} only in examples; {unknown} stays.\n- role: user\n  content: |\n    Text: {text}\n    Lines wanted: {lines}\n    Tags: {tags}\n",
+        ),
+        ("write_poem.txt", "Style: {style}\nText: {text}\nPoem:\n"),
+    ];
+
+    fn item(text: &str) -> ItemRecord {
+        let mut fields = atk_state::Fields::new();
+        fields.insert("text".into(), json!(text));
+        fields.insert("lines".into(), json!(4));
+        fields.insert("tags".into(), json!(["sea", "ünïcode"]));
+        ItemRecord { v: RECORD_VERSION, id: "i1".into(), parent: None, order: vec![0], fields }
+    }
+
+    fn ctx(engine: Arc<ScriptedEngine>) -> StepContext {
+        let mut ctx = StepContext::new(Engines::single(engine), Arc::new(PromptLibrary::new(PROMPTS)));
+        let mut run_args = Map::new();
+        run_args.insert("style".into(), json!("run-arg style (loses to the step arg)"));
+        run_args.insert("only_run".into(), json!("r"));
+        ctx.run_args = Arc::new(run_args);
+        ctx
+    }
+
+    fn step() -> PromptStep {
+        PromptStep::new("poem", "write_poem").arg("style", "Basho").param("temperature", 0.7).param("stop", json!(["</poem>"]))
+    }
+
+    const HOSTILE: &str = "A chunk with {text}, {{text}}, {style}, a lone { and JSON {\"k\": [1, {\"n\": 2}]} — 日本語 🎉";
+
+    #[test]
+    fn rendered_chat_prompt_snapshot() {
+        let c = ctx(Arc::new(ScriptedEngine::new("e")));
+        let request = step().request(&item(HOSTILE), &c).unwrap();
+        insta::assert_yaml_snapshot!("chat_prompt", request.prompt);
+    }
+
+    #[test]
+    fn rendered_completion_prompt_snapshot() {
+        let mut c = ctx(Arc::new(ScriptedEngine::new("e")));
+        c.completion_mode = true;
+        let request = step().request(&item("plain {{text}} ünïcode"), &c).unwrap();
+        insta::assert_snapshot!("completion_prompt", match request.prompt {
+            Prompt::Completion(text) => text,
+            Prompt::Chat(_) => panic!("completion mode must send a completion prompt"),
+        });
+    }
+
+    #[test]
+    fn hostile_chunk_text_is_sent_verbatim() {
+        let c = ctx(Arc::new(ScriptedEngine::new("e")));
+        let request = step().request(&item(HOSTILE), &c).unwrap();
+        let Prompt::Chat(messages) = request.prompt else { panic!("chat expected") };
+        assert!(messages[1].content.contains(HOSTILE), "{}", messages[1].content);
+        assert!(messages[0].content.contains("style of Basho"));
+        assert!(messages[0].content.contains("{\"poem\": \"...\"}") && messages[0].content.contains("{unknown}"));
+        assert!(messages[1].content.contains("Lines wanted: 4\nTags: [\"sea\",\"ünïcode\"]"));
+    }
+
+    #[test]
+    fn use_stop_false_removes_stop_and_mock_reply_is_passed() {
+        let mut c = ctx(Arc::new(ScriptedEngine::new("e")));
+        let with_stop = step().mock_reply("<poem>{lines}</poem>").request(&item("x"), &c).unwrap();
+        assert!(with_stop.params.contains_key("stop"));
+        assert_eq!(with_stop.mock_reply.as_deref(), Some("<poem>{lines}</poem>"));
+        c.use_stop = false;
+        let without = step().request(&item("x"), &c).unwrap();
+        assert!(!without.params.contains_key("stop"));
+        assert_eq!(without.params["temperature"], json!(0.7));
+    }
+
+    fn rejecting_bad() -> PromptStep {
+        step().max_retries(2).validator(|out, _| if out.as_str() == Some("good") { Ok(()) } else { Err(format!("not good: {out}")) })
+    }
+
+    #[tokio::test]
+    async fn validation_failures_are_retried_and_then_accepted() {
+        let engine = Arc::new(ScriptedEngine::new("e"));
+        engine.push(Ok(reply("bad"))).push(Ok(reply("bad"))).push(Ok(reply("good")));
+        let StepOutput::Result(record) = rejecting_bad().run(&item("x"), &ctx(engine.clone())).await.unwrap() else {
+            panic!("a result expected")
+        };
+        assert_eq!((record.output, record.attempts, record.prompt_tokens), (json!("good"), 3, 30));
+        assert_eq!(engine.calls(), 3);
+        assert!(record.details.is_none());
+    }
+
+    #[tokio::test]
+    async fn exhausted_retries_fail_with_the_last_reason_and_output() {
+        let engine = Arc::new(ScriptedEngine::new("e").with_fallback(|_| Ok(reply("bad"))));
+        let err = rejecting_bad().run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
+        let StepError::Failed(f) = err else { panic!("item failure expected, got {err:?}") };
+        assert_eq!((f.kind.as_str(), f.reason.as_str(), f.attempts), ("validation", "not good: \"bad\"", 3));
+        assert_eq!(f.last_output.as_deref(), Some("bad"));
+        assert_eq!(engine.calls(), 3, "max_retries(2) means 3 calls");
+    }
+
+    #[tokio::test]
+    async fn output_processor_rejections_are_retried() {
+        let engine = Arc::new(ScriptedEngine::new("e"));
+        engine.push(Ok(reply("no tags"))).push(Ok(reply("<poem>roses</poem>")));
+        let s = step().output_processor(|raw| {
+            raw.split_once("<poem>")
+                .and_then(|(_, rest)| rest.split_once("</poem>"))
+                .map(|(poem, _)| json!(poem))
+                .ok_or_else(|| "no <poem> tags".to_string())
+        });
+        let StepOutput::Result(record) = s.run(&item("x"), &ctx(engine)).await.unwrap() else { panic!() };
+        assert_eq!((record.output, record.attempts), (json!("roses"), 2));
+    }
+
+    #[tokio::test]
+    async fn length_cut_is_rejected_unless_accepted() {
+        let cut = || {
+            let mut r = reply("half a po");
+            r.finish_reason = Some("length".into());
+            Ok(r)
+        };
+        let engine = Arc::new(ScriptedEngine::new("e").with_fallback(move |_| cut()));
+        let err = step().max_retries(0).run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
+        let StepError::Failed(f) = err else { panic!() };
+        assert_eq!((f.kind.as_str(), f.reason.as_str()), ("length", LENGTH_CUT_REASON));
+        let ok = step().max_retries(0).accept_length_cut(true).run(&item("x"), &ctx(engine)).await.unwrap();
+        assert!(matches!(ok, StepOutput::Result(r) if r.output == json!("half a po")));
+    }
+
+    #[tokio::test]
+    async fn rejected_requests_fail_the_item_without_validation_retries() {
+        let engine = Arc::new(ScriptedEngine::new("e"));
+        engine.push(Err(atk_engine::Error::Rejected { engine: "e".into(), status: 400, message: "context length exceeded".into() }));
+        let err = step().run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
+        let StepError::Failed(f) = err else { panic!() };
+        assert_eq!(f.kind, "rejected");
+        assert!(f.reason.contains("context length exceeded"));
+        assert_eq!(engine.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn fatal_engine_errors_are_returned_as_engine_errors() {
+        let engine = Arc::new(ScriptedEngine::new("e"));
+        engine.push(Err(atk_engine::Error::AuthRefused { engine: "e".into(), status: 401, message: "bad key".into() }));
+        let err = step().run(&item("x"), &ctx(engine)).await.unwrap_err();
+        assert!(matches!(err, StepError::Engine(ref e) if e.is_fatal()), "{err:?}");
+        assert!(!err.is_config_error());
+    }
+
+    #[tokio::test]
+    async fn include_details_keeps_messages_and_raw_reply() {
+        let engine = Arc::new(ScriptedEngine::new("e"));
+        engine.push(Ok(reply("raw reply")));
+        let mut c = ctx(engine);
+        c.include_details = true;
+        let StepOutput::Result(record) = step().output_processor(|r| Ok(json!(r.len()))).run(&item("x"), &c).await.unwrap()
+        else {
+            panic!()
+        };
+        let details = record.details.expect("details kept");
+        assert_eq!(details.reply, "raw reply");
+        assert_eq!(details.messages.len(), 2);
+        assert_eq!(details.messages[1]["role"], "user");
+        assert_eq!(record.output, json!(9));
+    }
+
+    #[tokio::test]
+    async fn input_processor_changes_what_is_rendered() {
+        let engine = Arc::new(ScriptedEngine::new("e"));
+        let s = step().input_processor(|mut item| {
+            let upper = item.fields["text"].as_str().unwrap_or_default().to_uppercase();
+            item.fields.insert("text".into(), json!(upper));
+            item
+        });
+        s.run(&item("quiet"), &ctx(engine.clone())).await.unwrap();
+        assert!(crate::testing::last_text(&engine.requests()[0]).contains("Text: QUIET"));
+    }
+}

@@ -1,0 +1,108 @@
+//! The `Step` trait pipelines compose, and what a step sees while it runs.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use atk_engine::Engine;
+use atk_state::{ItemRecord, ResultRecord};
+
+use crate::error::StepError;
+use crate::prompt::PromptLibrary;
+
+/// One stage of a pipeline, run by the [`Executor`](crate::Executor) for each item. Object safe.
+#[async_trait]
+pub trait Step: Send + Sync {
+    /// Keys the step's stored results: explicit and stable across versions of a pipeline.
+    fn name(&self) -> &str;
+    /// Prompt names this step will load; the executor checks them all before the first request.
+    fn prompt_names(&self) -> Vec<String> {
+        vec![]
+    }
+    /// Field under which this step's output is merged into the item for later steps and datasets.
+    fn result_key(&self) -> &str {
+        self.name()
+    }
+    /// Field under which the raw exchange ([`atk_state::Details`]) is merged, when details are kept.
+    fn details_key(&self) -> Option<&str> {
+        None
+    }
+    /// Runs the step for one item. `Err(StepError::Failed)` fails this item only; other errors stop the run.
+    async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError>;
+}
+
+/// What a step made of an item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutput {
+    /// A result; the item goes on to the next step.
+    Result(ResultRecord),
+    /// Child items (ids from [`child_id`](crate::child_id)) that go on to the next step instead of this one.
+    Children(Vec<ItemRecord>, ResultRecord),
+    /// A filter kept the item; it goes on.
+    Keep(ResultRecord),
+    /// A filter dropped the item (the record's `output` holds the reason); it stops here.
+    Drop(ResultRecord),
+}
+
+/// Which engine a step talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    /// The small (cheap) model.
+    #[default]
+    Small,
+    /// The large model.
+    Large,
+}
+
+/// The run's two engines (they may be the same one).
+#[derive(Clone)]
+pub struct Engines {
+    /// The small model.
+    pub small: Arc<dyn Engine>,
+    /// The large model.
+    pub large: Arc<dyn Engine>,
+}
+
+impl Engines {
+    /// Both roles served by one engine.
+    pub fn single(engine: Arc<dyn Engine>) -> Self {
+        Self { small: engine.clone(), large: engine }
+    }
+
+    /// The engine for a choice.
+    pub fn get(&self, choice: EngineChoice) -> &Arc<dyn Engine> {
+        match choice {
+            EngineChoice::Small => &self.small,
+            EngineChoice::Large => &self.large,
+        }
+    }
+}
+
+impl std::fmt::Debug for Engines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engines").field("small", &self.small.label()).field("large", &self.large.label()).finish()
+    }
+}
+
+/// Everything a step needs besides the item: engines, prompts and run-wide settings.
+#[derive(Clone, Debug)]
+pub struct StepContext {
+    /// The engines.
+    pub engines: Engines,
+    /// Prompt files.
+    pub prompts: Arc<PromptLibrary>,
+    /// Run-wide template arguments (looked up after item fields and step arguments).
+    pub run_args: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// Completion mode: `.txt` prompts sent to `/completions`.
+    pub completion_mode: bool,
+    /// When false, `stop` is removed from every step's sampling params.
+    pub use_stop: bool,
+    /// Keep the messages sent and the raw reply in each result ([`atk_state::Details`]).
+    pub include_details: bool,
+}
+
+impl StepContext {
+    /// A context with chat mode, `use_stop` on, no details and no run arguments.
+    pub fn new(engines: Engines, prompts: Arc<PromptLibrary>) -> Self {
+        Self { engines, prompts, run_args: Arc::default(), completion_mode: false, use_stop: true, include_details: false }
+    }
+}
