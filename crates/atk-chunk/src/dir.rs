@@ -160,10 +160,10 @@ fn process(path: &Path, config: &ChunkConfig, splitter: &Splitter, cache_dir: Op
     };
     let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
     let key = cache_dir.map(|_| cache::key(config, &ext, &bytes));
-    if let (Some(dir), Some(key)) = (cache_dir, &key) {
-        if let Some((chunked, warnings)) = cache::load(dir, key) {
-            return Outcome::Read { chunked, warnings, cache_hit: true };
-        }
+    if let (Some(dir), Some(key)) = (cache_dir, &key)
+        && let Some((chunked, warnings)) = cache::load(dir, key)
+    {
+        return Outcome::Read { chunked, warnings, cache_hit: true };
     }
     let extracted = match extract(Format::from_extension(&ext), &bytes) {
         Ok(x) => x,
@@ -171,10 +171,10 @@ fn process(path: &Path, config: &ChunkConfig, splitter: &Splitter, cache_dir: Op
     };
     let chunked = chunk_records(&extracted.records, splitter, config.min_chars);
     let mut warnings = extracted.warnings;
-    if let (Some(dir), Some(key)) = (cache_dir, &key) {
-        if let Err(e) = cache::store(dir, key, &chunked, &warnings) {
-            warnings.push(format!("could not write chunk cache entry: {e}"));
-        }
+    if let (Some(dir), Some(key)) = (cache_dir, &key)
+        && let Err(e) = cache::store(dir, key, &chunked, &warnings)
+    {
+        warnings.push(format!("could not write chunk cache entry: {e}"));
     }
     Outcome::Read { chunked, warnings, cache_hit: false }
 }

@@ -2,8 +2,8 @@
 //!
 //! Hand-written rather than `text-splitter` because of cost: text-splitter sizes candidate
 //! chunks by re-encoding them (a binary search per chunk), several tokenizer passes over the
-//! text, while this splitter encodes each line once and adds the counts up (see
-//! `docs/performance.md` in the crate README for the measured difference). The sum is exact
+//! text, while this splitter encodes each line once and adds the counts up (the measured
+//! difference is in the crate README, section Performance). The sum is exact
 //! because lines are cut only at *clean* positions (see [`is_clean_cut`]): places where
 //! tiktoken's pre-tokenizer always starts a new piece, so the tokens of `a + b` are the
 //! tokens of `a` followed by those of `b`. Chunks that are joined anywhere else (sentences,
@@ -386,6 +386,29 @@ mod tests {
         let pieces = check(&text, 40);
         assert!(pieces.len() > 3);
         assert_eq!(&text[pieces[0].start..pieces[0].end], "Short intro.\n\n");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+
+        /// The claim behind exact sums: at a clean cut, tokens(a + b) = tokens(a) + tokens(b).
+        #[test]
+        fn clean_cuts_never_change_counts(
+            chars in proptest::collection::vec(proptest::sample::select(vec![
+                'a', 'Z', 'é', 's', '1', '9', ' ', ' ', '\t', '\n', '\n', '\n', '\r', '.', '/', '\'',
+                '"', '!', '#', '\u{3000}', '\u{85}', '\u{a0}', '日', '\u{301}', '-', '😀',
+            ]), 1..60)
+        ) {
+            let text: String = chars.into_iter().collect();
+            for tok in [Tokenizer::Cl100k, Tokenizer::O200k] {
+                let bpe = tok.bpe();
+                let whole = bpe.encode_ordinary(&text).len();
+                for (at, _) in text.char_indices().filter(|&(i, _)| i > 0 && is_clean_cut(&text, i)) {
+                    let parts = bpe.encode_ordinary(&text[..at]).len() + bpe.encode_ordinary(&text[at..]).len();
+                    proptest::prop_assert_eq!(whole, parts, "{:?} cut at {}", text, at);
+                }
+            }
+        }
     }
 
     #[test]
