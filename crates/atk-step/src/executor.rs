@@ -686,6 +686,39 @@ mod tests {
         assert_eq!(report.steps[0].skipped + report.steps[0].done, n as u64);
     }
 
+    /// Opens a sled store, waiting (bounded) for the previous opener's aborted tasks to let go.
+    async fn reopen(dir: &std::path::Path) -> Arc<atk_state::SledStore> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match atk_state::SledStore::open(dir) {
+                Ok(store) => return Arc::new(store),
+                Err(atk_state::Error::Locked { .. }) if tokio::time::Instant::now() < deadline => tokio::task::yield_now().await,
+                Err(e) => panic!("reopen failed: {e}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crash_on_the_sled_store_resumes_with_the_missing_work_only() {
+        let (n, bound) = (24usize, 3usize);
+        let dir = tempfile::tempdir().unwrap();
+        let store = reopen(dir.path()).await;
+        store.put_items(items(n)).await.unwrap();
+        let first_calls = crash_after(store.clone(), 11, bound).await;
+        drop(store);
+
+        let store = reopen(dir.path()).await;
+        let stored = (store.results("first").count() + store.results("second").count()) as u64;
+        assert_eq!(stored, 11, "every answered request survived the crash");
+        assert!(first_calls - stored <= bound as u64);
+        let engine = echo();
+        executor(store.clone(), engine.clone(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        assert_eq!(engine.calls(), 2 * n as u64 - stored);
+        let finals: Vec<ItemRecord> = collect_final(store.as_ref(), &two_steps()).map(Result::unwrap).collect();
+        assert_eq!(finals.len(), n);
+        assert_eq!(finals[n - 1].fields["second"], json!(format!("re:two: re:one: t{}", n - 1)));
+    }
+
     #[tokio::test]
     async fn cancelling_starts_no_new_requests() {
         let store = store_with(4).await;
