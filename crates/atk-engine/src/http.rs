@@ -119,12 +119,13 @@ impl Http {
                 }
                 return Err(self.classify_status(status, url, message, retry_after));
             }
-            let is_sse = self.stream
-                && !response
-                    .headers()
-                    .get(CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|ct| ct.starts_with("application/json"));
+            let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if content_type.starts_with("text/html") {
+                let page = self.read_error_body(response).await;
+                return Err(self.transient(TransientKind::Malformed, format!("HTML page instead of a reply: {}", quote(page.trim()))));
+            }
+            // A server that ignores `stream: true` answers with one JSON body: read it as such.
+            let is_sse = self.stream && !content_type.starts_with("application/json");
             let body = timed(response.bytes_stream(), deadline, self.timeouts.first_byte, self.timeouts.idle);
             let parsed = if is_sse { self.read_sse(body).await? } else { self.read_json(body).await? };
             return Ok(self.finish(request, parsed, first_byte, started));

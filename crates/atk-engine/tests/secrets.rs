@@ -1,0 +1,82 @@
+//! The API key never reaches logs (captured at TRACE), errors or debug files. Its own test
+//! binary: a thread-local subscriber must not race other tests over tracing's callsite cache.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atk_engine::{build_engine, EngineConfig, Error, Message, Request, RetryConfig};
+use atk_testkit::{Fault, Faults, ReplyMode, ServerConfig, TestServer};
+
+const TEXT: &str = "one two three four five six seven eight";
+const KEY: &str = "sk-test-5f0c2e9a7d41b3";
+
+fn server_cfg() -> ServerConfig {
+    ServerConfig::default().with_reply(ReplyMode::Fixed(TEXT.into()))
+}
+
+fn engine_cfg(server: &TestServer) -> EngineConfig {
+    let ms = Duration::from_millis;
+    EngineConfig::default()
+        .with_label("t")
+        .with_base_url(server.base_url())
+        .with_model("m")
+        .with_retry(RetryConfig::default().with_base_delay(ms(1)).with_max_delay(ms(5)))
+}
+
+fn chat(prompt: &str) -> Request {
+    Request::chat(vec![Message::new("user", prompt)])
+}
+
+/// A `MakeWriter` collecting everything logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_key_never_reaches_logs_errors_or_debug_output() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(logs.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let debug = atk_engine::DebugObserver::new(dir.path().to_path_buf());
+
+    // Right key, with retried faults (logged at WARN) ...
+    let faults = Faults::scripted([Fault::ServerError, Fault::RateLimit, Fault::ErrorMidStream]);
+    let server = TestServer::start(server_cfg().with_api_key(KEY).with_faults(faults)).await.unwrap();
+    let cfg = engine_cfg(&server).with_api_key(KEY);
+    assert!(!format!("{cfg:?}").contains(KEY));
+    let engine = build_engine(cfg, vec![debug.clone()]).unwrap();
+    assert_eq!(engine.call(chat("hello")).await.unwrap().text, TEXT);
+    // ... and a refused key (the server answers 401 for a Bearer it does not know).
+    let server = TestServer::start(server_cfg().with_api_key("sk-other")).await.unwrap();
+    let engine = build_engine(engine_cfg(&server).with_api_key(KEY), vec![debug]).unwrap();
+    let err = engine.call(chat("hello")).await.unwrap_err();
+    assert!(matches!(err, Error::AuthRefused { .. }));
+    assert!(!format!("{err} {err:?}").contains(KEY));
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("retrying"), "retries are logged");
+    assert!(!logs.contains(KEY), "key in logs");
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        assert!(!std::fs::read_to_string(entry.unwrap().path()).unwrap().contains(KEY));
+        files += 1;
+    }
+    assert_eq!(files, 2);
+}
