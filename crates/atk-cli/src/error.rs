@@ -23,6 +23,9 @@ pub enum RunError {
     /// Stopped by Ctrl-C before finishing. Exit 130.
     #[error("interrupted; rerun the same command to resume")]
     Interrupted,
+    /// Not a failure: `--dry-run` finished; carries the estimate to print. Exit 0.
+    #[error("{0}")]
+    DryRun(String),
 }
 
 impl RunError {
@@ -37,6 +40,7 @@ impl RunError {
             Self::Config(_) | Self::Input(_) => 2,
             Self::Fatal(_) | Self::AllFailed => 1,
             Self::Interrupted => 130,
+            Self::DryRun(_) => 0,
         }
     }
 }
@@ -85,6 +89,7 @@ mod tests {
         assert_eq!(RunError::fatal("x").exit_code(), 1);
         assert_eq!(RunError::AllFailed.exit_code(), 1);
         assert_eq!(RunError::Interrupted.exit_code(), 130);
+        assert_eq!(RunError::DryRun("estimate".into()).exit_code(), 0);
     }
 
     #[test]

@@ -2,10 +2,19 @@
 #![doc = include_str!("../README.md")]
 
 pub mod config;
+pub mod dataset;
+pub mod dry_run;
 mod error;
 pub mod flags;
 pub mod logging;
 pub mod progress;
+mod runner;
+mod settings;
 pub mod status;
+pub mod summary;
 
 pub use error::{RunError, exit_code};
+pub use runner::{COST_META_KEY, CTRL_C_GRACE, Pipeline, RUN_META_KEY, RunContext, chunk_item, main, main_with_args, run, store_dir};
+
+/// Re-exports pipelines need without naming the crates themselves.
+pub use {async_trait::async_trait, atk_state, atk_step};

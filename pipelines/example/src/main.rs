@@ -1,2 +1,2 @@
-//! `example-pipeline` binary.
-fn main() {}
+//! `example-pipeline --config FILE`: see the crate docs.
+fn main() -> std::process::ExitCode { example_pipeline::main() }

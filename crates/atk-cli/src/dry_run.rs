@@ -1,0 +1,318 @@
+//! `--dry-run`: the pipeline runs its first step against engines that count instead of send,
+//! over an in-memory store, so nothing is requested and nothing is written to the output dir.
+//!
+//! How: [`CountingEngine`] renders nothing itself; the step renders its prompt as in a real
+//! run and calls the engine, which counts the prompt's tokens, notes `max_tokens`, and answers
+//! with a non-fatal rejection. Each item therefore fails the first step after exactly one call,
+//! later steps never run, and [`crate::RunContext::run_chain`] then ends the run with the
+//! estimate (`RunError::DryRun`, exit 0) before the pipeline writes any dataset.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use atk_engine::{Engine, Error, Prompt, Reply, Request};
+use atk_state::{FailureRecord, ItemRecord, Records, ResultRecord, Store};
+use atk_tokens::TokenCounter;
+
+/// Per-message overhead of the chat format, in tokens (role markers and separators).
+const CHAT_MESSAGE_OVERHEAD: u64 = 4;
+
+/// What a dry run counted for one engine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineEstimate {
+    /// Engine label.
+    pub label: String,
+    /// Model name.
+    pub model: String,
+    /// Requests the first step would send (one per item; validation retries not counted).
+    pub requests: u64,
+    /// Prompt tokens over those requests.
+    pub prompt_tokens: u64,
+    /// Sum of `max_tokens` over those requests (None when a request set no `max_tokens`).
+    pub max_output_tokens: Option<u64>,
+    /// USD per million input tokens.
+    pub input_price: f64,
+    /// USD per million output tokens.
+    pub output_price: f64,
+    /// The first rendered prompt, for a look.
+    pub sample: Option<String>,
+}
+
+impl EngineEstimate {
+    /// Cost of the prompt tokens.
+    pub fn input_cost(&self) -> f64 {
+        self.prompt_tokens as f64 * self.input_price / 1e6
+    }
+    /// Upper bound of the output cost (every reply using all of `max_tokens`).
+    pub fn max_output_cost(&self) -> Option<f64> {
+        self.max_output_tokens.map(|t| t as f64 * self.output_price / 1e6)
+    }
+}
+
+/// An engine that counts requests and prompt tokens and sends nothing.
+pub struct CountingEngine {
+    label: String,
+    model: String,
+    counter: &'static dyn TokenCounter,
+    state: Mutex<EngineEstimate>,
+    /// False once a request came without `max_tokens` (the output bound is then unknown).
+    bounded: Mutex<bool>,
+}
+
+impl std::fmt::Debug for CountingEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountingEngine").field("label", &self.label).finish_non_exhaustive()
+    }
+}
+
+/// The reason every dry-run call fails with (never shown as a failure: the run stops first).
+pub const NOT_SENT: &str = "dry run: not sent";
+
+impl CountingEngine {
+    /// A counting stand-in for the engine `label` running `model`, priced per million tokens.
+    pub fn new(label: &str, model: &str, counter: &'static dyn TokenCounter, input_price: f64, output_price: f64) -> Arc<Self> {
+        Arc::new(Self {
+            label: label.to_string(),
+            model: model.to_string(),
+            counter,
+            state: Mutex::new(EngineEstimate {
+                label: label.to_string(),
+                model: model.to_string(),
+                input_price,
+                output_price,
+                max_output_tokens: Some(0),
+                ..EngineEstimate::default()
+            }),
+            bounded: Mutex::new(true),
+        })
+    }
+
+    /// What was counted so far.
+    pub fn estimate(&self) -> EngineEstimate {
+        let mut e = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if !*self.bounded.lock().unwrap_or_else(|e| e.into_inner()) || e.requests == 0 {
+            e.max_output_tokens = if e.requests == 0 { Some(0) } else { None };
+        }
+        e
+    }
+
+    fn count_prompt(&self, prompt: &Prompt) -> (u64, String) {
+        match prompt {
+            Prompt::Chat(messages) => {
+                let tokens = messages.iter().map(|m| self.counter.count(&m.content) as u64 + CHAT_MESSAGE_OVERHEAD).sum();
+                let text = messages.iter().map(|m| format!("[{}]\n{}", m.role, m.content)).collect::<Vec<_>>().join("\n\n");
+                (tokens, text)
+            }
+            Prompt::Completion(text) => (self.counter.count(text) as u64, text.clone()),
+        }
+    }
+}
+
+#[async_trait]
+impl Engine for CountingEngine {
+    async fn call(&self, request: Request) -> Result<Reply, Error> {
+        let (tokens, text) = self.count_prompt(&request.prompt);
+        let max = request.max_tokens();
+        {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.requests += 1;
+            st.prompt_tokens += tokens;
+            if let (Some(sum), Some(m)) = (st.max_output_tokens.as_mut(), max) {
+                *sum += m;
+            }
+            if st.sample.is_none() {
+                st.sample = Some(text);
+            }
+        }
+        if max.is_none() {
+            *self.bounded.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        }
+        Err(Error::Rejected { engine: self.label.clone(), status: 0, message: NOT_SENT.to_string() })
+    }
+    fn label(&self) -> &str {
+        &self.label
+    }
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// Renders the dry-run report printed on stderr.
+pub fn render_estimate(items: u64, input_tokens: u64, engines: &[EngineEstimate], show_sample: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "dry run: nothing was sent");
+    let _ = writeln!(s, "  {items} chunks, {input_tokens} input tokens in the chunks");
+    let mut low = 0.0;
+    let mut high = Some(0.0);
+    for e in engines {
+        let out = match (e.max_output_tokens, e.max_output_cost()) {
+            (Some(t), Some(c)) => format!("0..{t} output tokens, ${:.4}..${:.4} total", e.input_cost(), e.input_cost() + c),
+            _ => format!("output unbounded (no max_tokens set), at least ${:.4}", e.input_cost()),
+        };
+        let _ = writeln!(
+            s,
+            "  {} engine ({}): {} requests, {} prompt tokens (${:.4}), {out}",
+            e.label,
+            e.model,
+            e.requests,
+            e.prompt_tokens,
+            e.input_cost()
+        );
+        low += e.input_cost();
+        high = match (high, e.max_output_cost()) {
+            (Some(h), Some(c)) => Some(h + e.input_cost() + c),
+            _ => None,
+        };
+    }
+    match high {
+        Some(h) => {
+            let _ = writeln!(s, "  estimated cost of the first step: ${low:.4} to ${h:.4}");
+        }
+        None => {
+            let _ = writeln!(s, "  estimated cost of the first step: at least ${low:.4}");
+        }
+    }
+    let _ = writeln!(s, "  (later steps depend on the first one's replies and are not estimated)");
+    if show_sample {
+        if let Some(sample) = engines.iter().find_map(|e| e.sample.as_ref()) {
+            let _ = writeln!(s, "first rendered prompt:\n{sample}");
+        }
+    }
+    s
+}
+
+/// An in-memory [`Store`] for dry runs and tests.
+#[derive(Default)]
+pub struct MemStore {
+    inner: Mutex<Mem>,
+}
+
+impl std::fmt::Debug for MemStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemStore").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Mem {
+    items: BTreeMap<(Vec<u64>, String), ItemRecord>,
+    ids: HashMap<String, (Vec<u64>, String)>,
+    results: BTreeMap<(String, String), ResultRecord>,
+    failures: BTreeMap<(String, String), FailureRecord>,
+    meta: BTreeMap<String, serde_json::Value>,
+}
+
+impl MemStore {
+    fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn of_step<T: Clone>(map: &BTreeMap<(String, String), T>, step: &str) -> Vec<Result<(String, T), atk_state::Error>> {
+    map.iter().filter(|((s, _), _)| s == step).map(|((_, id), r)| Ok((id.clone(), r.clone()))).collect()
+}
+
+#[async_trait]
+impl Store for MemStore {
+    async fn put_items(&self, items: Vec<ItemRecord>) -> Result<(), atk_state::Error> {
+        let mut m = self.mem();
+        for item in items {
+            let key = (item.order.clone(), item.id.clone());
+            if let Some(old) = m.ids.insert(item.id.clone(), key.clone()) {
+                m.items.remove(&old);
+            }
+            m.items.insert(key, item);
+        }
+        Ok(())
+    }
+    fn item(&self, id: &str) -> Result<Option<ItemRecord>, atk_state::Error> {
+        let m = self.mem();
+        Ok(m.ids.get(id).and_then(|k| m.items.get(k)).cloned())
+    }
+    fn items(&self) -> Records<'_, ItemRecord> {
+        let items: Vec<_> = self.mem().items.values().cloned().map(Ok).collect();
+        Box::new(items.into_iter())
+    }
+    async fn put_result(&self, step: &str, item_id: &str, record: ResultRecord) -> Result<(), atk_state::Error> {
+        let mut m = self.mem();
+        let key = (step.to_string(), item_id.to_string());
+        m.failures.remove(&key);
+        m.results.insert(key, record);
+        Ok(())
+    }
+    fn result(&self, step: &str, item_id: &str) -> Result<Option<ResultRecord>, atk_state::Error> {
+        Ok(self.mem().results.get(&(step.to_string(), item_id.to_string())).cloned())
+    }
+    fn has_result(&self, step: &str, item_id: &str) -> Result<bool, atk_state::Error> {
+        Ok(self.mem().results.contains_key(&(step.to_string(), item_id.to_string())))
+    }
+    fn results(&self, step: &str) -> Records<'_, (String, ResultRecord)> {
+        Box::new(of_step(&self.mem().results, step).into_iter())
+    }
+    async fn put_failure(&self, step: &str, item_id: &str, record: FailureRecord) -> Result<(), atk_state::Error> {
+        self.mem().failures.insert((step.to_string(), item_id.to_string()), record);
+        Ok(())
+    }
+    fn failures(&self, step: &str) -> Records<'_, (String, FailureRecord)> {
+        Box::new(of_step(&self.mem().failures, step).into_iter())
+    }
+    fn meta(&self, key: &str) -> Result<Option<serde_json::Value>, atk_state::Error> {
+        Ok(self.mem().meta.get(key).cloned())
+    }
+    async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), atk_state::Error> {
+        self.mem().meta.insert(key.to_string(), value);
+        Ok(())
+    }
+    async fn flush(&self) -> Result<(), atk_state::Error> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atk_engine::Message;
+    use atk_tokens::WhitespaceCounter;
+
+    #[tokio::test]
+    async fn counting_engine_counts_and_sends_nothing() {
+        let e = CountingEngine::new("small", "m", &WhitespaceCounter, 1.0, 2.0);
+        let req = Request::chat(vec![Message::new("system", "be brief"), Message::new("user", "three words here")])
+            .with_param("max_tokens", 100);
+        let err = e.call(req.clone()).await.unwrap_err();
+        assert!(!err.is_fatal(), "a dry-run call must fail the item, not the run");
+        e.call(req).await.unwrap_err();
+        let est = e.estimate();
+        assert_eq!(est.requests, 2);
+        assert_eq!(est.prompt_tokens, 2 * (2 + 3 + 2 * CHAT_MESSAGE_OVERHEAD));
+        assert_eq!(est.max_output_tokens, Some(200));
+        assert!(est.sample.as_deref().unwrap().contains("[user]\nthree words here"));
+    }
+
+    #[tokio::test]
+    async fn a_request_without_max_tokens_makes_the_output_unbounded() {
+        let e = CountingEngine::new("large", "m", &WhitespaceCounter, 1.0, 2.0);
+        e.call(Request::completion("a b c")).await.unwrap_err();
+        assert_eq!(e.estimate().max_output_tokens, None);
+        let text = render_estimate(1, 3, &[e.estimate()], false);
+        assert!(text.contains("output unbounded"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn mem_store_keeps_order_and_clears_failures() {
+        let s = MemStore::default();
+        let item = |id: &str, o: u64| ItemRecord { v: 1, id: id.into(), parent: None, order: vec![o], fields: Default::default() };
+        s.put_items(vec![item("b", 2), item("a", 1)]).await.unwrap();
+        let ids: Vec<String> = s.items().map(|i| i.unwrap().id).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let f = FailureRecord { v: 1, kind: "k".into(), reason: "r".into(), last_output: None, attempts: 1, stored_at_ms: 0 };
+        s.put_failure("s", "a", f).await.unwrap();
+        assert_eq!(s.failures("s").count(), 1);
+        let r = ResultRecord { v: 1, output: serde_json::json!(1), details: None, attempts: 1, prompt_tokens: 0, completion_tokens: 0, elapsed_ms: 0, stored_at_ms: 0 };
+        s.put_result("s", "a", r).await.unwrap();
+        assert_eq!(s.failures("s").count(), 0);
+        assert!(s.has_result("s", "a").unwrap());
+    }
+}

@@ -1,0 +1,577 @@
+//! The runner every pipeline binary's `main` calls: flags, config, engines, store, inputs,
+//! the pipeline itself, then the summary and the exit code.
+//!
+//! This module is the one place atk prints to the terminal (banner, config warnings, the
+//! summary, the error): it is the binary's front end living in a library so every pipeline
+//! shares it.
+#![allow(clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use atk_engine::{CostCounter, CostTotals, DebugObserver, EngineConfig, Observer};
+use atk_state::{ItemRecord, RECORD_VERSION, RunMeta, SledStore, Store};
+use atk_step::{Engines, Executor, ExecutorConfig, PromptLibrary, RunReport, Step, StepContext, StepError};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, CommonConfig, Overrides};
+use crate::dataset::{self, Conversation};
+use crate::dry_run::{CountingEngine, EngineEstimate, MemStore, render_estimate};
+use crate::error::RunError;
+use crate::flags::{CommonFlags, parse_pipeline_args};
+use crate::progress::Progress;
+use crate::settings::{EngineSettings, Settings};
+use crate::status::{EngineStatus, STATUS_META_KEY, StatusSnapshot};
+use crate::summary::{RunSummary, TOKEN_COUNTS_FILE};
+
+/// Store meta key of the per-engine cost totals (restored on resume).
+pub const COST_META_KEY: &str = "cost_totals";
+/// Store meta key of the run's [`RunMeta`].
+pub const RUN_META_KEY: &str = "run";
+/// How long the first Ctrl-C waits for in-flight requests before exiting anyway.
+pub const CTRL_C_GRACE: Duration = Duration::from_secs(30);
+
+/// A pipeline: its config type, its prompts and what it does with a prepared [`RunContext`].
+///
+/// `main.rs` of a pipeline crate is one line: `fn main() -> ExitCode { atk_cli::main(MyPipeline) }`.
+#[async_trait]
+pub trait Pipeline: Send + Sync + 'static {
+    /// The pipeline's own config keys (the common ones are in [`CommonConfig`]).
+    type Config: DeserializeOwned + Send + Sync + 'static;
+    /// The pipeline's name (shown in `--help`, the summary and `atk status`).
+    fn name(&self) -> &'static str;
+    /// The prompt files compiled into the binary: `(file name, contents)`; the config's
+    /// `prompts` folder overrides them file by file.
+    fn default_prompts(&self) -> &'static [(&'static str, &'static str)];
+    /// Runs the pipeline: build steps, [`RunContext::run_chain`], write datasets.
+    async fn run(&self, ctx: &mut RunContext<Self::Config>) -> Result<(), RunError>;
+}
+
+/// Everything a pipeline gets from the runner.
+pub struct RunContext<C> {
+    /// The common config (paths absolute, keys read).
+    pub common: CommonConfig,
+    /// The pipeline's own config.
+    pub config: C,
+    /// The small and large engines (counting stand-ins under `--dry-run`).
+    pub engines: Engines,
+    /// The store (in memory under `--dry-run`), seeded with the input chunks.
+    pub store: Arc<dyn Store>,
+    /// The prompt library (compiled-in defaults + the config's `prompts` folder).
+    pub prompts: Arc<PromptLibrary>,
+    /// The progress sink every renderer reads.
+    pub progress: Arc<Progress>,
+    /// Cancelled by the first Ctrl-C: no new requests start.
+    pub cancel: CancellationToken,
+    /// Where datasets go.
+    pub output_dir: PathBuf,
+    settings: Arc<Settings>,
+    dry_run: Option<DryRun>,
+    reports: Vec<RunReport>,
+    details_sources: Vec<atk_metadatagen::MetaSource>,
+    datasets: Vec<(PathBuf, u64)>,
+}
+
+struct DryRun {
+    counters: Vec<Arc<CountingEngine>>,
+    chunks: u64,
+    chunk_tokens: u64,
+    verbose: bool,
+}
+
+impl<C> std::fmt::Debug for RunContext<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunContext").field("output_dir", &self.output_dir).finish_non_exhaustive()
+    }
+}
+
+impl<C> RunContext<C> {
+    /// A step context with the run's engines, prompts and system settings (`completion_mode`,
+    /// `use_stop`, details kept when meta datagen is on).
+    pub fn step_context(&self) -> StepContext {
+        let mut ctx = StepContext::new(self.engines.clone(), self.prompts.clone());
+        ctx.completion_mode = self.settings.completion_mode;
+        ctx.use_stop = self.settings.use_stop;
+        ctx.include_details = self.settings.do_meta_datagen;
+        ctx
+    }
+
+    /// The seed's `set_progress(progress, message)`: a milestone for bars, plain lines, JSON
+    /// lines and `atk status`.
+    pub fn set_progress(&self, progress: f64, message: &str) {
+        self.progress.set_progress(progress, message);
+    }
+
+    /// True under `--dry-run`.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run.is_some()
+    }
+
+    /// Runs a chain of steps over every item in the store with the run's executor (skipping
+    /// stored results, at most `concurrency_limit` requests in flight) and returns what
+    /// happened. Under `--dry-run` it renders and counts the first step's prompts, then ends
+    /// the run with the estimate (`Err(RunError::DryRun)`, exit 0): code after it does not run.
+    /// After a Ctrl-C it returns `Err(RunError::Interrupted)` once in-flight requests are stored.
+    pub async fn run_chain(&mut self, chain: &[Arc<dyn Step>]) -> Result<RunReport, RunError> {
+        let cfg = ExecutorConfig::default()
+            .with_cancel(self.cancel.clone())
+            .with_max_in_flight(self.settings.concurrency_limit.saturating_mul(2).max(1));
+        let executor = Executor::new(self.store.clone(), self.step_context(), self.progress.clone(), cfg);
+        let report = executor.run(chain).await.map_err(step_error)?;
+        for step in chain {
+            if let Some(key) = step.details_key() {
+                self.details_sources.push(atk_metadatagen::MetaSource::new(step.name(), key));
+            }
+        }
+        if let Some(dry) = &self.dry_run {
+            let estimates: Vec<EngineEstimate> = dry.counters.iter().map(|c| c.estimate()).collect();
+            return Err(RunError::DryRun(render_estimate(dry.chunks, dry.chunk_tokens, &estimates, dry.verbose)));
+        }
+        let cancelled = report.cancelled;
+        self.reports.push(report.clone());
+        if cancelled {
+            return Err(RunError::Interrupted);
+        }
+        Ok(report)
+    }
+
+    /// Chunks texts the pipeline brought itself (`(source name, text)`, with
+    /// `read_files_manually: false`) and adds them to the store as items after any already
+    /// there. Returns how many chunks were added.
+    pub async fn seed_texts(&mut self, texts: &[(String, String)]) -> Result<u64, RunError> {
+        let set = atk_chunk::chunk_texts(texts, &self.settings.chunk_config());
+        let n = set.chunks.len() as u64;
+        self.store.put_items(set.chunks.iter().map(chunk_item).collect()).await?;
+        Ok(n)
+    }
+
+    /// The items that went through the whole chain, in stable dataset order, with each step's
+    /// output merged into their fields under its `result_key`.
+    pub fn final_items(&self, chain: &[Arc<dyn Step>]) -> Result<Vec<ItemRecord>, RunError> {
+        atk_step::collect_final(self.store.as_ref(), chain).collect::<Result<Vec<_>, _>>().map_err(RunError::from)
+    }
+
+    /// Writes `<output_dir>/<file_name>` atomically, one ShareGPT conversation per line in
+    /// the order given, and remembers it for the end-of-run message. Returns its path.
+    pub fn write_sharegpt(
+        &mut self,
+        file_name: &str,
+        conversations: impl IntoIterator<Item = Conversation>,
+    ) -> Result<PathBuf, RunError> {
+        let path = self.output_dir.join(file_name);
+        let n = dataset::write_sharegpt(&path, conversations)
+            .map_err(|e| RunError::fatal(format!("writing {}: {e}", path.display())))?;
+        self.datasets.push((path.clone(), n));
+        Ok(path)
+    }
+
+    /// Writes the meta datasets under `<output_dir>/meta_datagen/` when `do_meta_datagen` is on
+    /// (from the details of the steps run so far and the `meta_datagen_extras` templates);
+    /// does nothing when it is off.
+    pub fn write_meta_datasets(&mut self, final_items: &[ItemRecord]) -> Result<(), RunError> {
+        if !self.settings.do_meta_datagen {
+            return Ok(());
+        }
+        let out = self.output_dir.join("meta_datagen");
+        let mut items = final_items.iter().cloned();
+        let report = atk_metadatagen::write_meta_datasets(
+            self.store.as_ref(),
+            &self.details_sources,
+            &self.settings.meta_datagen_keys,
+            &self.settings.meta_datagen_extras,
+            &mut items,
+            &out,
+        )
+        .map_err(|e| RunError::Config(format!("meta datagen: {e}")))?;
+        for d in &report.datasets {
+            self.datasets.push((d.path.clone(), d.lines));
+        }
+        Ok(())
+    }
+}
+
+fn step_error(e: StepError) -> RunError {
+    match e {
+        e if e.is_config_error() => RunError::Config(e.to_string()),
+        StepError::Engine(e) => RunError::from(e),
+        StepError::Store(e) => RunError::from(e),
+        other => RunError::fatal(other),
+    }
+}
+
+/// Parses the command line, runs `pipeline` and returns the exit code: 0 completed, 2 config
+/// or input error, 1 fatal runtime error, 130 interrupted. Call it from `main`.
+pub fn main<P: Pipeline>(pipeline: P) -> std::process::ExitCode {
+    main_with_args(pipeline, std::env::args_os())
+}
+
+/// [`main`] with explicit arguments (the first is the program name); for tests.
+pub fn main_with_args<P, I, T>(pipeline: P, args: I) -> std::process::ExitCode
+where
+    P: Pipeline,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let flags = match parse_pipeline_args(pipeline.name(), args) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    crate::logging::init(flags.verbosity());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let outcome = runtime.block_on(run(pipeline, flags));
+    // Do not wait for stray blocking tasks (a stuck read must not hang the exit).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match &outcome {
+        Ok(()) => {}
+        Err(RunError::DryRun(estimate)) => eprint!("{estimate}"),
+        Err(RunError::AllFailed) => eprintln!("error: {}", RunError::AllFailed),
+        Err(e) => eprintln!("error: {e}"),
+    }
+    crate::error::exit_code(&outcome)
+}
+
+/// Runs a pipeline with parsed flags (what [`main`] does inside its runtime).
+pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), RunError> {
+    let started = Instant::now();
+    let started_at_ms = now_ms();
+    let overrides = Overrides { set: flags.set.clone(), json: flags.override_json.clone() };
+    let loaded = config::load::<P::Config>(&flags.config, &overrides).map_err(|e| RunError::Config(e.to_string()))?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let settings = Arc::new(Settings::from_common(&loaded.common).map_err(RunError::Config)?);
+    tracing::debug!(config = %loaded.path.display(), "config loaded");
+
+    // Inputs first: a missing or empty input dir is reported before anything is locked.
+    let chunk_cfg = settings.chunk_config();
+    let chunk_set = if settings.read_files_manually {
+        let input_dir = settings.input_dir.clone();
+        let cfg = chunk_cfg.clone();
+        tokio::task::spawn_blocking(move || atk_chunk::read_dir(&input_dir, &cfg))
+            .await
+            .map_err(RunError::fatal)?
+            .map_err(|e| RunError::Input(e.to_string()))?
+    } else {
+        // The pipeline brings its own texts (RunContext::seed_texts).
+        atk_chunk::chunk_texts(&[], &chunk_cfg)
+    };
+    for s in &chunk_set.report.skipped {
+        eprintln!("warning: skipped {}: {}", s.path.display(), s.reason);
+    }
+    for w in &chunk_set.report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if flags.verbosity() >= 0 && settings.read_files_manually {
+        eprintln!("{}", chunk_set.report.summary());
+    }
+    let items: Vec<ItemRecord> = chunk_set.chunks.iter().map(chunk_item).collect();
+    let chunk_tokens: u64 = chunk_set.chunks.iter().map(|c| c.tokens as u64).sum();
+
+    let prompts = Arc::new(
+        PromptLibrary::new(pipeline.default_prompts())
+            .with_override_dir(settings.prompts.clone())
+            .with_default_dir(settings.default_prompts.clone()),
+    );
+    let progress_mode = flags.progress_mode();
+
+    if flags.dry_run {
+        let counter = settings.chunk_config().tokenizer.counter();
+        let counters: Vec<Arc<CountingEngine>> = settings
+            .engines
+            .iter()
+            .map(|e| CountingEngine::new(&e.label, &e.model, counter, e.price_in, e.price_out))
+            .collect();
+        let engines = Engines { small: counters[0].clone(), large: counters[1].clone() };
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        store.put_items(items).await?;
+        let mut ctx = RunContext {
+            common: loaded.common,
+            config: loaded.custom,
+            engines,
+            store,
+            prompts,
+            progress: Arc::new(Progress::off()),
+            cancel: CancellationToken::new(),
+            output_dir: settings.output_dir.clone(),
+            settings: settings.clone(),
+            dry_run: Some(DryRun {
+                counters,
+                chunks: chunk_set.chunks.len() as u64,
+                chunk_tokens,
+                verbose: flags.verbosity() >= 1,
+            }),
+            reports: Vec::new(),
+            details_sources: Vec::new(),
+            datasets: Vec::new(),
+        };
+        return match pipeline.run(&mut ctx).await {
+            Err(RunError::DryRun(s)) => Err(RunError::DryRun(s)),
+            Err(e) => Err(e),
+            Ok(()) => Err(RunError::DryRun("dry run: the pipeline ran no chain; nothing to estimate\n".into())),
+        };
+    }
+
+    // The store: `<output_dir>/store`, locked for the whole run.
+    std::fs::create_dir_all(&settings.output_dir)
+        .map_err(|e| RunError::Input(format!("cannot create output_dir {}: {e}", settings.output_dir.display())))?;
+    let store_dir = store_dir(&settings.output_dir);
+    let store: Arc<dyn Store> = {
+        let dir = store_dir.clone();
+        Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await.map_err(RunError::fatal)??)
+    };
+    check_fingerprint(store.as_ref(), &loaded.fingerprint);
+    store
+        .put_meta(
+            RUN_META_KEY,
+            serde_json::to_value(RunMeta {
+                v: RECORD_VERSION,
+                atk_version: env!("CARGO_PKG_VERSION").to_string(),
+                pipeline: pipeline.name().to_string(),
+                config_fingerprint: loaded.fingerprint.clone(),
+                started_at_ms,
+            })
+            .map_err(RunError::fatal)?,
+        )
+        .await?;
+
+    // Engines: one shared concurrency bound (the seed's semaphore), cost counters restored
+    // from the store so totals survive a resume.
+    let (engines, counters) = build_engines(&settings, store.as_ref())?;
+    let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
+    if engines.small.is_mock() || engines.large.is_mock() {
+        let which: Vec<&str> = [&engines.small, &engines.large].iter().filter(|e| e.is_mock()).map(|e| e.label()).collect();
+        eprintln!("MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data", which.join(" and "));
+    }
+
+    store.put_items(items).await?;
+
+    let cost_fn = {
+        let counters = counters.clone();
+        Arc::new(move || counters.iter().map(|c| c.snapshot().cost_usd).sum::<f64>())
+    };
+    let progress = Arc::new(Progress::stderr(progress_mode).with_cost(cost_fn));
+    crate::logging::attach_bars(progress.multi().cloned());
+    let cancel = CancellationToken::new();
+    let ctrl_c = tokio::spawn(watch_ctrl_c(cancel.clone()));
+    let status_task = tokio::spawn(status_loop(
+        settings.output_dir.clone(),
+        pipeline.name(),
+        progress.clone(),
+        counters.clone(),
+        engines.clone(),
+    ));
+
+    let mut ctx = RunContext {
+        common: loaded.common,
+        config: loaded.custom,
+        engines: engines.clone(),
+        store: store.clone(),
+        prompts,
+        progress: progress.clone(),
+        cancel: cancel.clone(),
+        output_dir: settings.output_dir.clone(),
+        settings: settings.clone(),
+        dry_run: None,
+        reports: Vec::new(),
+        details_sources: Vec::new(),
+        datasets: Vec::new(),
+    };
+    let outcome = pipeline.run(&mut ctx).await;
+    status_task.abort();
+    ctrl_c.abort();
+    progress.finish();
+    crate::logging::detach_bars();
+
+    // Whatever happened, keep the totals and say what was done.
+    let costs: Vec<(String, String, bool, CostTotals, CostTotals)> = counters
+        .iter()
+        .zip([&engines.small, &engines.large])
+        .zip(&baselines)
+        .map(|((c, e), start)| (c.label().to_string(), e.model().to_string(), e.is_mock(), c.snapshot(), start.clone()))
+        .collect();
+    let totals: serde_json::Map<String, serde_json::Value> = costs
+        .iter()
+        .map(|(label, _, _, total, _)| (label.clone(), serde_json::to_value(total).unwrap_or_default()))
+        .collect();
+    let _ = store.put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone())).await;
+    let mut snapshot = status_of(pipeline.name(), &progress, &counters, &engines);
+    snapshot.running = false;
+    if let Ok(v) = serde_json::to_value(&snapshot) {
+        let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
+        let _ = store.put_meta(STATUS_META_KEY, v).await;
+    }
+    let _ = store.flush().await;
+    let summary = RunSummary::new(
+        pipeline.name(),
+        started.elapsed(),
+        &ctx.reports,
+        &costs,
+        ctx.datasets.clone(),
+        outcome.as_ref().err().map(|e| e.to_string()),
+    );
+    let _ = dataset::write_jsonl_atomic(
+        &settings.output_dir.join(TOKEN_COUNTS_FILE),
+        [serde_json::to_string_pretty(&totals).unwrap_or_default()],
+    );
+    let _ = summary.write(&settings.output_dir);
+    if flags.verbosity() >= 0 || outcome.is_err() {
+        eprint!("{}", summary.render());
+    }
+    outcome?;
+    if summary.all_failed() {
+        return Err(RunError::AllFailed);
+    }
+    Ok(())
+}
+
+/// An item record for a chunk: fields `text`, `metadata`, `tokens`; order `[file, chunk]`.
+pub fn chunk_item(c: &atk_chunk::Chunk) -> ItemRecord {
+    let mut fields = atk_state::Fields::new();
+    fields.insert("text".into(), c.text.clone().into());
+    fields.insert("metadata".into(), c.metadata.clone().into());
+    fields.insert("tokens".into(), (c.tokens as u64).into());
+    ItemRecord {
+        v: RECORD_VERSION,
+        id: c.id.clone(),
+        parent: None,
+        order: vec![c.position.file_index as u64, c.position.chunk_index as u64],
+        fields,
+    }
+}
+
+fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
+    let previous = store.meta(RUN_META_KEY).ok().flatten().and_then(|v| serde_json::from_value::<RunMeta>(v).ok());
+    if let Some(prev) = previous {
+        if prev.config_fingerprint != fingerprint {
+            eprintln!(
+                "warning: the config changed since this output_dir was written (models, prompts or chunking); \
+                 stored results are reused as they are; use a fresh output_dir to regenerate them"
+            );
+        }
+    }
+}
+
+type Counters = Vec<Arc<CostCounter>>;
+
+fn build_engines(settings: &Settings, store: &dyn Store) -> Result<(Engines, Counters), RunError> {
+    let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
+    let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit.max(1));
+    let debug = settings.debug_outputs.then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
+    let mut built = Vec::new();
+    let mut counters = Vec::new();
+    for e in &settings.engines {
+        let counter = CostCounter::new(
+            e.label.clone(),
+            atk_engine::Pricing { input_per_million: e.price_in, output_per_million: e.price_out },
+        );
+        if let Some(prev) = saved.get(&e.label).and_then(|v| serde_json::from_value::<CostTotals>(v.clone()).ok()) {
+            counter.restore(&prev);
+        }
+        let mut observers: Vec<Arc<dyn Observer>> = vec![counter.clone()];
+        if let Some(d) = &debug {
+            observers.push(d.clone());
+        }
+        let cfg = engine_config(settings, e).with_shared_limit(Some(shared_limit.clone()));
+        built.push(atk_engine::build_engine(cfg, observers)?);
+        counters.push(counter);
+    }
+    let large = built.pop().ok_or_else(|| RunError::fatal("no large engine"))?;
+    let small = built.pop().ok_or_else(|| RunError::fatal("no small engine"))?;
+    Ok((Engines { small, large }, counters))
+}
+
+fn engine_config(s: &Settings, e: &EngineSettings) -> EngineConfig {
+    EngineConfig::default()
+        .with_label(e.label.clone())
+        .with_mode(e.mode)
+        .with_model(e.model.clone())
+        .with_base_url(e.base_url.clone())
+        .with_api_key(e.api_key.clone())
+        .with_concurrency_limit(s.concurrency_limit.max(1))
+        .with_stream(s.stream)
+        .with_timeouts(s.timeouts)
+        .with_retry(s.retry)
+        .with_requests_per_minute(s.requests_per_minute)
+        .with_tokens_per_minute(s.tokens_per_minute)
+        .with_mock(s.mock.clone())
+}
+
+/// First Ctrl-C: stop new requests, let in-flight ones finish (at most [`CTRL_C_GRACE`]).
+/// Second Ctrl-C, or the grace running out: exit 130 at once (stored results are durable).
+async fn watch_ctrl_c(cancel: CancellationToken) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    cancel.cancel();
+    eprintln!(
+        "\nstopping: no new requests; waiting up to {} s for those in flight (Ctrl-C again to quit now)",
+        CTRL_C_GRACE.as_secs()
+    );
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => eprintln!("quitting now; rerun the same command to resume"),
+        () = tokio::time::sleep(CTRL_C_GRACE) => eprintln!("in-flight requests did not finish in time; quitting; rerun to resume"),
+    }
+    std::process::exit(130);
+}
+
+fn status_of(name: &str, progress: &Progress, counters: &Counters, engines: &Engines) -> StatusSnapshot {
+    let mut s = progress.snapshot();
+    s.pipeline = name.to_string();
+    s.running = true;
+    s.pid = std::process::id();
+    s.updated_at_ms = now_ms();
+    s.engines = counters
+        .iter()
+        .zip([&engines.small, &engines.large])
+        .map(|(c, e)| {
+            let t = c.snapshot();
+            EngineStatus {
+                label: c.label().to_string(),
+                model: e.model().to_string(),
+                requests: t.requests,
+                prompt_tokens: t.prompt_tokens,
+                completion_tokens: t.completion_tokens,
+                cost_usd: t.cost_usd,
+            }
+        })
+        .collect();
+    s.cost_usd = s.engines.iter().map(|e| e.cost_usd).sum();
+    s
+}
+
+/// Writes `status.json` about once a second (and ticks the plain-line renderer).
+async fn status_loop(dir: PathBuf, name: &'static str, progress: Arc<Progress>, counters: Counters, engines: Engines) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        progress.tick();
+        let snapshot = status_of(name, &progress, &counters, &engines);
+        if let Ok(v) = serde_json::to_value(&snapshot) {
+            if let Err(e) = atk_state::write_status_snapshot(&dir, &v) {
+                tracing::debug!(error = %e, "could not write status.json");
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+}
+
+/// `<output_dir>/store`: where a run's store lives.
+pub fn store_dir(output_dir: &Path) -> PathBuf {
+    output_dir.join("store")
+}

@@ -1,0 +1,123 @@
+//! The runner's view of the common config: what it builds engines, chunking and steps from.
+//! The only place that reads [`CommonConfig`] fields, so a config change touches one file.
+
+use std::path::PathBuf;
+
+use atk_chunk::{ChunkConfig, Subset};
+use atk_engine::{MockConfig, Mode, RetryConfig, Secret, Timeouts};
+
+use crate::config::CommonConfig;
+
+/// One engine's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineSettings {
+    pub label: String,
+    pub mode: Mode,
+    pub model: String,
+    pub base_url: String,
+    pub api_key: Secret,
+    pub price_in: f64,
+    pub price_out: f64,
+}
+
+/// What the runner needs from the common config.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// `[small, large]`.
+    pub engines: [EngineSettings; 2],
+    pub input_dir: PathBuf,
+    pub output_dir: PathBuf,
+    pub prompts: Option<PathBuf>,
+    pub default_prompts: Option<PathBuf>,
+    pub completion_mode: bool,
+    pub use_stop: bool,
+    pub concurrency_limit: usize,
+    pub do_meta_datagen: bool,
+    pub meta_datagen_keys: Vec<String>,
+    pub meta_datagen_extras: Vec<PathBuf>,
+    pub stream: bool,
+    pub debug_outputs: bool,
+    pub timeouts: Timeouts,
+    pub retry: RetryConfig,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+    pub mock: MockConfig,
+    pub read_files_manually: bool,
+    chunk: ChunkConfig,
+}
+
+impl Settings {
+    /// Converts the loaded common config; `Err` is a config message (exit 2).
+    pub fn from_common(c: &CommonConfig) -> Result<Self, String> {
+        if c.concurrency_limit == 0 {
+            return Err("concurrency_limit must be at least 1".into());
+        }
+        if c.chunk_size == 0 {
+            return Err("chunk_size must be at least 1".into());
+        }
+        let mut chunk = ChunkConfig::new(c.chunk_size).with_tokenizer(c.tokenizer);
+        chunk.cache_dir = Some(c.chunking_output_dir.clone().unwrap_or_else(|| c.output_dir.join("chunk_cache")));
+        if c.use_subset {
+            chunk = chunk.with_subset(Subset::new(c.subset_size, c.seed));
+        }
+        let timeouts = Timeouts { total: c.request_timeout, idle: c.idle_timeout, ..Timeouts::default() };
+        let retry = RetryConfig { max_attempts: c.max_attempts.max(1), ..RetryConfig::default() };
+        let mock = MockConfig { reply_template: c.mock_reply.clone(), latency: c.mock_latency };
+        let engine = |label: &str, mode, model: &str, base_url: &str, key: &Secret, price_in, price_out| EngineSettings {
+            label: label.to_string(),
+            mode,
+            model: model.to_string(),
+            base_url: base_url.to_string(),
+            api_key: key.clone(),
+            price_in,
+            price_out,
+        };
+        Ok(Self {
+            engines: [
+                engine(
+                    "small",
+                    c.small_mode,
+                    &c.small_model,
+                    &c.small_base_url,
+                    &c.small_api_key,
+                    c.cost_per_million_small_input,
+                    c.cost_per_million_small_output,
+                ),
+                engine(
+                    "large",
+                    c.large_mode,
+                    &c.large_model,
+                    &c.large_base_url,
+                    &c.large_api_key,
+                    c.cost_per_million_large_input,
+                    c.cost_per_million_large_output,
+                ),
+            ],
+            input_dir: c.input_dir.clone(),
+            output_dir: c.output_dir.clone(),
+            prompts: c.prompts.clone(),
+            default_prompts: c.default_prompts.clone(),
+            completion_mode: c.completion_mode,
+            use_stop: c.use_stop,
+            concurrency_limit: c.concurrency_limit,
+            do_meta_datagen: c.do_meta_datagen,
+            meta_datagen_keys: c.meta_datagen_keys.clone(),
+            meta_datagen_extras: c.meta_datagen_extras.clone(),
+            stream: c.stream,
+            debug_outputs: c.debug_outputs,
+            timeouts,
+            retry,
+            requests_per_minute: c.requests_per_minute,
+            tokens_per_minute: c.tokens_per_minute,
+            mock,
+            read_files_manually: c.read_files_manually,
+            chunk,
+        })
+    }
+
+    /// Chunking settings: `chunk_size`, `tokenizer`, the cache (`chunking_output_dir`, else
+    /// `<output_dir>/chunk_cache`), and the seeded subset when `use_subset` is on.
+    pub fn chunk_config(&self) -> ChunkConfig {
+        self.chunk.clone()
+    }
+}

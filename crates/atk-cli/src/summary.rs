@@ -1,0 +1,259 @@
+//! The end-of-run summary: items done and failed by reason (with a sample output), requests
+//! and retries by cause, tokens and cost per engine, wall time; printed to stderr and written
+//! to `<output_dir>/run_summary.json`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use atk_engine::CostTotals;
+use atk_step::RunReport;
+use serde::{Deserialize, Serialize};
+
+/// File name of the JSON summary in the output dir.
+pub const SUMMARY_FILE: &str = "run_summary.json";
+/// File name of the per-engine token and cost totals (all runs) in the output dir.
+pub const TOKEN_COUNTS_FILE: &str = "token_counts.json";
+/// Longest sample output shown on the terminal (characters).
+const SAMPLE_CHARS: usize = 400;
+
+/// Failures of one kind and reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureSummary {
+    /// Short class (`validation`, `length`, `transport`, ...).
+    pub kind: String,
+    /// The reason.
+    pub reason: String,
+    /// How many items failed this way in this run.
+    pub count: u64,
+    /// One raw output that failed this way.
+    pub sample_output: Option<String>,
+}
+
+/// One step's counts in this run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepSummary {
+    /// Step name.
+    pub step: String,
+    /// Results stored in this run.
+    pub done: u64,
+    /// Results already stored by an earlier run.
+    pub already_done: u64,
+    /// Items that failed in this run.
+    pub failed: u64,
+    /// Items a filter dropped in this run.
+    pub dropped: u64,
+    /// Failures by reason, most common first.
+    pub failures: Vec<FailureSummary>,
+}
+
+/// One engine's requests, tokens and cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineSummary {
+    /// Engine label.
+    pub label: String,
+    /// Model.
+    pub model: String,
+    /// True for the mock engine.
+    pub mock: bool,
+    /// Requests answered in this run.
+    pub requests: u64,
+    /// Requests that failed for good in this run.
+    pub failed_requests: u64,
+    /// Transport retries in this run, by cause.
+    pub retries: BTreeMap<String, u64>,
+    /// Prompt tokens in this run.
+    pub prompt_tokens: u64,
+    /// Completion tokens in this run.
+    pub completion_tokens: u64,
+    /// Cost of this run, USD.
+    pub cost_usd: f64,
+    /// Cost of every run on this output dir, USD.
+    pub cost_usd_all_runs: f64,
+}
+
+/// What `run_summary.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Wall time of the run, seconds.
+    pub wall_time_s: f64,
+    /// Per step, every chain the pipeline ran.
+    pub steps: Vec<StepSummary>,
+    /// Per engine.
+    pub engines: Vec<EngineSummary>,
+    /// Datasets written: path and line count.
+    pub datasets: Vec<(PathBuf, u64)>,
+    /// Why the run stopped early, if it did.
+    pub error: Option<String>,
+    /// True when items failed and none reached the end of a chain.
+    pub all_failed: bool,
+}
+
+fn minus(a: u64, b: u64) -> u64 {
+    a.saturating_sub(b)
+}
+
+impl RunSummary {
+    /// Builds the summary; `costs` are `(label, model, mock, totals now, totals at start)`.
+    pub fn new(
+        pipeline: &str,
+        wall: Duration,
+        reports: &[RunReport],
+        costs: &[(String, String, bool, CostTotals, CostTotals)],
+        datasets: Vec<(PathBuf, u64)>,
+        error: Option<String>,
+    ) -> Self {
+        let steps = reports
+            .iter()
+            .flat_map(|r| r.steps.iter())
+            .map(|s| StepSummary {
+                step: s.step.clone(),
+                done: s.done,
+                already_done: s.skipped,
+                failed: s.failed,
+                dropped: s.dropped,
+                failures: s
+                    .failures_by_reason
+                    .iter()
+                    .map(|g| FailureSummary {
+                        kind: g.kind.clone(),
+                        reason: g.reason.clone(),
+                        count: g.count,
+                        sample_output: g.sample_output.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let engines = costs
+            .iter()
+            .map(|(label, model, mock, now, start)| EngineSummary {
+                label: label.clone(),
+                model: model.clone(),
+                mock: *mock,
+                requests: minus(now.requests, start.requests),
+                failed_requests: minus(now.failed_requests, start.failed_requests),
+                retries: now
+                    .retries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), minus(*v, start.retries.get(k).copied().unwrap_or(0))))
+                    .filter(|(_, v)| *v > 0)
+                    .collect(),
+                prompt_tokens: minus(now.prompt_tokens, start.prompt_tokens),
+                completion_tokens: minus(now.completion_tokens, start.completion_tokens),
+                cost_usd: (now.cost_usd - start.cost_usd).max(0.0),
+                cost_usd_all_runs: now.cost_usd,
+            })
+            .collect();
+        let all_failed = reports.iter().any(RunReport::all_failed);
+        Self { pipeline: pipeline.to_string(), wall_time_s: wall.as_secs_f64(), steps, engines, datasets, error, all_failed }
+    }
+
+    /// True when items failed and none reached the end of a chain.
+    pub fn all_failed(&self) -> bool {
+        self.all_failed
+    }
+
+    /// Writes `run_summary.json` atomically.
+    pub fn write(&self, output_dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        crate::dataset::write_jsonl_atomic(&output_dir.join(SUMMARY_FILE), [text]).map(|_| ())
+    }
+
+    /// The terminal rendering.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "\n== {} summary ({:.1} s) ==", self.pipeline, self.wall_time_s);
+        for st in &self.steps {
+            let _ = writeln!(
+                s,
+                "step {}: {} done, {} already done, {} failed, {} dropped",
+                st.step, st.done, st.already_done, st.failed, st.dropped
+            );
+            for f in &st.failures {
+                let _ = writeln!(s, "  {} x {}: {}", f.count, f.kind, f.reason);
+            }
+            if let Some(sample) = st.failures.first().and_then(|f| f.sample_output.as_ref()) {
+                let short: String = sample.chars().take(SAMPLE_CHARS).collect();
+                let more = if sample.chars().count() > SAMPLE_CHARS { " [...]" } else { "" };
+                let _ = writeln!(s, "  sample output of the most common failure:\n    {}{more}", short.replace('\n', "\n    "));
+            }
+        }
+        for e in &self.engines {
+            let retries = if e.retries.is_empty() {
+                "no retries".to_string()
+            } else {
+                e.retries.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ") + " retries"
+            };
+            let _ = writeln!(
+                s,
+                "engine {} ({}{}): {} requests ({} failed), {retries}; {} tokens in, {} out; ${:.4} this run, ${:.4} all runs",
+                e.label,
+                e.model,
+                if e.mock { ", mock" } else { "" },
+                e.requests,
+                e.failed_requests,
+                e.prompt_tokens,
+                e.completion_tokens,
+                e.cost_usd,
+                e.cost_usd_all_runs
+            );
+        }
+        if self.all_failed {
+            let _ = writeln!(s, "every attempted item failed: no dataset line was produced");
+        }
+        for (path, lines) in &self.datasets {
+            let _ = writeln!(s, "dataset written: {} ({lines} lines)", path.display());
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atk_step::{FailureGroup, StepReport};
+
+    #[test]
+    fn summary_counts_this_run_and_renders_failures_with_a_sample() {
+        let report = RunReport {
+            steps: vec![StepReport {
+                step: "write_poem".into(),
+                done: 3,
+                skipped: 2,
+                failed: 1,
+                dropped: 0,
+                failures_by_reason: vec![FailureGroup {
+                    kind: "validation".into(),
+                    reason: "no <poem> tags".into(),
+                    count: 1,
+                    sample_output: Some("just prose".into()),
+                }],
+            }],
+            cancelled: false,
+        };
+        let start = CostTotals { requests: 10, prompt_tokens: 1000, cost_usd: 1.0, ..Default::default() };
+        let mut now = CostTotals { requests: 14, prompt_tokens: 1400, completion_tokens: 200, cost_usd: 1.5, ..Default::default() };
+        now.retries.insert("rate_limited".into(), 2);
+        let s = RunSummary::new(
+            "example",
+            Duration::from_millis(1500),
+            &[report],
+            &[("small".into(), "m".into(), true, now, start)],
+            vec![("out/sharegpt_format.jsonl".into(), 3)],
+            None,
+        );
+        assert_eq!(s.engines[0].requests, 4);
+        assert_eq!(s.engines[0].prompt_tokens, 400);
+        assert!(!s.all_failed());
+        let text = s.render();
+        assert!(text.contains("step write_poem: 3 done, 2 already done, 1 failed"), "{text}");
+        assert!(text.contains("1 x validation: no <poem> tags"), "{text}");
+        assert!(text.contains("just prose"), "{text}");
+        assert!(text.contains("2 rate_limited retries"), "{text}");
+        assert!(text.contains("$0.5000 this run, $1.5000 all runs"), "{text}");
+        assert!(text.contains("dataset written: out/sharegpt_format.jsonl (3 lines)"), "{text}");
+    }
+}
