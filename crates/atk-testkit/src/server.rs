@@ -955,6 +955,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_client_leaving_a_stalled_body_is_counted_out_at_once() {
+        let faults = Faults::scripted([Fault::Stall]).with_stall_for(Duration::from_secs(3600));
+        let server = TestServer::start(fixed(Fault::None).with_faults(faults)).await.unwrap();
+        let mut resp = post(&server, "/chat/completions", &chat_body("x", true)).await;
+        assert!(resp.chunk().await.unwrap().is_some());
+        assert_eq!(server.stats().in_flight, 1);
+        drop(resp);
+        let s = server.wait_until(Duration::from_secs(5), |s| s.in_flight == 0).await;
+        assert!(s.is_some(), "a stalled body outlived its client: {:?}", server.stats());
+    }
+
+    #[tokio::test]
     async fn shutdown_ends_a_stalled_body() {
         let faults = Faults::scripted([Fault::Stall]).with_stall_for(Duration::from_secs(3600));
         let server = TestServer::start(fixed(Fault::None).with_faults(faults)).await.unwrap();
