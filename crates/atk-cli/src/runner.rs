@@ -255,7 +255,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     tracing::debug!(config = %loaded.path.display(), "config loaded");
 
     // Inputs first: a missing or empty input dir is reported before anything is locked.
-    let chunk_cfg = settings.chunk_config();
+    let chunk_cfg = if flags.dry_run { settings.dry_run_chunk_config() } else { settings.chunk_config() };
     let chunk_set = if settings.read_files_manually {
         let input_dir = settings.input_dir.clone();
         let cfg = chunk_cfg.clone();
@@ -267,11 +267,8 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         // The pipeline brings its own texts (RunContext::seed_texts).
         atk_chunk::chunk_texts(&[], &chunk_cfg)
     };
-    for s in &chunk_set.report.skipped {
-        eprintln!("warning: skipped {}: {}", s.path.display(), s.reason);
-    }
-    for w in &chunk_set.report.warnings {
-        eprintln!("warning: {w}");
+    for m in chunk_set.report.messages() {
+        eprintln!("{m}");
     }
     if flags.verbosity() >= 0 && settings.read_files_manually {
         eprintln!("{}", chunk_set.report.summary());

@@ -44,6 +44,8 @@ pub(crate) struct Settings {
     pub mock: MockConfig,
     pub read_files_manually: bool,
     chunk: ChunkConfig,
+    /// True when `chunking_output_dir` was set (a dry run then still uses the cache).
+    explicit_chunk_cache: bool,
 }
 
 impl Settings {
@@ -112,6 +114,7 @@ impl Settings {
             mock,
             read_files_manually: c.read_files_manually,
             chunk,
+            explicit_chunk_cache: c.chunking_output_dir.is_some(),
         })
     }
 
@@ -119,5 +122,15 @@ impl Settings {
     /// `<output_dir>/chunk_cache`), and the seeded subset when `use_subset` is on.
     pub fn chunk_config(&self) -> ChunkConfig {
         self.chunk.clone()
+    }
+
+    /// Chunking settings for `--dry-run`: as above, but nothing is written under `output_dir`
+    /// (the cache is used only when `chunking_output_dir` names one).
+    pub fn dry_run_chunk_config(&self) -> ChunkConfig {
+        let mut c = self.chunk.clone();
+        if !self.explicit_chunk_cache {
+            c.cache_dir = None;
+        }
+        c
     }
 }

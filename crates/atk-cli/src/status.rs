@@ -120,9 +120,147 @@ impl StatusSnapshot {
     }
 }
 
+/// Why `atk status` could not say anything.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StatusError {
+    /// Neither a store nor a status snapshot is in the directory.
+    #[error("no atk run in {}: no store and no status.json", .0.display())]
+    NoRun(std::path::PathBuf),
+    /// The store or the snapshot could not be read.
+    #[error("{0}")]
+    Read(String),
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // Linux and most Unixes expose live processes under /proc; elsewhere assume alive, which
+    // only means `atk status` reads the snapshot instead of opening the store.
+    let proc_dir = Path::new("/proc");
+    !proc_dir.is_dir() || proc_dir.join(pid.to_string()).exists()
+}
+
+/// The status of the run in `output_dir`, without disturbing it: while a run holds the store
+/// (its snapshot names a live pid, or the store is locked) the run's `status.json` is read;
+/// otherwise the store is opened and done/failed are counted from it.
+pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
+    let snapshot = match StatusSnapshot::read(output_dir) {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(StatusError::Read(format!("{}: {e}", output_dir.join(STATUS_FILE).display()))),
+    };
+    if let Some(s) = &snapshot {
+        if s.running && s.pid != std::process::id() && pid_alive(s.pid) {
+            return Ok(s.clone());
+        }
+    }
+    let store = match atk_state::SledStore::try_open_read(&crate::store_dir(output_dir)) {
+        Ok(store) => store,
+        Err(atk_state::Error::Locked { .. }) => {
+            return snapshot.map(|s| StatusSnapshot { running: true, ..s }).ok_or_else(|| {
+                StatusError::Read(format!("a run holds {} and has not written status.json yet", output_dir.display()))
+            });
+        }
+        Err(atk_state::Error::NotFound { .. }) => {
+            return snapshot.map(|s| StatusSnapshot { running: false, ..s }).ok_or_else(|| StatusError::NoRun(output_dir.to_path_buf()));
+        }
+        Err(e) => return Err(StatusError::Read(e.to_string())),
+    };
+    from_store(&store, snapshot).map_err(|e| StatusError::Read(e.to_string()))
+}
+
+/// Counts done and failed per step in a store no run holds. Step names and totals come from
+/// the last snapshot the run saved (in the store, else `status.json`).
+pub fn from_store(store: &dyn atk_state::Store, file_snapshot: Option<StatusSnapshot>) -> Result<StatusSnapshot, atk_state::Error> {
+    let saved = store.meta(STATUS_META_KEY)?.and_then(|v| serde_json::from_value::<StatusSnapshot>(v).ok());
+    let mut s = saved.or(file_snapshot).unwrap_or_default();
+    s.running = false;
+    let items = store.items().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+    for (i, st) in s.steps.iter_mut().enumerate() {
+        st.done = store.count_results(&st.step)?;
+        st.failed = store.count_failures(&st.step)?;
+        st.in_flight = 0;
+        if i == 0 {
+            st.total = st.total.max(items);
+        }
+        st.pending = st.total.saturating_sub(st.done + st.failed);
+    }
+    if let Some(costs) = store.meta(crate::COST_META_KEY)?.and_then(|v| v.as_object().cloned()) {
+        for e in &mut s.engines {
+            if let Some(t) = costs.get(&e.label).and_then(|v| serde_json::from_value::<atk_engine::CostTotals>(v.clone()).ok()) {
+                e.requests = t.requests;
+                e.prompt_tokens = t.prompt_tokens;
+                e.completion_tokens = t.completion_tokens;
+                e.cost_usd = t.cost_usd;
+            }
+        }
+        s.cost_usd = s.engines.iter().map(|e| e.cost_usd).sum();
+    }
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atk_state::{FailureRecord, ItemRecord, ResultRecord, SledStore, Store};
+
+    fn item(id: &str, n: u64) -> ItemRecord {
+        ItemRecord { v: 1, id: id.into(), parent: None, order: vec![n, 0], fields: Default::default() }
+    }
+
+    #[tokio::test]
+    async fn status_of_a_finished_run_counts_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(&crate::store_dir(dir.path())).unwrap();
+            store.put_items(vec![item("a", 0), item("b", 1), item("c", 2), item("d", 3)]).await.unwrap();
+            let r = ResultRecord { v: 1, output: "poem".into(), details: None, attempts: 1, prompt_tokens: 1, completion_tokens: 1, elapsed_ms: 1, stored_at_ms: 1 };
+            store.put_result("write_poem", "a", r.clone()).await.unwrap();
+            store.put_result("write_poem", "b", r).await.unwrap();
+            let f = FailureRecord { v: 1, kind: "validation".into(), reason: "short".into(), last_output: None, attempts: 4, stored_at_ms: 1 };
+            store.put_failure("write_poem", "c", f).await.unwrap();
+            let last = StatusSnapshot {
+                pipeline: "example-pipeline".into(),
+                running: true,
+                pid: 1,
+                elapsed_ms: 12_300,
+                steps: vec![StepStatus { step: "write_poem".into(), total: 4, ..Default::default() }],
+                engines: vec![EngineStatus { label: "small".into(), model: "gpt-4o-mini".into(), ..Default::default() }],
+                milestone: Some((1.0, "pipeline complete".into())),
+                ..Default::default()
+            };
+            store.put_meta(STATUS_META_KEY, serde_json::to_value(&last).unwrap()).await.unwrap();
+            let costs = serde_json::json!({"small": {"requests": 7, "failed_requests": 0, "prompt_tokens": 7000, "completion_tokens": 1400, "estimated_replies": 0, "cost_usd": 0.00189, "retries": {}}});
+            store.put_meta(crate::COST_META_KEY, costs).await.unwrap();
+            store.flush().await.unwrap();
+        }
+        let s = read_status(dir.path()).unwrap();
+        insta::assert_snapshot!("status_finished_run", s.render());
+        let st = &s.steps[0];
+        assert_eq!((st.done, st.failed, st.pending), (2, 1, 1));
+        assert!(!s.running);
+    }
+
+    #[test]
+    fn status_of_a_running_run_reads_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StatusSnapshot {
+            pipeline: "p".into(),
+            running: true,
+            pid: 1, // pid 1 is always alive
+            steps: vec![StepStatus { step: "s".into(), total: 10, done: 3, in_flight: 2, pending: 7, ..Default::default() }],
+            ..Default::default()
+        };
+        atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&s).unwrap()).unwrap();
+        let read = read_status(dir.path()).unwrap();
+        assert_eq!(read, s);
+        assert!(read.render().contains("running (pid 1)"));
+    }
+
+    #[test]
+    fn an_empty_dir_has_no_run() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(read_status(dir.path()), Err(StatusError::NoRun(_))));
+    }
 
     #[test]
     fn snapshot_round_trips_through_json() {
