@@ -86,3 +86,36 @@ pub fn install_crypto_provider() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_mock_honours_the_concurrency_limit() {
+        let cfg = EngineConfig::default()
+            .with_mode(Mode::Mock)
+            .with_concurrency_limit(2usize)
+            .with_mock(MockConfig::default().with_latency(Duration::from_secs(1)));
+        let cost = CostCounter::new("default", Pricing::default());
+        let engine = build_engine(cfg, vec![cost.clone()]).unwrap();
+        assert!(engine.is_mock());
+        let t0 = tokio::time::Instant::now();
+        let calls = (0..6).map(|i| engine.call(Request::completion(format!("p{i}"))));
+        let replies = futures_util::future::join_all(calls).await;
+        assert!(replies.iter().all(Result::is_ok));
+        assert_eq!(t0.elapsed(), Duration::from_secs(3), "6 calls, 2 at a time, 1 s each");
+        assert_eq!(cost.snapshot().requests, 6);
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let err = |cfg: EngineConfig| build_engine(cfg, vec![]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(EngineConfig::default()).contains("base_url is empty"));
+        assert!(err(EngineConfig::default().with_base_url("not a url")).contains("bad base_url"));
+        assert!(err(EngineConfig::default().with_base_url("http://127.0.0.1:1/v1").with_api_key("bad\nkey")).contains("header"));
+        assert!(err(EngineConfig::default().with_mode(Mode::Mock).with_concurrency_limit(0usize)).contains("concurrency_limit"));
+    }
+}

@@ -275,3 +275,15 @@ async fn completion_mode_and_non_streaming() {
         assert!(!reply.usage.estimated);
     }
 }
+
+#[tokio::test]
+async fn wrong_base_url_is_not_found_and_kills_the_engine() {
+    let server = TestServer::start(server_cfg()).await.unwrap();
+    let base = server.base_url().replace("/v1", "/nope/v1");
+    let engine = build_engine(engine_cfg(&server).with_base_url(base), vec![]).unwrap();
+    let err = engine.call(chat("hello")).await.unwrap_err();
+    assert!(matches!(&err, Error::NotFound { url, .. } if url.ends_with("/nope/v1/chat/completions")), "{err}");
+    assert!(err.is_fatal() && err.to_string().contains("check base_url and model"));
+    let next = engine.call(chat("again")).await.unwrap_err();
+    assert!(matches!(next, Error::EngineDead { .. }), "{next}");
+}
