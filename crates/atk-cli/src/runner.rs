@@ -118,7 +118,9 @@ impl<C> RunContext<C> {
     pub async fn run_chain(&mut self, chain: &[Arc<dyn Step>]) -> Result<RunReport, RunError> {
         let cfg = ExecutorConfig::default()
             .with_cancel(self.cancel.clone())
-            .with_max_in_flight(self.settings.concurrency_limit.saturating_mul(2).max(1));
+            // A dry run goes one item at a time: nothing waits on a network, and the sample
+            // prompt shown is then always the first item's.
+            .with_max_in_flight(if self.dry_run.is_some() { 1 } else { self.settings.concurrency_limit.saturating_mul(2).max(1) });
         let executor = Executor::new(self.store.clone(), self.step_context(), self.progress.clone(), cfg);
         let report = executor.run(chain).await.map_err(step_error)?;
         for step in chain {

@@ -1,0 +1,87 @@
+//! The `atk` binary and the runner, driven the way a user drives them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use atk_cli::config::NoExtra;
+use atk_cli::flags::CommonFlags;
+use atk_cli::{Pipeline, RunContext, RunError, async_trait};
+use atk_step::{PromptStep, Step};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn atk(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_atk")).args(args).env_remove("RUST_LOG").output().expect("atk runs")
+}
+
+#[test]
+fn atk_chunk_prints_one_json_object_per_chunk_in_source_order() {
+    let dir = fixtures().join("inputs");
+    let out = atk(&["chunk", dir.to_str().unwrap(), "--chunk-size", "500"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let sources: Vec<&str> = lines.iter().map(|l| l["metadata"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["a_river.txt", "b_notes.md", "c_lines.jsonl"]);
+    for l in &lines {
+        let keys: Vec<&String> = l.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["id", "metadata", "text", "tokens"], "{l}");
+        assert_eq!(l["id"].as_str().unwrap().len(), 32);
+        assert!(l["tokens"].as_u64().unwrap() > 10);
+    }
+    assert!(lines[0]["text"].as_str().unwrap().starts_with("The river was low"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("3 files") || stderr.contains("3 chunks"), "summary on stderr: {stderr}");
+}
+
+#[test]
+fn atk_chunk_on_a_missing_or_empty_dir_exits_2() {
+    let out = atk(&["chunk", "/definitely/not/here", "--chunk-size", "100"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/definitely/not/here"));
+    let empty = tempfile::tempdir().unwrap();
+    let out = atk(&["chunk", empty.path().to_str().unwrap(), "--chunk-size", "100"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn atk_status_without_a_run_exits_2() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = atk(&["status", empty.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no atk run"));
+}
+
+/// A one-step pipeline over the fixture inputs.
+struct PoemTest;
+
+static PROMPTS: &[(&str, &str)] = &[("write.yaml", include_str!("fixtures/prompts_write.yaml"))];
+
+#[async_trait]
+impl Pipeline for PoemTest {
+    type Config = NoExtra;
+    fn name(&self) -> &'static str {
+        "poem-test"
+    }
+    fn default_prompts(&self) -> &'static [(&'static str, &'static str)] {
+        PROMPTS
+    }
+    async fn run(&self, ctx: &mut RunContext<NoExtra>) -> Result<(), RunError> {
+        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(PromptStep::new("write", "write").param("max_tokens", 300))];
+        ctx.run_chain(&chain).await?;
+        unreachable!("a dry run ends in run_chain");
+    }
+}
+
+#[tokio::test]
+async fn dry_run_estimates_the_first_step_and_writes_nothing() {
+    let flags = CommonFlags { config: fixtures().join("dry_run.yaml"), dry_run: true, verbose: 1, ..CommonFlags::default() };
+    let outcome = atk_cli::run(PoemTest, flags).await;
+    let Err(RunError::DryRun(estimate)) = outcome else { panic!("expected a dry-run estimate, got {outcome:?}") };
+    insta::assert_snapshot!("dry_run_estimate", estimate);
+    assert!(!fixtures().join("never_written").exists(), "a dry run writes nothing to output_dir");
+}
