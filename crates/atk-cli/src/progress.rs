@@ -46,7 +46,7 @@ pub type CostFn = Arc<dyn Fn() -> f64 + Send + Sync>;
 /// One JSON progress line (`--progress json`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JsonLine {
-    /// `step_started`, `item_done`, `item_failed`, `step_finished` or `milestone`.
+    /// `step_started`, `item_done`, `item_failed`, `item_dropped`, `step_finished` or `milestone`.
     pub event: &'static str,
     /// Step name (`null` for a milestone).
     pub step: Option<String>,
@@ -62,7 +62,7 @@ pub struct JsonLine {
     pub tokens: u64,
     /// Cost of the whole run so far (all engines, earlier runs included), USD.
     pub cost: f64,
-    /// Milestone message, or the failure reason for `item_failed`.
+    /// Milestone message, or the reason for `item_failed` / `item_dropped`.
     pub message: Option<String>,
     /// Milestone progress 0.0..=1.0 (milestones only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,6 +74,7 @@ struct StepCounts {
     total: u64,
     done: u64,
     failed: u64,
+    dropped: u64,
     in_flight: u64,
     prompt_tokens: u64,
     completion_tokens: u64,
@@ -190,6 +191,7 @@ impl Progress {
                 total: c.total,
                 done: c.done,
                 failed: c.failed,
+                dropped: c.dropped,
                 in_flight: c.in_flight,
                 pending: c.total.saturating_sub(c.done + c.failed),
                 prompt_tokens: c.prompt_tokens,
@@ -302,6 +304,16 @@ impl ProgressSink for Progress {
                 c.in_flight = c.in_flight.saturating_sub(1);
                 let last = c.done + c.failed >= c.total;
                 ("item_failed", Some(step), last, Some(format!("{kind}: {reason}")))
+            }
+            ProgressEvent::ItemDropped { step, reason } => {
+                // A filter's verdict: the item is finished for this step (counted as done,
+                // and separately as dropped).
+                let c = st.steps.entry(step.clone()).or_default();
+                c.done += 1;
+                c.dropped += 1;
+                c.in_flight = c.in_flight.saturating_sub(1);
+                let last = c.done + c.failed >= c.total;
+                ("item_dropped", Some(step), last, Some(reason))
             }
             ProgressEvent::StepFinished { step } => {
                 let c = st.steps.entry(step.clone()).or_default();

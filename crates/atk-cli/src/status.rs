@@ -22,6 +22,9 @@ pub struct StepStatus {
     pub done: u64,
     /// Items that failed the step (in the latest run).
     pub failed: u64,
+    /// Items a filter step dropped (included in `done`).
+    #[serde(default)]
+    pub dropped: u64,
     /// Items sent and not yet answered.
     #[serde(default)]
     pub in_flight: u64,
