@@ -1,1 +1,270 @@
 //! Config loading: sections, flattening, placeholders, overrides, typed deserialisation.
+//!
+//! Two layers, as in ripgrep's flags: the raw layer ([`flat`]) is the YAML file with its
+//! sections flattened into one set of keys, each remembering its section, line and origin;
+//! overrides and placeholder checks work there. The resolved layer is [`CommonConfig`] plus the
+//! pipeline's own struct, with `${VAR}`s read, API keys found and paths made absolute.
+//!
+//! ```no_run
+//! use atk_cli::config::{load, NoExtra, Overrides};
+//! let overrides = Overrides { set: vec!["concurrency_limit=200".into()], json: None };
+//! let loaded = load::<NoExtra>("pipelines/example/demo.yaml".as_ref(), &overrides)?;
+//! assert_eq!(loaded.common.concurrency_limit, 200);
+//! # Ok::<(), atk_cli::config::ConfigError>(())
+//! ```
+
+mod common;
+mod env;
+mod error;
+mod flat;
+mod overrides;
+mod secrets;
+mod source;
+mod typed;
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use sha2::{Digest, Sha256};
+
+pub use common::CommonConfig;
+pub use error::{ConfigError, KeyLocation, Origin};
+pub use overrides::Overrides;
+
+use common::{Invalid, RawCommon};
+use flat::Flat;
+use secrets::Which;
+
+/// A loaded config: the common keys, the pipeline's own keys, and what to show about it.
+#[derive(Debug, Clone)]
+pub struct Loaded<T> {
+    /// The keys every pipeline shares, resolved.
+    pub common: CommonConfig,
+    /// The pipeline's own keys, deserialised from the same flattened keys.
+    pub custom: T,
+    /// Things worth telling the user that do not stop the run (unknown keys with a "did you
+    /// mean", missing API keys, ...). Never contain a secret.
+    pub warnings: Vec<String>,
+    /// The config file, as given.
+    pub path: PathBuf,
+    /// SHA-256 (hex) of the resolved config with secrets left out: equal fingerprints mean the
+    /// same settings (resolved paths included).
+    pub fingerprint: String,
+    /// The flattened, resolved config with secrets masked as `[redacted]`, for logs and run
+    /// summaries.
+    pub redacted: serde_json::Value,
+}
+
+/// The pipeline-specific part for a pipeline with no keys of its own: every key that is not
+/// a common key is then reported as unknown.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+pub struct NoExtra {}
+
+/// Loads the config file at `path`, applies `overrides`, and types it. Environment variables
+/// come from the process environment.
+///
+/// Fails, with a message naming the file, key, section and line, on unreadable files, bad
+/// YAML, keys still `!!PLACEHOLDER!!`, a key in two flattened sections, a wrong type, a
+/// `${VAR}` that is not set, or a required key that is missing.
+pub fn load<T: DeserializeOwned>(path: &Path, overrides: &Overrides) -> Result<Loaded<T>, ConfigError> {
+    load_with_env(path, overrides, |name| std::env::var(name).ok())
+}
+
+/// [`load`], reading environment variables through `env` instead of the process environment
+/// (for tests, and for callers that sandbox the environment).
+pub fn load_with_env<T: DeserializeOwned>(
+    path: &Path,
+    overrides: &Overrides,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Loaded<T>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.to_path_buf(), source })?;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| base.clone());
+    let dirs = Dirs { config: &base, cwd: &cwd };
+    load_text(&text, path, dirs, overrides, &env)
+}
+
+/// Where relative paths are resolved: the config file's folder for paths in the file, the
+/// working directory for paths given on the command line.
+#[derive(Clone, Copy)]
+struct Dirs<'a> {
+    config: &'a Path,
+    cwd: &'a Path,
+}
+
+fn load_text<T: DeserializeOwned>(
+    text: &str,
+    file: &Path,
+    dirs: Dirs<'_>,
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded<T>, ConfigError> {
+    let (mut flat, mut warnings) = Flat::parse(file, text)?;
+    overrides::apply(&mut flat, overrides)?;
+
+    let unfilled = flat.placeholders();
+    if !unfilled.is_empty() {
+        return Err(ConfigError::Placeholders { file: file.to_path_buf(), keys: unfilled });
+    }
+    flat.try_for_each_value(|at, value| {
+        env::expand_value(value, env).map_err(|var| ConfigError::Env { file: file.to_path_buf(), at, var })
+    })?;
+
+    let small_api_key = secrets::take_api_key(&mut flat, Which::Small, env)?;
+    let large_api_key = secrets::take_api_key(&mut flat, Which::Large, env)?;
+    let mut secret_values = vec![small_api_key.expose().to_string(), large_api_key.expose().to_string()];
+    for (key, entry) in &flat.entries {
+        secrets::collect_secret_values(key, &entry.value, &mut secret_values);
+    }
+    resolve_paths(&mut flat, dirs);
+
+    let common = deserialize_retyping::<RawCommon>(&mut flat).map_err(|f| failure_to_error(&flat, f, &secret_values))?;
+    let custom = deserialize_retyping::<T>(&mut flat).map_err(|f| failure_to_error(&flat, f, &secret_values))?;
+
+    let candidates = known_keys::<T>(&flat, &custom.ignored);
+    for path in typed::unknown_paths(&common.ignored, &custom.ignored) {
+        warnings.push(unknown_key_warning(&flat, &path, &candidates));
+    }
+
+    let common = common.value.resolve(small_api_key, large_api_key).map_err(|invalid| match invalid {
+        Invalid::Value { key, message } => ConfigError::Type {
+            file: file.to_path_buf(),
+            at: flat.locate_path(key),
+            message: secrets::scrub(&message, &secret_values),
+        },
+        Invalid::Missing { key, hint } => ConfigError::Missing { file: file.to_path_buf(), key: key.to_string(), hint },
+    })?;
+    for (label, mode, key) in [("small", common.small_mode, &common.small_api_key), ("large", common.large_mode, &common.large_api_key)] {
+        if mode == atk_engine::Mode::Api && key.is_empty() {
+            warnings.push(format!(
+                "{}: no API key for the {label} engine (`{label}_api_key` is empty and neither ATK_{}_API_KEY nor OPENAI_API_KEY is set); \
+                 requests will be sent without one",
+                file.display(),
+                label.to_ascii_uppercase()
+            ));
+        }
+    }
+    let warnings = warnings.iter().map(|w| secrets::scrub(w, &secret_values)).collect();
+
+    let mut redacted = serde_json::Map::new();
+    let mut hashed = serde_json::Map::new();
+    for (key, entry) in &flat.entries {
+        if let Some(v) = secrets::to_json(key, &entry.value, true) {
+            redacted.insert(key.clone(), v);
+        }
+        if let Some(v) = secrets::to_json(key, &entry.value, false) {
+            hashed.insert(key.clone(), v);
+        }
+    }
+    for (key, secret) in [("small_api_key", &common.small_api_key), ("large_api_key", &common.large_api_key)] {
+        let shown = if secret.is_empty() { serde_json::Value::Null } else { secrets::MASK.into() };
+        redacted.insert(key.to_string(), shown);
+    }
+    let canonical = serde_json::to_vec(&serde_json::Value::Object(hashed)).unwrap_or_default();
+    let fingerprint = hex::encode(Sha256::new_with_prefix(b"atk-config-v1\n").chain_update(&canonical).finalize());
+
+    Ok(Loaded {
+        common,
+        custom: custom.value,
+        warnings,
+        path: file.to_path_buf(),
+        fingerprint,
+        redacted: serde_json::Value::Object(redacted),
+    })
+}
+
+/// Deserialises `T` from the flattened keys; a `--set` value YAML read as a number or bool
+/// where `T` wants a string is retried as the string the user typed.
+fn deserialize_retyping<T: DeserializeOwned>(flat: &mut Flat) -> Result<typed::Tracked<T>, typed::Failure> {
+    loop {
+        match typed::deserialize::<T>(flat.to_mapping()) {
+            Err(failure) if flat.retype_as_string(&failure.path, &failure.message) => continue,
+            result => return result,
+        }
+    }
+}
+
+/// Makes the common path keys absolute: relative to the config file's folder when written in
+/// the file, to the working directory when given by an override.
+fn resolve_paths(flat: &mut Flat, dirs: Dirs<'_>) {
+    for key in CommonConfig::PATH_KEYS {
+        let Some(entry) = flat.entries.get_mut(*key) else { continue };
+        let root = match entry.origin {
+            Origin::File { .. } => dirs.config,
+            Origin::Set | Origin::Json => dirs.cwd,
+        };
+        let resolve = |v: &mut Value| {
+            if let Value::String(s) = v
+                && !s.is_empty()
+            {
+                *s = absolute_in(root, Path::new(s)).to_string_lossy().into_owned();
+            }
+        };
+        match &mut entry.value {
+            Value::Sequence(items) => items.iter_mut().for_each(resolve),
+            other => resolve(other),
+        }
+    }
+}
+
+/// `path` made absolute against `root`, with `.` components dropped (`..` kept: it may cross
+/// a symlink).
+fn absolute_in(root: &Path, path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() { path.to_path_buf() } else { root.join(path) };
+    joined.components().filter(|c| !matches!(c, Component::CurDir)).collect()
+}
+
+/// Names a user might have meant: the common keys, the pipeline struct's fields, and the keys
+/// it read.
+fn known_keys<T: DeserializeOwned>(flat: &Flat, custom_ignored: &[String]) -> Vec<String> {
+    let mut keys: Vec<String> = CommonConfig::KEYS.iter().map(|k| (*k).to_string()).collect();
+    keys.extend(typed::field_names::<T>().iter().map(|k| (*k).to_string()));
+    keys.extend(flat.entries.keys().filter(|k| !custom_ignored.contains(k)).cloned());
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn unknown_key_warning(flat: &Flat, path: &str, candidates: &[String]) -> String {
+    let at = flat.locate_path(path);
+    let nested = path.contains('.');
+    let place = match (&at.origin, at.line()) {
+        (Origin::File { .. }, Some(line)) => format!("{}:{line}", flat.file.display()),
+        (Origin::File { .. }, None) => flat.file.display().to_string(),
+        (Origin::Set, _) => "--set".to_string(),
+        (Origin::Json, _) => "--override-json".to_string(),
+    };
+    let within = match (&at.section, nested) {
+        (_, true) => format!(" in `{}`", path.rsplit_once('.').map_or(path, |(parent, _)| parent)),
+        (Some(section), false) => format!(" in section `{section}`"),
+        (None, false) => String::new(),
+    };
+    let name = if nested { path.rsplit('.').next().unwrap_or(path) } else { path };
+    let hint = if nested { None } else { typed::did_you_mean(name, candidates.iter().map(String::as_str)) };
+    let hint = hint.map(|h| format!(" (did you mean `{h}`?)")).unwrap_or_default();
+    format!("{place}: unknown key `{name}`{within} is ignored{hint}")
+}
+
+/// A typed-layer failure as the user should see it.
+fn failure_to_error(flat: &Flat, failure: typed::Failure, secret_values: &[String]) -> ConfigError {
+    if let Some(field) = failure.missing_field() {
+        let key = if failure.path.is_empty() { field.to_string() } else { format!("{}.{field}", failure.path) };
+        return ConfigError::Missing {
+            file: flat.file.clone(),
+            hint: format!("this pipeline needs it; add `{field}: ...` to the config or pass --set {key}=VALUE"),
+            key,
+        };
+    }
+    let at = flat.locate_path(&failure.path);
+    let message = if secrets::is_secret_key(&failure.path) {
+        "wrong type for this key (its value is a secret and is not shown)".to_string()
+    } else {
+        secrets::scrub(&failure.message, secret_values)
+    };
+    ConfigError::Type { file: flat.file.clone(), at, message }
+}
+
+#[cfg(test)]
+mod tests;

@@ -175,10 +175,8 @@ pub fn render_estimate(items: u64, input_tokens: u64, engines: &[EngineEstimate]
         }
     }
     let _ = writeln!(s, "  (later steps depend on the first one's replies and are not estimated)");
-    if show_sample {
-        if let Some(sample) = engines.iter().find_map(|e| e.sample.as_ref()) {
-            let _ = writeln!(s, "first rendered prompt:\n{sample}");
-        }
+    if let Some(sample) = engines.iter().find_map(|e| e.sample.as_ref()).filter(|_| show_sample) {
+        let _ = writeln!(s, "first rendered prompt:\n{sample}");
     }
     s
 }

@@ -22,7 +22,8 @@ pub struct CommonFlags {
     /// Errors only, no progress display (unless --progress json).
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
-    /// How progress is shown: bars on a terminal, plain lines otherwise, JSON lines for a UI.
+    /// How progress is shown: bars on a terminal, plain lines otherwise (both on stderr), or JSON
+    /// lines on stdout for a UI.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto, value_name = "MODE")]
     pub progress: ProgressMode,
     /// Reads and chunks the inputs, renders the first step's prompts and prints the estimated

@@ -120,12 +120,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Progress {
-    /// A renderer for `mode` writing to stderr (`Auto` resolved against stderr).
+    /// A renderer for `mode`: bars and plain lines on stderr, JSON lines on stdout (`Auto`
+    /// resolved against stderr).
     pub fn stderr(mode: ProgressMode) -> Self {
         match mode.resolve(std::io::stderr().is_terminal()) {
             ProgressMode::Bars => Self::bars(ProgressDrawTarget::stderr()),
             ProgressMode::Plain => Self::plain(Box::new(std::io::stderr()), Duration::from_secs(5)),
-            ProgressMode::Json => Self::json(Box::new(std::io::stderr()), Duration::from_millis(200)),
+            // stdout carries nothing else, so a UI reads clean JSON lines there; logs stay on stderr.
+            ProgressMode::Json => Self::json(Box::new(std::io::stdout()), Duration::from_millis(200)),
             ProgressMode::Off | ProgressMode::Auto => Self::off(),
         }
     }
@@ -203,7 +205,7 @@ impl Progress {
         StatusSnapshot {
             steps,
             cost_usd: self.cost(),
-            milestone: milestone.map(|(p, m)| (p, m)),
+            milestone,
             elapsed_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             ..StatusSnapshot::default()
         }

@@ -425,7 +425,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         [serde_json::to_string_pretty(&totals).unwrap_or_default()],
     );
     let _ = summary.write(&settings.output_dir);
-    if flags.verbosity() >= 0 || outcome.is_err() {
+    if flags.verbosity() >= 0 || outcome.is_err() || summary.all_failed() {
         eprint!("{}", summary.render());
     }
     outcome?;
@@ -452,13 +452,13 @@ pub fn chunk_item(c: &atk_chunk::Chunk) -> ItemRecord {
 
 fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
     let previous = store.meta(RUN_META_KEY).ok().flatten().and_then(|v| serde_json::from_value::<RunMeta>(v).ok());
-    if let Some(prev) = previous {
-        if prev.config_fingerprint != fingerprint {
-            eprintln!(
-                "warning: the config changed since this output_dir was written (models, prompts or chunking); \
-                 stored results are reused as they are; use a fresh output_dir to regenerate them"
-            );
-        }
+    if let Some(prev) = previous
+        && prev.config_fingerprint != fingerprint
+    {
+        eprintln!(
+            "note: the config differs from the one that last wrote this output_dir; stored results are \
+             reused as they are (use a fresh output_dir to regenerate them)"
+        );
     }
 }
 
@@ -558,10 +558,10 @@ async fn status_loop(dir: PathBuf, name: &'static str, progress: Arc<Progress>, 
         tick.tick().await;
         progress.tick();
         let snapshot = status_of(name, &progress, &counters, &engines);
-        if let Ok(v) = serde_json::to_value(&snapshot) {
-            if let Err(e) = atk_state::write_status_snapshot(&dir, &v) {
-                tracing::debug!(error = %e, "could not write status.json");
-            }
+        if let Ok(v) = serde_json::to_value(&snapshot)
+            && let Err(e) = atk_state::write_status_snapshot(&dir, &v)
+        {
+            tracing::debug!(error = %e, "could not write status.json");
         }
     }
 }

@@ -151,10 +151,12 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(StatusError::Read(format!("{}: {e}", output_dir.join(STATUS_FILE).display()))),
     };
-    if let Some(s) = &snapshot {
-        if s.running && s.pid != std::process::id() && pid_alive(s.pid) {
-            return Ok(s.clone());
-        }
+    if let Some(s) = &snapshot
+        && s.running
+        && s.pid != std::process::id()
+        && pid_alive(s.pid)
+    {
+        return Ok(s.clone());
     }
     let store = match atk_state::SledStore::try_open_read(&crate::store_dir(output_dir)) {
         Ok(store) => store,

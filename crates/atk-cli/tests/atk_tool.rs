@@ -85,3 +85,55 @@ async fn dry_run_estimates_the_first_step_and_writes_nothing() {
     insta::assert_snapshot!("dry_run_estimate", estimate);
     assert!(!fixtures().join("never_written").exists(), "a dry run writes nothing to output_dir");
 }
+
+/// A pipeline whose every reply fails validation.
+struct AlwaysRejected;
+
+#[async_trait]
+impl Pipeline for AlwaysRejected {
+    type Config = NoExtra;
+    fn name(&self) -> &'static str {
+        "always-rejected"
+    }
+    fn default_prompts(&self) -> &'static [(&'static str, &'static str)] {
+        PROMPTS
+    }
+    async fn run(&self, ctx: &mut RunContext<NoExtra>) -> Result<(), RunError> {
+        let step = PromptStep::new("write", "write")
+            .max_retries(1)
+            .mock_reply("not a poem {hash}")
+            .validator(|_, _| Err("no <poem> tag".to_string()));
+        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(step)];
+        ctx.run_chain(&chain).await?;
+        let items = ctx.final_items(&chain)?;
+        ctx.write_sharegpt("sharegpt_format.jsonl", items.iter().map(|_| atk_cli::dataset::sharegpt_pair("", "")))?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_run_where_every_item_fails_exits_1_with_the_reasons_in_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let inputs = fixtures().join("inputs");
+    std::fs::write(
+        &config,
+        format!("api:\n  small_mode: mock\n  large_mode: mock\npath:\n  input_dir: {}\n  output_dir: ./out\n", inputs.display()),
+    )
+    .unwrap();
+    let flags = CommonFlags { config, quiet: true, ..CommonFlags::default() };
+    let outcome = atk_cli::run(AlwaysRejected, flags).await;
+    assert!(matches!(outcome, Err(RunError::AllFailed)), "{outcome:?}");
+    assert_eq!(outcome.unwrap_err().exit_code(), 1);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/run_summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["all_failed"], true);
+    let step = &summary["steps"][0];
+    assert_eq!(step["failed"], 3);
+    assert_eq!(step["failures"][0]["reason"], "no <poem> tag");
+    assert!(step["failures"][0]["sample_output"].as_str().unwrap().starts_with("not a poem"));
+    // Two attempts per item (max_retries 1), all on the small engine.
+    assert_eq!(summary["engines"][0]["requests"], 6);
+    let status = atk_cli::status::read_status(&dir.path().join("out")).unwrap();
+    assert_eq!((status.steps[0].failed, status.steps[0].pending), (3, 0));
+}

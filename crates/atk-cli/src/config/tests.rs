@@ -1,0 +1,414 @@
+//! Tests of config loading: each writes a config into a temp dir and loads it with a fake
+//! environment. Error and warning texts are snapshots with the temp dir shown as `[DIR]`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::*;
+
+/// The example pipeline's own keys.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+struct Example {
+    example_heading: BTreeMap<String, serde_yaml::Value>,
+    key3: String,
+}
+
+/// A complete config in the seed's shape; tests edit it with `replace`.
+const BASE: &str = "\
+api:
+  small_model: small-model
+  small_api_key: sk-from-config-1234
+  small_base_url: http://127.0.0.1:9/v1
+  small_mode: api
+  large_model: large-model
+  large_api_key:
+  large_base_url: http://127.0.0.1:9/v1
+  large_mode: api
+path:
+  input_dir: ./inputs
+  output_dir: ./output
+  prompts: ./prompts
+  default_prompts: ./prompts
+system:
+  completion_mode: false
+  use_stop: true
+  concurrency_limit: 50
+  chunk_size: 2000
+  use_subset: false
+  subset_size: 10
+cost:
+  cost_per_million_small_input: 0.15
+  cost_per_million_small_output: 0.6
+meta_datagen:
+  do_meta_datagen: false
+  meta_datagen_keys: [poem_details]
+  meta_datagen_extras: [./extras/one.txt]
+no_flatten:
+  - example_heading
+example_heading:
+  key1: value1
+  count: 3
+example_heading_2:
+  key3: value3
+";
+
+struct Case {
+    dir: tempfile::TempDir,
+    env: BTreeMap<&'static str, &'static str>,
+    overrides: Overrides,
+}
+
+impl Case {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.yaml"), text).unwrap();
+        Self { dir, env: BTreeMap::new(), overrides: Overrides::default() }
+    }
+    fn env(mut self, name: &'static str, value: &'static str) -> Self {
+        self.env.insert(name, value);
+        self
+    }
+    fn set(mut self, kv: &str) -> Self {
+        self.overrides.set.push(kv.to_string());
+        self
+    }
+    fn json(mut self, json: &str) -> Self {
+        self.overrides.json = Some(json.to_string());
+        self
+    }
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+    fn load<T: DeserializeOwned>(&self) -> Result<Loaded<T>, ConfigError> {
+        load_with_env(&self.path(), &self.overrides, |name| self.env.get(name).map(|v| (*v).to_string()))
+    }
+    fn ok(&self) -> Loaded<Example> {
+        match self.load() {
+            Ok(loaded) => loaded,
+            Err(e) => panic!("expected the config to load, got: {e}"),
+        }
+    }
+    /// The error message, with the temp dir shown as `[DIR]`.
+    fn err(&self) -> String {
+        match self.load::<Example>() {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => self.shown(&e.to_string()),
+        }
+    }
+    fn shown(&self, text: &str) -> String {
+        text.replace(self.dir.path().to_str().unwrap(), "[DIR]")
+    }
+    fn warnings(&self, loaded: &Loaded<Example>) -> String {
+        loaded.warnings.iter().map(|w| self.shown(w)).collect::<Vec<_>>().join("\n")
+    }
+}
+
+#[test]
+fn base_config_loads_with_sections_flattened() {
+    let case = Case::new(BASE);
+    let loaded = case.ok();
+    let c = &loaded.common;
+    assert_eq!(c.small_model, "small-model");
+    assert_eq!(c.small_api_key.expose(), "sk-from-config-1234");
+    assert_eq!(c.chunk_size, 2000);
+    assert_eq!(c.subset_size, 10);
+    assert_eq!(c.cost_per_million_small_output, 0.6);
+    assert_eq!(c.seed, 11037, "default seed");
+    assert_eq!(c.tokenizer, atk_tokens::Tokenizer::Cl100k);
+    assert!(c.stream && !c.debug_outputs && c.read_files_manually);
+    assert_eq!(c.meta_datagen_keys, vec!["poem_details".to_string()]);
+    assert_eq!(loaded.custom.key3, "value3", "key3 flattened from example_heading_2");
+    assert!(loaded.warnings.iter().all(|w| !w.contains("unknown key")), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn placeholders_in_both_forms_are_all_listed_with_sections() {
+    let text = BASE
+        .replace("small_api_key: sk-from-config-1234", "small_api_key: !!PLACEHOLDER!!")
+        .replace("large_api_key:", "large_api_key: !!PLACEHOLDER!!")
+        .replace("input_dir: ./inputs", "input_dir: ./inputs/!!PLACEHOLDER!!")
+        .replace("[./extras/one.txt]", "[./extras/one.txt, !!PLACEHOLDER!!]")
+        .replace("key1: value1", "key1: !!PLACEHOLDER!!");
+    let case = Case::new(&text);
+    insta::assert_snapshot!("placeholders_listed", case.err());
+}
+
+#[test]
+fn placeholders_are_checked_after_overrides() {
+    let text = BASE
+        .replace("small_api_key: sk-from-config-1234", "small_api_key: !!PLACEHOLDER!!")
+        .replace("input_dir: ./inputs", "input_dir: ./inputs/!!PLACEHOLDER!!")
+        .replace("key1: value1", "key1: !!PLACEHOLDER!!");
+    let case = Case::new(&text).set("small_api_key=sk-given-on-cli").set("example_heading.key1=filled");
+    insta::assert_snapshot!("placeholder_left_after_set", case.err());
+    let case = case.set("input_dir=/data/in");
+    let loaded = case.ok();
+    assert_eq!(loaded.common.small_api_key.expose(), "sk-given-on-cli");
+    assert_eq!(loaded.common.input_dir, Path::new("/data/in"));
+}
+
+#[test]
+fn a_top_level_placeholder_has_no_section() {
+    let case = Case::new(&format!("{BASE}extra_flag: !!PLACEHOLDER!!\n"));
+    let err = case.err();
+    assert!(err.contains("  - extra_flag (line 36)"), "{err}");
+}
+
+#[test]
+fn a_key_in_two_flattened_sections_is_a_conflict_naming_both() {
+    let case = Case::new(&BASE.replace("example_heading_2:\n  key3: value3\n", "example_heading_2:\n  key3: value3\n  chunk_size: 10\n"));
+    insta::assert_snapshot!("conflict_two_sections", case.err());
+    let case = Case::new(&format!("seed: 5\n{BASE}").replace("subset_size: 10", "subset_size: 10\n  seed: 6"));
+    insta::assert_snapshot!("conflict_top_level_and_section", case.err());
+}
+
+#[test]
+fn a_wrong_type_names_file_line_and_nested_key() {
+    let case = Case::new(&BASE.replace("concurrency_limit: 50", "concurrency_limit: many"));
+    insta::assert_snapshot!("type_error_common_key", case.err());
+    let case = Case::new(&BASE.replace("count: 3", "count: [1, 2]"));
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Heading {
+        key1: String,
+        count: u32,
+    }
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Typed {
+        example_heading: Heading,
+    }
+    let err = case.load::<Typed>().unwrap_err();
+    insta::assert_snapshot!("type_error_inside_no_flatten_map", case.shown(&err.to_string()));
+    assert!(matches!(&err, ConfigError::Type { at, .. } if at.line() == Some(33) && at.key == "count"));
+}
+
+#[test]
+fn a_wrong_type_from_set_says_so() {
+    let case = Case::new(BASE).set("chunk_size=big");
+    insta::assert_snapshot!("type_error_from_set", case.err());
+}
+
+#[test]
+fn out_of_range_and_bad_enum_values_are_type_errors() {
+    let case = Case::new(&BASE.replace("concurrency_limit: 50", "concurrency_limit: 0"));
+    insta::assert_snapshot!("concurrency_zero", case.err());
+    let case = Case::new(&BASE.replace("small_mode: api", "small_mode: offline"));
+    insta::assert_snapshot!("bad_mode", case.err());
+}
+
+#[test]
+fn unknown_keys_warn_with_a_suggestion() {
+    let case = Case::new(&BASE.replace("chunk_size: 2000", "chunk_size: 2000\n  concurency_limit: 9\n  banana: 1"))
+        .set("chunk_sise=5")
+        .json(r#"{"small_modle": "x"}"#);
+    let loaded = case.ok();
+    insta::assert_snapshot!("unknown_keys", case.warnings(&loaded));
+    assert_eq!(loaded.common.concurrency_limit, 50, "the misspelt key changed nothing");
+}
+
+#[test]
+fn unknown_keys_inside_a_typed_no_flatten_map_are_reported() {
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Heading {
+        key1: String,
+    }
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Typed {
+        example_heading: Heading,
+        key3: String,
+    }
+    let case = Case::new(BASE).env("OPENAI_API_KEY", "sk-env");
+    let loaded = case.load::<Typed>().unwrap();
+    let warnings = loaded.warnings.iter().map(|w| case.shown(w)).collect::<Vec<_>>();
+    assert_eq!(warnings, vec!["[DIR]/config.yaml:33: unknown key `count` in `example_heading` is ignored"]);
+}
+
+#[test]
+fn api_keys_fall_back_to_the_environment_in_order() {
+    // (small_api_key in the file, ATK_SMALL_API_KEY, OPENAI_API_KEY) -> key used
+    let cases = [
+        ("sk-file", Some("sk-atk"), Some("sk-openai"), "sk-file"),
+        ("", Some("sk-atk"), Some("sk-openai"), "sk-atk"),
+        ("", None, Some("sk-openai"), "sk-openai"),
+        ("\"\"", Some(""), Some("sk-openai"), "sk-openai"),
+        ("${MY_KEY}", None, Some("sk-openai"), "sk-mine"),
+        ("", None, None, ""),
+    ];
+    for (in_file, atk, openai, expected) in cases {
+        let mut case = Case::new(&BASE.replace("small_api_key: sk-from-config-1234", &format!("small_api_key: {in_file}"))).env("MY_KEY", "sk-mine");
+        if let Some(v) = atk {
+            case = case.env("ATK_SMALL_API_KEY", v);
+        }
+        if let Some(v) = openai {
+            case = case.env("OPENAI_API_KEY", v);
+        }
+        let loaded = case.ok();
+        assert_eq!(loaded.common.small_api_key.expose(), expected, "file {in_file:?}, ATK {atk:?}, OPENAI {openai:?}");
+        let warned = loaded.warnings.iter().any(|w| w.contains("no API key for the small engine"));
+        assert_eq!(warned, expected.is_empty(), "{:?}", loaded.warnings);
+    }
+    // The large key has its own variable first.
+    let case = Case::new(BASE).env("ATK_LARGE_API_KEY", "sk-large").env("OPENAI_API_KEY", "sk-openai");
+    assert_eq!(case.ok().common.large_api_key.expose(), "sk-large");
+}
+
+#[test]
+fn mock_mode_needs_no_key_model_or_url() {
+    let text = "small_mode: mock\nlarge_mode: mock\ninput_dir: in\noutput_dir: out\n";
+    let case = Case::new(text);
+    let loaded = case.load::<NoExtra>().unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert!(loaded.common.small_api_key.is_empty());
+    assert_eq!(loaded.common.small_mode, atk_engine::Mode::Mock);
+    assert_eq!(loaded.common.large_model, "mock");
+}
+
+#[test]
+fn api_mode_requires_model_and_url() {
+    let case = Case::new(&BASE.replace("  large_model: large-model\n", ""));
+    insta::assert_snapshot!("missing_model", case.err());
+    let case = Case::new(&BASE.replace("  key3: value3\n", "  other: 1\n"));
+    insta::assert_snapshot!("missing_custom_key", case.err());
+}
+
+#[test]
+fn env_vars_expand_and_a_missing_one_is_named() {
+    let case = Case::new(&BASE.replace("small-model", "${MODEL_NAME}").replace("./output", "${OUT_ROOT}/run1")).env("MODEL_NAME", "gpt-x").env("OUT_ROOT", "/srv");
+    let loaded = case.ok();
+    assert_eq!(loaded.common.small_model, "gpt-x");
+    assert_eq!(loaded.common.output_dir, Path::new("/srv/run1"));
+    let case = Case::new(&BASE.replace("value1", "${NOT_SET_ANYWHERE}"));
+    insta::assert_snapshot!("missing_env_var", case.err());
+}
+
+#[test]
+fn paths_resolve_against_the_config_dir_and_overrides_against_the_cwd() {
+    let case = Case::new(BASE).set("output_dir=rel/out");
+    let loaded = case.ok();
+    let dir = case.dir.path();
+    let c = &loaded.common;
+    assert_eq!(c.input_dir, dir.join("inputs"));
+    assert_eq!(c.prompts.as_deref(), Some(dir.join("prompts").as_path()));
+    assert_eq!(c.meta_datagen_extras, vec![dir.join("extras/one.txt")]);
+    assert_eq!(c.output_dir, std::env::current_dir().unwrap().join("rel/out"));
+    assert_eq!(loaded.redacted["input_dir"], serde_json::json!(dir.join("inputs").to_str().unwrap()));
+}
+
+#[test]
+fn set_values_are_typed() {
+    let case = Case::new(BASE).set("concurrency_limit=200").set("use_subset=true").set("meta_datagen_keys=[a, b]").set("key3=42");
+    let loaded = case.ok();
+    assert_eq!(loaded.common.concurrency_limit, 200);
+    assert!(loaded.common.use_subset);
+    assert_eq!(loaded.common.meta_datagen_keys, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(loaded.redacted["concurrency_limit"], serde_json::json!(200));
+    assert_eq!(loaded.redacted["use_subset"], serde_json::json!(true));
+    assert_eq!(loaded.custom.key3, "42", "a number given to a string key is the string typed");
+    let case = Case::new(BASE).set("api.small_model=via-section");
+    let loaded = case.ok();
+    assert_eq!(loaded.common.small_model, "via-section", "`section.key` works for flattened sections too");
+}
+
+#[test]
+fn override_json_applies_before_set() {
+    let case = Case::new(BASE).json(r#"{"chunk_size": 100, "use_subset": true, "example_heading": {"key1": "json"}}"#).set("chunk_size=300");
+    let loaded = case.ok();
+    assert_eq!(loaded.common.chunk_size, 300, "--set wins over --override-json");
+    assert!(loaded.common.use_subset);
+    assert_eq!(loaded.custom.example_heading.get("key1"), Some(&serde_yaml::Value::from("json")));
+    assert_eq!(loaded.custom.example_heading.get("count"), None, "the JSON replaced the whole map");
+}
+
+#[test]
+fn bad_overrides_are_refused_without_echoing_values() {
+    let case = Case::new(BASE).set("small_api_key sk-typed-without-equals");
+    let err = case.err();
+    insta::assert_snapshot!("set_without_equals", err);
+    assert!(!err.contains("sk-typed"));
+    let case = Case::new(BASE).json("{\"small_api_key\": sk-oops}");
+    let err = case.err();
+    insta::assert_snapshot!("json_invalid", err);
+    assert!(!err.contains("sk-oops"));
+    insta::assert_snapshot!("json_not_object", Case::new(BASE).json("[1]").err());
+}
+
+#[test]
+fn no_flatten_sections_stay_maps_and_take_dotted_sets() {
+    let case = Case::new(BASE).set("example_heading.key1=changed").set("example_heading.new_key=7");
+    let loaded = case.ok();
+    let heading = &loaded.custom.example_heading;
+    assert_eq!(heading.get("key1"), Some(&serde_yaml::Value::from("changed")));
+    assert_eq!(heading.get("count"), Some(&serde_yaml::Value::from(3)));
+    assert_eq!(heading.get("new_key"), Some(&serde_yaml::Value::from(7)));
+    assert_eq!(loaded.redacted["example_heading"]["key1"], serde_json::json!("changed"));
+    assert!(loaded.redacted.get("key1").is_none(), "inner keys are not flattened");
+}
+
+#[test]
+fn no_flatten_naming_a_missing_section_warns() {
+    let case = Case::new(&BASE.replace("  - example_heading\n", "  - example_heading\n  - exmaple_heading\n"));
+    let loaded = case.ok();
+    insta::assert_snapshot!("no_flatten_missing_section", case.warnings(&loaded));
+}
+
+#[test]
+fn invalid_yaml_names_line_and_column() {
+    let case = Case::new(&BASE.replace("chunk_size: 2000", "chunk_size: [2000"));
+    insta::assert_snapshot!("invalid_yaml", case.err());
+    let case = Case::new(&BASE.replace("chunk_size: 2000", "chunk_size: 2000\n  chunk_size: 3"));
+    insta::assert_snapshot!("duplicate_key", case.err());
+}
+
+#[test]
+fn a_missing_file_is_a_read_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load::<NoExtra>(&dir.path().join("nope.yaml"), &Overrides::none()).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(err.to_string().contains("nope.yaml"));
+}
+
+#[test]
+fn secrets_never_appear_in_warnings_errors_or_redacted() {
+    let text = BASE.replace("  key3: value3\n", "  key3: value3\n  hf_token: hf-secret-5678\n  unknown_thing: 1\n");
+    let case = Case::new(&text).env("ATK_LARGE_API_KEY", "sk-large-secret-9999");
+    let loaded = case.ok();
+    let shown = format!("{:?} {} {:?}", loaded.warnings, loaded.redacted, loaded);
+    for secret in ["sk-from-config-1234", "sk-large-secret-9999", "hf-secret-5678"] {
+        assert!(!shown.contains(secret), "{secret} leaked");
+    }
+    assert_eq!(loaded.redacted["small_api_key"], serde_json::json!("[redacted]"));
+    assert_eq!(loaded.redacted["hf_token"], serde_json::json!("[redacted]"));
+    // A secret given to a key of the wrong type is not echoed either.
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Typed {
+        hf_token: u32,
+    }
+    let err = case.load::<Typed>().unwrap_err().to_string();
+    assert!(!err.contains("hf-secret-5678"), "{err}");
+    let err = Case::new(&BASE.replace("small_api_key: sk-from-config-1234", "small_api_key: [sk-in-a-list-4321]")).err();
+    assert!(!err.contains("sk-in-a-list"), "{err}");
+}
+
+#[test]
+fn fingerprint_follows_settings_not_secrets() {
+    let base = Case::new(BASE).ok().fingerprint;
+    assert_eq!(base.len(), 64);
+    let other_key = Case::new(&BASE.replace("sk-from-config-1234", "sk-another-key-0000")).ok();
+    let other_setting = Case::new(BASE).set("chunk_size=10").ok();
+    let same_dir = Case::new(BASE);
+    let again = same_dir.ok().fingerprint;
+    assert_eq!(again, same_dir.ok().fingerprint, "stable across loads");
+    assert_ne!(base, other_setting.fingerprint);
+    // Same dir (paths are part of the settings), different key: same fingerprint.
+    let dir_case = Case::new(BASE);
+    let first = dir_case.ok().fingerprint;
+    std::fs::write(dir_case.path(), BASE.replace("sk-from-config-1234", "sk-another-key-0000")).unwrap();
+    assert_eq!(first, dir_case.ok().fingerprint);
+    assert_eq!(other_key.common.small_api_key.expose(), "sk-another-key-0000");
+}
