@@ -455,8 +455,8 @@ fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
     if let Some(prev) = previous
         && prev.config_fingerprint != fingerprint
     {
-        eprintln!(
-            "note: the config differs from the one that last wrote this output_dir; stored results are \
+        tracing::info!(
+            "the config differs from the one that last wrote this output_dir; stored results are \
              reused as they are (use a fresh output_dir to regenerate them)"
         );
     }
