@@ -137,3 +137,21 @@ async fn a_run_where_every_item_fails_exits_1_with_the_reasons_in_the_summary() 
     let status = atk_cli::status::read_status(&dir.path().join("out")).unwrap();
     assert_eq!((status.steps[0].failed, status.steps[0].pending), (3, 0));
 }
+
+#[tokio::test]
+async fn an_output_dir_in_use_by_another_run_is_an_input_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let inputs = fixtures().join("inputs");
+    std::fs::write(
+        &config,
+        format!("api:\n  small_mode: mock\n  large_mode: mock\npath:\n  input_dir: {}\n  output_dir: ./out\n", inputs.display()),
+    )
+    .unwrap();
+    let _held = atk_state::SledStore::open(&atk_cli::store_dir(&dir.path().join("out"))).unwrap();
+    let flags = CommonFlags { config, quiet: true, ..CommonFlags::default() };
+    let outcome = atk_cli::run(AlwaysRejected, flags).await;
+    let Err(e) = outcome else { panic!("a held store must stop the run") };
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(e.to_string().contains("in use"), "{e}");
+}
