@@ -370,6 +370,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         progress.clone(),
         counters.clone(),
         engines.clone(),
+        store.clone(),
     ));
 
     let mut ctx = RunContext {
@@ -400,10 +401,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         .zip(&baselines)
         .map(|((c, e), start)| (c.label().to_string(), e.model().to_string(), e.is_mock(), c.snapshot(), start.clone()))
         .collect();
-    let totals: serde_json::Map<String, serde_json::Value> = costs
-        .iter()
-        .map(|(label, _, _, total, _)| (label.clone(), serde_json::to_value(total).unwrap_or_default()))
-        .collect();
+    let totals = cost_totals(&counters);
     let _ = store.put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone())).await;
     let mut snapshot = status_of(pipeline.name(), &progress, &counters, &engines);
     snapshot.running = false;
@@ -550,13 +548,34 @@ fn status_of(name: &str, progress: &Progress, counters: &Counters, engines: &Eng
     s
 }
 
-/// Writes `status.json` about once a second (and ticks the plain-line renderer).
-async fn status_loop(dir: PathBuf, name: &'static str, progress: Arc<Progress>, counters: Counters, engines: Engines) {
+/// The per-engine cost totals as stored under [`COST_META_KEY`].
+fn cost_totals(counters: &Counters) -> serde_json::Map<String, serde_json::Value> {
+    counters.iter().map(|c| (c.label().to_string(), serde_json::to_value(c.snapshot()).unwrap_or_default())).collect()
+}
+
+/// About once a second: writes `status.json`, saves the cost totals in the store (so a killed
+/// run loses at most a second of them), and ticks the plain-line renderer.
+async fn status_loop(
+    dir: PathBuf,
+    name: &'static str,
+    progress: Arc<Progress>,
+    counters: Counters,
+    engines: Engines,
+    store: Arc<dyn Store>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut saved = serde_json::Map::new();
     loop {
         tick.tick().await;
         progress.tick();
+        let totals = cost_totals(&counters);
+        if totals != saved {
+            if let Err(e) = store.put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone())).await {
+                tracing::debug!(error = %e, "could not save cost totals");
+            }
+            saved = totals;
+        }
         let snapshot = status_of(name, &progress, &counters, &engines);
         if let Ok(v) = serde_json::to_value(&snapshot)
             && let Err(e) = atk_state::write_status_snapshot(&dir, &v)
