@@ -81,7 +81,8 @@ pub(crate) fn chat_line(details: &Details) -> Result<Conversation, String> {
 
 /// The exchange as one text: the completion prompt followed by the reply, or, for a chat
 /// exchange, the messages written out plainly (system text first, then `Human:` / `AI:`
-/// turns separated by blank lines) followed by `AI: ` and the reply.
+/// turns, each trimmed at the end and separated by one blank line) followed by `AI: ` and
+/// the reply.
 pub(crate) fn completion_line(details: &Details) -> Result<Completion, String> {
     if details.messages.is_empty() {
         let prompt = details.prompt.as_deref().ok_or("neither messages nor a prompt were recorded")?;
@@ -96,7 +97,8 @@ pub(crate) fn completion_line(details: &Details) -> Result<Completion, String> {
             other => return Err(format!("recorded message has role `{other}`; expected system, user or assistant")),
         };
         text.push_str(label);
-        text.push_str(content);
+        // Prompt files end their messages with a newline; one blank line between turns.
+        text.push_str(content.trim_end());
         text.push_str("\n\n");
     }
     text.push_str("AI: ");
@@ -124,7 +126,7 @@ mod tests {
         let d = details(
             vec![
                 json!({"role": "system", "content": "You write poems."}),
-                json!({"role": "user", "content": "Sea"}),
+                json!({"role": "user", "content": "Sea\n"}),
                 json!({"role": "assistant", "content": "<poem>Waves</poem>"}),
                 json!({"role": "user", "content": "Rain"}),
             ],
