@@ -139,6 +139,17 @@ pub fn sample_doc(i: usize) -> String {
     words.join(" ") + "\n"
 }
 
+/// The example pipeline's own sections (as in its `config.yaml`).
+pub const EXAMPLE_SECTIONS: &str = "\
+no_flatten:
+  - example_heading
+example_heading:
+  poem_style: free verse
+  audience: testers who like short poems
+example_heading_2:
+  key3: \"Write a short poem inspired by the following passage.\"
+";
+
 /// The test config, written in the seed's sectioned shape.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -153,7 +164,7 @@ pub struct Config {
     pub chunk_size: usize,
     /// More keys for the `system` section (value written as raw YAML).
     pub system: BTreeMap<String, String>,
-    /// Raw YAML appended at the end (custom sections).
+    /// Raw YAML appended at the end (custom sections; [`EXAMPLE_SECTIONS`] by default).
     pub tail: String,
 }
 
@@ -170,7 +181,7 @@ impl Config {
             concurrency_limit: 4,
             chunk_size: 400,
             system,
-            tail: String::new(),
+            tail: EXAMPLE_SECTIONS.to_owned(),
         }
     }
 

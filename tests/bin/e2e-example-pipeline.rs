@@ -1,0 +1,5 @@
+//! The `example-pipeline` binary, rebuilt inside `atk-e2e` so its tests can find it.
+
+fn main() -> std::process::ExitCode {
+    example_pipeline::main()
+}

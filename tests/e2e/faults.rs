@@ -1,0 +1,78 @@
+//! Transport faults: every item still completes, the concurrency bound holds, and no cut-off
+//! reply reaches the dataset.
+
+use std::time::Duration;
+
+use atk_e2e::{Config, Env, run};
+use atk_testkit::{Fault, Faults, ServerConfig};
+
+use crate::{RUN_TIMEOUT, bin, poem_server};
+
+/// Each of `docs` prompts meets `fault` on its first request; the run must shrug it off.
+async fn survives(fault: Fault, faults: Faults) {
+    const DOCS: usize = 6;
+    const LIMIT: usize = 3;
+    let faults = Faults { fail_first_per_prompt: 1, fail_first_kind: fault, ..faults };
+    let cfg = ServerConfig::default().with_latency(Duration::from_millis(20)).with_faults(faults);
+    let (server, poems) = poem_server(cfg).await;
+    let env = Env::new();
+    env.write_docs(DOCS);
+    let mut config = Config::new(server.base_url());
+    config.concurrency_limit = LIMIT;
+    let config = env.write_config(&config);
+
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    let stats = server.stats();
+    out.assert_code(0);
+    assert_eq!(env.dataset().len(), DOCS, "every item completes despite {fault:?}\n{out}\n{stats:?}");
+    poems.assert_all_whole(&env);
+    assert!(stats.max_in_flight <= LIMIT as u64, "{} requests in flight at once, limit {LIMIT}", stats.max_in_flight);
+    assert_eq!(stats.faults_injected, DOCS as u64, "{stats:?}");
+    assert!(stats.per_prompt.values().all(|&n| n >= 2), "each prompt was retried: {stats:?}");
+}
+
+#[tokio::test]
+async fn rate_limit_with_retry_after() {
+    survives(Fault::RateLimit, Faults::none().with_retry_after(Duration::from_secs(1))).await;
+}
+
+#[tokio::test]
+async fn rate_limit_with_retry_after_ms() {
+    survives(Fault::RateLimit, Faults::none().with_retry_after(Duration::from_millis(300)).with_retry_after_ms(true)).await;
+}
+
+#[tokio::test]
+async fn server_error() {
+    survives(Fault::ServerError, Faults::none()).await;
+}
+
+#[tokio::test]
+async fn connection_reset_mid_stream() {
+    survives(Fault::ResetMidStream, Faults::none()).await;
+}
+
+#[tokio::test]
+async fn stalled_stream() {
+    // The config's idle_timeout is 1 s; the stall would last far longer.
+    survives(Fault::Stall, Faults::none().with_stall_for(Duration::from_secs(60))).await;
+}
+
+#[tokio::test]
+async fn malformed_sse_line() {
+    survives(Fault::MalformedSse, Faults::none()).await;
+}
+
+#[tokio::test]
+async fn garbage_reply() {
+    survives(Fault::Garbage, Faults::none()).await;
+}
+
+#[tokio::test]
+async fn stream_cut_before_done() {
+    survives(Fault::CutBeforeDone, Faults::none()).await;
+}
+
+#[tokio::test]
+async fn error_object_mid_stream() {
+    survives(Fault::ErrorMidStream, Faults::none()).await;
+}

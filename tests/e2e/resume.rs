@@ -1,0 +1,57 @@
+//! SIGKILL at three points of a run, then resume: the dataset equals an uninterrupted run's
+//! and few requests are sent twice.
+
+use std::time::Duration;
+
+use atk_e2e::{Config, Env, Running, run};
+use atk_testkit::ServerConfig;
+
+use crate::{RUN_TIMEOUT, bin, poem_server};
+
+const DOCS: usize = 24;
+const LIMIT: usize = 4;
+
+#[tokio::test]
+async fn killed_three_times_then_resumed_gives_the_uninterrupted_dataset() {
+    // The reference: the same inputs and replies, never interrupted.
+    let reference = {
+        let (server, _) = poem_server(ServerConfig::default()).await;
+        let env = Env::new();
+        env.write_docs(DOCS);
+        let mut config = Config::new(server.base_url());
+        config.concurrency_limit = LIMIT;
+        let config = env.write_config(&config);
+        run(env.command(bin(), &config), RUN_TIMEOUT).await.assert_code(0);
+        env.dataset_bytes().expect("reference dataset")
+    };
+    assert_eq!(String::from_utf8_lossy(&reference).lines().count(), DOCS);
+
+    // Latency slows the run down enough to kill it part-way.
+    let (server, poems) = poem_server(ServerConfig::default().with_latency(Duration::from_millis(150))).await;
+    let env = Env::new();
+    env.write_docs(DOCS);
+    let mut config = Config::new(server.base_url());
+    config.concurrency_limit = LIMIT;
+    let config = env.write_config(&config);
+
+    let kills = [4_u64, 10, 16];
+    for at in kills {
+        let running = Running::spawn(env.command(bin(), &config));
+        let reached = server.wait_until(RUN_TIMEOUT, |s| s.completed >= at).await;
+        let out = running.kill().await;
+        assert!(reached.is_some(), "the run never reached {at} replies\n{out}");
+        assert_eq!(out.code, None, "killed by a signal, not exited\n{out}");
+    }
+    let stats = server.stats();
+    assert!(stats.completed < DOCS as u64, "the kills came before the end: {stats:?}");
+
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(env.dataset_bytes().as_deref(), Some(&reference[..]), "resumed dataset differs\n{out}");
+    poems.assert_all_whole(&env);
+    let stats = server.stats();
+    assert_eq!(stats.per_prompt.len(), DOCS);
+    let resent = stats.repeats();
+    let bound = kills.len() as u64 * 2 * LIMIT as u64;
+    assert!(resent <= bound, "{resent} requests re-sent over {} kills (bound {bound}): {stats:?}", kills.len());
+}

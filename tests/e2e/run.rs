@@ -1,0 +1,36 @@
+//! A normal run: one dataset line per chunk, reruns are free and give the same bytes.
+
+use std::time::Duration;
+
+use atk_e2e::{Config, Env, run};
+use atk_testkit::ServerConfig;
+
+use crate::{RUN_TIMEOUT, bin, poem_server};
+
+#[tokio::test]
+async fn one_dataset_line_per_chunk_and_a_rerun_sends_nothing() {
+    let (server, poems) = poem_server(ServerConfig::default().with_latency(Duration::from_millis(10))).await;
+    let env = Env::new();
+    env.write_docs(6);
+    let config = env.write_config(&Config::new(server.base_url()));
+
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    let lines = env.dataset();
+    assert_eq!(lines.len(), 6, "one line per chunk\n{out}");
+    for line in &lines {
+        let turns = line["conversations"].as_array().expect("conversations");
+        assert_eq!(turns.len(), 2, "{line}");
+        assert_eq!((&turns[0]["from"], &turns[1]["from"]), (&"human".into(), &"gpt".into()));
+    }
+    poems.assert_all_whole(&env);
+    let stats = server.stats();
+    assert_eq!(stats.per_prompt.len(), 6, "one prompt per chunk: {stats:?}");
+    assert_eq!(stats.requests, 6, "no faults, no retries: {stats:?}");
+
+    let first = env.dataset_bytes();
+    let again = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    again.assert_code(0);
+    assert_eq!(server.stats().requests, 6, "a rerun of a finished run sends nothing\n{again}");
+    assert_eq!(env.dataset_bytes(), first, "same inputs, same replies: same bytes");
+}
