@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::splitter::Splitter;
+use crate::splitter::{Piece, Splitter};
 
 /// What joins the records of one source (JSON items, JSONL lines) in its extracted text.
 pub const RECORD_SEPARATOR: &str = "\n\n";
@@ -126,34 +126,29 @@ pub(crate) fn chunk_records<S: AsRef<str>>(records: &[S], splitter: &Splitter, m
     out
 }
 
-/// Joins pieces under `min_chars` characters to the previous piece, else to the next one,
-/// when the joined text stays within the limit; a piece that fits nowhere is kept.
-fn merge_small(text: &str, pieces: &mut Vec<crate::splitter::Piece>, splitter: &Splitter, min_chars: usize) {
-    let small = |p: &crate::splitter::Piece| text[p.start..p.end].chars().count() < min_chars;
-    let mut k = 0;
-    while k < pieces.len() {
-        if pieces.len() > 1 && small(&pieces[k]) {
-            if k > 0 {
-                let t = splitter.count(&text[pieces[k - 1].start..pieces[k].end]);
-                if t <= splitter.limit() {
-                    pieces[k - 1].end = pieces[k].end;
-                    pieces[k - 1].tokens = t;
-                    pieces.remove(k);
-                    continue;
-                }
-            }
-            if k + 1 < pieces.len() {
-                let t = splitter.count(&text[pieces[k].start..pieces[k + 1].end]);
-                if t <= splitter.limit() {
-                    pieces[k].end = pieces[k + 1].end;
-                    pieces[k].tokens = t;
-                    pieces.remove(k + 1);
-                    continue;
-                }
+/// Joins each piece under `min_chars` characters to the piece before it, else to the one
+/// after it, when the joined text stays within the limit; a piece that fits nowhere is kept.
+/// One pass: at most one extra count per boundary next to a small piece.
+fn merge_small(text: &str, pieces: &mut Vec<Piece>, splitter: &Splitter, min_chars: usize) {
+    if min_chars == 0 || pieces.len() < 2 {
+        return;
+    }
+    let small = |p: &Piece| text[p.start..p.end].chars().take(min_chars).count() < min_chars;
+    let mut out: Vec<Piece> = Vec::with_capacity(pieces.len());
+    for p in pieces.drain(..) {
+        if let Some(last) = out.last_mut()
+            && (small(last) || small(&p))
+        {
+            let tokens = splitter.count(&text[last.start..p.end]);
+            if tokens <= splitter.limit() {
+                last.end = p.end;
+                last.tokens = tokens;
+                continue;
             }
         }
-        k += 1;
+        out.push(p);
     }
+    *pieces = out;
 }
 
 /// Names the chunks of one source: ids from the path, text and occurrence number.
