@@ -410,7 +410,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         let _ = store.put_meta(STATUS_META_KEY, v).await;
     }
     let _ = store.flush().await;
-    let summary = RunSummary::new(
+    let mut summary = RunSummary::new(
         pipeline.name(),
         started.elapsed(),
         &ctx.reports,
@@ -418,6 +418,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         ctx.datasets.clone(),
         outcome.as_ref().err().map(|e| e.to_string()),
     );
+    if summary.steps.is_empty() {
+        // A chain stopped by a fatal error has no report: show what progress counted.
+        summary.add_progress_counts(&progress.snapshot());
+    }
     let _ = dataset::write_jsonl_atomic(
         &settings.output_dir.join(TOKEN_COUNTS_FILE),
         [serde_json::to_string_pretty(&totals).unwrap_or_default()],

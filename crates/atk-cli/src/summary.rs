@@ -151,6 +151,20 @@ impl RunSummary {
         Self { pipeline: pipeline.to_string(), wall_time_s: wall.as_secs_f64(), steps, engines, datasets, error, all_failed }
     }
 
+    /// Fills the step lines from progress counts (for a chain that stopped without a report).
+    pub fn add_progress_counts(&mut self, status: &crate::status::StatusSnapshot) {
+        for st in &status.steps {
+            self.steps.push(StepSummary {
+                step: st.step.clone(),
+                done: st.done,
+                already_done: 0,
+                failed: st.failed,
+                dropped: st.dropped,
+                failures: Vec::new(),
+            });
+        }
+    }
+
     /// True when items failed and none reached the end of a chain.
     pub fn all_failed(&self) -> bool {
         self.all_failed
