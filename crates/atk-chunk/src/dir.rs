@@ -41,9 +41,6 @@ pub fn read_dir(input_dir: &Path, config: &ChunkConfig) -> Result<ChunkSet, Erro
         Ok(_) => {}
     }
     let mut report = ReadReport::default();
-    let mut sources = walk(input_dir, &mut report)?;
-    sources.sort_by(|a, b| a.rel.cmp(&b.rel));
-
     let cache_dir = config.cache_dir.as_deref().and_then(|d| match std::fs::create_dir_all(d) {
         Ok(()) => Some(d),
         Err(e) => {
@@ -51,6 +48,11 @@ pub fn read_dir(input_dir: &Path, config: &ChunkConfig) -> Result<ChunkSet, Erro
             None
         }
     });
+    // A cache inside the input folder must not be read back as input.
+    let exclude = cache_dir.and_then(|d| std::fs::canonicalize(d).ok());
+    let mut sources = walk(input_dir, exclude.as_deref(), &mut report)?;
+    sources.sort_by(|a, b| a.rel.cmp(&b.rel));
+
     let splitter = Splitter::new(config.tokenizer.bpe(), config.chunk_size);
     let outcomes: Vec<Outcome> =
         sources.par_iter().map(|s| process(&s.path, config, &splitter, cache_dir)).collect();
@@ -117,14 +119,22 @@ fn finish(chunks: Vec<crate::Chunk>, mut report: ReadReport, config: &ChunkConfi
     ChunkSet { chunks, report }
 }
 
-/// The files under `root`; walk problems become skipped entries.
-fn walk(root: &Path, report: &mut ReadReport) -> Result<Vec<Source>, Error> {
+/// The files under `root` (hidden entries and the `exclude` directory left out); walk
+/// problems become skipped entries.
+fn walk(root: &Path, exclude: Option<&Path>, report: &mut ReadReport) -> Result<Vec<Source>, Error> {
     let mut out = Vec::new();
-    let walker = WalkDir::new(root)
-        .follow_links(true)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    let walker = WalkDir::new(root).follow_links(true).sort_by_file_name().into_iter().filter_entry(|e| {
+        if e.depth() == 0 {
+            return true;
+        }
+        if e.file_name().to_string_lossy().starts_with('.') {
+            return false;
+        }
+        match exclude {
+            Some(x) if e.file_type().is_dir() => std::fs::canonicalize(e.path()).map_or(true, |p| p != x),
+            _ => true,
+        }
+    });
     for entry in walker {
         let entry = match entry {
             Ok(e) => e,

@@ -283,6 +283,18 @@ fn cache_serves_unchanged_files_and_rereads_changed_ones() {
 }
 
 #[test]
+fn a_cache_inside_the_input_folder_is_not_read_as_input() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "doc.txt", PROSE);
+    let config = ChunkConfig::new(200).with_cache_dir(dir.path().join("out/cache"));
+    let first = read_dir(dir.path(), &config).unwrap();
+    let second = read_dir(dir.path(), &config).unwrap();
+    assert_eq!(second.report.files_read, 1);
+    assert_eq!(second.report.cache_hits, 1);
+    assert_eq!(first.chunks, second.chunks);
+}
+
+#[test]
 fn subsets_are_seeded_and_in_source_order() {
     let dir = tempfile::tempdir().unwrap();
     for i in 0..4 {
