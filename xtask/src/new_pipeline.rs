@@ -21,6 +21,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("config.yaml", include_str!("../templates/config.yaml.tmpl")),
     ("demo.yaml", include_str!("../templates/demo.yaml.tmpl")),
     ("prompts/generate.yaml", include_str!("../templates/generate.yaml.tmpl")),
+    ("prompts/generate.txt", include_str!("../templates/generate.txt.tmpl")),
     ("inputs/sample.txt", include_str!("../templates/sample.txt.tmpl")),
     ("tests/smoke.rs", include_str!("../templates/smoke.rs.tmpl")),
 ];
@@ -70,9 +71,21 @@ pub(crate) fn check_free(root: &Path, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Fills the placeholders of one template.
+/// Fills the placeholders of one template: `__NAME__` (package and binary name), `__CRATE__`
+/// (the library's path, `-` as `_`) and `__TYPE__` (CamelCase, for type names).
 fn render(source: &str, name: &str) -> String {
-    source.replace("__NAME__", name).replace("__CRATE__", &name.replace('-', "_"))
+    source.replace("__NAME__", name).replace("__CRATE__", &name.replace('-', "_")).replace("__TYPE__", &camel_case(name))
+}
+
+/// `my-qa_pipe2` -> `MyQaPipe2`.
+fn camel_case(name: &str) -> String {
+    name.split(['-', '_'])
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map(|c| c.to_ascii_uppercase()).into_iter().chain(chars).collect::<String>()
+        })
+        .collect()
 }
 
 /// Writes `pipelines/NAME` (all files or none: it is assembled in a temp dir beside it and
@@ -173,8 +186,10 @@ mod tests {
     fn templates_leave_no_placeholder_behind() {
         for (path, source) in TEMPLATES {
             let out = render(source, "my-pipe");
-            assert!(!out.contains("__NAME__") && !out.contains("__CRATE__"), "{path}");
+            assert!(!out.contains("__NAME__") && !out.contains("__CRATE__") && !out.contains("__TYPE__"), "{path}");
         }
+        assert_eq!(camel_case("my-qa_pipe2"), "MyQaPipe2");
+        assert_eq!(camel_case("a"), "A");
         assert!(render(include_str!("../templates/Cargo.toml.tmpl"), "my-pipe").contains("name = \"my-pipe\""));
     }
 
@@ -185,7 +200,8 @@ mod tests {
             for entry in std::fs::read_dir(from).unwrap() {
                 let entry = entry.unwrap();
                 let name = entry.file_name();
-                if name == "target" || name == ".git" {
+                // Build output, history, and the example's demo runs are not needed.
+                if name == "target" || name == ".git" || (name == "output" && from.ends_with("pipelines/example")) {
                     continue;
                 }
                 let (src, dst) = (entry.path(), to.join(&name));
@@ -215,12 +231,12 @@ mod tests {
     /// Scaffolds into a temporary copy of the workspace and builds and tests the new crate
     /// there, offline, reusing this build's target dir so only atk's own crates compile.
     #[test]
-    #[ignore = "templates are written once pipelines/example lands"]
     fn a_scaffolded_pipeline_builds_and_passes_its_test() {
         let copy = tempfile::tempdir().unwrap();
         copy_workspace(&crate::repo_root(), copy.path());
         let dir = scaffold(copy.path(), "scaffold-check").unwrap();
         assert!(dir.join("src/lib.rs").is_file() && dir.join("prompts/generate.yaml").is_file());
+        let started = std::time::Instant::now();
         let cargo = || {
             let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
             cmd.current_dir(copy.path()).env("CARGO_TARGET_DIR", own_target_dir());
@@ -235,5 +251,6 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        eprintln!("scaffold build + test took {:.0?}", started.elapsed());
     }
 }
