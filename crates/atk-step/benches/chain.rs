@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use atk_engine::{Engine, Error, Reply, Request, Usage};
-use atk_state::{Fields, ItemRecord, RECORD_VERSION, ResultRecord, SledStore, Store};
+use atk_state::{FailureRecord, Fields, ItemRecord, RECORD_VERSION, Records, ResultRecord, SledStore, Store, StoreOptions};
 use atk_step::{Engines, Executor, ExecutorConfig, NullSink, PromptLibrary, PromptStep, Step, StepContext};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -73,9 +73,72 @@ fn chain() -> Vec<Arc<dyn Step>> {
     ]
 }
 
+fn open(path: &std::path::Path) -> SledStore {
+    let mut options = StoreOptions::default();
+    if let Ok(mb) = std::env::var("ATK_STEP_BENCH_CACHE_MB") {
+        options = options.with_cache_capacity(mb.parse::<u64>().unwrap() * 1024 * 1024);
+    }
+    SledStore::open_with(path, options).unwrap()
+}
+
+/// A store that makes its items up on the fly and forgets every result: isolates the
+/// executor's own memory from the store's.
+struct Generated(usize);
+
+#[async_trait]
+impl Store for Generated {
+    async fn put_items(&self, _: Vec<ItemRecord>) -> Result<(), atk_state::Error> {
+        Ok(())
+    }
+    fn item(&self, _: &str) -> Result<Option<ItemRecord>, atk_state::Error> {
+        Ok(None)
+    }
+    fn items(&self) -> Records<'_, ItemRecord> {
+        Box::new((0..self.0).map(|i| Ok(item(i))))
+    }
+    async fn put_result(&self, _: &str, _: &str, _: ResultRecord) -> Result<(), atk_state::Error> {
+        tokio::task::yield_now().await;
+        Ok(())
+    }
+    fn result(&self, _: &str, _: &str) -> Result<Option<ResultRecord>, atk_state::Error> {
+        Ok(None)
+    }
+    fn has_result(&self, _: &str, _: &str) -> Result<bool, atk_state::Error> {
+        Ok(false)
+    }
+    fn results(&self, _: &str) -> Records<'_, (String, ResultRecord)> {
+        Box::new(std::iter::empty())
+    }
+    async fn put_failure(&self, _: &str, _: &str, _: FailureRecord) -> Result<(), atk_state::Error> {
+        Ok(())
+    }
+    fn failures(&self, _: &str) -> Records<'_, (String, FailureRecord)> {
+        Box::new(std::iter::empty())
+    }
+    fn meta(&self, _: &str) -> Result<Option<serde_json::Value>, atk_state::Error> {
+        Ok(None)
+    }
+    async fn put_meta(&self, _: &str, _: serde_json::Value) -> Result<(), atk_state::Error> {
+        Ok(())
+    }
+    async fn flush(&self) -> Result<(), atk_state::Error> {
+        Ok(())
+    }
+}
+
 async fn child(n: usize) {
+    // First, in a fresh process: the executor alone (no store memory), for its peak RSS.
+    let rss_start = vm_hwm_mb();
+    let ctx = StepContext::new(Engines::single(Arc::new(ZeroLatency)), Arc::new(PromptLibrary::new(PROMPTS)));
+    let cfg = ExecutorConfig::default().with_max_in_flight(IN_FLIGHT);
+    let t = Instant::now();
+    let report = Executor::new(Arc::new(Generated(n)), ctx, Arc::new(NullSink), cfg).run(&chain()).await.unwrap();
+    let executor_only_s = t.elapsed().as_secs_f64();
+    assert_eq!(report.steps[1].done, n as u64);
+    let rss_executor_only = vm_hwm_mb();
+
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
+    let store = Arc::new(open(&dir.path().join("store")));
     let t = Instant::now();
     seed(&store, n).await;
     let seed_s = t.elapsed().as_secs_f64();
@@ -97,11 +160,15 @@ async fn child(n: usize) {
     let t = Instant::now();
     Executor::new(store.clone(), ctx, Arc::new(NullSink), cfg.with_count_first(false)).run(&chain()).await.unwrap();
     let resume_nocount_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    assert_eq!(store.items().count(), n);
+    let iterate_s = t.elapsed().as_secs_f64();
     drop(executor);
     drop(store);
 
     // Baseline: the same 2n durable result writes at the same concurrency, no executor.
-    let base_store = Arc::new(SledStore::open(&dir.path().join("baseline")).unwrap());
+    let base_store = Arc::new(open(&dir.path().join("baseline")));
+    seed(&base_store, n).await;
     let record = ResultRecord {
         v: RECORD_VERSION,
         output: json!("Waves fold the dark light / salt wind keeps the harbour awake / a gull writes the dawn"),
@@ -128,9 +195,10 @@ async fn child(n: usize) {
     let base_s = t.elapsed().as_secs_f64();
 
     println!(
-        "{{\"items\":{n},\"seed_s\":{seed_s:.3},\"run_s\":{run_s:.3},\"items_per_s\":{:.0},\"baseline_items_per_s\":{:.0},\"resume_s\":{resume_s:.3},\"resume_nocount_s\":{resume_nocount_s:.3},\"rss_seeded_mb\":{rss_seeded:.1},\"rss_run_mb\":{rss_run:.1},\"rss_peak_mb\":{:.1}}}",
+        "{{\"items\":{n},\"seed_s\":{seed_s:.3},\"run_s\":{run_s:.3},\"items_per_s\":{:.0},\"baseline_items_per_s\":{:.0},\"resume_s\":{resume_s:.3},\"resume_nocount_s\":{resume_nocount_s:.3},\"iterate_s\":{iterate_s:.3},\"executor_only_items_per_s\":{:.0},\"rss_start_mb\":{rss_start:.1},\"rss_executor_only_mb\":{rss_executor_only:.1},\"rss_seeded_mb\":{rss_seeded:.1},\"rss_run_mb\":{rss_run:.1},\"rss_peak_mb\":{:.1}}}",
         n as f64 / run_s,
         n as f64 / base_s,
+        n as f64 / executor_only_s,
         vm_hwm_mb()
     );
 }
@@ -156,17 +224,29 @@ fn main() {
         let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         println!(
-            "{n:>7} items: {:>6.0} items/s ({:.2}x bare store writes at the same concurrency), resumed run {:.2}s ({:.2}s without progress counts), peak RSS {:.0} MB (after seeding {:.0} MB)",
+            "{n:>7} items: {:>6.0} items/s ({:.2}x bare store writes at the same concurrency), resumed run {:.2}s ({:.2}s without progress counts; bare item scan {:.2}s), peak RSS {:.0} MB (after seeding {:.0} MB)",
             v["items_per_s"].as_f64().unwrap(),
             v["items_per_s"].as_f64().unwrap() / v["baseline_items_per_s"].as_f64().unwrap(),
             v["resume_s"].as_f64().unwrap(),
             v["resume_nocount_s"].as_f64().unwrap(),
+            v["iterate_s"].as_f64().unwrap(),
             v["rss_run_mb"].as_f64().unwrap(),
             v["rss_seeded_mb"].as_f64().unwrap(),
+        );
+        println!(
+            "         executor alone (store that keeps nothing): {:.0} items/s, peak RSS {:.1} MB (process start {:.1} MB)",
+            v["executor_only_items_per_s"].as_f64().unwrap(),
+            v["rss_executor_only_mb"].as_f64().unwrap(),
+            v["rss_start_mb"].as_f64().unwrap(),
         );
         rows.push((n, v));
     }
     if let [(n0, a), .., (n1, b)] = rows.as_slice() {
+        println!(
+            "executor-alone peak RSS at {n1} vs {n0} items: {:.2}x for {:.0}x the items",
+            b["rss_executor_only_mb"].as_f64().unwrap() / a["rss_executor_only_mb"].as_f64().unwrap(),
+            *n1 as f64 / *n0 as f64
+        );
         println!(
             "peak RSS of the run at {n1} vs {n0} items: {:.2}x for {:.0}x the items",
             b["rss_run_mb"].as_f64().unwrap() / a["rss_run_mb"].as_f64().unwrap(),
