@@ -57,6 +57,14 @@ impl Settings {
         if c.chunk_size == 0 {
             return Err("chunk_size must be at least 1".into());
         }
+        if c.read_files_manually && !c.input_dir.as_os_str().is_empty() && c.output_dir.starts_with(&c.input_dir) {
+            return Err(format!(
+                "output_dir ({}) is inside input_dir ({}): the next run would read its own outputs as inputs; \
+                 choose an output_dir outside the input folder",
+                c.output_dir.display(),
+                c.input_dir.display()
+            ));
+        }
         let mut chunk = ChunkConfig::new(c.chunk_size).with_tokenizer(c.tokenizer);
         chunk.cache_dir = Some(c.chunking_output_dir.clone().unwrap_or_else(|| c.output_dir.join("chunk_cache")));
         if c.use_subset {
@@ -132,5 +140,33 @@ impl Settings {
             c.cache_dir = None;
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common(input: &str, output: &str) -> CommonConfig {
+        let mut c = CommonConfig::default();
+        c.input_dir = input.into();
+        c.output_dir = output.into();
+        c
+    }
+
+    #[test]
+    fn an_output_dir_inside_the_input_dir_is_refused() {
+        let err = Settings::from_common(&common("/data/in", "/data/in/out")).unwrap_err();
+        assert!(err.contains("inside input_dir"), "{err}");
+        assert!(Settings::from_common(&common("/data/in", "/data/input-out")).is_ok());
+    }
+
+    #[test]
+    fn a_dry_run_does_not_cache_under_output_dir() {
+        let s = Settings::from_common(&common("/data/in", "/data/out")).unwrap();
+        assert_eq!(s.chunk_config().cache_dir.as_deref(), Some(std::path::Path::new("/data/out/chunk_cache")));
+        assert_eq!(s.dry_run_chunk_config().cache_dir, None);
+        assert_eq!(s.engines[0].label, "small");
+        assert_eq!(s.engines[1].label, "large");
     }
 }
