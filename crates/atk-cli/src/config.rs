@@ -124,9 +124,9 @@ fn load_text<T: DeserializeOwned>(
     let custom = deserialize_retyping::<T>(&mut flat).map_err(|f| failure_to_error(&flat, f, &secret_values))?;
 
     let candidates = known_keys::<T>(&flat, &custom.ignored);
-    for path in typed::unknown_paths(&common.ignored, &custom.ignored) {
-        warnings.push(unknown_key_warning(&flat, &path, &candidates));
-    }
+    let mut unknown = typed::unknown_paths(&common.ignored, &custom.ignored);
+    unknown.sort_by_cached_key(|path| (flat.locate_path(path).line().unwrap_or(usize::MAX), path.clone()));
+    warnings.extend(unknown.iter().map(|path| unknown_key_warning(&flat, path, &candidates)));
 
     let common = common.value.resolve(small_api_key, large_api_key).map_err(|invalid| match invalid {
         Invalid::Value { key, message } => ConfigError::Type {

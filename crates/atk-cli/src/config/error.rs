@@ -122,9 +122,9 @@ pub enum ConfigError {
         /// The key set twice.
         key: String,
         /// Its first occurrence.
-        first: KeyLocation,
+        first: Box<KeyLocation>,
         /// Its second occurrence.
-        second: KeyLocation,
+        second: Box<KeyLocation>,
     },
     /// A value of the wrong type (or out of range) for its key.
     #[error("{}{}: `{}`{}: {message}", file.display(), at_line(at), at.dotted(), origin_note(at))]

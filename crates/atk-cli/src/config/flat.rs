@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml::{Mapping, Value};
 
 use super::error::{ConfigError, KeyLocation, Origin};
-use super::source::{PLACEHOLDER, Seg, SourceIndex, path};
+use super::source::{PLACEHOLDER, SENTINEL, Seg, SourceIndex, hide_markers, path};
 
 /// Sections every config may have; written empty (`cost:`) they are still sections.
 const STANDARD_SECTIONS: &[&str] = &["api", "path", "system", "cost", "meta_datagen"];
@@ -48,24 +48,17 @@ impl Flat {
     /// Parses `text` and flattens it. Fails on invalid YAML, a bad shape, or a key set in two
     /// flattened sections. Returns warnings (e.g. a `no_flatten` entry naming no section).
     pub(crate) fn parse(file: &Path, text: &str) -> Result<(Self, Vec<String>), ConfigError> {
-        let mut root: Value = serde_yaml::from_str(text).map_err(|e| {
-            let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            ConfigError::Yaml { file: file.to_path_buf(), line, col, message: strip_location(&e.to_string()) }
-        })?;
-        let index = match SourceIndex::build(text) {
-            Some(index) => index,
-            None => {
-                tracing::warn!(file = %file.display(), "config: could not index key lines; messages will lack line numbers");
-                SourceIndex::default()
-            }
-        };
+        let text = hide_markers(text);
+        let index = SourceIndex::build(&text).unwrap_or_else(|| {
+            tracing::warn!(file = %file.display(), "config: could not index key lines; messages will lack line numbers");
+            SourceIndex::default()
+        });
+        let mut root: Value = serde_yaml::from_str(&text).map_err(|e| yaml_error(file, &e, &index))?;
+        restore_markers(&mut root);
         if root.is_null() {
             root = Value::Mapping(Mapping::new());
         }
         let shape = |line: Option<usize>, message: String| ConfigError::Shape { file: file.to_path_buf(), line, message };
-        for placeholder in index.placeholders() {
-            mark_placeholder(&mut root, placeholder);
-        }
         let Value::Mapping(mut root) = root else {
             return Err(shape(Some(1), "the top level of a config must be a mapping of sections and keys".into()));
         };
@@ -143,7 +136,7 @@ impl Flat {
         let origin = Origin::File { line: self.index.line(&src) };
         if let Some(first) = self.locate(&key) {
             let second = KeyLocation { section, key: key.clone(), origin, in_map: false };
-            return Err(ConfigError::Conflict { file: self.file.clone(), key, first, second });
+            return Err(ConfigError::Conflict { file: self.file.clone(), key, first: Box::new(first), second: Box::new(second) });
         }
         let entry = Entry { value, section, origin, is_map, inner_origin: BTreeMap::new(), set_text: None };
         self.entries.insert(key, entry);
@@ -336,24 +329,41 @@ pub(crate) fn holds_placeholder(value: &Value) -> bool {
     }
 }
 
-/// Turns the value at `path`, read by serde_yaml as an empty string (its tag dropped), back
-/// into the visible marker, so later stages see both placeholder forms the same way.
-fn mark_placeholder(root: &mut Value, path: &[Seg]) {
-    let mut target = root;
-    for seg in path {
-        let next = match (seg, target) {
-            (Seg::Key(k), Value::Mapping(m)) => m.get_mut(k.as_str()),
-            (Seg::Index(i), Value::Sequence(s)) => s.get_mut(*i),
-            _ => None,
-        };
-        match next {
-            Some(v) => target = v,
-            None => return,
+/// Puts the visible marker back where the sentinel stood (values and keys).
+fn restore_markers(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains(SENTINEL) => *s = s.replace(SENTINEL, PLACEHOLDER),
+        Value::Sequence(items) => items.iter_mut().for_each(restore_markers),
+        Value::Mapping(map) => {
+            if map.keys().any(|k| k.as_str().is_some_and(|k| k.contains(SENTINEL))) {
+                let old = std::mem::take(map);
+                for (mut k, v) in old {
+                    restore_markers(&mut k);
+                    map.insert(k, v);
+                }
+            }
+            map.values_mut().for_each(restore_markers);
         }
+        Value::Tagged(t) => restore_markers(&mut t.value),
+        _ => {}
     }
-    if matches!(target, Value::Null) || target.as_str() == Some("") {
-        *target = Value::String(PLACEHOLDER.to_string());
+}
+
+/// serde_yaml's error as a [`ConfigError::Yaml`]; a duplicate key is pointed at its second
+/// occurrence (serde_yaml points at the start of the mapping).
+fn yaml_error(file: &Path, e: &serde_yaml::Error, index: &SourceIndex) -> ConfigError {
+    let (mut line, mut col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    let mut message = strip_location(&e.to_string());
+    if message.contains("duplicate entry")
+        && let Some(dup) = index.duplicate()
+    {
+        (line, col) = (dup.line, dup.col);
+        let names: Vec<&str> = dup.path.iter().filter_map(|s| if let Seg::Key(k) = s { Some(k.as_str()) } else { None }).collect();
+        let (key, parent) = names.split_last().map_or(("", &[][..]), |(k, p)| (*k, p));
+        let within = if parent.is_empty() { "at the top level".to_string() } else { format!("in `{}`", parent.join(".")) };
+        message = format!("key `{key}` is written twice {within} (first at line {})", dup.first_line);
     }
+    ConfigError::Yaml { file: file.to_path_buf(), line, col, message }
 }
 
 /// serde_yaml appends " at line L column C" to its messages; the error shows those already.

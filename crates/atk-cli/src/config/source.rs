@@ -1,10 +1,13 @@
-//! The line of every key, and where `!!PLACEHOLDER!!` tags sit, read from the source text.
+//! The line of every key, read from the source text, and the placeholder marker made
+//! parseable.
 //!
-//! serde_yaml's `Value` keeps no positions, and it reads `key: !!PLACEHOLDER!!` as an empty
-//! string with the tag dropped, so the two cannot be told apart from `key: ""`. yaml-rust2's
-//! event parser gives both a position for each key and the scalars as written. It refuses
-//! `!!PLACEHOLDER!!` as a tag (a `!` is not allowed inside a tag name), so the marker is first
-//! swapped for a same-length sentinel, which keeps every line and column where it was.
+//! serde_yaml's `Value` keeps no positions; yaml-rust2's event parser gives one for each key.
+//! `key: !!PLACEHOLDER!!` is YAML tag syntax that serde_yaml reads as an empty string with the
+//! tag dropped (indistinguishable from `key: ""`), that it refuses before a `]` or `}`, and
+//! that yaml-rust2 refuses outright (a `!` is not allowed inside a tag name). So before either
+//! parser sees the text, every marker is swapped for a same-length sentinel that is a plain
+//! scalar: both placeholder forms then read as strings holding it, and every line and column
+//! stays where it was.
 
 use std::collections::HashMap;
 
@@ -14,7 +17,12 @@ use yaml_rust2::parser::Parser;
 /// The marker that flags a value the user must fill in.
 pub(crate) const PLACEHOLDER: &str = "!!PLACEHOLDER!!";
 /// Same length as [`PLACEHOLDER`], valid in a plain scalar, unlikely in a real value.
-const SENTINEL: &str = "_atk_unfilled__";
+pub(crate) const SENTINEL: &str = "_atk_unfilled__";
+
+/// `text` with every placeholder marker swapped for the sentinel (same length).
+pub(crate) fn hide_markers(text: &str) -> String {
+    text.replace(PLACEHOLDER, SENTINEL)
+}
 
 /// One step of a path into the YAML tree.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -25,13 +33,25 @@ pub(crate) enum Seg {
     Index(usize),
 }
 
-/// Key lines and placeholder positions of one config text.
+/// Key lines of one config text.
 #[derive(Debug, Default)]
 pub(crate) struct SourceIndex {
     /// 1-based line of each mapping key, by its path from the root.
     lines: HashMap<Vec<Seg>, usize>,
-    /// Paths of the scalars that held the marker, in file order.
-    placeholders: Vec<Vec<Seg>>,
+    /// The first key written twice in one mapping: its path, first line, second line and column.
+    duplicate: Option<Duplicate>,
+}
+
+/// A key written twice in one mapping.
+#[derive(Debug, Clone)]
+pub(crate) struct Duplicate {
+    /// Path of the key.
+    pub path: Vec<Seg>,
+    /// 1-based line of its first occurrence.
+    pub first_line: usize,
+    /// 1-based line and column of its second occurrence.
+    pub line: usize,
+    pub col: usize,
 }
 
 enum Frame {
@@ -40,11 +60,11 @@ enum Frame {
 }
 
 impl SourceIndex {
-    /// Reads `text`; `None` when the span parser cannot (the caller then has no line numbers).
+    /// Reads `text` (markers already hidden); `None` when the span parser cannot (the caller
+    /// then has no line numbers).
     pub(crate) fn build(text: &str) -> Option<Self> {
         debug_assert_eq!(PLACEHOLDER.len(), SENTINEL.len());
-        let text = text.replace(PLACEHOLDER, SENTINEL);
-        let mut parser = Parser::new_from_str(&text);
+        let mut parser = Parser::new_from_str(text);
         let mut index = Self::default();
         let mut stack: Vec<Frame> = Vec::new();
         loop {
@@ -58,11 +78,12 @@ impl SourceIndex {
                         let seg = Seg::Key(value);
                         *key = Some(seg);
                         let path = current_path(&stack);
-                        index.lines.insert(path, mark.line());
+                        if let Some(first_line) = index.lines.get(&path).copied() {
+                            index.duplicate.get_or_insert(Duplicate { path, first_line, line: mark.line(), col: mark.col() + 1 });
+                        } else {
+                            index.lines.insert(path, mark.line());
+                        }
                         continue;
-                    }
-                    if value.contains(SENTINEL) {
-                        index.placeholders.push(current_path(&stack));
                     }
                     advance(&mut stack);
                 }
@@ -84,9 +105,9 @@ impl SourceIndex {
         self.lines.get(path).copied()
     }
 
-    /// Paths of every scalar that held `!!PLACEHOLDER!!`, in file order.
-    pub(crate) fn placeholders(&self) -> &[Vec<Seg>] {
-        &self.placeholders
+    /// The first key written twice in one mapping, if any.
+    pub(crate) fn duplicate(&self) -> Option<&Duplicate> {
+        self.duplicate.as_ref()
     }
 }
 
@@ -134,27 +155,29 @@ top: 3
 
     #[test]
     fn key_lines_are_found_for_nested_keys() {
-        let index = SourceIndex::build(TEXT).unwrap();
+        let index = SourceIndex::build(&hide_markers(TEXT)).unwrap();
         assert_eq!(index.line(&path(&["api"])), Some(1));
         assert_eq!(index.line(&path(&["api", "small_api_key"])), Some(3));
         assert_eq!(index.line(&path(&["path", "input_dir"])), Some(5));
         assert_eq!(index.line(&path(&["example_heading", "other"])), Some(7));
         assert_eq!(index.line(&path(&["top"])), Some(8));
+        assert!(index.duplicate().is_none());
     }
 
     #[test]
-    fn both_placeholder_forms_are_located() {
-        let index = SourceIndex::build(TEXT).unwrap();
-        let mut extras = path(&["path", "extras"]);
-        extras.push(Seg::Index(1));
-        assert_eq!(
-            index.placeholders(),
-            &[
-                path(&["api", "small_api_key"]),
-                path(&["path", "input_dir"]),
-                extras,
-                path(&["example_heading", "other"]),
-            ]
-        );
+    fn hidden_markers_keep_positions_and_parse_as_strings() {
+        let hidden = hide_markers(TEXT);
+        assert_eq!(hidden.len(), TEXT.len());
+        let value: serde_yaml::Value = serde_yaml::from_str(&hidden).unwrap();
+        assert_eq!(value["api"]["small_api_key"].as_str(), Some(SENTINEL));
+        assert_eq!(value["path"]["extras"][1].as_str(), Some(SENTINEL));
+        assert_eq!(value["path"]["input_dir"].as_str(), Some("./inputs/_atk_unfilled__"));
+    }
+
+    #[test]
+    fn a_duplicate_key_is_found_with_both_lines() {
+        let index = SourceIndex::build("a:\n  b: 1\n  c: 2\n  b: 3\n").unwrap();
+        let dup = index.duplicate().unwrap();
+        assert_eq!((dup.path.clone(), dup.first_line, dup.line, dup.col), (path(&["a", "b"]), 2, 4, 3));
     }
 }

@@ -203,7 +203,8 @@ fn out_of_range_and_bad_enum_values_are_type_errors() {
 fn unknown_keys_warn_with_a_suggestion() {
     let case = Case::new(&BASE.replace("chunk_size: 2000", "chunk_size: 2000\n  concurency_limit: 9\n  banana: 1"))
         .set("chunk_sise=5")
-        .json(r#"{"small_modle": "x"}"#);
+        .json(r#"{"small_modle": "x"}"#)
+        .env("OPENAI_API_KEY", "sk-env-0000");
     let loaded = case.ok();
     insta::assert_snapshot!("unknown_keys", case.warnings(&loaded));
     assert_eq!(loaded.common.concurrency_limit, 50, "the misspelt key changed nothing");
@@ -351,7 +352,7 @@ fn no_flatten_sections_stay_maps_and_take_dotted_sets() {
 
 #[test]
 fn no_flatten_naming_a_missing_section_warns() {
-    let case = Case::new(&BASE.replace("  - example_heading\n", "  - example_heading\n  - exmaple_heading\n"));
+    let case = Case::new(&BASE.replace("  - example_heading\n", "  - example_heading\n  - exmaple_heading\n")).env("OPENAI_API_KEY", "sk-env-0000");
     let loaded = case.ok();
     insta::assert_snapshot!("no_flatten_missing_section", case.warnings(&loaded));
 }
