@@ -1,4 +1,4 @@
-//! 100 000 items through a two-step chain with a zero-latency engine on the real sled store:
+//! 100 000 items through a two-step chain with the mock engine at zero latency on the real sled store:
 //! throughput (and its ratio to bare store writes at the same concurrency), a resumed run over
 //! the finished items, and peak RSS at 10 000 vs 100 000 items (each size in a fresh process,
 //! so the peaks do not mix). Run: `cargo bench -p atk-step --bench chain`.
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use atk_engine::{Engine, Error, Reply, Request, Usage};
+use atk_engine::{Engine, MockConfig, MockEngine};
 use atk_state::{FailureRecord, Fields, ItemRecord, RECORD_VERSION, Records, ResultRecord, SledStore, Store, StoreOptions};
 use atk_step::{Engines, Executor, ExecutorConfig, NullSink, PromptLibrary, PromptStep, Step, StepContext};
 use futures_util::StreamExt;
@@ -20,26 +20,9 @@ const PROMPTS: &[(&str, &str)] = &[
     ("two.yaml", "- role: system\n  content: You rate poems.\n- role: user\n  content: \"Poem: {poem}\"\n"),
 ];
 
-/// Answers at once (the mock engine at zero latency, without its reply templating).
-struct ZeroLatency;
-
-#[async_trait]
-impl Engine for ZeroLatency {
-    async fn call(&self, _request: Request) -> Result<Reply, Error> {
-        Ok(Reply {
-            text: "Waves fold the dark light / salt wind keeps the harbour awake / a gull writes the dawn".into(),
-            finish_reason: Some("stop".into()),
-            usage: Usage { prompt_tokens: 120, completion_tokens: 20, estimated: false },
-            model: "zero".into(),
-            timing: Default::default(),
-        })
-    }
-    fn label(&self) -> &str {
-        "small"
-    }
-    fn model(&self) -> &str {
-        "zero"
-    }
+/// atk's mock engine at zero latency (it hashes each prompt and fills the reply template).
+fn mock() -> Arc<dyn Engine> {
+    Arc::new(MockEngine::new("small", "mock", MockConfig::default()))
 }
 
 fn vm_hwm_mb() -> f64 {
@@ -68,7 +51,7 @@ async fn seed(store: &SledStore, n: usize) {
 
 fn chain() -> Vec<Arc<dyn Step>> {
     vec![
-        Arc::new(PromptStep::new("write_poem", "one").result_key("poem")),
+        Arc::new(PromptStep::new("write_poem", "one").result_key("poem").mock_reply("<poem>\n{lines}\n</poem>")),
         Arc::new(PromptStep::new("rate_poem", "two").output_processor(|raw| Ok(json!(raw.len())))),
     ]
 }
@@ -129,7 +112,7 @@ impl Store for Generated {
 async fn child(n: usize) {
     // First, in a fresh process: the executor alone (no store memory), for its peak RSS.
     let rss_start = vm_hwm_mb();
-    let ctx = StepContext::new(Engines::single(Arc::new(ZeroLatency)), Arc::new(PromptLibrary::new(PROMPTS)));
+    let ctx = StepContext::new(Engines::single(mock()), Arc::new(PromptLibrary::new(PROMPTS)));
     let cfg = ExecutorConfig::default().with_max_in_flight(IN_FLIGHT);
     let t = Instant::now();
     let report = Executor::new(Arc::new(Generated(n)), ctx, Arc::new(NullSink), cfg).run(&chain()).await.unwrap();
@@ -144,7 +127,7 @@ async fn child(n: usize) {
     let seed_s = t.elapsed().as_secs_f64();
     let rss_seeded = vm_hwm_mb();
 
-    let ctx = StepContext::new(Engines::single(Arc::new(ZeroLatency)), Arc::new(PromptLibrary::new(PROMPTS)));
+    let ctx = StepContext::new(Engines::single(mock()), Arc::new(PromptLibrary::new(PROMPTS)));
     let cfg = ExecutorConfig::default().with_max_in_flight(IN_FLIGHT);
     let executor = Executor::new(store.clone(), ctx.clone(), Arc::new(NullSink), cfg.clone());
     let t = Instant::now();
@@ -213,7 +196,7 @@ fn main() {
         Ok(s) => s.split(',').map(|x| x.trim().parse().unwrap()).collect(),
         Err(_) => vec![10_000, 100_000],
     };
-    println!("two-step chain, zero-latency engine, sled store, {IN_FLIGHT} items in flight");
+    println!("two-step chain, mock engine at zero latency, sled store, {IN_FLIGHT} items in flight");
     let mut rows = Vec::new();
     for n in sizes {
         let out = std::process::Command::new(std::env::current_exe().unwrap())

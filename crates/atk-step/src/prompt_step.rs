@@ -486,3 +486,28 @@ mod tests {
         assert!(crate::testing::last_text(&engine.requests()[0]).contains("Text: QUIET"));
     }
 }
+
+#[cfg(test)]
+mod mock_engine_tests {
+    use super::*;
+    use crate::prompt::PromptLibrary;
+    use crate::step::Engines;
+    use atk_engine::{MockConfig, MockEngine};
+
+    #[tokio::test]
+    async fn the_mock_engine_answers_with_the_steps_mock_reply() {
+        const PROMPTS: &[(&str, &str)] = &[("p.yaml", "- role: user\n  content: \"Write about {text}\"\n")];
+        let engine = Arc::new(MockEngine::new("small", "mock", MockConfig::default()));
+        let ctx = StepContext::new(Engines::single(engine), Arc::new(PromptLibrary::new(PROMPTS)));
+        let step = PromptStep::new("poem", "p").mock_reply("<poem>{hash}</poem>").output_processor(|raw| {
+            raw.strip_prefix("<poem>").and_then(|r| r.strip_suffix("</poem>")).map(Value::from).ok_or("no tags".to_string())
+        });
+        let mut fields = atk_state::Fields::new();
+        fields.insert("text".into(), "the sea".into());
+        let item = ItemRecord { v: RECORD_VERSION, id: "a".into(), parent: None, order: vec![0], fields };
+        let StepOutput::Result(first) = step.run(&item, &ctx).await.unwrap() else { panic!() };
+        let StepOutput::Result(second) = step.run(&item, &ctx).await.unwrap() else { panic!() };
+        assert_eq!(first.output.as_str().map(str::len), Some(16), "{{hash}} is 16 hex digits: {}", first.output);
+        assert_eq!(first.output, second.output, "mock replies are deterministic");
+    }
+}
