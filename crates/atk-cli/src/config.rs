@@ -5,12 +5,16 @@
 //! overrides and placeholder checks work there. The resolved layer is [`CommonConfig`] plus the
 //! pipeline's own struct, with `${VAR}`s read, API keys found and paths made absolute.
 //!
-//! ```no_run
+//! ```
 //! use atk_cli::config::{load, NoExtra, Overrides};
+//! let dir = tempfile::tempdir()?;
+//! let file = dir.path().join("config.yaml");
+//! std::fs::write(&file, "api:\n  small_mode: mock\n  large_mode: mock\npath:\n  input_dir: ./inputs\n  output_dir: ./output\n")?;
 //! let overrides = Overrides { set: vec!["concurrency_limit=200".into()], json: None };
-//! let loaded = load::<NoExtra>("pipelines/example/demo.yaml".as_ref(), &overrides)?;
+//! let loaded = load::<NoExtra>(&file, &overrides)?;
 //! assert_eq!(loaded.common.concurrency_limit, 200);
-//! # Ok::<(), atk_cli::config::ConfigError>(())
+//! assert_eq!(loaded.common.input_dir, dir.path().join("inputs"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod common;
@@ -67,6 +71,10 @@ pub struct NoExtra {}
 /// Fails, with a message naming the file, key, section and line, on unreadable files, bad
 /// YAML, keys still `!!PLACEHOLDER!!`, a key in two flattened sections, a wrong type, a
 /// `${VAR}` that is not set, or a required key that is missing.
+///
+/// `T` sees every flattened key (the common ones too) and should not use
+/// `#[serde(deny_unknown_fields)]`: keys that neither `T` nor [`CommonConfig`] reads become
+/// warnings with a "did you mean" instead.
 pub fn load<T: DeserializeOwned>(path: &Path, overrides: &Overrides) -> Result<Loaded<T>, ConfigError> {
     load_with_env(path, overrides, |name| std::env::var(name).ok())
 }
@@ -247,6 +255,19 @@ fn unknown_key_warning(flat: &Flat, path: &str, candidates: &[String]) -> String
     format!("{place}: unknown key `{name}`{within} is ignored{hint}")
 }
 
+/// serde names Rust types (`expected usize`); a config's author thinks in numbers.
+fn plain_type_names(message: &str) -> String {
+    let Some((head, expected)) = message.rsplit_once(", expected ") else { return message.to_string() };
+    let plain = match expected {
+        "usize" | "u64" | "u32" | "u16" | "u8" => "a whole number (0 or more)",
+        "isize" | "i64" | "i32" | "i16" | "i8" => "a whole number",
+        "f64" | "f32" => "a number",
+        "path string" => "a path (string)",
+        other => other,
+    };
+    format!("{head}, expected {plain}")
+}
+
 /// A typed-layer failure as the user should see it.
 fn failure_to_error(flat: &Flat, failure: typed::Failure, secret_values: &[String]) -> ConfigError {
     if let Some(field) = failure.missing_field() {
@@ -261,7 +282,7 @@ fn failure_to_error(flat: &Flat, failure: typed::Failure, secret_values: &[Strin
     let message = if secrets::is_secret_key(&failure.path) {
         "wrong type for this key (its value is a secret and is not shown)".to_string()
     } else {
-        secrets::scrub(&failure.message, secret_values)
+        plain_type_names(&secrets::scrub(&failure.message, secret_values))
     };
     ConfigError::Type { file: flat.file.clone(), at, message }
 }
