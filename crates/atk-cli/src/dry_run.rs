@@ -175,8 +175,14 @@ pub fn render_estimate(items: u64, input_tokens: u64, engines: &[EngineEstimate]
         }
     }
     let _ = writeln!(s, "  (later steps depend on the first one's replies and are not estimated)");
-    if let Some(sample) = engines.iter().find_map(|e| e.sample.as_ref()).filter(|_| show_sample) {
-        let _ = writeln!(s, "first rendered prompt:\n{sample}");
+    match engines.iter().find_map(|e| e.sample.as_ref()) {
+        Some(sample) if show_sample => {
+            let _ = writeln!(s, "first rendered prompt:\n{sample}");
+        }
+        Some(_) => {
+            let _ = writeln!(s, "  (-v also prints the first rendered prompt)");
+        }
+        None => {}
     }
     s
 }

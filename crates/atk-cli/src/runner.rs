@@ -315,11 +315,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             details_sources: Vec::new(),
             datasets: Vec::new(),
         };
-        return match pipeline.run(&mut ctx).await {
-            Err(RunError::DryRun(s)) => Err(RunError::DryRun(s)),
-            Err(e) => Err(e),
-            Ok(()) => Err(RunError::DryRun("dry run: the pipeline ran no chain; nothing to estimate\n".into())),
-        };
+        // run_chain ends a dry run with the estimate; a pipeline that runs no chain has none.
+        pipeline.run(&mut ctx).await?;
+        return Err(RunError::DryRun("dry run: the pipeline ran no chain; nothing to estimate\n".into()));
     }
 
     // The store: `<output_dir>/store`, locked for the whole run.
