@@ -204,6 +204,10 @@ fn resolve_paths(flat: &mut Flat, dirs: Dirs<'_>) {
             Origin::Set | Origin::Json => dirs.cwd,
         };
         let resolve = |v: &mut Value| {
+            // A folder named `2024` is a number to YAML; a path key wants its text.
+            if let Value::Number(n) = v {
+                *v = Value::String(n.to_string());
+            }
             if let Value::String(s) = v
                 && !s.is_empty()
             {

@@ -289,15 +289,15 @@ fn env_vars_expand_and_a_missing_one_is_named() {
 
 #[test]
 fn paths_resolve_against_the_config_dir_and_overrides_against_the_cwd() {
-    let case = Case::new(BASE).set("output_dir=rel/out");
+    let case = Case::new(&BASE.replace("./inputs", "2024")).set("output_dir=rel/out");
     let loaded = case.ok();
     let dir = case.dir.path();
     let c = &loaded.common;
-    assert_eq!(c.input_dir, dir.join("inputs"));
+    assert_eq!(c.input_dir, dir.join("2024"), "a numeric folder name is a path too");
     assert_eq!(c.prompts.as_deref(), Some(dir.join("prompts").as_path()));
     assert_eq!(c.meta_datagen_extras, vec![dir.join("extras/one.txt")]);
     assert_eq!(c.output_dir, std::env::current_dir().unwrap().join("rel/out"));
-    assert_eq!(loaded.redacted["input_dir"], serde_json::json!(dir.join("inputs").to_str().unwrap()));
+    assert_eq!(loaded.redacted["input_dir"], serde_json::json!(dir.join("2024").to_str().unwrap()));
 }
 
 #[test]
