@@ -76,3 +76,40 @@ async fn stream_cut_before_done() {
 async fn error_object_mid_stream() {
     survives(Fault::ErrorMidStream, Faults::none()).await;
 }
+
+#[tokio::test]
+async fn a_seeded_mix_of_every_fault() {
+    const DOCS: usize = 12;
+    const LIMIT: usize = 4;
+    let mut faults = Faults::none().with_retry_after(Duration::from_millis(200)).with_retry_after_ms(true);
+    for fault in [
+        Fault::RateLimit,
+        Fault::ServerError,
+        Fault::ResetMidStream,
+        Fault::Stall,
+        Fault::MalformedSse,
+        Fault::Garbage,
+        Fault::CutBeforeDone,
+        Fault::ErrorMidStream,
+    ] {
+        faults = faults.with_rate(fault, 0.025);
+    }
+    let cfg = ServerConfig::default()
+        .with_latency(Duration::from_millis(20))
+        .with_faults(faults.with_stall_for(Duration::from_secs(60)))
+        .with_seed(42);
+    let (server, poems) = poem_server(cfg).await;
+    let env = Env::new();
+    env.write_docs(DOCS);
+    let mut config = Config::new(server.base_url());
+    config.concurrency_limit = LIMIT;
+    let config = env.write_config(&config);
+
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    let stats = server.stats();
+    out.assert_code(0);
+    assert_eq!(env.dataset().len(), DOCS, "{out}\n{stats:?}");
+    poems.assert_all_whole(&env);
+    assert!(stats.faults_injected > 0, "the seed drew some faults: {stats:?}");
+    assert!(stats.max_in_flight <= LIMIT as u64, "{} in flight, limit {LIMIT}", stats.max_in_flight);
+}
