@@ -26,6 +26,9 @@ use crate::{Engine, Error, Prompt, Reply, Request, Timing, TransientKind, Usage}
 /// How much of an error body or malformed line is quoted in an error message.
 const QUOTE_CHARS: usize = 300;
 
+/// How long to wait for the end of the body after `[DONE]` before dropping the connection.
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
+
 /// The HTTP engine (one attempt per `call`).
 pub(crate) struct Http {
     label: String,
@@ -168,6 +171,10 @@ impl Http {
             let data = event.data.trim();
             if data == "[DONE]" {
                 done = true;
+                // Read to the end of the body (normally already buffered) so the connection goes
+                // back to the pool; a server that keeps the body open gets a short grace only.
+                let drain = async { while let Some(Ok(_)) = events.next().await {} };
+                let _ = tokio::time::timeout(DRAIN_GRACE, drain).await;
                 break;
             }
             if data.is_empty() {
