@@ -128,15 +128,9 @@ fn load_text<T: DeserializeOwned>(
     }
     resolve_paths(&mut flat, dirs);
 
-    let common = deserialize_retyping::<RawCommon>(&mut flat).map_err(|f| failure_to_error(&flat, f, &secret_values))?;
-    let custom = deserialize_retyping::<T>(&mut flat).map_err(|f| failure_to_error(&flat, f, &secret_values))?;
-
-    let candidates = known_keys::<T>(&flat, &custom.ignored);
-    let mut unknown = typed::unknown_paths(&common.ignored, &custom.ignored);
-    unknown.sort_by_cached_key(|path| (flat.locate_path(path).line().unwrap_or(usize::MAX), path.clone()));
-    warnings.extend(unknown.iter().map(|path| unknown_key_warning(&flat, path, &candidates)));
-
-    let common = common.value.resolve(small_api_key, large_api_key).map_err(|invalid| match invalid {
+    let raw_common = deserialize_retyping::<RawCommon>(&mut flat).map_err(|f| failure_to_error(&flat, f, &secret_values))?;
+    let common_ignored = raw_common.ignored;
+    let common = raw_common.value.resolve(small_api_key, large_api_key).map_err(|invalid| match invalid {
         Invalid::Value { key, message } => ConfigError::Type {
             file: file.to_path_buf(),
             at: flat.locate_path(key),
@@ -144,6 +138,12 @@ fn load_text<T: DeserializeOwned>(
         },
         Invalid::Missing { key, hint } => ConfigError::Missing { file: file.to_path_buf(), key: key.to_string(), hint },
     })?;
+    let custom = deserialize_retyping::<T>(&mut flat).map_err(|f| failure_to_error(&flat, f, &secret_values))?;
+
+    let candidates = known_keys::<T>(&flat, &custom.ignored);
+    let mut unknown = typed::unknown_paths(&common_ignored, &custom.ignored);
+    unknown.sort_by_cached_key(|path| (flat.locate_path(path).line().unwrap_or(usize::MAX), path.clone()));
+    warnings.extend(unknown.iter().map(|path| unknown_key_warning(&flat, path, &candidates)));
     for (label, mode, key) in [("small", common.small_mode, &common.small_api_key), ("large", common.large_mode, &common.large_api_key)] {
         if mode == atk_engine::Mode::Api && key.is_empty() {
             warnings.push(format!(

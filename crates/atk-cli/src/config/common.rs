@@ -294,8 +294,30 @@ impl RawCommon {
         let d = CommonConfig::default();
         let small_mode = mode("small_mode", self.small_mode)?;
         let large_mode = mode("large_mode", self.large_mode)?;
-        let (small_model, small_base_url) = engine("small", small_mode, self.small_model, self.small_base_url)?;
-        let (large_model, large_base_url) = engine("large", large_mode, self.large_model, self.large_base_url)?;
+        let small = engine("small", small_mode, self.small_model, self.small_base_url);
+        let large = engine("large", large_mode, self.large_model, self.large_base_url);
+        let input_dir = required_path("input_dir", self.input_dir, "the folder of documents to read, e.g. `input_dir: ./inputs`");
+        let output_dir = required_path("output_dir", self.output_dir, "where results go, e.g. `output_dir: ./output`");
+        // Name every missing key in the first message, not one per attempt.
+        let missing: Vec<&'static str> = [small.as_ref().err(), large.as_ref().err(), input_dir.as_ref().err(), output_dir.as_ref().err()]
+            .into_iter()
+            .flatten()
+            .filter_map(|e| match e {
+                Invalid::Missing { key, .. } => Some(*key),
+                Invalid::Value { .. } => None,
+            })
+            .collect();
+        let with_others = |e: Invalid| match e {
+            Invalid::Missing { key, hint } if missing.len() > 1 => {
+                let others: Vec<String> = missing.iter().filter(|k| **k != key).map(|k| format!("`{k}`")).collect();
+                Invalid::Missing { key, hint: format!("{hint}; also missing: {}", others.join(", ")) }
+            }
+            other => other,
+        };
+        let (small_model, small_base_url) = small.map_err(with_others)?;
+        let (large_model, large_base_url) = large.map_err(with_others)?;
+        let input_dir = input_dir.map_err(with_others)?;
+        let output_dir = output_dir.map_err(with_others)?;
         let tokenizer = match self.tokenizer {
             None => d.tokenizer,
             Some(name) => Tokenizer::from_name(&name).map_err(|e| Invalid::Value { key: "tokenizer", message: e.to_string() })?,
@@ -309,8 +331,8 @@ impl RawCommon {
             large_api_key,
             large_base_url,
             large_mode,
-            input_dir: required_path("input_dir", self.input_dir, "the folder of documents to read, e.g. `input_dir: ./inputs`")?,
-            output_dir: required_path("output_dir", self.output_dir, "where results go, e.g. `output_dir: ./output`")?,
+            input_dir,
+            output_dir,
             prompts: self.prompts,
             default_prompts: self.default_prompts,
             completion_mode: self.completion_mode.unwrap_or(d.completion_mode),

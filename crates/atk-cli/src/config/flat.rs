@@ -90,7 +90,9 @@ impl Flat {
         let mut warnings = Vec::new();
         for (key, value) in root {
             let Value::String(name) = key else {
-                return Err(shape(None, format!("top-level key {} is not a string", short_yaml(&key))));
+                let written = serde_yaml::to_string(&key).unwrap_or_default();
+                let line = flat.index.line(&path(&[written.trim()]));
+                return Err(shape(line, format!("top-level key {} is not a string; quote it", short_yaml(&key))));
             };
             let is_section = match &value {
                 Value::Mapping(_) => !flat.no_flatten.contains(&name),

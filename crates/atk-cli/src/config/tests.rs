@@ -413,3 +413,21 @@ fn fingerprint_follows_settings_not_secrets() {
     assert_eq!(first, dir_case.ok().fingerprint);
     assert_eq!(other_key.common.small_api_key.expose(), "sk-another-key-0000");
 }
+
+#[test]
+fn a_file_that_is_not_a_config_says_what_shape_is_expected() {
+    insta::assert_snapshot!("shape_top_level_list", Case::new("- a\n- b\n").err());
+    insta::assert_snapshot!("shape_no_flatten_scalar", Case::new(&BASE.replace("no_flatten:\n  - example_heading", "no_flatten: 5")).err());
+    insta::assert_snapshot!("shape_non_string_key", Case::new(&format!("{BASE}1: one\n")).err());
+}
+
+#[test]
+fn a_placeholder_given_on_the_command_line_is_still_unfilled() {
+    let err = Case::new(BASE).set("small_model=!!PLACEHOLDER!!").err();
+    assert!(err.contains("  - api.small_model (from --set)"), "{err}");
+}
+
+#[test]
+fn an_empty_file_asks_for_the_required_keys() {
+    insta::assert_snapshot!("empty_file", Case::new("").err());
+}
