@@ -79,6 +79,9 @@ struct Args {
     /// The fault used by --fail-first.
     #[arg(long, default_value = "server_error")]
     fail_first_kind: Fault,
+    /// Cut replies at the request's max_tokens words (finish_reason "length").
+    #[arg(long)]
+    honor_max_tokens: bool,
     /// Keep serving when stdin closes (for stdin = /dev/null).
     #[arg(long)]
     no_stdin_watch: bool,
@@ -108,7 +111,8 @@ impl Args {
             .with_serial(self.serial)
             .with_usage_in_stream(!self.no_usage)
             .with_stream_chunks(self.stream_chunks)
-            .with_seed(self.seed);
+            .with_seed(self.seed)
+            .with_honor_max_tokens(self.honor_max_tokens);
         cfg.api_key.clone_from(&self.api_key);
         cfg.context_limit = self.context_limit;
         if let Some(t) = &self.reply_template {
