@@ -75,7 +75,10 @@ pub struct NoExtra {}
 /// `T` sees every flattened key (the common ones too) and should not use
 /// `#[serde(deny_unknown_fields)]`: keys that neither `T` nor [`CommonConfig`] reads become
 /// warnings with a "did you mean" instead.
-pub fn load<T: DeserializeOwned>(path: &Path, overrides: &Overrides) -> Result<Loaded<T>, ConfigError> {
+pub fn load<T: DeserializeOwned>(
+    path: &Path,
+    overrides: &Overrides,
+) -> Result<Loaded<T>, ConfigError> {
     load_with_env(path, overrides, |name| std::env::var(name).ok())
 }
 
@@ -86,11 +89,17 @@ pub fn load_with_env<T: DeserializeOwned>(
     overrides: &Overrides,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Loaded<T>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let base = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
     let cwd = std::env::current_dir().unwrap_or_else(|_| base.clone());
-    let dirs = Dirs { config: &base, cwd: &cwd };
+    let dirs = Dirs {
+        config: &base,
+        cwd: &cwd,
+    };
     load_text(&text, path, dirs, overrides, &env)
 }
 
@@ -114,37 +123,68 @@ fn load_text<T: DeserializeOwned>(
 
     let unfilled = flat.placeholders();
     if !unfilled.is_empty() {
-        return Err(ConfigError::Placeholders { file: file.to_path_buf(), keys: unfilled });
+        return Err(ConfigError::Placeholders {
+            file: file.to_path_buf(),
+            keys: unfilled,
+        });
     }
     flat.try_for_each_value(|at, value| {
-        env::expand_value(value, env).map_err(|var| ConfigError::Env { file: file.to_path_buf(), at, var })
+        env::expand_value(value, env).map_err(|var| ConfigError::Env {
+            file: file.to_path_buf(),
+            at,
+            var,
+        })
     })?;
 
     let small_api_key = secrets::take_api_key(&mut flat, Which::Small, env)?;
     let large_api_key = secrets::take_api_key(&mut flat, Which::Large, env)?;
-    let mut secret_values = vec![small_api_key.expose().to_string(), large_api_key.expose().to_string()];
+    let mut secret_values = vec![
+        small_api_key.expose().to_string(),
+        large_api_key.expose().to_string(),
+    ];
     for (key, entry) in &flat.entries {
         secrets::collect_secret_values(key, &entry.value, &mut secret_values);
     }
     resolve_paths(&mut flat, dirs);
 
-    let raw_common = deserialize_retyping::<RawCommon>(&mut flat).map_err(|f| failure_to_error(&flat, f, &secret_values))?;
+    let raw_common = deserialize_retyping::<RawCommon>(&mut flat)
+        .map_err(|f| failure_to_error(&flat, f, &secret_values))?;
     let common_ignored = raw_common.ignored;
-    let common = raw_common.value.resolve(small_api_key, large_api_key).map_err(|invalid| match invalid {
-        Invalid::Value { key, message } => ConfigError::Type {
-            file: file.to_path_buf(),
-            at: flat.locate_path(key),
-            message: secrets::scrub(&message, &secret_values),
-        },
-        Invalid::Missing { key, hint } => ConfigError::Missing { file: file.to_path_buf(), key: key.to_string(), hint },
-    })?;
-    let custom = deserialize_retyping::<T>(&mut flat).map_err(|f| failure_to_error(&flat, f, &secret_values))?;
+    let common = raw_common
+        .value
+        .resolve(small_api_key, large_api_key)
+        .map_err(|invalid| match invalid {
+            Invalid::Value { key, message } => ConfigError::Type {
+                file: file.to_path_buf(),
+                at: flat.locate_path(key),
+                message: secrets::scrub(&message, &secret_values),
+            },
+            Invalid::Missing { key, hint } => ConfigError::Missing {
+                file: file.to_path_buf(),
+                key: key.to_string(),
+                hint,
+            },
+        })?;
+    let custom = deserialize_retyping::<T>(&mut flat)
+        .map_err(|f| failure_to_error(&flat, f, &secret_values))?;
 
     let candidates = known_keys::<T>(&flat, &custom.ignored);
     let mut unknown = typed::unknown_paths(&common_ignored, &custom.ignored);
-    unknown.sort_by_cached_key(|path| (flat.locate_path(path).line().unwrap_or(usize::MAX), path.clone()));
-    warnings.extend(unknown.iter().map(|path| unknown_key_warning(&flat, path, &candidates)));
-    for (label, mode, key) in [("small", common.small_mode, &common.small_api_key), ("large", common.large_mode, &common.large_api_key)] {
+    unknown.sort_by_cached_key(|path| {
+        (
+            flat.locate_path(path).line().unwrap_or(usize::MAX),
+            path.clone(),
+        )
+    });
+    warnings.extend(
+        unknown
+            .iter()
+            .map(|path| unknown_key_warning(&flat, path, &candidates)),
+    );
+    for (label, mode, key) in [
+        ("small", common.small_mode, &common.small_api_key),
+        ("large", common.large_mode, &common.large_api_key),
+    ] {
         if mode == atk_engine::Mode::Api && key.is_empty() {
             warnings.push(format!(
                 "{}: no API key for the {label} engine (`{label}_api_key` is empty and neither ATK_{}_API_KEY nor OPENAI_API_KEY is set); \
@@ -154,7 +194,10 @@ fn load_text<T: DeserializeOwned>(
             ));
         }
     }
-    let warnings = warnings.iter().map(|w| secrets::scrub(w, &secret_values)).collect();
+    let warnings = warnings
+        .iter()
+        .map(|w| secrets::scrub(w, &secret_values))
+        .collect();
 
     let mut redacted = serde_json::Map::new();
     let mut hashed = serde_json::Map::new();
@@ -166,12 +209,23 @@ fn load_text<T: DeserializeOwned>(
             hashed.insert(key.clone(), v);
         }
     }
-    for (key, secret) in [("small_api_key", &common.small_api_key), ("large_api_key", &common.large_api_key)] {
-        let shown = if secret.is_empty() { serde_json::Value::Null } else { secrets::MASK.into() };
+    for (key, secret) in [
+        ("small_api_key", &common.small_api_key),
+        ("large_api_key", &common.large_api_key),
+    ] {
+        let shown = if secret.is_empty() {
+            serde_json::Value::Null
+        } else {
+            secrets::MASK.into()
+        };
         redacted.insert(key.to_string(), shown);
     }
     let canonical = serde_json::to_vec(&serde_json::Value::Object(hashed)).unwrap_or_default();
-    let fingerprint = hex::encode(Sha256::new_with_prefix(b"atk-config-v1\n").chain_update(&canonical).finalize());
+    let fingerprint = hex::encode(
+        Sha256::new_with_prefix(b"atk-config-v1\n")
+            .chain_update(&canonical)
+            .finalize(),
+    );
 
     Ok(Loaded {
         common,
@@ -185,7 +239,9 @@ fn load_text<T: DeserializeOwned>(
 
 /// Deserialises `T` from the flattened keys; a `--set` value YAML read as a number or bool
 /// where `T` wants a string is retried as the string the user typed.
-fn deserialize_retyping<T: DeserializeOwned>(flat: &mut Flat) -> Result<typed::Tracked<T>, typed::Failure> {
+fn deserialize_retyping<T: DeserializeOwned>(
+    flat: &mut Flat,
+) -> Result<typed::Tracked<T>, typed::Failure> {
     loop {
         match typed::deserialize::<T>(flat.to_mapping()) {
             Err(failure) if flat.retype_as_string(&failure.path, &failure.message) => continue,
@@ -198,7 +254,9 @@ fn deserialize_retyping<T: DeserializeOwned>(flat: &mut Flat) -> Result<typed::T
 /// the file, to the working directory when given by an override.
 fn resolve_paths(flat: &mut Flat, dirs: Dirs<'_>) {
     for key in CommonConfig::PATH_KEYS {
-        let Some(entry) = flat.entries.get_mut(*key) else { continue };
+        let Some(entry) = flat.entries.get_mut(*key) else {
+            continue;
+        };
         let root = match entry.origin {
             Origin::File { .. } => dirs.config,
             Origin::Set | Origin::Json => dirs.cwd,
@@ -211,7 +269,9 @@ fn resolve_paths(flat: &mut Flat, dirs: Dirs<'_>) {
             if let Value::String(s) = v
                 && !s.is_empty()
             {
-                *s = absolute_in(root, Path::new(s)).to_string_lossy().into_owned();
+                *s = absolute_in(root, Path::new(s))
+                    .to_string_lossy()
+                    .into_owned();
             }
         };
         match &mut entry.value {
@@ -224,16 +284,31 @@ fn resolve_paths(flat: &mut Flat, dirs: Dirs<'_>) {
 /// `path` made absolute against `root`, with `.` components dropped (`..` kept: it may cross
 /// a symlink).
 fn absolute_in(root: &Path, path: &Path) -> PathBuf {
-    let joined = if path.is_absolute() { path.to_path_buf() } else { root.join(path) };
-    joined.components().filter(|c| !matches!(c, Component::CurDir)).collect()
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root.join(path)
+    };
+    joined
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
 }
 
 /// Names a user might have meant: the common keys, the pipeline struct's fields, and the keys
 /// it read.
 fn known_keys<T: DeserializeOwned>(flat: &Flat, custom_ignored: &[String]) -> Vec<String> {
-    let mut keys: Vec<String> = CommonConfig::KEYS.iter().map(|k| (*k).to_string()).collect();
+    let mut keys: Vec<String> = CommonConfig::KEYS
+        .iter()
+        .map(|k| (*k).to_string())
+        .collect();
     keys.extend(typed::field_names::<T>().iter().map(|k| (*k).to_string()));
-    keys.extend(flat.entries.keys().filter(|k| !custom_ignored.contains(k)).cloned());
+    keys.extend(
+        flat.entries
+            .keys()
+            .filter(|k| !custom_ignored.contains(k))
+            .cloned(),
+    );
     keys.sort();
     keys.dedup();
     keys
@@ -249,19 +324,34 @@ fn unknown_key_warning(flat: &Flat, path: &str, candidates: &[String]) -> String
         (Origin::Json, _) => "--override-json".to_string(),
     };
     let within = match (&at.section, nested) {
-        (_, true) => format!(" in `{}`", path.rsplit_once('.').map_or(path, |(parent, _)| parent)),
+        (_, true) => format!(
+            " in `{}`",
+            path.rsplit_once('.').map_or(path, |(parent, _)| parent)
+        ),
         (Some(section), false) => format!(" in section `{section}`"),
         (None, false) => String::new(),
     };
-    let name = if nested { path.rsplit('.').next().unwrap_or(path) } else { path };
-    let hint = if nested { None } else { typed::did_you_mean(name, candidates.iter().map(String::as_str)) };
-    let hint = hint.map(|h| format!(" (did you mean `{h}`?)")).unwrap_or_default();
+    let name = if nested {
+        path.rsplit('.').next().unwrap_or(path)
+    } else {
+        path
+    };
+    let hint = if nested {
+        None
+    } else {
+        typed::did_you_mean(name, candidates.iter().map(String::as_str))
+    };
+    let hint = hint
+        .map(|h| format!(" (did you mean `{h}`?)"))
+        .unwrap_or_default();
     format!("{place}: unknown key `{name}`{within} is ignored{hint}")
 }
 
 /// serde names Rust types (`expected usize`); a config's author thinks in numbers.
 fn plain_type_names(message: &str) -> String {
-    let Some((head, expected)) = message.rsplit_once(", expected ") else { return message.to_string() };
+    let Some((head, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
     let plain = match expected {
         "usize" | "u64" | "u32" | "u16" | "u8" => "a whole number (0 or more)",
         "isize" | "i64" | "i32" | "i16" | "i8" => "a whole number",
@@ -275,10 +365,16 @@ fn plain_type_names(message: &str) -> String {
 /// A typed-layer failure as the user should see it.
 fn failure_to_error(flat: &Flat, failure: typed::Failure, secret_values: &[String]) -> ConfigError {
     if let Some(field) = failure.missing_field() {
-        let key = if failure.path.is_empty() { field.to_string() } else { format!("{}.{field}", failure.path) };
+        let key = if failure.path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{}.{field}", failure.path)
+        };
         return ConfigError::Missing {
             file: flat.file.clone(),
-            hint: format!("this pipeline needs it; add `{field}: ...` to the config or pass --set {key}=VALUE"),
+            hint: format!(
+                "this pipeline needs it; add `{field}: ...` to the config or pass --set {key}=VALUE"
+            ),
             key,
         };
     }
@@ -288,7 +384,11 @@ fn failure_to_error(flat: &Flat, failure: typed::Failure, secret_values: &[Strin
     } else {
         plain_type_names(&secrets::scrub(&failure.message, secret_values))
     };
-    ConfigError::Type { file: flat.file.clone(), at, message }
+    ConfigError::Type {
+        file: flat.file.clone(),
+        at,
+        message,
+    }
 }
 
 #[cfg(test)]

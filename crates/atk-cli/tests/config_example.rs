@@ -23,8 +23,15 @@ fn no_env(_: &str) -> Option<String> {
 
 #[test]
 fn the_real_api_template_lists_both_unfilled_keys() {
-    let err = load_with_env::<Example>(&example_dir().join("config.yaml"), &Overrides::default(), no_env).unwrap_err();
-    let ConfigError::Placeholders { keys, .. } = &err else { panic!("expected placeholders, got {err}") };
+    let err = load_with_env::<Example>(
+        &example_dir().join("config.yaml"),
+        &Overrides::default(),
+        no_env,
+    )
+    .unwrap_err();
+    let ConfigError::Placeholders { keys, .. } = &err else {
+        panic!("expected placeholders, got {err}")
+    };
     let named: Vec<String> = keys.iter().map(|k| k.dotted()).collect();
     assert_eq!(named, ["api.small_api_key", "api.large_api_key"], "{err}");
 }
@@ -32,12 +39,22 @@ fn the_real_api_template_lists_both_unfilled_keys() {
 #[test]
 fn the_template_loads_once_the_keys_are_given() {
     let overrides = Overrides {
-        set: vec!["small_api_key=sk-test-small-1111".into(), "large_api_key=sk-test-large-2222".into()],
+        set: vec![
+            "small_api_key=sk-test-small-1111".into(),
+            "large_api_key=sk-test-large-2222".into(),
+        ],
         json: None,
     };
-    let loaded = load_with_env::<Example>(&example_dir().join("config.yaml"), &overrides, no_env).unwrap();
+    let loaded =
+        load_with_env::<Example>(&example_dir().join("config.yaml"), &overrides, no_env).unwrap();
     assert_eq!(loaded.common.small_api_key.expose(), "sk-test-small-1111");
-    assert!(loaded.common.input_dir.is_absolute() && loaded.common.input_dir.ends_with("pipelines/example/inputs"));
+    assert!(
+        loaded.common.input_dir.is_absolute()
+            && loaded
+                .common
+                .input_dir
+                .ends_with("pipelines/example/inputs")
+    );
     assert!(!loaded.custom.key3.is_empty());
     assert!(!loaded.custom.example_heading.is_empty());
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
@@ -47,7 +64,12 @@ fn the_template_loads_once_the_keys_are_given() {
 
 #[test]
 fn the_demo_loads_offline_without_warnings() {
-    let loaded = load_with_env::<Example>(&example_dir().join("demo.yaml"), &Overrides::default(), no_env).unwrap();
+    let loaded = load_with_env::<Example>(
+        &example_dir().join("demo.yaml"),
+        &Overrides::default(),
+        no_env,
+    )
+    .unwrap();
     assert_eq!(loaded.common.small_mode, atk_engine::Mode::Mock);
     assert_eq!(loaded.common.large_mode, atk_engine::Mode::Mock);
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);

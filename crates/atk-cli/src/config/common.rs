@@ -187,8 +187,14 @@ impl CommonConfig {
     ];
 
     /// Keys holding paths (resolved against the config file's folder).
-    pub(crate) const PATH_KEYS: &'static [&'static str] =
-        &["input_dir", "output_dir", "prompts", "default_prompts", "chunking_output_dir", "meta_datagen_extras"];
+    pub(crate) const PATH_KEYS: &'static [&'static str] = &[
+        "input_dir",
+        "output_dir",
+        "prompts",
+        "default_prompts",
+        "chunking_output_dir",
+        "meta_datagen_extras",
+    ];
 }
 
 impl Default for CommonConfig {
@@ -290,27 +296,51 @@ pub(crate) enum Invalid {
 
 impl RawCommon {
     /// Applies defaults and checks values; `small_api_key`/`large_api_key` come resolved.
-    pub(crate) fn resolve(self, small_api_key: Secret, large_api_key: Secret) -> Result<CommonConfig, Invalid> {
+    pub(crate) fn resolve(
+        self,
+        small_api_key: Secret,
+        large_api_key: Secret,
+    ) -> Result<CommonConfig, Invalid> {
         let d = CommonConfig::default();
         let small_mode = mode("small_mode", self.small_mode)?;
         let large_mode = mode("large_mode", self.large_mode)?;
         let small = engine("small", small_mode, self.small_model, self.small_base_url);
         let large = engine("large", large_mode, self.large_model, self.large_base_url);
-        let input_dir = required_path("input_dir", self.input_dir, "the folder of documents to read, e.g. `input_dir: ./inputs`");
-        let output_dir = required_path("output_dir", self.output_dir, "where results go, e.g. `output_dir: ./output`");
+        let input_dir = required_path(
+            "input_dir",
+            self.input_dir,
+            "the folder of documents to read, e.g. `input_dir: ./inputs`",
+        );
+        let output_dir = required_path(
+            "output_dir",
+            self.output_dir,
+            "where results go, e.g. `output_dir: ./output`",
+        );
         // Name every missing key in the first message, not one per attempt.
-        let missing: Vec<&'static str> = [small.as_ref().err(), large.as_ref().err(), input_dir.as_ref().err(), output_dir.as_ref().err()]
-            .into_iter()
-            .flatten()
-            .filter_map(|e| match e {
-                Invalid::Missing { key, .. } => Some(*key),
-                Invalid::Value { .. } => None,
-            })
-            .collect();
+        let missing: Vec<&'static str> = [
+            small.as_ref().err(),
+            large.as_ref().err(),
+            input_dir.as_ref().err(),
+            output_dir.as_ref().err(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|e| match e {
+            Invalid::Missing { key, .. } => Some(*key),
+            Invalid::Value { .. } => None,
+        })
+        .collect();
         let with_others = |e: Invalid| match e {
             Invalid::Missing { key, hint } if missing.len() > 1 => {
-                let others: Vec<String> = missing.iter().filter(|k| **k != key).map(|k| format!("`{k}`")).collect();
-                Invalid::Missing { key, hint: format!("{hint}; also missing: {}", others.join(", ")) }
+                let others: Vec<String> = missing
+                    .iter()
+                    .filter(|k| **k != key)
+                    .map(|k| format!("`{k}`"))
+                    .collect();
+                Invalid::Missing {
+                    key,
+                    hint: format!("{hint}; also missing: {}", others.join(", ")),
+                }
             }
             other => other,
         };
@@ -320,7 +350,10 @@ impl RawCommon {
         let output_dir = output_dir.map_err(with_others)?;
         let tokenizer = match self.tokenizer {
             None => d.tokenizer,
-            Some(name) => Tokenizer::from_name(&name).map_err(|e| Invalid::Value { key: "tokenizer", message: e.to_string() })?,
+            Some(name) => Tokenizer::from_name(&name).map_err(|e| Invalid::Value {
+                key: "tokenizer",
+                message: e.to_string(),
+            })?,
         };
         Ok(CommonConfig {
             small_model,
@@ -337,7 +370,10 @@ impl RawCommon {
             default_prompts: self.default_prompts,
             completion_mode: self.completion_mode.unwrap_or(d.completion_mode),
             use_stop: self.use_stop.unwrap_or(d.use_stop),
-            concurrency_limit: at_least_one("concurrency_limit", self.concurrency_limit.unwrap_or(d.concurrency_limit))?,
+            concurrency_limit: at_least_one(
+                "concurrency_limit",
+                self.concurrency_limit.unwrap_or(d.concurrency_limit),
+            )?,
             chunk_size: at_least_one("chunk_size", self.chunk_size.unwrap_or(d.chunk_size))?,
             use_subset: self.use_subset.unwrap_or(d.use_subset),
             subset_size: at_least_one("subset_size", self.subset_size.unwrap_or(d.subset_size))?,
@@ -345,19 +381,40 @@ impl RawCommon {
             do_meta_datagen: self.do_meta_datagen.unwrap_or(d.do_meta_datagen),
             meta_datagen_keys: self.meta_datagen_keys.unwrap_or_default(),
             meta_datagen_extras: self.meta_datagen_extras.unwrap_or_default(),
-            cost_per_million_small_input: price("cost_per_million_small_input", self.cost_per_million_small_input)?,
-            cost_per_million_small_output: price("cost_per_million_small_output", self.cost_per_million_small_output)?,
-            cost_per_million_large_input: price("cost_per_million_large_input", self.cost_per_million_large_input)?,
-            cost_per_million_large_output: price("cost_per_million_large_output", self.cost_per_million_large_output)?,
+            cost_per_million_small_input: price(
+                "cost_per_million_small_input",
+                self.cost_per_million_small_input,
+            )?,
+            cost_per_million_small_output: price(
+                "cost_per_million_small_output",
+                self.cost_per_million_small_output,
+            )?,
+            cost_per_million_large_input: price(
+                "cost_per_million_large_input",
+                self.cost_per_million_large_input,
+            )?,
+            cost_per_million_large_output: price(
+                "cost_per_million_large_output",
+                self.cost_per_million_large_output,
+            )?,
             chunking_output_dir: self.chunking_output_dir,
             tokenizer,
             stream: self.stream.unwrap_or(d.stream),
             debug_outputs: self.debug_outputs.unwrap_or(d.debug_outputs),
             request_timeout: seconds("request_timeout", self.request_timeout, d.request_timeout)?,
             idle_timeout: seconds("idle_timeout", self.idle_timeout, d.idle_timeout)?,
-            max_attempts: at_least_one("max_attempts", self.max_attempts.unwrap_or(d.max_attempts))?,
-            requests_per_minute: self.requests_per_minute.map(|n| at_least_one("requests_per_minute", n)).transpose()?,
-            tokens_per_minute: self.tokens_per_minute.map(|n| at_least_one("tokens_per_minute", n)).transpose()?,
+            max_attempts: at_least_one(
+                "max_attempts",
+                self.max_attempts.unwrap_or(d.max_attempts),
+            )?,
+            requests_per_minute: self
+                .requests_per_minute
+                .map(|n| at_least_one("requests_per_minute", n))
+                .transpose()?,
+            tokens_per_minute: self
+                .tokens_per_minute
+                .map(|n| at_least_one("tokens_per_minute", n))
+                .transpose()?,
             mock_reply: self.mock_reply,
             mock_latency: Duration::from_millis(self.mock_latency_ms.unwrap_or(0)),
             read_files_manually: self.read_files_manually.unwrap_or(d.read_files_manually),
@@ -368,16 +425,27 @@ impl RawCommon {
 fn mode(key: &'static str, value: Option<String>) -> Result<Mode, Invalid> {
     match value.as_deref().map(str::trim) {
         None | Some("") => Ok(Mode::Api),
-        Some(text) => text.parse().map_err(|_| Invalid::Value { key, message: format!("unknown mode `{text}`; expected `api` or `mock`") }),
+        Some(text) => text.parse().map_err(|_| Invalid::Value {
+            key,
+            message: format!("unknown mode `{text}`; expected `api` or `mock`"),
+        }),
     }
 }
 
 /// Model and base URL of one engine: required in `api` mode, defaulted in `mock` mode.
-fn engine(prefix: &'static str, mode: Mode, model: Option<String>, base_url: Option<String>) -> Result<(String, String), Invalid> {
+fn engine(
+    prefix: &'static str,
+    mode: Mode,
+    model: Option<String>,
+    base_url: Option<String>,
+) -> Result<(String, String), Invalid> {
     let model = model.filter(|s| !s.trim().is_empty());
     let base_url = base_url.filter(|s| !s.trim().is_empty());
     if mode == Mode::Mock {
-        return Ok((model.unwrap_or_else(|| "mock".into()), base_url.unwrap_or_default()));
+        return Ok((
+            model.unwrap_or_else(|| "mock".into()),
+            base_url.unwrap_or_default(),
+        ));
     }
     let (model_key, url_key) = match prefix {
         "small" => ("small_model", "small_base_url"),
@@ -394,18 +462,36 @@ fn engine(prefix: &'static str, mode: Mode, model: Option<String>, base_url: Opt
         ),
     })?;
     if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-        return Err(Invalid::Value { key: url_key, message: format!("`{base_url}` is not an http(s) URL") });
+        return Err(Invalid::Value {
+            key: url_key,
+            message: format!("`{base_url}` is not an http(s) URL"),
+        });
     }
     Ok((model, base_url))
 }
 
-fn required_path(key: &'static str, value: Option<PathBuf>, hint: &str) -> Result<PathBuf, Invalid> {
-    value.filter(|p| !p.as_os_str().is_empty()).ok_or_else(|| Invalid::Missing { key, hint: format!("set {hint}") })
+fn required_path(
+    key: &'static str,
+    value: Option<PathBuf>,
+    hint: &str,
+) -> Result<PathBuf, Invalid> {
+    value
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| Invalid::Missing {
+            key,
+            hint: format!("set {hint}"),
+        })
 }
 
-fn at_least_one<N: PartialOrd + From<u8> + std::fmt::Display>(key: &'static str, n: N) -> Result<N, Invalid> {
+fn at_least_one<N: PartialOrd + From<u8> + std::fmt::Display>(
+    key: &'static str,
+    n: N,
+) -> Result<N, Invalid> {
     if n < N::from(1) {
-        return Err(Invalid::Value { key, message: format!("must be at least 1, found {n}") });
+        return Err(Invalid::Value {
+            key,
+            message: format!("must be at least 1, found {n}"),
+        });
     }
     Ok(n)
 }
@@ -413,7 +499,10 @@ fn at_least_one<N: PartialOrd + From<u8> + std::fmt::Display>(key: &'static str,
 fn price(key: &'static str, value: Option<f64>) -> Result<f64, Invalid> {
     let v = value.unwrap_or(0.0);
     if !v.is_finite() || v < 0.0 {
-        return Err(Invalid::Value { key, message: format!("must be a price of 0 or more (USD per million tokens), found {v}") });
+        return Err(Invalid::Value {
+            key,
+            message: format!("must be a price of 0 or more (USD per million tokens), found {v}"),
+        });
     }
     Ok(v)
 }
@@ -422,6 +511,9 @@ fn seconds(key: &'static str, value: Option<f64>, default: Duration) -> Result<D
     match value {
         None => Ok(default),
         Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
-        Some(s) => Err(Invalid::Value { key, message: format!("must be a number of seconds above 0, found {s}") }),
+        Some(s) => Err(Invalid::Value {
+            key,
+            message: format!("must be a number of seconds above 0, found {s}"),
+        }),
     }
 }

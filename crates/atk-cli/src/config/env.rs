@@ -7,7 +7,10 @@ use serde_yaml::Value;
 
 /// Expands every `${NAME}` in the strings of `value` (recursively). `$${` is a literal `${`.
 /// On a variable that `env` does not know, returns its name.
-pub(crate) fn expand_value(value: &mut Value, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+pub(crate) fn expand_value(
+    value: &mut Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), String> {
     match value {
         Value::String(s) if s.contains("${") => {
             *s = expand_str(s, env)?;
@@ -76,12 +79,19 @@ mod tests {
             ("trailing $", "trailing $"),
         ];
         for (input, expected) in cases {
-            assert_eq!(expand_str(input, &env).unwrap(), expected, "input {input:?}");
+            assert_eq!(
+                expand_str(input, &env).unwrap(),
+                expected,
+                "input {input:?}"
+            );
         }
     }
 
     #[test]
     fn a_missing_variable_is_named() {
-        assert_eq!(expand_str("x ${NOPE_NOT_SET} y", &env), Err("NOPE_NOT_SET".to_string()));
+        assert_eq!(
+            expand_str("x ${NOPE_NOT_SET} y", &env),
+            Err("NOPE_NOT_SET".to_string())
+        );
     }
 }

@@ -201,7 +201,11 @@ fn placeholders_message(file: &std::path::Path, keys: &[KeyLocation]) -> String 
         let _ = write!(out, "\n  - {} ({})", k.dotted(), k.origin);
     }
     if let Some(first) = keys.first() {
-        let _ = write!(out, "\nEdit the file, or override on the command line, e.g. --set {}=VALUE", override_key(first));
+        let _ = write!(
+            out,
+            "\nEdit the file, or override on the command line, e.g. --set {}=VALUE",
+            override_key(first)
+        );
     }
     out
 }

@@ -53,14 +53,22 @@ impl Flat {
             tracing::warn!(file = %file.display(), "config: could not index key lines; messages will lack line numbers");
             SourceIndex::default()
         });
-        let mut root: Value = serde_yaml::from_str(&text).map_err(|e| yaml_error(file, &e, &index))?;
+        let mut root: Value =
+            serde_yaml::from_str(&text).map_err(|e| yaml_error(file, &e, &index))?;
         restore_markers(&mut root);
         if root.is_null() {
             root = Value::Mapping(Mapping::new());
         }
-        let shape = |line: Option<usize>, message: String| ConfigError::Shape { file: file.to_path_buf(), line, message };
+        let shape = |line: Option<usize>, message: String| ConfigError::Shape {
+            file: file.to_path_buf(),
+            line,
+            message,
+        };
         let Value::Mapping(mut root) = root else {
-            return Err(shape(Some(1), "the top level of a config must be a mapping of sections and keys".into()));
+            return Err(shape(
+                Some(1),
+                "the top level of a config must be a mapping of sections and keys".into(),
+            ));
         };
 
         let mut flat = Flat {
@@ -92,7 +100,13 @@ impl Flat {
             let Value::String(name) = key else {
                 let written = serde_yaml::to_string(&key).unwrap_or_default();
                 let line = flat.index.line(&path(&[written.trim()]));
-                return Err(shape(line, format!("top-level key {} is not a string; quote it", short_yaml(&key))));
+                return Err(shape(
+                    line,
+                    format!(
+                        "top-level key {} is not a string; quote it",
+                        short_yaml(&key)
+                    ),
+                ));
             };
             let is_section = match &value {
                 Value::Mapping(_) => !flat.no_flatten.contains(&name),
@@ -106,11 +120,19 @@ impl Flat {
                 continue;
             }
             flat.sections.insert(name.clone());
-            let Value::Mapping(inner) = value else { continue };
+            let Value::Mapping(inner) = value else {
+                continue;
+            };
             for (key, value) in inner {
                 let Value::String(key) = key else {
                     let line = flat.index.line(&path(&[&name]));
-                    return Err(shape(line, format!("section `{name}` has a key {} that is not a string", short_yaml(&key))));
+                    return Err(shape(
+                        line,
+                        format!(
+                            "section `{name}` has a key {} that is not a string",
+                            short_yaml(&key)
+                        ),
+                    ));
                 };
                 let src = path(&[&name, &key]);
                 flat.insert_from_file(key, value, Some(name.clone()), src, false)?;
@@ -135,12 +157,31 @@ impl Flat {
         src: Vec<Seg>,
         is_map: bool,
     ) -> Result<(), ConfigError> {
-        let origin = Origin::File { line: self.index.line(&src) };
+        let origin = Origin::File {
+            line: self.index.line(&src),
+        };
         if let Some(first) = self.locate(&key) {
-            let second = KeyLocation { section, key: key.clone(), origin, in_map: false };
-            return Err(ConfigError::Conflict { file: self.file.clone(), key, first: Box::new(first), second: Box::new(second) });
+            let second = KeyLocation {
+                section,
+                key: key.clone(),
+                origin,
+                in_map: false,
+            };
+            return Err(ConfigError::Conflict {
+                file: self.file.clone(),
+                key,
+                first: Box::new(first),
+                second: Box::new(second),
+            });
         }
-        let entry = Entry { value, section, origin, is_map, inner_origin: BTreeMap::new(), set_text: None };
+        let entry = Entry {
+            value,
+            section,
+            origin,
+            is_map,
+            inner_origin: BTreeMap::new(),
+            set_text: None,
+        };
         self.entries.insert(key, entry);
         Ok(())
     }
@@ -148,7 +189,12 @@ impl Flat {
     /// Where a flattened key is, for messages.
     pub(crate) fn locate(&self, key: &str) -> Option<KeyLocation> {
         let e = self.entries.get(key)?;
-        Some(KeyLocation { section: e.section.clone(), key: key.to_string(), origin: e.origin.clone(), in_map: false })
+        Some(KeyLocation {
+            section: e.section.clone(),
+            key: key.to_string(),
+            origin: e.origin.clone(),
+            in_map: false,
+        })
     }
 
     /// Where an inner key of a `no_flatten` map is, for messages.
@@ -156,9 +202,20 @@ impl Flat {
         let origin = self
             .entries
             .get(map)
-            .and_then(|e| e.inner_origin.get(inner).cloned().or_else(|| (!matches!(e.origin, Origin::File { .. })).then(|| e.origin.clone())))
-            .unwrap_or(Origin::File { line: self.index.line(&path(&[map, inner])) });
-        KeyLocation { section: Some(map.to_string()), key: inner.to_string(), origin, in_map: true }
+            .and_then(|e| {
+                e.inner_origin.get(inner).cloned().or_else(|| {
+                    (!matches!(e.origin, Origin::File { .. })).then(|| e.origin.clone())
+                })
+            })
+            .unwrap_or(Origin::File {
+                line: self.index.line(&path(&[map, inner])),
+            });
+        KeyLocation {
+            section: Some(map.to_string()),
+            key: inner.to_string(),
+            origin,
+            in_map: true,
+        }
     }
 
     /// Where the value at a deserialisation path (`key` or `map.inner...`) was written.
@@ -167,7 +224,9 @@ impl Flat {
         let head = parts.next().unwrap_or_default();
         let head = head.split('[').next().unwrap_or(head);
         match (self.entries.get(head), parts.next()) {
-            (Some(e), Some(inner)) if e.is_map => self.locate_inner(head, inner.split('[').next().unwrap_or(inner)),
+            (Some(e), Some(inner)) if e.is_map => {
+                self.locate_inner(head, inner.split('[').next().unwrap_or(inner))
+            }
             _ => self.locate(head).unwrap_or_else(|| KeyLocation {
                 section: None,
                 key: head.to_string(),
@@ -179,7 +238,13 @@ impl Flat {
 
     /// Sets a key from an override: `key` (flattened), `map.key` (inside a `no_flatten` map,
     /// dots going deeper), or `section.key` for a flattened section (same as `key`).
-    pub(crate) fn set(&mut self, raw_key: &str, value: Value, origin: Origin, flag: &str) -> Result<(), ConfigError> {
+    pub(crate) fn set(
+        &mut self,
+        raw_key: &str,
+        value: Value,
+        origin: Origin,
+        flag: &str,
+    ) -> Result<(), ConfigError> {
         self.set_with_text(raw_key, value, None, origin, flag)
     }
 
@@ -194,14 +259,17 @@ impl Flat {
     ) -> Result<(), ConfigError> {
         if let Some((head, rest)) = raw_key.split_once('.') {
             if self.no_flatten.contains(head) {
-                let entry = self.entries.entry(head.to_string()).or_insert_with(|| Entry {
-                    value: Value::Mapping(Mapping::new()),
-                    section: None,
-                    origin: origin.clone(),
-                    is_map: true,
-                    inner_origin: BTreeMap::new(),
-                    set_text: None,
-                });
+                let entry = self
+                    .entries
+                    .entry(head.to_string())
+                    .or_insert_with(|| Entry {
+                        value: Value::Mapping(Mapping::new()),
+                        section: None,
+                        origin: origin.clone(),
+                        is_map: true,
+                        inner_origin: BTreeMap::new(),
+                        set_text: None,
+                    });
                 let mut target = &mut entry.value;
                 let mut parts = rest.split('.').peekable();
                 let first = rest.split('.').next().unwrap_or(rest).to_string();
@@ -209,14 +277,18 @@ impl Flat {
                     let Value::Mapping(map) = target else {
                         return Err(ConfigError::Override {
                             flag: flag.to_string(),
-                            message: format!("cannot set `{raw_key}`: the value above `{part}` is not a map"),
+                            message: format!(
+                                "cannot set `{raw_key}`: the value above `{part}` is not a map"
+                            ),
                         });
                     };
                     if parts.peek().is_none() {
                         map.insert(Value::String(part.to_string()), value);
                         break;
                     }
-                    target = map.entry(Value::String(part.to_string())).or_insert_with(|| Value::Mapping(Mapping::new()));
+                    target = map
+                        .entry(Value::String(part.to_string()))
+                        .or_insert_with(|| Value::Mapping(Mapping::new()));
                 }
                 entry.inner_origin.insert(first, origin);
                 return Ok(());
@@ -255,7 +327,9 @@ impl Flat {
         if !message.contains("string") {
             return false;
         }
-        let Some(entry) = self.entries.get_mut(path) else { return false };
+        let Some(entry) = self.entries.get_mut(path) else {
+            return false;
+        };
         match entry.set_text.take() {
             Some(text) if !entry.value.is_string() => {
                 entry.value = Value::String(text);
@@ -276,12 +350,16 @@ impl Flat {
             let is_map = self.entries[&key].is_map;
             if is_map {
                 let inner: Vec<String> = match &self.entries[&key].value {
-                    Value::Mapping(m) => m.keys().filter_map(|k| k.as_str().map(str::to_string)).collect(),
+                    Value::Mapping(m) => m
+                        .keys()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect(),
                     _ => Vec::new(),
                 };
                 for name in inner {
                     let at = self.locate_inner(&key, &name);
-                    if let Some(Value::Mapping(m)) = self.entries.get_mut(&key).map(|e| &mut e.value)
+                    if let Some(Value::Mapping(m)) =
+                        self.entries.get_mut(&key).map(|e| &mut e.value)
                         && let Some(v) = m.get_mut(name.as_str())
                     {
                         f(at, v)?;
@@ -326,7 +404,9 @@ pub(crate) fn holds_placeholder(value: &Value) -> bool {
         Value::String(s) => s.contains(PLACEHOLDER),
         Value::Sequence(items) => items.iter().any(holds_placeholder),
         Value::Mapping(map) => map.values().any(holds_placeholder),
-        Value::Tagged(t) => t.tag.to_string().contains("PLACEHOLDER") || holds_placeholder(&t.value),
+        Value::Tagged(t) => {
+            t.tag.to_string().contains("PLACEHOLDER") || holds_placeholder(&t.value)
+        }
         _ => false,
     }
 }
@@ -337,7 +417,10 @@ fn restore_markers(value: &mut Value) {
         Value::String(s) if s.contains(SENTINEL) => *s = s.replace(SENTINEL, PLACEHOLDER),
         Value::Sequence(items) => items.iter_mut().for_each(restore_markers),
         Value::Mapping(map) => {
-            if map.keys().any(|k| k.as_str().is_some_and(|k| k.contains(SENTINEL))) {
+            if map
+                .keys()
+                .any(|k| k.as_str().is_some_and(|k| k.contains(SENTINEL)))
+            {
                 let old = std::mem::take(map);
                 for (mut k, v) in old {
                     restore_markers(&mut k);
@@ -360,12 +443,34 @@ fn yaml_error(file: &Path, e: &serde_yaml::Error, index: &SourceIndex) -> Config
         && let Some(dup) = index.duplicate()
     {
         (line, col) = (dup.line, dup.col);
-        let names: Vec<&str> = dup.path.iter().filter_map(|s| if let Seg::Key(k) = s { Some(k.as_str()) } else { None }).collect();
+        let names: Vec<&str> = dup
+            .path
+            .iter()
+            .filter_map(|s| {
+                if let Seg::Key(k) = s {
+                    Some(k.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect();
         let (key, parent) = names.split_last().map_or(("", &[][..]), |(k, p)| (*k, p));
-        let within = if parent.is_empty() { "at the top level".to_string() } else { format!("in `{}`", parent.join(".")) };
-        message = format!("key `{key}` is written twice {within} (first at line {})", dup.first_line);
+        let within = if parent.is_empty() {
+            "at the top level".to_string()
+        } else {
+            format!("in `{}`", parent.join("."))
+        };
+        message = format!(
+            "key `{key}` is written twice {within} (first at line {})",
+            dup.first_line
+        );
     }
-    ConfigError::Yaml { file: file.to_path_buf(), line, col, message }
+    ConfigError::Yaml {
+        file: file.to_path_buf(),
+        line,
+        col,
+        message,
+    }
 }
 
 /// serde_yaml appends " at line L column C" to its messages; the error shows those already.
@@ -379,5 +484,9 @@ fn strip_location(message: &str) -> String {
 fn short_yaml(value: &Value) -> String {
     let text = serde_yaml::to_string(value).unwrap_or_default();
     let text = text.trim();
-    if text.chars().count() > 40 { format!("`{}...`", text.chars().take(40).collect::<String>()) } else { format!("`{text}`") }
+    if text.chars().count() > 40 {
+        format!("`{}...`", text.chars().take(40).collect::<String>())
+    } else {
+        format!("`{text}`")
+    }
 }

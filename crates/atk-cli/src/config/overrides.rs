@@ -37,7 +37,8 @@ pub(crate) fn apply(flat: &mut Flat, overrides: &Overrides) -> Result<(), Config
         let serde_json::Value::Object(object) = parsed else {
             return Err(ConfigError::Override {
                 flag: flag.to_string(),
-                message: "expected a JSON object such as '{\"concurrency_limit\": 200}'".to_string(),
+                message: "expected a JSON object such as '{\"concurrency_limit\": 200}'"
+                    .to_string(),
             });
         };
         for (key, value) in object {
@@ -53,18 +54,25 @@ pub(crate) fn apply(flat: &mut Flat, overrides: &Overrides) -> Result<(), Config
         let Some((key, value)) = raw.split_once('=') else {
             return Err(ConfigError::Override {
                 flag,
-                message: "expected KEY=VALUE (e.g. --set concurrency_limit=200); found no `=`".to_string(),
+                message: "expected KEY=VALUE (e.g. --set concurrency_limit=200); found no `=`"
+                    .to_string(),
             });
         };
         let key = key.trim();
         if key.is_empty() || key.starts_with('.') || key.ends_with('.') {
             return Err(ConfigError::Override {
                 flag,
-                message: "expected KEY=VALUE with a key before `=` (e.g. --set concurrency_limit=200)".to_string(),
+                message:
+                    "expected KEY=VALUE with a key before `=` (e.g. --set concurrency_limit=200)"
+                        .to_string(),
             });
         }
         // A secret is taken verbatim: YAML would cut a key at ` #` or retype a numeric one.
-        let typed = if super::secrets::is_secret_key(key) { Value::String(value.to_string()) } else { parse_value(value) };
+        let typed = if super::secrets::is_secret_key(key) {
+            Value::String(value.to_string())
+        } else {
+            parse_value(value)
+        };
         flat.set_with_text(key, typed, Some(value), Origin::Set, &flag)?;
     }
     Ok(())
@@ -85,7 +93,13 @@ pub(crate) fn parse_value(raw: &str) -> Value {
 
 /// serde_json's message names a line and column, never the input's text.
 fn json_error_summary(e: &serde_json::Error) -> String {
-    format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()).to_lowercase()
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+    .to_lowercase()
 }
 
 #[cfg(test)]
@@ -98,9 +112,15 @@ mod tests {
         assert_eq!(parse_value("true"), Value::Bool(true));
         assert_eq!(parse_value("0.5"), Value::from(0.5));
         assert_eq!(parse_value("gpt-4o-mini"), Value::from("gpt-4o-mini"));
-        assert_eq!(parse_value("[a, b]"), serde_yaml::from_str::<Value>("[a, b]").unwrap());
+        assert_eq!(
+            parse_value("[a, b]"),
+            serde_yaml::from_str::<Value>("[a, b]").unwrap()
+        );
         assert_eq!(parse_value(""), Value::Null);
         assert_eq!(parse_value("a: b: c"), Value::from("a: b: c"));
-        assert_eq!(parse_value("!!PLACEHOLDER!!"), Value::from("!!PLACEHOLDER!!"));
+        assert_eq!(
+            parse_value("!!PLACEHOLDER!!"),
+            Value::from("!!PLACEHOLDER!!")
+        );
     }
 }

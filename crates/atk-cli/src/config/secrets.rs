@@ -13,7 +13,11 @@ pub(crate) const MASK: &str = "[redacted]";
 /// `*password*`. Their values are masked in `redacted` and left out of the fingerprint.
 pub(crate) fn is_secret_key(key: &str) -> bool {
     let key = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
-    key.ends_with("api_key") || key.ends_with("_token") || key == "token" || key.contains("secret") || key.contains("password")
+    key.ends_with("api_key")
+        || key.ends_with("_token")
+        || key == "token"
+        || key.contains("secret")
+        || key.contains("password")
 }
 
 /// Which engine an API key is for.
@@ -35,7 +39,11 @@ impl Which {
 /// Takes `<small|large>_api_key` out of the flattened keys (so it never reaches the typed
 /// layer, `redacted` or the fingerprint) and resolves it: the config's value when not empty,
 /// else `ATK_<SMALL|LARGE>_API_KEY`, else `OPENAI_API_KEY`, else empty.
-pub(crate) fn take_api_key(flat: &mut Flat, which: Which, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
+pub(crate) fn take_api_key(
+    flat: &mut Flat,
+    which: Which,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, ConfigError> {
     let key = format!("{}_api_key", which.prefix());
     let at = flat.locate(&key);
     let from_config = match flat.entries.remove(&key).map(|e| e.value) {
@@ -44,7 +52,12 @@ pub(crate) fn take_api_key(flat: &mut Flat, which: Which, env: &dyn Fn(&str) -> 
         Some(_) => {
             return Err(ConfigError::Type {
                 file: flat.file.clone(),
-                at: at.unwrap_or(KeyLocation { section: None, key, origin: Origin::File { line: None }, in_map: false }),
+                at: at.unwrap_or(KeyLocation {
+                    section: None,
+                    key,
+                    origin: Origin::File { line: None },
+                    in_map: false,
+                }),
                 message: "an API key must be a string (value hidden)".to_string(),
             });
         }
@@ -81,7 +94,9 @@ pub(crate) fn collect_secret_values(key: &str, value: &Value, out: &mut Vec<Stri
                 }
             }
         }
-        Value::Sequence(items) => items.iter().for_each(|v| collect_secret_values(key, v, out)),
+        Value::Sequence(items) => items
+            .iter()
+            .for_each(|v| collect_secret_values(key, v, out)),
         _ => {}
     }
 }
@@ -89,7 +104,13 @@ pub(crate) fn collect_secret_values(key: &str, value: &Value, out: &mut Vec<Stri
 /// A JSON copy of `value` with secret-named keys masked (`mask = true`) or dropped.
 pub(crate) fn to_json(key: &str, value: &Value, mask: bool) -> Option<serde_json::Value> {
     if is_secret_key(key) && !matches!(value, Value::Mapping(_)) {
-        return mask.then(|| if is_empty(value) { serde_json::Value::Null } else { serde_json::Value::from(MASK) });
+        return mask.then(|| {
+            if is_empty(value) {
+                serde_json::Value::Null
+            } else {
+                serde_json::Value::from(MASK)
+            }
+        });
     }
     Some(match value {
         Value::Mapping(map) => {
@@ -97,7 +118,10 @@ pub(crate) fn to_json(key: &str, value: &Value, mask: bool) -> Option<serde_json
             for (k, v) in map {
                 let name = match k {
                     Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
                 };
                 if let Some(v) = to_json(&name, v, mask) {
                     out.insert(name, v);
@@ -105,7 +129,9 @@ pub(crate) fn to_json(key: &str, value: &Value, mask: bool) -> Option<serde_json
             }
             serde_json::Value::Object(out)
         }
-        Value::Sequence(items) => serde_json::Value::Array(items.iter().filter_map(|v| to_json(key, v, mask)).collect()),
+        Value::Sequence(items) => {
+            serde_json::Value::Array(items.iter().filter_map(|v| to_json(key, v, mask)).collect())
+        }
         other => serde_json::to_value(other).unwrap_or(serde_json::Value::Null),
     })
 }
@@ -124,16 +150,36 @@ mod tests {
 
     #[test]
     fn secret_names_are_recognised() {
-        for key in ["small_api_key", "large_api_key", "api_key", "hf_token", "client_secret", "db_password", "example.api_key"] {
+        for key in [
+            "small_api_key",
+            "large_api_key",
+            "api_key",
+            "hf_token",
+            "client_secret",
+            "db_password",
+            "example.api_key",
+        ] {
             assert!(is_secret_key(key), "{key}");
         }
-        for key in ["small_model", "max_tokens", "tokenizer", "tokens_per_minute", "token_budget"] {
+        for key in [
+            "small_model",
+            "max_tokens",
+            "tokenizer",
+            "tokens_per_minute",
+            "token_budget",
+        ] {
             assert!(!is_secret_key(key), "{key}");
         }
     }
 
     #[test]
     fn scrub_masks_every_occurrence() {
-        assert_eq!(scrub("bad sk-123456 and sk-123456", &["sk-123456".into(), "ab".into()]), "bad [redacted] and [redacted]");
+        assert_eq!(
+            scrub(
+                "bad sk-123456 and sk-123456",
+                &["sk-123456".into(), "ab".into()]
+            ),
+            "bad [redacted] and [redacted]"
+        );
     }
 }

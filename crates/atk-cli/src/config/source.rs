@@ -79,7 +79,12 @@ impl SourceIndex {
                         *key = Some(seg);
                         let path = current_path(&stack);
                         if let Some(first_line) = index.lines.get(&path).copied() {
-                            index.duplicate.get_or_insert(Duplicate { path, first_line, line: mark.line(), col: mark.col() + 1 });
+                            index.duplicate.get_or_insert(Duplicate {
+                                path,
+                                first_line,
+                                line: mark.line(),
+                                col: mark.col() + 1,
+                            });
                         } else {
                             index.lines.insert(path, mark.line());
                         }
@@ -171,13 +176,19 @@ top: 3
         let value: serde_yaml::Value = serde_yaml::from_str(&hidden).unwrap();
         assert_eq!(value["api"]["small_api_key"].as_str(), Some(SENTINEL));
         assert_eq!(value["path"]["extras"][1].as_str(), Some(SENTINEL));
-        assert_eq!(value["path"]["input_dir"].as_str(), Some("./inputs/_atk_unfilled__"));
+        assert_eq!(
+            value["path"]["input_dir"].as_str(),
+            Some("./inputs/_atk_unfilled__")
+        );
     }
 
     #[test]
     fn a_duplicate_key_is_found_with_both_lines() {
         let index = SourceIndex::build("a:\n  b: 1\n  c: 2\n  b: 3\n").unwrap();
         let dup = index.duplicate().unwrap();
-        assert_eq!((dup.path.clone(), dup.first_line, dup.line, dup.col), (path(&["a", "b"]), 2, 4, 3));
+        assert_eq!(
+            (dup.path.clone(), dup.first_line, dup.line, dup.col),
+            (path(&["a", "b"]), 2, 4, 3)
+        );
     }
 }

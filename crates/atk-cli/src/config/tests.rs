@@ -64,7 +64,11 @@ impl Case {
     fn new(text: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.yaml"), text).unwrap();
-        Self { dir, env: BTreeMap::new(), overrides: Overrides::default() }
+        Self {
+            dir,
+            env: BTreeMap::new(),
+            overrides: Overrides::default(),
+        }
     }
     fn env(mut self, name: &'static str, value: &'static str) -> Self {
         self.env.insert(name, value);
@@ -82,7 +86,9 @@ impl Case {
         self.dir.path().join("config.yaml")
     }
     fn load<T: DeserializeOwned>(&self) -> Result<Loaded<T>, ConfigError> {
-        load_with_env(&self.path(), &self.overrides, |name| self.env.get(name).map(|v| (*v).to_string()))
+        load_with_env(&self.path(), &self.overrides, |name| {
+            self.env.get(name).map(|v| (*v).to_string())
+        })
     }
     fn ok(&self) -> Loaded<Example> {
         match self.load() {
@@ -101,7 +107,12 @@ impl Case {
         text.replace(self.dir.path().to_str().unwrap(), "[DIR]")
     }
     fn warnings(&self, loaded: &Loaded<Example>) -> String {
-        loaded.warnings.iter().map(|w| self.shown(w)).collect::<Vec<_>>().join("\n")
+        loaded
+            .warnings
+            .iter()
+            .map(|w| self.shown(w))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -119,14 +130,24 @@ fn base_config_loads_with_sections_flattened() {
     assert_eq!(c.tokenizer, atk_tokens::Tokenizer::Cl100k);
     assert!(c.stream && !c.debug_outputs && c.read_files_manually);
     assert_eq!(c.meta_datagen_keys, vec!["poem_details".to_string()]);
-    assert_eq!(loaded.custom.key3, "value3", "key3 flattened from example_heading_2");
-    assert!(loaded.warnings.iter().all(|w| !w.contains("unknown key")), "{:?}", loaded.warnings);
+    assert_eq!(
+        loaded.custom.key3, "value3",
+        "key3 flattened from example_heading_2"
+    );
+    assert!(
+        loaded.warnings.iter().all(|w| !w.contains("unknown key")),
+        "{:?}",
+        loaded.warnings
+    );
 }
 
 #[test]
 fn placeholders_in_both_forms_are_all_listed_with_sections() {
     let text = BASE
-        .replace("small_api_key: sk-from-config-1234", "small_api_key: !!PLACEHOLDER!!")
+        .replace(
+            "small_api_key: sk-from-config-1234",
+            "small_api_key: !!PLACEHOLDER!!",
+        )
         .replace("large_api_key:", "large_api_key: !!PLACEHOLDER!!")
         .replace("input_dir: ./inputs", "input_dir: ./inputs/!!PLACEHOLDER!!")
         .replace("[./extras/one.txt]", "[./extras/one.txt, !!PLACEHOLDER!!]")
@@ -138,10 +159,15 @@ fn placeholders_in_both_forms_are_all_listed_with_sections() {
 #[test]
 fn placeholders_are_checked_after_overrides() {
     let text = BASE
-        .replace("small_api_key: sk-from-config-1234", "small_api_key: !!PLACEHOLDER!!")
+        .replace(
+            "small_api_key: sk-from-config-1234",
+            "small_api_key: !!PLACEHOLDER!!",
+        )
         .replace("input_dir: ./inputs", "input_dir: ./inputs/!!PLACEHOLDER!!")
         .replace("key1: value1", "key1: !!PLACEHOLDER!!");
-    let case = Case::new(&text).set("small_api_key=sk-given-on-cli").set("example_heading.key1=filled");
+    let case = Case::new(&text)
+        .set("small_api_key=sk-given-on-cli")
+        .set("example_heading.key1=filled");
     insta::assert_snapshot!("placeholder_left_after_set", case.err());
     let case = case.set("input_dir=/data/in");
     let loaded = case.ok();
@@ -158,9 +184,14 @@ fn a_top_level_placeholder_has_no_section() {
 
 #[test]
 fn a_key_in_two_flattened_sections_is_a_conflict_naming_both() {
-    let case = Case::new(&BASE.replace("example_heading_2:\n  key3: value3\n", "example_heading_2:\n  key3: value3\n  chunk_size: 10\n"));
+    let case = Case::new(&BASE.replace(
+        "example_heading_2:\n  key3: value3\n",
+        "example_heading_2:\n  key3: value3\n  chunk_size: 10\n",
+    ));
     insta::assert_snapshot!("conflict_two_sections", case.err());
-    let case = Case::new(&format!("seed: 5\n{BASE}").replace("subset_size: 10", "subset_size: 10\n  seed: 6"));
+    let case = Case::new(
+        &format!("seed: 5\n{BASE}").replace("subset_size: 10", "subset_size: 10\n  seed: 6"),
+    );
     insta::assert_snapshot!("conflict_top_level_and_section", case.err());
 }
 
@@ -181,8 +212,13 @@ fn a_wrong_type_names_file_line_and_nested_key() {
         example_heading: Heading,
     }
     let err = case.load::<Typed>().unwrap_err();
-    insta::assert_snapshot!("type_error_inside_no_flatten_map", case.shown(&err.to_string()));
-    assert!(matches!(&err, ConfigError::Type { at, .. } if at.line() == Some(33) && at.key == "count"));
+    insta::assert_snapshot!(
+        "type_error_inside_no_flatten_map",
+        case.shown(&err.to_string())
+    );
+    assert!(
+        matches!(&err, ConfigError::Type { at, .. } if at.line() == Some(33) && at.key == "count")
+    );
 }
 
 #[test]
@@ -201,13 +237,19 @@ fn out_of_range_and_bad_enum_values_are_type_errors() {
 
 #[test]
 fn unknown_keys_warn_with_a_suggestion() {
-    let case = Case::new(&BASE.replace("chunk_size: 2000", "chunk_size: 2000\n  concurency_limit: 9\n  banana: 1"))
-        .set("chunk_sise=5")
-        .json(r#"{"small_modle": "x"}"#)
-        .env("OPENAI_API_KEY", "sk-env-0000");
+    let case = Case::new(&BASE.replace(
+        "chunk_size: 2000",
+        "chunk_size: 2000\n  concurency_limit: 9\n  banana: 1",
+    ))
+    .set("chunk_sise=5")
+    .json(r#"{"small_modle": "x"}"#)
+    .env("OPENAI_API_KEY", "sk-env-0000");
     let loaded = case.ok();
     insta::assert_snapshot!("unknown_keys", case.warnings(&loaded));
-    assert_eq!(loaded.common.concurrency_limit, 50, "the misspelt key changed nothing");
+    assert_eq!(
+        loaded.common.concurrency_limit, 50,
+        "the misspelt key changed nothing"
+    );
 }
 
 #[test]
@@ -225,8 +267,15 @@ fn unknown_keys_inside_a_typed_no_flatten_map_are_reported() {
     }
     let case = Case::new(BASE).env("OPENAI_API_KEY", "sk-env");
     let loaded = case.load::<Typed>().unwrap();
-    let warnings = loaded.warnings.iter().map(|w| case.shown(w)).collect::<Vec<_>>();
-    assert_eq!(warnings, vec!["[DIR]/config.yaml:33: unknown key `count` in `example_heading` is ignored"]);
+    let warnings = loaded
+        .warnings
+        .iter()
+        .map(|w| case.shown(w))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        warnings,
+        vec!["[DIR]/config.yaml:33: unknown key `count` in `example_heading` is ignored"]
+    );
 }
 
 #[test]
@@ -241,7 +290,11 @@ fn api_keys_fall_back_to_the_environment_in_order() {
         ("", None, None, ""),
     ];
     for (in_file, atk, openai, expected) in cases {
-        let mut case = Case::new(&BASE.replace("small_api_key: sk-from-config-1234", &format!("small_api_key: {in_file}"))).env("MY_KEY", "sk-mine");
+        let mut case = Case::new(&BASE.replace(
+            "small_api_key: sk-from-config-1234",
+            &format!("small_api_key: {in_file}"),
+        ))
+        .env("MY_KEY", "sk-mine");
         if let Some(v) = atk {
             case = case.env("ATK_SMALL_API_KEY", v);
         }
@@ -249,12 +302,21 @@ fn api_keys_fall_back_to_the_environment_in_order() {
             case = case.env("OPENAI_API_KEY", v);
         }
         let loaded = case.ok();
-        assert_eq!(loaded.common.small_api_key.expose(), expected, "file {in_file:?}, ATK {atk:?}, OPENAI {openai:?}");
-        let warned = loaded.warnings.iter().any(|w| w.contains("no API key for the small engine"));
+        assert_eq!(
+            loaded.common.small_api_key.expose(),
+            expected,
+            "file {in_file:?}, ATK {atk:?}, OPENAI {openai:?}"
+        );
+        let warned = loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("no API key for the small engine"));
         assert_eq!(warned, expected.is_empty(), "{:?}", loaded.warnings);
     }
     // The large key has its own variable first.
-    let case = Case::new(BASE).env("ATK_LARGE_API_KEY", "sk-large").env("OPENAI_API_KEY", "sk-openai");
+    let case = Case::new(BASE)
+        .env("ATK_LARGE_API_KEY", "sk-large")
+        .env("OPENAI_API_KEY", "sk-openai");
     assert_eq!(case.ok().common.large_api_key.expose(), "sk-large");
 }
 
@@ -279,7 +341,13 @@ fn api_mode_requires_model_and_url() {
 
 #[test]
 fn env_vars_expand_and_a_missing_one_is_named() {
-    let case = Case::new(&BASE.replace("small-model", "${MODEL_NAME}").replace("./output", "${OUT_ROOT}/run1")).env("MODEL_NAME", "gpt-x").env("OUT_ROOT", "/srv");
+    let case = Case::new(
+        &BASE
+            .replace("small-model", "${MODEL_NAME}")
+            .replace("./output", "${OUT_ROOT}/run1"),
+    )
+    .env("MODEL_NAME", "gpt-x")
+    .env("OUT_ROOT", "/srv");
     let loaded = case.ok();
     assert_eq!(loaded.common.small_model, "gpt-x");
     assert_eq!(loaded.common.output_dir, Path::new("/srv/run1"));
@@ -293,36 +361,71 @@ fn paths_resolve_against_the_config_dir_and_overrides_against_the_cwd() {
     let loaded = case.ok();
     let dir = case.dir.path();
     let c = &loaded.common;
-    assert_eq!(c.input_dir, dir.join("2024"), "a numeric folder name is a path too");
+    assert_eq!(
+        c.input_dir,
+        dir.join("2024"),
+        "a numeric folder name is a path too"
+    );
     assert_eq!(c.prompts.as_deref(), Some(dir.join("prompts").as_path()));
     assert_eq!(c.meta_datagen_extras, vec![dir.join("extras/one.txt")]);
-    assert_eq!(c.output_dir, std::env::current_dir().unwrap().join("rel/out"));
-    assert_eq!(loaded.redacted["input_dir"], serde_json::json!(dir.join("2024").to_str().unwrap()));
+    assert_eq!(
+        c.output_dir,
+        std::env::current_dir().unwrap().join("rel/out")
+    );
+    assert_eq!(
+        loaded.redacted["input_dir"],
+        serde_json::json!(dir.join("2024").to_str().unwrap())
+    );
 }
 
 #[test]
 fn set_values_are_typed() {
-    let case = Case::new(BASE).set("concurrency_limit=200").set("use_subset=true").set("meta_datagen_keys=[a, b]").set("key3=42");
+    let case = Case::new(BASE)
+        .set("concurrency_limit=200")
+        .set("use_subset=true")
+        .set("meta_datagen_keys=[a, b]")
+        .set("key3=42");
     let loaded = case.ok();
     assert_eq!(loaded.common.concurrency_limit, 200);
     assert!(loaded.common.use_subset);
-    assert_eq!(loaded.common.meta_datagen_keys, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(
+        loaded.common.meta_datagen_keys,
+        vec!["a".to_string(), "b".to_string()]
+    );
     assert_eq!(loaded.redacted["concurrency_limit"], serde_json::json!(200));
     assert_eq!(loaded.redacted["use_subset"], serde_json::json!(true));
-    assert_eq!(loaded.custom.key3, "42", "a number given to a string key is the string typed");
+    assert_eq!(
+        loaded.custom.key3, "42",
+        "a number given to a string key is the string typed"
+    );
     let case = Case::new(BASE).set("api.small_model=via-section");
     let loaded = case.ok();
-    assert_eq!(loaded.common.small_model, "via-section", "`section.key` works for flattened sections too");
+    assert_eq!(
+        loaded.common.small_model, "via-section",
+        "`section.key` works for flattened sections too"
+    );
 }
 
 #[test]
 fn override_json_applies_before_set() {
-    let case = Case::new(BASE).json(r#"{"chunk_size": 100, "use_subset": true, "example_heading": {"key1": "json"}}"#).set("chunk_size=300");
+    let case = Case::new(BASE)
+        .json(r#"{"chunk_size": 100, "use_subset": true, "example_heading": {"key1": "json"}}"#)
+        .set("chunk_size=300");
     let loaded = case.ok();
-    assert_eq!(loaded.common.chunk_size, 300, "--set wins over --override-json");
+    assert_eq!(
+        loaded.common.chunk_size, 300,
+        "--set wins over --override-json"
+    );
     assert!(loaded.common.use_subset);
-    assert_eq!(loaded.custom.example_heading.get("key1"), Some(&serde_yaml::Value::from("json")));
-    assert_eq!(loaded.custom.example_heading.get("count"), None, "the JSON replaced the whole map");
+    assert_eq!(
+        loaded.custom.example_heading.get("key1"),
+        Some(&serde_yaml::Value::from("json"))
+    );
+    assert_eq!(
+        loaded.custom.example_heading.get("count"),
+        None,
+        "the JSON replaced the whole map"
+    );
 }
 
 #[test]
@@ -340,19 +443,34 @@ fn bad_overrides_are_refused_without_echoing_values() {
 
 #[test]
 fn no_flatten_sections_stay_maps_and_take_dotted_sets() {
-    let case = Case::new(BASE).set("example_heading.key1=changed").set("example_heading.new_key=7");
+    let case = Case::new(BASE)
+        .set("example_heading.key1=changed")
+        .set("example_heading.new_key=7");
     let loaded = case.ok();
     let heading = &loaded.custom.example_heading;
-    assert_eq!(heading.get("key1"), Some(&serde_yaml::Value::from("changed")));
+    assert_eq!(
+        heading.get("key1"),
+        Some(&serde_yaml::Value::from("changed"))
+    );
     assert_eq!(heading.get("count"), Some(&serde_yaml::Value::from(3)));
     assert_eq!(heading.get("new_key"), Some(&serde_yaml::Value::from(7)));
-    assert_eq!(loaded.redacted["example_heading"]["key1"], serde_json::json!("changed"));
-    assert!(loaded.redacted.get("key1").is_none(), "inner keys are not flattened");
+    assert_eq!(
+        loaded.redacted["example_heading"]["key1"],
+        serde_json::json!("changed")
+    );
+    assert!(
+        loaded.redacted.get("key1").is_none(),
+        "inner keys are not flattened"
+    );
 }
 
 #[test]
 fn no_flatten_naming_a_missing_section_warns() {
-    let case = Case::new(&BASE.replace("  - example_heading\n", "  - example_heading\n  - exmaple_heading\n")).env("OPENAI_API_KEY", "sk-env-0000");
+    let case = Case::new(&BASE.replace(
+        "  - example_heading\n",
+        "  - example_heading\n  - exmaple_heading\n",
+    ))
+    .env("OPENAI_API_KEY", "sk-env-0000");
     let loaded = case.ok();
     insta::assert_snapshot!("no_flatten_missing_section", case.warnings(&loaded));
 }
@@ -375,14 +493,24 @@ fn a_missing_file_is_a_read_error() {
 
 #[test]
 fn secrets_never_appear_in_warnings_errors_or_redacted() {
-    let text = BASE.replace("  key3: value3\n", "  key3: value3\n  hf_token: hf-secret-5678\n  unknown_thing: 1\n");
+    let text = BASE.replace(
+        "  key3: value3\n",
+        "  key3: value3\n  hf_token: hf-secret-5678\n  unknown_thing: 1\n",
+    );
     let case = Case::new(&text).env("ATK_LARGE_API_KEY", "sk-large-secret-9999");
     let loaded = case.ok();
     let shown = format!("{:?} {} {:?}", loaded.warnings, loaded.redacted, loaded);
-    for secret in ["sk-from-config-1234", "sk-large-secret-9999", "hf-secret-5678"] {
+    for secret in [
+        "sk-from-config-1234",
+        "sk-large-secret-9999",
+        "hf-secret-5678",
+    ] {
         assert!(!shown.contains(secret), "{secret} leaked");
     }
-    assert_eq!(loaded.redacted["small_api_key"], serde_json::json!("[redacted]"));
+    assert_eq!(
+        loaded.redacted["small_api_key"],
+        serde_json::json!("[redacted]")
+    );
     assert_eq!(loaded.redacted["hf_token"], serde_json::json!("[redacted]"));
     // A secret given to a key of the wrong type is not echoed either.
     #[derive(Debug, Deserialize)]
@@ -392,7 +520,11 @@ fn secrets_never_appear_in_warnings_errors_or_redacted() {
     }
     let err = case.load::<Typed>().unwrap_err().to_string();
     assert!(!err.contains("hf-secret-5678"), "{err}");
-    let err = Case::new(&BASE.replace("small_api_key: sk-from-config-1234", "small_api_key: [sk-in-a-list-4321]")).err();
+    let err = Case::new(&BASE.replace(
+        "small_api_key: sk-from-config-1234",
+        "small_api_key: [sk-in-a-list-4321]",
+    ))
+    .err();
     assert!(!err.contains("sk-in-a-list"), "{err}");
 }
 
@@ -409,16 +541,29 @@ fn fingerprint_follows_settings_not_secrets() {
     // Same dir (paths are part of the settings), different key: same fingerprint.
     let dir_case = Case::new(BASE);
     let first = dir_case.ok().fingerprint;
-    std::fs::write(dir_case.path(), BASE.replace("sk-from-config-1234", "sk-another-key-0000")).unwrap();
+    std::fs::write(
+        dir_case.path(),
+        BASE.replace("sk-from-config-1234", "sk-another-key-0000"),
+    )
+    .unwrap();
     assert_eq!(first, dir_case.ok().fingerprint);
-    assert_eq!(other_key.common.small_api_key.expose(), "sk-another-key-0000");
+    assert_eq!(
+        other_key.common.small_api_key.expose(),
+        "sk-another-key-0000"
+    );
 }
 
 #[test]
 fn a_file_that_is_not_a_config_says_what_shape_is_expected() {
     insta::assert_snapshot!("shape_top_level_list", Case::new("- a\n- b\n").err());
-    insta::assert_snapshot!("shape_no_flatten_scalar", Case::new(&BASE.replace("no_flatten:\n  - example_heading", "no_flatten: 5")).err());
-    insta::assert_snapshot!("shape_non_string_key", Case::new(&format!("{BASE}1: one\n")).err());
+    insta::assert_snapshot!(
+        "shape_no_flatten_scalar",
+        Case::new(&BASE.replace("no_flatten:\n  - example_heading", "no_flatten: 5")).err()
+    );
+    insta::assert_snapshot!(
+        "shape_non_string_key",
+        Case::new(&format!("{BASE}1: one\n")).err()
+    );
 }
 
 #[test]

@@ -20,7 +20,10 @@ pub(crate) struct Failure {
 impl Failure {
     /// `Some(field)` when serde reported a missing field.
     pub(crate) fn missing_field(&self) -> Option<&str> {
-        self.message.strip_prefix("missing field `")?.split('`').next()
+        self.message
+            .strip_prefix("missing field `")?
+            .split('`')
+            .next()
     }
 }
 
@@ -30,15 +33,27 @@ pub(crate) fn deserialize<T: DeserializeOwned>(value: Value) -> Result<Tracked<T
     let mut ignored = Vec::new();
     let de = serde_path_to_error::Deserializer::new(value, &mut track);
     let result = serde_ignored::deserialize(de, |path| {
-        let path = path.to_string().split('.').filter(|s| *s != "?").collect::<Vec<_>>().join(".");
+        let path = path
+            .to_string()
+            .split('.')
+            .filter(|s| *s != "?")
+            .collect::<Vec<_>>()
+            .join(".");
         ignored.push(path);
     });
     match result {
         Ok(value) => Ok(Tracked { value, ignored }),
         Err(e) => {
             let path = track.path().to_string();
-            let path = path.split('.').filter(|s| *s != "?" && !s.is_empty()).collect::<Vec<_>>().join(".");
-            Err(Failure { path, message: strip_location(&e.to_string()) })
+            let path = path
+                .split('.')
+                .filter(|s| *s != "?" && !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(".");
+            Err(Failure {
+                path,
+                message: strip_location(&e.to_string()),
+            })
         }
     }
 }
@@ -47,7 +62,10 @@ pub(crate) fn deserialize<T: DeserializeOwned>(value: Value) -> Result<Tracked<T
 /// by an ignored ancestor (the common layer ignores a whole `no_flatten` map whose inner keys
 /// the pipeline's struct reads).
 pub(crate) fn unknown_paths(common: &[String], custom: &[String]) -> Vec<String> {
-    let covered = |path: &str, by: &[String]| by.iter().any(|p| p == path || path.starts_with(&format!("{p}.")));
+    let covered = |path: &str, by: &[String]| {
+        by.iter()
+            .any(|p| p == path || path.starts_with(&format!("{p}.")))
+    };
     let mut out: Vec<String> = common
         .iter()
         .filter(|p| covered(p, custom))
@@ -64,7 +82,10 @@ pub(crate) fn unknown_paths(common: &[String], custom: &[String]) -> Vec<String>
 
 /// The best-matching known key for a mistyped one, if any is close enough: fewest edits
 /// (a swap of two letters counts as one), then closest length, then most shared prefix.
-pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.chars().count() / 4).max(2);
     candidates
         .into_iter()
@@ -72,7 +93,12 @@ pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = 
         .map(|c| {
             let edits = strsim::osa_distance(word, c);
             let len_gap = word.len().abs_diff(c.len());
-            (edits, len_gap, std::cmp::Reverse(ordered(strsim::jaro_winkler(word, c))), c)
+            (
+                edits,
+                len_gap,
+                std::cmp::Reverse(ordered(strsim::jaro_winkler(word, c))),
+                c,
+            )
         })
         .filter(|(edits, ..)| *edits <= limit)
         .min()
@@ -163,15 +189,34 @@ mod tests {
 
     #[test]
     fn unknown_is_what_neither_side_uses() {
-        let common = vec!["key3".to_string(), "example_heading".to_string(), "concurency_limit".to_string()];
-        let custom = vec!["small_model".to_string(), "concurency_limit".to_string(), "example_heading.x.y".to_string()];
-        assert_eq!(unknown_paths(&common, &custom), vec!["concurency_limit", "example_heading.x.y"]);
+        let common = vec![
+            "key3".to_string(),
+            "example_heading".to_string(),
+            "concurency_limit".to_string(),
+        ];
+        let custom = vec![
+            "small_model".to_string(),
+            "concurency_limit".to_string(),
+            "example_heading.x.y".to_string(),
+        ];
+        assert_eq!(
+            unknown_paths(&common, &custom),
+            vec!["concurency_limit", "example_heading.x.y"]
+        );
     }
 
     #[test]
     fn suggestions_catch_typos_only() {
-        let keys = ["concurrency_limit", "chunk_size", "small_model", "small_mode"];
-        assert_eq!(did_you_mean("concurency_limit", keys), Some("concurrency_limit"));
+        let keys = [
+            "concurrency_limit",
+            "chunk_size",
+            "small_model",
+            "small_mode",
+        ];
+        assert_eq!(
+            did_you_mean("concurency_limit", keys),
+            Some("concurrency_limit")
+        );
         assert_eq!(did_you_mean("chunk_sise", keys), Some("chunk_size"));
         assert_eq!(did_you_mean("small_modle", keys), Some("small_model"));
         assert_eq!(did_you_mean("banana", keys), None);
