@@ -365,7 +365,15 @@ impl Executor {
         for step in chain {
             self.ctx.prompts.check_all(&step.prompt_names(), self.ctx.completion_mode)?;
         }
-        self.announce(chain)?;
+        // Progress totals are counted on a blocking thread while the loop below skips stored
+        // work (which sends no events); they are announced before the first item starts, so a
+        // resumed run over finished items pays for one pass, not two, on a multi-core machine.
+        let mut counting = self.cfg.count_first.then(|| {
+            let store = self.store.clone();
+            let steps: Vec<String> = chain.iter().map(|s| s.name().to_string()).collect();
+            tokio::task::spawn_blocking(move || count(store.as_ref(), &steps))
+        });
+        let mut announced = false;
         let shared = Arc::new(Shared {
             store: self.store.clone(),
             ctx: self.ctx.clone(),
@@ -416,6 +424,16 @@ impl Executor {
                         break;
                     }
                 }
+                if !announced {
+                    announced = true;
+                    match counted(counting.take()).await {
+                        Ok(counts) => self.announce(chain, counts),
+                        Err(e) => {
+                            fail(e, &mut fatal);
+                            break;
+                        }
+                    }
+                }
                 tasks.spawn(shared.clone().drive(item, start));
             }
             match tasks.join_next().await {
@@ -431,6 +449,12 @@ impl Executor {
             }
         }
         drop(roots);
+        if !announced {
+            match counted(counting.take()).await {
+                Ok(counts) => self.announce(chain, counts),
+                Err(e) => fail(e, &mut fatal),
+            }
+        }
         for step in chain {
             self.sink.event(ProgressEvent::StepFinished { step: step.name().to_string() });
         }
@@ -449,34 +473,51 @@ impl Executor {
         Ok(RunReport { steps, cancelled: self.cfg.cancel.is_cancelled() })
     }
 
-    /// Sends `StepStarted` for each step (with counts when `count_first` is on).
-    fn announce(&self, chain: &[Arc<dyn Step>]) -> Result<(), StepError> {
-        let mut total = 0;
-        let mut already = vec![0u64; chain.len()];
-        if self.cfg.count_first {
-            for item in self.store.items() {
-                let item = item?;
-                if item.parent.is_some() {
-                    continue;
-                }
-                total += 1;
-                let last = chain.len() - 1;
-                if self.store.has_result(chain[last].name(), &item.id)? {
-                    // Went through the whole chain: one lookup instead of one per step.
-                    already.iter_mut().for_each(|a| *a += 1);
-                    continue;
-                }
-                for (k, step) in chain[..last].iter().enumerate() {
-                    if self.store.has_result(step.name(), &item.id)? {
-                        already[k] += 1;
-                    }
-                }
-            }
-        }
+    /// Sends `StepStarted` for each step, with the counts when they were taken.
+    fn announce(&self, chain: &[Arc<dyn Step>], counts: Option<Counts>) {
+        let (total, already) = counts.unwrap_or_else(|| (0, vec![0; chain.len()]));
         for (k, step) in chain.iter().enumerate() {
             self.sink.event(ProgressEvent::StepStarted { step: step.name().to_string(), total, already_done: already[k] });
         }
-        Ok(())
+    }
+}
+
+/// Root items, and per step how many of them have a stored result.
+type Counts = (u64, Vec<u64>);
+
+/// Counts root items and stored results (one lookup for an item that finished the chain).
+fn count(store: &dyn Store, steps: &[String]) -> Result<Counts, StepError> {
+    let mut total = 0;
+    let mut already = vec![0u64; steps.len()];
+    let last = steps.len() - 1;
+    for item in store.items() {
+        let item = item?;
+        if item.parent.is_some() {
+            continue;
+        }
+        total += 1;
+        if store.has_result(&steps[last], &item.id)? {
+            already.iter_mut().for_each(|a| *a += 1);
+            continue;
+        }
+        for (k, step) in steps[..last].iter().enumerate() {
+            if store.has_result(step, &item.id)? {
+                already[k] += 1;
+            }
+        }
+    }
+    Ok((total, already))
+}
+
+async fn counted(
+    counting: Option<tokio::task::JoinHandle<Result<Counts, StepError>>>,
+) -> Result<Option<Counts>, StepError> {
+    match counting {
+        None => Ok(None),
+        Some(handle) => match handle.await {
+            Ok(counts) => counts.map(Some),
+            Err(e) => Err(StepError::Internal(format!("counting items failed: {e}"))),
+        },
     }
 }
 
