@@ -175,6 +175,9 @@ impl Config {
         // Fast transport retries and stall detection: the suite must stay short.
         system.insert("idle_timeout".to_owned(), "1".to_owned());
         system.insert("request_timeout".to_owned(), "20".to_owned());
+        for (k, v) in [("use_subset", "false"), ("completion_mode", "false"), ("use_stop", "true")] {
+            system.insert(k.to_owned(), v.to_owned());
+        }
         Config {
             base_url: base_url.into(),
             api_key: format!("\"{API_KEY}\""),
@@ -206,7 +209,6 @@ impl Config {
         out.push_str("system:\n");
         out.push_str(&format!("  concurrency_limit: {}\n", self.concurrency_limit));
         out.push_str(&format!("  chunk_size: {}\n", self.chunk_size));
-        out.push_str("  use_subset: false\n  completion_mode: false\n  use_stop: true\n");
         for (k, v) in &self.system {
             out.push_str(&format!("  {k}: {v}\n"));
         }

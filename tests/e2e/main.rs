@@ -5,7 +5,9 @@
 //! the whole suite stays well under a minute on 2 cores in a debug build.
 
 mod auth;
+mod cli;
 mod config_errors;
+mod demo;
 mod faults;
 mod resume;
 mod run;
