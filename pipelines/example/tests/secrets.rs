@@ -47,7 +47,12 @@ fn the_api_key_appears_nowhere() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("MOCK ENGINE"), "the mock banner is shown");
     assert!(!stderr.contains(KEY), "key in stderr");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(KEY), "key in stdout");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(KEY), "key in stdout");
+    // --progress json: stdout is JSON lines only, ending with the final milestone.
+    let events: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert!(events.iter().any(|e| e["event"] == "step_finished" && e["step"] == "write_poem" && e["done"] == 5), "{stdout}");
+    assert_eq!(events.last().map(|e| e["message"].clone()), Some("pipeline complete".into()));
     let out_dir = dir.path().join("out");
     assert!(out_dir.join("debug_outputs").is_dir(), "debug outputs were written");
     assert!(out_dir.join("meta_datagen").is_dir(), "meta datasets were written");
