@@ -151,10 +151,16 @@ pub fn write_meta_datasets(
         if !valid_name(key) {
             return Err(Error::BadName { name: key.clone() });
         }
-        let steps: Vec<&str> =
-            sources.iter().filter(|s| &s.details_key == key).map(|s| s.step.as_str()).collect();
+        let mut steps: Vec<&str> = Vec::new();
+        for source in sources.iter().filter(|s| &s.details_key == key) {
+            // A chain run twice registers its steps twice; each step's results count once.
+            if !steps.contains(&source.step.as_str()) {
+                steps.push(source.step.as_str());
+            }
+        }
         if steps.is_empty() {
             let mut known: Vec<&str> = sources.iter().map(|s| s.details_key.as_str()).collect();
+            known.sort_unstable();
             known.dedup();
             let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
             return Err(Error::UnknownKey { key: key.clone(), known });
@@ -424,6 +430,23 @@ mod tests {
         {"text":"You write short poems.\n\nHuman: Passage: snow\n\nAI: Thinking...\n<poem>poem about snow</poem>"}
         {"text":"You write short poems.\n\nHuman: Passage: the sea\n\nAI: Thinking...\n<poem>poem about the sea</poem>"}
         "#);
+    }
+
+    #[test]
+    fn a_source_listed_twice_gives_each_line_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = MetaSource::new("write_poem", "poetry_details");
+        let report = write_meta_datasets(
+            &store(true),
+            &[source.clone(), source],
+            &["poetry_details".to_owned(), "poetry_details".to_owned()],
+            &[],
+            &mut std::iter::empty(),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(report.datasets.len(), 2);
+        assert_eq!(report.datasets[0].lines, 2);
     }
 
     #[test]
