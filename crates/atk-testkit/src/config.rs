@@ -10,7 +10,8 @@ pub type ReplyFn = Arc<dyn Fn(&serde_json::Value) -> String + Send + Sync>;
 /// How the test server behaves. `Default` gives a fast, fault-free, keyless server.
 #[derive(Clone)]
 pub struct ServerConfig {
-    /// Wait per request before the first byte (response headers) is sent.
+    /// Wait per request before the first byte (response headers) is sent; 401, 429 and 400
+    /// answers come at once.
     pub latency: Duration,
     /// When `Some`, requests must carry `Authorization: Bearer <key>`; others get 401.
     pub api_key: Option<String>,
