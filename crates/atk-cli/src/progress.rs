@@ -80,6 +80,31 @@ struct StepCounts {
     completion_tokens: u64,
     finished: bool,
     last_emit: Option<Instant>,
+    /// When the step started in this run, and how many items were already finished then.
+    started: Option<(Instant, u64)>,
+}
+
+impl StepCounts {
+    /// Time left at this run's pace, once something finished.
+    fn eta(&self) -> Option<Duration> {
+        let (at, before) = self.started?;
+        let finished = (self.done + self.failed).saturating_sub(before);
+        let remaining = self.total.saturating_sub(self.done + self.failed);
+        if finished == 0 || remaining == 0 {
+            return None;
+        }
+        Some(at.elapsed().mul_f64(remaining as f64 / finished as f64))
+    }
+}
+
+/// `1h02m`, `3m05s`, `12s`.
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
 }
 
 #[derive(Default)]
@@ -248,8 +273,9 @@ impl Progress {
 }
 
 fn plain_line(step: &str, c: &StepCounts, cost: f64) -> String {
+    let eta = c.eta().map(|d| format!(", ETA {}", short_duration(d))).unwrap_or_default();
     format!(
-        "{step}: {}/{} done, {} failed, {} in flight, {} tokens, ${cost:.4}",
+        "{step}: {}/{} done, {} failed, {} in flight, {} tokens, ${cost:.4}{eta}",
         c.done,
         c.total,
         c.failed,
@@ -284,7 +310,12 @@ impl ProgressSink for Progress {
                     st.order.push(step.clone());
                 }
                 let c = st.steps.entry(step.clone()).or_default();
-                *c = StepCounts { total, done: already_done, ..StepCounts::default() };
+                *c = StepCounts {
+                    total,
+                    done: already_done,
+                    started: Some((Instant::now(), already_done)),
+                    ..StepCounts::default()
+                };
                 ("step_started", Some(step), true, None)
             }
             ProgressEvent::ItemStarted { step } => {
@@ -556,6 +587,18 @@ mod tests {
         assert_eq!(bar.position(), 1);
         assert!(bar.message().contains("failed 0"));
         assert!(bar.is_finished());
+    }
+
+    #[test]
+    fn eta_follows_this_runs_pace() {
+        let mut c = StepCounts { total: 10, done: 4, started: Some((Instant::now() - Duration::from_secs(4), 2)), ..Default::default() };
+        // 2 finished in ~4 s this run, 6 left: ~12 s.
+        let eta = c.eta().unwrap().as_secs_f64();
+        assert!((11.9..13.0).contains(&eta), "{eta}");
+        c.done = 10;
+        assert_eq!(c.eta(), None, "nothing left");
+        assert_eq!(short_duration(Duration::from_secs(65)), "1m05s");
+        assert_eq!(short_duration(Duration::from_secs(3720)), "1h02m");
     }
 
     #[test]

@@ -148,10 +148,7 @@ mod tests {
     use super::*;
 
     fn common(input: &str, output: &str) -> CommonConfig {
-        let mut c = CommonConfig::default();
-        c.input_dir = input.into();
-        c.output_dir = output.into();
-        c
+        CommonConfig { input_dir: input.into(), output_dir: output.into(), ..CommonConfig::default() }
     }
 
     #[test]

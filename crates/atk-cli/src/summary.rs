@@ -195,7 +195,8 @@ impl RunSummary {
                 let _ = writeln!(s, "  sample output of the most common failure:\n    {}{more}", short.replace('\n', "\n    "));
             }
         }
-        for e in &self.engines {
+        // An engine that did nothing in this run or any earlier one is left out.
+        for e in self.engines.iter().filter(|e| e.requests + e.failed_requests > 0 || e.cost_usd_all_runs > 0.0) {
             let retries = if e.retries.is_empty() {
                 "no retries".to_string()
             } else {
@@ -218,8 +219,10 @@ impl RunSummary {
         if self.all_failed {
             let _ = writeln!(s, "every attempted item failed: no dataset line was produced");
         }
+        let cwd = std::env::current_dir().unwrap_or_default();
         for (path, lines) in &self.datasets {
-            let _ = writeln!(s, "dataset written: {} ({lines} lines)", path.display());
+            let shown = path.strip_prefix(&cwd).unwrap_or(path);
+            let _ = writeln!(s, "dataset written: {} ({lines} lines)", shown.display());
         }
         s
     }
