@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Tools around atk pipelines.
+/// Tools around atk pipelines: see how a folder is chunked, see how far a run has got.
 #[derive(Debug, Parser)]
-#[command(name = "atk", version, about)]
+#[command(name = "atk", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
