@@ -389,6 +389,8 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let outcome = pipeline.run(&mut ctx).await;
     status_task.abort();
     ctrl_c.abort();
+    // Wait for the status task to be gone, so its last write cannot land after the final one.
+    let _ = status_task.await;
     progress.finish();
     crate::logging::detach_bars();
 
