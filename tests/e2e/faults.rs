@@ -113,3 +113,20 @@ async fn a_seeded_mix_of_every_fault() {
     assert!(stats.faults_injected > 0, "the seed drew some faults: {stats:?}");
     assert!(stats.max_in_flight <= LIMIT as u64, "{} in flight, limit {LIMIT}", stats.max_in_flight);
 }
+
+#[tokio::test]
+async fn an_unreachable_endpoint_exits_1_after_bounded_retries() {
+    // A port nobody listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let env = Env::new();
+    env.write_docs(3);
+    let config = Config::new(format!("http://127.0.0.1:{port}/v1")).set("max_attempts", "2");
+    let config = env.write_config(&config);
+
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(1);
+    assert!(out.elapsed < Duration::from_secs(15), "bounded retries, took {:?}", out.elapsed);
+    let shown = format!("{}{}", out.stdout, out.stderr).to_lowercase();
+    assert!(shown.contains("refused") || shown.contains("connect"), "the cause is shown\n{out}");
+    assert!(env.dataset().is_empty());
+}
