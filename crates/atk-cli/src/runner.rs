@@ -361,7 +361,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let progress = Arc::new(Progress::stderr(progress_mode).with_cost(cost_fn));
     crate::logging::attach_bars(progress.multi().cloned());
     let cancel = CancellationToken::new();
-    let ctrl_c = tokio::spawn(watch_ctrl_c(cancel.clone()));
+    let ctrl_c = tokio::spawn(watch_ctrl_c(CtrlC::install(), cancel.clone()));
     let status_task = tokio::spawn(status_loop(
         settings.output_dir.clone(),
         pipeline.name(),
@@ -511,8 +511,8 @@ fn engine_config(s: &Settings, e: &EngineSettings) -> EngineConfig {
 
 /// First Ctrl-C: stop new requests, let in-flight ones finish (at most [`CTRL_C_GRACE`]).
 /// Second Ctrl-C, or the grace running out: exit 130 at once (stored results are durable).
-async fn watch_ctrl_c(cancel: CancellationToken) {
-    if tokio::signal::ctrl_c().await.is_err() {
+async fn watch_ctrl_c(mut ctrl_c: CtrlC, cancel: CancellationToken) {
+    if !ctrl_c.recv().await {
         return;
     }
     cancel.cancel();
@@ -521,10 +521,45 @@ async fn watch_ctrl_c(cancel: CancellationToken) {
         CTRL_C_GRACE.as_secs()
     );
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => eprintln!("quitting now; rerun the same command to resume"),
+        _ = ctrl_c.recv() => eprintln!("quitting now; rerun the same command to resume"),
         () = tokio::time::sleep(CTRL_C_GRACE) => eprintln!("in-flight requests did not finish in time; quitting; rerun to resume"),
     }
     std::process::exit(130);
+}
+
+/// Ctrl-C, listened for from the moment [`CtrlC::install`] returns (tokio's `ctrl_c()` only
+/// registers on its first poll, which could come after the run has started).
+struct CtrlC {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl CtrlC {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            Self { signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok() }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
+    }
+
+    /// True when Ctrl-C was pressed; false (or never returning) when it cannot be listened for.
+    async fn recv(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            match &mut self.signal {
+                Some(signal) => signal.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.is_ok()
+        }
+    }
 }
 
 fn status_of(name: &str, progress: &Progress, counters: &Counters, engines: &Engines) -> StatusSnapshot {
