@@ -283,6 +283,16 @@ impl Running {
         }
     }
 
+    /// Sends SIGINT (what Ctrl-C sends), through the shell's `kill`; the run keeps going.
+    pub fn interrupt(&self) {
+        let pid = self.child.id().expect("the pipeline is still running");
+        let status = std::process::Command::new("sh")
+            .args(["-c", "kill -INT \"$0\"", &pid.to_string()])
+            .status()
+            .expect("run sh -c kill");
+        assert!(status.success(), "kill -INT {pid} failed");
+    }
+
     /// Kills the process with SIGKILL and collects what it printed.
     pub async fn kill(mut self) -> Output {
         self.child.start_kill().expect("send SIGKILL");

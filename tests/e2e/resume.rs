@@ -64,3 +64,32 @@ async fn killed_three_times_then_resumed_gives_the_uninterrupted_dataset() {
     let bound = kills.len() as u64 * 2 * LIMIT as u64;
     assert!(stats.repeats() <= bound, "{} requests re-sent over {} kills: {stats:?}", stats.repeats(), kills.len());
 }
+
+#[tokio::test]
+async fn ctrl_c_lets_in_flight_requests_finish_and_a_rerun_resends_nothing() {
+    const DOCS: usize = 12;
+    const LIMIT: usize = 3;
+    let (server, poems) = poem_server(ServerConfig::default().with_latency(Duration::from_millis(200))).await;
+    let env = Env::new();
+    env.write_docs(DOCS);
+    let mut config = Config::new(server.base_url());
+    config.concurrency_limit = LIMIT;
+    let config = env.write_config(&config);
+
+    let running = Running::spawn(env.command(bin(), &config));
+    let reached = server.wait_until(RUN_TIMEOUT, |s| s.completed >= 3).await;
+    running.interrupt();
+    let out = running.wait(RUN_TIMEOUT).await;
+    assert!(reached.is_some(), "{out}");
+    out.assert_code(130);
+    let stopped = server.stats();
+    assert!(stopped.completed < DOCS as u64, "stopped part-way: {stopped:?}");
+    assert_eq!(stopped.completed, stopped.requests, "every request in flight was let finish: {stopped:?}");
+
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(env.dataset().len(), DOCS, "{out}");
+    poems.assert_all_whole(&env);
+    let stats = server.stats();
+    assert_eq!(stats.repeats(), 0, "a graceful stop loses nothing, so nothing is sent twice: {stats:?}");
+}
