@@ -127,4 +127,19 @@ mod tests {
         assert_eq!(value_text(&serde_json::json!(42)), "42");
         assert_eq!(value_text(&serde_json::json!(["a", 1])), r#"["a",1]"#);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_value_is_substituted_verbatim(value in ".*", before in "[^{}]*", after in "[^{}]*") {
+            let template = format!("{before}{{text}}{after}");
+            let out = render_template(&template, &|n| (n == "text").then(|| value.clone()));
+            proptest::prop_assert_eq!(out, format!("{before}{value}{after}"));
+        }
+
+        #[test]
+        fn text_without_doubled_braces_or_known_names_is_unchanged(template in "[a-z{}\" :,0-9]*") {
+            proptest::prop_assume!(!template.contains("{{") && !template.contains("}}"));
+            proptest::prop_assert_eq!(render_template(&template, &|_| None), template);
+        }
+    }
 }
