@@ -4,6 +4,7 @@
 //! [`TestServer`]. Runs are kept small (a few one-chunk documents, milliseconds of latency) so
 //! the whole suite stays well under a minute on 2 cores in a debug build.
 
+mod accounting;
 mod auth;
 mod cli;
 mod config_errors;

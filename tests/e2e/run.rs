@@ -34,3 +34,20 @@ async fn one_dataset_line_per_chunk_and_a_rerun_sends_nothing() {
     assert_eq!(server.stats().requests, 6, "a rerun of a finished run sends nothing\n{again}");
     assert_eq!(env.dataset_bytes(), first, "same inputs, same replies: same bytes");
 }
+
+#[tokio::test]
+async fn a_serial_server_is_waited_for_not_retried() {
+    // Like llama.cpp: one request at a time, the others queue with no byte sent.
+    let cfg = ServerConfig::default().with_latency(Duration::from_millis(60)).with_serial(true);
+    let (server, poems) = poem_server(cfg).await;
+    let env = Env::new();
+    env.write_docs(6);
+    let config = env.write_config(&Config::new(server.base_url()));
+
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(env.dataset().len(), 6, "{out}");
+    poems.assert_all_whole(&env);
+    let stats = server.stats();
+    assert_eq!((stats.requests, stats.completed), (6, 6), "queueing caused no retry: {stats:?}");
+}
