@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use atk_e2e::{Config, Env, run};
+use atk_e2e::{Config, Env, conversation_value, run};
 use atk_testkit::ServerConfig;
 
 use crate::{RUN_TIMEOUT, bin, poem_server};
@@ -18,7 +18,9 @@ async fn one_dataset_line_per_chunk_and_a_rerun_sends_nothing() {
     out.assert_code(0);
     let lines = env.dataset();
     assert_eq!(lines.len(), 6, "one line per chunk\n{out}");
-    for line in &lines {
+    for (i, line) in lines.iter().enumerate() {
+        let human = conversation_value(line, "human");
+        assert!(human.contains(&format!("Chronicle number {i} of")), "line {i} is document {i} (source order): {human}");
         let turns = line["conversations"].as_array().expect("conversations");
         assert_eq!(turns.len(), 2, "{line}");
         assert_eq!((&turns[0]["from"], &turns[1]["from"]), (&"human".into(), &"gpt".into()));
@@ -50,4 +52,22 @@ async fn a_serial_server_is_waited_for_not_retried() {
     poems.assert_all_whole(&env);
     let stats = server.stats();
     assert_eq!((stats.requests, stats.completed), (6, 6), "queueing caused no retry: {stats:?}");
+}
+
+#[tokio::test]
+async fn long_documents_give_one_line_per_chunk() {
+    let (server, poems) = poem_server(ServerConfig::default()).await;
+    let env = Env::new();
+    env.write_docs(3);
+    let mut config = Config::new(server.base_url());
+    config.chunk_size = 40; // each ~100-token document becomes several chunks
+    let config = env.write_config(&config);
+
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    let stats = server.stats();
+    let chunks = stats.per_prompt.len();
+    assert!(chunks > 3, "documents were split: {chunks} chunks\n{out}");
+    assert_eq!(env.dataset().len(), chunks, "one line per chunk\n{out}");
+    poems.assert_all_whole(&env);
 }
