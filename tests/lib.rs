@@ -3,6 +3,24 @@
 //! for what it wrote.
 //!
 //! Each test makes its own [`Env`] (temp dir) and its own `atk_testkit::TestServer`.
+//!
+//! The tests themselves are one binary, `e2e/main.rs`, a module per area (`run`, `faults`,
+//! `resume`, `auth`, `config_errors`, `secrets`, `validation`, `accounting`, `cli`, `demo`).
+//! Run them with `cargo test -p atk-e2e`. A test reads like this:
+//!
+//! ```ignore
+//! let (server, poems) = poem_server(ServerConfig::default()).await; // wants API_KEY
+//! let env = Env::new();
+//! env.write_docs(6);                                      // 6 one-chunk documents
+//! let config = env.write_config(&Config::new(server.base_url()));
+//! let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+//! out.assert_code(0);                                     // prints stdout/stderr if not
+//! assert_eq!(env.dataset().len(), 6);
+//! poems.assert_all_whole(&env);                           // no cut-off reply kept
+//! ```
+//!
+//! Slow a run down with the server's latency, never with sleeps in the test; act at a point
+//! of a run with `TestServer::wait_until` (for example `Running::kill` after 5 replies).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -344,4 +362,33 @@ pub fn poem_of(reply: &str) -> Option<String> {
     let start = reply.rfind("<poem>")? + "<poem>".len();
     let end = start + reply[start..].find("</poem>")?;
     Some(reply[start..end].trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_docs_are_distinct_and_long_enough_to_keep() {
+        let docs: std::collections::BTreeSet<String> = (0..50).map(sample_doc).collect();
+        assert_eq!(docs.len(), 50);
+        assert!(docs.iter().all(|d| d.len() > 200 && d.split_whitespace().count() >= 60));
+    }
+
+    #[test]
+    fn poem_of_takes_the_last_poem() {
+        assert_eq!(poem_of("<poem>a</poem> then <poem>\n b \n</poem>").as_deref(), Some("b"));
+        assert_eq!(poem_of("no poem"), None);
+    }
+
+    #[test]
+    fn config_yaml_has_every_section_and_overrides_once() {
+        let yaml = Config::new("http://127.0.0.1:1/v1").set("use_stop", "false").to_yaml();
+        assert_eq!(yaml.matches("use_stop:").count(), 1);
+        assert!(yaml.contains("  use_stop: false\n"));
+        for key in ["small_api_key", "large_base_url", "input_dir", "concurrency_limit", "key3", "no_flatten"] {
+            assert!(yaml.contains(key), "{key} missing:\n{yaml}");
+        }
+        assert!(yaml.contains(&format!("small_api_key: \"{API_KEY}\"")));
+    }
 }
