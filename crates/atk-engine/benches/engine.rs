@@ -54,7 +54,11 @@ fn main() {
     BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("read the listening line");
     let base_url = line.trim().strip_prefix("listening on ").expect("`listening on URL`").to_string();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // ATK_BENCH_RUNTIME=current_thread measures the engine on a single-threaded runtime.
+    let current_thread = std::env::var("ATK_BENCH_RUNTIME").is_ok_and(|v| v == "current_thread");
+    let mut builder =
+        if current_thread { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() };
+    let rt = builder.enable_all().build().expect("tokio runtime");
     let (wall, cpu, stats) = rt.block_on(async {
         let cfg = EngineConfig::default()
             .with_label("bench")
@@ -79,11 +83,24 @@ fn main() {
             })
             .collect();
         let mut failed = 0;
+        let mut attempt_ms = Vec::with_capacity(REQUESTS);
+        let mut head_ms = Vec::with_capacity(REQUESTS);
         for t in tasks {
-            if t.await.expect("task").is_err() {
-                failed += 1;
+            match t.await.expect("task") {
+                Ok(reply) => {
+                    attempt_ms.push((reply.timing.total - reply.timing.queued).as_secs_f64() * 1e3);
+                    head_ms.push(reply.timing.first_byte.as_secs_f64() * 1e3);
+                }
+                Err(_) => failed += 1,
             }
         }
+        let pct = |v: &mut Vec<f64>, p: f64| {
+            v.sort_by(f64::total_cmp);
+            v.get(((v.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0)
+        };
+        let spread = |v: &mut Vec<f64>| format!("p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms", pct(v, 0.5), pct(v, 0.9), pct(v, 1.0));
+        println!("  slot held per request: {}", spread(&mut attempt_ms));
+        println!("  send to response head: {}", spread(&mut head_ms));
         let wall = t0.elapsed();
         let cpu = process_cpu() - cpu0;
         assert_eq!(failed, 0, "failed requests");
@@ -99,7 +116,8 @@ fn main() {
     let ideal = Duration::from_secs_f64(REQUESTS as f64 * LATENCY_MS as f64 / 1000.0 / CONCURRENCY as f64);
     let ratio = wall.as_secs_f64() / ideal.as_secs_f64();
     let cpu_us = cpu.as_secs_f64() * 1e6 / REQUESTS as f64;
-    println!("engine bench: {REQUESTS} requests, concurrency {CONCURRENCY}, server latency {LATENCY_MS} ms (separate process)");
+    let runtime = if current_thread { "current_thread" } else { "multi_thread" };
+    println!("engine bench: {REQUESTS} requests, concurrency {CONCURRENCY}, server latency {LATENCY_MS} ms (separate process), {runtime} runtime");
     println!("  server: requests {}, max in flight {}", stats["requests"], stats["max_in_flight"]);
     println!("  wall {:.3} s, ideal {:.3} s, ratio {ratio:.3} (goal <= 1.05)", wall.as_secs_f64(), ideal.as_secs_f64());
     println!("  client CPU {:.3} s, {cpu_us:.1} us per request (goal <= 100)", cpu.as_secs_f64());
