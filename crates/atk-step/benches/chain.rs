@@ -146,6 +146,13 @@ async fn child(n: usize) {
     let t = Instant::now();
     assert_eq!(store.items().count(), n);
     let iterate_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut found = 0;
+    for item in store.items() {
+        found += usize::from(store.has_result("rate_poem", &item.unwrap().id).unwrap());
+    }
+    assert_eq!(found, n);
+    let lookup_s = t.elapsed().as_secs_f64();
     drop(executor);
     drop(store);
 
@@ -178,7 +185,7 @@ async fn child(n: usize) {
     let base_s = t.elapsed().as_secs_f64();
 
     println!(
-        "{{\"items\":{n},\"seed_s\":{seed_s:.3},\"run_s\":{run_s:.3},\"items_per_s\":{:.0},\"baseline_items_per_s\":{:.0},\"resume_s\":{resume_s:.3},\"resume_nocount_s\":{resume_nocount_s:.3},\"iterate_s\":{iterate_s:.3},\"executor_only_items_per_s\":{:.0},\"rss_start_mb\":{rss_start:.1},\"rss_executor_only_mb\":{rss_executor_only:.1},\"rss_seeded_mb\":{rss_seeded:.1},\"rss_run_mb\":{rss_run:.1},\"rss_peak_mb\":{:.1}}}",
+        "{{\"items\":{n},\"seed_s\":{seed_s:.3},\"run_s\":{run_s:.3},\"items_per_s\":{:.0},\"baseline_items_per_s\":{:.0},\"resume_s\":{resume_s:.3},\"resume_nocount_s\":{resume_nocount_s:.3},\"iterate_s\":{iterate_s:.3},\"lookup_s\":{lookup_s:.3},\"executor_only_items_per_s\":{:.0},\"rss_start_mb\":{rss_start:.1},\"rss_executor_only_mb\":{rss_executor_only:.1},\"rss_seeded_mb\":{rss_seeded:.1},\"rss_run_mb\":{rss_run:.1},\"rss_peak_mb\":{:.1}}}",
         n as f64 / run_s,
         n as f64 / base_s,
         n as f64 / executor_only_s,
@@ -207,12 +214,13 @@ fn main() {
         let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         println!(
-            "{n:>7} items: {:>6.0} items/s ({:.2}x bare store writes at the same concurrency), resumed run {:.2}s ({:.2}s without progress counts; bare item scan {:.2}s), peak RSS {:.0} MB (after seeding {:.0} MB)",
+            "{n:>7} items: {:>6.0} items/s ({:.2}x bare store writes at the same concurrency), resumed run {:.2}s ({:.2}s without progress counts; bare store scan {:.2}s, scan + one lookup per item {:.2}s), peak RSS {:.0} MB (after seeding {:.0} MB)",
             v["items_per_s"].as_f64().unwrap(),
             v["items_per_s"].as_f64().unwrap() / v["baseline_items_per_s"].as_f64().unwrap(),
             v["resume_s"].as_f64().unwrap(),
             v["resume_nocount_s"].as_f64().unwrap(),
             v["iterate_s"].as_f64().unwrap(),
+            v["lookup_s"].as_f64().unwrap(),
             v["rss_run_mb"].as_f64().unwrap(),
             v["rss_seeded_mb"].as_f64().unwrap(),
         );
