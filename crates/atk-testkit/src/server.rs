@@ -697,6 +697,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn completions_faults_and_scripted_401() {
+        let faults = Faults::scripted([Fault::CutBeforeDone, Fault::Unauthorized, Fault::None]);
+        let server = TestServer::start(fixed(Fault::None).with_faults(faults)).await.unwrap();
+        let body = json!({"model": "m", "prompt": "Once upon", "stream": true});
+        let cut = events(&post(&server, "/completions", &body).await.text().await.unwrap());
+        assert!(cut.iter().all(|e| e != "[DONE]" && !e.contains("\"stop\"")), "{cut:?}");
+        assert_eq!(post(&server, "/completions", &body).await.status(), 401);
+        let whole: Value = post(&server, "/completions", &json!({"prompt": "Once upon"})).await.json().await.unwrap();
+        assert_eq!(whole["object"], "text_completion");
+        assert_eq!(whole["choices"][0]["text"], "one two three four five six seven eight");
+        assert_eq!(whole["usage"]["prompt_tokens"], 2);
+        let s = server.stats();
+        assert_eq!((s.requests, s.completed, s.faults_injected, s.rejected_auth), (3, 1, 2, 0));
+    }
+
+    #[tokio::test]
     async fn template_reply_is_the_same_for_the_same_prompt() {
         let cfg = ServerConfig::default().with_reply(ReplyMode::Template("<poem>{lines}</poem> {excerpt}".into()));
         let server = TestServer::start(cfg).await.unwrap();
