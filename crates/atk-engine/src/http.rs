@@ -115,7 +115,7 @@ impl Http {
                 let retry_after = retry_after(response.headers());
                 let text = self.read_error_body(response).await;
                 let message = self.key.scrub(&server_message(&text));
-                if with_usage && matches!(status.as_u16(), 400 | 422) && text.contains("stream_options") {
+                if with_usage && rejects_stream_options(status, &text) {
                     tracing::warn!(engine = %self.label, %message, "server rejects stream_options: asking again without it; usage will be estimated");
                     self.stream_usage.store(false, Ordering::Relaxed);
                     continue;
@@ -398,6 +398,12 @@ impl Parsed {
     }
 }
 
+/// True when a 400/422 body names `stream_options` (e.g. pydantic's `extra_forbidden` with
+/// `"loc": ["body", "stream_options"]`): the server does not know the key.
+fn rejects_stream_options(status: StatusCode, body: &str) -> bool {
+    matches!(status.as_u16(), 400 | 422) && body.contains("stream_options")
+}
+
 /// `retry-after-ms` (milliseconds) or `retry-after` (seconds; HTTP dates are not used by LLM APIs
 /// and are ignored).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -507,6 +513,15 @@ mod tests {
         h.insert("retry-after-ms", HeaderValue::from_static("1500"));
         assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
         assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn stream_options_rejection_is_recognised() {
+        let pydantic = r#"{"detail":[{"type":"extra_forbidden","loc":["body","stream_options"],"msg":"Extra inputs are not permitted"}]}"#;
+        assert!(rejects_stream_options(StatusCode::UNPROCESSABLE_ENTITY, pydantic));
+        assert!(rejects_stream_options(StatusCode::BAD_REQUEST, "unknown field `stream_options`"));
+        assert!(!rejects_stream_options(StatusCode::BAD_REQUEST, "context_length_exceeded"));
+        assert!(!rejects_stream_options(StatusCode::INTERNAL_SERVER_ERROR, "stream_options"));
     }
 
     #[test]
