@@ -64,7 +64,9 @@ fn main() {
             .with_label("bench")
             .with_base_url(base_url.clone())
             .with_model("m")
-            .with_concurrency_limit(CONCURRENCY);
+            .with_concurrency_limit(CONCURRENCY)
+            // ATK_BENCH_STREAM=0 asks for one JSON body instead of SSE.
+            .with_stream(std::env::var("ATK_BENCH_STREAM").map_or(true, |v| v != "0"));
         let engine = build_engine(cfg, vec![]).expect("engine");
         let cpu0 = process_cpu();
         let t0 = Instant::now();
