@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Error;
 use crate::limit::ConcurrencyLimit;
 use crate::secret::Secret;
-use crate::Error;
 
 /// Which engine to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,7 +24,9 @@ impl std::str::FromStr for Mode {
         match s.trim().to_ascii_lowercase().as_str() {
             "api" => Ok(Self::Api),
             "mock" => Ok(Self::Mock),
-            other => Err(Error::Config(format!("unknown engine mode `{other}` (expected `api` or `mock`)"))),
+            other => Err(Error::Config(format!(
+                "unknown engine mode `{other}` (expected `api` or `mock`)"
+            ))),
         }
     }
 }
@@ -269,7 +271,9 @@ mod tests {
 
     #[test]
     fn debug_of_config_hides_the_key() {
-        let cfg = EngineConfig::default().with_api_key("sk-live-abcdef").with_model("m");
+        let cfg = EngineConfig::default()
+            .with_api_key("sk-live-abcdef")
+            .with_model("m");
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("sk-live-abcdef"), "{dbg}");
         assert!(dbg.contains("[redacted]"));

@@ -62,7 +62,11 @@ pub struct CostCounter {
 impl CostCounter {
     /// A counter for the engine labelled `label`.
     pub fn new(label: impl Into<String>, pricing: Pricing) -> Arc<Self> {
-        Arc::new(Self { label: label.into(), pricing, totals: Mutex::new(CostTotals::default()) })
+        Arc::new(Self {
+            label: label.into(),
+            pricing,
+            totals: Mutex::new(CostTotals::default()),
+        })
     }
 
     /// The engine label counted.
@@ -124,27 +128,57 @@ mod tests {
 
     #[test]
     fn counts_costs_and_resumes() {
-        let c = CostCounter::new("small", Pricing { input_per_million: 2.0, output_per_million: 10.0 });
+        let c = CostCounter::new(
+            "small",
+            Pricing {
+                input_per_million: 2.0,
+                output_per_million: 10.0,
+            },
+        );
         let reply = Reply {
             text: "x".into(),
             finish_reason: None,
-            usage: Usage { prompt_tokens: 1000, completion_tokens: 500, estimated: true },
+            usage: Usage {
+                prompt_tokens: 1000,
+                completion_tokens: 500,
+                estimated: true,
+            },
             model: "m".into(),
             timing: Timing::default(),
         };
         let req = Request::completion("p");
         c.on_reply("small", &req, &reply);
         c.on_reply("large", &req, &reply); // another engine's reply: ignored
-        let err = Error::Transient { engine: "small".into(), kind: TransientKind::RateLimited, message: "m".into(), retry_after: None };
+        let err = Error::Transient {
+            engine: "small".into(),
+            kind: TransientKind::RateLimited,
+            message: "m".into(),
+            retry_after: None,
+        };
         c.on_retry("small", &err, 1, Duration::ZERO);
         c.on_error("small", &req, &err);
         let t = c.snapshot();
-        assert_eq!((t.requests, t.failed_requests, t.prompt_tokens, t.completion_tokens, t.estimated_replies), (1, 1, 1000, 500, 1));
+        assert_eq!(
+            (
+                t.requests,
+                t.failed_requests,
+                t.prompt_tokens,
+                t.completion_tokens,
+                t.estimated_replies
+            ),
+            (1, 1, 1000, 500, 1)
+        );
         assert!((t.cost_usd - 0.007).abs() < 1e-12);
         assert_eq!(t.retries["rate_limited"], 1);
         // Persist, resume in a fresh counter, keep counting on top.
         let saved: CostTotals = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
-        let resumed = CostCounter::new("small", Pricing { input_per_million: 2.0, output_per_million: 10.0 });
+        let resumed = CostCounter::new(
+            "small",
+            Pricing {
+                input_per_million: 2.0,
+                output_per_million: 10.0,
+            },
+        );
         resumed.restore(&saved);
         resumed.on_reply("small", &req, &reply);
         assert_eq!(resumed.snapshot().requests, 2);

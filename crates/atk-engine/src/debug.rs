@@ -41,17 +41,33 @@ struct DebugReply<'a> {
 impl DebugObserver {
     /// An observer writing under `dir` (created on first write).
     pub fn new(dir: PathBuf) -> Arc<Self> {
-        Arc::new(Self { dir, seq: AtomicU64::new(0) })
+        Arc::new(Self {
+            dir,
+            seq: AtomicU64::new(0),
+        })
     }
 
     fn write(&self, label: &str, record: &DebugRecord<'_>) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        let safe: String = label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let safe: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let path = self.dir.join(format!("{safe}_{ms}_{seq:06}.yaml"));
         let result = serde_yaml::to_string(record)
             .map_err(std::io::Error::other)
-            .and_then(|yaml| std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&path, yaml)));
+            .and_then(|yaml| {
+                std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&path, yaml))
+            });
         if let Err(error) = result {
             tracing::warn!(path = %path.display(), %error, "cannot write debug output");
         }
@@ -68,12 +84,27 @@ impl Observer for DebugObserver {
             attempts: reply.timing.attempts,
             total_ms: reply.timing.total.as_millis() as u64,
         };
-        self.write(label, &DebugRecord { engine: label, prompt: &request.prompt, params: &request.params, reply: Some(r), error: None });
+        self.write(
+            label,
+            &DebugRecord {
+                engine: label,
+                prompt: &request.prompt,
+                params: &request.params,
+                reply: Some(r),
+                error: None,
+            },
+        );
     }
     fn on_error(&self, label: &str, request: &Request, error: &Error) {
         self.write(
             label,
-            &DebugRecord { engine: label, prompt: &request.prompt, params: &request.params, reply: None, error: Some(error.to_string()) },
+            &DebugRecord {
+                engine: label,
+                prompt: &request.prompt,
+                params: &request.params,
+                reply: None,
+                error: Some(error.to_string()),
+            },
         );
     }
 }
@@ -88,13 +119,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let obs = DebugObserver::new(dir.path().join("debug_outputs"));
         let req = Request::chat(vec![Message::new("user", "hello")]).with_param("temperature", 0.5);
-        let reply = Reply { text: "hi there".into(), finish_reason: Some("stop".into()), usage: Usage::default(), model: "m".into(), timing: Timing::default() };
+        let reply = Reply {
+            text: "hi there".into(),
+            finish_reason: Some("stop".into()),
+            usage: Usage::default(),
+            model: "m".into(),
+            timing: Timing::default(),
+        };
         obs.on_reply("small", &req, &reply);
         obs.on_error("small", &req, &Error::Config("boom".into()));
-        let mut files: Vec<_> = std::fs::read_dir(dir.path().join("debug_outputs")).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(dir.path().join("debug_outputs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
         assert_eq!(files.len(), 2);
-        let first: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+        let first: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
         assert_eq!(first["reply"]["text"].as_str(), Some("hi there"));
         assert_eq!(first["params"]["temperature"].as_f64(), Some(0.5));
         assert!(std::fs::read_to_string(&files[1]).unwrap().contains("boom"));

@@ -115,7 +115,10 @@ impl Error {
     /// True when the whole run should stop (key refused, endpoint not found, engine dead).
     pub fn is_fatal(&self) -> bool {
         match self {
-            Self::AuthRefused { .. } | Self::NotFound { .. } | Self::EngineDead { .. } | Self::Config(_) => true,
+            Self::AuthRefused { .. }
+            | Self::NotFound { .. }
+            | Self::EngineDead { .. }
+            | Self::Config(_) => true,
             Self::RetriesExhausted { last, .. } => last.is_fatal(),
             _ => false,
         }

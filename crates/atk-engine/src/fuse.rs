@@ -22,7 +22,13 @@ struct FuseInner {
 
 impl Fuse {
     pub(crate) fn new(label: &str) -> Self {
-        Self { inner: Arc::new(FuseInner { label: label.to_string(), token: CancellationToken::new(), reason: OnceLock::new() }) }
+        Self {
+            inner: Arc::new(FuseInner {
+                label: label.to_string(),
+                token: CancellationToken::new(),
+                reason: OnceLock::new(),
+            }),
+        }
     }
 
     /// Marks the engine dead because of `error` (the first reason wins).
@@ -35,14 +41,23 @@ impl Fuse {
 
     /// `Err(EngineDead)` once tripped.
     pub(crate) fn check(&self) -> Result<(), Error> {
-        if self.inner.token.is_cancelled() { Err(self.error()) } else { Ok(()) }
+        if self.inner.token.is_cancelled() {
+            Err(self.error())
+        } else {
+            Ok(())
+        }
     }
 
     /// The error queued calls get.
     pub(crate) fn error(&self) -> Error {
         Error::EngineDead {
             engine: self.inner.label.clone(),
-            reason: self.inner.reason.get().cloned().unwrap_or_else(|| "unknown".to_string()),
+            reason: self
+                .inner
+                .reason
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "unknown".to_string()),
         }
     }
 

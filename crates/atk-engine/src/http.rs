@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use eventsource_stream::{EventStreamError, Eventsource};
 
 use crate::config::{EngineConfig, Timeouts};
 use crate::secret::Secret;
-use crate::timeout::{timed, BodyError};
+use crate::timeout::{BodyError, timed};
 use crate::{Engine, Error, Prompt, Reply, Request, Timing, TransientKind, Usage};
 
 /// How much of an error body or malformed line is quoted in an error message.
@@ -62,7 +62,12 @@ impl Http {
         }
         if !cfg.api_key.is_empty() {
             let mut auth = HeaderValue::from_str(&format!("Bearer {}", cfg.api_key.expose()))
-                .map_err(|_| Error::Config(format!("{}: the API key contains characters not allowed in a header", cfg.label)))?;
+                .map_err(|_| {
+                    Error::Config(format!(
+                        "{}: the API key contains characters not allowed in a header",
+                        cfg.label
+                    ))
+                })?;
             auth.set_sensitive(true);
             headers.insert(AUTHORIZATION, auth);
         }
@@ -72,7 +77,9 @@ impl Http {
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(concat!("atk-engine/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Config(format!("{}: cannot build the HTTP client: {e}", cfg.label)))?;
+            .map_err(|e| {
+                Error::Config(format!("{}: cannot build the HTTP client: {e}", cfg.label))
+            })?;
         Ok(Self {
             label: cfg.label.clone(),
             model: cfg.model.clone(),
@@ -88,7 +95,12 @@ impl Http {
     }
 
     fn transient(&self, kind: TransientKind, message: impl Into<String>) -> Error {
-        Error::Transient { engine: self.label.clone(), kind, message: message.into(), retry_after: None }
+        Error::Transient {
+            engine: self.label.clone(),
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     async fn attempt(&self, request: &Request, started: Instant) -> Result<Reply, Error> {
@@ -98,13 +110,31 @@ impl Http {
         };
         loop {
             let with_usage = self.stream && self.stream_usage.load(Ordering::Relaxed);
-            let body = Body { model: &self.model, request, stream: self.stream, stream_usage: with_usage };
-            let body = serde_json::to_vec(&body).map_err(|e| Error::Config(format!("{}: params do not serialize: {e}", self.label)))?;
+            let body = Body {
+                model: &self.model,
+                request,
+                stream: self.stream,
+                stream_usage: with_usage,
+            };
+            let body = serde_json::to_vec(&body).map_err(|e| {
+                Error::Config(format!("{}: params do not serialize: {e}", self.label))
+            })?;
             let deadline = started + self.timeouts.first_byte;
-            let send = self.client.post(url.clone()).headers(self.headers.clone()).body(body).send();
+            let send = self
+                .client
+                .post(url.clone())
+                .headers(self.headers.clone())
+                .body(body)
+                .send();
             let response = match tokio::time::timeout_at(deadline, send).await {
                 Err(_) => {
-                    return Err(self.transient(TransientKind::Timeout, format!("no reply within {:?} (first-byte timeout)", self.timeouts.first_byte)));
+                    return Err(self.transient(
+                        TransientKind::Timeout,
+                        format!(
+                            "no reply within {:?} (first-byte timeout)",
+                            self.timeouts.first_byte
+                        ),
+                    ));
                 }
                 Ok(Err(e)) => return Err(self.classify_send_error(&e)),
                 Ok(Ok(r)) => r,
@@ -122,22 +152,48 @@ impl Http {
                 }
                 return Err(self.classify_status(status, url, message, retry_after));
             }
-            let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if content_type.starts_with("text/html") {
                 let page = self.read_error_body(response).await;
-                return Err(self.transient(TransientKind::Malformed, format!("HTML page instead of a reply: {}", quote(page.trim()))));
+                return Err(self.transient(
+                    TransientKind::Malformed,
+                    format!("HTML page instead of a reply: {}", quote(page.trim())),
+                ));
             }
             // A server that ignores `stream: true` answers with one JSON body: read it as such.
             let is_sse = self.stream && !content_type.starts_with("application/json");
-            let body = timed(response.bytes_stream(), deadline, self.timeouts.first_byte, self.timeouts.idle);
-            let parsed = if is_sse { self.read_sse(body).await? } else { self.read_json(body).await? };
+            let body = timed(
+                response.bytes_stream(),
+                deadline,
+                self.timeouts.first_byte,
+                self.timeouts.idle,
+            );
+            let parsed = if is_sse {
+                self.read_sse(body).await?
+            } else {
+                self.read_json(body).await?
+            };
             return Ok(self.finish(request, parsed, first_byte, started));
         }
     }
 
-    fn finish(&self, request: &Request, parsed: Parsed, first_byte: Duration, started: Instant) -> Reply {
+    fn finish(
+        &self,
+        request: &Request,
+        parsed: Parsed,
+        first_byte: Duration,
+        started: Instant,
+    ) -> Reply {
         let usage = match parsed.usage {
-            Some(u) => Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, estimated: false },
+            Some(u) => Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                estimated: false,
+            },
             None => Usage {
                 prompt_tokens: estimate_prompt_tokens(&request.prompt),
                 completion_tokens: atk_tokens::count(&parsed.text) as u64,
@@ -149,11 +205,19 @@ impl Http {
             finish_reason: parsed.finish_reason,
             usage,
             model: parsed.model.unwrap_or_else(|| self.model.clone()),
-            timing: Timing { queued: Duration::ZERO, first_byte, total: started.elapsed(), attempts: 1 },
+            timing: Timing {
+                queued: Duration::ZERO,
+                first_byte,
+                total: started.elapsed(),
+                attempts: 1,
+            },
         }
     }
 
-    async fn read_sse(&self, body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send) -> Result<Parsed, Error> {
+    async fn read_sse(
+        &self,
+        body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send,
+    ) -> Result<Parsed, Error> {
         let mut events = std::pin::pin!(body.eventsource());
         let mut acc = Parsed::default();
         let mut events_seen = 0usize;
@@ -165,7 +229,12 @@ impl Http {
                 // [DONE] only costs the usage figures (then estimated).
                 Err(_) if acc.finish_reason.is_some() => break,
                 Err(EventStreamError::Transport(e)) => return Err(self.body_error(e, events_seen)),
-                Err(e) => return Err(self.transient(TransientKind::Malformed, format!("unreadable SSE stream: {e}"))),
+                Err(e) => {
+                    return Err(self.transient(
+                        TransientKind::Malformed,
+                        format!("unreadable SSE stream: {e}"),
+                    ));
+                }
             };
             events_seen += 1;
             let data = event.data.trim();
@@ -184,14 +253,26 @@ impl Http {
                 Ok(chunk) => chunk,
                 Err(_) if acc.finish_reason.is_some() => break,
                 Err(_) => {
-                    return Err(self.transient(TransientKind::Malformed, format!("SSE data line is not JSON: {}", quote(data))));
+                    return Err(self.transient(
+                        TransientKind::Malformed,
+                        format!("SSE data line is not JSON: {}", quote(data)),
+                    ));
                 }
             };
             if let Some(error) = &chunk.error {
-                return Err(self.transient(TransientKind::Malformed, format!("error object mid-stream: {}", self.key.scrub(&error_text(error)))));
+                return Err(self.transient(
+                    TransientKind::Malformed,
+                    format!(
+                        "error object mid-stream: {}",
+                        self.key.scrub(&error_text(error))
+                    ),
+                ));
             }
             if event.event == "error" {
-                return Err(self.transient(TransientKind::Malformed, format!("error event mid-stream: {}", quote(data))));
+                return Err(self.transient(
+                    TransientKind::Malformed,
+                    format!("error event mid-stream: {}", quote(data)),
+                ));
             }
             acc.absorb(chunk, true);
         }
@@ -207,7 +288,10 @@ impl Http {
         Ok(acc)
     }
 
-    async fn read_json(&self, body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send) -> Result<Parsed, Error> {
+    async fn read_json(
+        &self,
+        body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send,
+    ) -> Result<Parsed, Error> {
         let mut body = std::pin::pin!(body);
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next().await {
@@ -220,13 +304,26 @@ impl Http {
         if text.trim().is_empty() {
             return Err(self.transient(TransientKind::Malformed, "empty reply body"));
         }
-        let reply: WireReply<'_> = serde_json::from_str(&text)
-            .map_err(|_| self.transient(TransientKind::Malformed, format!("reply is not JSON: {}", quote(&text))))?;
+        let reply: WireReply<'_> = serde_json::from_str(&text).map_err(|_| {
+            self.transient(
+                TransientKind::Malformed,
+                format!("reply is not JSON: {}", quote(&text)),
+            )
+        })?;
         if let Some(error) = &reply.error {
-            return Err(self.transient(TransientKind::Malformed, format!("error object in reply: {}", self.key.scrub(&error_text(error)))));
+            return Err(self.transient(
+                TransientKind::Malformed,
+                format!(
+                    "error object in reply: {}",
+                    self.key.scrub(&error_text(error))
+                ),
+            ));
         }
         if reply.choices.is_empty() {
-            return Err(self.transient(TransientKind::Malformed, format!("reply has no choices: {}", quote(&text))));
+            return Err(self.transient(
+                TransientKind::Malformed,
+                format!("reply has no choices: {}", quote(&text)),
+            ));
         }
         let mut acc = Parsed::default();
         acc.absorb(reply, false);
@@ -235,35 +332,75 @@ impl Http {
 
     fn body_error(&self, e: BodyError, progress: usize) -> Error {
         match e {
-            BodyError::Transport(e) if progress == 0 => self.transient(TransientKind::Connection, format!("connection lost before the reply: {e}")),
-            BodyError::Transport(e) => self.transient(TransientKind::Incomplete, format!("connection lost mid-reply: {}", error_chain(&e))),
-            e @ (BodyError::FirstByte(_) | BodyError::Idle(_)) => self.transient(TransientKind::Timeout, e.to_string()),
+            BodyError::Transport(e) if progress == 0 => self.transient(
+                TransientKind::Connection,
+                format!("connection lost before the reply: {e}"),
+            ),
+            BodyError::Transport(e) => self.transient(
+                TransientKind::Incomplete,
+                format!("connection lost mid-reply: {}", error_chain(&e)),
+            ),
+            e @ (BodyError::FirstByte(_) | BodyError::Idle(_)) => {
+                self.transient(TransientKind::Timeout, e.to_string())
+            }
         }
     }
 
     async fn read_error_body(&self, response: reqwest::Response) -> String {
         match tokio::time::timeout(self.timeouts.idle, response.bytes()).await {
-            Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned(),
+            Ok(Ok(bytes)) => {
+                String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned()
+            }
             _ => String::new(),
         }
     }
 
     fn classify_send_error(&self, e: &reqwest::Error) -> Error {
-        let kind = if e.is_timeout() { TransientKind::Timeout } else { TransientKind::Connection };
+        let kind = if e.is_timeout() {
+            TransientKind::Timeout
+        } else {
+            TransientKind::Connection
+        };
         self.transient(kind, self.key.scrub(&error_chain(e)))
     }
 
-    fn classify_status(&self, status: StatusCode, url: &Url, message: String, retry_after: Option<Duration>) -> Error {
+    fn classify_status(
+        &self,
+        status: StatusCode,
+        url: &Url,
+        message: String,
+        retry_after: Option<Duration>,
+    ) -> Error {
         let engine = self.label.clone();
         let code = status.as_u16();
         match code {
-            401 | 403 => Error::AuthRefused { engine, status: code, message },
-            404 => Error::NotFound { engine, url: url.to_string(), message },
-            429 => Error::Transient { engine, kind: TransientKind::RateLimited, message: format!("HTTP 429: {message}"), retry_after },
-            408 | 409 | 500..=599 => {
-                Error::Transient { engine, kind: TransientKind::ServerError, message: format!("HTTP {code}: {message}"), retry_after }
-            }
-            _ => Error::Rejected { engine, status: code, message },
+            401 | 403 => Error::AuthRefused {
+                engine,
+                status: code,
+                message,
+            },
+            404 => Error::NotFound {
+                engine,
+                url: url.to_string(),
+                message,
+            },
+            429 => Error::Transient {
+                engine,
+                kind: TransientKind::RateLimited,
+                message: format!("HTTP 429: {message}"),
+                retry_after,
+            },
+            408 | 409 | 500..=599 => Error::Transient {
+                engine,
+                kind: TransientKind::ServerError,
+                message: format!("HTTP {code}: {message}"),
+                retry_after,
+            },
+            _ => Error::Rejected {
+                engine,
+                status: code,
+                message,
+            },
         }
     }
 }
@@ -274,7 +411,13 @@ impl Engine for Http {
         let started = Instant::now();
         match tokio::time::timeout(self.timeouts.total, self.attempt(&request, started)).await {
             Ok(result) => result,
-            Err(_) => Err(self.transient(TransientKind::Timeout, format!("no complete reply within {:?} (total timeout)", self.timeouts.total))),
+            Err(_) => Err(self.transient(
+                TransientKind::Timeout,
+                format!(
+                    "no complete reply within {:?} (total timeout)",
+                    self.timeouts.total
+                ),
+            )),
         }
     }
     fn label(&self) -> &str {
@@ -310,9 +453,17 @@ impl Serialize for Body<'_> {
         }
         map.serialize_entry("stream", &self.stream)?;
         if self.stream_usage && !params.contains_key("stream_options") {
-            map.serialize_entry("stream_options", &StreamOptions { include_usage: true })?;
+            map.serialize_entry(
+                "stream_options",
+                &StreamOptions {
+                    include_usage: true,
+                },
+            )?;
         }
-        let use_stop = params.get("use_stop").and_then(|v| v.as_bool()).unwrap_or(true);
+        let use_stop = params
+            .get("use_stop")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
         for (key, value) in params {
             match key.as_str() {
                 "model" | "messages" | "prompt" | "stream" | "use_stop" => {}
@@ -387,7 +538,11 @@ impl Parsed {
         }
         // n = 1: only the first choice is the reply.
         for choice in reply.choices.into_iter().filter(|c| c.index == 0) {
-            let piece = if streamed { choice.delta.and_then(|d| d.content) } else { choice.message.and_then(|m| m.content) };
+            let piece = if streamed {
+                choice.delta.and_then(|d| d.content)
+            } else {
+                choice.message.and_then(|m| m.content)
+            };
             if let Some(piece) = piece.or(choice.text) {
                 self.text.push_str(&piece);
             }
@@ -407,7 +562,16 @@ fn rejects_stream_options(status: StatusCode, body: &str) -> bool {
 /// `retry-after-ms` (milliseconds) or `retry-after` (seconds; HTTP dates are not used by LLM APIs
 /// and are ignored).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let num = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
+    let num = |name: &str| {
+        headers
+            .get(name)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
     if let Some(ms) = num("retry-after-ms") {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
@@ -427,7 +591,11 @@ fn server_message(body: &str) -> String {
             }
         }
     }
-    if body.trim().is_empty() { "(empty body)".to_string() } else { quote(body.trim()) }
+    if body.trim().is_empty() {
+        "(empty body)".to_string()
+    } else {
+        quote(body.trim())
+    }
 }
 
 fn error_text(error: &serde_json::Value) -> String {
@@ -467,7 +635,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// usual ~4 tokens of chat framing.
 fn estimate_prompt_tokens(prompt: &Prompt) -> u64 {
     match prompt {
-        Prompt::Chat(messages) => messages.iter().map(|m| atk_tokens::count(&m.content) as u64 + 4).sum(),
+        Prompt::Chat(messages) => messages
+            .iter()
+            .map(|m| atk_tokens::count(&m.content) as u64 + 4)
+            .sum(),
         Prompt::Completion(text) => atk_tokens::count(text) as u64,
     }
 }
@@ -478,7 +649,12 @@ mod tests {
     use crate::Message;
 
     fn body(request: &Request, stream: bool, usage: bool) -> serde_json::Value {
-        let b = Body { model: "m", request, stream, stream_usage: usage };
+        let b = Body {
+            model: "m",
+            request,
+            stream,
+            stream_usage: usage,
+        };
         serde_json::from_slice(&serde_json::to_vec(&b).unwrap()).unwrap()
     }
 
@@ -500,7 +676,11 @@ mod tests {
         assert_eq!(b["messages"][0]["content"], "hi");
         let req = req.with_param("use_stop", false);
         let b = body(&req, false, false);
-        assert!(b.get("stop").is_none() && b.get("use_stop").is_none() && b.get("stream_options").is_none());
+        assert!(
+            b.get("stop").is_none()
+                && b.get("use_stop").is_none()
+                && b.get("stream_options").is_none()
+        );
         let b = body(&Request::completion("once upon"), true, false);
         assert_eq!(b["prompt"], "once upon");
     }
@@ -518,10 +698,22 @@ mod tests {
     #[test]
     fn stream_options_rejection_is_recognised() {
         let pydantic = r#"{"detail":[{"type":"extra_forbidden","loc":["body","stream_options"],"msg":"Extra inputs are not permitted"}]}"#;
-        assert!(rejects_stream_options(StatusCode::UNPROCESSABLE_ENTITY, pydantic));
-        assert!(rejects_stream_options(StatusCode::BAD_REQUEST, "unknown field `stream_options`"));
-        assert!(!rejects_stream_options(StatusCode::BAD_REQUEST, "context_length_exceeded"));
-        assert!(!rejects_stream_options(StatusCode::INTERNAL_SERVER_ERROR, "stream_options"));
+        assert!(rejects_stream_options(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pydantic
+        ));
+        assert!(rejects_stream_options(
+            StatusCode::BAD_REQUEST,
+            "unknown field `stream_options`"
+        ));
+        assert!(!rejects_stream_options(
+            StatusCode::BAD_REQUEST,
+            "context_length_exceeded"
+        ));
+        assert!(!rejects_stream_options(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "stream_options"
+        ));
     }
 
     #[test]

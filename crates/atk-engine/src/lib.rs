@@ -49,16 +49,28 @@ pub trait Engine: Send + Sync {
 
 /// Builds an engine: the HTTP or mock engine wrapped, outermost first, in
 /// `Observed` → `Retry` → `Limit` → (`Http` with its timeouts | `MockEngine`).
-pub fn build_engine(cfg: EngineConfig, observers: Vec<Arc<dyn Observer>>) -> Result<Arc<dyn Engine>, Error> {
+pub fn build_engine(
+    cfg: EngineConfig,
+    observers: Vec<Arc<dyn Observer>>,
+) -> Result<Arc<dyn Engine>, Error> {
     if cfg.concurrency_limit == 0 && cfg.shared_limit.is_none() {
-        return Err(Error::Config(format!("{}: concurrency_limit must be at least 1", cfg.label)));
+        return Err(Error::Config(format!(
+            "{}: concurrency_limit must be at least 1",
+            cfg.label
+        )));
     }
     if cfg.retry.max_attempts == 0 {
-        return Err(Error::Config(format!("{}: retry.max_attempts must be at least 1", cfg.label)));
+        return Err(Error::Config(format!(
+            "{}: retry.max_attempts must be at least 1",
+            cfg.label
+        )));
     }
     let observers: observer::Observers = observers.into();
     let fuse = fuse::Fuse::new(&cfg.label);
-    let limit = cfg.shared_limit.clone().unwrap_or_else(|| ConcurrencyLimit::new(cfg.concurrency_limit));
+    let limit = cfg
+        .shared_limit
+        .clone()
+        .unwrap_or_else(|| ConcurrencyLimit::new(cfg.concurrency_limit));
     let rate = rate::RateLimiter::new(cfg.requests_per_minute, cfg.tokens_per_minute);
     fn stack<E: Engine + 'static>(
         inner: E,
@@ -74,7 +86,14 @@ pub fn build_engine(cfg: EngineConfig, observers: Vec<Arc<dyn Observer>>) -> Res
     }
     Ok(match cfg.mode {
         Mode::Api => stack(http::Http::new(&cfg)?, &cfg, observers, fuse, limit, rate),
-        Mode::Mock => stack(MockEngine::from_config(&cfg), &cfg, observers, fuse, limit, rate),
+        Mode::Mock => stack(
+            MockEngine::from_config(&cfg),
+            &cfg,
+            observers,
+            fuse,
+            limit,
+            rate,
+        ),
     })
 }
 
@@ -106,16 +125,35 @@ mod tests {
         let calls = (0..6).map(|i| engine.call(Request::completion(format!("p{i}"))));
         let replies = futures_util::future::join_all(calls).await;
         assert!(replies.iter().all(Result::is_ok));
-        assert_eq!(t0.elapsed(), Duration::from_secs(3), "6 calls, 2 at a time, 1 s each");
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_secs(3),
+            "6 calls, 2 at a time, 1 s each"
+        );
         assert_eq!(cost.snapshot().requests, 6);
     }
 
     #[test]
     fn bad_configs_are_refused() {
-        let err = |cfg: EngineConfig| build_engine(cfg, vec![]).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = |cfg: EngineConfig| {
+            build_engine(cfg, vec![])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
         assert!(err(EngineConfig::default()).contains("base_url is empty"));
         assert!(err(EngineConfig::default().with_base_url("not a url")).contains("bad base_url"));
-        assert!(err(EngineConfig::default().with_base_url("http://127.0.0.1:1/v1").with_api_key("bad\nkey")).contains("header"));
-        assert!(err(EngineConfig::default().with_mode(Mode::Mock).with_concurrency_limit(0usize)).contains("concurrency_limit"));
+        assert!(
+            err(EngineConfig::default()
+                .with_base_url("http://127.0.0.1:1/v1")
+                .with_api_key("bad\nkey"))
+            .contains("header")
+        );
+        assert!(
+            err(EngineConfig::default()
+                .with_mode(Mode::Mock)
+                .with_concurrency_limit(0usize))
+            .contains("concurrency_limit")
+        );
     }
 }

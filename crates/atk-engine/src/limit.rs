@@ -41,7 +41,10 @@ struct Window {
 
 impl std::fmt::Debug for ConcurrencyLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConcurrencyLimit").field("max", &self.max).field("window", &self.window()).finish()
+        f.debug_struct("ConcurrencyLimit")
+            .field("max", &self.max)
+            .field("window", &self.window())
+            .finish()
     }
 }
 
@@ -52,7 +55,13 @@ impl ConcurrencyLimit {
         Arc::new(Self {
             max,
             sem: Arc::new(Semaphore::new(max)),
-            state: Mutex::new(Window { size: max, debt: 0, successes: 0, paused_until: None, last_cut: None }),
+            state: Mutex::new(Window {
+                size: max,
+                debt: 0,
+                successes: 0,
+                paused_until: None,
+                last_cut: None,
+            }),
         })
     }
 
@@ -96,7 +105,11 @@ impl ConcurrencyLimit {
                 () = fuse.tripped() => return Err(fuse.error()),
                 p = self.sem.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             };
-            let permit = Permit { limit: self.clone(), permit: Some(permit), started: Instant::now() };
+            let permit = Permit {
+                limit: self.clone(),
+                permit: Some(permit),
+                started: Instant::now(),
+            };
             // A 429 may have paused the endpoint while this call queued: wait again, slot freed.
             if self.paused_until().is_none() {
                 return Ok(permit);
@@ -139,7 +152,12 @@ impl ConcurrencyLimit {
         st.last_cut = Some(now);
         let forgotten = self.sem.forget_permits(cut);
         st.debt += cut - forgotten;
-        tracing::info!(window = new, max = self.max, ?retry_after, "rate limited: in-flight window lowered");
+        tracing::info!(
+            window = new,
+            max = self.max,
+            ?retry_after,
+            "rate limited: in-flight window lowered"
+        );
     }
 }
 
@@ -152,7 +170,9 @@ pub(crate) struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let Some(permit) = self.permit.take() else { return };
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
         let mut st = self.limit.lock();
         if st.debt > 0 {
             st.debt -= 1;
@@ -172,8 +192,18 @@ pub(crate) struct Limit<E> {
 }
 
 impl<E: Engine> Limit<E> {
-    pub(crate) fn new(inner: E, limit: Arc<ConcurrencyLimit>, rate: Option<RateLimiter>, fuse: Fuse) -> Self {
-        Self { inner, limit, rate, fuse }
+    pub(crate) fn new(
+        inner: E,
+        limit: Arc<ConcurrencyLimit>,
+        rate: Option<RateLimiter>,
+        fuse: Fuse,
+    ) -> Self {
+        Self {
+            inner,
+            limit,
+            rate,
+            fuse,
+        }
     }
 }
 
@@ -190,7 +220,11 @@ impl<E: Engine> Engine for Limit<E> {
         let result = self.inner.call(request).await;
         match &result {
             Ok(_) => self.limit.on_success(),
-            Err(Error::Transient { kind: TransientKind::RateLimited, retry_after, .. }) => {
+            Err(Error::Transient {
+                kind: TransientKind::RateLimited,
+                retry_after,
+                ..
+            }) => {
                 self.limit.on_rate_limited(permit.started, *retry_after);
             }
             Err(e @ (Error::AuthRefused { .. } | Error::NotFound { .. })) => self.fuse.trip(e),
@@ -198,7 +232,9 @@ impl<E: Engine> Engine for Limit<E> {
         }
         drop(permit);
         if let Some(rate) = &self.rate {
-            let used = result.as_ref().map_or(0, |r| r.usage.prompt_tokens + r.usage.completion_tokens);
+            let used = result
+                .as_ref()
+                .map_or(0, |r| r.usage.prompt_tokens + r.usage.completion_tokens);
             rate.settle(reserved, used);
         }
         result.map(|mut reply| {
@@ -244,17 +280,27 @@ mod tests {
         assert!(t0.elapsed() >= Duration::from_secs(2));
         drop(p);
         // Only 4 slots now.
-        let four: Vec<_> = futures_util::future::join_all((0..4).map(|_| limit.acquire(&fuse))).await;
-        assert!(tokio::time::timeout(Duration::from_millis(10), limit.acquire(&fuse)).await.is_err());
+        let four: Vec<_> =
+            futures_util::future::join_all((0..4).map(|_| limit.acquire(&fuse))).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), limit.acquire(&fuse))
+                .await
+                .is_err()
+        );
         drop(four);
         // Additive increase: +1 per window of successes, never above max.
         for _ in 0..100 {
             limit.on_success();
         }
         assert_eq!(limit.window(), 8);
-        let eight: Vec<_> = futures_util::future::join_all((0..8).map(|_| limit.acquire(&fuse))).await;
+        let eight: Vec<_> =
+            futures_util::future::join_all((0..8).map(|_| limit.acquire(&fuse))).await;
         assert!(eight.iter().all(|p| p.is_ok()));
-        assert!(tokio::time::timeout(Duration::from_millis(10), limit.acquire(&fuse)).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), limit.acquire(&fuse))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -267,7 +313,11 @@ mod tests {
             tokio::spawn(async move { limit.acquire(&fuse).await.map(|_| ()) })
         };
         tokio::task::yield_now().await;
-        fuse.trip(&Error::AuthRefused { engine: "t".into(), status: 401, message: "bad key".into() });
+        fuse.trip(&Error::AuthRefused {
+            engine: "t".into(),
+            status: 401,
+            message: "bad key".into(),
+        });
         let err = waiter.await.unwrap().unwrap_err();
         assert!(matches!(err, Error::EngineDead { .. }), "{err}");
         assert!(err.to_string().contains("bad key"));

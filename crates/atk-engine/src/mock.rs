@@ -15,12 +15,13 @@ use crate::{Engine, Error, Prompt, Reply, Request, Timing, Usage};
 pub const DEFAULT_MOCK_TEMPLATE: &str = "Mock reply {hash} to \"{excerpt}\": {words}.";
 
 const WORDS: &[&str] = &[
-    "amber", "anchor", "basalt", "beacon", "birch", "bramble", "cedar", "cinder", "clover", "comet", "copper", "coral",
-    "delta", "drift", "ember", "fern", "fjord", "flint", "garnet", "glacier", "granite", "harbor", "hazel", "heron",
-    "indigo", "island", "juniper", "kestrel", "lantern", "lichen", "maple", "meadow", "mica", "moss", "nectar",
-    "orchid", "osprey", "pebble", "pine", "quartz", "quill", "raven", "reed", "ridge", "river", "saffron", "sage",
-    "slate", "sparrow", "spruce", "summit", "thistle", "thunder", "tide", "timber", "umber", "valley", "violet",
-    "willow", "wren", "yarrow", "zephyr", "zinc", "lagoon",
+    "amber", "anchor", "basalt", "beacon", "birch", "bramble", "cedar", "cinder", "clover",
+    "comet", "copper", "coral", "delta", "drift", "ember", "fern", "fjord", "flint", "garnet",
+    "glacier", "granite", "harbor", "hazel", "heron", "indigo", "island", "juniper", "kestrel",
+    "lantern", "lichen", "maple", "meadow", "mica", "moss", "nectar", "orchid", "osprey", "pebble",
+    "pine", "quartz", "quill", "raven", "reed", "ridge", "river", "saffron", "sage", "slate",
+    "sparrow", "spruce", "summit", "thistle", "thunder", "tide", "timber", "umber", "valley",
+    "violet", "willow", "wren", "yarrow", "zephyr", "zinc", "lagoon",
 ];
 
 /// The offline engine: same prompt, same reply; optional simulated latency.
@@ -34,7 +35,15 @@ impl MockEngine {
     /// A mock engine with this label, model name and options.
     pub fn new(label: impl Into<String>, model: impl Into<String>, cfg: MockConfig) -> Self {
         let model = model.into();
-        Self { label: label.into(), model: if model.is_empty() { "mock".to_string() } else { model }, cfg }
+        Self {
+            label: label.into(),
+            model: if model.is_empty() {
+                "mock".to_string()
+            } else {
+                model
+            },
+            cfg,
+        }
     }
 
     /// A mock engine from an engine config (label, model and `mock` options).
@@ -49,19 +58,35 @@ impl Engine for MockEngine {
         if !self.cfg.latency.is_zero() {
             tokio::time::sleep(self.cfg.latency).await;
         }
-        let template = request.mock_reply.as_deref().or(self.cfg.reply_template.as_deref()).unwrap_or(DEFAULT_MOCK_TEMPLATE);
+        let template = request
+            .mock_reply
+            .as_deref()
+            .or(self.cfg.reply_template.as_deref())
+            .unwrap_or(DEFAULT_MOCK_TEMPLATE);
         let text = render_mock_reply(template, &request.prompt);
         let prompt_words = match &request.prompt {
-            Prompt::Chat(messages) => messages.iter().map(|m| m.content.split_whitespace().count() + 4).sum(),
+            Prompt::Chat(messages) => messages
+                .iter()
+                .map(|m| m.content.split_whitespace().count() + 4)
+                .sum(),
             Prompt::Completion(text) => text.split_whitespace().count(),
         };
-        let usage = Usage { prompt_tokens: prompt_words as u64, completion_tokens: text.split_whitespace().count() as u64, estimated: true };
+        let usage = Usage {
+            prompt_tokens: prompt_words as u64,
+            completion_tokens: text.split_whitespace().count() as u64,
+            estimated: true,
+        };
         Ok(Reply {
             text,
             finish_reason: Some("stop".to_string()),
             usage,
             model: self.model.clone(),
-            timing: Timing { first_byte: self.cfg.latency, total: self.cfg.latency, attempts: 1, ..Timing::default() },
+            timing: Timing {
+                first_byte: self.cfg.latency,
+                total: self.cfg.latency,
+                attempts: 1,
+                ..Timing::default()
+            },
         })
     }
     fn label(&self) -> &str {
@@ -115,12 +140,19 @@ pub fn render_mock_reply(template: &str, prompt: &Prompt) -> String {
         out = out.replace("{words}", &words.join(" "));
     }
     if out.contains("{lines}") {
-        let lines: Vec<String> = (1..=4).map(|i| format!("{i}. {} {} {}", word(), word(), word())).collect();
+        let lines: Vec<String> = (1..=4)
+            .map(|i| format!("{i}. {} {} {}", word(), word(), word()))
+            .collect();
         out = out.replace("{lines}", &lines.join("\n"));
     }
     if out.contains("{excerpt}") {
         let source = match prompt {
-            Prompt::Chat(messages) => messages.iter().rev().find(|m| m.role == "user").or(messages.last()).map_or("", |m| m.content.as_str()),
+            Prompt::Chat(messages) => messages
+                .iter()
+                .rev()
+                .find(|m| m.role == "user")
+                .or(messages.last())
+                .map_or("", |m| m.content.as_str()),
             Prompt::Completion(text) => text.as_str(),
         };
         let excerpt: Vec<&str> = source.split_whitespace().take(12).collect();
@@ -136,16 +168,31 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn deterministic_templated_and_latent() {
-        let engine = MockEngine::new("m", "", MockConfig::default().with_latency(std::time::Duration::from_secs(5)));
-        let req = Request::chat(vec![Message::new("system", "be brief"), Message::new("user", "tell me about rivers and lakes")]);
+        let engine = MockEngine::new(
+            "m",
+            "",
+            MockConfig::default().with_latency(std::time::Duration::from_secs(5)),
+        );
+        let req = Request::chat(vec![
+            Message::new("system", "be brief"),
+            Message::new("user", "tell me about rivers and lakes"),
+        ]);
         let t0 = tokio::time::Instant::now();
         let a = engine.call(req.clone()).await.unwrap();
         assert_eq!(t0.elapsed(), std::time::Duration::from_secs(5));
         let b = engine.call(req.clone()).await.unwrap();
         assert_eq!(a.text, b.text);
-        assert!(a.text.starts_with("Mock reply ") && a.text.contains("\"tell me about rivers and lakes\""), "{}", a.text);
+        assert!(
+            a.text.starts_with("Mock reply ")
+                && a.text.contains("\"tell me about rivers and lakes\""),
+            "{}",
+            a.text
+        );
         assert!(engine.is_mock() && a.usage.estimated && a.model == "mock");
-        let other = engine.call(Request::completion("something else")).await.unwrap();
+        let other = engine
+            .call(Request::completion("something else"))
+            .await
+            .unwrap();
         assert_ne!(a.text, other.text);
         let mut req = req;
         req.mock_reply = Some("Q: {hash}\n{lines}\n{x}".to_string());
@@ -160,7 +207,9 @@ mod tests {
     #[test]
     fn words_count_is_between_8_and_16() {
         for i in 0..50 {
-            let n = render_mock_reply("{words}", &Prompt::Completion(format!("p{i}"))).split(' ').count();
+            let n = render_mock_reply("{words}", &Prompt::Completion(format!("p{i}")))
+                .split(' ')
+                .count();
             assert!((8..=16).contains(&n), "{n}");
         }
     }

@@ -57,8 +57,14 @@ impl<E: Engine> Engine for Observed<E> {
         }
         let result = self.inner.call(request.clone()).await;
         match &result {
-            Ok(reply) => self.observers.iter().for_each(|o| o.on_reply(label, &request, reply)),
-            Err(error) => self.observers.iter().for_each(|o| o.on_error(label, &request, error)),
+            Ok(reply) => self
+                .observers
+                .iter()
+                .for_each(|o| o.on_reply(label, &request, reply)),
+            Err(error) => self
+                .observers
+                .iter()
+                .for_each(|o| o.on_error(label, &request, error)),
         }
         result
     }

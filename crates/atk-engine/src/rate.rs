@@ -30,12 +30,17 @@ struct Bucket {
 impl Bucket {
     fn new(per_minute: u32) -> Self {
         let per_minute = f64::from(per_minute.max(1));
-        Self { per_minute, level: per_minute, last: Instant::now() }
+        Self {
+            per_minute,
+            level: per_minute,
+            last: Instant::now(),
+        }
     }
 
     fn refill(&mut self, now: Instant) {
         let per_sec = self.per_minute / 60.0;
-        self.level = (self.level + per_sec * now.duration_since(self.last).as_secs_f64()).min(self.per_minute);
+        self.level = (self.level + per_sec * now.duration_since(self.last).as_secs_f64())
+            .min(self.per_minute);
         self.last = now;
     }
 
@@ -48,7 +53,9 @@ impl Bucket {
             self.level -= n;
             None
         } else {
-            Some(Duration::from_secs_f64((need - self.level) * 60.0 / self.per_minute))
+            Some(Duration::from_secs_f64(
+                (need - self.level) * 60.0 / self.per_minute,
+            ))
         }
     }
 
@@ -64,7 +71,10 @@ impl RateLimiter {
         if rpm.is_none() && tpm.is_none() {
             return None;
         }
-        Some(Self { rpm: rpm.map(|n| Mutex::new(Bucket::new(n))), tpm: tpm.map(|n| Mutex::new(Bucket::new(n))) })
+        Some(Self {
+            rpm: rpm.map(|n| Mutex::new(Bucket::new(n))),
+            tpm: tpm.map(|n| Mutex::new(Bucket::new(n))),
+        })
     }
 
     /// Waits until the request fits both limits; returns the tokens reserved for it.
@@ -89,7 +99,10 @@ impl RateLimiter {
 
 async fn wait_for(bucket: &Mutex<Bucket>, n: f64, fuse: &Fuse) -> Result<(), Error> {
     loop {
-        let wait = bucket.lock().unwrap_or_else(|e| e.into_inner()).take(n, Instant::now());
+        let wait = bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(n, Instant::now());
         let Some(wait) = wait else { return Ok(()) };
         tokio::select! {
             biased;
@@ -122,11 +135,17 @@ mod tests {
         for _ in 0..60 {
             rl.admit(&req, &fuse).await.unwrap();
         }
-        assert!(t0.elapsed() < Duration::from_millis(1), "a minute's allowance is available at once");
+        assert!(
+            t0.elapsed() < Duration::from_millis(1),
+            "a minute's allowance is available at once"
+        );
         rl.admit(&req, &fuse).await.unwrap();
         rl.admit(&req, &fuse).await.unwrap();
         let e = t0.elapsed();
-        assert!(e >= Duration::from_millis(1990) && e < Duration::from_millis(2100), "{e:?}");
+        assert!(
+            e >= Duration::from_millis(1990) && e < Duration::from_millis(2100),
+            "{e:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -143,6 +162,9 @@ mod tests {
         // Now ~298 left; the next 601 must wait for ~303 tokens = ~18 s.
         rl.admit(&req, &fuse).await.unwrap();
         let e = t0.elapsed();
-        assert!(e > Duration::from_secs(17) && e < Duration::from_secs(20), "{e:?}");
+        assert!(
+            e > Duration::from_secs(17) && e < Duration::from_secs(20),
+            "{e:?}"
+        );
     }
 }

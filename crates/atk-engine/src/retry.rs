@@ -31,7 +31,13 @@ pub(crate) enum Decision {
 /// `base_delay * 2^(attempt-1)`, capped at `max_delay`, scaled by `0.5 + 0.5 * jitter` ("equal
 /// jitter": never less than half, so callers that failed together spread out without hammering).
 /// Stops when attempts run out or the wait would end past `max_elapsed`.
-pub(crate) fn policy(error: &Error, attempt: u32, elapsed: Duration, cfg: &RetryConfig, jitter: f64) -> Decision {
+pub(crate) fn policy(
+    error: &Error,
+    attempt: u32,
+    elapsed: Duration,
+    cfg: &RetryConfig,
+    jitter: f64,
+) -> Decision {
     let Error::Transient { retry_after, .. } = error else {
         return Decision::Stop;
     };
@@ -39,9 +45,17 @@ pub(crate) fn policy(error: &Error, attempt: u32, elapsed: Duration, cfg: &Retry
         return Decision::Stop;
     }
     let exp = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
-    let backoff = cfg.base_delay.saturating_mul(exp).min(cfg.max_delay).mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+    let backoff = cfg
+        .base_delay
+        .saturating_mul(exp)
+        .min(cfg.max_delay)
+        .mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
     let wait = retry_after.map_or(backoff, |ra| ra.max(backoff));
-    if elapsed.saturating_add(wait) >= cfg.max_elapsed { Decision::Stop } else { Decision::Wait(wait) }
+    if elapsed.saturating_add(wait) >= cfg.max_elapsed {
+        Decision::Stop
+    } else {
+        Decision::Wait(wait)
+    }
 }
 
 /// Layer: retries transient failures of the inner engine per [`policy`].
@@ -54,7 +68,12 @@ pub(crate) struct Retry<E> {
 
 impl<E: Engine> Retry<E> {
     pub(crate) fn new(inner: E, cfg: RetryConfig, observers: Observers, fuse: Fuse) -> Self {
-        Self { inner, cfg, observers, fuse }
+        Self {
+            inner,
+            cfg,
+            observers,
+            fuse,
+        }
     }
 }
 
@@ -120,12 +139,23 @@ mod tests {
     use crate::TransientKind;
 
     fn transient(kind: TransientKind, retry_after: Option<Duration>) -> Error {
-        Error::Transient { engine: "t".into(), kind, message: "x".into(), retry_after }
+        Error::Transient {
+            engine: "t".into(),
+            kind,
+            message: "x".into(),
+            retry_after,
+        }
     }
 
     fn check(error: Error, attempt: u32, elapsed_s: u64, jitter: f64, expected: Decision) {
         let cfg = RetryConfig::default(); // 8 attempts, 600 s, 500 ms base, 60 s cap
-        let got = policy(&error, attempt, Duration::from_secs(elapsed_s), &cfg, jitter);
+        let got = policy(
+            &error,
+            attempt,
+            Duration::from_secs(elapsed_s),
+            &cfg,
+            jitter,
+        );
         assert_eq!(got, expected, "{error:?} attempt {attempt}");
     }
 
@@ -141,11 +171,23 @@ mod tests {
         check(transient(RateLimited, None), 3, 0, 1.0, Wait(ms(2000)));
         // 429 with Retry-After: the longer of the two.
         check(transient(RateLimited, Some(s(7))), 1, 0, 1.0, Wait(s(7)));
-        check(transient(RateLimited, Some(ms(10))), 2, 0, 1.0, Wait(ms(1000)));
+        check(
+            transient(RateLimited, Some(ms(10))),
+            2,
+            0,
+            1.0,
+            Wait(ms(1000)),
+        );
         // Backoff is capped at max_delay, Retry-After is not.
         check(transient(ServerError, None), 7, 0, 1.0, Wait(s(32)));
         check(transient(ServerError, None), 30, 0, 1.0, Stop);
-        check(transient(RateLimited, Some(s(120))), 2, 0, 0.0, Wait(s(120)));
+        check(
+            transient(RateLimited, Some(s(120))),
+            2,
+            0,
+            0.0,
+            Wait(s(120)),
+        );
         // 5xx, reset, stall, cut stream, garbage: all retried.
         for kind in [ServerError, Connection, Timeout, Incomplete, Malformed] {
             check(transient(kind, None), 2, 0, 0.5, Wait(ms(750)));
@@ -155,11 +197,30 @@ mod tests {
         check(transient(Connection, None), 2, 599, 1.0, Stop);
         check(transient(RateLimited, Some(s(30))), 2, 580, 0.0, Stop);
         // Fatal and per-call errors: never retried.
-        let auth = Error::AuthRefused { engine: "t".into(), status: 401, message: "bad key".into() };
-        let forbidden = Error::AuthRefused { engine: "t".into(), status: 403, message: "no".into() };
-        let missing = Error::NotFound { engine: "t".into(), url: "u".into(), message: "no model".into() };
-        let rejected = Error::Rejected { engine: "t".into(), status: 400, message: "context_length_exceeded".into() };
-        let dead = Error::EngineDead { engine: "t".into(), reason: "r".into() };
+        let auth = Error::AuthRefused {
+            engine: "t".into(),
+            status: 401,
+            message: "bad key".into(),
+        };
+        let forbidden = Error::AuthRefused {
+            engine: "t".into(),
+            status: 403,
+            message: "no".into(),
+        };
+        let missing = Error::NotFound {
+            engine: "t".into(),
+            url: "u".into(),
+            message: "no model".into(),
+        };
+        let rejected = Error::Rejected {
+            engine: "t".into(),
+            status: 400,
+            message: "context_length_exceeded".into(),
+        };
+        let dead = Error::EngineDead {
+            engine: "t".into(),
+            reason: "r".into(),
+        };
         for e in [auth, forbidden, missing, rejected, dead] {
             check(e, 1, 0, 0.5, Stop);
         }

@@ -76,9 +76,15 @@ mod tests {
     #[test]
     fn key_never_printed() {
         let s = Secret::new("sk-very-secret-123");
-        assert_eq!(format!("{s:?} {s} {}", serde_json::to_string(&s).unwrap()), "[redacted] [redacted] \"[redacted]\"");
+        assert_eq!(
+            format!("{s:?} {s} {}", serde_json::to_string(&s).unwrap()),
+            "[redacted] [redacted] \"[redacted]\""
+        );
         assert_eq!(s.expose(), "sk-very-secret-123");
-        assert_eq!(s.scrub("bad key sk-very-secret-123!"), "bad key [redacted]!");
+        assert_eq!(
+            s.scrub("bad key sk-very-secret-123!"),
+            "bad key [redacted]!"
+        );
         assert!(Secret::default().is_empty());
     }
 }

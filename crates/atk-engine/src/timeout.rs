@@ -65,7 +65,11 @@ where
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 finished = true;
-                Poll::Ready(Some(Err(if got_first { BodyError::Idle(idle) } else { BodyError::FirstByte(first_byte) })))
+                Poll::Ready(Some(Err(if got_first {
+                    BodyError::Idle(idle)
+                } else {
+                    BodyError::FirstByte(first_byte)
+                })))
             }
             Poll::Pending => Poll::Pending,
         }

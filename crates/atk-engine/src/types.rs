@@ -16,7 +16,10 @@ pub struct Message {
 impl Message {
     /// A message with the given role and content.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -44,11 +47,19 @@ pub struct Request {
 impl Request {
     /// A chat request with no params.
     pub fn chat(messages: Vec<Message>) -> Self {
-        Self { prompt: Prompt::Chat(messages), params: Default::default(), mock_reply: None }
+        Self {
+            prompt: Prompt::Chat(messages),
+            params: Default::default(),
+            mock_reply: None,
+        }
     }
     /// A completion request with no params.
     pub fn completion(prompt: impl Into<String>) -> Self {
-        Self { prompt: Prompt::Completion(prompt.into()), params: Default::default(), mock_reply: None }
+        Self {
+            prompt: Prompt::Completion(prompt.into()),
+            params: Default::default(),
+            mock_reply: None,
+        }
     }
     /// Sets one sampling param.
     pub fn with_param(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {

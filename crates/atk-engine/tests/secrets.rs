@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use atk_engine::{build_engine, EngineConfig, Error, Message, Request, RetryConfig};
+use atk_engine::{EngineConfig, Error, Message, Request, RetryConfig, build_engine};
 use atk_testkit::{Fault, Faults, ReplyMode, ServerConfig, TestServer};
 
 const TEXT: &str = "one two three four five six seven eight";
@@ -20,7 +20,11 @@ fn engine_cfg(server: &TestServer) -> EngineConfig {
         .with_label("t")
         .with_base_url(server.base_url())
         .with_model("m")
-        .with_retry(RetryConfig::default().with_base_delay(ms(1)).with_max_delay(ms(5)))
+        .with_retry(
+            RetryConfig::default()
+                .with_base_delay(ms(1))
+                .with_max_delay(ms(5)),
+        )
 }
 
 fn chat(prompt: &str) -> Request {
@@ -51,20 +55,28 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 #[tokio::test]
 async fn the_key_never_reaches_logs_errors_or_debug_output() {
     let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(logs.clone()).with_ansi(false).finish();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let dir = tempfile::tempdir().unwrap();
     let debug = atk_engine::DebugObserver::new(dir.path().to_path_buf());
 
     // Right key, with retried faults (logged at WARN) ...
     let faults = Faults::scripted([Fault::ServerError, Fault::RateLimit, Fault::ErrorMidStream]);
-    let server = TestServer::start(server_cfg().with_api_key(KEY).with_faults(faults)).await.unwrap();
+    let server = TestServer::start(server_cfg().with_api_key(KEY).with_faults(faults))
+        .await
+        .unwrap();
     let cfg = engine_cfg(&server).with_api_key(KEY);
     assert!(!format!("{cfg:?}").contains(KEY));
     let engine = build_engine(cfg, vec![debug.clone()]).unwrap();
     assert_eq!(engine.call(chat("hello")).await.unwrap().text, TEXT);
     // ... and a refused key (the server answers 401 for a Bearer it does not know).
-    let server = TestServer::start(server_cfg().with_api_key("sk-other")).await.unwrap();
+    let server = TestServer::start(server_cfg().with_api_key("sk-other"))
+        .await
+        .unwrap();
     let engine = build_engine(engine_cfg(&server).with_api_key(KEY), vec![debug]).unwrap();
     let err = engine.call(chat("hello")).await.unwrap_err();
     assert!(matches!(err, Error::AuthRefused { .. }));
@@ -75,7 +87,11 @@ async fn the_key_never_reaches_logs_errors_or_debug_output() {
     assert!(!logs.contains(KEY), "key in logs");
     let mut files = 0;
     for entry in std::fs::read_dir(dir.path()).unwrap() {
-        assert!(!std::fs::read_to_string(entry.unwrap().path()).unwrap().contains(KEY));
+        assert!(
+            !std::fs::read_to_string(entry.unwrap().path())
+                .unwrap()
+                .contains(KEY)
+        );
         files += 1;
     }
     assert_eq!(files, 2);
