@@ -6,6 +6,7 @@
 //! shares it.
 #![allow(clippy::print_stderr)]
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -73,6 +74,8 @@ pub struct RunContext<C> {
     reports: Vec<RunReport>,
     details_sources: Vec<atk_metadatagen::MetaSource>,
     datasets: Vec<(PathBuf, u64)>,
+    /// Ids of the root items [`RunContext::seed_texts`] added in this run.
+    seeded: HashSet<String>,
 }
 
 struct DryRun {
@@ -143,10 +146,18 @@ impl<C> RunContext<C> {
     /// Chunks texts the pipeline brought itself (`(source name, text)`, with
     /// `read_files_manually: false`) and adds them to the store as items after any already
     /// there. Returns how many chunks were added.
+    ///
+    /// The run's inputs are the texts seeded in this run (all calls together): items an earlier
+    /// run seeded from texts not given now are retired (their stored results are kept, and
+    /// reused if the text comes back), so they are neither worked on nor put in the dataset.
     pub async fn seed_texts(&mut self, texts: &[(String, String)]) -> Result<u64, RunError> {
         let set = atk_chunk::chunk_texts(texts, &self.settings.chunk_config());
         let n = set.chunks.len() as u64;
+        self.seeded.extend(set.chunks.iter().map(|c| c.id.clone()));
         self.store.put_items(set.chunks.iter().map(chunk_item).collect()).await?;
+        if self.dry_run.is_none() {
+            retire_stale(self.store.as_ref(), &self.seeded).await?;
+        }
         Ok(n)
     }
 
@@ -193,6 +204,20 @@ impl<C> RunContext<C> {
         }
         Ok(())
     }
+}
+
+/// Retires the items of inputs that are no longer there (see
+/// [`atk_state::retire_stale_items`]) and says how many at info level.
+async fn retire_stale(store: &dyn Store, current: &HashSet<String>) -> Result<(), RunError> {
+    let retired = atk_state::retire_stale_items(store, current).await?;
+    if retired.total() > 0 {
+        tracing::info!(
+            chunks = retired.roots,
+            derived_items = retired.children,
+            "retired items whose input is no longer there (their stored results are kept and reused if it comes back)"
+        );
+    }
+    Ok(())
 }
 
 fn step_error(e: StepError) -> RunError {
@@ -314,6 +339,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             reports: Vec::new(),
             details_sources: Vec::new(),
             datasets: Vec::new(),
+            seeded: HashSet::new(),
         };
         // run_chain ends a dry run with the estimate; a pipeline that runs no chain has none.
         pipeline.run(&mut ctx).await?;
@@ -352,7 +378,14 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         eprintln!("MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data", which.join(" and "));
     }
 
+    let seeded: HashSet<String> = items.iter().map(|i| i.id.clone()).collect();
     store.put_items(items).await?;
+    if settings.read_files_manually {
+        // The run's inputs are what was just seeded: items of removed files (or of chunks
+        // `use_subset` no longer picks) go, so no request is sent for them and no dataset
+        // line comes from them. With read_files_manually off, seed_texts does this.
+        retire_stale(store.as_ref(), &seeded).await?;
+    }
 
     let cost_fn = {
         let counters = counters.clone();
@@ -385,6 +418,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         reports: Vec::new(),
         details_sources: Vec::new(),
         datasets: Vec::new(),
+        seeded: HashSet::new(),
     };
     let outcome = pipeline.run(&mut ctx).await;
     status_task.abort();
@@ -632,3 +666,7 @@ fn now_ms() -> u64 {
 pub fn store_dir(output_dir: &Path) -> PathBuf {
     output_dir.join("store")
 }
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;

@@ -46,6 +46,12 @@ pub enum Error {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// The store does not implement an operation (a test or dry-run store).
+    #[error("this store cannot {operation}")]
+    Unsupported {
+        /// What was asked, e.g. `remove items`.
+        operation: &'static str,
+    },
     /// sled or the file system failed.
     #[error("store I/O at {path}: {message}")]
     Io {

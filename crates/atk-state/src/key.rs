@@ -48,6 +48,19 @@ pub(crate) fn item_id_of(prefix_len: usize, key: &[u8]) -> Result<String, Error>
         .map_err(|_| Error::Corrupt { key: display(key), message: "item id is not UTF-8".to_owned() })
 }
 
+/// The id at the end of an item key (after its order parts).
+pub(crate) fn item_key_id(key: &[u8]) -> Result<String, Error> {
+    let mut rest = key;
+    while let [ORDER_NEXT, tail @ ..] = rest {
+        let Some((_, tail)) = tail.split_first_chunk::<8>() else { break };
+        rest = tail;
+    }
+    match rest.strip_prefix(&[ORDER_END]).map(|id| std::str::from_utf8(id)) {
+        Some(Ok(id)) => Ok(id.to_owned()),
+        _ => Err(Error::Corrupt { key: format!("items:{}", display_item(key)), message: "malformed item key".to_owned() }),
+    }
+}
+
 /// A key made readable for messages: NUL separators shown as `/`, order parts as numbers.
 pub(crate) fn display(key: &[u8]) -> String {
     String::from_utf8_lossy(key).replace('\0', "/")
@@ -95,6 +108,14 @@ mod tests {
         assert!(matches!(step_key("", "x"), Err(Error::InvalidStep { .. })));
         let key = step_key("judge", "id\0odd").unwrap();
         assert_eq!(item_id_of(step_prefix("judge").unwrap().len(), &key).unwrap(), "id\0odd");
+    }
+
+    #[test]
+    fn item_keys_give_back_their_id() {
+        assert_eq!(item_key_id(&item_key(&[3, 7], "abc")).unwrap(), "abc");
+        assert_eq!(item_key_id(&item_key(&[], "")).unwrap(), "");
+        assert_eq!(item_key_id(&item_key(&[1], "é\u{1}x")).unwrap(), "é\u{1}x");
+        assert!(matches!(item_key_id(&[ORDER_NEXT, 1, 2]), Err(Error::Corrupt { .. })));
     }
 
     #[test]

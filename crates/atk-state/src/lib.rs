@@ -5,6 +5,7 @@ mod commit;
 mod error;
 mod key;
 mod record;
+mod retire;
 mod sled_store;
 mod status;
 
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 
 pub use error::Error;
 pub use record::{Details, FailureRecord, Fields, ItemRecord, ResultRecord, RunMeta, RECORD_VERSION};
+pub use retire::{Retired, retire_stale_items};
 pub use sled_store::{SledStore, StoreOptions, STORE_FORMAT_VERSION};
 pub use status::{read_status_snapshot, status_snapshot_path, write_status_snapshot};
 
@@ -48,6 +50,27 @@ pub trait Store: Send + Sync {
     async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), Error>;
     /// Flushes everything and waits for it to be on disk.
     async fn flush(&self) -> Result<(), Error>;
+    /// Every item id (roots and children), in `order` order. The sled store reads keys only,
+    /// decoding no record: for passes that need ids or counts, not fields.
+    fn item_ids(&self) -> Records<'_, String> {
+        Box::new(self.items().map(|r| r.map(|item| item.id)))
+    }
+    /// The ids of root items (`parent == None`), in `order` order. The sled store decodes no
+    /// record it wrote itself (it reads the parent from the start of the stored bytes).
+    fn root_ids(&self) -> Records<'_, String> {
+        Box::new(self.items().filter_map(|r| match r {
+            Ok(item) if item.parent.is_some() => None,
+            Ok(item) => Some(Ok(item.id)),
+            Err(e) => Some(Err(e)),
+        }))
+    }
+    /// Removes items (their records and id index entries) durably; unknown ids are ignored.
+    /// Results and failures are kept, so an item seeded again later reuses them. The default
+    /// body refuses with [`Error::Unsupported`].
+    async fn remove_items(&self, ids: Vec<String>) -> Result<(), Error> {
+        let _ = ids;
+        Err(Error::Unsupported { operation: "remove items" })
+    }
     /// How many results a step has (the sled store counts keys without decoding).
     fn count_results(&self, step: &str) -> Result<u64, Error> {
         self.results(step).try_fold(0, |n, r| r.map(|_| n + 1))

@@ -9,8 +9,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::codec::{decode, encode};
 use crate::commit::GroupCommit;
-use crate::key::{display, display_item, item_id_of, item_key, step_key, step_prefix};
-use crate::{Error, FailureRecord, ItemRecord, Records, ResultRecord, Store};
+use crate::key::{display, display_item, item_id_of, item_key, item_key_id, step_key, step_prefix};
+use crate::{Error, FailureRecord, ItemRecord, RECORD_VERSION, Records, ResultRecord, Store};
 
 /// Version of the store's layout (trees, keys, encodings), kept in the store and checked on open.
 pub const STORE_FORMAT_VERSION: u32 = 1;
@@ -249,6 +249,23 @@ impl SledStore {
     }
 }
 
+/// Whether an encoded item is a root, read from the start of its bytes: [`encode`] writes
+/// `{"v":1,"id":"…","parent":null,…` (fields in declaration order). `None` when the bytes do
+/// not start that way (another layout version, a corrupt record): the caller decodes then.
+fn is_root_encoded(id: &str, bytes: &[u8]) -> Option<bool> {
+    let head = format!("{{\"v\":{RECORD_VERSION},\"id\":");
+    let rest = bytes.strip_prefix(head.as_bytes())?;
+    let rest = rest.strip_prefix(serde_json::to_string(id).ok()?.as_bytes())?;
+    let rest = rest.strip_prefix(b",\"parent\":")?;
+    if rest.starts_with(b"null") {
+        Some(true)
+    } else if rest.starts_with(b"\"") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 impl Drop for SledStore {
     fn drop(&mut self) {
         self.commit.shutdown();
@@ -337,6 +354,55 @@ impl Store for SledStore {
             let (key, value) = entry.map_err(|e| self.io(e))?;
             decode(&self.dir, || format!("items:{}", display_item(&key)), &value)
         }))
+    }
+
+    fn item_ids(&self) -> Records<'_, String> {
+        Box::new(self.items.iter().keys().map(move |key| item_key_id(&key.map_err(|e| self.io(e))?)))
+    }
+
+    fn root_ids(&self) -> Records<'_, String> {
+        Box::new(
+            self.items
+                .iter()
+                .map(move |entry| {
+                    let (key, value) = entry.map_err(|e| self.io(e))?;
+                    let id = item_key_id(&key)?;
+                    let root = match is_root_encoded(&id, &value) {
+                        Some(root) => root,
+                        None => {
+                            let item: ItemRecord = decode(&self.dir, || format!("items:{}", display_item(&key)), &value)?;
+                            item.parent.is_none()
+                        }
+                    };
+                    Ok(root.then_some(id))
+                })
+                .filter_map(Result::transpose),
+        )
+    }
+
+    async fn remove_items(&self, ids: Vec<String>) -> Result<(), Error> {
+        let mut removed = 0_usize;
+        for chunk in ids.chunks(ITEMS_PER_BATCH) {
+            // Rare (inputs removed between runs), so one transaction per chunk: a crash never
+            // leaves an index entry pointing at a removed item, or an item without its entry.
+            let n = (&self.items, &self.item_ids)
+                .transaction(|(items, item_ids)| {
+                    let mut n = 0_usize;
+                    for id in chunk {
+                        if let Some(key) = item_ids.remove(id.as_bytes())? {
+                            items.remove(key)?;
+                            n += 1;
+                        }
+                    }
+                    Ok::<usize, ConflictableTransactionError<()>>(n)
+                })
+                .map_err(|e: TransactionError<()>| self.io(format!("removing items: {e:?}")))?;
+            removed += n;
+        }
+        if removed == 0 {
+            return Ok(());
+        }
+        self.durable().await
     }
 
     async fn put_result(&self, step: &str, item_id: &str, record: ResultRecord) -> Result<(), Error> {
@@ -555,6 +621,48 @@ mod tests {
         store.put_items((0..n).rev().map(|i| item(&format!("i{i}"), &[i])).collect()).await.unwrap();
         let orders: Vec<u64> = store.items().map(|r| r.unwrap().order[0]).collect();
         assert_eq!(orders, (0..n).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn ids_come_in_order_without_decoding_and_roots_leave_out_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut child = item("kid \"quoted\"", &[1, 0]);
+        child.parent = Some("b".into());
+        store.put_items(vec![item("b", &[1]), child, item("a", &[2])]).await.unwrap();
+        // A record no decoder accepts: ids never look at it; roots fall back to decoding it.
+        store.items.insert(item_key(&[3], "junk"), b"{not json".as_slice()).unwrap();
+        let ids: Vec<String> = store.item_ids().map(Result::unwrap).collect();
+        assert_eq!(ids, ["b", "kid \"quoted\"", "a", "junk"]);
+        let roots: Vec<_> = store.root_ids().collect();
+        assert_eq!(roots.len(), 3);
+        assert_eq!(roots[..2].iter().map(|r| r.as_ref().unwrap().as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        assert!(matches!(roots[2], Err(Error::Corrupt { .. })));
+    }
+
+    #[tokio::test]
+    async fn removed_items_go_but_their_results_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            store.put_items(vec![item("a", &[0]), item("b", &[1]), item("c", &[2])]).await.unwrap();
+            store.put_result("qa", "b", result("kept")).await.unwrap();
+            store.put_failure("qa", "c", failure("kept too")).await.unwrap();
+            store.remove_items(vec!["b".into(), "c".into(), "never".into()]).await.unwrap();
+            assert_eq!(ids(&store), ["a"]);
+            assert_eq!(store.item("b").unwrap(), None);
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(ids(&store), ["a"], "the removal is durable");
+        assert_eq!(store.result("qa", "b").unwrap(), Some(result("kept")));
+        assert_eq!(store.count_failures("qa").unwrap(), 1);
+        // Seeded again: back in place, and its result is still there to reuse.
+        store.put_items(vec![item("b", &[1])]).await.unwrap();
+        assert_eq!(ids(&store), ["a", "b"]);
+        assert!(store.has_result("qa", "b").unwrap());
+        let commits = store.commit_count();
+        store.remove_items(vec!["gone".into()]).await.unwrap();
+        assert_eq!(store.commit_count(), commits, "removing nothing needs no commit");
     }
 
     #[tokio::test]

@@ -158,6 +158,16 @@ impl Store for MemStore {
         Box::new(items.into_iter().map(Ok))
     }
 
+    async fn remove_items(&self, ids: Vec<String>) -> Result<(), atk_state::Error> {
+        let mut inner = self.lock();
+        for id in ids {
+            if let Some(order) = inner.orders.remove(&id) {
+                inner.items.remove(&(order, id));
+            }
+        }
+        Ok(())
+    }
+
     async fn put_result(&self, step: &str, item_id: &str, record: ResultRecord) -> Result<(), atk_state::Error> {
         let mut inner = self.lock();
         inner.failures.remove(&(step.to_string(), item_id.to_string()));

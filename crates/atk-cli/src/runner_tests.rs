@@ -1,0 +1,160 @@
+//! Runner tests: whole runs of a small in-test pipeline over files in a temp dir.
+
+use std::sync::Mutex;
+
+use atk_state::ResultRecord;
+use atk_step::StepOutput;
+use serde_json::json;
+
+use super::*;
+
+/// What the test pipeline saw, shared across its runs.
+#[derive(Default)]
+struct Seen {
+    /// Texts the step was called on ("requests"), all runs together.
+    calls: Mutex<Vec<String>>,
+    /// The last run's dataset: the text of each final item, in order.
+    dataset: Mutex<Vec<String>>,
+    /// With `read_files_manually: false`: the texts handed to `seed_texts`.
+    texts: Mutex<Vec<(String, String)>>,
+}
+
+/// A step standing in for a request: records the text, fails on texts containing "charlie".
+struct Upper(Arc<Seen>);
+
+#[async_trait]
+impl Step for Upper {
+    fn name(&self) -> &str {
+        "upper"
+    }
+
+    async fn run(&self, item: &ItemRecord, _ctx: &StepContext) -> Result<atk_step::StepOutput, StepError> {
+        let text = item.fields.get("text").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        self.0.calls.lock().unwrap().push(text.clone());
+        if text.contains("charlie") {
+            return Err(StepError::failed("validation", "charlie is refused"));
+        }
+        Ok(StepOutput::Result(ResultRecord {
+            v: RECORD_VERSION,
+            output: json!(text.to_uppercase()),
+            details: None,
+            attempts: 1,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            elapsed_ms: 0,
+            stored_at_ms: 0,
+        }))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct NoConfig {}
+
+struct TestPipeline(Arc<Seen>);
+
+#[async_trait]
+impl Pipeline for TestPipeline {
+    type Config = NoConfig;
+
+    fn name(&self) -> &'static str {
+        "runner-test"
+    }
+
+    fn default_prompts(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
+    async fn run(&self, ctx: &mut RunContext<NoConfig>) -> Result<(), RunError> {
+        let texts = self.0.texts.lock().unwrap().clone();
+        if !texts.is_empty() {
+            ctx.seed_texts(&texts).await?;
+        }
+        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(Upper(self.0.clone()))];
+        ctx.run_chain(&chain).await?;
+        let lines = ctx.final_items(&chain)?;
+        *self.0.dataset.lock().unwrap() =
+            lines.iter().map(|i| first_word(i.fields["text"].as_str().unwrap_or_default())).collect();
+        Ok(())
+    }
+}
+
+/// Runs the pipeline once; returns the texts it sent requests for and the dataset lines.
+async fn run_once(config: &Path, seen: &Arc<Seen>) -> (Vec<String>, Vec<String>) {
+    seen.calls.lock().unwrap().clear();
+    let flags = CommonFlags { config: config.to_path_buf(), quiet: true, ..CommonFlags::default() };
+    run(TestPipeline(seen.clone()), flags).await.unwrap();
+    let calls = seen.calls.lock().unwrap().iter().map(|t| first_word(t)).collect();
+    (calls, seen.dataset.lock().unwrap().clone())
+}
+
+/// The first word of a text: each test input is one word repeated.
+fn first_word(text: &str) -> String {
+    text.split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+/// An input text long enough to be kept by the chunker: `word` repeated.
+fn body(word: &str) -> String {
+    format!("{word} ").repeat(20)
+}
+
+fn config(dir: &Path, read_files_manually: bool) -> PathBuf {
+    let path = dir.join("config.yaml");
+    std::fs::create_dir_all(dir.join("inputs")).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "api:\n  small_mode: mock\n  large_mode: mock\npath:\n  input_dir: ./inputs\n  output_dir: ./output\n\
+             system:\n  read_files_manually: {read_files_manually}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_inputs_leave_the_dataset_and_the_work_and_come_back_for_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), true);
+    let input = |name: &str| dir.path().join("inputs").join(name);
+    std::fs::write(input("a.txt"), body("alpha")).unwrap();
+    std::fs::write(input("b.txt"), body("bravo")).unwrap();
+    std::fs::write(input("c.txt"), body("charlie")).unwrap();
+    let seen = Arc::new(Seen::default());
+
+    let (calls, dataset) = run_once(&config, &seen).await;
+    assert_eq!((calls.len(), dataset), (3, vec!["alpha".to_owned(), "bravo".to_owned()]));
+
+    // b (done) and c (failed, so a rerun would retry it) are removed.
+    std::fs::remove_file(input("b.txt")).unwrap();
+    std::fs::remove_file(input("c.txt")).unwrap();
+    let (calls, dataset) = run_once(&config, &seen).await;
+    assert_eq!(calls, Vec::<String>::new(), "no request for a removed file");
+    assert_eq!(dataset, ["alpha"], "no line from a removed file");
+
+    // b comes back: its paid result is reused.
+    std::fs::write(input("b.txt"), body("bravo")).unwrap();
+    let (calls, dataset) = run_once(&config, &seen).await;
+    assert_eq!(calls, Vec::<String>::new(), "a returning file's results are reused");
+    assert_eq!(dataset, ["alpha", "bravo"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_texts_follow_the_same_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), false);
+    let seen = Arc::new(Seen::default());
+    let text = |name: &str, body: &str| (name.to_owned(), body.to_owned());
+    *seen.texts.lock().unwrap() = vec![text("a", &body("alpha")), text("b", &body("bravo")), text("c", &body("charlie"))];
+    let (calls, dataset) = run_once(&config, &seen).await;
+    assert_eq!((calls.len(), dataset), (3, vec!["alpha".to_owned(), "bravo".to_owned()]));
+
+    *seen.texts.lock().unwrap() = vec![text("a", &body("alpha"))];
+    let (calls, dataset) = run_once(&config, &seen).await;
+    assert_eq!(calls, Vec::<String>::new());
+    assert_eq!(dataset, ["alpha"]);
+
+    *seen.texts.lock().unwrap() = vec![text("a", &body("alpha")), text("b", &body("bravo"))];
+    let (calls, dataset) = run_once(&config, &seen).await;
+    assert_eq!(calls, Vec::<String>::new());
+    assert_eq!(dataset, ["alpha", "bravo"]);
+}
