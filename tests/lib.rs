@@ -39,10 +39,46 @@ pub const POEM_TEMPLATE: &str = "Here is a poem.\n<poem>\n{lines}\n</poem>";
 
 /// Words the sample documents are made of.
 const DOC_WORDS: [&str; 40] = [
-    "the", "harbor", "light", "turned", "slowly", "over", "water", "while", "fishermen", "mended",
-    "nets", "and", "gulls", "argued", "about", "bread", "a", "child", "counted", "boats",
-    "returning", "before", "dusk", "wind", "carried", "salt", "across", "roofs", "of", "town",
-    "where", "bakers", "were", "already", "kneading", "dough", "for", "morning", "market", "stalls",
+    "the",
+    "harbor",
+    "light",
+    "turned",
+    "slowly",
+    "over",
+    "water",
+    "while",
+    "fishermen",
+    "mended",
+    "nets",
+    "and",
+    "gulls",
+    "argued",
+    "about",
+    "bread",
+    "a",
+    "child",
+    "counted",
+    "boats",
+    "returning",
+    "before",
+    "dusk",
+    "wind",
+    "carried",
+    "salt",
+    "across",
+    "roofs",
+    "of",
+    "town",
+    "where",
+    "bakers",
+    "were",
+    "already",
+    "kneading",
+    "dough",
+    "for",
+    "morning",
+    "market",
+    "stalls",
 ];
 
 /// One test's temp dir: `inputs/`, `output/`, the config file.
@@ -59,7 +95,10 @@ impl Default for Env {
 impl Env {
     /// A fresh temp dir with an empty `inputs/` folder.
     pub fn new() -> Env {
-        let dir = tempfile::Builder::new().prefix("atk-e2e-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("atk-e2e-")
+            .tempdir()
+            .expect("temp dir");
         std::fs::create_dir_all(dir.path().join("inputs")).expect("inputs dir");
         Env { dir }
     }
@@ -109,20 +148,29 @@ impl Env {
         String::from_utf8(bytes)
             .expect("dataset is UTF-8")
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("dataset line is not JSON ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("dataset line is not JSON ({e}): {l}"))
+            })
             .collect()
     }
 
     /// The `gpt` values of the dataset, in file order.
     pub fn dataset_replies(&self) -> Vec<String> {
-        self.dataset().iter().map(|line| conversation_value(line, "gpt")).collect()
+        self.dataset()
+            .iter()
+            .map(|line| conversation_value(line, "gpt"))
+            .collect()
     }
 
     /// A command running `bin --config <config>` in the temp dir, logs at info level unless
     /// the test sets `RUST_LOG`.
     pub fn command(&self, bin: &Path, config: &Path) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(bin);
-        cmd.arg("--config").arg(config).arg("--progress").arg("plain");
+        cmd.arg("--config")
+            .arg(config)
+            .arg("--progress")
+            .arg("plain");
         cmd.current_dir(self.root())
             .env_remove("OPENAI_API_KEY")
             .env_remove("ATK_SMALL_API_KEY")
@@ -148,7 +196,9 @@ pub fn sample_doc(i: usize) -> String {
     let mut words = vec![format!("Chronicle number {i} of the harbor town.")];
     let mut x = i.wrapping_mul(2_654_435_761).wrapping_add(12_345);
     for k in 0..60 {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         words.push(DOC_WORDS[(x >> 33) % DOC_WORDS.len()].to_owned());
         if k % 12 == 11 {
             words.push(format!("(entry {i}.{k})."));
@@ -193,7 +243,11 @@ impl Config {
         // Fast transport retries and stall detection: the suite must stay short.
         system.insert("idle_timeout".to_owned(), "1".to_owned());
         system.insert("request_timeout".to_owned(), "20".to_owned());
-        for (k, v) in [("use_subset", "false"), ("completion_mode", "false"), ("use_stop", "true")] {
+        for (k, v) in [
+            ("use_subset", "false"),
+            ("completion_mode", "false"),
+            ("use_stop", "true"),
+        ] {
             system.insert(k.to_owned(), v.to_owned());
         }
         Config {
@@ -225,7 +279,10 @@ impl Config {
         }
         out.push_str("path:\n  input_dir: ./inputs\n  output_dir: ./output\n");
         out.push_str("system:\n");
-        out.push_str(&format!("  concurrency_limit: {}\n", self.concurrency_limit));
+        out.push_str(&format!(
+            "  concurrency_limit: {}\n",
+            self.concurrency_limit
+        ));
         out.push_str(&format!("  chunk_size: {}\n", self.chunk_size));
         for (k, v) in &self.system {
             out.push_str(&format!("  {k}: {v}\n"));
@@ -278,11 +335,18 @@ pub struct Running {
 impl Running {
     /// Spawns `cmd` with piped output (drained as it comes, so a chatty run never blocks).
     pub fn spawn(mut cmd: tokio::process::Command) -> Running {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let mut child = cmd.spawn().expect("pipeline binary starts");
         let stdout = drain(child.stdout.take());
         let stderr = drain(child.stderr.take());
-        Running { child, start: Instant::now(), stdout, stderr }
+        Running {
+            child,
+            start: Instant::now(),
+            stdout,
+            stderr,
+        }
     }
 
     /// Waits for the exit; kills the process and panics after `timeout`.
@@ -322,7 +386,12 @@ impl Running {
         let elapsed = self.start.elapsed();
         let stdout = String::from_utf8_lossy(&self.stdout.await.unwrap_or_default()).into_owned();
         let stderr = String::from_utf8_lossy(&self.stderr.await.unwrap_or_default()).into_owned();
-        Output { code, stdout, stderr, elapsed }
+        Output {
+            code,
+            stdout,
+            stderr,
+            elapsed,
+        }
     }
 }
 
@@ -347,14 +416,20 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
-        .filter(|e| std::fs::read(e.path()).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
+        .filter(|e| {
+            std::fs::read(e.path()).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        })
         .map(|e| e.into_path())
         .collect()
 }
 
 /// How many files (any depth) are under `dir`.
 pub fn count_files(dir: &Path) -> usize {
-    walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count()
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count()
 }
 
 /// The text between the last `<poem>` and `</poem>` of a reply, trimmed.
@@ -372,21 +447,36 @@ mod tests {
     fn sample_docs_are_distinct_and_long_enough_to_keep() {
         let docs: std::collections::BTreeSet<String> = (0..50).map(sample_doc).collect();
         assert_eq!(docs.len(), 50);
-        assert!(docs.iter().all(|d| d.len() > 200 && d.split_whitespace().count() >= 60));
+        assert!(
+            docs.iter()
+                .all(|d| d.len() > 200 && d.split_whitespace().count() >= 60)
+        );
     }
 
     #[test]
     fn poem_of_takes_the_last_poem() {
-        assert_eq!(poem_of("<poem>a</poem> then <poem>\n b \n</poem>").as_deref(), Some("b"));
+        assert_eq!(
+            poem_of("<poem>a</poem> then <poem>\n b \n</poem>").as_deref(),
+            Some("b")
+        );
         assert_eq!(poem_of("no poem"), None);
     }
 
     #[test]
     fn config_yaml_has_every_section_and_overrides_once() {
-        let yaml = Config::new("http://127.0.0.1:1/v1").set("use_stop", "false").to_yaml();
+        let yaml = Config::new("http://127.0.0.1:1/v1")
+            .set("use_stop", "false")
+            .to_yaml();
         assert_eq!(yaml.matches("use_stop:").count(), 1);
         assert!(yaml.contains("  use_stop: false\n"));
-        for key in ["small_api_key", "large_base_url", "input_dir", "concurrency_limit", "key3", "no_flatten"] {
+        for key in [
+            "small_api_key",
+            "large_base_url",
+            "input_dir",
+            "concurrency_limit",
+            "key3",
+            "no_flatten",
+        ] {
             assert!(yaml.contains(key), "{key} missing:\n{yaml}");
         }
         assert!(yaml.contains(&format!("small_api_key: \"{API_KEY}\"")));

@@ -13,13 +13,18 @@ use crate::{RUN_TIMEOUT, bin, poem_server};
 /// Runs 4 documents and returns (small engine's token_counts.json entry, prompt words sent,
 /// reply words received) — the server's usage counts whitespace words.
 async fn run_counting(usage_in_stream: bool) -> (Value, u64, u64) {
-    let (server, _) = poem_server(ServerConfig::default().with_usage_in_stream(usage_in_stream)).await;
+    let (server, _) =
+        poem_server(ServerConfig::default().with_usage_in_stream(usage_in_stream)).await;
     let words = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let sums = words.clone();
     server.set_reply(ReplyMode::func(move |body| {
         let reply = render_template(POEM_TEMPLATE, body);
-        sums.0.fetch_add(prompt_text(body).split_whitespace().count() as u64, Ordering::SeqCst);
-        sums.1.fetch_add(reply.split_whitespace().count() as u64, Ordering::SeqCst);
+        sums.0.fetch_add(
+            prompt_text(body).split_whitespace().count() as u64,
+            Ordering::SeqCst,
+        );
+        sums.1
+            .fetch_add(reply.split_whitespace().count() as u64, Ordering::SeqCst);
         reply
     }));
     let env = Env::new();
@@ -35,7 +40,11 @@ async fn run_counting(usage_in_stream: bool) -> (Value, u64, u64) {
         .unwrap_or_else(|e| panic!("token_counts.json: {e}\n{out}"));
     let counts: Value = serde_json::from_str(&counts).expect("token_counts.json is JSON");
     assert_eq!(counts["small"]["requests"], 4, "{counts}");
-    (counts["small"].clone(), words.0.load(Ordering::SeqCst), words.1.load(Ordering::SeqCst))
+    (
+        counts["small"].clone(),
+        words.0.load(Ordering::SeqCst),
+        words.1.load(Ordering::SeqCst),
+    )
 }
 
 #[tokio::test]
@@ -46,7 +55,10 @@ async fn the_servers_usage_is_counted_and_priced() {
     assert_eq!(small["estimated_replies"], 0, "{small}");
     let cost = small["cost_usd"].as_f64().expect("cost_usd");
     let expected = (prompt as f64 * 2.0 + completion as f64 * 4.0) / 1e6;
-    assert!((cost - expected).abs() < 1e-12, "cost {cost}, expected {expected}");
+    assert!(
+        (cost - expected).abs() < 1e-12,
+        "cost {cost}, expected {expected}"
+    );
 }
 
 #[tokio::test]
@@ -54,5 +66,8 @@ async fn without_usage_tokens_are_estimated_and_marked() {
     let (small, _, _) = run_counting(false).await;
     assert_eq!(small["estimated_replies"], 4, "{small}");
     assert!(small["prompt_tokens"].as_u64().unwrap_or(0) > 0, "{small}");
-    assert!(small["completion_tokens"].as_u64().unwrap_or(0) > 0, "{small}");
+    assert!(
+        small["completion_tokens"].as_u64().unwrap_or(0) > 0,
+        "{small}"
+    );
 }

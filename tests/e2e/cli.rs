@@ -12,26 +12,45 @@ use crate::{RUN_TIMEOUT, bin, poem_server};
 
 #[tokio::test]
 async fn set_and_override_json_change_the_concurrency_limit() {
-    let (server, _) = poem_server(ServerConfig::default().with_latency(Duration::from_millis(30))).await;
+    let (server, _) =
+        poem_server(ServerConfig::default().with_latency(Duration::from_millis(30))).await;
     let env = Env::new();
     env.write_docs(6);
     let config = env.write_config(&Config::new(server.base_url())); // concurrency_limit: 4
 
     let mut cmd = env.command(bin(), &config);
-    cmd.args(["--override-json", r#"{"concurrency_limit": 3}"#, "--set", "concurrency_limit=1"]);
+    cmd.args([
+        "--override-json",
+        r#"{"concurrency_limit": 3}"#,
+        "--set",
+        "concurrency_limit=1",
+    ]);
     let out = run(cmd, RUN_TIMEOUT).await;
     out.assert_code(0);
     assert_eq!(env.dataset().len(), 6);
-    assert_eq!(server.stats().max_in_flight, 1, "--set wins over --override-json and the file\n{out}");
+    assert_eq!(
+        server.stats().max_in_flight,
+        1,
+        "--set wins over --override-json and the file\n{out}"
+    );
 
     server.reset_stats();
     let mut cmd = env.command(bin(), &config);
-    cmd.args(["--override-json", r#"{"concurrency_limit": 2, "output_dir": "./output2"}"#]);
+    cmd.args([
+        "--override-json",
+        r#"{"concurrency_limit": 2, "output_dir": "./output2"}"#,
+    ]);
     let out = run(cmd, RUN_TIMEOUT).await;
     out.assert_code(0);
-    assert!(env.root().join("output2/sharegpt_format.jsonl").is_file(), "{out}");
+    assert!(
+        env.root().join("output2/sharegpt_format.jsonl").is_file(),
+        "{out}"
+    );
     let stats = server.stats();
-    assert!(stats.max_in_flight <= 2 && stats.completed == 6, "{stats:?}");
+    assert!(
+        stats.max_in_flight <= 2 && stats.completed == 6,
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -52,5 +71,9 @@ async fn completion_mode_sends_text_prompts() {
     let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
     out.assert_code(0);
     assert_eq!(env.dataset().len(), 3, "{out}");
-    assert_eq!(completions.load(Ordering::SeqCst), server.stats().requests, "every request was a completion");
+    assert_eq!(
+        completions.load(Ordering::SeqCst),
+        server.stats().requests,
+        "every request was a completion"
+    );
 }

@@ -16,8 +16,14 @@ async fn a_placeholder_left_exits_2_naming_the_key() {
 
     let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
     out.assert_code(2);
-    assert!(out.stderr.contains("small_api_key"), "stderr must name the key\n{out}");
-    assert!(out.stderr.contains("large_api_key"), "stderr must list every placeholder\n{out}");
+    assert!(
+        out.stderr.contains("small_api_key"),
+        "stderr must name the key\n{out}"
+    );
+    assert!(
+        out.stderr.contains("large_api_key"),
+        "stderr must list every placeholder\n{out}"
+    );
     assert_eq!(server.stats().requests, 0);
 }
 
@@ -29,6 +35,9 @@ async fn an_empty_input_dir_exits_2() {
 
     let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
     out.assert_code(2);
-    assert!(out.stderr.contains("input"), "stderr must say the input dir is the problem\n{out}");
+    assert!(
+        out.stderr.contains("input"),
+        "stderr must say the input dir is the problem\n{out}"
+    );
     assert_eq!(server.stats().requests, 0);
 }

@@ -12,8 +12,14 @@ use crate::{RUN_TIMEOUT, bin, poem_server};
 async fn survives(fault: Fault, faults: Faults) {
     const DOCS: usize = 6;
     const LIMIT: usize = 3;
-    let faults = Faults { fail_first_per_prompt: 1, fail_first_kind: fault, ..faults };
-    let cfg = ServerConfig::default().with_latency(Duration::from_millis(20)).with_faults(faults);
+    let faults = Faults {
+        fail_first_per_prompt: 1,
+        fail_first_kind: fault,
+        ..faults
+    };
+    let cfg = ServerConfig::default()
+        .with_latency(Duration::from_millis(20))
+        .with_faults(faults);
     let (server, poems) = poem_server(cfg).await;
     let env = Env::new();
     env.write_docs(DOCS);
@@ -24,21 +30,42 @@ async fn survives(fault: Fault, faults: Faults) {
     let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
     let stats = server.stats();
     out.assert_code(0);
-    assert_eq!(env.dataset().len(), DOCS, "every item completes despite {fault:?}\n{out}\n{stats:?}");
+    assert_eq!(
+        env.dataset().len(),
+        DOCS,
+        "every item completes despite {fault:?}\n{out}\n{stats:?}"
+    );
     poems.assert_all_whole(&env);
-    assert!(stats.max_in_flight <= LIMIT as u64, "{} requests in flight at once, limit {LIMIT}", stats.max_in_flight);
+    assert!(
+        stats.max_in_flight <= LIMIT as u64,
+        "{} requests in flight at once, limit {LIMIT}",
+        stats.max_in_flight
+    );
     assert_eq!(stats.faults_injected, DOCS as u64, "{stats:?}");
-    assert!(stats.per_prompt.values().all(|&n| n >= 2), "each prompt was retried: {stats:?}");
+    assert!(
+        stats.per_prompt.values().all(|&n| n >= 2),
+        "each prompt was retried: {stats:?}"
+    );
 }
 
 #[tokio::test]
 async fn rate_limit_with_retry_after() {
-    survives(Fault::RateLimit, Faults::none().with_retry_after(Duration::from_secs(1))).await;
+    survives(
+        Fault::RateLimit,
+        Faults::none().with_retry_after(Duration::from_secs(1)),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn rate_limit_with_retry_after_ms() {
-    survives(Fault::RateLimit, Faults::none().with_retry_after(Duration::from_millis(300)).with_retry_after_ms(true)).await;
+    survives(
+        Fault::RateLimit,
+        Faults::none()
+            .with_retry_after(Duration::from_millis(300))
+            .with_retry_after_ms(true),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -54,7 +81,11 @@ async fn connection_reset_mid_stream() {
 #[tokio::test]
 async fn stalled_stream() {
     // The config's idle_timeout is 1 s; the stall would last far longer.
-    survives(Fault::Stall, Faults::none().with_stall_for(Duration::from_secs(60))).await;
+    survives(
+        Fault::Stall,
+        Faults::none().with_stall_for(Duration::from_secs(60)),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -81,7 +112,9 @@ async fn error_object_mid_stream() {
 async fn a_seeded_mix_of_every_fault() {
     const DOCS: usize = 12;
     const LIMIT: usize = 4;
-    let mut faults = Faults::none().with_retry_after(Duration::from_millis(200)).with_retry_after_ms(true);
+    let mut faults = Faults::none()
+        .with_retry_after(Duration::from_millis(200))
+        .with_retry_after_ms(true);
     for fault in [
         Fault::RateLimit,
         Fault::ServerError,
@@ -110,14 +143,25 @@ async fn a_seeded_mix_of_every_fault() {
     out.assert_code(0);
     assert_eq!(env.dataset().len(), DOCS, "{out}\n{stats:?}");
     poems.assert_all_whole(&env);
-    assert!(stats.faults_injected > 0, "the seed drew some faults: {stats:?}");
-    assert!(stats.max_in_flight <= LIMIT as u64, "{} in flight, limit {LIMIT}", stats.max_in_flight);
+    assert!(
+        stats.faults_injected > 0,
+        "the seed drew some faults: {stats:?}"
+    );
+    assert!(
+        stats.max_in_flight <= LIMIT as u64,
+        "{} in flight, limit {LIMIT}",
+        stats.max_in_flight
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_endpoint_exits_1_after_bounded_retries() {
     // A port nobody listens on: bind one, then let it go.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let env = Env::new();
     env.write_docs(3);
     let config = Config::new(format!("http://127.0.0.1:{port}/v1")).set("max_attempts", "2");
@@ -125,8 +169,15 @@ async fn an_unreachable_endpoint_exits_1_after_bounded_retries() {
 
     let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
     out.assert_code(1);
-    assert!(out.elapsed < Duration::from_secs(15), "bounded retries, took {:?}", out.elapsed);
+    assert!(
+        out.elapsed < Duration::from_secs(15),
+        "bounded retries, took {:?}",
+        out.elapsed
+    );
     let shown = format!("{}{}", out.stdout, out.stderr).to_lowercase();
-    assert!(shown.contains("refused") || shown.contains("connect"), "the cause is shown\n{out}");
+    assert!(
+        shown.contains("refused") || shown.contains("connect"),
+        "the cause is shown\n{out}"
+    );
     assert!(env.dataset().is_empty());
 }

@@ -54,7 +54,10 @@ impl Poems {
         let sent = self.0.lock().unwrap();
         for reply in env.dataset_replies() {
             let reply = poem_of(&reply).unwrap_or(reply);
-            assert!(sent.contains(reply.trim()), "the dataset holds a reply the server never sent whole:\n{reply}");
+            assert!(
+                sent.contains(reply.trim()),
+                "the dataset holds a reply the server never sent whole:\n{reply}"
+            );
         }
     }
 }

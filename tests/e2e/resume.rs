@@ -21,13 +21,16 @@ async fn killed_three_times_then_resumed_gives_the_uninterrupted_dataset() {
         let mut config = Config::new(server.base_url());
         config.concurrency_limit = LIMIT;
         let config = env.write_config(&config);
-        run(env.command(bin(), &config), RUN_TIMEOUT).await.assert_code(0);
+        run(env.command(bin(), &config), RUN_TIMEOUT)
+            .await
+            .assert_code(0);
         env.dataset_bytes().expect("reference dataset")
     };
     assert_eq!(String::from_utf8_lossy(&reference).lines().count(), DOCS);
 
     // Latency slows the run down enough to kill it part-way.
-    let (server, poems) = poem_server(ServerConfig::default().with_latency(Duration::from_millis(150))).await;
+    let (server, poems) =
+        poem_server(ServerConfig::default().with_latency(Duration::from_millis(150))).await;
     let env = Env::new();
     env.write_docs(DOCS);
     let mut config = Config::new(server.base_url());
@@ -40,16 +43,26 @@ async fn killed_three_times_then_resumed_gives_the_uninterrupted_dataset() {
         let running = Running::spawn(env.command(bin(), &config));
         let reached = server.wait_until(RUN_TIMEOUT, |s| s.completed >= at).await;
         let out = running.kill().await;
-        assert!(reached.is_some(), "the run never reached {at} replies\n{out}");
+        assert!(
+            reached.is_some(),
+            "the run never reached {at} replies\n{out}"
+        );
         assert_eq!(out.code, None, "killed by a signal, not exited\n{out}");
         at_kill.push(server.stats());
     }
     let stats = server.stats();
-    assert!(stats.completed < DOCS as u64, "the kills came before the end: {stats:?}");
+    assert!(
+        stats.completed < DOCS as u64,
+        "the kills came before the end: {stats:?}"
+    );
 
     let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
     out.assert_code(0);
-    assert_eq!(env.dataset_bytes().as_deref(), Some(&reference[..]), "resumed dataset differs\n{out}");
+    assert_eq!(
+        env.dataset_bytes().as_deref(),
+        Some(&reference[..]),
+        "resumed dataset differs\n{out}"
+    );
     poems.assert_all_whole(&env);
     let stats = server.stats();
     assert_eq!(stats.per_prompt.len(), DOCS);
@@ -58,18 +71,33 @@ async fn killed_three_times_then_resumed_gives_the_uninterrupted_dataset() {
     at_kill.push(stats.clone());
     for (i, pair) in at_kill.windows(2).enumerate() {
         let (before, after) = (&pair[0], &pair[1]);
-        let resent: u64 = before.per_prompt.keys().map(|p| after.prompt_count(p) - before.prompt_count(p)).sum();
-        assert!(resent <= 2 * LIMIT as u64, "kill {} made {resent} requests be sent again (bound {})", i + 1, 2 * LIMIT);
+        let resent: u64 = before
+            .per_prompt
+            .keys()
+            .map(|p| after.prompt_count(p) - before.prompt_count(p))
+            .sum();
+        assert!(
+            resent <= 2 * LIMIT as u64,
+            "kill {} made {resent} requests be sent again (bound {})",
+            i + 1,
+            2 * LIMIT
+        );
     }
     let bound = kills.len() as u64 * 2 * LIMIT as u64;
-    assert!(stats.repeats() <= bound, "{} requests re-sent over {} kills: {stats:?}", stats.repeats(), kills.len());
+    assert!(
+        stats.repeats() <= bound,
+        "{} requests re-sent over {} kills: {stats:?}",
+        stats.repeats(),
+        kills.len()
+    );
 }
 
 #[tokio::test]
 async fn ctrl_c_lets_in_flight_requests_finish_and_a_rerun_resends_nothing() {
     const DOCS: usize = 12;
     const LIMIT: usize = 3;
-    let (server, poems) = poem_server(ServerConfig::default().with_latency(Duration::from_millis(200))).await;
+    let (server, poems) =
+        poem_server(ServerConfig::default().with_latency(Duration::from_millis(200))).await;
     let env = Env::new();
     env.write_docs(DOCS);
     let mut config = Config::new(server.base_url());
@@ -83,13 +111,23 @@ async fn ctrl_c_lets_in_flight_requests_finish_and_a_rerun_resends_nothing() {
     assert!(reached.is_some(), "{out}");
     out.assert_code(130);
     let stopped = server.stats();
-    assert!(stopped.completed < DOCS as u64, "stopped part-way: {stopped:?}");
-    assert_eq!(stopped.completed, stopped.requests, "every request in flight was let finish: {stopped:?}");
+    assert!(
+        stopped.completed < DOCS as u64,
+        "stopped part-way: {stopped:?}"
+    );
+    assert_eq!(
+        stopped.completed, stopped.requests,
+        "every request in flight was let finish: {stopped:?}"
+    );
 
     let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
     out.assert_code(0);
     assert_eq!(env.dataset().len(), DOCS, "{out}");
     poems.assert_all_whole(&env);
     let stats = server.stats();
-    assert_eq!(stats.repeats(), 0, "a graceful stop loses nothing, so nothing is sent twice: {stats:?}");
+    assert_eq!(
+        stats.repeats(),
+        0,
+        "a graceful stop loses nothing, so nothing is sent twice: {stats:?}"
+    );
 }

@@ -9,7 +9,8 @@ use crate::{RUN_TIMEOUT, bin, poem_server};
 
 #[tokio::test]
 async fn one_dataset_line_per_chunk_and_a_rerun_sends_nothing() {
-    let (server, poems) = poem_server(ServerConfig::default().with_latency(Duration::from_millis(10))).await;
+    let (server, poems) =
+        poem_server(ServerConfig::default().with_latency(Duration::from_millis(10))).await;
     let env = Env::new();
     env.write_docs(6);
     let config = env.write_config(&Config::new(server.base_url()));
@@ -20,10 +21,16 @@ async fn one_dataset_line_per_chunk_and_a_rerun_sends_nothing() {
     assert_eq!(lines.len(), 6, "one line per chunk\n{out}");
     for (i, line) in lines.iter().enumerate() {
         let human = conversation_value(line, "human");
-        assert!(human.contains(&format!("Chronicle number {i} of")), "line {i} is document {i} (source order): {human}");
+        assert!(
+            human.contains(&format!("Chronicle number {i} of")),
+            "line {i} is document {i} (source order): {human}"
+        );
         let turns = line["conversations"].as_array().expect("conversations");
         assert_eq!(turns.len(), 2, "{line}");
-        assert_eq!((&turns[0]["from"], &turns[1]["from"]), (&"human".into(), &"gpt".into()));
+        assert_eq!(
+            (&turns[0]["from"], &turns[1]["from"]),
+            (&"human".into(), &"gpt".into())
+        );
     }
     poems.assert_all_whole(&env);
     let stats = server.stats();
@@ -33,14 +40,24 @@ async fn one_dataset_line_per_chunk_and_a_rerun_sends_nothing() {
     let first = env.dataset_bytes();
     let again = run(env.command(bin(), &config), RUN_TIMEOUT).await;
     again.assert_code(0);
-    assert_eq!(server.stats().requests, 6, "a rerun of a finished run sends nothing\n{again}");
-    assert_eq!(env.dataset_bytes(), first, "same inputs, same replies: same bytes");
+    assert_eq!(
+        server.stats().requests,
+        6,
+        "a rerun of a finished run sends nothing\n{again}"
+    );
+    assert_eq!(
+        env.dataset_bytes(),
+        first,
+        "same inputs, same replies: same bytes"
+    );
 }
 
 #[tokio::test]
 async fn a_serial_server_is_waited_for_not_retried() {
     // Like llama.cpp: one request at a time, the others queue with no byte sent.
-    let cfg = ServerConfig::default().with_latency(Duration::from_millis(60)).with_serial(true);
+    let cfg = ServerConfig::default()
+        .with_latency(Duration::from_millis(60))
+        .with_serial(true);
     let (server, poems) = poem_server(cfg).await;
     let env = Env::new();
     env.write_docs(6);
@@ -51,7 +68,11 @@ async fn a_serial_server_is_waited_for_not_retried() {
     assert_eq!(env.dataset().len(), 6, "{out}");
     poems.assert_all_whole(&env);
     let stats = server.stats();
-    assert_eq!((stats.requests, stats.completed), (6, 6), "queueing caused no retry: {stats:?}");
+    assert_eq!(
+        (stats.requests, stats.completed),
+        (6, 6),
+        "queueing caused no retry: {stats:?}"
+    );
 }
 
 #[tokio::test]

@@ -12,11 +12,16 @@ use crate::{RUN_TIMEOUT, bin, poem_server};
 async fn the_key_appears_nowhere_even_at_trace_level() {
     // A few faults too, so error and retry paths log.
     let faults = Faults::scripted([Fault::ServerError, Fault::RateLimit, Fault::ResetMidStream]);
-    let cfg = ServerConfig::default().with_latency(Duration::from_millis(5)).with_faults(faults);
+    let cfg = ServerConfig::default()
+        .with_latency(Duration::from_millis(5))
+        .with_faults(faults);
     let (server, _) = poem_server(cfg).await;
     let env = Env::new();
     env.write_docs(3);
-    let extras = concat!(env!("CARGO_MANIFEST_DIR"), "/../prompts/meta_extras/poem_from_passage.yaml");
+    let extras = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../prompts/meta_extras/poem_from_passage.yaml"
+    );
     let config = Config::new(server.base_url())
         .set("do_meta_datagen", "true")
         .set("meta_datagen_keys", "[poetry_details]")
@@ -28,14 +33,26 @@ async fn the_key_appears_nowhere_even_at_trace_level() {
     cmd.arg("-vv").env("RUST_LOG", "trace");
     let out = run(cmd, RUN_TIMEOUT).await;
     out.assert_code(0);
-    assert!(out.stderr.lines().count() > 20, "trace logging was on\n{out}");
+    assert!(
+        out.stderr.lines().count() > 20,
+        "trace logging was on\n{out}"
+    );
     assert!(server.stats().completed >= 3);
 
     assert!(!out.stdout.contains(API_KEY), "key on stdout");
     assert!(!out.stderr.contains(API_KEY), "key on stderr");
-    assert!(count_files(&env.output()) > 1, "the run wrote its output dir");
-    assert!(count_files(&env.output().join("meta_datagen")) > 0, "meta datagen wrote its datasets\n{out}");
-    assert!(count_files(&env.output().join("debug_outputs")) > 0, "debug outputs were written\n{out}");
+    assert!(
+        count_files(&env.output()) > 1,
+        "the run wrote its output dir"
+    );
+    assert!(
+        count_files(&env.output().join("meta_datagen")) > 0,
+        "meta datagen wrote its datasets\n{out}"
+    );
+    assert!(
+        count_files(&env.output().join("debug_outputs")) > 0,
+        "debug outputs were written\n{out}"
+    );
     let hits = files_containing(&env.output(), API_KEY.as_bytes());
     assert!(hits.is_empty(), "key written to {hits:?}");
     // The only file allowed to hold the key is the config the test wrote.

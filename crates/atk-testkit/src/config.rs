@@ -267,11 +267,18 @@ impl Faults {
     }
     /// Only the scripted faults, for the first requests in arrival order.
     pub fn scripted(script: impl IntoIterator<Item = Fault>) -> Self {
-        Self { script: script.into_iter().collect(), ..Self::default() }
+        Self {
+            script: script.into_iter().collect(),
+            ..Self::default()
+        }
     }
     /// Every distinct prompt fails its first `n` requests with `kind`.
     pub fn fail_first(n: u32, kind: Fault) -> Self {
-        Self { fail_first_per_prompt: n, fail_first_kind: kind, ..Self::default() }
+        Self {
+            fail_first_per_prompt: n,
+            fail_first_kind: kind,
+            ..Self::default()
+        }
     }
     /// Sets the chance of `fault` (ignored for `None` and `Unauthorized`).
     #[must_use]
@@ -372,7 +379,9 @@ mod tests {
 
     #[test]
     fn pick_lays_probabilities_end_to_end() {
-        let f = Faults::none().with_rate(Fault::RateLimit, 0.25).with_rate(Fault::Garbage, 0.25);
+        let f = Faults::none()
+            .with_rate(Fault::RateLimit, 0.25)
+            .with_rate(Fault::Garbage, 0.25);
         assert_eq!(f.pick(0.1), Fault::RateLimit);
         assert_eq!(f.pick(0.3), Fault::Garbage);
         assert_eq!(f.pick(0.6), Fault::None);
@@ -390,7 +399,10 @@ mod tests {
         for f in Fault::ALL {
             assert_eq!(f.as_str().parse::<Fault>(), Ok(f));
         }
-        assert_eq!("reset-mid-stream".parse::<Fault>(), Ok(Fault::ResetMidStream));
+        assert_eq!(
+            "reset-mid-stream".parse::<Fault>(),
+            Ok(Fault::ResetMidStream)
+        );
         assert!("nope".parse::<Fault>().is_err());
     }
 }

@@ -36,9 +36,11 @@ pub fn prompt_text(body: &Value) -> String {
     }
     match body.get("prompt") {
         Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => {
-            parts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n")
-        }
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("\n"),
         _ => String::new(),
     }
 }
@@ -88,12 +90,17 @@ fn excerpt(body: &Value) -> String {
             .unwrap_or_default(),
         None => prompt_text(body),
     };
-    source.split_whitespace().take(12).collect::<Vec<_>>().join(" ")
+    source
+        .split_whitespace()
+        .take(12)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A generator seeded by the hash, so replies depend on the prompt alone.
 fn rng_for(hash: &str, salt: u64) -> StdRng {
-    let seed = u64::from_str_radix(hash, 16).unwrap_or(0) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let seed =
+        u64::from_str_radix(hash, 16).unwrap_or(0) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     StdRng::seed_from_u64(seed)
 }
 
@@ -101,7 +108,10 @@ fn rng_for(hash: &str, salt: u64) -> StdRng {
 fn words(hash: &str) -> String {
     let mut rng = rng_for(hash, 1);
     let n = rng.random_range(8..=16);
-    (0..n).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Four short lines (4 to 6 words each) picked by the hash.
@@ -110,8 +120,10 @@ fn lines(hash: &str) -> String {
     (0..4)
         .map(|_| {
             let n = rng.random_range(4..=6);
-            let mut line =
-                (0..n).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect::<Vec<_>>().join(" ");
+            let mut line = (0..n)
+                .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+                .collect::<Vec<_>>()
+                .join(" ");
             if let Some(first) = line.get_mut(0..1) {
                 first.make_ascii_uppercase();
             }
@@ -198,9 +210,15 @@ mod tests {
     #[test]
     fn excerpt_takes_last_user_message_and_other_braces_stay() {
         let body = chat("a b c d e f g h i j k l m n");
-        assert_eq!(render_template("{excerpt}|{other}|{", &body), "a b c d e f g h i j k l|{other}|{");
+        assert_eq!(
+            render_template("{excerpt}|{other}|{", &body),
+            "a b c d e f g h i j k l|{other}|{"
+        );
         let completion = json!({"prompt": "Once upon a time"});
-        assert_eq!(render_template("{excerpt}", &completion), "Once upon a time");
+        assert_eq!(
+            render_template("{excerpt}", &completion),
+            "Once upon a time"
+        );
         assert_eq!(prompt_hash(&completion), hash16("Once upon a time"));
     }
 

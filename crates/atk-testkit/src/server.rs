@@ -42,10 +42,16 @@ struct Shared {
 
 impl Shared {
     fn config(&self) -> ServerConfig {
-        self.config.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
     fn update(&self, f: impl FnOnce(&mut ServerConfig)) {
-        f(&mut self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner));
+        f(&mut self
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 }
 
@@ -76,7 +82,11 @@ impl TestServer {
             }
         });
         tracing::debug!(%addr, "test server listening");
-        Ok(TestServer { addr, shared, task: Some(task) })
+        Ok(TestServer {
+            addr,
+            shared,
+            task: Some(task),
+        })
     }
 
     /// The OpenAI base URL, `http://127.0.0.1:PORT/v1`.
@@ -97,7 +107,11 @@ impl TestServer {
     /// Waits until `pred` holds for the stats (checked after every change), at most `timeout`;
     /// returns the stats that satisfied it, or `None` on timeout. Lets a test act at a given
     /// point of a run (say, kill a client after 5 completed replies) without sleeping.
-    pub async fn wait_until(&self, timeout: Duration, mut pred: impl FnMut(&Stats) -> bool) -> Option<Stats> {
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Stats) -> bool,
+    ) -> Option<Stats> {
         let mut changes = self.shared.counters.subscribe();
         let wait = async {
             loop {
@@ -119,7 +133,11 @@ impl TestServer {
         {
             let mut t = self.shared.counters.lock();
             let in_flight = t.stats.in_flight;
-            t.stats = Stats { in_flight, max_in_flight: in_flight, ..Stats::default() };
+            t.stats = Stats {
+                in_flight,
+                max_in_flight: in_flight,
+                ..Stats::default()
+            };
             t.script_pos = 0;
         }
         self.shared.counters.changed();
@@ -157,7 +175,9 @@ impl Drop for TestServer {
 
 impl std::fmt::Debug for TestServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestServer").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("TestServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -206,8 +226,11 @@ async fn models(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
 /// True when no key is required or the bearer token is the key.
 fn key_ok(cfg: &ServerConfig, headers: &HeaderMap) -> bool {
     let Some(key) = &cfg.api_key else { return true };
-    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    sent.and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| t.trim() == key)
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    sent.and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t.trim() == key)
 }
 
 /// An OpenAI-style error body.
@@ -216,14 +239,23 @@ fn error_body(message: &str, kind: &str, code: Option<&str>) -> Value {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn unauthorized() -> Response {
     // Never echo the key that was sent.
     json_response(
         StatusCode::UNAUTHORIZED,
-        &error_body("Incorrect API key provided.", "invalid_request_error", Some("invalid_api_key")),
+        &error_body(
+            "Incorrect API key provided.",
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        ),
     )
 }
 
@@ -260,7 +292,11 @@ async fn decide(
     let Some(body) = parsed.filter(Value::is_object) else {
         return json_response(
             StatusCode::BAD_REQUEST,
-            &error_body("The request body is not a JSON object.", "invalid_request_error", None),
+            &error_body(
+                "The request body is not a JSON object.",
+                "invalid_request_error",
+                None,
+            ),
         );
     };
     if let Some(limit) = cfg.context_limit {
@@ -275,7 +311,11 @@ async fn decide(
             );
             return json_response(
                 StatusCode::BAD_REQUEST,
-                &error_body(&msg, "invalid_request_error", Some("context_length_exceeded")),
+                &error_body(
+                    &msg,
+                    "invalid_request_error",
+                    Some("context_length_exceeded"),
+                ),
             );
         }
     }
@@ -312,17 +352,37 @@ async fn decide(
     let reply = ReplyShape {
         finish,
         kind,
-        model: body.get("model").and_then(Value::as_str).unwrap_or("atk-testkit").to_owned(),
-        id: format!("{}-{hash}-{nth}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }),
+        model: body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or("atk-testkit")
+            .to_owned(),
+        id: format!(
+            "{}-{hash}-{nth}",
+            if kind == Kind::Chat {
+                "chatcmpl"
+            } else {
+                "cmpl"
+            }
+        ),
         prompt_tokens: prompt_words(&body),
         completion_tokens: count_words(&text),
         text,
     };
-    let tail = Tail { counters: sh.counters.clone(), cancel: sh.cancel.clone(), _guard: guard, _permit: permit };
+    let tail = Tail {
+        counters: sh.counters.clone(),
+        cancel: sh.cancel.clone(),
+        _guard: guard,
+        _permit: permit,
+    };
     match fault {
         Fault::ServerError => json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
-            &error_body("The server had an error while processing your request.", "server_error", None),
+            &error_body(
+                "The server had an error while processing your request.",
+                "server_error",
+                None,
+            ),
         ),
         Fault::Garbage => (
             StatusCode::OK,
@@ -332,13 +392,20 @@ async fn decide(
             .into_response(),
         _ if stream => {
             let mut resp = streamed(body_steps_sse(&reply, cfg, fault), tail).into_response();
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             resp
         }
         _ => {
             let mut resp = streamed(body_steps_json(&reply, cfg, fault), tail).into_response();
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             resp
         }
     }
@@ -346,7 +413,9 @@ async fn decide(
 
 /// The request's `max_tokens` (or `max_completion_tokens`).
 fn max_tokens(body: &Value) -> Option<u64> {
-    body.get("max_tokens").or_else(|| body.get("max_completion_tokens")).and_then(Value::as_u64)
+    body.get("max_tokens")
+        .or_else(|| body.get("max_completion_tokens"))
+        .and_then(Value::as_u64)
 }
 
 /// The first `n` whitespace-separated words of `text`, with the spacing between them kept.
@@ -386,7 +455,12 @@ fn choose_fault(sh: &Shared, cfg: &ServerConfig, hash: &str, nth: u64) -> Fault 
         t.stats.faults_injected += 1;
         drop(t);
         sh.counters.changed();
-        tracing::debug!(fault = fault.as_str(), prompt = hash, nth, "injecting fault");
+        tracing::debug!(
+            fault = fault.as_str(),
+            prompt = hash,
+            nth,
+            "injecting fault"
+        );
     }
     fault
 }
@@ -394,7 +468,11 @@ fn choose_fault(sh: &Shared, cfg: &ServerConfig, hash: &str, nth: u64) -> Fault 
 fn rate_limited(faults: &Faults) -> Response {
     let mut resp = json_response(
         StatusCode::TOO_MANY_REQUESTS,
-        &error_body("Rate limit reached for requests.", "requests", Some("rate_limit_exceeded")),
+        &error_body(
+            "Rate limit reached for requests.",
+            "requests",
+            Some("rate_limit_exceeded"),
+        ),
     );
     if let Some(wait) = faults.retry_after {
         let (name, value) = if faults.retry_after_ms {
@@ -454,8 +532,12 @@ impl ReplyShape {
     /// The whole non-streamed reply; `text` and `finish` may differ from the real ones.
     fn whole(&self, text: &str, finish: Option<&str>) -> Value {
         let choice = match self.kind {
-            Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}),
-            Kind::Completion => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish}),
+            Kind::Chat => {
+                json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
+            }
+            Kind::Completion => {
+                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
+            }
         };
         json!({"id": self.id, "object": self.object(false), "created": 1_700_000_000, "model": self.model,
                "choices": [choice], "usage": self.usage()})
@@ -506,13 +588,21 @@ fn body_steps_sse(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecDe
                 }
                 Fault::MalformedSse => {
                     // This delta is lost: a client that skips bad lines keeps a damaged reply.
-                    let line = format!("data: {{\"id\":\"{}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\n\n", reply.id, piece.len());
+                    let line = format!(
+                        "data: {{\"id\":\"{}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\n\n",
+                        reply.id,
+                        piece.len()
+                    );
                     steps.push_back(Step::Data(Bytes::from(line)));
                     continue;
                 }
                 Fault::CutBeforeDone => return steps,
                 Fault::ErrorMidStream => {
-                    let err = error_body("The server had an error while streaming.", "server_error", Some("internal_error"));
+                    let err = error_body(
+                        "The server had an error while streaming.",
+                        "server_error",
+                        Some("internal_error"),
+                    );
                     steps.push_back(sse(&err));
                     return steps;
                 }
@@ -550,9 +640,15 @@ fn body_steps_json(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecD
             steps.push_back(Step::Data(whole.slice(..half)));
             steps.push_back(Step::Abort);
         }
-        Fault::MalformedSse | Fault::CutBeforeDone => steps.push_back(Step::Data(whole.slice(..half))),
+        Fault::MalformedSse | Fault::CutBeforeDone => {
+            steps.push_back(Step::Data(whole.slice(..half)))
+        }
         Fault::ErrorMidStream => {
-            let err = error_body("The server had an error while processing your request.", "server_error", Some("internal_error"));
+            let err = error_body(
+                "The server had an error while processing your request.",
+                "server_error",
+                Some("internal_error"),
+            );
             steps.push_back(Step::Data(Bytes::from(err.to_string())));
         }
         _ => {
@@ -591,7 +687,8 @@ fn streamed(steps: VecDeque<Step>, tail: Tail) -> Body {
                     // client must get the head and half the body before the reset.
                     tokio::task::yield_now().await;
                     steps.clear();
-                    let err = io::Error::new(io::ErrorKind::ConnectionReset, "injected connection reset");
+                    let err =
+                        io::Error::new(io::ErrorKind::ConnectionReset, "injected connection reset");
                     return Some((Err(err), (steps, tail)));
                 }
                 Step::Completed => tail.counters.update(|s| s.completed += 1),
@@ -639,13 +736,19 @@ mod tests {
         events
             .iter()
             .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect()
     }
 
     fn fixed(fault: Fault) -> ServerConfig {
         ServerConfig::default()
-            .with_reply(ReplyMode::Fixed("one two three four five six seven eight".into()))
+            .with_reply(ReplyMode::Fixed(
+                "one two three four five six seven eight".into(),
+            ))
             .with_stream_chunks(4)
             .with_faults(Faults::scripted([fault]))
     }
@@ -656,12 +759,18 @@ mod tests {
         let resp = post(&server, "/chat/completions", &chat_body("a b c", false)).await;
         assert_eq!(resp.status(), 200);
         let v: Value = resp.json().await.unwrap();
-        assert_eq!(v["choices"][0]["message"]["content"], "one two three four five six seven eight");
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            "one two three four five six seven eight"
+        );
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
         assert_eq!(v["usage"]["prompt_tokens"], 4); // "user: a b c"
         assert_eq!(v["usage"]["completion_tokens"], 8);
         let s = server.stats();
-        assert_eq!((s.requests, s.completed, s.faults_injected, s.in_flight), (1, 1, 0, 0));
+        assert_eq!(
+            (s.requests, s.completed, s.faults_injected, s.in_flight),
+            (1, 1, 0, 0)
+        );
         assert_eq!(s.status_count(200), 1);
     }
 
@@ -671,7 +780,10 @@ mod tests {
         let resp = post(&server, "/chat/completions", &chat_body("x", true)).await;
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
         let ev = events(&resp.text().await.unwrap());
-        assert_eq!(joined_deltas(&ev), "one two three four five six seven eight");
+        assert_eq!(
+            joined_deltas(&ev),
+            "one two three four five six seven eight"
+        );
         assert_eq!(ev.last().unwrap(), "[DONE]");
         let usage: Value = serde_json::from_str(&ev[ev.len() - 2]).unwrap();
         assert_eq!(usage["choices"], json!([]));
@@ -683,9 +795,17 @@ mod tests {
 
     #[tokio::test]
     async fn llama_style_stream_has_no_usage_chunk_and_completions_stream_text() {
-        let server = TestServer::start(fixed(Fault::None).with_usage_in_stream(false)).await.unwrap();
+        let server = TestServer::start(fixed(Fault::None).with_usage_in_stream(false))
+            .await
+            .unwrap();
         let body = json!({"model": "m", "prompt": "Once upon", "stream": true});
-        let ev = events(&post(&server, "/completions", &body).await.text().await.unwrap());
+        let ev = events(
+            &post(&server, "/completions", &body)
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
         assert!(ev.iter().all(|e| !e.contains("\"usage\"")));
         let text: String = ev
             .iter()
@@ -699,41 +819,94 @@ mod tests {
     #[tokio::test]
     async fn completions_faults_and_scripted_401() {
         let faults = Faults::scripted([Fault::CutBeforeDone, Fault::Unauthorized, Fault::None]);
-        let server = TestServer::start(fixed(Fault::None).with_faults(faults)).await.unwrap();
+        let server = TestServer::start(fixed(Fault::None).with_faults(faults))
+            .await
+            .unwrap();
         let body = json!({"model": "m", "prompt": "Once upon", "stream": true});
-        let cut = events(&post(&server, "/completions", &body).await.text().await.unwrap());
-        assert!(cut.iter().all(|e| e != "[DONE]" && !e.contains("\"stop\"")), "{cut:?}");
+        let cut = events(
+            &post(&server, "/completions", &body)
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
+        assert!(
+            cut.iter().all(|e| e != "[DONE]" && !e.contains("\"stop\"")),
+            "{cut:?}"
+        );
         assert_eq!(post(&server, "/completions", &body).await.status(), 401);
-        let whole: Value = post(&server, "/completions", &json!({"prompt": "Once upon"})).await.json().await.unwrap();
+        let whole: Value = post(&server, "/completions", &json!({"prompt": "Once upon"}))
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(whole["object"], "text_completion");
-        assert_eq!(whole["choices"][0]["text"], "one two three four five six seven eight");
+        assert_eq!(
+            whole["choices"][0]["text"],
+            "one two three four five six seven eight"
+        );
         assert_eq!(whole["usage"]["prompt_tokens"], 2);
         let s = server.stats();
-        assert_eq!((s.requests, s.completed, s.faults_injected, s.rejected_auth), (3, 1, 2, 0));
+        assert_eq!(
+            (s.requests, s.completed, s.faults_injected, s.rejected_auth),
+            (3, 1, 2, 0)
+        );
     }
 
     #[tokio::test]
     async fn template_reply_is_the_same_for_the_same_prompt() {
-        let cfg = ServerConfig::default().with_reply(ReplyMode::Template("<poem>{lines}</poem> {excerpt}".into()));
+        let cfg = ServerConfig::default()
+            .with_reply(ReplyMode::Template("<poem>{lines}</poem> {excerpt}".into()));
         let server = TestServer::start(cfg).await.unwrap();
-        let a: Value = post(&server, "/chat/completions", &chat_body("the sea at night", false)).await.json().await.unwrap();
-        let b: Value = post(&server, "/chat/completions", &chat_body("the sea at night", false)).await.json().await.unwrap();
+        let a: Value = post(
+            &server,
+            "/chat/completions",
+            &chat_body("the sea at night", false),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let b: Value = post(
+            &server,
+            "/chat/completions",
+            &chat_body("the sea at night", false),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
         let text = a["choices"][0]["message"]["content"].as_str().unwrap();
         assert_eq!(a["choices"], b["choices"]);
         assert!(text.starts_with("<poem>") && text.ends_with("</poem> the sea at night"));
-        assert_eq!(server.stats().prompt_count(&prompt_hash(&chat_body("the sea at night", false))), 2);
+        assert_eq!(
+            server
+                .stats()
+                .prompt_count(&prompt_hash(&chat_body("the sea at night", false))),
+            2
+        );
     }
 
     #[tokio::test]
     async fn honor_max_tokens_cuts_with_finish_reason_length() {
-        let server = TestServer::start(fixed(Fault::None).with_honor_max_tokens(true)).await.unwrap();
+        let server = TestServer::start(fixed(Fault::None).with_honor_max_tokens(true))
+            .await
+            .unwrap();
         let mut body = chat_body("x", false);
         body["max_tokens"] = json!(3);
-        let v: Value = post(&server, "/chat/completions", &body).await.json().await.unwrap();
+        let v: Value = post(&server, "/chat/completions", &body)
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "one two three");
         assert_eq!(v["choices"][0]["finish_reason"], "length");
         body["stream"] = json!(true);
-        let text = post(&server, "/chat/completions", &body).await.text().await.unwrap();
+        let text = post(&server, "/chat/completions", &body)
+            .await
+            .text()
+            .await
+            .unwrap();
         assert_eq!(joined_deltas(&events(&text)), "one two three");
         assert!(text.contains("\"finish_reason\":\"length\""));
         assert_eq!(cut_words("  a  b c", 2), "  a  b");
@@ -741,18 +914,37 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_key_gets_401_without_echoing_it() {
-        let server = TestServer::start(ServerConfig::default().with_api_key("sk-right")).await.unwrap();
+        let server = TestServer::start(ServerConfig::default().with_api_key("sk-right"))
+            .await
+            .unwrap();
         let client = client();
         let url = format!("{}/chat/completions", server.base_url());
-        let wrong = client.post(&url).bearer_auth("sk-wrong-123").json(&chat_body("x", false)).send().await.unwrap();
+        let wrong = client
+            .post(&url)
+            .bearer_auth("sk-wrong-123")
+            .json(&chat_body("x", false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(wrong.status(), 401);
         let text = wrong.text().await.unwrap();
         assert!(!text.contains("sk-wrong-123"));
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["error"]["code"], "invalid_api_key");
-        let none = client.post(&url).json(&chat_body("x", false)).send().await.unwrap();
+        let none = client
+            .post(&url)
+            .json(&chat_body("x", false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(none.status(), 401);
-        let right = client.post(&url).bearer_auth("sk-right").json(&chat_body("x", false)).send().await.unwrap();
+        let right = client
+            .post(&url)
+            .bearer_auth("sk-right")
+            .json(&chat_body("x", false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(right.status(), 200);
         let s = server.stats();
         assert_eq!((s.requests, s.rejected_auth, s.completed), (3, 2, 1));
@@ -761,26 +953,50 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_context_limit_is_400_context_length_exceeded() {
-        let server = TestServer::start(ServerConfig::default().with_context_limit(60)).await.unwrap();
+        let server = TestServer::start(ServerConfig::default().with_context_limit(60))
+            .await
+            .unwrap();
         // 4 prompt words + 50 max_tokens fits; 12 + 50 does not.
-        assert_eq!(post(&server, "/chat/completions", &chat_body("a b c", false)).await.status(), 200);
-        let resp = post(&server, "/chat/completions", &chat_body("a b c d e f g h i j k", false)).await;
+        assert_eq!(
+            post(&server, "/chat/completions", &chat_body("a b c", false))
+                .await
+                .status(),
+            200
+        );
+        let resp = post(
+            &server,
+            "/chat/completions",
+            &chat_body("a b c d e f g h i j k", false),
+        )
+        .await;
         assert_eq!(resp.status(), 400);
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["code"], "context_length_exceeded");
-        assert!(v["error"]["message"].as_str().unwrap().contains("maximum context length is 60"));
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("maximum context length is 60")
+        );
     }
 
     #[tokio::test]
     async fn rate_limit_sends_retry_after_in_seconds_or_ms() {
-        let faults = Faults::scripted([Fault::RateLimit, Fault::RateLimit]).with_retry_after(Duration::from_millis(1500));
-        let server = TestServer::start(ServerConfig::default().with_faults(faults)).await.unwrap();
+        let faults = Faults::scripted([Fault::RateLimit, Fault::RateLimit])
+            .with_retry_after(Duration::from_millis(1500));
+        let server = TestServer::start(ServerConfig::default().with_faults(faults))
+            .await
+            .unwrap();
         let resp = post(&server, "/chat/completions", &chat_body("x", false)).await;
         assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()["retry-after"], "2");
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["code"], "rate_limit_exceeded");
-        server.set_faults(Faults::scripted([Fault::RateLimit]).with_retry_after(Duration::from_millis(1500)).with_retry_after_ms(true));
+        server.set_faults(
+            Faults::scripted([Fault::RateLimit])
+                .with_retry_after(Duration::from_millis(1500))
+                .with_retry_after_ms(true),
+        );
         // The script position carries on: request 2 is still scripted.
         let resp = post(&server, "/chat/completions", &chat_body("x", false)).await;
         assert_eq!(resp.status(), 200);
@@ -793,11 +1009,18 @@ mod tests {
 
     #[tokio::test]
     async fn server_error_is_500_and_garbage_is_html() {
-        let cfg = fixed(Fault::None).with_faults(Faults::scripted([Fault::ServerError, Fault::Garbage, Fault::Garbage]));
+        let cfg = fixed(Fault::None).with_faults(Faults::scripted([
+            Fault::ServerError,
+            Fault::Garbage,
+            Fault::Garbage,
+        ]));
         let server = TestServer::start(cfg).await.unwrap();
         let resp = post(&server, "/chat/completions", &chat_body("x", true)).await;
         assert_eq!(resp.status(), 500);
-        assert_eq!(resp.json::<Value>().await.unwrap()["error"]["type"], "server_error");
+        assert_eq!(
+            resp.json::<Value>().await.unwrap()["error"]["type"],
+            "server_error"
+        );
         for stream in [true, false] {
             let resp = post(&server, "/chat/completions", &chat_body("x", stream)).await;
             assert_eq!(resp.status(), 200);
@@ -810,7 +1033,10 @@ mod tests {
 
     #[tokio::test]
     async fn reset_mid_stream_leaves_an_incomplete_body() {
-        let cfg = fixed(Fault::None).with_faults(Faults::scripted([Fault::ResetMidStream, Fault::ResetMidStream]));
+        let cfg = fixed(Fault::None).with_faults(Faults::scripted([
+            Fault::ResetMidStream,
+            Fault::ResetMidStream,
+        ]));
         let server = TestServer::start(cfg).await.unwrap();
         for stream in [true, false] {
             let resp = post(&server, "/chat/completions", &chat_body("x", stream)).await;
@@ -824,18 +1050,37 @@ mod tests {
                     Err(e) => break Err(e),
                 }
             };
-            assert!(end.is_err(), "stream={stream}: the body must end in an error");
-            assert!(String::from_utf8_lossy(&got).contains("one two"), "stream={stream}: half the body first");
+            assert!(
+                end.is_err(),
+                "stream={stream}: the body must end in an error"
+            );
+            assert!(
+                String::from_utf8_lossy(&got).contains("one two"),
+                "stream={stream}: half the body first"
+            );
         }
         let s = server.stats();
         assert_eq!((s.completed, s.faults_injected), (0, 2));
-        assert!(server.wait_until(Duration::from_secs(5), |s| s.in_flight == 0).await.is_some());
+        assert!(
+            server
+                .wait_until(Duration::from_secs(5), |s| s.in_flight == 0)
+                .await
+                .is_some()
+        );
     }
 
     #[tokio::test]
     async fn cut_before_done_ends_cleanly_without_finish_reason() {
-        let server = TestServer::start(fixed(Fault::CutBeforeDone)).await.unwrap();
-        let ev = events(&post(&server, "/chat/completions", &chat_body("x", true)).await.text().await.unwrap());
+        let server = TestServer::start(fixed(Fault::CutBeforeDone))
+            .await
+            .unwrap();
+        let ev = events(
+            &post(&server, "/chat/completions", &chat_body("x", true))
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
         assert!(!ev.is_empty());
         assert!(ev.iter().all(|e| e != "[DONE]" && !e.contains("\"stop\"")));
         assert_eq!(joined_deltas(&ev), "one two three four ");
@@ -845,16 +1090,38 @@ mod tests {
     #[tokio::test]
     async fn malformed_sse_line_is_not_json_and_loses_a_delta() {
         let server = TestServer::start(fixed(Fault::MalformedSse)).await.unwrap();
-        let ev = events(&post(&server, "/chat/completions", &chat_body("x", true)).await.text().await.unwrap());
-        assert_eq!(ev.iter().filter(|e| serde_json::from_str::<Value>(e).is_err() && *e != "[DONE]").count(), 1);
-        assert_ne!(joined_deltas(&ev), "one two three four five six seven eight");
+        let ev = events(
+            &post(&server, "/chat/completions", &chat_body("x", true))
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            ev.iter()
+                .filter(|e| serde_json::from_str::<Value>(e).is_err() && *e != "[DONE]")
+                .count(),
+            1
+        );
+        assert_ne!(
+            joined_deltas(&ev),
+            "one two three four five six seven eight"
+        );
         assert_eq!(ev.last().unwrap(), "[DONE]");
     }
 
     #[tokio::test]
     async fn error_object_mid_stream_then_end() {
-        let server = TestServer::start(fixed(Fault::ErrorMidStream)).await.unwrap();
-        let ev = events(&post(&server, "/chat/completions", &chat_body("x", true)).await.text().await.unwrap());
+        let server = TestServer::start(fixed(Fault::ErrorMidStream))
+            .await
+            .unwrap();
+        let ev = events(
+            &post(&server, "/chat/completions", &chat_body("x", true))
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
         let last: Value = serde_json::from_str(ev.last().unwrap()).unwrap();
         assert_eq!(last["error"]["type"], "server_error");
         assert_eq!(joined_deltas(&ev), "one two three four ");
@@ -863,7 +1130,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stall_stops_sending_for_stall_for_then_finishes() {
         let faults = Faults::scripted([Fault::Stall]).with_stall_for(Duration::from_secs(90));
-        let server = TestServer::start(fixed(Fault::None).with_faults(faults)).await.unwrap();
+        let server = TestServer::start(fixed(Fault::None).with_faults(faults))
+            .await
+            .unwrap();
         let start = tokio::time::Instant::now();
         let mut resp = post(&server, "/chat/completions", &chat_body("x", true)).await;
         let mut got = String::new();
@@ -879,22 +1148,35 @@ mod tests {
             last = now;
             got.push_str(std::str::from_utf8(&chunk).unwrap());
         }
-        assert!(longest_gap >= Duration::from_secs(90), "gap {longest_gap:?}");
+        assert!(
+            longest_gap >= Duration::from_secs(90),
+            "gap {longest_gap:?}"
+        );
         assert!(before_gap.contains("one two") && !before_gap.contains("[DONE]"));
-        assert_eq!(joined_deltas(&events(&got)), "one two three four five six seven eight");
+        assert_eq!(
+            joined_deltas(&events(&got)),
+            "one two three four five six seven eight"
+        );
         assert_eq!(server.stats().completed, 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn latency_delays_the_head_and_serial_queues_requests() {
-        let cfg = fixed(Fault::None).with_latency(Duration::from_secs(10)).with_serial(true);
+        let cfg = fixed(Fault::None)
+            .with_latency(Duration::from_secs(10))
+            .with_serial(true);
         let server = Arc::new(TestServer::start(cfg).await.unwrap());
         let start = tokio::time::Instant::now();
         let tasks: Vec<_> = (0..3)
             .map(|i| {
                 let server = server.clone();
                 tokio::spawn(async move {
-                    let resp = post(&server, "/chat/completions", &chat_body(&format!("p{i}"), true)).await;
+                    let resp = post(
+                        &server,
+                        "/chat/completions",
+                        &chat_body(&format!("p{i}"), true),
+                    )
+                    .await;
                     let head = start.elapsed();
                     resp.text().await.unwrap();
                     head
@@ -909,24 +1191,40 @@ mod tests {
         // One at a time: the n-th head comes after n latencies, none before its turn.
         for (n, head) in heads.iter().enumerate() {
             let turn = Duration::from_secs(10 * (n as u64 + 1));
-            assert!(*head >= turn && *head < turn + Duration::from_secs(5), "heads {heads:?}");
+            assert!(
+                *head >= turn && *head < turn + Duration::from_secs(5),
+                "heads {heads:?}"
+            );
         }
         let s = server.stats();
-        assert_eq!((s.requests, s.completed, s.max_in_flight, s.in_flight), (3, 3, 3, 0));
+        assert_eq!(
+            (s.requests, s.completed, s.max_in_flight, s.in_flight),
+            (3, 3, 3, 0)
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn counters_are_exact_with_50_concurrent_requests() {
         let faults = Faults::fail_first(1, Fault::ServerError);
-        let cfg = fixed(Fault::None).with_faults(faults).with_latency(Duration::from_millis(300));
+        let cfg = fixed(Fault::None)
+            .with_faults(faults)
+            .with_latency(Duration::from_millis(300));
         let server = Arc::new(TestServer::start(cfg).await.unwrap());
         let client = client();
         let tasks: Vec<_> = (0..50)
             .map(|i| {
-                let (client, url) = (client.clone(), format!("{}/chat/completions", server.base_url()));
+                let (client, url) = (
+                    client.clone(),
+                    format!("{}/chat/completions", server.base_url()),
+                );
                 tokio::spawn(async move {
                     // 10 prompts, 5 requests each.
-                    let resp = client.post(url).json(&chat_body(&format!("prompt {}", i % 10), i % 2 == 0)).send().await.unwrap();
+                    let resp = client
+                        .post(url)
+                        .json(&chat_body(&format!("prompt {}", i % 10), i % 2 == 0))
+                        .send()
+                        .await
+                        .unwrap();
                     let status = resp.status().as_u16();
                     resp.text().await.unwrap();
                     status
@@ -937,7 +1235,10 @@ mod tests {
         for t in tasks {
             ok += u64::from(t.await.unwrap() == 200);
         }
-        let s = server.wait_until(Duration::from_secs(5), |s| s.in_flight == 0).await.unwrap();
+        let s = server
+            .wait_until(Duration::from_secs(5), |s| s.in_flight == 0)
+            .await
+            .unwrap();
         assert_eq!((s.requests, s.completed, s.faults_injected), (50, 40, 10));
         assert_eq!(ok, 40);
         assert_eq!(s.status_count(200), 40);
@@ -945,7 +1246,11 @@ mod tests {
         assert_eq!(s.per_prompt.len(), 10);
         assert!(s.per_prompt.values().all(|&n| n == 5));
         assert_eq!(s.repeats(), 40);
-        assert!(s.max_in_flight > 1 && s.max_in_flight <= 50, "max in flight {}", s.max_in_flight);
+        assert!(
+            s.max_in_flight > 1 && s.max_in_flight <= 50,
+            "max in flight {}",
+            s.max_in_flight
+        );
     }
 
     #[tokio::test]
@@ -954,12 +1259,24 @@ mod tests {
         let run = |seed: u64| {
             let faults = faults.clone();
             async move {
-                let server = TestServer::start(ServerConfig::default().with_faults(faults).with_seed(seed)).await.unwrap();
+                let server =
+                    TestServer::start(ServerConfig::default().with_faults(faults).with_seed(seed))
+                        .await
+                        .unwrap();
                 let (client, url) = (client(), format!("{}/chat/completions", server.base_url()));
                 let mut statuses = Vec::new();
                 for i in 0..30 {
                     let body = chat_body(&format!("p{}", i % 3), false);
-                    statuses.push(client.post(&url).json(&body).send().await.unwrap().status().as_u16());
+                    statuses.push(
+                        client
+                            .post(&url)
+                            .json(&body)
+                            .send()
+                            .await
+                            .unwrap()
+                            .status()
+                            .as_u16(),
+                    );
                 }
                 statuses
             }
@@ -973,34 +1290,67 @@ mod tests {
     #[tokio::test]
     async fn a_client_leaving_a_stalled_body_is_counted_out_at_once() {
         let faults = Faults::scripted([Fault::Stall]).with_stall_for(Duration::from_secs(3600));
-        let server = TestServer::start(fixed(Fault::None).with_faults(faults)).await.unwrap();
+        let server = TestServer::start(fixed(Fault::None).with_faults(faults))
+            .await
+            .unwrap();
         let mut resp = post(&server, "/chat/completions", &chat_body("x", true)).await;
         assert!(resp.chunk().await.unwrap().is_some());
         assert_eq!(server.stats().in_flight, 1);
         drop(resp);
-        let s = server.wait_until(Duration::from_secs(5), |s| s.in_flight == 0).await;
-        assert!(s.is_some(), "a stalled body outlived its client: {:?}", server.stats());
+        let s = server
+            .wait_until(Duration::from_secs(5), |s| s.in_flight == 0)
+            .await;
+        assert!(
+            s.is_some(),
+            "a stalled body outlived its client: {:?}",
+            server.stats()
+        );
     }
 
     #[tokio::test]
     async fn shutdown_ends_a_stalled_body() {
         let faults = Faults::scripted([Fault::Stall]).with_stall_for(Duration::from_secs(3600));
-        let server = TestServer::start(fixed(Fault::None).with_faults(faults)).await.unwrap();
+        let server = TestServer::start(fixed(Fault::None).with_faults(faults))
+            .await
+            .unwrap();
         let resp = post(&server, "/chat/completions", &chat_body("x", true)).await;
         let body = tokio::spawn(resp.text());
-        tokio::time::timeout(Duration::from_secs(5), server.shutdown()).await.unwrap();
-        let text = tokio::time::timeout(Duration::from_secs(5), body).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server.shutdown())
+            .await
+            .unwrap();
+        let text = tokio::time::timeout(Duration::from_secs(5), body)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(text.is_err());
     }
 
     #[tokio::test]
     async fn stats_and_models_routes() {
         let server = TestServer::start(ServerConfig::default()).await.unwrap();
-        post(&server, "/chat/completions", &chat_body("x", false)).await.text().await.unwrap();
+        post(&server, "/chat/completions", &chat_body("x", false))
+            .await
+            .text()
+            .await
+            .unwrap();
         let root = server.base_url().trim_end_matches("/v1").to_owned();
-        let stats: Stats = client().get(format!("{root}/stats")).send().await.unwrap().json().await.unwrap();
+        let stats: Stats = client()
+            .get(format!("{root}/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(stats, server.stats());
-        let models: Value = client().get(format!("{}/models", server.base_url())).send().await.unwrap().json().await.unwrap();
+        let models: Value = client()
+            .get(format!("{}/models", server.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(models["data"][0]["id"], "atk-testkit");
     }
 }

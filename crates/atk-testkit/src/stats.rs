@@ -56,7 +56,10 @@ pub(crate) struct Counters(Arc<(Mutex<Tally>, watch::Sender<()>)>);
 
 impl Default for Counters {
     fn default() -> Self {
-        Counters(Arc::new((Mutex::new(Tally::default()), watch::Sender::new(()))))
+        Counters(Arc::new((
+            Mutex::new(Tally::default()),
+            watch::Sender::new(()),
+        )))
     }
 }
 
@@ -64,7 +67,10 @@ impl Counters {
     /// Locks the tally (a poisoned lock is still counted: tests must see the numbers).
     /// Changes made through it must be followed by [`Counters::changed`].
     pub(crate) fn lock(&self) -> MutexGuard<'_, Tally> {
-        self.0.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Wakes everyone waiting for a change.
@@ -114,6 +120,7 @@ pub(crate) struct InFlight(Counters);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.update(|s| s.in_flight = s.in_flight.saturating_sub(1));
+        self.0
+            .update(|s| s.in_flight = s.in_flight.saturating_sub(1));
     }
 }

@@ -125,7 +125,10 @@ impl Args {
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("atk-testkit-server: cannot start the runtime: {e}");
@@ -136,7 +139,10 @@ fn main() -> ExitCode {
         let server = match TestServer::start_on(args.port, args.config()).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("atk-testkit-server: cannot listen on 127.0.0.1:{}: {e}", args.port);
+                eprintln!(
+                    "atk-testkit-server: cannot listen on 127.0.0.1:{}: {e}",
+                    args.port
+                );
                 return ExitCode::FAILURE;
             }
         };
