@@ -390,9 +390,17 @@ impl Executor {
         let mut pending: VecDeque<Unit> = VecDeque::new();
         let mut tasks = JoinSet::new();
         let mut fatal: Option<StepError> = None;
-        let fail = |e: StepError, fatal: &mut Option<StepError>| {
-            tracing::error!(error = %e, "stopping the run");
-            fatal.get_or_insert(e);
+        // The first fatal error is the one reported; the items in flight then usually fail the
+        // same way (a refused key refuses them all), which is noise at error level.
+        let mut later_fatal = 0_u64;
+        let mut fail = |e: StepError, fatal: &mut Option<StepError>| {
+            if fatal.is_none() {
+                tracing::error!(error = %e, "stopping the run");
+                *fatal = Some(e);
+            } else {
+                later_fatal += 1;
+                tracing::debug!(error = %e, "an item in flight failed after the run was stopped");
+            }
             shared.stop.cancel();
         };
         loop {
@@ -457,6 +465,9 @@ impl Executor {
         }
         for step in chain {
             self.sink.event(ProgressEvent::StepFinished { step: step.name().to_string() });
+        }
+        if later_fatal > 0 {
+            tracing::debug!(count = later_fatal, "further errors after the first fatal one");
         }
         if let Some(e) = fatal {
             return Err(e);
@@ -839,6 +850,50 @@ mod tests {
         assert!(matches!(err, StepError::Engine(atk_engine::Error::AuthRefused { .. })), "{err:?}");
         assert!(engine.calls() <= 4, "no new requests after the fatal error: {}", engine.calls());
         assert_eq!(store.failures("first").count(), 0, "a fatal error is not an item failure");
+    }
+
+    /// A `MakeWriter` keeping what the fmt subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Self;
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_key_is_logged_once_not_once_per_item_in_flight() {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        // This test's runtime is single-threaded, so every task logs to this subscriber.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let store = store_with(20).await;
+        let engine = Arc::new(ScriptedEngine::new("e").with_fallback(|_| {
+            Err(atk_engine::Error::AuthRefused { engine: "e".into(), status: 401, message: "bad key".into() })
+        }));
+        executor(store, engine.clone(), ExecutorConfig::default().with_max_in_flight(5)).run(&two_steps()).await.unwrap_err();
+        assert_eq!(engine.calls(), 5, "five items were in flight when the key was refused");
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "{text}");
+        assert!(errors[0].contains("stopping the run"), "{text}");
+        assert_eq!(text.lines().filter(|l| l.contains("DEBUG") && l.contains("after the run was stopped")).count(), 4, "{text}");
     }
 
     #[tokio::test]
