@@ -181,3 +181,41 @@ async fn an_unreachable_endpoint_exits_1_after_bounded_retries() {
     );
     assert!(env.dataset().is_empty());
 }
+
+#[tokio::test]
+async fn retry_after_is_waited_out_before_the_next_request() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use atk_e2e::{POEM_TEMPLATE, Running};
+    use atk_testkit::{ReplyMode, render_template};
+
+    let wait = Duration::from_secs(1);
+    let faults = Faults::fail_first(1, Fault::RateLimit).with_retry_after(wait);
+    let (server, _) = poem_server(ServerConfig::default().with_faults(faults)).await;
+    let replied: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let times = replied.clone();
+    server.set_reply(ReplyMode::func(move |body| {
+        times.lock().unwrap().push(Instant::now());
+        render_template(POEM_TEMPLATE, body)
+    }));
+    let env = Env::new();
+    env.write_docs(3);
+    let config = env.write_config(&Config::new(server.base_url()));
+
+    let running = Running::spawn(env.command(bin(), &config));
+    let first_429 = server
+        .wait_until(RUN_TIMEOUT, |s| s.status_count(429) > 0)
+        .await;
+    let limited_at = Instant::now();
+    let out = running.wait(RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert!(first_429.is_some(), "{out}");
+    assert_eq!(env.dataset().len(), 3, "{out}");
+    let first_reply = *replied.lock().unwrap().iter().min().expect("some replies");
+    let gap = first_reply.duration_since(limited_at);
+    assert!(
+        gap >= wait - Duration::from_millis(50),
+        "a request was answered {gap:?} after a 429 asking for {wait:?}"
+    );
+}
