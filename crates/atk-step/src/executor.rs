@@ -1,7 +1,9 @@
 //! The executor: runs a chain of steps over the store's items, depth-first, under a bound on
 //! items in flight, storing each result the moment it is accepted.
 //!
-//! How it works: the store's root items are streamed in order (never collected). Each item
+//! How it works: the store's root item ids are streamed in order (never collected; the sled
+//! store reads them without decoding records), an item that finished the chain is counted from
+//! one key lookup, and only the others are read and decoded. Each item
 //! becomes a task that walks the chain: a step whose result is stored is skipped (its output
 //! merged into the item's fields), the first missing one is run, its result stored, and the
 //! item goes straight on to the next step (no barrier between steps). A `JoinSet` holds at most
@@ -216,9 +218,9 @@ impl Shared {
     }
 
     /// Fast path for resume: an item with a result for the last step went through the whole chain.
-    fn fully_done(&self, item: &ItemRecord, start: usize) -> Result<bool, StepError> {
+    fn fully_done(&self, id: &str, start: usize) -> Result<bool, StepError> {
         let last = self.chain.len() - 1;
-        if self.store.has_result(self.chain[last].name(), &item.id)? {
+        if self.store.has_result(self.chain[last].name(), id)? {
             for k in start..=last {
                 self.tally(k, |t| t.report.skipped += 1);
             }
@@ -385,7 +387,7 @@ impl Executor {
                 .map(|s| Mutex::new(Tally { report: StepReport { step: s.name().to_string(), ..Default::default() }, ..Default::default() }))
                 .collect(),
         });
-        let mut roots = self.store.items();
+        let mut roots = self.store.root_ids();
         let mut roots_done = false;
         let mut pending: VecDeque<Unit> = VecDeque::new();
         let mut tasks = JoinSet::new();
@@ -406,7 +408,15 @@ impl Executor {
         loop {
             while tasks.len() < self.cfg.max_in_flight && !shared.stop.is_cancelled() {
                 let (item, start) = match pending.pop_front() {
-                    Some(unit) => unit,
+                    Some((_, start)) if start >= chain.len() => continue,
+                    Some((item, start)) => match shared.fully_done(&item.id, start) {
+                        Ok(true) => continue,
+                        Ok(false) => (item, start),
+                        Err(e) => {
+                            fail(e, &mut fatal);
+                            break;
+                        }
+                    },
                     None if roots_done => break,
                     None => match roots.next() {
                         None => {
@@ -417,21 +427,19 @@ impl Executor {
                             fail(e.into(), &mut fatal);
                             break;
                         }
-                        Some(Ok(item)) if item.parent.is_some() => continue,
-                        Some(Ok(item)) => (item, 0),
+                        // Only an item with work left is read and decoded.
+                        Some(Ok(id)) => match shared.fully_done(&id, 0).and_then(|done| {
+                            if done { Ok(None) } else { self.store.item(&id).map_err(StepError::from) }
+                        }) {
+                            Ok(Some(item)) => (item, 0),
+                            Ok(None) => continue,
+                            Err(e) => {
+                                fail(e, &mut fatal);
+                                break;
+                            }
+                        },
                     },
                 };
-                if start >= chain.len() {
-                    continue;
-                }
-                match shared.fully_done(&item, start) {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(e) => {
-                        fail(e, &mut fatal);
-                        break;
-                    }
-                }
                 if !announced {
                     announced = true;
                     match counted(counting.take()).await {
@@ -496,23 +504,21 @@ impl Executor {
 /// Root items, and per step how many of them have a stored result.
 type Counts = (u64, Vec<u64>);
 
-/// Counts root items and stored results (one lookup for an item that finished the chain).
+/// Counts root items and stored results (one lookup for an item that finished the chain; no
+/// record decoded).
 fn count(store: &dyn Store, steps: &[String]) -> Result<Counts, StepError> {
     let mut total = 0;
     let mut already = vec![0u64; steps.len()];
     let last = steps.len() - 1;
-    for item in store.items() {
-        let item = item?;
-        if item.parent.is_some() {
-            continue;
-        }
+    for id in store.root_ids() {
+        let id = id?;
         total += 1;
-        if store.has_result(&steps[last], &item.id)? {
+        if store.has_result(&steps[last], &id)? {
             already.iter_mut().for_each(|a| *a += 1);
             continue;
         }
         for (k, step) in steps[..last].iter().enumerate() {
-            if store.has_result(step, &item.id)? {
+            if store.has_result(step, &id)? {
                 already[k] += 1;
             }
         }
@@ -689,6 +695,22 @@ mod tests {
         let report = executor(store.clone(), engine.clone(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
         assert_eq!(engine.calls(), 0);
         assert_eq!((report.steps[0].skipped, report.steps[1].skipped, report.steps[1].done), (5, 5, 0));
+    }
+
+    #[tokio::test]
+    async fn a_resumed_run_over_finished_items_reads_no_item_record() {
+        let store = store_with(10).await;
+        executor(store.clone(), echo(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        let before = store.records_read();
+        let engine = echo();
+        let report = executor(store.clone(), engine.clone(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        assert_eq!((engine.calls(), report.steps[1].skipped), (0, 10));
+        assert_eq!(store.records_read() - before, 0, "ids and result keys are enough to skip finished items");
+        // An unfinished item is still read, once.
+        store.put_items(items(11)[10..].to_vec()).await.unwrap();
+        let before = store.records_read();
+        executor(store.clone(), echo(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        assert_eq!(store.records_read() - before, 1);
     }
 
     #[tokio::test]

@@ -117,6 +117,8 @@ struct Inner {
 #[derive(Default)]
 pub struct MemStore {
     inner: Mutex<Inner>,
+    /// Item records handed out by `item` and `items` (what a disk store would decode).
+    records_read: AtomicU64,
 }
 
 impl MemStore {
@@ -127,6 +129,12 @@ impl MemStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Item records read so far through `item` and `items` (ids from `item_ids` and
+    /// `root_ids` are not counted: a disk store reads them without decoding records).
+    pub fn records_read(&self) -> u64 {
+        self.records_read.load(Ordering::SeqCst)
     }
 
     /// Results stored for a step.
@@ -150,12 +158,27 @@ impl Store for MemStore {
 
     fn item(&self, id: &str) -> Result<Option<ItemRecord>, atk_state::Error> {
         let inner = self.lock();
-        Ok(inner.orders.get(id).and_then(|o| inner.items.get(&(o.clone(), id.to_string())).cloned()))
+        let found = inner.orders.get(id).and_then(|o| inner.items.get(&(o.clone(), id.to_string())).cloned());
+        self.records_read.fetch_add(u64::from(found.is_some()), Ordering::SeqCst);
+        Ok(found)
     }
 
     fn items(&self) -> Records<'_, ItemRecord> {
         let items: Vec<_> = self.lock().items.values().cloned().collect();
-        Box::new(items.into_iter().map(Ok))
+        Box::new(items.into_iter().map(|item| {
+            self.records_read.fetch_add(1, Ordering::SeqCst);
+            Ok(item)
+        }))
+    }
+
+    fn item_ids(&self) -> Records<'_, String> {
+        let ids: Vec<_> = self.lock().items.keys().map(|(_, id)| id.clone()).collect();
+        Box::new(ids.into_iter().map(Ok))
+    }
+
+    fn root_ids(&self) -> Records<'_, String> {
+        let ids: Vec<_> = self.lock().items.values().filter(|i| i.parent.is_none()).map(|i| i.id.clone()).collect();
+        Box::new(ids.into_iter().map(Ok))
     }
 
     async fn remove_items(&self, ids: Vec<String>) -> Result<(), atk_state::Error> {
