@@ -26,6 +26,10 @@ pub enum StepError {
     /// One item failed this step for good (recorded; the run carries on).
     #[error("{0}")]
     Failed(ItemFailure),
+    /// The run was stopped before this item's next engine call was sent; nothing is recorded
+    /// for it and the next run does it.
+    #[error("the run was stopped before this item's request was sent")]
+    Cancelled,
     /// A step task panicked or was lost.
     #[error("internal error: {0}")]
     Internal(String),

@@ -289,6 +289,8 @@ impl Shared {
                     self.sink.event(ProgressEvent::ItemFailed { step: name.to_string(), kind: f.kind, reason: f.reason });
                     return Ok(None);
                 }
+                // Stopped before its request went out: nothing to record, the next run does it.
+                Err(StepError::Cancelled) => return Ok(None),
                 Err(e) => return Err(e),
             }
         }
@@ -376,12 +378,15 @@ impl Executor {
             tokio::task::spawn_blocking(move || count(store.as_ref(), &steps))
         });
         let mut announced = false;
+        let stop = self.cfg.cancel.child_token();
+        let mut ctx = self.ctx.clone();
+        ctx.cancel = stop.clone();
         let shared = Arc::new(Shared {
             store: self.store.clone(),
-            ctx: self.ctx.clone(),
+            ctx,
             sink: self.sink.clone(),
             chain: chain.to_vec(),
-            stop: self.cfg.cancel.child_token(),
+            stop,
             tallies: chain
                 .iter()
                 .map(|s| Mutex::new(Tally { report: StepReport { step: s.name().to_string(), ..Default::default() }, ..Default::default() }))
@@ -916,6 +921,27 @@ mod tests {
         assert_eq!(errors.len(), 1, "{text}");
         assert!(errors[0].contains("stopping the run"), "{text}");
         assert_eq!(text.lines().filter(|l| l.contains("DEBUG") && l.contains("after the run was stopped")).count(), 4, "{text}");
+    }
+
+    #[tokio::test]
+    async fn after_a_cancel_no_further_attempt_is_sent_and_nothing_is_recorded() {
+        let store = store_with(10).await;
+        let cancel = CancellationToken::new();
+        let token = cancel.clone();
+        // The first reply to arrive comes with the Ctrl-C; every reply fails validation, so each
+        // item in flight would otherwise go on to its next attempt.
+        let engine = Arc::new(ScriptedEngine::new("e").with_fallback(move |_| {
+            token.cancel();
+            Ok(reply("not accepted"))
+        }));
+        let chain: Vec<Arc<dyn Step>> =
+            vec![Arc::new(PromptStep::new("first", "one").validator(|_, _| Err("never".into())).max_retries(3))];
+        let cfg = ExecutorConfig::default().with_cancel(cancel).with_max_in_flight(3);
+        let report = executor(store.clone(), engine.clone(), cfg).run(&chain).await.unwrap();
+        assert_eq!(engine.calls(), 3, "the three first attempts in flight were sent; no retry, no new item");
+        assert!(report.cancelled);
+        assert_eq!((report.steps[0].done, report.steps[0].failed), (0, 0));
+        assert_eq!(store.failures("first").count(), 0, "a cancelled item is not a failure");
     }
 
     #[tokio::test]

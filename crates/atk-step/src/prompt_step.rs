@@ -195,6 +195,11 @@ impl PromptStep {
         };
         for attempt in 1..=self.max_retries.saturating_add(1) {
             failure.attempts = attempt;
+            // Checked right before each attempt: after a Ctrl-C (or a fatal error elsewhere) an
+            // item whose request has not gone out yet, or that would retry, sends nothing more.
+            if ctx.cancel.is_cancelled() {
+                return Err(StepError::Cancelled);
+            }
             let reply = match engine.call(request.clone()).await {
                 Ok(reply) => reply,
                 Err(e) if e.is_fatal() => return Err(StepError::Engine(e)),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use atk_engine::Engine;
 use atk_state::{ItemRecord, ResultRecord};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::StepError;
 use crate::prompt::PromptLibrary;
@@ -98,11 +99,23 @@ pub struct StepContext {
     pub use_stop: bool,
     /// Keep the messages sent and the raw reply in each result ([`atk_state::Details`]).
     pub include_details: bool,
+    /// Once cancelled, a step sends no further engine call (checked right before each attempt)
+    /// and returns [`StepError::Cancelled`]. The [`Executor`](crate::Executor) sets it to its
+    /// own stop token (the run's cancel token, or a fatal error).
+    pub cancel: CancellationToken,
 }
 
 impl StepContext {
     /// A context with chat mode, `use_stop` on, no details and no run arguments.
     pub fn new(engines: Engines, prompts: Arc<PromptLibrary>) -> Self {
-        Self { engines, prompts, run_args: Arc::default(), completion_mode: false, use_stop: true, include_details: false }
+        Self {
+            engines,
+            prompts,
+            run_args: Arc::default(),
+            completion_mode: false,
+            use_stop: true,
+            include_details: false,
+            cancel: CancellationToken::new(),
+        }
     }
 }
