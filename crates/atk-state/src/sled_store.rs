@@ -252,10 +252,21 @@ impl SledStore {
 /// Whether an encoded item is a root, read from the start of its bytes: [`encode`] writes
 /// `{"v":1,"id":"…","parent":null,…` (fields in declaration order). `None` when the bytes do
 /// not start that way (another layout version, a corrupt record): the caller decodes then.
+///
+/// Allocation-free for ids that JSON writes unescaped (it runs once per item on resume).
 fn is_root_encoded(id: &str, bytes: &[u8]) -> Option<bool> {
-    let head = format!("{{\"v\":{RECORD_VERSION},\"id\":");
-    let rest = bytes.strip_prefix(head.as_bytes())?;
-    let rest = rest.strip_prefix(serde_json::to_string(id).ok()?.as_bytes())?;
+    let rest = bytes.strip_prefix(b"{\"v\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let version: u32 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    if version != RECORD_VERSION {
+        return None;
+    }
+    let rest = rest[digits..].strip_prefix(b",\"id\":")?;
+    let rest = if id.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        rest.strip_prefix(serde_json::to_string(id).ok()?.as_bytes())?
+    } else {
+        rest.strip_prefix(b"\"")?.strip_prefix(id.as_bytes())?.strip_prefix(b"\"")?
+    };
     let rest = rest.strip_prefix(b",\"parent\":")?;
     if rest.starts_with(b"null") {
         Some(true)
@@ -638,6 +649,19 @@ mod tests {
         assert_eq!(roots.len(), 3);
         assert_eq!(roots[..2].iter().map(|r| r.as_ref().unwrap().as_str()).collect::<Vec<_>>(), ["b", "a"]);
         assert!(matches!(roots[2], Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn roots_are_told_from_the_encoded_bytes_without_decoding() {
+        for id in ["a1b2", "kid \"quoted\" \\ \u{1}", "日本"] {
+            let root = item(id, &[1]);
+            let mut child = item(id, &[1, 0]);
+            child.parent = Some("p".into());
+            assert_eq!(is_root_encoded(id, &encode(root)), Some(true), "{id}");
+            assert_eq!(is_root_encoded(id, &encode(child)), Some(false), "{id}");
+        }
+        assert_eq!(is_root_encoded("a", br#"{"v":99,"id":"a","parent":null}"#), None, "another layout: decode");
+        assert_eq!(is_root_encoded("a", br#"{"v":1,"id":"b","parent":null}"#), None, "not this id: decode");
     }
 
     #[tokio::test]

@@ -223,13 +223,14 @@ fn main() {
         let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         println!(
-            "{n:>7} items: {:>6.0} items/s ({:.2}x bare store writes at the same concurrency), resumed run {:.2}s ({:.2}s without progress counts; bare store scan {:.2}s, scan + one lookup per item {:.2}s), peak RSS {:.0} MB (after seeding {:.0} MB)",
+            "{n:>7} items: {:>6.0} items/s ({:.2}x bare store writes at the same concurrency), resumed run {:.2}s ({:.2}s without progress counts; bare store scan {:.2}s, scan + one lookup per item {:.2}s, root ids only + one lookup {:.2}s), peak RSS {:.0} MB (after seeding {:.0} MB)",
             v["items_per_s"].as_f64().unwrap(),
             v["items_per_s"].as_f64().unwrap() / v["baseline_items_per_s"].as_f64().unwrap(),
             v["resume_s"].as_f64().unwrap(),
             v["resume_nocount_s"].as_f64().unwrap(),
             v["iterate_s"].as_f64().unwrap(),
             v["lookup_s"].as_f64().unwrap(),
+            v["ids_lookup_s"].as_f64().unwrap(),
             v["rss_run_mb"].as_f64().unwrap(),
             v["rss_seeded_mb"].as_f64().unwrap(),
         );
