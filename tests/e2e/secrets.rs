@@ -59,3 +59,24 @@ async fn the_key_appears_nowhere_even_at_trace_level() {
     let hits = files_containing(env.root(), API_KEY.as_bytes());
     assert_eq!(hits, vec![env.root().join("config.yaml")]);
 }
+
+#[tokio::test]
+async fn a_dry_run_sends_nothing_and_prints_no_key() {
+    let (server, _) = poem_server(ServerConfig::default()).await;
+    let env = Env::new();
+    env.write_docs(3);
+    let config = env.write_config(&Config::new(server.base_url()));
+
+    let mut cmd = env.command(bin(), &config);
+    cmd.args(["--dry-run", "-vv"]).env("RUST_LOG", "trace");
+    let out = run(cmd, RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(server.stats().requests, 0, "a dry run sends nothing\n{out}");
+    assert!(
+        !out.stdout.contains(API_KEY) && !out.stderr.contains(API_KEY),
+        "key printed by --dry-run"
+    );
+    assert!(
+        files_containing(env.root(), API_KEY.as_bytes()) == vec![env.root().join("config.yaml")]
+    );
+}
