@@ -12,6 +12,7 @@
 //! the real request concurrency; the bound here only keeps them fed.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use atk_state::{FailureRecord, ItemRecord, RECORD_VERSION, Records, ResultRecord, Store};
@@ -372,10 +373,14 @@ impl Executor {
         // Progress totals are counted on a blocking thread while the loop below skips stored
         // work (which sends no events); they are announced before the first item starts, so a
         // resumed run over finished items pays for one pass, not two, on a multi-core machine.
+        // When the loop gets through every root without starting any (all finished), its own
+        // tallies are the counts: the counting pass is told to stop, its work being redundant.
+        let count_stop = Arc::new(AtomicBool::new(false));
         let mut counting = self.cfg.count_first.then(|| {
             let store = self.store.clone();
             let steps: Vec<String> = chain.iter().map(|s| s.name().to_string()).collect();
-            tokio::task::spawn_blocking(move || count(store.as_ref(), &steps))
+            let stop = count_stop.clone();
+            tokio::task::spawn_blocking(move || count(store.as_ref(), &steps, &stop))
         });
         let mut announced = false;
         let stop = self.cfg.cancel.child_token();
@@ -470,7 +475,13 @@ impl Executor {
             }
         }
         drop(roots);
-        if !announced {
+        if !announced && roots_done && fatal.is_none() && counting.is_some() {
+            // Every root was skipped as finished: each one added 1 to every step's `skipped`.
+            count_stop.store(true, Ordering::Relaxed);
+            let _ = counted(counting.take()).await;
+            let already: Vec<u64> = shared.tallies.iter().map(|t| t.lock().unwrap_or_else(|e| e.into_inner()).report.skipped).collect();
+            self.announce(chain, Some((already[0], already)));
+        } else if !announced {
             match counted(counting.take()).await {
                 Ok(counts) => self.announce(chain, counts),
                 Err(e) => fail(e, &mut fatal),
@@ -510,12 +521,15 @@ impl Executor {
 type Counts = (u64, Vec<u64>);
 
 /// Counts root items and stored results (one lookup for an item that finished the chain; no
-/// record decoded).
-fn count(store: &dyn Store, steps: &[String]) -> Result<Counts, StepError> {
+/// record decoded). `None` when told to `stop` before the end.
+fn count(store: &dyn Store, steps: &[String], stop: &AtomicBool) -> Result<Option<Counts>, StepError> {
     let mut total = 0;
     let mut already = vec![0u64; steps.len()];
     let last = steps.len() - 1;
     for id in store.root_ids() {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let id = id?;
         total += 1;
         if store.has_result(&steps[last], &id)? {
@@ -528,16 +542,16 @@ fn count(store: &dyn Store, steps: &[String]) -> Result<Counts, StepError> {
             }
         }
     }
-    Ok((total, already))
+    Ok(Some((total, already)))
 }
 
 async fn counted(
-    counting: Option<tokio::task::JoinHandle<Result<Counts, StepError>>>,
+    counting: Option<tokio::task::JoinHandle<Result<Option<Counts>, StepError>>>,
 ) -> Result<Option<Counts>, StepError> {
     match counting {
         None => Ok(None),
         Some(handle) => match handle.await {
-            Ok(counts) => counts.map(Some),
+            Ok(counts) => counts,
             Err(e) => Err(StepError::Internal(format!("counting items failed: {e}"))),
         },
     }
@@ -1039,5 +1053,16 @@ mod tests {
         let done = events.iter().filter(|e| matches!(e, ProgressEvent::ItemDone { step, prompt_tokens: 10, .. } if step == "second")).count();
         assert_eq!(done, 3);
         assert!(matches!(events.last(), Some(ProgressEvent::StepFinished { .. })));
+
+        // Everything finished: the counts come from the skipping pass itself.
+        log.0.lock().unwrap().clear();
+        let ctx = StepContext::new(Engines::single(echo()), Arc::new(PromptLibrary::new(PROMPTS)));
+        let store = store_with(3).await;
+        executor(store.clone(), echo(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        Executor::new(store, ctx, log.clone(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        let events = log.0.lock().unwrap().clone();
+        assert_eq!(events[0], ProgressEvent::StepStarted { step: "first".into(), total: 3, already_done: 3 });
+        assert_eq!(events[1], ProgressEvent::StepStarted { step: "second".into(), total: 3, already_done: 3 });
+        assert_eq!(events.len(), 4, "{events:?}");
     }
 }
