@@ -64,7 +64,7 @@ struct Args {
     /// Chance of a non-JSON body.
     #[arg(long, default_value_t = 0.0)]
     fault_garbage: f64,
-    /// Chance of a stream cut before finish_reason and [DONE].
+    /// Chance of a stream cut before finish_reason and `[DONE]`.
     #[arg(long, default_value_t = 0.0)]
     fault_cut: f64,
     /// Chance of an error object mid-stream.
