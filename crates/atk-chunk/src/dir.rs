@@ -1,5 +1,6 @@
 //! Reading a folder: walk, read and chunk files in parallel, assemble in path order.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -20,9 +21,16 @@ struct Source {
 }
 
 /// What became of one file.
-enum Outcome {
-    Read { chunked: Chunked, warnings: Vec<String>, cache_hit: bool },
+enum Outcome<'p> {
+    /// Chunked, or served from the cache; `cached` is its cache key and entry JSON.
+    Read { chunked: Chunked, warnings: Vec<String>, cache_hit: bool, cached: Option<(String, Cow<'p, str>)> },
     Skipped(String),
+}
+
+/// A file read and extracted, waiting to be chunked.
+enum Stage<'p> {
+    Done(Outcome<'p>),
+    Extracted { records: Vec<String>, warnings: Vec<String>, key: Option<String> },
 }
 
 /// Reads every file under `input_dir` (recursively, hidden files and folders skipped,
@@ -53,9 +61,19 @@ pub fn read_dir(input_dir: &Path, config: &ChunkConfig) -> Result<ChunkSet, Erro
     let mut sources = walk(input_dir, exclude.as_deref(), &mut report)?;
     sources.sort_by(|a, b| a.rel.cmp(&b.rel));
 
-    let splitter = Splitter::new(config.tokenizer.bpe(), config.chunk_size);
-    let outcomes: Vec<Outcome> =
-        sources.par_iter().map(|s| process(&s.path, config, &splitter, cache_dir)).collect();
+    let pack = cache_dir.map(|d| cache::Pack::open(d, input_dir, config));
+    let outcomes = process_all(&sources, config, pack.as_ref());
+
+    if let Some(pack) = &pack {
+        let entries = outcomes.iter().filter_map(|o| match o {
+            Outcome::Read { cached: Some((k, json)), .. } => Some((k.as_str(), json.as_ref())),
+            _ => None,
+        });
+        match pack.save(entries) {
+            Ok(written) => tracing::debug!(written, "chunk cache pack"),
+            Err(e) => report.warnings.push(format!("could not write the chunk cache: {e}")),
+        }
+    }
 
     let mut chunks = Vec::new();
     let mut empty = Vec::new();
@@ -65,7 +83,7 @@ pub fn read_dir(input_dir: &Path, config: &ChunkConfig) -> Result<ChunkSet, Erro
                 tracing::debug!(path = %source.path.display(), %reason, "skipped");
                 report.skipped.push(Skipped { path: source.path.clone(), reason });
             }
-            Outcome::Read { chunked, warnings, cache_hit } => {
+            Outcome::Read { chunked, warnings, cache_hit, .. } => {
                 let file_index = report.files_read;
                 report.files_read += 1;
                 report.cache_hits += usize::from(cache_hit);
@@ -162,29 +180,79 @@ fn walk(root: &Path, exclude: Option<&Path>, report: &mut ReadReport) -> Result<
     Ok(out)
 }
 
-/// Reads, extracts and chunks one file, through the cache when there is one.
-fn process(path: &Path, config: &ChunkConfig, splitter: &Splitter, cache_dir: Option<&Path>) -> Outcome {
+/// Reads, extracts and chunks every file, through the cache when there is one.
+///
+/// Two parallel passes: read, hash and extract (cache hits stop there), then chunk. Between
+/// them the amount of text to tokenize is known, which decides whether each worker loads its
+/// own BPE (see [`atk_tokens::LOCAL_BPE_BREAK_EVEN_BYTES`]).
+fn process_all<'p>(sources: &[Source], config: &ChunkConfig, pack: Option<&'p cache::Pack>) -> Vec<Outcome<'p>> {
+    let staged: Vec<Stage<'p>> = sources.par_iter().map(|s| read_one(&s.path, config, pack)).collect();
+    let text_bytes: usize = staged
+        .iter()
+        .map(|s| match s {
+            Stage::Extracted { records, .. } => records.iter().map(String::len).sum(),
+            Stage::Done(_) => 0,
+        })
+        .sum();
+    let local = use_local_bpe(text_bytes, rayon::current_num_threads());
+    tracing::debug!(text_bytes, local, "chunking");
+    let shared = Splitter::new(config.tokenizer.bpe(), config.chunk_size);
+    staged
+        .into_par_iter()
+        .map(|stage| match stage {
+            Stage::Done(outcome) => outcome,
+            Stage::Extracted { records, warnings, key } => {
+                let chunked = if local {
+                    config.tokenizer.with_local_bpe(|bpe| {
+                        chunk_records(&records, &Splitter::new(bpe, config.chunk_size), config.min_chars)
+                    })
+                } else {
+                    chunk_records(&records, &shared, config.min_chars)
+                };
+                let cached = key.map(|k| {
+                    let json = cache::entry_json(&k, &chunked, &warnings);
+                    (k, Cow::Owned(json))
+                });
+                Outcome::Read { chunked, warnings, cache_hit: false, cached }
+            }
+        })
+        .collect()
+}
+
+/// Whether workers should load their own BPE for `text_bytes` of text over `workers` threads:
+/// only when each has enough text to win back the load (release builds measured).
+fn use_local_bpe(text_bytes: usize, workers: usize) -> bool {
+    workers > 1 && text_bytes / workers >= atk_tokens::LOCAL_BPE_BREAK_EVEN_BYTES
+}
+
+/// Reads one file and either serves it from the cache or extracts its text.
+fn read_one<'p>(path: &Path, config: &ChunkConfig, pack: Option<&'p cache::Pack>) -> Stage<'p> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) => return Outcome::Skipped(format!("cannot read: {e}")),
+        Err(e) => return Stage::Done(Outcome::Skipped(format!("cannot read: {e}"))),
     };
     let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let key = cache_dir.map(|_| cache::key(config, &ext, &bytes));
-    if let (Some(dir), Some(key)) = (cache_dir, &key)
-        && let Some((chunked, warnings)) = cache::load(dir, key)
+    let key = pack.map(|_| cache::key(config, &ext, &bytes));
+    if let (Some(pack), Some(key)) = (pack, &key)
+        && let Some((chunked, warnings, json)) = pack.get(key)
     {
-        return Outcome::Read { chunked, warnings, cache_hit: true };
+        return Stage::Done(Outcome::Read { chunked, warnings, cache_hit: true, cached: Some((key.clone(), json)) });
     }
-    let extracted = match extract(Format::from_extension(&ext), &bytes) {
-        Ok(x) => x,
-        Err(reason) => return Outcome::Skipped(reason),
-    };
-    let chunked = chunk_records(&extracted.records, splitter, config.min_chars);
-    let mut warnings = extracted.warnings;
-    if let (Some(dir), Some(key)) = (cache_dir, &key)
-        && let Err(e) = cache::store(dir, key, &chunked, &warnings)
-    {
-        warnings.push(format!("could not write chunk cache entry: {e}"));
+    match extract(Format::from_extension(&ext), &bytes) {
+        Ok(x) => Stage::Extracted { records: x.records, warnings: x.warnings, key },
+        Err(reason) => Stage::Done(Outcome::Skipped(reason)),
     }
-    Outcome::Read { chunked, warnings, cache_hit: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_load_their_own_bpe_only_for_large_inputs() {
+        let per = atk_tokens::LOCAL_BPE_BREAK_EVEN_BYTES;
+        assert!(!use_local_bpe(per * 4 - 1, 4), "small input: shared BPE");
+        assert!(use_local_bpe(per * 4, 4));
+        assert!(!use_local_bpe(per * 100, 1), "one worker: the shared BPE is uncontended");
+    }
 }

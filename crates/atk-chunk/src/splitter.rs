@@ -61,8 +61,8 @@ pub(crate) fn is_clean_cut(text: &str, at: usize) -> bool {
 }
 
 /// Cuts texts into pieces of at most `limit` tokens.
-pub(crate) struct Splitter {
-    bpe: &'static CoreBPE,
+pub(crate) struct Splitter<'b> {
+    bpe: &'b CoreBPE,
     limit: usize,
 }
 
@@ -82,9 +82,9 @@ enum Level {
 }
 
 /// Greedy packer: adds units while the estimated sum fits and verifies inexact joins.
-struct Packer<'t> {
+struct Packer<'t, 'b> {
     text: &'t str,
-    bpe: &'static CoreBPE,
+    bpe: &'b CoreBPE,
     limit: usize,
     cur: Vec<Unit>,
     cur_tokens: usize,
@@ -93,9 +93,9 @@ struct Packer<'t> {
     out: Vec<Piece>,
 }
 
-impl Splitter {
+impl<'b> Splitter<'b> {
     /// A splitter counting with `bpe`, bounded by `limit` tokens (at least 1).
-    pub(crate) fn new(bpe: &'static CoreBPE, limit: usize) -> Self {
+    pub(crate) fn new(bpe: &'b CoreBPE, limit: usize) -> Self {
         Self { bpe, limit: limit.max(1) }
     }
 
@@ -173,7 +173,7 @@ fn line_cuts(text: &str) -> impl Iterator<Item = (usize, bool)> + '_ {
     })
 }
 
-impl Packer<'_> {
+impl Packer<'_, '_> {
     fn count(&self, start: usize, end: usize) -> usize {
         self.bpe.encode_ordinary(&self.text[start..end]).len()
     }

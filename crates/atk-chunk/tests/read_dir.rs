@@ -283,6 +283,45 @@ fn cache_serves_unchanged_files_and_rereads_changed_ones() {
 }
 
 #[test]
+fn the_cache_is_one_pack_per_folder_rebuilt_when_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let input = dir.path().join("in");
+    for i in 0..20 {
+        write(&input, &format!("d{i:02}.txt"), format!("Document {i}. {PROSE}"));
+    }
+    let config = ChunkConfig::new(200).with_cache_dir(&cache);
+    let cold = read_dir(&input, &config).unwrap();
+    assert_eq!(cold.report.cache_hits, 0);
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "one pack, not one file per input: {files:?}");
+    let pack = &files[0];
+
+    // One changed file is chunked again, the rest hit.
+    write(&input, "d07.txt", "Document seven was rewritten entirely. It now says something else.");
+    let changed = read_dir(&input, &config).unwrap();
+    assert_eq!(changed.report.cache_hits, 19);
+    assert!(all_text(&changed).contains("rewritten entirely"));
+    assert!(!all_text(&changed).contains("Document 7."), "no stale chunk is served");
+    let warm = read_dir(&input, &config).unwrap();
+    assert_eq!(warm.report.cache_hits, 20);
+    assert_eq!(warm.chunks, changed.chunks);
+
+    // A truncated pack loses only the entries it lost; garbage loses everything; both are rebuilt.
+    let text = std::fs::read(pack).unwrap();
+    std::fs::write(pack, &text[..text.len() / 2]).unwrap();
+    let truncated = read_dir(&input, &config).unwrap();
+    assert!((1..20).contains(&truncated.report.cache_hits), "{}", truncated.report.cache_hits);
+    assert_eq!(truncated.chunks, warm.chunks);
+    std::fs::write(pack, b"\xff\x00 not a pack").unwrap();
+    let garbage = read_dir(&input, &config).unwrap();
+    assert_eq!(garbage.report.cache_hits, 0);
+    assert_eq!(garbage.chunks, warm.chunks);
+    assert_eq!(read_dir(&input, &config).unwrap().report.cache_hits, 20, "rebuilt");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1, "no temporary files left behind");
+}
+
+#[test]
 fn a_cache_inside_the_input_folder_is_not_read_as_input() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "doc.txt", PROSE);
