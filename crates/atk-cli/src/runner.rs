@@ -371,7 +371,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
 
     // Engines: one shared concurrency bound (the seed's semaphore), cost counters restored
     // from the store so totals survive a resume.
-    let (engines, counters) = build_engines(&settings, store.as_ref())?;
+    // The first Ctrl-C cancels this token: the executor starts no new item, and both engines
+    // stop calls still waiting for a slot or a retry backoff (they are not sent).
+    let cancel = CancellationToken::new();
+    let (engines, counters) = build_engines(&settings, store.as_ref(), &cancel)?;
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
     if engines.small.is_mock() || engines.large.is_mock() {
         let which: Vec<&str> = [&engines.small, &engines.large].iter().filter(|e| e.is_mock()).map(|e| e.label()).collect();
@@ -393,7 +396,6 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     };
     let progress = Arc::new(Progress::stderr(progress_mode).with_cost(cost_fn));
     crate::logging::attach_bars(progress.multi().cloned());
-    let cancel = CancellationToken::new();
     let ctrl_c = tokio::spawn(watch_ctrl_c(CtrlC::install(), cancel.clone()));
     let status_task = tokio::spawn(status_loop(
         settings.output_dir.clone(),
@@ -500,7 +502,7 @@ fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
 
 type Counters = Vec<Arc<CostCounter>>;
 
-fn build_engines(settings: &Settings, store: &dyn Store) -> Result<(Engines, Counters), RunError> {
+fn build_engines(settings: &Settings, store: &dyn Store, cancel: &CancellationToken) -> Result<(Engines, Counters), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit.max(1));
     let debug = settings.debug_outputs.then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
@@ -518,7 +520,7 @@ fn build_engines(settings: &Settings, store: &dyn Store) -> Result<(Engines, Cou
         if let Some(d) = &debug {
             observers.push(d.clone());
         }
-        let cfg = engine_config(settings, e).with_shared_limit(Some(shared_limit.clone()));
+        let cfg = engine_config(settings, e).with_shared_limit(Some(shared_limit.clone())).with_cancel(cancel.clone());
         built.push(atk_engine::build_engine(cfg, observers)?);
         counters.push(counter);
     }

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::Error;
 use crate::limit::ConcurrencyLimit;
 use crate::secret::Secret;
@@ -138,6 +140,10 @@ pub struct EngineConfig {
     pub mock: MockConfig,
     /// One concurrency bound shared by several engines (wins over `concurrency_limit`).
     pub shared_limit: Option<Arc<ConcurrencyLimit>>,
+    /// Stops calls that have not been sent yet: once cancelled, a call waiting for a slot, an
+    /// RPM/TPM budget or a retry backoff ends with `Error::Cancelled` instead of being sent.
+    /// Requests already on the wire are left to finish. Share one token between engines.
+    pub cancel: Option<CancellationToken>,
 }
 
 impl Default for EngineConfig {
@@ -157,6 +163,7 @@ impl Default for EngineConfig {
             tokens_per_minute: None,
             mock: MockConfig::default(),
             shared_limit: None,
+            cancel: None,
         }
     }
 }
@@ -204,6 +211,8 @@ setters! {
     with_mock: mock: MockConfig;
     /// Sets `shared_limit`.
     with_shared_limit: shared_limit: Option<Arc<ConcurrencyLimit>>;
+    /// Sets `cancel` (takes a `CancellationToken` or an `Option` of one).
+    with_cancel: cancel: Option<CancellationToken>;
 }
 
 impl Timeouts {

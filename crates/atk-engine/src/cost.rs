@@ -114,8 +114,9 @@ impl Observer for CostCounter {
         };
         *self.lock().retries.entry(kind.to_string()).or_default() += 1;
     }
-    fn on_error(&self, label: &str, _request: &Request, _error: &Error) {
-        if label == self.label {
+    fn on_error(&self, label: &str, _request: &Request, error: &Error) {
+        // A call stopped by cancel was never answered (nor, mostly, sent): not a failure.
+        if label == self.label && !matches!(error, Error::Cancelled { .. }) {
             self.lock().failed_requests += 1;
         }
     }
@@ -157,6 +158,14 @@ mod tests {
         };
         c.on_retry("small", &err, 1, Duration::ZERO);
         c.on_error("small", &req, &err);
+        // A call stopped by the run's cancel is not a failed request.
+        c.on_error(
+            "small",
+            &req,
+            &Error::Cancelled {
+                engine: "small".into(),
+            },
+        );
         let t = c.snapshot();
         assert_eq!(
             (

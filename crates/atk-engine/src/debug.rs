@@ -96,6 +96,9 @@ impl Observer for DebugObserver {
         );
     }
     fn on_error(&self, label: &str, request: &Request, error: &Error) {
+        if matches!(error, Error::Cancelled { .. }) {
+            return; // stopped before it was sent: nothing to debug
+        }
         self.write(
             label,
             &DebugRecord {

@@ -68,6 +68,14 @@ pub enum Error {
         /// The fatal error's message.
         reason: String,
     },
+    /// The run is stopping (`EngineConfig::cancel` fired) and this call was not sent: it was
+    /// waiting for a concurrency slot, an RPM/TPM budget or a retry backoff. Neither fatal nor
+    /// transient; the caller should treat the item as not done (it runs again on resume).
+    #[error("{engine}: call not sent: the run is stopping")]
+    Cancelled {
+        /// Engine label.
+        engine: String,
+    },
     /// Bad engine configuration (no base_url, bad URL, bad header value, ...).
     #[error("engine configuration: {0}")]
     Config(String),

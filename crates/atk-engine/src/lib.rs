@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod cancel;
 mod config;
 mod cost;
 mod debug;
@@ -67,6 +68,7 @@ pub fn build_engine(
     }
     let observers: observer::Observers = observers.into();
     let fuse = fuse::Fuse::new(&cfg.label);
+    let cancel = cancel::Cancel::new(&cfg.label, cfg.cancel.clone());
     let limit = cfg
         .shared_limit
         .clone()
@@ -79,13 +81,22 @@ pub fn build_engine(
         fuse: fuse::Fuse,
         limit: Arc<ConcurrencyLimit>,
         rate: Option<rate::RateLimiter>,
+        cancel: cancel::Cancel,
     ) -> Arc<dyn Engine> {
-        let limited = limit::Limit::new(inner, limit, rate, fuse.clone());
-        let retried = retry::Retry::new(limited, cfg.retry, observers.clone(), fuse);
+        let limited = limit::Limit::new(inner, limit, rate, fuse.clone(), cancel.clone());
+        let retried = retry::Retry::new(limited, cfg.retry, observers.clone(), fuse, cancel);
         Arc::new(observer::Observed::new(retried, observers))
     }
     Ok(match cfg.mode {
-        Mode::Api => stack(http::Http::new(&cfg)?, &cfg, observers, fuse, limit, rate),
+        Mode::Api => stack(
+            http::Http::new(&cfg)?,
+            &cfg,
+            observers,
+            fuse,
+            limit,
+            rate,
+            cancel,
+        ),
         Mode::Mock => stack(
             MockEngine::from_config(&cfg),
             &cfg,
@@ -93,6 +104,7 @@ pub fn build_engine(
             fuse,
             limit,
             rate,
+            cancel,
         ),
     })
 }

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::cancel::Cancel;
 use crate::fuse::Fuse;
 use crate::rate::RateLimiter;
 use crate::{Engine, Error, Reply, Request, TransientKind};
@@ -189,6 +190,7 @@ pub(crate) struct Limit<E> {
     limit: Arc<ConcurrencyLimit>,
     rate: Option<RateLimiter>,
     fuse: Fuse,
+    cancel: Cancel,
 }
 
 impl<E: Engine> Limit<E> {
@@ -197,12 +199,14 @@ impl<E: Engine> Limit<E> {
         limit: Arc<ConcurrencyLimit>,
         rate: Option<RateLimiter>,
         fuse: Fuse,
+        cancel: Cancel,
     ) -> Self {
         Self {
             inner,
             limit,
             rate,
             fuse,
+            cancel,
         }
     }
 }
@@ -211,11 +215,20 @@ impl<E: Engine> Limit<E> {
 impl<E: Engine> Engine for Limit<E> {
     async fn call(&self, request: Request) -> Result<Reply, Error> {
         let queued_since = Instant::now();
-        let permit = self.limit.acquire(&self.fuse).await?;
+        // A stopping run sends nothing new: the waits end at cancel, and the token is checked
+        // once more right before sending (a slot freed at the moment of a Ctrl-C must not carry
+        // a queued request out). Dropping `permit` hands the slot on.
+        let permit = self.cancel.guard(self.limit.acquire(&self.fuse)).await?;
         let reserved = match &self.rate {
-            Some(rate) => rate.admit(&request, &self.fuse).await?,
+            Some(rate) => self.cancel.guard(rate.admit(&request, &self.fuse)).await?,
             None => 0,
         };
+        if let Err(e) = self.cancel.check() {
+            if let Some(rate) = &self.rate {
+                rate.settle(reserved, 0);
+            }
+            return Err(e);
+        }
         let queued = queued_since.elapsed();
         let result = self.inner.call(request).await;
         match &result {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use crate::cancel::Cancel;
 use crate::config::RetryConfig;
 use crate::fuse::Fuse;
 use crate::observer::Observers;
@@ -64,15 +65,23 @@ pub(crate) struct Retry<E> {
     cfg: RetryConfig,
     observers: Observers,
     fuse: Fuse,
+    cancel: Cancel,
 }
 
 impl<E: Engine> Retry<E> {
-    pub(crate) fn new(inner: E, cfg: RetryConfig, observers: Observers, fuse: Fuse) -> Self {
+    pub(crate) fn new(
+        inner: E,
+        cfg: RetryConfig,
+        observers: Observers,
+        fuse: Fuse,
+        cancel: Cancel,
+    ) -> Self {
         Self {
             inner,
             cfg,
             observers,
             fuse,
+            cancel,
         }
     }
 }
@@ -116,6 +125,7 @@ impl<E: Engine> Engine for Retry<E> {
                     tokio::select! {
                         biased;
                         () = self.fuse.tripped() => return Err(self.fuse.error()),
+                        () = self.cancel.cancelled() => return Err(self.cancel.error()),
                         () = tokio::time::sleep(delay) => {}
                     }
                 }

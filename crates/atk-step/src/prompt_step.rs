@@ -203,6 +203,8 @@ impl PromptStep {
             let reply = match engine.call(request.clone()).await {
                 Ok(reply) => reply,
                 Err(e) if e.is_fatal() => return Err(StepError::Engine(e)),
+                // The run is stopping and the engine did not send this call: not done, not failed.
+                Err(atk_engine::Error::Cancelled { .. }) => return Err(StepError::Cancelled),
                 Err(e) => {
                     // Transport retries already happened inside the engine; this item fails.
                     let kind = if matches!(e, atk_engine::Error::Rejected { .. }) { "rejected" } else { "transport" };
@@ -460,6 +462,17 @@ mod tests {
         let err = step().run(&item("x"), &ctx(engine)).await.unwrap_err();
         assert!(matches!(err, StepError::Engine(ref e) if e.is_fatal()), "{err:?}");
         assert!(!err.is_config_error());
+    }
+
+    #[tokio::test]
+    async fn a_call_the_engine_cancelled_leaves_the_item_not_done() {
+        // After a Ctrl-C the engine ends queued calls with `Cancelled`: no failure is recorded,
+        // the item runs again on resume.
+        let engine = Arc::new(ScriptedEngine::new("e"));
+        engine.push(Err(atk_engine::Error::Cancelled { engine: "e".into() }));
+        let err = step().run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
+        assert!(matches!(err, StepError::Cancelled), "{err:?}");
+        assert_eq!(engine.calls(), 1, "no validation retry after a cancelled call");
     }
 
     #[tokio::test]
