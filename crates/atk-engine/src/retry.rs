@@ -198,6 +198,18 @@ mod tests {
             0.0,
             Wait(s(120)),
         );
+        // Retry-After as an HTTP date arrives here already converted: a past date is zero
+        // (the backoff wins), a far-future one is capped at MAX_RETRY_AFTER, which is not below
+        // the default max_elapsed, so the call gives up instead of waiting.
+        check(transient(RateLimited, Some(s(0))), 1, 0, 1.0, Wait(ms(500)));
+        check(
+            transient(RateLimited, Some(crate::http::MAX_RETRY_AFTER)),
+            1,
+            0,
+            1.0,
+            Stop,
+        );
+        check(transient(RateLimited, Some(s(45))), 1, 0, 0.0, Wait(s(45)));
         // 5xx, reset, stall, cut stream, garbage: all retried.
         for kind in [ServerError, Connection, Timeout, Incomplete, Malformed] {
             check(transient(kind, None), 2, 0, 0.5, Wait(ms(750)));
