@@ -175,7 +175,17 @@ impl Http {
             let parsed = if is_sse {
                 self.read_sse(body).await?
             } else {
-                self.read_json(body).await?
+                let parsed = self.read_json(body).await?;
+                // A stream was asked for: a JSON body in its place is a conforming server only
+                // if it is a whole reply. One without finish_reason (e.g. a proxy that buffered
+                // a single stream chunk) may be cut short, so it is not accepted as complete.
+                if self.stream && parsed.finish_reason.is_none() {
+                    return Err(self.transient(
+                        TransientKind::Incomplete,
+                        "server ignored stream: true and its JSON reply has no finish_reason",
+                    ));
+                }
+                parsed
             };
             return Ok(self.finish(request, parsed, first_byte, started));
         }
@@ -570,7 +580,8 @@ pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// header when it has one (so a skewed local clock does not matter), else from the local clock.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let text = |name: &str| headers.get(name)?.to_str().ok();
-    if let Some(ms) = text("retry-after-ms").and_then(|v| parse_delay(v, Duration::from_millis(1))) {
+    if let Some(ms) = text("retry-after-ms").and_then(|v| parse_delay(v, Duration::from_millis(1)))
+    {
         return Some(ms);
     }
     let now = text("date")
@@ -743,14 +754,20 @@ mod tests {
             parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT", now),
             Some(MAX_RETRY_AFTER)
         );
-        assert_eq!(parse_retry_after("Wed, 32 Oct 2015 07:28:00 GMT", now), None);
+        assert_eq!(
+            parse_retry_after("Wed, 32 Oct 2015 07:28:00 GMT", now),
+            None
+        );
     }
 
     #[test]
     fn retry_after_date_is_measured_from_the_server_date() {
         // The local clock is irrelevant when the response carries its own `Date`.
         let mut h = HeaderMap::new();
-        h.insert("date", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert(
+            "date",
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         h.insert(
             "retry-after",
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:45 GMT"),
@@ -763,7 +780,10 @@ mod tests {
         let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(20));
         h.insert("retry-after", HeaderValue::from_str(&later).unwrap());
         let d = retry_after(&h).unwrap();
-        assert!((Duration::from_secs(19)..=Duration::from_secs(20)).contains(&d), "{d:?}");
+        assert!(
+            (Duration::from_secs(19)..=Duration::from_secs(20)).contains(&d),
+            "{d:?}"
+        );
     }
 
     #[test]

@@ -51,18 +51,25 @@ async fn queued_calls_are_not_sent_after_cancel() {
     // The eight queued calls end promptly with Cancelled; the two on the wire keep going.
     let mut pending = calls;
     for _ in 0..8 {
-        let (done, _, rest) =
-            tokio::time::timeout(WAIT, futures_util::future::select_all(pending))
-                .await
-                .expect("queued calls end at cancel");
-        let err = done.unwrap().expect_err("no reply can come from the slow server");
-        assert!(matches!(err, Error::Cancelled { ref engine } if engine == "t"), "{err}");
+        let (done, _, rest) = tokio::time::timeout(WAIT, futures_util::future::select_all(pending))
+            .await
+            .expect("queued calls end at cancel");
+        let err = done
+            .unwrap()
+            .expect_err("no reply can come from the slow server");
+        assert!(
+            matches!(err, Error::Cancelled { ref engine } if engine == "t"),
+            "{err}"
+        );
         assert!(!err.is_fatal() && !err.is_transient());
         pending = rest;
     }
     let in_flight = pending;
     assert_eq!(in_flight.len(), 2);
-    assert!(in_flight.iter().all(|c| !c.is_finished()), "in-flight requests are left alone");
+    assert!(
+        in_flight.iter().all(|c| !c.is_finished()),
+        "in-flight requests are left alone"
+    );
     for call in &in_flight {
         call.abort();
     }
