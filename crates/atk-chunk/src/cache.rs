@@ -183,6 +183,11 @@ impl Pack {
         Ok(true)
     }
 
+    /// Number of entries read.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Where the pack lives.
     #[cfg(test)]
     pub(crate) fn path(&self) -> &Path {

@@ -112,10 +112,20 @@ pub fn read_dir(input_dir: &Path, config: &ChunkConfig) -> Result<ChunkSet, Erro
 /// Chunks texts a pipeline already has: `(source name, text)` pairs, each one source.
 /// The name becomes the chunks' `metadata` and part of their ids. No cache, no files.
 pub fn chunk_texts(texts: &[(String, String)], config: &ChunkConfig) -> ChunkSet {
-    let splitter = Splitter::new(config.tokenizer.bpe(), config.chunk_size);
+    let shared = Splitter::new(config.tokenizer.bpe(), config.chunk_size);
+    let local = use_local_bpe(texts.iter().map(|(_, t)| t.len()).sum(), rayon::current_num_threads());
     let chunked: Vec<Chunked> = texts
         .par_iter()
-        .map(|(_, text)| chunk_records(std::slice::from_ref(text), &splitter, config.min_chars))
+        .map(|(_, text)| {
+            let records = std::slice::from_ref(text);
+            if local {
+                config.tokenizer.with_local_bpe(|bpe| {
+                    chunk_records(records, &Splitter::new(bpe, config.chunk_size), config.min_chars)
+                })
+            } else {
+                chunk_records(records, &shared, config.min_chars)
+            }
+        })
         .collect();
     let mut report = ReadReport { files_read: texts.len(), ..ReadReport::default() };
     let mut chunks = Vec::new();
@@ -186,7 +196,17 @@ fn walk(root: &Path, exclude: Option<&Path>, report: &mut ReadReport) -> Result<
 /// them the amount of text to tokenize is known, which decides whether each worker loads its
 /// own BPE (see [`atk_tokens::LOCAL_BPE_BREAK_EVEN_BYTES`]).
 fn process_all<'p>(sources: &[Source], config: &ChunkConfig, pack: Option<&'p cache::Pack>) -> Vec<Outcome<'p>> {
-    let staged: Vec<Stage<'p>> = sources.par_iter().map(|s| read_one(&s.path, config, pack)).collect();
+    // The BPE takes ~0.45 s to load (release): when some file will need chunking, load it
+    // while the files are read; when the pack likely serves every file, do not load it at all.
+    let expect_misses = pack.is_none_or(|p| p.len() < sources.len());
+    let (staged, ()) = rayon::join(
+        || -> Vec<Stage<'p>> { sources.par_iter().map(|s| read_one(&s.path, config, pack)).collect() },
+        || {
+            if expect_misses {
+                let _ = config.tokenizer.bpe();
+            }
+        },
+    );
     let text_bytes: usize = staged
         .iter()
         .map(|s| match s {
@@ -194,6 +214,9 @@ fn process_all<'p>(sources: &[Source], config: &ChunkConfig, pack: Option<&'p ca
             Stage::Done(_) => 0,
         })
         .sum();
+    if staged.iter().all(|s| matches!(s, Stage::Done(_))) {
+        return staged.into_iter().filter_map(|s| if let Stage::Done(o) = s { Some(o) } else { None }).collect();
+    }
     let local = use_local_bpe(text_bytes, rayon::current_num_threads());
     tracing::debug!(text_bytes, local, "chunking");
     let shared = Splitter::new(config.tokenizer.bpe(), config.chunk_size);
