@@ -331,9 +331,11 @@ impl ProgressSink for Progress {
                 let last = c.done + c.failed >= c.total;
                 ("item_done", Some(step), last, None)
             }
-            ProgressEvent::ItemFailed { step, kind, reason } => {
+            ProgressEvent::ItemFailed { step, kind, reason, prompt_tokens, completion_tokens } => {
                 let c = st.steps.entry(step.clone()).or_default();
                 c.failed += 1;
+                c.prompt_tokens += prompt_tokens;
+                c.completion_tokens += completion_tokens;
                 c.in_flight = c.in_flight.saturating_sub(1);
                 let last = c.done + c.failed >= c.total;
                 ("item_failed", Some(step), last, Some(format!("{kind}: {reason}")))
@@ -501,7 +503,13 @@ mod tests {
         p.event(item("write_poem"));
         p.event(item("write_poem"));
         p.event(done("write_poem"));
-        p.event(ProgressEvent::ItemFailed { step: "write_poem".into(), kind: "validation".into(), reason: "no poem".into() });
+        p.event(ProgressEvent::ItemFailed {
+            step: "write_poem".into(),
+            kind: "validation".into(),
+            reason: "no poem".into(),
+            prompt_tokens: 100,
+            completion_tokens: 20,
+        });
         p.event(ProgressEvent::StepFinished { step: "write_poem".into() });
         p.set_progress(1.0, "Pipeline complete");
         let lines = json_lines(&buf);
@@ -521,6 +529,7 @@ mod tests {
         assert_eq!(lines[1]["tokens"], 15);
         assert_eq!(lines[1]["cost"], 0.25);
         assert_eq!(lines[2]["failed"], 1);
+        assert_eq!(lines[2]["tokens"], 135, "a failed item's tokens are spent too");
         assert_eq!(lines[2]["message"], "validation: no poem");
         assert_eq!(lines[4]["event"], "milestone");
         assert_eq!(lines[4]["step"], serde_json::Value::Null);
@@ -565,7 +574,13 @@ mod tests {
         p.event(item("a"));
         p.event(done("a"));
         p.event(item("a"));
-        p.event(ProgressEvent::ItemFailed { step: "a".into(), kind: "transport".into(), reason: "x".into() });
+        p.event(ProgressEvent::ItemFailed {
+            step: "a".into(),
+            kind: "transport".into(),
+            reason: "x".into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        });
         p.event(item("a"));
         let s = p.snapshot();
         assert_eq!(s.steps.len(), 1);

@@ -287,7 +287,13 @@ impl Shared {
                         stored_at_ms: now_ms(),
                     };
                     self.store.put_failure(name, &item.id, record).await?;
-                    self.sink.event(ProgressEvent::ItemFailed { step: name.to_string(), kind: f.kind, reason: f.reason });
+                    self.sink.event(ProgressEvent::ItemFailed {
+                        step: name.to_string(),
+                        kind: f.kind,
+                        reason: f.reason,
+                        prompt_tokens: f.prompt_tokens,
+                        completion_tokens: f.completion_tokens,
+                    });
                     return Ok(None);
                 }
                 // Stopped before its request went out: nothing to record, the next run does it.

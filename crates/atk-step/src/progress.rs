@@ -36,6 +36,10 @@ pub enum ProgressEvent {
         kind: String,
         /// Readable reason.
         reason: String,
+        /// Prompt tokens spent on its failed attempts (they cost money too).
+        prompt_tokens: u64,
+        /// Completion tokens spent on its failed attempts.
+        completion_tokens: u64,
     },
     /// A filter dropped an item (stored with its reason; it goes no further).
     ItemDropped {
