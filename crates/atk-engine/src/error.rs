@@ -49,7 +49,9 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
     /// Transport retries ran out (attempts or total time); carries the last failure.
-    #[error("{engine}: gave up after {attempts} attempts over {elapsed:?}; last error: {last}")]
+    // No elapsed time in the message: failure summaries group items by reason, and a
+    // duration would make every identical failure a group of its own.
+    #[error("{engine}: gave up after {attempts} attempts; last error: {last}")]
     RetriesExhausted {
         /// Engine label.
         engine: String,
@@ -135,5 +137,28 @@ impl Error {
     /// True when another transport attempt may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transient { .. })
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    /// Failure summaries group items by message: identical failures must read the same.
+    #[test]
+    fn identical_exhausted_retries_read_the_same_whatever_the_elapsed_time() {
+        let exhausted = |ms| Error::RetriesExhausted {
+            engine: "small".into(),
+            attempts: 2,
+            elapsed: Duration::from_millis(ms),
+            last: Box::new(Error::Transient {
+                engine: "small".into(),
+                kind: TransientKind::Connection,
+                message: "connection refused".into(),
+                retry_after: None,
+            }),
+        };
+        assert_eq!(exhausted(426).to_string(), exhausted(1003).to_string());
+        assert!(exhausted(426).to_string().contains("gave up after 2 attempts"));
     }
 }
