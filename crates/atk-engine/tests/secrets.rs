@@ -1,11 +1,10 @@
 //! The API key never reaches logs (captured at TRACE), errors or debug files. Its own test
 //! binary: a thread-local subscriber must not race other tests over tracing's callsite cache.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use atk_engine::{EngineConfig, Error, Message, Request, RetryConfig, build_engine};
-use atk_testkit::{Fault, Faults, ReplyMode, ServerConfig, TestServer};
+use atk_testkit::{CapturedLogs, Fault, Faults, ReplyMode, ServerConfig, TestServer};
 
 const TEXT: &str = "one two three four five six seven eight";
 const KEY: &str = "sk-test-5f0c2e9a7d41b3";
@@ -31,36 +30,10 @@ fn chat(prompt: &str) -> Request {
     Request::chat(vec![Message::new("user", prompt)])
 }
 
-/// A `MakeWriter` collecting everything logged.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn the_key_never_reaches_logs_errors_or_debug_output() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = CapturedLogs::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::TRACE));
     let dir = tempfile::tempdir().unwrap();
     let debug = atk_engine::DebugObserver::new(dir.path().to_path_buf());
 
@@ -82,7 +55,7 @@ async fn the_key_never_reaches_logs_errors_or_debug_output() {
     assert!(matches!(err, Error::AuthRefused { .. }));
     assert!(!format!("{err} {err:?}").contains(KEY));
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(logs.contains("retrying"), "retries are logged");
     assert!(!logs.contains(KEY), "key in logs");
     let mut files = 0;

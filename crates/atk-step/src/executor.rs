@@ -899,44 +899,18 @@ mod tests {
         assert_eq!(store.failures("first").count(), 0, "a fatal error is not an item failure");
     }
 
-    /// A `MakeWriter` keeping what the fmt subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-        type Writer = Self;
-        fn make_writer(&'a self) -> Self {
-            self.clone()
-        }
-    }
-
     #[tokio::test]
     async fn a_refused_key_is_logged_once_not_once_per_item_in_flight() {
-        let logs = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .finish();
+        let logs = atk_testkit::CapturedLogs::default();
         // This test's runtime is single-threaded, so every task logs to this subscriber.
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::DEBUG));
         let store = store_with(20).await;
         let engine = Arc::new(ScriptedEngine::new("e").with_fallback(|_| {
             Err(atk_engine::Error::AuthRefused { engine: "e".into(), status: 401, message: "bad key".into() })
         }));
         executor(store, engine.clone(), ExecutorConfig::default().with_max_in_flight(5)).run(&two_steps()).await.unwrap_err();
         assert_eq!(engine.calls(), 5, "five items were in flight when the key was refused");
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
         assert_eq!(errors.len(), 1, "{text}");
         assert!(errors[0].contains("stopping the run"), "{text}");

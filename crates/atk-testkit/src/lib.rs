@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod logs;
 mod reply;
 mod server;
 mod stats;
 
+pub use logs::CapturedLogs;
 pub use config::{Fault, Faults, ReplyFn, ReplyMode, ServerConfig};
 pub use reply::{DEFAULT_TEMPLATE, prompt_hash, prompt_text, render_template};
 pub use server::TestServer;
