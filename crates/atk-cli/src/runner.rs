@@ -538,6 +538,7 @@ fn engine_config(s: &Settings, e: &EngineSettings) -> EngineConfig {
         .with_api_key(e.api_key.clone())
         .with_concurrency_limit(s.concurrency_limit.max(1))
         .with_stream(s.stream)
+        .with_require_finish_reason(e.require_finish_reason)
         .with_timeouts(s.timeouts)
         .with_retry(s.retry)
         .with_requests_per_minute(s.requests_per_minute)

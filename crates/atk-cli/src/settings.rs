@@ -18,6 +18,7 @@ pub(crate) struct EngineSettings {
     pub api_key: Secret,
     pub price_in: f64,
     pub price_out: f64,
+    pub require_finish_reason: bool,
 }
 
 /// What the runner needs from the common config.
@@ -73,7 +74,7 @@ impl Settings {
         let timeouts = Timeouts { total: c.request_timeout, idle: c.idle_timeout, ..Timeouts::default() };
         let retry = RetryConfig { max_attempts: c.max_attempts.max(1), ..RetryConfig::default() };
         let mock = MockConfig { reply_template: c.mock_reply.clone(), latency: c.mock_latency };
-        let engine = |label: &str, mode, model: &str, base_url: &str, key: &Secret, price_in, price_out| EngineSettings {
+        let engine = |label: &str, mode, model: &str, base_url: &str, key: &Secret, price_in, price_out, finish| EngineSettings {
             label: label.to_string(),
             mode,
             model: model.to_string(),
@@ -81,6 +82,7 @@ impl Settings {
             api_key: key.clone(),
             price_in,
             price_out,
+            require_finish_reason: finish,
         };
         Ok(Self {
             engines: [
@@ -92,6 +94,7 @@ impl Settings {
                     &c.small_api_key,
                     c.cost_per_million_small_input,
                     c.cost_per_million_small_output,
+                    c.small_require_finish_reason,
                 ),
                 engine(
                     "large",
@@ -101,6 +104,7 @@ impl Settings {
                     &c.large_api_key,
                     c.cost_per_million_large_input,
                     c.cost_per_million_large_output,
+                    c.large_require_finish_reason,
                 ),
             ],
             input_dir: c.input_dir.clone(),

@@ -186,7 +186,13 @@ impl RunSummary {
                 "step {}: {} done, {} already done, {} failed, {} dropped",
                 st.step, st.done, st.already_done, st.failed, st.dropped
             );
-            for f in &st.failures {
+            // Over-long prompts differ in their token counts: one line for all of them.
+            let over: Vec<&FailureSummary> = st.failures.iter().filter(|f| f.kind == atk_step::OVER_CONTEXT).collect();
+            if let Some(first) = over.first() {
+                let n: u64 = over.iter().map(|f| f.count).sum();
+                let _ = writeln!(s, "  prompt over the model's context: {n} items (e.g. {})", first.reason);
+            }
+            for f in st.failures.iter().filter(|f| f.kind != atk_step::OVER_CONTEXT) {
                 let _ = writeln!(s, "  {} x {}: {}", f.count, f.kind, f.reason);
             }
             if let Some(sample) = st.failures.first().and_then(|f| f.sample_output.as_ref()) {
@@ -242,12 +248,16 @@ mod tests {
                 skipped: 2,
                 failed: 1,
                 dropped: 0,
-                failures_by_reason: vec![FailureGroup {
-                    kind: "validation".into(),
-                    reason: "no <poem> tags".into(),
-                    count: 1,
-                    sample_output: Some("just prose".into()),
-                }],
+                failures_by_reason: vec![
+                    FailureGroup {
+                        kind: "validation".into(),
+                        reason: "no <poem> tags".into(),
+                        count: 1,
+                        sample_output: Some("just prose".into()),
+                    },
+                    FailureGroup { kind: "over_context".into(), reason: "maximum context length is 2048 tokens; 3419".into(), count: 1, sample_output: None },
+                    FailureGroup { kind: "over_context".into(), reason: "maximum context length is 2048 tokens; 2999".into(), count: 2, sample_output: None },
+                ],
             }],
             cancelled: false,
         };
@@ -268,6 +278,8 @@ mod tests {
         let text = s.render();
         assert!(text.contains("step write_poem: 3 done, 2 already done, 1 failed"), "{text}");
         assert!(text.contains("1 x validation: no <poem> tags"), "{text}");
+        assert!(text.contains("prompt over the model's context: 3 items (e.g. maximum context length is 2048 tokens; 3419)"), "{text}");
+        assert!(!text.contains("x over_context"), "{text}");
         assert!(text.contains("just prose"), "{text}");
         assert!(text.contains("2 rate_limited retries"), "{text}");
         assert!(text.contains("$0.5000 this run, $1.5000 all runs"), "{text}");

@@ -128,6 +128,10 @@ pub struct EngineConfig {
     /// A server that rejects it (400/422 naming `stream_options`) is asked again without it, and
     /// the engine stops sending it; tokens are then counted locally and marked estimated.
     pub stream_usage: bool,
+    /// Accept a reply only when a choice carried a finish_reason (default). `[DONE]` alone is
+    /// not proof: llama-cpp-python ends a stream it cuts with `[DONE]`. Turn off only for a
+    /// server that never sends a finish_reason; a stream must then still end with `[DONE]`.
+    pub require_finish_reason: bool,
     /// Per-attempt timeouts.
     pub timeouts: Timeouts,
     /// Transport retry bounds.
@@ -157,6 +161,7 @@ impl Default for EngineConfig {
             concurrency_limit: 50,
             stream: true,
             stream_usage: true,
+            require_finish_reason: true,
             timeouts: Timeouts::default(),
             retry: RetryConfig::default(),
             requests_per_minute: None,
@@ -199,6 +204,8 @@ setters! {
     with_stream: stream: bool;
     /// Sets `stream_usage`.
     with_stream_usage: stream_usage: bool;
+    /// Sets `require_finish_reason`.
+    with_require_finish_reason: require_finish_reason: bool;
     /// Sets `timeouts`.
     with_timeouts: timeouts: Timeouts;
     /// Sets `retry`.

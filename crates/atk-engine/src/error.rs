@@ -97,6 +97,9 @@ pub enum TransientKind {
     Timeout,
     /// Stream ended before `finish_reason`/`[DONE]`.
     Incomplete,
+    /// The reply ended (`[DONE]`, or a whole JSON body) without any finish_reason: the server
+    /// cut it (llama-cpp-python does so to a running stream when another request arrives).
+    CutStream,
     /// Non-JSON SSE line, garbage body, empty body, error object mid-stream.
     Malformed,
 }
@@ -116,6 +119,7 @@ impl TransientKind {
             Self::Connection => "connection",
             Self::Timeout => "timeout",
             Self::Incomplete => "incomplete_reply",
+            Self::CutStream => "cut_stream",
             Self::Malformed => "malformed_reply",
         }
     }
@@ -130,6 +134,21 @@ impl Error {
             | Self::EngineDead { .. }
             | Self::Config(_) => true,
             Self::RetriesExhausted { last, .. } => last.is_fatal(),
+            _ => false,
+        }
+    }
+
+    /// True when the server refused the prompt as longer than the model's context
+    /// (`context_length_exceeded`, or a message saying "maximum context length").
+    pub fn is_context_overflow(&self) -> bool {
+        match self {
+            Self::Rejected { message, .. } => {
+                let m = message.to_ascii_lowercase();
+                m.contains("context_length_exceeded")
+                    || m.contains("maximum context length")
+                    || m.contains("context window")
+            }
+            Self::RetriesExhausted { last, .. } => last.is_context_overflow(),
             _ => false,
         }
     }
@@ -159,6 +178,10 @@ mod message_tests {
             }),
         };
         assert_eq!(exhausted(426).to_string(), exhausted(1003).to_string());
-        assert!(exhausted(426).to_string().contains("gave up after 2 attempts"));
+        assert!(
+            exhausted(426)
+                .to_string()
+                .contains("gave up after 2 attempts")
+        );
     }
 }

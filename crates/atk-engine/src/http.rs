@@ -41,6 +41,7 @@ pub(crate) struct Http {
     stream: bool,
     /// Cleared for good when the server rejects `stream_options`.
     stream_usage: AtomicBool,
+    require_finish_reason: bool,
     timeouts: Timeouts,
 }
 
@@ -90,6 +91,7 @@ impl Http {
             key: cfg.api_key.clone(),
             stream: cfg.stream,
             stream_usage: AtomicBool::new(cfg.stream_usage),
+            require_finish_reason: cfg.require_finish_reason,
             timeouts: cfg.timeouts,
         })
     }
@@ -108,12 +110,19 @@ impl Http {
             Prompt::Chat(_) => &self.chat_url,
             Prompt::Completion(_) => &self.completion_url,
         };
+        // A request's own `stream` param wins: the retry layer sets `stream: false` after a
+        // streamed attempt came back empty or unreadable, so the server can say why.
+        let stream = request
+            .params
+            .get("stream")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(self.stream);
         loop {
-            let with_usage = self.stream && self.stream_usage.load(Ordering::Relaxed);
+            let with_usage = stream && self.stream_usage.load(Ordering::Relaxed);
             let body = Body {
                 model: &self.model,
                 request,
-                stream: self.stream,
+                stream,
                 stream_usage: with_usage,
             };
             let body = serde_json::to_vec(&body).map_err(|e| {
@@ -165,7 +174,7 @@ impl Http {
                 ));
             }
             // A server that ignores `stream: true` answers with one JSON body: read it as such.
-            let is_sse = self.stream && !content_type.starts_with("application/json");
+            let is_sse = stream && !content_type.starts_with("application/json");
             let body = timed(
                 response.bytes_stream(),
                 deadline,
@@ -175,18 +184,20 @@ impl Http {
             let parsed = if is_sse {
                 self.read_sse(body).await?
             } else {
-                let parsed = self.read_json(body).await?;
-                // A stream was asked for: a JSON body in its place is a conforming server only
-                // if it is a whole reply. One without finish_reason (e.g. a proxy that buffered
-                // a single stream chunk) may be cut short, so it is not accepted as complete.
-                if self.stream && parsed.finish_reason.is_none() {
-                    return Err(self.transient(
-                        TransientKind::Incomplete,
-                        "server ignored stream: true and its JSON reply has no finish_reason",
-                    ));
-                }
-                parsed
+                self.read_json(body).await?
             };
+            // Complete means a finish_reason: `[DONE]` alone ends a cut stream too, and a JSON
+            // body without one (a proxy that buffered one stream chunk, say) may be cut short.
+            if self.require_finish_reason && parsed.finish_reason.is_none() {
+                return Err(self.transient(
+                    TransientKind::CutStream,
+                    if is_sse {
+                        "the stream ended with [DONE] but no finish_reason (cut by the server)"
+                    } else {
+                        "the reply has no finish_reason (cut by the server)"
+                    },
+                ));
+            }
             return Ok(self.finish(request, parsed, first_byte, started));
         }
     }

@@ -14,7 +14,7 @@ use crate::cancel::Cancel;
 use crate::config::RetryConfig;
 use crate::fuse::Fuse;
 use crate::observer::Observers;
-use crate::{Engine, Error, Reply, Request};
+use crate::{Engine, Error, Reply, Request, TransientKind};
 
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ impl<E: Engine> Retry<E> {
 
 #[async_trait]
 impl<E: Engine> Engine for Retry<E> {
-    async fn call(&self, request: Request) -> Result<Reply, Error> {
+    async fn call(&self, mut request: Request) -> Result<Reply, Error> {
         let start = Instant::now();
         let mut attempt = 0u32;
         loop {
@@ -114,6 +114,21 @@ impl<E: Engine> Engine for Retry<E> {
                 }
                 Decision::Stop => return Err(error),
                 Decision::Wait(delay) => {
+                    // An empty or unreadable streamed body says nothing; the same request
+                    // without streaming gets the server's own error (llama-cpp-python answers
+                    // an over-long streamed prompt with an empty 200, unstreamed with a 400).
+                    if matches!(
+                        &error,
+                        Error::Transient {
+                            kind: TransientKind::Malformed,
+                            ..
+                        }
+                    ) && !request.params.contains_key("stream")
+                    {
+                        request
+                            .params
+                            .insert("stream".into(), serde_json::Value::Bool(false));
+                    }
                     let cause = match &error {
                         Error::Transient { kind, .. } => kind.as_str(),
                         _ => "other",
@@ -146,7 +161,6 @@ impl<E: Engine> Engine for Retry<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TransientKind;
 
     fn transient(kind: TransientKind, retry_after: Option<Duration>) -> Error {
         Error::Transient {

@@ -38,7 +38,8 @@ pub enum Prompt {
 pub struct Request {
     /// The prompt.
     pub prompt: Prompt,
-    /// Sampling params (temperature, top_p, max_tokens, stop, min_p, any extra key), sent as given.
+    /// Sampling params (temperature, top_p, max_tokens, stop, min_p, any extra key), sent as
+    /// given; a boolean `stream` here overrides the engine's streaming for this call.
     pub params: serde_json::Map<String, serde_json::Value>,
     /// Optional reply template used only by the mock engine (ignored by real endpoints).
     pub mock_reply: Option<String>,

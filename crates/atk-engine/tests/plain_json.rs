@@ -94,7 +94,7 @@ async fn a_json_reply_without_finish_reason_is_not_taken_as_complete() {
             matches!(
                 **last,
                 Error::Transient {
-                    kind: TransientKind::Incomplete,
+                    kind: TransientKind::CutStream,
                     ..
                 }
             ),

@@ -18,6 +18,6 @@ pub use fan_out::{FanOutStep, child_id, make_children};
 pub use filter::{FilterStep, default_judge};
 pub use progress::{NullSink, ProgressEvent, ProgressSink};
 pub use prompt::{PromptLibrary, PromptSource, PromptTemplate};
-pub use prompt_step::{LENGTH_CUT_REASON, PromptStep};
+pub use prompt_step::{LENGTH_CUT_REASON, OVER_CONTEXT, PromptStep};
 pub use step::{EngineChoice, Engines, Step, StepContext, StepOutput};
 pub use template::render_template;

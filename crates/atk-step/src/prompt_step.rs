@@ -19,6 +19,8 @@ type InputProcessor = Arc<dyn Fn(ItemRecord) -> ItemRecord + Send + Sync>;
 
 /// The reason recorded when a reply was cut by `max_tokens`.
 pub const LENGTH_CUT_REASON: &str = "cut off by max_tokens (finish_reason=length)";
+/// Failure kind of an item whose prompt the server refused as longer than the model's context.
+pub const OVER_CONTEXT: &str = "over_context";
 
 /// A prompted LLM step (builder). Without an output processor the output is the reply text.
 #[derive(Clone)]
@@ -207,7 +209,13 @@ impl PromptStep {
                 Err(atk_engine::Error::Cancelled { .. }) => return Err(StepError::Cancelled),
                 Err(e) => {
                     // Transport retries already happened inside the engine; this item fails.
-                    let kind = if matches!(e, atk_engine::Error::Rejected { .. }) { "rejected" } else { "transport" };
+                    let kind = if e.is_context_overflow() {
+                        OVER_CONTEXT
+                    } else if matches!(e, atk_engine::Error::Rejected { .. }) {
+                        "rejected"
+                    } else {
+                        "transport"
+                    };
                     failure.kind = kind.into();
                     failure.reason = e.to_string();
                     break;
@@ -447,12 +455,19 @@ mod tests {
     #[tokio::test]
     async fn rejected_requests_fail_the_item_without_validation_retries() {
         let engine = Arc::new(ScriptedEngine::new("e"));
-        engine.push(Err(atk_engine::Error::Rejected { engine: "e".into(), status: 400, message: "context length exceeded".into() }));
+        engine.push(Err(atk_engine::Error::Rejected { engine: "e".into(), status: 400, message: "bad param".into() }));
         let err = step().run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
         let StepError::Failed(f) = err else { panic!() };
         assert_eq!(f.kind, "rejected");
-        assert!(f.reason.contains("context length exceeded"));
+        assert!(f.reason.contains("bad param"));
         assert_eq!(engine.calls(), 1);
+        // An over-long prompt is its own kind, with the server's reason.
+        let message = "This model's maximum context length is 2048 tokens. However, you requested 3419 tokens";
+        engine.push(Err(atk_engine::Error::Rejected { engine: "e".into(), status: 400, message: message.into() }));
+        let StepError::Failed(f) = step().run(&item("y"), &ctx(engine.clone())).await.unwrap_err() else { panic!() };
+        assert_eq!(f.kind, OVER_CONTEXT);
+        assert!(f.reason.contains("maximum context length is 2048"), "{}", f.reason);
+        assert_eq!(engine.calls(), 2);
     }
 
     #[tokio::test]

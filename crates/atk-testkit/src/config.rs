@@ -34,6 +34,54 @@ pub struct ServerConfig {
     /// Cut replies longer than the request's `max_tokens` (in words) and say
     /// `finish_reason: "length"`, as a real server does.
     pub honor_max_tokens: bool,
+    /// Like llama-cpp-python 0.3: one request at a time, and a request that arrives while a
+    /// stream runs *cuts* that stream (`data: [DONE]` with no finish_reason on any chunk).
+    /// The latency is then spent between the deltas, so a stream is running while others
+    /// arrive. Implies `serial`.
+    pub cut_on_arrival: bool,
+    /// A real token-bucket rate limit (requests and/or tokens), with OpenAI-style headers.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token-bucket rate limit like a provider's: each bucket starts full, refills continuously
+/// over `period`, and a request that finds it short gets 429 with `Retry-After` (whole
+/// seconds, rounded up) and `retry-after-ms` (the exact wait). With `headers`, every response
+/// carries `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (`reset`: time until the
+/// bucket is full again, Go-style: `20ms`, `0.36s`, `6m0s`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Size of the request bucket (0: no request limit).
+    pub requests: u64,
+    /// Size of the token bucket, tokens = prompt words + `max_tokens` (0: no token limit).
+    pub tokens: u64,
+    /// Time an empty bucket takes to refill.
+    pub period: Duration,
+    /// Send the `x-ratelimit-*` headers.
+    pub headers: bool,
+}
+
+impl RateLimit {
+    /// `n` requests per `period`, with headers.
+    pub fn requests(n: u64, period: Duration) -> Self {
+        Self {
+            requests: n,
+            tokens: 0,
+            period,
+            headers: true,
+        }
+    }
+    /// Adds a token bucket of `n` tokens per period.
+    #[must_use]
+    pub fn with_tokens(mut self, n: u64) -> Self {
+        self.tokens = n;
+        self
+    }
+    /// Sends (or not) the `x-ratelimit-*` headers.
+    #[must_use]
+    pub fn with_headers(mut self, on: bool) -> Self {
+        self.headers = on;
+        self
+    }
 }
 
 impl fmt::Debug for ServerConfig {
@@ -50,6 +98,8 @@ impl fmt::Debug for ServerConfig {
             .field("stream_chunks", &self.stream_chunks)
             .field("seed", &self.seed)
             .field("honor_max_tokens", &self.honor_max_tokens)
+            .field("cut_on_arrival", &self.cut_on_arrival)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -67,6 +117,8 @@ impl Default for ServerConfig {
             stream_chunks: 4,
             seed: 0,
             honor_max_tokens: false,
+            cut_on_arrival: false,
+            rate_limit: None,
         }
     }
 }
@@ -132,6 +184,18 @@ impl ServerConfig {
         self.honor_max_tokens = on;
         self
     }
+    /// Serves one request at a time and cuts the running stream when another arrives.
+    #[must_use]
+    pub fn with_cut_on_arrival(mut self, on: bool) -> Self {
+        self.cut_on_arrival = on;
+        self
+    }
+    /// Enforces a token-bucket rate limit.
+    #[must_use]
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
 }
 
 /// One kind of injected misbehaviour.
@@ -158,11 +222,14 @@ pub enum Fault {
     ErrorMidStream,
     /// 401 `invalid_api_key`, whatever key was sent.
     Unauthorized,
+    /// The whole text but no finish_reason anywhere: a stream still ends with `[DONE]`, a
+    /// JSON body has `finish_reason: null` (what a cut looks like to a client).
+    NoFinishReason,
 }
 
 impl Fault {
     /// Every fault kind, `None` first.
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::None,
         Fault::RateLimit,
         Fault::ServerError,
@@ -173,6 +240,7 @@ impl Fault {
         Fault::CutBeforeDone,
         Fault::ErrorMidStream,
         Fault::Unauthorized,
+        Fault::NoFinishReason,
     ];
 
     /// A short snake_case name (`rate_limit`, `reset_mid_stream`, ...).
@@ -188,6 +256,7 @@ impl Fault {
             Fault::CutBeforeDone => "cut_before_done",
             Fault::ErrorMidStream => "error_mid_stream",
             Fault::Unauthorized => "unauthorized",
+            Fault::NoFinishReason => "no_finish_reason",
         }
     }
 }
@@ -212,7 +281,8 @@ pub struct Faults {
     pub rate_limit: f64,
     /// `Retry-After` sent with a 429 (none when `None`).
     pub retry_after: Option<Duration>,
-    /// Send the wait as `retry-after-ms` (milliseconds) instead of `Retry-After` (seconds).
+    /// Also send the wait as `retry-after-ms` (milliseconds), as OpenAI does; `Retry-After`
+    /// then carries whole seconds rounded up.
     pub retry_after_ms: bool,
     /// Chance of a 500.
     pub server_error: f64,
@@ -293,7 +363,7 @@ impl Faults {
             Fault::Garbage => self.garbage = p,
             Fault::CutBeforeDone => self.cut_before_done = p,
             Fault::ErrorMidStream => self.error_mid_stream = p,
-            Fault::None | Fault::Unauthorized => {}
+            Fault::None | Fault::Unauthorized | Fault::NoFinishReason => {}
         }
         self
     }
@@ -303,7 +373,7 @@ impl Faults {
         self.retry_after = Some(wait);
         self
     }
-    /// Sends the wait as `retry-after-ms` instead of `Retry-After`.
+    /// Also sends the wait as `retry-after-ms`.
     #[must_use]
     pub fn with_retry_after_ms(mut self, on: bool) -> Self {
         self.retry_after_ms = on;

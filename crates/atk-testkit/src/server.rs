@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -37,10 +37,21 @@ struct Shared {
     config: RwLock<ServerConfig>,
     counters: Counters,
     serial: Arc<Semaphore>,
-    cancel: CancellationToken,
+    /// Cancelled when the server stops (or goes away); replaced when it comes back.
+    cancel: RwLock<CancellationToken>,
+    /// The running stream's cut signal (`cut_on_arrival`).
+    running: Mutex<Option<CancellationToken>>,
+    /// Token-bucket levels (`rate_limit`), created on first use.
+    buckets: Mutex<Option<Buckets>>,
 }
 
 impl Shared {
+    fn cancel(&self) -> CancellationToken {
+        self.cancel
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
     fn config(&self) -> ServerConfig {
         self.config
             .read()
@@ -65,28 +76,45 @@ impl TestServer {
     pub async fn start_on(port: u16, config: ServerConfig) -> io::Result<TestServer> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
-        let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {
             config: RwLock::new(config),
             counters: Counters::default(),
             serial: Arc::new(Semaphore::new(1)),
-            cancel: cancel.clone(),
+            cancel: RwLock::new(CancellationToken::new()),
+            running: Mutex::new(None),
+            buckets: Mutex::new(None),
         });
-        let app = router(shared.clone());
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(cancel.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "test server stopped with an error");
-            }
-        });
+        let task = serve_on(listener, shared.clone());
         tracing::debug!(%addr, "test server listening");
         Ok(TestServer {
             addr,
             shared,
             task: Some(task),
         })
+    }
+
+    /// Stops listening, as a restarting replica does: open bodies end, queued requests get
+    /// 503, and new connections are refused until [`TestServer::come_back`]. Counters stay.
+    pub async fn go_away(&mut self) {
+        self.shared.cancel().cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// Listens again on the same port after [`TestServer::go_away`] (a no-op while serving).
+    pub async fn come_back(&mut self) -> io::Result<()> {
+        if self.task.is_some() {
+            return Ok(());
+        }
+        let listener = TcpListener::bind(self.addr).await?;
+        *self
+            .shared
+            .cancel
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = CancellationToken::new();
+        self.task = Some(serve_on(listener, self.shared.clone()));
+        Ok(())
     }
 
     /// The OpenAI base URL, `http://127.0.0.1:PORT/v1`.
@@ -160,7 +188,7 @@ impl TestServer {
 
     /// Stops the server and waits (at most 5 s) for it to close its connections.
     pub async fn shutdown(mut self) {
-        self.shared.cancel.cancel();
+        self.shared.cancel().cancel();
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
@@ -169,8 +197,22 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.shared.cancel.cancel();
+        self.shared.cancel().cancel();
     }
+}
+
+/// Serves `listener` until the shared cancel token fires.
+fn serve_on(listener: TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
+    let cancel = shared.cancel();
+    let app = router(shared);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "test server stopped with an error");
+        }
+    })
 }
 
 impl std::fmt::Debug for TestServer {
@@ -299,10 +341,43 @@ async fn decide(
             ),
         );
     };
+    let (limit_headers, refused) = take_rate_limit(sh, cfg, &body);
+    if refused {
+        sh.counters.update(|s| s.rate_limited += 1);
+        let mut resp = rate_limit_refusal(&limit_headers);
+        resp.headers_mut().extend(limit_headers);
+        return resp;
+    }
+    let mut resp = serve(sh, cfg, kind, body, hash, nth, guard).await;
+    resp.headers_mut().extend(limit_headers);
+    resp
+}
+
+/// A request past the key and rate checks: context, faults, queueing, latency, the reply.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    sh: &Arc<Shared>,
+    cfg: &ServerConfig,
+    kind: Kind,
+    body: Value,
+    hash: &str,
+    nth: u64,
+    guard: InFlight,
+) -> Response {
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if let Some(limit) = cfg.context_limit {
         let prompt = prompt_words(&body);
         let max_tokens = max_tokens(&body).unwrap_or(0);
         if prompt + max_tokens > limit {
+            // Like llama-cpp-python: streamed, a 200 with no event at all; else a 400.
+            if stream {
+                return (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "text/event-stream")],
+                    "",
+                )
+                    .into_response();
+            }
             let msg = format!(
                 "This model's maximum context length is {limit} tokens. However, you requested \
                  {} tokens ({prompt} in the messages, {max_tokens} in the completion). Please \
@@ -325,29 +400,48 @@ async fn decide(
         Fault::RateLimit => return rate_limited(&cfg.faults),
         _ => {}
     }
-    let permit = if cfg.serial {
+    let cancel = sh.cancel();
+    if cfg.cut_on_arrival {
+        let running = sh
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(running) = running {
+            running.cancel();
+        }
+    }
+    let permit = if cfg.serial || cfg.cut_on_arrival {
         tokio::select! {
             p = sh.serial.clone().acquire_owned() => p.ok(),
-            () = sh.cancel.cancelled() => return shutting_down(),
+            () = cancel.cancelled() => return shutting_down(),
         }
     } else {
         None
     };
-    if !cfg.latency.is_zero() {
+    // A cuttable stream spends its latency between the deltas, so it is running (and can be
+    // cut) while others arrive.
+    let cut = (cfg.cut_on_arrival && stream).then(|| {
+        let token = CancellationToken::new();
+        *sh.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token.clone());
+        token
+    });
+    if !cfg.latency.is_zero() && cut.is_none() {
         tokio::select! {
             () = tokio::time::sleep(cfg.latency) => {}
-            () = sh.cancel.cancelled() => return shutting_down(),
+            () = cancel.cancelled() => return shutting_down(),
         }
     }
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut text = reply_text(&cfg.reply, &body);
-    let mut finish = "stop";
+    let mut finish = (fault != Fault::NoFinishReason).then_some("stop");
     if cfg.honor_max_tokens
         && let Some(max) = max_tokens(&body)
         && count_words(&text) > max
     {
         text = cut_words(&text, max);
-        finish = "length";
+        finish = Some("length");
     }
     let reply = ReplyShape {
         finish,
@@ -371,7 +465,8 @@ async fn decide(
     };
     let tail = Tail {
         counters: sh.counters.clone(),
-        cancel: sh.cancel.clone(),
+        cancel,
+        cut,
         _guard: guard,
         _permit: permit,
     };
@@ -475,17 +570,136 @@ fn rate_limited(faults: &Faults) -> Response {
         ),
     );
     if let Some(wait) = faults.retry_after {
-        let (name, value) = if faults.retry_after_ms {
-            ("retry-after-ms", wait.as_millis().to_string())
-        } else {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            ("retry-after", secs.to_string())
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            resp.headers_mut().insert(name, v);
-        }
+        insert_retry_after(resp.headers_mut(), wait, faults.retry_after_ms);
     }
     resp
+}
+
+/// `Retry-After` in whole seconds (rounded up), and `retry-after-ms` when `ms`.
+fn insert_retry_after(headers: &mut HeaderMap, wait: Duration, ms: bool) {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    if ms {
+        headers.insert("retry-after-ms", HeaderValue::from(wait.as_millis() as u64));
+    }
+}
+
+/// The levels of a [`RateLimit`]'s buckets.
+struct Buckets {
+    requests: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+/// Takes one request (and its tokens) from the rate limit's buckets: the `x-ratelimit-*`
+/// headers to send (empty without a limit or with headers off) and whether it was refused
+/// (then `retry-after-ms` is among the headers and nothing was taken).
+fn take_rate_limit(sh: &Shared, cfg: &ServerConfig, body: &Value) -> (HeaderMap, bool) {
+    let mut headers = HeaderMap::new();
+    let Some(rl) = &cfg.rate_limit else {
+        return (headers, false);
+    };
+    let now = tokio::time::Instant::now();
+    let mut guard = sh
+        .buckets
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let b = guard.get_or_insert(Buckets {
+        requests: rl.requests as f64,
+        tokens: rl.tokens as f64,
+        last: now,
+    });
+    let period = rl.period.as_secs_f64().max(1e-9);
+    let elapsed = now.duration_since(b.last).as_secs_f64();
+    b.last = now;
+    b.requests = (b.requests + elapsed * rl.requests as f64 / period).min(rl.requests as f64);
+    b.tokens = (b.tokens + elapsed * rl.tokens as f64 / period).min(rl.tokens as f64);
+    let cost = (prompt_words(body) + max_tokens(body).unwrap_or(0)).min(rl.tokens) as f64;
+    // Time until a bucket holds `need`, at `size` per period.
+    let wait_for = |level: f64, need: f64, size: u64| {
+        if size == 0 || level >= need {
+            0.0
+        } else {
+            (need - level) * period / size as f64
+        }
+    };
+    let wait = wait_for(b.requests, 1.0, rl.requests).max(wait_for(b.tokens, cost, rl.tokens));
+    let refused = wait > 0.0;
+    if !refused {
+        if rl.requests > 0 {
+            b.requests -= 1.0;
+        }
+        if rl.tokens > 0 {
+            b.tokens -= cost;
+        }
+    }
+    if rl.headers {
+        for (name, size, level) in [
+            ("requests", rl.requests, b.requests),
+            ("tokens", rl.tokens, b.tokens),
+        ] {
+            if size == 0 {
+                continue;
+            }
+            let reset = (size as f64 - level).max(0.0) * period / size as f64;
+            let pairs = [
+                (format!("x-ratelimit-limit-{name}"), size.to_string()),
+                (
+                    format!("x-ratelimit-remaining-{name}"),
+                    (level.max(0.0).floor() as u64).to_string(),
+                ),
+                (
+                    format!("x-ratelimit-reset-{name}"),
+                    go_duration(Duration::from_secs_f64(reset)),
+                ),
+            ];
+            for (k, v) in pairs {
+                if let (Ok(k), Ok(v)) = (
+                    header::HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(&v),
+                ) {
+                    headers.insert(k, v);
+                }
+            }
+        }
+    }
+    if refused {
+        insert_retry_after(&mut headers, Duration::from_secs_f64(wait), true);
+    }
+    (headers, refused)
+}
+
+/// A 429 from the token-bucket limit (its headers are added by the caller).
+fn rate_limit_refusal(_headers: &HeaderMap) -> Response {
+    json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        &error_body(
+            "Rate limit reached for requests. Please try again later.",
+            "requests",
+            Some("rate_limit_exceeded"),
+        ),
+    )
+}
+
+/// A duration as Go prints it, as OpenAI's `x-ratelimit-reset-*` headers do: `20ms`,
+/// `0.36s`, `1s`, `6m0s`.
+pub(crate) fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs_f64();
+    if secs < 60.0 {
+        let text = format!("{secs:.3}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        return format!("{text}s");
+    }
+    let whole = d.as_secs();
+    if whole < 3600 {
+        format!("{}m{}s", whole / 60, whole % 60)
+    } else {
+        format!("{}h{}m{}s", whole / 3600, (whole % 3600) / 60, whole % 60)
+    }
 }
 
 fn shutting_down() -> Response {
@@ -497,7 +711,7 @@ fn shutting_down() -> Response {
 
 /// What a complete reply is made of.
 struct ReplyShape {
-    finish: &'static str,
+    finish: Option<&'static str>,
     kind: Kind,
     model: String,
     id: String,
@@ -560,6 +774,8 @@ enum Step {
     Abort,
     /// Count the request as completed (placed just before the last bytes).
     Completed,
+    /// Wait this long, unless a newer request cuts the stream: then `data: [DONE]` and the end.
+    Gap(Duration),
 }
 
 fn sse(v: &Value) -> Step {
@@ -578,7 +794,11 @@ fn body_steps_sse(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecDe
         first["choices"][0]["delta"]["role"] = json!("assistant");
         steps.push_back(sse(&first));
     }
+    let gap = cfg.latency / u32::try_from(pieces.len()).unwrap_or(u32::MAX);
     for (i, piece) in pieces.iter().enumerate() {
+        if cfg.cut_on_arrival {
+            steps.push_back(Step::Gap(gap));
+        }
         if i == half {
             match fault {
                 Fault::Stall => steps.push_back(Step::Pause(cfg.faults.stall_for)),
@@ -611,7 +831,7 @@ fn body_steps_sse(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecDe
         }
         steps.push_back(sse(&reply.chunk(Some(piece), None)));
     }
-    steps.push_back(sse(&reply.chunk(None, Some(reply.finish))));
+    steps.push_back(sse(&reply.chunk(None, reply.finish)));
     if cfg.usage_in_stream {
         let usage = json!({"id": reply.id, "object": reply.object(true), "created": 1_700_000_000,
                            "model": reply.model, "choices": [], "usage": reply.usage()});
@@ -626,7 +846,7 @@ fn body_steps_sse(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecDe
 
 /// The non-streamed JSON body for `fault`.
 fn body_steps_json(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecDeque<Step> {
-    let whole = Bytes::from(reply.whole(&reply.text, Some(reply.finish)).to_string());
+    let whole = Bytes::from(reply.whole(&reply.text, reply.finish).to_string());
     let half = whole.len() / 2;
     let mut steps = VecDeque::new();
     match fault {
@@ -651,6 +871,7 @@ fn body_steps_json(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecD
             );
             steps.push_back(Step::Data(Bytes::from(err.to_string())));
         }
+        Fault::NoFinishReason => steps.push_back(Step::Data(whole)),
         _ => {
             steps.push_back(Step::Completed);
             steps.push_back(Step::Data(whole));
@@ -663,6 +884,8 @@ fn body_steps_json(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) -> VecD
 struct Tail {
     counters: Counters,
     cancel: CancellationToken,
+    /// Fires when a newer request cuts this stream (`cut_on_arrival`).
+    cut: Option<CancellationToken>,
     _guard: InFlight,
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -692,6 +915,22 @@ fn streamed(steps: VecDeque<Step>, tail: Tail) -> Body {
                     return Some((Err(err), (steps, tail)));
                 }
                 Step::Completed => tail.counters.update(|s| s.completed += 1),
+                Step::Gap(d) => {
+                    let cut = tail.cut.clone().unwrap_or_default();
+                    tokio::select! {
+                        () = tokio::time::sleep(d) => {}
+                        () = cut.cancelled() => {
+                            steps.clear();
+                            tail.counters.update(|s| s.cut_streams += 1);
+                            let done = Bytes::from_static(b"data: [DONE]\n\n");
+                            return Some((Ok(done), (steps, tail)));
+                        }
+                        () = tail.cancel.cancelled() => {
+                            steps.clear();
+                            return Some((Err(io::Error::other("test server shut down")), (steps, tail)));
+                        }
+                    }
+                }
             }
         }
     });
@@ -1003,7 +1242,7 @@ mod tests {
         server.reset_stats();
         let resp = post(&server, "/chat/completions", &chat_body("x", false)).await;
         assert_eq!(resp.headers()["retry-after-ms"], "1500");
-        assert!(resp.headers().get("retry-after").is_none());
+        assert_eq!(resp.headers()["retry-after"], "2");
         assert_eq!(server.stats().status_count(429), 1);
     }
 
@@ -1352,5 +1591,134 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(models["data"][0]["id"], "atk-testkit");
+    }
+
+    #[tokio::test]
+    async fn over_the_context_a_stream_is_an_empty_200_and_a_plain_request_a_400() {
+        let server = TestServer::start(ServerConfig::default().with_context_limit(10))
+            .await
+            .unwrap();
+        let resp = post(&server, "/chat/completions", &chat_body("a b c", true)).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "", "no SSE event at all");
+        let resp = post(&server, "/chat/completions", &chat_body("a b c", false)).await;
+        assert_eq!(resp.status(), 400);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "context_length_exceeded");
+    }
+
+    #[tokio::test]
+    async fn no_finish_reason_fault_keeps_the_text_and_the_done() {
+        let cfg = fixed(Fault::None).with_faults(Faults::scripted([Fault::NoFinishReason; 2]));
+        let server = TestServer::start(cfg).await.unwrap();
+        let ev = events(
+            &post(&server, "/chat/completions", &chat_body("x", true))
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
+        assert_eq!(ev.last().unwrap(), "[DONE]");
+        assert_eq!(
+            joined_deltas(&ev),
+            "one two three four five six seven eight"
+        );
+        assert!(ev.iter().all(|e| !e.contains("\"stop\"")));
+        let v: Value = post(&server, "/chat/completions", &chat_body("x", false))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(v["choices"][0]["finish_reason"].is_null());
+        assert_eq!(server.stats().completed, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newer_request_cuts_the_running_stream_with_done_and_no_finish_reason() {
+        let cfg = fixed(Fault::None)
+            .with_latency(Duration::from_secs(4))
+            .with_cut_on_arrival(true);
+        let server = Arc::new(TestServer::start(cfg).await.unwrap());
+        let first = {
+            let server = server.clone();
+            tokio::spawn(async move {
+                post(&server, "/chat/completions", &chat_body("a", true))
+                    .await
+                    .text()
+                    .await
+                    .unwrap()
+            })
+        };
+        server
+            .wait_until(Duration::from_secs(1), |s| s.requests == 1)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let second = post(&server, "/chat/completions", &chat_body("b", true))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let (first, second) = (events(&first.await.unwrap()), events(&second));
+        assert_eq!(first.last().unwrap(), "[DONE]");
+        assert!(first.iter().all(|e| !e.contains("\"stop\"")), "{first:?}");
+        assert_ne!(
+            joined_deltas(&first),
+            "one two three four five six seven eight"
+        );
+        assert!(second.iter().any(|e| e.contains("\"stop\"")));
+        let s = server.stats();
+        assert_eq!((s.cut_streams, s.completed, s.max_in_flight), (1, 1, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn token_bucket_refuses_with_retry_after_and_sends_ratelimit_headers() {
+        let cfg = ServerConfig::default()
+            .with_rate_limit(crate::RateLimit::requests(2, Duration::from_secs(1)));
+        let server = TestServer::start(cfg).await.unwrap();
+        let r1 = post(&server, "/chat/completions", &chat_body("x", false)).await;
+        assert_eq!(r1.status(), 200);
+        let h = r1.headers();
+        assert_eq!(h["x-ratelimit-limit-requests"], "2");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "1");
+        assert_eq!(h["x-ratelimit-reset-requests"], "500ms");
+        assert_eq!(
+            post(&server, "/chat/completions", &chat_body("x", false))
+                .await
+                .status(),
+            200
+        );
+        let r3 = post(&server, "/chat/completions", &chat_body("x", false)).await;
+        assert_eq!(r3.status(), 429);
+        let h = r3.headers();
+        assert_eq!(h["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(h["retry-after"], "1");
+        assert_eq!(h["retry-after-ms"], "500");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            post(&server, "/chat/completions", &chat_body("x", false))
+                .await
+                .status(),
+            200
+        );
+        let s = server.stats();
+        assert_eq!((s.rate_limited, s.status_count(429)), (1, 1));
+        assert_eq!(go_duration(Duration::from_millis(360)), "360ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_secs(360)), "6m0s");
+    }
+
+    #[tokio::test]
+    async fn a_server_goes_away_and_comes_back_on_the_same_port() {
+        let mut server = TestServer::start(ServerConfig::default()).await.unwrap();
+        let url = format!("{}/chat/completions", server.base_url());
+        let send = || client().post(&url).json(&chat_body("x", false)).send();
+        assert_eq!(send().await.unwrap().status(), 200);
+        server.go_away().await;
+        let err = send().await.unwrap_err();
+        assert!(err.is_connect(), "{err}");
+        server.come_back().await.unwrap();
+        assert_eq!(send().await.unwrap().status(), 200);
+        assert_eq!(server.stats().completed, 2);
     }
 }

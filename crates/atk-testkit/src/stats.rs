@@ -26,6 +26,12 @@ pub struct Stats {
     pub statuses: BTreeMap<u16, u64>,
     /// Requests refused for a missing or wrong API key.
     pub rejected_auth: u64,
+    /// Streams cut by a newer request (`cut_on_arrival`).
+    #[serde(default)]
+    pub cut_streams: u64,
+    /// Requests refused by the token-bucket rate limit (429).
+    #[serde(default)]
+    pub rate_limited: u64,
 }
 
 impl Stats {

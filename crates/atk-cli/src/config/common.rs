@@ -24,6 +24,8 @@ use serde::Deserialize;
 /// | `large_api_key` | string, secret | `$ATK_LARGE_API_KEY`, then `$OPENAI_API_KEY`, then none | API key of the large engine; as `small_api_key`. |
 /// | `large_base_url` | string | required when `large_mode` is `api` | OpenAI-compatible endpoint of the large engine. |
 /// | `large_mode` | `api` or `mock` | `api` | As `small_mode`, for the large engine. |
+/// | `small_require_finish_reason` | bool | `true` | Accept a small-engine reply only when it carries a finish_reason (`[DONE]` alone may end a cut stream). Turn off only for a server that never sends one. |
+/// | `large_require_finish_reason` | bool | `true` | As `small_require_finish_reason`, for the large engine. |
 /// | `input_dir` | path | required | Folder of input documents, read recursively. |
 /// | `output_dir` | path | required | Folder for the store, datasets, run summary, `debug_outputs/` and `meta_datagen/`; created if missing. |
 /// | `prompts` | path | none | Folder of prompt files that override the pipeline's prompts file by file. |
@@ -81,6 +83,10 @@ pub struct CommonConfig {
     pub large_base_url: String,
     /// `api` or `mock`.
     pub large_mode: Mode,
+    /// Small engine: a reply without finish_reason is a cut one (retried).
+    pub small_require_finish_reason: bool,
+    /// Large engine: a reply without finish_reason is a cut one (retried).
+    pub large_require_finish_reason: bool,
     /// Folder of input documents (absolute).
     pub input_dir: PathBuf,
     /// Output folder (absolute).
@@ -154,6 +160,8 @@ impl CommonConfig {
         "large_api_key",
         "large_base_url",
         "large_mode",
+        "small_require_finish_reason",
+        "large_require_finish_reason",
         "input_dir",
         "output_dir",
         "prompts",
@@ -209,6 +217,8 @@ impl Default for CommonConfig {
             large_api_key: Secret::default(),
             large_base_url: String::new(),
             large_mode: Mode::Mock,
+            small_require_finish_reason: true,
+            large_require_finish_reason: true,
             input_dir: PathBuf::new(),
             output_dir: PathBuf::new(),
             prompts: None,
@@ -254,6 +264,8 @@ pub(crate) struct RawCommon {
     pub large_model: Option<String>,
     pub large_base_url: Option<String>,
     pub large_mode: Option<String>,
+    pub small_require_finish_reason: Option<bool>,
+    pub large_require_finish_reason: Option<bool>,
     pub input_dir: Option<PathBuf>,
     pub output_dir: Option<PathBuf>,
     pub prompts: Option<PathBuf>,
@@ -364,6 +376,12 @@ impl RawCommon {
             large_api_key,
             large_base_url,
             large_mode,
+            small_require_finish_reason: self
+                .small_require_finish_reason
+                .unwrap_or(d.small_require_finish_reason),
+            large_require_finish_reason: self
+                .large_require_finish_reason
+                .unwrap_or(d.large_require_finish_reason),
             input_dir,
             output_dir,
             prompts: self.prompts,

@@ -1,0 +1,132 @@
+//! What real servers do that test servers tend not to (DESIGN.md, "Real servers"), taught to
+//! atk-testkit and met by the engine: cut streams, one-at-a-time servers, over-long prompts,
+//! token-bucket rate limits, outages.
+
+use std::time::Duration;
+
+use atk_engine::{CostCounter, EngineConfig, Message, Pricing, Request, RetryConfig, build_engine};
+use atk_testkit::{Fault, Faults, ReplyMode, ServerConfig, TestServer};
+
+const TEXT: &str = "one two three four five six seven eight";
+const N: usize = 8;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn server_cfg() -> ServerConfig {
+    ServerConfig::default().with_reply(ReplyMode::Fixed(TEXT.into()))
+}
+
+fn engine_cfg(server: &TestServer) -> EngineConfig {
+    EngineConfig::default()
+        .with_label("t")
+        .with_base_url(server.base_url())
+        .with_model("m")
+        .with_concurrency_limit(4usize)
+        .with_retry(
+            RetryConfig::default()
+                .with_base_delay(ms(1))
+                .with_max_delay(ms(5)),
+        )
+}
+
+fn chat(prompt: &str) -> Request {
+    Request::chat(vec![Message::new("user", prompt)])
+}
+
+#[tokio::test]
+async fn done_without_finish_reason_is_not_a_complete_reply_unless_opted_out() {
+    for stream in [true, false] {
+        let faults = Faults::scripted([Fault::NoFinishReason]);
+        let server = TestServer::start(server_cfg().with_faults(faults))
+            .await
+            .unwrap();
+        let cost = CostCounter::new("t", Pricing::default());
+        let engine =
+            build_engine(engine_cfg(&server).with_stream(stream), vec![cost.clone()]).unwrap();
+        let reply = engine.call(chat("hello")).await.unwrap();
+        assert_eq!(reply.finish_reason.as_deref(), Some("stop"), "{stream}");
+        assert_eq!(reply.timing.attempts, 2, "stream={stream}: retried");
+        assert_eq!(cost.snapshot().retries.get("cut_stream"), Some(&1));
+
+        // The documented opt-out, for a server that never sends a finish_reason.
+        server.set_faults(Faults::scripted([Fault::NoFinishReason]));
+        server.reset_stats();
+        let engine = build_engine(
+            engine_cfg(&server)
+                .with_stream(stream)
+                .with_require_finish_reason(false),
+            vec![],
+        )
+        .unwrap();
+        let reply = engine.call(chat("hello")).await.unwrap();
+        assert_eq!((reply.text.as_str(), reply.finish_reason), (TEXT, None));
+        assert_eq!(server.stats().requests, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_server_cutting_the_running_stream_never_yields_a_cut_reply() {
+    // llama-cpp-python 0.3: one request at a time; a new request ends the running stream
+    // with `data: [DONE]` and no finish_reason.
+    let server = TestServer::start(server_cfg().with_cut_on_arrival(true).with_latency(ms(100)))
+        .await
+        .unwrap();
+    let cost = CostCounter::new("t", Pricing::default());
+    let engine = build_engine(
+        engine_cfg(&server).with_retry(RetryConfig::default().with_max_attempts(20)),
+        vec![cost.clone()],
+    )
+    .unwrap();
+    let calls = (0..N).map(|i| engine.call(chat(&format!("p{i}"))));
+    let replies = futures_util::future::join_all(calls).await;
+    for r in &replies {
+        let r = r.as_ref().unwrap();
+        assert_eq!(
+            (r.text.as_str(), r.finish_reason.as_deref()),
+            (TEXT, Some("stop"))
+        );
+    }
+    let s = server.stats();
+    assert!(s.cut_streams > 0, "{s:?}");
+    assert_eq!(s.completed, N as u64, "{s:?} {:?}", cost.snapshot());
+    assert_eq!(
+        cost.snapshot().retries.get("cut_stream").copied(),
+        Some(s.cut_streams)
+    );
+}
+
+#[tokio::test]
+async fn an_over_long_prompt_fails_at_once_with_the_servers_reason() {
+    // llama-cpp-python: streamed, an empty 200; unstreamed, 400 context_length_exceeded.
+    let server = TestServer::start(server_cfg().with_context_limit(20))
+        .await
+        .unwrap();
+    for stream in [true, false] {
+        server.reset_stats();
+        let cost = CostCounter::new("t", Pricing::default());
+        let engine =
+            build_engine(engine_cfg(&server).with_stream(stream), vec![cost.clone()]).unwrap();
+        let err = engine
+            .call(chat("a prompt").with_param("max_tokens", 100))
+            .await
+            .unwrap_err();
+        assert!(err.is_context_overflow() && !err.is_fatal(), "{err}");
+        assert!(
+            err.to_string()
+                .contains("maximum context length is 20 tokens"),
+            "{err}"
+        );
+        // One empty streamed answer, then the unstreamed 400; nothing more.
+        assert_eq!(server.stats().requests, 1 + u64::from(stream), "{stream}");
+        let retries = cost.snapshot().retries;
+        assert_eq!(
+            retries.get("malformed_reply").copied().unwrap_or(0),
+            u64::from(stream)
+        );
+        // The engine carries on, streaming again.
+        let ok = engine.call(chat("short").with_param("max_tokens", 5)).await;
+        assert_eq!(ok.unwrap().text, TEXT);
+    }
+}
