@@ -92,3 +92,31 @@ async fn long_documents_give_one_line_per_chunk() {
     assert_eq!(env.dataset().len(), chunks, "one line per chunk\n{out}");
     poems.assert_all_whole(&env);
 }
+
+#[tokio::test]
+async fn a_server_that_cuts_running_streams_gets_one_request_at_a_time() {
+    // llama-cpp-python 0.3 at concurrency 4: each new request cuts the running stream with
+    // `[DONE]` and no finish_reason. No cut reply may reach the dataset, the run ends, and
+    // the summary says what to set.
+    let cfg = ServerConfig::default()
+        .with_latency(Duration::from_millis(30))
+        .with_cut_on_arrival(true);
+    let (server, poems) = poem_server(cfg).await;
+    let env = Env::new();
+    env.write_docs(6);
+    let mut config = Config::new(server.base_url());
+    config.concurrency_limit = 4;
+    let config = env.write_config(&config);
+
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(env.dataset().len(), 6, "{out}");
+    poems.assert_all_whole(&env);
+    let stats = server.stats();
+    assert!(stats.cut_streams > 0, "{stats:?}");
+    assert!(
+        out.stderr
+            .contains("it serves one request at a time: set concurrency_limit: 1"),
+        "{out}"
+    );
+}

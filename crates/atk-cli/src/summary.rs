@@ -71,6 +71,12 @@ pub struct EngineSummary {
     pub cost_usd: f64,
     /// Cost of every run on this output dir, USD.
     pub cost_usd_all_runs: f64,
+    /// Streams the endpoint cut in this run while other requests were in flight.
+    #[serde(default)]
+    pub cut_while_busy: u64,
+    /// The in-flight window those cuts left (1: the endpoint serves one request at a time).
+    #[serde(default)]
+    pub cut_window: Option<u64>,
 }
 
 /// What `run_summary.json` holds.
@@ -145,6 +151,8 @@ impl RunSummary {
                 completion_tokens: minus(now.completion_tokens, start.completion_tokens),
                 cost_usd: (now.cost_usd - start.cost_usd).max(0.0),
                 cost_usd_all_runs: now.cost_usd,
+                cut_while_busy: minus(now.cut_while_busy, start.cut_while_busy),
+                cut_window: now.cut_window,
             })
             .collect();
         let all_failed = reports.iter().any(RunReport::all_failed);
@@ -222,6 +230,16 @@ impl RunSummary {
                 e.cost_usd_all_runs
             );
         }
+        for e in self.engines.iter().filter(|e| e.cut_while_busy > 0) {
+            let serial = if e.cut_window == Some(1) { "; it serves one request at a time" } else { "; it serves fewer requests at once than were sent" };
+            let _ = writeln!(
+                s,
+                "engine {}: the endpoint cut {} streams while other requests were in flight{serial}: set concurrency_limit: {}",
+                e.label,
+                e.cut_while_busy,
+                e.cut_window.unwrap_or(1)
+            );
+        }
         if self.all_failed {
             let _ = writeln!(s, "every attempted item failed: no dataset line was produced");
         }
@@ -264,6 +282,8 @@ mod tests {
         let start = CostTotals { requests: 10, prompt_tokens: 1000, cost_usd: 1.0, ..Default::default() };
         let mut now = CostTotals { requests: 14, prompt_tokens: 1400, completion_tokens: 200, cost_usd: 1.5, ..Default::default() };
         now.retries.insert("rate_limited".into(), 2);
+        now.cut_while_busy = 31;
+        now.cut_window = Some(1);
         let s = RunSummary::new(
             "example",
             Duration::from_millis(1500),
@@ -282,6 +302,10 @@ mod tests {
         assert!(!text.contains("x over_context"), "{text}");
         assert!(text.contains("just prose"), "{text}");
         assert!(text.contains("2 rate_limited retries"), "{text}");
+        assert!(
+            text.contains("engine small: the endpoint cut 31 streams while other requests were in flight; it serves one request at a time: set concurrency_limit: 1"),
+            "{text}"
+        );
         assert!(text.contains("$0.5000 this run, $1.5000 all runs"), "{text}");
         assert!(text.contains("dataset written: out/sharegpt_format.jsonl (3 lines)"), "{text}");
     }

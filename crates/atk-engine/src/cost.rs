@@ -35,6 +35,12 @@ pub struct CostTotals {
     pub cost_usd: f64,
     /// Transport retries by cause (`TransientKind::as_str`).
     pub retries: BTreeMap<String, u64>,
+    /// Streams the endpoint cut while other requests were in flight.
+    #[serde(default)]
+    pub cut_while_busy: u64,
+    /// Smallest in-flight window those cuts left (1: the endpoint serves one at a time).
+    #[serde(default)]
+    pub cut_window: Option<u64>,
 }
 
 impl CostTotals {
@@ -49,6 +55,11 @@ impl CostTotals {
         for (k, v) in &other.retries {
             *self.retries.entry(k.clone()).or_default() += v;
         }
+        self.cut_while_busy += other.cut_while_busy;
+        self.cut_window = match (self.cut_window, other.cut_window) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -113,6 +124,15 @@ impl Observer for CostCounter {
             _ => "other",
         };
         *self.lock().retries.entry(kind.to_string()).or_default() += 1;
+    }
+    fn on_cut_while_busy(&self, label: &str, window: usize) {
+        if label != self.label {
+            return;
+        }
+        let mut t = self.lock();
+        t.cut_while_busy += 1;
+        let window = window as u64;
+        t.cut_window = Some(t.cut_window.map_or(window, |w| w.min(window)));
     }
     fn on_error(&self, label: &str, _request: &Request, error: &Error) {
         // A call stopped by cancel was never answered (nor, mostly, sent): not a failure.

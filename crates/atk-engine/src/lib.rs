@@ -83,7 +83,14 @@ pub fn build_engine(
         rate: Option<rate::RateLimiter>,
         cancel: cancel::Cancel,
     ) -> Arc<dyn Engine> {
-        let limited = limit::Limit::new(inner, limit, rate, fuse.clone(), cancel.clone());
+        let limited = limit::Limit::new(
+            inner,
+            limit,
+            rate,
+            fuse.clone(),
+            cancel.clone(),
+            observers.clone(),
+        );
         let retried = retry::Retry::new(limited, cfg.retry, observers.clone(), fuse, cancel);
         Arc::new(observer::Observed::new(retried, observers))
     }

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::cancel::Cancel;
 use crate::fuse::Fuse;
+use crate::observer::Observers;
 use crate::rate::RateLimiter;
 use crate::{Engine, Error, Reply, Request, TransientKind};
 
@@ -38,6 +39,9 @@ struct Window {
     paused_until: Option<Instant>,
     /// When the window was last cut.
     last_cut: Option<Instant>,
+    /// The window never regrows above this: lowered when the endpoint cuts streams while
+    /// others are in flight (a server that serves fewer requests at once than were sent).
+    ceiling: usize,
 }
 
 impl std::fmt::Debug for ConcurrencyLimit {
@@ -62,6 +66,7 @@ impl ConcurrencyLimit {
                 successes: 0,
                 paused_until: None,
                 last_cut: None,
+                ceiling: max,
             }),
         })
     }
@@ -120,7 +125,7 @@ impl ConcurrencyLimit {
 
     fn on_success(&self) {
         let mut st = self.lock();
-        if st.size >= self.max {
+        if st.size >= self.max.min(st.ceiling) {
             return;
         }
         st.successes += 1;
@@ -147,18 +152,48 @@ impl ConcurrencyLimit {
             return; // this wave of 429s was already answered
         }
         let new = (st.size / 2).max(1);
-        let cut = st.size - new;
-        st.size = new;
-        st.successes = 0;
-        st.last_cut = Some(now);
-        let forgotten = self.sem.forget_permits(cut);
-        st.debt += cut - forgotten;
+        self.shrink(&mut st, new, now);
         tracing::info!(
             window = new,
             max = self.max,
             ?retry_after,
             "rate limited: in-flight window lowered"
         );
+    }
+
+    /// The endpoint cut a stream while `in_flight` requests (this one included) were out: it
+    /// serves fewer at once. The window halves (once per wave) and never regrows to
+    /// `in_flight` again; a server that serves one at a time ends at a window of 1. Returns
+    /// the window.
+    fn on_cut_stream(&self, started: Instant, in_flight: usize) -> usize {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.ceiling = st.ceiling.min(in_flight.saturating_sub(1)).max(1);
+        let new = if st.last_cut.is_some_and(|cut| started <= cut) {
+            st.size.min(st.ceiling)
+        } else {
+            (st.size / 2).max(1).min(st.ceiling)
+        };
+        if new < st.size {
+            self.shrink(&mut st, new, now);
+            tracing::warn!(
+                window = new,
+                in_flight,
+                "the endpoint cut a stream while other requests were in flight: in-flight window lowered"
+            );
+        }
+        st.size
+    }
+
+    /// Lowers the window to `new` (< size): free permits are forgotten now, held ones as they
+    /// come back.
+    fn shrink(&self, st: &mut Window, new: usize, now: Instant) {
+        let cut = st.size - new;
+        st.size = new;
+        st.successes = 0;
+        st.last_cut = Some(now);
+        let forgotten = self.sem.forget_permits(cut);
+        st.debt += cut - forgotten;
     }
 }
 
@@ -191,6 +226,7 @@ pub(crate) struct Limit<E> {
     rate: Option<RateLimiter>,
     fuse: Fuse,
     cancel: Cancel,
+    observers: Observers,
 }
 
 impl<E: Engine> Limit<E> {
@@ -200,6 +236,7 @@ impl<E: Engine> Limit<E> {
         rate: Option<RateLimiter>,
         fuse: Fuse,
         cancel: Cancel,
+        observers: Observers,
     ) -> Self {
         Self {
             inner,
@@ -207,6 +244,7 @@ impl<E: Engine> Limit<E> {
             rate,
             fuse,
             cancel,
+            observers,
         }
     }
 }
@@ -239,6 +277,19 @@ impl<E: Engine> Engine for Limit<E> {
                 ..
             }) => {
                 self.limit.on_rate_limited(permit.started, *retry_after);
+            }
+            Err(Error::Transient {
+                kind: TransientKind::CutStream,
+                ..
+            }) => {
+                // Others in flight when the server cut this stream: a congestion signal.
+                let in_flight = self.limit.in_flight();
+                if in_flight > 1 {
+                    let window = self.limit.on_cut_stream(permit.started, in_flight);
+                    for o in self.observers.iter() {
+                        o.on_cut_while_busy(self.inner.label(), window);
+                    }
+                }
             }
             Err(e @ (Error::AuthRefused { .. } | Error::NotFound { .. })) => self.fuse.trip(e),
             Err(_) => {}

@@ -24,6 +24,11 @@ pub trait Observer: Send + Sync {
     fn on_retry(&self, label: &str, error: &Error, attempt: u32, delay: Duration) {
         let _ = (label, error, attempt, delay);
     }
+    /// The endpoint cut a stream while other requests were in flight (it serves fewer at
+    /// once); the in-flight window is now `window`.
+    fn on_cut_while_busy(&self, label: &str, window: usize) {
+        let _ = (label, window);
+    }
     /// A call ended with an error (after any retries).
     fn on_error(&self, label: &str, request: &Request, error: &Error) {
         let _ = (label, request, error);

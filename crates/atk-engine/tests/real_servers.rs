@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use atk_engine::{CostCounter, EngineConfig, Message, Pricing, Request, RetryConfig, build_engine};
+use atk_engine::{
+    ConcurrencyLimit, CostCounter, EngineConfig, Message, Pricing, Request, RetryConfig,
+    build_engine,
+};
 use atk_testkit::{Fault, Faults, ReplyMode, ServerConfig, TestServer};
 
 const TEXT: &str = "one two three four five six seven eight";
@@ -70,12 +73,20 @@ async fn done_without_finish_reason_is_not_a_complete_reply_unless_opted_out() {
 async fn a_server_cutting_the_running_stream_never_yields_a_cut_reply() {
     // llama-cpp-python 0.3: one request at a time; a new request ends the running stream
     // with `data: [DONE]` and no finish_reason.
-    let server = TestServer::start(server_cfg().with_cut_on_arrival(true).with_latency(ms(100)))
+    let server = TestServer::start(server_cfg().with_cut_on_arrival(true).with_latency(ms(40)))
         .await
         .unwrap();
     let cost = CostCounter::new("t", Pricing::default());
+    let limit = ConcurrencyLimit::new(4);
     let engine = build_engine(
-        engine_cfg(&server).with_retry(RetryConfig::default().with_max_attempts(20)),
+        engine_cfg(&server)
+            .with_shared_limit(limit.clone())
+            .with_retry(
+                RetryConfig::default()
+                    .with_max_attempts(20)
+                    .with_base_delay(ms(1))
+                    .with_max_delay(ms(5)),
+            ),
         vec![cost.clone()],
     )
     .unwrap();
@@ -89,12 +100,30 @@ async fn a_server_cutting_the_running_stream_never_yields_a_cut_reply() {
         );
     }
     let s = server.stats();
+    let totals = cost.snapshot();
     assert!(s.cut_streams > 0, "{s:?}");
-    assert_eq!(s.completed, N as u64, "{s:?} {:?}", cost.snapshot());
+    assert_eq!(s.completed, N as u64, "{s:?} {totals:?}");
     assert_eq!(
-        cost.snapshot().retries.get("cut_stream").copied(),
+        totals.retries.get("cut_stream").copied(),
         Some(s.cut_streams)
     );
+    // A congestion signal: the window fell to 1, and the counters say why.
+    assert_eq!(limit.window(), 1);
+    assert!(
+        totals.cut_while_busy > 0 && totals.cut_window == Some(1),
+        "{totals:?}"
+    );
+    assert!(s.cut_streams <= 6, "cuts stop once the window is 1: {s:?}");
+    // ... and stays there: another batch is served one at a time, with no cut.
+    let before = s.cut_streams;
+    let calls = (0..N).map(|i| engine.call(chat(&format!("q{i}"))));
+    assert!(
+        futures_util::future::join_all(calls)
+            .await
+            .iter()
+            .all(Result::is_ok)
+    );
+    assert_eq!((server.stats().cut_streams, limit.window()), (before, 1));
 }
 
 #[tokio::test]
