@@ -1,8 +1,17 @@
-//! Throughput and client CPU of the HTTP engine against `atk-testkit-server` in its own process.
+//! The HTTP engine against `atk-testkit-server` in its own process, three scenarios:
 //!
-//! 3000 requests at concurrency 200, server latency 200 ms: prints wall time / ideal
-//! (3000 × 0.2 s / 200 = 3 s) and client CPU (user + sys) per request. Goals: ≤ 1.05× and
-//! ≤ 100 µs. Server binary: `$ATK_TESTKIT_SERVER`, else built with `$CARGO build --release`.
+//! - throughput: 3000 requests at concurrency 200, server latency 200 ms: wall time / ideal
+//!   (3000 × 0.2 s / 200 = 3 s) and client CPU (user + sys) per request. Goals: ≤ 1.05× and
+//!   ≤ 100 µs.
+//! - rate limit: 1500 requests at concurrency 50 against a real token bucket of 100 requests
+//!   per second with OpenAI-style headers: throughput ÷ the limit's and the share of requests
+//!   refused with 429. Goals: ≥ 0.90 and ≤ 5 %.
+//! - fault mix: 300 requests at concurrency 24, 40 ms, with 10 % 429 (Retry-After 1,
+//!   retry-after-ms 300), 5 % 500, 3 % resets, 2 % malformed SSE, 5 % garbage: wall time, and
+//!   ÷ the seed's 3.9 s (goal < 1), every reply checked whole.
+//!
+//! `ATK_BENCH_ENGINE=throughput|rate|faults` runs one. Server binary: `$ATK_TESTKIT_SERVER`,
+//! else built with `$CARGO build --release`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{BufRead, BufReader};
@@ -51,10 +60,11 @@ fn process_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn main() {
-    let bin = server_binary();
-    let mut server = Command::new(&bin)
-        .args(["--port", "0", "--latency-ms", &LATENCY_MS.to_string()])
+/// Starts the server with these extra flags; returns it and its base URL.
+fn start_server(bin: &PathBuf, args: &[&str]) -> (std::process::Child, String) {
+    let mut server = Command::new(bin)
+        .args(["--port", "0"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -68,6 +78,190 @@ fn main() {
         .strip_prefix("listening on ")
         .expect("`listening on URL`")
         .to_string();
+    (server, base_url)
+}
+
+fn stop_server(mut server: std::process::Child) {
+    drop(server.stdin.take());
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+fn main() {
+    let bin = server_binary();
+    let which = std::env::var("ATK_BENCH_ENGINE").unwrap_or_default();
+    let runs = |name: &str| which.is_empty() || which == "all" || which == name;
+    if runs("throughput") {
+        throughput(&bin);
+    }
+    if runs("rate") {
+        rate_limit(&bin);
+    }
+    if runs("faults") {
+        fault_mix(&bin);
+    }
+}
+
+/// Sends `n` chat requests at `concurrency`; returns wall time and the replies.
+async fn send_all(
+    base_url: &str,
+    n: usize,
+    concurrency: usize,
+) -> (
+    Duration,
+    Vec<(usize, Result<atk_engine::Reply, atk_engine::Error>)>,
+) {
+    let cfg = EngineConfig::default()
+        .with_label("bench")
+        .with_base_url(base_url.to_string())
+        .with_model("m")
+        .with_concurrency_limit(concurrency);
+    let engine = build_engine(cfg, vec![]).expect("engine");
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move { (i, engine.call(bench_request(i)).await) })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    (t0.elapsed(), out)
+}
+
+fn bench_request(i: usize) -> Request {
+    Request::chat(vec![
+        Message::new("system", "You are a poet."),
+        Message::new(
+            "user",
+            format!("Write a short poem about request number {i}."),
+        ),
+    ])
+    .with_param("max_tokens", 200)
+}
+
+async fn server_stats(base_url: &str) -> serde_json::Value {
+    let root = base_url.trim_end_matches("/v1");
+    reqwest::get(format!("{root}/stats"))
+        .await
+        .expect("GET /stats")
+        .json()
+        .await
+        .expect("stats JSON")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A real 100 req/s token bucket with x-ratelimit headers.
+fn rate_limit(bin: &PathBuf) {
+    const N: usize = 1500;
+    const LIMIT: f64 = 100.0;
+    let (server, base_url) = start_server(
+        bin,
+        &[
+            "--latency-ms",
+            "40",
+            "--rate-limit-requests",
+            "100",
+            "--rate-limit-period-ms",
+            "1000",
+        ],
+    );
+    let (wall, replies, stats) = runtime().block_on(async {
+        let (wall, replies) = send_all(&base_url, N, 50).await;
+        (wall, replies, server_stats(&base_url).await)
+    });
+    stop_server(server);
+    let failed = replies.iter().filter(|(_, r)| r.is_err()).count();
+    let requests = stats["requests"].as_u64().unwrap_or(0) as f64;
+    let refused = stats["statuses"]["429"].as_u64().unwrap_or(0) as f64;
+    // The bucket starts full: the limit's own time for N requests is (N - 100) / 100 s.
+    let limit_time = (N as f64 - LIMIT) / LIMIT;
+    println!(
+        "engine bench, rate limit: {N} requests, concurrency 50, 40 ms, token bucket of 100 requests per second with x-ratelimit headers"
+    );
+    println!(
+        "  wall {:.2} s, the limit's own time {limit_time:.2} s: throughput / limit {:.3} (goal >= 0.90)",
+        wall.as_secs_f64(),
+        limit_time / wall.as_secs_f64()
+    );
+    println!(
+        "  requests sent {requests}, refused with 429 {refused} ({:.2} %, goal <= 5 %), failed calls {failed}",
+        100.0 * refused / requests.max(1.0)
+    );
+}
+
+/// The random fault mix of issue 12, as measured for the seed (3.9 s) and Curator (7-8 s).
+fn fault_mix(bin: &PathBuf) {
+    const N: usize = 300;
+    const SEED_TIME: f64 = 3.9;
+    let template = "Reply {hash}: {words}";
+    let mut times = Vec::new();
+    for seed in 0..5 {
+        let seed = seed.to_string();
+        let (server, base_url) = start_server(
+            bin,
+            &[
+                "--latency-ms",
+                "40",
+                "--seed",
+                &seed,
+                "--reply-template",
+                template,
+                "--fault-rate-limit",
+                "0.10",
+                "--retry-after-secs",
+                "0.3",
+                "--retry-after-ms",
+                "--fault-server-error",
+                "0.05",
+                "--fault-reset",
+                "0.03",
+                "--fault-malformed",
+                "0.02",
+                "--fault-garbage",
+                "0.05",
+            ],
+        );
+        let (wall, replies) = runtime().block_on(send_all(&base_url, N, 24));
+        stop_server(server);
+        let mut invalid = 0;
+        for (i, reply) in &replies {
+            let req = bench_request(*i);
+            let atk_engine::Prompt::Chat(messages) = &req.prompt else {
+                unreachable!()
+            };
+            let body = serde_json::json!({ "messages": messages });
+            let expected = atk_testkit::render_template(template, &body);
+            if !reply.as_ref().is_ok_and(|r| r.text == expected) {
+                invalid += 1;
+            }
+        }
+        assert_eq!(invalid, 0, "a reply was lost or not whole");
+        times.push(wall.as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "engine bench, fault mix: {N} requests, concurrency 24, 40 ms; 10 % 429 (Retry-After 1, retry-after-ms 300), 5 % 500, 3 % resets, 2 % malformed SSE, 5 % garbage; 5 seeds"
+    );
+    println!(
+        "  wall min {:.2} s, median {:.2} s, max {:.2} s; median / seed's 3.9 s = {:.2} (goal < 1); every reply whole",
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1],
+        times[times.len() / 2] / SEED_TIME
+    );
+}
+
+fn throughput(bin: &PathBuf) {
+    let (mut server, base_url) = start_server(bin, &["--latency-ms", &LATENCY_MS.to_string()]);
 
     // ATK_BENCH_RUNTIME=current_thread measures the engine on a single-threaded runtime.
     let current_thread = std::env::var("ATK_BENCH_RUNTIME").is_ok_and(|v| v == "current_thread");

@@ -79,7 +79,9 @@ pub struct RetryConfig {
     pub max_attempts: u32,
     /// No new attempt starts once this much time has passed since the call began.
     pub max_elapsed: Duration,
-    /// Backoff before the first retry (doubles per attempt, with jitter).
+    /// Backoff before the first retry (doubles per attempt, with jitter). Short by default:
+    /// 429s wait for their Retry-After, and an endpoint that stops answering is probed by the
+    /// outage guard instead of being hammered, so what is left is a glitch of one response.
     pub base_delay: Duration,
     /// Ceiling of the computed backoff (a server's Retry-After may ask for longer).
     pub max_delay: Duration,
@@ -90,7 +92,7 @@ impl Default for RetryConfig {
         Self {
             max_attempts: 8,
             max_elapsed: Duration::from_secs(600),
-            base_delay: Duration::from_millis(500),
+            base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(60),
         }
     }

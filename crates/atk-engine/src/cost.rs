@@ -175,6 +175,7 @@ mod tests {
             kind: TransientKind::RateLimited,
             message: "m".into(),
             retry_after: None,
+            limit_used_up: false,
         };
         c.on_retry("small", &err, 1, Duration::ZERO);
         c.on_error("small", &req, &err);

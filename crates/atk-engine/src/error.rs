@@ -47,6 +47,9 @@ pub enum Error {
         message: String,
         /// The server's Retry-After, when it sent one.
         retry_after: Option<Duration>,
+        /// A 429 whose `x-ratelimit-*` headers show the limit used up: every request waits.
+        /// Any other 429 (headers showing room, or none) delays only its own retry.
+        limit_used_up: bool,
     },
     /// Transport retries ran out (attempts or total time); carries the last failure.
     // No elapsed time in the message: failure summaries group items by reason, and a
@@ -175,6 +178,7 @@ mod message_tests {
                 kind: TransientKind::Connection,
                 message: "connection refused".into(),
                 retry_after: None,
+                limit_used_up: false,
             }),
         };
         assert_eq!(exhausted(426).to_string(), exhausted(1003).to_string());

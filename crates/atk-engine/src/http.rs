@@ -18,7 +18,9 @@ use tokio::time::Instant;
 
 use eventsource_stream::{EventStreamError, Eventsource};
 
+use crate::cancel::Cancel;
 use crate::config::{EngineConfig, Timeouts};
+use crate::pace::{LimitHeaders, Pacer};
 use crate::secret::Secret;
 use crate::timeout::{BodyError, timed};
 use crate::{Engine, Error, Prompt, Reply, Request, Timing, TransientKind, Usage};
@@ -43,10 +45,13 @@ pub(crate) struct Http {
     stream_usage: AtomicBool,
     require_finish_reason: bool,
     timeouts: Timeouts,
+    /// Mirror of the server's rate-limit buckets (shared with nothing else: one per engine).
+    pacer: Pacer,
+    cancel: Cancel,
 }
 
 impl Http {
-    pub(crate) fn new(cfg: &EngineConfig) -> Result<Self, Error> {
+    pub(crate) fn new(cfg: &EngineConfig, cancel: Cancel) -> Result<Self, Error> {
         crate::install_crypto_provider();
         let base = cfg.base_url.trim().trim_end_matches('/');
         if base.is_empty() {
@@ -93,6 +98,8 @@ impl Http {
             stream_usage: AtomicBool::new(cfg.stream_usage),
             require_finish_reason: cfg.require_finish_reason,
             timeouts: cfg.timeouts,
+            pacer: Pacer::default(),
+            cancel,
         })
     }
 
@@ -102,10 +109,17 @@ impl Http {
             kind,
             message: message.into(),
             retry_after: None,
+            limit_used_up: false,
         }
     }
 
-    async fn attempt(&self, request: &Request, started: Instant) -> Result<Reply, Error> {
+    async fn attempt(
+        &self,
+        request: &Request,
+        started: Instant,
+        tokens: f64,
+        mut sent_at: Instant,
+    ) -> Result<Reply, Error> {
         let url = match request.prompt {
             Prompt::Chat(_) => &self.chat_url,
             Prompt::Completion(_) => &self.completion_url,
@@ -150,6 +164,8 @@ impl Http {
             };
             let first_byte = started.elapsed();
             let status = response.status();
+            let limits = LimitHeaders::parse(response.headers());
+            self.pacer.observe(&limits, sent_at);
             if !status.is_success() {
                 let retry_after = retry_after(response.headers());
                 let text = self.read_error_body(response).await;
@@ -157,9 +173,11 @@ impl Http {
                 if with_usage && rejects_stream_options(status, &text) {
                     tracing::warn!(engine = %self.label, %message, "server rejects stream_options: asking again without it; usage will be estimated");
                     self.stream_usage.store(false, Ordering::Relaxed);
+                    sent_at = Instant::now();
                     continue;
                 }
-                return Err(self.classify_status(status, url, message, retry_after));
+                let used_up = limits.used_up(tokens);
+                return Err(self.classify_status(status, url, message, retry_after, used_up));
             }
             let content_type = response
                 .headers()
@@ -391,6 +409,7 @@ impl Http {
         url: &Url,
         message: String,
         retry_after: Option<Duration>,
+        limit_used_up: bool,
     ) -> Error {
         let engine = self.label.clone();
         let code = status.as_u16();
@@ -410,12 +429,14 @@ impl Http {
                 kind: TransientKind::RateLimited,
                 message: format!("HTTP 429: {message}"),
                 retry_after,
+                limit_used_up,
             },
             408 | 409 | 500..=599 => Error::Transient {
                 engine,
                 kind: TransientKind::ServerError,
                 message: format!("HTTP {code}: {message}"),
                 retry_after,
+                limit_used_up: false,
             },
             _ => Error::Rejected {
                 engine,
@@ -429,8 +450,23 @@ impl Http {
 #[async_trait]
 impl Engine for Http {
     async fn call(&self, request: Request) -> Result<Reply, Error> {
+        // Paced from the server's own rate-limit headers: sent only when its bucket has room.
+        let tokens = crate::pace::request_tokens(&request);
+        let sent_at = loop {
+            match self.pacer.reserve(tokens) {
+                Ok(at) => break at,
+                Err(wait) => {
+                    let sleep = async {
+                        tokio::time::sleep(wait).await;
+                        Ok(())
+                    };
+                    self.cancel.guard(sleep).await?;
+                }
+            }
+        };
         let started = Instant::now();
-        match tokio::time::timeout(self.timeouts.total, self.attempt(&request, started)).await {
+        let attempt = self.attempt(&request, started, tokens, sent_at);
+        match tokio::time::timeout(self.timeouts.total, attempt).await {
             Ok(result) => result,
             Err(_) => Err(self.transient(
                 TransientKind::Timeout,

@@ -10,6 +10,7 @@ mod http;
 mod limit;
 mod mock;
 mod observer;
+mod pace;
 mod rate;
 mod retry;
 mod secret;
@@ -96,7 +97,7 @@ pub fn build_engine(
     }
     Ok(match cfg.mode {
         Mode::Api => stack(
-            http::Http::new(&cfg)?,
+            http::Http::new(&cfg, cancel.clone())?,
             &cfg,
             observers,
             fuse,

@@ -42,7 +42,12 @@ struct Window {
     /// The window never regrows above this: lowered when the endpoint cuts streams while
     /// others are in flight (a server that serves fewer requests at once than were sent).
     ceiling: usize,
+    /// Whether each of the last [`RECENT`] attempts was refused with 429.
+    recent: std::collections::VecDeque<bool>,
 }
+
+/// How many recent attempts [`ConcurrencyLimit`] weighs to tell a real limit from stray 429s.
+const RECENT: usize = 20;
 
 impl std::fmt::Debug for ConcurrencyLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -67,6 +72,7 @@ impl ConcurrencyLimit {
                 paused_until: None,
                 last_cut: None,
                 ceiling: max,
+                recent: std::collections::VecDeque::with_capacity(RECENT),
             }),
         })
     }
@@ -121,6 +127,17 @@ impl ConcurrencyLimit {
                 return Ok(permit);
             }
         }
+    }
+
+    /// Records whether an attempt was refused with 429; true when half the recent attempts
+    /// were: a limit reached, even if the server's headers do not say so.
+    fn note_429(&self, refused: bool) -> bool {
+        let mut st = self.lock();
+        if st.recent.len() == RECENT {
+            st.recent.pop_front();
+        }
+        st.recent.push_back(refused);
+        st.recent.len() == RECENT && st.recent.iter().filter(|r| **r).count() * 2 >= RECENT
     }
 
     fn on_success(&self) {
@@ -269,14 +286,28 @@ impl<E: Engine> Engine for Limit<E> {
         }
         let queued = queued_since.elapsed();
         let result = self.inner.call(request).await;
+        let refused = matches!(
+            &result,
+            Err(Error::Transient {
+                kind: TransientKind::RateLimited,
+                ..
+            })
+        );
+        let limit_reached = self.limit.note_429(refused);
         match &result {
             Ok(_) => self.limit.on_success(),
+            // A 429 whose headers show the limit used up (or one of many): the endpoint is at
+            // its limit, every request waits and the window shrinks. A stray 429 (headers
+            // showing room, or none among mostly answered requests) delays only its own retry.
             Err(Error::Transient {
                 kind: TransientKind::RateLimited,
                 retry_after,
+                limit_used_up,
                 ..
             }) => {
-                self.limit.on_rate_limited(permit.started, *retry_after);
+                if *limit_used_up || limit_reached {
+                    self.limit.on_rate_limited(permit.started, *retry_after);
+                }
             }
             Err(Error::Transient {
                 kind: TransientKind::CutStream,

@@ -168,11 +168,13 @@ mod tests {
             kind,
             message: "x".into(),
             retry_after,
+            limit_used_up: false,
         }
     }
 
     fn check(error: Error, attempt: u32, elapsed_s: u64, jitter: f64, expected: Decision) {
-        let cfg = RetryConfig::default(); // 8 attempts, 600 s, 500 ms base, 60 s cap
+        // 8 attempts, 600 s, 500 ms base, 60 s cap
+        let cfg = RetryConfig::default().with_base_delay(Duration::from_millis(500));
         let got = policy(
             &error,
             attempt,

@@ -8,7 +8,7 @@ use atk_engine::{
     ConcurrencyLimit, CostCounter, EngineConfig, Message, Pricing, Request, RetryConfig,
     build_engine,
 };
-use atk_testkit::{Fault, Faults, ReplyMode, ServerConfig, TestServer};
+use atk_testkit::{Fault, Faults, RateLimit, ReplyMode, ServerConfig, TestServer};
 
 const TEXT: &str = "one two three four five six seven eight";
 const N: usize = 8;
@@ -158,4 +158,52 @@ async fn an_over_long_prompt_fails_at_once_with_the_servers_reason() {
         let ok = engine.call(chat("short").with_param("max_tokens", 5)).await;
         assert_eq!(ok.unwrap().text, TEXT);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_that_does_not_show_the_limit_used_up_delays_only_its_own_retry() {
+    // A stray 429 (no x-ratelimit headers) asking for 30 s: the other calls go on.
+    let faults = Faults::scripted([Fault::RateLimit])
+        .with_retry_after(Duration::from_secs(30))
+        .with_retry_after_ms(true);
+    let server = TestServer::start(server_cfg().with_faults(faults).with_latency(ms(100)))
+        .await
+        .unwrap();
+    let engine = build_engine(engine_cfg(&server), vec![]).unwrap();
+    let t0 = tokio::time::Instant::now();
+    let calls = (0..8).map(|i| {
+        let engine = engine.clone();
+        async move {
+            engine.call(chat(&format!("p{i}"))).await.unwrap();
+            t0.elapsed()
+        }
+    });
+    let mut times = futures_util::future::join_all(calls).await;
+    times.sort();
+    assert!(times[6] < Duration::from_secs(1), "{times:?}");
+    assert!(times[7] >= Duration::from_secs(30), "{times:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_real_rate_limit_is_met_with_few_429s_and_most_of_its_throughput() {
+    // A token bucket of 10 requests refilled over 1 s, x-ratelimit headers on every response.
+    let server = TestServer::start(
+        server_cfg()
+            .with_rate_limit(RateLimit::requests(10, Duration::from_secs(1)))
+            .with_latency(ms(50)),
+    )
+    .await
+    .unwrap();
+    let engine = build_engine(engine_cfg(&server).with_concurrency_limit(8usize), vec![]).unwrap();
+    let t0 = tokio::time::Instant::now();
+    let calls = (0..100).map(|i| engine.call(chat(&format!("p{i}"))));
+    let replies = futures_util::future::join_all(calls).await;
+    assert!(replies.iter().all(Result::is_ok));
+    let elapsed = t0.elapsed().as_secs_f64();
+    // The limit's own time: the first 10 at once, then 10 per second.
+    let ideal = 9.0;
+    let s = server.stats();
+    let refused = s.status_count(429) as f64 / s.requests as f64;
+    assert!(ideal / elapsed >= 0.9, "{elapsed} s for {ideal} s of limit");
+    assert!(refused <= 0.05, "{refused} of requests refused: {s:?}");
 }

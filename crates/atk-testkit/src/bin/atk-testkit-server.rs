@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use atk_testkit::{Fault, Faults, ReplyMode, ServerConfig, TestServer};
+use atk_testkit::{Fault, Faults, RateLimit, ReplyMode, ServerConfig, TestServer};
 use clap::Parser;
 
 /// An OpenAI-compatible test server on 127.0.0.1 with latency and fault injection.
@@ -82,6 +82,21 @@ struct Args {
     /// Cut replies at the request's max_tokens words (finish_reason "length").
     #[arg(long)]
     honor_max_tokens: bool,
+    /// One request at a time, and a new request cuts the running stream (llama-cpp-python).
+    #[arg(long)]
+    cut_on_arrival: bool,
+    /// A token-bucket limit of this many requests per --rate-limit-period-ms (429 beyond).
+    #[arg(long, default_value_t = 0)]
+    rate_limit_requests: u64,
+    /// A token-bucket limit of this many tokens (prompt words + max_tokens) per period.
+    #[arg(long, default_value_t = 0)]
+    rate_limit_tokens: u64,
+    /// The rate limit's refill period, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    rate_limit_period_ms: u64,
+    /// Do not send x-ratelimit-* headers with the rate limit.
+    #[arg(long)]
+    no_rate_limit_headers: bool,
     /// Keep serving when stdin closes (for stdin = /dev/null).
     #[arg(long)]
     no_stdin_watch: bool,
@@ -112,7 +127,18 @@ impl Args {
             .with_usage_in_stream(!self.no_usage)
             .with_stream_chunks(self.stream_chunks)
             .with_seed(self.seed)
-            .with_honor_max_tokens(self.honor_max_tokens);
+            .with_honor_max_tokens(self.honor_max_tokens)
+            .with_cut_on_arrival(self.cut_on_arrival);
+        if self.rate_limit_requests > 0 || self.rate_limit_tokens > 0 {
+            cfg = cfg.with_rate_limit(
+                RateLimit::requests(
+                    self.rate_limit_requests,
+                    Duration::from_millis(self.rate_limit_period_ms),
+                )
+                .with_tokens(self.rate_limit_tokens)
+                .with_headers(!self.no_rate_limit_headers),
+            );
+        }
         cfg.api_key.clone_from(&self.api_key);
         cfg.context_limit = self.context_limit;
         if let Some(t) = &self.reply_template {
