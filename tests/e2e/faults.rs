@@ -228,3 +228,77 @@ async fn retry_after_is_waited_out_before_the_next_request() {
         "a request was answered {gap:?} after a 429 asking for {wait:?}"
     );
 }
+
+#[tokio::test]
+async fn an_outage_mid_run_is_waited_out() {
+    use atk_e2e::Running;
+
+    // A replica restarting: it goes away mid-run and comes back on the same port.
+    const DOCS: usize = 10;
+    let cfg = ServerConfig::default().with_latency(Duration::from_millis(20));
+    let (mut server, poems) = poem_server(cfg).await;
+    let env = Env::new();
+    env.write_docs(DOCS);
+    let mut config = Config::new(server.base_url()).set("max_attempts", "2");
+    config.concurrency_limit = 2;
+    let config = env.write_config(&config);
+
+    let running = Running::spawn(env.command(bin(), &config));
+    server
+        .wait_until(RUN_TIMEOUT, |s| s.completed >= 3)
+        .await
+        .expect("the run got going");
+    server.go_away().await;
+    // The outage itself (what the run must ride out), not a synchronisation wait.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.come_back().await.unwrap();
+    let out = running.wait(RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(env.dataset().len(), DOCS, "no item failed for good\n{out}");
+    poems.assert_all_whole(&env);
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_outage_limit_exits_1_and_leaves_items_pending() {
+    use atk_e2e::Running;
+
+    const DOCS: usize = 8;
+    let cfg = ServerConfig::default().with_latency(Duration::from_millis(30));
+    let (mut server, poems) = poem_server(cfg).await;
+    let env = Env::new();
+    env.write_docs(DOCS);
+    let mut config = Config::new(server.base_url()).set("outage_limit", "1");
+    config.concurrency_limit = 2;
+    let config = env.write_config(&config);
+
+    let running = Running::spawn(env.command(bin(), &config));
+    server
+        .wait_until(RUN_TIMEOUT, |s| s.completed >= 2)
+        .await
+        .expect("the run got going");
+    server.go_away().await;
+    let out = running.wait(RUN_TIMEOUT).await;
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("has not answered for"),
+        "a clear message\n{out}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.output().join("run_summary.json")).expect("run_summary.json"),
+    )
+    .unwrap();
+    let failed: u64 = summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["failed"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(failed, 0, "unsent items are pending, not failed\n{out}");
+
+    // Back up: the next run carries on and finishes.
+    server.come_back().await.unwrap();
+    let again = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    again.assert_code(0);
+    assert_eq!(env.dataset().len(), DOCS, "{again}");
+    poems.assert_all_whole(&env);
+}

@@ -138,6 +138,11 @@ pub struct EngineConfig {
     pub timeouts: Timeouts,
     /// Transport retry bounds.
     pub retry: RetryConfig,
+    /// How long the endpoint may stop answering (no connection, or only 502/503) before the
+    /// engine gives up with a fatal error. Meanwhile calls wait and one probe at a time goes
+    /// out, so no item spends its attempts on the outage. Applies once the endpoint has
+    /// answered; an endpoint never reached fails by the bounded retries.
+    pub outage_limit: Duration,
     /// Optional requests-per-minute limit.
     pub requests_per_minute: Option<u32>,
     /// Optional tokens-per-minute limit (prompt estimate + `max_tokens` reserved, corrected by usage).
@@ -166,6 +171,7 @@ impl Default for EngineConfig {
             require_finish_reason: true,
             timeouts: Timeouts::default(),
             retry: RetryConfig::default(),
+            outage_limit: Duration::from_secs(600),
             requests_per_minute: None,
             tokens_per_minute: None,
             mock: MockConfig::default(),
@@ -212,6 +218,8 @@ setters! {
     with_timeouts: timeouts: Timeouts;
     /// Sets `retry`.
     with_retry: retry: RetryConfig;
+    /// Sets `outage_limit`.
+    with_outage_limit: outage_limit: Duration;
     /// Sets `requests_per_minute`.
     with_requests_per_minute: requests_per_minute: Option<u32>;
     /// Sets `tokens_per_minute`.

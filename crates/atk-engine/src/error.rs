@@ -65,6 +65,20 @@ pub enum Error {
         /// The last failure.
         last: Box<Error>,
     },
+    /// The endpoint stopped answering (no connection, or only 502/503) for longer than the
+    /// outage limit. Fatal: the run stops and unsent items stay pending for the next run.
+    #[error(
+        "{engine}: the endpoint has not answered for {} s (more than outage_limit); stopping the run: unsent items stay pending, rerun once it is back. Last error: {last}",
+        down_for.as_secs()
+    )]
+    EndpointDown {
+        /// Engine label.
+        engine: String,
+        /// How long it has been down.
+        down_for: Duration,
+        /// The last failure seen.
+        last: String,
+    },
     /// The engine was marked dead by an earlier fatal error; this call was not sent.
     #[error("{engine}: engine stopped after a fatal error: {reason}")]
     EngineDead {
@@ -94,8 +108,10 @@ pub enum TransientKind {
     RateLimited,
     /// HTTP 5xx, 408 or 409.
     ServerError,
-    /// Connection refused, reset or closed.
+    /// Connection reset or closed.
     Connection,
+    /// The endpoint is not there: the connection could not be made, or HTTP 502/503.
+    Unavailable,
     /// Connect, first-byte, idle or total timeout.
     Timeout,
     /// Stream ended before `finish_reason`/`[DONE]`.
@@ -120,6 +136,7 @@ impl TransientKind {
             Self::RateLimited => "rate_limited",
             Self::ServerError => "server_error",
             Self::Connection => "connection",
+            Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
             Self::Incomplete => "incomplete_reply",
             Self::CutStream => "cut_stream",
@@ -135,6 +152,7 @@ impl Error {
             Self::AuthRefused { .. }
             | Self::NotFound { .. }
             | Self::EngineDead { .. }
+            | Self::EndpointDown { .. }
             | Self::Config(_) => true,
             Self::RetriesExhausted { last, .. } => last.is_fatal(),
             _ => false,

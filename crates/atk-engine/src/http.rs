@@ -395,7 +395,9 @@ impl Http {
     }
 
     fn classify_send_error(&self, e: &reqwest::Error) -> Error {
-        let kind = if e.is_timeout() {
+        let kind = if e.is_connect() {
+            TransientKind::Unavailable
+        } else if e.is_timeout() {
             TransientKind::Timeout
         } else {
             TransientKind::Connection
@@ -430,6 +432,13 @@ impl Http {
                 message: format!("HTTP 429: {message}"),
                 retry_after,
                 limit_used_up,
+            },
+            502 | 503 => Error::Transient {
+                engine,
+                kind: TransientKind::Unavailable,
+                message: format!("HTTP {code}: {message}"),
+                retry_after,
+                limit_used_up: false,
             },
             408 | 409 | 500..=599 => Error::Transient {
                 engine,

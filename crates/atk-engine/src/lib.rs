@@ -10,6 +10,7 @@ mod http;
 mod limit;
 mod mock;
 mod observer;
+mod outage;
 mod pace;
 mod rate;
 mod retry;
@@ -91,6 +92,7 @@ pub fn build_engine(
             fuse.clone(),
             cancel.clone(),
             observers.clone(),
+            outage::Outage::new(&cfg.label, cfg.outage_limit),
         );
         let retried = retry::Retry::new(limited, cfg.retry, observers.clone(), fuse, cancel);
         Arc::new(observer::Observed::new(retried, observers))

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::cancel::Cancel;
 use crate::fuse::Fuse;
 use crate::observer::Observers;
+use crate::outage::{Outage, Pass, Verdict};
 use crate::rate::RateLimiter;
 use crate::{Engine, Error, Reply, Request, TransientKind};
 
@@ -244,6 +245,7 @@ pub(crate) struct Limit<E> {
     fuse: Fuse,
     cancel: Cancel,
     observers: Observers,
+    outage: Outage,
 }
 
 impl<E: Engine> Limit<E> {
@@ -254,6 +256,7 @@ impl<E: Engine> Limit<E> {
         fuse: Fuse,
         cancel: Cancel,
         observers: Observers,
+        outage: Outage,
     ) -> Self {
         Self {
             inner,
@@ -262,6 +265,7 @@ impl<E: Engine> Limit<E> {
             fuse,
             cancel,
             observers,
+            outage,
         }
     }
 }
@@ -270,6 +274,61 @@ impl<E: Engine> Limit<E> {
 impl<E: Engine> Engine for Limit<E> {
     async fn call(&self, request: Request) -> Result<Reply, Error> {
         let queued_since = Instant::now();
+        loop {
+            // While the endpoint is down, calls wait here (one goes out as the probe) instead
+            // of spending their attempts; a failure then is held, not returned.
+            let pass = self.cancel.guard(self.outage.admit(&self.fuse)).await?;
+            let probe = ProbeGuard {
+                outage: &self.outage,
+                pass: Some(pass),
+            };
+            let (result, verdict) = self.attempt(request.clone(), queued_since, probe).await?;
+            if verdict == Verdict::Return {
+                return result;
+            }
+        }
+    }
+    fn label(&self) -> &str {
+        self.inner.label()
+    }
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+    fn is_mock(&self) -> bool {
+        self.inner.is_mock()
+    }
+}
+
+/// A probe's pass, handed back if the call ends (cancelled, dropped) before its outcome.
+struct ProbeGuard<'a> {
+    outage: &'a Outage,
+    pass: Option<Pass>,
+}
+
+impl ProbeGuard<'_> {
+    fn outcome(mut self, result: Result<(), &Error>) -> Verdict {
+        let pass = self.pass.take().unwrap_or(Pass::Send);
+        self.outage.outcome(pass, result)
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.pass == Some(Pass::Probe) {
+            self.outage.abandon_probe();
+        }
+    }
+}
+
+impl<E: Engine> Limit<E> {
+    /// One attempt: a slot, the RPM/TPM budget, the inner call, and what its outcome says
+    /// about the endpoint. `Err` only for a call stopped before it was sent.
+    async fn attempt(
+        &self,
+        request: Request,
+        queued_since: Instant,
+        probe: ProbeGuard<'_>,
+    ) -> Result<(Result<Reply, Error>, Verdict), Error> {
         // A stopping run sends nothing new: the waits end at cancel, and the token is checked
         // once more right before sending (a slot freed at the moment of a Ctrl-C must not carry
         // a queued request out). Dropping `permit` hands the slot on.
@@ -286,6 +345,7 @@ impl<E: Engine> Engine for Limit<E> {
         }
         let queued = queued_since.elapsed();
         let result = self.inner.call(request).await;
+        let verdict = probe.outcome(result.as_ref().map(|_| ()));
         let refused = matches!(
             &result,
             Err(Error::Transient {
@@ -332,19 +392,11 @@ impl<E: Engine> Engine for Limit<E> {
                 .map_or(0, |r| r.usage.prompt_tokens + r.usage.completion_tokens);
             rate.settle(reserved, used);
         }
-        result.map(|mut reply| {
+        let result = result.map(|mut reply| {
             reply.timing.queued += queued;
             reply
-        })
-    }
-    fn label(&self) -> &str {
-        self.inner.label()
-    }
-    fn model(&self) -> &str {
-        self.inner.model()
-    }
-    fn is_mock(&self) -> bool {
-        self.inner.is_mock()
+        });
+        Ok((result, verdict))
     }
 }
 

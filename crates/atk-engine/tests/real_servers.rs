@@ -207,3 +207,74 @@ async fn a_real_rate_limit_is_met_with_few_429s_and_most_of_its_throughput() {
     assert!(ideal / elapsed >= 0.9, "{elapsed} s for {ideal} s of limit");
     assert!(refused <= 0.05, "{refused} of requests refused: {s:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_90_s_outage_is_waited_out_without_spending_attempts() {
+    // A replica restarts mid-run: gone for 90 s, back on the same port.
+    let mut server = TestServer::start(server_cfg().with_latency(ms(50)))
+        .await
+        .unwrap();
+    let cost = CostCounter::new("t", Pricing::default());
+    let retry = RetryConfig::default()
+        .with_max_attempts(3)
+        .with_base_delay(ms(10))
+        .with_max_delay(ms(50));
+    let engine = build_engine(engine_cfg(&server).with_retry(retry), vec![cost.clone()]).unwrap();
+    let calls: Vec<_> = (0..40)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.call(chat(&format!("p{i}"))).await })
+        })
+        .collect();
+    server
+        .wait_until(Duration::from_secs(60), |s| s.completed >= 10)
+        .await
+        .unwrap();
+    server.go_away().await;
+    let gone = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    server.come_back().await.unwrap();
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap().text, TEXT);
+    }
+    let back_after = gone.elapsed();
+    assert!(
+        back_after < Duration::from_secs(101),
+        "resumed {back_after:?} after the outage began"
+    );
+    let totals = cost.snapshot();
+    assert_eq!(
+        (totals.requests, totals.failed_requests),
+        (40, 0),
+        "{totals:?}"
+    );
+    // A handful of refused connections (the first failures, then one probe at a time), not
+    // every queued call's attempts.
+    let refused = totals.retries.get("unavailable").copied().unwrap_or(0);
+    assert!(refused <= 6, "{totals:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_longer_than_the_limit_stops_the_engine() {
+    let mut server = TestServer::start(server_cfg()).await.unwrap();
+    let engine = build_engine(
+        engine_cfg(&server).with_outage_limit(Duration::from_secs(60)),
+        vec![],
+    )
+    .unwrap();
+    engine.call(chat("first")).await.unwrap();
+    server.go_away().await;
+    let t0 = tokio::time::Instant::now();
+    let calls = (0..10).map(|i| engine.call(chat(&format!("p{i}"))));
+    let results = futures_util::future::join_all(calls).await;
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(60) && waited < Duration::from_secs(75),
+        "{waited:?}"
+    );
+    for r in &results {
+        let e = r.as_ref().unwrap_err();
+        assert!(e.is_fatal(), "{e}");
+        assert!(e.to_string().contains("has not answered for"), "{e}");
+    }
+}

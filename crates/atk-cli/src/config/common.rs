@@ -51,6 +51,7 @@ use serde::Deserialize;
 /// | `request_timeout` | seconds (number) | `1800` | Longest one attempt may take in total before it is retried. |
 /// | `idle_timeout` | seconds (number) | `120` | Longest silence inside a streamed reply before the attempt is retried. |
 /// | `max_attempts` | integer ≥ 1 | `8` | Transport attempts per request (first try included): 429, 5xx, resets, stalls. |
+/// | `outage_limit` | seconds (number) | `600` | How long an endpoint that had answered may stop answering (no connection, or only 502/503) before the run stops (exit 1, unsent items left pending). Meanwhile nothing is sent but one probe at a time, so no item spends its attempts on the outage. |
 /// | `requests_per_minute` | integer | none (no cap) | Cap on requests per minute, per engine. |
 /// | `tokens_per_minute` | integer | none (no cap) | Cap on tokens per minute, per engine. |
 /// | `mock_reply` | string | none (a built-in paragraph) | Reply template of `mock` engines; `{hash}`, `{words}`, `{lines}`, `{excerpt}` are filled in. |
@@ -137,6 +138,8 @@ pub struct CommonConfig {
     pub idle_timeout: Duration,
     /// Transport attempts per request.
     pub max_attempts: u32,
+    /// Longest outage of an endpoint waited out.
+    pub outage_limit: Duration,
     /// Requests-per-minute cap, per engine.
     pub requests_per_minute: Option<u32>,
     /// Tokens-per-minute cap, per engine.
@@ -187,6 +190,7 @@ impl CommonConfig {
         "request_timeout",
         "idle_timeout",
         "max_attempts",
+        "outage_limit",
         "requests_per_minute",
         "tokens_per_minute",
         "mock_reply",
@@ -244,6 +248,7 @@ impl Default for CommonConfig {
             request_timeout: Duration::from_secs(1800),
             idle_timeout: Duration::from_secs(120),
             max_attempts: 8,
+            outage_limit: Duration::from_secs(600),
             requests_per_minute: None,
             tokens_per_minute: None,
             mock_reply: None,
@@ -291,6 +296,7 @@ pub(crate) struct RawCommon {
     pub request_timeout: Option<f64>,
     pub idle_timeout: Option<f64>,
     pub max_attempts: Option<u32>,
+    pub outage_limit: Option<f64>,
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u32>,
     pub mock_reply: Option<String>,
@@ -425,6 +431,7 @@ impl RawCommon {
                 "max_attempts",
                 self.max_attempts.unwrap_or(d.max_attempts),
             )?,
+            outage_limit: seconds("outage_limit", self.outage_limit, d.outage_limit)?,
             requests_per_minute: self
                 .requests_per_minute
                 .map(|n| at_least_one("requests_per_minute", n))
