@@ -1,11 +1,13 @@
-//! `--dry-run`: the pipeline runs its first step against engines that count instead of send,
-//! over an in-memory store, so nothing is requested and nothing is written to the output dir.
+//! `--dry-run`: the pipeline runs its whole chain on a sample of its items against engines
+//! that count and answer offline, over an in-memory store, so nothing is requested and nothing
+//! is written to the output dir; the counts are scaled from the sample to every item.
 //!
 //! How: [`CountingEngine`] renders nothing itself; the step renders its prompt as in a real
 //! run and calls the engine, which counts the prompt's tokens, notes `max_tokens`, and answers
-//! with a non-fatal rejection. Each item therefore fails the first step after exactly one call,
-//! later steps never run, and [`crate::RunContext::run_chain`] then ends the run with the
-//! estimate (`RunError::DryRun`, exit 0) before the pipeline writes any dataset.
+//! with the mock engine's reply (the step's mock reply), so filters, fan-outs, votes and
+//! fan-ins behave as they would on the demo and later steps are counted too.
+//! [`crate::RunContext::run_chain`] then ends the run with the estimate (`RunError::DryRun`,
+//! exit 0) before the pipeline writes any dataset.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -26,7 +28,7 @@ pub struct EngineEstimate {
     pub label: String,
     /// Model name.
     pub model: String,
-    /// Requests the first step would send (one per item; validation retries not counted).
+    /// Requests the chain would send (counted on the sample, scaled to every item).
     pub requests: u64,
     /// Prompt tokens over those requests.
     pub prompt_tokens: u64,
@@ -59,6 +61,8 @@ pub struct CountingEngine {
     state: Mutex<EngineEstimate>,
     /// False once a request came without `max_tokens` (the output bound is then unknown).
     bounded: Mutex<bool>,
+    /// Answers in place of the endpoint (the mock engine); none: every call is refused.
+    inner: Option<Arc<dyn Engine>>,
 }
 
 impl std::fmt::Debug for CountingEngine {
@@ -86,7 +90,35 @@ impl CountingEngine {
                 ..EngineEstimate::default()
             }),
             bounded: Mutex::new(true),
+            inner: None,
         })
+    }
+
+    /// As [`new`](Self::new), answering each counted call with `inner`'s reply (a mock engine),
+    /// so the whole chain runs.
+    pub fn answering(
+        label: &str,
+        model: &str,
+        counter: &'static dyn TokenCounter,
+        input_price: f64,
+        output_price: f64,
+        inner: Arc<dyn Engine>,
+    ) -> Arc<Self> {
+        let mut engine = Arc::into_inner(Self::new(label, model, counter, input_price, output_price)).unwrap_or_else(|| unreachable!());
+        engine.inner = Some(inner);
+        Arc::new(engine)
+    }
+
+    /// The estimate scaled from a sample of `sample` items to `total` items.
+    pub fn scaled_estimate(&self, sample: u64, total: u64) -> EngineEstimate {
+        let mut e = self.estimate();
+        if sample > 0 && total != sample {
+            let scale = |n: u64| ((n as f64) * (total as f64) / (sample as f64)).round() as u64;
+            e.requests = scale(e.requests);
+            e.prompt_tokens = scale(e.prompt_tokens);
+            e.max_output_tokens = e.max_output_tokens.map(scale);
+        }
+        e
     }
 
     /// What was counted so far.
@@ -129,6 +161,9 @@ impl Engine for CountingEngine {
         if max.is_none() {
             *self.bounded.lock().unwrap_or_else(|e| e.into_inner()) = false;
         }
+        if let Some(inner) = &self.inner {
+            return inner.call(request).await;
+        }
         Err(Error::Rejected { engine: self.label.clone(), status: 0, message: NOT_SENT.to_string() })
     }
     fn label(&self) -> &str {
@@ -139,11 +174,16 @@ impl Engine for CountingEngine {
     }
 }
 
-/// Renders the dry-run report printed on stderr.
-pub fn render_estimate(items: u64, input_tokens: u64, engines: &[EngineEstimate], show_sample: bool) -> String {
+/// Renders the dry-run report printed on stderr; `sample` is how many of the `items` the
+/// chain ran on (the counts are scaled from them).
+pub fn render_estimate(items: u64, sample: u64, input_tokens: u64, engines: &[EngineEstimate], show_sample: bool) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "dry run: nothing was sent");
+    let _ = writeln!(s, "dry run: nothing was sent; these figures are an ESTIMATE");
     let _ = writeln!(s, "  {items} chunks, {input_tokens} input tokens in the chunks");
+    let _ = writeln!(
+        s,
+        "  the whole chain ran on {sample} of {items} chunks with the steps' mock replies; requests and tokens are scaled to all {items}"
+    );
     let mut low = 0.0;
     let mut high = Some(0.0);
     for e in engines {
@@ -168,13 +208,13 @@ pub fn render_estimate(items: u64, input_tokens: u64, engines: &[EngineEstimate]
     }
     match high {
         Some(h) => {
-            let _ = writeln!(s, "  estimated cost of the first step: ${low:.4} to ${h:.4}");
+            let _ = writeln!(s, "  estimated cost of the whole chain: ${low:.4} to ${h:.4}");
         }
         None => {
-            let _ = writeln!(s, "  estimated cost of the first step: at least ${low:.4}");
+            let _ = writeln!(s, "  estimated cost of the whole chain: at least ${low:.4}");
         }
     }
-    let _ = writeln!(s, "  (later steps depend on the first one's replies and are not estimated)");
+    let _ = writeln!(s, "  (real replies differ from mock ones: drops, splits and retries may change the counts)");
     match engines.iter().find_map(|e| e.sample.as_ref()) {
         Some(sample) if show_sample => {
             let _ = writeln!(s, "first rendered prompt:\n{sample}");
@@ -300,7 +340,7 @@ mod tests {
         let e = CountingEngine::new("large", "m", &WhitespaceCounter, 1.0, 2.0);
         e.call(Request::completion("a b c")).await.unwrap_err();
         assert_eq!(e.estimate().max_output_tokens, None);
-        let text = render_estimate(1, 3, &[e.estimate()], false);
+        let text = render_estimate(1, 1, 3, &[e.estimate()], false);
         assert!(text.contains("output unbounded"), "{text}");
     }
 
@@ -314,7 +354,7 @@ mod tests {
         let f = FailureRecord { v: 1, kind: "k".into(), reason: "r".into(), last_output: None, attempts: 1, stored_at_ms: 0 };
         s.put_failure("s", "a", f).await.unwrap();
         assert_eq!(s.failures("s").count(), 1);
-        let r = ResultRecord { v: 1, output: serde_json::json!(1), details: None, attempts: 1, prompt_tokens: 0, completion_tokens: 0, elapsed_ms: 0, stored_at_ms: 0 };
+        let r = ResultRecord { v: 1, outcome: Default::default(), raw: None, fingerprint: None, input_hash: None, output: serde_json::json!(1), details: None, attempts: 1, prompt_tokens: 0, completion_tokens: 0, elapsed_ms: 0, stored_at_ms: 0 };
         s.put_result("s", "a", r).await.unwrap();
         assert_eq!(s.failures("s").count(), 0);
         assert!(s.has_result("s", "a").unwrap());

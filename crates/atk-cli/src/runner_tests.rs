@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use atk_state::ResultRecord;
-use atk_step::StepOutput;
+use atk_step::{StepError, StepOutput};
 use serde_json::json;
 
 use super::*;
@@ -35,7 +35,7 @@ impl Step for Upper {
             return Err(StepError::failed("validation", "charlie is refused"));
         }
         Ok(StepOutput::Result(ResultRecord {
-            v: RECORD_VERSION,
+            v: RECORD_VERSION, outcome: Default::default(), raw: None, fingerprint: None, input_hash: None,
             output: json!(text.to_uppercase()),
             details: None,
             attempts: 1,
@@ -71,9 +71,8 @@ impl Pipeline for TestPipeline {
         }
         let chain: Vec<Arc<dyn Step>> = vec![Arc::new(Upper(self.0.clone()))];
         ctx.run_chain(&chain).await?;
-        let lines = ctx.final_items(&chain)?;
-        *self.0.dataset.lock().unwrap() =
-            lines.iter().map(|i| first_word(i.fields["text"].as_str().unwrap_or_default())).collect();
+        let lines = ctx.final_items(&chain).map(|i| Ok::<_, RunError>(first_word(&i?.text("text")?))).collect::<Result<_, _>>()?;
+        *self.0.dataset.lock().unwrap() = lines;
         Ok(())
     }
 }

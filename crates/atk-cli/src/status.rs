@@ -218,7 +218,7 @@ mod tests {
         {
             let store = SledStore::open(&crate::store_dir(dir.path())).unwrap();
             store.put_items(vec![item("a", 0), item("b", 1), item("c", 2), item("d", 3)]).await.unwrap();
-            let r = ResultRecord { v: 1, output: "poem".into(), details: None, attempts: 1, prompt_tokens: 1, completion_tokens: 1, elapsed_ms: 1, stored_at_ms: 1 };
+            let r = ResultRecord { v: 1, outcome: Default::default(), raw: None, fingerprint: None, input_hash: None, output: "poem".into(), details: None, attempts: 1, prompt_tokens: 1, completion_tokens: 1, elapsed_ms: 1, stored_at_ms: 1 };
             store.put_result("write_poem", "a", r.clone()).await.unwrap();
             store.put_result("write_poem", "b", r).await.unwrap();
             let f = FailureRecord { v: 1, kind: "validation".into(), reason: "short".into(), last_output: None, attempts: 4, stored_at_ms: 1 };

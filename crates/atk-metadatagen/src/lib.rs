@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use atk_state::{ItemRecord, Store};
 
 pub use error::Error;
+pub use jsonl::JsonlFile;
 pub use sharegpt::{Completion, Conversation, Turn};
 
 use extras::Extras;
-use jsonl::JsonlFile;
 
 /// A step whose recorded details feed meta datagen: its name (which keys its stored
 /// results) and the details key it records under (e.g. `poetry_details`).
@@ -338,7 +338,7 @@ mod tests {
 
     fn result(text: &str, details: bool) -> ResultRecord {
         ResultRecord {
-            v: 1,
+            v: 1, outcome: Default::default(), raw: None, fingerprint: None, input_hash: None,
             output: json!(format!("poem about {text}")),
             details: details.then(|| Details {
                 messages: vec![

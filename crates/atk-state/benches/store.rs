@@ -19,7 +19,7 @@ const STEP: &str = "bench";
 /// A ~1 KB result record.
 fn record(i: usize) -> ResultRecord {
     ResultRecord {
-        v: RECORD_VERSION,
+        v: RECORD_VERSION, outcome: Default::default(), raw: None, fingerprint: None, input_hash: None,
         output: serde_json::json!({"question": format!("question {i}"), "answer": "y".repeat(900)}),
         details: None,
         attempts: 1,

@@ -12,7 +12,7 @@ mod status;
 use async_trait::async_trait;
 
 pub use error::Error;
-pub use record::{Details, FailureRecord, Fields, ItemRecord, ResultRecord, RunMeta, RECORD_VERSION};
+pub use record::{Details, FailureRecord, FieldError, Fields, ItemRecord, Outcome, RECORD_VERSION, ResultRecord, RunMeta, now_ms};
 pub use retire::{Retired, retire_stale_items};
 pub use sled_store::{SledStore, StoreOptions, STORE_FORMAT_VERSION};
 pub use status::{read_status_snapshot, status_snapshot_path, write_status_snapshot};

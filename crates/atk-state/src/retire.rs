@@ -129,7 +129,7 @@ mod tests {
             .await
             .unwrap();
         let result = ResultRecord {
-            v: RECORD_VERSION,
+            v: RECORD_VERSION, outcome: Default::default(), raw: None, fingerprint: None, input_hash: None,
             output: json!("paid for"),
             details: None,
             attempts: 1,

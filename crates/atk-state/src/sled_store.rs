@@ -258,7 +258,8 @@ fn is_root_encoded(id: &str, bytes: &[u8]) -> Option<bool> {
     let rest = bytes.strip_prefix(b"{\"v\":")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     let version: u32 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-    if version != RECORD_VERSION {
+    // Items kept their layout from version 1 on.
+    if !(crate::record::OLDEST_READABLE_VERSION..=RECORD_VERSION).contains(&version) {
         return None;
     }
     let rest = rest[digits..].strip_prefix(b",\"id\":")?;
@@ -502,7 +503,7 @@ mod tests {
 
     fn result(output: &str) -> ResultRecord {
         ResultRecord {
-            v: RECORD_VERSION,
+            v: RECORD_VERSION, outcome: Default::default(), raw: None, fingerprint: None, input_hash: None,
             output: json!(output),
             details: Some(Details {
                 messages: vec![json!({"role": "user", "content": "hi {x}"})],

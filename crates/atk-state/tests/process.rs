@@ -107,7 +107,7 @@ fn a_second_process_is_locked_out() {
 /// A ~1 KB result, like a short generated answer with its details off.
 fn record(id: &str) -> ResultRecord {
     ResultRecord {
-        v: RECORD_VERSION,
+        v: RECORD_VERSION, outcome: Default::default(), raw: None, fingerprint: None, input_hash: None,
         output: serde_json::json!({"id": id, "text": "x".repeat(1000)}),
         details: None,
         attempts: 1,

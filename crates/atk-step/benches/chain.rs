@@ -169,7 +169,7 @@ async fn child(n: usize) {
     let base_store = Arc::new(open(&dir.path().join("baseline")));
     seed(&base_store, n).await;
     let record = ResultRecord {
-        v: RECORD_VERSION,
+        v: RECORD_VERSION, outcome: Default::default(), raw: None, fingerprint: None, input_hash: None,
         output: json!("Waves fold the dark light / salt wind keeps the harbour awake / a gull writes the dawn"),
         details: None,
         attempts: 1,

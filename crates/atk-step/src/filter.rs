@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use atk_state::{ItemRecord, RECORD_VERSION, ResultRecord};
+use atk_state::{ItemRecord, Outcome, ResultRecord};
 use serde_json::{Value, json};
 
 use crate::error::StepError;
-use crate::prompt_step::{PromptStep, now_ms};
+use crate::prompt_step::PromptStep;
 use crate::step::{Step, StepContext, StepOutput};
 
 type Judge = Arc<dyn Fn(&Value) -> Result<(bool, String), String> + Send + Sync>;
@@ -92,28 +92,23 @@ impl Step for FilterStep {
         }
     }
 
+    fn details_key(&self) -> Option<&str> {
+        match &self.source {
+            Source::Prompt(inner, _) => Step::details_key(inner.as_ref()),
+            Source::Function(_) => None,
+        }
+    }
+
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let ((keep, reason), mut record) = match &self.source {
             Source::Prompt(inner, judge) => inner.attempt(item, ctx, &|out, _| judge(out)).await?,
-            Source::Function(f) => {
-                let record = ResultRecord {
-                    v: RECORD_VERSION,
-                    output: Value::Null,
-                    details: None,
-                    attempts: 1,
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    elapsed_ms: 0,
-                    stored_at_ms: now_ms(),
-                };
-                (f(item), record)
-            }
+            Source::Function(f) => (f(item), ResultRecord::new(Value::Null)),
         };
+        record.output = json!({"keep": keep, "reason": reason});
         if keep {
-            record.output = json!({"keep": true, "reason": reason});
             Ok(StepOutput::Keep(record))
         } else {
-            record.output = Value::String(reason);
+            record.outcome = Outcome::Dropped { reason };
             Ok(StepOutput::Drop(record))
         }
     }

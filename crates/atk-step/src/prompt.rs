@@ -43,6 +43,13 @@ enum Body {
 pub struct PromptTemplate {
     source: PromptSource,
     body: Body,
+    digest: String,
+}
+
+/// The first 16 hex digits of SHA-256 of a prompt file's text.
+fn digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(text.as_bytes())[..8])
 }
 
 #[derive(Deserialize)]
@@ -87,7 +94,7 @@ impl PromptTemplate {
             return Err(error(None, "the prompt has no messages".into()));
         }
         let messages = raw.into_iter().map(|m| Message::new(m.role.as_str(), m.content)).collect();
-        Ok(Self { source, body: Body::Chat(messages) })
+        Ok(Self { source, body: Body::Chat(messages), digest: digest(text) })
     }
 
     /// A completion prompt (plain text).
@@ -95,12 +102,18 @@ impl PromptTemplate {
         if text.trim().is_empty() {
             return Err(StepError::Prompt { file: source.to_string(), line: None, message: "the file is empty".into() });
         }
-        Ok(Self { source, body: Body::Completion(text.to_string()) })
+        Ok(Self { source, body: Body::Completion(text.to_string()), digest: digest(text) })
     }
 
     /// Where this prompt came from.
     pub fn source(&self) -> &PromptSource {
         &self.source
+    }
+
+    /// A short hash of the file's text (16 hex digits): names the prompt's version in
+    /// dataset cards and step fingerprints.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// True for a chat prompt, false for a completion prompt.
@@ -169,6 +182,14 @@ impl PromptLibrary {
         let template = Arc::new(template);
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(file_name, template.clone());
         Ok(template)
+    }
+
+    /// Every prompt loaded so far, by file name, sorted: `(file name, source, digest)`.
+    pub fn loaded(&self) -> Vec<(String, String, String)> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = cache.iter().map(|(name, t)| (name.clone(), t.source.to_string(), t.digest.clone())).collect();
+        out.sort();
+        out
     }
 
     /// Loads and checks every named prompt; the first problem is returned.
