@@ -15,7 +15,10 @@ pub mod status;
 pub mod summary;
 
 pub use error::{RunError, exit_code};
-pub use runner::{COST_META_KEY, CTRL_C_GRACE, Pipeline, RUN_META_KEY, RunContext, chunk_item, main, main_with_args, run, store_dir};
+pub use runner::{
+    COST_META_KEY, CTRL_C_GRACE, Pipeline, RUN_META_KEY, RunContext, chunk_item, main,
+    main_with_args, run, store_dir,
+};
 
 /// Re-exports pipelines need without naming the crates themselves.
 pub use dataset::DatasetWriter;

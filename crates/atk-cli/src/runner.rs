@@ -92,7 +92,9 @@ const DRY_RUN_SAMPLE: usize = 24;
 
 impl<C> std::fmt::Debug for RunContext<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunContext").field("output_dir", &self.output_dir).finish_non_exhaustive()
+        f.debug_struct("RunContext")
+            .field("output_dir", &self.output_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -140,9 +142,22 @@ impl<C> RunContext<C> {
             }
         }
         if self.settings.do_meta_datagen {
-            let known: Vec<&str> = self.details_sources.iter().map(|s| s.details_key.as_str()).collect();
-            if let Some(missing) = self.settings.meta_datagen_keys.iter().find(|k| !known.contains(&k.as_str())) {
-                let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+            let known: Vec<&str> = self
+                .details_sources
+                .iter()
+                .map(|s| s.details_key.as_str())
+                .collect();
+            if let Some(missing) = self
+                .settings
+                .meta_datagen_keys
+                .iter()
+                .find(|k| !known.contains(&k.as_str()))
+            {
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
                 return Err(RunError::Config(format!(
                     "meta_datagen_keys lists `{missing}`, but no step of the chain records details under that key \
                      (details keys of its steps: {known}); nothing was sent"
@@ -153,12 +168,31 @@ impl<C> RunContext<C> {
             .with_cancel(self.cancel.clone())
             // A dry run goes one item at a time: nothing waits on a network, and the sample
             // prompt shown is then always the first item's.
-            .with_max_in_flight(if self.dry_run.is_some() { 1 } else { self.settings.concurrency_limit.saturating_mul(2).max(1) });
-        let executor = Executor::new(self.store.clone(), self.step_context(), self.progress.clone(), cfg);
+            .with_max_in_flight(if self.dry_run.is_some() {
+                1
+            } else {
+                self.settings.concurrency_limit.saturating_mul(2).max(1)
+            });
+        let executor = Executor::new(
+            self.store.clone(),
+            self.step_context(),
+            self.progress.clone(),
+            cfg,
+        );
         let report = executor.run(chain).await?;
         if let Some(dry) = &self.dry_run {
-            let estimates: Vec<EngineEstimate> = dry.counters.iter().map(|c| c.scaled_estimate(dry.sample, dry.chunks)).collect();
-            return Err(RunError::DryRun(render_estimate(dry.chunks, dry.sample, dry.chunk_tokens, &estimates, dry.verbose)));
+            let estimates: Vec<EngineEstimate> = dry
+                .counters
+                .iter()
+                .map(|c| c.scaled_estimate(dry.sample, dry.chunks))
+                .collect();
+            return Err(RunError::DryRun(render_estimate(
+                dry.chunks,
+                dry.sample,
+                dry.chunk_tokens,
+                &estimates,
+                dry.verbose,
+            )));
         }
         let cancelled = report.cancelled;
         self.reports.push(report.clone());
@@ -196,7 +230,10 @@ impl<C> RunContext<C> {
     /// output merged into their fields under its `result_key`; streamed from the store (memory
     /// does not grow with the corpus). Read fields with [`ItemRecord::get`] / [`ItemRecord::text`],
     /// whose errors name the missing key.
-    pub fn final_items<'a>(&'a self, chain: &'a [Arc<dyn Step>]) -> impl Iterator<Item = Result<ItemRecord, RunError>> + 'a {
+    pub fn final_items<'a>(
+        &'a self,
+        chain: &'a [Arc<dyn Step>],
+    ) -> impl Iterator<Item = Result<ItemRecord, RunError>> + 'a {
         atk_step::collect_final(self.store.as_ref(), chain).map(|r| r.map_err(RunError::from))
     }
 
@@ -206,7 +243,8 @@ impl<C> RunContext<C> {
     pub fn dataset(&self, file_name: &str) -> Result<DatasetWriter, RunError> {
         let path = self.output_dir.join(file_name);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
         }
         DatasetWriter::create(path, self.datasets.clone())
     }
@@ -249,13 +287,14 @@ impl<C> RunContext<C> {
         }
         let out = self.output_dir.join("meta_datagen");
         let mut first_error: Option<RunError> = None;
-        let mut items = atk_step::collect_final(self.store.as_ref(), chain).map_while(|r| match r {
-            Ok(item) => Some(item),
-            Err(e) => {
-                first_error = Some(e.into());
-                None
-            }
-        });
+        let mut items =
+            atk_step::collect_final(self.store.as_ref(), chain).map_while(|r| match r {
+                Ok(item) => Some(item),
+                Err(e) => {
+                    first_error = Some(e.into());
+                    None
+                }
+            });
         let report = atk_metadatagen::write_meta_datasets(
             self.store.as_ref(),
             &self.details_sources,
@@ -324,7 +363,10 @@ where
         }
     };
     crate::logging::init(flags.verbosity());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -348,8 +390,12 @@ where
 pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), RunError> {
     let started = Instant::now();
     let started_at_ms = now_ms();
-    let overrides = Overrides { set: flags.set.clone(), json: flags.override_json.clone() };
-    let loaded = config::load::<P::Config>(&flags.config, &overrides).map_err(|e| RunError::Config(e.to_string()))?;
+    let overrides = Overrides {
+        set: flags.set.clone(),
+        json: flags.override_json.clone(),
+    };
+    let loaded = config::load::<P::Config>(&flags.config, &overrides)
+        .map_err(|e| RunError::Config(e.to_string()))?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
@@ -357,7 +403,11 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     tracing::debug!(config = %loaded.path.display(), "config loaded");
 
     // Inputs first: a missing or empty input dir is reported before anything is locked.
-    let chunk_cfg = if flags.dry_run { settings.dry_run_chunk_config() } else { settings.chunk_config() };
+    let chunk_cfg = if flags.dry_run {
+        settings.dry_run_chunk_config()
+    } else {
+        settings.chunk_config()
+    };
     let chunk_set = if settings.read_files_manually {
         let input_dir = settings.input_dir.clone();
         let cfg = chunk_cfg.clone();
@@ -392,13 +442,25 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             .iter()
             .map(|e| {
                 let mock = atk_engine::build_engine(
-                    engine_config(&settings, e).with_mode(atk_engine::Mode::Mock).with_mock(atk_engine::MockConfig::default()),
+                    engine_config(&settings, e)
+                        .with_mode(atk_engine::Mode::Mock)
+                        .with_mock(atk_engine::MockConfig::default()),
                     Vec::new(),
                 )?;
-                Ok(CountingEngine::answering(&e.label, &e.model, counter, e.price_in, e.price_out, mock))
+                Ok(CountingEngine::answering(
+                    &e.label,
+                    &e.model,
+                    counter,
+                    e.price_in,
+                    e.price_out,
+                    mock,
+                ))
             })
             .collect::<Result<_, RunError>>()?;
-        let engines = Engines { small: counters[0].clone(), large: counters[1].clone() };
+        let engines = Engines {
+            small: counters[0].clone(),
+            large: counters[1].clone(),
+        };
         let store: Arc<dyn Store> = Arc::new(MemStore::default());
         let chunks = items.len() as u64;
         let mut sample = 0;
@@ -413,7 +475,13 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             cancel: CancellationToken::new(),
             output_dir: settings.output_dir.clone(),
             settings: settings.clone(),
-            dry_run: Some(DryRun { counters, chunks, sample, chunk_tokens, verbose: flags.verbosity() >= 1 }),
+            dry_run: Some(DryRun {
+                counters,
+                chunks,
+                sample,
+                chunk_tokens,
+                verbose: flags.verbosity() >= 1,
+            }),
             reports: Vec::new(),
             details_sources: Vec::new(),
             datasets: Written::default(),
@@ -421,16 +489,26 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         };
         // run_chain ends a dry run with the estimate; a pipeline that runs no chain has none.
         pipeline.run(&mut ctx).await?;
-        return Err(RunError::DryRun("dry run: the pipeline ran no chain; nothing to estimate\n".into()));
+        return Err(RunError::DryRun(
+            "dry run: the pipeline ran no chain; nothing to estimate\n".into(),
+        ));
     }
 
     // The store: `<output_dir>/store`, locked for the whole run.
-    std::fs::create_dir_all(&settings.output_dir)
-        .map_err(|e| RunError::Input(format!("cannot create output_dir {}: {e}", settings.output_dir.display())))?;
+    std::fs::create_dir_all(&settings.output_dir).map_err(|e| {
+        RunError::Input(format!(
+            "cannot create output_dir {}: {e}",
+            settings.output_dir.display()
+        ))
+    })?;
     let store_dir = store_dir(&settings.output_dir);
     let store: Arc<dyn Store> = {
         let dir = store_dir.clone();
-        Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await.map_err(RunError::fatal)??)
+        Arc::new(
+            tokio::task::spawn_blocking(move || SledStore::open(&dir))
+                .await
+                .map_err(RunError::fatal)??,
+        )
     };
     check_fingerprint(store.as_ref(), &loaded.fingerprint);
     store
@@ -455,8 +533,15 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let (engines, counters) = build_engines(&settings, store.as_ref(), &cancel)?;
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
     if engines.small.is_mock() || engines.large.is_mock() {
-        let which: Vec<&str> = [&engines.small, &engines.large].iter().filter(|e| e.is_mock()).map(|e| e.label()).collect();
-        eprintln!("MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data", which.join(" and "));
+        let which: Vec<&str> = [&engines.small, &engines.large]
+            .iter()
+            .filter(|e| e.is_mock())
+            .map(|e| e.label())
+            .collect();
+        eprintln!(
+            "MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data",
+            which.join(" and ")
+        );
     }
 
     let seeded: HashSet<String> = items.iter().map(|i| i.id.clone()).collect();
@@ -513,10 +598,20 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         .iter()
         .zip([&engines.small, &engines.large])
         .zip(&baselines)
-        .map(|((c, e), start)| (c.label().to_string(), e.model().to_string(), e.is_mock(), c.snapshot(), start.clone()))
+        .map(|((c, e), start)| {
+            (
+                c.label().to_string(),
+                e.model().to_string(),
+                e.is_mock(),
+                c.snapshot(),
+                start.clone(),
+            )
+        })
         .collect();
     let totals = cost_totals(&counters);
-    let _ = store.put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone())).await;
+    let _ = store
+        .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
+        .await;
     let mut snapshot = status_of(pipeline.name(), &progress, &counters, &engines);
     snapshot.running = false;
     if let Ok(v) = serde_json::to_value(&snapshot) {
@@ -524,7 +619,11 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         let _ = store.put_meta(STATUS_META_KEY, v).await;
     }
     let _ = store.flush().await;
-    let datasets = ctx.datasets.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let datasets = ctx
+        .datasets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let mut summary = RunSummary::new(
         pipeline.name(),
         started.elapsed(),
@@ -547,18 +646,32 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             summary: &summary,
             output_dir: &settings.output_dir,
             license: &ctx.common.dataset_license,
-            engines: settings.engines.iter().map(|e| (e.label.clone(), e.model.clone(), format!("{:?}", e.mode).to_lowercase())).collect(),
+            engines: settings
+                .engines
+                .iter()
+                .map(|e| {
+                    (
+                        e.label.clone(),
+                        e.model.clone(),
+                        format!("{:?}", e.mode).to_lowercase(),
+                    )
+                })
+                .collect(),
             concurrency_limit: settings.concurrency_limit,
             chunk_size: ctx.common.chunk_size,
             prompts: ctx.prompts.loaded(),
         };
         let card = crate::card::render(&facts);
-        if let Err(e) = dataset::write_jsonl_atomic(&settings.output_dir.join(crate::card::CARD_FILE), [card.trim_end()]) {
+        if let Err(e) = dataset::write_jsonl_atomic(
+            &settings.output_dir.join(crate::card::CARD_FILE),
+            [card.trim_end()],
+        ) {
             tracing::warn!(error = %e, "could not write the dataset card");
         }
     }
     let nothing_kept = summary.nothing_kept();
-    if flags.verbosity() >= 0 || outcome.is_err() || summary.all_failed() || nothing_kept.is_some() {
+    if flags.verbosity() >= 0 || outcome.is_err() || summary.all_failed() || nothing_kept.is_some()
+    {
         eprint!("{}", summary.render());
     }
     outcome?;
@@ -587,7 +700,11 @@ pub fn chunk_item(c: &atk_chunk::Chunk) -> ItemRecord {
 }
 
 fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
-    let previous = store.meta(RUN_META_KEY).ok().flatten().and_then(|v| serde_json::from_value::<RunMeta>(v).ok());
+    let previous = store
+        .meta(RUN_META_KEY)
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_value::<RunMeta>(v).ok());
     if let Some(prev) = previous
         && prev.config_fingerprint != fingerprint
     {
@@ -600,30 +717,48 @@ fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
 
 type Counters = Vec<Arc<CostCounter>>;
 
-fn build_engines(settings: &Settings, store: &dyn Store, cancel: &CancellationToken) -> Result<(Engines, Counters), RunError> {
+fn build_engines(
+    settings: &Settings,
+    store: &dyn Store,
+    cancel: &CancellationToken,
+) -> Result<(Engines, Counters), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit.max(1));
-    let debug = settings.debug_outputs.then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
+    let debug = settings
+        .debug_outputs
+        .then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
     let mut built = Vec::new();
     let mut counters = Vec::new();
     for e in &settings.engines {
         let counter = CostCounter::new(
             e.label.clone(),
-            atk_engine::Pricing { input_per_million: e.price_in, output_per_million: e.price_out },
+            atk_engine::Pricing {
+                input_per_million: e.price_in,
+                output_per_million: e.price_out,
+            },
         );
-        if let Some(prev) = saved.get(&e.label).and_then(|v| serde_json::from_value::<CostTotals>(v.clone()).ok()) {
+        if let Some(prev) = saved
+            .get(&e.label)
+            .and_then(|v| serde_json::from_value::<CostTotals>(v.clone()).ok())
+        {
             counter.restore(&prev);
         }
         let mut observers: Vec<Arc<dyn Observer>> = vec![counter.clone()];
         if let Some(d) = &debug {
             observers.push(d.clone());
         }
-        let cfg = engine_config(settings, e).with_shared_limit(Some(shared_limit.clone())).with_cancel(cancel.clone());
+        let cfg = engine_config(settings, e)
+            .with_shared_limit(Some(shared_limit.clone()))
+            .with_cancel(cancel.clone());
         built.push(atk_engine::build_engine(cfg, observers)?);
         counters.push(counter);
     }
-    let large = built.pop().ok_or_else(|| RunError::fatal("no large engine"))?;
-    let small = built.pop().ok_or_else(|| RunError::fatal("no small engine"))?;
+    let large = built
+        .pop()
+        .ok_or_else(|| RunError::fatal("no large engine"))?;
+    let small = built
+        .pop()
+        .ok_or_else(|| RunError::fatal("no small engine"))?;
     Ok((Engines { small, large }, counters))
 }
 
@@ -672,7 +807,10 @@ impl CtrlC {
     fn install() -> Self {
         #[cfg(unix)]
         {
-            Self { signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok() }
+            Self {
+                signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                    .ok(),
+            }
         }
         #[cfg(not(unix))]
         {
@@ -696,7 +834,12 @@ impl CtrlC {
     }
 }
 
-fn status_of(name: &str, progress: &Progress, counters: &Counters, engines: &Engines) -> StatusSnapshot {
+fn status_of(
+    name: &str,
+    progress: &Progress,
+    counters: &Counters,
+    engines: &Engines,
+) -> StatusSnapshot {
     let mut s = progress.snapshot();
     s.pipeline = name.to_string();
     s.running = true;
@@ -723,7 +866,15 @@ fn status_of(name: &str, progress: &Progress, counters: &Counters, engines: &Eng
 
 /// The per-engine cost totals as stored under [`COST_META_KEY`].
 fn cost_totals(counters: &Counters) -> serde_json::Map<String, serde_json::Value> {
-    counters.iter().map(|c| (c.label().to_string(), serde_json::to_value(c.snapshot()).unwrap_or_default())).collect()
+    counters
+        .iter()
+        .map(|c| {
+            (
+                c.label().to_string(),
+                serde_json::to_value(c.snapshot()).unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// About once a second: writes `status.json`, saves the cost totals in the store (so a killed
@@ -744,7 +895,10 @@ async fn status_loop(
         progress.tick();
         let totals = cost_totals(&counters);
         if totals != saved {
-            if let Err(e) = store.put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone())).await {
+            if let Err(e) = store
+                .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
+                .await
+            {
                 tracing::debug!(error = %e, "could not save cost totals");
             }
             saved = totals;
@@ -759,7 +913,10 @@ async fn status_loop(
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// `<output_dir>/store`: where a run's store lives.

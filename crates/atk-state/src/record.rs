@@ -148,9 +148,13 @@ impl ResultRecord {
                 self.outcome = Outcome::Dropped { reason };
                 self.output = Value::Null;
             } else if obj.len() == 2
-                && let (Some(Value::Array(ids)), Some(_)) = (obj.get("atk_children"), obj.get("output"))
+                && let (Some(Value::Array(ids)), Some(_)) =
+                    (obj.get("atk_children"), obj.get("output"))
             {
-                let ids = ids.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+                let ids = ids
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
                 self.outcome = Outcome::Children { ids };
                 self.output = obj.remove("output").unwrap_or(Value::Null);
             }
@@ -165,7 +169,10 @@ impl ResultRecord {
 
 /// Unix time in milliseconds (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A field an item does not have, or has in another shape than asked for.
@@ -183,7 +190,10 @@ impl ItemRecord {
     /// (no silent default: a typo in a key is an error, not an empty string).
     pub fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T, FieldError> {
         let value = self.fields.get(key).ok_or_else(|| self.missing(key))?;
-        T::deserialize(value).map_err(|e| FieldError { item: self.id.clone(), problem: format!("field `{key}` is not the shape asked for: {e}") })
+        T::deserialize(value).map_err(|e| FieldError {
+            item: self.id.clone(),
+            problem: format!("field `{key}` is not the shape asked for: {e}"),
+        })
     }
 
     /// The field `key` as text (a string as is, anything else as JSON); errors as [`get`](Self::get).
@@ -198,7 +208,10 @@ impl ItemRecord {
     fn missing(&self, key: &str) -> FieldError {
         let mut present: Vec<&str> = self.fields.keys().map(String::as_str).collect();
         present.sort_unstable();
-        FieldError { item: self.id.clone(), problem: format!("no field `{key}` (fields present: {})", present.join(", ")) }
+        FieldError {
+            item: self.id.clone(),
+            problem: format!("no field `{key}` (fields present: {})", present.join(", ")),
+        }
     }
 }
 

@@ -15,7 +15,9 @@ pub struct Chain {
 
 impl std::fmt::Debug for Chain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.steps.iter().map(|s| s.name())).finish()
+        f.debug_list()
+            .entries(self.steps.iter().map(|s| s.name()))
+            .finish()
     }
 }
 
@@ -47,7 +49,9 @@ impl Chain {
     /// before a later fan-in gathered them. `None` when no step has that name.
     pub fn up_to(&self, name: &str) -> Option<Chain> {
         let end = self.steps.iter().position(|s| s.name() == name)?;
-        Some(Self { steps: self.steps[..=end].to_vec() })
+        Some(Self {
+            steps: self.steps[..=end].to_vec(),
+        })
     }
 
     /// Step names, in order.
@@ -91,7 +95,10 @@ pub(crate) fn layout(chain: &[Arc<dyn Step>]) -> Result<Layout, StepError> {
             return Err(StepError::Config("a step has an empty name".into()));
         }
         if !seen.insert(step.name()) {
-            return Err(StepError::Config(format!("two steps are named `{}`; step names key stored results and must be unique", step.name())));
+            return Err(StepError::Config(format!(
+                "two steps are named `{}`; step names key stored results and must be unique",
+                step.name()
+            )));
         }
     }
     let n = chain.len();
@@ -122,7 +129,11 @@ pub(crate) fn layout(chain: &[Arc<dyn Step>]) -> Result<Layout, StepError> {
             chain[open[0]].name()
         )));
     }
-    Ok(Layout { child_level: level.iter().map(|&l| l > 0).collect(), closes, has_fan_in: chain.iter().any(|s| s.shape() == Shape::FanIn) })
+    Ok(Layout {
+        child_level: level.iter().map(|&l| l > 0).collect(),
+        closes,
+        has_fan_in: chain.iter().any(|s| s.shape() == Shape::FanIn),
+    })
 }
 
 #[cfg(test)]
@@ -140,7 +151,12 @@ mod tests {
 
     #[test]
     fn fan_ins_close_fan_outs_and_mark_child_levels() {
-        let chain = Chain::new().then(PromptStep::new("a", "a")).then(split()).then(PromptStep::new("b", "b")).then(join("j")).then(PromptStep::new("c", "c"));
+        let chain = Chain::new()
+            .then(PromptStep::new("a", "a"))
+            .then(split())
+            .then(PromptStep::new("b", "b"))
+            .then(join("j"))
+            .then(PromptStep::new("c", "c"));
         let l = layout(&chain).unwrap();
         assert_eq!(l.closes, [None, Some(3), None, None, None]);
         assert_eq!(l.child_level, [false, false, true, false, false]);
@@ -153,12 +169,23 @@ mod tests {
     fn malformed_chains_are_refused_with_the_step_named() {
         let err = layout(&Chain::new().then(join("gather"))).unwrap_err();
         assert!(err.to_string().contains("`gather` has no fan-out"), "{err}");
-        let nested = Chain::new().then(split()).then(FanOutStep::from_fn("inner", |_| Ok(vec![])));
+        let nested = Chain::new()
+            .then(split())
+            .then(FanOutStep::from_fn("inner", |_| Ok(vec![])));
         let err = layout(&nested).unwrap_err();
-        assert!(err.to_string().contains("`inner` is nested in fan-out `split`"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`inner` is nested in fan-out `split`"),
+            "{err}"
+        );
         let open = Chain::new().then(split()).then(PromptStep::new("b", "b"));
         assert_eq!(layout(&open).unwrap().child_level, [false, true]);
-        let err = layout(&Chain::new().then(PromptStep::new("a", "x")).then(PromptStep::new("a", "y"))).unwrap_err();
+        let err = layout(
+            &Chain::new()
+                .then(PromptStep::new("a", "x"))
+                .then(PromptStep::new("a", "y")),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("two steps are named `a`"), "{err}");
     }
 }

@@ -130,12 +130,25 @@ impl Shared {
 
     /// Walks `item` through steps `start..end`; with `redo`, stored results are not reused
     /// (they were made from an input that has since changed) but replaced.
-    async fn walk(&self, mut item: ItemRecord, start: usize, end: usize, redo: bool) -> Result<Walked, StepError> {
+    async fn walk(
+        &self,
+        mut item: ItemRecord,
+        start: usize,
+        end: usize,
+        redo: bool,
+    ) -> Result<Walked, StepError> {
         for k in start..end {
             let step = &self.chain[k];
-            let stored = if redo { None } else { self.store.result(step.name(), &item.id)? };
+            let stored = if redo {
+                None
+            } else {
+                self.store.result(step.name(), &item.id)?
+            };
             if self.layout.child_level[k] {
-                self.sink.event(ProgressEvent::ItemArrived { step: step.name().to_string(), already_done: stored.is_some() });
+                self.sink.event(ProgressEvent::ItemArrived {
+                    step: step.name().to_string(),
+                    already_done: stored.is_some(),
+                });
             }
             if let Some(record) = stored {
                 self.tally(k, |t| t.report.skipped += 1);
@@ -147,7 +160,9 @@ impl Shared {
             if self.stop.is_cancelled() {
                 return Ok(Walked::Stopped);
             }
-            self.sink.event(ProgressEvent::ItemStarted { step: step.name().to_string() });
+            self.sink.event(ProgressEvent::ItemStarted {
+                step: step.name().to_string(),
+            });
             let output = step.run(&item, &self.ctx).await;
             match self.settle(k, &mut item, output, None).await? {
                 Next::Continue => {}
@@ -161,7 +176,12 @@ impl Shared {
     }
 
     /// Takes up a stored result: merge and go on, stop at a drop, or split into the stored children.
-    fn reuse(&self, k: usize, item: &mut ItemRecord, record: ResultRecord) -> Result<Next, StepError> {
+    fn reuse(
+        &self,
+        k: usize,
+        item: &mut ItemRecord,
+        record: ResultRecord,
+    ) -> Result<Next, StepError> {
         match record.outcome {
             Outcome::Kept => {
                 merge(self.chain[k].as_ref(), item, record);
@@ -173,7 +193,11 @@ impl Shared {
             }
             Outcome::Children { ids } => {
                 let children = load_children(self.store.as_ref(), &ids)?;
-                Ok(Next::Done(Walked::Split { parent: item.clone(), at: k, children }))
+                Ok(Next::Done(Walked::Split {
+                    parent: item.clone(),
+                    at: k,
+                    children,
+                }))
             }
         }
     }
@@ -193,7 +217,9 @@ impl Shared {
                 record.outcome = Outcome::Kept;
                 record.input_hash = input_hash;
                 let (pt, ct) = (record.prompt_tokens, record.completion_tokens);
-                self.store.put_result(name, &item.id, record.clone()).await?;
+                self.store
+                    .put_result(name, &item.id, record.clone())
+                    .await?;
                 self.done(k, pt, ct);
                 merge(step.as_ref(), item, record);
                 Ok(Next::Continue)
@@ -203,26 +229,39 @@ impl Shared {
                     Outcome::Dropped { reason } => reason.clone(),
                     _ => value_text(&record.output),
                 };
-                record.outcome = Outcome::Dropped { reason: reason.clone() };
+                record.outcome = Outcome::Dropped {
+                    reason: reason.clone(),
+                };
                 record.input_hash = input_hash;
                 let (pt, ct) = (record.prompt_tokens, record.completion_tokens);
                 self.store.put_result(name, &item.id, record).await?;
                 self.tally(k, |t| t.add_drop(&reason, true));
-                self.sink.event(ProgressEvent::ItemDropped { step: name.to_string(), reason });
+                self.sink.event(ProgressEvent::ItemDropped {
+                    step: name.to_string(),
+                    reason,
+                });
                 self.tokens(k, pt, ct);
                 Ok(Next::Done(Walked::Through))
             }
             Ok(StepOutput::Children(children, mut record)) => {
-                record.outcome = Outcome::Children { ids: children.iter().map(|c| c.id.clone()).collect() };
+                record.outcome = Outcome::Children {
+                    ids: children.iter().map(|c| c.id.clone()).collect(),
+                };
                 let (pt, ct) = (record.prompt_tokens, record.completion_tokens);
                 // Children first: once the parent's result is stored, they must exist.
                 self.store.put_items(children.clone()).await?;
                 self.store.put_result(name, &item.id, record).await?;
                 self.done(k, pt, ct);
-                Ok(Next::Done(Walked::Split { parent: item.clone(), at: k, children }))
+                Ok(Next::Done(Walked::Split {
+                    parent: item.clone(),
+                    at: k,
+                    children,
+                }))
             }
             Err(StepError::Failed(f)) => {
-                self.tally(k, |t| t.add_failure(&f.kind, &f.reason, f.last_output.as_deref()));
+                self.tally(k, |t| {
+                    t.add_failure(&f.kind, &f.reason, f.last_output.as_deref())
+                });
                 let record = FailureRecord {
                     v: RECORD_VERSION,
                     kind: f.kind.clone(),
@@ -269,7 +308,9 @@ impl Shared {
                 if self.stop.is_cancelled() {
                     return Ok((Walked::Stopped, group.route.clone()));
                 }
-                self.sink.event(ProgressEvent::ItemStarted { step: step.name().to_string() });
+                self.sink.event(ProgressEvent::ItemStarted {
+                    step: step.name().to_string(),
+                });
                 let output = step.gather(&parent, &kept, &self.ctx).await;
                 self.settle(j, &mut parent, output, Some(hash)).await?
             }
@@ -284,13 +325,20 @@ impl Shared {
 
     fn done(&self, k: usize, prompt_tokens: u64, completion_tokens: u64) {
         self.tally(k, |t| t.report.done += 1);
-        self.sink.event(ProgressEvent::ItemDone { step: self.chain[k].name().to_string(), prompt_tokens, completion_tokens });
+        self.sink.event(ProgressEvent::ItemDone {
+            step: self.chain[k].name().to_string(),
+            prompt_tokens,
+            completion_tokens,
+        });
     }
 
     /// Tokens a dropped item cost (reported like a failed item's).
     fn tokens(&self, _k: usize, prompt_tokens: u64, completion_tokens: u64) {
         if prompt_tokens + completion_tokens > 0 {
-            self.sink.event(ProgressEvent::TokensSpent { prompt_tokens, completion_tokens });
+            self.sink.event(ProgressEvent::TokensSpent {
+                prompt_tokens,
+                completion_tokens,
+            });
         }
     }
 }
@@ -324,12 +372,17 @@ pub(crate) fn kept_children(
     Ok((kept, hex::encode(&hasher.finalize()[..16])))
 }
 
-pub(crate) fn load_children(store: &dyn Store, ids: &[String]) -> Result<Vec<ItemRecord>, StepError> {
+pub(crate) fn load_children(
+    store: &dyn Store,
+    ids: &[String],
+) -> Result<Vec<ItemRecord>, StepError> {
     let mut children = Vec::with_capacity(ids.len());
     for id in ids {
         match store.item(id)? {
             Some(child) => children.push(child),
-            None => tracing::warn!(child = %id, "a stored fan-out lists a child item that is not in the store"),
+            None => {
+                tracing::warn!(child = %id, "a stored fan-out lists a child item that is not in the store")
+            }
         }
     }
     Ok(children)
@@ -338,7 +391,8 @@ pub(crate) fn load_children(store: &dyn Store, ids: &[String]) -> Result<Vec<Ite
 /// Merges a kept result into an item: output under the step's result key, details under its
 /// details key.
 pub(crate) fn merge(step: &dyn Step, item: &mut ItemRecord, record: ResultRecord) {
-    item.fields.insert(step.result_key().to_string(), record.output);
+    item.fields
+        .insert(step.result_key().to_string(), record.output);
     if let (Some(key), Some(details)) = (step.details_key(), record.details)
         && let Ok(value) = serde_json::to_value(details)
     {

@@ -15,7 +15,9 @@ pub fn tag_text(reply: &str, tag: &str) -> Result<String, String> {
         None if reply.contains(&close) => 0,
         None => return Err(format!("the reply has no <{tag}> tag")),
     };
-    let end = reply[start..].find(&close).ok_or_else(|| format!("the last <{tag}> is never closed"))?;
+    let end = reply[start..]
+        .find(&close)
+        .ok_or_else(|| format!("the last <{tag}> is never closed"))?;
     Ok(reply[start..start + end].trim().to_string())
 }
 
@@ -72,9 +74,16 @@ pub fn qa_pairs(reply: &str) -> Vec<(String, String)> {
 /// `Some((is_question, rest))` when `line` starts with a question or answer marker.
 fn marker(line: &str) -> Option<(bool, &str)> {
     let t = line.trim_start().trim_start_matches(['*', '#', '-', ' ']);
-    let t = t.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start_matches(['.', ')', ' ']);
+    let t = t
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim_start_matches(['.', ')', ' ']);
     let lower = t.to_ascii_lowercase();
-    for (word, is_q) in [("question", true), ("answer", false), ("q", true), ("a", false)] {
+    for (word, is_q) in [
+        ("question", true),
+        ("answer", false),
+        ("q", true),
+        ("a", false),
+    ] {
         if let Some(after) = lower.strip_prefix(word) {
             let digits = after.chars().take_while(char::is_ascii_digit).count();
             if after[digits..].starts_with(':') {
@@ -96,15 +105,44 @@ fn marker(line: &str) -> Option<(bool, &str)> {
 /// assert!(atk_step::verdict("maybe").is_err());
 /// ```
 pub fn verdict(reply: &str) -> Result<bool, String> {
-    let last = reply.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_lowercase();
-    let words: Vec<&str> = last.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let last = reply
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_lowercase();
+    let words: Vec<&str> = last
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
     let has = |set: &[&str]| words.iter().any(|w| set.contains(w));
-    let yes = has(&["yes", "pass", "keep", "true", "supported", "suitable", "correct"]);
-    let no = has(&["no", "fail", "drop", "false", "unsupported", "unsuitable", "incorrect", "reject", "not"]);
+    let yes = has(&[
+        "yes",
+        "pass",
+        "keep",
+        "true",
+        "supported",
+        "suitable",
+        "correct",
+    ]);
+    let no = has(&[
+        "no",
+        "fail",
+        "drop",
+        "false",
+        "unsupported",
+        "unsuitable",
+        "incorrect",
+        "reject",
+        "not",
+    ]);
     match (yes, no) {
         (true, false) => Ok(true),
         (false, true) => Ok(false),
-        _ => Err(format!("no clear yes/no verdict on the last line: {:?}", last.trim())),
+        _ => Err(format!(
+            "no clear yes/no verdict on the last line: {:?}",
+            last.trim()
+        )),
     }
 }
 
@@ -114,9 +152,16 @@ mod tests {
 
     #[test]
     fn tag_text_takes_the_last_closed_tag() {
-        assert_eq!(tag_text("<poem>a</poem> then <poem>\n b \n</poem>", "poem").unwrap(), "b");
+        assert_eq!(
+            tag_text("<poem>a</poem> then <poem>\n b \n</poem>", "poem").unwrap(),
+            "b"
+        );
         assert_eq!(tag_text("inside</poem>", "poem").unwrap(), "inside");
-        assert!(tag_text("<poem>never closed", "poem").unwrap_err().contains("never closed"));
+        assert!(
+            tag_text("<poem>never closed", "poem")
+                .unwrap_err()
+                .contains("never closed")
+        );
     }
 
     #[test]
@@ -124,7 +169,10 @@ mod tests {
         let reply = "Here are the pairs.\n**Q1:** What is brine?\n**A1:** Salt water.\n\n2) question: How old?\n   answer: Ten years,\n   or so.\nQ: orphan question";
         assert_eq!(
             qa_pairs(reply),
-            [("What is brine?".to_string(), "Salt water.".to_string()), ("How old?".into(), "Ten years,\n   or so.".into())]
+            [
+                ("What is brine?".to_string(), "Salt water.".to_string()),
+                ("How old?".into(), "Ten years,\n   or so.".into())
+            ]
         );
         assert!(qa_pairs("no pairs at all").is_empty());
         assert!(qa_pairs("A: an answer first\nQ: then a question").is_empty());
@@ -134,7 +182,10 @@ mod tests {
     fn verdict_reads_the_last_line_only() {
         assert_eq!(verdict("No doubt it is fine.\nYes"), Ok(true));
         assert_eq!(verdict("yes it looked fine\nbut: UNSUPPORTED"), Ok(false));
-        assert_eq!(verdict("Answer: not supported"), Err("no clear yes/no verdict on the last line: \"answer: not supported\"".into()));
+        assert_eq!(
+            verdict("Answer: not supported"),
+            Err("no clear yes/no verdict on the last line: \"answer: not supported\"".into())
+        );
         assert!(verdict("").is_err());
     }
 }

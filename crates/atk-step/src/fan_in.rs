@@ -35,7 +35,9 @@ pub struct FanInStep {
 
 impl std::fmt::Debug for FanInStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FanInStep").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("FanInStep")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -44,8 +46,14 @@ impl FanInStep {
     /// (e.g. the children's pairs as one `{qa_pairs}` text), then `inner` runs on the parent
     /// with those fields, processed and validated as usual. Takes `inner`'s name. A `gather`
     /// error fails the parent (kind `fan_in`).
-    pub fn new(inner: PromptStep, gather: impl Fn(&ItemRecord, &[ItemRecord]) -> Result<Fields, String> + Send + Sync + 'static) -> Self {
-        Self { name: inner.name().to_string(), source: Source::Prompt(Box::new(inner), Arc::new(gather)) }
+    pub fn new(
+        inner: PromptStep,
+        gather: impl Fn(&ItemRecord, &[ItemRecord]) -> Result<Fields, String> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name: inner.name().to_string(),
+            source: Source::Prompt(Box::new(inner), Arc::new(gather)),
+        }
     }
 
     /// A fan-in without a model call: `combine(parent, kept_children)` is the output.
@@ -53,7 +61,10 @@ impl FanInStep {
         name: impl Into<String>,
         combine: impl Fn(&ItemRecord, &[ItemRecord]) -> Result<Value, String> + Send + Sync + 'static,
     ) -> Self {
-        Self { name: name.into(), source: Source::Function(Arc::new(combine)) }
+        Self {
+            name: name.into(),
+            source: Source::Function(Arc::new(combine)),
+        }
     }
 }
 
@@ -89,25 +100,37 @@ impl Step for FanInStep {
     }
 
     async fn run(&self, _item: &ItemRecord, _ctx: &StepContext) -> Result<StepOutput, StepError> {
-        Err(StepError::Config(format!("fan-in step `{}` runs over a parent's children; put it after a fan-out in a Chain", self.name)))
+        Err(StepError::Config(format!(
+            "fan-in step `{}` runs over a parent's children; put it after a fan-out in a Chain",
+            self.name
+        )))
     }
 
-    async fn gather(&self, parent: &ItemRecord, children: &[ItemRecord], ctx: &StepContext) -> Result<StepOutput, StepError> {
+    async fn gather(
+        &self,
+        parent: &ItemRecord,
+        children: &[ItemRecord],
+        ctx: &StepContext,
+    ) -> Result<StepOutput, StepError> {
         if children.is_empty() {
             let mut record = ResultRecord::new(Value::Null);
-            record.outcome = Outcome::Dropped { reason: NO_KEPT_CHILDREN.to_string() };
+            record.outcome = Outcome::Dropped {
+                reason: NO_KEPT_CHILDREN.to_string(),
+            };
             return Ok(StepOutput::Drop(record));
         }
         match &self.source {
             Source::Prompt(inner, gather) => {
-                let fields = gather(parent, children).map_err(|reason| StepError::failed("fan_in", reason))?;
+                let fields = gather(parent, children)
+                    .map_err(|reason| StepError::failed("fan_in", reason))?;
                 let mut view = parent.clone();
                 view.fields.extend(fields);
                 let ((), record) = inner.attempt(&view, ctx, &|_, _| Ok(())).await?;
                 Ok(StepOutput::Result(record))
             }
             Source::Function(combine) => {
-                let value = combine(parent, children).map_err(|reason| StepError::failed("fan_in", reason))?;
+                let value = combine(parent, children)
+                    .map_err(|reason| StepError::failed("fan_in", reason))?;
                 Ok(StepOutput::Result(ResultRecord::new(value)))
             }
         }

@@ -18,7 +18,13 @@ use crate::step::Step;
 ///
 /// A chain that does not hold together (see [`Chain`](crate::Chain)) yields one error.
 pub fn collect_final<'a>(store: &'a dyn Store, chain: &'a [Arc<dyn Step>]) -> FinalItems<'a> {
-    FinalItems { store, chain, layout: layout(chain).map_err(Some), roots: store.items(), stack: Vec::new() }
+    FinalItems {
+        store,
+        chain,
+        layout: layout(chain).map_err(Some),
+        roots: store.items(),
+        stack: Vec::new(),
+    }
 }
 
 /// The iterator [`collect_final`] returns.
@@ -34,18 +40,29 @@ pub struct FinalItems<'a> {
 
 impl FinalItems<'_> {
     /// Some(item) when it went through; pushes children when it fanned out with no fan-in.
-    fn walk(&mut self, mut item: ItemRecord, start: usize) -> Result<Option<ItemRecord>, StepError> {
-        let Ok(layout) = &self.layout else { return Ok(None) };
+    fn walk(
+        &mut self,
+        mut item: ItemRecord,
+        start: usize,
+    ) -> Result<Option<ItemRecord>, StepError> {
+        let Ok(layout) = &self.layout else {
+            return Ok(None);
+        };
         let mut k = start;
         while k < self.chain.len() {
             let step = &self.chain[k];
-            let Some(record) = self.store.result(step.name(), &item.id)? else { return Ok(None) };
+            let Some(record) = self.store.result(step.name(), &item.id)? else {
+                return Ok(None);
+            };
             match record.outcome {
                 Outcome::Dropped { .. } => return Ok(None),
                 Outcome::Children { ids } => match layout.closes[k] {
                     // Gathered back: the parent goes on after the fan-in.
                     Some(j) => {
-                        let Some(gathered) = self.store.result(self.chain[j].name(), &item.id)? else { return Ok(None) };
+                        let Some(gathered) = self.store.result(self.chain[j].name(), &item.id)?
+                        else {
+                            return Ok(None);
+                        };
                         if !gathered.is_kept() {
                             return Ok(None);
                         }

@@ -15,22 +15,22 @@ mod prompt_step;
 mod report;
 mod step;
 mod template;
-mod vote;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod vote;
 
-pub use error::{ItemFailure, StepError};
 pub use chain::Chain;
+pub use error::{ItemFailure, StepError};
 pub use executor::{Executor, ExecutorConfig};
 pub use extract::{qa_pairs, tag_text, verdict};
 pub use fan_in::{FanInStep, NO_KEPT_CHILDREN};
-pub use final_items::{FinalItems, collect_final};
-pub use report::{FailureGroup, RunReport, StepReport};
 pub use fan_out::{FanOutStep, child_id, make_children};
 pub use filter::{FilterStep, default_judge};
+pub use final_items::{FinalItems, collect_final};
 pub use progress::{NullSink, ProgressEvent, ProgressSink};
 pub use prompt::{PromptLibrary, PromptSource, PromptTemplate};
 pub use prompt_step::{LENGTH_CUT_REASON, PromptStep};
+pub use report::{FailureGroup, RunReport, StepReport};
 pub use step::{EngineChoice, Engines, Shape, Step, StepContext, StepOutput};
 pub use template::render_template;
 pub use vote::VoteStep;

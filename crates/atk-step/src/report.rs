@@ -62,7 +62,12 @@ impl RunReport {
     /// True when no item reached the end of the chain although items were worked on: every one
     /// failed or was dropped. The CLI exits 1 with the reasons.
     pub fn nothing_kept(&self) -> bool {
-        let dropped: u64 = self.steps.iter().flat_map(|s| &s.drops_by_reason).map(|g| g.count).sum();
+        let dropped: u64 = self
+            .steps
+            .iter()
+            .flat_map(|s| &s.drops_by_reason)
+            .map(|g| g.count)
+            .sum();
         self.finished == 0 && !self.cancelled && (self.failed() > 0 || dropped > 0)
     }
 
@@ -87,20 +92,27 @@ impl RunReport {
                 out.push_str(&format!("  {} x dropped: {}\n", g.count, g.reason));
             }
         }
-        let most_common = self.steps.iter().flat_map(|s| s.failures_by_reason.iter().map(move |g| (s, g))).fold(
-            None::<(&StepReport, &FailureGroup)>,
-            |best, cur| match best {
-                Some(b) if b.1.count >= cur.1.count => Some(b),
-                _ => Some(cur),
-            },
-        );
+        let most_common = self
+            .steps
+            .iter()
+            .flat_map(|s| s.failures_by_reason.iter().map(move |g| (s, g)))
+            .fold(
+                None::<(&StepReport, &FailureGroup)>,
+                |best, cur| match best {
+                    Some(b) if b.1.count >= cur.1.count => Some(b),
+                    _ => Some(cur),
+                },
+            );
         if let Some((step, group)) = most_common {
             match &group.sample_output {
                 Some(sample) => out.push_str(&format!(
                     "most common failure ({}, {}): {}\nsample raw output:\n{}\n",
                     step.step, group.kind, group.reason, sample
                 )),
-                None => out.push_str(&format!("most common failure ({}, {}): {}\n", step.step, group.kind, group.reason)),
+                None => out.push_str(&format!(
+                    "most common failure ({}, {}): {}\n",
+                    step.step, group.kind, group.reason
+                )),
             }
         }
         if self.all_failed() {
@@ -125,12 +137,23 @@ pub(crate) struct Tally {
 
 impl Tally {
     pub(crate) fn new(step: &str) -> Self {
-        Self { report: StepReport { step: step.to_string(), ..Default::default() }, ..Default::default() }
+        Self {
+            report: StepReport {
+                step: step.to_string(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
     }
 
     pub(crate) fn add_failure(&mut self, kind: &str, reason: &str, output: Option<&str>) {
         self.report.failed += 1;
-        add(&mut self.report.failures_by_reason, &mut self.failure_index, (kind.to_string(), reason.to_string()), output);
+        add(
+            &mut self.report.failures_by_reason,
+            &mut self.failure_index,
+            (kind.to_string(), reason.to_string()),
+            output,
+        );
     }
 
     /// Counts a drop by its (shortened) reason; `fresh` when it happened in this run.
@@ -138,7 +161,11 @@ impl Tally {
         if fresh {
             self.report.dropped += 1;
         }
-        let line = reason.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let line = reason
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
         let mut short: String = line.chars().take(MAX_DROP_REASON_CHARS).collect();
         if short.len() < line.len() || reason.trim() != line {
             short.push_str(" [...]");
@@ -149,14 +176,24 @@ impl Tally {
         let i = match index.get(&key.1) {
             Some(&i) => i,
             None if index.len() < MAX_GROUPS => {
-                groups.push(FailureGroup { kind: key.0, reason: key.1.clone(), count: 0, sample_output: None });
+                groups.push(FailureGroup {
+                    kind: key.0,
+                    reason: key.1.clone(),
+                    count: 0,
+                    sample_output: None,
+                });
                 index.insert(key.1, groups.len() - 1);
                 groups.len() - 1
             }
             None => {
                 let other = "(more distinct reasons than shown)".to_string();
                 *index.entry(other.clone()).or_insert_with(|| {
-                    groups.push(FailureGroup { kind: "dropped".into(), reason: other, count: 0, sample_output: None });
+                    groups.push(FailureGroup {
+                        kind: "dropped".into(),
+                        reason: other,
+                        count: 0,
+                        sample_output: None,
+                    });
                     groups.len() - 1
                 })
             }
@@ -165,20 +202,37 @@ impl Tally {
     }
 
     pub(crate) fn finish(mut self) -> StepReport {
-        self.report.failures_by_reason.sort_by_key(|g| std::cmp::Reverse(g.count));
-        self.report.drops_by_reason.sort_by_key(|g| std::cmp::Reverse(g.count));
+        self.report
+            .failures_by_reason
+            .sort_by_key(|g| std::cmp::Reverse(g.count));
+        self.report
+            .drops_by_reason
+            .sort_by_key(|g| std::cmp::Reverse(g.count));
         self.report
     }
 }
 
-fn add(groups: &mut Vec<FailureGroup>, index: &mut HashMap<(String, String), usize>, key: (String, String), output: Option<&str>) {
+fn add(
+    groups: &mut Vec<FailureGroup>,
+    index: &mut HashMap<(String, String), usize>,
+    key: (String, String),
+    output: Option<&str>,
+) {
     let key = if index.len() < MAX_GROUPS || index.contains_key(&key) {
         key
     } else {
-        ("other".to_string(), "(more distinct reasons than shown)".to_string())
+        (
+            "other".to_string(),
+            "(more distinct reasons than shown)".to_string(),
+        )
     };
     let i = *index.entry(key.clone()).or_insert_with(|| {
-        groups.push(FailureGroup { kind: key.0, reason: key.1, count: 0, sample_output: None });
+        groups.push(FailureGroup {
+            kind: key.0,
+            reason: key.1,
+            count: 0,
+            sample_output: None,
+        });
         groups.len() - 1
     });
     let group = &mut groups[i];

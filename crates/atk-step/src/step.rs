@@ -35,9 +35,17 @@ pub trait Step: Send + Sync {
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError>;
     /// For a [`Shape::FanIn`] step: runs once for `parent` over its kept `children` (in order,
     /// each with the results of the steps since the fan-out merged). The default refuses.
-    async fn gather(&self, parent: &ItemRecord, children: &[ItemRecord], ctx: &StepContext) -> Result<StepOutput, StepError> {
+    async fn gather(
+        &self,
+        parent: &ItemRecord,
+        children: &[ItemRecord],
+        ctx: &StepContext,
+    ) -> Result<StepOutput, StepError> {
         let _ = (parent, children, ctx);
-        Err(StepError::Config(format!("step `{}` is not a fan-in step", self.name())))
+        Err(StepError::Config(format!(
+            "step `{}` is not a fan-in step",
+            self.name()
+        )))
     }
 }
 
@@ -90,7 +98,10 @@ pub struct Engines {
 impl Engines {
     /// Both roles served by one engine.
     pub fn single(engine: Arc<dyn Engine>) -> Self {
-        Self { small: engine.clone(), large: engine }
+        Self {
+            small: engine.clone(),
+            large: engine,
+        }
     }
 
     /// The engine for a choice.
@@ -104,7 +115,10 @@ impl Engines {
 
 impl std::fmt::Debug for Engines {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engines").field("small", &self.small.label()).field("large", &self.large.label()).finish()
+        f.debug_struct("Engines")
+            .field("small", &self.small.label())
+            .field("large", &self.large.label())
+            .finish()
     }
 }
 
