@@ -226,6 +226,68 @@ impl<C> RunContext<C> {
         Ok(n)
     }
 
+    /// Adds records the pipeline brought itself as items, one each and not chunked (rows of an
+    /// existing dataset, say): `(source name, fields)`, in dataset order. An item's id is a
+    /// hash of its source name, its fields and how often that same pair came before, so the
+    /// same rows give the same ids run after run and stored results are reused. Items are
+    /// written in batches as the iterator yields them (memory stays flat). As with
+    /// [`seed_texts`](Self::seed_texts), items of an earlier run that are not given now are
+    /// retired. Returns how many were added.
+    pub async fn seed_items(
+        &mut self,
+        records: impl IntoIterator<Item = (String, atk_state::Fields)>,
+    ) -> Result<u64, RunError> {
+        const BATCH: usize = 1000;
+        // Occurrences of each (source, fields) pair, keyed by 64 bits of its id: 8 bytes a row.
+        let mut seen: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut n = 0u64;
+        for (source, fields) in records {
+            let body = serde_json::to_string(&fields).map_err(RunError::fatal)?;
+            let first = atk_chunk::chunk_id(&source, &body, 0);
+            let key = u64::from_str_radix(&first[..16], 16).unwrap_or_default();
+            let occurrence = seen.entry(key).or_insert(0);
+            let id = if *occurrence == 0 {
+                first
+            } else {
+                atk_chunk::chunk_id(&source, &body, *occurrence)
+            };
+            *occurrence += 1;
+            self.seeded.insert(id.clone());
+            let mut fields = fields;
+            fields
+                .entry("metadata")
+                .or_insert_with(|| source.clone().into());
+            batch.push(ItemRecord {
+                v: RECORD_VERSION,
+                id,
+                parent: None,
+                order: vec![n],
+                fields,
+            });
+            n += 1;
+            if batch.len() == BATCH {
+                self.put_seeded(std::mem::take(&mut batch)).await?;
+            }
+        }
+        self.put_seeded(batch).await?;
+        if self.dry_run.is_none() {
+            retire_stale(self.store.as_ref(), &self.seeded).await?;
+        }
+        Ok(n)
+    }
+
+    async fn put_seeded(&mut self, mut items: Vec<ItemRecord>) -> Result<(), RunError> {
+        if let Some(dry) = &mut self.dry_run {
+            dry.chunks += items.len() as u64;
+            items = dry_run_sample(items, &mut dry.sample);
+        }
+        if !items.is_empty() {
+            self.store.put_items(items).await?;
+        }
+        Ok(())
+    }
+
     /// The items that went through the whole chain, in stable dataset order, with each step's
     /// output merged into their fields under its `result_key`; streamed from the store (memory
     /// does not grow with the corpus). Read fields with [`ItemRecord::get`] / [`ItemRecord::text`],
