@@ -162,3 +162,48 @@ fn a_run_where_every_chunk_is_dropped_exits_1_with_the_reason() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_dry_run_of_the_real_config_lists_the_unfilled_api_keys_and_sends_nothing() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let inputs = format!("input_dir={}", root.join("inputs").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_factual-qa"))
+        .args([
+            "--config",
+            root.join("config.yaml").to_str().unwrap(),
+            "--dry-run",
+        ])
+        .args(["--set", &inputs, "--set", "dataset_license=cc-by-4.0"])
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("`small_api_key` is still !!PLACEHOLDER!!")
+            && stderr.contains("`large_api_key` is still !!PLACEHOLDER!!"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("estimated cost of the whole chain"),
+        "{stderr}"
+    );
+    // A real run still refuses to start.
+    let real = Command::new(env!("CARGO_BIN_EXE_factual-qa"))
+        .args([
+            "--config",
+            root.join("config.yaml").to_str().unwrap(),
+            "--set",
+            &inputs,
+            "--set",
+            "dataset_license=x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        real.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&real.stderr)
+    );
+}
