@@ -65,7 +65,7 @@ fn the_demo_writes_verified_conversations_and_a_rerun_sends_nothing() {
     for line in sharegpt.lines() {
         let line: serde_json::Value = serde_json::from_str(line).unwrap();
         let turns = line["conversations"].as_array().unwrap();
-        assert!(turns.len() >= 2 && turns.len() % 2 == 0, "{line}");
+        assert!(turns.len() >= 2 && turns.len().is_multiple_of(2), "{line}");
         assert_eq!(
             (turns[0]["from"].as_str(), turns[1]["from"].as_str()),
             (Some("human"), Some("gpt"))
