@@ -89,9 +89,21 @@ impl StatusSnapshot {
     /// Human rendering for `atk status`.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let state = if self.running { format!("running (pid {})", self.pid) } else { "not running".to_string() };
-        let name = if self.pipeline.is_empty() { "run" } else { &self.pipeline };
-        let _ = writeln!(s, "{name}: {state}, {:.0} s elapsed", self.elapsed_ms as f64 / 1000.0);
+        let state = if self.running {
+            format!("running (pid {})", self.pid)
+        } else {
+            "not running".to_string()
+        };
+        let name = if self.pipeline.is_empty() {
+            "run"
+        } else {
+            &self.pipeline
+        };
+        let _ = writeln!(
+            s,
+            "{name}: {state}, {:.0} s elapsed",
+            self.elapsed_ms as f64 / 1000.0
+        );
         if let Some((p, m)) = &self.milestone {
             let _ = writeln!(s, "  milestone: [{:>3.0}%] {m}", p * 100.0);
         }
@@ -149,7 +161,12 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
     let snapshot = match StatusSnapshot::read(output_dir) {
         Ok(s) => Some(s),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(StatusError::Read(format!("{}: {e}", output_dir.join(STATUS_FILE).display()))),
+        Err(e) => {
+            return Err(StatusError::Read(format!(
+                "{}: {e}",
+                output_dir.join(STATUS_FILE).display()
+            )));
+        }
     };
     if let Some(s) = &snapshot
         && s.running
@@ -161,12 +178,22 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
     let store = match atk_state::SledStore::try_open_read(&crate::store_dir(output_dir)) {
         Ok(store) => store,
         Err(atk_state::Error::Locked { .. }) => {
-            return snapshot.map(|s| StatusSnapshot { running: true, ..s }).ok_or_else(|| {
-                StatusError::Read(format!("a run holds {} and has not written status.json yet", output_dir.display()))
-            });
+            return snapshot
+                .map(|s| StatusSnapshot { running: true, ..s })
+                .ok_or_else(|| {
+                    StatusError::Read(format!(
+                        "a run holds {} and has not written status.json yet",
+                        output_dir.display()
+                    ))
+                });
         }
         Err(atk_state::Error::NotFound { .. }) => {
-            return snapshot.map(|s| StatusSnapshot { running: false, ..s }).ok_or_else(|| StatusError::NoRun(output_dir.to_path_buf()));
+            return snapshot
+                .map(|s| StatusSnapshot {
+                    running: false,
+                    ..s
+                })
+                .ok_or_else(|| StatusError::NoRun(output_dir.to_path_buf()));
         }
         Err(e) => return Err(StatusError::Read(e.to_string())),
     };
@@ -175,8 +202,13 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
 
 /// Counts done and failed per step in a store no run holds. Step names and totals come from
 /// the last snapshot the run saved (in the store, else `status.json`).
-pub fn from_store(store: &dyn atk_state::Store, file_snapshot: Option<StatusSnapshot>) -> Result<StatusSnapshot, atk_state::Error> {
-    let saved = store.meta(STATUS_META_KEY)?.and_then(|v| serde_json::from_value::<StatusSnapshot>(v).ok());
+pub fn from_store(
+    store: &dyn atk_state::Store,
+    file_snapshot: Option<StatusSnapshot>,
+) -> Result<StatusSnapshot, atk_state::Error> {
+    let saved = store
+        .meta(STATUS_META_KEY)?
+        .and_then(|v| serde_json::from_value::<StatusSnapshot>(v).ok());
     let mut s = saved.or(file_snapshot).unwrap_or_default();
     s.running = false;
     let items = store.items().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
@@ -189,9 +221,15 @@ pub fn from_store(store: &dyn atk_state::Store, file_snapshot: Option<StatusSnap
         }
         st.pending = st.total.saturating_sub(st.done + st.failed);
     }
-    if let Some(costs) = store.meta(crate::COST_META_KEY)?.and_then(|v| v.as_object().cloned()) {
+    if let Some(costs) = store
+        .meta(crate::COST_META_KEY)?
+        .and_then(|v| v.as_object().cloned())
+    {
         for e in &mut s.engines {
-            if let Some(t) = costs.get(&e.label).and_then(|v| serde_json::from_value::<atk_engine::CostTotals>(v.clone()).ok()) {
+            if let Some(t) = costs
+                .get(&e.label)
+                .and_then(|v| serde_json::from_value::<atk_engine::CostTotals>(v.clone()).ok())
+            {
                 e.requests = t.requests;
                 e.prompt_tokens = t.prompt_tokens;
                 e.completion_tokens = t.completion_tokens;
@@ -209,7 +247,13 @@ mod tests {
     use atk_state::{FailureRecord, ItemRecord, ResultRecord, SledStore, Store};
 
     fn item(id: &str, n: u64) -> ItemRecord {
-        ItemRecord { v: 1, id: id.into(), parent: None, order: vec![n, 0], fields: Default::default() }
+        ItemRecord {
+            v: 1,
+            id: id.into(),
+            parent: None,
+            order: vec![n, 0],
+            fields: Default::default(),
+        }
     }
 
     #[tokio::test]
@@ -217,23 +261,60 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(&crate::store_dir(dir.path())).unwrap();
-            store.put_items(vec![item("a", 0), item("b", 1), item("c", 2), item("d", 3)]).await.unwrap();
-            let r = ResultRecord { v: 1, output: "poem".into(), details: None, attempts: 1, prompt_tokens: 1, completion_tokens: 1, elapsed_ms: 1, stored_at_ms: 1 };
-            store.put_result("write_poem", "a", r.clone()).await.unwrap();
+            store
+                .put_items(vec![item("a", 0), item("b", 1), item("c", 2), item("d", 3)])
+                .await
+                .unwrap();
+            let r = ResultRecord {
+                v: 1,
+                outcome: Default::default(),
+                raw: None,
+                fingerprint: None,
+                input_hash: None,
+                output: "poem".into(),
+                details: None,
+                attempts: 1,
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                elapsed_ms: 1,
+                stored_at_ms: 1,
+            };
+            store
+                .put_result("write_poem", "a", r.clone())
+                .await
+                .unwrap();
             store.put_result("write_poem", "b", r).await.unwrap();
-            let f = FailureRecord { v: 1, kind: "validation".into(), reason: "short".into(), last_output: None, attempts: 4, stored_at_ms: 1 };
+            let f = FailureRecord {
+                v: 1,
+                kind: "validation".into(),
+                reason: "short".into(),
+                last_output: None,
+                attempts: 4,
+                stored_at_ms: 1,
+            };
             store.put_failure("write_poem", "c", f).await.unwrap();
             let last = StatusSnapshot {
                 pipeline: "example-pipeline".into(),
                 running: true,
                 pid: 1,
                 elapsed_ms: 12_300,
-                steps: vec![StepStatus { step: "write_poem".into(), total: 4, ..Default::default() }],
-                engines: vec![EngineStatus { label: "small".into(), model: "gpt-4o-mini".into(), ..Default::default() }],
+                steps: vec![StepStatus {
+                    step: "write_poem".into(),
+                    total: 4,
+                    ..Default::default()
+                }],
+                engines: vec![EngineStatus {
+                    label: "small".into(),
+                    model: "gpt-4o-mini".into(),
+                    ..Default::default()
+                }],
                 milestone: Some((1.0, "pipeline complete".into())),
                 ..Default::default()
             };
-            store.put_meta(STATUS_META_KEY, serde_json::to_value(&last).unwrap()).await.unwrap();
+            store
+                .put_meta(STATUS_META_KEY, serde_json::to_value(&last).unwrap())
+                .await
+                .unwrap();
             let costs = serde_json::json!({"small": {"requests": 7, "failed_requests": 0, "prompt_tokens": 7000, "completion_tokens": 1400, "estimated_replies": 0, "cost_usd": 0.00189, "retries": {}}});
             store.put_meta(crate::COST_META_KEY, costs).await.unwrap();
             store.flush().await.unwrap();
@@ -252,7 +333,14 @@ mod tests {
             pipeline: "p".into(),
             running: true,
             pid: 1, // pid 1 is always alive
-            steps: vec![StepStatus { step: "s".into(), total: 10, done: 3, in_flight: 2, pending: 7, ..Default::default() }],
+            steps: vec![StepStatus {
+                step: "s".into(),
+                total: 10,
+                done: 3,
+                in_flight: 2,
+                pending: 7,
+                ..Default::default()
+            }],
             ..Default::default()
         };
         atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&s).unwrap()).unwrap();
@@ -264,18 +352,28 @@ mod tests {
     #[test]
     fn an_empty_dir_has_no_run() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(read_status(dir.path()), Err(StatusError::NoRun(_))));
+        assert!(matches!(
+            read_status(dir.path()),
+            Err(StatusError::NoRun(_))
+        ));
     }
 
     #[test]
     fn snapshot_round_trips_through_json() {
         let s = StatusSnapshot {
             pipeline: "example".into(),
-            steps: vec![StepStatus { step: "write_poem".into(), total: 3, done: 2, pending: 1, ..Default::default() }],
+            steps: vec![StepStatus {
+                step: "write_poem".into(),
+                total: 3,
+                done: 2,
+                pending: 1,
+                ..Default::default()
+            }],
             cost_usd: 0.5,
             ..Default::default()
         };
-        let back: StatusSnapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let back: StatusSnapshot =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }
 }

@@ -56,12 +56,24 @@ fn main() -> ExitCode {
     };
     atk_cli::logging::init(0);
     match cli.command {
-        Command::Chunk { input_dir, chunk_size, tokenizer, subset, seed } => chunk(input_dir, chunk_size, &tokenizer, subset, seed),
+        Command::Chunk {
+            input_dir,
+            chunk_size,
+            tokenizer,
+            subset,
+            seed,
+        } => chunk(input_dir, chunk_size, &tokenizer, subset, seed),
         Command::Status { output_dir, json } => status(&output_dir, json),
     }
 }
 
-fn chunk(input_dir: PathBuf, chunk_size: usize, tokenizer: &str, subset: Option<usize>, seed: u64) -> ExitCode {
+fn chunk(
+    input_dir: PathBuf,
+    chunk_size: usize,
+    tokenizer: &str,
+    subset: Option<usize>,
+    seed: u64,
+) -> ExitCode {
     let tokenizer = match atk_tokens::Tokenizer::from_name(tokenizer) {
         Ok(t) => t,
         Err(e) => {
