@@ -28,10 +28,14 @@ pub(crate) enum Decision {
 /// The transport retry policy. `attempt` is the number of the attempt that just failed (1-based),
 /// `elapsed` the time since the call began, `jitter` a number in `0..1`.
 ///
-/// Only transient errors are retried. The wait is `max(Retry-After, backoff)` where backoff is
-/// `base_delay * 2^(attempt-1)`, capped at `max_delay`, scaled by `0.5 + 0.5 * jitter` ("equal
-/// jitter": never less than half, so callers that failed together spread out without hammering).
-/// Stops when attempts run out or the wait would end past `max_elapsed`.
+/// Only transient errors are retried. With a Retry-After the wait is what the server asked for
+/// (at least the first backoff step). Otherwise it is a backoff of `base_delay * 2^(attempt-1)`,
+/// capped at `max_delay` (at [`GLITCH_MAX_DELAY`] for a bad reply or a 500: garbage, a cut or
+/// broken stream, a server error say nothing about load; a 429 does, with its Retry-After, and
+/// 502/503 or no connection say the endpoint is gone), scaled by `0.5 + 0.5 * jitter` ("equal jitter": never less
+/// than half, so callers that failed together spread out without hammering). An endpoint that
+/// stops answering is the outage guard's business (`outage.rs`), not backoff's. Stops when
+/// attempts run out or the wait would end past `max_elapsed`.
 pub(crate) fn policy(
     error: &Error,
     attempt: u32,
@@ -39,25 +43,44 @@ pub(crate) fn policy(
     cfg: &RetryConfig,
     jitter: f64,
 ) -> Decision {
-    let Error::Transient { retry_after, .. } = error else {
+    let Error::Transient {
+        retry_after, kind, ..
+    } = error
+    else {
         return Decision::Stop;
     };
     if attempt >= cfg.max_attempts {
         return Decision::Stop;
     }
+    let jitter = 0.5 + 0.5 * jitter.clamp(0.0, 1.0);
+    let glitch = matches!(
+        kind,
+        TransientKind::Malformed
+            | TransientKind::Incomplete
+            | TransientKind::CutStream
+            | TransientKind::ServerError
+    );
+    let cap = if glitch {
+        cfg.max_delay.min(GLITCH_MAX_DELAY)
+    } else {
+        cfg.max_delay
+    };
     let exp = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
-    let backoff = cfg
-        .base_delay
-        .saturating_mul(exp)
-        .min(cfg.max_delay)
-        .mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
-    let wait = retry_after.map_or(backoff, |ra| ra.max(backoff));
+    let backoff = cfg.base_delay.saturating_mul(exp).min(cap).mul_f64(jitter);
+    let wait = match retry_after {
+        Some(ra) => (*ra).max(cfg.base_delay.min(cap).mul_f64(jitter)),
+        None => backoff,
+    };
     if elapsed.saturating_add(wait) >= cfg.max_elapsed {
         Decision::Stop
     } else {
         Decision::Wait(wait)
     }
 }
+
+/// Longest backoff after a bad reply (garbage, a cut or broken stream) or a 500: glitches of
+/// one response, not a sign of load.
+pub(crate) const GLITCH_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// Layer: retries transient failures of the inner engine per [`policy`].
 pub(crate) struct Retry<E> {
@@ -195,17 +218,24 @@ mod tests {
         check(transient(RateLimited, None), 1, 0, 0.0, Wait(ms(250)));
         check(transient(RateLimited, None), 1, 0, 1.0, Wait(ms(500)));
         check(transient(RateLimited, None), 3, 0, 1.0, Wait(ms(2000)));
-        // 429 with Retry-After: the longer of the two.
+        // 429 with Retry-After: what the server asked for, at least the first backoff step.
         check(transient(RateLimited, Some(s(7))), 1, 0, 1.0, Wait(s(7)));
         check(
             transient(RateLimited, Some(ms(10))),
             2,
             0,
             1.0,
-            Wait(ms(1000)),
+            Wait(ms(500)),
+        );
+        check(
+            transient(RateLimited, Some(ms(300))),
+            5,
+            0,
+            1.0,
+            Wait(ms(500)),
         );
         // Backoff is capped at max_delay, Retry-After is not.
-        check(transient(ServerError, None), 7, 0, 1.0, Wait(s(32)));
+        check(transient(Timeout, None), 7, 0, 1.0, Wait(s(32)));
         check(transient(ServerError, None), 30, 0, 1.0, Stop);
         check(
             transient(RateLimited, Some(s(120))),
@@ -218,6 +248,9 @@ mod tests {
         // (the backoff wins), a far-future one is capped at MAX_RETRY_AFTER, which is not below
         // the default max_elapsed, so the call gives up instead of waiting.
         check(transient(RateLimited, Some(s(0))), 1, 0, 1.0, Wait(ms(500)));
+        // A bad reply is a glitch: its backoff stops growing at 1 s.
+        check(transient(Malformed, None), 6, 0, 1.0, Wait(s(1)));
+        check(transient(CutStream, None), 6, 0, 0.0, Wait(ms(500)));
         check(
             transient(RateLimited, Some(crate::http::MAX_RETRY_AFTER)),
             1,
