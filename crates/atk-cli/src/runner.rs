@@ -841,6 +841,7 @@ fn engine_config(s: &Settings, e: &EngineSettings) -> EngineConfig {
         .with_timeouts(s.timeouts)
         .with_retry(s.retry)
         .with_outage_limit(s.outage_limit)
+        .with_rate_burst(s.burst)
         .with_requests_per_minute(s.requests_per_minute)
         .with_tokens_per_minute(s.tokens_per_minute)
         .with_mock(s.mock.clone())

@@ -41,6 +41,7 @@ pub(crate) struct Settings {
     pub timeouts: Timeouts,
     pub retry: RetryConfig,
     pub outage_limit: std::time::Duration,
+    pub burst: std::time::Duration,
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u32>,
     pub mock: MockConfig,
@@ -82,6 +83,7 @@ impl Settings {
         let timeouts = Timeouts {
             total: c.request_timeout,
             idle: c.idle_timeout,
+            first_byte: c.first_byte_timeout,
             ..Timeouts::default()
         };
         let retry = RetryConfig {
@@ -147,6 +149,7 @@ impl Settings {
             timeouts,
             retry,
             outage_limit: c.outage_limit,
+            burst: c.burst,
             requests_per_minute: c.requests_per_minute,
             tokens_per_minute: c.tokens_per_minute,
             mock,
@@ -202,5 +205,24 @@ mod tests {
         assert_eq!(s.dry_run_chunk_config().cache_dir, None);
         assert_eq!(s.engines[0].label, "small");
         assert_eq!(s.engines[1].label, "large");
+    }
+
+    #[test]
+    fn timeouts_burst_and_outage_limit_reach_the_engines() {
+        let c = CommonConfig {
+            first_byte_timeout: std::time::Duration::from_secs(5),
+            burst: std::time::Duration::from_secs(1),
+            outage_limit: std::time::Duration::from_secs(30),
+            large_require_finish_reason: false,
+            ..common("/data/in", "/data/out")
+        };
+        let s = Settings::from_common(&c).unwrap();
+        assert_eq!(s.timeouts.first_byte, std::time::Duration::from_secs(5));
+        assert_eq!(s.burst, std::time::Duration::from_secs(1));
+        assert_eq!(s.outage_limit, std::time::Duration::from_secs(30));
+        assert!(s.engines[0].require_finish_reason && !s.engines[1].require_finish_reason);
+        let d = Settings::from_common(&common("/data/in", "/data/out")).unwrap();
+        assert_eq!(d.timeouts.first_byte, std::time::Duration::from_secs(600));
+        assert_eq!(d.burst, std::time::Duration::from_secs(3));
     }
 }

@@ -53,7 +53,9 @@ impl std::fmt::Display for Mode {
 pub struct Timeouts {
     /// TCP (+TLS) connect.
     pub connect: Duration,
-    /// From sending to the first body byte (includes queueing inside a serial server).
+    /// From sending to the first body byte (includes queueing inside a serial server);
+    /// `first_byte_timeout` in the config. Bounds a stall before any byte, which `idle` does
+    /// not see.
     pub first_byte: Duration,
     /// Largest gap between two chunks of a reply.
     pub idle: Duration,
@@ -147,6 +149,9 @@ pub struct EngineConfig {
     pub requests_per_minute: Option<u32>,
     /// Optional tokens-per-minute limit (prompt estimate + `max_tokens` reserved, corrected by usage).
     pub tokens_per_minute: Option<u32>,
+    /// How much of `requests_per_minute` / `tokens_per_minute` may go out at once: the rate's
+    /// worth over this long (default 3 s). The rest is spread smoothly, never a minute at once.
+    pub rate_burst: Duration,
     /// Mock engine options.
     pub mock: MockConfig,
     /// One concurrency bound shared by several engines (wins over `concurrency_limit`).
@@ -174,6 +179,7 @@ impl Default for EngineConfig {
             outage_limit: Duration::from_secs(600),
             requests_per_minute: None,
             tokens_per_minute: None,
+            rate_burst: Duration::from_secs(3),
             mock: MockConfig::default(),
             shared_limit: None,
             cancel: None,
@@ -224,6 +230,8 @@ setters! {
     with_requests_per_minute: requests_per_minute: Option<u32>;
     /// Sets `tokens_per_minute`.
     with_tokens_per_minute: tokens_per_minute: Option<u32>;
+    /// Sets `rate_burst`.
+    with_rate_burst: rate_burst: Duration;
     /// Sets `mock`.
     with_mock: mock: MockConfig;
     /// Sets `shared_limit`.

@@ -75,7 +75,11 @@ pub fn build_engine(
         .shared_limit
         .clone()
         .unwrap_or_else(|| ConcurrencyLimit::new(cfg.concurrency_limit));
-    let rate = rate::RateLimiter::new(cfg.requests_per_minute, cfg.tokens_per_minute);
+    let rate = rate::RateLimiter::new(
+        cfg.requests_per_minute,
+        cfg.tokens_per_minute,
+        cfg.rate_burst,
+    );
     fn stack<E: Engine + 'static>(
         inner: E,
         cfg: &EngineConfig,

@@ -1,4 +1,6 @@
-//! Optional requests-per-minute and tokens-per-minute limits.
+//! Optional requests-per-minute and tokens-per-minute limits, as a smooth rate: each bucket holds
+//! only `burst` (a few seconds' worth), never a minute's worth, since providers that enforce
+//! per-minute limits at per-second granularity answer a minute's burst with 429s.
 //!
 //! Hand-written token buckets rather than `governor`: governor reads its own clock (quanta), so
 //! tokio's paused-clock tests cannot drive it, and a TPM limit must reserve an estimate before
@@ -19,28 +21,30 @@ pub(crate) struct RateLimiter {
     tpm: Option<Mutex<Bucket>>,
 }
 
-/// A bucket holding up to one minute's allowance, refilled continuously; may go into debt when
-/// a reply used more tokens than were reserved.
+/// A bucket holding up to `burst` of the rate (at least one unit), starting full, refilled
+/// continuously; may go into debt when a reply used more tokens than were reserved.
 struct Bucket {
-    per_minute: f64,
+    per_sec: f64,
+    capacity: f64,
     level: f64,
     last: Instant,
 }
 
 impl Bucket {
-    fn new(per_minute: u32) -> Self {
-        let per_minute = f64::from(per_minute.max(1));
+    fn new(per_minute: u32, burst: Duration) -> Self {
+        let per_sec = f64::from(per_minute.max(1)) / 60.0;
+        let capacity = (per_sec * burst.as_secs_f64()).max(1.0);
         Self {
-            per_minute,
-            level: per_minute,
+            per_sec,
+            capacity,
+            level: capacity,
             last: Instant::now(),
         }
     }
 
     fn refill(&mut self, now: Instant) {
-        let per_sec = self.per_minute / 60.0;
-        self.level = (self.level + per_sec * now.duration_since(self.last).as_secs_f64())
-            .min(self.per_minute);
+        self.level = (self.level + self.per_sec * now.duration_since(self.last).as_secs_f64())
+            .min(self.capacity);
         self.last = now;
     }
 
@@ -48,32 +52,30 @@ impl Bucket {
     /// a full bucket and then takes it all).
     fn take(&mut self, n: f64, now: Instant) -> Option<Duration> {
         self.refill(now);
-        let need = n.min(self.per_minute);
+        let need = n.min(self.capacity);
         if self.level >= need {
             self.level -= n;
             None
         } else {
-            Some(Duration::from_secs_f64(
-                (need - self.level) * 60.0 / self.per_minute,
-            ))
+            Some(Duration::from_secs_f64((need - self.level) / self.per_sec))
         }
     }
 
     fn give_back(&mut self, n: f64) {
         self.refill(Instant::now());
-        self.level = (self.level + n).min(self.per_minute);
+        self.level = (self.level + n).min(self.capacity);
     }
 }
 
 impl RateLimiter {
-    /// `None` when neither limit is set.
-    pub(crate) fn new(rpm: Option<u32>, tpm: Option<u32>) -> Option<Self> {
+    /// `None` when neither limit is set; each bucket holds `burst` of its rate.
+    pub(crate) fn new(rpm: Option<u32>, tpm: Option<u32>, burst: Duration) -> Option<Self> {
         if rpm.is_none() && tpm.is_none() {
             return None;
         }
         Some(Self {
-            rpm: rpm.map(|n| Mutex::new(Bucket::new(n))),
-            tpm: tpm.map(|n| Mutex::new(Bucket::new(n))),
+            rpm: rpm.map(|n| Mutex::new(Bucket::new(n, burst))),
+            tpm: tpm.map(|n| Mutex::new(Bucket::new(n, burst))),
         })
     }
 
@@ -127,30 +129,40 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn rpm_spaces_requests_after_the_burst() {
-        let rl = RateLimiter::new(Some(60), None).unwrap();
+    async fn rpm_60_sends_no_more_than_the_burst_plus_one_per_second() {
+        let burst = Duration::from_secs(3);
+        let rl = RateLimiter::new(Some(60), None, burst).unwrap();
         let fuse = Fuse::new("t");
         let req = Request::completion("hi");
         let t0 = Instant::now();
-        for _ in 0..60 {
+        let mut sent = Vec::new();
+        for _ in 0..30 {
             rl.admit(&req, &fuse).await.unwrap();
+            sent.push(t0.elapsed());
         }
+        // 3 at once (3 s worth of 1 per second), then one a second: never a minute's worth.
+        assert_eq!(sent.iter().filter(|t| t.is_zero()).count(), 3);
+        for (i, start) in sent.iter().enumerate() {
+            let in_a_second = sent[i..]
+                .iter()
+                .take_while(|t| **t < *start + Duration::from_secs(1))
+                .count();
+            assert!(
+                in_a_second <= 3 + 1,
+                "{in_a_second} within 1 s of {start:?}"
+            );
+        }
+        let last = *sent.last().unwrap();
         assert!(
-            t0.elapsed() < Duration::from_millis(1),
-            "a minute's allowance is available at once"
-        );
-        rl.admit(&req, &fuse).await.unwrap();
-        rl.admit(&req, &fuse).await.unwrap();
-        let e = t0.elapsed();
-        assert!(
-            e >= Duration::from_millis(1990) && e < Duration::from_millis(2100),
-            "{e:?}"
+            last >= Duration::from_millis(26_990) && last < Duration::from_millis(27_100),
+            "{last:?}"
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn tpm_reserves_max_tokens_and_settles_on_usage() {
-        let rl = RateLimiter::new(None, Some(1000)).unwrap();
+        // A burst of 60 s: the bucket holds a minute's worth, to keep this test's arithmetic.
+        let rl = RateLimiter::new(None, Some(1000), Duration::from_secs(60)).unwrap();
         let fuse = Fuse::new("t");
         let req = Request::completion("abcd").with_param("max_tokens", 600);
         let reserved = rl.admit(&req, &fuse).await.unwrap();

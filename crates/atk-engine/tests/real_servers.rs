@@ -278,3 +278,18 @@ async fn an_outage_longer_than_the_limit_stops_the_engine() {
         assert!(e.to_string().contains("has not answered for"), "{e}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stall_before_the_first_byte_is_bounded_by_the_first_byte_timeout() {
+    let server = TestServer::start(server_cfg().with_latency(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let cfg = engine_cfg(&server)
+        .with_timeouts(atk_engine::Timeouts::default().with_first_byte(Duration::from_secs(5)))
+        .with_retry(RetryConfig::default().with_max_attempts(2));
+    let engine = build_engine(cfg, vec![]).unwrap();
+    let t0 = tokio::time::Instant::now();
+    let err = engine.call(chat("hello")).await.unwrap_err();
+    assert!(err.to_string().contains("first-byte timeout"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(12), "{:?}", t0.elapsed());
+}

@@ -50,10 +50,12 @@ use serde::Deserialize;
 /// | `debug_outputs` | bool | `false` | Write every request and reply to `<output_dir>/debug_outputs/` (keys never included). |
 /// | `request_timeout` | seconds (number) | `1800` | Longest one attempt may take in total before it is retried. |
 /// | `idle_timeout` | seconds (number) | `120` | Longest silence inside a streamed reply before the attempt is retried. |
+/// | `first_byte_timeout` | seconds (number) | `600` | Longest wait for the first byte of a reply (a server that serves one request at a time queues the others this way) before the attempt is retried. |
 /// | `max_attempts` | integer ≥ 1 | `8` | Transport attempts per request (first try included): 429, 5xx, resets, stalls. |
 /// | `outage_limit` | seconds (number) | `600` | How long an endpoint that had answered may stop answering (no connection, or only 502/503) before the run stops (exit 1, unsent items left pending). Meanwhile nothing is sent but one probe at a time, so no item spends its attempts on the outage. |
 /// | `requests_per_minute` | integer | none (no cap) | Cap on requests per minute, per engine. |
 /// | `tokens_per_minute` | integer | none (no cap) | Cap on tokens per minute, per engine. |
+/// | `burst` | seconds (number) | `3` | How much of `requests_per_minute` / `tokens_per_minute` may go out at once: this many seconds' worth; the rest is spread evenly (never a minute's worth at once). |
 /// | `mock_reply` | string | none (a built-in paragraph) | Reply template of `mock` engines; `{hash}`, `{words}`, `{lines}`, `{excerpt}` are filled in. |
 /// | `mock_latency_ms` | integer | `0` | Simulated latency of each `mock` reply, in milliseconds. |
 /// | `read_files_manually` | bool | `true` | The runner reads and chunks `input_dir`; `false` lets the pipeline supply its own texts. |
@@ -137,6 +139,10 @@ pub struct CommonConfig {
     pub request_timeout: Duration,
     /// Longest gap inside a streamed reply.
     pub idle_timeout: Duration,
+    /// Longest wait for a reply's first byte.
+    pub first_byte_timeout: Duration,
+    /// Seconds' worth of the RPM/TPM caps that may go out at once.
+    pub burst: Duration,
     /// Transport attempts per request.
     pub max_attempts: u32,
     /// Longest outage of an endpoint waited out.
@@ -192,6 +198,8 @@ impl CommonConfig {
         "debug_outputs",
         "request_timeout",
         "idle_timeout",
+        "first_byte_timeout",
+        "burst",
         "max_attempts",
         "outage_limit",
         "requests_per_minute",
@@ -251,6 +259,8 @@ impl Default for CommonConfig {
             debug_outputs: false,
             request_timeout: Duration::from_secs(1800),
             idle_timeout: Duration::from_secs(120),
+            first_byte_timeout: Duration::from_secs(600),
+            burst: Duration::from_secs(3),
             max_attempts: 8,
             outage_limit: Duration::from_secs(600),
             requests_per_minute: None,
@@ -300,6 +310,8 @@ pub(crate) struct RawCommon {
     pub debug_outputs: Option<bool>,
     pub request_timeout: Option<f64>,
     pub idle_timeout: Option<f64>,
+    pub first_byte_timeout: Option<f64>,
+    pub burst: Option<f64>,
     pub max_attempts: Option<u32>,
     pub outage_limit: Option<f64>,
     pub requests_per_minute: Option<u32>,
@@ -433,6 +445,12 @@ impl RawCommon {
             debug_outputs: self.debug_outputs.unwrap_or(d.debug_outputs),
             request_timeout: seconds("request_timeout", self.request_timeout, d.request_timeout)?,
             idle_timeout: seconds("idle_timeout", self.idle_timeout, d.idle_timeout)?,
+            first_byte_timeout: seconds(
+                "first_byte_timeout",
+                self.first_byte_timeout,
+                d.first_byte_timeout,
+            )?,
+            burst: seconds("burst", self.burst, d.burst)?,
             max_attempts: at_least_one(
                 "max_attempts",
                 self.max_attempts.unwrap_or(d.max_attempts),
