@@ -93,6 +93,7 @@ impl Settings {
         let mock = MockConfig {
             reply_template: c.mock_reply.clone(),
             latency: c.mock_latency,
+            tokenizer: c.tokenizer,
         };
         let engine = |label: &str,
                       mode,

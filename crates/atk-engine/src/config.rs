@@ -107,6 +107,9 @@ pub struct MockConfig {
     pub reply_template: Option<String>,
     /// Simulated latency per call (tokio time, so paused-clock tests stay instant).
     pub latency: Duration,
+    /// Tokenizer that counts the mock's prompt and reply tokens (the run's, so the demo's
+    /// counts and cost match what `--dry-run` says).
+    pub tokenizer: atk_tokens::Tokenizer,
 }
 
 /// Everything needed to build one engine. Build with `Default` and the `with_*` setters.
@@ -295,6 +298,11 @@ impl MockConfig {
     /// Sets `latency`.
     pub fn with_latency(mut self, d: Duration) -> Self {
         self.latency = d;
+        self
+    }
+    /// Sets `tokenizer`.
+    pub fn with_tokenizer(mut self, t: atk_tokens::Tokenizer) -> Self {
+        self.tokenizer = t;
         self
     }
 }

@@ -64,16 +64,16 @@ impl Engine for MockEngine {
             .or(self.cfg.reply_template.as_deref())
             .unwrap_or(DEFAULT_MOCK_TEMPLATE);
         let text = render_mock_reply(template, &request.prompt);
-        let prompt_words = match &request.prompt {
-            Prompt::Chat(messages) => messages
-                .iter()
-                .map(|m| m.content.split_whitespace().count() + 4)
-                .sum(),
-            Prompt::Completion(text) => text.split_whitespace().count(),
+        // Counted with the run's tokenizer, as `--dry-run` counts: each chat message's content
+        // plus 4 tokens of framing.
+        let counter = self.cfg.tokenizer.counter();
+        let prompt_tokens: usize = match &request.prompt {
+            Prompt::Chat(messages) => messages.iter().map(|m| counter.count(&m.content) + 4).sum(),
+            Prompt::Completion(text) => counter.count(text),
         };
         let usage = Usage {
-            prompt_tokens: prompt_words as u64,
-            completion_tokens: text.split_whitespace().count() as u64,
+            prompt_tokens: prompt_tokens as u64,
+            completion_tokens: counter.count(&text) as u64,
             estimated: true,
         };
         Ok(Reply {
@@ -202,6 +202,27 @@ mod tests {
         assert_eq!(lines[0].len(), "Q: ".len() + 16);
         assert!(lines[1].starts_with("1. ") && lines[4].starts_with("4. "));
         assert_eq!(lines[5], "{x}");
+    }
+
+    #[tokio::test]
+    async fn tokens_are_counted_with_the_runs_tokenizer() {
+        let text = "Tokenization: antidisestablishmentarianism, naïveté, 東京.";
+        for tokenizer in [atk_tokens::Tokenizer::Cl100k, atk_tokens::Tokenizer::O200k] {
+            let cfg = MockConfig::default()
+                .with_reply_template("{excerpt}")
+                .with_tokenizer(tokenizer);
+            let engine = MockEngine::new("m", "", cfg);
+            let reply = engine
+                .call(Request::chat(vec![Message::new("user", text)]))
+                .await
+                .unwrap();
+            let count = |t: &str| tokenizer.counter().count(t) as u64;
+            assert_eq!(reply.usage.prompt_tokens, count(text) + 4);
+            assert_eq!(reply.usage.completion_tokens, count(&reply.text));
+            assert_ne!(reply.usage.prompt_tokens, 5 + 4, "not words");
+            let completion = engine.call(Request::completion(text)).await.unwrap();
+            assert_eq!(completion.usage.prompt_tokens, count(text));
+        }
     }
 
     #[test]
