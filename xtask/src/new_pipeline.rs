@@ -340,14 +340,7 @@ mod tests {
         for file in ["Cargo.toml", "Cargo.lock"] {
             std::fs::copy(from.join(file), to.join(file)).unwrap();
         }
-        for dir in [
-            ".cargo",
-            "crates",
-            "pipelines",
-            "xtask",
-            "tests",
-            "prompts",
-        ] {
+        for dir in [".cargo", "crates", "pipelines", "xtask", "tests", "prompts"] {
             if from.join(dir).exists() {
                 copy_dir(&from.join(dir), &to.join(dir));
             }
