@@ -7,6 +7,7 @@ pub mod dry_run;
 mod error;
 pub mod flags;
 pub mod logging;
+pub mod out;
 pub mod progress;
 mod runner;
 mod settings;

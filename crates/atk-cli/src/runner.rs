@@ -1,10 +1,9 @@
 //! The runner every pipeline binary's `main` calls: flags, config, engines, store, inputs,
 //! the pipeline itself, then the summary and the exit code.
 //!
-//! This module is the one place atk prints to the terminal (banner, config warnings, the
-//! summary, the error): it is the binary's front end living in a library so every pipeline
-//! shares it.
-#![allow(clippy::print_stderr)]
+//! This module decides what a pipeline binary prints (banner, config warnings, the summary,
+//! the error) and [`crate::out`] where it goes: it is the binary's front end living in a
+//! library so every pipeline shares it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -253,7 +252,7 @@ where
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::out::always(&format!("error: cannot start the async runtime: {e}\n"));
             return std::process::ExitCode::from(1);
         }
     };
@@ -262,21 +261,21 @@ where
     runtime.shutdown_timeout(Duration::from_secs(1));
     match &outcome {
         Ok(()) => {}
-        Err(RunError::DryRun(estimate)) => eprint!("{estimate}"),
-        Err(RunError::AllFailed) => eprintln!("error: {}", RunError::AllFailed),
-        Err(e) => eprintln!("error: {e}"),
+        Err(RunError::DryRun(estimate)) => crate::out::result(estimate.trim_end()),
+        Err(e) => crate::out::always(&format!("error: {e}\n")),
     }
     crate::error::exit_code(&outcome)
 }
 
 /// Runs a pipeline with parsed flags (what [`main`] does inside its runtime).
 pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), RunError> {
+    crate::out::set_quiet(flags.quiet);
     let started = Instant::now();
     let started_at_ms = now_ms();
     let overrides = Overrides { set: flags.set.clone(), json: flags.override_json.clone() };
     let loaded = config::load::<P::Config>(&flags.config, &overrides).map_err(|e| RunError::Config(e.to_string()))?;
     for w in &loaded.warnings {
-        eprintln!("warning: {w}");
+        crate::out::warn(w);
     }
     let settings = Arc::new(Settings::from_common(&loaded.common).map_err(RunError::Config)?);
     tracing::debug!(config = %loaded.path.display(), "config loaded");
@@ -295,10 +294,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         atk_chunk::chunk_texts(&[], &chunk_cfg)
     };
     for m in chunk_set.report.messages() {
-        eprintln!("{m}");
+        crate::out::info(&format!("{m}\n"));
     }
-    if flags.verbosity() >= 0 && settings.read_files_manually {
-        eprintln!("{}", chunk_set.report.summary());
+    if settings.read_files_manually {
+        crate::out::info(&format!("{}\n", chunk_set.report.summary()));
     }
     let items: Vec<ItemRecord> = chunk_set.chunks.iter().map(chunk_item).collect();
     let chunk_tokens: u64 = chunk_set.chunks.iter().map(|c| c.tokens as u64).sum();
@@ -378,7 +377,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
     if engines.small.is_mock() || engines.large.is_mock() {
         let which: Vec<&str> = [&engines.small, &engines.large].iter().filter(|e| e.is_mock()).map(|e| e.label()).collect();
-        eprintln!("MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data", which.join(" and "));
+        crate::out::info(&format!(
+            "MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data\n",
+            which.join(" and ")
+        ));
     }
 
     let seeded: HashSet<String> = items.iter().map(|i| i.id.clone()).collect();
@@ -463,8 +465,15 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         [serde_json::to_string_pretty(&totals).unwrap_or_default()],
     );
     let _ = summary.write(&settings.output_dir);
-    if flags.verbosity() >= 0 || outcome.is_err() || summary.all_failed() {
-        eprint!("{}", summary.render());
+    // The summary is a diagnostic (stderr; shown under -q only when it explains a failure);
+    // where each dataset went is a result (stdout).
+    if outcome.is_err() || summary.all_failed() {
+        crate::out::always(&summary.render());
+    } else {
+        crate::out::info(&summary.render());
+    }
+    for line in summary.dataset_lines() {
+        crate::out::result(&line);
     }
     outcome?;
     if summary.all_failed() {
@@ -552,13 +561,13 @@ async fn watch_ctrl_c(mut ctrl_c: CtrlC, cancel: CancellationToken) {
         return;
     }
     cancel.cancel();
-    eprintln!(
-        "\nstopping: no new requests; waiting up to {} s for those in flight (Ctrl-C again to quit now)",
+    crate::out::always(&format!(
+        "\nstopping: no new requests; waiting up to {} s for those in flight (Ctrl-C again to quit now)\n",
         CTRL_C_GRACE.as_secs()
-    );
+    ));
     tokio::select! {
-        _ = ctrl_c.recv() => eprintln!("quitting now; rerun the same command to resume"),
-        () = tokio::time::sleep(CTRL_C_GRACE) => eprintln!("in-flight requests did not finish in time; quitting; rerun to resume"),
+        _ = ctrl_c.recv() => crate::out::always("quitting now; rerun the same command to resume\n"),
+        () = tokio::time::sleep(CTRL_C_GRACE) => crate::out::always("in-flight requests did not finish in time; quitting; rerun to resume\n"),
     }
     std::process::exit(130);
 }

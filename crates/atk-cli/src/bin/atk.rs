@@ -103,11 +103,10 @@ fn chunk(input_dir: PathBuf, chunk_size: usize, tokenizer: &str, subset: Option<
 fn status(output_dir: &std::path::Path, json: bool) -> ExitCode {
     match atk_cli::status::read_status(output_dir) {
         Ok(s) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-            } else {
-                print!("{}", s.render());
-            }
+            let text = if json { serde_json::to_string_pretty(&s).unwrap_or_default() + "\n" } else { s.render() };
+            // A closed stdout (`atk status DIR | head -1`) ends the output quietly.
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
             ExitCode::SUCCESS
         }
         Err(e) => {
