@@ -15,6 +15,7 @@ mod resume;
 mod run;
 mod secrets;
 mod validation;
+mod warnings;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -8,6 +8,7 @@ mod error;
 pub mod flags;
 pub mod logging;
 pub mod out;
+mod preflight;
 pub mod progress;
 mod runner;
 mod settings;

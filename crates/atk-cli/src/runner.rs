@@ -123,6 +123,7 @@ impl<C> RunContext<C> {
             // A dry run goes one item at a time: nothing waits on a network, and the sample
             // prompt shown is then always the first item's.
             .with_max_in_flight(if self.dry_run.is_some() { 1 } else { self.settings.concurrency_limit.saturating_mul(2).max(1) });
+        crate::preflight::warn_prompt_names(self.store.as_ref(), chain, &self.step_context());
         let executor = Executor::new(self.store.clone(), self.step_context(), self.progress.clone(), cfg);
         let report = executor.run(chain).await.map_err(step_error)?;
         for step in chain {
@@ -307,6 +308,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             .with_override_dir(settings.prompts.clone())
             .with_default_dir(settings.default_prompts.clone()),
     );
+    for w in prompts.override_warnings() {
+        crate::out::warn(&w);
+    }
     let progress_mode = flags.progress_mode();
 
     if flags.dry_run {

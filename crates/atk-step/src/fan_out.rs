@@ -92,6 +92,17 @@ impl Step for FanOutStep {
         }
     }
 
+    fn template_args(&self) -> Option<Vec<String>> {
+        match &self.source {
+            Source::Prompt(inner, _) => inner.template_args(),
+            Source::Function(_) => Some(vec![]),
+        }
+    }
+
+    fn adds_fields(&self) -> Option<Vec<String>> {
+        None // the children carry fields of their own
+    }
+
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let (fields, record) = match &self.source {
             Source::Prompt(inner, split) => inner.attempt(item, ctx, &|out, it| split(out, it)).await?,

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod check;
 mod error;
 mod executor;
 mod fan_out;
@@ -12,6 +13,7 @@ mod template;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use check::{PromptWarning, check_prompt_names};
 pub use error::{ItemFailure, StepError};
 pub use executor::{Executor, ExecutorConfig, FailureGroup, RunReport, StepReport, collect_final};
 pub use fan_out::{FanOutStep, child_id, make_children};
@@ -20,4 +22,4 @@ pub use progress::{NullSink, ProgressEvent, ProgressSink};
 pub use prompt::{PromptLibrary, PromptSource, PromptTemplate};
 pub use prompt_step::{LENGTH_CUT_REASON, PromptStep};
 pub use step::{EngineChoice, Engines, Step, StepContext, StepOutput};
-pub use template::render_template;
+pub use template::{render_template, template_names};

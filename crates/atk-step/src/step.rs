@@ -27,6 +27,16 @@ pub trait Step: Send + Sync {
     fn details_key(&self) -> Option<&str> {
         None
     }
+    /// Template names the step supplies to its prompts beyond item fields (its arguments), for
+    /// the pre-flight `{name}` check; `None` when it cannot say (an input processor may add any).
+    fn template_args(&self) -> Option<Vec<String>> {
+        Some(vec![])
+    }
+    /// Item fields the step adds for later steps (its result and details keys), for the
+    /// pre-flight `{name}` check; `None` when it cannot say (a fan-out's children).
+    fn adds_fields(&self) -> Option<Vec<String>> {
+        Some(std::iter::once(self.result_key()).chain(self.details_key()).map(str::to_string).collect())
+    }
     /// Runs the step for one item. `Err(StepError::Failed)` fails this item only; other errors stop the run.
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError>;
 }

@@ -473,6 +473,15 @@ fn no_flatten_naming_a_missing_section_warns() {
     .env("OPENAI_API_KEY", "sk-env-0000");
     let loaded = case.ok();
     insta::assert_snapshot!("no_flatten_missing_section", case.warnings(&loaded));
+
+    // The usual slip: the one entry misspelt, so the section meant is flattened.
+    let text = BASE.replace("  - example_heading\n", "  - exmaple_heading\n");
+    let (_, warnings) = super::flat::Flat::parse(std::path::Path::new("config.yaml"), &text).unwrap();
+    let warnings = warnings.join("\n");
+    assert!(
+        warnings.contains("lists `exmaple_heading`") && warnings.contains("did you mean `example_heading`?"),
+        "{warnings}"
+    );
 }
 
 #[test]
