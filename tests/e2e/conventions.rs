@@ -115,3 +115,29 @@ async fn a_closed_output_pipe_ends_output_quietly_and_loses_nothing() {
         "nothing was lost: the rerun re-requests nothing"
     );
 }
+
+#[tokio::test]
+async fn the_example_needs_only_the_small_engines_keys() {
+    let (server, _) = poem_server(ServerConfig::default()).await;
+    let env = Env::new();
+    env.write_docs(2);
+    let yaml: String = Config::new(server.base_url())
+        .to_yaml()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("large_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = env.root().join("small_only.yaml");
+    std::fs::write(
+        &config,
+        yaml.replace("  small_model:", "  large_mode: api\n  small_model:"),
+    )
+    .unwrap();
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(env.dataset().len(), 2);
+    assert!(
+        !out.stderr.contains("large"),
+        "nothing about the unused large engine\n{out}"
+    );
+}

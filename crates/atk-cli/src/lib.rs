@@ -12,6 +12,7 @@ mod preflight;
 pub mod progress;
 mod runner;
 mod settings;
+mod unused;
 pub mod status;
 pub mod summary;
 

@@ -46,6 +46,12 @@ pub trait Pipeline: Send + Sync + 'static {
     /// The prompt files compiled into the binary: `(file name, contents)`; the config's
     /// `prompts` folder overrides them file by file.
     fn default_prompts(&self) -> &'static [(&'static str, &'static str)];
+    /// Which engines the pipeline's steps call; the others' model and endpoint are not
+    /// required, no API key is looked for, and a call to one fails with a clear error.
+    /// Default: both.
+    fn engines_used(&self) -> config::EnginesUsed {
+        config::EnginesUsed::BOTH
+    }
     /// Runs the pipeline: build steps, [`RunContext::run_chain`], write datasets.
     async fn run(&self, ctx: &mut RunContext<Self::Config>) -> Result<(), RunError>;
 }
@@ -274,11 +280,13 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let started = Instant::now();
     let started_at_ms = now_ms();
     let overrides = Overrides { set: flags.set.clone(), json: flags.override_json.clone() };
-    let loaded = config::load::<P::Config>(&flags.config, &overrides).map_err(|e| RunError::Config(e.to_string()))?;
+    let used = pipeline.engines_used();
+    let loaded =
+        config::load_for::<P::Config>(&flags.config, &overrides, used).map_err(|e| RunError::Config(e.to_string()))?;
     for w in &loaded.warnings {
         crate::out::warn(w);
     }
-    let settings = Arc::new(Settings::from_common(&loaded.common).map_err(RunError::Config)?);
+    let settings = Arc::new(Settings::from_common(&loaded.common).map_err(RunError::Config)?.with_engines_used(used));
     tracing::debug!(config = %loaded.path.display(), "config loaded");
 
     // Inputs first: a missing or empty input dir is reported before anything is locked.
@@ -476,8 +484,15 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     } else {
         crate::out::info(&summary.render());
     }
-    for line in summary.dataset_lines() {
-        crate::out::result(&line);
+    if progress_mode == crate::progress::ProgressMode::Json {
+        // stdout stays JSON lines only: one `dataset_written` event per dataset.
+        for (path, lines) in &summary.datasets {
+            crate::out::result(&serde_json::json!({"event": "dataset_written", "path": path, "lines": lines}).to_string());
+        }
+    } else {
+        for line in summary.dataset_lines() {
+            crate::out::result(&line);
+        }
     }
     outcome?;
     if summary.all_failed() {
@@ -519,7 +534,7 @@ fn build_engines(settings: &Settings, store: &dyn Store, cancel: &CancellationTo
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit.max(1));
     let debug = settings.debug_outputs.then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
-    let mut built = Vec::new();
+    let mut built: Vec<Arc<dyn atk_engine::Engine>> = Vec::new();
     let mut counters = Vec::new();
     for e in &settings.engines {
         let counter = CostCounter::new(
@@ -532,6 +547,11 @@ fn build_engines(settings: &Settings, store: &dyn Store, cancel: &CancellationTo
         let mut observers: Vec<Arc<dyn Observer>> = vec![counter.clone()];
         if let Some(d) = &debug {
             observers.push(d.clone());
+        }
+        if !e.used {
+            built.push(Arc::new(crate::unused::UnusedEngine::new(&e.label, &e.model)));
+            counters.push(counter);
+            continue;
         }
         let cfg = engine_config(settings, e).with_shared_limit(Some(shared_limit.clone())).with_cancel(cancel.clone());
         built.push(atk_engine::build_engine(cfg, observers)?);
