@@ -1,10 +1,11 @@
 //! CLI conventions: `-q` prints nothing on a clean run; where each dataset went is on stdout,
-//! diagnostics on stderr; a closed output pipe (`| head -1`) neither panics nor loses work.
+//! diagnostics on stderr; a closed output pipe (`| head -1`) neither panics nor loses work;
+//! `atk status` after a `kill -9` says the run is not running.
 
 use std::io::BufRead;
 use std::time::Duration;
 
-use atk_e2e::{Config, Env, run};
+use atk_e2e::{Config, Env, Running, run};
 use atk_testkit::ServerConfig;
 
 use crate::{RUN_TIMEOUT, bin, poem_server};
@@ -140,4 +141,29 @@ async fn the_example_needs_only_the_small_engines_keys() {
         !out.stderr.contains("large"),
         "nothing about the unused large engine\n{out}"
     );
+}
+
+#[tokio::test]
+async fn status_after_kill_9_says_the_run_is_not_running() {
+    let (server, _) =
+        poem_server(ServerConfig::default().with_latency(Duration::from_millis(100))).await;
+    let env = Env::new();
+    env.write_docs(8);
+    let mut config = Config::new(server.base_url());
+    config.concurrency_limit = 2;
+    let config = env.write_config(&config);
+    let running = Running::spawn(env.command(bin(), &config));
+    let reached = server.wait_until(RUN_TIMEOUT, |s| s.completed >= 2).await;
+    let out = running.kill().await;
+    assert!(reached.is_some(), "the run never got going\n{out}");
+    assert!(
+        env.output().join("status.json").is_file(),
+        "the run wrote its snapshot\n{out}"
+    );
+
+    let status = atk_cli::status::read_status(&env.output()).expect("status of the killed run");
+    let text = status.render();
+    assert!(!status.running && status.stale, "{text}");
+    assert!(text.contains("ago, the run is not running"), "{text}");
+    assert!(!text.contains("requests in flight"), "{text}");
 }

@@ -385,8 +385,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     // The first Ctrl-C cancels this token: the executor starts no new item, and both engines
     // stop calls still waiting for a slot or a retry backoff (they are not sent).
     let cancel = CancellationToken::new();
-    let (engines, counters) = build_engines(&settings, store.as_ref(), &cancel)?;
+    let (engines, counters, limit) = build_engines(&settings, store.as_ref(), &cancel)?;
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
+    let status_inputs =
+        StatusInputs { counters: counters.clone(), engines: engines.clone(), baselines: baselines.clone(), limit };
     if engines.small.is_mock() || engines.large.is_mock() {
         let which: Vec<&str> = [&engines.small, &engines.large].iter().filter(|e| e.is_mock()).map(|e| e.label()).collect();
         crate::out::info(&format!(
@@ -408,15 +410,19 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         let counters = counters.clone();
         Arc::new(move || counters.iter().map(|c| c.snapshot().cost_usd).sum::<f64>())
     };
-    let progress = Arc::new(Progress::stderr(progress_mode).with_cost(cost_fn));
+    // The progress line keeps this run's cost apart from every run's.
+    let run_cost_fn = {
+        let (counters, before) = (counters.clone(), baselines.iter().map(|b| b.cost_usd).sum::<f64>());
+        Arc::new(move || (counters.iter().map(|c| c.snapshot().cost_usd).sum::<f64>() - before).max(0.0))
+    };
+    let progress = Arc::new(Progress::stderr(progress_mode).with_cost(cost_fn).with_run_cost(run_cost_fn));
     crate::logging::attach_bars(progress.multi().cloned());
     let ctrl_c = tokio::spawn(watch_ctrl_c(CtrlC::install(), cancel.clone()));
     let status_task = tokio::spawn(status_loop(
         settings.output_dir.clone(),
         pipeline.name(),
         progress.clone(),
-        counters.clone(),
-        engines.clone(),
+        status_inputs.clone(),
         store.clone(),
     ));
 
@@ -453,7 +459,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         .collect();
     let totals = cost_totals(&counters);
     let _ = store.put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone())).await;
-    let mut snapshot = status_of(pipeline.name(), &progress, &counters, &engines);
+    let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
     snapshot.running = false;
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
@@ -530,7 +536,11 @@ fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
 
 type Counters = Vec<Arc<CostCounter>>;
 
-fn build_engines(settings: &Settings, store: &dyn Store, cancel: &CancellationToken) -> Result<(Engines, Counters), RunError> {
+fn build_engines(
+    settings: &Settings,
+    store: &dyn Store,
+    cancel: &CancellationToken,
+) -> Result<(Engines, Counters, Arc<atk_engine::ConcurrencyLimit>), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit.max(1));
     let debug = settings.debug_outputs.then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
@@ -559,7 +569,7 @@ fn build_engines(settings: &Settings, store: &dyn Store, cancel: &CancellationTo
     }
     let large = built.pop().ok_or_else(|| RunError::fatal("no large engine"))?;
     let small = built.pop().ok_or_else(|| RunError::fatal("no small engine"))?;
-    Ok((Engines { small, large }, counters))
+    Ok((Engines { small, large }, counters, shared_limit))
 }
 
 fn engine_config(s: &Settings, e: &EngineSettings) -> EngineConfig {
@@ -631,16 +641,31 @@ impl CtrlC {
     }
 }
 
-fn status_of(name: &str, progress: &Progress, counters: &Counters, engines: &Engines) -> StatusSnapshot {
+/// What a status snapshot is made of besides progress counts.
+#[derive(Clone)]
+struct StatusInputs {
+    counters: Counters,
+    engines: Engines,
+    /// The counters' totals when this run started (this run's figures are the difference).
+    baselines: Vec<CostTotals>,
+    /// The engines' shared concurrency limit: requests in flight as the engine counts them.
+    limit: Arc<atk_engine::ConcurrencyLimit>,
+}
+
+fn status_of(name: &str, progress: &Progress, inputs: &StatusInputs) -> StatusSnapshot {
     let mut s = progress.snapshot();
     s.pipeline = name.to_string();
     s.running = true;
     s.pid = std::process::id();
     s.updated_at_ms = now_ms();
-    s.engines = counters
+    s.requests_in_flight = inputs.limit.in_flight() as u64;
+    s.request_limit = inputs.limit.window() as u64;
+    s.engines = inputs
+        .counters
         .iter()
-        .zip([&engines.small, &engines.large])
-        .map(|(c, e)| {
+        .zip([&inputs.engines.small, &inputs.engines.large])
+        .zip(&inputs.baselines)
+        .map(|((c, e), start)| {
             let t = c.snapshot();
             EngineStatus {
                 label: c.label().to_string(),
@@ -649,10 +674,15 @@ fn status_of(name: &str, progress: &Progress, counters: &Counters, engines: &Eng
                 prompt_tokens: t.prompt_tokens,
                 completion_tokens: t.completion_tokens,
                 cost_usd: t.cost_usd,
+                run_requests: t.requests.saturating_sub(start.requests),
+                run_prompt_tokens: t.prompt_tokens.saturating_sub(start.prompt_tokens),
+                run_completion_tokens: t.completion_tokens.saturating_sub(start.completion_tokens),
+                run_cost_usd: (t.cost_usd - start.cost_usd).max(0.0),
             }
         })
         .collect();
     s.cost_usd = s.engines.iter().map(|e| e.cost_usd).sum();
+    s.run_cost_usd = s.engines.iter().map(|e| e.run_cost_usd).sum();
     s
 }
 
@@ -667,8 +697,7 @@ async fn status_loop(
     dir: PathBuf,
     name: &'static str,
     progress: Arc<Progress>,
-    counters: Counters,
-    engines: Engines,
+    inputs: StatusInputs,
     store: Arc<dyn Store>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -677,14 +706,14 @@ async fn status_loop(
     loop {
         tick.tick().await;
         progress.tick();
-        let totals = cost_totals(&counters);
+        let totals = cost_totals(&inputs.counters);
         if totals != saved {
             if let Err(e) = store.put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone())).await {
                 tracing::debug!(error = %e, "could not save cost totals");
             }
             saved = totals;
         }
-        let snapshot = status_of(name, &progress, &counters, &engines);
+        let snapshot = status_of(name, &progress, &inputs);
         if let Ok(v) = serde_json::to_value(&snapshot)
             && let Err(e) = atk_state::write_status_snapshot(&dir, &v)
         {

@@ -204,7 +204,7 @@ impl RunSummary {
             };
             let _ = writeln!(
                 s,
-                "engine {} ({}{}): {} requests ({} failed), {retries}; {} tokens in, {} out; ${:.4} this run, ${:.4} all runs",
+                "engine {} ({}{}): this run {} requests ({} failed), {retries}, {} tokens in, {} out, ${:.4}; all runs ${:.4}",
                 e.label,
                 e.model,
                 if e.mock { ", mock" } else { "" },
@@ -278,7 +278,7 @@ mod tests {
         assert!(text.contains("1 x validation: no <poem> tags"), "{text}");
         assert!(text.contains("just prose"), "{text}");
         assert!(text.contains("2 rate_limited retries"), "{text}");
-        assert!(text.contains("$0.5000 this run, $1.5000 all runs"), "{text}");
+        assert!(text.contains("engine small (m, mock): this run 4 requests (0 failed), 2 rate_limited retries, 400 tokens in, 200 out, $0.5000; all runs $1.5000"), "{text}");
         assert!(!text.contains("dataset written"), "datasets are results, printed apart: {text}");
         assert_eq!(s.dataset_lines(), ["dataset written: out/sharegpt_format.jsonl (3 lines)"]);
     }
