@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::chunk::{Chunked, TextChunk};
 use crate::ChunkConfig;
+use crate::chunk::{Chunked, TextChunk};
 
 /// Bumped whenever the readers or the splitter change what they produce, so entries written
 /// by an older atk-chunk are never served.
@@ -62,7 +62,12 @@ fn digest(chunked: &Chunked, warnings: &[String]) -> String {
         h.update((s.len() as u64).to_le_bytes());
         h.update(s);
     };
-    for TextChunk { text, tokens, byte_start } in &chunked.chunks {
+    for TextChunk {
+        text,
+        tokens,
+        byte_start,
+    } in &chunked.chunks
+    {
         feed(&mut h, text.as_bytes());
         feed(&mut h, format!("{tokens} {byte_start}").as_bytes());
     }
@@ -103,7 +108,11 @@ impl Pack {
         h.update(input.to_string_lossy().as_bytes());
         let name = format!("pack-{}.jsonl", &hex::encode(h.finalize())[..32]);
         let path = cache_dir.join(name);
-        let mut pack = Self { path, entries: HashMap::new(), needs_write: true };
+        let mut pack = Self {
+            path,
+            entries: HashMap::new(),
+            needs_write: true,
+        };
         let text = match std::fs::read(&pack.path) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => t,
@@ -156,7 +165,10 @@ impl Pack {
     /// Rewrites the pack with exactly `entries` (key, JSON; duplicates written once) when
     /// they differ from what was read: temporary file in the cache folder, then rename, so a
     /// reader sees the old pack or the new one, never a partial one.
-    pub(crate) fn save<'e>(&self, entries: impl IntoIterator<Item = (&'e str, &'e str)>) -> std::io::Result<bool> {
+    pub(crate) fn save<'e>(
+        &self,
+        entries: impl IntoIterator<Item = (&'e str, &'e str)>,
+    ) -> std::io::Result<bool> {
         let mut seen = std::collections::HashSet::new();
         let mut body = String::new();
         let mut same = !self.needs_write;
@@ -200,7 +212,14 @@ mod tests {
     use super::*;
 
     fn chunked(text: &str) -> Chunked {
-        Chunked { chunks: vec![TextChunk { text: text.into(), tokens: 2, byte_start: 0 }], dropped: 1 }
+        Chunked {
+            chunks: vec![TextChunk {
+                text: text.into(),
+                tokens: 2,
+                byte_start: 0,
+            }],
+            dropped: 1,
+        }
     }
 
     #[test]
@@ -209,18 +228,36 @@ mod tests {
         let input = tempfile::tempdir().unwrap();
         let cfg = ChunkConfig::new(100);
         let k = key(&cfg, "txt", b"hello there");
-        assert_ne!(k, key(&ChunkConfig::new(101), "txt", b"hello there"), "size is in the key");
-        assert_ne!(k, key(&cfg, "txt", b"hello there!"), "content is in the key");
-        assert_ne!(k, key(&cfg, "md", b"hello there"), "the reader is in the key");
+        assert_ne!(
+            k,
+            key(&ChunkConfig::new(101), "txt", b"hello there"),
+            "size is in the key"
+        );
+        assert_ne!(
+            k,
+            key(&cfg, "txt", b"hello there!"),
+            "content is in the key"
+        );
+        assert_ne!(
+            k,
+            key(&cfg, "md", b"hello there"),
+            "the reader is in the key"
+        );
 
         let c = chunked("hello there");
         let json = entry_json(&k, &c, &["w".into()]);
         let pack = Pack::open(cache.path(), input.path(), &cfg);
-        assert!(pack.save([(k.as_str(), json.as_str())]).unwrap(), "a new pack is written");
+        assert!(
+            pack.save([(k.as_str(), json.as_str())]).unwrap(),
+            "a new pack is written"
+        );
         let pack = Pack::open(cache.path(), input.path(), &cfg);
         let (got, warnings, line) = pack.get(&k).unwrap();
         assert_eq!((got, warnings), (c.clone(), vec!["w".to_string()]));
-        assert!(!pack.save([(k.as_str(), line.as_ref())]).unwrap(), "an unchanged pack is not rewritten");
+        assert!(
+            !pack.save([(k.as_str(), line.as_ref())]).unwrap(),
+            "an unchanged pack is not rewritten"
+        );
         assert_ne!(
             Pack::open(cache.path(), input.path(), &cfg.clone().with_min_chars(3)).path(),
             pack.path(),
@@ -228,9 +265,16 @@ mod tests {
         );
 
         let path = pack.path().to_path_buf();
-        let tampered = std::fs::read_to_string(&path).unwrap().replace("hello there", "hello THERE");
+        let tampered = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("hello there", "hello THERE");
         std::fs::write(&path, tampered).unwrap();
-        assert!(Pack::open(cache.path(), input.path(), &cfg).get(&k).is_none(), "edited entry fails its digest");
+        assert!(
+            Pack::open(cache.path(), input.path(), &cfg)
+                .get(&k)
+                .is_none(),
+            "edited entry fails its digest"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, &text[..text.len() / 2]).unwrap();
         let pack = Pack::open(cache.path(), input.path(), &cfg);
@@ -238,7 +282,14 @@ mod tests {
         std::fs::write(&path, b"\x00\xffgarbage").unwrap();
         let pack = Pack::open(cache.path(), input.path(), &cfg);
         assert!(pack.get(&k).is_none(), "garbage pack is ignored");
-        assert!(pack.save([(k.as_str(), json.as_str())]).unwrap(), "and rewritten");
-        assert!(Pack::open(cache.path(), input.path(), &cfg).get(&k).is_some());
+        assert!(
+            pack.save([(k.as_str(), json.as_str())]).unwrap(),
+            "and rewritten"
+        );
+        assert!(
+            Pack::open(cache.path(), input.path(), &cfg)
+                .get(&k)
+                .is_some()
+        );
     }
 }

@@ -174,10 +174,7 @@ fn load_text<T: DeserializeOwned>(
     let common_ignored = raw_common.ignored;
     // Every required key that is missing, common and the pipeline's own, in one message.
     let mut missing: Vec<(String, String)> = Vec::new();
-    let common = match raw_common
-        .value
-        .resolve(small_api_key, large_api_key, used)
-    {
+    let common = match raw_common.value.resolve(small_api_key, large_api_key, used) {
         Ok(common) => Some(common),
         Err(Invalid::Missing(keys)) => {
             missing.extend(keys.into_iter().map(|(k, hint)| (k.to_string(), hint)));
@@ -217,8 +214,18 @@ fn load_text<T: DeserializeOwned>(
             .map(|path| unknown_key_warning(&flat, path, &candidates)),
     );
     for (label, in_use, mode, key) in [
-        ("small", used.small, common.small_mode, &common.small_api_key),
-        ("large", used.large, common.large_mode, &common.large_api_key),
+        (
+            "small",
+            used.small,
+            common.small_mode,
+            &common.small_api_key,
+        ),
+        (
+            "large",
+            used.large,
+            common.large_mode,
+            &common.large_api_key,
+        ),
     ] {
         if in_use && mode == atk_engine::Mode::Api && key.is_empty() {
             warnings.push(format!(
@@ -404,12 +411,19 @@ fn custom_key_hint(field: &str, key: &str) -> String {
 
 /// Every missing field of `T`, starting from serde's first: each found is given a stand-in
 /// value (the first of a few shapes `T` accepts there) so the next one shows.
-fn missing_custom_keys<T: DeserializeOwned>(flat: &Flat, first: typed::Failure) -> Vec<(String, String)> {
+fn missing_custom_keys<T: DeserializeOwned>(
+    flat: &Flat,
+    first: typed::Failure,
+) -> Vec<(String, String)> {
     let mut found: Vec<(String, String)> = Vec::new();
     let mut mapping = flat.to_mapping();
     let mut failure = first;
     while let Some(field) = failure.missing_field().map(str::to_string) {
-        let key = if failure.path.is_empty() { field.clone() } else { format!("{}.{field}", failure.path) };
+        let key = if failure.path.is_empty() {
+            field.clone()
+        } else {
+            format!("{}.{field}", failure.path)
+        };
         if found.iter().any(|(k, _)| *k == key) || found.len() >= 64 {
             break;
         }
@@ -453,9 +467,16 @@ fn missing_error(file: &Path, mut missing: Vec<(String, String)>) -> ConfigError
     if missing.len() == 1
         && let Some((key, hint)) = missing.pop()
     {
-        return ConfigError::Missing { file: file.to_path_buf(), key, hint };
+        return ConfigError::Missing {
+            file: file.to_path_buf(),
+            key,
+            hint,
+        };
     }
-    ConfigError::MissingKeys { file: file.to_path_buf(), keys: missing }
+    ConfigError::MissingKeys {
+        file: file.to_path_buf(),
+        keys: missing,
+    }
 }
 
 /// A typed-layer failure as the user should see it.

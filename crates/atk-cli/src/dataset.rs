@@ -1,10 +1,82 @@
-//! Dataset files: JSON lines written atomically (temp file, fsync, rename), and the ShareGPT
-//! shape most pipelines write.
+//! Dataset files: JSON lines written atomically (temp file, fsync, rename), streamed row by
+//! row, and the shapes most pipelines write (ShareGPT, OpenAI messages, plain JSONL).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
 
 pub use atk_metadatagen::{Conversation, Turn};
+
+use crate::RunError;
+
+/// Datasets written in this run: path and line count, in the order they were finished.
+pub(crate) type Written = Arc<Mutex<Vec<(PathBuf, u64)>>>;
+
+/// One dataset file being written, row by row, from [`RunContext::dataset`](crate::RunContext::dataset).
+/// Nothing appears at its path until [`finish`](Self::finish): a run that fails half-way
+/// leaves the previous file whole. Memory stays flat however many rows go through.
+pub struct DatasetWriter {
+    file: atk_metadatagen::JsonlFile,
+    path: PathBuf,
+    written: Written,
+}
+
+impl std::fmt::Debug for DatasetWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatasetWriter")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatasetWriter {
+    pub(crate) fn create(path: PathBuf, written: Written) -> Result<Self, RunError> {
+        let file = atk_metadatagen::JsonlFile::create(&path)
+            .map_err(|e| RunError::fatal(format!("writing {}: {e}", path.display())))?;
+        Ok(Self {
+            file,
+            path,
+            written,
+        })
+    }
+
+    /// Appends one row as a JSON line.
+    pub fn write(&mut self, row: &impl Serialize) -> Result<(), RunError> {
+        self.file
+            .write(row)
+            .map_err(|e| RunError::fatal(format!("writing {}: {e}", self.path.display())))
+    }
+
+    /// Appends a conversation as a ShareGPT line: `{"conversations": [{"from", "value"}]}`.
+    pub fn write_sharegpt(&mut self, conversation: &Conversation) -> Result<(), RunError> {
+        self.write(conversation)
+    }
+
+    /// Appends a conversation as an OpenAI messages line: `{"messages": [{"role", "content"}]}`.
+    pub fn write_openai(&mut self, conversation: &Conversation) -> Result<(), RunError> {
+        self.write(&conversation.to_openai_messages())
+    }
+
+    /// Syncs and renames the file into place; the run's summary and dataset card list it.
+    /// Returns its path.
+    pub fn finish(self) -> Result<PathBuf, RunError> {
+        let Self {
+            file,
+            path,
+            written,
+        } = self;
+        let lines = file
+            .commit()
+            .map_err(|e| RunError::fatal(format!("writing {}: {e}", path.display())))?;
+        written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((path.clone(), lines));
+        Ok(path)
+    }
+}
 
 /// Writes `lines` (one JSON document each, without the newline) to `path` atomically: a
 /// reader sees the old file or the new one, never half of one. Returns the number of lines.
@@ -13,9 +85,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
@@ -43,7 +121,9 @@ where
 
 /// A two-turn ShareGPT conversation: `human` asks, `gpt` answers.
 pub fn sharegpt_pair(human: impl Into<String>, gpt: impl Into<String>) -> Conversation {
-    Conversation { conversations: vec![Turn::new("human", human), Turn::new("gpt", gpt)] }
+    Conversation {
+        conversations: vec![Turn::new("human", human), Turn::new("gpt", gpt)],
+    }
 }
 
 /// Writes ShareGPT conversations to `path` atomically, one `{"conversations": [...]}` per
@@ -52,7 +132,9 @@ pub fn write_sharegpt<I>(path: &Path, conversations: I) -> std::io::Result<u64>
 where
     I: IntoIterator<Item = Conversation>,
 {
-    let lines = conversations.into_iter().map(|c| serde_json::to_string(&c).unwrap_or_default());
+    let lines = conversations
+        .into_iter()
+        .map(|c| serde_json::to_string(&c).unwrap_or_default());
     write_jsonl_atomic(path, lines)
 }
 
@@ -65,14 +147,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sharegpt_format.jsonl");
         std::fs::write(&path, "old\n").unwrap();
-        let n = write_sharegpt(&path, [sharegpt_pair("a poem about tides?", "<poem>"), sharegpt_pair("q", "a")]).unwrap();
+        let n = write_sharegpt(
+            &path,
+            [
+                sharegpt_pair("a poem about tides?", "<poem>"),
+                sharegpt_pair("q", "a"),
+            ],
+        )
+        .unwrap();
         assert_eq!(n, 2);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text.lines().next().unwrap(),
             r#"{"conversations":[{"from":"human","value":"a poem about tides?"},{"from":"gpt","value":"<poem>"}]}"#
         );
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 }

@@ -20,6 +20,10 @@ pub enum RunError {
     /// Every item failed; the summary says why. Exit 1.
     #[error("every item failed; see the summary above")]
     AllFailed,
+    /// No item reached the end of the chain (every one was dropped or failed), or every dataset
+    /// came out empty; the summary lists the reasons. Exit 1.
+    #[error("{0}")]
+    NothingKept(String),
     /// Stopped by Ctrl-C before finishing. Exit 130.
     #[error("interrupted; rerun the same command to resume")]
     Interrupted,
@@ -38,7 +42,7 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Input(_) => 2,
-            Self::Fatal(_) | Self::AllFailed => 1,
+            Self::Fatal(_) | Self::AllFailed | Self::NothingKept(_) => 1,
             Self::Interrupted => 130,
             Self::DryRun(_) => 0,
         }
@@ -56,7 +60,9 @@ pub fn exit_code(outcome: &Result<(), RunError>) -> ExitCode {
 impl From<atk_state::Error> for RunError {
     fn from(e: atk_state::Error) -> Self {
         match e {
-            atk_state::Error::Locked { .. } | atk_state::Error::Incompatible { .. } => Self::Input(e.to_string()),
+            atk_state::Error::Locked { .. } | atk_state::Error::Incompatible { .. } => {
+                Self::Input(e.to_string())
+            }
             other => Self::Fatal(other.to_string()),
         }
     }
@@ -68,6 +74,25 @@ impl From<atk_engine::Error> for RunError {
             atk_engine::Error::Config(_) => Self::Config(e.to_string()),
             other => Self::Fatal(other.to_string()),
         }
+    }
+}
+
+impl From<atk_step::StepError> for RunError {
+    fn from(e: atk_step::StepError) -> Self {
+        match e {
+            e if e.is_config_error() => Self::Config(e.to_string()),
+            atk_step::StepError::Engine(e) => Self::from(e),
+            atk_step::StepError::Store(e) => Self::from(e),
+            other => Self::fatal(other),
+        }
+    }
+}
+
+/// A pipeline read a field its items do not have (a typo in a key, a step that did not run):
+/// a bug in the pipeline, reported with the item, the key and the keys present. Exit 1.
+impl From<atk_state::FieldError> for RunError {
+    fn from(e: atk_state::FieldError) -> Self {
+        Self::Fatal(format!("reading the results: {e}"))
     }
 }
 
@@ -94,12 +119,22 @@ mod tests {
 
     #[test]
     fn a_locked_store_is_an_input_error_and_a_refused_key_is_fatal() {
-        let locked = atk_state::Error::Locked { path: "out".into(), pid: Some(7) };
+        let locked = atk_state::Error::Locked {
+            path: "out".into(),
+            pid: Some(7),
+        };
         assert_eq!(RunError::from(locked).exit_code(), 2);
-        let refused = atk_engine::Error::AuthRefused { engine: "small".into(), status: 401, message: "bad key".into() };
+        let refused = atk_engine::Error::AuthRefused {
+            engine: "small".into(),
+            status: 401,
+            message: "bad key".into(),
+        };
         let e = RunError::from(refused);
         assert_eq!(e.exit_code(), 1);
         assert!(e.to_string().contains("refused"), "{e}");
-        assert_eq!(RunError::from(atk_engine::Error::Config("no base_url".into())).exit_code(), 2);
+        assert_eq!(
+            RunError::from(atk_engine::Error::Config("no base_url".into())).exit_code(),
+            2
+        );
     }
 }

@@ -44,13 +44,20 @@ impl CommonFlags {
 
     /// Log verbosity: -1 quiet, 0 default, 1 debug, 2+ trace.
     pub fn verbosity(&self) -> i8 {
-        if self.quiet { -1 } else { i8::try_from(self.verbose).unwrap_or(i8::MAX) }
+        if self.quiet {
+            -1
+        } else {
+            i8::try_from(self.verbose).unwrap_or(i8::MAX)
+        }
     }
 }
 
 /// The command line of a pipeline binary.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(about = "Runs an atk pipeline over the inputs named in its config.", version)]
+#[command(
+    about = "Runs an atk pipeline over the inputs named in its config.",
+    version
+)]
 pub struct PipelineCli {
     /// The common flags.
     #[command(flatten)]
@@ -64,7 +71,10 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = PipelineCli::command().name(name).bin_name(name).try_get_matches_from(args)?;
+    let matches = PipelineCli::command()
+        .name(name)
+        .bin_name(name)
+        .try_get_matches_from(args)?;
     PipelineCli::from_arg_matches(&matches).map(|c| c.common)
 }
 
@@ -73,14 +83,27 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<CommonFlags, clap::Error> {
-        parse_pipeline_args("example-pipeline", std::iter::once("example-pipeline").chain(args.iter().copied()))
+        parse_pipeline_args(
+            "example-pipeline",
+            std::iter::once("example-pipeline").chain(args.iter().copied()),
+        )
     }
 
     #[test]
     fn parses_every_common_flag() {
         let f = parse(&[
-            "--config", "c.yaml", "--set", "concurrency_limit=5", "--set", "small_mode=mock",
-            "--override-json", "{\"seed\": 1}", "-vv", "--progress", "json", "--dry-run",
+            "--config",
+            "c.yaml",
+            "--set",
+            "concurrency_limit=5",
+            "--set",
+            "small_mode=mock",
+            "--override-json",
+            "{\"seed\": 1}",
+            "-vv",
+            "--progress",
+            "json",
+            "--dry-run",
         ])
         .unwrap();
         assert_eq!(f.config, PathBuf::from("c.yaml"));
@@ -102,9 +125,21 @@ mod tests {
     #[test]
     fn config_is_required_and_help_lists_the_flags() {
         let err = parse(&[]).unwrap_err();
-        assert_eq!(err.exit_code(), 2, "a usage error is a config error: exit 2");
+        assert_eq!(
+            err.exit_code(),
+            2,
+            "a usage error is a config error: exit 2"
+        );
         let help = parse(&["--help"]).unwrap_err().to_string();
-        for flag in ["--config", "--set", "--override-json", "--verbose", "--quiet", "--progress", "--dry-run"] {
+        for flag in [
+            "--config",
+            "--set",
+            "--override-json",
+            "--verbose",
+            "--quiet",
+            "--progress",
+            "--dry-run",
+        ] {
             assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
         }
         assert!(help.contains("example-pipeline"), "{help}");

@@ -1,6 +1,7 @@
 //! Config loading, the runner every pipeline binary calls, progress display and the `atk` tool.
 #![doc = include_str!("../README.md")]
 
+pub mod card;
 pub mod config;
 pub mod dataset;
 pub mod dry_run;
@@ -12,12 +13,16 @@ mod preflight;
 pub mod progress;
 mod runner;
 mod settings;
-mod unused;
 pub mod status;
 pub mod summary;
+mod unused;
 
 pub use error::{RunError, exit_code};
-pub use runner::{COST_META_KEY, CTRL_C_GRACE, Pipeline, RUN_META_KEY, RunContext, chunk_item, main, main_with_args, run, store_dir};
+pub use runner::{
+    COST_META_KEY, CTRL_C_GRACE, Pipeline, RUN_META_KEY, RunContext, chunk_item, main,
+    main_with_args, run, store_dir,
+};
 
 /// Re-exports pipelines need without naming the crates themselves.
+pub use dataset::DatasetWriter;
 pub use {async_trait::async_trait, atk_state, atk_step};

@@ -121,12 +121,24 @@ impl StatusSnapshot {
     /// [`render`](Self::render) as seen at `now_ms` (Unix ms).
     pub fn render_at(&self, now_ms: u64) -> String {
         let mut s = String::new();
-        let name = if self.pipeline.is_empty() { "run" } else { &self.pipeline };
+        let name = if self.pipeline.is_empty() {
+            "run"
+        } else {
+            &self.pipeline
+        };
         let elapsed = self.elapsed_ms as f64 / 1000.0;
-        let seen = (self.updated_at_ms > 0)
-            .then(|| format!("last seen {} ago", ago(now_ms.saturating_sub(self.updated_at_ms))));
+        let seen = (self.updated_at_ms > 0).then(|| {
+            format!(
+                "last seen {} ago",
+                ago(now_ms.saturating_sub(self.updated_at_ms))
+            )
+        });
         let _ = match (self.running, self.stale, seen) {
-            (true, _, _) => writeln!(s, "{name}: running (pid {}), {elapsed:.0} s elapsed", self.pid),
+            (true, _, _) => writeln!(
+                s,
+                "{name}: running (pid {}), {elapsed:.0} s elapsed",
+                self.pid
+            ),
             (false, true, seen) => writeln!(
                 s,
                 "{name}: {}, the run is not running (pid {} stopped without finishing after {elapsed:.0} s: \
@@ -134,8 +146,13 @@ impl StatusSnapshot {
                 seen.unwrap_or_else(|| "last seen at an unknown time".into()),
                 self.pid
             ),
-            (false, false, Some(seen)) => writeln!(s, "{name}: not running ({seen}; the last run took {elapsed:.0} s)"),
-            (false, false, None) => writeln!(s, "{name}: not running (the last run took {elapsed:.0} s)"),
+            (false, false, Some(seen)) => writeln!(
+                s,
+                "{name}: not running ({seen}; the last run took {elapsed:.0} s)"
+            ),
+            (false, false, None) => {
+                writeln!(s, "{name}: not running (the last run took {elapsed:.0} s)")
+            }
         };
         if let Some((p, m)) = &self.milestone {
             let _ = writeln!(s, "  milestone: [{:>3.0}%] {m}", p * 100.0);
@@ -151,7 +168,11 @@ impl StatusSnapshot {
             );
         }
         if self.running {
-            let _ = writeln!(s, "  requests in flight: {} (limit {})", self.requests_in_flight, self.request_limit);
+            let _ = writeln!(
+                s,
+                "  requests in flight: {} (limit {})",
+                self.requests_in_flight, self.request_limit
+            );
         }
         // "this run" while it runs; afterwards the same figures are the last run's.
         let this = if self.running { "this run" } else { "last run" };
@@ -171,7 +192,11 @@ impl StatusSnapshot {
                 e.cost_usd
             );
         }
-        let _ = writeln!(s, "  cost: ${:.4} {this}, ${:.4} all runs", self.run_cost_usd, self.cost_usd);
+        let _ = writeln!(
+            s,
+            "  cost: ${:.4} {this}, ${:.4} all runs",
+            self.run_cost_usd, self.cost_usd
+        );
         s
     }
 
@@ -228,7 +253,12 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
     let snapshot = match StatusSnapshot::read(output_dir) {
         Ok(s) => Some(s),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(StatusError::Read(format!("{}: {e}", output_dir.join(STATUS_FILE).display()))),
+        Err(e) => {
+            return Err(StatusError::Read(format!(
+                "{}: {e}",
+                output_dir.join(STATUS_FILE).display()
+            )));
+        }
     };
     // A live pid with a fresh heartbeat is the run itself; otherwise (the pid is gone, or was
     // reused by another process and the heartbeat stopped) the store's lock tells the truth.
@@ -244,12 +274,19 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
     let store = match atk_state::SledStore::try_open_read(&crate::store_dir(output_dir)) {
         Ok(store) => store,
         Err(atk_state::Error::Locked { .. }) => {
-            return snapshot.map(|s| StatusSnapshot { running: true, ..s }).ok_or_else(|| {
-                StatusError::Read(format!("a run holds {} and has not written status.json yet", output_dir.display()))
-            });
+            return snapshot
+                .map(|s| StatusSnapshot { running: true, ..s })
+                .ok_or_else(|| {
+                    StatusError::Read(format!(
+                        "a run holds {} and has not written status.json yet",
+                        output_dir.display()
+                    ))
+                });
         }
         Err(atk_state::Error::NotFound { .. }) => {
-            return snapshot.map(settle).ok_or_else(|| StatusError::NoRun(output_dir.to_path_buf()));
+            return snapshot
+                .map(settle)
+                .ok_or_else(|| StatusError::NoRun(output_dir.to_path_buf()));
         }
         Err(e) => return Err(StatusError::Read(e.to_string())),
     };
@@ -267,8 +304,13 @@ fn settle(mut s: StatusSnapshot) -> StatusSnapshot {
 
 /// Counts done and failed per step in a store no run holds. Step names and totals come from
 /// the last snapshot the run saved (in the store, else `status.json`).
-pub fn from_store(store: &dyn atk_state::Store, file_snapshot: Option<StatusSnapshot>) -> Result<StatusSnapshot, atk_state::Error> {
-    let saved = store.meta(STATUS_META_KEY)?.and_then(|v| serde_json::from_value::<StatusSnapshot>(v).ok());
+pub fn from_store(
+    store: &dyn atk_state::Store,
+    file_snapshot: Option<StatusSnapshot>,
+) -> Result<StatusSnapshot, atk_state::Error> {
+    let saved = store
+        .meta(STATUS_META_KEY)?
+        .and_then(|v| serde_json::from_value::<StatusSnapshot>(v).ok());
     // The newer of the two: after a kill, status.json is fresher than what the store kept from
     // the last clean end.
     let newest = match (saved, file_snapshot) {
@@ -286,9 +328,15 @@ pub fn from_store(store: &dyn atk_state::Store, file_snapshot: Option<StatusSnap
         }
         st.pending = st.total.saturating_sub(st.done + st.failed);
     }
-    if let Some(costs) = store.meta(crate::COST_META_KEY)?.and_then(|v| v.as_object().cloned()) {
+    if let Some(costs) = store
+        .meta(crate::COST_META_KEY)?
+        .and_then(|v| v.as_object().cloned())
+    {
         for e in &mut s.engines {
-            if let Some(t) = costs.get(&e.label).and_then(|v| serde_json::from_value::<atk_engine::CostTotals>(v.clone()).ok()) {
+            if let Some(t) = costs
+                .get(&e.label)
+                .and_then(|v| serde_json::from_value::<atk_engine::CostTotals>(v.clone()).ok())
+            {
                 e.requests = t.requests;
                 e.prompt_tokens = t.prompt_tokens;
                 e.completion_tokens = t.completion_tokens;
@@ -306,7 +354,13 @@ mod tests {
     use atk_state::{FailureRecord, ItemRecord, ResultRecord, SledStore, Store};
 
     fn item(id: &str, n: u64) -> ItemRecord {
-        ItemRecord { v: 1, id: id.into(), parent: None, order: vec![n, 0], fields: Default::default() }
+        ItemRecord {
+            v: 1,
+            id: id.into(),
+            parent: None,
+            order: vec![n, 0],
+            fields: Default::default(),
+        }
     }
 
     #[tokio::test]
@@ -314,23 +368,60 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(&crate::store_dir(dir.path())).unwrap();
-            store.put_items(vec![item("a", 0), item("b", 1), item("c", 2), item("d", 3)]).await.unwrap();
-            let r = ResultRecord { v: 1, output: "poem".into(), details: None, attempts: 1, prompt_tokens: 1, completion_tokens: 1, elapsed_ms: 1, stored_at_ms: 1 };
-            store.put_result("write_poem", "a", r.clone()).await.unwrap();
+            store
+                .put_items(vec![item("a", 0), item("b", 1), item("c", 2), item("d", 3)])
+                .await
+                .unwrap();
+            let r = ResultRecord {
+                v: 1,
+                outcome: Default::default(),
+                raw: None,
+                fingerprint: None,
+                input_hash: None,
+                output: "poem".into(),
+                details: None,
+                attempts: 1,
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                elapsed_ms: 1,
+                stored_at_ms: 1,
+            };
+            store
+                .put_result("write_poem", "a", r.clone())
+                .await
+                .unwrap();
             store.put_result("write_poem", "b", r).await.unwrap();
-            let f = FailureRecord { v: 1, kind: "validation".into(), reason: "short".into(), last_output: None, attempts: 4, stored_at_ms: 1 };
+            let f = FailureRecord {
+                v: 1,
+                kind: "validation".into(),
+                reason: "short".into(),
+                last_output: None,
+                attempts: 4,
+                stored_at_ms: 1,
+            };
             store.put_failure("write_poem", "c", f).await.unwrap();
             let last = StatusSnapshot {
                 pipeline: "example-pipeline".into(),
                 running: false, // as a run saves it at its end
                 pid: 1,
                 elapsed_ms: 12_300,
-                steps: vec![StepStatus { step: "write_poem".into(), total: 4, ..Default::default() }],
-                engines: vec![EngineStatus { label: "small".into(), model: "gpt-4o-mini".into(), ..Default::default() }],
+                steps: vec![StepStatus {
+                    step: "write_poem".into(),
+                    total: 4,
+                    ..Default::default()
+                }],
+                engines: vec![EngineStatus {
+                    label: "small".into(),
+                    model: "gpt-4o-mini".into(),
+                    ..Default::default()
+                }],
                 milestone: Some((1.0, "pipeline complete".into())),
                 ..Default::default()
             };
-            store.put_meta(STATUS_META_KEY, serde_json::to_value(&last).unwrap()).await.unwrap();
+            store
+                .put_meta(STATUS_META_KEY, serde_json::to_value(&last).unwrap())
+                .await
+                .unwrap();
             let costs = serde_json::json!({"small": {"requests": 7, "failed_requests": 0, "prompt_tokens": 7000, "completion_tokens": 1400, "estimated_replies": 0, "cost_usd": 0.00189, "retries": {}}});
             store.put_meta(crate::COST_META_KEY, costs).await.unwrap();
             store.flush().await.unwrap();
@@ -350,7 +441,14 @@ mod tests {
             running: true,
             pid: 1, // pid 1 is always alive
             updated_at_ms: now_ms(),
-            steps: vec![StepStatus { step: "s".into(), total: 10, done: 3, in_flight: 12, pending: 7, ..Default::default() }],
+            steps: vec![StepStatus {
+                step: "s".into(),
+                total: 10,
+                done: 3,
+                in_flight: 12,
+                pending: 7,
+                ..Default::default()
+            }],
             requests_in_flight: 8,
             request_limit: 8,
             ..Default::default()
@@ -362,7 +460,10 @@ mod tests {
         assert!(text.contains("running (pid 1)"), "{text}");
         // Requests in flight are the engine's count, never above the limit; items started and
         // waiting for a slot are "in progress".
-        assert!(text.contains("requests in flight: 8 (limit 8)") && text.contains("12 in progress"), "{text}");
+        assert!(
+            text.contains("requests in flight: 8 (limit 8)") && text.contains("12 in progress"),
+            "{text}"
+        );
     }
 
     /// A pid no process has (above any kernel's pid_max; spawning one to reap would race the
@@ -376,10 +477,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(&crate::store_dir(dir.path())).unwrap();
-            store.put_items(vec![item("a", 0), item("b", 1)]).await.unwrap();
+            store
+                .put_items(vec![item("a", 0), item("b", 1)])
+                .await
+                .unwrap();
             // An earlier run's clean end, older than the killed run's last heartbeat.
-            let old = StatusSnapshot { pipeline: "p".into(), updated_at_ms: 1_000, elapsed_ms: 5_000, ..Default::default() };
-            store.put_meta(STATUS_META_KEY, serde_json::to_value(&old).unwrap()).await.unwrap();
+            let old = StatusSnapshot {
+                pipeline: "p".into(),
+                updated_at_ms: 1_000,
+                elapsed_ms: 5_000,
+                ..Default::default()
+            };
+            store
+                .put_meta(STATUS_META_KEY, serde_json::to_value(&old).unwrap())
+                .await
+                .unwrap();
             store.flush().await.unwrap();
         }
         let killed = StatusSnapshot {
@@ -388,15 +500,26 @@ mod tests {
             pid: dead_pid(),
             updated_at_ms: 2_000_000,
             elapsed_ms: 42_000,
-            steps: vec![StepStatus { step: "s".into(), total: 2, in_flight: 2, pending: 2, ..Default::default() }],
+            steps: vec![StepStatus {
+                step: "s".into(),
+                total: 2,
+                in_flight: 2,
+                pending: 2,
+                ..Default::default()
+            }],
             requests_in_flight: 2,
             request_limit: 4,
             ..Default::default()
         };
-        atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&killed).unwrap()).unwrap();
+        atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&killed).unwrap())
+            .unwrap();
         let s = read_status(dir.path()).unwrap();
         assert!(s.stale && !s.running, "{s:?}");
-        assert_eq!((s.elapsed_ms, s.requests_in_flight), (42_000, 0), "the killed run's snapshot, the newer one");
+        assert_eq!(
+            (s.elapsed_ms, s.requests_in_flight),
+            (42_000, 0),
+            "the killed run's snapshot, the newer one"
+        );
         let text = s.render_at(2_000_000 + 185_000);
         assert!(
             text.starts_with("p: last seen 3 min 5 s ago, the run is not running (pid"),
@@ -429,26 +552,42 @@ mod tests {
             text.contains("engine small (m): last run 10 requests, 1000 tokens in, 100 out, $0.2000; all runs 30 requests, 3000 in, 300 out, $0.5000"),
             "{text}"
         );
-        assert!(text.contains("cost: $0.2000 last run, $0.5000 all runs"), "{text}");
+        assert!(
+            text.contains("cost: $0.2000 last run, $0.5000 all runs"),
+            "{text}"
+        );
         let running = StatusSnapshot { running: true, ..s }.render_at(0);
-        assert!(running.contains("this run 10 requests") && running.contains("$0.2000 this run"), "{running}");
+        assert!(
+            running.contains("this run 10 requests") && running.contains("$0.2000 this run"),
+            "{running}"
+        );
     }
 
     #[test]
     fn an_empty_dir_has_no_run() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(read_status(dir.path()), Err(StatusError::NoRun(_))));
+        assert!(matches!(
+            read_status(dir.path()),
+            Err(StatusError::NoRun(_))
+        ));
     }
 
     #[test]
     fn snapshot_round_trips_through_json() {
         let s = StatusSnapshot {
             pipeline: "example".into(),
-            steps: vec![StepStatus { step: "write_poem".into(), total: 3, done: 2, pending: 1, ..Default::default() }],
+            steps: vec![StepStatus {
+                step: "write_poem".into(),
+                total: 3,
+                done: 2,
+                pending: 1,
+                ..Default::default()
+            }],
             cost_usd: 0.5,
             ..Default::default()
         };
-        let back: StatusSnapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let back: StatusSnapshot =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }
 }

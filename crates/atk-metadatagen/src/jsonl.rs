@@ -11,7 +11,7 @@ use tempfile::NamedTempFile;
 use crate::Error;
 
 /// A dataset file being written; nothing is visible at `path` until [`JsonlFile::commit`].
-pub(crate) struct JsonlFile {
+pub struct JsonlFile {
     path: PathBuf,
     out: BufWriter<NamedTempFile>,
     lines: u64,
@@ -19,9 +19,12 @@ pub(crate) struct JsonlFile {
 
 impl JsonlFile {
     /// Starts writing `path` (through a temp file in the same directory).
-    pub(crate) fn create(path: &Path) -> Result<Self, Error> {
+    pub fn create(path: &Path) -> Result<Self, Error> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("dataset");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("dataset");
         let prefix = format!(".{name}.");
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(".tmp");
@@ -31,12 +34,18 @@ impl JsonlFile {
             use std::os::unix::fs::PermissionsExt;
             builder.permissions(std::fs::Permissions::from_mode(0o644));
         }
-        let tmp = builder.tempfile_in(dir).map_err(|source| io(path, source))?;
-        Ok(Self { path: path.to_path_buf(), out: BufWriter::new(tmp), lines: 0 })
+        let tmp = builder
+            .tempfile_in(dir)
+            .map_err(|source| io(path, source))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: BufWriter::new(tmp),
+            lines: 0,
+        })
     }
 
     /// Appends one JSON line.
-    pub(crate) fn write<T: Serialize>(&mut self, line: &T) -> Result<(), Error> {
+    pub fn write<T: Serialize>(&mut self, line: &T) -> Result<(), Error> {
         serde_json::to_writer(&mut self.out, line)
             .map_err(|e| io(&self.path, std::io::Error::other(e)))?;
         self.out.write_all(b"\n").map_err(|e| io(&self.path, e))?;
@@ -45,7 +54,7 @@ impl JsonlFile {
     }
 
     /// Syncs the temp file and renames it over the target; returns the line count.
-    pub(crate) fn commit(self) -> Result<u64, Error> {
+    pub fn commit(self) -> Result<u64, Error> {
         let Self { path, out, lines } = self;
         let tmp = out.into_inner().map_err(|e| io(&path, e.into_error()))?;
         tmp.as_file().sync_all().map_err(|e| io(&path, e))?;
@@ -55,7 +64,10 @@ impl JsonlFile {
 }
 
 fn io(path: &Path, source: std::io::Error) -> Error {
-    Error::Io { path: path.to_path_buf(), source }
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -71,8 +83,14 @@ mod tests {
         file.write(&serde_json::json!({"text": "new"})).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\n");
         assert_eq!(file.commit().unwrap(), 1);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"text\":\"new\"}\n");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"text\":\"new\"}\n"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.jsonl")]);
     }
 

@@ -15,7 +15,9 @@ pub enum Error {
         pid: Option<u32>,
     },
     /// The store was written by an incompatible atk version.
-    #[error("the store at {path} was written in format version {found}; this atk reads version {expected}. Use a fresh output_dir (or the matching atk version)")]
+    #[error(
+        "the store at {path} was written in format version {found}; this atk reads version {expected}. Use a fresh output_dir (or the matching atk version)"
+    )]
     Incompatible {
         /// Store directory.
         path: PathBuf,

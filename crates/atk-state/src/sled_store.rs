@@ -49,7 +49,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { cache_capacity: 64 * 1024 * 1024, flush_interval: Duration::ZERO }
+        Self {
+            cache_capacity: 64 * 1024 * 1024,
+            flush_interval: Duration::ZERO,
+        }
     }
 }
 
@@ -97,7 +100,9 @@ pub struct SledStore {
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("SledStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -110,8 +115,10 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`. [`Error::Locked`] when another process (or
     /// another handle in this one) holds it; [`Error::Incompatible`] when another atk wrote it.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, Error> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Io { path: dir.to_path_buf(), message: format!("creating the store directory: {e}") })?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            message: format!("creating the store directory: {e}"),
+        })?;
         Self::open_inner(dir, &options, true)
     }
 
@@ -123,7 +130,9 @@ impl SledStore {
     /// `dir` holds no store.
     pub fn try_open_read(dir: &Path) -> Result<Self, Error> {
         if !dir.join("db").is_file() {
-            return Err(Error::NotFound { path: dir.to_path_buf() });
+            return Err(Error::NotFound {
+                path: dir.to_path_buf(),
+            });
         }
         Self::open_inner(dir, &StoreOptions::default(), false)
     }
@@ -153,7 +162,10 @@ impl SledStore {
             .flush_every_ms(None)
             .open()
             .map_err(|e| open_error(dir, e))?;
-        let io = |e: sled::Error| Error::Io { path: dir.to_path_buf(), message: e.to_string() };
+        let io = |e: sled::Error| Error::Io {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        };
         let tree = |name: &str| db.open_tree(name).map_err(io);
         let items = tree("items")?;
         let item_ids = tree("item_ids")?;
@@ -162,17 +174,33 @@ impl SledStore {
         let meta = tree("meta")?;
         match db.get(FORMAT_KEY).map_err(io)? {
             Some(found) => {
-                let found = std::str::from_utf8(&found).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let found = std::str::from_utf8(&found)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 if found != STORE_FORMAT_VERSION {
-                    return Err(Error::Incompatible { path: dir.to_path_buf(), found, expected: STORE_FORMAT_VERSION });
+                    return Err(Error::Incompatible {
+                        path: dir.to_path_buf(),
+                        found,
+                        expected: STORE_FORMAT_VERSION,
+                    });
                 }
             }
-            None if items.is_empty() && results.is_empty() && failures.is_empty() && meta.is_empty() => {
-                db.insert(FORMAT_KEY, STORE_FORMAT_VERSION.to_string().as_bytes()).map_err(io)?;
+            None if items.is_empty()
+                && results.is_empty()
+                && failures.is_empty()
+                && meta.is_empty() =>
+            {
+                db.insert(FORMAT_KEY, STORE_FORMAT_VERSION.to_string().as_bytes())
+                    .map_err(io)?;
                 db.flush().map_err(io)?;
             }
             None => {
-                return Err(Error::Incompatible { path: dir.to_path_buf(), found: 0, expected: STORE_FORMAT_VERSION });
+                return Err(Error::Incompatible {
+                    path: dir.to_path_buf(),
+                    found: 0,
+                    expected: STORE_FORMAT_VERSION,
+                });
             }
         }
         let pid_file = if write_pid {
@@ -185,20 +213,39 @@ impl SledStore {
         } else {
             None
         };
-        let commit = GroupCommit::start(db.clone(), options.flush_interval)
-            .map_err(|e| Error::Io { path: dir.to_path_buf(), message: format!("starting the commit thread: {e}") })?;
+        let commit =
+            GroupCommit::start(db.clone(), options.flush_interval).map_err(|e| Error::Io {
+                path: dir.to_path_buf(),
+                message: format!("starting the commit thread: {e}"),
+            })?;
         tracing::debug!(dir = %dir.display(), items = items.len(), "store opened");
-        Ok(Self { dir: dir.to_path_buf(), db, items, item_ids, results, failures, meta, commit, pid_file })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            db,
+            items,
+            item_ids,
+            results,
+            failures,
+            meta,
+            commit,
+            pid_file,
+        })
     }
 
     /// Maps a sled error to [`Error::Io`] for this store.
     fn io(&self, e: impl std::fmt::Display) -> Error {
-        Error::Io { path: self.dir.clone(), message: e.to_string() }
+        Error::Io {
+            path: self.dir.clone(),
+            message: e.to_string(),
+        }
     }
 
     /// Waits until everything written so far is on disk (group commit).
     async fn durable(&self) -> Result<(), Error> {
-        self.commit.durable().await.map_err(|message| self.io(format!("flush failed: {message}")))
+        self.commit
+            .durable()
+            .await
+            .map_err(|message| self.io(format!("flush failed: {message}")))
     }
 
     /// Writes a chunk of items: the `items` batch first, then the id index batch, each atomic.
@@ -245,7 +292,9 @@ impl SledStore {
 
     /// Counts the keys of a step's records in `tree` without decoding values.
     fn count_step(&self, tree: &sled::Tree, step: &str) -> Result<u64, Error> {
-        tree.scan_prefix(step_prefix(step)?).keys().try_fold(0, |n, key| key.map(|_| n + 1).map_err(|e| self.io(e)))
+        tree.scan_prefix(step_prefix(step)?)
+            .keys()
+            .try_fold(0, |n, key| key.map(|_| n + 1).map_err(|e| self.io(e)))
     }
 }
 
@@ -258,14 +307,17 @@ fn is_root_encoded(id: &str, bytes: &[u8]) -> Option<bool> {
     let rest = bytes.strip_prefix(b"{\"v\":")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     let version: u32 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-    if version != RECORD_VERSION {
+    // Items kept their layout from version 1 on.
+    if !(crate::record::OLDEST_READABLE_VERSION..=RECORD_VERSION).contains(&version) {
         return None;
     }
     let rest = rest[digits..].strip_prefix(b",\"id\":")?;
     let rest = if id.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
         rest.strip_prefix(serde_json::to_string(id).ok()?.as_bytes())?
     } else {
-        rest.strip_prefix(b"\"")?.strip_prefix(id.as_bytes())?.strip_prefix(b"\"")?
+        rest.strip_prefix(b"\"")?
+            .strip_prefix(id.as_bytes())?
+            .strip_prefix(b"\"")?
     };
     let rest = rest.strip_prefix(b",\"parent\":")?;
     if rest.starts_with(b"null") {
@@ -292,14 +344,22 @@ fn open_error(dir: &Path, error: sled::Error) -> Error {
     match error {
         // sled 0.34 reports a held lock only as this Io message (config.rs, `try_lock`).
         sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
-            let pid = std::fs::read_to_string(dir.join(PID_FILE)).ok().and_then(|s| s.trim().parse().ok());
-            Error::Locked { path: dir.to_path_buf(), pid }
+            let pid = std::fs::read_to_string(dir.join(PID_FILE))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            Error::Locked {
+                path: dir.to_path_buf(),
+                pid,
+            }
         }
         sled::Error::Unsupported(message) | sled::Error::ReportableBug(message) => Error::Io {
             path: dir.to_path_buf(),
             message: format!("this store cannot be read by this atk (sled 0.34): {message}"),
         },
-        other => Error::Io { path: dir.to_path_buf(), message: format!("opening the store: {other}") },
+        other => Error::Io {
+            path: dir.to_path_buf(),
+            message: format!("opening the store: {other}"),
+        },
     }
 }
 
@@ -317,18 +377,27 @@ impl Store for SledStore {
                 in_chunk.clear();
             }
             let key = item_key(&item.order, &item.id);
-            let old_key = self.item_ids.get(item.id.as_bytes()).map_err(|e| self.io(e))?;
+            let old_key = self
+                .item_ids
+                .get(item.id.as_bytes())
+                .map_err(|e| self.io(e))?;
             let id = item.id.clone();
             let bytes = encode(item);
             // A resumed run re-seeds the same chunks: reads are far cheaper than sled writes.
             if old_key.as_deref() == Some(key.as_slice())
-                && self.items.get(&key).map_err(|e| self.io(e))?.as_deref() == Some(bytes.as_slice())
+                && self.items.get(&key).map_err(|e| self.io(e))?.as_deref()
+                    == Some(bytes.as_slice())
             {
                 continue;
             }
             written += 1;
             in_chunk.insert(id.clone());
-            chunk.push(PendingItem { key, id, bytes, old_key });
+            chunk.push(PendingItem {
+                key,
+                id,
+                bytes,
+                old_key,
+            });
             if chunk.len() == ITEMS_PER_BATCH {
                 self.put_item_chunk(&chunk)?;
                 chunk.clear();
@@ -352,7 +421,12 @@ impl Store for SledStore {
             return Ok(None);
         };
         match self.items.get(&key).map_err(|e| self.io(e))? {
-            Some(bytes) => decode(&self.dir, || format!("items:{}", display_item(&key)), &bytes).map(Some),
+            Some(bytes) => decode(
+                &self.dir,
+                || format!("items:{}", display_item(&key)),
+                &bytes,
+            )
+            .map(Some),
             None => Err(Error::Corrupt {
                 key: format!("item_ids:{id}"),
                 message: "the id index points at a missing item".to_owned(),
@@ -363,12 +437,21 @@ impl Store for SledStore {
     fn items(&self) -> Records<'_, ItemRecord> {
         Box::new(self.items.iter().map(move |entry| {
             let (key, value) = entry.map_err(|e| self.io(e))?;
-            decode(&self.dir, || format!("items:{}", display_item(&key)), &value)
+            decode(
+                &self.dir,
+                || format!("items:{}", display_item(&key)),
+                &value,
+            )
         }))
     }
 
     fn item_ids(&self) -> Records<'_, String> {
-        Box::new(self.items.iter().keys().map(move |key| item_key_id(&key.map_err(|e| self.io(e))?)))
+        Box::new(
+            self.items
+                .iter()
+                .keys()
+                .map(move |key| item_key_id(&key.map_err(|e| self.io(e))?)),
+        )
     }
 
     fn root_ids(&self) -> Records<'_, String> {
@@ -381,7 +464,11 @@ impl Store for SledStore {
                     let root = match is_root_encoded(&id, &value) {
                         Some(root) => root,
                         None => {
-                            let item: ItemRecord = decode(&self.dir, || format!("items:{}", display_item(&key)), &value)?;
+                            let item: ItemRecord = decode(
+                                &self.dir,
+                                || format!("items:{}", display_item(&key)),
+                                &value,
+                            )?;
                             item.parent.is_none()
                         }
                     };
@@ -416,7 +503,12 @@ impl Store for SledStore {
         self.durable().await
     }
 
-    async fn put_result(&self, step: &str, item_id: &str, record: ResultRecord) -> Result<(), Error> {
+    async fn put_result(
+        &self,
+        step: &str,
+        item_id: &str,
+        record: ResultRecord,
+    ) -> Result<(), Error> {
         let key = step_key(step, item_id)?;
         let bytes = encode(record);
         if self.failures.contains_key(&key).map_err(|e| self.io(e))? {
@@ -437,22 +529,33 @@ impl Store for SledStore {
     fn result(&self, step: &str, item_id: &str) -> Result<Option<ResultRecord>, Error> {
         let key = step_key(step, item_id)?;
         match self.results.get(&key).map_err(|e| self.io(e))? {
-            Some(bytes) => decode(&self.dir, || format!("results:{}", display(&key)), &bytes).map(Some),
+            Some(bytes) => {
+                decode(&self.dir, || format!("results:{}", display(&key)), &bytes).map(Some)
+            }
             None => Ok(None),
         }
     }
 
     fn has_result(&self, step: &str, item_id: &str) -> Result<bool, Error> {
-        self.results.contains_key(step_key(step, item_id)?).map_err(|e| self.io(e))
+        self.results
+            .contains_key(step_key(step, item_id)?)
+            .map_err(|e| self.io(e))
     }
 
     fn results(&self, step: &str) -> Records<'_, (String, ResultRecord)> {
         self.step_records(&self.results, "results", step)
     }
 
-    async fn put_failure(&self, step: &str, item_id: &str, record: FailureRecord) -> Result<(), Error> {
+    async fn put_failure(
+        &self,
+        step: &str,
+        item_id: &str,
+        record: FailureRecord,
+    ) -> Result<(), Error> {
         let key = step_key(step, item_id)?;
-        self.failures.insert(key, encode(record)).map_err(|e| self.io(e))?;
+        self.failures
+            .insert(key, encode(record))
+            .map_err(|e| self.io(e))?;
         self.durable().await
     }
 
@@ -464,14 +567,19 @@ impl Store for SledStore {
         match self.meta.get(key.as_bytes()).map_err(|e| self.io(e))? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| Error::Corrupt { key: format!("meta:{key}"), message: e.to_string() }),
+                .map_err(|e| Error::Corrupt {
+                    key: format!("meta:{key}"),
+                    message: e.to_string(),
+                }),
             None => Ok(None),
         }
     }
 
     async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), Error> {
         let bytes = serde_json::to_vec(&value).map_err(|e| self.io(e))?;
-        self.meta.insert(key.as_bytes(), bytes).map_err(|e| self.io(e))?;
+        self.meta
+            .insert(key.as_bytes(), bytes)
+            .map_err(|e| self.io(e))?;
         self.durable().await
     }
 
@@ -497,12 +605,22 @@ mod tests {
     fn item(id: &str, order: &[u64]) -> ItemRecord {
         let mut fields = crate::Fields::new();
         fields.insert("text".into(), json!(format!("text of {id}")));
-        ItemRecord { v: RECORD_VERSION, id: id.into(), parent: None, order: order.to_vec(), fields }
+        ItemRecord {
+            v: RECORD_VERSION,
+            id: id.into(),
+            parent: None,
+            order: order.to_vec(),
+            fields,
+        }
     }
 
     fn result(output: &str) -> ResultRecord {
         ResultRecord {
             v: RECORD_VERSION,
+            outcome: Default::default(),
+            raw: None,
+            fingerprint: None,
+            input_hash: None,
             output: json!(output),
             details: Some(Details {
                 messages: vec![json!({"role": "user", "content": "hi {x}"})],
@@ -538,10 +656,19 @@ mod tests {
     async fn records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.put_items(vec![item("a", &[0]), item("b", &[1])]).await.unwrap();
+        store
+            .put_items(vec![item("a", &[0]), item("b", &[1])])
+            .await
+            .unwrap();
         store.put_result("qa", "a", result("answer")).await.unwrap();
-        store.put_failure("qa", "b", failure("no JSON")).await.unwrap();
-        store.put_meta("run", json!({"pipeline": "poems"})).await.unwrap();
+        store
+            .put_failure("qa", "b", failure("no JSON"))
+            .await
+            .unwrap();
+        store
+            .put_meta("run", json!({"pipeline": "poems"}))
+            .await
+            .unwrap();
 
         assert_eq!(store.item("a").unwrap(), Some(item("a", &[0])));
         assert_eq!(store.item("missing").unwrap(), None);
@@ -553,9 +680,18 @@ mod tests {
         assert_eq!(results, vec![("a".to_owned(), result("answer"))]);
         let failures: Vec<_> = store.failures("qa").map(Result::unwrap).collect();
         assert_eq!(failures, vec![("b".to_owned(), failure("no JSON"))]);
-        assert_eq!(store.meta("run").unwrap(), Some(json!({"pipeline": "poems"})));
+        assert_eq!(
+            store.meta("run").unwrap(),
+            Some(json!({"pipeline": "poems"}))
+        );
         assert_eq!(store.meta("absent").unwrap(), None);
-        assert_eq!((store.count_results("qa").unwrap(), store.count_failures("qa").unwrap()), (1, 1));
+        assert_eq!(
+            (
+                store.count_results("qa").unwrap(),
+                store.count_failures("qa").unwrap()
+            ),
+            (1, 1)
+        );
         assert_eq!(store.count_results("other").unwrap(), 0);
     }
 
@@ -568,15 +704,27 @@ mod tests {
         store.put_result("qa2", "y", result("2")).await.unwrap();
         let ids: Vec<_> = store.results("qa").map(|r| r.unwrap().0).collect();
         assert_eq!(ids, ["x"]);
-        assert!(matches!(store.put_result("bad\0step", "x", result("1")).await, Err(Error::InvalidStep { .. })));
-        assert!(matches!(store.results("").next(), Some(Err(Error::InvalidStep { .. }))));
+        assert!(matches!(
+            store.put_result("bad\0step", "x", result("1")).await,
+            Err(Error::InvalidStep { .. })
+        ));
+        assert!(matches!(
+            store.results("").next(),
+            Some(Err(Error::InvalidStep { .. }))
+        ));
     }
 
     #[tokio::test]
     async fn items_iterate_in_order_and_replacing_moves_them() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let batch = vec![item("c", &[10]), item("b", &[1, 5]), item("a", &[2]), item("d", &[1]), item("e", &[1, 0])];
+        let batch = vec![
+            item("c", &[10]),
+            item("b", &[1, 5]),
+            item("a", &[2]),
+            item("d", &[1]),
+            item("e", &[1, 0]),
+        ];
         store.put_items(batch).await.unwrap();
         assert_eq!(ids(&store), ["d", "e", "b", "a", "c"]);
         // Re-seeding an item with a new order moves it instead of duplicating it.
@@ -589,13 +737,26 @@ mod tests {
     async fn reseeding_the_same_items_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.put_items(vec![item("a", &[0]), item("b", &[1])]).await.unwrap();
+        store
+            .put_items(vec![item("a", &[0]), item("b", &[1])])
+            .await
+            .unwrap();
         let commits = store.commit_count();
-        store.put_items(vec![item("a", &[0]), item("b", &[1])]).await.unwrap();
-        assert_eq!(store.commit_count(), commits, "an unchanged re-seed needs no commit");
+        store
+            .put_items(vec![item("a", &[0]), item("b", &[1])])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.commit_count(),
+            commits,
+            "an unchanged re-seed needs no commit"
+        );
         let mut changed = item("b", &[1]);
         changed.fields.insert("text".into(), json!("edited"));
-        store.put_items(vec![item("a", &[0]), changed.clone()]).await.unwrap();
+        store
+            .put_items(vec![item("a", &[0]), changed.clone()])
+            .await
+            .unwrap();
         assert_eq!(store.item("b").unwrap(), Some(changed));
         assert_eq!(ids(&store), ["a", "b"]);
     }
@@ -608,7 +769,10 @@ mod tests {
         // What survives a crash after the items batch of a re-seed at order [0]: the id
         // index still points at the old key.
         store.items.remove(item_key(&[5], "a")).unwrap();
-        store.items.insert(item_key(&[0], "a"), encode(item("a", &[0]))).unwrap();
+        store
+            .items
+            .insert(item_key(&[0], "a"), encode(item("a", &[0])))
+            .unwrap();
         assert!(matches!(store.item("a"), Err(Error::Corrupt { .. })));
         store.put_items(vec![item("a", &[0])]).await.unwrap();
         assert_eq!(ids(&store), ["a"]);
@@ -619,7 +783,10 @@ mod tests {
     async fn an_id_repeated_in_one_call_keeps_the_last() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.put_items(vec![item("a", &[5]), item("b", &[1]), item("a", &[0])]).await.unwrap();
+        store
+            .put_items(vec![item("a", &[5]), item("b", &[1]), item("a", &[0])])
+            .await
+            .unwrap();
         assert_eq!(ids(&store), ["a", "b"]);
         assert_eq!(store.item("a").unwrap().unwrap().order, [0]);
     }
@@ -629,7 +796,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let n = ITEMS_PER_BATCH as u64 * 2 + 7;
-        store.put_items((0..n).rev().map(|i| item(&format!("i{i}"), &[i])).collect()).await.unwrap();
+        store
+            .put_items((0..n).rev().map(|i| item(&format!("i{i}"), &[i])).collect())
+            .await
+            .unwrap();
         let orders: Vec<u64> = store.items().map(|r| r.unwrap().order[0]).collect();
         assert_eq!(orders, (0..n).collect::<Vec<_>>());
     }
@@ -640,14 +810,26 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         let mut child = item("kid \"quoted\"", &[1, 0]);
         child.parent = Some("b".into());
-        store.put_items(vec![item("b", &[1]), child, item("a", &[2])]).await.unwrap();
+        store
+            .put_items(vec![item("b", &[1]), child, item("a", &[2])])
+            .await
+            .unwrap();
         // A record no decoder accepts: ids never look at it; roots fall back to decoding it.
-        store.items.insert(item_key(&[3], "junk"), b"{not json".as_slice()).unwrap();
+        store
+            .items
+            .insert(item_key(&[3], "junk"), b"{not json".as_slice())
+            .unwrap();
         let ids: Vec<String> = store.item_ids().map(Result::unwrap).collect();
         assert_eq!(ids, ["b", "kid \"quoted\"", "a", "junk"]);
         let roots: Vec<_> = store.root_ids().collect();
         assert_eq!(roots.len(), 3);
-        assert_eq!(roots[..2].iter().map(|r| r.as_ref().unwrap().as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        assert_eq!(
+            roots[..2]
+                .iter()
+                .map(|r| r.as_ref().unwrap().as_str())
+                .collect::<Vec<_>>(),
+            ["b", "a"]
+        );
         assert!(matches!(roots[2], Err(Error::Corrupt { .. })));
     }
 
@@ -660,8 +842,16 @@ mod tests {
             assert_eq!(is_root_encoded(id, &encode(root)), Some(true), "{id}");
             assert_eq!(is_root_encoded(id, &encode(child)), Some(false), "{id}");
         }
-        assert_eq!(is_root_encoded("a", br#"{"v":99,"id":"a","parent":null}"#), None, "another layout: decode");
-        assert_eq!(is_root_encoded("a", br#"{"v":1,"id":"b","parent":null}"#), None, "not this id: decode");
+        assert_eq!(
+            is_root_encoded("a", br#"{"v":99,"id":"a","parent":null}"#),
+            None,
+            "another layout: decode"
+        );
+        assert_eq!(
+            is_root_encoded("a", br#"{"v":1,"id":"b","parent":null}"#),
+            None,
+            "not this id: decode"
+        );
     }
 
     #[tokio::test]
@@ -669,10 +859,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(dir.path()).unwrap();
-            store.put_items(vec![item("a", &[0]), item("b", &[1]), item("c", &[2])]).await.unwrap();
+            store
+                .put_items(vec![item("a", &[0]), item("b", &[1]), item("c", &[2])])
+                .await
+                .unwrap();
             store.put_result("qa", "b", result("kept")).await.unwrap();
-            store.put_failure("qa", "c", failure("kept too")).await.unwrap();
-            store.remove_items(vec!["b".into(), "c".into(), "never".into()]).await.unwrap();
+            store
+                .put_failure("qa", "c", failure("kept too"))
+                .await
+                .unwrap();
+            store
+                .remove_items(vec!["b".into(), "c".into(), "never".into()])
+                .await
+                .unwrap();
             assert_eq!(ids(&store), ["a"]);
             assert_eq!(store.item("b").unwrap(), None);
         }
@@ -686,20 +885,37 @@ mod tests {
         assert!(store.has_result("qa", "b").unwrap());
         let commits = store.commit_count();
         store.remove_items(vec!["gone".into()]).await.unwrap();
-        assert_eq!(store.commit_count(), commits, "removing nothing needs no commit");
+        assert_eq!(
+            store.commit_count(),
+            commits,
+            "removing nothing needs no commit"
+        );
     }
 
     #[tokio::test]
     async fn a_result_clears_the_items_failure() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.put_failure("qa", "a", failure("no JSON")).await.unwrap();
-        store.put_failure("qa", "b", failure("no JSON")).await.unwrap();
-        store.put_failure("other", "a", failure("no JSON")).await.unwrap();
+        store
+            .put_failure("qa", "a", failure("no JSON"))
+            .await
+            .unwrap();
+        store
+            .put_failure("qa", "b", failure("no JSON"))
+            .await
+            .unwrap();
+        store
+            .put_failure("other", "a", failure("no JSON"))
+            .await
+            .unwrap();
         store.put_result("qa", "a", result("ok")).await.unwrap();
         let failed: Vec<_> = store.failures("qa").map(|r| r.unwrap().0).collect();
         assert_eq!(failed, ["b"], "a's failure went away, b's stays");
-        assert_eq!(store.count_failures("other").unwrap(), 1, "other steps keep theirs");
+        assert_eq!(
+            store.count_failures("other").unwrap(),
+            1,
+            "other steps keep theirs"
+        );
     }
 
     #[tokio::test]
@@ -709,11 +925,17 @@ mod tests {
             let store = SledStore::open(dir.path()).unwrap();
             store.put_items(vec![item("a", &[0])]).await.unwrap();
             store.put_result("qa", "a", result("kept")).await.unwrap();
-            store.put_failure("qa", "z", failure("kept too")).await.unwrap();
+            store
+                .put_failure("qa", "z", failure("kept too"))
+                .await
+                .unwrap();
             store.put_meta("cost", json!(1.5)).await.unwrap();
             assert!(dir.path().join(PID_FILE).is_file());
         }
-        assert!(!dir.path().join(PID_FILE).exists(), "a clean close removes the pid file");
+        assert!(
+            !dir.path().join(PID_FILE).exists(),
+            "a clean close removes the pid file"
+        );
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(ids(&store), ["a"]);
         assert_eq!(store.result("qa", "a").unwrap(), Some(result("kept")));
@@ -726,12 +948,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = SledStore::open(dir.path()).unwrap();
         let err = SledStore::open(dir.path()).unwrap_err();
-        assert!(matches!(err, Error::Locked { pid: Some(pid), .. } if pid == std::process::id()), "{err}");
-        assert!(err.to_string().contains(&format!("in use by another run (pid {})", std::process::id())), "{err}");
-        assert!(matches!(SledStore::try_open_read(dir.path()), Err(Error::Locked { .. })));
+        assert!(
+            matches!(err, Error::Locked { pid: Some(pid), .. } if pid == std::process::id()),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&format!(
+                "in use by another run (pid {})",
+                std::process::id()
+            )),
+            "{err}"
+        );
+        assert!(matches!(
+            SledStore::try_open_read(dir.path()),
+            Err(Error::Locked { .. })
+        ));
         drop(first);
         let reopened = SledStore::try_open_read(dir.path()).unwrap();
-        assert!(!dir.path().join(PID_FILE).exists(), "a read-open writes no pid file");
+        assert!(
+            !dir.path().join(PID_FILE).exists(),
+            "a read-open writes no pid file"
+        );
         drop(reopened);
     }
 
@@ -753,26 +990,57 @@ mod tests {
             db.flush().unwrap();
         }
         let err = SledStore::open(dir.path()).unwrap_err();
-        assert!(matches!(err, Error::Incompatible { found: 9, expected: STORE_FORMAT_VERSION, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Incompatible {
+                    found: 9,
+                    expected: STORE_FORMAT_VERSION,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let message = err.to_string();
-        assert!(message.contains("format version 9") && message.contains("fresh output_dir"), "{message}");
+        assert!(
+            message.contains("format version 9") && message.contains("fresh output_dir"),
+            "{message}"
+        );
     }
 
     #[tokio::test]
     async fn bad_records_are_errors_naming_their_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.results.insert(step_key("qa", "junk").unwrap(), b"{not json".as_slice()).unwrap();
-        store.results.insert(step_key("qa", "newer").unwrap(), br#"{"v": 99, "output": 1}"#.as_slice()).unwrap();
+        store
+            .results
+            .insert(step_key("qa", "junk").unwrap(), b"{not json".as_slice())
+            .unwrap();
+        store
+            .results
+            .insert(
+                step_key("qa", "newer").unwrap(),
+                br#"{"v": 99, "output": 1}"#.as_slice(),
+            )
+            .unwrap();
         let err = store.result("qa", "junk").unwrap_err();
-        assert!(matches!(&err, Error::Corrupt { key, .. } if key == "results:qa/junk"), "{err}");
+        assert!(
+            matches!(&err, Error::Corrupt { key, .. } if key == "results:qa/junk"),
+            "{err}"
+        );
         let err = store.result("qa", "newer").unwrap_err();
-        assert!(matches!(err, Error::Incompatible { found: 99, .. }), "{err}");
+        assert!(
+            matches!(err, Error::Incompatible { found: 99, .. }),
+            "{err}"
+        );
         // Iteration reports each bad record and goes on.
         let all: Vec<_> = store.results("qa").collect();
         assert_eq!(all.len(), 2);
         assert!(all.iter().all(Result::is_err));
-        store.items.insert(item_key(&[4], "x"), b"[]".as_slice()).unwrap();
+        store
+            .items
+            .insert(item_key(&[4], "x"), b"[]".as_slice())
+            .unwrap();
         let err = store.items().next().unwrap().unwrap_err();
         assert!(err.to_string().contains("items:[4]/x"), "{err}");
     }

@@ -2,12 +2,13 @@
 //! process and validate the reply, retry rejected outputs up to `max_retries`.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use atk_engine::{Prompt, Request};
 use atk_state::{Details, ItemRecord, RECORD_VERSION, ResultRecord};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::error::{ItemFailure, StepError};
 use crate::step::{EngineChoice, Step, StepContext, StepOutput};
@@ -16,6 +17,7 @@ use crate::template::value_text;
 type OutputProcessor = Arc<dyn Fn(&str) -> Result<Value, String> + Send + Sync>;
 type Validator = Arc<dyn Fn(&Value, &ItemRecord) -> Result<(), String> + Send + Sync>;
 type InputProcessor = Arc<dyn Fn(ItemRecord) -> ItemRecord + Send + Sync>;
+type MockChoice = Arc<dyn Fn(&ItemRecord, u32) -> String + Send + Sync>;
 
 /// The reason recorded when a reply was cut by `max_tokens`.
 pub const LENGTH_CUT_REASON: &str = "cut off by max_tokens (finish_reason=length)";
@@ -35,6 +37,7 @@ pub struct PromptStep {
     max_retries: u32,
     args: Map<String, Value>,
     mock_reply: Option<String>,
+    mock_choice: Option<MockChoice>,
     accept_length_cut: bool,
 }
 
@@ -65,6 +68,7 @@ impl PromptStep {
             max_retries: 3,
             args: Map::new(),
             mock_reply: None,
+            mock_choice: None,
             accept_length_cut: false,
         }
     }
@@ -88,19 +92,28 @@ impl PromptStep {
     }
 
     /// Turns the raw reply into the stored output; `Err(reason)` rejects it (retried).
-    pub fn output_processor(mut self, f: impl Fn(&str) -> Result<Value, String> + Send + Sync + 'static) -> Self {
+    pub fn output_processor(
+        mut self,
+        f: impl Fn(&str) -> Result<Value, String> + Send + Sync + 'static,
+    ) -> Self {
         self.output_processor = Some(Arc::new(f));
         self
     }
 
     /// Checks a processed output against the (processed) input; `Err(reason)` rejects it (retried).
-    pub fn validator(mut self, f: impl Fn(&Value, &ItemRecord) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn validator(
+        mut self,
+        f: impl Fn(&Value, &ItemRecord) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
         self.validator = Some(Arc::new(f));
         self
     }
 
     /// Rewrites the item before its prompt is rendered (not stored).
-    pub fn input_processor(mut self, f: impl Fn(ItemRecord) -> ItemRecord + Send + Sync + 'static) -> Self {
+    pub fn input_processor(
+        mut self,
+        f: impl Fn(ItemRecord) -> ItemRecord + Send + Sync + 'static,
+    ) -> Self {
         self.input_processor = Some(Arc::new(f));
         self
     }
@@ -135,6 +148,40 @@ impl PromptStep {
         self
     }
 
+    /// Mock reply templates picked per item and call (by a hash of the item id and the call
+    /// number: vote `k` of a [`VoteStep`](crate::VoteStep), or the retry), so a demo or a
+    /// test on the mock engine sees different replies for different items: drops, split votes.
+    pub fn mock_replies<S: Into<String>>(self, templates: impl IntoIterator<Item = S>) -> Self {
+        let templates: Vec<String> = templates.into_iter().map(Into::into).collect();
+        if templates.is_empty() {
+            return self;
+        }
+        self.mock_reply_with(move |item, call| {
+            let digest = Sha256::new()
+                .chain_update(item.id.as_bytes())
+                .chain_update(call.to_le_bytes())
+                .finalize();
+            let pick = u64::from_le_bytes(digest[..8].try_into().unwrap_or_default());
+            templates[(pick % templates.len() as u64) as usize].clone()
+        })
+    }
+
+    /// The mock reply template for an item and call number (0 for the first call of an item;
+    /// a vote's number for votes), chosen by `f`. Wins over [`mock_reply`](Self::mock_reply).
+    pub fn mock_reply_with(
+        mut self,
+        f: impl Fn(&ItemRecord, u32) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.mock_choice = Some(Arc::new(f));
+        self
+    }
+
+    /// Turns this step into a vote of `n` calls per item ([`VoteStep`](crate::VoteStep));
+    /// by default a majority of "yes" verdicts keeps the item.
+    pub fn votes(self, n: u32) -> crate::VoteStep {
+        crate::VoteStep::new(self, n)
+    }
+
     /// Accept replies cut by `max_tokens` (`finish_reason: length`); rejected by default.
     pub fn accept_length_cut(mut self, accept: bool) -> Self {
         self.accept_length_cut = accept;
@@ -148,6 +195,16 @@ impl PromptStep {
 
     /// Builds the request for an item (after the input processor).
     pub fn request(&self, item: &ItemRecord, ctx: &StepContext) -> Result<Request, StepError> {
+        self.request_for(item, ctx, 0)
+    }
+
+    /// The request for call number `call` of an item (the mock reply may differ per call).
+    pub(crate) fn request_for(
+        &self,
+        item: &ItemRecord,
+        ctx: &StepContext,
+        call: u32,
+    ) -> Result<Request, StepError> {
         let template = ctx.prompts.load(&self.prompt_name, ctx.completion_mode)?;
         let lookup = |name: &str| {
             item.fields
@@ -161,7 +218,15 @@ impl PromptStep {
         if !ctx.use_stop {
             params.remove("stop");
         }
-        Ok(Request { prompt, params, mock_reply: self.mock_reply.clone() })
+        let mock_reply = match &self.mock_choice {
+            Some(choose) => Some(choose(item, call)),
+            None => self.mock_reply.clone(),
+        };
+        Ok(Request {
+            prompt,
+            params,
+            mock_reply,
+        })
     }
 
     /// The validation loop shared by prompt, fan-out and filter steps: call, process, validate,
@@ -173,6 +238,17 @@ impl PromptStep {
         ctx: &StepContext,
         accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
     ) -> Result<(T, ResultRecord), StepError> {
+        self.attempt_call(item, ctx, 0, accept).await
+    }
+
+    /// [`attempt`](Self::attempt) as call number `call` of the item (votes).
+    pub(crate) async fn attempt_call<T>(
+        &self,
+        item: &ItemRecord,
+        ctx: &StepContext,
+        call: u32,
+        accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
+    ) -> Result<(T, ResultRecord), StepError> {
         let processed_item;
         let item = match &self.input_processor {
             Some(f) => {
@@ -181,7 +257,7 @@ impl PromptStep {
             }
             None => item,
         };
-        let request = self.request(item, ctx)?;
+        let request = self.request_for(item, ctx, call)?;
         let engine = ctx.engines.get(self.engine);
         let started = Instant::now();
         let (mut prompt_tokens, mut completion_tokens) = (0, 0);
@@ -207,7 +283,11 @@ impl PromptStep {
                 Err(atk_engine::Error::Cancelled { .. }) => return Err(StepError::Cancelled),
                 Err(e) => {
                     // Transport retries already happened inside the engine; this item fails.
-                    let kind = if matches!(e, atk_engine::Error::Rejected { .. }) { "rejected" } else { "transport" };
+                    let kind = if matches!(e, atk_engine::Error::Rejected { .. }) {
+                        "rejected"
+                    } else {
+                        "transport"
+                    };
                     failure.kind = kind.into();
                     failure.reason = e.to_string();
                     break;
@@ -215,16 +295,22 @@ impl PromptStep {
             };
             prompt_tokens += reply.usage.prompt_tokens;
             completion_tokens += reply.usage.completion_tokens;
-            let verdict = if reply.finish_reason.as_deref() == Some("length") && !self.accept_length_cut {
-                Err(("length", LENGTH_CUT_REASON.to_string()))
-            } else {
-                self.check(&reply.text, item, accept).map_err(|r| ("validation", r))
-            };
+            let verdict =
+                if reply.finish_reason.as_deref() == Some("length") && !self.accept_length_cut {
+                    Err(("length", LENGTH_CUT_REASON.to_string()))
+                } else {
+                    self.check(&reply.text, item, accept)
+                        .map_err(|r| ("validation", r))
+                };
             match verdict {
                 Ok((value, output)) => {
                     let details = ctx.include_details.then(|| details(&request, &reply));
                     let record = ResultRecord {
                         v: RECORD_VERSION,
+                        outcome: Default::default(),
+                        raw: Some(reply.text),
+                        fingerprint: None,
+                        input_hash: None,
                         output,
                         details,
                         attempts: attempt,
@@ -267,9 +353,13 @@ impl PromptStep {
 
 fn details(request: &Request, reply: &atk_engine::Reply) -> Details {
     let (messages, prompt) = match &request.prompt {
-        Prompt::Chat(messages) => {
-            (messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect(), None)
-        }
+        Prompt::Chat(messages) => (
+            messages
+                .iter()
+                .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
+                .collect(),
+            None,
+        ),
         Prompt::Completion(text) => (Vec::new(), Some(text.clone())),
     };
     Details {
@@ -281,9 +371,7 @@ fn details(request: &Request, reply: &atk_engine::Reply) -> Details {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub(crate) use atk_state::now_ms;
 
 #[async_trait]
 impl Step for PromptStep {
@@ -304,7 +392,9 @@ impl Step for PromptStep {
     }
 
     fn template_args(&self) -> Option<Vec<String>> {
-        self.input_processor.is_none().then(|| self.args.keys().cloned().collect())
+        self.input_processor
+            .is_none()
+            .then(|| self.args.keys().cloned().collect())
     }
 
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
@@ -334,20 +424,35 @@ mod tests {
         fields.insert("text".into(), json!(text));
         fields.insert("lines".into(), json!(4));
         fields.insert("tags".into(), json!(["sea", "ünïcode"]));
-        ItemRecord { v: RECORD_VERSION, id: "i1".into(), parent: None, order: vec![0], fields }
+        ItemRecord {
+            v: RECORD_VERSION,
+            id: "i1".into(),
+            parent: None,
+            order: vec![0],
+            fields,
+        }
     }
 
     fn ctx(engine: Arc<ScriptedEngine>) -> StepContext {
-        let mut ctx = StepContext::new(Engines::single(engine), Arc::new(PromptLibrary::new(PROMPTS)));
+        let mut ctx = StepContext::new(
+            Engines::single(engine),
+            Arc::new(PromptLibrary::new(PROMPTS)),
+        );
         let mut run_args = Map::new();
-        run_args.insert("style".into(), json!("run-arg style (loses to the step arg)"));
+        run_args.insert(
+            "style".into(),
+            json!("run-arg style (loses to the step arg)"),
+        );
         run_args.insert("only_run".into(), json!("r"));
         ctx.run_args = Arc::new(run_args);
         ctx
     }
 
     fn step() -> PromptStep {
-        PromptStep::new("poem", "write_poem").arg("style", "Basho").param("temperature", 0.7).param("stop", json!(["</poem>"]))
+        PromptStep::new("poem", "write_poem")
+            .arg("style", "Basho")
+            .param("temperature", 0.7)
+            .param("stop", json!(["</poem>"]))
     }
 
     const HOSTILE: &str = "A chunk with {text}, {{text}}, {style}, a lone { and JSON {\"k\": [1, {\"n\": 2}]} — 日本語 🎉";
@@ -364,29 +469,51 @@ mod tests {
         let mut c = ctx(Arc::new(ScriptedEngine::new("e")));
         c.completion_mode = true;
         let request = step().request(&item("plain {{text}} ünïcode"), &c).unwrap();
-        insta::assert_snapshot!("completion_prompt", match request.prompt {
-            Prompt::Completion(text) => text,
-            Prompt::Chat(_) => panic!("completion mode must send a completion prompt"),
-        });
+        insta::assert_snapshot!(
+            "completion_prompt",
+            match request.prompt {
+                Prompt::Completion(text) => text,
+                Prompt::Chat(_) => panic!("completion mode must send a completion prompt"),
+            }
+        );
     }
 
     #[test]
     fn hostile_chunk_text_is_sent_verbatim() {
         let c = ctx(Arc::new(ScriptedEngine::new("e")));
         let request = step().request(&item(HOSTILE), &c).unwrap();
-        let Prompt::Chat(messages) = request.prompt else { panic!("chat expected") };
-        assert!(messages[1].content.contains(HOSTILE), "{}", messages[1].content);
+        let Prompt::Chat(messages) = request.prompt else {
+            panic!("chat expected")
+        };
+        assert!(
+            messages[1].content.contains(HOSTILE),
+            "{}",
+            messages[1].content
+        );
         assert!(messages[0].content.contains("style of Basho"));
-        assert!(messages[0].content.contains("{\"poem\": \"...\"}") && messages[0].content.contains("{unknown}"));
-        assert!(messages[1].content.contains("Lines wanted: 4\nTags: [\"sea\",\"ünïcode\"]"));
+        assert!(
+            messages[0].content.contains("{\"poem\": \"...\"}")
+                && messages[0].content.contains("{unknown}")
+        );
+        assert!(
+            messages[1]
+                .content
+                .contains("Lines wanted: 4\nTags: [\"sea\",\"ünïcode\"]")
+        );
     }
 
     #[test]
     fn use_stop_false_removes_stop_and_mock_reply_is_passed() {
         let mut c = ctx(Arc::new(ScriptedEngine::new("e")));
-        let with_stop = step().mock_reply("<poem>{lines}</poem>").request(&item("x"), &c).unwrap();
+        let with_stop = step()
+            .mock_reply("<poem>{lines}</poem>")
+            .request(&item("x"), &c)
+            .unwrap();
         assert!(with_stop.params.contains_key("stop"));
-        assert_eq!(with_stop.mock_reply.as_deref(), Some("<poem>{lines}</poem>"));
+        assert_eq!(
+            with_stop.mock_reply.as_deref(),
+            Some("<poem>{lines}</poem>")
+        );
         c.use_stop = false;
         let without = step().request(&item("x"), &c).unwrap();
         assert!(!without.params.contains_key("stop"));
@@ -394,17 +521,33 @@ mod tests {
     }
 
     fn rejecting_bad() -> PromptStep {
-        step().max_retries(2).validator(|out, _| if out.as_str() == Some("good") { Ok(()) } else { Err(format!("not good: {out}")) })
+        step().max_retries(2).validator(|out, _| {
+            if out.as_str() == Some("good") {
+                Ok(())
+            } else {
+                Err(format!("not good: {out}"))
+            }
+        })
     }
 
     #[tokio::test]
     async fn validation_failures_are_retried_and_then_accepted() {
         let engine = Arc::new(ScriptedEngine::new("e"));
-        engine.push(Ok(reply("bad"))).push(Ok(reply("bad"))).push(Ok(reply("good")));
-        let StepOutput::Result(record) = rejecting_bad().run(&item("x"), &ctx(engine.clone())).await.unwrap() else {
+        engine
+            .push(Ok(reply("bad")))
+            .push(Ok(reply("bad")))
+            .push(Ok(reply("good")));
+        let StepOutput::Result(record) = rejecting_bad()
+            .run(&item("x"), &ctx(engine.clone()))
+            .await
+            .unwrap()
+        else {
             panic!("a result expected")
         };
-        assert_eq!((record.output, record.attempts, record.prompt_tokens), (json!("good"), 3, 30));
+        assert_eq!(
+            (record.output, record.attempts, record.prompt_tokens),
+            (json!("good"), 3, 30)
+        );
         assert_eq!(engine.calls(), 3);
         assert!(record.details.is_none());
     }
@@ -412,9 +555,17 @@ mod tests {
     #[tokio::test]
     async fn exhausted_retries_fail_with_the_last_reason_and_output() {
         let engine = Arc::new(ScriptedEngine::new("e").with_fallback(|_| Ok(reply("bad"))));
-        let err = rejecting_bad().run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
-        let StepError::Failed(f) = err else { panic!("item failure expected, got {err:?}") };
-        assert_eq!((f.kind.as_str(), f.reason.as_str(), f.attempts), ("validation", "not good: \"bad\"", 3));
+        let err = rejecting_bad()
+            .run(&item("x"), &ctx(engine.clone()))
+            .await
+            .unwrap_err();
+        let StepError::Failed(f) = err else {
+            panic!("item failure expected, got {err:?}")
+        };
+        assert_eq!(
+            (f.kind.as_str(), f.reason.as_str(), f.attempts),
+            ("validation", "not good: \"bad\"", 3)
+        );
         assert_eq!(f.last_output.as_deref(), Some("bad"));
         assert_eq!(engine.calls(), 3, "max_retries(2) means 3 calls");
     }
@@ -422,14 +573,18 @@ mod tests {
     #[tokio::test]
     async fn output_processor_rejections_are_retried() {
         let engine = Arc::new(ScriptedEngine::new("e"));
-        engine.push(Ok(reply("no tags"))).push(Ok(reply("<poem>roses</poem>")));
+        engine
+            .push(Ok(reply("no tags")))
+            .push(Ok(reply("<poem>roses</poem>")));
         let s = step().output_processor(|raw| {
             raw.split_once("<poem>")
                 .and_then(|(_, rest)| rest.split_once("</poem>"))
                 .map(|(poem, _)| json!(poem))
                 .ok_or_else(|| "no <poem> tags".to_string())
         });
-        let StepOutput::Result(record) = s.run(&item("x"), &ctx(engine)).await.unwrap() else { panic!() };
+        let StepOutput::Result(record) = s.run(&item("x"), &ctx(engine)).await.unwrap() else {
+            panic!()
+        };
         assert_eq!((record.output, record.attempts), (json!("roses"), 2));
     }
 
@@ -441,18 +596,37 @@ mod tests {
             Ok(r)
         };
         let engine = Arc::new(ScriptedEngine::new("e").with_fallback(move |_| cut()));
-        let err = step().max_retries(0).run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
+        let err = step()
+            .max_retries(0)
+            .run(&item("x"), &ctx(engine.clone()))
+            .await
+            .unwrap_err();
         let StepError::Failed(f) = err else { panic!() };
-        assert_eq!((f.kind.as_str(), f.reason.as_str()), ("length", LENGTH_CUT_REASON));
-        let ok = step().max_retries(0).accept_length_cut(true).run(&item("x"), &ctx(engine)).await.unwrap();
+        assert_eq!(
+            (f.kind.as_str(), f.reason.as_str()),
+            ("length", LENGTH_CUT_REASON)
+        );
+        let ok = step()
+            .max_retries(0)
+            .accept_length_cut(true)
+            .run(&item("x"), &ctx(engine))
+            .await
+            .unwrap();
         assert!(matches!(ok, StepOutput::Result(r) if r.output == json!("half a po")));
     }
 
     #[tokio::test]
     async fn rejected_requests_fail_the_item_without_validation_retries() {
         let engine = Arc::new(ScriptedEngine::new("e"));
-        engine.push(Err(atk_engine::Error::Rejected { engine: "e".into(), status: 400, message: "context length exceeded".into() }));
-        let err = step().run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
+        engine.push(Err(atk_engine::Error::Rejected {
+            engine: "e".into(),
+            status: 400,
+            message: "context length exceeded".into(),
+        }));
+        let err = step()
+            .run(&item("x"), &ctx(engine.clone()))
+            .await
+            .unwrap_err();
         let StepError::Failed(f) = err else { panic!() };
         assert_eq!(f.kind, "rejected");
         assert!(f.reason.contains("context length exceeded"));
@@ -462,9 +636,16 @@ mod tests {
     #[tokio::test]
     async fn fatal_engine_errors_are_returned_as_engine_errors() {
         let engine = Arc::new(ScriptedEngine::new("e"));
-        engine.push(Err(atk_engine::Error::AuthRefused { engine: "e".into(), status: 401, message: "bad key".into() }));
+        engine.push(Err(atk_engine::Error::AuthRefused {
+            engine: "e".into(),
+            status: 401,
+            message: "bad key".into(),
+        }));
         let err = step().run(&item("x"), &ctx(engine)).await.unwrap_err();
-        assert!(matches!(err, StepError::Engine(ref e) if e.is_fatal()), "{err:?}");
+        assert!(
+            matches!(err, StepError::Engine(ref e) if e.is_fatal()),
+            "{err:?}"
+        );
         assert!(!err.is_config_error());
     }
 
@@ -474,9 +655,16 @@ mod tests {
         // the item runs again on resume.
         let engine = Arc::new(ScriptedEngine::new("e"));
         engine.push(Err(atk_engine::Error::Cancelled { engine: "e".into() }));
-        let err = step().run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
+        let err = step()
+            .run(&item("x"), &ctx(engine.clone()))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StepError::Cancelled), "{err:?}");
-        assert_eq!(engine.calls(), 1, "no validation retry after a cancelled call");
+        assert_eq!(
+            engine.calls(),
+            1,
+            "no validation retry after a cancelled call"
+        );
     }
 
     #[tokio::test]
@@ -485,7 +673,11 @@ mod tests {
         engine.push(Ok(reply("raw reply")));
         let mut c = ctx(engine);
         c.include_details = true;
-        let StepOutput::Result(record) = step().output_processor(|r| Ok(json!(r.len()))).run(&item("x"), &c).await.unwrap()
+        let StepOutput::Result(record) = step()
+            .output_processor(|r| Ok(json!(r.len())))
+            .run(&item("x"), &c)
+            .await
+            .unwrap()
         else {
             panic!()
         };
@@ -500,7 +692,10 @@ mod tests {
     async fn input_processor_changes_what_is_rendered() {
         let engine = Arc::new(ScriptedEngine::new("e"));
         let s = step().input_processor(|mut item| {
-            let upper = item.fields["text"].as_str().unwrap_or_default().to_uppercase();
+            let upper = item.fields["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_uppercase();
             item.fields.insert("text".into(), json!(upper));
             item
         });
@@ -518,18 +713,47 @@ mod mock_engine_tests {
 
     #[tokio::test]
     async fn the_mock_engine_answers_with_the_steps_mock_reply() {
-        const PROMPTS: &[(&str, &str)] = &[("p.yaml", "- role: user\n  content: \"Write about {text}\"\n")];
+        const PROMPTS: &[(&str, &str)] = &[(
+            "p.yaml",
+            "- role: user\n  content: \"Write about {text}\"\n",
+        )];
         let engine = Arc::new(MockEngine::new("small", "mock", MockConfig::default()));
-        let ctx = StepContext::new(Engines::single(engine), Arc::new(PromptLibrary::new(PROMPTS)));
-        let step = PromptStep::new("poem", "p").mock_reply("<poem>{hash}</poem>").output_processor(|raw| {
-            raw.strip_prefix("<poem>").and_then(|r| r.strip_suffix("</poem>")).map(Value::from).ok_or("no tags".to_string())
-        });
+        let ctx = StepContext::new(
+            Engines::single(engine),
+            Arc::new(PromptLibrary::new(PROMPTS)),
+        );
+        let step = PromptStep::new("poem", "p")
+            .mock_reply("<poem>{hash}</poem>")
+            .output_processor(|raw| {
+                raw.strip_prefix("<poem>")
+                    .and_then(|r| r.strip_suffix("</poem>"))
+                    .map(Value::from)
+                    .ok_or("no tags".to_string())
+            });
         let mut fields = atk_state::Fields::new();
         fields.insert("text".into(), "the sea".into());
-        let item = ItemRecord { v: RECORD_VERSION, id: "a".into(), parent: None, order: vec![0], fields };
-        let StepOutput::Result(first) = step.run(&item, &ctx).await.unwrap() else { panic!() };
-        let StepOutput::Result(second) = step.run(&item, &ctx).await.unwrap() else { panic!() };
-        assert_eq!(first.output.as_str().map(str::len), Some(16), "{{hash}} is 16 hex digits: {}", first.output);
-        assert_eq!(first.output, second.output, "mock replies are deterministic");
+        let item = ItemRecord {
+            v: RECORD_VERSION,
+            id: "a".into(),
+            parent: None,
+            order: vec![0],
+            fields,
+        };
+        let StepOutput::Result(first) = step.run(&item, &ctx).await.unwrap() else {
+            panic!()
+        };
+        let StepOutput::Result(second) = step.run(&item, &ctx).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            first.output.as_str().map(str::len),
+            Some(16),
+            "{{hash}} is 16 hex digits: {}",
+            first.output
+        );
+        assert_eq!(
+            first.output, second.output,
+            "mock replies are deterministic"
+        );
     }
 }

@@ -4,12 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use atk_cli::atk_state::ItemRecord;
 use atk_cli::dataset::sharegpt_pair;
 use atk_cli::{Pipeline, RunContext, RunError, async_trait};
-use atk_step::{PromptStep, Step};
+use atk_step::{Chain, PromptStep};
 use serde_json::Value;
 
 /// The pipeline's own config keys (the common ones come from `atk_cli`).
@@ -24,26 +23,34 @@ pub struct ExampleConfig {
 
 /// Prompts compiled into the binary; a config's `prompts` folder overrides them file by file.
 pub const PROMPTS: &[(&str, &str)] = &[
-    ("write_poem.yaml", include_str!("../prompts/write_poem.yaml")),
+    (
+        "write_poem.yaml",
+        include_str!("../prompts/write_poem.yaml"),
+    ),
     ("write_poem.txt", include_str!("../prompts/write_poem.txt")),
 ];
 
 /// Keeps the text of the last `<poem>…</poem>` in a reply (models sometimes draft first). In
 /// completion mode the prompt ends with `<poem>`, so a reply may start inside the poem.
 pub fn extract_poem(reply: &str) -> Result<Value, String> {
-    let start = match reply.rfind("<poem>") {
-        Some(i) => i + "<poem>".len(),
-        None if reply.contains("</poem>") => 0,
-        None => return Err("the reply has no <poem> tag".into()),
-    };
-    let end = reply[start..].find("</poem>").ok_or("the last <poem> is never closed")?;
-    Ok(Value::String(reply[start..start + end].trim().to_string()))
+    atk_step::tag_text(reply, "poem").map(Value::String)
 }
 
 /// A poem is accepted when it has at least three non-empty lines.
 pub fn validate_poem(poem: &Value, _item: &ItemRecord) -> Result<(), String> {
-    let lines = poem.as_str().unwrap_or_default().lines().filter(|l| !l.trim().is_empty()).count();
-    if lines < 3 { Err(format!("a poem needs at least 3 lines, this one has {lines}")) } else { Ok(()) }
+    let lines = poem
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    if lines < 3 {
+        Err(format!(
+            "a poem needs at least 3 lines, this one has {lines}"
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// The one step: write a poem inspired by the item's `text`.
@@ -86,21 +93,20 @@ impl Pipeline for ExamplePipeline {
 
     async fn run(&self, ctx: &mut RunContext<ExampleConfig>) -> Result<(), RunError> {
         ctx.set_progress(0.1, "writing a poem for each chunk");
-        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(write_poem_step(&ctx.config))];
+        let chain = Chain::new().then(write_poem_step(&ctx.config));
         ctx.run_chain(&chain).await?;
 
         ctx.set_progress(0.9, "writing the dataset");
-        let items = ctx.final_items(&chain)?;
-        let conversations: Vec<_> = items
-            .iter()
-            .map(|item| {
-                let text = item.fields.get("text").and_then(Value::as_str).unwrap_or_default();
-                let poem = item.fields.get("poetry").and_then(Value::as_str).unwrap_or_default();
-                sharegpt_pair(format!("{}\n\n{text}", ctx.config.key3.trim_end()), poem)
-            })
-            .collect();
+        let request = ctx.config.key3.trim_end();
+        let conversations = ctx.final_items(&chain).map(|item| {
+            let item = item?;
+            Ok::<_, RunError>(sharegpt_pair(
+                format!("{request}\n\n{}", item.text("text")?),
+                item.text("poetry")?,
+            ))
+        });
         ctx.write_sharegpt("sharegpt_format.jsonl", conversations)?;
-        ctx.write_meta_datasets(&items)?;
+        ctx.write_meta_datasets(&chain)?;
         ctx.set_progress(1.0, "pipeline complete");
         Ok(())
     }
@@ -120,11 +126,21 @@ mod tests {
         let reply = "Draft:\n<poem>\nno\n</poem>\nFinal:\n<poem>\n  salt on the sill\ntide in the hall\nmoon on the wall\n</poem>";
         let poem = extract_poem(reply).unwrap();
         assert_eq!(poem, "salt on the sill\ntide in the hall\nmoon on the wall");
-        let item = ItemRecord { v: 1, id: "x".into(), parent: None, order: vec![0], fields: Default::default() };
+        let item = ItemRecord {
+            v: 1,
+            id: "x".into(),
+            parent: None,
+            order: vec![0],
+            fields: Default::default(),
+        };
         assert!(validate_poem(&poem, &item).is_ok());
         assert!(validate_poem(&Value::String("one line".into()), &item).is_err());
         assert!(extract_poem("<poem>never closed").is_err());
         assert!(extract_poem("plain prose").is_err());
-        assert_eq!(extract_poem("a\nb\nc\n</poem>").unwrap(), "a\nb\nc", "completion mode starts inside the poem");
+        assert_eq!(
+            extract_poem("a\nb\nc\n</poem>").unwrap(),
+            "a\nb\nc",
+            "completion mode starts inside the poem"
+        );
     }
 }

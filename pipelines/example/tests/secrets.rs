@@ -39,7 +39,13 @@ fn the_api_key_appears_nowhere() {
     let config_path = dir.path().join("config.yaml");
     std::fs::write(&config_path, config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_example-pipeline"))
-        .args(["--config", config_path.to_str().unwrap(), "-vv", "--progress", "json"])
+        .args([
+            "--config",
+            config_path.to_str().unwrap(),
+            "-vv",
+            "--progress",
+            "json",
+        ])
         .env("RUST_LOG", "trace")
         .output()
         .unwrap();
@@ -50,19 +56,51 @@ fn the_api_key_appears_nowhere() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains(KEY), "key in stdout");
     // --progress json: stdout is JSON lines only, ending with the final milestone.
-    let events: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
-    assert!(events.iter().any(|e| e["event"] == "step_finished" && e["step"] == "write_poem" && e["done"] == 5), "{stdout}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step_finished" && e["step"] == "write_poem" && e["done"] == 5),
+        "{stdout}"
+    );
     let milestone = events.iter().rev().find(|e| e["event"] == "milestone");
-    assert_eq!(milestone.map(|e| e["message"].clone()), Some("pipeline complete".into()));
+    assert_eq!(
+        milestone.map(|e| e["message"].clone()),
+        Some("pipeline complete".into())
+    );
     // Where each dataset went ends the JSON lines, as events of their own.
-    let written: Vec<_> = events.iter().filter(|e| e["event"] == "dataset_written").collect();
-    assert_eq!(written.len(), 3, "the dataset and two meta datasets: {stdout}");
-    assert!(written[0]["path"].as_str().is_some_and(|p| p.ends_with("sharegpt_format.jsonl")) && written[0]["lines"] == 5);
+    let written: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "dataset_written")
+        .collect();
+    assert_eq!(
+        written.len(),
+        3,
+        "the dataset and two meta datasets: {stdout}"
+    );
+    assert!(
+        written[0]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("sharegpt_format.jsonl"))
+            && written[0]["lines"] == 5
+    );
     let out_dir = dir.path().join("out");
-    assert!(out_dir.join("debug_outputs").is_dir(), "debug outputs were written");
-    assert!(out_dir.join("meta_datagen").is_dir(), "meta datasets were written");
+    assert!(
+        out_dir.join("debug_outputs").is_dir(),
+        "debug outputs were written"
+    );
+    assert!(
+        out_dir.join("meta_datagen").is_dir(),
+        "meta datasets were written"
+    );
     let mut hits = Vec::new();
     let seen = files_containing(&out_dir, KEY.as_bytes(), &mut hits);
-    assert!(seen > 5, "the output dir has the store, datasets and debug files ({seen} files)");
+    assert!(
+        seen > 5,
+        "the output dir has the store, datasets and debug files ({seen} files)"
+    );
     assert!(hits.is_empty(), "the key leaked into {hits:?}");
 }

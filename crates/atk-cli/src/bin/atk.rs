@@ -56,12 +56,24 @@ fn main() -> ExitCode {
     };
     atk_cli::logging::init(0);
     match cli.command {
-        Command::Chunk { input_dir, chunk_size, tokenizer, subset, seed } => chunk(input_dir, chunk_size, &tokenizer, subset, seed),
+        Command::Chunk {
+            input_dir,
+            chunk_size,
+            tokenizer,
+            subset,
+            seed,
+        } => chunk(input_dir, chunk_size, &tokenizer, subset, seed),
         Command::Status { output_dir, json } => status(&output_dir, json),
     }
 }
 
-fn chunk(input_dir: PathBuf, chunk_size: usize, tokenizer: &str, subset: Option<usize>, seed: u64) -> ExitCode {
+fn chunk(
+    input_dir: PathBuf,
+    chunk_size: usize,
+    tokenizer: &str,
+    subset: Option<usize>,
+    seed: u64,
+) -> ExitCode {
     let tokenizer = match atk_tokens::Tokenizer::from_name(tokenizer) {
         Ok(t) => t,
         Err(e) => {
@@ -103,7 +115,11 @@ fn chunk(input_dir: PathBuf, chunk_size: usize, tokenizer: &str, subset: Option<
 fn status(output_dir: &std::path::Path, json: bool) -> ExitCode {
     match atk_cli::status::read_status(output_dir) {
         Ok(s) => {
-            let text = if json { serde_json::to_string_pretty(&s).unwrap_or_default() + "\n" } else { s.render() };
+            let text = if json {
+                serde_json::to_string_pretty(&s).unwrap_or_default() + "\n"
+            } else {
+                s.render()
+            };
             // A closed stdout (`atk status DIR | head -1`) ends the output quietly.
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());

@@ -56,6 +56,7 @@ use super::rules::AtLeastOne;
 /// | `mock_reply` | string | none (a built-in paragraph) | Reply template of `mock` engines; `{hash}`, `{words}`, `{lines}`, `{excerpt}` are filled in. |
 /// | `mock_latency_ms` | integer | `0` | Simulated latency of each `mock` reply, in milliseconds. |
 /// | `read_files_manually` | bool | `true` | The runner reads and chunks `input_dir`; `false` lets the pipeline supply its own texts. |
+/// | `dataset_license` | string | `other` | Licence named in the dataset card (`README.md` in `output_dir`), e.g. `cc-by-4.0`. |
 ///
 /// Top-level key `no_flatten` (list of section names) keeps those sections as maps, reached by
 /// the pipeline as one key (`example_heading`) and overridden as `--set example_heading.key=..`.
@@ -143,6 +144,8 @@ pub struct CommonConfig {
     pub mock_latency: Duration,
     /// The runner reads `input_dir` itself.
     pub read_files_manually: bool,
+    /// Licence named in the dataset card.
+    pub dataset_license: String,
 }
 
 impl CommonConfig {
@@ -186,6 +189,7 @@ impl CommonConfig {
         "mock_reply",
         "mock_latency_ms",
         "read_files_manually",
+        "dataset_license",
     ];
 
     /// Keys holding paths (resolved against the config file's folder).
@@ -241,6 +245,7 @@ impl Default for CommonConfig {
             mock_reply: None,
             mock_latency: Duration::ZERO,
             read_files_manually: true,
+            dataset_license: "other".to_string(),
         }
     }
 }
@@ -286,6 +291,7 @@ pub(crate) struct RawCommon {
     pub mock_reply: Option<String>,
     pub mock_latency_ms: Option<u64>,
     pub read_files_manually: Option<bool>,
+    pub dataset_license: Option<String>,
 }
 
 /// A problem found while resolving: which key, and what is wrong.
@@ -298,7 +304,10 @@ pub(crate) enum Invalid {
 }
 
 /// `Ok(Some(x))`, or `Ok(None)` with the missing keys added to `missing`; other problems stay errors.
-fn found<X>(r: Result<X, Invalid>, missing: &mut Vec<(&'static str, String)>) -> Result<Option<X>, Invalid> {
+fn found<X>(
+    r: Result<X, Invalid>,
+    missing: &mut Vec<(&'static str, String)>,
+) -> Result<Option<X>, Invalid> {
     match r {
         Ok(x) => Ok(Some(x)),
         Err(Invalid::Missing(keys)) => {
@@ -321,9 +330,15 @@ pub struct EnginesUsed {
 
 impl EnginesUsed {
     /// Both engines (the default).
-    pub const BOTH: Self = Self { small: true, large: true };
+    pub const BOTH: Self = Self {
+        small: true,
+        large: true,
+    };
     /// The small engine only.
-    pub const SMALL: Self = Self { small: true, large: false };
+    pub const SMALL: Self = Self {
+        small: true,
+        large: false,
+    };
 }
 
 impl Default for EnginesUsed {
@@ -343,8 +358,20 @@ impl RawCommon {
         let d = CommonConfig::default();
         let small_mode = mode("small_mode", self.small_mode)?;
         let large_mode = mode("large_mode", self.large_mode)?;
-        let small = engine("small", small_mode, used.small, self.small_model, self.small_base_url);
-        let large = engine("large", large_mode, used.large, self.large_model, self.large_base_url);
+        let small = engine(
+            "small",
+            small_mode,
+            used.small,
+            self.small_model,
+            self.small_base_url,
+        );
+        let large = engine(
+            "large",
+            large_mode,
+            used.large,
+            self.large_model,
+            self.large_base_url,
+        );
         let input_dir = required_path(
             "input_dir",
             self.input_dir,
@@ -431,6 +458,7 @@ impl RawCommon {
             mock_reply: self.mock_reply,
             mock_latency: Duration::from_millis(self.mock_latency_ms.unwrap_or(0)),
             read_files_manually: self.read_files_manually.unwrap_or(d.read_files_manually),
+            dataset_license: self.dataset_license.unwrap_or(d.dataset_license),
         })
     }
 }
@@ -469,8 +497,14 @@ fn engine(
     if !used {
         // Not required; checked only if given.
         let base_url = base_url.unwrap_or_default();
-        if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(Invalid::Value { key: url_key, message: format!("`{base_url}` is not an http(s) URL") });
+        if !(base_url.is_empty()
+            || base_url.starts_with("http://")
+            || base_url.starts_with("https://"))
+        {
+            return Err(Invalid::Value {
+                key: url_key,
+                message: format!("`{base_url}` is not an http(s) URL"),
+            });
         }
         return Ok((model.unwrap_or_default(), base_url));
     }

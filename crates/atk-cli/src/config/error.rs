@@ -179,7 +179,9 @@ pub enum ConfigError {
 }
 
 fn list_missing(keys: &[(String, String)]) -> String {
-    keys.iter().map(|(key, hint)| format!("\n  - `{key}`: {hint}")).collect()
+    keys.iter()
+        .map(|(key, hint)| format!("\n  - `{key}`: {hint}"))
+        .collect()
 }
 
 fn section_name(section: &Option<String>) -> String {
