@@ -38,6 +38,13 @@ pub fn result(line: &str) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
+/// A machine-readable event line (`--progress json`) on stdout, printed under `-q` too (the
+/// progress events are). A closed stdout is ignored.
+pub fn event(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 /// `warning: MESSAGE` on stderr, once per process per message; nothing under `-q`.
 pub fn warn(message: &str) {
     if is_quiet() {

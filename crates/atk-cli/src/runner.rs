@@ -774,7 +774,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     if progress_mode == crate::progress::ProgressMode::Json {
         // stdout stays JSON lines only: one `dataset_written` event per dataset.
         for (path, lines) in &summary.datasets {
-            crate::out::result(
+            crate::out::event(
                 &serde_json::json!({"event": "dataset_written", "path": path, "lines": lines})
                     .to_string(),
             );
