@@ -77,12 +77,12 @@ fn chunk(
     let tokenizer = match atk_tokens::Tokenizer::from_name(tokenizer) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e}");
+            atk_cli::out::always(&format!("error: {e}\n"));
             return ExitCode::from(2);
         }
     };
     if chunk_size == 0 {
-        eprintln!("error: --chunk-size must be at least 1");
+        atk_cli::out::always("error: --chunk-size must be at least 1\n");
         return ExitCode::from(2);
     }
     let mut cfg = atk_chunk::ChunkConfig::new(chunk_size).with_tokenizer(tokenizer);
@@ -92,12 +92,12 @@ fn chunk(
     let set = match atk_chunk::read_dir(&input_dir, &cfg) {
         Ok(set) => set,
         Err(e) => {
-            eprintln!("error: {e}");
+            atk_cli::out::always(&format!("error: {e}\n"));
             return ExitCode::from(2);
         }
     };
     for m in set.report.messages() {
-        eprintln!("{m}");
+        atk_cli::out::always(&format!("{m}\n"));
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -108,7 +108,7 @@ fn chunk(
         }
     }
     let _ = out.flush();
-    eprintln!("{}", set.report.summary());
+    atk_cli::out::always(&format!("{}\n", set.report.summary()));
     ExitCode::SUCCESS
 }
 
@@ -126,7 +126,7 @@ fn status(output_dir: &std::path::Path, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            atk_cli::out::always(&format!("error: {e}\n"));
             ExitCode::from(2)
         }
     }
