@@ -93,6 +93,23 @@ pub fn load_for<T: DeserializeOwned>(
     load_with_env_for(path, overrides, used, |name| std::env::var(name).ok())
 }
 
+/// [`load`] for `--dry-run`, which sends nothing: API keys still `!!PLACEHOLDER!!` are taken
+/// as empty and listed in the warnings as still to fill in; any other placeholder is refused
+/// as in [`load`]. `used` as in [`load_for`].
+pub fn load_for_dry_run<T: DeserializeOwned>(
+    path: &Path,
+    overrides: &Overrides,
+    used: EnginesUsed,
+) -> Result<Loaded<T>, ConfigError> {
+    read_and_load(
+        path,
+        overrides,
+        used,
+        &|name| std::env::var(name).ok(),
+        true,
+    )
+}
+
 /// [`load`], reading environment variables through `env` instead of the process environment
 /// (for tests, and for callers that sandbox the environment).
 pub fn load_with_env<T: DeserializeOwned>(
@@ -110,6 +127,17 @@ pub fn load_with_env_for<T: DeserializeOwned>(
     used: EnginesUsed,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Loaded<T>, ConfigError> {
+    read_and_load(path, overrides, used, &env, false)
+}
+
+/// Reads the file and loads it (paths in it relative to its folder).
+fn read_and_load<T: DeserializeOwned>(
+    path: &Path,
+    overrides: &Overrides,
+    used: EnginesUsed,
+    env: &dyn Fn(&str) -> Option<String>,
+    dry_run: bool,
+) -> Result<Loaded<T>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: path.to_path_buf(),
         source,
@@ -121,7 +149,7 @@ pub fn load_with_env_for<T: DeserializeOwned>(
         config: &base,
         cwd: &cwd,
     };
-    load_text(&text, path, dirs, overrides, used, &env)
+    load_text_as(&text, path, dirs, overrides, used, env, dry_run)
 }
 
 /// Where relative paths are resolved: the config file's folder for paths in the file, the
@@ -132,23 +160,42 @@ struct Dirs<'a> {
     cwd: &'a Path,
 }
 
-fn load_text<T: DeserializeOwned>(
+/// `dry_run`: API keys still unfilled are taken as empty (nothing is sent) and listed.
+fn load_text_as<T: DeserializeOwned>(
     text: &str,
     file: &Path,
     dirs: Dirs<'_>,
     overrides: &Overrides,
     used: EnginesUsed,
     env: &dyn Fn(&str) -> Option<String>,
+    dry_run: bool,
 ) -> Result<Loaded<T>, ConfigError> {
     let (mut flat, mut warnings) = Flat::parse(file, text)?;
     overrides::apply(&mut flat, overrides)?;
 
-    let unfilled = flat.placeholders();
+    let mut unfilled = flat.placeholders();
+    let mut keys = Vec::new();
+    if dry_run {
+        (keys, unfilled) = unfilled
+            .into_iter()
+            .partition(|at| !at.in_map && at.key.ends_with("_api_key"));
+    }
     if !unfilled.is_empty() {
         return Err(ConfigError::Placeholders {
             file: file.to_path_buf(),
             keys: unfilled,
         });
+    }
+    for at in &keys {
+        if let Some(entry) = flat.entries.get_mut(&at.key) {
+            entry.value = serde_yaml::Value::String(String::new());
+        }
+        warnings.push(format!(
+            "{}{}: `{}` is still !!PLACEHOLDER!!; fill it in before a real run (a dry run sends nothing)",
+            file.display(),
+            at.line().map(|l| format!(":{l}")).unwrap_or_default(),
+            at.key
+        ));
     }
     flat.try_for_each_value(|at, value| {
         env::expand_value(value, env).map_err(|var| ConfigError::Env {

@@ -462,8 +462,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         json: flags.override_json.clone(),
     };
     let used = pipeline.engines_used();
-    let loaded = config::load_for::<P::Config>(&flags.config, &overrides, used)
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let loaded = if flags.dry_run {
+        config::load_for_dry_run::<P::Config>(&flags.config, &overrides, used)
+    } else {
+        config::load_for::<P::Config>(&flags.config, &overrides, used)
+    }
+    .map_err(|e| RunError::Config(e.to_string()))?;
     for w in &loaded.warnings {
         crate::out::warn(w);
     }
