@@ -101,10 +101,18 @@ async fn quiet_leaves_out_the_warnings_too() {
     let env = Env::new();
     let prompts = env.root().join("my_prompts");
     std::fs::create_dir_all(&prompts).unwrap();
-    std::fs::write(prompts.join("write_pome.yaml"), "- role: user\n  content: x\n").unwrap();
+    std::fs::write(
+        prompts.join("write_pome.yaml"),
+        "- role: user\n  content: x\n",
+    )
+    .unwrap();
     let mut cmd = demo(&env, &prompts);
     cmd.arg("-q");
     let out = run(cmd, RUN_TIMEOUT).await;
     out.assert_code(0);
-    assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("", ""), "-q prints errors only\n{out}");
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("", ""),
+        "-q prints errors only\n{out}"
+    );
 }
