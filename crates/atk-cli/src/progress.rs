@@ -23,7 +23,7 @@ pub enum ProgressMode {
     Bars,
     /// A plain line per step every few seconds.
     Plain,
-    /// JSON lines `{event, step, done, total, failed, in_flight, tokens, cost, message}` for a UI,
+    /// JSON lines `{event, step, done, total, failed, in_flight, tokens, cost, run_cost, message}` for a UI,
     /// on stdout; the run ends them with one `{event: "dataset_written", path, lines}` per dataset.
     Json,
     /// Nothing (set by `-q`; `--progress json` still wins).
