@@ -302,3 +302,33 @@ async fn an_outage_longer_than_outage_limit_exits_1_and_leaves_items_pending() {
     assert_eq!(env.dataset().len(), DOCS, "{again}");
     poems.assert_all_whole(&env);
 }
+
+#[tokio::test]
+async fn an_over_long_prompt_fails_at_once_with_the_servers_reason_and_the_run_goes_on() {
+    // llama-cpp-python: a streamed prompt over the context gets an empty 200; unstreamed, a
+    // 400 context_length_exceeded with the reason.
+    let cfg = ServerConfig::default().with_context_limit(1300);
+    let (server, poems) = poem_server(cfg).await;
+    let env = Env::new();
+    env.write_docs(4);
+    let long: Vec<String> = (0..600).map(|i| format!("word{i}")).collect();
+    std::fs::write(env.inputs().join("long.txt"), long.join(" ")).unwrap();
+    let mut config = Config::new(server.base_url());
+    config.chunk_size = 3000;
+    let config = env.write_config(&config);
+
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(env.dataset().len(), 4, "the rest of the run goes on\n{out}");
+    poems.assert_all_whole(&env);
+    assert!(
+        out.stderr
+            .contains("prompt over the model's context: 1 item (e.g.")
+            && out.stderr.contains("maximum context length is 1300 tokens"),
+        "{out}"
+    );
+    let stats = server.stats();
+    // Four poems, then the long prompt twice: streamed (empty), unstreamed (400). No more.
+    assert_eq!(stats.requests, 4 + 2, "{stats:?}");
+    assert_eq!(stats.status_count(400), 1, "{stats:?}");
+}

@@ -260,7 +260,8 @@ impl RunSummary {
                 let n: u64 = over.iter().map(|f| f.count).sum();
                 let _ = writeln!(
                     s,
-                    "  prompt over the model's context: {n} items (e.g. {})",
+                    "  prompt over the model's context: {n} item{} (e.g. {})",
+                    if n == 1 { "" } else { "s" },
                     first.reason
                 );
             }
