@@ -39,6 +39,7 @@ pub struct PromptStep {
     mock_reply: Option<String>,
     mock_choice: Option<MockChoice>,
     accept_length_cut: bool,
+    version: String,
 }
 
 impl std::fmt::Debug for PromptStep {
@@ -70,7 +71,88 @@ impl PromptStep {
             mock_reply: None,
             mock_choice: None,
             accept_length_cut: false,
+            version: "1".to_string(),
         }
+    }
+
+    /// The step's version (default `"1"`), part of its fingerprint: bump it when you change
+    /// its output processor or validator, and the next run says which results were made with
+    /// the old one (`--reprocess STEP` reruns the new ones over the stored replies).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// What this step's results are made with: the prompt file as used (after overrides, chat
+    /// or completion) with the step's arguments, the sampling params sent, the engine's model
+    /// and mode, and the version. `None` when the prompt cannot be loaded.
+    pub fn fingerprint_of(&self, ctx: &StepContext) -> Option<crate::Fingerprint> {
+        use crate::fingerprint::Part;
+        let template = ctx
+            .prompts
+            .load(&self.prompt_name, ctx.completion_mode)
+            .ok()?;
+        let mut params = self.sampling.clone();
+        if !ctx.use_stop {
+            params.remove("stop");
+        }
+        let engine = ctx.engines.get(self.engine);
+        let mode = format!(
+            "{} {} {}",
+            engine.model(),
+            if engine.is_mock() { "mock" } else { "api" },
+            if ctx.completion_mode {
+                "completion"
+            } else {
+                "chat"
+            }
+        );
+        Some(
+            crate::Fingerprint::new()
+                .with(
+                    Part::Prompt,
+                    &format!(
+                        "{} args {}",
+                        template.digest(),
+                        Value::Object(self.args.clone())
+                    ),
+                )
+                .with(Part::Params, &Value::Object(params).to_string())
+                .with(Part::Model, &mode)
+                .with(Part::Version, &self.version),
+        )
+    }
+
+    /// Reruns the input processor, output processor, validator and `accept` over a stored raw
+    /// reply (nothing is sent): the processed value and output, or the rejection reason.
+    pub(crate) fn recheck<T>(
+        &self,
+        item: &ItemRecord,
+        stored: &ResultRecord,
+        accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
+    ) -> Option<Result<(T, ResultRecord), String>> {
+        let raw = stored.raw.as_deref()?;
+        let processed_item;
+        let item = match &self.input_processor {
+            Some(f) => {
+                processed_item = f(item.clone());
+                &processed_item
+            }
+            None => item,
+        };
+        let cut = stored
+            .details
+            .as_ref()
+            .and_then(|d| d.finish_reason.as_deref())
+            == Some("length");
+        if cut && !self.accept_length_cut {
+            return Some(Err(LENGTH_CUT_REASON.to_string()));
+        }
+        Some(self.check(raw, item, accept).map(|(value, output)| {
+            let mut record = stored.clone();
+            record.output = output;
+            (value, record)
+        }))
     }
 
     /// Which engine to call (default small).
@@ -389,6 +471,24 @@ impl Step for PromptStep {
 
     fn details_key(&self) -> Option<&str> {
         self.details_key.as_deref()
+    }
+
+    fn fingerprint_parts(&self, ctx: &StepContext) -> Option<crate::Fingerprint> {
+        self.fingerprint_of(ctx)
+    }
+
+    fn can_reprocess(&self) -> bool {
+        true
+    }
+
+    fn reprocess(
+        &self,
+        item: &ItemRecord,
+        stored: &ResultRecord,
+        _ctx: &StepContext,
+    ) -> Option<Result<StepOutput, String>> {
+        self.recheck(item, stored, &|_, _| Ok(()))
+            .map(|r| r.map(|((), record)| StepOutput::Result(record)))
     }
 
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
