@@ -8,13 +8,16 @@ pub mod dry_run;
 mod error;
 pub mod flags;
 pub mod logging;
+mod overlay;
 pub mod progress;
+pub mod redo;
 mod runner;
 mod settings;
 pub mod status;
 pub mod summary;
 
 pub use error::{RunError, exit_code};
+pub use overlay::OverlayStore;
 pub use runner::{
     COST_META_KEY, CTRL_C_GRACE, Pipeline, RUN_META_KEY, RunContext, chunk_item, main,
     main_with_args, run, store_dir,

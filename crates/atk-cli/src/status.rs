@@ -38,6 +38,16 @@ pub struct StepStatus {
     pub completion_tokens: u64,
 }
 
+/// How a step's stored results compare with its current fingerprint (prompt, params, model,
+/// version): counted from a store no run holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FingerprintStatus {
+    /// Results made with the current fingerprint.
+    pub current: u64,
+    /// Results made with an older one (`--redo-changed` remakes them).
+    pub older: u64,
+}
+
 /// Cost so far of one engine.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineStatus {
@@ -83,6 +93,10 @@ pub struct StatusSnapshot {
     /// The last `set_progress` milestone: (progress 0..=1, message).
     #[serde(default)]
     pub milestone: Option<(f64, String)>,
+    /// Per step: results made with the current fingerprint and with an older one (counted
+    /// from the store when no run holds it; empty in a running run's snapshot).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fingerprints: std::collections::BTreeMap<String, FingerprintStatus>,
 }
 
 impl StatusSnapshot {
@@ -116,6 +130,18 @@ impl StatusSnapshot {
                 "  {:<20} {:>6} done {:>6} failed {:>6} pending {:>6} in flight  (of {})",
                 st.step, st.done, st.failed, st.pending, st.in_flight, st.total
             );
+            if let Some(FingerprintStatus { current, older }) = self.fingerprints.get(&st.step) {
+                let _ = writeln!(
+                    s,
+                    "  {:<20} {current} made with the current prompt/params/model/version, {older} with an older one{}",
+                    "",
+                    if *older > 0 {
+                        " (--redo-changed remakes them)"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         for e in &self.engines {
             let _ = writeln!(
@@ -212,7 +238,28 @@ pub fn from_store(
     let mut s = saved.or(file_snapshot).unwrap_or_default();
     s.running = false;
     let items = store.items().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+    let fingerprints =
+        store
+            .meta(crate::redo::FINGERPRINT_META_KEY)?
+            .and_then(|v| {
+                serde_json::from_value::<
+                    std::collections::BTreeMap<String, crate::redo::StepFingerprint>,
+                >(v)
+                .ok()
+            })
+            .unwrap_or_default();
     for (i, st) in s.steps.iter_mut().enumerate() {
+        if let Some(fp) = fingerprints.get(&st.step) {
+            // Reads every result of the step: `atk status` is run now and then, not in a loop.
+            let counts = atk_step::count_fingerprints(store, &st.step, &fp.current)?;
+            s.fingerprints.insert(
+                st.step.clone(),
+                FingerprintStatus {
+                    current: counts.current,
+                    older: counts.older(),
+                },
+            );
+        }
         st.done = store.count_results(&st.step)?;
         st.failed = store.count_failures(&st.step)?;
         st.in_flight = 0;
