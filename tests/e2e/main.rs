@@ -10,6 +10,7 @@ mod cli;
 mod config_errors;
 mod demo;
 mod faults;
+mod iterate;
 mod resume;
 mod run;
 mod secrets;

@@ -393,6 +393,70 @@ mod tests {
         assert!(w.contains("or `--reprocess s`"), "{w}");
     }
 
+    fn ctx() -> StepContext {
+        const PROMPTS: &[(&str, &str)] = &[("p.yaml", "- role: user\n  content: \"{text}\"\n")];
+        let engine = atk_engine::build_engine(
+            atk_engine::EngineConfig::default()
+                .with_mode(atk_engine::Mode::Mock)
+                .with_mock(atk_engine::MockConfig::default()),
+            Vec::new(),
+        )
+        .unwrap();
+        StepContext::new(
+            atk_step::Engines::single(engine),
+            Arc::new(atk_step::PromptLibrary::new(PROMPTS)),
+        )
+    }
+
+    #[tokio::test]
+    async fn reprocess_needs_stored_replies_and_a_step_that_has_one() {
+        let store = crate::dry_run::MemStore::default();
+        let mut old = atk_state::ResultRecord::new("a poem".into());
+        old.prompt_tokens = 10;
+        store.put_result("write", "a", old).await.unwrap();
+        let chain: Vec<Arc<dyn Step>> = vec![
+            Arc::new(atk_step::PromptStep::new("write", "p")),
+            Arc::new(atk_step::PromptStep::new("judge", "p").votes(3)),
+        ];
+        let flags = |step: &str| ReworkFlags {
+            reprocess: [step.to_string()].into(),
+            ..Default::default()
+        };
+        let err = prepare(&store, &chain, &ctx(), &flags("write"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string()
+                .contains("1 of its 1 stored results have no raw reply")
+                && err.to_string().contains("write, judge"),
+            "{err}"
+        );
+        let err = prepare(&store, &chain, &ctx(), &flags("judge"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("use --redo judge"), "{err}");
+        // With the raw reply stored, the rework is set up and its start kept in meta.
+        let mut new = atk_state::ResultRecord::new("a poem".into());
+        new.raw = Some("<poem>a poem</poem>".into());
+        store.put_result("write", "a", new).await.unwrap();
+        let p = prepare(&store, &chain, &ctx(), &flags("write"))
+            .await
+            .unwrap();
+        let rework = p.rework.unwrap();
+        assert_eq!(rework.mode("write"), Some(ReworkMode::Reprocess));
+        assert_eq!(rework.mode("judge"), None);
+        let marker = read_marker(&store).unwrap().unwrap();
+        assert_eq!(marker.since_ms, rework.since_ms);
+        // Rerun with the same flags: the same start (already remade results are kept).
+        let again = prepare(&store, &chain, &ctx(), &flags("write"))
+            .await
+            .unwrap();
+        assert_eq!(again.rework.unwrap().since_ms, marker.since_ms);
+        finish(&store).await.unwrap();
+        assert!(read_marker(&store).unwrap().is_none());
+    }
+
     #[test]
     fn the_request_is_stable_whatever_the_flag_order() {
         let a = ReworkFlags {

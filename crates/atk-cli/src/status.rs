@@ -238,16 +238,15 @@ pub fn from_store(
     let mut s = saved.or(file_snapshot).unwrap_or_default();
     s.running = false;
     let items = store.items().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
-    let fingerprints =
-        store
-            .meta(crate::redo::FINGERPRINT_META_KEY)?
-            .and_then(|v| {
-                serde_json::from_value::<
+    let fingerprints = store
+        .meta(crate::redo::FINGERPRINT_META_KEY)?
+        .and_then(|v| {
+            serde_json::from_value::<
                     std::collections::BTreeMap<String, crate::redo::StepFingerprint>,
                 >(v)
                 .ok()
-            })
-            .unwrap_or_default();
+        })
+        .unwrap_or_default();
     for (i, st) in s.steps.iter_mut().enumerate() {
         if let Some(fp) = fingerprints.get(&st.step) {
             // Reads every result of the step: `atk status` is run now and then, not in a loop.
