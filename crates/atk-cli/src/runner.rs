@@ -13,14 +13,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use atk_engine::{CostCounter, CostTotals, DebugObserver, EngineConfig, Observer};
-use atk_state::{ItemRecord, RECORD_VERSION, RunMeta, SledStore, Store};
+use atk_state::{ItemRecord, MemStore, RECORD_VERSION, RunMeta, SledStore, Store};
 use atk_step::{Engines, Executor, ExecutorConfig, PromptLibrary, RunReport, Step, StepContext};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, CommonConfig, Overrides};
 use crate::dataset::{self, Conversation, DatasetWriter, Written};
-use crate::dry_run::{CountingEngine, EngineEstimate, MemStore, render_estimate};
+use crate::dry_run::{CountingEngine, EngineEstimate, render_estimate};
 use crate::error::RunError;
 use crate::flags::{CommonFlags, parse_pipeline_args};
 use crate::progress::Progress;
@@ -486,8 +486,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         set: flags.set.clone(),
         json: flags.override_json.clone(),
     };
-    let loaded = config::load::<P::Config>(&flags.config, &overrides)
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let load = if flags.dry_run {
+        config::load_for_dry_run::<P::Config>
+    } else {
+        config::load::<P::Config>
+    };
+    let loaded = load(&flags.config, &overrides).map_err(|e| RunError::Config(e.to_string()))?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
