@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use atk_state::{Error, FailureRecord, ItemRecord, Records, ResultRecord, Store};
 
-use crate::dry_run::MemStore;
+use atk_state::MemStore;
 
 /// Reads `top` first, then `base`; writes go to `top` only.
 pub struct OverlayStore {

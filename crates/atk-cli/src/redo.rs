@@ -410,7 +410,7 @@ mod tests {
 
     #[tokio::test]
     async fn reprocess_needs_stored_replies_and_a_step_that_has_one() {
-        let store = crate::dry_run::MemStore::default();
+        let store = atk_state::MemStore::default();
         let mut old = atk_state::ResultRecord::new("a poem".into());
         old.prompt_tokens = 10;
         store.put_result("write", "a", old).await.unwrap();
