@@ -154,10 +154,7 @@ async fn a_redo_killed_part_way_loses_nothing_and_the_same_command_finishes_it()
     let replies = env.dataset_replies();
     assert_eq!(replies.len(), DOCS, "{out}");
     let redone = replies.iter().filter(|r| r.contains("redone")).count();
-    assert!(
-        (1..DOCS).contains(&redone),
-        "a mix: {redone} redone\n{out}"
-    );
+    assert!((1..DOCS).contains(&redone), "a mix: {redone} redone\n{out}");
     assert!(
         out.stderr.contains("stopped before it finished"),
         "the unfinished redo is named\n{out}"

@@ -327,10 +327,18 @@ fn warning(step: &str, other: &BTreeMap<Vec<Part>, u64>, flags: &ReworkFlags) ->
     s
 }
 
-/// What a rework did, one line per step (empty when nothing was reworked).
-pub fn render_counts(counts: &BTreeMap<String, ReworkCounts>, report_only: bool) -> String {
+/// What a rework did, one line per step of `chain` (in chain order; empty when nothing was
+/// reworked).
+pub fn render_counts(
+    chain: &[Arc<dyn Step>],
+    counts: &BTreeMap<String, ReworkCounts>,
+    report_only: bool,
+) -> String {
     let mut s = String::new();
-    for (step, c) in counts {
+    for (step, c) in chain
+        .iter()
+        .filter_map(|st| counts.get_key_value(st.name()))
+    {
         let reprocessed = c.unchanged + c.changed + c.rejected_total();
         if reprocessed > 0 {
             let _ = write!(

@@ -198,7 +198,9 @@ impl<C> RunContext<C> {
         let reworked = prepared
             .rework
             .as_ref()
-            .map(|r| crate::redo::render_counts(&r.counts(), self.rework_flags.reprocess_only))
+            .map(|r| {
+                crate::redo::render_counts(chain, &r.counts(), self.rework_flags.reprocess_only)
+            })
             .unwrap_or_default();
         if let Some(dry) = &self.dry_run {
             let estimates: Vec<EngineEstimate> = dry
