@@ -170,8 +170,8 @@ pub async fn prepare(
     if !flags.any() {
         if let Some(m) = marker {
             prepared.warnings.push(format!(
-                "a run with `{}` stopped before it finished; the results it has not remade yet are reused as they are. \
-                 Rerun with the same flags to finish it.",
+                "a run with `{}` did not finish (it was stopped, or some of its requests failed); the results it has \
+                 not remade yet are reused as they are. Rerun with the same flags to finish it.",
                 m.request
             ));
         }

@@ -111,6 +111,7 @@ mod tests {
     const PROMPTS: &[(&str, &str)] = &[
         ("one.yaml", "- role: user\n  content: \"one: {text}\"\n"),
         ("two.yaml", "- role: user\n  content: \"two: {first}\"\n"),
+        ("ans.yaml", "- role: user\n  content: \"ans: {q}\"\n"),
     ];
 
     async fn store_with(n: usize) -> Arc<MemStore> {
@@ -160,7 +161,7 @@ mod tests {
     /// Makes every stored result a minute older: the earlier runs of these tests happened in
     /// the same millisecond as the rework that follows them, which no user's runs do.
     async fn age(store: &MemStore) {
-        for step in ["first", "second"] {
+        for step in ["first", "second", "split", "answer", "join"] {
             let all: Vec<_> = store.results(step).map(Result::unwrap).collect();
             for (id, mut r) in all {
                 r.stored_at_ms -= 60_000;
@@ -377,5 +378,72 @@ mod tests {
         let r = store.result("first", "id1").unwrap().unwrap();
         assert!(r.drop_reason().is_some(), "{r:?}");
         assert!(store.result("first", "id0").unwrap().unwrap().is_kept());
+    }
+
+    fn split_answer_join() -> Vec<Arc<dyn Step>> {
+        let split = crate::FanOutStep::from_fn("split", |item| {
+            let text = item.text("text").map_err(|e| e.to_string())?;
+            Ok((0..2)
+                .map(|k| {
+                    let mut f = Fields::new();
+                    f.insert("q".into(), json!(format!("{text}.{k}")));
+                    f
+                })
+                .collect())
+        });
+        let join = crate::FanInStep::from_fn("join", |_, children| {
+            Ok(json!(
+                children
+                    .iter()
+                    .map(|c| c.text("answer").unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("|")
+            ))
+        });
+        vec![
+            Arc::new(split),
+            Arc::new(PromptStep::new("answer", "ans")),
+            Arc::new(join),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_redo_reaches_children_and_regathers_their_parent() {
+        let store = store_with(2).await;
+        let chain = split_answer_join();
+        run(&store, &echo("a"), &chain, None).await;
+        age(&store).await;
+        // Redo the children's step: every child asked again, each parent gathered again.
+        let engine = echo("b");
+        run(
+            &store,
+            &engine,
+            &chain,
+            Some(rework("answer", ReworkMode::Redo)),
+        )
+        .await;
+        assert_eq!(
+            sent(&engine),
+            ["ans: t0.0", "ans: t0.1", "ans: t1.0", "ans: t1.1"]
+        );
+        assert_eq!(
+            store.result("join", "id1").unwrap().unwrap().output,
+            json!("b:ans: t1.0|b:ans: t1.1")
+        );
+        // Redo the fan-out (a function: free): its children's later results are stale.
+        age(&store).await;
+        let engine = echo("c");
+        run(
+            &store,
+            &engine,
+            &chain,
+            Some(rework("split", ReworkMode::Redo)),
+        )
+        .await;
+        assert_eq!(engine.calls(), 4, "{:?}", sent(&engine));
+        assert_eq!(
+            store.result("join", "id0").unwrap().unwrap().output,
+            json!("c:ans: t0.0|c:ans: t0.1")
+        );
     }
 }
