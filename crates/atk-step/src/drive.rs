@@ -181,6 +181,15 @@ impl Shared {
             let output = match decision {
                 Decision::Reuse(record) => {
                     self.tally(k, |t| t.report.skipped += 1);
+                    if self.rework.is_some() && !self.layout.child_level[k] {
+                        // Under a rework nothing is announced as already done (some stored
+                        // results are remade): a reused one is counted as it is met.
+                        self.sink.event(ProgressEvent::ItemDone {
+                            step: step.name().to_string(),
+                            prompt_tokens: 0,
+                            completion_tokens: 0,
+                        });
+                    }
                     floor = floor.max(record.stored_at_ms);
                     match self.reuse(k, &mut item, record)? {
                         Next::Continue => continue,

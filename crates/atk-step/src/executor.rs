@@ -359,7 +359,11 @@ impl Executor {
     /// Sends `StepStarted` for each step, with the counts when they were taken (a step that
     /// runs on children starts at 0: its total grows as they arrive).
     fn announce(&self, chain: &[Arc<dyn Step>], child_level: &[bool], counts: Option<Counts>) {
-        let (total, already) = counts.unwrap_or_else(|| (0, vec![0; chain.len()]));
+        let (total, mut already) = counts.unwrap_or_else(|| (0, vec![0; chain.len()]));
+        if self.cfg.rework.is_some() {
+            // Some stored results will be remade: each reused one is reported as it is met.
+            already = vec![0; chain.len()];
+        }
         for (k, step) in chain.iter().enumerate() {
             let total = if child_level[k] { 0 } else { total };
             self.sink.event(ProgressEvent::StepStarted {
