@@ -148,6 +148,21 @@ pub async fn prepare(
                     .warnings
                     .push(warning(step.name(), &counts.other, flags));
             }
+            if counts.unknown > 0 && !entry.current.is_empty() && entry.current != current {
+                let what: Vec<&str> = atk_step::changed_parts(&entry.current, &current)
+                    .iter()
+                    .map(|p| p.noun())
+                    .collect();
+                prepared.warnings.push(format!(
+                    "step `{}` changed since the last run ({}), and {} of its results were stored by an older atk \
+                     without a fingerprint, so which of them were made the old way is unknown; they are reused as \
+                     they are (`--redo {}` remakes them all)",
+                    step.name(),
+                    what.join(", "),
+                    counts.unknown,
+                    step.name()
+                ));
+            }
             seen = counts.seen;
         }
         meta.insert(
@@ -463,6 +478,30 @@ mod tests {
         assert_eq!(again.rework.unwrap().since_ms, marker.since_ms);
         finish(&store).await.unwrap();
         assert!(read_marker(&store).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn results_without_a_fingerprint_are_named_once_the_step_changes() {
+        let store = atk_state::MemStore::default();
+        store
+            .put_result("write", "a", atk_state::ResultRecord::new("old".into()))
+            .await
+            .unwrap();
+        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(atk_step::PromptStep::new("write", "p"))];
+        let none = ReworkFlags::default();
+        let first = prepare(&store, &chain, &ctx(), &none).await.unwrap();
+        assert!(first.warnings.is_empty(), "{:?}", first.warnings);
+        let bumped: Vec<Arc<dyn Step>> = vec![Arc::new(
+            atk_step::PromptStep::new("write", "p").version("2"),
+        )];
+        let second = prepare(&store, &bumped, &ctx(), &none).await.unwrap();
+        assert_eq!(second.warnings.len(), 1, "{:?}", second.warnings);
+        assert!(
+            second.warnings[0].contains("step `write` changed since the last run (version)")
+                && second.warnings[0].contains("1 of its results were stored by an older atk"),
+            "{:?}",
+            second.warnings
+        );
     }
 
     #[test]
