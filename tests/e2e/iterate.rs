@@ -45,12 +45,12 @@ async fn an_edited_prompt_is_named_and_nothing_is_sent_until_asked() {
     assert_eq!(server.stats().requests, 5);
 
     edit_prompt(&env);
-    let out = run(with_args(&env, &config, &["-q"]), RUN_TIMEOUT).await;
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
     out.assert_code(0);
     assert!(
         out.stderr
-            .contains("step `write_poem`: 5 results were made with another prompt"),
-        "the warning names the step and the count, even with -q\n{out}"
+            .contains("warning: step `write_poem`: 5 results were made with another prompt"),
+        "the warning names the step and the count\n{out}"
     );
     assert!(
         out.stderr.contains("--redo write_poem") && out.stderr.contains("--redo-changed"),
@@ -66,11 +66,11 @@ async fn an_edited_prompt_is_named_and_nothing_is_sent_until_asked() {
     .await;
     out.assert_code(0);
     assert!(
-        out.stderr.contains("5 requests") && out.stderr.contains("estimated cost"),
-        "{out}"
+        out.stdout.contains("5 requests") && out.stdout.contains("estimated cost"),
+        "the estimate, on stdout\n{out}"
     );
     assert!(
-        out.stderr
+        out.stdout
             .contains("redo `write_poem`: 5 results requested again"),
         "{out}"
     );

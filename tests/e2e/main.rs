@@ -8,6 +8,7 @@ mod accounting;
 mod auth;
 mod cli;
 mod config_errors;
+mod conventions;
 mod demo;
 mod factual_qa;
 mod faults;
@@ -16,6 +17,7 @@ mod resume;
 mod run;
 mod secrets;
 mod validation;
+mod warnings;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -354,10 +354,6 @@ mod tests {
         assert_eq!(s.failures("s").count(), 1);
         let r = ResultRecord {
             v: 1,
-            outcome: Default::default(),
-            raw: None,
-            fingerprint: None,
-            input_hash: None,
             output: serde_json::json!(1),
             details: None,
             attempts: 1,
@@ -365,6 +361,7 @@ mod tests {
             completion_tokens: 0,
             elapsed_ms: 0,
             stored_at_ms: 0,
+            ..ResultRecord::new(serde_json::Value::Null)
         };
         s.put_result("s", "a", r).await.unwrap();
         assert_eq!(s.failures("s").count(), 0);

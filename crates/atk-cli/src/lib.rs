@@ -8,13 +8,16 @@ pub mod dry_run;
 mod error;
 pub mod flags;
 pub mod logging;
+pub mod out;
 mod overlay;
+mod preflight;
 pub mod progress;
 pub mod redo;
 mod runner;
 mod settings;
 pub mod status;
 pub mod summary;
+mod unused;
 
 pub use error::{RunError, exit_code};
 pub use overlay::OverlayStore;

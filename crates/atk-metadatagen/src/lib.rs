@@ -358,10 +358,6 @@ mod tests {
     fn result(text: &str, details: bool) -> ResultRecord {
         ResultRecord {
             v: 1,
-            outcome: Default::default(),
-            raw: None,
-            fingerprint: None,
-            input_hash: None,
             output: json!(format!("poem about {text}")),
             details: details.then(|| Details {
                 messages: vec![
@@ -378,6 +374,7 @@ mod tests {
             completion_tokens: 5,
             elapsed_ms: 3,
             stored_at_ms: 1,
+            ..ResultRecord::new(serde_json::Value::Null)
         }
     }
 

@@ -105,6 +105,10 @@ impl Step for VoteStep {
         ))
     }
 
+    fn template_args(&self) -> Option<Vec<String>> {
+        self.inner.template_args()
+    }
+
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let mut tally = Tally::default();
         let mut sent = 0u32;
