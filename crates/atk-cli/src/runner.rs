@@ -92,6 +92,9 @@ struct DryRun {
     sample: u64,
     chunk_tokens: u64,
     verbose: bool,
+    /// `--redo` / `--reprocess`: the chain runs over the stored items and results (no sample);
+    /// what the pipeline seeds is already there.
+    over_store: bool,
 }
 
 /// Chunks a dry run runs the whole chain on; its counts are scaled to every chunk.
@@ -253,6 +256,9 @@ impl<C> RunContext<C> {
         self.seeded.extend(set.chunks.iter().map(|c| c.id.clone()));
         let mut items: Vec<ItemRecord> = set.chunks.iter().map(chunk_item).collect();
         if let Some(dry) = &mut self.dry_run {
+            if dry.over_store {
+                return Ok(n);
+            }
             dry.chunks += n;
             dry.chunk_tokens += set.chunks.iter().map(|c| c.tokens as u64).sum::<u64>();
             items = dry_run_sample(items, &mut dry.sample);
@@ -317,6 +323,9 @@ impl<C> RunContext<C> {
 
     async fn put_seeded(&mut self, mut items: Vec<ItemRecord>) -> Result<(), RunError> {
         if let Some(dry) = &mut self.dry_run {
+            if dry.over_store {
+                return Ok(());
+            }
             dry.chunks += items.len() as u64;
             items = dry_run_sample(items, &mut dry.sample);
         }
@@ -602,6 +611,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
                 sample,
                 chunk_tokens,
                 verbose: flags.verbosity() >= 1,
+                over_store: flags.reworks(),
             }),
             reports: Vec::new(),
             details_sources: Vec::new(),
