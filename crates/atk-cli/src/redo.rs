@@ -504,6 +504,108 @@ mod tests {
         );
     }
 
+    /// A store counting the result scans it serves.
+    #[derive(Default)]
+    struct Scans(atk_state::MemStore, std::sync::atomic::AtomicU64);
+
+    #[async_trait::async_trait]
+    impl Store for Scans {
+        async fn put_items(
+            &self,
+            items: Vec<atk_state::ItemRecord>,
+        ) -> Result<(), atk_state::Error> {
+            self.0.put_items(items).await
+        }
+        fn item(&self, id: &str) -> Result<Option<atk_state::ItemRecord>, atk_state::Error> {
+            self.0.item(id)
+        }
+        fn items(&self) -> atk_state::Records<'_, atk_state::ItemRecord> {
+            self.0.items()
+        }
+        async fn put_result(
+            &self,
+            step: &str,
+            id: &str,
+            r: atk_state::ResultRecord,
+        ) -> Result<(), atk_state::Error> {
+            self.0.put_result(step, id, r).await
+        }
+        fn result(
+            &self,
+            step: &str,
+            id: &str,
+        ) -> Result<Option<atk_state::ResultRecord>, atk_state::Error> {
+            self.0.result(step, id)
+        }
+        fn has_result(&self, step: &str, id: &str) -> Result<bool, atk_state::Error> {
+            self.0.has_result(step, id)
+        }
+        fn results(&self, step: &str) -> atk_state::Records<'_, (String, atk_state::ResultRecord)> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.results(step)
+        }
+        async fn put_failure(
+            &self,
+            step: &str,
+            id: &str,
+            r: atk_state::FailureRecord,
+        ) -> Result<(), atk_state::Error> {
+            self.0.put_failure(step, id, r).await
+        }
+        fn failures(
+            &self,
+            step: &str,
+        ) -> atk_state::Records<'_, (String, atk_state::FailureRecord)> {
+            self.0.failures(step)
+        }
+        fn meta(&self, key: &str) -> Result<Option<serde_json::Value>, atk_state::Error> {
+            self.0.meta(key)
+        }
+        async fn put_meta(
+            &self,
+            key: &str,
+            value: serde_json::Value,
+        ) -> Result<(), atk_state::Error> {
+            self.0.put_meta(key, value).await
+        }
+        async fn flush(&self) -> Result<(), atk_state::Error> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_step_costs_no_scan_of_its_results_and_a_changed_one_is_counted() {
+        let store = Scans::default();
+        let chain = |v: &str| -> Vec<Arc<dyn Step>> {
+            vec![Arc::new(atk_step::PromptStep::new("write", "p").version(v))]
+        };
+        let none = ReworkFlags::default();
+        prepare(&store, &chain("1"), &ctx(), &none).await.unwrap();
+        let mut r = atk_state::ResultRecord::new("x".into());
+        r.fingerprint = chain("1")[0].fingerprint(&ctx());
+        for id in ["a", "b"] {
+            store.put_result("write", id, r.clone()).await.unwrap();
+        }
+        for _ in 0..3 {
+            let p = prepare(&store, &chain("1"), &ctx(), &none).await.unwrap();
+            assert!(p.warnings.is_empty());
+        }
+        assert_eq!(
+            store.1.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "no result read"
+        );
+        let p = prepare(&store, &chain("2"), &ctx(), &none).await.unwrap();
+        assert!(
+            p.warnings[0].contains("2 results were made with another version of the step"),
+            "{:?}",
+            p.warnings
+        );
+        // Shown again on every run while those results are there.
+        let p = prepare(&store, &chain("2"), &ctx(), &none).await.unwrap();
+        assert_eq!(p.warnings.len(), 1);
+    }
+
     #[test]
     fn the_request_is_stable_whatever_the_flag_order() {
         let a = ReworkFlags {
