@@ -344,7 +344,9 @@ pub fn from_store(
         (a, b) => a.or(b),
     };
     let mut s = settle(newest.unwrap_or_default());
-    let items = store.items().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+    // The first step runs on root items (a fan-out's children are counted by their own steps);
+    // ids are read without decoding records.
+    let items = store.root_ids().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
     let fingerprints = store
         .meta(crate::redo::FINGERPRINT_META_KEY)?
         .and_then(|v| {
