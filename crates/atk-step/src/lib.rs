@@ -29,7 +29,7 @@ pub use filter::{FilterStep, default_judge};
 pub use final_items::{FinalItems, collect_final};
 pub use progress::{NullSink, ProgressEvent, ProgressSink};
 pub use prompt::{PromptLibrary, PromptSource, PromptTemplate};
-pub use prompt_step::{LENGTH_CUT_REASON, PromptStep};
+pub use prompt_step::{LENGTH_CUT_REASON, MOCK_RETRY_CALL, PromptStep};
 pub use report::{FailureGroup, RunReport, StepReport};
 pub use step::{EngineChoice, Engines, Shape, Step, StepContext, StepOutput};
 pub use template::render_template;
