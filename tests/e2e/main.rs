@@ -9,6 +9,7 @@ mod auth;
 mod cli;
 mod config_errors;
 mod demo;
+mod factual_qa;
 mod faults;
 mod resume;
 mod run;

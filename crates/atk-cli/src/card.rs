@@ -131,15 +131,14 @@ pub(crate) fn render(f: &CardFacts<'_>) -> String {
         "Total cost over every run on this output folder: ${cost:.4} (from the configured prices)."
     );
     if !f.summary.steps.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n| step | done this run | done before | failed | dropped |\n|---|---|---|---|---|"
-        );
+        // Totals over every run on this folder, so a rerun that sends nothing writes the same card.
+        let _ = writeln!(s, "\n| step | results stored |\n|---|---|");
         for st in &f.summary.steps {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} |",
-                st.step, st.done, st.already_done, st.failed, st.dropped
+                "| {} | {} |",
+                st.step,
+                st.done + st.dropped + st.already_done
             );
         }
     }

@@ -456,8 +456,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         set: flags.set.clone(),
         json: flags.override_json.clone(),
     };
-    let loaded = config::load::<P::Config>(&flags.config, &overrides)
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let load = if flags.dry_run {
+        config::load_for_dry_run::<P::Config>
+    } else {
+        config::load::<P::Config>
+    };
+    let loaded = load(&flags.config, &overrides).map_err(|e| RunError::Config(e.to_string()))?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }

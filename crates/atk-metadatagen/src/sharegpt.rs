@@ -38,6 +38,15 @@ impl Conversation {
         }
     }
 
+    /// A conversation from `(question, answer)` turns: `human` asks, `gpt` answers, in order.
+    pub fn from_turns(turns: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self::new(
+            turns
+                .into_iter()
+                .flat_map(|(q, a)| [("human", q), ("gpt", a)]),
+        )
+    }
+
     /// The same conversation in OpenAI's messages shape: `{"messages": [{"role", "content"}]}`
     /// (`human` becomes `user`, `gpt` becomes `assistant`; other names are kept).
     pub fn to_openai_messages(&self) -> serde_json::Value {

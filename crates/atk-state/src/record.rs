@@ -185,6 +185,14 @@ pub struct FieldError {
     pub problem: String,
 }
 
+/// So `?` works on field reads inside processors, validators and gather functions, which
+/// report rejections as `String`.
+impl From<FieldError> for String {
+    fn from(e: FieldError) -> Self {
+        e.to_string()
+    }
+}
+
 impl ItemRecord {
     /// The field `key` decoded as `T`; the error names the key, the item and the keys present
     /// (no silent default: a typo in a key is an error, not an empty string).

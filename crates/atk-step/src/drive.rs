@@ -189,6 +189,7 @@ impl Shared {
             }
             Outcome::Dropped { reason } => {
                 self.tally(k, |t| t.add_drop(&reason, false));
+                self.left_early(k);
                 Ok(Next::Done(Walked::Through))
             }
             Outcome::Children { ids } => {
@@ -241,6 +242,7 @@ impl Shared {
                     reason,
                 });
                 self.tokens(k, pt, ct);
+                self.left_early(k);
                 Ok(Next::Done(Walked::Through))
             }
             Ok(StepOutput::Children(children, mut record)) => {
@@ -278,6 +280,7 @@ impl Shared {
                     prompt_tokens: f.prompt_tokens,
                     completion_tokens: f.completion_tokens,
                 });
+                self.left_early(k);
                 Ok(Next::Done(Walked::Through))
             }
             // Stopped before its request went out: nothing to record, the next run does it.
@@ -332,10 +335,27 @@ impl Shared {
         });
     }
 
+    /// An item at step `k` stops there: the later steps of its level, whose totals were
+    /// counted up front, will not see it.
+    fn left_early(&self, k: usize) {
+        if self.layout.child_level[k] {
+            return;
+        }
+        for j in k + 1..self.chain.len() {
+            if self.layout.child_level[j] {
+                continue;
+            }
+            self.sink.event(ProgressEvent::ItemLeft {
+                step: self.chain[j].name().to_string(),
+            });
+        }
+    }
+
     /// Tokens a dropped item cost (reported like a failed item's).
-    fn tokens(&self, _k: usize, prompt_tokens: u64, completion_tokens: u64) {
+    fn tokens(&self, k: usize, prompt_tokens: u64, completion_tokens: u64) {
         if prompt_tokens + completion_tokens > 0 {
             self.sink.event(ProgressEvent::TokensSpent {
+                step: self.chain[k].name().to_string(),
                 prompt_tokens,
                 completion_tokens,
             });

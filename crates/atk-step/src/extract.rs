@@ -71,6 +71,24 @@ pub fn qa_pairs(reply: &str) -> Vec<(String, String)> {
     pairs
 }
 
+/// The fields of one child item per question/answer pair of a reply (`question`, `answer`),
+/// at most `most`, for a [`FanOutStep`](crate::FanOutStep) split; no pair is an error (ask again).
+///
+/// ```
+/// let children = atk_step::qa_children("Q: Why?\nA: Because.", 3).unwrap();
+/// assert_eq!(children[0]["answer"], "Because.");
+/// ```
+pub fn qa_children(reply: &str, most: usize) -> Result<Vec<atk_state::Fields>, String> {
+    let pairs = qa_pairs(reply);
+    if pairs.is_empty() {
+        return Err("no question/answer pair (Q: ... A: ...) in the reply".into());
+    }
+    let child = |(q, a): (String, String)| {
+        atk_state::Fields::from_iter([("question".into(), q.into()), ("answer".into(), a.into())])
+    };
+    Ok(pairs.into_iter().take(most).map(child).collect())
+}
+
 /// `Some((is_question, rest))` when `line` starts with a question or answer marker.
 fn marker(line: &str) -> Option<(bool, &str)> {
     let t = line.trim_start().trim_start_matches(['*', '#', '-', ' ']);
@@ -93,6 +111,42 @@ fn marker(line: &str) -> Option<(bool, &str)> {
         }
     }
     None
+}
+
+/// The turns of a reply written as `<first>…</first>` followed by `<second>…</second>`, in
+/// order (a conversation as `<user>`/`<assistant>` pairs, say). A first tag without its
+/// second, or no pair at all, is an error (ask again).
+///
+/// ```
+/// let turns = atk_step::tagged_turns("<user>Hi?</user><assistant>Hello.</assistant>", "user", "assistant");
+/// assert_eq!(turns.unwrap(), [("Hi?".to_string(), "Hello.".to_string())]);
+/// ```
+pub fn tagged_turns(
+    reply: &str,
+    first: &str,
+    second: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let (open, close) = (format!("<{first}>"), format!("</{second}>"));
+    let mut turns = Vec::new();
+    let mut rest = reply;
+    while let Some(start) = rest.find(&open) {
+        let block = &rest[start..];
+        let end = block
+            .find(&close)
+            .ok_or_else(|| format!("a <{first}> has no </{second}> after it"))?
+            + close.len();
+        turns.push((
+            tag_text(&block[..end], first)?,
+            tag_text(&block[..end], second)?,
+        ));
+        rest = &block[end..];
+    }
+    if turns.is_empty() {
+        return Err(format!(
+            "no <{first}>…</{first}><{second}>…</{second}> pair in the reply"
+        ));
+    }
+    Ok(turns)
 }
 
 /// A yes/no verdict from the last non-empty line of a reply: `yes`, `pass`, `keep`, `true`,
@@ -176,6 +230,21 @@ mod tests {
         );
         assert!(qa_pairs("no pairs at all").is_empty());
         assert!(qa_pairs("A: an answer first\nQ: then a question").is_empty());
+    }
+
+    #[test]
+    fn tagged_turns_come_in_order_and_incomplete_ones_are_refused() {
+        let reply = "Sure.\n<user>Why salt?</user>\n<assistant>It keeps.</assistant>\n<user>How long?</user><assistant>A year.</assistant>";
+        let turns = tagged_turns(reply, "user", "assistant").unwrap();
+        assert_eq!(
+            turns,
+            [
+                ("Why salt?".into(), "It keeps.".into()),
+                ("How long?".into(), "A year.".into())
+            ]
+        );
+        assert!(tagged_turns("<user>q</user> and no answer", "user", "assistant").is_err());
+        assert!(tagged_turns("plain", "user", "assistant").is_err());
     }
 
     #[test]

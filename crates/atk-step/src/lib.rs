@@ -22,7 +22,7 @@ mod vote;
 pub use chain::Chain;
 pub use error::{ItemFailure, StepError};
 pub use executor::{Executor, ExecutorConfig};
-pub use extract::{qa_pairs, tag_text, verdict};
+pub use extract::{qa_children, qa_pairs, tag_text, tagged_turns, verdict};
 pub use fan_in::{FanInStep, NO_KEPT_CHILDREN};
 pub use fan_out::{FanOutStep, child_id, make_children};
 pub use filter::{FilterStep, default_judge};

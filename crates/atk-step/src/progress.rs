@@ -57,8 +57,16 @@ pub enum ProgressEvent {
         /// True when the result is already stored (it will be skipped).
         already_done: bool,
     },
+    /// An item counted in a step's total will not reach it (it was dropped or failed at an
+    /// earlier step): the step's total shrinks by one.
+    ItemLeft {
+        /// Step name.
+        step: String,
+    },
     /// Tokens spent on an item that was then dropped (a filter's or a vote's calls cost too).
     TokensSpent {
+        /// Step name.
+        step: String,
         /// Prompt tokens.
         prompt_tokens: u64,
         /// Completion tokens.

@@ -307,6 +307,23 @@ fn check_name(name: &str) -> Result<(), StepError> {
     Ok(())
 }
 
+/// The prompt files of a pipeline crate, compiled in: for each name, `prompts/NAME.yaml` (chat)
+/// and `prompts/NAME.txt` (completion) under the calling crate's folder, as the
+/// `(file name, contents)` pairs [`PromptLibrary::new`] takes.
+///
+/// ```ignore
+/// pub const PROMPTS: &[(&str, &str)] = atk_step::prompts!("judge_chunk", "generate_qa");
+/// ```
+#[macro_export]
+macro_rules! prompts {
+    ($($name:literal),+ $(,)?) => {
+        &[$(
+            (concat!($name, ".yaml"), include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/", $name, ".yaml"))),
+            (concat!($name, ".txt"), include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/", $name, ".txt"))),
+        )+]
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
