@@ -632,6 +632,7 @@ mod tests {
             "crates",
             "pipelines/example",
             "pipelines/rephrase",
+            "pipelines/factual-qa",
             "xtask",
             "tests",
             "prompts",
@@ -658,9 +659,9 @@ mod tests {
         target.join("scaffold-check")
     }
 
-    /// Scaffolds into a temporary copy of the workspace, from the templates and from a copy of
-    /// `rephrase`, and tests both new crates there, offline (`cargo test` builds each library,
-    /// binary and test).
+    /// Scaffolds into a temporary copy of the workspace, from the templates and from copies of
+    /// `rephrase` and `factual-qa`, and tests the three new crates there, offline (`cargo
+    /// test` builds each library, binary and test).
     #[test]
     fn a_scaffolded_pipeline_builds_and_passes_its_test() {
         let copy = tempfile::tempdir().unwrap();
@@ -670,6 +671,9 @@ mod tests {
         let (copied, files) = scaffold(copy.path(), "scaffold-copy", "rephrase").unwrap();
         assert!(files.contains(&"tests/demo.rs".to_owned()), "{files:?}");
         assert!(copied.join("src/lib.rs").is_file());
+        let (qa, _) = scaffold(copy.path(), "scaffold-qa", "factual-qa").unwrap();
+        let lib = std::fs::read_to_string(qa.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("pub struct ScaffoldQaPipeline;"));
         let started = std::time::Instant::now();
         let cargo = || {
             let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -683,6 +687,8 @@ mod tests {
             "scaffold-check",
             "-p",
             "scaffold-copy",
+            "-p",
+            "scaffold-qa",
             "--offline",
         ];
         let out = cargo().args(args).output().unwrap();

@@ -52,16 +52,7 @@ impl Default for RephraseConfig {
 }
 
 /// Prompts compiled into the binary; a config's `prompts` folder overrides them file by file.
-pub const PROMPTS: &[(&str, &str)] = &[
-    (
-        "add_reasoning.yaml",
-        include_str!("../prompts/add_reasoning.yaml"),
-    ),
-    (
-        "add_reasoning.txt",
-        include_str!("../prompts/add_reasoning.txt"),
-    ),
-];
+pub const PROMPTS: &[(&str, &str)] = atk_step::prompts!("add_reasoning");
 
 /// One row: its file (relative to `input_dir`), its line (element of a `.json` array), and
 /// its value or why it is not JSON.
@@ -155,31 +146,10 @@ pub fn item_fields(turns: &[Turn]) -> Fields {
     fields
 }
 
-/// The `(reasoning, answer)` pairs of a reply, in order: closed `<reasoning>` and `<answer>`
-/// tags, as many of one as of the other.
-pub fn rewrites(reply: &str) -> Result<Vec<(String, String)>, String> {
-    let tags = |tag: &str| -> Vec<String> {
-        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-        let inner = reply
-            .split(&open)
-            .skip(1)
-            .filter_map(|s| s.split_once(&close));
-        inner.map(|(t, _)| t.trim().to_string()).collect()
-    };
-    let (reasons, answers) = (tags("reasoning"), tags("answer"));
-    if answers.is_empty() || reasons.len() != answers.len() {
-        let (r, a) = (reasons.len(), answers.len());
-        return Err(format!(
-            "{r} <reasoning> and {a} <answer> tags; want one pair per answer"
-        ));
-    }
-    Ok(reasons.into_iter().zip(answers).collect())
-}
-
 /// Accepted when every answer is rewritten, each reasoning is one short line, and no answer
 /// kept less than `min_ratio` of its original length.
 pub fn validate(pairs: &Value, item: &ItemRecord, min_ratio: f64) -> Result<(), String> {
-    let turns: Vec<Turn> = item.get("conversation").map_err(|e| e.to_string())?;
+    let turns: Vec<Turn> = item.get("conversation")?;
     let pairs: Vec<(String, String)> =
         serde_json::from_value(pairs.clone()).map_err(|e| e.to_string())?;
     let originals: Vec<&Turn> = turns.iter().filter(|t| t.from == "gpt").collect();
@@ -231,7 +201,10 @@ pub fn add_reasoning_step(cfg: &RephraseConfig) -> PromptStep {
         .param("temperature", 0.4)
         .param("max_tokens", 3000)
         .param("stop", json!(["\nConversation ("]))
-        .output_processor(|reply| rewrites(reply).map(|pairs| json!(pairs)))
+        // `(reasoning, answer)` pairs, in order: `<reasoning>…</reasoning><answer>…</answer>`.
+        .output_processor(|reply| {
+            atk_step::tagged_turns(reply, "reasoning", "answer").map(|p| json!(p))
+        })
         .validator(move |pairs, item| validate(pairs, item, ratio))
         .result_key("rewritten")
         .details_key("add_reasoning_details")

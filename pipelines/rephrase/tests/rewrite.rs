@@ -1,8 +1,12 @@
 //! The reply reader, the validator and the row shapes, without running the pipeline.
 
 use atk_cli::atk_state::{ItemRecord, RECORD_VERSION};
-use rephrase::{InputFormat, RephraseConfig, conversation, item_fields, rewrites, validate};
+use rephrase::{InputFormat, RephraseConfig, conversation, item_fields, validate};
 use serde_json::json;
+
+fn rewrites(reply: &str) -> Result<Vec<(String, String)>, String> {
+    atk_step::tagged_turns(reply, "reasoning", "answer")
+}
 
 fn item(row: serde_json::Value) -> ItemRecord {
     let turns = conversation(&row, &RephraseConfig::default()).unwrap();
