@@ -4,6 +4,7 @@
 //! It shows how a pipeline brings its own items (`read_files_manually: false` and
 //! [`RunContext::seed_items`]): one item per row, not chunked.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -59,13 +60,14 @@ pub const PROMPTS: &[(&str, &str)] = atk_step::prompts!("add_reasoning");
 pub type Row = (String, usize, Result<Value, String>);
 
 /// Every row of `input`: a `.jsonl` or `.json` (array) file, or all of them under a folder, in
-/// path order. A file that cannot be read, or a `.json` file that is not an array, is an input
-/// error naming it; a row that is not JSON is returned as such (reported and skipped).
-pub fn read_rows(input: &Path) -> Result<Vec<Row>, RunError> {
+/// path order. JSONL is streamed (memory stays flat however long the file); a `.json` array is
+/// read whole. A file that cannot be opened, or a `.json` file that is not an array, is an
+/// input error naming it, before any row is used; a row that is not JSON comes back as such.
+pub fn read_rows(input: &Path) -> Result<impl Iterator<Item = Row> + Send + use<>, RunError> {
     let cannot = |p: &Path, e: &dyn std::fmt::Display| {
         RunError::Input(format!("cannot read {}: {e}", p.display()))
     };
-    let mut rows = Vec::new();
+    let mut sources: Vec<Box<dyn Iterator<Item = Row> + Send>> = Vec::new();
     for entry in walkdir::WalkDir::new(input).sort_by_file_name() {
         let entry = entry.map_err(|e| cannot(input, &e))?;
         let path = entry.path();
@@ -78,24 +80,46 @@ pub fn read_rows(input: &Path) -> Result<Vec<Row>, RunError> {
             .unwrap_or(Path::new(entry.file_name()))
             .to_string_lossy();
         let name = name.replace('\\', "/");
-        let text = std::fs::read_to_string(path).map_err(|e| cannot(path, &e))?;
+        let file = BufReader::new(std::fs::File::open(path).map_err(|e| cannot(path, &e))?);
         if ext == "json" {
-            let array: Vec<Value> = serde_json::from_str(&text)
+            let array: Vec<Value> = serde_json::from_reader(file)
                 .map_err(|e| cannot(path, &format!("not a JSON array of rows ({e})")))?;
-            let array = array.into_iter().enumerate();
-            rows.extend(array.map(|(i, v)| (name.clone(), i + 1, Ok(v))));
+            let rows = array.into_iter().enumerate();
+            sources.push(Box::new(
+                rows.map(move |(i, v)| (name.clone(), i + 1, Ok(v))),
+            ));
         } else {
-            for (i, line) in text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-            {
-                let row = serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"));
-                rows.push((name.clone(), i + 1, row));
-            }
+            let (path, mut lines, mut done) = (path.to_path_buf(), None, false);
+            // Opened again when its turn comes, so that no file is held open meanwhile.
+            let rows = (1..).map_while(move |n| {
+                let fail = |e: std::io::Error, done: &mut bool| {
+                    *done = true;
+                    Some(Some((
+                        name.clone(),
+                        n,
+                        Err(format!("{e}; the rest is not read")),
+                    )))
+                };
+                if done {
+                    return None;
+                } else if lines.is_none() {
+                    match std::fs::File::open(&path) {
+                        Ok(f) => lines = Some(BufReader::new(f).lines()),
+                        Err(e) => return fail(e, &mut done),
+                    }
+                }
+                let row = match lines.as_mut()?.next()? {
+                    Ok(l) if l.trim().is_empty() => return Some(None),
+                    Ok(l) => serde_json::from_str(&l).map_err(|e| format!("not JSON ({e})")),
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(e.to_string()),
+                    Err(e) => return fail(e, &mut done),
+                };
+                Some(Some((name.clone(), n, row)))
+            });
+            sources.push(Box::new(rows.flatten()));
         }
     }
-    Ok(rows)
+    Ok(sources.into_iter().flatten())
 }
 
 /// The conversation of one row, or why the row cannot be used.

@@ -113,6 +113,11 @@ fn bad_rows_are_reported_with_file_and_line_and_skipped() {
          {\"conversations\": [{\"from\": \"human\", \"value\": \"Hi?\"}, {\"from\": \"gpt\", \"value\": \"Hello there.\"}]}\n",
     )
     .unwrap();
+    // A line that is not UTF-8 is one bad row; the lines after it are still read.
+    let mut bytes = b"{\"text\": \"caf\xe9\"}\n".to_vec();
+    bytes
+        .extend_from_slice(b"{\"question\": \"Last?\", \"text\": \"The last row is read too.\"}\n");
+    std::fs::write(input.join("more/latin1.jsonl"), bytes).unwrap();
     std::fs::write(
         input.join("more/chats.json"),
         "[{\"conversations\": [{\"from\": \"human\", \"value\": \"only a question\"}]}]",
@@ -134,8 +139,10 @@ fn bad_rows_are_reported_with_file_and_line_and_skipped() {
         "{stderr}"
     );
     let dataset = std::fs::read_to_string(out.join("sharegpt_format.jsonl")).unwrap();
-    assert_eq!(dataset.lines().count(), 2, "{dataset}");
-    assert!(dataset.contains("\"Q1?\"") && dataset.contains("\"Hi?\""));
+    assert_eq!(dataset.lines().count(), 3, "{dataset}");
+    assert!(
+        dataset.contains("\"Q1?\"") && dataset.contains("\"Hi?\"") && dataset.contains("\"Last?\"")
+    );
 }
 
 #[test]
