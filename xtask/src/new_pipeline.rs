@@ -609,11 +609,9 @@ mod tests {
             for entry in std::fs::read_dir(from).unwrap() {
                 let entry = entry.unwrap();
                 let name = entry.file_name();
-                // Build output, history, and the example's demo runs are not needed.
-                if name == "target"
-                    || name == ".git"
-                    || (name == "output" && from.parent().is_some_and(|p| p.ends_with("pipelines")))
-                {
+                // Build output, history, and the pipelines' demo runs are not needed.
+                let in_pipeline = from.parent().is_some_and(|p| p.ends_with("pipelines"));
+                if name == "target" || name == ".git" || (name == "output" && in_pipeline) {
                     continue;
                 }
                 let (src, dst) = (entry.path(), to.join(&name));
@@ -627,16 +625,7 @@ mod tests {
         for file in ["Cargo.toml", "Cargo.lock"] {
             std::fs::copy(from.join(file), to.join(file)).unwrap();
         }
-        for dir in [
-            ".cargo",
-            "crates",
-            "pipelines/example",
-            "pipelines/rephrase",
-            "pipelines/factual-qa",
-            "xtask",
-            "tests",
-            "prompts",
-        ] {
+        for dir in [".cargo", "crates", "pipelines", "xtask", "tests", "prompts"] {
             if from.join(dir).exists() {
                 copy_dir(&from.join(dir), &to.join(dir));
             }

@@ -9,13 +9,12 @@
 //! [`crate::RunContext::run_chain`] then ends the run with the estimate (`RunError::DryRun`,
 //! exit 0) before the pipeline writes any dataset.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use atk_engine::{Engine, Error, Prompt, Reply, Request};
-use atk_state::{FailureRecord, ItemRecord, Records, ResultRecord, Store};
+
 use atk_tokens::TokenCounter;
 
 /// Per-message overhead of the chat format, in tokens (role markers and separators).
@@ -274,122 +273,11 @@ pub fn render_estimate(
     s
 }
 
-/// An in-memory [`Store`] for dry runs and tests.
-#[derive(Default)]
-pub struct MemStore {
-    inner: Mutex<Mem>,
-}
-
-impl std::fmt::Debug for MemStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemStore").finish_non_exhaustive()
-    }
-}
-
-#[derive(Default)]
-struct Mem {
-    items: BTreeMap<(Vec<u64>, String), ItemRecord>,
-    ids: HashMap<String, (Vec<u64>, String)>,
-    results: BTreeMap<(String, String), ResultRecord>,
-    failures: BTreeMap<(String, String), FailureRecord>,
-    meta: BTreeMap<String, serde_json::Value>,
-}
-
-impl MemStore {
-    fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-fn of_step<T: Clone>(
-    map: &BTreeMap<(String, String), T>,
-    step: &str,
-) -> Vec<Result<(String, T), atk_state::Error>> {
-    map.iter()
-        .filter(|((s, _), _)| s == step)
-        .map(|((_, id), r)| Ok((id.clone(), r.clone())))
-        .collect()
-}
-
-#[async_trait]
-impl Store for MemStore {
-    async fn put_items(&self, items: Vec<ItemRecord>) -> Result<(), atk_state::Error> {
-        let mut m = self.mem();
-        for item in items {
-            let key = (item.order.clone(), item.id.clone());
-            if let Some(old) = m.ids.insert(item.id.clone(), key.clone()) {
-                m.items.remove(&old);
-            }
-            m.items.insert(key, item);
-        }
-        Ok(())
-    }
-    fn item(&self, id: &str) -> Result<Option<ItemRecord>, atk_state::Error> {
-        let m = self.mem();
-        Ok(m.ids.get(id).and_then(|k| m.items.get(k)).cloned())
-    }
-    fn items(&self) -> Records<'_, ItemRecord> {
-        let items: Vec<_> = self.mem().items.values().cloned().map(Ok).collect();
-        Box::new(items.into_iter())
-    }
-    async fn put_result(
-        &self,
-        step: &str,
-        item_id: &str,
-        record: ResultRecord,
-    ) -> Result<(), atk_state::Error> {
-        let mut m = self.mem();
-        let key = (step.to_string(), item_id.to_string());
-        m.failures.remove(&key);
-        m.results.insert(key, record);
-        Ok(())
-    }
-    fn result(&self, step: &str, item_id: &str) -> Result<Option<ResultRecord>, atk_state::Error> {
-        Ok(self
-            .mem()
-            .results
-            .get(&(step.to_string(), item_id.to_string()))
-            .cloned())
-    }
-    fn has_result(&self, step: &str, item_id: &str) -> Result<bool, atk_state::Error> {
-        Ok(self
-            .mem()
-            .results
-            .contains_key(&(step.to_string(), item_id.to_string())))
-    }
-    fn results(&self, step: &str) -> Records<'_, (String, ResultRecord)> {
-        Box::new(of_step(&self.mem().results, step).into_iter())
-    }
-    async fn put_failure(
-        &self,
-        step: &str,
-        item_id: &str,
-        record: FailureRecord,
-    ) -> Result<(), atk_state::Error> {
-        self.mem()
-            .failures
-            .insert((step.to_string(), item_id.to_string()), record);
-        Ok(())
-    }
-    fn failures(&self, step: &str) -> Records<'_, (String, FailureRecord)> {
-        Box::new(of_step(&self.mem().failures, step).into_iter())
-    }
-    fn meta(&self, key: &str) -> Result<Option<serde_json::Value>, atk_state::Error> {
-        Ok(self.mem().meta.get(key).cloned())
-    }
-    async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), atk_state::Error> {
-        self.mem().meta.insert(key.to_string(), value);
-        Ok(())
-    }
-    async fn flush(&self) -> Result<(), atk_state::Error> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use atk_engine::Message;
+    use atk_state::{FailureRecord, ItemRecord, MemStore, ResultRecord, Store};
     use atk_tokens::WhitespaceCounter;
 
     #[tokio::test]
@@ -452,10 +340,6 @@ mod tests {
         assert_eq!(s.failures("s").count(), 1);
         let r = ResultRecord {
             v: 1,
-            outcome: Default::default(),
-            raw: None,
-            fingerprint: None,
-            input_hash: None,
             output: serde_json::json!(1),
             details: None,
             attempts: 1,
@@ -463,6 +347,7 @@ mod tests {
             completion_tokens: 0,
             elapsed_ms: 0,
             stored_at_ms: 0,
+            ..ResultRecord::new(serde_json::Value::Null)
         };
         s.put_result("s", "a", r).await.unwrap();
         assert_eq!(s.failures("s").count(), 0);

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use atk_engine::{CostCounter, CostTotals, DebugObserver, EngineConfig, Observer};
-use atk_state::{ItemRecord, RECORD_VERSION, RunMeta, SledStore, Store};
+use atk_state::{ItemRecord, MemStore, RECORD_VERSION, RunMeta, SledStore, Store};
 use atk_step::{Engines, Executor, ExecutorConfig, PromptLibrary, RunReport, Step, StepContext};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, CommonConfig, Overrides};
 use crate::dataset::{self, Conversation, DatasetWriter, Written};
-use crate::dry_run::{CountingEngine, EngineEstimate, MemStore, render_estimate};
+use crate::dry_run::{CountingEngine, EngineEstimate, render_estimate};
 use crate::error::RunError;
 use crate::flags::{CommonFlags, parse_pipeline_args};
 use crate::progress::Progress;

@@ -45,10 +45,6 @@ impl Step for Upper {
         }
         Ok(StepOutput::Result(ResultRecord {
             v: RECORD_VERSION,
-            outcome: Default::default(),
-            raw: None,
-            fingerprint: None,
-            input_hash: None,
             output: json!(text.to_uppercase()),
             details: None,
             attempts: 1,
@@ -56,6 +52,7 @@ impl Step for Upper {
             completion_tokens: 1,
             elapsed_ms: 0,
             stored_at_ms: 0,
+            ..ResultRecord::new(serde_json::Value::Null)
         }))
     }
 }

@@ -267,10 +267,6 @@ mod tests {
                 .unwrap();
             let r = ResultRecord {
                 v: 1,
-                outcome: Default::default(),
-                raw: None,
-                fingerprint: None,
-                input_hash: None,
                 output: "poem".into(),
                 details: None,
                 attempts: 1,
@@ -278,6 +274,7 @@ mod tests {
                 completion_tokens: 1,
                 elapsed_ms: 1,
                 stored_at_ms: 1,
+                ..ResultRecord::new(serde_json::Value::Null)
             };
             store
                 .put_result("write_poem", "a", r.clone())

@@ -20,10 +20,6 @@ const STEP: &str = "bench";
 fn record(i: usize) -> ResultRecord {
     ResultRecord {
         v: RECORD_VERSION,
-        outcome: Default::default(),
-        raw: None,
-        fingerprint: None,
-        input_hash: None,
         output: serde_json::json!({"question": format!("question {i}"), "answer": "y".repeat(900)}),
         details: None,
         attempts: 1,
@@ -31,6 +27,7 @@ fn record(i: usize) -> ResultRecord {
         completion_tokens: 250,
         elapsed_ms: 800,
         stored_at_ms: 1_700_000_000_000,
+        ..ResultRecord::new(serde_json::Value::Null)
     }
 }
 

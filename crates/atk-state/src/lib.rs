@@ -4,6 +4,7 @@ mod codec;
 mod commit;
 mod error;
 mod key;
+mod mem_store;
 mod record;
 mod retire;
 mod sled_store;
@@ -12,6 +13,7 @@ mod status;
 use async_trait::async_trait;
 
 pub use error::Error;
+pub use mem_store::MemStore;
 pub use record::{
     Details, FailureRecord, FieldError, Fields, ItemRecord, Outcome, RECORD_VERSION, ResultRecord,
     RunMeta, now_ms,

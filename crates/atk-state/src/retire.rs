@@ -142,10 +142,6 @@ mod tests {
             .unwrap();
         let result = ResultRecord {
             v: RECORD_VERSION,
-            outcome: Default::default(),
-            raw: None,
-            fingerprint: None,
-            input_hash: None,
             output: json!("paid for"),
             details: None,
             attempts: 1,
@@ -153,6 +149,7 @@ mod tests {
             completion_tokens: 1,
             elapsed_ms: 1,
             stored_at_ms: 1,
+            ..ResultRecord::new(serde_json::Value::Null)
         };
         store.put_result("s", "gone", result).await.unwrap();
         let current: HashSet<String> = ["keep".to_owned()].into();

@@ -617,10 +617,6 @@ mod tests {
     fn result(output: &str) -> ResultRecord {
         ResultRecord {
             v: RECORD_VERSION,
-            outcome: Default::default(),
-            raw: None,
-            fingerprint: None,
-            input_hash: None,
             output: json!(output),
             details: Some(Details {
                 messages: vec![json!({"role": "user", "content": "hi {x}"})],
@@ -634,6 +630,7 @@ mod tests {
             completion_tokens: 5,
             elapsed_ms: 7,
             stored_at_ms: 1,
+            ..ResultRecord::new(serde_json::Value::Null)
         }
     }
 

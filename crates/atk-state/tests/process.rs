@@ -127,10 +127,6 @@ fn a_second_process_is_locked_out() {
 fn record(id: &str) -> ResultRecord {
     ResultRecord {
         v: RECORD_VERSION,
-        outcome: Default::default(),
-        raw: None,
-        fingerprint: None,
-        input_hash: None,
         output: serde_json::json!({"id": id, "text": "x".repeat(1000)}),
         details: None,
         attempts: 1,
@@ -138,6 +134,7 @@ fn record(id: &str) -> ResultRecord {
         completion_tokens: 250,
         elapsed_ms: 5,
         stored_at_ms: 0,
+        ..ResultRecord::new(serde_json::Value::Null)
     }
 }
 

@@ -222,10 +222,6 @@ async fn child(n: usize) {
     seed(&base_store, n).await;
     let record = ResultRecord {
         v: RECORD_VERSION,
-        outcome: Default::default(),
-        raw: None,
-        fingerprint: None,
-        input_hash: None,
         output: json!(
             "Waves fold the dark light / salt wind keeps the harbour awake / a gull writes the dawn"
         ),
@@ -235,6 +231,7 @@ async fn child(n: usize) {
         completion_tokens: 20,
         elapsed_ms: 0,
         stored_at_ms: 0,
+        ..ResultRecord::new(serde_json::Value::Null)
     };
     let t = Instant::now();
     futures_util::stream::iter(0..n)

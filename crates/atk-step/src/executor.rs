@@ -473,6 +473,16 @@ mod tests {
         ]
     }
 
+    /// A sink that keeps every event.
+    #[derive(Default)]
+    struct Log(Mutex<Vec<ProgressEvent>>);
+
+    impl ProgressSink for Log {
+        fn event(&self, event: ProgressEvent) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
     fn sent(engine: &ScriptedEngine) -> Vec<String> {
         engine
             .requests()
@@ -1074,13 +1084,6 @@ mod tests {
 
     #[tokio::test]
     async fn progress_events_announce_counts_and_items() {
-        #[derive(Default)]
-        struct Log(Mutex<Vec<ProgressEvent>>);
-        impl ProgressSink for Log {
-            fn event(&self, event: ProgressEvent) {
-                self.0.lock().unwrap().push(event);
-            }
-        }
         let store = store_with(3).await;
         executor(store.clone(), echo(), ExecutorConfig::default())
             .run(&two_steps()[..1])
@@ -1344,13 +1347,6 @@ mod tests {
 
     #[tokio::test]
     async fn progress_counts_children_as_children() {
-        #[derive(Default)]
-        struct Log(Mutex<Vec<ProgressEvent>>);
-        impl ProgressSink for Log {
-            fn event(&self, event: ProgressEvent) {
-                self.0.lock().unwrap().push(event);
-            }
-        }
         let store = store_with(2).await;
         let log = Arc::new(Log::default());
         let ctx = StepContext::new(

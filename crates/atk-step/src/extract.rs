@@ -159,7 +159,43 @@ pub fn tagged_turns(
 /// assert!(atk_step::verdict("maybe").is_err());
 /// ```
 pub fn verdict(reply: &str) -> Result<bool, String> {
-    let last = reply
+    const YES: &[&str] = &[
+        "yes",
+        "pass",
+        "keep",
+        "true",
+        "supported",
+        "suitable",
+        "correct",
+    ];
+    const NO: &[&str] = &[
+        "no",
+        "fail",
+        "drop",
+        "false",
+        "unsupported",
+        "unsuitable",
+        "incorrect",
+        "reject",
+        "not",
+    ];
+    last_line_verdict(reply, YES, NO).ok_or_else(|| {
+        let last = reply
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        format!(
+            "no clear yes/no verdict on the last line: {:?}",
+            last.trim().to_lowercase()
+        )
+    })
+}
+
+/// `Some(true)` when the last non-empty line of `text` holds a word of `yes` and none of `no`,
+/// `Some(false)` for the reverse, `None` for both or neither (case-insensitive, whole words).
+pub(crate) fn last_line_verdict(text: &str, yes: &[&str], no: &[&str]) -> Option<bool> {
+    let last = text
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
@@ -170,33 +206,10 @@ pub fn verdict(reply: &str) -> Result<bool, String> {
         .filter(|w| !w.is_empty())
         .collect();
     let has = |set: &[&str]| words.iter().any(|w| set.contains(w));
-    let yes = has(&[
-        "yes",
-        "pass",
-        "keep",
-        "true",
-        "supported",
-        "suitable",
-        "correct",
-    ]);
-    let no = has(&[
-        "no",
-        "fail",
-        "drop",
-        "false",
-        "unsupported",
-        "unsuitable",
-        "incorrect",
-        "reject",
-        "not",
-    ]);
-    match (yes, no) {
-        (true, false) => Ok(true),
-        (false, true) => Ok(false),
-        _ => Err(format!(
-            "no clear yes/no verdict on the last line: {:?}",
-            last.trim()
-        )),
+    match (has(yes), has(no)) {
+        (true, false) => Some(true),
+        (false, true) => Some(false),
+        _ => None,
     }
 }
 

@@ -41,23 +41,11 @@ pub fn default_judge(output: &Value) -> Result<(bool, String), String> {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .to_lowercase();
-    let words: Vec<&str> = last
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    let has = |set: &[&str]| words.iter().any(|w| set.contains(w));
-    let drop = has(&["drop", "no", "reject", "unsuitable"]);
-    let keep = has(&["keep", "yes", "pass", "suitable"]);
-    match (keep, drop) {
-        (true, false) => Ok((true, text.trim().to_string())),
-        (false, true) => Ok((false, text.trim().to_string())),
-        _ => Err("no clear keep/drop verdict on the last line".to_string()),
+    let keep = &["keep", "yes", "pass", "suitable"];
+    let drop = &["drop", "no", "reject", "unsuitable"];
+    match crate::extract::last_line_verdict(&text, keep, drop) {
+        Some(keep) => Ok((keep, text.trim().to_string())),
+        None => Err("no clear keep/drop verdict on the last line".to_string()),
     }
 }
 
