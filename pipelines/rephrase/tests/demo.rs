@@ -162,3 +162,40 @@ fn a_file_that_cannot_be_read_stops_the_run_with_exit_2_naming_it() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+#[test]
+fn a_row_added_to_the_dataset_is_the_only_one_requested_on_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("inputs");
+    for file in ["garden_faq.jsonl", "workshop_chats.json"] {
+        std::fs::copy(bundled.join(file), input.join(file)).unwrap();
+    }
+    let (out, set_input) = (
+        dir.path().join("out"),
+        format!("input_dir={}", input.display()),
+    );
+    let run = || {
+        let run = rephrase(&out, &["-q", "--set", &set_input]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::fs::read_to_string(out.join("sharegpt_format.jsonl")).unwrap()
+    };
+    let before = run();
+    let mut faq = std::fs::read_to_string(input.join("garden_faq.jsonl")).unwrap();
+    faq.insert_str(0, "{\"question\": \"When do I sow peas?\", \"text\": \"As soon as the soil can be worked in spring.\"}\n");
+    std::fs::write(input.join("garden_faq.jsonl"), faq).unwrap();
+    let after = run();
+    assert_eq!(
+        summary(&out)["engines"][0]["requests"],
+        1,
+        "rows keep their ids when another row is added before them"
+    );
+    let (first, rest) = after.split_once('\n').unwrap();
+    assert!(first.contains("When do I sow peas?"), "{first}");
+    assert_eq!(rest, before, "the other rows are written as before");
+}
