@@ -149,12 +149,12 @@ pub fn conversation(row: &Value, cfg: &RephraseConfig) -> Result<Vec<Turn>, Stri
     Ok(turns)
 }
 
-/// An item's fields: the `conversation`, the `transcript` the prompt shows (answers
-/// numbered) and the number of `answers`.
-pub fn item_fields(turns: &[Turn]) -> Fields {
-    let mut n = 0;
-    let mut transcript = Vec::new();
-    for t in turns {
+/// The item with what its prompt shows added (not stored): the `transcript` of its
+/// `conversation`, answers numbered, and the number of `answers`.
+pub fn with_transcript(mut item: ItemRecord) -> ItemRecord {
+    let turns: Vec<Turn> = item.get("conversation").unwrap_or_default();
+    let (mut n, mut transcript) = (0, Vec::new());
+    for t in &turns {
         n += usize::from(t.from == "gpt");
         let who = if t.from == "gpt" {
             format!("gpt, answer {n}")
@@ -163,11 +163,10 @@ pub fn item_fields(turns: &[Turn]) -> Fields {
         };
         transcript.push(format!("[{who}]\n{}", t.value.trim()));
     }
-    let mut fields = Fields::new();
-    fields.insert("conversation".into(), json!(turns));
-    fields.insert("transcript".into(), transcript.join("\n\n").into());
-    fields.insert("answers".into(), n.into());
-    fields
+    item.fields
+        .insert("transcript".into(), transcript.join("\n\n").into());
+    item.fields.insert("answers".into(), n.into());
+    item
 }
 
 /// Accepted when every answer is rewritten, each reasoning is one short line, and no answer
@@ -222,6 +221,7 @@ pub fn mock_rewrite(item: &ItemRecord, call: u32) -> String {
 pub fn add_reasoning_step(cfg: &RephraseConfig) -> PromptStep {
     let ratio = cfg.min_answer_ratio;
     PromptStep::new("add_reasoning", "add_reasoning")
+        .input_processor(with_transcript)
         .param("temperature", 0.4)
         .param("max_tokens", 3000)
         .param("stop", json!(["\nConversation ("]))
@@ -275,7 +275,10 @@ impl Pipeline for RephrasePipeline {
         let rows = read_rows(&ctx.common.input_dir)?;
         let items = rows.into_iter().filter_map(|(file, line, row)| {
             match row.and_then(|r| conversation(&r, &cfg)) {
-                Ok(turns) => Some((file, item_fields(&turns))),
+                Ok(turns) => Some((
+                    file,
+                    Fields::from_iter([("conversation".into(), json!(turns))]),
+                )),
                 Err(why) => {
                     tracing::warn!("{file}:{line}: {why}; row skipped");
                     None

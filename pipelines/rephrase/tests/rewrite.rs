@@ -1,7 +1,7 @@
 //! The reply reader, the validator and the row shapes, without running the pipeline.
 
 use atk_cli::atk_state::{ItemRecord, RECORD_VERSION};
-use rephrase::{InputFormat, RephraseConfig, conversation, item_fields, validate};
+use rephrase::{InputFormat, RephraseConfig, conversation, validate, with_transcript};
 use serde_json::json;
 
 fn rewrites(reply: &str) -> Result<Vec<(String, String)>, String> {
@@ -10,13 +10,13 @@ fn rewrites(reply: &str) -> Result<Vec<(String, String)>, String> {
 
 fn item(row: serde_json::Value) -> ItemRecord {
     let turns = conversation(&row, &RephraseConfig::default()).unwrap();
-    ItemRecord {
+    with_transcript(ItemRecord {
         v: RECORD_VERSION,
         id: "x".into(),
         parent: None,
         order: vec![0],
-        fields: item_fields(&turns),
-    }
+        fields: atk_cli::atk_state::Fields::from_iter([("conversation".into(), json!(turns))]),
+    })
 }
 
 #[test]
