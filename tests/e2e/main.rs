@@ -8,6 +8,7 @@ mod accounting;
 mod auth;
 mod cli;
 mod config_errors;
+mod conventions;
 mod demo;
 mod factual_qa;
 mod faults;
@@ -15,6 +16,7 @@ mod resume;
 mod run;
 mod secrets;
 mod validation;
+mod warnings;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -19,6 +19,7 @@ pub use chunk::{Chunk, ChunkLine, ChunkPosition, RECORD_SEPARATOR, chunk_id, ext
 pub use config::{ChunkConfig, Subset};
 pub use dir::{chunk_texts, read_dir};
 pub use error::Error;
+pub use read::READ_EXTENSIONS;
 
 /// The chunks of a folder (or of given texts) and a report of how they were made.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,11 +8,14 @@ pub mod dry_run;
 mod error;
 pub mod flags;
 pub mod logging;
+pub mod out;
+mod preflight;
 pub mod progress;
 mod runner;
 mod settings;
 pub mod status;
 pub mod summary;
+mod unused;
 
 pub use error::{RunError, exit_code};
 pub use runner::{

@@ -1,10 +1,9 @@
 //! The runner every pipeline binary's `main` calls: flags, config, engines, store, inputs,
 //! the pipeline itself, then the summary and the exit code.
 //!
-//! This module is the one place atk prints to the terminal (banner, config warnings, the
-//! summary, the error): it is the binary's front end living in a library so every pipeline
-//! shares it.
-#![allow(clippy::print_stderr)]
+//! This module decides what a pipeline binary prints (banner, config warnings, the summary,
+//! the error) and [`crate::out`] where it goes: it is the binary's front end living in a
+//! library so every pipeline shares it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -47,6 +46,12 @@ pub trait Pipeline: Send + Sync + 'static {
     /// The prompt files compiled into the binary: `(file name, contents)`; the config's
     /// `prompts` folder overrides them file by file.
     fn default_prompts(&self) -> &'static [(&'static str, &'static str)];
+    /// Which engines the pipeline's steps call; the others' model and endpoint are not
+    /// required, no API key is looked for, and a call to one fails with a clear error.
+    /// Default: both.
+    fn engines_used(&self) -> config::EnginesUsed {
+        config::EnginesUsed::BOTH
+    }
     /// Runs the pipeline: build steps, [`RunContext::run_chain`], write datasets.
     async fn run(&self, ctx: &mut RunContext<Self::Config>) -> Result<(), RunError>;
 }
@@ -173,6 +178,7 @@ impl<C> RunContext<C> {
             } else {
                 self.settings.concurrency_limit.saturating_mul(2).max(1)
             });
+        crate::preflight::warn_prompt_names(self.store.as_ref(), chain, &self.step_context());
         let executor = Executor::new(
             self.store.clone(),
             self.step_context(),
@@ -431,7 +437,7 @@ where
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::out::always(&format!("error: cannot start the async runtime: {e}\n"));
             return std::process::ExitCode::from(1);
         }
     };
@@ -440,32 +446,36 @@ where
     runtime.shutdown_timeout(Duration::from_secs(1));
     match &outcome {
         Ok(()) => {}
-        Err(RunError::DryRun(estimate)) => eprint!("{estimate}"),
-        Err(RunError::AllFailed) => eprintln!("error: {}", RunError::AllFailed),
-        Err(e @ RunError::NothingKept(_)) => eprintln!("error: {e}"),
-        Err(e) => eprintln!("error: {e}"),
+        Err(RunError::DryRun(estimate)) => crate::out::result(estimate.trim_end()),
+        Err(e) => crate::out::always(&format!("error: {e}\n")),
     }
     crate::error::exit_code(&outcome)
 }
 
 /// Runs a pipeline with parsed flags (what [`main`] does inside its runtime).
 pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), RunError> {
+    crate::out::set_quiet(flags.quiet);
     let started = Instant::now();
     let started_at_ms = now_ms();
     let overrides = Overrides {
         set: flags.set.clone(),
         json: flags.override_json.clone(),
     };
-    let load = if flags.dry_run {
-        config::load_for_dry_run::<P::Config>
+    let used = pipeline.engines_used();
+    let loaded = if flags.dry_run {
+        config::load_for_dry_run::<P::Config>(&flags.config, &overrides, used)
     } else {
-        config::load::<P::Config>
-    };
-    let loaded = load(&flags.config, &overrides).map_err(|e| RunError::Config(e.to_string()))?;
-    for w in &loaded.warnings {
-        eprintln!("warning: {w}");
+        config::load_for::<P::Config>(&flags.config, &overrides, used)
     }
-    let settings = Arc::new(Settings::from_common(&loaded.common).map_err(RunError::Config)?);
+    .map_err(|e| RunError::Config(e.to_string()))?;
+    for w in &loaded.warnings {
+        crate::out::warn(w);
+    }
+    let settings = Arc::new(
+        Settings::from_common(&loaded.common)
+            .map_err(RunError::Config)?
+            .with_engines_used(used),
+    );
     tracing::debug!(config = %loaded.path.display(), "config loaded");
 
     // Inputs first: a missing or empty input dir is reported before anything is locked.
@@ -486,10 +496,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         atk_chunk::chunk_texts(&[], &chunk_cfg)
     };
     for m in chunk_set.report.messages() {
-        eprintln!("{m}");
+        crate::out::info(&format!("{m}\n"));
     }
-    if flags.verbosity() >= 0 && settings.read_files_manually {
-        eprintln!("{}", chunk_set.report.summary());
+    if settings.read_files_manually {
+        crate::out::info(&format!("{}\n", chunk_set.report.summary()));
     }
     let items: Vec<ItemRecord> = chunk_set.chunks.iter().map(chunk_item).collect();
     let chunk_tokens: u64 = chunk_set.chunks.iter().map(|c| c.tokens as u64).sum();
@@ -499,6 +509,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             .with_override_dir(settings.prompts.clone())
             .with_default_dir(settings.default_prompts.clone()),
     );
+    for w in prompts.override_warnings() {
+        crate::out::warn(&w);
+    }
     let progress_mode = flags.progress_mode();
 
     if flags.dry_run {
@@ -596,18 +609,24 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     // The first Ctrl-C cancels this token: the executor starts no new item, and both engines
     // stop calls still waiting for a slot or a retry backoff (they are not sent).
     let cancel = CancellationToken::new();
-    let (engines, counters) = build_engines(&settings, store.as_ref(), &cancel)?;
+    let (engines, counters, limit) = build_engines(&settings, store.as_ref(), &cancel)?;
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
+    let status_inputs = StatusInputs {
+        counters: counters.clone(),
+        engines: engines.clone(),
+        baselines: baselines.clone(),
+        limit,
+    };
     if engines.small.is_mock() || engines.large.is_mock() {
         let which: Vec<&str> = [&engines.small, &engines.large]
             .iter()
             .filter(|e| e.is_mock())
             .map(|e| e.label())
             .collect();
-        eprintln!(
-            "MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data",
+        crate::out::info(&format!(
+            "MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data\n",
             which.join(" and ")
-        );
+        ));
     }
 
     let seeded: HashSet<String> = items.iter().map(|i| i.id.clone()).collect();
@@ -623,15 +642,28 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         let counters = counters.clone();
         Arc::new(move || counters.iter().map(|c| c.snapshot().cost_usd).sum::<f64>())
     };
-    let progress = Arc::new(Progress::stderr(progress_mode).with_cost(cost_fn));
+    // The progress line keeps this run's cost apart from every run's.
+    let run_cost_fn = {
+        let (counters, before) = (
+            counters.clone(),
+            baselines.iter().map(|b| b.cost_usd).sum::<f64>(),
+        );
+        Arc::new(move || {
+            (counters.iter().map(|c| c.snapshot().cost_usd).sum::<f64>() - before).max(0.0)
+        })
+    };
+    let progress = Arc::new(
+        Progress::stderr(progress_mode)
+            .with_cost(cost_fn)
+            .with_run_cost(run_cost_fn),
+    );
     crate::logging::attach_bars(progress.multi().cloned());
     let ctrl_c = tokio::spawn(watch_ctrl_c(CtrlC::install(), cancel.clone()));
     let status_task = tokio::spawn(status_loop(
         settings.output_dir.clone(),
         pipeline.name(),
         progress.clone(),
-        counters.clone(),
-        engines.clone(),
+        status_inputs.clone(),
         store.clone(),
     ));
 
@@ -678,7 +710,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let _ = store
         .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
         .await;
-    let mut snapshot = status_of(pipeline.name(), &progress, &counters, &engines);
+    let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
     snapshot.running = false;
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
@@ -736,9 +768,25 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         }
     }
     let nothing_kept = summary.nothing_kept();
-    if flags.verbosity() >= 0 || outcome.is_err() || summary.all_failed() || nothing_kept.is_some()
-    {
-        eprint!("{}", summary.render());
+    // The summary is a diagnostic (stderr; shown under -q only when it explains a failure);
+    // where each dataset went is a result (stdout).
+    if outcome.is_err() || summary.all_failed() || nothing_kept.is_some() {
+        crate::out::always(&summary.render());
+    } else {
+        crate::out::info(&summary.render());
+    }
+    if progress_mode == crate::progress::ProgressMode::Json {
+        // stdout stays JSON lines only: one `dataset_written` event per dataset.
+        for (path, lines) in &summary.datasets {
+            crate::out::event(
+                &serde_json::json!({"event": "dataset_written", "path": path, "lines": lines})
+                    .to_string(),
+            );
+        }
+    } else {
+        for line in summary.dataset_lines() {
+            crate::out::result(&line);
+        }
     }
     outcome?;
     if summary.all_failed() {
@@ -787,13 +835,13 @@ fn build_engines(
     settings: &Settings,
     store: &dyn Store,
     cancel: &CancellationToken,
-) -> Result<(Engines, Counters), RunError> {
+) -> Result<(Engines, Counters, Arc<atk_engine::ConcurrencyLimit>), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit.max(1));
     let debug = settings
         .debug_outputs
         .then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
-    let mut built = Vec::new();
+    let mut built: Vec<Arc<dyn atk_engine::Engine>> = Vec::new();
     let mut counters = Vec::new();
     for e in &settings.engines {
         let counter = CostCounter::new(
@@ -813,6 +861,13 @@ fn build_engines(
         if let Some(d) = &debug {
             observers.push(d.clone());
         }
+        if !e.used {
+            built.push(Arc::new(crate::unused::UnusedEngine::new(
+                &e.label, &e.model,
+            )));
+            counters.push(counter);
+            continue;
+        }
         let cfg = engine_config(settings, e)
             .with_shared_limit(Some(shared_limit.clone()))
             .with_cancel(cancel.clone());
@@ -825,7 +880,7 @@ fn build_engines(
     let small = built
         .pop()
         .ok_or_else(|| RunError::fatal("no small engine"))?;
-    Ok((Engines { small, large }, counters))
+    Ok((Engines { small, large }, counters, shared_limit))
 }
 
 fn engine_config(s: &Settings, e: &EngineSettings) -> EngineConfig {
@@ -851,13 +906,13 @@ async fn watch_ctrl_c(mut ctrl_c: CtrlC, cancel: CancellationToken) {
         return;
     }
     cancel.cancel();
-    eprintln!(
-        "\nstopping: no new requests; waiting up to {} s for those in flight (Ctrl-C again to quit now)",
+    crate::out::always(&format!(
+        "\nstopping: no new requests; waiting up to {} s for those in flight (Ctrl-C again to quit now)\n",
         CTRL_C_GRACE.as_secs()
-    );
+    ));
     tokio::select! {
-        _ = ctrl_c.recv() => eprintln!("quitting now; rerun the same command to resume"),
-        () = tokio::time::sleep(CTRL_C_GRACE) => eprintln!("in-flight requests did not finish in time; quitting; rerun to resume"),
+        _ = ctrl_c.recv() => crate::out::always("quitting now; rerun the same command to resume\n"),
+        () = tokio::time::sleep(CTRL_C_GRACE) => crate::out::always("in-flight requests did not finish in time; quitting; rerun to resume\n"),
     }
     std::process::exit(130);
 }
@@ -900,21 +955,31 @@ impl CtrlC {
     }
 }
 
-fn status_of(
-    name: &str,
-    progress: &Progress,
-    counters: &Counters,
-    engines: &Engines,
-) -> StatusSnapshot {
+/// What a status snapshot is made of besides progress counts.
+#[derive(Clone)]
+struct StatusInputs {
+    counters: Counters,
+    engines: Engines,
+    /// The counters' totals when this run started (this run's figures are the difference).
+    baselines: Vec<CostTotals>,
+    /// The engines' shared concurrency limit: requests in flight as the engine counts them.
+    limit: Arc<atk_engine::ConcurrencyLimit>,
+}
+
+fn status_of(name: &str, progress: &Progress, inputs: &StatusInputs) -> StatusSnapshot {
     let mut s = progress.snapshot();
     s.pipeline = name.to_string();
     s.running = true;
     s.pid = std::process::id();
     s.updated_at_ms = now_ms();
-    s.engines = counters
+    s.requests_in_flight = inputs.limit.in_flight() as u64;
+    s.request_limit = inputs.limit.window() as u64;
+    s.engines = inputs
+        .counters
         .iter()
-        .zip([&engines.small, &engines.large])
-        .map(|(c, e)| {
+        .zip([&inputs.engines.small, &inputs.engines.large])
+        .zip(&inputs.baselines)
+        .map(|((c, e), start)| {
             let t = c.snapshot();
             EngineStatus {
                 label: c.label().to_string(),
@@ -923,10 +988,15 @@ fn status_of(
                 prompt_tokens: t.prompt_tokens,
                 completion_tokens: t.completion_tokens,
                 cost_usd: t.cost_usd,
+                run_requests: t.requests.saturating_sub(start.requests),
+                run_prompt_tokens: t.prompt_tokens.saturating_sub(start.prompt_tokens),
+                run_completion_tokens: t.completion_tokens.saturating_sub(start.completion_tokens),
+                run_cost_usd: (t.cost_usd - start.cost_usd).max(0.0),
             }
         })
         .collect();
     s.cost_usd = s.engines.iter().map(|e| e.cost_usd).sum();
+    s.run_cost_usd = s.engines.iter().map(|e| e.run_cost_usd).sum();
     s
 }
 
@@ -949,8 +1019,7 @@ async fn status_loop(
     dir: PathBuf,
     name: &'static str,
     progress: Arc<Progress>,
-    counters: Counters,
-    engines: Engines,
+    inputs: StatusInputs,
     store: Arc<dyn Store>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -959,7 +1028,7 @@ async fn status_loop(
     loop {
         tick.tick().await;
         progress.tick();
-        let totals = cost_totals(&counters);
+        let totals = cost_totals(&inputs.counters);
         if totals != saved {
             if let Err(e) = store
                 .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
@@ -969,7 +1038,7 @@ async fn status_loop(
             }
             saved = totals;
         }
-        let snapshot = status_of(name, &progress, &counters, &engines);
+        let snapshot = status_of(name, &progress, &inputs);
         if let Ok(v) = serde_json::to_value(&snapshot)
             && let Err(e) = atk_state::write_status_snapshot(&dir, &v)
         {

@@ -95,6 +95,13 @@ impl Step for FilterStep {
         }
     }
 
+    fn template_args(&self) -> Option<Vec<String>> {
+        match &self.source {
+            Source::Prompt(inner, _) => inner.template_args(),
+            Source::Function(_) => Some(vec![]),
+        }
+    }
+
     fn result_key(&self) -> &str {
         match &self.source {
             Source::Prompt(inner, _) => Step::result_key(inner.as_ref()),

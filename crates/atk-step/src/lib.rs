@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod chain;
+mod check;
 mod drive;
 mod error;
 mod executor;
@@ -20,6 +21,7 @@ pub mod testing;
 mod vote;
 
 pub use chain::Chain;
+pub use check::{PromptWarning, check_prompt_names};
 pub use error::{ItemFailure, StepError};
 pub use executor::{Executor, ExecutorConfig};
 pub use extract::{qa_children, qa_pairs, tag_text, tagged_turns, verdict};
@@ -32,5 +34,5 @@ pub use prompt::{PromptLibrary, PromptSource, PromptTemplate};
 pub use prompt_step::{LENGTH_CUT_REASON, MOCK_RETRY_CALL, PromptStep};
 pub use report::{FailureGroup, RunReport, StepReport};
 pub use step::{EngineChoice, Engines, Shape, Step, StepContext, StepOutput};
-pub use template::render_template;
+pub use template::{render_template, template_names};
 pub use vote::VoteStep;

@@ -402,6 +402,12 @@ impl Step for PromptStep {
         self.details_key.as_deref()
     }
 
+    fn template_args(&self) -> Option<Vec<String>> {
+        self.input_processor
+            .is_none()
+            .then(|| self.args.keys().cloned().collect())
+    }
+
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let ((), record) = self.attempt(item, ctx, &|_, _| Ok(())).await?;
         Ok(StepOutput::Result(record))

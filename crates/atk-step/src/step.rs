@@ -27,6 +27,25 @@ pub trait Step: Send + Sync {
     fn details_key(&self) -> Option<&str> {
         None
     }
+    /// Template names the step supplies to its prompts beyond item fields (its arguments), for
+    /// the pre-flight `{name}` check; `None` when it cannot say (an input processor may add any).
+    fn template_args(&self) -> Option<Vec<String>> {
+        Some(vec![])
+    }
+    /// Item fields the step adds for later steps (its result and details keys), for the
+    /// pre-flight `{name}` check; `None` when it cannot say (a fan-out's children, a fan-in's
+    /// merged item).
+    fn adds_fields(&self) -> Option<Vec<String>> {
+        if self.shape() != Shape::OneToOne {
+            return None;
+        }
+        Some(
+            std::iter::once(self.result_key())
+                .chain(self.details_key())
+                .map(str::to_string)
+                .collect(),
+        )
+    }
     /// How the step maps items: one to one (the default), one to many, or many to one.
     fn shape(&self) -> Shape {
         Shape::OneToOne

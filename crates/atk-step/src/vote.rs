@@ -96,6 +96,10 @@ impl Step for VoteStep {
         Step::details_key(&self.inner)
     }
 
+    fn template_args(&self) -> Option<Vec<String>> {
+        self.inner.template_args()
+    }
+
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let mut tally = Tally::default();
         let mut sent = 0u32;

@@ -77,12 +77,12 @@ fn chunk(
     let tokenizer = match atk_tokens::Tokenizer::from_name(tokenizer) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e}");
+            atk_cli::out::always(&format!("error: {e}\n"));
             return ExitCode::from(2);
         }
     };
     if chunk_size == 0 {
-        eprintln!("error: --chunk-size must be at least 1");
+        atk_cli::out::always("error: --chunk-size must be at least 1\n");
         return ExitCode::from(2);
     }
     let mut cfg = atk_chunk::ChunkConfig::new(chunk_size).with_tokenizer(tokenizer);
@@ -92,12 +92,12 @@ fn chunk(
     let set = match atk_chunk::read_dir(&input_dir, &cfg) {
         Ok(set) => set,
         Err(e) => {
-            eprintln!("error: {e}");
+            atk_cli::out::always(&format!("error: {e}\n"));
             return ExitCode::from(2);
         }
     };
     for m in set.report.messages() {
-        eprintln!("{m}");
+        atk_cli::out::always(&format!("{m}\n"));
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -108,22 +108,25 @@ fn chunk(
         }
     }
     let _ = out.flush();
-    eprintln!("{}", set.report.summary());
+    atk_cli::out::always(&format!("{}\n", set.report.summary()));
     ExitCode::SUCCESS
 }
 
 fn status(output_dir: &std::path::Path, json: bool) -> ExitCode {
     match atk_cli::status::read_status(output_dir) {
         Ok(s) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            let text = if json {
+                serde_json::to_string_pretty(&s).unwrap_or_default() + "\n"
             } else {
-                print!("{}", s.render());
-            }
+                s.render()
+            };
+            // A closed stdout (`atk status DIR | head -1`) ends the output quietly.
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            atk_cli::out::always(&format!("error: {e}\n"));
             ExitCode::from(2)
         }
     }
