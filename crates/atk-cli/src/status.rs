@@ -318,7 +318,9 @@ pub fn from_store(
         (a, b) => a.or(b),
     };
     let mut s = settle(newest.unwrap_or_default());
-    let items = store.items().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+    // The first step runs on root items (a fan-out's children are counted by their own steps);
+    // ids are read without decoding records.
+    let items = store.root_ids().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
     for (i, st) in s.steps.iter_mut().enumerate() {
         st.done = store.count_results(&st.step)?;
         st.failed = store.count_failures(&st.step)?;
