@@ -36,7 +36,7 @@ pub use fingerprint::{
 };
 pub use progress::{NullSink, ProgressEvent, ProgressSink};
 pub use prompt::{PromptLibrary, PromptSource, PromptTemplate};
-pub use prompt_step::{LENGTH_CUT_REASON, PromptStep};
+pub use prompt_step::{LENGTH_CUT_REASON, MOCK_RETRY_CALL, PromptStep};
 pub use report::{FailureGroup, RunReport, StepReport};
 pub use rework::{Rework, ReworkCounts, ReworkMode};
 pub use step::{EngineChoice, Engines, Shape, Step, StepContext, StepOutput};

@@ -19,6 +19,11 @@ type Validator = Arc<dyn Fn(&Value, &ItemRecord) -> Result<(), String> + Send + 
 type InputProcessor = Arc<dyn Fn(ItemRecord) -> ItemRecord + Send + Sync>;
 type MockChoice = Arc<dyn Fn(&ItemRecord, u32) -> String + Send + Sync>;
 
+/// What a validation retry adds to the call number a mock choice sees
+/// ([`PromptStep::mock_reply_with`]): retry `r` of call `c` is call `c + r * MOCK_RETRY_CALL`,
+/// so a demo on the mock engine can show a reply rejected, then a retry accepted.
+pub const MOCK_RETRY_CALL: u32 = 1000;
+
 /// The reason recorded when a reply was cut by `max_tokens`.
 pub const LENGTH_CUT_REASON: &str = "cut off by max_tokens (finish_reason=length)";
 
@@ -249,7 +254,8 @@ impl PromptStep {
     }
 
     /// The mock reply template for an item and call number (0 for the first call of an item;
-    /// a vote's number for votes), chosen by `f`. Wins over [`mock_reply`](Self::mock_reply).
+    /// a vote's number for votes; a validation retry adds [`MOCK_RETRY_CALL`] per retry),
+    /// chosen by `f`. Wins over [`mock_reply`](Self::mock_reply).
     pub fn mock_reply_with(
         mut self,
         f: impl Fn(&ItemRecord, u32) -> String + Send + Sync + 'static,
@@ -358,7 +364,12 @@ impl PromptStep {
             if ctx.cancel.is_cancelled() {
                 return Err(StepError::Cancelled);
             }
-            let reply = match engine.call(request.clone()).await {
+            let mut sent = request.clone();
+            if let (Some(choose), 2..) = (&self.mock_choice, attempt) {
+                let retry_call = call.saturating_add((attempt - 1).saturating_mul(MOCK_RETRY_CALL));
+                sent.mock_reply = Some(choose(item, retry_call));
+            }
+            let reply = match engine.call(sent).await {
                 Ok(reply) => reply,
                 Err(e) if e.is_fatal() => return Err(StepError::Engine(e)),
                 // The run is stopping and the engine did not send this call: not done, not failed.
@@ -855,5 +866,32 @@ mod mock_engine_tests {
             first.output, second.output,
             "mock replies are deterministic"
         );
+    }
+
+    #[tokio::test]
+    async fn a_validation_retry_asks_the_mock_choice_again() {
+        const PROMPTS: &[(&str, &str)] = &[("p.yaml", "- role: user\n  content: \"{text}\"\n")];
+        let engine = Arc::new(MockEngine::new("small", "mock", MockConfig::default()));
+        let ctx = StepContext::new(
+            Engines::single(engine),
+            Arc::new(PromptLibrary::new(PROMPTS)),
+        );
+        let step = PromptStep::new("s", "p")
+            .mock_reply_with(|_, call| format!("call {call}"))
+            .validator(|out, _| match out.as_str() {
+                Some("call 2000") => Ok(()),
+                other => Err(format!("not yet: {other:?}")),
+            });
+        let item = ItemRecord {
+            v: RECORD_VERSION,
+            id: "a".into(),
+            parent: None,
+            order: vec![0],
+            fields: atk_state::Fields::new(),
+        };
+        let StepOutput::Result(record) = step.run(&item, &ctx).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!((record.attempts, record.output), (3, "call 2000".into()));
     }
 }
