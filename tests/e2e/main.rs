@@ -12,6 +12,7 @@ mod conventions;
 mod demo;
 mod factual_qa;
 mod faults;
+mod iterate;
 mod resume;
 mod run;
 mod secrets;

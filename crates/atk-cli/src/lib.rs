@@ -9,8 +9,10 @@ mod error;
 pub mod flags;
 pub mod logging;
 pub mod out;
+mod overlay;
 mod preflight;
 pub mod progress;
+pub mod redo;
 mod runner;
 mod settings;
 pub mod status;
@@ -18,6 +20,7 @@ pub mod summary;
 mod unused;
 
 pub use error::{RunError, exit_code};
+pub use overlay::OverlayStore;
 pub use runner::{
     COST_META_KEY, CTRL_C_GRACE, Pipeline, RUN_META_KEY, RunContext, chunk_item, main,
     main_with_args, run, store_dir,

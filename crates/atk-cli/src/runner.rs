@@ -81,6 +81,8 @@ pub struct RunContext<C> {
     datasets: Written,
     /// Ids of the root items [`RunContext::seed_texts`] added in this run.
     seeded: HashSet<String>,
+    /// `--redo`, `--redo-changed`, `--reprocess`.
+    rework_flags: crate::redo::ReworkFlags,
 }
 
 struct DryRun {
@@ -90,6 +92,9 @@ struct DryRun {
     sample: u64,
     chunk_tokens: u64,
     verbose: bool,
+    /// `--redo` / `--reprocess`: the chain runs over the stored items and results (no sample);
+    /// what the pipeline seeds is already there.
+    over_store: bool,
 }
 
 /// Chunks a dry run runs the whole chain on; its counts are scaled to every chunk.
@@ -169,7 +174,20 @@ impl<C> RunContext<C> {
                 )));
             }
         }
+        // Before anything is sent: results made with another prompt, params, model or version
+        // are named (a warning, shown without -v), and --redo / --reprocess are checked.
+        let prepared = crate::redo::prepare(
+            self.store.as_ref(),
+            chain,
+            &self.step_context(),
+            &self.rework_flags,
+        )
+        .await?;
+        for w in &prepared.warnings {
+            crate::out::warn(w);
+        }
         let cfg = ExecutorConfig::default()
+            .with_rework(prepared.rework.clone())
             .with_cancel(self.cancel.clone())
             // A dry run goes one item at a time: nothing waits on a network, and the sample
             // prompt shown is then always the first item's.
@@ -186,19 +204,36 @@ impl<C> RunContext<C> {
             cfg,
         );
         let report = executor.run(chain).await?;
+        let reworked = prepared
+            .rework
+            .as_ref()
+            .map(|r| {
+                crate::redo::render_counts(chain, &r.counts(), self.rework_flags.reprocess_only)
+            })
+            .unwrap_or_default();
         if let Some(dry) = &self.dry_run {
             let estimates: Vec<EngineEstimate> = dry
                 .counters
                 .iter()
                 .map(|c| c.scaled_estimate(dry.sample, dry.chunks))
                 .collect();
-            return Err(RunError::DryRun(render_estimate(
+            let mut estimate = render_estimate(
                 dry.chunks,
                 dry.sample,
                 dry.chunk_tokens,
                 &estimates,
                 dry.verbose,
-            )));
+            );
+            if !reworked.is_empty() {
+                estimate.push_str("what the run would redo (counted over the stored results):\n");
+                for line in reworked.lines() {
+                    estimate.push_str(&format!("  {line}\n"));
+                }
+            }
+            return Err(RunError::DryRun(estimate));
+        }
+        if !reworked.is_empty() {
+            crate::out::info(&reworked);
         }
         let cancelled = report.cancelled;
         self.reports.push(report.clone());
@@ -221,6 +256,9 @@ impl<C> RunContext<C> {
         self.seeded.extend(set.chunks.iter().map(|c| c.id.clone()));
         let mut items: Vec<ItemRecord> = set.chunks.iter().map(chunk_item).collect();
         if let Some(dry) = &mut self.dry_run {
+            if dry.over_store {
+                return Ok(n);
+            }
             dry.chunks += n;
             dry.chunk_tokens += set.chunks.iter().map(|c| c.tokens as u64).sum::<u64>();
             items = dry_run_sample(items, &mut dry.sample);
@@ -285,6 +323,9 @@ impl<C> RunContext<C> {
 
     async fn put_seeded(&mut self, mut items: Vec<ItemRecord>) -> Result<(), RunError> {
         if let Some(dry) = &mut self.dry_run {
+            if dry.over_store {
+                return Ok(());
+            }
             dry.chunks += items.len() as u64;
             items = dry_run_sample(items, &mut dry.sample);
         }
@@ -526,24 +567,34 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
                         .with_mock(atk_engine::MockConfig::default()),
                     Vec::new(),
                 )?;
-                Ok(CountingEngine::answering(
+                let counting = CountingEngine::answering(
                     &e.label,
                     &e.model,
                     counter,
                     e.price_in,
                     e.price_out,
                     mock,
-                ))
+                );
+                counting.set_stands_for_mock(e.mode == atk_engine::Mode::Mock);
+                Ok(counting)
             })
             .collect::<Result<_, RunError>>()?;
         let engines = Engines {
             small: counters[0].clone(),
             large: counters[1].clone(),
         };
-        let store: Arc<dyn Store> = Arc::new(MemStore::default());
-        let chunks = items.len() as u64;
-        let mut sample = 0;
-        store.put_items(dry_run_sample(items, &mut sample)).await?;
+        let (store, chunks, sample): (Arc<dyn Store>, u64, u64) = if flags.reworks() {
+            // --redo / --reprocess: the chain runs over the stored results (read, never written).
+            let base = open_for_dry_run(&settings.output_dir).await?;
+            let roots = base.root_ids().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+            (Arc::new(crate::OverlayStore::new(base)), roots, roots)
+        } else {
+            let store: Arc<dyn Store> = Arc::new(MemStore::default());
+            let chunks = items.len() as u64;
+            let mut sample = 0;
+            store.put_items(dry_run_sample(items, &mut sample)).await?;
+            (store, chunks, sample)
+        };
         let mut ctx = RunContext {
             common: loaded.common,
             config: loaded.custom,
@@ -560,11 +611,13 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
                 sample,
                 chunk_tokens,
                 verbose: flags.verbosity() >= 1,
+                over_store: flags.reworks(),
             }),
             reports: Vec::new(),
             details_sources: Vec::new(),
             datasets: Written::default(),
             seeded: HashSet::new(),
+            rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
         };
         // run_chain ends a dry run with the estimate; a pipeline that runs no chain has none.
         pipeline.run(&mut ctx).await?;
@@ -682,8 +735,15 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         details_sources: Vec::new(),
         datasets: Written::default(),
         seeded: HashSet::new(),
+        rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
     };
-    let outcome = pipeline.run(&mut ctx).await;
+    let mut outcome = pipeline.run(&mut ctx).await;
+    if outcome.is_ok() && ctx.rework_flags.any() && ctx.reports.iter().all(|r| r.failed() == 0) {
+        // The rework is done: the next run with the same flags starts a new one.
+        if let Err(e) = crate::redo::finish(store.as_ref()).await {
+            outcome = Err(e);
+        }
+    }
     status_task.abort();
     ctrl_c.abort();
     // Wait for the status task to be gone, so its last write cannot land after the final one.
@@ -813,6 +873,22 @@ pub fn chunk_item(c: &atk_chunk::Chunk) -> ItemRecord {
     }
 }
 
+/// The store of an earlier run, for a dry run of `--redo` / `--reprocess`.
+async fn open_for_dry_run(output_dir: &Path) -> Result<Arc<dyn Store>, RunError> {
+    let dir = store_dir(output_dir);
+    let opened = tokio::task::spawn_blocking(move || SledStore::try_open_read(&dir))
+        .await
+        .map_err(RunError::fatal)?;
+    match opened {
+        Ok(store) => Ok(Arc::new(store)),
+        Err(atk_state::Error::NotFound { .. }) => Err(RunError::Input(format!(
+            "--redo and --reprocess work on the results of an earlier run, and {} has none",
+            output_dir.display()
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
     let previous = store
         .meta(RUN_META_KEY)
@@ -824,7 +900,8 @@ fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
     {
         tracing::info!(
             "the config differs from the one that last wrote this output_dir; stored results are \
-             reused as they are (use a fresh output_dir to regenerate them)"
+             reused as they are (a warning names each step whose results were made with another \
+             prompt, params, model or version; --redo STEP remakes them)"
         );
     }
 }

@@ -39,6 +39,16 @@ pub struct StepStatus {
     pub completion_tokens: u64,
 }
 
+/// How a step's stored results compare with its current fingerprint (prompt, params, model,
+/// version): counted from a store no run holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FingerprintStatus {
+    /// Results made with the current fingerprint.
+    pub current: u64,
+    /// Results made with an older one (`--redo-changed` remakes them).
+    pub older: u64,
+}
+
 /// Requests, tokens and cost of one engine: every run's on this output dir, and this run's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineStatus {
@@ -110,6 +120,10 @@ pub struct StatusSnapshot {
     /// The last `set_progress` milestone: (progress 0..=1, message).
     #[serde(default)]
     pub milestone: Option<(f64, String)>,
+    /// Per step: results made with the current fingerprint and with an older one (counted
+    /// from the store when no run holds it; empty in a running run's snapshot).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fingerprints: std::collections::BTreeMap<String, FingerprintStatus>,
 }
 
 impl StatusSnapshot {
@@ -166,6 +180,18 @@ impl StatusSnapshot {
                 "  {:<20} {:>6} done {:>6} failed {:>6} pending {:>6} in progress  (of {})",
                 st.step, st.done, st.failed, st.pending, st.in_flight, st.total
             );
+            if let Some(FingerprintStatus { current, older }) = self.fingerprints.get(&st.step) {
+                let _ = writeln!(
+                    s,
+                    "  {:<20} {current} made with the current prompt/params/model/version, {older} with an older one{}",
+                    "",
+                    if *older > 0 {
+                        " (--redo-changed remakes them)"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         if self.running {
             let _ = writeln!(
@@ -321,7 +347,27 @@ pub fn from_store(
     // The first step runs on root items (a fan-out's children are counted by their own steps);
     // ids are read without decoding records.
     let items = store.root_ids().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+    let fingerprints = store
+        .meta(crate::redo::FINGERPRINT_META_KEY)?
+        .and_then(|v| {
+            serde_json::from_value::<
+                    std::collections::BTreeMap<String, crate::redo::StepFingerprint>,
+                >(v)
+                .ok()
+        })
+        .unwrap_or_default();
     for (i, st) in s.steps.iter_mut().enumerate() {
+        if let Some(fp) = fingerprints.get(&st.step) {
+            // Reads every result of the step: `atk status` is run now and then, not in a loop.
+            let counts = atk_step::count_fingerprints(store, &st.step, &fp.current)?;
+            s.fingerprints.insert(
+                st.step.clone(),
+                FingerprintStatus {
+                    current: counts.current,
+                    older: counts.older(),
+                },
+            );
+        }
         st.done = store.count_results(&st.step)?;
         st.failed = store.count_failures(&st.step)?;
         st.in_flight = 0;
