@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use atk_e2e::{Config, Env, run};
-use atk_testkit::{Fault, Faults, ServerConfig};
+use atk_testkit::{Fault, Faults, ServerConfig, TestServer};
 
 use crate::{RUN_TIMEOUT, bin, poem_server};
 
@@ -331,4 +331,47 @@ async fn an_over_long_prompt_fails_at_once_with_the_servers_reason_and_the_run_g
     // Four poems, then the long prompt twice: streamed (empty), unstreamed (400). No more.
     assert_eq!(stats.requests, 4 + 2, "{stats:?}");
     assert_eq!(stats.status_count(400), 1, "{stats:?}");
+}
+
+#[tokio::test]
+async fn several_endpoints_one_of_which_dies() {
+    use atk_e2e::Running;
+
+    const DOCS: usize = 10;
+    let cfg = || ServerConfig::default().with_latency(Duration::from_millis(20));
+    let (a, poems) = poem_server(cfg()).await;
+    let mut b = TestServer::start(
+        cfg()
+            .with_api_key(atk_e2e::API_KEY)
+            .with_reply(poems.reply()),
+    )
+    .await
+    .unwrap();
+    let env = Env::new();
+    env.write_docs(DOCS);
+    let mut config = Config::new(a.base_url());
+    config.concurrency_limit = 2;
+    let config = env.write_config(&config);
+    let mut cmd = env.command(bin(), &config);
+    cmd.arg("--set").arg(format!(
+        "small_base_url=[{}, {{url: {}, concurrency: 1}}]",
+        a.base_url(),
+        b.base_url()
+    ));
+
+    let running = Running::spawn(cmd);
+    b.wait_until(RUN_TIMEOUT, |s| s.completed >= 2)
+        .await
+        .expect("both endpoints are used");
+    b.go_away().await;
+    let out = running.wait(RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(env.dataset().len(), DOCS, "{out}");
+    poems.assert_all_whole(&env);
+    assert!(a.stats().completed > 0 && b.stats().completed >= 2);
+    assert!(
+        out.stderr
+            .contains(&format!("engine small endpoint {}: ", b.base_url())),
+        "per-endpoint counts in the summary\n{out}"
+    );
 }

@@ -970,6 +970,7 @@ fn engine_config(s: &Settings, e: &EngineSettings) -> EngineConfig {
         .with_concurrency_limit(s.concurrency_limit.max(1))
         .with_stream(s.stream)
         .with_require_finish_reason(e.require_finish_reason)
+        .with_endpoints(e.endpoints.clone())
         .with_timeouts(s.timeouts)
         .with_retry(s.retry)
         .with_outage_limit(s.outage_limit)

@@ -19,6 +19,8 @@ pub(crate) struct EngineSettings {
     pub price_in: f64,
     pub price_out: f64,
     pub require_finish_reason: bool,
+    /// Several endpoints, when the config lists them.
+    pub endpoints: Vec<atk_engine::Endpoint>,
     /// False when the pipeline declares it does not call this engine.
     pub used: bool,
 }
@@ -101,7 +103,8 @@ impl Settings {
                       key: &Secret,
                       price_in,
                       price_out,
-                      finish| EngineSettings {
+                      finish,
+                      endpoints: &Vec<atk_engine::Endpoint>| EngineSettings {
             label: label.to_string(),
             mode,
             model: model.to_string(),
@@ -110,6 +113,7 @@ impl Settings {
             price_in,
             price_out,
             require_finish_reason: finish,
+            endpoints: endpoints.clone(),
             used: true,
         };
         Ok(Self {
@@ -123,6 +127,7 @@ impl Settings {
                     c.cost_per_million_small_input,
                     c.cost_per_million_small_output,
                     c.small_require_finish_reason,
+                    &c.small_endpoints,
                 ),
                 engine(
                     "large",
@@ -133,6 +138,7 @@ impl Settings {
                     c.cost_per_million_large_input,
                     c.cost_per_million_large_output,
                     c.large_require_finish_reason,
+                    &c.large_endpoints,
                 ),
             ],
             input_dir: c.input_dir.clone(),

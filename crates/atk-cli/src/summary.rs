@@ -93,6 +93,9 @@ pub struct EngineSummary {
     /// The in-flight window those cuts left (1: the endpoint serves one request at a time).
     #[serde(default)]
     pub cut_window: Option<u64>,
+    /// With several endpoints: this run's attempts per endpoint, `[answered, failed]`.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, [u64; 2]>,
 }
 
 /// What `run_summary.json` holds.
@@ -173,6 +176,15 @@ impl RunSummary {
                 cost_usd_all_runs: now.cost_usd,
                 cut_while_busy: minus(now.cut_while_busy, start.cut_while_busy),
                 cut_window: now.cut_window,
+                endpoints: now
+                    .endpoints
+                    .iter()
+                    .map(|(url, [ok, failed])| {
+                        let [ok0, failed0] = start.endpoints.get(url).copied().unwrap_or_default();
+                        (url.clone(), [minus(*ok, ok0), minus(*failed, failed0)])
+                    })
+                    .filter(|(_, [ok, failed])| ok + failed > 0)
+                    .collect(),
             })
             .collect();
         let all_failed = reports.iter().any(RunReport::all_failed);
@@ -327,6 +339,15 @@ impl RunSummary {
                 e.cost_usd_all_runs
             );
         }
+        for e in &self.engines {
+            for (url, [ok, failed]) in &e.endpoints {
+                let _ = writeln!(
+                    s,
+                    "engine {} endpoint {url}: {ok} answered, {failed} failed (connection lost or 5xx)",
+                    e.label
+                );
+            }
+        }
         for e in self.engines.iter().filter(|e| e.cut_while_busy > 0) {
             let serial = if e.cut_window == Some(1) {
                 "; it serves one request at a time"
@@ -418,6 +439,8 @@ mod tests {
         };
         now.retries.insert("rate_limited".into(), 2);
         now.cut_while_busy = 31;
+        now.endpoints
+            .insert("http://10.0.0.2:8000/v1".into(), [12, 3]);
         now.cut_window = Some(1);
         let s = RunSummary::new(
             "example",
@@ -443,6 +466,12 @@ mod tests {
         assert!(!text.contains("x over_context"), "{text}");
         assert!(text.contains("just prose"), "{text}");
         assert!(text.contains("2 rate_limited retries"), "{text}");
+        assert!(
+            text.contains(
+                "engine small endpoint http://10.0.0.2:8000/v1: 12 answered, 3 failed (connection lost or 5xx)"
+            ),
+            "{text}"
+        );
         assert!(text.contains("engine small (m, mock): this run 4 requests (0 failed), 2 rate_limited retries, 400 tokens in, 200 out, $0.5000; all runs $1.5000"), "{text}");
         assert!(
             text.contains("engine small: the endpoint cut 31 streams while other requests were in flight; it serves one request at a time: set concurrency_limit: 1"),

@@ -112,6 +112,28 @@ pub struct MockConfig {
     pub tokenizer: atk_tokens::Tokenizer,
 }
 
+/// One of several endpoints serving an engine's model (see `EngineConfig::endpoints`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// Base URL ending before `/chat/completions`.
+    pub base_url: String,
+    /// This endpoint's key (`None`: the engine's `api_key`).
+    pub api_key: Option<Secret>,
+    /// Its concurrency: its share of the load (`None`: 1). At least 1.
+    pub concurrency: Option<usize>,
+}
+
+impl Endpoint {
+    /// An endpoint at `base_url` with the engine's key and a share of 1.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key: None,
+            concurrency: None,
+        }
+    }
+}
+
 /// Everything needed to build one engine. Build with `Default` and the `with_*` setters.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -123,6 +145,11 @@ pub struct EngineConfig {
     pub base_url: String,
     /// API key (empty: no Authorization header).
     pub api_key: Secret,
+    /// Two or more endpoints serving the model, in place of `base_url`: each call goes to the
+    /// least-loaded healthy one, and one failing with a lost connection or a 5xx is taken out
+    /// for a back-off period while its calls go elsewhere. Set `concurrency_limit` to the sum
+    /// of their concurrencies.
+    pub endpoints: Vec<Endpoint>,
     /// Model name sent with every request.
     pub model: String,
     /// Most requests in flight at once (ignored when `shared_limit` is set).
@@ -172,6 +199,7 @@ impl Default for EngineConfig {
             mode: Mode::Api,
             base_url: String::new(),
             api_key: Secret::default(),
+            endpoints: Vec::new(),
             model: String::new(),
             concurrency_limit: 50,
             stream: true,
@@ -213,6 +241,8 @@ setters! {
     with_base_url: base_url: String;
     /// Sets `api_key`.
     with_api_key: api_key: Secret;
+    /// Sets `endpoints`.
+    with_endpoints: endpoints: Vec<Endpoint>;
     /// Sets `model`.
     with_model: model: String;
     /// Sets `concurrency_limit`.

@@ -41,6 +41,9 @@ pub struct CostTotals {
     /// Smallest in-flight window those cuts left (1: the endpoint serves one at a time).
     #[serde(default)]
     pub cut_window: Option<u64>,
+    /// With several endpoints: attempts per endpoint URL, `[answered, failed]`.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, [u64; 2]>,
 }
 
 impl CostTotals {
@@ -56,6 +59,11 @@ impl CostTotals {
             *self.retries.entry(k.clone()).or_default() += v;
         }
         self.cut_while_busy += other.cut_while_busy;
+        for (url, [ok, failed]) in &other.endpoints {
+            let e = self.endpoints.entry(url.clone()).or_default();
+            e[0] += ok;
+            e[1] += failed;
+        }
         self.cut_window = match (self.cut_window, other.cut_window) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -133,6 +141,11 @@ impl Observer for CostCounter {
         t.cut_while_busy += 1;
         let window = window as u64;
         t.cut_window = Some(t.cut_window.map_or(window, |w| w.min(window)));
+    }
+    fn on_endpoint(&self, label: &str, url: &str, ok: bool) {
+        if label == self.label {
+            self.lock().endpoints.entry(url.to_string()).or_default()[usize::from(!ok)] += 1;
+        }
     }
     fn on_error(&self, label: &str, _request: &Request, error: &Error) {
         // A call stopped by cancel was never answered (nor, mostly, sent): not a failure.

@@ -12,6 +12,7 @@ mod mock;
 mod observer;
 mod outage;
 mod pace;
+mod pool;
 mod rate;
 mod retry;
 mod secret;
@@ -22,7 +23,7 @@ use std::sync::{Arc, Once};
 
 use async_trait::async_trait;
 
-pub use config::{EngineConfig, MockConfig, Mode, RetryConfig, Timeouts};
+pub use config::{Endpoint, EngineConfig, MockConfig, Mode, RetryConfig, Timeouts};
 pub use cost::{CostCounter, CostTotals, Pricing};
 pub use debug::DebugObserver;
 pub use error::{Error, TransientKind};
@@ -102,6 +103,15 @@ pub fn build_engine(
         Arc::new(observer::Observed::new(retried, observers))
     }
     Ok(match cfg.mode {
+        Mode::Api if cfg.endpoints.len() > 1 => stack(
+            pool::Pool::new(&cfg, &cancel, observers.clone())?,
+            &cfg,
+            observers,
+            fuse,
+            limit,
+            rate,
+            cancel,
+        ),
         Mode::Api => stack(
             http::Http::new(&cfg, cancel.clone())?,
             &cfg,

@@ -29,6 +29,11 @@ pub trait Observer: Send + Sync {
     fn on_cut_while_busy(&self, label: &str, window: usize) {
         let _ = (label, window);
     }
+    /// An attempt on one of several endpoints (`EngineConfig::endpoints`) was answered (`ok`)
+    /// or failed with a lost connection or a 5xx.
+    fn on_endpoint(&self, label: &str, url: &str, ok: bool) {
+        let _ = (label, url, ok);
+    }
     /// A call ended with an error (after any retries).
     fn on_error(&self, label: &str, request: &Request, error: &Error) {
         let _ = (label, request, error);

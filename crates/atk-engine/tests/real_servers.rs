@@ -293,3 +293,65 @@ async fn a_stall_before_the_first_byte_is_bounded_by_the_first_byte_timeout() {
     assert!(err.to_string().contains("first-byte timeout"), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(12), "{:?}", t0.elapsed());
 }
+
+#[tokio::test]
+async fn several_endpoints_share_the_load_and_a_dead_one_is_avoided() {
+    // Two replicas; one dies mid-run. Every call still completes, on the other.
+    let a = TestServer::start(server_cfg().with_latency(ms(20)))
+        .await
+        .unwrap();
+    let mut b = TestServer::start(server_cfg().with_latency(ms(20)))
+        .await
+        .unwrap();
+    let cost = CostCounter::new("t", Pricing::default());
+    let endpoints = vec![
+        atk_engine::Endpoint::new(a.base_url()),
+        atk_engine::Endpoint {
+            concurrency: Some(2),
+            ..atk_engine::Endpoint::new(b.base_url())
+        },
+    ];
+    let engine =
+        build_engine(engine_cfg(&a).with_endpoints(endpoints), vec![cost.clone()]).unwrap();
+    let calls: Vec<_> = (0..60)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.call(chat(&format!("p{i}"))).await })
+        })
+        .collect();
+    b.wait_until(Duration::from_secs(20), |s| s.completed >= 5)
+        .await
+        .unwrap();
+    b.go_away().await;
+    let b_done = b.stats().completed;
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap().text, TEXT);
+    }
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!(sa.completed + sb.completed, 60, "{sa:?} {sb:?}");
+    assert_eq!(sb.completed, b_done, "nothing more went to the dead one");
+    assert!(sa.completed > 0);
+    let totals = cost.snapshot();
+    assert_eq!((totals.requests, totals.failed_requests), (60, 0));
+    let per = &totals.endpoints;
+    assert_eq!(per.len(), 2, "{per:?}");
+    assert_eq!(per.values().map(|[ok, _]| ok).sum::<u64>(), 60, "{per:?}");
+}
+
+#[test]
+fn an_endpoint_with_concurrency_0_is_refused_by_name() {
+    let cfg = EngineConfig::default()
+        .with_label("small")
+        .with_endpoints(vec![
+            atk_engine::Endpoint::new("http://127.0.0.1:1/v1"),
+            atk_engine::Endpoint {
+                concurrency: Some(0),
+                ..atk_engine::Endpoint::new("http://127.0.0.1:2/v1")
+            },
+        ]);
+    let err = build_engine(cfg, vec![]).err().unwrap().to_string();
+    assert!(
+        err.contains("endpoint 2 (http://127.0.0.1:2/v1): concurrency must be at least 1"),
+        "{err}"
+    );
+}

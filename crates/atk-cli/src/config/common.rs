@@ -20,7 +20,7 @@ use super::rules::AtLeastOne;
 /// |---|---|---|---|
 /// | `small_model` | string | required when `small_mode` is `api`; `mock` otherwise | Model name sent to the small (cheap, high-volume) engine. |
 /// | `small_api_key` | string, secret | `$ATK_SMALL_API_KEY`, then `$OPENAI_API_KEY`, then none | API key of the small engine. Empty or absent falls back to the environment; `${VAR}` works. Never printed, logged or stored. Not needed in `mock` mode. |
-/// | `small_base_url` | string | required when `small_mode` is `api` | OpenAI-compatible endpoint of the small engine, e.g. `https://api.openai.com/v1`. |
+/// | `small_base_url` | string, or a list | required when `small_mode` is `api` | OpenAI-compatible endpoint of the small engine, e.g. `https://api.openai.com/v1`. A list of several (URLs, or `{url, api_key, concurrency}` maps) spreads the calls over them: each goes to the least-loaded healthy one, and one that fails with a lost connection or a 5xx is left out for a while. |
 /// | `small_mode` | `api` or `mock` | `api` | `api` sends HTTP requests; `mock` answers offline with deterministic text (no key, no cost). |
 /// | `large_model` | string | required when `large_mode` is `api`; `mock` otherwise | Model name sent to the large (capable) engine. |
 /// | `large_api_key` | string, secret | `$ATK_LARGE_API_KEY`, then `$OPENAI_API_KEY`, then none | API key of the large engine; as `small_api_key`. |
@@ -77,8 +77,10 @@ pub struct CommonConfig {
     pub small_model: String,
     /// API key of the small engine (may be empty: mock mode, or a local server that needs none).
     pub small_api_key: Secret,
-    /// Endpoint of the small engine (empty in mock mode when not given).
+    /// Endpoint of the small engine (empty in mock mode when not given; the first of several).
     pub small_base_url: String,
+    /// Several endpoints of the small engine, when `small_base_url` is a list of two or more.
+    pub small_endpoints: Vec<atk_engine::Endpoint>,
     /// `api` or `mock`.
     pub small_mode: Mode,
     /// Model name of the large engine.
@@ -87,6 +89,8 @@ pub struct CommonConfig {
     pub large_api_key: Secret,
     /// Endpoint of the large engine.
     pub large_base_url: String,
+    /// Several endpoints of the large engine, when `large_base_url` is a list of two or more.
+    pub large_endpoints: Vec<atk_engine::Endpoint>,
     /// `api` or `mock`.
     pub large_mode: Mode,
     /// Small engine: a reply without finish_reason is a cut one (retried).
@@ -230,10 +234,12 @@ impl Default for CommonConfig {
             small_model: "mock".into(),
             small_api_key: Secret::default(),
             small_base_url: String::new(),
+            small_endpoints: Vec::new(),
             small_mode: Mode::Mock,
             large_model: "mock".into(),
             large_api_key: Secret::default(),
             large_base_url: String::new(),
+            large_endpoints: Vec::new(),
             large_mode: Mode::Mock,
             small_require_finish_reason: true,
             large_require_finish_reason: true,
@@ -281,10 +287,10 @@ impl Default for CommonConfig {
 #[serde(default)]
 pub(crate) struct RawCommon {
     pub small_model: Option<String>,
-    pub small_base_url: Option<String>,
+    pub small_base_url: Option<BaseUrls>,
     pub small_mode: Option<String>,
     pub large_model: Option<String>,
-    pub large_base_url: Option<String>,
+    pub large_base_url: Option<BaseUrls>,
     pub large_mode: Option<String>,
     pub small_require_finish_reason: Option<bool>,
     pub large_require_finish_reason: Option<bool>,
@@ -388,20 +394,10 @@ impl RawCommon {
         let d = CommonConfig::default();
         let small_mode = mode("small_mode", self.small_mode)?;
         let large_mode = mode("large_mode", self.large_mode)?;
-        let small = engine(
-            "small",
-            small_mode,
-            used.small,
-            self.small_model,
-            self.small_base_url,
-        );
-        let large = engine(
-            "large",
-            large_mode,
-            used.large,
-            self.large_model,
-            self.large_base_url,
-        );
+        let (small_url, small_endpoints) = endpoints("small_base_url", self.small_base_url)?;
+        let (large_url, large_endpoints) = endpoints("large_base_url", self.large_base_url)?;
+        let small = engine("small", small_mode, used.small, self.small_model, small_url);
+        let large = engine("large", large_mode, used.large, self.large_model, large_url);
         let input_dir = required_path(
             "input_dir",
             self.input_dir,
@@ -438,10 +434,12 @@ impl RawCommon {
             small_model,
             small_api_key,
             small_base_url,
+            small_endpoints,
             small_mode,
             large_model,
             large_api_key,
             large_base_url,
+            large_endpoints,
             large_mode,
             small_require_finish_reason: self
                 .small_require_finish_reason
@@ -514,6 +512,83 @@ fn mode(key: &'static str, value: Option<String>) -> Result<Mode, Invalid> {
             message: format!("unknown mode `{text}`; expected `api` or `mock`"),
         }),
     }
+}
+
+/// `small_base_url` / `large_base_url` as written: one URL, or a list of endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum BaseUrls {
+    /// One endpoint.
+    One(String),
+    /// Several endpoints.
+    Many(Vec<EndpointEntry>),
+}
+
+/// One entry of a `*_base_url` list: a URL, or a map with its own key and concurrency.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum EndpointEntry {
+    /// Just the URL.
+    Url(String),
+    /// A URL with options.
+    Full {
+        url: String,
+        #[serde(default)]
+        api_key: Option<String>,
+        #[serde(default)]
+        concurrency: Option<i64>,
+    },
+}
+
+/// The first URL (for the single-endpoint path and the messages) and, for a list of two or
+/// more, every endpoint, each checked: an http(s) URL, a concurrency of at least 1.
+fn endpoints(
+    key: &'static str,
+    value: Option<BaseUrls>,
+) -> Result<(Option<String>, Vec<atk_engine::Endpoint>), Invalid> {
+    let entries = match value {
+        None => return Ok((None, Vec::new())),
+        Some(BaseUrls::One(url)) => return Ok((Some(url), Vec::new())),
+        Some(BaseUrls::Many(entries)) => entries,
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
+        let bad = |message: String| Invalid::Value {
+            key,
+            message: format!("entry {} of the list: {message}", i + 1),
+        };
+        let (url, api_key, concurrency) = match entry {
+            EndpointEntry::Url(url) => (url, None, None),
+            EndpointEntry::Full {
+                url,
+                api_key,
+                concurrency,
+            } => (url, api_key, concurrency),
+        };
+        let url = url.trim().to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(bad(format!("`{url}` is not an http(s) URL")));
+        }
+        let concurrency = match concurrency {
+            None => None,
+            Some(n) if n >= 1 => Some(n as usize),
+            Some(n) => {
+                return Err(bad(format!(
+                    "`{url}`: concurrency must be at least 1, found {n}"
+                )));
+            }
+        };
+        out.push(atk_engine::Endpoint {
+            base_url: url,
+            api_key: api_key.filter(|k| !k.is_empty()).map(Secret::new),
+            concurrency,
+        });
+    }
+    let first = out.first().map(|e| e.base_url.clone());
+    if out.len() < 2 {
+        out.clear();
+    }
+    Ok((first, out))
 }
 
 /// Model and base URL of one engine: required in `api` mode when the pipeline uses the engine

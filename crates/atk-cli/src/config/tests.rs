@@ -636,3 +636,47 @@ fn only_the_engines_a_pipeline_uses_are_required() {
         "{err}"
     );
 }
+
+#[test]
+fn a_base_url_may_be_a_list_of_endpoints() {
+    let list = "small_base_url:\n    - http://10.0.0.1:8000/v1\n    - {url: http://10.0.0.2:8000/v1, api_key: sk-replica-two-5678, concurrency: 4}";
+    let case = Case::new(&BASE.replace("small_base_url: http://127.0.0.1:9/v1", list));
+    let loaded = case.ok();
+    let c = &loaded.common;
+    assert_eq!(c.small_base_url, "http://10.0.0.1:8000/v1");
+    assert_eq!(c.small_endpoints.len(), 2);
+    assert_eq!(c.small_endpoints[1].concurrency, Some(4));
+    assert_eq!(
+        c.small_endpoints[1]
+            .api_key
+            .as_ref()
+            .map(|k| k.expose().to_string()),
+        Some("sk-replica-two-5678".to_string())
+    );
+    assert!(c.small_endpoints[0].api_key.is_none() && c.large_endpoints.is_empty());
+    // The entry's key is a secret like any other: never shown.
+    assert!(!format!("{:?}", loaded.redacted).contains("sk-replica-two-5678"));
+}
+
+#[test]
+fn a_malformed_endpoint_entry_names_the_entry_and_its_line() {
+    for (entry, says) in [
+        (
+            "- {url: http://10.0.0.2:8000/v1, concurrency: 0}",
+            "entry 2 of the list: `http://10.0.0.2:8000/v1`: concurrency must be at least 1",
+        ),
+        (
+            "- not-a-url",
+            "entry 2 of the list: `not-a-url` is not an http(s) URL",
+        ),
+    ] {
+        let list = format!("small_base_url:\n    - http://10.0.0.1:8000/v1\n    {entry}");
+        let case = Case::new(&BASE.replace("small_base_url: http://127.0.0.1:9/v1", &list));
+        let err = case.err();
+        assert!(
+            err.contains(says) && err.contains("small_base_url"),
+            "{err}"
+        );
+        assert!(err.contains(":4"), "the line of the key: {err}");
+    }
+}
