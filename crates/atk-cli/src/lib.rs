@@ -13,6 +13,7 @@ mod overlay;
 mod preflight;
 pub mod progress;
 pub mod redo;
+pub mod rows;
 mod runner;
 mod settings;
 pub mod status;
