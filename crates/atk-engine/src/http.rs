@@ -4,7 +4,6 @@
 //!
 //! SSE framing is parsed by `eventsource-stream`; chunks are deserialized with borrowed strings.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -12,8 +11,6 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
-use serde::ser::{SerializeMap, Serializer};
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use eventsource_stream::{EventStreamError, Eventsource};
@@ -24,6 +21,12 @@ use crate::pace::{LimitHeaders, Pacer};
 use crate::secret::Secret;
 use crate::timeout::{BodyError, timed};
 use crate::{Engine, Error, Prompt, Reply, Request, Timing, TransientKind, Usage};
+
+pub(crate) mod retry_after;
+mod wire;
+
+use retry_after::*;
+use wire::*;
 
 /// How much of an error body or malformed line is quoted in an error message.
 const QUOTE_CHARS: usize = 300;
@@ -494,182 +497,10 @@ impl Engine for Http {
     }
 }
 
-/// The request body: engine keys, then the params verbatim. A param may not replace `model`,
-/// `messages`/`prompt` or `stream`; `use_stop: false` drops `stop` (and `use_stop` itself is
-/// never sent, since strict servers reject unknown keys).
-struct Body<'a> {
-    model: &'a str,
-    request: &'a Request,
-    stream: bool,
-    stream_usage: bool,
-}
-
-impl Serialize for Body<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct StreamOptions {
-            include_usage: bool,
-        }
-        let params = &self.request.params;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("model", self.model)?;
-        match &self.request.prompt {
-            Prompt::Chat(messages) => map.serialize_entry("messages", messages)?,
-            Prompt::Completion(prompt) => map.serialize_entry("prompt", prompt)?,
-        }
-        map.serialize_entry("stream", &self.stream)?;
-        if self.stream_usage && !params.contains_key("stream_options") {
-            map.serialize_entry(
-                "stream_options",
-                &StreamOptions {
-                    include_usage: true,
-                },
-            )?;
-        }
-        let use_stop = params
-            .get("use_stop")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(true);
-        for (key, value) in params {
-            match key.as_str() {
-                "model" | "messages" | "prompt" | "stream" | "use_stop" => {}
-                "stop" if !use_stop => {}
-                _ => map.serialize_entry(key, value)?,
-            }
-        }
-        map.end()
-    }
-}
-
-/// One SSE chunk or a whole non-streamed reply (the shapes overlap).
-#[derive(Deserialize)]
-struct WireReply<'a> {
-    #[serde(default, borrow)]
-    choices: Vec<WireChoice<'a>>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-    #[serde(default, borrow)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct WireChoice<'a> {
-    #[serde(default)]
-    index: u32,
-    #[serde(default, borrow)]
-    delta: Option<WireMessage<'a>>,
-    #[serde(default, borrow)]
-    message: Option<WireMessage<'a>>,
-    #[serde(default, borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct WireMessage<'a> {
-    #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-}
-
-/// What a reply amounted to.
-#[derive(Default)]
-struct Parsed {
-    text: String,
-    finish_reason: Option<String>,
-    usage: Option<WireUsage>,
-    model: Option<String>,
-}
-
-impl Parsed {
-    fn absorb(&mut self, reply: WireReply<'_>, streamed: bool) {
-        if let Some(u) = reply.usage {
-            self.usage = Some(u);
-        }
-        if self.model.is_none()
-            && let Some(m) = reply.model
-            && !m.is_empty()
-        {
-            self.model = Some(m.into_owned());
-        }
-        // n = 1: only the first choice is the reply.
-        for choice in reply.choices.into_iter().filter(|c| c.index == 0) {
-            let piece = if streamed {
-                choice.delta.and_then(|d| d.content)
-            } else {
-                choice.message.and_then(|m| m.content)
-            };
-            if let Some(piece) = piece.or(choice.text) {
-                self.text.push_str(&piece);
-            }
-            if let Some(reason) = choice.finish_reason {
-                self.finish_reason = Some(reason.into_owned());
-            }
-        }
-    }
-}
-
 /// True when a 400/422 body names `stream_options` (e.g. pydantic's `extra_forbidden` with
 /// `"loc": ["body", "stream_options"]`): the server does not know the key.
 fn rejects_stream_options(status: StatusCode, body: &str) -> bool {
     matches!(status.as_u16(), 400 | 422) && body.contains("stream_options")
-}
-
-/// The longest Retry-After honoured. A server asking for more (or sending a far-future date)
-/// gets this: the pause it causes in `Limit` stays bounded, and with the default
-/// `RetryConfig::max_elapsed` (10 min) the retry policy then gives up on the call instead of
-/// waiting. Also keeps `Instant + Duration` far from overflow.
-pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
-
-/// `retry-after-ms` (milliseconds) or `retry-after` (seconds, or an HTTP date as RFC 9110
-/// allows: `Wed, 21 Oct 2015 07:28:00 GMT`). A date is measured from the response's own `Date`
-/// header when it has one (so a skewed local clock does not matter), else from the local clock.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = |name: &str| headers.get(name)?.to_str().ok();
-    if let Some(ms) = text("retry-after-ms").and_then(|v| parse_delay(v, Duration::from_millis(1)))
-    {
-        return Some(ms);
-    }
-    let now = text("date")
-        .and_then(|d| httpdate::parse_http_date(d.trim()).ok())
-        .unwrap_or_else(std::time::SystemTime::now);
-    parse_retry_after(text("retry-after")?, now)
-}
-
-/// One `Retry-After` value as a delay from `now`: seconds (fractions accepted) or an HTTP date;
-/// a date in the past means "now" (zero); anything above [`MAX_RETRY_AFTER`] is capped to it.
-/// `None` for anything else (negative, not a number, not a date).
-pub(crate) fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
-    if let Some(d) = parse_delay(value, Duration::from_secs(1)) {
-        return Some(d);
-    }
-    let at = httpdate::parse_http_date(value.trim()).ok()?;
-    Some(
-        at.duration_since(now)
-            .unwrap_or(Duration::ZERO)
-            .min(MAX_RETRY_AFTER),
-    )
-}
-
-/// A non-negative, finite number of `unit`s, capped at [`MAX_RETRY_AFTER`].
-fn parse_delay(value: &str, unit: Duration) -> Option<Duration> {
-    let n = value
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)?;
-    let secs = (n * unit.as_secs_f64()).min(MAX_RETRY_AFTER.as_secs_f64());
-    Some(Duration::from_secs_f64(secs))
 }
 
 /// The human part of an error body: `error.message`, `error` as text, `message`, `detail`, or the

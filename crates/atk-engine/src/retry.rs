@@ -252,7 +252,7 @@ mod tests {
         check(transient(Malformed, None), 6, 0, 1.0, Wait(s(1)));
         check(transient(CutStream, None), 6, 0, 0.0, Wait(ms(500)));
         check(
-            transient(RateLimited, Some(crate::http::MAX_RETRY_AFTER)),
+            transient(RateLimited, Some(crate::http::retry_after::MAX_RETRY_AFTER)),
             1,
             0,
             1.0,

@@ -1,0 +1,134 @@
+//! The wire shapes of the OpenAI-compatible API: the request body atk sends, and the reply
+//! (one SSE chunk or a whole non-streamed body), deserialized with borrowed strings.
+
+use std::borrow::Cow;
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// The request body: engine keys, then the params verbatim. A param may not replace `model`,
+/// `messages`/`prompt` or `stream`; `use_stop: false` drops `stop` (and `use_stop` itself is
+/// never sent, since strict servers reject unknown keys).
+pub(super) struct Body<'a> {
+    pub(super) model: &'a str,
+    pub(super) request: &'a Request,
+    pub(super) stream: bool,
+    pub(super) stream_usage: bool,
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct StreamOptions {
+            include_usage: bool,
+        }
+        let params = &self.request.params;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("model", self.model)?;
+        match &self.request.prompt {
+            Prompt::Chat(messages) => map.serialize_entry("messages", messages)?,
+            Prompt::Completion(prompt) => map.serialize_entry("prompt", prompt)?,
+        }
+        map.serialize_entry("stream", &self.stream)?;
+        if self.stream_usage && !params.contains_key("stream_options") {
+            map.serialize_entry(
+                "stream_options",
+                &StreamOptions {
+                    include_usage: true,
+                },
+            )?;
+        }
+        let use_stop = params
+            .get("use_stop")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        for (key, value) in params {
+            match key.as_str() {
+                "model" | "messages" | "prompt" | "stream" | "use_stop" => {}
+                "stop" if !use_stop => {}
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// One SSE chunk or a whole non-streamed reply (the shapes overlap).
+#[derive(Deserialize)]
+pub(super) struct WireReply<'a> {
+    #[serde(default, borrow)]
+    pub(super) choices: Vec<WireChoice<'a>>,
+    #[serde(default)]
+    pub(super) usage: Option<WireUsage>,
+    #[serde(default, borrow)]
+    pub(super) model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub(super) error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireChoice<'a> {
+    #[serde(default)]
+    pub(super) index: u32,
+    #[serde(default, borrow)]
+    pub(super) delta: Option<WireMessage<'a>>,
+    #[serde(default, borrow)]
+    pub(super) message: Option<WireMessage<'a>>,
+    #[serde(default, borrow)]
+    pub(super) text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub(super) finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WireMessage<'a> {
+    #[serde(default, borrow)]
+    pub(super) content: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+pub(super) struct WireUsage {
+    #[serde(default)]
+    pub(super) prompt_tokens: u64,
+    #[serde(default)]
+    pub(super) completion_tokens: u64,
+}
+
+/// What a reply amounted to.
+#[derive(Default)]
+pub(super) struct Parsed {
+    pub(super) text: String,
+    pub(super) finish_reason: Option<String>,
+    pub(super) usage: Option<WireUsage>,
+    pub(super) model: Option<String>,
+}
+
+impl Parsed {
+    pub(super) fn absorb(&mut self, reply: WireReply<'_>, streamed: bool) {
+        if let Some(u) = reply.usage {
+            self.usage = Some(u);
+        }
+        if self.model.is_none()
+            && let Some(m) = reply.model
+            && !m.is_empty()
+        {
+            self.model = Some(m.into_owned());
+        }
+        // n = 1: only the first choice is the reply.
+        for choice in reply.choices.into_iter().filter(|c| c.index == 0) {
+            let piece = if streamed {
+                choice.delta.and_then(|d| d.content)
+            } else {
+                choice.message.and_then(|m| m.content)
+            };
+            if let Some(piece) = piece.or(choice.text) {
+                self.text.push_str(&piece);
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finish_reason = Some(reason.into_owned());
+            }
+        }
+    }
+}
