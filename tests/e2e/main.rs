@@ -8,6 +8,7 @@ mod accounting;
 mod auth;
 mod cli;
 mod config_errors;
+mod damage;
 mod demo;
 mod faults;
 mod resume;

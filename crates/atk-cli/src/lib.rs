@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod config;
+mod damage;
 pub mod dataset;
 pub mod dry_run;
 mod error;

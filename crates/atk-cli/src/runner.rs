@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, CommonConfig, Overrides};
+use crate::damage::StoredCounts;
 use crate::dataset::{self, Conversation};
 use crate::dry_run::{CountingEngine, EngineEstimate, MemStore, render_estimate};
 use crate::error::RunError;
@@ -350,10 +351,13 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     std::fs::create_dir_all(&settings.output_dir)
         .map_err(|e| RunError::Input(format!("cannot create output_dir {}: {e}", settings.output_dir.display())))?;
     let store_dir = store_dir(&settings.output_dir);
-    let store: Arc<dyn Store> = {
+    let sled = {
         let dir = store_dir.clone();
         Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await.map_err(RunError::fatal)??)
     };
+    // Before anything is sent: say so loudly when the store lost results since the last run.
+    let stored_counts = Arc::new(StoredCounts::check(sled.clone(), &settings.output_dir).await?);
+    let store: Arc<dyn Store> = sled;
     check_fingerprint(store.as_ref(), &loaded.fingerprint);
     store
         .put_meta(
@@ -404,6 +408,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         counters.clone(),
         engines.clone(),
         store.clone(),
+        stored_counts.clone(),
     ));
 
     let mut ctx = RunContext {
@@ -439,7 +444,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         .collect();
     let totals = cost_totals(&counters);
     let _ = store.put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone())).await;
-    let mut snapshot = status_of(pipeline.name(), &progress, &counters, &engines);
+    let mut snapshot = status_of(pipeline.name(), &progress, &counters, &engines, &stored_counts);
     snapshot.running = false;
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
@@ -598,8 +603,10 @@ impl CtrlC {
     }
 }
 
-fn status_of(name: &str, progress: &Progress, counters: &Counters, engines: &Engines) -> StatusSnapshot {
+fn status_of(name: &str, progress: &Progress, counters: &Counters, engines: &Engines, stored: &StoredCounts) -> StatusSnapshot {
     let mut s = progress.snapshot();
+    s.stored_results = stored.live();
+    s.damage = stored.damage.clone();
     s.pipeline = name.to_string();
     s.running = true;
     s.pid = std::process::id();
@@ -637,6 +644,7 @@ async fn status_loop(
     counters: Counters,
     engines: Engines,
     store: Arc<dyn Store>,
+    stored: Arc<StoredCounts>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -651,7 +659,7 @@ async fn status_loop(
             }
             saved = totals;
         }
-        let snapshot = status_of(name, &progress, &counters, &engines);
+        let snapshot = status_of(name, &progress, &counters, &engines, &stored);
         if let Ok(v) = serde_json::to_value(&snapshot)
             && let Err(e) = atk_state::write_status_snapshot(&dir, &v)
         {

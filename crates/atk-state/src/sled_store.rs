@@ -1,5 +1,6 @@
 //! [`SledStore`]: the [`Store`] on sled 0.34, made SIGKILL-safe by group commit.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -93,6 +94,8 @@ pub struct SledStore {
     commit: GroupCommit,
     /// The pid file this process wrote, removed on drop.
     pid_file: Option<PathBuf>,
+    /// Per step, results stored (durably) since open under a key that had none.
+    added: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -143,6 +146,36 @@ impl SledStore {
         self.db.size_on_disk().map_err(|e| self.io(e))
     }
 
+    /// How many results each step has, counted from keys alone (no record decoded), in one
+    /// pass over the results. Steps without results are absent.
+    pub fn result_counts(&self) -> Result<BTreeMap<String, u64>, Error> {
+        let mut counts = BTreeMap::new();
+        let mut last: Option<(Vec<u8>, u64)> = None;
+        for key in self.results.iter().keys() {
+            let key = key.map_err(|e| self.io(e))?;
+            let step = key.split(|b| *b == 0).next().unwrap_or_default();
+            match &mut last {
+                Some((name, n)) if name.as_slice() == step => *n += 1,
+                _ => {
+                    if let Some((name, n)) = last.take() {
+                        counts.insert(String::from_utf8_lossy(&name).into_owned(), n);
+                    }
+                    last = Some((step.to_vec(), 1));
+                }
+            }
+        }
+        if let Some((name, n)) = last {
+            counts.insert(String::from_utf8_lossy(&name).into_owned(), n);
+        }
+        Ok(counts)
+    }
+
+    /// Per step, the results this handle stored under a key that had none (counted once each
+    /// is durable): add them to [`SledStore::result_counts`] taken at open for a live count.
+    pub fn results_added(&self) -> BTreeMap<String, u64> {
+        self.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     /// Opens sled, checks the format, starts the commit thread.
     fn open_inner(dir: &Path, options: &StoreOptions, write_pid: bool) -> Result<Self, Error> {
         let db = sled::Config::new()
@@ -188,12 +221,17 @@ impl SledStore {
         let commit = GroupCommit::start(db.clone(), options.flush_interval)
             .map_err(|e| Error::Io { path: dir.to_path_buf(), message: format!("starting the commit thread: {e}") })?;
         tracing::debug!(dir = %dir.display(), items = items.len(), "store opened");
-        Ok(Self { dir: dir.to_path_buf(), db, items, item_ids, results, failures, meta, commit, pid_file })
+        Ok(Self { dir: dir.to_path_buf(), db, items, item_ids, results, failures, meta, commit, pid_file, added: Default::default() })
     }
 
     /// Maps a sled error to [`Error::Io`] for this store.
     fn io(&self, e: impl std::fmt::Display) -> Error {
-        Error::Io { path: self.dir.clone(), message: e.to_string() }
+        let message = e.to_string();
+        // sled's `Error::Corruption` (a bad checksum met while reading a page) reads so.
+        if message.starts_with("Read corrupted data") {
+            return Error::Damaged { path: self.dir.clone(), message };
+        }
+        Error::Io { path: self.dir.clone(), message }
     }
 
     /// Waits until everything written so far is on disk (group commit).
@@ -295,6 +333,13 @@ fn open_error(dir: &Path, error: sled::Error) -> Error {
             let pid = std::fs::read_to_string(dir.join(PID_FILE)).ok().and_then(|s| s.trim().parse().ok());
             Error::Locked { path: dir.to_path_buf(), pid }
         }
+        sled::Error::Corruption { at, .. } => Error::Damaged {
+            path: dir.to_path_buf(),
+            message: match at {
+                Some(at) => format!("sled found a bad checksum at {at:?}"),
+                None => "sled found a bad checksum".to_owned(),
+            },
+        },
         sled::Error::Unsupported(message) | sled::Error::ReportableBug(message) => Error::Io {
             path: dir.to_path_buf(),
             message: format!("this store cannot be read by this atk (sled 0.34): {message}"),
@@ -419,19 +464,24 @@ impl Store for SledStore {
     async fn put_result(&self, step: &str, item_id: &str, record: ResultRecord) -> Result<(), Error> {
         let key = step_key(step, item_id)?;
         let bytes = encode(record);
-        if self.failures.contains_key(&key).map_err(|e| self.io(e))? {
+        let replaced = if self.failures.contains_key(&key).map_err(|e| self.io(e))? {
             // Both in one transaction: a crash never leaves a result beside a stale failure.
             (&self.results, &self.failures)
                 .transaction(|(results, failures)| {
-                    results.insert(key.as_slice(), bytes.as_slice())?;
+                    let old = results.insert(key.as_slice(), bytes.as_slice())?;
                     failures.remove(key.as_slice())?;
-                    Ok::<(), ConflictableTransactionError<()>>(())
+                    Ok::<bool, ConflictableTransactionError<()>>(old.is_some())
                 })
-                .map_err(|e: TransactionError<()>| self.io(format!("storing a result: {e:?}")))?;
+                .map_err(|e: TransactionError<()>| self.io(format!("storing a result: {e:?}")))?
         } else {
-            self.results.insert(key, bytes).map_err(|e| self.io(e))?;
+            self.results.insert(key, bytes).map_err(|e| self.io(e))?.is_some()
+        };
+        self.durable().await?;
+        if !replaced {
+            // Counted only once durable: a count saved elsewhere never exceeds what is on disk.
+            *self.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(step.to_owned()).or_default() += 1;
         }
-        self.durable().await
+        Ok(())
     }
 
     fn result(&self, step: &str, item_id: &str) -> Result<Option<ResultRecord>, Error> {
@@ -775,5 +825,43 @@ mod tests {
         store.items.insert(item_key(&[4], "x"), b"[]".as_slice()).unwrap();
         let err = store.items().next().unwrap().unwrap_err();
         assert!(err.to_string().contains("items:[4]/x"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod damage_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn result() -> ResultRecord {
+        ResultRecord { v: RECORD_VERSION, output: json!("x".repeat(3000)), details: None, attempts: 1, prompt_tokens: 1, completion_tokens: 1, elapsed_ms: 1, stored_at_ms: 1 }
+    }
+
+    #[tokio::test]
+    async fn counts_follow_new_results_and_damage_shows_in_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            for i in 0..200 {
+                store.put_result("write", &format!("item{i:03}"), result()).await.unwrap();
+            }
+            store.put_result("write", "item000", result()).await.unwrap();
+            store.put_result("judge", "item000", result()).await.unwrap();
+            let added = store.results_added();
+            assert_eq!(added, BTreeMap::from([("judge".to_owned(), 1), ("write".to_owned(), 200)]), "a replaced result is not new");
+            assert_eq!(store.result_counts().unwrap(), added);
+        }
+        // 64 KiB of garbage in the middle of the data file: sled drops what follows it on
+        // open, or meets a bad checksum when reading; either way the count shows it.
+        let db = dir.path().join("db");
+        let mut bytes = std::fs::read(&db).unwrap();
+        let mid = bytes.len() / 2;
+        let end = (mid + 64 * 1024).min(bytes.len());
+        bytes[mid..end].iter_mut().enumerate().for_each(|(i, b)| *b = (i as u8).wrapping_mul(151).wrapping_add(7));
+        std::fs::write(&db, bytes).unwrap();
+        match SledStore::open(dir.path()).and_then(|store| store.result_counts()) {
+            Ok(counts) => assert!(counts.get("write").copied().unwrap_or(0) < 200, "damage lost results: {counts:?}"),
+            Err(e) => assert!(matches!(e, Error::Damaged { .. }), "{e}"),
+        }
     }
 }
