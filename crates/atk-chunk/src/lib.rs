@@ -6,6 +6,7 @@ mod config;
 mod decode;
 mod dir;
 mod error;
+mod fingerprint;
 mod html;
 mod read;
 mod splitter;
@@ -17,7 +18,8 @@ pub use atk_tokens::Tokenizer;
 pub use cache::CHUNKER_VERSION;
 pub use chunk::{chunk_id, extracted_text, Chunk, ChunkLine, ChunkPosition, RECORD_SEPARATOR};
 pub use config::{ChunkConfig, Subset};
-pub use dir::{chunk_texts, read_dir};
+pub use dir::{chunk_texts, read_dir, read_dir_batched, FILES_PER_BATCH};
+pub use fingerprint::{fingerprint_dir, InputsFingerprint};
 pub use error::Error;
 
 /// The chunks of a folder (or of given texts) and a report of how they were made.

@@ -282,28 +282,22 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let settings = Arc::new(Settings::from_common(&loaded.common).map_err(RunError::Config)?);
     tracing::debug!(config = %loaded.path.display(), "config loaded");
 
-    // Inputs first: a missing or empty input dir is reported before anything is locked.
+    // Inputs first: a missing or unreadable input dir is reported before anything is locked.
     let chunk_cfg = if flags.dry_run { settings.dry_run_chunk_config() } else { settings.chunk_config() };
-    let chunk_set = if settings.read_files_manually {
-        let input_dir = settings.input_dir.clone();
-        let cfg = chunk_cfg.clone();
-        tokio::task::spawn_blocking(move || atk_chunk::read_dir(&input_dir, &cfg))
+    let inputs = if settings.read_files_manually && !flags.dry_run {
+        let (dir, cfg) = (settings.input_dir.clone(), chunk_cfg.clone());
+        let found = tokio::task::spawn_blocking(move || atk_chunk::fingerprint_dir(&dir, &cfg))
             .await
             .map_err(RunError::fatal)?
-            .map_err(|e| RunError::Input(e.to_string()))?
+            .map_err(|e| RunError::Input(e.to_string()))?;
+        if found.files == 0 {
+            // Nothing to read: read_dir names the folder and what it skipped.
+            atk_chunk::read_dir(&settings.input_dir, &chunk_cfg).map_err(|e| RunError::Input(e.to_string()))?;
+        }
+        Some(found)
     } else {
-        // The pipeline brings its own texts (RunContext::seed_texts).
-        atk_chunk::chunk_texts(&[], &chunk_cfg)
+        None
     };
-    for m in chunk_set.report.messages() {
-        eprintln!("{m}");
-    }
-    if flags.verbosity() >= 0 && settings.read_files_manually {
-        eprintln!("{}", chunk_set.report.summary());
-    }
-    let items: Vec<ItemRecord> = chunk_set.chunks.iter().map(chunk_item).collect();
-    let chunk_tokens: u64 = chunk_set.chunks.iter().map(|c| c.tokens as u64).sum();
-
     let prompts = Arc::new(
         PromptLibrary::new(pipeline.default_prompts())
             .with_override_dir(settings.prompts.clone())
@@ -312,6 +306,25 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let progress_mode = flags.progress_mode();
 
     if flags.dry_run {
+        let chunk_set = if settings.read_files_manually {
+            let input_dir = settings.input_dir.clone();
+            let cfg = chunk_cfg.clone();
+            tokio::task::spawn_blocking(move || atk_chunk::read_dir(&input_dir, &cfg))
+                .await
+                .map_err(RunError::fatal)?
+                .map_err(|e| RunError::Input(e.to_string()))?
+        } else {
+            // The pipeline brings its own texts (RunContext::seed_texts).
+            atk_chunk::chunk_texts(&[], &chunk_cfg)
+        };
+        for m in chunk_set.report.messages() {
+            eprintln!("{m}");
+        }
+        if flags.verbosity() >= 0 && settings.read_files_manually {
+            eprintln!("{}", chunk_set.report.summary());
+        }
+        let items: Vec<ItemRecord> = chunk_set.chunks.iter().map(chunk_item).collect();
+        let chunk_tokens: u64 = chunk_set.chunks.iter().map(|c| c.tokens as u64).sum();
         let counter = settings.chunk_config().tokenizer.counter();
         let counters: Vec<Arc<CountingEngine>> = settings
             .engines
@@ -357,7 +370,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     };
     // Before anything is sent: say so loudly when the store lost results since the last run.
     let stored_counts = Arc::new(StoredCounts::check(sled.clone(), &settings.output_dir).await?);
-    let store: Arc<dyn Store> = sled;
+    let store: Arc<dyn Store> = sled.clone();
     check_fingerprint(store.as_ref(), &loaded.fingerprint);
     store
         .put_meta(
@@ -385,13 +398,8 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         eprintln!("MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data", which.join(" and "));
     }
 
-    let seeded: HashSet<String> = items.iter().map(|i| i.id.clone()).collect();
-    store.put_items(items).await?;
-    if settings.read_files_manually {
-        // The run's inputs are what was just seeded: items of removed files (or of chunks
-        // `use_subset` no longer picks) go, so no request is sent for them and no dataset
-        // line comes from them. With read_files_manually off, seed_texts does this.
-        retire_stale(store.as_ref(), &seeded).await?;
+    if let Some(found) = &inputs {
+        seed_inputs(&sled, &settings, &chunk_cfg, found, &stored_counts, flags.verbosity()).await?;
     }
 
     let cost_fn = {
@@ -450,6 +458,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
         let _ = store.put_meta(STATUS_META_KEY, v).await;
     }
+    record_item_count(&sled).await;
     let _ = store.flush().await;
     let mut summary = RunSummary::new(
         pipeline.name(),
@@ -476,6 +485,107 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         return Err(RunError::AllFailed);
     }
     Ok(())
+}
+
+/// Store meta key of what the last seeding read ([`InputsMeta`]).
+pub const INPUTS_META_KEY: &str = "inputs";
+
+/// What the last complete seeding of a store read, to skip the next one when nothing changed.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InputsMeta {
+    /// [`atk_chunk::InputsFingerprint::fingerprint`] of the inputs, with the shard.
+    pub fingerprint: String,
+    /// [`atk_chunk::InputsFingerprint::shape`]: the same on every machine holding the inputs.
+    pub shape: String,
+    /// Root items seeded.
+    pub chunks: u64,
+    /// The read's summary line, shown again when reading is skipped.
+    pub summary: String,
+    /// Items in the store (children included) when the last run ended; `None` until one has.
+    #[serde(default)]
+    pub items_at_end: Option<u64>,
+}
+
+/// Seeds the store with the input folder's chunks, streamed in bounded batches as they are
+/// made (see [`atk_chunk::read_dir_batched`]), then retires the items of inputs that are gone.
+/// Skipped entirely when the inputs, settings and store are as the last complete seeding
+/// left them: a rerun over finished work reads no file and loads no tokenizer.
+async fn seed_inputs(
+    sled: &Arc<SledStore>,
+    settings: &Settings,
+    chunk_cfg: &atk_chunk::ChunkConfig,
+    found: &atk_chunk::InputsFingerprint,
+    stored: &StoredCounts,
+    verbosity: i8,
+) -> Result<(), RunError> {
+    let store: &dyn Store = sled.as_ref();
+    let fingerprint = found.fingerprint.clone();
+    let previous = store.meta(INPUTS_META_KEY)?.and_then(|v| serde_json::from_value::<InputsMeta>(v).ok());
+    if let Some(prev) = &previous
+        && prev.fingerprint == fingerprint
+        && stored.damage.is_empty()
+        && prev.items_at_end.is_some_and(|n| n == sled.item_count())
+    {
+        tracing::debug!("inputs unchanged since the last run: seeding skipped");
+        if verbosity >= 0 {
+            eprintln!("{} (inputs unchanged since the last run: not read again)", prev.summary);
+        }
+        return Ok(());
+    }
+    // A store seeded before needs the set of current ids to retire what is gone; a fresh one
+    // does not (and then no id is held in memory).
+    let had_items = store.item_ids().next().is_some();
+    let mut seeded: HashSet<String> = HashSet::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<atk_chunk::Chunk>>(2);
+    let reader = {
+        let (dir, cfg) = (settings.input_dir.clone(), chunk_cfg.clone());
+        tokio::task::spawn_blocking(move || atk_chunk::read_dir_batched(&dir, &cfg, &mut |batch| tx.blocking_send(batch).is_ok()))
+    };
+    let mut chunks = 0u64;
+    let mut failed = None;
+    while let Some(batch) = rx.recv().await {
+        chunks += batch.len() as u64;
+        if had_items {
+            seeded.extend(batch.iter().map(|c| c.id.clone()));
+        }
+        if let Err(e) = store.put_items(batch.iter().map(chunk_item).collect()).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    drop(rx);
+    let report = reader.await.map_err(RunError::fatal)?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let report = report.map_err(|e| RunError::Input(e.to_string()))?;
+    for m in report.messages() {
+        eprintln!("{m}");
+    }
+    let summary = report.summary();
+    if verbosity >= 0 {
+        eprintln!("{summary}");
+    }
+    if had_items {
+        // The run's inputs are what was just seeded: items of removed files (or of chunks
+        // `use_subset` no longer picks) go, so no request is sent for them and no dataset
+        // line comes from them. With read_files_manually off, seed_texts does this.
+        retire_stale(store, &seeded).await?;
+    }
+    let meta = InputsMeta { fingerprint, shape: found.shape.clone(), chunks, summary, items_at_end: None };
+    store.put_meta(INPUTS_META_KEY, serde_json::to_value(meta).map_err(RunError::fatal)?).await?;
+    Ok(())
+}
+
+/// Notes in the inputs meta how many items the store holds as the run ends: the next run skips
+/// seeding only when it finds the same number (a store that lost items is seeded again).
+async fn record_item_count(sled: &SledStore) {
+    let Ok(Some(value)) = sled.meta(INPUTS_META_KEY) else { return };
+    let Ok(mut meta) = serde_json::from_value::<InputsMeta>(value) else { return };
+    meta.items_at_end = Some(sled.item_count());
+    if let Ok(v) = serde_json::to_value(meta) {
+        let _ = sled.put_meta(INPUTS_META_KEY, v).await;
+    }
 }
 
 /// An item record for a chunk: fields `text`, `metadata`, `tokens`; order `[file, chunk]`.

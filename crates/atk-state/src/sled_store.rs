@@ -170,6 +170,12 @@ impl SledStore {
         Ok(counts)
     }
 
+    /// How many items the store holds (children included), counted on the id index (small
+    /// values), without reading any item.
+    pub fn item_count(&self) -> u64 {
+        self.item_ids.len() as u64
+    }
+
     /// Per step, the results this handle stored under a key that had none (counted once each
     /// is durable): add them to [`SledStore::result_counts`] taken at open for a live count.
     pub fn results_added(&self) -> BTreeMap<String, u64> {
