@@ -13,6 +13,7 @@ mod demo;
 mod faults;
 mod resume;
 mod run;
+mod scale;
 mod secrets;
 mod validation;
 

@@ -1,12 +1,14 @@
 //! `cargo xtask`: project chores written in Rust, run by cargo alone.
 //!
 //! - `cargo xtask new-pipeline NAME [--no-build]`: scaffold `pipelines/NAME`, then build and test it.
-//! - `cargo xtask bench [engine|chunk|state|step|pipeline|all]`: run the benchmarks.
+//! - `cargo xtask bench [engine|chunk|state|step|pipeline|scale|all]`: run the benchmarks
+//!   (`scale` is not part of `all`: it takes tens of minutes).
 //! - `cargo xtask tidy`: repository checks (also run by `cargo test`).
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a binary: printing is its job
 
 mod bench;
 mod bench_pipeline;
+mod bench_scale;
 mod manifest;
 mod new_pipeline;
 mod tidy;
@@ -22,6 +24,7 @@ tasks:
   new-pipeline NAME [--no-build]   scaffold pipelines/NAME, then build and test it
   bench [engine|chunk|state|step|pipeline|all]
                                    run benchmarks (default: all)
+  bench scale                      10 k / 100 k / 1 M items: time, peak RSS, store, rerun
   tidy                             check crate READMEs and stray prints";
 
 fn main() -> std::process::ExitCode {

@@ -8,14 +8,19 @@ pub mod dry_run;
 mod error;
 pub mod flags;
 pub mod logging;
+pub mod merge;
 pub mod progress;
 mod runner;
 mod settings;
 pub mod status;
 pub mod summary;
+pub mod tool;
 
 pub use error::{RunError, exit_code};
-pub use runner::{COST_META_KEY, CTRL_C_GRACE, Pipeline, RUN_META_KEY, RunContext, chunk_item, main, main_with_args, run, store_dir};
+pub use runner::{
+    COST_META_KEY, CTRL_C_GRACE, INPUTS_META_KEY, InputsMeta, Pipeline, RUN_META_KEY, RunContext, chunk_item, main, main_with_args, run,
+    store_dir,
+};
 
 /// Re-exports pipelines need without naming the crates themselves.
 pub use {async_trait::async_trait, atk_state, atk_step};

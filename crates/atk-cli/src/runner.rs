@@ -23,7 +23,7 @@ use crate::damage::StoredCounts;
 use crate::dataset::{self, Conversation};
 use crate::dry_run::{CountingEngine, EngineEstimate, MemStore, render_estimate};
 use crate::error::RunError;
-use crate::flags::{CommonFlags, parse_pipeline_args};
+use crate::flags::{CommonFlags, Shard, parse_pipeline_args};
 use crate::progress::Progress;
 use crate::settings::{EngineSettings, Settings};
 use crate::status::{EngineStatus, STATUS_META_KEY, StatusSnapshot};
@@ -290,6 +290,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             .await
             .map_err(RunError::fatal)?
             .map_err(|e| RunError::Input(e.to_string()))?;
+        tracing::debug!(files = found.files, ms = started.elapsed().as_millis() as u64, "inputs fingerprinted");
         if found.files == 0 {
             // Nothing to read: read_dir names the folder and what it skipped.
             atk_chunk::read_dir(&settings.input_dir, &chunk_cfg).map_err(|e| RunError::Input(e.to_string()))?;
@@ -368,8 +369,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         let dir = store_dir.clone();
         Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await.map_err(RunError::fatal)??)
     };
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "store opened");
     // Before anything is sent: say so loudly when the store lost results since the last run.
     let stored_counts = Arc::new(StoredCounts::check(sled.clone(), &settings.output_dir).await?);
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "stored results counted");
     let store: Arc<dyn Store> = sled.clone();
     check_fingerprint(store.as_ref(), &loaded.fingerprint);
     store
@@ -399,7 +402,8 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     }
 
     if let Some(found) = &inputs {
-        seed_inputs(&sled, &settings, &chunk_cfg, found, &stored_counts, flags.verbosity()).await?;
+        let settings_fingerprint = crate::merge::settings_fingerprint(&loaded.redacted);
+        seed_inputs(&sled, &settings, &chunk_cfg, found, flags.shard, settings_fingerprint, &stored_counts, flags.verbosity()).await?;
     }
 
     let cost_fn = {
@@ -458,8 +462,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
         let _ = store.put_meta(STATUS_META_KEY, v).await;
     }
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "pipeline finished");
     record_item_count(&sled).await;
     let _ = store.flush().await;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "store flushed");
     let mut summary = RunSummary::new(
         pipeline.name(),
         started.elapsed(),
@@ -504,22 +510,35 @@ pub struct InputsMeta {
     /// Items in the store (children included) when the last run ended; `None` until one has.
     #[serde(default)]
     pub items_at_end: Option<u64>,
+    /// The shard this store holds (`--shard`), `None` for all items.
+    #[serde(default)]
+    pub shard: Option<Shard>,
+    /// The config's fingerprint without its paths and concurrency (see
+    /// [`crate::merge::settings_fingerprint`]): equal in the shards of one run on any machine.
+    #[serde(default)]
+    pub settings_fingerprint: String,
 }
 
 /// Seeds the store with the input folder's chunks, streamed in bounded batches as they are
 /// made (see [`atk_chunk::read_dir_batched`]), then retires the items of inputs that are gone.
 /// Skipped entirely when the inputs, settings and store are as the last complete seeding
 /// left them: a rerun over finished work reads no file and loads no tokenizer.
+#[allow(clippy::too_many_arguments)]
 async fn seed_inputs(
     sled: &Arc<SledStore>,
     settings: &Settings,
     chunk_cfg: &atk_chunk::ChunkConfig,
     found: &atk_chunk::InputsFingerprint,
+    shard: Option<Shard>,
+    settings_fingerprint: String,
     stored: &StoredCounts,
     verbosity: i8,
 ) -> Result<(), RunError> {
     let store: &dyn Store = sled.as_ref();
-    let fingerprint = found.fingerprint.clone();
+    let fingerprint = match shard {
+        Some(shard) => format!("{} shard {shard}", found.fingerprint),
+        None => found.fingerprint.clone(),
+    };
     let previous = store.meta(INPUTS_META_KEY)?.and_then(|v| serde_json::from_value::<InputsMeta>(v).ok());
     if let Some(prev) = &previous
         && prev.fingerprint == fingerprint
@@ -543,7 +562,10 @@ async fn seed_inputs(
     };
     let mut chunks = 0u64;
     let mut failed = None;
-    while let Some(batch) = rx.recv().await {
+    while let Some(mut batch) = rx.recv().await {
+        if let Some(shard) = shard {
+            batch.retain(|c| shard.contains(&c.id));
+        }
         chunks += batch.len() as u64;
         if had_items {
             seeded.extend(batch.iter().map(|c| c.id.clone()));
@@ -562,7 +584,10 @@ async fn seed_inputs(
     for m in report.messages() {
         eprintln!("{m}");
     }
-    let summary = report.summary();
+    let summary = match shard {
+        Some(shard) => format!("{}; shard {shard}: {chunks} of them", report.summary()),
+        None => report.summary(),
+    };
     if verbosity >= 0 {
         eprintln!("{summary}");
     }
@@ -572,7 +597,7 @@ async fn seed_inputs(
         // line comes from them. With read_files_manually off, seed_texts does this.
         retire_stale(store, &seeded).await?;
     }
-    let meta = InputsMeta { fingerprint, shape: found.shape.clone(), chunks, summary, items_at_end: None };
+    let meta = InputsMeta { fingerprint, shape: found.shape.clone(), chunks, summary, items_at_end: None, shard, settings_fingerprint };
     store.put_meta(INPUTS_META_KEY, serde_json::to_value(meta).map_err(RunError::fatal)?).await?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 pub use error::Error;
 pub use record::{Details, FailureRecord, Fields, ItemRecord, ResultRecord, RunMeta, RECORD_VERSION};
 pub use retire::{Retired, retire_stale_items};
-pub use sled_store::{SledStore, StoreOptions, STORE_FORMAT_VERSION};
+pub use sled_store::{Merged, SledStore, StoreOptions, STORE_FORMAT_VERSION};
 pub use status::{read_status_snapshot, status_snapshot_path, write_status_snapshot};
 
 /// A boxed iterator over stored records, streamed from disk.

@@ -35,6 +35,17 @@ struct PendingItem {
     old_key: Option<sled::IVec>,
 }
 
+/// What [`SledStore::merge_from`] copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Items (children included).
+    pub items: u64,
+    /// Results, all steps.
+    pub results: u64,
+    /// Failures, all steps.
+    pub failures: u64,
+}
+
 /// Options for [`SledStore::open_with`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -168,6 +179,41 @@ impl SledStore {
             counts.insert(String::from_utf8_lossy(&name).into_owned(), n);
         }
         Ok(counts)
+    }
+
+    /// Copies every item, result and failure of `other` into this store as stored (bytes
+    /// as they are: no record is decoded, so any record version merges), durably. A failure
+    /// is left out where this store has a result for the same step and item. Metadata is not
+    /// copied. For `atk merge`: the shards of one run hold disjoint items.
+    pub async fn merge_from(&self, other: &SledStore) -> Result<Merged, Error> {
+        let mut merged = Merged::default();
+        let copy = |from: &sled::Tree, to: &sled::Tree, skip: &dyn Fn(&[u8]) -> Result<bool, Error>| -> Result<u64, Error> {
+            let mut n = 0u64;
+            let mut batch = sled::Batch::default();
+            let mut in_batch = 0usize;
+            for entry in from.iter() {
+                let (key, value) = entry.map_err(|e| other.io(e))?;
+                if skip(&key)? {
+                    continue;
+                }
+                batch.insert(key, value);
+                in_batch += 1;
+                n += 1;
+                if in_batch == 1024 {
+                    to.apply_batch(std::mem::take(&mut batch)).map_err(|e| self.io(e))?;
+                    in_batch = 0;
+                }
+            }
+            to.apply_batch(batch).map_err(|e| self.io(e))?;
+            Ok(n)
+        };
+        let never = |_: &[u8]| Ok(false);
+        merged.items = copy(&other.items, &self.items, &never)?;
+        copy(&other.item_ids, &self.item_ids, &never)?;
+        merged.results = copy(&other.results, &self.results, &never)?;
+        merged.failures = copy(&other.failures, &self.failures, &|key| self.results.contains_key(key).map_err(|e| self.io(e)))?;
+        self.durable().await?;
+        Ok(merged)
     }
 
     /// How many items the store holds (children included), counted on the id index (small
