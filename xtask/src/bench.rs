@@ -20,13 +20,20 @@ pub(crate) fn run(root: &Path, what: &str) -> anyhow::Result<()> {
     let selected: Vec<&str> = match what {
         "all" => ALL.to_vec(),
         one if ALL.contains(&one) => vec![one],
-        other => bail!("unknown bench `{other}`; choose one of {} or all", ALL.join(", ")),
+        other => bail!(
+            "unknown bench `{other}`; choose one of {} or all",
+            ALL.join(", ")
+        ),
     };
     let server = build_testkit_server(root)?;
     let mut failed = Vec::new();
     for bench in selected {
         println!("== bench {bench} ==");
-        let result = if bench == "pipeline" { crate::bench_pipeline::run(root, &server) } else { crate_benches(root, bench, &server) };
+        let result = if bench == "pipeline" {
+            crate::bench_pipeline::run(root, &server)
+        } else {
+            crate_benches(root, bench, &server)
+        };
         if let Err(e) = result {
             eprintln!("bench {bench} failed: {e:#}");
             failed.push(bench);
@@ -40,8 +47,18 @@ pub(crate) fn run(root: &Path, what: &str) -> anyhow::Result<()> {
 
 /// Builds `atk-testkit-server` in release; returns the binary's path.
 pub(crate) fn build_testkit_server(root: &Path) -> anyhow::Result<PathBuf> {
-    status(cargo().current_dir(root).args(["build", "--release", "-p", "atk-testkit", "--bin", "atk-testkit-server"]))?;
-    Ok(target_dir(root).join("release").join(format!("atk-testkit-server{}", std::env::consts::EXE_SUFFIX)))
+    status(cargo().current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "atk-testkit",
+        "--bin",
+        "atk-testkit-server",
+    ]))?;
+    Ok(target_dir(root).join("release").join(format!(
+        "atk-testkit-server{}",
+        std::env::consts::EXE_SUFFIX
+    )))
 }
 
 /// `cargo bench -p atk-NAME --bench ...` for every bench target of the crate.
@@ -53,7 +70,9 @@ fn crate_benches(root: &Path, name: &str, server: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut cmd = cargo();
-    cmd.current_dir(root).args(["bench", "-p", &package]).env("ATK_TESTKIT_SERVER", server);
+    cmd.current_dir(root)
+        .args(["bench", "-p", &package])
+        .env("ATK_TESTKIT_SERVER", server);
     for target in &targets {
         cmd.args(["--bench", target]);
     }

@@ -19,8 +19,14 @@ const LATENCY_MS: u64 = 200;
 
 /// Builds the example pipeline in release and runs the benchmark once.
 pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
-    status(cargo().current_dir(root).args(["build", "--release", "-p", "example-pipeline"]))?;
-    let pipeline_bin = target_dir(root).join("release").join(format!("example-pipeline{}", std::env::consts::EXE_SUFFIX));
+    status(
+        cargo()
+            .current_dir(root)
+            .args(["build", "--release", "-p", "example-pipeline"]),
+    )?;
+    let pipeline_bin = target_dir(root)
+        .join("release")
+        .join(format!("example-pipeline{}", std::env::consts::EXE_SUFFIX));
 
     let work = tempfile::tempdir()?;
     let inputs = work.path().join("inputs");
@@ -30,7 +36,14 @@ pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
     }
 
     let mut server = Command::new(server_bin)
-        .args(["--port", "0", "--latency-ms", &LATENCY_MS.to_string(), "--reply-template", REPLY_TEMPLATE])
+        .args([
+            "--port",
+            "0",
+            "--latency-ms",
+            &LATENCY_MS.to_string(),
+            "--reply-template",
+            REPLY_TEMPLATE,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -38,24 +51,41 @@ pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
     let base_url = {
         let mut line = String::new();
         BufReader::new(server.stdout.take().context("server stdout")?).read_line(&mut line)?;
-        line.trim().strip_prefix("listening on ").map(str::to_owned).with_context(|| format!("unexpected server banner {line:?}"))?
+        line.trim()
+            .strip_prefix("listening on ")
+            .map(str::to_owned)
+            .with_context(|| format!("unexpected server banner {line:?}"))?
     };
 
     let config = work.path().join("bench.yaml");
-    std::fs::write(&config, config_yaml(&base_url, &inputs, &work.path().join("output")))?;
+    std::fs::write(
+        &config,
+        config_yaml(&base_url, &inputs, &work.path().join("output")),
+    )?;
     let log_path = work.path().join("pipeline.log");
     let run = || -> anyhow::Result<Duration> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let started = Instant::now();
         let exit = Command::new(&pipeline_bin)
-            .args(["--progress".as_ref(), "off".as_ref(), "--config".as_ref(), config.as_os_str()])
+            .args([
+                "--progress".as_ref(),
+                "off".as_ref(),
+                "--config".as_ref(),
+                config.as_os_str(),
+            ])
             .stdout(log.try_clone()?)
             .stderr(log)
             .status()
             .with_context(|| format!("running {}", pipeline_bin.display()))?;
         let wall = started.elapsed();
         if !exit.success() {
-            bail!("example-pipeline exited with {exit}:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+            bail!(
+                "example-pipeline exited with {exit}:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
         }
         Ok(wall)
     };
@@ -70,13 +100,24 @@ pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
     let _ = server.wait();
     let wall = wall?;
     let rerun = rerun.transpose()?.unwrap_or_default();
-    let dataset = std::fs::read_to_string(work.path().join("output/sharegpt_format.jsonl")).unwrap_or_default();
+    let dataset = std::fs::read_to_string(work.path().join("output/sharegpt_format.jsonl"))
+        .unwrap_or_default();
     let lines = dataset.lines().count();
 
     let ideal = Duration::from_millis(DOCS as u64 * LATENCY_MS / CONCURRENCY as u64);
-    let stat = |s: &anyhow::Result<String>, key: &str| s.as_ref().ok().and_then(|s| json_number(s, key)).unwrap_or(0);
-    println!("pipeline: {DOCS} one-chunk documents, concurrency {CONCURRENCY}, server latency {LATENCY_MS} ms (own process)");
-    println!("  load average at start:  {}", load.unwrap_or_else(|| "n/a".to_owned()));
+    let stat = |s: &anyhow::Result<String>, key: &str| {
+        s.as_ref()
+            .ok()
+            .and_then(|s| json_number(s, key))
+            .unwrap_or(0)
+    };
+    println!(
+        "pipeline: {DOCS} one-chunk documents, concurrency {CONCURRENCY}, server latency {LATENCY_MS} ms (own process)"
+    );
+    println!(
+        "  load average at start:  {}",
+        load.unwrap_or_else(|| "n/a".to_owned())
+    );
     println!("  dataset lines:          {lines}");
     println!(
         "  server:                 {} requests, {} completed, max in flight {}",
@@ -90,7 +131,11 @@ pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
         rerun.as_secs_f64(),
         stat(&stats_after, "requests").saturating_sub(stat(&stats, "requests"))
     );
-    println!("  whole-process time / ideal ({:.1} s): {:.3}x", ideal.as_secs_f64(), wall.as_secs_f64() / ideal.as_secs_f64());
+    println!(
+        "  whole-process time / ideal ({:.1} s): {:.3}x",
+        ideal.as_secs_f64(),
+        wall.as_secs_f64() / ideal.as_secs_f64()
+    );
     if lines != DOCS {
         bail!("expected {DOCS} dataset lines, got {lines}");
     }
@@ -100,14 +145,21 @@ pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
 /// The number after `"key":` in a flat JSON object (enough for the server's stats).
 fn json_number(json: &str, key: &str) -> Option<u64> {
     let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let digits: String = json[at..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = json[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
 /// The 1-minute load average (Linux), to read the figure against.
 fn load_average() -> Option<String> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    Some(format!("{} (on {} cores)", text.split_whitespace().next()?, std::thread::available_parallelism().ok()?))
+    Some(format!(
+        "{} (on {} cores)",
+        text.split_whitespace().next()?,
+        std::thread::available_parallelism().ok()?
+    ))
 }
 
 /// What the test server "writes": a poem the example's validator accepts.
@@ -116,13 +168,16 @@ const REPLY_TEMPLATE: &str = "<poem>\n{lines}\n</poem>";
 /// Document `i`: one paragraph, distinct from every other, well under one chunk.
 pub(crate) fn document(i: usize) -> String {
     const WORDS: &[&str] = &[
-        "harbour", "lantern", "orchard", "granite", "meadow", "compass", "ember", "willow", "tide", "quarry",
-        "sparrow", "cellar", "thistle", "beacon", "furrow", "ledger", "cinder", "marsh", "bellows", "loom",
+        "harbour", "lantern", "orchard", "granite", "meadow", "compass", "ember", "willow", "tide",
+        "quarry", "sparrow", "cellar", "thistle", "beacon", "furrow", "ledger", "cinder", "marsh",
+        "bellows", "loom",
     ];
     let mut text = format!("Document {i}. ");
     let mut state = i as u64 * 2_654_435_761 + 1;
     for n in 0..60 {
-        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         text.push_str(WORDS[(state >> 33) as usize % WORDS.len()]);
         text.push_str(if n % 12 == 11 { ". " } else { " " });
     }
@@ -132,13 +187,22 @@ pub(crate) fn document(i: usize) -> String {
 
 /// `GET /stats` of the server, by hand (one request; not worth an HTTP client dependency).
 fn fetch_stats(base_url: &str) -> anyhow::Result<String> {
-    let host = base_url.trim_start_matches("http://").split('/').next().unwrap_or_default();
+    let host = base_url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
     let mut stream = TcpStream::connect(host)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(stream, "GET /stats HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
     let mut body = String::new();
     stream.read_to_string(&mut body)?;
-    Ok(body.split("\r\n\r\n").nth(1).unwrap_or_default().trim().to_owned())
+    Ok(body
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_owned())
 }
 
 /// The benchmark config: the example's real-API shape, both engines pointed at the test
@@ -185,7 +249,8 @@ mod tests {
 
     #[test]
     fn reads_numbers_from_the_server_stats() {
-        let stats = r#"{"requests":3000,"completed":2999,"max_in_flight":200,"per_prompt":{"ab":1}}"#;
+        let stats =
+            r#"{"requests":3000,"completed":2999,"max_in_flight":200,"per_prompt":{"ab":1}}"#;
         assert_eq!(json_number(stats, "requests"), Some(3000));
         assert_eq!(json_number(stats, "max_in_flight"), Some(200));
         assert_eq!(json_number(stats, "missing"), None);

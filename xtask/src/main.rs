@@ -45,7 +45,9 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             let rest: Vec<String> = args.collect();
             let no_build = rest.iter().any(|a| a == "--no-build");
             let names: Vec<&String> = rest.iter().filter(|a| !a.starts_with("--")).collect();
-            let [name] = names.as_slice() else { bail!("new-pipeline takes one NAME\n\n{USAGE}") };
+            let [name] = names.as_slice() else {
+                bail!("new-pipeline takes one NAME\n\n{USAGE}")
+            };
             new_pipeline::run(&root, name, !no_build)
         }
         Some("bench") => {
@@ -58,7 +60,11 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
                 println!("tidy: ok");
                 Ok(())
             } else {
-                bail!("tidy found {} problem(s):\n  {}", problems.len(), problems.join("\n  "))
+                bail!(
+                    "tidy found {} problem(s):\n  {}",
+                    problems.len(),
+                    problems.join("\n  ")
+                )
             }
         }
         Some("help" | "--help" | "-h") | None => {
@@ -71,7 +77,10 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
 
 /// The workspace root: the parent of this crate's manifest directory.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// The cargo that runs us (`$CARGO`), or `cargo` from PATH.
@@ -82,7 +91,9 @@ fn cargo() -> Command {
 /// Runs a command to completion, failing with its command line when it fails.
 fn status(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {shown}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
     if !status.success() {
         bail!("{shown} failed ({status})");
     }
@@ -94,7 +105,11 @@ fn target_dir(root: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
-            if dir.is_absolute() { dir } else { root.join(dir) }
+            if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            }
         }
         None => root.join("target"),
     }

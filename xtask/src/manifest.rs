@@ -11,10 +11,15 @@ fn string_entries(manifest: &str) -> Vec<(String, String, String)> {
     for line in manifest.lines() {
         let line = line.trim();
         if line.starts_with('[') {
-            section = line.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            section = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned();
             continue;
         }
-        let Some((key, value)) = line.split_once('=') else { continue };
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
         let value = value.trim();
         if let Some(value) = value.strip_prefix('"').and_then(|v| v.split('"').next()) {
             out.push((section.clone(), key.trim().to_owned(), value.to_owned()));
@@ -27,7 +32,9 @@ fn string_entries(manifest: &str) -> Vec<(String, String, String)> {
 pub(crate) fn declared_names(manifest: &str) -> Vec<String> {
     string_entries(manifest)
         .into_iter()
-        .filter(|(section, key, _)| key == "name" && matches!(section.as_str(), "package" | "lib" | "bin"))
+        .filter(|(section, key, _)| {
+            key == "name" && matches!(section.as_str(), "package" | "lib" | "bin")
+        })
         .map(|(_, _, value)| value)
         .collect()
 }

@@ -20,30 +20,101 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("src/main.rs", include_str!("../templates/main.rs.tmpl")),
     ("config.yaml", include_str!("../templates/config.yaml.tmpl")),
     ("demo.yaml", include_str!("../templates/demo.yaml.tmpl")),
-    ("prompts/generate.yaml", include_str!("../templates/generate.yaml.tmpl")),
-    ("prompts/generate.txt", include_str!("../templates/generate.txt.tmpl")),
-    ("inputs/sample.txt", include_str!("../templates/sample.txt.tmpl")),
+    (
+        "prompts/generate.yaml",
+        include_str!("../templates/generate.yaml.tmpl"),
+    ),
+    (
+        "prompts/generate.txt",
+        include_str!("../templates/generate.txt.tmpl"),
+    ),
+    (
+        "inputs/sample.txt",
+        include_str!("../templates/sample.txt.tmpl"),
+    ),
     ("tests/smoke.rs", include_str!("../templates/smoke.rs.tmpl")),
 ];
 
 /// Names cargo or rustc refuse for a package or binary, or that shadow a built-in crate.
 const RESERVED: &[&str] = &[
-    "std", "core", "alloc", "proc_macro", "proc-macro", "test", "build", "deps", "examples", "incremental",
-    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false",
-    "fn", "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return",
-    "self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where", "while", "abstract",
-    "become", "box", "do", "final", "gen", "macro", "override", "priv", "try", "typeof", "unsized", "virtual",
+    "std",
+    "core",
+    "alloc",
+    "proc_macro",
+    "proc-macro",
+    "test",
+    "build",
+    "deps",
+    "examples",
+    "incremental",
+    "as",
+    "async",
+    "await",
+    "break",
+    "const",
+    "continue",
+    "crate",
+    "dyn",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "fn",
+    "for",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "static",
+    "struct",
+    "super",
+    "trait",
+    "true",
+    "type",
+    "unsafe",
+    "use",
+    "where",
+    "while",
+    "abstract",
+    "become",
+    "box",
+    "do",
+    "final",
+    "gen",
+    "macro",
+    "override",
+    "priv",
+    "try",
+    "typeof",
+    "unsized",
+    "virtual",
     "yield",
 ];
 
 /// Checks that `name` is usable as a crate, binary and directory name.
 pub(crate) fn validate_name(name: &str) -> Result<(), String> {
-    let Some(first) = name.chars().next() else { return Err("the name is empty".to_owned()) };
+    let Some(first) = name.chars().next() else {
+        return Err("the name is empty".to_owned());
+    };
     if !first.is_ascii_lowercase() {
         return Err(format!("`{name}` must start with a lowercase letter (a-z)"));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_')) {
-        return Err(format!("`{name}` contains `{bad}`; use lowercase letters, digits, '-' and '_'"));
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+    {
+        return Err(format!(
+            "`{name}` contains `{bad}`; use lowercase letters, digits, '-' and '_'"
+        ));
     }
     if name.len() > 64 {
         return Err(format!("`{name}` is longer than 64 characters"));
@@ -64,8 +135,14 @@ pub(crate) fn check_free(root: &Path, name: &str) -> Result<(), String> {
     let norm = |s: &str| s.replace('-', "_");
     for manifest_path in manifest::member_manifests(root) {
         let text = std::fs::read_to_string(&manifest_path).unwrap_or_default();
-        if let Some(taken) = manifest::declared_names(&text).into_iter().find(|n| norm(n) == norm(name)) {
-            return Err(format!("`{taken}` is already declared by {}", manifest_path.display()));
+        if let Some(taken) = manifest::declared_names(&text)
+            .into_iter()
+            .find(|n| norm(n) == norm(name))
+        {
+            return Err(format!(
+                "`{taken}` is already declared by {}",
+                manifest_path.display()
+            ));
         }
     }
     Ok(())
@@ -74,7 +151,10 @@ pub(crate) fn check_free(root: &Path, name: &str) -> Result<(), String> {
 /// Fills the placeholders of one template: `__NAME__` (package and binary name), `__CRATE__`
 /// (the library's path, `-` as `_`) and `__TYPE__` (CamelCase, for type names).
 fn render(source: &str, name: &str) -> String {
-    source.replace("__NAME__", name).replace("__CRATE__", &name.replace('-', "_")).replace("__TYPE__", &camel_case(name))
+    source
+        .replace("__NAME__", name)
+        .replace("__CRATE__", &name.replace('-', "_"))
+        .replace("__TYPE__", &camel_case(name))
 }
 
 /// `my-qa_pipe2` -> `MyQaPipe2`.
@@ -83,7 +163,12 @@ fn camel_case(name: &str) -> String {
         .filter(|part| !part.is_empty())
         .map(|part| {
             let mut chars = part.chars();
-            chars.next().map(|c| c.to_ascii_uppercase()).into_iter().chain(chars).collect::<String>()
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase())
+                .into_iter()
+                .chain(chars)
+                .collect::<String>()
         })
         .collect()
 }
@@ -94,18 +179,23 @@ pub(crate) fn scaffold(root: &Path, name: &str) -> anyhow::Result<PathBuf> {
     validate_name(name).map_err(|e| anyhow::anyhow!("invalid pipeline name: {e}"))?;
     check_free(root, name).map_err(|e| anyhow::anyhow!("name `{name}` is taken: {e}"))?;
     let pipelines = root.join("pipelines");
-    std::fs::create_dir_all(&pipelines).with_context(|| format!("creating {}", pipelines.display()))?;
+    std::fs::create_dir_all(&pipelines)
+        .with_context(|| format!("creating {}", pipelines.display()))?;
     // The temp dir starts with '.', which the `pipelines/*` members glob of cargo ignores.
-    let staging = tempfile::Builder::new().prefix(".new-pipeline-").tempdir_in(&pipelines)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".new-pipeline-")
+        .tempdir_in(&pipelines)?;
     for (path, source) in TEMPLATES {
         let dest = staging.path().join(path);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(&dest, render(source, name)).with_context(|| format!("writing {}", dest.display()))?;
+        std::fs::write(&dest, render(source, name))
+            .with_context(|| format!("writing {}", dest.display()))?;
     }
     let dir = pipelines.join(name);
-    std::fs::rename(staging.keep(), &dir).with_context(|| format!("moving the new pipeline to {}", dir.display()))?;
+    std::fs::rename(staging.keep(), &dir)
+        .with_context(|| format!("moving the new pipeline to {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -123,8 +213,12 @@ pub(crate) fn run(root: &Path, name: &str, build: bool) -> anyhow::Result<()> {
     }
     println!();
     println!("next:");
-    println!("  cargo run -p {name} -- --config pipelines/{name}/demo.yaml    # offline, mock engine");
-    println!("  then edit pipelines/{name}/src/lib.rs and prompts/, fill in config.yaml, and run it with --config config.yaml");
+    println!(
+        "  cargo run -p {name} -- --config pipelines/{name}/demo.yaml    # offline, mock engine"
+    );
+    println!(
+        "  then edit pipelines/{name}/src/lib.rs and prompts/, fill in config.yaml, and run it with --config config.yaml"
+    );
     if !build {
         println!("  (not built yet: `cargo test -p {name}` checks it)");
     }
@@ -161,7 +255,13 @@ mod tests {
     fn taken_names_are_refused_in_this_workspace() {
         // Read-only: an existing pipeline directory, package names, the same with '_'.
         let root = crate::repo_root();
-        for taken in ["example", "example-pipeline", "atk-cli", "atk_state", "xtask"] {
+        for taken in [
+            "example",
+            "example-pipeline",
+            "atk-cli",
+            "atk_state",
+            "xtask",
+        ] {
             assert!(check_free(&root, taken).is_err(), "{taken} should be taken");
         }
         assert_eq!(check_free(&root, "surely-not-a-pipeline-yet"), Ok(()));
@@ -172,25 +272,49 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("pipelines/poems")).unwrap();
         std::fs::create_dir_all(root.path().join("crates/atk-x")).unwrap();
-        std::fs::write(root.path().join("crates/atk-x/Cargo.toml"), "[package]\nname = \"atk-x\"\n").unwrap();
-        for (name, why) in [("poems", "is taken"), ("atk_x", "is taken"), ("Bad Name", "invalid pipeline name")] {
+        std::fs::write(
+            root.path().join("crates/atk-x/Cargo.toml"),
+            "[package]\nname = \"atk-x\"\n",
+        )
+        .unwrap();
+        for (name, why) in [
+            ("poems", "is taken"),
+            ("atk_x", "is taken"),
+            ("Bad Name", "invalid pipeline name"),
+        ] {
             let err = scaffold(root.path(), name).unwrap_err().to_string();
             assert!(err.contains(why), "{name}: {err}");
         }
-        let entries: Vec<_> = std::fs::read_dir(root.path().join("pipelines")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let entries: Vec<_> = std::fs::read_dir(root.path().join("pipelines"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(entries, ["poems"]);
-        assert!(std::fs::read_dir(root.path().join("pipelines/poems")).unwrap().next().is_none());
+        assert!(
+            std::fs::read_dir(root.path().join("pipelines/poems"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
     }
 
     #[test]
     fn templates_leave_no_placeholder_behind() {
         for (path, source) in TEMPLATES {
             let out = render(source, "my-pipe");
-            assert!(!out.contains("__NAME__") && !out.contains("__CRATE__") && !out.contains("__TYPE__"), "{path}");
+            assert!(
+                !out.contains("__NAME__")
+                    && !out.contains("__CRATE__")
+                    && !out.contains("__TYPE__"),
+                "{path}"
+            );
         }
         assert_eq!(camel_case("my-qa_pipe2"), "MyQaPipe2");
         assert_eq!(camel_case("a"), "A");
-        assert!(render(include_str!("../templates/Cargo.toml.tmpl"), "my-pipe").contains("name = \"my-pipe\""));
+        assert!(
+            render(include_str!("../templates/Cargo.toml.tmpl"), "my-pipe")
+                .contains("name = \"my-pipe\"")
+        );
     }
 
     /// Copies the parts of the workspace a pipeline build needs (no `target/`, no `.git`).
@@ -201,7 +325,10 @@ mod tests {
                 let entry = entry.unwrap();
                 let name = entry.file_name();
                 // Build output, history, and the example's demo runs are not needed.
-                if name == "target" || name == ".git" || (name == "output" && from.ends_with("pipelines/example")) {
+                if name == "target"
+                    || name == ".git"
+                    || (name == "output" && from.ends_with("pipelines/example"))
+                {
                     continue;
                 }
                 let (src, dst) = (entry.path(), to.join(&name));
@@ -215,7 +342,14 @@ mod tests {
         for file in ["Cargo.toml", "Cargo.lock"] {
             std::fs::copy(from.join(file), to.join(file)).unwrap();
         }
-        for dir in [".cargo", "crates", "pipelines/example", "xtask", "tests", "prompts"] {
+        for dir in [
+            ".cargo",
+            "crates",
+            "pipelines/example",
+            "xtask",
+            "tests",
+            "prompts",
+        ] {
             if from.join(dir).exists() {
                 copy_dir(&from.join(dir), &to.join(dir));
             }
@@ -231,7 +365,10 @@ mod tests {
     /// breaks later doctests of the real workspace with E0460 ("possibly newer version").
     fn scaffold_target_dir() -> PathBuf {
         let exe = std::env::current_exe().unwrap();
-        let target = exe.ancestors().nth(3).expect("test binary lives in <target>/<profile>/deps");
+        let target = exe
+            .ancestors()
+            .nth(3)
+            .expect("test binary lives in <target>/<profile>/deps");
         target.join("scaffold-check")
     }
 
@@ -246,7 +383,8 @@ mod tests {
         let started = std::time::Instant::now();
         let cargo = || {
             let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-            cmd.current_dir(copy.path()).env("CARGO_TARGET_DIR", scaffold_target_dir());
+            cmd.current_dir(copy.path())
+                .env("CARGO_TARGET_DIR", scaffold_target_dir());
             cmd
         };
         let args = ["test", "-p", "scaffold-check", "--offline"];

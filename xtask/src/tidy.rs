@@ -20,7 +20,11 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<Vec<String>> {
         .collect();
     crates.sort();
     for dir in &crates {
-        let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         match std::fs::read_to_string(dir.join("README.md")) {
             Err(_) => problems.push(format!("crates/{name}: no README.md")),
             Ok(readme) if !readme.contains("```rust") => {
@@ -37,7 +41,10 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<Vec<String>> {
             }
             let text = std::fs::read_to_string(&file)?;
             for (line_no, what) in stray_prints(&text) {
-                problems.push(format!("crates/{name}/{}:{line_no}: {what} in a library", rel.display()));
+                problems.push(format!(
+                    "crates/{name}/{}:{line_no}: {what} in a library",
+                    rel.display()
+                ));
             }
         }
     }
@@ -64,7 +71,9 @@ fn stray_prints(text: &str) -> Vec<(usize, &'static str)> {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -83,15 +92,31 @@ mod tests {
     #[test]
     fn workspace_is_tidy() {
         let problems = check(&crate::repo_root()).unwrap();
-        assert!(problems.is_empty(), "cargo xtask tidy found:\n  {}", problems.join("\n  "));
+        assert!(
+            problems.is_empty(),
+            "cargo xtask tidy found:\n  {}",
+            problems.join("\n  ")
+        );
     }
 
     #[test]
     fn prints_are_found_except_in_comments_and_opted_out_files() {
-        assert_eq!(stray_prints("fn f() {\n    println!(\"x\");\n}\n"), [(2, "println!")]);
-        assert_eq!(stray_prints("let _ = 1; eprintln!(\"x\");"), [(1, "eprintln!")]);
+        assert_eq!(
+            stray_prints("fn f() {\n    println!(\"x\");\n}\n"),
+            [(2, "println!")]
+        );
+        assert_eq!(
+            stray_prints("let _ = 1; eprintln!(\"x\");"),
+            [(1, "eprintln!")]
+        );
         assert!(stray_prints("/// println!(\"in a doc\")\n// eprintln!\n").is_empty());
-        assert!(stray_prints("#[allow(clippy::print_stderr)]\nfn report() { eprintln!(\"x\"); }").is_empty());
-        assert_eq!(stray_prints("#[allow(clippy::print_stderr)]\nfn f() { println!(\"x\"); }"), [(2, "println!")]);
+        assert!(
+            stray_prints("#[allow(clippy::print_stderr)]\nfn report() { eprintln!(\"x\"); }")
+                .is_empty()
+        );
+        assert_eq!(
+            stray_prints("#[allow(clippy::print_stderr)]\nfn f() { println!(\"x\"); }"),
+            [(2, "println!")]
+        );
     }
 }

@@ -8,14 +8,38 @@
 
 use std::time::Instant;
 
-use atk_chunk::{read_dir, ChunkConfig, Tokenizer};
+use atk_chunk::{ChunkConfig, Tokenizer, read_dir};
 use rayon::prelude::*;
 
 const ROUNDS: usize = 3;
 const WORDS: &[&str] = &[
-    "the", "of", "river", "mountain", "a", "to", "in", "village", "harvest", "ledger", "lantern",
-    "winter", "merchant", "kettle", "orchard", "journey", "bridge", "cartographer", "quietly",
-    "northern", "eleven", "weather", "machinery", "borrowed", "stone", "letters", "granary",
+    "the",
+    "of",
+    "river",
+    "mountain",
+    "a",
+    "to",
+    "in",
+    "village",
+    "harvest",
+    "ledger",
+    "lantern",
+    "winter",
+    "merchant",
+    "kettle",
+    "orchard",
+    "journey",
+    "bridge",
+    "cartographer",
+    "quietly",
+    "northern",
+    "eleven",
+    "weather",
+    "machinery",
+    "borrowed",
+    "stone",
+    "letters",
+    "granary",
 ];
 
 /// Document `i`: one paragraph of about 60 words, distinct from every other.
@@ -47,7 +71,10 @@ fn best(mut f: impl FnMut() -> f64) -> f64 {
 }
 
 fn main() {
-    let files: usize = std::env::var("ATK_BENCH_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    let files: usize = std::env::var("ATK_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
     let root = tempfile::tempdir().expect("tempdir");
     let input = root.path().join("in");
     std::fs::create_dir_all(&input).expect("mkdir");
@@ -65,16 +92,29 @@ fn main() {
     let mut round = 0;
     let cold = best(|| {
         round += 1;
-        let cfg = config.clone().with_cache_dir(root.path().join(format!("cache{round}")));
+        let cfg = config
+            .clone()
+            .with_cache_dir(root.path().join(format!("cache{round}")));
         secs(|| assert_eq!(run(&cfg), 0))
     });
     let warm_cfg = config.clone().with_cache_dir(root.path().join("cache1"));
     let warm = best(|| secs(|| assert_eq!(run(&warm_cfg), files)));
-    let cache_files = std::fs::read_dir(root.path().join("cache1")).map(|d| d.count()).unwrap_or(0);
-    println!("read_dir: {files} one-paragraph files, {} threads, best of {ROUNDS}", rayon::current_num_threads());
+    let cache_files = std::fs::read_dir(root.path().join("cache1"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    println!(
+        "read_dir: {files} one-paragraph files, {} threads, best of {ROUNDS}",
+        rayon::current_num_threads()
+    );
     println!("  no cache           : {no_cache:7.3} s");
-    println!("  cold (cache write) : {cold:7.3} s   cache cost / chunking = {:.2}", (cold - no_cache) / no_cache);
-    println!("  warm (all hits)    : {warm:7.3} s   warm / cold = {:.2}", warm / cold);
+    println!(
+        "  cold (cache write) : {cold:7.3} s   cache cost / chunking = {:.2}",
+        (cold - no_cache) / no_cache
+    );
+    println!(
+        "  warm (all hits)    : {warm:7.3} s   warm / cold = {:.2}",
+        warm / cold
+    );
     println!("  cache folder holds {cache_files} file(s)");
     bpe_per_worker();
 }
@@ -84,13 +124,24 @@ fn main() {
 fn bpe_per_worker() {
     let threads = rayon::current_num_threads().max(2);
     let para: String = (0..200).map(small_doc).collect::<Vec<_>>().join("\n");
-    println!("tokenizing on a fresh {threads}-thread pool (cl100k, release), shared vs per-worker BPE:");
+    println!(
+        "tokenizing on a fresh {threads}-thread pool (cl100k, release), shared vs per-worker BPE:"
+    );
     for mb in [1usize, 4, 16, 32] {
-        let pieces: Vec<&str> = std::iter::repeat_n(para.as_str(), mb * 1_000_000 / para.len() + 1).collect();
-        let fresh = || rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        let pieces: Vec<&str> =
+            std::iter::repeat_n(para.as_str(), mb * 1_000_000 / para.len() + 1).collect();
+        let fresh = || {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool")
+        };
         let shared = fresh().install(|| {
             secs(|| {
-                let n: usize = pieces.par_iter().map(|p| Tokenizer::Cl100k.bpe().encode_ordinary(p).len()).sum();
+                let n: usize = pieces
+                    .par_iter()
+                    .map(|p| Tokenizer::Cl100k.bpe().encode_ordinary(p).len())
+                    .sum();
                 assert!(n > 0);
             })
         });
@@ -103,7 +154,10 @@ fn bpe_per_worker() {
                 assert!(n > 0);
             })
         });
-        println!("  {mb:3} MB: shared {shared:6.2} s, per-worker {local:6.2} s, per-worker/shared {:.2}", local / shared);
+        println!(
+            "  {mb:3} MB: shared {shared:6.2} s, per-worker {local:6.2} s, per-worker/shared {:.2}",
+            local / shared
+        );
     }
     let load = secs(|| drop(atk_tokens::tiktoken_rs::cl100k_base().expect("loads")));
     println!("  one BPE load: {load:.2} s");

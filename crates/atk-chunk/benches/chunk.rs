@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use atk_chunk::{chunk_texts, ChunkConfig, Tokenizer};
+use atk_chunk::{ChunkConfig, Tokenizer, chunk_texts};
 
 const CORPUS_MB: usize = 50;
 const DOCS: usize = 100;
@@ -15,13 +15,77 @@ const CHUNK_SIZE: usize = 512;
 const COMPARE_MB: usize = 5;
 
 const WORDS: &[&str] = &[
-    "the", "of", "and", "river", "mountain", "a", "to", "in", "is", "was", "that", "for",
-    "it", "with", "as", "his", "on", "be", "at", "by", "village", "harvest", "from", "they",
-    "ledger", "lantern", "winter", "merchant", "had", "were", "which", "an", "said", "kettle",
-    "their", "there", "orchard", "been", "would", "when", "who", "will", "more", "no", "if",
-    "out", "so", "up", "what", "about", "into", "than", "them", "can", "only", "other",
-    "journey", "bridge", "cartographer", "unexpectedly", "quietly", "northern", "eleven",
-    "1847", "weather", "machinery", "borrowed", "stone", "letters", "afterwards", "granary",
+    "the",
+    "of",
+    "and",
+    "river",
+    "mountain",
+    "a",
+    "to",
+    "in",
+    "is",
+    "was",
+    "that",
+    "for",
+    "it",
+    "with",
+    "as",
+    "his",
+    "on",
+    "be",
+    "at",
+    "by",
+    "village",
+    "harvest",
+    "from",
+    "they",
+    "ledger",
+    "lantern",
+    "winter",
+    "merchant",
+    "had",
+    "were",
+    "which",
+    "an",
+    "said",
+    "kettle",
+    "their",
+    "there",
+    "orchard",
+    "been",
+    "would",
+    "when",
+    "who",
+    "will",
+    "more",
+    "no",
+    "if",
+    "out",
+    "so",
+    "up",
+    "what",
+    "about",
+    "into",
+    "than",
+    "them",
+    "can",
+    "only",
+    "other",
+    "journey",
+    "bridge",
+    "cartographer",
+    "unexpectedly",
+    "quietly",
+    "northern",
+    "eleven",
+    "1847",
+    "weather",
+    "machinery",
+    "borrowed",
+    "stone",
+    "letters",
+    "afterwards",
+    "granary",
 ];
 
 /// A deterministic xorshift stream (no rand dependency in the bench).
@@ -75,7 +139,12 @@ fn secs(f: impl FnOnce()) -> f64 {
 fn main() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let docs: Vec<(String, String)> = (0..DOCS)
-        .map(|i| (format!("doc{i:03}.txt"), document(&mut rng, CORPUS_MB * 1_000_000 / DOCS)))
+        .map(|i| {
+            (
+                format!("doc{i:03}.txt"),
+                document(&mut rng, CORPUS_MB * 1_000_000 / DOCS),
+            )
+        })
         .collect();
     let total_bytes: usize = docs.iter().map(|(_, t)| t.len()).sum();
     let mb = total_bytes as f64 / 1e6;
@@ -85,7 +154,10 @@ fn main() {
 
     // Both sides run on the same single worker thread, alternating document by document, so
     // machine load and tiktoken's per-thread regex state (see the crate README) hit both alike.
-    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool");
     let (t_encode, t_chunk, tokens, mut chunks) = one_thread.install(|| {
         let _ = chunk_texts(&docs[..1], &config); // warm up tokenizer and segmenters
         let (mut te, mut tc, mut tokens, mut chunks) = (0.0, 0.0, 0, 0);
@@ -96,14 +168,26 @@ fn main() {
         (te, tc, tokens, chunks)
     });
     println!("single thread, interleaved per document:");
-    println!("  encode_ordinary pass : {t_encode:7.2} s  {:7.2} MB/s  ({tokens} tokens)", mb / t_encode);
-    println!("  atk-chunk            : {t_chunk:7.2} s  {:7.2} MB/s  ({chunks} chunks)", mb / t_chunk);
-    println!("  ratio chunk/encode   : {:.3}x  (goal <= 1.5x)", t_chunk / t_encode);
+    println!(
+        "  encode_ordinary pass : {t_encode:7.2} s  {:7.2} MB/s  ({tokens} tokens)",
+        mb / t_encode
+    );
+    println!(
+        "  atk-chunk            : {t_chunk:7.2} s  {:7.2} MB/s  ({chunks} chunks)",
+        mb / t_chunk
+    );
+    println!(
+        "  ratio chunk/encode   : {:.3}x  (goal <= 1.5x)",
+        t_chunk / t_encode
+    );
 
     // All cores: read_dir-style parallel chunking vs a parallel encode pass.
     let t_enc_par = secs(|| {
         use rayon::prelude::*;
-        let _ = docs.par_iter().map(|(_, t)| bpe.encode_ordinary(t).len()).sum::<usize>();
+        let _ = docs
+            .par_iter()
+            .map(|(_, t)| bpe.encode_ordinary(t).len())
+            .sum::<usize>();
     });
     let t_chunk_par = secs(|| chunks = chunk_texts(&docs, &config).chunks.len());
     println!(
@@ -119,7 +203,9 @@ fn main() {
     let slice = &docs[..n];
     let slice_mb = slice.iter().map(|(_, t)| t.len()).sum::<usize>() as f64 / 1e6;
     let splitter = text_splitter::TextSplitter::new(
-        text_splitter::ChunkConfig::new(CHUNK_SIZE).with_sizer(bpe).with_trim(false),
+        text_splitter::ChunkConfig::new(CHUNK_SIZE)
+            .with_sizer(bpe)
+            .with_trim(false),
     );
     let (t_ts, t_ours, t_enc_slice, ts_chunks, ours) = one_thread.install(|| {
         let (mut a, mut b, mut c, mut na, mut nb) = (0.0, 0.0, 0.0, 0, 0);
@@ -133,7 +219,15 @@ fn main() {
         (a, b, c, na, nb)
     });
     println!("text-splitter 0.33 vs atk-chunk on {slice_mb:.1} MB, single thread, interleaved:");
-    println!("  text-splitter        : {t_ts:7.2} s  {:7.2} MB/s  ({ts_chunks} chunks, {:.2}x encode)", slice_mb / t_ts, t_ts / t_enc_slice);
-    println!("  atk-chunk            : {t_ours:7.2} s  {:7.2} MB/s  ({ours} chunks, {:.2}x encode)", slice_mb / t_ours, t_ours / t_enc_slice);
+    println!(
+        "  text-splitter        : {t_ts:7.2} s  {:7.2} MB/s  ({ts_chunks} chunks, {:.2}x encode)",
+        slice_mb / t_ts,
+        t_ts / t_enc_slice
+    );
+    println!(
+        "  atk-chunk            : {t_ours:7.2} s  {:7.2} MB/s  ({ours} chunks, {:.2}x encode)",
+        slice_mb / t_ours,
+        t_ours / t_enc_slice
+    );
     println!("  text-splitter / atk-chunk: {:.2}x", t_ts / t_ours);
 }

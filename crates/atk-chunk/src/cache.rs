@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::chunk::{Chunked, TextChunk};
 use crate::ChunkConfig;
+use crate::chunk::{Chunked, TextChunk};
 
 /// Bumped whenever the readers or the splitter change what they produce, so entries written
 /// by an older atk-chunk are never served.
@@ -61,7 +61,12 @@ fn digest(chunked: &Chunked, warnings: &[String]) -> String {
         h.update((s.len() as u64).to_le_bytes());
         h.update(s);
     };
-    for TextChunk { text, tokens, byte_start } in &chunked.chunks {
+    for TextChunk {
+        text,
+        tokens,
+        byte_start,
+    } in &chunked.chunks
+    {
         feed(&mut h, text.as_bytes());
         feed(&mut h, format!("{tokens} {byte_start}").as_bytes());
     }
@@ -115,8 +120,15 @@ impl Pack {
         h.update(input.to_string_lossy().as_bytes());
         let name = format!("pack-{}.jsonl", &hex::encode(h.finalize())[..32]);
         let path = cache_dir.join(name);
-        let mut pack = Self { path, file: None, index: Vec::new(), needs_write: true };
-        let Ok(file) = std::fs::File::open(&pack.path) else { return pack };
+        let mut pack = Self {
+            path,
+            file: None,
+            index: Vec::new(),
+            needs_write: true,
+        };
+        let Ok(file) = std::fs::File::open(&pack.path) else {
+            return pack;
+        };
         let mut reader = BufReader::new(&file);
         let mut line = Vec::new();
         let mut offset = 0u64;
@@ -146,10 +158,16 @@ impl Pack {
                 continue;
             }
             match body.get(..65) {
-                Some([k @ .., b'\t']) if k.len() == 64 => match std::str::from_utf8(k).ok().and_then(key_bytes) {
-                    Some(key) => pack.index.push((key, start + 65, u32::try_from(body.len() - 65).unwrap_or(u32::MAX))),
-                    None => damaged += 1,
-                },
+                Some([k @ .., b'\t']) if k.len() == 64 => {
+                    match std::str::from_utf8(k).ok().and_then(key_bytes) {
+                        Some(key) => pack.index.push((
+                            key,
+                            start + 65,
+                            u32::try_from(body.len() - 65).unwrap_or(u32::MAX),
+                        )),
+                        None => damaged += 1,
+                    }
+                }
                 _ => damaged += 1,
             }
         }
@@ -169,7 +187,11 @@ impl Pack {
         let at = self.index.binary_search_by(|e| e.0.cmp(&key)).ok()?;
         let (_, offset, len) = self.index[at];
         let mut buf = vec![0u8; len as usize];
-        let mut file = self.file.as_ref()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut file = self
+            .file
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         file.seek(SeekFrom::Start(offset)).ok()?;
         file.read_exact(&mut buf).ok()?;
         drop(file);
@@ -202,13 +224,22 @@ impl Pack {
         let mut tmp = std::io::BufWriter::new(tempfile::NamedTempFile::new_in(dir)?);
         tmp.write_all(PACK_HEADER.as_bytes())?;
         tmp.write_all(b"\n")?;
-        Ok(PackWriter { out: tmp, path: self.path.clone(), written: 0, changed: self.needs_write, old_len: self.index.len() })
+        Ok(PackWriter {
+            out: tmp,
+            path: self.path.clone(),
+            written: 0,
+            changed: self.needs_write,
+            old_len: self.index.len(),
+        })
     }
 
     /// Rewrites the pack with exactly `entries` (key, JSON) when they differ from what was
     /// read. Returns whether it was written.
     #[cfg(test)]
-    pub(crate) fn save<'e>(&self, entries: impl IntoIterator<Item = (&'e str, &'e str)>) -> std::io::Result<bool> {
+    pub(crate) fn save<'e>(
+        &self,
+        entries: impl IntoIterator<Item = (&'e str, &'e str)>,
+    ) -> std::io::Result<bool> {
         let mut w = self.writer()?;
         for (k, json) in entries {
             let same = self.read_json(k).is_some_and(|j| j == json);
@@ -256,7 +287,10 @@ impl PackWriter {
         if !self.changed && self.written == self.old_len {
             return Ok(false);
         }
-        let mut tmp = self.out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        let mut tmp = self
+            .out
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         tmp.flush()?;
         tmp.persist(&self.path).map_err(|e| e.error)?;
         Ok(true)
@@ -268,7 +302,14 @@ mod tests {
     use super::*;
 
     fn chunked(text: &str) -> Chunked {
-        Chunked { chunks: vec![TextChunk { text: text.into(), tokens: 2, byte_start: 0 }], dropped: 1 }
+        Chunked {
+            chunks: vec![TextChunk {
+                text: text.into(),
+                tokens: 2,
+                byte_start: 0,
+            }],
+            dropped: 1,
+        }
     }
 
     #[test]
@@ -277,18 +318,36 @@ mod tests {
         let input = tempfile::tempdir().unwrap();
         let cfg = ChunkConfig::new(100);
         let k = key(&cfg, "txt", b"hello there");
-        assert_ne!(k, key(&ChunkConfig::new(101), "txt", b"hello there"), "size is in the key");
-        assert_ne!(k, key(&cfg, "txt", b"hello there!"), "content is in the key");
-        assert_ne!(k, key(&cfg, "md", b"hello there"), "the reader is in the key");
+        assert_ne!(
+            k,
+            key(&ChunkConfig::new(101), "txt", b"hello there"),
+            "size is in the key"
+        );
+        assert_ne!(
+            k,
+            key(&cfg, "txt", b"hello there!"),
+            "content is in the key"
+        );
+        assert_ne!(
+            k,
+            key(&cfg, "md", b"hello there"),
+            "the reader is in the key"
+        );
 
         let c = chunked("hello there");
         let json = entry_json(&k, &c, &["w".into()]);
         let pack = Pack::open(cache.path(), input.path(), &cfg);
-        assert!(pack.save([(k.as_str(), json.as_str())]).unwrap(), "a new pack is written");
+        assert!(
+            pack.save([(k.as_str(), json.as_str())]).unwrap(),
+            "a new pack is written"
+        );
         let pack = Pack::open(cache.path(), input.path(), &cfg);
         let (got, warnings, line) = pack.get(&k).unwrap();
         assert_eq!((got, warnings), (c.clone(), vec!["w".to_string()]));
-        assert!(!pack.save([(k.as_str(), line.as_ref())]).unwrap(), "an unchanged pack is not rewritten");
+        assert!(
+            !pack.save([(k.as_str(), line.as_ref())]).unwrap(),
+            "an unchanged pack is not rewritten"
+        );
         assert_ne!(
             Pack::open(cache.path(), input.path(), &cfg.clone().with_min_chars(3)).path(),
             pack.path(),
@@ -296,9 +355,16 @@ mod tests {
         );
 
         let path = pack.path().to_path_buf();
-        let tampered = std::fs::read_to_string(&path).unwrap().replace("hello there", "hello THERE");
+        let tampered = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("hello there", "hello THERE");
         std::fs::write(&path, tampered).unwrap();
-        assert!(Pack::open(cache.path(), input.path(), &cfg).get(&k).is_none(), "edited entry fails its digest");
+        assert!(
+            Pack::open(cache.path(), input.path(), &cfg)
+                .get(&k)
+                .is_none(),
+            "edited entry fails its digest"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, &text[..text.len() / 2]).unwrap();
         let pack = Pack::open(cache.path(), input.path(), &cfg);
@@ -306,7 +372,14 @@ mod tests {
         std::fs::write(&path, b"\x00\xffgarbage").unwrap();
         let pack = Pack::open(cache.path(), input.path(), &cfg);
         assert!(pack.get(&k).is_none(), "garbage pack is ignored");
-        assert!(pack.save([(k.as_str(), json.as_str())]).unwrap(), "and rewritten");
-        assert!(Pack::open(cache.path(), input.path(), &cfg).get(&k).is_some());
+        assert!(
+            pack.save([(k.as_str(), json.as_str())]).unwrap(),
+            "and rewritten"
+        );
+        assert!(
+            Pack::open(cache.path(), input.path(), &cfg)
+                .get(&k)
+                .is_some()
+        );
     }
 }

@@ -52,7 +52,12 @@ pub struct ChunkLine<'a> {
 impl Chunk {
     /// The serializable `{"id","metadata","tokens","text"}` view printed by `atk chunk`.
     pub fn line(&self) -> ChunkLine<'_> {
-        ChunkLine { id: &self.id, metadata: &self.metadata, tokens: self.tokens, text: &self.text }
+        ChunkLine {
+            id: &self.id,
+            metadata: &self.metadata,
+            tokens: self.tokens,
+            text: &self.text,
+        }
     }
 
     /// The `atk chunk` JSON line for this chunk (no trailing newline).
@@ -94,18 +99,29 @@ pub(crate) struct Chunked {
 /// The extracted text of a source: its records, trimmed, non-empty, joined by
 /// [`RECORD_SEPARATOR`]. Chunk `byte_start`s index into this text.
 pub fn extracted_text<S: AsRef<str>>(records: &[S]) -> String {
-    let parts: Vec<&str> =
-        records.iter().map(|r| r.as_ref().trim()).filter(|r| !r.is_empty()).collect();
+    let parts: Vec<&str> = records
+        .iter()
+        .map(|r| r.as_ref().trim())
+        .filter(|r| !r.is_empty())
+        .collect();
     parts.join(RECORD_SEPARATOR)
 }
 
 /// Chunks each record on its own (a chunk never spans two records); records under
 /// `min_chars` characters are dropped and counted; small pieces join a neighbour when the
 /// joined text stays within the limit.
-pub(crate) fn chunk_records<S: AsRef<str>>(records: &[S], splitter: &Splitter, min_chars: usize) -> Chunked {
+pub(crate) fn chunk_records<S: AsRef<str>>(
+    records: &[S],
+    splitter: &Splitter,
+    min_chars: usize,
+) -> Chunked {
     let mut out = Chunked::default();
     let mut offset = 0;
-    for record in records.iter().map(|r| r.as_ref().trim()).filter(|r| !r.is_empty()) {
+    for record in records
+        .iter()
+        .map(|r| r.as_ref().trim())
+        .filter(|r| !r.is_empty())
+    {
         if offset > 0 {
             offset += RECORD_SEPARATOR.len();
         }
@@ -168,7 +184,11 @@ pub(crate) fn name_chunks(rel_path: &str, file_index: usize, chunks: Vec<TextChu
                 metadata: rel_path.to_string(),
                 tokens: c.tokens,
                 text: c.text,
-                position: ChunkPosition { file_index, chunk_index, byte_start: c.byte_start },
+                position: ChunkPosition {
+                    file_index,
+                    chunk_index,
+                    byte_start: c.byte_start,
+                },
             }
         })
         .collect()
@@ -191,7 +211,11 @@ mod tests {
 
     #[test]
     fn repeated_text_gets_distinct_ids_and_json_line_has_four_fields() {
-        let mk = |t: &str| TextChunk { text: t.into(), tokens: 1, byte_start: 0 };
+        let mk = |t: &str| TextChunk {
+            text: t.into(),
+            tokens: 1,
+            byte_start: 0,
+        };
         let named = name_chunks("x.md", 3, vec![mk("same"), mk("other"), mk("same")]);
         assert_ne!(named[0].id, named[2].id);
         assert_eq!(named[2].position.chunk_index, 2);
@@ -212,6 +236,9 @@ mod tests {
         assert_eq!(joined, text.trim());
         assert!(out.chunks.iter().all(|c| c.tokens <= 30));
         assert!(out.chunks.last().unwrap().text.chars().count() >= 50);
-        assert_eq!(out.chunks[0].byte_start, "tiny".len() + RECORD_SEPARATOR.len());
+        assert_eq!(
+            out.chunks[0].byte_start,
+            "tiny".len() + RECORD_SEPARATOR.len()
+        );
     }
 }

@@ -75,7 +75,11 @@ impl ChunkConfig {
 impl Subset {
     /// `size` chunks chosen by `seed`, sampled over the whole set.
     pub fn new(size: usize, seed: u64) -> Self {
-        Self { size, seed, spread_across_files: false }
+        Self {
+            size,
+            seed,
+            spread_across_files: false,
+        }
     }
 
     /// Spreads the subset evenly across source files.

@@ -33,19 +33,28 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded, NotText> {
     if let Some((enc, bom_len)) = Encoding::for_bom(bytes) {
         let (text, _) = enc.decode_without_bom_handling(&bytes[bom_len..]);
         let encoding = (enc != encoding_rs::UTF_8).then(|| enc.name());
-        return Ok(Decoded { text: text.into_owned(), encoding });
+        return Ok(Decoded {
+            text: text.into_owned(),
+            encoding,
+        });
     }
     if looks_binary(bytes) {
         return Err(NotText::Binary);
     }
     if let Ok(s) = std::str::from_utf8(bytes) {
-        return Ok(Decoded { text: s.to_string(), encoding: None });
+        return Ok(Decoded {
+            text: s.to_string(),
+            encoding: None,
+        });
     }
     let mut detector = EncodingDetector::new(Iso2022JpDetection::Deny);
     detector.feed(bytes, true);
     let enc = detector.guess(None, Utf8Detection::Deny);
     let (text, _, _) = enc.decode(bytes);
-    Ok(Decoded { text: text.into_owned(), encoding: Some(enc.name()) })
+    Ok(Decoded {
+        text: text.into_owned(),
+        encoding: Some(enc.name()),
+    })
 }
 
 #[cfg(test)]

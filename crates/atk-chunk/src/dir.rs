@@ -7,8 +7,8 @@ use rayon::prelude::*;
 use walkdir::WalkDir;
 
 use crate::cache;
-use crate::chunk::{chunk_records, name_chunks, Chunked};
-use crate::read::{extract, Format};
+use crate::chunk::{Chunked, chunk_records, name_chunks};
+use crate::read::{Format, extract};
 use crate::splitter::Splitter;
 use crate::subset::take_subset;
 use crate::{ChunkConfig, ChunkSet, Error, ReadReport, Skipped};
@@ -23,14 +23,23 @@ struct Source {
 /// What became of one file.
 enum Outcome<'p> {
     /// Chunked, or served from the cache; `cached` is its cache key and entry JSON.
-    Read { chunked: Chunked, warnings: Vec<String>, cache_hit: bool, cached: Option<(String, Cow<'p, str>)> },
+    Read {
+        chunked: Chunked,
+        warnings: Vec<String>,
+        cache_hit: bool,
+        cached: Option<(String, Cow<'p, str>)>,
+    },
     Skipped(String),
 }
 
 /// A file read and extracted, waiting to be chunked.
 enum Stage<'p> {
     Done(Outcome<'p>),
-    Extracted { records: Vec<String>, warnings: Vec<String>, key: Option<String> },
+    Extracted {
+        records: Vec<String>,
+        warnings: Vec<String>,
+        key: Option<String>,
+    },
 }
 
 /// Files read (in parallel) per batch by [`read_dir_batched`]: bounds the text and chunks
@@ -79,16 +88,33 @@ pub fn read_dir_batched(
 
 /// The files [`read_dir`] would read under `input_dir`: `(path, relative path)` in the order
 /// they are read (the cache folder left out). Errors when the folder is missing or unreadable.
-pub(crate) fn list_files(input_dir: &Path, config: &ChunkConfig) -> Result<Vec<(PathBuf, String)>, Error> {
+pub(crate) fn list_files(
+    input_dir: &Path,
+    config: &ChunkConfig,
+) -> Result<Vec<(PathBuf, String)>, Error> {
     match std::fs::metadata(input_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::MissingDir { dir: input_dir.to_path_buf() });
+            return Err(Error::MissingDir {
+                dir: input_dir.to_path_buf(),
+            });
         }
-        Err(source) => return Err(Error::Unreadable { dir: input_dir.to_path_buf(), source }),
-        Ok(m) if !m.is_dir() => return Err(Error::NotADir { dir: input_dir.to_path_buf() }),
+        Err(source) => {
+            return Err(Error::Unreadable {
+                dir: input_dir.to_path_buf(),
+                source,
+            });
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::NotADir {
+                dir: input_dir.to_path_buf(),
+            });
+        }
         Ok(_) => {}
     }
-    let exclude = config.cache_dir.as_deref().and_then(|d| std::fs::canonicalize(d).ok());
+    let exclude = config
+        .cache_dir
+        .as_deref()
+        .and_then(|d| std::fs::canonicalize(d).ok());
     let mut sources = walk(input_dir, exclude.as_deref(), &mut ReadReport::default())?;
     sources.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(sources.into_iter().map(|s| (s.path, s.rel)).collect())
@@ -103,20 +129,37 @@ fn read_batches(
 ) -> Result<ReadReport, Error> {
     match std::fs::metadata(input_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::MissingDir { dir: input_dir.to_path_buf() });
+            return Err(Error::MissingDir {
+                dir: input_dir.to_path_buf(),
+            });
         }
-        Err(source) => return Err(Error::Unreadable { dir: input_dir.to_path_buf(), source }),
-        Ok(m) if !m.is_dir() => return Err(Error::NotADir { dir: input_dir.to_path_buf() }),
+        Err(source) => {
+            return Err(Error::Unreadable {
+                dir: input_dir.to_path_buf(),
+                source,
+            });
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::NotADir {
+                dir: input_dir.to_path_buf(),
+            });
+        }
         Ok(_) => {}
     }
     let mut report = ReadReport::default();
-    let cache_dir = config.cache_dir.as_deref().and_then(|d| match std::fs::create_dir_all(d) {
-        Ok(()) => Some(d),
-        Err(e) => {
-            report.warnings.push(format!("chunk cache {} unusable ({e}); reading without it", d.display()));
-            None
-        }
-    });
+    let cache_dir = config
+        .cache_dir
+        .as_deref()
+        .and_then(|d| match std::fs::create_dir_all(d) {
+            Ok(()) => Some(d),
+            Err(e) => {
+                report.warnings.push(format!(
+                    "chunk cache {} unusable ({e}); reading without it",
+                    d.display()
+                ));
+                None
+            }
+        });
     // A cache inside the input folder must not be read back as input.
     let exclude = cache_dir.and_then(|d| std::fs::canonicalize(d).ok());
     let mut sources = walk(input_dir, exclude.as_deref(), &mut report)?;
@@ -126,7 +169,9 @@ fn read_batches(
     let mut writer = match pack.as_ref().map(cache::Pack::writer).transpose() {
         Ok(w) => w,
         Err(e) => {
-            report.warnings.push(format!("could not write the chunk cache: {e}"));
+            report
+                .warnings
+                .push(format!("could not write the chunk cache: {e}"));
             None
         }
     };
@@ -142,27 +187,42 @@ fn read_batches(
             match outcome {
                 Outcome::Skipped(reason) => {
                     tracing::debug!(path = %source.path.display(), %reason, "skipped");
-                    report.skipped.push(Skipped { path: source.path.clone(), reason });
+                    report.skipped.push(Skipped {
+                        path: source.path.clone(),
+                        reason,
+                    });
                 }
-                Outcome::Read { chunked, warnings, cache_hit, cached } => {
+                Outcome::Read {
+                    chunked,
+                    warnings,
+                    cache_hit,
+                    cached,
+                } => {
                     if let (Some(w), Some((k, json))) = (writer.as_mut(), &cached)
                         && let Err(e) = w.add(k, json, cache_hit)
                     {
-                        report.warnings.push(format!("could not write the chunk cache: {e}"));
+                        report
+                            .warnings
+                            .push(format!("could not write the chunk cache: {e}"));
                         writer = None;
                     }
                     let file_index = report.files_read;
                     report.files_read += 1;
                     report.cache_hits += usize::from(cache_hit);
                     report.dropped_fragments += chunked.dropped;
-                    report.warnings.extend(warnings.into_iter().map(|w| format!("{}: {w}", source.rel)));
+                    report
+                        .warnings
+                        .extend(warnings.into_iter().map(|w| format!("{}: {w}", source.rel)));
                     if chunked.chunks.is_empty() {
                         let reason = if chunked.dropped > 0 {
                             format!("only text under {} characters (dropped)", config.min_chars)
                         } else {
                             "no text".to_string()
                         };
-                        empty.push(Skipped { path: source.path.clone(), reason });
+                        empty.push(Skipped {
+                            path: source.path.clone(),
+                            reason,
+                        });
                     }
                     chunks.extend(name_chunks(&source.rel, file_index, chunked.chunks));
                 }
@@ -178,13 +238,18 @@ fn read_batches(
     if let Some(w) = writer.filter(|_| !stopped) {
         match w.finish() {
             Ok(written) => tracing::debug!(written, "chunk cache pack"),
-            Err(e) => report.warnings.push(format!("could not write the chunk cache: {e}")),
+            Err(e) => report
+                .warnings
+                .push(format!("could not write the chunk cache: {e}")),
         }
     }
     if report.chunks == 0 {
         let mut skipped = report.skipped;
         skipped.extend(empty);
-        return Err(Error::NoInput { dir: input_dir.to_path_buf(), skipped });
+        return Err(Error::NoInput {
+            dir: input_dir.to_path_buf(),
+            skipped,
+        });
     }
     Ok(report)
 }
@@ -193,21 +258,31 @@ fn read_batches(
 /// The name becomes the chunks' `metadata` and part of their ids. No cache, no files.
 pub fn chunk_texts(texts: &[(String, String)], config: &ChunkConfig) -> ChunkSet {
     let shared = Splitter::new(config.tokenizer.bpe(), config.chunk_size);
-    let local = use_local_bpe(texts.iter().map(|(_, t)| t.len()).sum(), rayon::current_num_threads());
+    let local = use_local_bpe(
+        texts.iter().map(|(_, t)| t.len()).sum(),
+        rayon::current_num_threads(),
+    );
     let chunked: Vec<Chunked> = texts
         .par_iter()
         .map(|(_, text)| {
             let records = std::slice::from_ref(text);
             if local {
                 config.tokenizer.with_local_bpe(|bpe| {
-                    chunk_records(records, &Splitter::new(bpe, config.chunk_size), config.min_chars)
+                    chunk_records(
+                        records,
+                        &Splitter::new(bpe, config.chunk_size),
+                        config.min_chars,
+                    )
                 })
             } else {
                 chunk_records(records, &shared, config.min_chars)
             }
         })
         .collect();
-    let mut report = ReadReport { files_read: texts.len(), ..ReadReport::default() };
+    let mut report = ReadReport {
+        files_read: texts.len(),
+        ..ReadReport::default()
+    };
     let mut chunks = Vec::new();
     for (i, ((name, _), c)) in texts.iter().zip(chunked).enumerate() {
         report.dropped_fragments += c.dropped;
@@ -229,28 +304,46 @@ fn finish(chunks: Vec<crate::Chunk>, mut report: ReadReport, config: &ChunkConfi
 
 /// The files under `root` (hidden entries and the `exclude` directory left out); walk
 /// problems become skipped entries.
-fn walk(root: &Path, exclude: Option<&Path>, report: &mut ReadReport) -> Result<Vec<Source>, Error> {
+fn walk(
+    root: &Path,
+    exclude: Option<&Path>,
+    report: &mut ReadReport,
+) -> Result<Vec<Source>, Error> {
     let mut out = Vec::new();
-    let walker = WalkDir::new(root).follow_links(true).sort_by_file_name().into_iter().filter_entry(|e| {
-        if e.depth() == 0 {
-            return true;
-        }
-        if e.file_name().to_string_lossy().starts_with('.') {
-            return false;
-        }
-        match exclude {
-            Some(x) if e.file_type().is_dir() => std::fs::canonicalize(e.path()).map_or(true, |p| p != x),
-            _ => true,
-        }
-    });
+    let walker = WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            if e.depth() == 0 {
+                return true;
+            }
+            if e.file_name().to_string_lossy().starts_with('.') {
+                return false;
+            }
+            match exclude {
+                Some(x) if e.file_type().is_dir() => {
+                    std::fs::canonicalize(e.path()).map_or(true, |p| p != x)
+                }
+                _ => true,
+            }
+        });
     for entry in walker {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
+                let path = e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| root.to_path_buf());
                 if e.depth() == 0 {
-                    let source = e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk failed"));
-                    return Err(Error::Unreadable { dir: root.to_path_buf(), source });
+                    let source = e
+                        .into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("walk failed"));
+                    return Err(Error::Unreadable {
+                        dir: root.to_path_buf(),
+                        source,
+                    });
                 }
                 let reason = match e.loop_ancestor() {
                     Some(a) => format!("symlink loop back to {}", a.display()),
@@ -264,8 +357,15 @@ fn walk(root: &Path, exclude: Option<&Path>, report: &mut ReadReport) -> Result<
             continue;
         }
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-        out.push(Source { path: entry.into_path(), rel });
+        let rel = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        out.push(Source {
+            path: entry.into_path(),
+            rel,
+        });
     }
     Ok(out)
 }
@@ -275,11 +375,21 @@ fn walk(root: &Path, exclude: Option<&Path>, report: &mut ReadReport) -> Result<
 /// Two parallel passes: read, hash and extract (cache hits stop there), then chunk. Between
 /// them the amount of text to tokenize is known, which decides whether each worker loads its
 /// own BPE (see [`atk_tokens::LOCAL_BPE_BREAK_EVEN_BYTES`]).
-fn process_all<'p>(sources: &[Source], config: &ChunkConfig, pack: Option<&'p cache::Pack>, expect_misses: bool) -> Vec<Outcome<'p>> {
+fn process_all<'p>(
+    sources: &[Source],
+    config: &ChunkConfig,
+    pack: Option<&'p cache::Pack>,
+    expect_misses: bool,
+) -> Vec<Outcome<'p>> {
     // The BPE takes ~0.45 s to load (release): when some file will need chunking, load it
     // while the files are read; when the pack likely serves every file, do not load it at all.
     let (staged, ()) = rayon::join(
-        || -> Vec<Stage<'p>> { sources.par_iter().map(|s| read_one(&s.path, config, pack)).collect() },
+        || -> Vec<Stage<'p>> {
+            sources
+                .par_iter()
+                .map(|s| read_one(&s.path, config, pack))
+                .collect()
+        },
         || {
             if expect_misses {
                 let _ = config.tokenizer.bpe();
@@ -294,7 +404,16 @@ fn process_all<'p>(sources: &[Source], config: &ChunkConfig, pack: Option<&'p ca
         })
         .sum();
     if staged.iter().all(|s| matches!(s, Stage::Done(_))) {
-        return staged.into_iter().filter_map(|s| if let Stage::Done(o) = s { Some(o) } else { None }).collect();
+        return staged
+            .into_iter()
+            .filter_map(|s| {
+                if let Stage::Done(o) = s {
+                    Some(o)
+                } else {
+                    None
+                }
+            })
+            .collect();
     }
     let local = use_local_bpe(text_bytes, rayon::current_num_threads());
     tracing::debug!(text_bytes, local, "chunking");
@@ -303,10 +422,18 @@ fn process_all<'p>(sources: &[Source], config: &ChunkConfig, pack: Option<&'p ca
         .into_par_iter()
         .map(|stage| match stage {
             Stage::Done(outcome) => outcome,
-            Stage::Extracted { records, warnings, key } => {
+            Stage::Extracted {
+                records,
+                warnings,
+                key,
+            } => {
                 let chunked = if local {
                     config.tokenizer.with_local_bpe(|bpe| {
-                        chunk_records(&records, &Splitter::new(bpe, config.chunk_size), config.min_chars)
+                        chunk_records(
+                            &records,
+                            &Splitter::new(bpe, config.chunk_size),
+                            config.min_chars,
+                        )
                     })
                 } else {
                     chunk_records(&records, &shared, config.min_chars)
@@ -315,7 +442,12 @@ fn process_all<'p>(sources: &[Source], config: &ChunkConfig, pack: Option<&'p ca
                     let json = cache::entry_json(&k, &chunked, &warnings);
                     (k, Cow::Owned(json))
                 });
-                Outcome::Read { chunked, warnings, cache_hit: false, cached }
+                Outcome::Read {
+                    chunked,
+                    warnings,
+                    cache_hit: false,
+                    cached,
+                }
             }
         })
         .collect()
@@ -333,15 +465,27 @@ fn read_one<'p>(path: &Path, config: &ChunkConfig, pack: Option<&'p cache::Pack>
         Ok(b) => b,
         Err(e) => return Stage::Done(Outcome::Skipped(format!("cannot read: {e}"))),
     };
-    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     let key = pack.map(|_| cache::key(config, &ext, &bytes));
     if let (Some(pack), Some(key)) = (pack, &key)
         && let Some((chunked, warnings, json)) = pack.get(key)
     {
-        return Stage::Done(Outcome::Read { chunked, warnings, cache_hit: true, cached: Some((key.clone(), json)) });
+        return Stage::Done(Outcome::Read {
+            chunked,
+            warnings,
+            cache_hit: true,
+            cached: Some((key.clone(), json)),
+        });
     }
     match extract(Format::from_extension(&ext), &bytes) {
-        Ok(x) => Stage::Extracted { records: x.records, warnings: x.warnings, key },
+        Ok(x) => Stage::Extracted {
+            records: x.records,
+            warnings: x.warnings,
+            key,
+        },
         Err(reason) => Stage::Done(Outcome::Skipped(reason)),
     }
 }
@@ -355,6 +499,9 @@ mod tests {
         let per = atk_tokens::LOCAL_BPE_BREAK_EVEN_BYTES;
         assert!(!use_local_bpe(per * 4 - 1, 4), "small input: shared BPE");
         assert!(use_local_bpe(per * 4, 4));
-        assert!(!use_local_bpe(per * 100, 1), "one worker: the shared BPE is uncontended");
+        assert!(
+            !use_local_bpe(per * 100, 1),
+            "one worker: the shared BPE is uncontended"
+        );
     }
 }

@@ -16,11 +16,11 @@ use std::path::PathBuf;
 
 pub use atk_tokens::Tokenizer;
 pub use cache::CHUNKER_VERSION;
-pub use chunk::{chunk_id, extracted_text, Chunk, ChunkLine, ChunkPosition, RECORD_SEPARATOR};
+pub use chunk::{Chunk, ChunkLine, ChunkPosition, RECORD_SEPARATOR, chunk_id, extracted_text};
 pub use config::{ChunkConfig, Subset};
-pub use dir::{chunk_texts, read_dir, read_dir_batched, FILES_PER_BATCH};
-pub use fingerprint::{fingerprint_dir, InputsFingerprint};
+pub use dir::{FILES_PER_BATCH, chunk_texts, read_dir, read_dir_batched};
 pub use error::Error;
+pub use fingerprint::{InputsFingerprint, fingerprint_dir};
 
 /// The chunks of a folder (or of given texts) and a report of how they were made.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +63,8 @@ impl ReadReport {
     /// One human line for stderr, e.g.
     /// `read 3 files (1 from cache), skipped 1: 42 chunks, 12345 tokens; 2 short fragments dropped; 1 warning`.
     pub fn summary(&self) -> String {
-        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let mut s = format!("read {}", plural(self.files_read, "file", "files"));
         if self.cache_hits > 0 {
             s.push_str(&format!(" ({} from cache)", self.cache_hits));
@@ -83,7 +84,10 @@ impl ReadReport {
             ));
         }
         if !self.warnings.is_empty() {
-            s.push_str(&format!("; {}", plural(self.warnings.len(), "warning", "warnings")));
+            s.push_str(&format!(
+                "; {}",
+                plural(self.warnings.len(), "warning", "warnings")
+            ));
         }
         s
     }
@@ -91,7 +95,10 @@ impl ReadReport {
     /// The lines a CLI prints before the summary: one `skipped PATH: REASON` per skipped
     /// file, then one `warning: ...` per warning.
     pub fn messages(&self) -> Vec<String> {
-        let skipped = self.skipped.iter().map(|k| format!("skipped {}: {}", k.path.display(), k.reason));
+        let skipped = self
+            .skipped
+            .iter()
+            .map(|k| format!("skipped {}: {}", k.path.display(), k.reason));
         let warnings = self.warnings.iter().map(|w| format!("warning: {w}"));
         skipped.chain(warnings).collect()
     }
@@ -105,7 +112,10 @@ mod tests {
     fn summary_reads_like_a_sentence() {
         let r = ReadReport {
             files_read: 3,
-            skipped: vec![Skipped { path: "in/x.bin".into(), reason: "binary".into() }],
+            skipped: vec![Skipped {
+                path: "in/x.bin".into(),
+                reason: "binary".into(),
+            }],
             warnings: vec!["a.jsonl: line 2: malformed".into()],
             dropped_fragments: 2,
             chunks: 42,
@@ -116,6 +126,12 @@ mod tests {
             r.summary(),
             "read 3 files (1 from cache), skipped 1: 42 chunks, 12345 tokens; 2 short fragments dropped; 1 warning"
         );
-        assert_eq!(r.messages(), ["skipped in/x.bin: binary", "warning: a.jsonl: line 2: malformed"]);
+        assert_eq!(
+            r.messages(),
+            [
+                "skipped in/x.bin: binary",
+                "warning: a.jsonl: line 2: malformed"
+            ]
+        );
     }
 }

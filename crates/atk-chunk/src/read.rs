@@ -2,10 +2,10 @@
 
 use std::io::{Cursor, Read};
 
-use quick_xml::events::Event;
 use quick_xml::Reader;
+use quick_xml::events::Event;
 
-use crate::decode::{decode, NotText};
+use crate::decode::{NotText, decode};
 use crate::html::html_to_text;
 
 /// The text found in one file.
@@ -62,9 +62,10 @@ pub(crate) fn extract(format: Format, bytes: &[u8]) -> Result<Extracted, String>
         Format::Docx => docx(bytes),
         Format::Epub => epub(bytes),
         Format::Unknown => match std::str::from_utf8(bytes) {
-            Ok(s) if !crate::decode::looks_binary(bytes) => {
-                Ok(Extracted { records: vec![s.to_string()], warnings: Vec::new() })
-            }
+            Ok(s) if !crate::decode::looks_binary(bytes) => Ok(Extracted {
+                records: vec![s.to_string()],
+                warnings: Vec::new(),
+            }),
             _ => Err("binary or non-UTF-8 file with an unknown extension".into()),
         },
     }
@@ -85,7 +86,10 @@ fn decoded(bytes: &[u8]) -> Result<(String, Vec<String>), String> {
 
 fn text(bytes: &[u8]) -> Result<Extracted, String> {
     let (text, warnings) = decoded(bytes)?;
-    Ok(Extracted { records: vec![text], warnings })
+    Ok(Extracted {
+        records: vec![text],
+        warnings,
+    })
 }
 
 /// The text of one JSON item: a string, or an object's `text` string.
@@ -110,7 +114,9 @@ fn json(bytes: &[u8]) -> Result<Extracted, String> {
     for (i, item) in items.iter().enumerate() {
         match item_text(item) {
             Some(t) => records.push(t.to_string()),
-            None => warnings.push(format!("item {i}: not a string or an object with a `text` string; skipped")),
+            None => warnings.push(format!(
+                "item {i}: not a string or an object with a `text` string; skipped"
+            )),
         }
     }
     Ok(Extracted { records, warnings })
@@ -139,7 +145,10 @@ fn pdf(bytes: &[u8]) -> Result<Extracted, String> {
     // pdf-extract panics on some malformed files; a bad file must not end the run.
     let result = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(bytes));
     match result {
-        Ok(Ok(text)) => Ok(Extracted { records: vec![text], warnings: Vec::new() }),
+        Ok(Ok(text)) => Ok(Extracted {
+            records: vec![text],
+            warnings: Vec::new(),
+        }),
         Ok(Err(e)) => Err(format!("unreadable PDF: {e}")),
         Err(_) => Err("unreadable PDF (the PDF reader gave up on it)".into()),
     }
@@ -152,16 +161,22 @@ fn open_zip(bytes: &[u8]) -> Result<Zip<'_>, String> {
 }
 
 fn zip_entry(zip: &mut Zip<'_>, name: &str) -> Result<String, String> {
-    let mut f = zip.by_name(name).map_err(|e| format!("missing `{name}`: {e}"))?;
+    let mut f = zip
+        .by_name(name)
+        .map_err(|e| format!("missing `{name}`: {e}"))?;
     let mut buf = Vec::new();
-    f.read_to_end(&mut buf).map_err(|e| format!("cannot read `{name}`: {e}"))?;
+    f.read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read `{name}`: {e}"))?;
     String::from_utf8(buf).map_err(|_| format!("`{name}` is not UTF-8"))
 }
 
 fn docx(bytes: &[u8]) -> Result<Extracted, String> {
     let mut zip = open_zip(bytes)?;
     let xml = zip_entry(&mut zip, "word/document.xml")?;
-    Ok(Extracted { records: vec![docx_text(&xml)?], warnings: Vec::new() })
+    Ok(Extracted {
+        records: vec![docx_text(&xml)?],
+        warnings: Vec::new(),
+    })
 }
 
 /// The text of WordprocessingML: `w:p` paragraphs separated by blank lines, `w:t` runs,
@@ -172,7 +187,10 @@ fn docx_text(xml: &str) -> Result<String, String> {
     let mut cur = String::new();
     let mut in_text = false;
     loop {
-        match reader.read_event().map_err(|e| format!("corrupt document.xml: {e}"))? {
+        match reader
+            .read_event()
+            .map_err(|e| format!("corrupt document.xml: {e}"))?
+        {
             Event::Start(e) => match e.local_name().as_ref() {
                 "t" => in_text = true,
                 "tab" => cur.push('\t'),
@@ -200,8 +218,11 @@ fn docx_text(xml: &str) -> Result<String, String> {
     if !cur.is_empty() {
         paragraphs.push(cur);
     }
-    let paragraphs: Vec<&str> =
-        paragraphs.iter().map(|p| p.trim_end()).filter(|p| !p.trim().is_empty()).collect();
+    let paragraphs: Vec<&str> = paragraphs
+        .iter()
+        .map(|p| p.trim_end())
+        .filter(|p| !p.trim().is_empty())
+        .collect();
     Ok(paragraphs.join("\n\n"))
 }
 
@@ -226,19 +247,27 @@ fn resolve_ref(r: &quick_xml::events::BytesRef<'_>) -> String {
 fn epub(bytes: &[u8]) -> Result<Extracted, String> {
     let mut zip = open_zip(bytes)?;
     let container = zip_entry(&mut zip, "META-INF/container.xml")?;
-    let opf_path = first_attr(&container, "rootfile", "full-path")
-        .ok_or("container.xml names no rootfile")?;
+    let opf_path =
+        first_attr(&container, "rootfile", "full-path").ok_or("container.xml names no rootfile")?;
     let opf = zip_entry(&mut zip, &opf_path)?;
-    let base = opf_path.rsplit_once('/').map(|(d, _)| format!("{d}/")).unwrap_or_default();
+    let base = opf_path
+        .rsplit_once('/')
+        .map(|(d, _)| format!("{d}/"))
+        .unwrap_or_default();
     let (manifest, spine) = opf_manifest_and_spine(&opf)?;
     let mut records = Vec::new();
     let mut warnings = Vec::new();
     for idref in spine {
         let Some(href) = manifest.iter().find(|(id, _)| *id == idref).map(|(_, h)| h) else {
-            warnings.push(format!("spine item `{idref}` is not in the manifest; skipped"));
+            warnings.push(format!(
+                "spine item `{idref}` is not in the manifest; skipped"
+            ));
             continue;
         };
-        let path = resolve_path(&base, &percent_decode(href.split('#').next().unwrap_or(href)));
+        let path = resolve_path(
+            &base,
+            &percent_decode(href.split('#').next().unwrap_or(href)),
+        );
         match zip_entry(&mut zip, &path) {
             Ok(xhtml) => records.push(html_to_text(&xhtml)),
             Err(e) => warnings.push(format!("chapter {path}: {e}; skipped")),
@@ -246,7 +275,10 @@ fn epub(bytes: &[u8]) -> Result<Extracted, String> {
     }
     // Chapters are parts of one text: join them so short chapters are not dropped as records.
     let text = crate::chunk::extracted_text(&records);
-    Ok(Extracted { records: vec![text], warnings })
+    Ok(Extracted {
+        records: vec![text],
+        warnings,
+    })
 }
 
 /// The value of attribute `attr` on the first element named `element` (local names).
@@ -259,7 +291,11 @@ fn first_attr(xml: &str, element: &str, attr: &str) -> Option<String> {
                     .attributes()
                     .flatten()
                     .find(|a| a.key.local_name().as_ref() == attr)
-                    .and_then(|a| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned()));
+                    .and_then(|a| {
+                        a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                            .ok()
+                            .map(|v| v.into_owned())
+                    });
             }
             Event::Eof => return None,
             _ => {}
@@ -275,13 +311,20 @@ fn opf_manifest_and_spine(opf: &str) -> Result<(Manifest, Vec<String>), String> 
     let mut manifest = Vec::new();
     let mut spine = Vec::new();
     loop {
-        match reader.read_event().map_err(|e| format!("corrupt OPF package: {e}"))? {
+        match reader
+            .read_event()
+            .map_err(|e| format!("corrupt OPF package: {e}"))?
+        {
             Event::Start(e) | Event::Empty(e) => {
                 let attr = |name: &str| {
                     e.attributes()
                         .flatten()
                         .find(|a| a.key.local_name().as_ref() == name)
-                        .and_then(|a| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned()))
+                        .and_then(|a| {
+                            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                                .ok()
+                                .map(|v| v.into_owned())
+                        })
                 };
                 match e.local_name().as_ref() {
                     "item" => {
@@ -345,10 +388,18 @@ mod tests {
 
     #[test]
     fn json_and_jsonl_records_with_warnings() {
-        let j = extract(Format::Json, br#"["one", {"text": "two"}, {"title": "x"}, 3]"#).unwrap();
+        let j = extract(
+            Format::Json,
+            br#"["one", {"text": "two"}, {"title": "x"}, 3]"#,
+        )
+        .unwrap();
         assert_eq!(j.records, ["one", "two"]);
         assert_eq!(j.warnings.len(), 2);
-        let l = extract(Format::Jsonl, b"{\"text\": \"a\"}\n{broken\n\n{\"text\": \"b\"}\n").unwrap();
+        let l = extract(
+            Format::Jsonl,
+            b"{\"text\": \"a\"}\n{broken\n\n{\"text\": \"b\"}\n",
+        )
+        .unwrap();
         assert_eq!(l.records, ["a", "b"]);
         assert_eq!(l.warnings.len(), 1);
         assert!(l.warnings[0].starts_with("line 2:"), "{:?}", l.warnings);
@@ -362,7 +413,10 @@ mod tests {
 
     #[test]
     fn paths_resolve_and_unknown_binary_is_refused() {
-        assert_eq!(resolve_path("OEBPS/", "../Text/ch%201.xhtml"), "Text/ch%201.xhtml");
+        assert_eq!(
+            resolve_path("OEBPS/", "../Text/ch%201.xhtml"),
+            "Text/ch%201.xhtml"
+        );
         assert_eq!(percent_decode("ch%201.xhtml"), "ch 1.xhtml");
         assert!(extract(Format::Unknown, b"\x00\x01\x02").is_err());
         assert!(extract(Format::Unknown, b"plain words").is_ok());

@@ -96,7 +96,10 @@ struct Packer<'t, 'b> {
 impl<'b> Splitter<'b> {
     /// A splitter counting with `bpe`, bounded by `limit` tokens (at least 1).
     pub(crate) fn new(bpe: &'b CoreBPE, limit: usize) -> Self {
-        Self { bpe, limit: limit.max(1) }
+        Self {
+            bpe,
+            limit: limit.max(1),
+        }
     }
 
     /// Exact token count of `text`.
@@ -128,7 +131,11 @@ impl<'b> Splitter<'b> {
         let mut para_tokens = 0;
         let mut start = 0;
         for (end, paragraph_break) in line_cuts(text) {
-            let unit = Unit { start, end, tokens: self.count(&text[start..end]) };
+            let unit = Unit {
+                start,
+                end,
+                tokens: self.count(&text[start..end]),
+            };
             para_tokens += unit.tokens;
             para.push(unit);
             start = end;
@@ -180,9 +187,18 @@ impl Packer<'_, '_> {
 
     /// Packs one paragraph made of `lines` (`tokens` in total).
     fn paragraph(&mut self, lines: &[Unit], tokens: usize) {
-        let (Some(first), Some(last)) = (lines.first(), lines.last()) else { return };
+        let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
+            return;
+        };
         if tokens <= self.limit {
-            self.push(Unit { start: first.start, end: last.end, tokens }, true);
+            self.push(
+                Unit {
+                    start: first.start,
+                    end: last.end,
+                    tokens,
+                },
+                true,
+            );
             return;
         }
         // Too big: start it in a fresh chunk so the chunk boundary sits on the paragraph break.
@@ -222,7 +238,11 @@ impl Packer<'_, '_> {
         }
         for (s, e) in parts {
             let tokens = self.count(s, e);
-            let part = Unit { start: s, end: e, tokens };
+            let part = Unit {
+                start: s,
+                end: e,
+                tokens,
+            };
             if tokens <= self.limit {
                 self.push(part, is_clean_cut(self.text, s));
             } else {
@@ -237,8 +257,10 @@ impl Packer<'_, '_> {
 
     /// Cuts a single word longer than the limit at grapheme boundaries.
     fn cut_word(&mut self, unit: Unit) {
-        let mut bounds: Vec<usize> =
-            GRAPHEMES.segment_str(&self.text[unit.start..unit.end]).map(|b| unit.start + b).collect();
+        let mut bounds: Vec<usize> = GRAPHEMES
+            .segment_str(&self.text[unit.start..unit.end])
+            .map(|b| unit.start + b)
+            .collect();
         if bounds.last() != Some(&unit.end) {
             bounds.push(unit.end);
         }
@@ -332,9 +354,7 @@ impl Packer<'_, '_> {
 fn word_cuts(slice: &str) -> Vec<usize> {
     WORDS
         .segment_str(slice)
-        .filter(|&b| {
-            b > 0 && b < slice.len() && !slice[b..].starts_with(char::is_whitespace)
-        })
+        .filter(|&b| b > 0 && b < slice.len() && !slice[b..].starts_with(char::is_whitespace))
         .collect()
 }
 
@@ -352,7 +372,12 @@ mod tests {
                 assert_eq!(p.start, at, "pieces are contiguous");
                 at = p.end;
                 let exact = s.count(&text[p.start..p.end]);
-                assert_eq!(p.tokens, exact, "reported count is exact for {:?}", &text[p.start..p.end]);
+                assert_eq!(
+                    p.tokens,
+                    exact,
+                    "reported count is exact for {:?}",
+                    &text[p.start..p.end]
+                );
                 assert!(p.tokens <= limit || text[p.start..p.end].chars().count() == 1);
             }
             assert_eq!(at, text.len());

@@ -34,7 +34,11 @@ pub(crate) fn take_subset(chunks: Vec<Chunk>, subset: &Subset) -> Vec<Chunk> {
         }
         keep
     };
-    chunks.into_iter().zip(keep).filter_map(|(c, k)| k.then_some(c)).collect()
+    chunks
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(c, k)| k.then_some(c))
+        .collect()
 }
 
 /// Gives every file one slot per round (files in seeded order) until `size` slots are
@@ -75,8 +79,8 @@ fn spread(chunks: &[Chunk], subset: &Subset) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::chunk_id;
     use crate::ChunkPosition;
+    use crate::chunk::chunk_id;
 
     fn chunks(files: &[(&str, usize)]) -> Vec<Chunk> {
         let mut out = Vec::new();
@@ -88,7 +92,11 @@ mod tests {
                     metadata: name.to_string(),
                     tokens: 3,
                     text,
-                    position: ChunkPosition { file_index: fi, chunk_index: ci, byte_start: 0 },
+                    position: ChunkPosition {
+                        file_index: fi,
+                        chunk_index: ci,
+                        byte_start: 0,
+                    },
                 });
             }
         }
@@ -103,7 +111,10 @@ mod tests {
         assert_eq!(one, take_subset(all.clone(), &s), "same seed, same subset");
         assert_ne!(one, take_subset(all.clone(), &Subset::new(12, 8)));
         assert_eq!(one.len(), 12);
-        let pos: Vec<_> = one.iter().map(|c| (c.position.file_index, c.position.chunk_index)).collect();
+        let pos: Vec<_> = one
+            .iter()
+            .map(|c| (c.position.file_index, c.position.chunk_index))
+            .collect();
         let mut sorted = pos.clone();
         sorted.sort();
         assert_eq!(pos, sorted, "subset keeps source order");
@@ -114,6 +125,9 @@ mod tests {
         }
         // A small file runs out: the rest comes from the others.
         let spread = take_subset(all, &Subset::new(20, 1).spread_across_files(true));
-        assert_eq!(spread.iter().filter(|c| c.metadata == "big.txt").count(), 10);
+        assert_eq!(
+            spread.iter().filter(|c| c.metadata == "big.txt").count(),
+            10
+        );
     }
 }

@@ -1,15 +1,39 @@
 //! Property tests: no chunk over the limit, exact token counts, and the chunks of a text
 //! joined in order give back the text (so no word is lost or reordered).
 
-use atk_chunk::{chunk_texts, extracted_text, ChunkConfig, Tokenizer};
+use atk_chunk::{ChunkConfig, Tokenizer, chunk_texts, extracted_text};
 use proptest::prelude::*;
 
 const WORDS: &[&str] = &[
-    "the", "keeper", "wrote", "weather", "ledger", "Évora", "naïve", "façade", "2026", "3.14",
-    "don't", "e-mail", "(aside)", "\"quoted\"", "über", "x", "antidisestablishmentarianism",
-    "🙂", "日本", "東京", "—", "...", "&", "ﬁsh",
+    "the",
+    "keeper",
+    "wrote",
+    "weather",
+    "ledger",
+    "Évora",
+    "naïve",
+    "façade",
+    "2026",
+    "3.14",
+    "don't",
+    "e-mail",
+    "(aside)",
+    "\"quoted\"",
+    "über",
+    "x",
+    "antidisestablishmentarianism",
+    "🙂",
+    "日本",
+    "東京",
+    "—",
+    "...",
+    "&",
+    "ﬁsh",
 ];
-const SEPARATORS: &[&str] = &[" ", " ", " ", ", ", ". ", "? ", "! ", "\n", "\n\n", "\t", "  ", "\r\n", " \n \n", "\u{3000}", "\u{a0}", "。", "、", "\n/", ";\n"];
+const SEPARATORS: &[&str] = &[
+    " ", " ", " ", ", ", ". ", "? ", "! ", "\n", "\n\n", "\t", "  ", "\r\n", " \n \n", "\u{3000}",
+    "\u{a0}", "。", "、", "\n/", ";\n",
+];
 const CJK: &str = "日本語の文章は空白なしで書かれることが多い東京大阪京都北海道沖縄山川海空雨雪風花鳥月星人心手目口耳足学生先生会社電車駅時間";
 
 /// Checks the invariants for `text` with one tokenizer and limit; returns the chunk count.
@@ -19,12 +43,18 @@ fn check(text: &str, limit: usize, tokenizer: Tokenizer) -> usize {
 
 /// As [`check`], with small chunks joined to neighbours (`min_chars`).
 fn check_with(text: &str, limit: usize, tokenizer: Tokenizer, min_chars: usize) -> usize {
-    let config = ChunkConfig::new(limit).with_tokenizer(tokenizer).with_min_chars(min_chars);
+    let config = ChunkConfig::new(limit)
+        .with_tokenizer(tokenizer)
+        .with_min_chars(min_chars);
     let set = chunk_texts(&[("t".to_string(), text.to_string())], &config);
     let bpe = tokenizer.bpe();
     for c in &set.chunks {
         let exact = bpe.encode_ordinary(&c.text).len();
-        assert_eq!(c.tokens, exact, "reported tokens are exact for {:?}", c.text);
+        assert_eq!(
+            c.tokens, exact,
+            "reported tokens are exact for {:?}",
+            c.text
+        );
         assert!(
             c.tokens <= limit || c.text.chars().count() == 1,
             "{} tokens > {limit} in {:?}",
@@ -36,7 +66,10 @@ fn check_with(text: &str, limit: usize, tokenizer: Tokenizer, min_chars: usize) 
     let expected = extracted_text(&[text]);
     if expected.chars().count() < min_chars {
         assert!(set.chunks.is_empty());
-        assert_eq!(set.report.dropped_fragments, usize::from(!expected.is_empty()));
+        assert_eq!(
+            set.report.dropped_fragments,
+            usize::from(!expected.is_empty())
+        );
     } else {
         assert_eq!(joined, expected);
     }
@@ -45,7 +78,9 @@ fn check_with(text: &str, limit: usize, tokenizer: Tokenizer, min_chars: usize) 
 
 fn prose() -> impl Strategy<Value = String> {
     prop::collection::vec((0..WORDS.len(), 0..SEPARATORS.len()), 1..400).prop_map(|v| {
-        v.into_iter().map(|(w, s)| format!("{}{}", WORDS[w], SEPARATORS[s])).collect()
+        v.into_iter()
+            .map(|(w, s)| format!("{}{}", WORDS[w], SEPARATORS[s]))
+            .collect()
     })
 }
 
@@ -63,7 +98,9 @@ fn cjk() -> impl Strategy<Value = String> {
 }
 
 fn whitespace_soup() -> impl Strategy<Value = String> {
-    let ws = prop::sample::select(vec![" ", "\t", "\n", "\r\n", "\n\n\n", "  \t ", "\u{2003}", "\u{a0}", "\u{3000}", "\u{85}"]);
+    let ws = prop::sample::select(vec![
+        " ", "\t", "\n", "\r\n", "\n\n\n", "  \t ", "\u{2003}", "\u{a0}", "\u{3000}", "\u{85}",
+    ]);
     prop::collection::vec((prop::sample::select(WORDS.to_vec()), ws), 1..300)
         .prop_map(|v| v.into_iter().map(|(w, s)| format!("{w}{s}")).collect())
 }
@@ -101,8 +138,13 @@ proptest! {
 
 #[test]
 fn thousands_of_words_without_punctuation() {
-    let plain = ["the", "keeper", "wrote", "weather", "ledger", "naïve", "über", "x", "lanterns"];
-    let text: String = (0..3000).map(|i| plain[(i * 7) % plain.len()]).collect::<Vec<_>>().join(" ");
+    let plain = [
+        "the", "keeper", "wrote", "weather", "ledger", "naïve", "über", "x", "lanterns",
+    ];
+    let text: String = (0..3000)
+        .map(|i| plain[(i * 7) % plain.len()])
+        .collect::<Vec<_>>()
+        .join(" ");
     let n = check(&text, 50, Tokenizer::Cl100k);
     assert!(n > 50);
 }

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use atk_chunk::{read_dir, ChunkConfig, ChunkSet, Error, Subset};
+use atk_chunk::{ChunkConfig, ChunkSet, Error, Subset, read_dir};
 
 fn write(dir: &Path, rel: &str, bytes: impl AsRef<[u8]>) {
     let path = dir.join(rel);
@@ -55,7 +55,11 @@ fn pdf_bytes(line: &str) -> Vec<u8> {
         out.extend(format!("{o:010} 00000 n \n").as_bytes());
     }
     out.extend(
-        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
     );
     out
 }
@@ -67,8 +71,18 @@ fn txt_and_md_read_losslessly() {
     write(dir.path(), "a.txt", PROSE);
     write(dir.path(), "b.md", &md);
     let set = read(dir.path(), 20);
-    let a: String = set.chunks.iter().filter(|c| c.metadata == "a.txt").map(|c| c.text.as_str()).collect();
-    let b: String = set.chunks.iter().filter(|c| c.metadata == "b.md").map(|c| c.text.as_str()).collect();
+    let a: String = set
+        .chunks
+        .iter()
+        .filter(|c| c.metadata == "a.txt")
+        .map(|c| c.text.as_str())
+        .collect();
+    let b: String = set
+        .chunks
+        .iter()
+        .filter(|c| c.metadata == "b.md")
+        .map(|c| c.text.as_str())
+        .collect();
     assert_eq!(a, PROSE);
     assert_eq!(b, md.trim());
     assert!(set.chunks.iter().all(|c| c.tokens <= 20));
@@ -78,19 +92,32 @@ fn txt_and_md_read_losslessly() {
 #[test]
 fn json_items_are_records() {
     let dir = tempfile::tempdir().unwrap();
-    let json = serde_json::json!([PROSE, {"text": format!("Second: {PROSE}")}, {"title": "no text"}]);
+    let json =
+        serde_json::json!([PROSE, {"text": format!("Second: {PROSE}")}, {"title": "no text"}]);
     write(dir.path(), "items.json", json.to_string());
     let set = read(dir.path(), 200);
-    assert_eq!(set.chunks.len(), 2, "one chunk per record, never spanning two");
+    assert_eq!(
+        set.chunks.len(),
+        2,
+        "one chunk per record, never spanning two"
+    );
     assert!(set.chunks[1].text.starts_with("Second: "));
     assert_eq!(set.report.warnings.len(), 1);
-    assert!(set.report.warnings[0].starts_with("items.json: item 2"), "{:?}", set.report.warnings);
+    assert!(
+        set.report.warnings[0].starts_with("items.json: item 2"),
+        "{:?}",
+        set.report.warnings
+    );
 }
 
 #[test]
 fn malformed_jsonl_line_is_skipped_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = format!("{}\n{{\"text\": \"broken\n{}\n", serde_json::json!({"text": PROSE}), serde_json::json!({"text": PROSE}));
+    let lines = format!(
+        "{}\n{{\"text\": \"broken\n{}\n",
+        serde_json::json!({"text": PROSE}),
+        serde_json::json!({"text": PROSE})
+    );
     write(dir.path(), "sub/data.jsonl", lines);
     let set = read(dir.path(), 200);
     assert_eq!(set.chunks.len(), 2);
@@ -118,7 +145,11 @@ fn html_gives_visible_text_in_paragraphs() {
 #[test]
 fn pdf_text_is_extracted() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "doc.pdf", pdf_bytes("Hello from a tiny PDF file written by hand for this test."));
+    write(
+        dir.path(),
+        "doc.pdf",
+        pdf_bytes("Hello from a tiny PDF file written by hand for this test."),
+    );
     let set = read(dir.path(), 200);
     let text = all_text(&set);
     assert!(text.contains("tiny PDF file written by hand"), "{text:?}");
@@ -133,7 +164,10 @@ fn docx_paragraphs_are_extracted() {
 <w:p><w:r><w:t>{PROSE}</w:t></w:r></w:p><w:p><w:r><w:t xml:space="preserve">Fish &amp; </w:t></w:r><w:r><w:t>chips were served at the keeper's table on Fridays.</w:t></w:r></w:p>
 </w:body></w:document>"#
     );
-    let bytes = zip_bytes(&[("[Content_Types].xml", "<Types/>"), ("word/document.xml", &doc)]);
+    let bytes = zip_bytes(&[
+        ("[Content_Types].xml", "<Types/>"),
+        ("word/document.xml", &doc),
+    ]);
     write(dir.path(), "report.docx", bytes);
     assert_eq!(
         all_text(&read(dir.path(), 200)),
@@ -150,10 +184,15 @@ fn epub_spine_order_is_followed() {
         <item id="c1" href="text/chapter%20one.xhtml" media-type="application/xhtml+xml"/></manifest>
         <spine><itemref idref="c1"/><itemref idref="c2"/></spine></package>"#;
     let ch = |title: &str, body: &str| {
-        format!(r#"<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"><head><title>x</title></head><body><h2>{title}</h2><p>{body}</p></body></html>"#)
+        format!(
+            r#"<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"><head><title>x</title></head><body><h2>{title}</h2><p>{body}</p></body></html>"#
+        )
     };
     let one = ch("Chapter One", PROSE);
-    let two = ch("Chapter Two", "The second chapter ends the book with a storm over the point.");
+    let two = ch(
+        "Chapter Two",
+        "The second chapter ends the book with a storm over the point.",
+    );
     let bytes = zip_bytes(&[
         ("mimetype", "application/epub+zip"),
         ("META-INF/container.xml", container),
@@ -165,27 +204,44 @@ fn epub_spine_order_is_followed() {
     let text = all_text(&read(dir.path(), 200));
     assert_eq!(
         text,
-        format!("Chapter One\n\n{PROSE}\n\nChapter Two\n\nThe second chapter ends the book with a storm over the point.")
+        format!(
+            "Chapter One\n\n{PROSE}\n\nChapter Two\n\nThe second chapter ends the book with a storm over the point."
+        )
     );
 }
 
 #[test]
 fn latin1_file_is_decoded_and_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bytes = b"Le gardien du phare not\xe9 le temps: vent, houle, et les navires \xe0 l'\xe9t\xe9.".to_vec();
+    let mut bytes =
+        b"Le gardien du phare not\xe9 le temps: vent, houle, et les navires \xe0 l'\xe9t\xe9."
+            .to_vec();
     bytes.extend(b" Caf\xe9 cr\xe8me.");
     write(dir.path(), "fr.txt", bytes);
     let set = read(dir.path(), 200);
-    assert!(all_text(&set).contains("noté le temps"), "{:?}", all_text(&set));
+    assert!(
+        all_text(&set).contains("noté le temps"),
+        "{:?}",
+        all_text(&set)
+    );
     assert!(all_text(&set).ends_with("Café crème."));
-    assert!(set.report.warnings.iter().any(|w| w.contains("windows-1252")));
+    assert!(
+        set.report
+            .warnings
+            .iter()
+            .any(|w| w.contains("windows-1252"))
+    );
 }
 
 #[test]
 fn binary_and_corrupt_files_are_skipped_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "good.txt", PROSE);
-    write(dir.path(), "image.png", [0x89, b'P', b'N', b'G', 0, 0, 0, 13, 1, 2]);
+    write(
+        dir.path(),
+        "image.png",
+        [0x89, b'P', b'N', b'G', 0, 0, 0, 13, 1, 2],
+    );
     write(dir.path(), "fake.txt", b"abc\0def\0");
     write(dir.path(), "broken.docx", b"not a zip at all");
     write(dir.path(), "broken.pdf", b"%PDF-1.4 garbage");
@@ -193,8 +249,16 @@ fn binary_and_corrupt_files_are_skipped_not_fatal() {
     write(dir.path(), ".dotfile.txt", PROSE);
     let set = read(dir.path(), 200);
     assert_eq!(set.report.files_read, 1);
-    let skipped: Vec<String> = set.report.skipped.iter().map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    assert_eq!(skipped, ["broken.docx", "broken.pdf", "fake.txt", "image.png"]);
+    let skipped: Vec<String> = set
+        .report
+        .skipped
+        .iter()
+        .map(|s| s.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        skipped,
+        ["broken.docx", "broken.pdf", "fake.txt", "image.png"]
+    );
     assert!(set.report.skipped.iter().all(|s| !s.reason.is_empty()));
     assert!(set.chunks.iter().all(|c| c.metadata == "good.txt"));
 }
@@ -210,10 +274,15 @@ fn missing_dir_and_no_text_are_errors_naming_the_dir() {
     write(dir.path(), "bin.dat", [0u8, 1, 2, 3]);
     write(dir.path(), "short.txt", "tiny");
     let err = read_dir(dir.path(), &ChunkConfig::new(100)).unwrap_err();
-    let Error::NoInput { skipped, .. } = &err else { panic!("{err}") };
+    let Error::NoInput { skipped, .. } = &err else {
+        panic!("{err}")
+    };
     assert_eq!(skipped.len(), 2);
     let msg = err.to_string();
-    assert!(msg.contains("bin.dat") && msg.contains("short.txt"), "{msg}");
+    assert!(
+        msg.contains("bin.dat") && msg.contains("short.txt"),
+        "{msg}"
+    );
 }
 
 #[cfg(unix)]
@@ -222,22 +291,45 @@ fn symlink_loop_does_not_hang() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a/good.txt", PROSE);
     std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("a/loop")).unwrap();
-    std::os::unix::fs::symlink(dir.path().join("missing"), dir.path().join("dangling.txt")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("missing"), dir.path().join("dangling.txt"))
+        .unwrap();
     let set = read(dir.path(), 200);
     assert_eq!(set.chunks.len(), 1);
-    assert!(set.report.skipped.iter().any(|s| s.reason.contains("loop")), "{:?}", set.report.skipped);
+    assert!(
+        set.report.skipped.iter().any(|s| s.reason.contains("loop")),
+        "{:?}",
+        set.report.skipped
+    );
 }
 
 #[test]
 fn ids_survive_adding_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "b.txt", format!("{PROSE}\n\n{PROSE}\n\nAnother paragraph that is long enough to be kept."));
+    write(
+        dir.path(),
+        "b.txt",
+        format!("{PROSE}\n\n{PROSE}\n\nAnother paragraph that is long enough to be kept."),
+    );
     write(dir.path(), "d.txt", PROSE);
     let before = read(dir.path(), 40);
-    write(dir.path(), "a.txt", "A new first file, sorted before the others, long enough.");
-    write(dir.path(), "c.txt", "A new middle file, sorted between the others, long enough.");
+    write(
+        dir.path(),
+        "a.txt",
+        "A new first file, sorted before the others, long enough.",
+    );
+    write(
+        dir.path(),
+        "c.txt",
+        "A new middle file, sorted between the others, long enough.",
+    );
     let after = read(dir.path(), 40);
-    let ids = |s: &ChunkSet, f: &str| s.chunks.iter().filter(|c| c.metadata == f).map(|c| c.id.clone()).collect::<Vec<_>>();
+    let ids = |s: &ChunkSet, f: &str| {
+        s.chunks
+            .iter()
+            .filter(|c| c.metadata == f)
+            .map(|c| c.id.clone())
+            .collect::<Vec<_>>()
+    };
     for f in ["b.txt", "d.txt"] {
         assert_eq!(ids(&before, f), ids(&after, f), "{f}");
     }
@@ -266,7 +358,10 @@ fn cache_serves_unchanged_files_and_rereads_changed_ones() {
     let third = read_dir(&input, &config).unwrap();
     assert_eq!(third.report.cache_hits, 1, "the changed file is read again");
     assert!(all_text(&third).contains("Changed: "));
-    assert!(!all_text(&third).contains("Two: "), "no stale chunk is served");
+    assert!(
+        !all_text(&third).contains("Two: "),
+        "no stale chunk is served"
+    );
 
     // Other settings never share entries.
     let other = read_dir(&input, &config.clone().with_min_chars(10)).unwrap();
@@ -288,21 +383,39 @@ fn the_cache_is_one_pack_per_folder_rebuilt_when_corrupt() {
     let cache = dir.path().join("cache");
     let input = dir.path().join("in");
     for i in 0..20 {
-        write(&input, &format!("d{i:02}.txt"), format!("Document {i}. {PROSE}"));
+        write(
+            &input,
+            &format!("d{i:02}.txt"),
+            format!("Document {i}. {PROSE}"),
+        );
     }
     let config = ChunkConfig::new(200).with_cache_dir(&cache);
     let cold = read_dir(&input, &config).unwrap();
     assert_eq!(cold.report.cache_hits, 0);
-    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(files.len(), 1, "one pack, not one file per input: {files:?}");
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "one pack, not one file per input: {files:?}"
+    );
     let pack = &files[0];
 
     // One changed file is chunked again, the rest hit.
-    write(&input, "d07.txt", "Document seven was rewritten entirely. It now says something else.");
+    write(
+        &input,
+        "d07.txt",
+        "Document seven was rewritten entirely. It now says something else.",
+    );
     let changed = read_dir(&input, &config).unwrap();
     assert_eq!(changed.report.cache_hits, 19);
     assert!(all_text(&changed).contains("rewritten entirely"));
-    assert!(!all_text(&changed).contains("Document 7."), "no stale chunk is served");
+    assert!(
+        !all_text(&changed).contains("Document 7."),
+        "no stale chunk is served"
+    );
     let warm = read_dir(&input, &config).unwrap();
     assert_eq!(warm.report.cache_hits, 20);
     assert_eq!(warm.chunks, changed.chunks);
@@ -311,14 +424,26 @@ fn the_cache_is_one_pack_per_folder_rebuilt_when_corrupt() {
     let text = std::fs::read(pack).unwrap();
     std::fs::write(pack, &text[..text.len() / 2]).unwrap();
     let truncated = read_dir(&input, &config).unwrap();
-    assert!((1..20).contains(&truncated.report.cache_hits), "{}", truncated.report.cache_hits);
+    assert!(
+        (1..20).contains(&truncated.report.cache_hits),
+        "{}",
+        truncated.report.cache_hits
+    );
     assert_eq!(truncated.chunks, warm.chunks);
     std::fs::write(pack, b"\xff\x00 not a pack").unwrap();
     let garbage = read_dir(&input, &config).unwrap();
     assert_eq!(garbage.report.cache_hits, 0);
     assert_eq!(garbage.chunks, warm.chunks);
-    assert_eq!(read_dir(&input, &config).unwrap().report.cache_hits, 20, "rebuilt");
-    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1, "no temporary files left behind");
+    assert_eq!(
+        read_dir(&input, &config).unwrap().report.cache_hits,
+        20,
+        "rebuilt"
+    );
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        1,
+        "no temporary files left behind"
+    );
 }
 
 #[test]
@@ -337,16 +462,25 @@ fn a_cache_inside_the_input_folder_is_not_read_as_input() {
 fn subsets_are_seeded_and_in_source_order() {
     let dir = tempfile::tempdir().unwrap();
     for i in 0..4 {
-        write(dir.path(), &format!("f{i}.txt"), format!("{PROSE}\n\n").repeat(3 + i * 3));
+        write(
+            dir.path(),
+            &format!("f{i}.txt"),
+            format!("{PROSE}\n\n").repeat(3 + i * 3),
+        );
     }
     let config = ChunkConfig::new(40).with_subset(Subset::new(5, 42).spread_across_files(true));
     let a = read_dir(dir.path(), &config).unwrap();
     let b = read_dir(dir.path(), &config).unwrap();
     assert_eq!(a.chunks, b.chunks);
     assert_eq!(a.chunks.len(), 5);
-    let files: std::collections::BTreeSet<_> = a.chunks.iter().map(|c| c.metadata.clone()).collect();
+    let files: std::collections::BTreeSet<_> =
+        a.chunks.iter().map(|c| c.metadata.clone()).collect();
     assert!(files.len() >= 4, "spread over every file: {files:?}");
-    let order: Vec<_> = a.chunks.iter().map(|c| (c.position.file_index, c.position.chunk_index)).collect();
+    let order: Vec<_> = a
+        .chunks
+        .iter()
+        .map(|c| (c.position.file_index, c.position.chunk_index))
+        .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]));
 }
 
@@ -354,9 +488,27 @@ fn subsets_are_seeded_and_in_source_order() {
 #[test]
 fn snapshot_of_a_small_folder() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "notes/harbour.md", format!("# Harbour\n\n{PROSE}\n\nThe harbour master kept a second ledger for debts, tides and rumours of smuggling along the coast.\n"));
-    write(dir.path(), "records.jsonl", format!("{}\n{}\n", serde_json::json!({"text": PROSE}), serde_json::json!({"text": "short"})));
-    write(dir.path(), "page.html", format!("<p>{PROSE}</p><p>{PROSE}</p>"));
+    write(
+        dir.path(),
+        "notes/harbour.md",
+        format!(
+            "# Harbour\n\n{PROSE}\n\nThe harbour master kept a second ledger for debts, tides and rumours of smuggling along the coast.\n"
+        ),
+    );
+    write(
+        dir.path(),
+        "records.jsonl",
+        format!(
+            "{}\n{}\n",
+            serde_json::json!({"text": PROSE}),
+            serde_json::json!({"text": "short"})
+        ),
+    );
+    write(
+        dir.path(),
+        "page.html",
+        format!("<p>{PROSE}</p><p>{PROSE}</p>"),
+    );
     let set = read(dir.path(), 32);
     let lines: Vec<String> = set
         .chunks
@@ -384,7 +536,11 @@ fn batched_reading_hands_over_the_same_chunks_in_bounded_batches() {
     let cache = tempfile::tempdir().unwrap();
     let files = atk_chunk::FILES_PER_BATCH + 44;
     for i in 0..files {
-        write(input.path(), &format!("doc_{i:04}.txt"), format!("Document {i}. {PROSE}"));
+        write(
+            input.path(),
+            &format!("doc_{i:04}.txt"),
+            format!("Document {i}. {PROSE}"),
+        );
     }
     let cfg = ChunkConfig::new(200).with_cache_dir(cache.path());
     let whole = read_dir(input.path(), &cfg).unwrap();
@@ -395,9 +551,17 @@ fn batched_reading_hands_over_the_same_chunks_in_bounded_batches() {
             true
         })
         .unwrap();
-        assert_eq!(batches.len(), 2, "{pass}: one batch per {} files", atk_chunk::FILES_PER_BATCH);
+        assert_eq!(
+            batches.len(),
+            2,
+            "{pass}: one batch per {} files",
+            atk_chunk::FILES_PER_BATCH
+        );
         assert_eq!(batches.concat(), whole.chunks, "{pass}");
-        assert_eq!((report.chunks, report.total_tokens), (whole.report.chunks, whole.report.total_tokens));
+        assert_eq!(
+            (report.chunks, report.total_tokens),
+            (whole.report.chunks, whole.report.total_tokens)
+        );
         assert_eq!(report.cache_hits, files, "{pass}: served by the pack");
     }
     // Stopping early reads no further batch.

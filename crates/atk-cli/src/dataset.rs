@@ -13,9 +13,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
@@ -43,7 +49,9 @@ where
 
 /// A two-turn ShareGPT conversation: `human` asks, `gpt` answers.
 pub fn sharegpt_pair(human: impl Into<String>, gpt: impl Into<String>) -> Conversation {
-    Conversation { conversations: vec![Turn::new("human", human), Turn::new("gpt", gpt)] }
+    Conversation {
+        conversations: vec![Turn::new("human", human), Turn::new("gpt", gpt)],
+    }
 }
 
 /// Writes ShareGPT conversations to `path` atomically, one `{"conversations": [...]}` per
@@ -52,7 +60,9 @@ pub fn write_sharegpt<I>(path: &Path, conversations: I) -> std::io::Result<u64>
 where
     I: IntoIterator<Item = Conversation>,
 {
-    let lines = conversations.into_iter().map(|c| serde_json::to_string(&c).unwrap_or_default());
+    let lines = conversations
+        .into_iter()
+        .map(|c| serde_json::to_string(&c).unwrap_or_default());
     write_jsonl_atomic(path, lines)
 }
 
@@ -65,14 +75,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sharegpt_format.jsonl");
         std::fs::write(&path, "old\n").unwrap();
-        let n = write_sharegpt(&path, [sharegpt_pair("a poem about tides?", "<poem>"), sharegpt_pair("q", "a")]).unwrap();
+        let n = write_sharegpt(
+            &path,
+            [
+                sharegpt_pair("a poem about tides?", "<poem>"),
+                sharegpt_pair("q", "a"),
+            ],
+        )
+        .unwrap();
         assert_eq!(n, 2);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text.lines().next().unwrap(),
             r#"{"conversations":[{"from":"human","value":"a poem about tides?"},{"from":"gpt","value":"<poem>"}]}"#
         );
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 }

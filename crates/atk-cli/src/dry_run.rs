@@ -47,7 +47,8 @@ impl EngineEstimate {
     }
     /// Upper bound of the output cost (every reply using all of `max_tokens`).
     pub fn max_output_cost(&self) -> Option<f64> {
-        self.max_output_tokens.map(|t| t as f64 * self.output_price / 1e6)
+        self.max_output_tokens
+            .map(|t| t as f64 * self.output_price / 1e6)
     }
 }
 
@@ -63,7 +64,9 @@ pub struct CountingEngine {
 
 impl std::fmt::Debug for CountingEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CountingEngine").field("label", &self.label).finish_non_exhaustive()
+        f.debug_struct("CountingEngine")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,7 +75,13 @@ pub const NOT_SENT: &str = "dry run: not sent";
 
 impl CountingEngine {
     /// A counting stand-in for the engine `label` running `model`, priced per million tokens.
-    pub fn new(label: &str, model: &str, counter: &'static dyn TokenCounter, input_price: f64, output_price: f64) -> Arc<Self> {
+    pub fn new(
+        label: &str,
+        model: &str,
+        counter: &'static dyn TokenCounter,
+        input_price: f64,
+        output_price: f64,
+    ) -> Arc<Self> {
         Arc::new(Self {
             label: label.to_string(),
             model: model.to_string(),
@@ -101,8 +110,15 @@ impl CountingEngine {
     fn count_prompt(&self, prompt: &Prompt) -> (u64, String) {
         match prompt {
             Prompt::Chat(messages) => {
-                let tokens = messages.iter().map(|m| self.counter.count(&m.content) as u64 + CHAT_MESSAGE_OVERHEAD).sum();
-                let text = messages.iter().map(|m| format!("[{}]\n{}", m.role, m.content)).collect::<Vec<_>>().join("\n\n");
+                let tokens = messages
+                    .iter()
+                    .map(|m| self.counter.count(&m.content) as u64 + CHAT_MESSAGE_OVERHEAD)
+                    .sum();
+                let text = messages
+                    .iter()
+                    .map(|m| format!("[{}]\n{}", m.role, m.content))
+                    .collect::<Vec<_>>()
+                    .join("\n\n");
                 (tokens, text)
             }
             Prompt::Completion(text) => (self.counter.count(text) as u64, text.clone()),
@@ -129,7 +145,11 @@ impl Engine for CountingEngine {
         if max.is_none() {
             *self.bounded.lock().unwrap_or_else(|e| e.into_inner()) = false;
         }
-        Err(Error::Rejected { engine: self.label.clone(), status: 0, message: NOT_SENT.to_string() })
+        Err(Error::Rejected {
+            engine: self.label.clone(),
+            status: 0,
+            message: NOT_SENT.to_string(),
+        })
     }
     fn label(&self) -> &str {
         &self.label
@@ -140,16 +160,31 @@ impl Engine for CountingEngine {
 }
 
 /// Renders the dry-run report printed on stderr.
-pub fn render_estimate(items: u64, input_tokens: u64, engines: &[EngineEstimate], show_sample: bool) -> String {
+pub fn render_estimate(
+    items: u64,
+    input_tokens: u64,
+    engines: &[EngineEstimate],
+    show_sample: bool,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "dry run: nothing was sent");
-    let _ = writeln!(s, "  {items} chunks, {input_tokens} input tokens in the chunks");
+    let _ = writeln!(
+        s,
+        "  {items} chunks, {input_tokens} input tokens in the chunks"
+    );
     let mut low = 0.0;
     let mut high = Some(0.0);
     for e in engines {
         let out = match (e.max_output_tokens, e.max_output_cost()) {
-            (Some(t), Some(c)) => format!("0..{t} output tokens, ${:.4}..${:.4} total", e.input_cost(), e.input_cost() + c),
-            _ => format!("output unbounded (no max_tokens set), at least ${:.4}", e.input_cost()),
+            (Some(t), Some(c)) => format!(
+                "0..{t} output tokens, ${:.4}..${:.4} total",
+                e.input_cost(),
+                e.input_cost() + c
+            ),
+            _ => format!(
+                "output unbounded (no max_tokens set), at least ${:.4}",
+                e.input_cost()
+            ),
         };
         let _ = writeln!(
             s,
@@ -168,13 +203,19 @@ pub fn render_estimate(items: u64, input_tokens: u64, engines: &[EngineEstimate]
     }
     match high {
         Some(h) => {
-            let _ = writeln!(s, "  estimated cost of the first step: ${low:.4} to ${h:.4}");
+            let _ = writeln!(
+                s,
+                "  estimated cost of the first step: ${low:.4} to ${h:.4}"
+            );
         }
         None => {
             let _ = writeln!(s, "  estimated cost of the first step: at least ${low:.4}");
         }
     }
-    let _ = writeln!(s, "  (later steps depend on the first one's replies and are not estimated)");
+    let _ = writeln!(
+        s,
+        "  (later steps depend on the first one's replies and are not estimated)"
+    );
     match engines.iter().find_map(|e| e.sample.as_ref()) {
         Some(sample) if show_sample => {
             let _ = writeln!(s, "first rendered prompt:\n{sample}");
@@ -214,8 +255,14 @@ impl MemStore {
     }
 }
 
-fn of_step<T: Clone>(map: &BTreeMap<(String, String), T>, step: &str) -> Vec<Result<(String, T), atk_state::Error>> {
-    map.iter().filter(|((s, _), _)| s == step).map(|((_, id), r)| Ok((id.clone(), r.clone()))).collect()
+fn of_step<T: Clone>(
+    map: &BTreeMap<(String, String), T>,
+    step: &str,
+) -> Vec<Result<(String, T), atk_state::Error>> {
+    map.iter()
+        .filter(|((s, _), _)| s == step)
+        .map(|((_, id), r)| Ok((id.clone(), r.clone())))
+        .collect()
 }
 
 #[async_trait]
@@ -239,7 +286,12 @@ impl Store for MemStore {
         let items: Vec<_> = self.mem().items.values().cloned().map(Ok).collect();
         Box::new(items.into_iter())
     }
-    async fn put_result(&self, step: &str, item_id: &str, record: ResultRecord) -> Result<(), atk_state::Error> {
+    async fn put_result(
+        &self,
+        step: &str,
+        item_id: &str,
+        record: ResultRecord,
+    ) -> Result<(), atk_state::Error> {
         let mut m = self.mem();
         let key = (step.to_string(), item_id.to_string());
         m.failures.remove(&key);
@@ -247,16 +299,30 @@ impl Store for MemStore {
         Ok(())
     }
     fn result(&self, step: &str, item_id: &str) -> Result<Option<ResultRecord>, atk_state::Error> {
-        Ok(self.mem().results.get(&(step.to_string(), item_id.to_string())).cloned())
+        Ok(self
+            .mem()
+            .results
+            .get(&(step.to_string(), item_id.to_string()))
+            .cloned())
     }
     fn has_result(&self, step: &str, item_id: &str) -> Result<bool, atk_state::Error> {
-        Ok(self.mem().results.contains_key(&(step.to_string(), item_id.to_string())))
+        Ok(self
+            .mem()
+            .results
+            .contains_key(&(step.to_string(), item_id.to_string())))
     }
     fn results(&self, step: &str) -> Records<'_, (String, ResultRecord)> {
         Box::new(of_step(&self.mem().results, step).into_iter())
     }
-    async fn put_failure(&self, step: &str, item_id: &str, record: FailureRecord) -> Result<(), atk_state::Error> {
-        self.mem().failures.insert((step.to_string(), item_id.to_string()), record);
+    async fn put_failure(
+        &self,
+        step: &str,
+        item_id: &str,
+        record: FailureRecord,
+    ) -> Result<(), atk_state::Error> {
+        self.mem()
+            .failures
+            .insert((step.to_string(), item_id.to_string()), record);
         Ok(())
     }
     fn failures(&self, step: &str) -> Records<'_, (String, FailureRecord)> {
@@ -283,16 +349,27 @@ mod tests {
     #[tokio::test]
     async fn counting_engine_counts_and_sends_nothing() {
         let e = CountingEngine::new("small", "m", &WhitespaceCounter, 1.0, 2.0);
-        let req = Request::chat(vec![Message::new("system", "be brief"), Message::new("user", "three words here")])
-            .with_param("max_tokens", 100);
+        let req = Request::chat(vec![
+            Message::new("system", "be brief"),
+            Message::new("user", "three words here"),
+        ])
+        .with_param("max_tokens", 100);
         let err = e.call(req.clone()).await.unwrap_err();
-        assert!(!err.is_fatal(), "a dry-run call must fail the item, not the run");
+        assert!(
+            !err.is_fatal(),
+            "a dry-run call must fail the item, not the run"
+        );
         e.call(req).await.unwrap_err();
         let est = e.estimate();
         assert_eq!(est.requests, 2);
         assert_eq!(est.prompt_tokens, 2 * (2 + 3 + 2 * CHAT_MESSAGE_OVERHEAD));
         assert_eq!(est.max_output_tokens, Some(200));
-        assert!(est.sample.as_deref().unwrap().contains("[user]\nthree words here"));
+        assert!(
+            est.sample
+                .as_deref()
+                .unwrap()
+                .contains("[user]\nthree words here")
+        );
     }
 
     #[tokio::test]
@@ -307,14 +384,36 @@ mod tests {
     #[tokio::test]
     async fn mem_store_keeps_order_and_clears_failures() {
         let s = MemStore::default();
-        let item = |id: &str, o: u64| ItemRecord { v: 1, id: id.into(), parent: None, order: vec![o], fields: Default::default() };
+        let item = |id: &str, o: u64| ItemRecord {
+            v: 1,
+            id: id.into(),
+            parent: None,
+            order: vec![o],
+            fields: Default::default(),
+        };
         s.put_items(vec![item("b", 2), item("a", 1)]).await.unwrap();
         let ids: Vec<String> = s.items().map(|i| i.unwrap().id).collect();
         assert_eq!(ids, ["a", "b"]);
-        let f = FailureRecord { v: 1, kind: "k".into(), reason: "r".into(), last_output: None, attempts: 1, stored_at_ms: 0 };
+        let f = FailureRecord {
+            v: 1,
+            kind: "k".into(),
+            reason: "r".into(),
+            last_output: None,
+            attempts: 1,
+            stored_at_ms: 0,
+        };
         s.put_failure("s", "a", f).await.unwrap();
         assert_eq!(s.failures("s").count(), 1);
-        let r = ResultRecord { v: 1, output: serde_json::json!(1), details: None, attempts: 1, prompt_tokens: 0, completion_tokens: 0, elapsed_ms: 0, stored_at_ms: 0 };
+        let r = ResultRecord {
+            v: 1,
+            output: serde_json::json!(1),
+            details: None,
+            attempts: 1,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            elapsed_ms: 0,
+            stored_at_ms: 0,
+        };
         s.put_result("s", "a", r).await.unwrap();
         assert_eq!(s.failures("s").count(), 0);
         assert!(s.has_result("s", "a").unwrap());

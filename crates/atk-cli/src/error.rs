@@ -56,7 +56,9 @@ pub fn exit_code(outcome: &Result<(), RunError>) -> ExitCode {
 impl From<atk_state::Error> for RunError {
     fn from(e: atk_state::Error) -> Self {
         match e {
-            atk_state::Error::Locked { .. } | atk_state::Error::Incompatible { .. } => Self::Input(e.to_string()),
+            atk_state::Error::Locked { .. } | atk_state::Error::Incompatible { .. } => {
+                Self::Input(e.to_string())
+            }
             other => Self::Fatal(other.to_string()),
         }
     }
@@ -94,12 +96,22 @@ mod tests {
 
     #[test]
     fn a_locked_store_is_an_input_error_and_a_refused_key_is_fatal() {
-        let locked = atk_state::Error::Locked { path: "out".into(), pid: Some(7) };
+        let locked = atk_state::Error::Locked {
+            path: "out".into(),
+            pid: Some(7),
+        };
         assert_eq!(RunError::from(locked).exit_code(), 2);
-        let refused = atk_engine::Error::AuthRefused { engine: "small".into(), status: 401, message: "bad key".into() };
+        let refused = atk_engine::Error::AuthRefused {
+            engine: "small".into(),
+            status: 401,
+            message: "bad key".into(),
+        };
         let e = RunError::from(refused);
         assert_eq!(e.exit_code(), 1);
         assert!(e.to_string().contains("refused"), "{e}");
-        assert_eq!(RunError::from(atk_engine::Error::Config("no base_url".into())).exit_code(), 2);
+        assert_eq!(
+            RunError::from(atk_engine::Error::Config("no base_url".into())).exit_code(),
+            2
+        );
     }
 }

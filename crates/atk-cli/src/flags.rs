@@ -48,14 +48,25 @@ pub struct Shard {
 impl Shard {
     /// Parses `I/N`; refuses anything else, `N = 0` and `I >= N`, saying which.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (i, n) = text.split_once('/').ok_or_else(|| format!("`{text}` is not I/N (e.g. 0/4)"))?;
-        let index: u32 = i.trim().parse().map_err(|_| format!("`{text}`: I must be a whole number (I/N, e.g. 0/4)"))?;
-        let count: u32 = n.trim().parse().map_err(|_| format!("`{text}`: N must be a whole number (I/N, e.g. 0/4)"))?;
+        let (i, n) = text
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}` is not I/N (e.g. 0/4)"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}`: I must be a whole number (I/N, e.g. 0/4)"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}`: N must be a whole number (I/N, e.g. 0/4)"))?;
         if count == 0 {
             return Err(format!("`{text}`: N must be at least 1"));
         }
         if index >= count {
-            return Err(format!("`{text}`: I must be below N (shards are numbered 0 to {})", count - 1));
+            return Err(format!(
+                "`{text}`: I must be below N (shards are numbered 0 to {})",
+                count - 1
+            ));
         }
         Ok(Self { index, count })
     }
@@ -95,13 +106,20 @@ impl CommonFlags {
 
     /// Log verbosity: -1 quiet, 0 default, 1 debug, 2+ trace.
     pub fn verbosity(&self) -> i8 {
-        if self.quiet { -1 } else { i8::try_from(self.verbose).unwrap_or(i8::MAX) }
+        if self.quiet {
+            -1
+        } else {
+            i8::try_from(self.verbose).unwrap_or(i8::MAX)
+        }
     }
 }
 
 /// The command line of a pipeline binary.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(about = "Runs an atk pipeline over the inputs named in its config.", version)]
+#[command(
+    about = "Runs an atk pipeline over the inputs named in its config.",
+    version
+)]
 pub struct PipelineCli {
     /// The common flags.
     #[command(flatten)]
@@ -115,7 +133,10 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = PipelineCli::command().name(name).bin_name(name).try_get_matches_from(args)?;
+    let matches = PipelineCli::command()
+        .name(name)
+        .bin_name(name)
+        .try_get_matches_from(args)?;
     PipelineCli::from_arg_matches(&matches).map(|c| c.common)
 }
 
@@ -124,14 +145,27 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<CommonFlags, clap::Error> {
-        parse_pipeline_args("example-pipeline", std::iter::once("example-pipeline").chain(args.iter().copied()))
+        parse_pipeline_args(
+            "example-pipeline",
+            std::iter::once("example-pipeline").chain(args.iter().copied()),
+        )
     }
 
     #[test]
     fn parses_every_common_flag() {
         let f = parse(&[
-            "--config", "c.yaml", "--set", "concurrency_limit=5", "--set", "small_mode=mock",
-            "--override-json", "{\"seed\": 1}", "-vv", "--progress", "json", "--dry-run",
+            "--config",
+            "c.yaml",
+            "--set",
+            "concurrency_limit=5",
+            "--set",
+            "small_mode=mock",
+            "--override-json",
+            "{\"seed\": 1}",
+            "-vv",
+            "--progress",
+            "json",
+            "--dry-run",
         ])
         .unwrap();
         assert_eq!(f.config, PathBuf::from("c.yaml"));
@@ -144,22 +178,37 @@ mod tests {
 
     #[test]
     fn shards_parse_strictly_and_split_ids_stably() {
-        assert_eq!(parse(&["--config", "c.yaml", "--shard", "1/4"]).unwrap().shard, Some(Shard { index: 1, count: 4 }));
+        assert_eq!(
+            parse(&["--config", "c.yaml", "--shard", "1/4"])
+                .unwrap()
+                .shard,
+            Some(Shard { index: 1, count: 4 })
+        );
         for bad in ["4/4", "1/0", "x/2", "1", "1/2/3", "-1/2"] {
             let err = parse(&["--config", "c.yaml", &format!("--shard={bad}")]).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad}");
             assert!(err.to_string().contains("--shard"), "{bad}: {err}");
         }
         // Fixed values: a change here would split existing runs differently.
-        assert_eq!(shard_of("", 7), 0xcbf2_9ce4_8422_2325_u64.rem_euclid(7) as u32);
+        assert_eq!(
+            shard_of("", 7),
+            0xcbf2_9ce4_8422_2325_u64.rem_euclid(7) as u32
+        );
         let ids: Vec<String> = (0..1000).map(|i| format!("{i:032x}")).collect();
         for n in [1, 2, 3, 8] {
             let shards: Vec<Shard> = (0..n).map(|index| Shard { index, count: n }).collect();
             for id in &ids {
-                assert_eq!(shards.iter().filter(|s| s.contains(id)).count(), 1, "every id in exactly one shard");
+                assert_eq!(
+                    shards.iter().filter(|s| s.contains(id)).count(),
+                    1,
+                    "every id in exactly one shard"
+                );
             }
             let first = ids.iter().filter(|id| shards[0].contains(id)).count();
-            assert!(first * n as usize > 700 && first * (n as usize) < 1300, "roughly even: {first} of 1000 in 1/{n}");
+            assert!(
+                first * n as usize > 700 && first * (n as usize) < 1300,
+                "roughly even: {first} of 1000 in 1/{n}"
+            );
         }
     }
 
@@ -174,9 +223,21 @@ mod tests {
     #[test]
     fn config_is_required_and_help_lists_the_flags() {
         let err = parse(&[]).unwrap_err();
-        assert_eq!(err.exit_code(), 2, "a usage error is a config error: exit 2");
+        assert_eq!(
+            err.exit_code(),
+            2,
+            "a usage error is a config error: exit 2"
+        );
         let help = parse(&["--help"]).unwrap_err().to_string();
-        for flag in ["--config", "--set", "--override-json", "--verbose", "--quiet", "--progress", "--dry-run"] {
+        for flag in [
+            "--config",
+            "--set",
+            "--override-json",
+            "--verbose",
+            "--quiet",
+            "--progress",
+            "--dry-run",
+        ] {
             assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
         }
         assert!(help.contains("example-pipeline"), "{help}");

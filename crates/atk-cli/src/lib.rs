@@ -18,8 +18,8 @@ pub mod tool;
 
 pub use error::{RunError, exit_code};
 pub use runner::{
-    COST_META_KEY, CTRL_C_GRACE, INPUTS_META_KEY, InputsMeta, Pipeline, RUN_META_KEY, RunContext, chunk_item, main, main_with_args, run,
-    store_dir,
+    COST_META_KEY, CTRL_C_GRACE, INPUTS_META_KEY, InputsMeta, Pipeline, RUN_META_KEY, RunContext,
+    chunk_item, main, main_with_args, run, store_dir,
 };
 
 /// Re-exports pipelines need without naming the crates themselves.

@@ -25,8 +25,12 @@ pub fn detach_bars() {
 pub fn default_filter(verbosity: i8) -> &'static str {
     match verbosity {
         i8::MIN..=-1 => "error",
-        0 => "warn,atk_cli=info,atk_engine=info,atk_chunk=info,atk_state=info,atk_step=info,atk_metadatagen=warn",
-        1 => "info,atk_cli=debug,atk_engine=debug,atk_chunk=debug,atk_state=debug,atk_step=debug,atk_metadatagen=debug",
+        0 => {
+            "warn,atk_cli=info,atk_engine=info,atk_chunk=info,atk_state=info,atk_step=info,atk_metadatagen=warn"
+        }
+        1 => {
+            "info,atk_cli=debug,atk_engine=debug,atk_chunk=debug,atk_state=debug,atk_step=debug,atk_metadatagen=debug"
+        }
         _ => "trace",
     }
 }

@@ -118,9 +118,18 @@ struct State {
 }
 
 enum Renderer {
-    Bars { multi: MultiProgress, bars: Mutex<BTreeMap<String, ProgressBar>> },
-    Plain { out: Mutex<Box<dyn Write + Send>>, every: Duration },
-    Json { out: Mutex<Box<dyn Write + Send>>, every: Duration },
+    Bars {
+        multi: MultiProgress,
+        bars: Mutex<BTreeMap<String, ProgressBar>>,
+    },
+    Plain {
+        out: Mutex<Box<dyn Write + Send>>,
+        every: Duration,
+    },
+    Json {
+        out: Mutex<Box<dyn Write + Send>>,
+        every: Duration,
+    },
     Off,
 }
 
@@ -152,7 +161,9 @@ impl Progress {
             ProgressMode::Bars => Self::bars(ProgressDrawTarget::stderr()),
             ProgressMode::Plain => Self::plain(Box::new(std::io::stderr()), Duration::from_secs(5)),
             // stdout carries nothing else, so a UI reads clean JSON lines there; logs stay on stderr.
-            ProgressMode::Json => Self::json(Box::new(std::io::stdout()), Duration::from_millis(200)),
+            ProgressMode::Json => {
+                Self::json(Box::new(std::io::stdout()), Duration::from_millis(200))
+            }
             ProgressMode::Off | ProgressMode::Auto => Self::off(),
         }
     }
@@ -160,18 +171,27 @@ impl Progress {
     /// indicatif bars, one per step, drawn to `target`.
     pub fn bars(target: ProgressDrawTarget) -> Self {
         let multi = MultiProgress::with_draw_target(target);
-        Self::with(Renderer::Bars { multi, bars: Mutex::new(BTreeMap::new()) })
+        Self::with(Renderer::Bars {
+            multi,
+            bars: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// Plain lines to `out`, a line per step at most every `every` (and at step start/end).
     pub fn plain(out: Box<dyn Write + Send>, every: Duration) -> Self {
-        Self::with(Renderer::Plain { out: Mutex::new(out), every })
+        Self::with(Renderer::Plain {
+            out: Mutex::new(out),
+            every,
+        })
     }
 
     /// JSON lines to `out`; item events of one step are throttled to one line per `every`
     /// (step start/finish, a step's last item and milestones always print).
     pub fn json(out: Box<dyn Write + Send>, every: Duration) -> Self {
-        Self::with(Renderer::Json { out: Mutex::new(out), every })
+        Self::with(Renderer::Json {
+            out: Mutex::new(out),
+            every,
+        })
     }
 
     /// Counts only, renders nothing.
@@ -180,7 +200,12 @@ impl Progress {
     }
 
     fn with(renderer: Renderer) -> Self {
-        Self { state: Mutex::new(State::default()), renderer, cost: None, started: Instant::now() }
+        Self {
+            state: Mutex::new(State::default()),
+            renderer,
+            cost: None,
+            started: Instant::now(),
+        }
     }
 
     /// Sets where the "cost so far" figure comes from (the engines' cost counters).
@@ -199,7 +224,10 @@ impl Progress {
 
     /// The seed's `set_progress(progress, message)`: a milestone shown by every renderer.
     pub fn set_progress(&self, progress: f64, message: &str) {
-        self.event(ProgressEvent::Milestone { progress, message: message.to_string() });
+        self.event(ProgressEvent::Milestone {
+            progress,
+            message: message.to_string(),
+        });
     }
 
     fn cost(&self) -> f64 {
@@ -250,7 +278,12 @@ impl Progress {
             let lines: Vec<String> = st
                 .order
                 .iter()
-                .filter_map(|n| st.steps.get(n).filter(|c| !c.finished).map(|c| plain_line(n, c, self.cost())))
+                .filter_map(|n| {
+                    st.steps
+                        .get(n)
+                        .filter(|c| !c.finished)
+                        .map(|c| plain_line(n, c, self.cost()))
+                })
                 .collect();
             drop(st);
             let mut out = lock(out);
@@ -273,7 +306,10 @@ impl Progress {
 }
 
 fn plain_line(step: &str, c: &StepCounts, cost: f64) -> String {
-    let eta = c.eta().map(|d| format!(", ETA {}", short_duration(d))).unwrap_or_default();
+    let eta = c
+        .eta()
+        .map(|d| format!(", ETA {}", short_duration(d)))
+        .unwrap_or_default();
     format!(
         "{step}: {}/{} done, {} failed, {} in flight, {} tokens, ${cost:.4}{eta}",
         c.done,
@@ -304,64 +340,84 @@ impl ProgressSink for Progress {
         let mut st = lock(&self.state);
         st.dirty = true;
         // (event name, step, force a JSON line, message)
-        let (kind, step, force, message): (&'static str, Option<String>, bool, Option<String>) = match event {
-            ProgressEvent::StepStarted { step, total, already_done } => {
-                if !st.steps.contains_key(&step) {
-                    st.order.push(step.clone());
-                }
-                let c = st.steps.entry(step.clone()).or_default();
-                *c = StepCounts {
+        let (kind, step, force, message): (&'static str, Option<String>, bool, Option<String>) =
+            match event {
+                ProgressEvent::StepStarted {
+                    step,
                     total,
-                    done: already_done,
-                    started: Some((Instant::now(), already_done)),
-                    ..StepCounts::default()
-                };
-                ("step_started", Some(step), true, None)
-            }
-            ProgressEvent::ItemStarted { step } => {
-                st.steps.entry(step.clone()).or_default().in_flight += 1;
-                ("item_started", Some(step), false, None)
-            }
-            ProgressEvent::ItemDone { step, prompt_tokens, completion_tokens } => {
-                let c = st.steps.entry(step.clone()).or_default();
-                c.done += 1;
-                c.in_flight = c.in_flight.saturating_sub(1);
-                c.prompt_tokens += prompt_tokens;
-                c.completion_tokens += completion_tokens;
-                let last = c.done + c.failed >= c.total;
-                ("item_done", Some(step), last, None)
-            }
-            ProgressEvent::ItemFailed { step, kind, reason, prompt_tokens, completion_tokens } => {
-                let c = st.steps.entry(step.clone()).or_default();
-                c.failed += 1;
-                c.prompt_tokens += prompt_tokens;
-                c.completion_tokens += completion_tokens;
-                c.in_flight = c.in_flight.saturating_sub(1);
-                let last = c.done + c.failed >= c.total;
-                ("item_failed", Some(step), last, Some(format!("{kind}: {reason}")))
-            }
-            ProgressEvent::ItemDropped { step, reason } => {
-                // A filter's verdict: the item is finished for this step (counted as done,
-                // and separately as dropped).
-                let c = st.steps.entry(step.clone()).or_default();
-                c.done += 1;
-                c.dropped += 1;
-                c.in_flight = c.in_flight.saturating_sub(1);
-                let last = c.done + c.failed >= c.total;
-                ("item_dropped", Some(step), last, Some(reason))
-            }
-            ProgressEvent::StepFinished { step } => {
-                let c = st.steps.entry(step.clone()).or_default();
-                c.finished = true;
-                c.in_flight = 0;
-                ("step_finished", Some(step), true, None)
-            }
-            ProgressEvent::Milestone { progress, message } => {
-                st.milestone = Some((progress, message.clone()));
-                ("milestone", None, true, Some(message))
-            }
-            _ => return,
-        };
+                    already_done,
+                } => {
+                    if !st.steps.contains_key(&step) {
+                        st.order.push(step.clone());
+                    }
+                    let c = st.steps.entry(step.clone()).or_default();
+                    *c = StepCounts {
+                        total,
+                        done: already_done,
+                        started: Some((Instant::now(), already_done)),
+                        ..StepCounts::default()
+                    };
+                    ("step_started", Some(step), true, None)
+                }
+                ProgressEvent::ItemStarted { step } => {
+                    st.steps.entry(step.clone()).or_default().in_flight += 1;
+                    ("item_started", Some(step), false, None)
+                }
+                ProgressEvent::ItemDone {
+                    step,
+                    prompt_tokens,
+                    completion_tokens,
+                } => {
+                    let c = st.steps.entry(step.clone()).or_default();
+                    c.done += 1;
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                    c.prompt_tokens += prompt_tokens;
+                    c.completion_tokens += completion_tokens;
+                    let last = c.done + c.failed >= c.total;
+                    ("item_done", Some(step), last, None)
+                }
+                ProgressEvent::ItemFailed {
+                    step,
+                    kind,
+                    reason,
+                    prompt_tokens,
+                    completion_tokens,
+                } => {
+                    let c = st.steps.entry(step.clone()).or_default();
+                    c.failed += 1;
+                    c.prompt_tokens += prompt_tokens;
+                    c.completion_tokens += completion_tokens;
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                    let last = c.done + c.failed >= c.total;
+                    (
+                        "item_failed",
+                        Some(step),
+                        last,
+                        Some(format!("{kind}: {reason}")),
+                    )
+                }
+                ProgressEvent::ItemDropped { step, reason } => {
+                    // A filter's verdict: the item is finished for this step (counted as done,
+                    // and separately as dropped).
+                    let c = st.steps.entry(step.clone()).or_default();
+                    c.done += 1;
+                    c.dropped += 1;
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                    let last = c.done + c.failed >= c.total;
+                    ("item_dropped", Some(step), last, Some(reason))
+                }
+                ProgressEvent::StepFinished { step } => {
+                    let c = st.steps.entry(step.clone()).or_default();
+                    c.finished = true;
+                    c.in_flight = 0;
+                    ("step_finished", Some(step), true, None)
+                }
+                ProgressEvent::Milestone { progress, message } => {
+                    st.milestone = Some((progress, message.clone()));
+                    ("milestone", None, true, Some(message))
+                }
+                _ => return,
+            };
         match &self.renderer {
             Renderer::Off => {}
             Renderer::Json { out, every } => {
@@ -404,12 +460,21 @@ impl ProgressSink for Progress {
             Renderer::Plain { out, .. } => {
                 let text = match kind {
                     "step_started" => step.as_ref().and_then(|s| st.steps.get(s)).map(|c| {
-                        format!("{}: starting, {} items ({} already done)", step.as_deref().unwrap_or(""), c.total, c.done)
+                        format!(
+                            "{}: starting, {} items ({} already done)",
+                            step.as_deref().unwrap_or(""),
+                            c.total,
+                            c.done
+                        )
                     }),
-                    "step_finished" => {
-                        step.as_ref().and_then(|s| st.steps.get(s)).map(|c| plain_line(step.as_deref().unwrap_or(""), c, self.cost()))
-                    }
-                    "milestone" => st.milestone.as_ref().map(|(p, m)| format!("[{:>3.0}%] {m}", p * 100.0)),
+                    "step_finished" => step
+                        .as_ref()
+                        .and_then(|s| st.steps.get(s))
+                        .map(|c| plain_line(step.as_deref().unwrap_or(""), c, self.cost())),
+                    "milestone" => st
+                        .milestone
+                        .as_ref()
+                        .map(|(p, m)| format!("[{:>3.0}%] {m}", p * 100.0)),
                     _ => None,
                 };
                 drop(st);
@@ -431,7 +496,10 @@ impl ProgressSink for Progress {
                     }
                     ("step_started", Some(step), Some(c)) => {
                         let bar = multi.add(
-                            ProgressBar::new(c.total).with_style(bar_style()).with_prefix(step.clone()).with_position(c.done),
+                            ProgressBar::new(c.total)
+                                .with_style(bar_style())
+                                .with_prefix(step.clone())
+                                .with_position(c.done),
                         );
                         bar.reset_eta();
                         bar.set_message(bar_message(&c, cost));
@@ -482,17 +550,28 @@ mod tests {
     use super::*;
 
     fn started(step: &str, total: u64, already_done: u64) -> ProgressEvent {
-        ProgressEvent::StepStarted { step: step.into(), total, already_done }
+        ProgressEvent::StepStarted {
+            step: step.into(),
+            total,
+            already_done,
+        }
     }
     fn done(step: &str) -> ProgressEvent {
-        ProgressEvent::ItemDone { step: step.into(), prompt_tokens: 10, completion_tokens: 5 }
+        ProgressEvent::ItemDone {
+            step: step.into(),
+            prompt_tokens: 10,
+            completion_tokens: 5,
+        }
     }
     fn item(step: &str) -> ProgressEvent {
         ProgressEvent::ItemStarted { step: step.into() }
     }
 
     fn json_lines(buf: &SharedBuf) -> Vec<serde_json::Value> {
-        buf.text().lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect()
+        buf.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect()
     }
 
     #[test]
@@ -510,13 +589,17 @@ mod tests {
             prompt_tokens: 100,
             completion_tokens: 20,
         });
-        p.event(ProgressEvent::StepFinished { step: "write_poem".into() });
+        p.event(ProgressEvent::StepFinished {
+            step: "write_poem".into(),
+        });
         p.set_progress(1.0, "Pipeline complete");
         let lines = json_lines(&buf);
         // item_started is not a line of its own (it would double the volume for no news).
         assert_eq!(lines.len(), 5, "{}", buf.text());
         for l in &lines {
-            for key in ["step", "done", "total", "failed", "tokens", "cost", "message"] {
+            for key in [
+                "step", "done", "total", "failed", "tokens", "cost", "message",
+            ] {
                 assert!(l.get(key).is_some(), "missing {key} in {l}");
             }
         }
@@ -529,7 +612,10 @@ mod tests {
         assert_eq!(lines[1]["tokens"], 15);
         assert_eq!(lines[1]["cost"], 0.25);
         assert_eq!(lines[2]["failed"], 1);
-        assert_eq!(lines[2]["tokens"], 135, "a failed item's tokens are spent too");
+        assert_eq!(
+            lines[2]["tokens"], 135,
+            "a failed item's tokens are spent too"
+        );
         assert_eq!(lines[2]["message"], "validation: no poem");
         assert_eq!(lines[4]["event"], "milestone");
         assert_eq!(lines[4]["step"], serde_json::Value::Null);
@@ -559,11 +645,19 @@ mod tests {
         p.event(started("write_poem", 2, 0));
         p.event(item("write_poem"));
         p.event(done("write_poem"));
-        p.event(ProgressEvent::StepFinished { step: "write_poem".into() });
+        p.event(ProgressEvent::StepFinished {
+            step: "write_poem".into(),
+        });
         p.set_progress(0.5, "half way");
         let text = buf.text();
-        assert!(text.contains("write_poem: starting, 2 items (0 already done)"), "{text}");
-        assert!(text.contains("write_poem: 1/2 done, 0 failed, 0 in flight, 15 tokens, $1.5000"), "{text}");
+        assert!(
+            text.contains("write_poem: starting, 2 items (0 already done)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("write_poem: 1/2 done, 0 failed, 0 in flight, 15 tokens, $1.5000"),
+            "{text}"
+        );
         assert!(text.contains("[ 50%] half way"), "{text}");
     }
 
@@ -585,7 +679,10 @@ mod tests {
         let s = p.snapshot();
         assert_eq!(s.steps.len(), 1);
         let a = &s.steps[0];
-        assert_eq!((a.done, a.failed, a.in_flight, a.pending, a.total), (3, 1, 1, 1, 5));
+        assert_eq!(
+            (a.done, a.failed, a.in_flight, a.pending, a.total),
+            (3, 1, 1, 1, 5)
+        );
     }
 
     #[test]
@@ -596,7 +693,9 @@ mod tests {
         p.event(done("a"));
         p.event(ProgressEvent::StepFinished { step: "a".into() });
         p.finish();
-        let Renderer::Bars { bars, .. } = &p.renderer else { panic!("bars") };
+        let Renderer::Bars { bars, .. } = &p.renderer else {
+            panic!("bars")
+        };
         let bars = lock(bars);
         let bar = bars.get("a").expect("a bar per step");
         assert_eq!(bar.position(), 1);
@@ -606,7 +705,12 @@ mod tests {
 
     #[test]
     fn eta_follows_this_runs_pace() {
-        let mut c = StepCounts { total: 10, done: 4, started: Some((Instant::now() - Duration::from_secs(4), 2)), ..Default::default() };
+        let mut c = StepCounts {
+            total: 10,
+            done: 4,
+            started: Some((Instant::now() - Duration::from_secs(4), 2)),
+            ..Default::default()
+        };
         // 2 finished in ~4 s this run, 6 left: ~12 s.
         let eta = c.eta().unwrap().as_secs_f64();
         assert!((11.9..13.0).contains(&eta), "{eta}");

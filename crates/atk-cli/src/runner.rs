@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use atk_engine::{CostCounter, CostTotals, DebugObserver, EngineConfig, Observer};
 use atk_state::{ItemRecord, RECORD_VERSION, RunMeta, SledStore, Store};
-use atk_step::{Engines, Executor, ExecutorConfig, PromptLibrary, RunReport, Step, StepContext, StepError};
+use atk_step::{
+    Engines, Executor, ExecutorConfig, PromptLibrary, RunReport, Step, StepContext, StepError,
+};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +90,9 @@ struct DryRun {
 
 impl<C> std::fmt::Debug for RunContext<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunContext").field("output_dir", &self.output_dir).finish_non_exhaustive()
+        f.debug_struct("RunContext")
+            .field("output_dir", &self.output_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -124,17 +128,33 @@ impl<C> RunContext<C> {
             .with_cancel(self.cancel.clone())
             // A dry run goes one item at a time: nothing waits on a network, and the sample
             // prompt shown is then always the first item's.
-            .with_max_in_flight(if self.dry_run.is_some() { 1 } else { self.settings.concurrency_limit.saturating_mul(2).max(1) });
-        let executor = Executor::new(self.store.clone(), self.step_context(), self.progress.clone(), cfg);
+            .with_max_in_flight(if self.dry_run.is_some() {
+                1
+            } else {
+                self.settings.concurrency_limit.saturating_mul(2).max(1)
+            });
+        let executor = Executor::new(
+            self.store.clone(),
+            self.step_context(),
+            self.progress.clone(),
+            cfg,
+        );
         let report = executor.run(chain).await.map_err(step_error)?;
         for step in chain {
             if let Some(key) = step.details_key() {
-                self.details_sources.push(atk_metadatagen::MetaSource::new(step.name(), key));
+                self.details_sources
+                    .push(atk_metadatagen::MetaSource::new(step.name(), key));
             }
         }
         if let Some(dry) = &self.dry_run {
-            let estimates: Vec<EngineEstimate> = dry.counters.iter().map(|c| c.estimate()).collect();
-            return Err(RunError::DryRun(render_estimate(dry.chunks, dry.chunk_tokens, &estimates, dry.verbose)));
+            let estimates: Vec<EngineEstimate> =
+                dry.counters.iter().map(|c| c.estimate()).collect();
+            return Err(RunError::DryRun(render_estimate(
+                dry.chunks,
+                dry.chunk_tokens,
+                &estimates,
+                dry.verbose,
+            )));
         }
         let cancelled = report.cancelled;
         self.reports.push(report.clone());
@@ -155,7 +175,9 @@ impl<C> RunContext<C> {
         let set = atk_chunk::chunk_texts(texts, &self.settings.chunk_config());
         let n = set.chunks.len() as u64;
         self.seeded.extend(set.chunks.iter().map(|c| c.id.clone()));
-        self.store.put_items(set.chunks.iter().map(chunk_item).collect()).await?;
+        self.store
+            .put_items(set.chunks.iter().map(chunk_item).collect())
+            .await?;
         if self.dry_run.is_none() {
             retire_stale(self.store.as_ref(), &self.seeded).await?;
         }
@@ -165,7 +187,9 @@ impl<C> RunContext<C> {
     /// The items that went through the whole chain, in stable dataset order, with each step's
     /// output merged into their fields under its `result_key`.
     pub fn final_items(&self, chain: &[Arc<dyn Step>]) -> Result<Vec<ItemRecord>, RunError> {
-        atk_step::collect_final(self.store.as_ref(), chain).collect::<Result<Vec<_>, _>>().map_err(RunError::from)
+        atk_step::collect_final(self.store.as_ref(), chain)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(RunError::from)
     }
 
     /// Writes `<output_dir>/<file_name>` atomically, one ShareGPT conversation per line in
@@ -251,7 +275,10 @@ where
         }
     };
     crate::logging::init(flags.verbosity());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -274,8 +301,12 @@ where
 pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), RunError> {
     let started = Instant::now();
     let started_at_ms = now_ms();
-    let overrides = Overrides { set: flags.set.clone(), json: flags.override_json.clone() };
-    let loaded = config::load::<P::Config>(&flags.config, &overrides).map_err(|e| RunError::Config(e.to_string()))?;
+    let overrides = Overrides {
+        set: flags.set.clone(),
+        json: flags.override_json.clone(),
+    };
+    let loaded = config::load::<P::Config>(&flags.config, &overrides)
+        .map_err(|e| RunError::Config(e.to_string()))?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
@@ -283,17 +314,26 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     tracing::debug!(config = %loaded.path.display(), "config loaded");
 
     // Inputs first: a missing or unreadable input dir is reported before anything is locked.
-    let chunk_cfg = if flags.dry_run { settings.dry_run_chunk_config() } else { settings.chunk_config() };
+    let chunk_cfg = if flags.dry_run {
+        settings.dry_run_chunk_config()
+    } else {
+        settings.chunk_config()
+    };
     let inputs = if settings.read_files_manually && !flags.dry_run {
         let (dir, cfg) = (settings.input_dir.clone(), chunk_cfg.clone());
         let found = tokio::task::spawn_blocking(move || atk_chunk::fingerprint_dir(&dir, &cfg))
             .await
             .map_err(RunError::fatal)?
             .map_err(|e| RunError::Input(e.to_string()))?;
-        tracing::debug!(files = found.files, ms = started.elapsed().as_millis() as u64, "inputs fingerprinted");
+        tracing::debug!(
+            files = found.files,
+            ms = started.elapsed().as_millis() as u64,
+            "inputs fingerprinted"
+        );
         if found.files == 0 {
             // Nothing to read: read_dir names the folder and what it skipped.
-            atk_chunk::read_dir(&settings.input_dir, &chunk_cfg).map_err(|e| RunError::Input(e.to_string()))?;
+            atk_chunk::read_dir(&settings.input_dir, &chunk_cfg)
+                .map_err(|e| RunError::Input(e.to_string()))?;
         }
         Some(found)
     } else {
@@ -332,7 +372,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             .iter()
             .map(|e| CountingEngine::new(&e.label, &e.model, counter, e.price_in, e.price_out))
             .collect();
-        let engines = Engines { small: counters[0].clone(), large: counters[1].clone() };
+        let engines = Engines {
+            small: counters[0].clone(),
+            large: counters[1].clone(),
+        };
         let store: Arc<dyn Store> = Arc::new(MemStore::default());
         store.put_items(items).await?;
         let mut ctx = RunContext {
@@ -358,21 +401,34 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         };
         // run_chain ends a dry run with the estimate; a pipeline that runs no chain has none.
         pipeline.run(&mut ctx).await?;
-        return Err(RunError::DryRun("dry run: the pipeline ran no chain; nothing to estimate\n".into()));
+        return Err(RunError::DryRun(
+            "dry run: the pipeline ran no chain; nothing to estimate\n".into(),
+        ));
     }
 
     // The store: `<output_dir>/store`, locked for the whole run.
-    std::fs::create_dir_all(&settings.output_dir)
-        .map_err(|e| RunError::Input(format!("cannot create output_dir {}: {e}", settings.output_dir.display())))?;
+    std::fs::create_dir_all(&settings.output_dir).map_err(|e| {
+        RunError::Input(format!(
+            "cannot create output_dir {}: {e}",
+            settings.output_dir.display()
+        ))
+    })?;
     let store_dir = store_dir(&settings.output_dir);
     let sled = {
         let dir = store_dir.clone();
-        Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&dir)).await.map_err(RunError::fatal)??)
+        Arc::new(
+            tokio::task::spawn_blocking(move || SledStore::open(&dir))
+                .await
+                .map_err(RunError::fatal)??,
+        )
     };
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "store opened");
     // Before anything is sent: say so loudly when the store lost results since the last run.
     let stored_counts = Arc::new(StoredCounts::check(sled.clone(), &settings.output_dir).await?);
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "stored results counted");
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "stored results counted"
+    );
     let store: Arc<dyn Store> = sled.clone();
     check_fingerprint(store.as_ref(), &loaded.fingerprint);
     store
@@ -397,13 +453,30 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let (engines, counters) = build_engines(&settings, store.as_ref(), &cancel)?;
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
     if engines.small.is_mock() || engines.large.is_mock() {
-        let which: Vec<&str> = [&engines.small, &engines.large].iter().filter(|e| e.is_mock()).map(|e| e.label()).collect();
-        eprintln!("MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data", which.join(" and "));
+        let which: Vec<&str> = [&engines.small, &engines.large]
+            .iter()
+            .filter(|e| e.is_mock())
+            .map(|e| e.label())
+            .collect();
+        eprintln!(
+            "MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data",
+            which.join(" and ")
+        );
     }
 
     if let Some(found) = &inputs {
         let settings_fingerprint = crate::merge::settings_fingerprint(&loaded.redacted);
-        seed_inputs(&sled, &settings, &chunk_cfg, found, flags.shard, settings_fingerprint, &stored_counts, flags.verbosity()).await?;
+        seed_inputs(
+            &sled,
+            &settings,
+            &chunk_cfg,
+            found,
+            flags.shard,
+            settings_fingerprint,
+            &stored_counts,
+            flags.verbosity(),
+        )
+        .await?;
     }
 
     let cost_fn = {
@@ -452,17 +525,36 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         .iter()
         .zip([&engines.small, &engines.large])
         .zip(&baselines)
-        .map(|((c, e), start)| (c.label().to_string(), e.model().to_string(), e.is_mock(), c.snapshot(), start.clone()))
+        .map(|((c, e), start)| {
+            (
+                c.label().to_string(),
+                e.model().to_string(),
+                e.is_mock(),
+                c.snapshot(),
+                start.clone(),
+            )
+        })
         .collect();
     let totals = cost_totals(&counters);
-    let _ = store.put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone())).await;
-    let mut snapshot = status_of(pipeline.name(), &progress, &counters, &engines, &stored_counts);
+    let _ = store
+        .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
+        .await;
+    let mut snapshot = status_of(
+        pipeline.name(),
+        &progress,
+        &counters,
+        &engines,
+        &stored_counts,
+    );
     snapshot.running = false;
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
         let _ = store.put_meta(STATUS_META_KEY, v).await;
     }
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "pipeline finished");
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "pipeline finished"
+    );
     record_item_count(&sled).await;
     let _ = store.flush().await;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "store flushed");
@@ -539,7 +631,9 @@ async fn seed_inputs(
         Some(shard) => format!("{} shard {shard}", found.fingerprint),
         None => found.fingerprint.clone(),
     };
-    let previous = store.meta(INPUTS_META_KEY)?.and_then(|v| serde_json::from_value::<InputsMeta>(v).ok());
+    let previous = store
+        .meta(INPUTS_META_KEY)?
+        .and_then(|v| serde_json::from_value::<InputsMeta>(v).ok());
     if let Some(prev) = &previous
         && prev.fingerprint == fingerprint
         && stored.damage.is_empty()
@@ -547,7 +641,10 @@ async fn seed_inputs(
     {
         tracing::debug!("inputs unchanged since the last run: seeding skipped");
         if verbosity >= 0 {
-            eprintln!("{} (inputs unchanged since the last run: not read again)", prev.summary);
+            eprintln!(
+                "{} (inputs unchanged since the last run: not read again)",
+                prev.summary
+            );
         }
         return Ok(());
     }
@@ -558,7 +655,9 @@ async fn seed_inputs(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<atk_chunk::Chunk>>(2);
     let reader = {
         let (dir, cfg) = (settings.input_dir.clone(), chunk_cfg.clone());
-        tokio::task::spawn_blocking(move || atk_chunk::read_dir_batched(&dir, &cfg, &mut |batch| tx.blocking_send(batch).is_ok()))
+        tokio::task::spawn_blocking(move || {
+            atk_chunk::read_dir_batched(&dir, &cfg, &mut |batch| tx.blocking_send(batch).is_ok())
+        })
     };
     let mut chunks = 0u64;
     let mut failed = None;
@@ -570,7 +669,10 @@ async fn seed_inputs(
         if had_items {
             seeded.extend(batch.iter().map(|c| c.id.clone()));
         }
-        if let Err(e) = store.put_items(batch.iter().map(chunk_item).collect()).await {
+        if let Err(e) = store
+            .put_items(batch.iter().map(chunk_item).collect())
+            .await
+        {
             failed = Some(e);
             break;
         }
@@ -597,16 +699,33 @@ async fn seed_inputs(
         // line comes from them. With read_files_manually off, seed_texts does this.
         retire_stale(store, &seeded).await?;
     }
-    let meta = InputsMeta { fingerprint, shape: found.shape.clone(), chunks, summary, items_at_end: None, shard, settings_fingerprint };
-    store.put_meta(INPUTS_META_KEY, serde_json::to_value(meta).map_err(RunError::fatal)?).await?;
+    let meta = InputsMeta {
+        fingerprint,
+        shape: found.shape.clone(),
+        chunks,
+        summary,
+        items_at_end: None,
+        shard,
+        settings_fingerprint,
+    };
+    store
+        .put_meta(
+            INPUTS_META_KEY,
+            serde_json::to_value(meta).map_err(RunError::fatal)?,
+        )
+        .await?;
     Ok(())
 }
 
 /// Notes in the inputs meta how many items the store holds as the run ends: the next run skips
 /// seeding only when it finds the same number (a store that lost items is seeded again).
 async fn record_item_count(sled: &SledStore) {
-    let Ok(Some(value)) = sled.meta(INPUTS_META_KEY) else { return };
-    let Ok(mut meta) = serde_json::from_value::<InputsMeta>(value) else { return };
+    let Ok(Some(value)) = sled.meta(INPUTS_META_KEY) else {
+        return;
+    };
+    let Ok(mut meta) = serde_json::from_value::<InputsMeta>(value) else {
+        return;
+    };
     meta.items_at_end = Some(sled.item_count());
     if let Ok(v) = serde_json::to_value(meta) {
         let _ = sled.put_meta(INPUTS_META_KEY, v).await;
@@ -629,7 +748,11 @@ pub fn chunk_item(c: &atk_chunk::Chunk) -> ItemRecord {
 }
 
 fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
-    let previous = store.meta(RUN_META_KEY).ok().flatten().and_then(|v| serde_json::from_value::<RunMeta>(v).ok());
+    let previous = store
+        .meta(RUN_META_KEY)
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_value::<RunMeta>(v).ok());
     if let Some(prev) = previous
         && prev.config_fingerprint != fingerprint
     {
@@ -642,30 +765,48 @@ fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
 
 type Counters = Vec<Arc<CostCounter>>;
 
-fn build_engines(settings: &Settings, store: &dyn Store, cancel: &CancellationToken) -> Result<(Engines, Counters), RunError> {
+fn build_engines(
+    settings: &Settings,
+    store: &dyn Store,
+    cancel: &CancellationToken,
+) -> Result<(Engines, Counters), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit.max(1));
-    let debug = settings.debug_outputs.then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
+    let debug = settings
+        .debug_outputs
+        .then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
     let mut built = Vec::new();
     let mut counters = Vec::new();
     for e in &settings.engines {
         let counter = CostCounter::new(
             e.label.clone(),
-            atk_engine::Pricing { input_per_million: e.price_in, output_per_million: e.price_out },
+            atk_engine::Pricing {
+                input_per_million: e.price_in,
+                output_per_million: e.price_out,
+            },
         );
-        if let Some(prev) = saved.get(&e.label).and_then(|v| serde_json::from_value::<CostTotals>(v.clone()).ok()) {
+        if let Some(prev) = saved
+            .get(&e.label)
+            .and_then(|v| serde_json::from_value::<CostTotals>(v.clone()).ok())
+        {
             counter.restore(&prev);
         }
         let mut observers: Vec<Arc<dyn Observer>> = vec![counter.clone()];
         if let Some(d) = &debug {
             observers.push(d.clone());
         }
-        let cfg = engine_config(settings, e).with_shared_limit(Some(shared_limit.clone())).with_cancel(cancel.clone());
+        let cfg = engine_config(settings, e)
+            .with_shared_limit(Some(shared_limit.clone()))
+            .with_cancel(cancel.clone());
         built.push(atk_engine::build_engine(cfg, observers)?);
         counters.push(counter);
     }
-    let large = built.pop().ok_or_else(|| RunError::fatal("no large engine"))?;
-    let small = built.pop().ok_or_else(|| RunError::fatal("no small engine"))?;
+    let large = built
+        .pop()
+        .ok_or_else(|| RunError::fatal("no large engine"))?;
+    let small = built
+        .pop()
+        .ok_or_else(|| RunError::fatal("no small engine"))?;
     Ok((Engines { small, large }, counters))
 }
 
@@ -714,7 +855,10 @@ impl CtrlC {
     fn install() -> Self {
         #[cfg(unix)]
         {
-            Self { signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok() }
+            Self {
+                signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                    .ok(),
+            }
         }
         #[cfg(not(unix))]
         {
@@ -738,7 +882,13 @@ impl CtrlC {
     }
 }
 
-fn status_of(name: &str, progress: &Progress, counters: &Counters, engines: &Engines, stored: &StoredCounts) -> StatusSnapshot {
+fn status_of(
+    name: &str,
+    progress: &Progress,
+    counters: &Counters,
+    engines: &Engines,
+    stored: &StoredCounts,
+) -> StatusSnapshot {
     let mut s = progress.snapshot();
     s.stored_results = stored.live();
     s.damage = stored.damage.clone();
@@ -767,7 +917,15 @@ fn status_of(name: &str, progress: &Progress, counters: &Counters, engines: &Eng
 
 /// The per-engine cost totals as stored under [`COST_META_KEY`].
 fn cost_totals(counters: &Counters) -> serde_json::Map<String, serde_json::Value> {
-    counters.iter().map(|c| (c.label().to_string(), serde_json::to_value(c.snapshot()).unwrap_or_default())).collect()
+    counters
+        .iter()
+        .map(|c| {
+            (
+                c.label().to_string(),
+                serde_json::to_value(c.snapshot()).unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// About once a second: writes `status.json`, saves the cost totals in the store (so a killed
@@ -789,7 +947,10 @@ async fn status_loop(
         progress.tick();
         let totals = cost_totals(&counters);
         if totals != saved {
-            if let Err(e) = store.put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone())).await {
+            if let Err(e) = store
+                .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
+                .await
+            {
                 tracing::debug!(error = %e, "could not save cost totals");
             }
             saved = totals;
@@ -804,7 +965,10 @@ async fn status_loop(
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// `<output_dir>/store`: where a run's store lives.

@@ -28,8 +28,17 @@ impl Step for Upper {
         "upper"
     }
 
-    async fn run(&self, item: &ItemRecord, _ctx: &StepContext) -> Result<atk_step::StepOutput, StepError> {
-        let text = item.fields.get("text").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    async fn run(
+        &self,
+        item: &ItemRecord,
+        _ctx: &StepContext,
+    ) -> Result<atk_step::StepOutput, StepError> {
+        let text = item
+            .fields
+            .get("text")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
         self.0.calls.lock().unwrap().push(text.clone());
         if text.contains("charlie") {
             return Err(StepError::failed("validation", "charlie is refused"));
@@ -72,8 +81,10 @@ impl Pipeline for TestPipeline {
         let chain: Vec<Arc<dyn Step>> = vec![Arc::new(Upper(self.0.clone()))];
         ctx.run_chain(&chain).await?;
         let lines = ctx.final_items(&chain)?;
-        *self.0.dataset.lock().unwrap() =
-            lines.iter().map(|i| first_word(i.fields["text"].as_str().unwrap_or_default())).collect();
+        *self.0.dataset.lock().unwrap() = lines
+            .iter()
+            .map(|i| first_word(i.fields["text"].as_str().unwrap_or_default()))
+            .collect();
         Ok(())
     }
 }
@@ -81,15 +92,28 @@ impl Pipeline for TestPipeline {
 /// Runs the pipeline once; returns the texts it sent requests for and the dataset lines.
 async fn run_once(config: &Path, seen: &Arc<Seen>) -> (Vec<String>, Vec<String>) {
     seen.calls.lock().unwrap().clear();
-    let flags = CommonFlags { config: config.to_path_buf(), quiet: true, ..CommonFlags::default() };
+    let flags = CommonFlags {
+        config: config.to_path_buf(),
+        quiet: true,
+        ..CommonFlags::default()
+    };
     run(TestPipeline(seen.clone()), flags).await.unwrap();
-    let calls = seen.calls.lock().unwrap().iter().map(|t| first_word(t)).collect();
+    let calls = seen
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| first_word(t))
+        .collect();
     (calls, seen.dataset.lock().unwrap().clone())
 }
 
 /// The first word of a text: each test input is one word repeated.
 fn first_word(text: &str) -> String {
-    text.split_whitespace().next().unwrap_or_default().to_owned()
+    text.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// An input text long enough to be kept by the chunker: `word` repeated.
@@ -122,7 +146,10 @@ async fn removed_inputs_leave_the_dataset_and_the_work_and_come_back_for_free() 
     let seen = Arc::new(Seen::default());
 
     let (calls, dataset) = run_once(&config, &seen).await;
-    assert_eq!((calls.len(), dataset), (3, vec!["alpha".to_owned(), "bravo".to_owned()]));
+    assert_eq!(
+        (calls.len(), dataset),
+        (3, vec!["alpha".to_owned(), "bravo".to_owned()])
+    );
 
     // b (done) and c (failed, so a rerun would retry it) are removed.
     std::fs::remove_file(input("b.txt")).unwrap();
@@ -134,7 +161,11 @@ async fn removed_inputs_leave_the_dataset_and_the_work_and_come_back_for_free() 
     // b comes back: its paid result is reused.
     std::fs::write(input("b.txt"), body("bravo")).unwrap();
     let (calls, dataset) = run_once(&config, &seen).await;
-    assert_eq!(calls, Vec::<String>::new(), "a returning file's results are reused");
+    assert_eq!(
+        calls,
+        Vec::<String>::new(),
+        "a returning file's results are reused"
+    );
     assert_eq!(dataset, ["alpha", "bravo"]);
 }
 
@@ -144,9 +175,16 @@ async fn seeded_texts_follow_the_same_rule() {
     let config = config(dir.path(), false);
     let seen = Arc::new(Seen::default());
     let text = |name: &str, body: &str| (name.to_owned(), body.to_owned());
-    *seen.texts.lock().unwrap() = vec![text("a", &body("alpha")), text("b", &body("bravo")), text("c", &body("charlie"))];
+    *seen.texts.lock().unwrap() = vec![
+        text("a", &body("alpha")),
+        text("b", &body("bravo")),
+        text("c", &body("charlie")),
+    ];
     let (calls, dataset) = run_once(&config, &seen).await;
-    assert_eq!((calls.len(), dataset), (3, vec!["alpha".to_owned(), "bravo".to_owned()]));
+    assert_eq!(
+        (calls.len(), dataset),
+        (3, vec!["alpha".to_owned(), "bravo".to_owned()])
+    );
 
     *seen.texts.lock().unwrap() = vec![text("a", &body("alpha"))];
     let (calls, dataset) = run_once(&config, &seen).await;

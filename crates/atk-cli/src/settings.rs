@@ -57,7 +57,10 @@ impl Settings {
         if c.chunk_size == 0 {
             return Err("chunk_size must be at least 1".into());
         }
-        if c.read_files_manually && !c.input_dir.as_os_str().is_empty() && c.output_dir.starts_with(&c.input_dir) {
+        if c.read_files_manually
+            && !c.input_dir.as_os_str().is_empty()
+            && c.output_dir.starts_with(&c.input_dir)
+        {
             return Err(format!(
                 "output_dir ({}) is inside input_dir ({}): the next run would read its own outputs as inputs; \
                  choose an output_dir outside the input folder",
@@ -66,22 +69,39 @@ impl Settings {
             ));
         }
         let mut chunk = ChunkConfig::new(c.chunk_size).with_tokenizer(c.tokenizer);
-        chunk.cache_dir = Some(c.chunking_output_dir.clone().unwrap_or_else(|| c.output_dir.join("chunk_cache")));
+        chunk.cache_dir = Some(
+            c.chunking_output_dir
+                .clone()
+                .unwrap_or_else(|| c.output_dir.join("chunk_cache")),
+        );
         if c.use_subset {
             chunk = chunk.with_subset(Subset::new(c.subset_size, c.seed));
         }
-        let timeouts = Timeouts { total: c.request_timeout, idle: c.idle_timeout, ..Timeouts::default() };
-        let retry = RetryConfig { max_attempts: c.max_attempts.max(1), ..RetryConfig::default() };
-        let mock = MockConfig { reply_template: c.mock_reply.clone(), latency: c.mock_latency };
-        let engine = |label: &str, mode, model: &str, base_url: &str, key: &Secret, price_in, price_out| EngineSettings {
-            label: label.to_string(),
-            mode,
-            model: model.to_string(),
-            base_url: base_url.to_string(),
-            api_key: key.clone(),
-            price_in,
-            price_out,
+        let timeouts = Timeouts {
+            total: c.request_timeout,
+            idle: c.idle_timeout,
+            ..Timeouts::default()
         };
+        let retry = RetryConfig {
+            max_attempts: c.max_attempts.max(1),
+            ..RetryConfig::default()
+        };
+        let mock = MockConfig {
+            reply_template: c.mock_reply.clone(),
+            latency: c.mock_latency,
+        };
+        let engine =
+            |label: &str, mode, model: &str, base_url: &str, key: &Secret, price_in, price_out| {
+                EngineSettings {
+                    label: label.to_string(),
+                    mode,
+                    model: model.to_string(),
+                    base_url: base_url.to_string(),
+                    api_key: key.clone(),
+                    price_in,
+                    price_out,
+                }
+            };
         Ok(Self {
             engines: [
                 engine(
@@ -148,7 +168,11 @@ mod tests {
     use super::*;
 
     fn common(input: &str, output: &str) -> CommonConfig {
-        CommonConfig { input_dir: input.into(), output_dir: output.into(), ..CommonConfig::default() }
+        CommonConfig {
+            input_dir: input.into(),
+            output_dir: output.into(),
+            ..CommonConfig::default()
+        }
     }
 
     #[test]
@@ -161,7 +185,10 @@ mod tests {
     #[test]
     fn a_dry_run_does_not_cache_under_output_dir() {
         let s = Settings::from_common(&common("/data/in", "/data/out")).unwrap();
-        assert_eq!(s.chunk_config().cache_dir.as_deref(), Some(std::path::Path::new("/data/out/chunk_cache")));
+        assert_eq!(
+            s.chunk_config().cache_dir.as_deref(),
+            Some(std::path::Path::new("/data/out/chunk_cache"))
+        );
         assert_eq!(s.dry_run_chunk_config().cache_dir, None);
         assert_eq!(s.engines[0].label, "small");
         assert_eq!(s.engines[1].label, "large");

@@ -112,10 +112,17 @@ impl MissingResults {
 }
 
 /// The steps whose `found` result count is below the `recorded` one.
-pub fn find_missing(recorded: &BTreeMap<String, u64>, found: &BTreeMap<String, u64>) -> Vec<MissingResults> {
+pub fn find_missing(
+    recorded: &BTreeMap<String, u64>,
+    found: &BTreeMap<String, u64>,
+) -> Vec<MissingResults> {
     recorded
         .iter()
-        .map(|(step, &recorded)| MissingResults { step: step.clone(), recorded, found: found.get(step).copied().unwrap_or(0) })
+        .map(|(step, &recorded)| MissingResults {
+            step: step.clone(),
+            recorded,
+            found: found.get(step).copied().unwrap_or(0),
+        })
         .filter(|m| m.missing() > 0)
         .collect()
 }
@@ -125,9 +132,20 @@ pub fn find_missing(recorded: &BTreeMap<String, u64>, found: &BTreeMap<String, u
 pub fn render_damage(store_dir: &Path, missing: &[MissingResults]) -> String {
     let mut s = String::new();
     let total: u64 = missing.iter().map(MissingResults::missing).sum();
-    let _ = writeln!(s, "STORE DAMAGED: {total} stored results are missing from {}", store_dir.display());
+    let _ = writeln!(
+        s,
+        "STORE DAMAGED: {total} stored results are missing from {}",
+        store_dir.display()
+    );
     for m in missing {
-        let _ = writeln!(s, "  step {:<20} {:>8} missing (recorded {}, found {})", m.step, m.missing(), m.recorded, m.found);
+        let _ = writeln!(
+            s,
+            "  step {:<20} {:>8} missing (recorded {}, found {})",
+            m.step,
+            m.missing(),
+            m.recorded,
+            m.found
+        );
     }
     let _ = writeln!(
         s,
@@ -144,9 +162,21 @@ impl StatusSnapshot {
     /// Human rendering for `atk status`.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let state = if self.running { format!("running (pid {})", self.pid) } else { "not running".to_string() };
-        let name = if self.pipeline.is_empty() { "run" } else { &self.pipeline };
-        let _ = writeln!(s, "{name}: {state}, {:.0} s elapsed", self.elapsed_ms as f64 / 1000.0);
+        let state = if self.running {
+            format!("running (pid {})", self.pid)
+        } else {
+            "not running".to_string()
+        };
+        let name = if self.pipeline.is_empty() {
+            "run"
+        } else {
+            &self.pipeline
+        };
+        let _ = writeln!(
+            s,
+            "{name}: {state}, {:.0} s elapsed",
+            self.elapsed_ms as f64 / 1000.0
+        );
         if let Some((p, m)) = &self.milestone {
             let _ = writeln!(s, "  milestone: [{:>3.0}%] {m}", p * 100.0);
         }
@@ -170,9 +200,19 @@ impl StatusSnapshot {
         let _ = writeln!(s, "  cost so far: ${:.4}", self.cost_usd);
         if !self.damage.is_empty() {
             let total: u64 = self.damage.iter().map(MissingResults::missing).sum();
-            let _ = writeln!(s, "  STORE DAMAGED: {total} stored results missing; they are requested again");
+            let _ = writeln!(
+                s,
+                "  STORE DAMAGED: {total} stored results missing; they are requested again"
+            );
             for m in &self.damage {
-                let _ = writeln!(s, "    step {:<20} {:>8} missing (recorded {}, found {})", m.step, m.missing(), m.recorded, m.found);
+                let _ = writeln!(
+                    s,
+                    "    step {:<20} {:>8} missing (recorded {}, found {})",
+                    m.step,
+                    m.missing(),
+                    m.recorded,
+                    m.found
+                );
             }
         }
         s
@@ -211,7 +251,12 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
     let snapshot = match StatusSnapshot::read(output_dir) {
         Ok(s) => Some(s),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(StatusError::Read(format!("{}: {e}", output_dir.join(STATUS_FILE).display()))),
+        Err(e) => {
+            return Err(StatusError::Read(format!(
+                "{}: {e}",
+                output_dir.join(STATUS_FILE).display()
+            )));
+        }
     };
     if let Some(s) = &snapshot
         && s.running
@@ -223,12 +268,22 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
     let store = match atk_state::SledStore::try_open_read(&crate::store_dir(output_dir)) {
         Ok(store) => store,
         Err(atk_state::Error::Locked { .. }) => {
-            return snapshot.map(|s| StatusSnapshot { running: true, ..s }).ok_or_else(|| {
-                StatusError::Read(format!("a run holds {} and has not written status.json yet", output_dir.display()))
-            });
+            return snapshot
+                .map(|s| StatusSnapshot { running: true, ..s })
+                .ok_or_else(|| {
+                    StatusError::Read(format!(
+                        "a run holds {} and has not written status.json yet",
+                        output_dir.display()
+                    ))
+                });
         }
         Err(atk_state::Error::NotFound { .. }) => {
-            return snapshot.map(|s| StatusSnapshot { running: false, ..s }).ok_or_else(|| StatusError::NoRun(output_dir.to_path_buf()));
+            return snapshot
+                .map(|s| StatusSnapshot {
+                    running: false,
+                    ..s
+                })
+                .ok_or_else(|| StatusError::NoRun(output_dir.to_path_buf()));
         }
         Err(e) => return Err(StatusError::Read(e.to_string())),
     };
@@ -237,8 +292,13 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
 
 /// Counts done and failed per step in a store no run holds. Step names and totals come from
 /// the last snapshot the run saved (in the store, else `status.json`).
-pub fn from_store(store: &dyn atk_state::Store, file_snapshot: Option<StatusSnapshot>) -> Result<StatusSnapshot, atk_state::Error> {
-    let saved = store.meta(STATUS_META_KEY)?.and_then(|v| serde_json::from_value::<StatusSnapshot>(v).ok());
+pub fn from_store(
+    store: &dyn atk_state::Store,
+    file_snapshot: Option<StatusSnapshot>,
+) -> Result<StatusSnapshot, atk_state::Error> {
+    let saved = store
+        .meta(STATUS_META_KEY)?
+        .and_then(|v| serde_json::from_value::<StatusSnapshot>(v).ok());
     // The counts kept outside sled are the ones to trust: the copy in the store may be gone too.
     let recorded = file_snapshot
         .as_ref()
@@ -264,9 +324,15 @@ pub fn from_store(store: &dyn atk_state::Store, file_snapshot: Option<StatusSnap
         }
         st.pending = st.total.saturating_sub(st.done + st.failed);
     }
-    if let Some(costs) = store.meta(crate::COST_META_KEY)?.and_then(|v| v.as_object().cloned()) {
+    if let Some(costs) = store
+        .meta(crate::COST_META_KEY)?
+        .and_then(|v| v.as_object().cloned())
+    {
         for e in &mut s.engines {
-            if let Some(t) = costs.get(&e.label).and_then(|v| serde_json::from_value::<atk_engine::CostTotals>(v.clone()).ok()) {
+            if let Some(t) = costs
+                .get(&e.label)
+                .and_then(|v| serde_json::from_value::<atk_engine::CostTotals>(v.clone()).ok())
+            {
                 e.requests = t.requests;
                 e.prompt_tokens = t.prompt_tokens;
                 e.completion_tokens = t.completion_tokens;
@@ -284,7 +350,13 @@ mod tests {
     use atk_state::{FailureRecord, ItemRecord, ResultRecord, SledStore, Store};
 
     fn item(id: &str, n: u64) -> ItemRecord {
-        ItemRecord { v: 1, id: id.into(), parent: None, order: vec![n, 0], fields: Default::default() }
+        ItemRecord {
+            v: 1,
+            id: id.into(),
+            parent: None,
+            order: vec![n, 0],
+            fields: Default::default(),
+        }
     }
 
     #[tokio::test]
@@ -292,23 +364,56 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(&crate::store_dir(dir.path())).unwrap();
-            store.put_items(vec![item("a", 0), item("b", 1), item("c", 2), item("d", 3)]).await.unwrap();
-            let r = ResultRecord { v: 1, output: "poem".into(), details: None, attempts: 1, prompt_tokens: 1, completion_tokens: 1, elapsed_ms: 1, stored_at_ms: 1 };
-            store.put_result("write_poem", "a", r.clone()).await.unwrap();
+            store
+                .put_items(vec![item("a", 0), item("b", 1), item("c", 2), item("d", 3)])
+                .await
+                .unwrap();
+            let r = ResultRecord {
+                v: 1,
+                output: "poem".into(),
+                details: None,
+                attempts: 1,
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                elapsed_ms: 1,
+                stored_at_ms: 1,
+            };
+            store
+                .put_result("write_poem", "a", r.clone())
+                .await
+                .unwrap();
             store.put_result("write_poem", "b", r).await.unwrap();
-            let f = FailureRecord { v: 1, kind: "validation".into(), reason: "short".into(), last_output: None, attempts: 4, stored_at_ms: 1 };
+            let f = FailureRecord {
+                v: 1,
+                kind: "validation".into(),
+                reason: "short".into(),
+                last_output: None,
+                attempts: 4,
+                stored_at_ms: 1,
+            };
             store.put_failure("write_poem", "c", f).await.unwrap();
             let last = StatusSnapshot {
                 pipeline: "example-pipeline".into(),
                 running: true,
                 pid: 1,
                 elapsed_ms: 12_300,
-                steps: vec![StepStatus { step: "write_poem".into(), total: 4, ..Default::default() }],
-                engines: vec![EngineStatus { label: "small".into(), model: "gpt-4o-mini".into(), ..Default::default() }],
+                steps: vec![StepStatus {
+                    step: "write_poem".into(),
+                    total: 4,
+                    ..Default::default()
+                }],
+                engines: vec![EngineStatus {
+                    label: "small".into(),
+                    model: "gpt-4o-mini".into(),
+                    ..Default::default()
+                }],
                 milestone: Some((1.0, "pipeline complete".into())),
                 ..Default::default()
             };
-            store.put_meta(STATUS_META_KEY, serde_json::to_value(&last).unwrap()).await.unwrap();
+            store
+                .put_meta(STATUS_META_KEY, serde_json::to_value(&last).unwrap())
+                .await
+                .unwrap();
             let costs = serde_json::json!({"small": {"requests": 7, "failed_requests": 0, "prompt_tokens": 7000, "completion_tokens": 1400, "estimated_replies": 0, "cost_usd": 0.00189, "retries": {}}});
             store.put_meta(crate::COST_META_KEY, costs).await.unwrap();
             store.flush().await.unwrap();
@@ -326,31 +431,68 @@ mod tests {
         let store_dir = crate::store_dir(dir.path());
         {
             let store = SledStore::open(&store_dir).unwrap();
-            let r = ResultRecord { v: 1, output: "x".repeat(3000).into(), details: None, attempts: 1, prompt_tokens: 1, completion_tokens: 1, elapsed_ms: 1, stored_at_ms: 1 };
+            let r = ResultRecord {
+                v: 1,
+                output: "x".repeat(3000).into(),
+                details: None,
+                attempts: 1,
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                elapsed_ms: 1,
+                stored_at_ms: 1,
+            };
             for i in 0..200 {
-                store.put_result("write_poem", &format!("item{i:03}"), r.clone()).await.unwrap();
+                store
+                    .put_result("write_poem", &format!("item{i:03}"), r.clone())
+                    .await
+                    .unwrap();
             }
             let last = StatusSnapshot {
-                steps: vec![StepStatus { step: "write_poem".into(), total: 200, done: 200, ..Default::default() }],
+                steps: vec![StepStatus {
+                    step: "write_poem".into(),
+                    total: 200,
+                    done: 200,
+                    ..Default::default()
+                }],
                 stored_results: store.result_counts().unwrap(),
                 ..Default::default()
             };
-            atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&last).unwrap()).unwrap();
+            atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&last).unwrap())
+                .unwrap();
         }
-        assert!(read_status(dir.path()).unwrap().damage.is_empty(), "an intact store has no damage");
+        assert!(
+            read_status(dir.path()).unwrap().damage.is_empty(),
+            "an intact store has no damage"
+        );
         // A store that comes back with fewer results than recorded (replaced by an older copy).
         let mut more = StatusSnapshot::read(dir.path()).unwrap();
         more.stored_results.insert("write_poem".into(), 250);
-        atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&more).unwrap()).unwrap();
+        atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&more).unwrap())
+            .unwrap();
         let s = read_status(dir.path()).unwrap();
-        assert_eq!(s.damage, [MissingResults { step: "write_poem".into(), recorded: 250, found: 200 }]);
-        assert!(s.render().contains("STORE DAMAGED: 50 stored results missing"), "{}", s.render());
+        assert_eq!(
+            s.damage,
+            [MissingResults {
+                step: "write_poem".into(),
+                recorded: 250,
+                found: 200
+            }]
+        );
+        assert!(
+            s.render()
+                .contains("STORE DAMAGED: 50 stored results missing"),
+            "{}",
+            s.render()
+        );
 
         let db = store_dir.join("db");
         let mut bytes = std::fs::read(&db).unwrap();
         let mid = bytes.len() / 2;
         let end = (mid + 64 * 1024).min(bytes.len());
-        bytes[mid..end].iter_mut().enumerate().for_each(|(i, b)| *b = (i as u8).wrapping_mul(151).wrapping_add(7));
+        bytes[mid..end]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (i as u8).wrapping_mul(151).wrapping_add(7));
         std::fs::write(&db, bytes).unwrap();
         // Depending on where the garbage lands, sled drops what follows it on open, or meets
         // a bad checksum when reading: both are reported.
@@ -358,11 +500,18 @@ mod tests {
             Ok(s) => {
                 let m = &s.damage[0];
                 assert!(m.found < 200, "{m:?}");
-                assert!(s.render().contains(&format!("{} missing", m.missing())), "{}", s.render());
+                assert!(
+                    s.render().contains(&format!("{} missing", m.missing())),
+                    "{}",
+                    s.render()
+                );
             }
             Err(e) => {
                 let text = e.to_string();
-                assert!(text.contains("is damaged") && text.contains("cp -a"), "{text}");
+                assert!(
+                    text.contains("is damaged") && text.contains("cp -a"),
+                    "{text}"
+                );
             }
         }
     }
@@ -374,7 +523,14 @@ mod tests {
             pipeline: "p".into(),
             running: true,
             pid: 1, // pid 1 is always alive
-            steps: vec![StepStatus { step: "s".into(), total: 10, done: 3, in_flight: 2, pending: 7, ..Default::default() }],
+            steps: vec![StepStatus {
+                step: "s".into(),
+                total: 10,
+                done: 3,
+                in_flight: 2,
+                pending: 7,
+                ..Default::default()
+            }],
             ..Default::default()
         };
         atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&s).unwrap()).unwrap();
@@ -386,18 +542,28 @@ mod tests {
     #[test]
     fn an_empty_dir_has_no_run() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(read_status(dir.path()), Err(StatusError::NoRun(_))));
+        assert!(matches!(
+            read_status(dir.path()),
+            Err(StatusError::NoRun(_))
+        ));
     }
 
     #[test]
     fn snapshot_round_trips_through_json() {
         let s = StatusSnapshot {
             pipeline: "example".into(),
-            steps: vec![StepStatus { step: "write_poem".into(), total: 3, done: 2, pending: 1, ..Default::default() }],
+            steps: vec![StepStatus {
+                step: "write_poem".into(),
+                total: 3,
+                done: 2,
+                pending: 1,
+                ..Default::default()
+            }],
             cost_usd: 0.5,
             ..Default::default()
         };
-        let back: StatusSnapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let back: StatusSnapshot =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }
 }

@@ -138,7 +138,12 @@ impl RunSummary {
                 retries: now
                     .retries
                     .iter()
-                    .map(|(k, v)| (k.clone(), minus(*v, start.retries.get(k).copied().unwrap_or(0))))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            minus(*v, start.retries.get(k).copied().unwrap_or(0)),
+                        )
+                    })
                     .filter(|(_, v)| *v > 0)
                     .collect(),
                 prompt_tokens: minus(now.prompt_tokens, start.prompt_tokens),
@@ -148,7 +153,15 @@ impl RunSummary {
             })
             .collect();
         let all_failed = reports.iter().any(RunReport::all_failed);
-        Self { pipeline: pipeline.to_string(), wall_time_s: wall.as_secs_f64(), steps, engines, datasets, error, all_failed }
+        Self {
+            pipeline: pipeline.to_string(),
+            wall_time_s: wall.as_secs_f64(),
+            steps,
+            engines,
+            datasets,
+            error,
+            all_failed,
+        }
     }
 
     /// Fills the step lines from progress counts (for a chain that stopped without a report).
@@ -179,7 +192,11 @@ impl RunSummary {
     /// The terminal rendering.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "\n== {} summary ({:.1} s) ==", self.pipeline, self.wall_time_s);
+        let _ = writeln!(
+            s,
+            "\n== {} summary ({:.1} s) ==",
+            self.pipeline, self.wall_time_s
+        );
         for st in &self.steps {
             let _ = writeln!(
                 s,
@@ -191,16 +208,33 @@ impl RunSummary {
             }
             if let Some(sample) = st.failures.first().and_then(|f| f.sample_output.as_ref()) {
                 let short: String = sample.chars().take(SAMPLE_CHARS).collect();
-                let more = if sample.chars().count() > SAMPLE_CHARS { " [...]" } else { "" };
-                let _ = writeln!(s, "  sample output of the most common failure:\n    {}{more}", short.replace('\n', "\n    "));
+                let more = if sample.chars().count() > SAMPLE_CHARS {
+                    " [...]"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    s,
+                    "  sample output of the most common failure:\n    {}{more}",
+                    short.replace('\n', "\n    ")
+                );
             }
         }
         // An engine that did nothing in this run or any earlier one is left out.
-        for e in self.engines.iter().filter(|e| e.requests + e.failed_requests > 0 || e.cost_usd_all_runs > 0.0) {
+        for e in self
+            .engines
+            .iter()
+            .filter(|e| e.requests + e.failed_requests > 0 || e.cost_usd_all_runs > 0.0)
+        {
             let retries = if e.retries.is_empty() {
                 "no retries".to_string()
             } else {
-                e.retries.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ") + " retries"
+                e.retries
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + " retries"
             };
             let _ = writeln!(
                 s,
@@ -217,7 +251,10 @@ impl RunSummary {
             );
         }
         if self.all_failed {
-            let _ = writeln!(s, "every attempted item failed: no dataset line was produced");
+            let _ = writeln!(
+                s,
+                "every attempted item failed: no dataset line was produced"
+            );
         }
         let cwd = std::env::current_dir().unwrap_or_default();
         for (path, lines) in &self.datasets {
@@ -251,8 +288,19 @@ mod tests {
             }],
             cancelled: false,
         };
-        let start = CostTotals { requests: 10, prompt_tokens: 1000, cost_usd: 1.0, ..Default::default() };
-        let mut now = CostTotals { requests: 14, prompt_tokens: 1400, completion_tokens: 200, cost_usd: 1.5, ..Default::default() };
+        let start = CostTotals {
+            requests: 10,
+            prompt_tokens: 1000,
+            cost_usd: 1.0,
+            ..Default::default()
+        };
+        let mut now = CostTotals {
+            requests: 14,
+            prompt_tokens: 1400,
+            completion_tokens: 200,
+            cost_usd: 1.5,
+            ..Default::default()
+        };
         now.retries.insert("rate_limited".into(), 2);
         let s = RunSummary::new(
             "example",
@@ -266,11 +314,20 @@ mod tests {
         assert_eq!(s.engines[0].prompt_tokens, 400);
         assert!(!s.all_failed());
         let text = s.render();
-        assert!(text.contains("step write_poem: 3 done, 2 already done, 1 failed"), "{text}");
+        assert!(
+            text.contains("step write_poem: 3 done, 2 already done, 1 failed"),
+            "{text}"
+        );
         assert!(text.contains("1 x validation: no <poem> tags"), "{text}");
         assert!(text.contains("just prose"), "{text}");
         assert!(text.contains("2 rate_limited retries"), "{text}");
-        assert!(text.contains("$0.5000 this run, $1.5000 all runs"), "{text}");
-        assert!(text.contains("dataset written: out/sharegpt_format.jsonl (3 lines)"), "{text}");
+        assert!(
+            text.contains("$0.5000 this run, $1.5000 all runs"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dataset written: out/sharegpt_format.jsonl (3 lines)"),
+            "{text}"
+        );
     }
 }

@@ -80,14 +80,23 @@ where
     };
     crate::logging::init(0);
     match cli.command {
-        Command::Chunk { input_dir, chunk_size, tokenizer, subset, seed } => chunk(input_dir, chunk_size, &tokenizer, subset, seed),
+        Command::Chunk {
+            input_dir,
+            chunk_size,
+            tokenizer,
+            subset,
+            seed,
+        } => chunk(input_dir, chunk_size, &tokenizer, subset, seed),
         Command::Status { output_dir, json } => status(&output_dir, json),
         Command::Merge { dirs, into } => merge(&dirs, &into),
     }
 }
 
 fn merge(dirs: &[PathBuf], into: &std::path::Path) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -107,9 +116,16 @@ fn merge(dirs: &[PathBuf], into: &std::path::Path) -> ExitCode {
             );
             if !r.missing_shards.is_empty() {
                 let list: Vec<String> = r.missing_shards.iter().map(u32::to_string).collect();
-                eprintln!("warning: shards {} were not given; the first run on {} will work on their items", list.join(", "), into.display());
+                eprintln!(
+                    "warning: shards {} were not given; the first run on {} will work on their items",
+                    list.join(", "),
+                    into.display()
+                );
             }
-            eprintln!("next: run the pipeline with output_dir {} (it sends nothing for merged results)", into.display());
+            eprintln!(
+                "next: run the pipeline with output_dir {} (it sends nothing for merged results)",
+                into.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -119,7 +135,13 @@ fn merge(dirs: &[PathBuf], into: &std::path::Path) -> ExitCode {
     }
 }
 
-fn chunk(input_dir: PathBuf, chunk_size: usize, tokenizer: &str, subset: Option<usize>, seed: u64) -> ExitCode {
+fn chunk(
+    input_dir: PathBuf,
+    chunk_size: usize,
+    tokenizer: &str,
+    subset: Option<usize>,
+    seed: u64,
+) -> ExitCode {
     let tokenizer = match atk_tokens::Tokenizer::from_name(tokenizer) {
         Ok(t) => t,
         Err(e) => {

@@ -14,17 +14,31 @@ fn fixtures() -> PathBuf {
 }
 
 fn atk(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_atk")).args(args).env_remove("RUST_LOG").output().expect("atk runs")
+    Command::new(env!("CARGO_BIN_EXE_atk"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("atk runs")
 }
 
 #[test]
 fn atk_chunk_prints_one_json_object_per_chunk_in_source_order() {
     let dir = fixtures().join("inputs");
     let out = atk(&["chunk", dir.to_str().unwrap(), "--chunk-size", "500"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let sources: Vec<&str> = lines.iter().map(|l| l["metadata"].as_str().unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sources: Vec<&str> = lines
+        .iter()
+        .map(|l| l["metadata"].as_str().unwrap())
+        .collect();
     assert_eq!(sources, ["a_river.txt", "b_notes.md", "c_lines.jsonl"]);
     for l in &lines {
         let keys: Vec<&String> = l.as_object().unwrap().keys().collect();
@@ -32,9 +46,17 @@ fn atk_chunk_prints_one_json_object_per_chunk_in_source_order() {
         assert_eq!(l["id"].as_str().unwrap().len(), 32);
         assert!(l["tokens"].as_u64().unwrap() > 10);
     }
-    assert!(lines[0]["text"].as_str().unwrap().starts_with("The river was low"));
+    assert!(
+        lines[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("The river was low")
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("3 files") || stderr.contains("3 chunks"), "summary on stderr: {stderr}");
+    assert!(
+        stderr.contains("3 files") || stderr.contains("3 chunks"),
+        "summary on stderr: {stderr}"
+    );
 }
 
 #[test]
@@ -43,7 +65,12 @@ fn atk_chunk_on_a_missing_or_empty_dir_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/definitely/not/here"));
     let empty = tempfile::tempdir().unwrap();
-    let out = atk(&["chunk", empty.path().to_str().unwrap(), "--chunk-size", "100"]);
+    let out = atk(&[
+        "chunk",
+        empty.path().to_str().unwrap(),
+        "--chunk-size",
+        "100",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
 }
@@ -71,7 +98,9 @@ impl Pipeline for PoemTest {
         PROMPTS
     }
     async fn run(&self, ctx: &mut RunContext<NoExtra>) -> Result<(), RunError> {
-        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(PromptStep::new("write", "write").param("max_tokens", 300))];
+        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(
+            PromptStep::new("write", "write").param("max_tokens", 300),
+        )];
         ctx.run_chain(&chain).await?;
         unreachable!("a dry run ends in run_chain");
     }
@@ -79,11 +108,21 @@ impl Pipeline for PoemTest {
 
 #[tokio::test]
 async fn dry_run_estimates_the_first_step_and_writes_nothing() {
-    let flags = CommonFlags { config: fixtures().join("dry_run.yaml"), dry_run: true, verbose: 1, ..CommonFlags::default() };
+    let flags = CommonFlags {
+        config: fixtures().join("dry_run.yaml"),
+        dry_run: true,
+        verbose: 1,
+        ..CommonFlags::default()
+    };
     let outcome = atk_cli::run(PoemTest, flags).await;
-    let Err(RunError::DryRun(estimate)) = outcome else { panic!("expected a dry-run estimate, got {outcome:?}") };
+    let Err(RunError::DryRun(estimate)) = outcome else {
+        panic!("expected a dry-run estimate, got {outcome:?}")
+    };
     insta::assert_snapshot!("dry_run_estimate", estimate);
-    assert!(!fixtures().join("never_written").exists(), "a dry run writes nothing to output_dir");
+    assert!(
+        !fixtures().join("never_written").exists(),
+        "a dry run writes nothing to output_dir"
+    );
 }
 
 /// A pipeline whose every reply fails validation.
@@ -106,7 +145,12 @@ impl Pipeline for AlwaysRejected {
         let chain: Vec<Arc<dyn Step>> = vec![Arc::new(step)];
         ctx.run_chain(&chain).await?;
         let items = ctx.final_items(&chain)?;
-        ctx.write_sharegpt("sharegpt_format.jsonl", items.iter().map(|_| atk_cli::dataset::sharegpt_pair("", "")))?;
+        ctx.write_sharegpt(
+            "sharegpt_format.jsonl",
+            items
+                .iter()
+                .map(|_| atk_cli::dataset::sharegpt_pair("", "")),
+        )?;
         Ok(())
     }
 }
@@ -121,17 +165,28 @@ async fn a_run_where_every_item_fails_exits_1_with_the_reasons_in_the_summary() 
         format!("api:\n  small_mode: mock\n  large_mode: mock\npath:\n  input_dir: {}\n  output_dir: ./out\n", inputs.display()),
     )
     .unwrap();
-    let flags = CommonFlags { config, quiet: true, ..CommonFlags::default() };
+    let flags = CommonFlags {
+        config,
+        quiet: true,
+        ..CommonFlags::default()
+    };
     let outcome = atk_cli::run(AlwaysRejected, flags).await;
     assert!(matches!(outcome, Err(RunError::AllFailed)), "{outcome:?}");
     assert_eq!(outcome.unwrap_err().exit_code(), 1);
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/run_summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/run_summary.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(summary["all_failed"], true);
     let step = &summary["steps"][0];
     assert_eq!(step["failed"], 3);
     assert_eq!(step["failures"][0]["reason"], "no <poem> tag");
-    assert!(step["failures"][0]["sample_output"].as_str().unwrap().starts_with("not a poem"));
+    assert!(
+        step["failures"][0]["sample_output"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a poem")
+    );
     // Two attempts per item (max_retries 1), all on the small engine.
     assert_eq!(summary["engines"][0]["requests"], 6);
     let status = atk_cli::status::read_status(&dir.path().join("out")).unwrap();
@@ -149,9 +204,15 @@ async fn an_output_dir_in_use_by_another_run_is_an_input_error() {
     )
     .unwrap();
     let _held = atk_state::SledStore::open(&atk_cli::store_dir(&dir.path().join("out"))).unwrap();
-    let flags = CommonFlags { config, quiet: true, ..CommonFlags::default() };
+    let flags = CommonFlags {
+        config,
+        quiet: true,
+        ..CommonFlags::default()
+    };
     let outcome = atk_cli::run(AlwaysRejected, flags).await;
-    let Err(e) = outcome else { panic!("a held store must stop the run") };
+    let Err(e) = outcome else {
+        panic!("a held store must stop the run")
+    };
     assert_eq!(e.exit_code(), 2, "{e}");
     assert!(e.to_string().contains("in use"), "{e}");
 }

@@ -159,6 +159,10 @@ mod message_tests {
             }),
         };
         assert_eq!(exhausted(426).to_string(), exhausted(1003).to_string());
-        assert!(exhausted(426).to_string().contains("gave up after 2 attempts"));
+        assert!(
+            exhausted(426)
+                .to_string()
+                .contains("gave up after 2 attempts")
+        );
     }
 }

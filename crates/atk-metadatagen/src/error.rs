@@ -7,7 +7,9 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A key in `meta_datagen_keys` that no step records details under.
-    #[error("meta_datagen_keys lists `{key}`, but no step records details under that key (known details keys: {known}); fix the key or remove it")]
+    #[error(
+        "meta_datagen_keys lists `{key}`, but no step records details under that key (known details keys: {known}); fix the key or remove it"
+    )]
     UnknownKey {
         /// The key as configured.
         key: String,
@@ -15,7 +17,9 @@ pub enum Error {
         known: String,
     },
     /// A key whose step has results, but none of them kept the prompt and reply.
-    #[error("meta_datagen_keys lists `{key}`, but the {results} stored result(s) of step(s) {steps} carry no details (the run had details off). Enable do_meta_datagen (which sets include_details) and rerun into a fresh output_dir, or remove `{key}` from meta_datagen_keys")]
+    #[error(
+        "meta_datagen_keys lists `{key}`, but the {results} stored result(s) of step(s) {steps} carry no details (the run had details off). Enable do_meta_datagen (which sets include_details) and rerun into a fresh output_dir, or remove `{key}` from meta_datagen_keys"
+    )]
     NoDetails {
         /// The key as configured.
         key: String,
@@ -53,7 +57,9 @@ pub enum Error {
         second: String,
     },
     /// A key or template name that cannot be used as a file name.
-    #[error("`{name}` cannot name a dataset file: use letters, digits, '_', '-' or '.', not starting with '.'")]
+    #[error(
+        "`{name}` cannot name a dataset file: use letters, digits, '_', '-' or '.', not starting with '.'"
+    )]
     BadName {
         /// The offending name.
         name: String,

@@ -66,7 +66,11 @@ impl Extras {
     }
 
     /// Renders template `index` over an item: a conversation, or why the item was skipped.
-    pub(crate) fn render(&self, index: usize, item: &ItemRecord) -> Result<Conversation, SkipReason> {
+    pub(crate) fn render(
+        &self,
+        index: usize,
+        item: &ItemRecord,
+    ) -> Result<Conversation, SkipReason> {
         let template = &self.templates[index];
         let ctx = minijinja::Value::from_serialize(&item.fields);
         let mut conversations = Vec::with_capacity(template.turns.len());
@@ -102,15 +106,24 @@ impl Extras {
 }
 
 fn load_one(env: &mut Environment<'static>, path: &Path) -> Result<ExtraTemplate, Error> {
-    let err = |message: String| Error::Template { path: path.to_path_buf(), message };
+    let err = |message: String| Error::Template {
+        path: path.to_path_buf(),
+        message,
+    };
     let source = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
     let file: TemplateFile = serde_yaml::from_str(&source).map_err(|e| err(e.to_string()))?;
     let name = match file.name {
         Some(name) => name,
-        None => path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned(),
+        None => path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned(),
     };
     if !valid_name(&name) {
-        return Err(err(format!("`{name}` cannot name a dataset file: use letters, digits, '_', '-' or '.'")));
+        return Err(err(format!(
+            "`{name}` cannot name a dataset file: use letters, digits, '_', '-' or '.'"
+        )));
     }
     let mut turns: Vec<(String, String)> = Vec::new();
     if let Some(system) = file.system {
@@ -123,7 +136,10 @@ fn load_one(env: &mut Environment<'static>, path: &Path) -> Result<ExtraTemplate
             }
             for turn in list {
                 if !matches!(turn.from.as_str(), "system" | "human" | "gpt") {
-                    return Err(err(format!("a turn is `from: {}`; use system, human or gpt", turn.from)));
+                    return Err(err(format!(
+                        "a turn is `from: {}`; use system, human or gpt",
+                        turn.from
+                    )));
                 }
                 turns.push((turn.from, turn.value));
             }
@@ -132,20 +148,34 @@ fn load_one(env: &mut Environment<'static>, path: &Path) -> Result<ExtraTemplate
             turns.push(("human".to_owned(), human));
             turns.push(("gpt".to_owned(), gpt));
         }
-        (Some(_), _, _) => return Err(err("give either `turns` or `human` + `gpt`, not both".to_owned())),
+        (Some(_), _, _) => {
+            return Err(err(
+                "give either `turns` or `human` + `gpt`, not both".to_owned()
+            ));
+        }
         (None, _, _) => return Err(err("needs `human` and `gpt` (or a `turns` list)".to_owned())),
     }
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("template");
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("template");
     let mut named = Vec::with_capacity(turns.len());
     for (i, (from, source)) in turns.into_iter().enumerate() {
         let tname = format!("{file_name}[{i}:{from}]");
         env.add_template_owned(tname.clone(), source).map_err(|e| {
             let line = e.line().map(|l| format!(" line {l}")).unwrap_or_default();
-            err(format!("the `{from}` template{line}: {}", e.detail().unwrap_or("syntax error")))
+            err(format!(
+                "the `{from}` template{line}: {}",
+                e.detail().unwrap_or("syntax error")
+            ))
         })?;
         named.push((from, tname));
     }
-    Ok(ExtraTemplate { name, path: path.to_path_buf(), turns: named })
+    Ok(ExtraTemplate {
+        name,
+        path: path.to_path_buf(),
+        turns: named,
+    })
 }
 
 #[cfg(test)]
@@ -154,7 +184,13 @@ mod tests {
     use serde_json::json;
 
     fn item(fields: serde_json::Value) -> ItemRecord {
-        ItemRecord { v: 1, id: "i1".into(), parent: None, order: vec![0], fields: fields.as_object().unwrap().clone() }
+        ItemRecord {
+            v: 1,
+            id: "i1".into(),
+            parent: None,
+            order: vec![0],
+            fields: fields.as_object().unwrap().clone(),
+        }
     }
 
     fn check(yaml: &str) -> Result<Extras, Error> {
@@ -166,27 +202,48 @@ mod tests {
 
     #[test]
     fn human_gpt_shorthand_renders_item_fields_trimmed() {
-        let extras = check("system: Poet.\nhuman: |\n  Poem about: {{ text }}\ngpt: '{{ poetry }}'\n").unwrap();
+        let extras =
+            check("system: Poet.\nhuman: |\n  Poem about: {{ text }}\ngpt: '{{ poetry }}'\n")
+                .unwrap();
         assert_eq!(extras.templates[0].name, "t");
-        let conv = extras.render(0, &item(json!({"text": "the sea", "poetry": "waves"}))).unwrap();
+        let conv = extras
+            .render(0, &item(json!({"text": "the sea", "poetry": "waves"})))
+            .unwrap();
         assert_eq!(
             conv.conversations,
-            vec![Turn::new("system", "Poet."), Turn::new("human", "Poem about: the sea"), Turn::new("gpt", "waves")]
+            vec![
+                Turn::new("system", "Poet."),
+                Turn::new("human", "Poem about: the sea"),
+                Turn::new("gpt", "waves")
+            ]
         );
     }
 
     #[test]
     fn missing_field_is_a_named_skip_but_an_if_test_is_not() {
-        let extras = check("human: '{% if title %}{{ title }}: {% endif %}{{ text }}'\ngpt: '{{ poetry }}'\n").unwrap();
-        assert_eq!(extras.render(0, &item(json!({"text": "t"}))).unwrap_err(), "missing field `poetry`");
-        let conv = extras.render(0, &item(json!({"text": "t", "poetry": "p"}))).unwrap();
+        let extras = check(
+            "human: '{% if title %}{{ title }}: {% endif %}{{ text }}'\ngpt: '{{ poetry }}'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            extras.render(0, &item(json!({"text": "t"}))).unwrap_err(),
+            "missing field `poetry`"
+        );
+        let conv = extras
+            .render(0, &item(json!({"text": "t", "poetry": "p"})))
+            .unwrap();
         assert_eq!(conv.conversations[0].value, "t");
     }
 
     #[test]
     fn empty_turn_is_a_skip() {
         let extras = check("human: '{{ text }}'\ngpt: '{{ poetry }}'\n").unwrap();
-        assert_eq!(extras.render(0, &item(json!({"text": "t", "poetry": "  "}))).unwrap_err(), "`gpt` turn rendered empty");
+        assert_eq!(
+            extras
+                .render(0, &item(json!({"text": "t", "poetry": "  "})))
+                .unwrap_err(),
+            "`gpt` turn rendered empty"
+        );
     }
 
     #[test]

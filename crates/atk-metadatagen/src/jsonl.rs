@@ -21,7 +21,10 @@ impl JsonlFile {
     /// Starts writing `path` (through a temp file in the same directory).
     pub(crate) fn create(path: &Path) -> Result<Self, Error> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("dataset");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("dataset");
         let prefix = format!(".{name}.");
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(".tmp");
@@ -31,8 +34,14 @@ impl JsonlFile {
             use std::os::unix::fs::PermissionsExt;
             builder.permissions(std::fs::Permissions::from_mode(0o644));
         }
-        let tmp = builder.tempfile_in(dir).map_err(|source| io(path, source))?;
-        Ok(Self { path: path.to_path_buf(), out: BufWriter::new(tmp), lines: 0 })
+        let tmp = builder
+            .tempfile_in(dir)
+            .map_err(|source| io(path, source))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: BufWriter::new(tmp),
+            lines: 0,
+        })
     }
 
     /// Appends one JSON line.
@@ -55,7 +64,10 @@ impl JsonlFile {
 }
 
 fn io(path: &Path, source: std::io::Error) -> Error {
-    Error::Io { path: path.to_path_buf(), source }
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -71,8 +83,14 @@ mod tests {
         file.write(&serde_json::json!({"text": "new"})).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\n");
         assert_eq!(file.commit().unwrap(), 1);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"text\":\"new\"}\n");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"text\":\"new\"}\n"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.jsonl")]);
     }
 

@@ -30,7 +30,10 @@ pub struct MetaSource {
 impl MetaSource {
     /// A source for `step` recording under `details_key`.
     pub fn new(step: impl Into<String>, details_key: impl Into<String>) -> Self {
-        Self { step: step.into(), details_key: details_key.into() }
+        Self {
+            step: step.into(),
+            details_key: details_key.into(),
+        }
     }
 }
 
@@ -79,13 +82,23 @@ impl DatasetReport {
     }
 
     fn new(kind: DatasetKind, source: &str, path: PathBuf) -> Self {
-        Self { kind, source: source.to_owned(), path, lines: 0, skipped: Vec::new() }
+        Self {
+            kind,
+            source: source.to_owned(),
+            path,
+            lines: 0,
+            skipped: Vec::new(),
+        }
     }
 
     fn skip(&mut self, item: &str, reason: String) {
         match self.skipped.iter_mut().find(|g| g.reason == reason) {
             Some(group) => group.count += 1,
-            None => self.skipped.push(SkipGroup { reason, count: 1, first_item: item.to_owned() }),
+            None => self.skipped.push(SkipGroup {
+                reason,
+                count: 1,
+                first_item: item.to_owned(),
+            }),
         }
     }
 }
@@ -104,9 +117,17 @@ impl MetaReport {
         for d in &self.datasets {
             let _ = write!(out, "{}: {} line(s)", d.path.display(), d.lines);
             if !d.skipped.is_empty() {
-                let reasons: Vec<String> =
-                    d.skipped.iter().map(|g| format!("{} x{} (first: {})", g.reason, g.count, g.first_item)).collect();
-                let _ = write!(out, ", {} skipped: {}", d.skipped_count(), reasons.join("; "));
+                let reasons: Vec<String> = d
+                    .skipped
+                    .iter()
+                    .map(|g| format!("{} x{} (first: {})", g.reason, g.count, g.first_item))
+                    .collect();
+                let _ = write!(
+                    out,
+                    ", {} skipped: {}",
+                    d.skipped_count(),
+                    reasons.join("; ")
+                );
             }
             out.push('\n');
         }
@@ -118,7 +139,9 @@ impl MetaReport {
 pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// Writes the meta datasets under `out_dir` (normally `<output_dir>/meta_datagen/`).
@@ -162,8 +185,15 @@ pub fn write_meta_datasets(
             let mut known: Vec<&str> = sources.iter().map(|s| s.details_key.as_str()).collect();
             known.sort_unstable();
             known.dedup();
-            let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
-            return Err(Error::UnknownKey { key: key.clone(), known });
+            let known = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            return Err(Error::UnknownKey {
+                key: key.clone(),
+                known,
+            });
         }
         key_steps.push((key, steps));
     }
@@ -173,20 +203,33 @@ pub fn write_meta_datasets(
     let mut plan = |file: String, source: &str| -> Result<PathBuf, Error> {
         let path = out_dir.join(file);
         if let Some(first) = planned.insert(path.clone(), source.to_owned()) {
-            return Err(Error::DuplicateOutput { path, first, second: source.to_owned() });
+            return Err(Error::DuplicateOutput {
+                path,
+                first,
+                second: source.to_owned(),
+            });
         }
         Ok(path)
     };
     let mut key_paths = Vec::with_capacity(key_steps.len());
     for (key, _) in &key_steps {
-        key_paths.push((plan(format!("{key}_sharegpt.jsonl"), key)?, plan(format!("{key}_completion.jsonl"), key)?));
+        key_paths.push((
+            plan(format!("{key}_sharegpt.jsonl"), key)?,
+            plan(format!("{key}_completion.jsonl"), key)?,
+        ));
     }
     let mut extra_paths = Vec::with_capacity(extras.templates.len());
     for t in &extras.templates {
-        extra_paths.push(plan(format!("extra_{}.jsonl", t.name), &t.path.display().to_string())?);
+        extra_paths.push(plan(
+            format!("extra_{}.jsonl", t.name),
+            &t.path.display().to_string(),
+        )?);
     }
 
-    std::fs::create_dir_all(out_dir).map_err(|source| Error::Io { path: out_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
     let mut pending: Vec<Pending> = Vec::new();
 
     for ((key, steps), (chat_path, completion_path)) in key_steps.iter().zip(key_paths) {
@@ -197,7 +240,10 @@ pub fn write_meta_datasets(
 
     let mut extra_files: Vec<Pending> = Vec::with_capacity(extra_paths.len());
     for (t, path) in extras.templates.iter().zip(extra_paths) {
-        extra_files.push((JsonlFile::create(&path)?, DatasetReport::new(DatasetKind::Extra, &t.name, path)));
+        extra_files.push((
+            JsonlFile::create(&path)?,
+            DatasetReport::new(DatasetKind::Extra, &t.name, path),
+        ));
     }
     if !extra_files.is_empty() {
         for item in final_items {
@@ -244,14 +290,21 @@ fn write_key(
     chat_path: PathBuf,
     completion_path: PathBuf,
 ) -> Result<(Pending, Pending), Error> {
-    let mut chat = (JsonlFile::create(&chat_path)?, DatasetReport::new(DatasetKind::Chat, key, chat_path));
-    let mut completion =
-        (JsonlFile::create(&completion_path)?, DatasetReport::new(DatasetKind::Completion, key, completion_path));
+    let mut chat = (
+        JsonlFile::create(&chat_path)?,
+        DatasetReport::new(DatasetKind::Chat, key, chat_path),
+    );
+    let mut completion = (
+        JsonlFile::create(&completion_path)?,
+        DatasetReport::new(DatasetKind::Completion, key, completion_path),
+    );
     let (mut results, mut without_details) = (0u64, 0u64);
     for item in store.items() {
         let item = item?;
         for step in steps {
-            let Some(result) = store.result(step, &item.id)? else { continue };
+            let Some(result) = store.result(step, &item.id)? else {
+                continue;
+            };
             results += 1;
             let Some(details) = &result.details else {
                 without_details += 1;
@@ -260,15 +313,25 @@ fn write_key(
                 completion.1.skip(&item.id, reason);
                 continue;
             };
-            let bad = |message: String| Error::BadDetails { key: key.to_owned(), item: item.id.clone(), message };
+            let bad = |message: String| Error::BadDetails {
+                key: key.to_owned(),
+                item: item.id.clone(),
+                message,
+            };
             chat.0.write(&sharegpt::chat_line(details).map_err(bad)?)?;
             chat.1.lines += 1;
-            completion.0.write(&sharegpt::completion_line(details).map_err(bad)?)?;
+            completion
+                .0
+                .write(&sharegpt::completion_line(details).map_err(bad)?)?;
             completion.1.lines += 1;
         }
     }
     if results > 0 && results == without_details {
-        return Err(Error::NoDetails { key: key.to_owned(), steps: steps.join(", "), results });
+        return Err(Error::NoDetails {
+            key: key.to_owned(),
+            steps: steps.join(", "),
+            results,
+        });
     }
     if results == 0 {
         tracing::warn!(key, steps = %steps.join(", "), "meta datagen: no stored results for this key yet");
@@ -303,11 +366,21 @@ mod tests {
             items.sort_by(|a, b| a.order.cmp(&b.order));
             Box::new(items.into_iter().map(Ok))
         }
-        async fn put_result(&self, _: &str, _: &str, _: ResultRecord) -> Result<(), atk_state::Error> {
+        async fn put_result(
+            &self,
+            _: &str,
+            _: &str,
+            _: ResultRecord,
+        ) -> Result<(), atk_state::Error> {
             unimplemented!()
         }
         fn result(&self, step: &str, id: &str) -> Result<Option<ResultRecord>, atk_state::Error> {
-            Ok(self.results.lock().unwrap().get(&(step.to_owned(), id.to_owned())).cloned())
+            Ok(self
+                .results
+                .lock()
+                .unwrap()
+                .get(&(step.to_owned(), id.to_owned()))
+                .cloned())
         }
         fn has_result(&self, step: &str, id: &str) -> Result<bool, atk_state::Error> {
             Ok(self.result(step, id)?.is_some())
@@ -315,7 +388,12 @@ mod tests {
         fn results(&self, _: &str) -> Records<'_, (String, ResultRecord)> {
             unimplemented!()
         }
-        async fn put_failure(&self, _: &str, _: &str, _: FailureRecord) -> Result<(), atk_state::Error> {
+        async fn put_failure(
+            &self,
+            _: &str,
+            _: &str,
+            _: FailureRecord,
+        ) -> Result<(), atk_state::Error> {
             unimplemented!()
         }
         fn failures(&self, _: &str) -> Records<'_, (String, FailureRecord)> {
@@ -333,7 +411,13 @@ mod tests {
     }
 
     fn item(id: &str, order: u64, fields: serde_json::Value) -> ItemRecord {
-        ItemRecord { v: 1, id: id.into(), parent: None, order: vec![order], fields: fields.as_object().unwrap().clone() }
+        ItemRecord {
+            v: 1,
+            id: id.into(),
+            parent: None,
+            order: vec![order],
+            fields: fields.as_object().unwrap().clone(),
+        }
     }
 
     fn result(text: &str, details: bool) -> ResultRecord {
@@ -369,7 +453,11 @@ mod tests {
             ..MemStore::default()
         };
         for (id, text) in [("a", "the sea"), ("c", "snow")] {
-            store.results.lock().unwrap().insert(("write_poem".into(), id.into()), result(text, details));
+            store
+                .results
+                .lock()
+                .unwrap()
+                .insert(("write_poem".into(), id.into()), result(text, details));
         }
         store
     }
@@ -377,7 +465,11 @@ mod tests {
     fn final_items() -> Vec<ItemRecord> {
         vec![
             item("c", 0, json!({"text": "snow", "poetry": "poem about snow"})),
-            item("a", 1, json!({"text": "the sea", "poetry": "poem about the sea"})),
+            item(
+                "a",
+                1,
+                json!({"text": "the sea", "poetry": "poem about the sea"}),
+            ),
             item("b", 2, json!({"text": "a road"})),
         ]
     }
@@ -452,8 +544,15 @@ mod tests {
     #[test]
     fn identical_runs_give_identical_bytes() {
         let store = store(true);
-        let (one, two) = (check(&store, &["poetry_details"], true), check(&store, &["poetry_details"], true));
-        for file in ["poetry_details_sharegpt.jsonl", "poetry_details_completion.jsonl", "extra_poem_direct.jsonl"] {
+        let (one, two) = (
+            check(&store, &["poetry_details"], true),
+            check(&store, &["poetry_details"], true),
+        );
+        for file in [
+            "poetry_details_sharegpt.jsonl",
+            "poetry_details_completion.jsonl",
+            "extra_poem_direct.jsonl",
+        ] {
             assert_eq!(one.read(file), two.read(file), "{file}");
         }
     }
@@ -464,20 +563,32 @@ mod tests {
         let msg = run.result.unwrap_err().to_string();
         assert!(msg.contains("`poetry_details`"), "{msg}");
         assert!(msg.contains("do_meta_datagen"), "{msg}");
-        let files = std::fs::read_dir(run.dir.path().join("meta_datagen")).unwrap().count();
+        let files = std::fs::read_dir(run.dir.path().join("meta_datagen"))
+            .unwrap()
+            .count();
         assert_eq!(files, 0, "no dataset and no temp file left behind");
     }
 
     #[test]
     fn unknown_key_is_an_error_listing_the_known_ones() {
-        let msg = check(&store(true), &["poem_details"], false).result.unwrap_err().to_string();
-        assert!(msg.contains("`poem_details`") && msg.contains("known details keys: poetry_details"), "{msg}");
+        let msg = check(&store(true), &["poem_details"], false)
+            .result
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("`poem_details`") && msg.contains("known details keys: poetry_details"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn results_partly_without_details_are_counted_not_fatal() {
         let store = store(true);
-        store.results.lock().unwrap().insert(("write_poem".into(), "b".into()), result("a road", false));
+        store
+            .results
+            .lock()
+            .unwrap()
+            .insert(("write_poem".into(), "b".into()), result("a road", false));
         let run = check(&store, &["poetry_details"], false);
         let chat = &run.result.as_ref().unwrap().datasets[0];
         assert_eq!((chat.lines, chat.skipped_count()), (2, 1));
@@ -492,9 +603,19 @@ mod tests {
         assert_eq!((extra.kind, extra.lines), (DatasetKind::Extra, 2));
         assert_eq!(
             extra.skipped,
-            vec![SkipGroup { reason: "missing field `poetry`".into(), count: 1, first_item: "b".into() }]
+            vec![SkipGroup {
+                reason: "missing field `poetry`".into(),
+                count: 1,
+                first_item: "b".into()
+            }]
         );
-        assert!(report.summary().contains("1 skipped: missing field `poetry` x1 (first: b)"), "{}", report.summary());
+        assert!(
+            report
+                .summary()
+                .contains("1 skipped: missing field `poetry` x1 (first: b)"),
+            "{}",
+            report.summary()
+        );
         insta::assert_snapshot!(run.read("extra_poem_direct.jsonl"), @r#"
         {"conversations":[{"from":"system","value":"You are a poet."},{"from":"human","value":"Write a poem inspired by:\nsnow"},{"from":"gpt","value":"poem about snow"}]}
         {"conversations":[{"from":"system","value":"You are a poet."},{"from":"human","value":"Write a poem inspired by:\nthe sea"},{"from":"gpt","value":"poem about the sea"}]}
@@ -503,17 +624,32 @@ mod tests {
 
     #[test]
     fn the_shipped_default_extras_template_renders_a_poem_item() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts/meta_extras/poem_from_passage.yaml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../prompts/meta_extras/poem_from_passage.yaml");
         let extras = Extras::load(&[path]).unwrap();
-        let item = item("x", 0, json!({"text": "Frost on the window.", "metadata": "winter.txt", "poetry": "White ferns\ngrow"}));
+        let item = item(
+            "x",
+            0,
+            json!({"text": "Frost on the window.", "metadata": "winter.txt", "poetry": "White ferns\ngrow"}),
+        );
         let conv = extras.render(0, &item).unwrap();
-        assert_eq!(conv.conversations.last().unwrap(), &Turn::new("gpt", "White ferns\ngrow"));
-        assert!(conv.conversations.iter().any(|t| t.value.contains("Frost on the window.")));
+        assert_eq!(
+            conv.conversations.last().unwrap(),
+            &Turn::new("gpt", "White ferns\ngrow")
+        );
+        assert!(
+            conv.conversations
+                .iter()
+                .any(|t| t.value.contains("Frost on the window."))
+        );
     }
 
     #[test]
     fn key_and_template_names_must_be_file_safe() {
-        let msg = check(&store(true), &["../escape"], false).result.unwrap_err().to_string();
+        let msg = check(&store(true), &["../escape"], false)
+            .result
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("cannot name a dataset file"), "{msg}");
     }
 }

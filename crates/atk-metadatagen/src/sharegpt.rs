@@ -23,7 +23,10 @@ pub struct Turn {
 impl Turn {
     /// A turn from `from` saying `value`.
     pub fn new(from: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { from: from.into(), value: value.into() }
+        Self {
+            from: from.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -55,7 +58,9 @@ fn messages(details: &Details) -> Result<Vec<(&str, &str)>, String> {
             let content = m.get("content").and_then(|c| c.as_str());
             match (role, content) {
                 (Some(role), Some(content)) => Ok((role, content)),
-                _ => Err(format!("recorded message {i} is not a {{role, content}} pair of strings")),
+                _ => Err(format!(
+                    "recorded message {i} is not a {{role, content}} pair of strings"
+                )),
             }
         })
         .collect()
@@ -71,12 +76,15 @@ pub(crate) fn chat_line(details: &Details) -> Result<Conversation, String> {
         }
     }
     for (role, content) in messages(details)? {
-        let from = sharegpt_role(role)
-            .ok_or_else(|| format!("recorded message has role `{role}`; expected system, user or assistant"))?;
+        let from = sharegpt_role(role).ok_or_else(|| {
+            format!("recorded message has role `{role}`; expected system, user or assistant")
+        })?;
         turns.push(Turn::new(from, content));
     }
     turns.push(Turn::new("gpt", details.reply.as_str()));
-    Ok(Conversation { conversations: turns })
+    Ok(Conversation {
+        conversations: turns,
+    })
 }
 
 /// The exchange as one text: the completion prompt followed by the reply, or, for a chat
@@ -85,8 +93,13 @@ pub(crate) fn chat_line(details: &Details) -> Result<Conversation, String> {
 /// the reply.
 pub(crate) fn completion_line(details: &Details) -> Result<Completion, String> {
     if details.messages.is_empty() {
-        let prompt = details.prompt.as_deref().ok_or("neither messages nor a prompt were recorded")?;
-        return Ok(Completion { text: format!("{prompt}{}", details.reply) });
+        let prompt = details
+            .prompt
+            .as_deref()
+            .ok_or("neither messages nor a prompt were recorded")?;
+        return Ok(Completion {
+            text: format!("{prompt}{}", details.reply),
+        });
     }
     let mut text = String::new();
     for (role, content) in messages(details)? {
@@ -94,7 +107,11 @@ pub(crate) fn completion_line(details: &Details) -> Result<Completion, String> {
             "system" => "",
             "user" => "Human: ",
             "assistant" => "AI: ",
-            other => return Err(format!("recorded message has role `{other}`; expected system, user or assistant")),
+            other => {
+                return Err(format!(
+                    "recorded message has role `{other}`; expected system, user or assistant"
+                ));
+            }
         };
         text.push_str(label);
         // Prompt files end their messages with a newline; one blank line between turns.
@@ -132,18 +149,35 @@ mod tests {
             ],
             None,
         );
-        let froms: Vec<_> = chat_line(&d).unwrap().conversations.into_iter().map(|t| t.from).collect();
+        let froms: Vec<_> = chat_line(&d)
+            .unwrap()
+            .conversations
+            .into_iter()
+            .map(|t| t.from)
+            .collect();
         assert_eq!(froms, ["system", "human", "gpt", "human", "gpt"]);
         let text = completion_line(&d).unwrap().text;
-        assert_eq!(text, "You write poems.\n\nHuman: Sea\n\nAI: <poem>Waves</poem>\n\nHuman: Rain\n\nAI: <poem>Rain</poem>");
+        assert_eq!(
+            text,
+            "You write poems.\n\nHuman: Sea\n\nAI: <poem>Waves</poem>\n\nHuman: Rain\n\nAI: <poem>Rain</poem>"
+        );
     }
 
     #[test]
     fn completion_exchange_is_prompt_then_reply() {
         let d = details(vec![], Some("Passage: x\nPoem:"));
-        assert_eq!(completion_line(&d).unwrap().text, "Passage: x\nPoem:<poem>Rain</poem>");
+        assert_eq!(
+            completion_line(&d).unwrap().text,
+            "Passage: x\nPoem:<poem>Rain</poem>"
+        );
         let chat = chat_line(&d).unwrap();
-        assert_eq!(chat.conversations, vec![Turn::new("human", "Passage: x\nPoem:"), Turn::new("gpt", "<poem>Rain</poem>")]);
+        assert_eq!(
+            chat.conversations,
+            vec![
+                Turn::new("human", "Passage: x\nPoem:"),
+                Turn::new("gpt", "<poem>Rain</poem>")
+            ]
+        );
     }
 
     #[test]

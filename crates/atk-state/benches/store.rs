@@ -49,7 +49,13 @@ fn memory_mb() -> (f64, f64) {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
             .map_or(f64::NAN, |kb| kb / 1024.0)
     };
     (field("VmRSS:"), field("VmHWM:"))
@@ -93,7 +99,12 @@ where
     let elapsed = started.elapsed();
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Phase { rate: records as f64 / elapsed.as_secs_f64(), p50: at(0.50), p99: at(0.99), rss_mb: memory_mb().0 }
+    Phase {
+        rate: records as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        rss_mb: memory_mb().0,
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -117,19 +128,33 @@ fn reopen_and_iterate(dir: &Path, records: usize) -> (Duration, Duration) {
 }
 
 /// Durable `put_result` into a fresh store in `dir`; returns the phase and its group commits.
-fn ours_phase(runtime: &tokio::runtime::Runtime, dir: &Path, records: usize, pace: Option<Duration>) -> (Phase, u64) {
+fn ours_phase(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    records: usize,
+    pace: Option<Duration>,
+) -> (Phase, u64) {
     let store = Arc::new(SledStore::open(dir).unwrap());
     let s = Arc::clone(&store);
     let phase = runtime.block_on(write_phase(records, pace, move |i| {
         let s = Arc::clone(&s);
-        async move { s.put_result(STEP, &format!("item-{i:08}"), record(i)).await.unwrap() }
+        async move {
+            s.put_result(STEP, &format!("item-{i:08}"), record(i))
+                .await
+                .unwrap()
+        }
     }));
     let commits = store.commit_count();
     (phase, commits)
 }
 
 /// The same records inserted into bare sled in `dir`: no flush, no waiting.
-fn base_phase(runtime: &tokio::runtime::Runtime, dir: &Path, records: usize, pace: Option<Duration>) -> Phase {
+fn base_phase(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    records: usize,
+    pace: Option<Duration>,
+) -> Phase {
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(StoreOptions::default().cache_capacity)
@@ -143,7 +168,8 @@ fn base_phase(runtime: &tokio::runtime::Runtime, dir: &Path, records: usize, pac
             let mut key = STEP.as_bytes().to_vec();
             key.push(0);
             key.extend_from_slice(format!("item-{i:08}").as_bytes());
-            tree.insert(key, serde_json::to_vec(&record(i)).unwrap()).unwrap();
+            tree.insert(key, serde_json::to_vec(&record(i)).unwrap())
+                .unwrap();
         }
     }));
     db.flush().unwrap();
@@ -151,14 +177,30 @@ fn base_phase(runtime: &tokio::runtime::Runtime, dir: &Path, records: usize, pac
 }
 
 fn main() {
-    let records: usize = std::env::var("ATK_BENCH_RECORDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    println!("atk-state store bench: {records} put_result of ~1 KB from {WRITERS} tasks, saturated");
-    println!("(two rounds, ours first then baseline first; the machine is shared, so compare within a round)");
+    let records: usize = std::env::var("ATK_BENCH_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "atk-state store bench: {records} put_result of ~1 KB from {WRITERS} tasks, saturated"
+    );
+    println!(
+        "(two rounds, ours first then baseline first; the machine is shared, so compare within a round)"
+    );
     println!();
     println!("round  store            records/s   p50 ms   p99 ms   RSS after MB");
     let row = |round: usize, name: &str, p: &Phase| {
-        println!("{round:>5}  {name:<15} {:>10.0} {:>8.3} {:>8.3} {:>14.1}", p.rate, ms(p.p50), ms(p.p99), p.rss_mb);
+        println!(
+            "{round:>5}  {name:<15} {:>10.0} {:>8.3} {:>8.3} {:>14.1}",
+            p.rate,
+            ms(p.p50),
+            ms(p.p99),
+            p.rss_mb
+        );
     };
     let mut last_ours = None;
     let mut ratios = Vec::new();
@@ -167,7 +209,11 @@ fn main() {
         let base_dir = tempfile::tempdir().unwrap();
         let (ours, base, commits) = if round == 1 {
             let (ours, commits) = ours_phase(&runtime, ours_dir.path(), records, None);
-            (ours, base_phase(&runtime, base_dir.path(), records, None), commits)
+            (
+                ours,
+                base_phase(&runtime, base_dir.path(), records, None),
+                commits,
+            )
         } else {
             let base = base_phase(&runtime, base_dir.path(), records, None);
             let (ours, commits) = ours_phase(&runtime, ours_dir.path(), records, None);
@@ -175,7 +221,11 @@ fn main() {
         };
         row(round, "durable (ours)", &ours);
         row(round, "sled insert", &base);
-        println!("       -> throughput ratio ours/insert-only {:.2}; {:.1} records per group commit", ours.rate / base.rate, records as f64 / commits.max(1) as f64);
+        println!(
+            "       -> throughput ratio ours/insert-only {:.2}; {:.1} records per group commit",
+            ours.rate / base.rate,
+            records as f64 / commits.max(1) as f64
+        );
         ratios.push(ours.rate / base.rate);
         last_ours = Some((ours_dir, base_dir));
     }
@@ -188,8 +238,15 @@ fn main() {
     let (ours, commits) = ours_phase(&runtime, ours_dir.path(), paced, Some(per_task));
     let base = base_phase(&runtime, base_dir.path(), paced, Some(per_task));
     println!();
-    println!("paced at ~2 000 records/s ({paced} records): durable p50 {:.3} ms, p99 {:.3} ms; insert-only p50 {:.3} ms, p99 {:.3} ms; added p99 {:.3} ms; {:.1} records per group commit",
-        ms(ours.p50), ms(ours.p99), ms(base.p50), ms(base.p99), ms(ours.p99.saturating_sub(base.p99)), paced as f64 / commits.max(1) as f64);
+    println!(
+        "paced at ~2 000 records/s ({paced} records): durable p50 {:.3} ms, p99 {:.3} ms; insert-only p50 {:.3} ms, p99 {:.3} ms; added p99 {:.3} ms; {:.1} records per group commit",
+        ms(ours.p50),
+        ms(ours.p99),
+        ms(base.p50),
+        ms(base.p99),
+        ms(ours.p99.saturating_sub(base.p99)),
+        paced as f64 / commits.max(1) as f64
+    );
 
     let (ours_dir, base_dir) = last_ours.unwrap();
     let (open, walk) = reopen_and_iterate(ours_dir.path(), records);
@@ -209,40 +266,65 @@ fn main() {
     );
     let store = SledStore::open(ours_dir.path()).unwrap();
     let started = Instant::now();
-    let found = (0..records).filter(|i| store.has_result(STEP, &format!("item-{i:08}")).unwrap()).count();
+    let found = (0..records)
+        .filter(|i| store.has_result(STEP, &format!("item-{i:08}")).unwrap())
+        .count();
     assert_eq!(found, records);
-    println!("resume check: has_result for {records} done items {:.0} ms", ms(started.elapsed()));
+    println!(
+        "resume check: has_result for {records} done items {:.0} ms",
+        ms(started.elapsed())
+    );
     drop(store);
 
     // Seeding: items in batches of 1 000 (one durable put_items each) vs bare inserts.
     let item = |i: usize| {
         let mut fields = Fields::new();
         fields.insert("text".into(), serde_json::json!("z".repeat(1000)));
-        ItemRecord { v: RECORD_VERSION, id: format!("chunk-{i:08}"), parent: None, order: vec![i as u64], fields }
+        ItemRecord {
+            v: RECORD_VERSION,
+            id: format!("chunk-{i:08}"),
+            parent: None,
+            order: vec![i as u64],
+            fields,
+        }
     };
     let seed_dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(seed_dir.path()).unwrap();
     let started = Instant::now();
     runtime.block_on(async {
         for start in (0..records).step_by(1_000) {
-            store.put_items((start..(start + 1_000).min(records)).map(item).collect()).await.unwrap();
+            store
+                .put_items((start..(start + 1_000).min(records)).map(item).collect())
+                .await
+                .unwrap();
         }
     });
     let seed = started.elapsed();
     let started = Instant::now();
     runtime.block_on(async {
         for start in (0..records).step_by(1_000) {
-            store.put_items((start..(start + 1_000).min(records)).map(item).collect()).await.unwrap();
+            store
+                .put_items((start..(start + 1_000).min(records)).map(item).collect())
+                .await
+                .unwrap();
         }
     });
     let reseed = started.elapsed();
     drop(store);
     let seed_base_dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new().path(seed_base_dir.path()).flush_every_ms(None).open().unwrap();
+    let db = sled::Config::new()
+        .path(seed_base_dir.path())
+        .flush_every_ms(None)
+        .open()
+        .unwrap();
     let tree = db.open_tree("items").unwrap();
     let started = Instant::now();
     for i in 0..records {
-        tree.insert(format!("chunk-{i:08}"), serde_json::to_vec(&item(i)).unwrap()).unwrap();
+        tree.insert(
+            format!("chunk-{i:08}"),
+            serde_json::to_vec(&item(i)).unwrap(),
+        )
+        .unwrap();
     }
     let seed_base = started.elapsed();
     println!(
@@ -251,6 +333,9 @@ fn main() {
         ms(seed_base),
         seed.as_secs_f64() / seed_base.as_secs_f64()
     );
-    println!("re-seeding the same {records} items (a resumed run): {:.0} ms", ms(reseed));
+    println!(
+        "re-seeding the same {records} items (a resumed run): {:.0} ms",
+        ms(reseed)
+    );
     println!("peak RSS of the whole bench {:.1} MB", memory_mb().1);
 }

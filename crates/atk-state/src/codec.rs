@@ -45,14 +45,27 @@ struct VersionOnly {
 
 /// Decodes a record: an unknown `v` is [`Error::Incompatible`], anything else unreadable is
 /// [`Error::Corrupt`] naming `key`.
-pub(crate) fn decode<T: Versioned>(dir: &Path, key: impl FnOnce() -> String, bytes: &[u8]) -> Result<T, Error> {
-    let incompatible = |found| Error::Incompatible { path: dir.to_path_buf(), found, expected: RECORD_VERSION };
+pub(crate) fn decode<T: Versioned>(
+    dir: &Path,
+    key: impl FnOnce() -> String,
+    bytes: &[u8],
+) -> Result<T, Error> {
+    let incompatible = |found| Error::Incompatible {
+        path: dir.to_path_buf(),
+        found,
+        expected: RECORD_VERSION,
+    };
     match serde_json::from_slice::<T>(bytes) {
         Ok(record) if record.version() == RECORD_VERSION => Ok(record),
         Ok(record) => Err(incompatible(record.version())),
         Err(error) => match serde_json::from_slice::<VersionOnly>(bytes) {
-            Ok(VersionOnly { v: Some(found) }) if found != RECORD_VERSION => Err(incompatible(found)),
-            _ => Err(Error::Corrupt { key: key(), message: error.to_string() }),
+            Ok(VersionOnly { v: Some(found) }) if found != RECORD_VERSION => {
+                Err(incompatible(found))
+            }
+            _ => Err(Error::Corrupt {
+                key: key(),
+                message: error.to_string(),
+            }),
         },
     }
 }
@@ -76,16 +89,35 @@ mod tests {
             stored_at_ms: 1,
         };
         let back = check(&encode(record.clone())).unwrap();
-        assert_eq!(back, FailureRecord { v: RECORD_VERSION, ..record });
+        assert_eq!(
+            back,
+            FailureRecord {
+                v: RECORD_VERSION,
+                ..record
+            }
+        );
     }
 
     #[test]
     fn unknown_versions_are_incompatible_and_garbage_is_corrupt() {
         let future = br#"{"v": 7, "kind": "x", "shape": "changed"}"#;
         let err = check(future).unwrap_err();
-        assert!(matches!(err, Error::Incompatible { found: 7, expected: RECORD_VERSION, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Incompatible {
+                    found: 7,
+                    expected: RECORD_VERSION,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let err = check(b"\x00garbage").unwrap_err();
-        assert!(matches!(&err, Error::Corrupt { key, .. } if key == "failures:s/i"), "{err}");
+        assert!(
+            matches!(&err, Error::Corrupt { key, .. } if key == "failures:s/i"),
+            "{err}"
+        );
         assert!(err.to_string().contains("failures:s/i"));
         let err = check(br#"{"v": 1, "kind": 5}"#).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");

@@ -58,12 +58,19 @@ impl Shared {
 impl GroupCommit {
     /// Starts the commit thread for `db`; `interval` is the least time between flush starts.
     pub(crate) fn start(db: sled::Db, interval: Duration) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new(), flushes: AtomicU64::new(0) });
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            flushes: AtomicU64::new(0),
+        });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("atk-state-commit".to_owned())
             .spawn(move || run(&db, &thread_shared, interval))?;
-        Ok(Self { shared, thread: Some(thread) })
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
     }
 
     /// Waits until a flush that started after this call has completed.
@@ -76,7 +83,8 @@ impl GroupCommit {
                 self.shared.wake.notify_one();
             }
         }
-        rx.await.unwrap_or_else(|_| Err("the store's commit thread stopped".to_owned()))
+        rx.await
+            .unwrap_or_else(|_| Err("the store's commit thread stopped".to_owned()))
     }
 
     /// Group flushes completed so far.
@@ -113,15 +121,24 @@ fn run(db: &sled::Db, shared: &Shared, interval: Duration) {
                     if state.shutdown {
                         break;
                     }
-                    state = shared.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+                    state = shared
+                        .wake
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
                     continue;
                 }
                 // Optional pacing: gather more writers into one flush (never delays shutdown).
-                let due = last_start.map(|at| at + interval).filter(|due| *due > Instant::now());
+                let due = last_start
+                    .map(|at| at + interval)
+                    .filter(|due| *due > Instant::now());
                 match due {
                     Some(due) if !state.shutdown => {
                         let wait = due.saturating_duration_since(Instant::now());
-                        state = shared.wake.wait_timeout(state, wait).unwrap_or_else(PoisonError::into_inner).0;
+                        state = shared
+                            .wake
+                            .wait_timeout(state, wait)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
                     }
                     _ => break,
                 }
@@ -154,7 +171,11 @@ mod tests {
     #[tokio::test]
     async fn many_writers_are_answered_and_shutdown_returns() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).flush_every_ms(None).open().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path())
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
         let commit = Arc::new(GroupCommit::start(db.clone(), Duration::ZERO).unwrap());
         let tasks: Vec<_> = (0..50)
             .map(|i| {
@@ -171,13 +192,21 @@ mod tests {
         let mut commit = Arc::into_inner(commit).unwrap();
         commit.shutdown();
         assert!(commit.thread.is_none(), "the thread was joined");
-        assert!((1..=50).contains(&commit.flushes()), "writers shared flushes: {}", commit.flushes());
+        assert!(
+            (1..=50).contains(&commit.flushes()),
+            "writers shared flushes: {}",
+            commit.flushes()
+        );
     }
 
     #[tokio::test]
     async fn pacing_interval_still_answers() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).flush_every_ms(None).open().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path())
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
         let commit = GroupCommit::start(db, Duration::from_millis(2)).unwrap();
         for _ in 0..3 {
             assert_eq!(commit.durable().await, Ok(()));

@@ -15,7 +15,9 @@ pub enum Error {
         pid: Option<u32>,
     },
     /// The store was written by an incompatible atk version.
-    #[error("the store at {path} was written in format version {found}; this atk reads version {expected}. Use a fresh output_dir (or the matching atk version)")]
+    #[error(
+        "the store at {path} was written in format version {found}; this atk reads version {expected}. Use a fresh output_dir (or the matching atk version)"
+    )]
     Incompatible {
         /// Store directory.
         path: PathBuf,
@@ -53,7 +55,9 @@ pub enum Error {
         operation: &'static str,
     },
     /// sled found the store damaged (a bad checksum): some of what it held is unreadable.
-    #[error("the store at {path} is damaged: {message}. Keep a copy of it (e.g. `cp -a {path} {path}.damaged`), then move it aside to start over; every result it held will be requested again")]
+    #[error(
+        "the store at {path} is damaged: {message}. Keep a copy of it (e.g. `cp -a {path} {path}.damaged`), then move it aside to start over; every result it held will be requested again"
+    )]
     Damaged {
         /// Store directory.
         path: PathBuf,

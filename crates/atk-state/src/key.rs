@@ -23,10 +23,16 @@ pub(crate) fn item_key(order: &[u64], id: &str) -> Vec<u8> {
 /// Prefix shared by every record of a step: `step \0`.
 pub(crate) fn step_prefix(step: &str) -> Result<Vec<u8>, Error> {
     if step.is_empty() {
-        return Err(Error::InvalidStep { name: step.to_owned(), reason: "a step name must not be empty" });
+        return Err(Error::InvalidStep {
+            name: step.to_owned(),
+            reason: "a step name must not be empty",
+        });
     }
     if step.contains('\0') {
-        return Err(Error::InvalidStep { name: step.to_owned(), reason: "a step name must not contain a NUL byte" });
+        return Err(Error::InvalidStep {
+            name: step.to_owned(),
+            reason: "a step name must not contain a NUL byte",
+        });
     }
     let mut key = Vec::with_capacity(step.len() + 1);
     key.extend_from_slice(step.as_bytes());
@@ -44,20 +50,30 @@ pub(crate) fn step_key(step: &str, item_id: &str) -> Result<Vec<u8>, Error> {
 /// The item id at the end of a `step \0 item_id` key.
 pub(crate) fn item_id_of(prefix_len: usize, key: &[u8]) -> Result<String, Error> {
     let id = key.get(prefix_len..).unwrap_or_default();
-    String::from_utf8(id.to_vec())
-        .map_err(|_| Error::Corrupt { key: display(key), message: "item id is not UTF-8".to_owned() })
+    String::from_utf8(id.to_vec()).map_err(|_| Error::Corrupt {
+        key: display(key),
+        message: "item id is not UTF-8".to_owned(),
+    })
 }
 
 /// The id at the end of an item key (after its order parts).
 pub(crate) fn item_key_id(key: &[u8]) -> Result<String, Error> {
     let mut rest = key;
     while let [ORDER_NEXT, tail @ ..] = rest {
-        let Some((_, tail)) = tail.split_first_chunk::<8>() else { break };
+        let Some((_, tail)) = tail.split_first_chunk::<8>() else {
+            break;
+        };
         rest = tail;
     }
-    match rest.strip_prefix(&[ORDER_END]).map(|id| std::str::from_utf8(id)) {
+    match rest
+        .strip_prefix(&[ORDER_END])
+        .map(|id| std::str::from_utf8(id))
+    {
         Some(Ok(id)) => Ok(id.to_owned()),
-        _ => Err(Error::Corrupt { key: format!("items:{}", display_item(key)), message: "malformed item key".to_owned() }),
+        _ => Err(Error::Corrupt {
+            key: format!("items:{}", display_item(key)),
+            message: "malformed item key".to_owned(),
+        }),
     }
 }
 
@@ -71,7 +87,9 @@ pub(crate) fn display_item(key: &[u8]) -> String {
     let mut order = Vec::new();
     let mut rest = key;
     while let [ORDER_NEXT, tail @ ..] = rest {
-        let Some((part, tail)) = tail.split_first_chunk::<8>() else { break };
+        let Some((part, tail)) = tail.split_first_chunk::<8>() else {
+            break;
+        };
         order.push(u64::from_be_bytes(*part));
         rest = tail;
     }
@@ -104,10 +122,16 @@ mod tests {
 
     #[test]
     fn step_keys_refuse_ambiguous_names() {
-        assert!(matches!(step_key("a\0b", "x"), Err(Error::InvalidStep { .. })));
+        assert!(matches!(
+            step_key("a\0b", "x"),
+            Err(Error::InvalidStep { .. })
+        ));
         assert!(matches!(step_key("", "x"), Err(Error::InvalidStep { .. })));
         let key = step_key("judge", "id\0odd").unwrap();
-        assert_eq!(item_id_of(step_prefix("judge").unwrap().len(), &key).unwrap(), "id\0odd");
+        assert_eq!(
+            item_id_of(step_prefix("judge").unwrap().len(), &key).unwrap(),
+            "id\0odd"
+        );
     }
 
     #[test]
@@ -115,7 +139,10 @@ mod tests {
         assert_eq!(item_key_id(&item_key(&[3, 7], "abc")).unwrap(), "abc");
         assert_eq!(item_key_id(&item_key(&[], "")).unwrap(), "");
         assert_eq!(item_key_id(&item_key(&[1], "é\u{1}x")).unwrap(), "é\u{1}x");
-        assert!(matches!(item_key_id(&[ORDER_NEXT, 1, 2]), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            item_key_id(&[ORDER_NEXT, 1, 2]),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -12,9 +12,11 @@ mod status;
 use async_trait::async_trait;
 
 pub use error::Error;
-pub use record::{Details, FailureRecord, Fields, ItemRecord, ResultRecord, RunMeta, RECORD_VERSION};
+pub use record::{
+    Details, FailureRecord, Fields, ItemRecord, RECORD_VERSION, ResultRecord, RunMeta,
+};
 pub use retire::{Retired, retire_stale_items};
-pub use sled_store::{Merged, SledStore, StoreOptions, STORE_FORMAT_VERSION};
+pub use sled_store::{Merged, STORE_FORMAT_VERSION, SledStore, StoreOptions};
 pub use status::{read_status_snapshot, status_snapshot_path, write_status_snapshot};
 
 /// A boxed iterator over stored records, streamed from disk.
@@ -33,7 +35,12 @@ pub trait Store: Send + Sync {
     /// All items, in `order` order.
     fn items(&self) -> Records<'_, ItemRecord>;
     /// Stores a step's result for an item, durably, and clears any failure recorded for it.
-    async fn put_result(&self, step: &str, item_id: &str, record: ResultRecord) -> Result<(), Error>;
+    async fn put_result(
+        &self,
+        step: &str,
+        item_id: &str,
+        record: ResultRecord,
+    ) -> Result<(), Error>;
     /// A step's result for an item.
     fn result(&self, step: &str, item_id: &str) -> Result<Option<ResultRecord>, Error>;
     /// True when the step has a stored result for the item (cheap: no decode).
@@ -41,7 +48,12 @@ pub trait Store: Send + Sync {
     /// All results of a step as `(item_id, record)`, in item-id order.
     fn results(&self, step: &str) -> Records<'_, (String, ResultRecord)>;
     /// Records that an item failed a step, durably.
-    async fn put_failure(&self, step: &str, item_id: &str, record: FailureRecord) -> Result<(), Error>;
+    async fn put_failure(
+        &self,
+        step: &str,
+        item_id: &str,
+        record: FailureRecord,
+    ) -> Result<(), Error>;
     /// All failures of a step as `(item_id, record)`.
     fn failures(&self, step: &str) -> Records<'_, (String, FailureRecord)>;
     /// Reads a named metadata value (run meta, cost totals, ...).
@@ -69,7 +81,9 @@ pub trait Store: Send + Sync {
     /// body refuses with [`Error::Unsupported`].
     async fn remove_items(&self, ids: Vec<String>) -> Result<(), Error> {
         let _ = ids;
-        Err(Error::Unsupported { operation: "remove items" })
+        Err(Error::Unsupported {
+            operation: "remove items",
+        })
     }
     /// How many results a step has (the sled store counts keys without decoding).
     fn count_results(&self, step: &str) -> Result<u64, Error> {

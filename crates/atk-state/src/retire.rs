@@ -26,7 +26,10 @@ impl Retired {
 ///
 /// Cheap when nothing is stale: one pass over root ids (no record decoded by the sled store).
 /// Only when some root is stale are the other items read, to find their parents.
-pub async fn retire_stale_items(store: &dyn Store, current: &HashSet<String>) -> Result<Retired, Error> {
+pub async fn retire_stale_items(
+    store: &dyn Store,
+    current: &HashSet<String>,
+) -> Result<Retired, Error> {
     let mut roots = HashSet::new();
     let mut stale = Vec::new();
     for id in store.root_ids() {
@@ -57,7 +60,10 @@ pub async fn retire_stale_items(store: &dyn Store, current: &HashSet<String>) ->
         }
     }
     dead_children.sort();
-    let retired = Retired { roots: stale.len() as u64, children: dead_children.len() as u64 };
+    let retired = Retired {
+        roots: stale.len() as u64,
+        children: dead_children.len() as u64,
+    };
     stale.extend(dead_children);
     store.remove_items(stale).await?;
     Ok(retired)
@@ -106,7 +112,13 @@ mod tests {
     fn item(id: &str, parent: Option<&str>, order: &[u64]) -> ItemRecord {
         let mut fields = crate::Fields::new();
         fields.insert("text".into(), json!(id));
-        ItemRecord { v: RECORD_VERSION, id: id.into(), parent: parent.map(Into::into), order: order.to_vec(), fields }
+        ItemRecord {
+            v: RECORD_VERSION,
+            id: id.into(),
+            parent: parent.map(Into::into),
+            order: order.to_vec(),
+            fields,
+        }
     }
 
     fn ids(store: &SledStore) -> Vec<String> {
@@ -141,19 +153,37 @@ mod tests {
         store.put_result("s", "gone", result).await.unwrap();
         let current: HashSet<String> = ["keep".to_owned()].into();
         let retired = retire_stale_items(&store, &current).await.unwrap();
-        assert_eq!(retired, Retired { roots: 1, children: 3 });
+        assert_eq!(
+            retired,
+            Retired {
+                roots: 1,
+                children: 3
+            }
+        );
         assert_eq!(ids(&store), ["keep", "keep.0"]);
-        assert!(store.has_result("s", "gone").unwrap(), "paid results are kept");
-        assert_eq!(retire_stale_items(&store, &current).await.unwrap(), Retired::default());
+        assert!(
+            store.has_result("s", "gone").unwrap(),
+            "paid results are kept"
+        );
+        assert_eq!(
+            retire_stale_items(&store, &current).await.unwrap(),
+            Retired::default()
+        );
     }
 
     #[tokio::test]
     async fn nothing_stale_removes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.put_items(vec![item("a", None, &[0]), item("a.0", Some("a"), &[0, 0])]).await.unwrap();
+        store
+            .put_items(vec![item("a", None, &[0]), item("a.0", Some("a"), &[0, 0])])
+            .await
+            .unwrap();
         let current: HashSet<String> = ["a".to_owned(), "b".to_owned()].into();
-        assert_eq!(retire_stale_items(&store, &current).await.unwrap().total(), 0);
+        assert_eq!(
+            retire_stale_items(&store, &current).await.unwrap().total(),
+            0
+        );
         assert_eq!(ids(&store), ["a", "a.0"]);
     }
 }

@@ -61,7 +61,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { cache_capacity: 64 * 1024 * 1024, flush_interval: Duration::ZERO }
+        Self {
+            cache_capacity: 64 * 1024 * 1024,
+            flush_interval: Duration::ZERO,
+        }
     }
 }
 
@@ -111,7 +114,9 @@ pub struct SledStore {
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("SledStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -124,8 +129,10 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`. [`Error::Locked`] when another process (or
     /// another handle in this one) holds it; [`Error::Incompatible`] when another atk wrote it.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, Error> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Io { path: dir.to_path_buf(), message: format!("creating the store directory: {e}") })?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            message: format!("creating the store directory: {e}"),
+        })?;
         Self::open_inner(dir, &options, true)
     }
 
@@ -137,7 +144,9 @@ impl SledStore {
     /// `dir` holds no store.
     pub fn try_open_read(dir: &Path) -> Result<Self, Error> {
         if !dir.join("db").is_file() {
-            return Err(Error::NotFound { path: dir.to_path_buf() });
+            return Err(Error::NotFound {
+                path: dir.to_path_buf(),
+            });
         }
         Self::open_inner(dir, &StoreOptions::default(), false)
     }
@@ -187,7 +196,10 @@ impl SledStore {
     /// copied. For `atk merge`: the shards of one run hold disjoint items.
     pub async fn merge_from(&self, other: &SledStore) -> Result<Merged, Error> {
         let mut merged = Merged::default();
-        let copy = |from: &sled::Tree, to: &sled::Tree, skip: &dyn Fn(&[u8]) -> Result<bool, Error>| -> Result<u64, Error> {
+        let copy = |from: &sled::Tree,
+                    to: &sled::Tree,
+                    skip: &dyn Fn(&[u8]) -> Result<bool, Error>|
+         -> Result<u64, Error> {
             let mut n = 0u64;
             let mut batch = sled::Batch::default();
             let mut in_batch = 0usize;
@@ -200,7 +212,8 @@ impl SledStore {
                 in_batch += 1;
                 n += 1;
                 if in_batch == 1024 {
-                    to.apply_batch(std::mem::take(&mut batch)).map_err(|e| self.io(e))?;
+                    to.apply_batch(std::mem::take(&mut batch))
+                        .map_err(|e| self.io(e))?;
                     in_batch = 0;
                 }
             }
@@ -211,7 +224,9 @@ impl SledStore {
         merged.items = copy(&other.items, &self.items, &never)?;
         copy(&other.item_ids, &self.item_ids, &never)?;
         merged.results = copy(&other.results, &self.results, &never)?;
-        merged.failures = copy(&other.failures, &self.failures, &|key| self.results.contains_key(key).map_err(|e| self.io(e)))?;
+        merged.failures = copy(&other.failures, &self.failures, &|key| {
+            self.results.contains_key(key).map_err(|e| self.io(e))
+        })?;
         self.durable().await?;
         Ok(merged)
     }
@@ -225,7 +240,10 @@ impl SledStore {
     /// Per step, the results this handle stored under a key that had none (counted once each
     /// is durable): add them to [`SledStore::result_counts`] taken at open for a live count.
     pub fn results_added(&self) -> BTreeMap<String, u64> {
-        self.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.added
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Opens sled, checks the format, starts the commit thread.
@@ -238,7 +256,10 @@ impl SledStore {
             .flush_every_ms(None)
             .open()
             .map_err(|e| open_error(dir, e))?;
-        let io = |e: sled::Error| Error::Io { path: dir.to_path_buf(), message: e.to_string() };
+        let io = |e: sled::Error| Error::Io {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        };
         let tree = |name: &str| db.open_tree(name).map_err(io);
         let items = tree("items")?;
         let item_ids = tree("item_ids")?;
@@ -247,17 +268,33 @@ impl SledStore {
         let meta = tree("meta")?;
         match db.get(FORMAT_KEY).map_err(io)? {
             Some(found) => {
-                let found = std::str::from_utf8(&found).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let found = std::str::from_utf8(&found)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 if found != STORE_FORMAT_VERSION {
-                    return Err(Error::Incompatible { path: dir.to_path_buf(), found, expected: STORE_FORMAT_VERSION });
+                    return Err(Error::Incompatible {
+                        path: dir.to_path_buf(),
+                        found,
+                        expected: STORE_FORMAT_VERSION,
+                    });
                 }
             }
-            None if items.is_empty() && results.is_empty() && failures.is_empty() && meta.is_empty() => {
-                db.insert(FORMAT_KEY, STORE_FORMAT_VERSION.to_string().as_bytes()).map_err(io)?;
+            None if items.is_empty()
+                && results.is_empty()
+                && failures.is_empty()
+                && meta.is_empty() =>
+            {
+                db.insert(FORMAT_KEY, STORE_FORMAT_VERSION.to_string().as_bytes())
+                    .map_err(io)?;
                 db.flush().map_err(io)?;
             }
             None => {
-                return Err(Error::Incompatible { path: dir.to_path_buf(), found: 0, expected: STORE_FORMAT_VERSION });
+                return Err(Error::Incompatible {
+                    path: dir.to_path_buf(),
+                    found: 0,
+                    expected: STORE_FORMAT_VERSION,
+                });
             }
         }
         let pid_file = if write_pid {
@@ -270,10 +307,24 @@ impl SledStore {
         } else {
             None
         };
-        let commit = GroupCommit::start(db.clone(), options.flush_interval)
-            .map_err(|e| Error::Io { path: dir.to_path_buf(), message: format!("starting the commit thread: {e}") })?;
+        let commit =
+            GroupCommit::start(db.clone(), options.flush_interval).map_err(|e| Error::Io {
+                path: dir.to_path_buf(),
+                message: format!("starting the commit thread: {e}"),
+            })?;
         tracing::debug!(dir = %dir.display(), items = items.len(), "store opened");
-        Ok(Self { dir: dir.to_path_buf(), db, items, item_ids, results, failures, meta, commit, pid_file, added: Default::default() })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            db,
+            items,
+            item_ids,
+            results,
+            failures,
+            meta,
+            commit,
+            pid_file,
+            added: Default::default(),
+        })
     }
 
     /// Maps a sled error to [`Error::Io`] for this store.
@@ -281,14 +332,23 @@ impl SledStore {
         let message = e.to_string();
         // sled's `Error::Corruption` (a bad checksum met while reading a page) reads so.
         if message.starts_with("Read corrupted data") {
-            return Error::Damaged { path: self.dir.clone(), message };
+            return Error::Damaged {
+                path: self.dir.clone(),
+                message,
+            };
         }
-        Error::Io { path: self.dir.clone(), message }
+        Error::Io {
+            path: self.dir.clone(),
+            message,
+        }
     }
 
     /// Waits until everything written so far is on disk (group commit).
     async fn durable(&self) -> Result<(), Error> {
-        self.commit.durable().await.map_err(|message| self.io(format!("flush failed: {message}")))
+        self.commit
+            .durable()
+            .await
+            .map_err(|message| self.io(format!("flush failed: {message}")))
     }
 
     /// Writes a chunk of items: the `items` batch first, then the id index batch, each atomic.
@@ -335,7 +395,9 @@ impl SledStore {
 
     /// Counts the keys of a step's records in `tree` without decoding values.
     fn count_step(&self, tree: &sled::Tree, step: &str) -> Result<u64, Error> {
-        tree.scan_prefix(step_prefix(step)?).keys().try_fold(0, |n, key| key.map(|_| n + 1).map_err(|e| self.io(e)))
+        tree.scan_prefix(step_prefix(step)?)
+            .keys()
+            .try_fold(0, |n, key| key.map(|_| n + 1).map_err(|e| self.io(e)))
     }
 }
 
@@ -355,7 +417,9 @@ fn is_root_encoded(id: &str, bytes: &[u8]) -> Option<bool> {
     let rest = if id.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
         rest.strip_prefix(serde_json::to_string(id).ok()?.as_bytes())?
     } else {
-        rest.strip_prefix(b"\"")?.strip_prefix(id.as_bytes())?.strip_prefix(b"\"")?
+        rest.strip_prefix(b"\"")?
+            .strip_prefix(id.as_bytes())?
+            .strip_prefix(b"\"")?
     };
     let rest = rest.strip_prefix(b",\"parent\":")?;
     if rest.starts_with(b"null") {
@@ -382,8 +446,13 @@ fn open_error(dir: &Path, error: sled::Error) -> Error {
     match error {
         // sled 0.34 reports a held lock only as this Io message (config.rs, `try_lock`).
         sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
-            let pid = std::fs::read_to_string(dir.join(PID_FILE)).ok().and_then(|s| s.trim().parse().ok());
-            Error::Locked { path: dir.to_path_buf(), pid }
+            let pid = std::fs::read_to_string(dir.join(PID_FILE))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            Error::Locked {
+                path: dir.to_path_buf(),
+                pid,
+            }
         }
         sled::Error::Corruption { at, .. } => Error::Damaged {
             path: dir.to_path_buf(),
@@ -396,7 +465,10 @@ fn open_error(dir: &Path, error: sled::Error) -> Error {
             path: dir.to_path_buf(),
             message: format!("this store cannot be read by this atk (sled 0.34): {message}"),
         },
-        other => Error::Io { path: dir.to_path_buf(), message: format!("opening the store: {other}") },
+        other => Error::Io {
+            path: dir.to_path_buf(),
+            message: format!("opening the store: {other}"),
+        },
     }
 }
 
@@ -414,18 +486,27 @@ impl Store for SledStore {
                 in_chunk.clear();
             }
             let key = item_key(&item.order, &item.id);
-            let old_key = self.item_ids.get(item.id.as_bytes()).map_err(|e| self.io(e))?;
+            let old_key = self
+                .item_ids
+                .get(item.id.as_bytes())
+                .map_err(|e| self.io(e))?;
             let id = item.id.clone();
             let bytes = encode(item);
             // A resumed run re-seeds the same chunks: reads are far cheaper than sled writes.
             if old_key.as_deref() == Some(key.as_slice())
-                && self.items.get(&key).map_err(|e| self.io(e))?.as_deref() == Some(bytes.as_slice())
+                && self.items.get(&key).map_err(|e| self.io(e))?.as_deref()
+                    == Some(bytes.as_slice())
             {
                 continue;
             }
             written += 1;
             in_chunk.insert(id.clone());
-            chunk.push(PendingItem { key, id, bytes, old_key });
+            chunk.push(PendingItem {
+                key,
+                id,
+                bytes,
+                old_key,
+            });
             if chunk.len() == ITEMS_PER_BATCH {
                 self.put_item_chunk(&chunk)?;
                 chunk.clear();
@@ -449,7 +530,12 @@ impl Store for SledStore {
             return Ok(None);
         };
         match self.items.get(&key).map_err(|e| self.io(e))? {
-            Some(bytes) => decode(&self.dir, || format!("items:{}", display_item(&key)), &bytes).map(Some),
+            Some(bytes) => decode(
+                &self.dir,
+                || format!("items:{}", display_item(&key)),
+                &bytes,
+            )
+            .map(Some),
             None => Err(Error::Corrupt {
                 key: format!("item_ids:{id}"),
                 message: "the id index points at a missing item".to_owned(),
@@ -460,12 +546,21 @@ impl Store for SledStore {
     fn items(&self) -> Records<'_, ItemRecord> {
         Box::new(self.items.iter().map(move |entry| {
             let (key, value) = entry.map_err(|e| self.io(e))?;
-            decode(&self.dir, || format!("items:{}", display_item(&key)), &value)
+            decode(
+                &self.dir,
+                || format!("items:{}", display_item(&key)),
+                &value,
+            )
         }))
     }
 
     fn item_ids(&self) -> Records<'_, String> {
-        Box::new(self.items.iter().keys().map(move |key| item_key_id(&key.map_err(|e| self.io(e))?)))
+        Box::new(
+            self.items
+                .iter()
+                .keys()
+                .map(move |key| item_key_id(&key.map_err(|e| self.io(e))?)),
+        )
     }
 
     fn root_ids(&self) -> Records<'_, String> {
@@ -478,7 +573,11 @@ impl Store for SledStore {
                     let root = match is_root_encoded(&id, &value) {
                         Some(root) => root,
                         None => {
-                            let item: ItemRecord = decode(&self.dir, || format!("items:{}", display_item(&key)), &value)?;
+                            let item: ItemRecord = decode(
+                                &self.dir,
+                                || format!("items:{}", display_item(&key)),
+                                &value,
+                            )?;
                             item.parent.is_none()
                         }
                     };
@@ -513,7 +612,12 @@ impl Store for SledStore {
         self.durable().await
     }
 
-    async fn put_result(&self, step: &str, item_id: &str, record: ResultRecord) -> Result<(), Error> {
+    async fn put_result(
+        &self,
+        step: &str,
+        item_id: &str,
+        record: ResultRecord,
+    ) -> Result<(), Error> {
         let key = step_key(step, item_id)?;
         let bytes = encode(record);
         let replaced = if self.failures.contains_key(&key).map_err(|e| self.io(e))? {
@@ -526,12 +630,20 @@ impl Store for SledStore {
                 })
                 .map_err(|e: TransactionError<()>| self.io(format!("storing a result: {e:?}")))?
         } else {
-            self.results.insert(key, bytes).map_err(|e| self.io(e))?.is_some()
+            self.results
+                .insert(key, bytes)
+                .map_err(|e| self.io(e))?
+                .is_some()
         };
         self.durable().await?;
         if !replaced {
             // Counted only once durable: a count saved elsewhere never exceeds what is on disk.
-            *self.added.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(step.to_owned()).or_default() += 1;
+            *self
+                .added
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(step.to_owned())
+                .or_default() += 1;
         }
         Ok(())
     }
@@ -539,22 +651,33 @@ impl Store for SledStore {
     fn result(&self, step: &str, item_id: &str) -> Result<Option<ResultRecord>, Error> {
         let key = step_key(step, item_id)?;
         match self.results.get(&key).map_err(|e| self.io(e))? {
-            Some(bytes) => decode(&self.dir, || format!("results:{}", display(&key)), &bytes).map(Some),
+            Some(bytes) => {
+                decode(&self.dir, || format!("results:{}", display(&key)), &bytes).map(Some)
+            }
             None => Ok(None),
         }
     }
 
     fn has_result(&self, step: &str, item_id: &str) -> Result<bool, Error> {
-        self.results.contains_key(step_key(step, item_id)?).map_err(|e| self.io(e))
+        self.results
+            .contains_key(step_key(step, item_id)?)
+            .map_err(|e| self.io(e))
     }
 
     fn results(&self, step: &str) -> Records<'_, (String, ResultRecord)> {
         self.step_records(&self.results, "results", step)
     }
 
-    async fn put_failure(&self, step: &str, item_id: &str, record: FailureRecord) -> Result<(), Error> {
+    async fn put_failure(
+        &self,
+        step: &str,
+        item_id: &str,
+        record: FailureRecord,
+    ) -> Result<(), Error> {
         let key = step_key(step, item_id)?;
-        self.failures.insert(key, encode(record)).map_err(|e| self.io(e))?;
+        self.failures
+            .insert(key, encode(record))
+            .map_err(|e| self.io(e))?;
         self.durable().await
     }
 
@@ -566,14 +689,19 @@ impl Store for SledStore {
         match self.meta.get(key.as_bytes()).map_err(|e| self.io(e))? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| Error::Corrupt { key: format!("meta:{key}"), message: e.to_string() }),
+                .map_err(|e| Error::Corrupt {
+                    key: format!("meta:{key}"),
+                    message: e.to_string(),
+                }),
             None => Ok(None),
         }
     }
 
     async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), Error> {
         let bytes = serde_json::to_vec(&value).map_err(|e| self.io(e))?;
-        self.meta.insert(key.as_bytes(), bytes).map_err(|e| self.io(e))?;
+        self.meta
+            .insert(key.as_bytes(), bytes)
+            .map_err(|e| self.io(e))?;
         self.durable().await
     }
 
@@ -599,7 +727,13 @@ mod tests {
     fn item(id: &str, order: &[u64]) -> ItemRecord {
         let mut fields = crate::Fields::new();
         fields.insert("text".into(), json!(format!("text of {id}")));
-        ItemRecord { v: RECORD_VERSION, id: id.into(), parent: None, order: order.to_vec(), fields }
+        ItemRecord {
+            v: RECORD_VERSION,
+            id: id.into(),
+            parent: None,
+            order: order.to_vec(),
+            fields,
+        }
     }
 
     fn result(output: &str) -> ResultRecord {
@@ -640,10 +774,19 @@ mod tests {
     async fn records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.put_items(vec![item("a", &[0]), item("b", &[1])]).await.unwrap();
+        store
+            .put_items(vec![item("a", &[0]), item("b", &[1])])
+            .await
+            .unwrap();
         store.put_result("qa", "a", result("answer")).await.unwrap();
-        store.put_failure("qa", "b", failure("no JSON")).await.unwrap();
-        store.put_meta("run", json!({"pipeline": "poems"})).await.unwrap();
+        store
+            .put_failure("qa", "b", failure("no JSON"))
+            .await
+            .unwrap();
+        store
+            .put_meta("run", json!({"pipeline": "poems"}))
+            .await
+            .unwrap();
 
         assert_eq!(store.item("a").unwrap(), Some(item("a", &[0])));
         assert_eq!(store.item("missing").unwrap(), None);
@@ -655,9 +798,18 @@ mod tests {
         assert_eq!(results, vec![("a".to_owned(), result("answer"))]);
         let failures: Vec<_> = store.failures("qa").map(Result::unwrap).collect();
         assert_eq!(failures, vec![("b".to_owned(), failure("no JSON"))]);
-        assert_eq!(store.meta("run").unwrap(), Some(json!({"pipeline": "poems"})));
+        assert_eq!(
+            store.meta("run").unwrap(),
+            Some(json!({"pipeline": "poems"}))
+        );
         assert_eq!(store.meta("absent").unwrap(), None);
-        assert_eq!((store.count_results("qa").unwrap(), store.count_failures("qa").unwrap()), (1, 1));
+        assert_eq!(
+            (
+                store.count_results("qa").unwrap(),
+                store.count_failures("qa").unwrap()
+            ),
+            (1, 1)
+        );
         assert_eq!(store.count_results("other").unwrap(), 0);
     }
 
@@ -670,15 +822,27 @@ mod tests {
         store.put_result("qa2", "y", result("2")).await.unwrap();
         let ids: Vec<_> = store.results("qa").map(|r| r.unwrap().0).collect();
         assert_eq!(ids, ["x"]);
-        assert!(matches!(store.put_result("bad\0step", "x", result("1")).await, Err(Error::InvalidStep { .. })));
-        assert!(matches!(store.results("").next(), Some(Err(Error::InvalidStep { .. }))));
+        assert!(matches!(
+            store.put_result("bad\0step", "x", result("1")).await,
+            Err(Error::InvalidStep { .. })
+        ));
+        assert!(matches!(
+            store.results("").next(),
+            Some(Err(Error::InvalidStep { .. }))
+        ));
     }
 
     #[tokio::test]
     async fn items_iterate_in_order_and_replacing_moves_them() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let batch = vec![item("c", &[10]), item("b", &[1, 5]), item("a", &[2]), item("d", &[1]), item("e", &[1, 0])];
+        let batch = vec![
+            item("c", &[10]),
+            item("b", &[1, 5]),
+            item("a", &[2]),
+            item("d", &[1]),
+            item("e", &[1, 0]),
+        ];
         store.put_items(batch).await.unwrap();
         assert_eq!(ids(&store), ["d", "e", "b", "a", "c"]);
         // Re-seeding an item with a new order moves it instead of duplicating it.
@@ -691,13 +855,26 @@ mod tests {
     async fn reseeding_the_same_items_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.put_items(vec![item("a", &[0]), item("b", &[1])]).await.unwrap();
+        store
+            .put_items(vec![item("a", &[0]), item("b", &[1])])
+            .await
+            .unwrap();
         let commits = store.commit_count();
-        store.put_items(vec![item("a", &[0]), item("b", &[1])]).await.unwrap();
-        assert_eq!(store.commit_count(), commits, "an unchanged re-seed needs no commit");
+        store
+            .put_items(vec![item("a", &[0]), item("b", &[1])])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.commit_count(),
+            commits,
+            "an unchanged re-seed needs no commit"
+        );
         let mut changed = item("b", &[1]);
         changed.fields.insert("text".into(), json!("edited"));
-        store.put_items(vec![item("a", &[0]), changed.clone()]).await.unwrap();
+        store
+            .put_items(vec![item("a", &[0]), changed.clone()])
+            .await
+            .unwrap();
         assert_eq!(store.item("b").unwrap(), Some(changed));
         assert_eq!(ids(&store), ["a", "b"]);
     }
@@ -710,7 +887,10 @@ mod tests {
         // What survives a crash after the items batch of a re-seed at order [0]: the id
         // index still points at the old key.
         store.items.remove(item_key(&[5], "a")).unwrap();
-        store.items.insert(item_key(&[0], "a"), encode(item("a", &[0]))).unwrap();
+        store
+            .items
+            .insert(item_key(&[0], "a"), encode(item("a", &[0])))
+            .unwrap();
         assert!(matches!(store.item("a"), Err(Error::Corrupt { .. })));
         store.put_items(vec![item("a", &[0])]).await.unwrap();
         assert_eq!(ids(&store), ["a"]);
@@ -721,7 +901,10 @@ mod tests {
     async fn an_id_repeated_in_one_call_keeps_the_last() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.put_items(vec![item("a", &[5]), item("b", &[1]), item("a", &[0])]).await.unwrap();
+        store
+            .put_items(vec![item("a", &[5]), item("b", &[1]), item("a", &[0])])
+            .await
+            .unwrap();
         assert_eq!(ids(&store), ["a", "b"]);
         assert_eq!(store.item("a").unwrap().unwrap().order, [0]);
     }
@@ -731,7 +914,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let n = ITEMS_PER_BATCH as u64 * 2 + 7;
-        store.put_items((0..n).rev().map(|i| item(&format!("i{i}"), &[i])).collect()).await.unwrap();
+        store
+            .put_items((0..n).rev().map(|i| item(&format!("i{i}"), &[i])).collect())
+            .await
+            .unwrap();
         let orders: Vec<u64> = store.items().map(|r| r.unwrap().order[0]).collect();
         assert_eq!(orders, (0..n).collect::<Vec<_>>());
     }
@@ -742,14 +928,26 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         let mut child = item("kid \"quoted\"", &[1, 0]);
         child.parent = Some("b".into());
-        store.put_items(vec![item("b", &[1]), child, item("a", &[2])]).await.unwrap();
+        store
+            .put_items(vec![item("b", &[1]), child, item("a", &[2])])
+            .await
+            .unwrap();
         // A record no decoder accepts: ids never look at it; roots fall back to decoding it.
-        store.items.insert(item_key(&[3], "junk"), b"{not json".as_slice()).unwrap();
+        store
+            .items
+            .insert(item_key(&[3], "junk"), b"{not json".as_slice())
+            .unwrap();
         let ids: Vec<String> = store.item_ids().map(Result::unwrap).collect();
         assert_eq!(ids, ["b", "kid \"quoted\"", "a", "junk"]);
         let roots: Vec<_> = store.root_ids().collect();
         assert_eq!(roots.len(), 3);
-        assert_eq!(roots[..2].iter().map(|r| r.as_ref().unwrap().as_str()).collect::<Vec<_>>(), ["b", "a"]);
+        assert_eq!(
+            roots[..2]
+                .iter()
+                .map(|r| r.as_ref().unwrap().as_str())
+                .collect::<Vec<_>>(),
+            ["b", "a"]
+        );
         assert!(matches!(roots[2], Err(Error::Corrupt { .. })));
     }
 
@@ -762,8 +960,16 @@ mod tests {
             assert_eq!(is_root_encoded(id, &encode(root)), Some(true), "{id}");
             assert_eq!(is_root_encoded(id, &encode(child)), Some(false), "{id}");
         }
-        assert_eq!(is_root_encoded("a", br#"{"v":99,"id":"a","parent":null}"#), None, "another layout: decode");
-        assert_eq!(is_root_encoded("a", br#"{"v":1,"id":"b","parent":null}"#), None, "not this id: decode");
+        assert_eq!(
+            is_root_encoded("a", br#"{"v":99,"id":"a","parent":null}"#),
+            None,
+            "another layout: decode"
+        );
+        assert_eq!(
+            is_root_encoded("a", br#"{"v":1,"id":"b","parent":null}"#),
+            None,
+            "not this id: decode"
+        );
     }
 
     #[tokio::test]
@@ -771,10 +977,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(dir.path()).unwrap();
-            store.put_items(vec![item("a", &[0]), item("b", &[1]), item("c", &[2])]).await.unwrap();
+            store
+                .put_items(vec![item("a", &[0]), item("b", &[1]), item("c", &[2])])
+                .await
+                .unwrap();
             store.put_result("qa", "b", result("kept")).await.unwrap();
-            store.put_failure("qa", "c", failure("kept too")).await.unwrap();
-            store.remove_items(vec!["b".into(), "c".into(), "never".into()]).await.unwrap();
+            store
+                .put_failure("qa", "c", failure("kept too"))
+                .await
+                .unwrap();
+            store
+                .remove_items(vec!["b".into(), "c".into(), "never".into()])
+                .await
+                .unwrap();
             assert_eq!(ids(&store), ["a"]);
             assert_eq!(store.item("b").unwrap(), None);
         }
@@ -788,20 +1003,37 @@ mod tests {
         assert!(store.has_result("qa", "b").unwrap());
         let commits = store.commit_count();
         store.remove_items(vec!["gone".into()]).await.unwrap();
-        assert_eq!(store.commit_count(), commits, "removing nothing needs no commit");
+        assert_eq!(
+            store.commit_count(),
+            commits,
+            "removing nothing needs no commit"
+        );
     }
 
     #[tokio::test]
     async fn a_result_clears_the_items_failure() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.put_failure("qa", "a", failure("no JSON")).await.unwrap();
-        store.put_failure("qa", "b", failure("no JSON")).await.unwrap();
-        store.put_failure("other", "a", failure("no JSON")).await.unwrap();
+        store
+            .put_failure("qa", "a", failure("no JSON"))
+            .await
+            .unwrap();
+        store
+            .put_failure("qa", "b", failure("no JSON"))
+            .await
+            .unwrap();
+        store
+            .put_failure("other", "a", failure("no JSON"))
+            .await
+            .unwrap();
         store.put_result("qa", "a", result("ok")).await.unwrap();
         let failed: Vec<_> = store.failures("qa").map(|r| r.unwrap().0).collect();
         assert_eq!(failed, ["b"], "a's failure went away, b's stays");
-        assert_eq!(store.count_failures("other").unwrap(), 1, "other steps keep theirs");
+        assert_eq!(
+            store.count_failures("other").unwrap(),
+            1,
+            "other steps keep theirs"
+        );
     }
 
     #[tokio::test]
@@ -811,11 +1043,17 @@ mod tests {
             let store = SledStore::open(dir.path()).unwrap();
             store.put_items(vec![item("a", &[0])]).await.unwrap();
             store.put_result("qa", "a", result("kept")).await.unwrap();
-            store.put_failure("qa", "z", failure("kept too")).await.unwrap();
+            store
+                .put_failure("qa", "z", failure("kept too"))
+                .await
+                .unwrap();
             store.put_meta("cost", json!(1.5)).await.unwrap();
             assert!(dir.path().join(PID_FILE).is_file());
         }
-        assert!(!dir.path().join(PID_FILE).exists(), "a clean close removes the pid file");
+        assert!(
+            !dir.path().join(PID_FILE).exists(),
+            "a clean close removes the pid file"
+        );
         let store = SledStore::open(dir.path()).unwrap();
         assert_eq!(ids(&store), ["a"]);
         assert_eq!(store.result("qa", "a").unwrap(), Some(result("kept")));
@@ -828,12 +1066,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = SledStore::open(dir.path()).unwrap();
         let err = SledStore::open(dir.path()).unwrap_err();
-        assert!(matches!(err, Error::Locked { pid: Some(pid), .. } if pid == std::process::id()), "{err}");
-        assert!(err.to_string().contains(&format!("in use by another run (pid {})", std::process::id())), "{err}");
-        assert!(matches!(SledStore::try_open_read(dir.path()), Err(Error::Locked { .. })));
+        assert!(
+            matches!(err, Error::Locked { pid: Some(pid), .. } if pid == std::process::id()),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&format!(
+                "in use by another run (pid {})",
+                std::process::id()
+            )),
+            "{err}"
+        );
+        assert!(matches!(
+            SledStore::try_open_read(dir.path()),
+            Err(Error::Locked { .. })
+        ));
         drop(first);
         let reopened = SledStore::try_open_read(dir.path()).unwrap();
-        assert!(!dir.path().join(PID_FILE).exists(), "a read-open writes no pid file");
+        assert!(
+            !dir.path().join(PID_FILE).exists(),
+            "a read-open writes no pid file"
+        );
         drop(reopened);
     }
 
@@ -855,26 +1108,57 @@ mod tests {
             db.flush().unwrap();
         }
         let err = SledStore::open(dir.path()).unwrap_err();
-        assert!(matches!(err, Error::Incompatible { found: 9, expected: STORE_FORMAT_VERSION, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Incompatible {
+                    found: 9,
+                    expected: STORE_FORMAT_VERSION,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let message = err.to_string();
-        assert!(message.contains("format version 9") && message.contains("fresh output_dir"), "{message}");
+        assert!(
+            message.contains("format version 9") && message.contains("fresh output_dir"),
+            "{message}"
+        );
     }
 
     #[tokio::test]
     async fn bad_records_are_errors_naming_their_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        store.results.insert(step_key("qa", "junk").unwrap(), b"{not json".as_slice()).unwrap();
-        store.results.insert(step_key("qa", "newer").unwrap(), br#"{"v": 99, "output": 1}"#.as_slice()).unwrap();
+        store
+            .results
+            .insert(step_key("qa", "junk").unwrap(), b"{not json".as_slice())
+            .unwrap();
+        store
+            .results
+            .insert(
+                step_key("qa", "newer").unwrap(),
+                br#"{"v": 99, "output": 1}"#.as_slice(),
+            )
+            .unwrap();
         let err = store.result("qa", "junk").unwrap_err();
-        assert!(matches!(&err, Error::Corrupt { key, .. } if key == "results:qa/junk"), "{err}");
+        assert!(
+            matches!(&err, Error::Corrupt { key, .. } if key == "results:qa/junk"),
+            "{err}"
+        );
         let err = store.result("qa", "newer").unwrap_err();
-        assert!(matches!(err, Error::Incompatible { found: 99, .. }), "{err}");
+        assert!(
+            matches!(err, Error::Incompatible { found: 99, .. }),
+            "{err}"
+        );
         // Iteration reports each bad record and goes on.
         let all: Vec<_> = store.results("qa").collect();
         assert_eq!(all.len(), 2);
         assert!(all.iter().all(Result::is_err));
-        store.items.insert(item_key(&[4], "x"), b"[]".as_slice()).unwrap();
+        store
+            .items
+            .insert(item_key(&[4], "x"), b"[]".as_slice())
+            .unwrap();
         let err = store.items().next().unwrap().unwrap_err();
         assert!(err.to_string().contains("items:[4]/x"), "{err}");
     }
@@ -886,7 +1170,16 @@ mod damage_tests {
     use serde_json::json;
 
     fn result() -> ResultRecord {
-        ResultRecord { v: RECORD_VERSION, output: json!("x".repeat(3000)), details: None, attempts: 1, prompt_tokens: 1, completion_tokens: 1, elapsed_ms: 1, stored_at_ms: 1 }
+        ResultRecord {
+            v: RECORD_VERSION,
+            output: json!("x".repeat(3000)),
+            details: None,
+            attempts: 1,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            elapsed_ms: 1,
+            stored_at_ms: 1,
+        }
     }
 
     #[tokio::test]
@@ -895,12 +1188,25 @@ mod damage_tests {
         {
             let store = SledStore::open(dir.path()).unwrap();
             for i in 0..200 {
-                store.put_result("write", &format!("item{i:03}"), result()).await.unwrap();
+                store
+                    .put_result("write", &format!("item{i:03}"), result())
+                    .await
+                    .unwrap();
             }
-            store.put_result("write", "item000", result()).await.unwrap();
-            store.put_result("judge", "item000", result()).await.unwrap();
+            store
+                .put_result("write", "item000", result())
+                .await
+                .unwrap();
+            store
+                .put_result("judge", "item000", result())
+                .await
+                .unwrap();
             let added = store.results_added();
-            assert_eq!(added, BTreeMap::from([("judge".to_owned(), 1), ("write".to_owned(), 200)]), "a replaced result is not new");
+            assert_eq!(
+                added,
+                BTreeMap::from([("judge".to_owned(), 1), ("write".to_owned(), 200)]),
+                "a replaced result is not new"
+            );
             assert_eq!(store.result_counts().unwrap(), added);
         }
         // 64 KiB of garbage in the middle of the data file: sled drops what follows it on
@@ -909,10 +1215,16 @@ mod damage_tests {
         let mut bytes = std::fs::read(&db).unwrap();
         let mid = bytes.len() / 2;
         let end = (mid + 64 * 1024).min(bytes.len());
-        bytes[mid..end].iter_mut().enumerate().for_each(|(i, b)| *b = (i as u8).wrapping_mul(151).wrapping_add(7));
+        bytes[mid..end]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (i as u8).wrapping_mul(151).wrapping_add(7));
         std::fs::write(&db, bytes).unwrap();
         match SledStore::open(dir.path()).and_then(|store| store.result_counts()) {
-            Ok(counts) => assert!(counts.get("write").copied().unwrap_or(0) < 200, "damage lost results: {counts:?}"),
+            Ok(counts) => assert!(
+                counts.get("write").copied().unwrap_or(0) < 200,
+                "damage lost results: {counts:?}"
+            ),
             Err(e) => assert!(matches!(e, Error::Damaged { .. }), "{e}"),
         }
     }

@@ -17,7 +17,10 @@ pub fn status_snapshot_path(dir: &Path) -> PathBuf {
 /// Writes a status snapshot atomically (temp file + rename): readers see the old or the new
 /// snapshot, never half of one.
 pub fn write_status_snapshot(dir: &Path, status: &serde_json::Value) -> Result<(), Error> {
-    let io = |e: std::io::Error| Error::Io { path: dir.to_path_buf(), message: format!("writing the status snapshot: {e}") };
+    let io = |e: std::io::Error| Error::Io {
+        path: dir.to_path_buf(),
+        message: format!("writing the status snapshot: {e}"),
+    };
     let path = status_snapshot_path(dir);
     let tmp = dir.join(format!("status.json.tmp.{}", std::process::id()));
     let mut file = std::fs::File::create(&tmp).map_err(io)?;
@@ -33,9 +36,15 @@ pub fn read_status_snapshot(dir: &Path) -> Result<Option<serde_json::Value>, Err
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::Corrupt { key: path.display().to_string(), message: e.to_string() }),
+            .map_err(|e| Error::Corrupt {
+                key: path.display().to_string(),
+                message: e.to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Io { path: dir.to_path_buf(), message: format!("reading the status snapshot: {e}") }),
+        Err(e) => Err(Error::Io {
+            path: dir.to_path_buf(),
+            message: format!("reading the status snapshot: {e}"),
+        }),
     }
 }
 
@@ -49,8 +58,14 @@ mod tests {
         assert_eq!(read_status_snapshot(dir.path()).unwrap(), None);
         write_status_snapshot(dir.path(), &serde_json::json!({"done": 1})).unwrap();
         write_status_snapshot(dir.path(), &serde_json::json!({"done": 2})).unwrap();
-        assert_eq!(read_status_snapshot(dir.path()).unwrap(), Some(serde_json::json!({"done": 2})));
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            read_status_snapshot(dir.path()).unwrap(),
+            Some(serde_json::json!({"done": 2}))
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["status.json"], "no temp file left behind");
     }
 }

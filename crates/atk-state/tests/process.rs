@@ -32,9 +32,18 @@ fn main() {
         Ok("holder") => holder(&dir_from_env()),
         _ => {
             let started = Instant::now();
-            run("a second process is refused with the holder's pid", a_second_process_is_locked_out);
-            run("SIGKILL loses no acknowledged result", sigkill_loses_no_acknowledged_result);
-            println!("process tests passed in {:.1} s", started.elapsed().as_secs_f64());
+            run(
+                "a second process is refused with the holder's pid",
+                a_second_process_is_locked_out,
+            );
+            run(
+                "SIGKILL loses no acknowledged result",
+                sigkill_loses_no_acknowledged_result,
+            );
+            println!(
+                "process tests passed in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
         }
     }
 }
@@ -94,10 +103,20 @@ fn a_second_process_is_locked_out() {
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "open");
 
     let err = SledStore::open(dir.path()).unwrap_err();
-    assert!(matches!(err, Error::Locked { pid: Some(pid), .. } if pid == child.id()), "{err}");
+    assert!(
+        matches!(err, Error::Locked { pid: Some(pid), .. } if pid == child.id()),
+        "{err}"
+    );
     let message = err.to_string();
-    assert!(message.contains(&format!("pid {}", child.id())) && message.contains("in use by another run"), "{message}");
-    assert!(matches!(SledStore::try_open_read(dir.path()), Err(Error::Locked { .. })));
+    assert!(
+        message.contains(&format!("pid {}", child.id()))
+            && message.contains("in use by another run"),
+        "{message}"
+    );
+    assert!(matches!(
+        SledStore::try_open_read(dir.path()),
+        Err(Error::Locked { .. })
+    ));
 
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
@@ -122,7 +141,11 @@ fn record(id: &str) -> ResultRecord {
 /// each one after `put_result` returned. Never exits on its own.
 fn writer(dir: &Path) {
     let run: usize = std::env::var(RUN).unwrap().parse().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let store = std::sync::Arc::new(SledStore::open(dir).unwrap());
         let tasks: Vec<_> = (0..WRITERS)
@@ -156,20 +179,38 @@ fn sigkill_loses_no_acknowledged_result() {
         let mut seen = 0;
         while seen < kill_after {
             let wait = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(wait).unwrap_or_else(|_| panic!("writer {run} gave only {seen} acks"));
+            let line = rx
+                .recv_timeout(wait)
+                .unwrap_or_else(|_| panic!("writer {run} gave only {seen} acks"));
             acked.push(line.strip_prefix("ack ").unwrap().to_owned());
             seen += 1;
         }
         child.kill().unwrap(); // SIGKILL on Unix
         let _ = child.wait().unwrap();
         // Acks printed before the kill but not read yet count too: they were acknowledged.
-        acked.extend(rx.iter().filter_map(|line| line.strip_prefix("ack ").map(str::to_owned)));
+        acked.extend(
+            rx.iter()
+                .filter_map(|line| line.strip_prefix("ack ").map(str::to_owned)),
+        );
 
-        let store = SledStore::open(dir.path()).expect("reopens after a kill (stale pid file, no lock)");
-        let lost: Vec<_> = acked.iter().filter(|id| !store.has_result(STEP, id).unwrap()).collect();
-        assert!(lost.is_empty(), "kill {run}: {} of {} acknowledged results lost, e.g. {:?}", lost.len(), acked.len(), &lost[..lost.len().min(5)]);
+        let store =
+            SledStore::open(dir.path()).expect("reopens after a kill (stale pid file, no lock)");
+        let lost: Vec<_> = acked
+            .iter()
+            .filter(|id| !store.has_result(STEP, id).unwrap())
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "kill {run}: {} of {} acknowledged results lost, e.g. {:?}",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(5)]
+        );
         let sample = acked.last().unwrap();
-        assert_eq!(store.result(STEP, sample).unwrap().unwrap().output["id"], serde_json::json!(sample));
+        assert_eq!(
+            store.result(STEP, sample).unwrap().unwrap().output["id"],
+            serde_json::json!(sample)
+        );
         let stored = store.count_results(STEP).unwrap();
         assert!(stored >= acked.len() as u64);
         print!("[kill {run}: {} acked, {stored} stored] ", acked.len());

@@ -10,15 +10,26 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use atk_engine::{Engine, MockConfig, MockEngine};
-use atk_state::{FailureRecord, Fields, ItemRecord, RECORD_VERSION, Records, ResultRecord, SledStore, Store, StoreOptions};
-use atk_step::{Engines, Executor, ExecutorConfig, NullSink, PromptLibrary, PromptStep, Step, StepContext};
+use atk_state::{
+    FailureRecord, Fields, ItemRecord, RECORD_VERSION, Records, ResultRecord, SledStore, Store,
+    StoreOptions,
+};
+use atk_step::{
+    Engines, Executor, ExecutorConfig, NullSink, PromptLibrary, PromptStep, Step, StepContext,
+};
 use futures_util::StreamExt;
 use serde_json::json;
 
 const IN_FLIGHT: usize = 128;
 const PROMPTS: &[(&str, &str)] = &[
-    ("one.yaml", "- role: system\n  content: You write short poems.\n- role: user\n  content: \"Text: {text}\"\n"),
-    ("two.yaml", "- role: system\n  content: You rate poems.\n- role: user\n  content: \"Poem: {poem}\"\n"),
+    (
+        "one.yaml",
+        "- role: system\n  content: You write short poems.\n- role: user\n  content: \"Text: {text}\"\n",
+    ),
+    (
+        "two.yaml",
+        "- role: system\n  content: You rate poems.\n- role: user\n  content: \"Poem: {poem}\"\n",
+    ),
 ];
 
 /// atk's mock engine at zero latency (it hashes each prompt and fills the reply template).
@@ -41,18 +52,31 @@ fn item(i: usize) -> ItemRecord {
     let text = format!("Chunk {i}: ").repeat(60); // ~600-700 bytes, a small chunk
     fields.insert("text".into(), json!(text));
     fields.insert("metadata".into(), json!(format!("doc{}.txt", i / 100)));
-    ItemRecord { v: RECORD_VERSION, id: format!("{i:016x}"), parent: None, order: vec![i as u64], fields }
+    ItemRecord {
+        v: RECORD_VERSION,
+        id: format!("{i:016x}"),
+        parent: None,
+        order: vec![i as u64],
+        fields,
+    }
 }
 
 async fn seed(store: &SledStore, n: usize) {
     for start in (0..n).step_by(1000) {
-        store.put_items((start..(start + 1000).min(n)).map(item).collect()).await.unwrap();
+        store
+            .put_items((start..(start + 1000).min(n)).map(item).collect())
+            .await
+            .unwrap();
     }
 }
 
 fn chain() -> Vec<Arc<dyn Step>> {
     vec![
-        Arc::new(PromptStep::new("write_poem", "one").result_key("poem").mock_reply("<poem>\n{lines}\n</poem>")),
+        Arc::new(
+            PromptStep::new("write_poem", "one")
+                .result_key("poem")
+                .mock_reply("<poem>\n{lines}\n</poem>"),
+        ),
         Arc::new(PromptStep::new("rate_poem", "two").output_processor(|raw| Ok(json!(raw.len())))),
     ]
 }
@@ -75,7 +99,10 @@ impl Store for Generated {
         Ok(())
     }
     fn item(&self, id: &str) -> Result<Option<ItemRecord>, atk_state::Error> {
-        Ok(usize::from_str_radix(id, 16).ok().filter(|&i| i < self.0).map(item))
+        Ok(usize::from_str_radix(id, 16)
+            .ok()
+            .filter(|&i| i < self.0)
+            .map(item))
     }
     fn items(&self) -> Records<'_, ItemRecord> {
         Box::new((0..self.0).map(|i| Ok(item(i))))
@@ -93,7 +120,12 @@ impl Store for Generated {
     fn results(&self, _: &str) -> Records<'_, (String, ResultRecord)> {
         Box::new(std::iter::empty())
     }
-    async fn put_failure(&self, _: &str, _: &str, _: FailureRecord) -> Result<(), atk_state::Error> {
+    async fn put_failure(
+        &self,
+        _: &str,
+        _: &str,
+        _: FailureRecord,
+    ) -> Result<(), atk_state::Error> {
         Ok(())
     }
     fn failures(&self, _: &str) -> Records<'_, (String, FailureRecord)> {
@@ -113,10 +145,16 @@ impl Store for Generated {
 async fn child(n: usize) {
     // First, in a fresh process: the executor alone (no store memory), for its peak RSS.
     let rss_start = vm_hwm_mb();
-    let ctx = StepContext::new(Engines::single(mock()), Arc::new(PromptLibrary::new(PROMPTS)));
+    let ctx = StepContext::new(
+        Engines::single(mock()),
+        Arc::new(PromptLibrary::new(PROMPTS)),
+    );
     let cfg = ExecutorConfig::default().with_max_in_flight(IN_FLIGHT);
     let t = Instant::now();
-    let report = Executor::new(Arc::new(Generated(n)), ctx, Arc::new(NullSink), cfg).run(&chain()).await.unwrap();
+    let report = Executor::new(Arc::new(Generated(n)), ctx, Arc::new(NullSink), cfg)
+        .run(&chain())
+        .await
+        .unwrap();
     let executor_only_s = t.elapsed().as_secs_f64();
     assert_eq!(report.steps[1].done, n as u64);
     let rss_executor_only = vm_hwm_mb();
@@ -128,7 +166,10 @@ async fn child(n: usize) {
     let seed_s = t.elapsed().as_secs_f64();
     let rss_seeded = vm_hwm_mb();
 
-    let ctx = StepContext::new(Engines::single(mock()), Arc::new(PromptLibrary::new(PROMPTS)));
+    let ctx = StepContext::new(
+        Engines::single(mock()),
+        Arc::new(PromptLibrary::new(PROMPTS)),
+    );
     let cfg = ExecutorConfig::default().with_max_in_flight(IN_FLIGHT);
     let executor = Executor::new(store.clone(), ctx.clone(), Arc::new(NullSink), cfg.clone());
     let t = Instant::now();
@@ -138,11 +179,22 @@ async fn child(n: usize) {
     let rss_run = vm_hwm_mb();
 
     let t = Instant::now();
-    let again = Executor::new(store.clone(), ctx.clone(), Arc::new(NullSink), cfg.clone()).run(&chain()).await.unwrap();
+    let again = Executor::new(store.clone(), ctx.clone(), Arc::new(NullSink), cfg.clone())
+        .run(&chain())
+        .await
+        .unwrap();
     let resume_s = t.elapsed().as_secs_f64();
     assert_eq!((again.steps[1].done, again.steps[1].skipped), (0, n as u64));
     let t = Instant::now();
-    Executor::new(store.clone(), ctx, Arc::new(NullSink), cfg.with_count_first(false)).run(&chain()).await.unwrap();
+    Executor::new(
+        store.clone(),
+        ctx,
+        Arc::new(NullSink),
+        cfg.with_count_first(false),
+    )
+    .run(&chain())
+    .await
+    .unwrap();
     let resume_nocount_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     assert_eq!(store.items().count(), n);
@@ -170,7 +222,9 @@ async fn child(n: usize) {
     seed(&base_store, n).await;
     let record = ResultRecord {
         v: RECORD_VERSION,
-        output: json!("Waves fold the dark light / salt wind keeps the harbour awake / a gull writes the dawn"),
+        output: json!(
+            "Waves fold the dark light / salt wind keeps the harbour awake / a gull writes the dawn"
+        ),
         details: None,
         attempts: 1,
         prompt_tokens: 120,
@@ -184,7 +238,10 @@ async fn child(n: usize) {
             let (store, record) = (base_store.clone(), record.clone());
             async move {
                 let id = format!("{i:016x}");
-                store.put_result("write_poem", &id, record.clone()).await.unwrap();
+                store
+                    .put_result("write_poem", &id, record.clone())
+                    .await
+                    .unwrap();
                 store.put_result("rate_poem", &id, record).await.unwrap();
             }
         })
@@ -203,7 +260,10 @@ async fn child(n: usize) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     if let Ok(n) = std::env::var("ATK_STEP_BENCH_ITEMS") {
         runtime.block_on(child(n.parse().unwrap()));
         return;
@@ -212,15 +272,25 @@ fn main() {
         Ok(s) => s.split(',').map(|x| x.trim().parse().unwrap()).collect(),
         Err(_) => vec![10_000, 100_000],
     };
-    println!("two-step chain, mock engine at zero latency, sled store, {IN_FLIGHT} items in flight");
+    println!(
+        "two-step chain, mock engine at zero latency, sled store, {IN_FLIGHT} items in flight"
+    );
     let mut rows = Vec::new();
     for n in sizes {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .env("ATK_STEP_BENCH_ITEMS", n.to_string())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         println!(
             "{n:>7} items: {:>6.0} items/s ({:.2}x bare store writes at the same concurrency), resumed run {:.2}s ({:.2}s without progress counts; bare store scan {:.2}s, scan + one lookup per item {:.2}s, root ids only + one lookup {:.2}s), peak RSS {:.0} MB (after seeding {:.0} MB)",
@@ -245,7 +315,8 @@ fn main() {
     if let [(n0, a), .., (n1, b)] = rows.as_slice() {
         println!(
             "executor-alone peak RSS at {n1} vs {n0} items: {:.2}x for {:.0}x the items",
-            b["rss_executor_only_mb"].as_f64().unwrap() / a["rss_executor_only_mb"].as_f64().unwrap(),
+            b["rss_executor_only_mb"].as_f64().unwrap()
+                / a["rss_executor_only_mb"].as_f64().unwrap(),
             *n1 as f64 / *n0 as f64
         );
         println!(

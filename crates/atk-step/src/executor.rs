@@ -45,7 +45,11 @@ pub struct ExecutorConfig {
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
-        Self { cancel: CancellationToken::new(), max_in_flight: 64, count_first: true }
+        Self {
+            cancel: CancellationToken::new(),
+            max_in_flight: 64,
+            count_first: true,
+        }
     }
 }
 
@@ -149,20 +153,27 @@ impl RunReport {
                 out.push_str(&format!("  {} x {}: {}\n", g.count, g.kind, g.reason));
             }
         }
-        let most_common = self.steps.iter().flat_map(|s| s.failures_by_reason.iter().map(move |g| (s, g))).fold(
-            None::<(&StepReport, &FailureGroup)>,
-            |best, cur| match best {
-                Some(b) if b.1.count >= cur.1.count => Some(b),
-                _ => Some(cur),
-            },
-        );
+        let most_common = self
+            .steps
+            .iter()
+            .flat_map(|s| s.failures_by_reason.iter().map(move |g| (s, g)))
+            .fold(
+                None::<(&StepReport, &FailureGroup)>,
+                |best, cur| match best {
+                    Some(b) if b.1.count >= cur.1.count => Some(b),
+                    _ => Some(cur),
+                },
+            );
         if let Some((step, group)) = most_common {
             match &group.sample_output {
                 Some(sample) => out.push_str(&format!(
                     "most common failure ({}, {}): {}\nsample raw output:\n{}\n",
                     step.step, group.kind, group.reason, sample
                 )),
-                None => out.push_str(&format!("most common failure ({}, {}): {}\n", step.step, group.kind, group.reason)),
+                None => out.push_str(&format!(
+                    "most common failure ({}, {}): {}\n",
+                    step.step, group.kind, group.reason
+                )),
             }
         }
         if self.all_failed() {
@@ -184,14 +195,26 @@ struct Tally {
 impl Tally {
     fn add_failure(&mut self, kind: &str, reason: &str, output: Option<&str>) {
         self.report.failed += 1;
-        let key = if self.index.len() < MAX_FAILURE_GROUPS || self.index.contains_key(&(kind.to_string(), reason.to_string())) {
+        let key = if self.index.len() < MAX_FAILURE_GROUPS
+            || self
+                .index
+                .contains_key(&(kind.to_string(), reason.to_string()))
+        {
             (kind.to_string(), reason.to_string())
         } else {
-            ("other".to_string(), "(more distinct reasons than shown)".to_string())
+            (
+                "other".to_string(),
+                "(more distinct reasons than shown)".to_string(),
+            )
         };
         let groups = &mut self.report.failures_by_reason;
         let i = *self.index.entry(key.clone()).or_insert_with(|| {
-            groups.push(FailureGroup { kind: key.0, reason: key.1, count: 0, sample_output: None });
+            groups.push(FailureGroup {
+                kind: key.0,
+                reason: key.1,
+                count: 0,
+                sample_output: None,
+            });
             groups.len() - 1
         });
         let group = &mut groups[i];
@@ -231,7 +254,11 @@ impl Shared {
     }
 
     /// Walks one item through the chain from `start`; returns children to run from a later step.
-    async fn drive(self: Arc<Self>, mut item: ItemRecord, start: usize) -> Result<Option<(Vec<ItemRecord>, usize)>, StepError> {
+    async fn drive(
+        self: Arc<Self>,
+        mut item: ItemRecord,
+        start: usize,
+    ) -> Result<Option<(Vec<ItemRecord>, usize)>, StepError> {
         for k in start..self.chain.len() {
             let step = &self.chain[k];
             let name = step.name();
@@ -249,7 +276,9 @@ impl Shared {
             if self.stop.is_cancelled() {
                 return Ok(None);
             }
-            self.sink.event(ProgressEvent::ItemStarted { step: name.to_string() });
+            self.sink.event(ProgressEvent::ItemStarted {
+                step: name.to_string(),
+            });
             match step.run(&item, &self.ctx).await {
                 Ok(StepOutput::Result(record) | StepOutput::Keep(record)) => {
                     let (pt, ct) = (record.prompt_tokens, record.completion_tokens);
@@ -263,7 +292,10 @@ impl Shared {
                     record.output = json!({ DROPPED: reason });
                     self.store.put_result(name, &item.id, record).await?;
                     self.tally(k, |t| t.report.dropped += 1);
-                    self.sink.event(ProgressEvent::ItemDropped { step: name.to_string(), reason });
+                    self.sink.event(ProgressEvent::ItemDropped {
+                        step: name.to_string(),
+                        reason,
+                    });
                     return Ok(None);
                 }
                 Ok(StepOutput::Children(children, mut record)) => {
@@ -277,7 +309,9 @@ impl Shared {
                     return Ok(Some((children, k + 1)));
                 }
                 Err(StepError::Failed(f)) => {
-                    self.tally(k, |t| t.add_failure(&f.kind, &f.reason, f.last_output.as_deref()));
+                    self.tally(k, |t| {
+                        t.add_failure(&f.kind, &f.reason, f.last_output.as_deref())
+                    });
                     let record = FailureRecord {
                         v: RECORD_VERSION,
                         kind: f.kind.clone(),
@@ -306,7 +340,11 @@ impl Shared {
 
     fn done(&self, k: usize, prompt_tokens: u64, completion_tokens: u64) {
         self.tally(k, |t| t.report.done += 1);
-        self.sink.event(ProgressEvent::ItemDone { step: self.chain[k].name().to_string(), prompt_tokens, completion_tokens });
+        self.sink.event(ProgressEvent::ItemDone {
+            step: self.chain[k].name().to_string(),
+            prompt_tokens,
+            completion_tokens,
+        });
     }
 
     fn load_children(&self, ids: &[String]) -> Result<Vec<ItemRecord>, StepError> {
@@ -319,7 +357,9 @@ fn load_children(store: &dyn Store, ids: &[String]) -> Result<Vec<ItemRecord>, S
     for id in ids {
         match store.item(id)? {
             Some(child) => children.push(child),
-            None => tracing::warn!(child = %id, "a stored fan-out lists a child item that is not in the store"),
+            None => {
+                tracing::warn!(child = %id, "a stored fan-out lists a child item that is not in the store")
+            }
         }
     }
     Ok(children)
@@ -334,7 +374,9 @@ enum Stored {
 
 impl Stored {
     fn of(output: &Value) -> Self {
-        let Some(obj) = output.as_object() else { return Self::Continue };
+        let Some(obj) = output.as_object() else {
+            return Self::Continue;
+        };
         if obj.len() == 1 && obj.contains_key(DROPPED) {
             return Self::Dropped;
         }
@@ -342,7 +384,11 @@ impl Stored {
             && obj.contains_key("output")
             && let Some(ids) = obj.get(CHILDREN).and_then(Value::as_array)
         {
-            return Self::Children(ids.iter().filter_map(|v| v.as_str().map(str::to_string)).collect());
+            return Self::Children(
+                ids.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+            );
         }
         Self::Continue
     }
@@ -352,7 +398,12 @@ fn merge(step: &dyn Step, item: &mut ItemRecord, record: ResultRecord) {
     merge_parts(step, item, record.output, record.details);
 }
 
-fn merge_parts(step: &dyn Step, item: &mut ItemRecord, output: Value, details: Option<atk_state::Details>) {
+fn merge_parts(
+    step: &dyn Step,
+    item: &mut ItemRecord,
+    output: Value,
+    details: Option<atk_state::Details>,
+) {
     item.fields.insert(step.result_key().to_string(), output);
     if let (Some(key), Some(details)) = (step.details_key(), details)
         && let Ok(value) = serde_json::to_value(details)
@@ -363,8 +414,18 @@ fn merge_parts(step: &dyn Step, item: &mut ItemRecord, output: Value, details: O
 
 impl Executor {
     /// An executor over `store`, calling steps with `ctx`, reporting to `sink`.
-    pub fn new(store: Arc<dyn Store>, ctx: StepContext, sink: Arc<dyn ProgressSink>, cfg: ExecutorConfig) -> Self {
-        Self { store, ctx, sink, cfg }
+    pub fn new(
+        store: Arc<dyn Store>,
+        ctx: StepContext,
+        sink: Arc<dyn ProgressSink>,
+        cfg: ExecutorConfig,
+    ) -> Self {
+        Self {
+            store,
+            ctx,
+            sink,
+            cfg,
+        }
     }
 
     /// Runs `chain` over every item in the store, depth-first; returns what happened.
@@ -374,7 +435,9 @@ impl Executor {
     pub async fn run(&self, chain: &[Arc<dyn Step>]) -> Result<RunReport, StepError> {
         check_chain(chain)?;
         for step in chain {
-            self.ctx.prompts.check_all(&step.prompt_names(), self.ctx.completion_mode)?;
+            self.ctx
+                .prompts
+                .check_all(&step.prompt_names(), self.ctx.completion_mode)?;
         }
         // Progress totals are counted on a blocking thread while the loop below skips stored
         // work (which sends no events); they are announced before the first item starts, so a
@@ -400,7 +463,15 @@ impl Executor {
             stop,
             tallies: chain
                 .iter()
-                .map(|s| Mutex::new(Tally { report: StepReport { step: s.name().to_string(), ..Default::default() }, ..Default::default() }))
+                .map(|s| {
+                    Mutex::new(Tally {
+                        report: StepReport {
+                            step: s.name().to_string(),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    })
+                })
                 .collect(),
         });
         let mut roots = self.store.root_ids();
@@ -445,7 +516,11 @@ impl Executor {
                         }
                         // Only an item with work left is read and decoded.
                         Some(Ok(id)) => match shared.fully_done(&id, 0).and_then(|done| {
-                            if done { Ok(None) } else { self.store.item(&id).map_err(StepError::from) }
+                            if done {
+                                Ok(None)
+                            } else {
+                                self.store.item(&id).map_err(StepError::from)
+                            }
                         }) {
                             Ok(Some(item)) => (item, 0),
                             Ok(None) => continue,
@@ -477,7 +552,10 @@ impl Executor {
                 }
                 Some(Ok(Ok(None))) => {}
                 Some(Ok(Err(e))) => fail(e, &mut fatal),
-                Some(Err(e)) => fail(StepError::Internal(format!("a step task failed: {e}")), &mut fatal),
+                Some(Err(e)) => fail(
+                    StepError::Internal(format!("a step task failed: {e}")),
+                    &mut fatal,
+                ),
             }
         }
         drop(roots);
@@ -485,7 +563,11 @@ impl Executor {
             // Every root was skipped as finished: each one added 1 to every step's `skipped`.
             count_stop.store(true, Ordering::Relaxed);
             let _ = counted(counting.take()).await;
-            let already: Vec<u64> = shared.tallies.iter().map(|t| t.lock().unwrap_or_else(|e| e.into_inner()).report.skipped).collect();
+            let already: Vec<u64> = shared
+                .tallies
+                .iter()
+                .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()).report.skipped)
+                .collect();
             self.announce(chain, Some((already[0], already)));
         } else if !announced {
             match counted(counting.take()).await {
@@ -494,10 +576,15 @@ impl Executor {
             }
         }
         for step in chain {
-            self.sink.event(ProgressEvent::StepFinished { step: step.name().to_string() });
+            self.sink.event(ProgressEvent::StepFinished {
+                step: step.name().to_string(),
+            });
         }
         if later_fatal > 0 {
-            tracing::debug!(count = later_fatal, "further errors after the first fatal one");
+            tracing::debug!(
+                count = later_fatal,
+                "further errors after the first fatal one"
+            );
         }
         if let Some(e) = fatal {
             return Err(e);
@@ -506,19 +593,29 @@ impl Executor {
             .tallies
             .iter()
             .map(|t| {
-                let mut report = std::mem::take(&mut t.lock().unwrap_or_else(|e| e.into_inner()).report);
-                report.failures_by_reason.sort_by_key(|g| std::cmp::Reverse(g.count));
+                let mut report =
+                    std::mem::take(&mut t.lock().unwrap_or_else(|e| e.into_inner()).report);
+                report
+                    .failures_by_reason
+                    .sort_by_key(|g| std::cmp::Reverse(g.count));
                 report
             })
             .collect();
-        Ok(RunReport { steps, cancelled: self.cfg.cancel.is_cancelled() })
+        Ok(RunReport {
+            steps,
+            cancelled: self.cfg.cancel.is_cancelled(),
+        })
     }
 
     /// Sends `StepStarted` for each step, with the counts when they were taken.
     fn announce(&self, chain: &[Arc<dyn Step>], counts: Option<Counts>) {
         let (total, already) = counts.unwrap_or_else(|| (0, vec![0; chain.len()]));
         for (k, step) in chain.iter().enumerate() {
-            self.sink.event(ProgressEvent::StepStarted { step: step.name().to_string(), total, already_done: already[k] });
+            self.sink.event(ProgressEvent::StepStarted {
+                step: step.name().to_string(),
+                total,
+                already_done: already[k],
+            });
         }
     }
 }
@@ -528,7 +625,11 @@ type Counts = (u64, Vec<u64>);
 
 /// Counts root items and stored results (one lookup for an item that finished the chain; no
 /// record decoded). `None` when told to `stop` before the end.
-fn count(store: &dyn Store, steps: &[String], stop: &AtomicBool) -> Result<Option<Counts>, StepError> {
+fn count(
+    store: &dyn Store,
+    steps: &[String],
+    stop: &AtomicBool,
+) -> Result<Option<Counts>, StepError> {
     let mut total = 0;
     let mut already = vec![0u64; steps.len()];
     let last = steps.len() - 1;
@@ -573,7 +674,10 @@ fn check_chain(chain: &[Arc<dyn Step>]) -> Result<(), StepError> {
             return Err(StepError::Config("a step has an empty name".into()));
         }
         if !seen.insert(step.name()) {
-            return Err(StepError::Config(format!("two steps are named `{}`; step names key stored results and must be unique", step.name())));
+            return Err(StepError::Config(format!(
+                "two steps are named `{}`; step names key stored results and must be unique",
+                step.name()
+            )));
         }
     }
     Ok(())
@@ -583,8 +687,16 @@ fn check_chain(chain: &[Arc<dyn Step>]) -> Result<(), StepError> {
 /// merged into its fields under the step's `result_key` (and details under `details_key`).
 /// Dropped, failed and unfinished items are left out; a fan-out's children stand in for their
 /// parent. Streams from the store; for dataset writers.
-pub fn collect_final<'a>(store: &'a dyn Store, chain: &'a [Arc<dyn Step>]) -> Records<'a, ItemRecord> {
-    Box::new(FinalItems { store, chain, roots: store.items(), stack: Vec::new() })
+pub fn collect_final<'a>(
+    store: &'a dyn Store,
+    chain: &'a [Arc<dyn Step>],
+) -> Records<'a, ItemRecord> {
+    Box::new(FinalItems {
+        store,
+        chain,
+        roots: store.items(),
+        stack: Vec::new(),
+    })
 }
 
 struct FinalItems<'a> {
@@ -596,10 +708,16 @@ struct FinalItems<'a> {
 
 impl FinalItems<'_> {
     /// Some(item) when final; pushes children when it fanned out.
-    fn walk(&mut self, mut item: ItemRecord, start: usize) -> Result<Option<ItemRecord>, atk_state::Error> {
+    fn walk(
+        &mut self,
+        mut item: ItemRecord,
+        start: usize,
+    ) -> Result<Option<ItemRecord>, atk_state::Error> {
         for k in start..self.chain.len() {
             let step = &self.chain[k];
-            let Some(record) = self.store.result(step.name(), &item.id)? else { return Ok(None) };
+            let Some(record) = self.store.result(step.name(), &item.id)? else {
+                return Ok(None);
+            };
             match Stored::of(&record.output) {
                 Stored::Dropped => return Ok(None),
                 Stored::Children(ids) => {
@@ -663,7 +781,13 @@ mod tests {
             .map(|i| {
                 let mut fields = Fields::new();
                 fields.insert("text".into(), json!(format!("t{i}")));
-                ItemRecord { v: RECORD_VERSION, id: format!("id{i:04}"), parent: None, order: vec![i as u64], fields }
+                ItemRecord {
+                    v: RECORD_VERSION,
+                    id: format!("id{i:04}"),
+                    parent: None,
+                    order: vec![i as u64],
+                    fields,
+                }
             })
             .collect()
     }
@@ -676,37 +800,69 @@ mod tests {
 
     /// An engine answering `re:<last message>`.
     fn echo() -> Arc<ScriptedEngine> {
-        Arc::new(ScriptedEngine::new("e").with_fallback(|r| Ok(reply(format!("re:{}", last_text(r))))))
+        Arc::new(
+            ScriptedEngine::new("e").with_fallback(|r| Ok(reply(format!("re:{}", last_text(r))))),
+        )
     }
 
-    fn executor(store: Arc<dyn Store>, engine: Arc<ScriptedEngine>, cfg: ExecutorConfig) -> Executor {
-        let ctx = StepContext::new(Engines::single(engine), Arc::new(PromptLibrary::new(PROMPTS)));
+    fn executor(
+        store: Arc<dyn Store>,
+        engine: Arc<ScriptedEngine>,
+        cfg: ExecutorConfig,
+    ) -> Executor {
+        let ctx = StepContext::new(
+            Engines::single(engine),
+            Arc::new(PromptLibrary::new(PROMPTS)),
+        );
         Executor::new(store, ctx, Arc::new(crate::NullSink), cfg)
     }
 
     fn two_steps() -> Vec<Arc<dyn Step>> {
-        vec![Arc::new(PromptStep::new("first", "one")), Arc::new(PromptStep::new("second", "two"))]
+        vec![
+            Arc::new(PromptStep::new("first", "one")),
+            Arc::new(PromptStep::new("second", "two")),
+        ]
     }
 
     fn sent(engine: &ScriptedEngine) -> Vec<String> {
-        engine.requests().iter().map(|r| last_text(r).to_string()).collect()
+        engine
+            .requests()
+            .iter()
+            .map(|r| last_text(r).to_string())
+            .collect()
     }
 
     #[tokio::test]
     async fn runs_depth_first_and_feeds_results_to_later_steps() {
         let store = store_with(3).await;
         let engine = echo();
-        let report = executor(store.clone(), engine.clone(), ExecutorConfig::default().with_max_in_flight(1))
-            .run(&two_steps())
-            .await
-            .unwrap();
+        let report = executor(
+            store.clone(),
+            engine.clone(),
+            ExecutorConfig::default().with_max_in_flight(1),
+        )
+        .run(&two_steps())
+        .await
+        .unwrap();
         assert_eq!(
             sent(&engine),
-            ["one: t0", "two: re:one: t0", "one: t1", "two: re:one: t1", "one: t2", "two: re:one: t2"],
+            [
+                "one: t0",
+                "two: re:one: t0",
+                "one: t1",
+                "two: re:one: t1",
+                "one: t2",
+                "two: re:one: t2"
+            ],
             "item 1 reaches step 2 before item 2 starts step 1"
         );
-        assert_eq!((report.steps[1].done, report.failed(), report.cancelled), (3, 0, false));
-        let finals: Vec<ItemRecord> = collect_final(store.as_ref(), &two_steps()).map(Result::unwrap).collect();
+        assert_eq!(
+            (report.steps[1].done, report.failed(), report.cancelled),
+            (3, 0, false)
+        );
+        let finals: Vec<ItemRecord> = collect_final(store.as_ref(), &two_steps())
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(finals.len(), 3);
         assert_eq!(finals[2].fields["second"], json!("re:two: re:one: t2"));
         assert_eq!(finals[2].fields["first"], json!("re:one: t2"));
@@ -715,35 +871,71 @@ mod tests {
     #[tokio::test]
     async fn a_second_run_sends_nothing_for_stored_results() {
         let store = store_with(5).await;
-        executor(store.clone(), echo(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        executor(store.clone(), echo(), ExecutorConfig::default())
+            .run(&two_steps())
+            .await
+            .unwrap();
         let engine = echo();
-        let report = executor(store.clone(), engine.clone(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        let report = executor(store.clone(), engine.clone(), ExecutorConfig::default())
+            .run(&two_steps())
+            .await
+            .unwrap();
         assert_eq!(engine.calls(), 0);
-        assert_eq!((report.steps[0].skipped, report.steps[1].skipped, report.steps[1].done), (5, 5, 0));
+        assert_eq!(
+            (
+                report.steps[0].skipped,
+                report.steps[1].skipped,
+                report.steps[1].done
+            ),
+            (5, 5, 0)
+        );
     }
 
     #[tokio::test]
     async fn a_resumed_run_over_finished_items_reads_no_item_record() {
         let store = store_with(10).await;
-        executor(store.clone(), echo(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        executor(store.clone(), echo(), ExecutorConfig::default())
+            .run(&two_steps())
+            .await
+            .unwrap();
         let before = store.records_read();
         let engine = echo();
-        let report = executor(store.clone(), engine.clone(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        let report = executor(store.clone(), engine.clone(), ExecutorConfig::default())
+            .run(&two_steps())
+            .await
+            .unwrap();
         assert_eq!((engine.calls(), report.steps[1].skipped), (0, 10));
-        assert_eq!(store.records_read() - before, 0, "ids and result keys are enough to skip finished items");
+        assert_eq!(
+            store.records_read() - before,
+            0,
+            "ids and result keys are enough to skip finished items"
+        );
         // An unfinished item is still read, once.
         store.put_items(items(11)[10..].to_vec()).await.unwrap();
         let before = store.records_read();
-        executor(store.clone(), echo(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        executor(store.clone(), echo(), ExecutorConfig::default())
+            .run(&two_steps())
+            .await
+            .unwrap();
         assert_eq!(store.records_read() - before, 1);
     }
 
     #[tokio::test]
     async fn partial_results_resume_at_the_missing_step_with_earlier_outputs() {
         let store = store_with(2).await;
-        executor(store.clone(), echo(), ExecutorConfig::default()).run(&two_steps()[..1]).await.unwrap();
+        executor(store.clone(), echo(), ExecutorConfig::default())
+            .run(&two_steps()[..1])
+            .await
+            .unwrap();
         let engine = echo();
-        executor(store.clone(), engine.clone(), ExecutorConfig::default().with_max_in_flight(1)).run(&two_steps()).await.unwrap();
+        executor(
+            store.clone(),
+            engine.clone(),
+            ExecutorConfig::default().with_max_in_flight(1),
+        )
+        .run(&two_steps())
+        .await
+        .unwrap();
         assert_eq!(sent(&engine), ["two: re:one: t0", "two: re:one: t1"]);
     }
 
@@ -760,10 +952,21 @@ mod tests {
     async fn crash_after(store: Arc<dyn Store>, answered: u64, bound: usize) -> u64 {
         let engine = Arc::new(ScriptedEngine::new("e").hang_after(answered));
         let (tx, mut rx) = tokio::sync::watch::channel(0u64);
-        let ctx = StepContext::new(Engines::single(engine.clone()), Arc::new(PromptLibrary::new(PROMPTS)));
-        let exec = Executor::new(store, ctx, Arc::new(DoneCounter(tx)), ExecutorConfig::default().with_max_in_flight(bound));
+        let ctx = StepContext::new(
+            Engines::single(engine.clone()),
+            Arc::new(PromptLibrary::new(PROMPTS)),
+        );
+        let exec = Executor::new(
+            store,
+            ctx,
+            Arc::new(DoneCounter(tx)),
+            ExecutorConfig::default().with_max_in_flight(bound),
+        );
         let run = tokio::spawn(async move { exec.run(&two_steps()).await });
-        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|n| *n >= answered)).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|n| *n >= answered))
+            .await
+            .unwrap()
+            .unwrap();
         tokio::time::timeout(Duration::from_secs(10), async {
             while engine.calls() < answered + bound as u64 {
                 tokio::task::yield_now().await;
@@ -783,11 +986,25 @@ mod tests {
         let first_calls = crash_after(store.clone(), 17, bound).await;
         let stored = (store.result_count("first") + store.result_count("second")) as u64;
         assert_eq!(stored, 17, "every answered request was stored");
-        assert!(first_calls - stored <= bound as u64, "lost {} requests with a bound of {bound}", first_calls - stored);
+        assert!(
+            first_calls - stored <= bound as u64,
+            "lost {} requests with a bound of {bound}",
+            first_calls - stored
+        );
         let engine = echo();
-        let report = executor(store.clone(), engine.clone(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
-        assert_eq!(engine.calls(), 2 * n as u64 - stored, "the rerun sends exactly the missing work");
-        assert_eq!((store.result_count("first"), store.result_count("second")), (n, n));
+        let report = executor(store.clone(), engine.clone(), ExecutorConfig::default())
+            .run(&two_steps())
+            .await
+            .unwrap();
+        assert_eq!(
+            engine.calls(),
+            2 * n as u64 - stored,
+            "the rerun sends exactly the missing work"
+        );
+        assert_eq!(
+            (store.result_count("first"), store.result_count("second")),
+            (n, n)
+        );
         assert_eq!(report.steps[0].skipped + report.steps[0].done, n as u64);
     }
 
@@ -797,7 +1014,9 @@ mod tests {
         loop {
             match atk_state::SledStore::open(dir) {
                 Ok(store) => return Arc::new(store),
-                Err(atk_state::Error::Locked { .. }) if tokio::time::Instant::now() < deadline => tokio::task::yield_now().await,
+                Err(atk_state::Error::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::task::yield_now().await
+                }
                 Err(e) => panic!("reopen failed: {e}"),
             }
         }
@@ -817,11 +1036,19 @@ mod tests {
         assert_eq!(stored, 11, "every answered request survived the crash");
         assert!(first_calls - stored <= bound as u64);
         let engine = echo();
-        executor(store.clone(), engine.clone(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        executor(store.clone(), engine.clone(), ExecutorConfig::default())
+            .run(&two_steps())
+            .await
+            .unwrap();
         assert_eq!(engine.calls(), 2 * n as u64 - stored);
-        let finals: Vec<ItemRecord> = collect_final(store.as_ref(), &two_steps()).map(Result::unwrap).collect();
+        let finals: Vec<ItemRecord> = collect_final(store.as_ref(), &two_steps())
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(finals.len(), n);
-        assert_eq!(finals[n - 1].fields["second"], json!(format!("re:two: re:one: t{}", n - 1)));
+        assert_eq!(
+            finals[n - 1].fields["second"],
+            json!(format!("re:two: re:one: t{}", n - 1))
+        );
     }
 
     #[tokio::test]
@@ -830,7 +1057,14 @@ mod tests {
         let cancel = CancellationToken::new();
         cancel.cancel();
         let engine = echo();
-        let report = executor(store, engine.clone(), ExecutorConfig::default().with_cancel(cancel)).run(&two_steps()).await.unwrap();
+        let report = executor(
+            store,
+            engine.clone(),
+            ExecutorConfig::default().with_cancel(cancel),
+        )
+        .run(&two_steps())
+        .await
+        .unwrap();
         assert!(report.cancelled);
         assert_eq!(engine.calls(), 0);
         assert!(report.summary().contains("cancelled"));
@@ -842,44 +1076,83 @@ mod tests {
             Some(s) if s.contains("t2") => Err("too short".to_string()),
             _ => Err("no rhyme".to_string()),
         };
-        vec![Arc::new(PromptStep::new("first", "one").max_retries(1).validator(validate)), Arc::new(PromptStep::new("second", "two"))]
+        vec![
+            Arc::new(
+                PromptStep::new("first", "one")
+                    .max_retries(1)
+                    .validator(validate),
+            ),
+            Arc::new(PromptStep::new("second", "two")),
+        ]
     }
 
     #[tokio::test]
     async fn failures_are_grouped_recorded_and_retried_next_run() {
         let store = store_with(5).await;
-        let report = executor(store.clone(), echo(), ExecutorConfig::default()).run(&picky()).await.unwrap();
+        let report = executor(store.clone(), echo(), ExecutorConfig::default())
+            .run(&picky())
+            .await
+            .unwrap();
         let first = &report.steps[0];
         assert_eq!((first.done, first.failed), (1, 4));
         assert_eq!(first.failures_by_reason[0].reason, "no rhyme");
         assert_eq!(first.failures_by_reason[0].count, 3);
-        assert_eq!(first.failures_by_reason[0].sample_output.as_deref(), Some("re:one: t0"));
+        assert_eq!(
+            first.failures_by_reason[0].sample_output.as_deref(),
+            Some("re:one: t0")
+        );
         assert_eq!(first.failures_by_reason[1].count, 1);
         assert!(!report.all_failed(), "one item made it through");
         let summary = report.summary();
-        assert!(summary.contains("3 x validation: no rhyme") && summary.contains("sample raw output:\nre:one: t0"), "{summary}");
+        assert!(
+            summary.contains("3 x validation: no rhyme")
+                && summary.contains("sample raw output:\nre:one: t0"),
+            "{summary}"
+        );
         let failures: Vec<_> = store.failures("first").map(Result::unwrap).collect();
         assert_eq!(failures.len(), 4);
-        assert_eq!((failures[0].1.attempts, failures[0].1.kind.as_str()), (2, "validation"));
-        assert_eq!(report.steps[1].done, 1, "failed items are left out of later steps");
+        assert_eq!(
+            (failures[0].1.attempts, failures[0].1.kind.as_str()),
+            (2, "validation")
+        );
+        assert_eq!(
+            report.steps[1].done, 1,
+            "failed items are left out of later steps"
+        );
 
         // The next run retries exactly the failed items (a stored failure does not block).
         let engine = echo();
-        executor(store.clone(), engine.clone(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        executor(store.clone(), engine.clone(), ExecutorConfig::default())
+            .run(&two_steps())
+            .await
+            .unwrap();
         assert_eq!(engine.calls(), 8);
-        assert_eq!(store.failures("first").count(), 0, "a stored result clears the failure");
+        assert_eq!(
+            store.failures("first").count(),
+            0,
+            "a stored result clears the failure"
+        );
     }
 
     #[tokio::test]
     async fn a_run_where_every_item_fails_says_so() {
         let store = store_with(3).await;
         let engine = Arc::new(ScriptedEngine::new("e").with_fallback(|_| Ok(reply("garbage"))));
-        let chain: Vec<Arc<dyn Step>> =
-            vec![Arc::new(PromptStep::new("first", "one").max_retries(0).validator(|_, _| Err("no <poem> tags".into())))];
-        let report = executor(store, engine, ExecutorConfig::default()).run(&chain).await.unwrap();
+        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(
+            PromptStep::new("first", "one")
+                .max_retries(0)
+                .validator(|_, _| Err("no <poem> tags".into())),
+        )];
+        let report = executor(store, engine, ExecutorConfig::default())
+            .run(&chain)
+            .await
+            .unwrap();
         assert!(report.all_failed());
         let summary = report.summary();
-        assert!(summary.contains("3 x validation: no <poem> tags"), "{summary}");
+        assert!(
+            summary.contains("3 x validation: no <poem> tags"),
+            "{summary}"
+        );
         assert!(summary.contains("sample raw output:\ngarbage"), "{summary}");
         assert!(summary.contains("every attempted item failed"), "{summary}");
     }
@@ -888,15 +1161,37 @@ mod tests {
     async fn a_fatal_engine_error_stops_the_run() {
         let store = store_with(50).await;
         let engine = Arc::new(ScriptedEngine::new("e").with_fallback(|_| {
-            Err(atk_engine::Error::AuthRefused { engine: "e".into(), status: 401, message: "bad key".into() })
+            Err(atk_engine::Error::AuthRefused {
+                engine: "e".into(),
+                status: 401,
+                message: "bad key".into(),
+            })
         }));
-        let err = executor(store.clone(), engine.clone(), ExecutorConfig::default().with_max_in_flight(4))
-            .run(&two_steps())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StepError::Engine(atk_engine::Error::AuthRefused { .. })), "{err:?}");
-        assert!(engine.calls() <= 4, "no new requests after the fatal error: {}", engine.calls());
-        assert_eq!(store.failures("first").count(), 0, "a fatal error is not an item failure");
+        let err = executor(
+            store.clone(),
+            engine.clone(),
+            ExecutorConfig::default().with_max_in_flight(4),
+        )
+        .run(&two_steps())
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StepError::Engine(atk_engine::Error::AuthRefused { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(
+            engine.calls() <= 4,
+            "no new requests after the fatal error: {}",
+            engine.calls()
+        );
+        assert_eq!(
+            store.failures("first").count(),
+            0,
+            "a fatal error is not an item failure"
+        );
     }
 
     #[tokio::test]
@@ -906,15 +1201,36 @@ mod tests {
         let _guard = tracing::subscriber::set_default(logs.subscriber(tracing::Level::DEBUG));
         let store = store_with(20).await;
         let engine = Arc::new(ScriptedEngine::new("e").with_fallback(|_| {
-            Err(atk_engine::Error::AuthRefused { engine: "e".into(), status: 401, message: "bad key".into() })
+            Err(atk_engine::Error::AuthRefused {
+                engine: "e".into(),
+                status: 401,
+                message: "bad key".into(),
+            })
         }));
-        executor(store, engine.clone(), ExecutorConfig::default().with_max_in_flight(5)).run(&two_steps()).await.unwrap_err();
-        assert_eq!(engine.calls(), 5, "five items were in flight when the key was refused");
+        executor(
+            store,
+            engine.clone(),
+            ExecutorConfig::default().with_max_in_flight(5),
+        )
+        .run(&two_steps())
+        .await
+        .unwrap_err();
+        assert_eq!(
+            engine.calls(),
+            5,
+            "five items were in flight when the key was refused"
+        );
         let text = logs.text();
         let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
         assert_eq!(errors.len(), 1, "{text}");
         assert!(errors[0].contains("stopping the run"), "{text}");
-        assert_eq!(text.lines().filter(|l| l.contains("DEBUG") && l.contains("after the run was stopped")).count(), 4, "{text}");
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.contains("DEBUG") && l.contains("after the run was stopped"))
+                .count(),
+            4,
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -928,22 +1244,44 @@ mod tests {
             token.cancel();
             Ok(reply("not accepted"))
         }));
-        let chain: Vec<Arc<dyn Step>> =
-            vec![Arc::new(PromptStep::new("first", "one").validator(|_, _| Err("never".into())).max_retries(3))];
-        let cfg = ExecutorConfig::default().with_cancel(cancel).with_max_in_flight(3);
-        let report = executor(store.clone(), engine.clone(), cfg).run(&chain).await.unwrap();
-        assert_eq!(engine.calls(), 3, "the three first attempts in flight were sent; no retry, no new item");
+        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(
+            PromptStep::new("first", "one")
+                .validator(|_, _| Err("never".into()))
+                .max_retries(3),
+        )];
+        let cfg = ExecutorConfig::default()
+            .with_cancel(cancel)
+            .with_max_in_flight(3);
+        let report = executor(store.clone(), engine.clone(), cfg)
+            .run(&chain)
+            .await
+            .unwrap();
+        assert_eq!(
+            engine.calls(),
+            3,
+            "the three first attempts in flight were sent; no retry, no new item"
+        );
         assert!(report.cancelled);
         assert_eq!((report.steps[0].done, report.steps[0].failed), (0, 0));
-        assert_eq!(store.failures("first").count(), 0, "a cancelled item is not a failure");
+        assert_eq!(
+            store.failures("first").count(),
+            0,
+            "a cancelled item is not a failure"
+        );
     }
 
     #[tokio::test]
     async fn prompt_errors_come_before_any_request() {
         let store = store_with(2).await;
         let engine = echo();
-        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(PromptStep::new("first", "one")), Arc::new(PromptStep::new("x", "missing"))];
-        let err = executor(store, engine.clone(), ExecutorConfig::default()).run(&chain).await.unwrap_err();
+        let chain: Vec<Arc<dyn Step>> = vec![
+            Arc::new(PromptStep::new("first", "one")),
+            Arc::new(PromptStep::new("x", "missing")),
+        ];
+        let err = executor(store, engine.clone(), ExecutorConfig::default())
+            .run(&chain)
+            .await
+            .unwrap_err();
         assert!(err.is_config_error());
         assert!(err.to_string().contains("missing.yaml"), "{err}");
         assert_eq!(engine.calls(), 0);
@@ -951,9 +1289,18 @@ mod tests {
 
     #[tokio::test]
     async fn duplicate_step_names_are_refused() {
-        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(PromptStep::new("a", "one")), Arc::new(PromptStep::new("a", "two"))];
-        let err = executor(store_with(1).await, echo(), ExecutorConfig::default()).run(&chain).await.unwrap_err();
-        assert!(matches!(err, StepError::Config(ref m) if m.contains("`a`")), "{err}");
+        let chain: Vec<Arc<dyn Step>> = vec![
+            Arc::new(PromptStep::new("a", "one")),
+            Arc::new(PromptStep::new("a", "two")),
+        ];
+        let err = executor(store_with(1).await, echo(), ExecutorConfig::default())
+            .run(&chain)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StepError::Config(ref m) if m.contains("`a`")),
+            "{err}"
+        );
     }
 
     fn fan_out_chain() -> Vec<Arc<dyn Step>> {
@@ -967,29 +1314,61 @@ mod tests {
                 })
                 .collect())
         });
-        vec![Arc::new(PromptStep::new("first", "one")), Arc::new(split), Arc::new(PromptStep::new("second", "two"))]
+        vec![
+            Arc::new(PromptStep::new("first", "one")),
+            Arc::new(split),
+            Arc::new(PromptStep::new("second", "two")),
+        ]
     }
 
     #[tokio::test]
     async fn fan_out_children_get_stable_ids_and_go_on() {
         let store = store_with(2).await;
         let engine = echo();
-        let report = executor(store.clone(), engine.clone(), ExecutorConfig::default().with_max_in_flight(1))
-            .run(&fan_out_chain())
-            .await
-            .unwrap();
+        let report = executor(
+            store.clone(),
+            engine.clone(),
+            ExecutorConfig::default().with_max_in_flight(1),
+        )
+        .run(&fan_out_chain())
+        .await
+        .unwrap();
         assert_eq!(report.steps[2].done, 4);
-        assert_eq!(sent(&engine)[..3], ["one: t0", "two: re:one: t0", "two: re:one: t0"]);
-        let finals: Vec<ItemRecord> = collect_final(store.as_ref(), &fan_out_chain()).map(Result::unwrap).collect();
+        assert_eq!(
+            sent(&engine)[..3],
+            ["one: t0", "two: re:one: t0", "two: re:one: t0"]
+        );
+        let finals: Vec<ItemRecord> = collect_final(store.as_ref(), &fan_out_chain())
+            .map(Result::unwrap)
+            .collect();
         let ids: Vec<&str> = finals.iter().map(|i| i.id.as_str()).collect();
-        assert_eq!(ids, [child_id("id0000", 0), child_id("id0000", 1), child_id("id0001", 0), child_id("id0001", 1)]);
+        assert_eq!(
+            ids,
+            [
+                child_id("id0000", 0),
+                child_id("id0000", 1),
+                child_id("id0001", 0),
+                child_id("id0001", 1)
+            ]
+        );
         assert_eq!(finals[1].fields["text"], json!("t0.1"));
-        assert_eq!(finals[1].fields["first"], json!("re:one: t0"), "children carry the parent's earlier results");
+        assert_eq!(
+            finals[1].fields["first"],
+            json!("re:one: t0"),
+            "children carry the parent's earlier results"
+        );
         assert_eq!(finals[1].order, vec![0, 1]);
 
         let again = echo();
-        executor(store.clone(), again.clone(), ExecutorConfig::default()).run(&fan_out_chain()).await.unwrap();
-        assert_eq!(again.calls(), 0, "a resumed run finds the children through the stored fan-out");
+        executor(store.clone(), again.clone(), ExecutorConfig::default())
+            .run(&fan_out_chain())
+            .await
+            .unwrap();
+        assert_eq!(
+            again.calls(),
+            0,
+            "a resumed run finds the children through the stored fan-out"
+        );
     }
 
     #[tokio::test]
@@ -997,19 +1376,41 @@ mod tests {
         let store = store_with(4).await;
         let engine = Arc::new(ScriptedEngine::new("e").with_fallback(|r| {
             let text = last_text(r);
-            Ok(reply(if text.ends_with('1') || text.ends_with('3') { "off-topic\nDROP" } else { "fine\nKEEP" }))
+            Ok(reply(if text.ends_with('1') || text.ends_with('3') {
+                "off-topic\nDROP"
+            } else {
+                "fine\nKEEP"
+            }))
         }));
         let chain = || -> Vec<Arc<dyn Step>> {
-            vec![Arc::new(FilterStep::new(PromptStep::new("judge", "judge"))), Arc::new(PromptStep::new("first", "one"))]
+            vec![
+                Arc::new(FilterStep::new(PromptStep::new("judge", "judge"))),
+                Arc::new(PromptStep::new("first", "one")),
+            ]
         };
-        let report = executor(store.clone(), engine.clone(), ExecutorConfig::default()).run(&chain()).await.unwrap();
-        assert_eq!((report.steps[0].done, report.steps[0].dropped, report.steps[1].done), (2, 2, 2));
+        let report = executor(store.clone(), engine.clone(), ExecutorConfig::default())
+            .run(&chain())
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                report.steps[0].done,
+                report.steps[0].dropped,
+                report.steps[1].done
+            ),
+            (2, 2, 2)
+        );
         let dropped = store.result("judge", "id0001").unwrap().unwrap();
         assert_eq!(dropped.output, json!({"atk_dropped": "off-topic\nDROP"}));
-        let finals: Vec<String> = collect_final(store.as_ref(), &chain()).map(|i| i.unwrap().id).collect();
+        let finals: Vec<String> = collect_final(store.as_ref(), &chain())
+            .map(|i| i.unwrap().id)
+            .collect();
         assert_eq!(finals, ["id0000", "id0002"]);
         let calls = engine.calls();
-        executor(store, engine.clone(), ExecutorConfig::default()).run(&chain()).await.unwrap();
+        executor(store, engine.clone(), ExecutorConfig::default())
+            .run(&chain())
+            .await
+            .unwrap();
         assert_eq!(engine.calls(), calls, "drops are not asked again");
     }
 
@@ -1023,26 +1424,75 @@ mod tests {
             }
         }
         let store = store_with(3).await;
-        executor(store.clone(), echo(), ExecutorConfig::default()).run(&two_steps()[..1]).await.unwrap();
+        executor(store.clone(), echo(), ExecutorConfig::default())
+            .run(&two_steps()[..1])
+            .await
+            .unwrap();
         let log = Arc::new(Log::default());
-        let ctx = StepContext::new(Engines::single(echo()), Arc::new(PromptLibrary::new(PROMPTS)));
-        Executor::new(store, ctx, log.clone(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        let ctx = StepContext::new(
+            Engines::single(echo()),
+            Arc::new(PromptLibrary::new(PROMPTS)),
+        );
+        Executor::new(store, ctx, log.clone(), ExecutorConfig::default())
+            .run(&two_steps())
+            .await
+            .unwrap();
         let events = log.0.lock().unwrap().clone();
-        assert_eq!(events[0], ProgressEvent::StepStarted { step: "first".into(), total: 3, already_done: 3 });
-        assert_eq!(events[1], ProgressEvent::StepStarted { step: "second".into(), total: 3, already_done: 0 });
+        assert_eq!(
+            events[0],
+            ProgressEvent::StepStarted {
+                step: "first".into(),
+                total: 3,
+                already_done: 3
+            }
+        );
+        assert_eq!(
+            events[1],
+            ProgressEvent::StepStarted {
+                step: "second".into(),
+                total: 3,
+                already_done: 0
+            }
+        );
         let done = events.iter().filter(|e| matches!(e, ProgressEvent::ItemDone { step, prompt_tokens: 10, .. } if step == "second")).count();
         assert_eq!(done, 3);
-        assert!(matches!(events.last(), Some(ProgressEvent::StepFinished { .. })));
+        assert!(matches!(
+            events.last(),
+            Some(ProgressEvent::StepFinished { .. })
+        ));
 
         // Everything finished: the counts come from the skipping pass itself.
         log.0.lock().unwrap().clear();
-        let ctx = StepContext::new(Engines::single(echo()), Arc::new(PromptLibrary::new(PROMPTS)));
+        let ctx = StepContext::new(
+            Engines::single(echo()),
+            Arc::new(PromptLibrary::new(PROMPTS)),
+        );
         let store = store_with(3).await;
-        executor(store.clone(), echo(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
-        Executor::new(store, ctx, log.clone(), ExecutorConfig::default()).run(&two_steps()).await.unwrap();
+        executor(store.clone(), echo(), ExecutorConfig::default())
+            .run(&two_steps())
+            .await
+            .unwrap();
+        Executor::new(store, ctx, log.clone(), ExecutorConfig::default())
+            .run(&two_steps())
+            .await
+            .unwrap();
         let events = log.0.lock().unwrap().clone();
-        assert_eq!(events[0], ProgressEvent::StepStarted { step: "first".into(), total: 3, already_done: 3 });
-        assert_eq!(events[1], ProgressEvent::StepStarted { step: "second".into(), total: 3, already_done: 3 });
+        assert_eq!(
+            events[0],
+            ProgressEvent::StepStarted {
+                step: "first".into(),
+                total: 3,
+                already_done: 3
+            }
+        );
+        assert_eq!(
+            events[1],
+            ProgressEvent::StepStarted {
+                step: "second".into(),
+                total: 3,
+                already_done: 3
+            }
+        );
         assert_eq!(events.len(), 4, "{events:?}");
     }
 }

@@ -29,7 +29,9 @@ pub struct FanOutStep {
 
 impl std::fmt::Debug for FanOutStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FanOutStep").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("FanOutStep")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,7 +56,13 @@ pub fn make_children(parent: &ItemRecord, children: Vec<Fields>) -> Vec<ItemReco
             fields.extend(own);
             let mut order = parent.order.clone();
             order.push(index as u64);
-            ItemRecord { v: RECORD_VERSION, id: child_id(&parent.id, index), parent: Some(parent.id.clone()), order, fields }
+            ItemRecord {
+                v: RECORD_VERSION,
+                id: child_id(&parent.id, index),
+                parent: Some(parent.id.clone()),
+                order,
+                fields,
+            }
         })
         .collect()
 }
@@ -67,7 +75,10 @@ impl FanOutStep {
         inner: PromptStep,
         split: impl Fn(&Value, &ItemRecord) -> Result<Vec<Fields>, String> + Send + Sync + 'static,
     ) -> Self {
-        Self { name: inner.name().to_string(), source: Source::Prompt(Box::new(inner), Arc::new(split)) }
+        Self {
+            name: inner.name().to_string(),
+            source: Source::Prompt(Box::new(inner), Arc::new(split)),
+        }
     }
 
     /// A fan-out without a model call (e.g. one child per element of a list field).
@@ -75,7 +86,10 @@ impl FanOutStep {
         name: impl Into<String>,
         split: impl Fn(&ItemRecord) -> Result<Vec<Fields>, String> + Send + Sync + 'static,
     ) -> Self {
-        Self { name: name.into(), source: Source::Function(Arc::new(split)) }
+        Self {
+            name: name.into(),
+            source: Source::Function(Arc::new(split)),
+        }
     }
 }
 
@@ -94,7 +108,9 @@ impl Step for FanOutStep {
 
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let (fields, record) = match &self.source {
-            Source::Prompt(inner, split) => inner.attempt(item, ctx, &|out, it| split(out, it)).await?,
+            Source::Prompt(inner, split) => {
+                inner.attempt(item, ctx, &|out, it| split(out, it)).await?
+            }
             Source::Function(split) => {
                 let fields = split(item).map_err(|reason| StepError::failed("fan_out", reason))?;
                 let record = ResultRecord {
@@ -132,7 +148,13 @@ mod tests {
     fn children_inherit_fields_and_extend_order() {
         let mut fields = Fields::new();
         fields.insert("text".into(), "parent text".into());
-        let parent = ItemRecord { v: RECORD_VERSION, id: "p".into(), parent: None, order: vec![3], fields };
+        let parent = ItemRecord {
+            v: RECORD_VERSION,
+            id: "p".into(),
+            parent: None,
+            order: vec![3],
+            fields,
+        };
         let mut own = Fields::new();
         own.insert("question".into(), "why?".into());
         let children = make_children(&parent, vec![own.clone(), own]);

@@ -27,7 +27,9 @@ pub struct FilterStep {
 
 impl std::fmt::Debug for FilterStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FilterStep").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("FilterStep")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -39,8 +41,16 @@ pub fn default_judge(output: &Value) -> Result<(bool, String), String> {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_lowercase();
-    let words: Vec<&str> = last.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_lowercase();
+    let words: Vec<&str> = last
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
     let has = |set: &[&str]| words.iter().any(|w| set.contains(w));
     let drop = has(&["drop", "no", "reject", "unsuitable"]);
     let keep = has(&["keep", "yes", "pass", "suitable"]);
@@ -55,11 +65,17 @@ impl FilterStep {
     /// A judge prompt; the processed reply goes through [`default_judge`] unless [`judge`](Self::judge) is set.
     /// The step takes `inner`'s name.
     pub fn new(inner: PromptStep) -> Self {
-        Self { name: inner.name().to_string(), source: Source::Prompt(Box::new(inner), Arc::new(default_judge)) }
+        Self {
+            name: inner.name().to_string(),
+            source: Source::Prompt(Box::new(inner), Arc::new(default_judge)),
+        }
     }
 
     /// Reads the verdict from the processed reply: `Ok((keep, reason))`, or `Err` to retry.
-    pub fn judge(mut self, f: impl Fn(&Value) -> Result<(bool, String), String> + Send + Sync + 'static) -> Self {
+    pub fn judge(
+        mut self,
+        f: impl Fn(&Value) -> Result<(bool, String), String> + Send + Sync + 'static,
+    ) -> Self {
         if let Source::Prompt(_, judge) = &mut self.source {
             *judge = Arc::new(f);
         }
@@ -67,8 +83,14 @@ impl FilterStep {
     }
 
     /// A filter without a model call: `f` returns `(keep, reason)`.
-    pub fn from_fn(name: impl Into<String>, f: impl Fn(&ItemRecord) -> (bool, String) + Send + Sync + 'static) -> Self {
-        Self { name: name.into(), source: Source::Function(Arc::new(f)) }
+    pub fn from_fn(
+        name: impl Into<String>,
+        f: impl Fn(&ItemRecord) -> (bool, String) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            source: Source::Function(Arc::new(f)),
+        }
     }
 }
 
@@ -128,7 +150,10 @@ mod tests {
         let verdict = |s: &str| default_judge(&Value::String(s.into()));
         assert!(verdict("Reasoning...\nVerdict: KEEP").unwrap().0);
         assert!(!verdict("It is off-topic.\nDrop.\n\n").unwrap().0);
-        assert_eq!(verdict("Looks fine.\nno").unwrap(), (false, "Looks fine.\nno".to_string()));
+        assert_eq!(
+            verdict("Looks fine.\nno").unwrap(),
+            (false, "Looks fine.\nno".to_string())
+        );
         assert!(verdict("I cannot decide").is_err());
         assert!(verdict("keep or drop?").is_err());
     }

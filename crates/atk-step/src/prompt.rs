@@ -73,9 +73,16 @@ impl Role {
 impl PromptTemplate {
     /// Parses a chat prompt: a YAML list of `{role, content}` (roles `system`, `user`, `assistant`).
     pub fn parse_chat(source: PromptSource, text: &str) -> Result<Self, StepError> {
-        let error = |line: Option<usize>, message: String| StepError::Prompt { file: source.to_string(), line, message };
+        let error = |line: Option<usize>, message: String| StepError::Prompt {
+            file: source.to_string(),
+            line,
+            message,
+        };
         if text.trim().is_empty() {
-            return Err(error(None, "the file is empty; expected a YAML list of {role, content} messages".into()));
+            return Err(error(
+                None,
+                "the file is empty; expected a YAML list of {role, content} messages".into(),
+            ));
         }
         let raw: Vec<RawMessage> = serde_yaml::from_str(text).map_err(|e| {
             error(
@@ -86,16 +93,29 @@ impl PromptTemplate {
         if raw.is_empty() {
             return Err(error(None, "the prompt has no messages".into()));
         }
-        let messages = raw.into_iter().map(|m| Message::new(m.role.as_str(), m.content)).collect();
-        Ok(Self { source, body: Body::Chat(messages) })
+        let messages = raw
+            .into_iter()
+            .map(|m| Message::new(m.role.as_str(), m.content))
+            .collect();
+        Ok(Self {
+            source,
+            body: Body::Chat(messages),
+        })
     }
 
     /// A completion prompt (plain text).
     pub fn parse_completion(source: PromptSource, text: &str) -> Result<Self, StepError> {
         if text.trim().is_empty() {
-            return Err(StepError::Prompt { file: source.to_string(), line: None, message: "the file is empty".into() });
+            return Err(StepError::Prompt {
+                file: source.to_string(),
+                line: None,
+                message: "the file is empty".into(),
+            });
         }
-        Ok(Self { source, body: Body::Completion(text.to_string()) })
+        Ok(Self {
+            source,
+            body: Body::Completion(text.to_string()),
+        })
     }
 
     /// Where this prompt came from.
@@ -112,7 +132,10 @@ impl PromptTemplate {
     pub fn render(&self, vars: &dyn Fn(&str) -> Option<String>) -> Prompt {
         match &self.body {
             Body::Chat(messages) => Prompt::Chat(
-                messages.iter().map(|m| Message::new(m.role.clone(), render_template(&m.content, vars))).collect(),
+                messages
+                    .iter()
+                    .map(|m| Message::new(m.role.clone(), render_template(&m.content, vars)))
+                    .collect(),
             ),
             Body::Completion(text) => Prompt::Completion(render_template(text, vars)),
         }
@@ -136,7 +159,12 @@ pub struct PromptLibrary {
 impl PromptLibrary {
     /// A library over compiled-in defaults: `(file name, contents)` pairs such as `("write_poem.yaml", include_str!(..))`.
     pub fn new(defaults: &'static [(&'static str, &'static str)]) -> Self {
-        Self { defaults, default_dir: None, override_dir: None, cache: Mutex::new(HashMap::new()) }
+        Self {
+            defaults,
+            default_dir: None,
+            override_dir: None,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Files in this folder win over the defaults, file by file.
@@ -152,12 +180,21 @@ impl PromptLibrary {
     }
 
     /// Loads (once; cached afterwards) and checks the prompt `name` (without extension).
-    pub fn load(&self, name: &str, completion_mode: bool) -> Result<Arc<PromptTemplate>, StepError> {
+    pub fn load(
+        &self,
+        name: &str,
+        completion_mode: bool,
+    ) -> Result<Arc<PromptTemplate>, StepError> {
         let ext = if completion_mode { "txt" } else { "yaml" };
         let base = name.strip_suffix(&format!(".{ext}")).unwrap_or(name);
         check_name(base)?;
         let file_name = format!("{base}.{ext}");
-        if let Some(hit) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&file_name) {
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&file_name)
+        {
             return Ok(hit.clone());
         }
         let (source, text) = self.find(&file_name)?;
@@ -167,18 +204,26 @@ impl PromptLibrary {
             PromptTemplate::parse_chat(source, &text)?
         };
         let template = Arc::new(template);
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(file_name, template.clone());
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(file_name, template.clone());
         Ok(template)
     }
 
     /// Loads and checks every named prompt; the first problem is returned.
     pub fn check_all(&self, names: &[String], completion_mode: bool) -> Result<(), StepError> {
-        names.iter().try_for_each(|n| self.load(n, completion_mode).map(|_| ()))
+        names
+            .iter()
+            .try_for_each(|n| self.load(n, completion_mode).map(|_| ()))
     }
 
     fn find(&self, file_name: &str) -> Result<(PromptSource, String), StepError> {
         let mut looked = Vec::new();
-        for dir in [&self.override_dir, &self.default_dir].into_iter().flatten() {
+        for dir in [&self.override_dir, &self.default_dir]
+            .into_iter()
+            .flatten()
+        {
             let path = dir.join(file_name);
             if let Some(text) = read_if_exists(&path)? {
                 return Ok((PromptSource::File(path), text));
@@ -187,7 +232,10 @@ impl PromptLibrary {
         }
         if self.default_dir.is_none() {
             if let Some((_, text)) = self.defaults.iter().find(|(n, _)| *n == file_name) {
-                return Ok((PromptSource::BuiltIn(file_name.to_string()), (*text).to_string()));
+                return Ok((
+                    PromptSource::BuiltIn(file_name.to_string()),
+                    (*text).to_string(),
+                ));
             }
             looked.push("the built-in prompts".to_string());
         }
@@ -201,13 +249,19 @@ impl PromptLibrary {
 
 fn read_if_exists(path: &Path) -> Result<Option<String>, StepError> {
     match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|e| StepError::Prompt {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| StepError::Prompt {
+                file: path.display().to_string(),
+                line: None,
+                message: format!("not valid UTF-8: {e}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StepError::Prompt {
             file: path.display().to_string(),
             line: None,
-            message: format!("not valid UTF-8: {e}"),
+            message: e.to_string(),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StepError::Prompt { file: path.display().to_string(), line: None, message: e.to_string() }),
     }
 }
 
@@ -232,14 +286,23 @@ mod tests {
     use super::*;
 
     const DEFAULTS: &[(&str, &str)] = &[
-        ("write_poem.yaml", "- role: system\n  content: You write poems.\n- role: user\n  content: \"Text: {text}\"\n"),
+        (
+            "write_poem.yaml",
+            "- role: system\n  content: You write poems.\n- role: user\n  content: \"Text: {text}\"\n",
+        ),
         ("write_poem.txt", "Poem about {text}:\n"),
         ("other.yaml", "- role: user\n  content: hi\n"),
     ];
 
-    fn prompt_error(result: Result<Arc<PromptTemplate>, StepError>) -> (String, Option<usize>, String) {
+    fn prompt_error(
+        result: Result<Arc<PromptTemplate>, StepError>,
+    ) -> (String, Option<usize>, String) {
         match result {
-            Err(StepError::Prompt { file, line, message }) => (file, line, message),
+            Err(StepError::Prompt {
+                file,
+                line,
+                message,
+            }) => (file, line, message),
             other => panic!("expected a prompt error, got {other:?}"),
         }
     }
@@ -257,20 +320,40 @@ mod tests {
     #[test]
     fn override_dir_wins_file_by_file() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("write_poem.yaml"), "- role: user\n  content: overridden {text}\n").unwrap();
+        std::fs::write(
+            dir.path().join("write_poem.yaml"),
+            "- role: user\n  content: overridden {text}\n",
+        )
+        .unwrap();
         let lib = PromptLibrary::new(DEFAULTS).with_override_dir(Some(dir.path().to_path_buf()));
         let poem = lib.load("write_poem", false).unwrap();
-        assert_eq!(poem.source(), &PromptSource::File(dir.path().join("write_poem.yaml")));
-        assert_eq!(poem.render(&|_| None), Prompt::Chat(vec![Message::new("user", "overridden {text}")]));
-        assert_eq!(lib.load("other", false).unwrap().source().to_string(), "built-in:other.yaml");
+        assert_eq!(
+            poem.source(),
+            &PromptSource::File(dir.path().join("write_poem.yaml"))
+        );
+        assert_eq!(
+            poem.render(&|_| None),
+            Prompt::Chat(vec![Message::new("user", "overridden {text}")])
+        );
+        assert_eq!(
+            lib.load("other", false).unwrap().source().to_string(),
+            "built-in:other.yaml"
+        );
     }
 
     #[test]
     fn default_dir_replaces_compiled_defaults() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("other.yaml"), "- role: user\n  content: from dir\n").unwrap();
+        std::fs::write(
+            dir.path().join("other.yaml"),
+            "- role: user\n  content: from dir\n",
+        )
+        .unwrap();
         let lib = PromptLibrary::new(DEFAULTS).with_default_dir(Some(dir.path().to_path_buf()));
-        assert!(matches!(lib.load("other", false).unwrap().source(), PromptSource::File(_)));
+        assert!(matches!(
+            lib.load("other", false).unwrap().source(),
+            PromptSource::File(_)
+        ));
         let (file, _, message) = prompt_error(lib.load("write_poem", false));
         assert_eq!(file, "write_poem.yaml");
         assert!(message.contains("not found"), "{message}");
@@ -286,19 +369,32 @@ mod tests {
     #[test]
     fn bad_yaml_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("bad.yaml"), "- role: user\n  content: ok\n- role: user\n  content: [unclosed\n").unwrap();
+        std::fs::write(
+            dir.path().join("bad.yaml"),
+            "- role: user\n  content: ok\n- role: user\n  content: [unclosed\n",
+        )
+        .unwrap();
         let lib = PromptLibrary::new(DEFAULTS).with_override_dir(Some(dir.path().to_path_buf()));
         let (file, line, _) = prompt_error(lib.load("bad", false));
         assert!(file.ends_with("bad.yaml"), "{file}");
         assert!(line.is_some_and(|l| l >= 4), "line {line:?}");
-        let shown = StepError::Prompt { file, line, message: "m".into() }.to_string();
+        let shown = StepError::Prompt {
+            file,
+            line,
+            message: "m".into(),
+        }
+        .to_string();
         assert!(shown.contains("bad.yaml, line "), "{shown}");
     }
 
     #[test]
     fn wrong_role_names_the_line() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("role.yaml"), "- role: user\n  content: ok\n- role: bot\n  content: hi\n").unwrap();
+        std::fs::write(
+            dir.path().join("role.yaml"),
+            "- role: user\n  content: ok\n- role: bot\n  content: hi\n",
+        )
+        .unwrap();
         let lib = PromptLibrary::new(DEFAULTS).with_override_dir(Some(dir.path().to_path_buf()));
         let (_, line, message) = prompt_error(lib.load("role", false));
         assert_eq!(line, Some(3), "{message}");
@@ -309,10 +405,18 @@ mod tests {
     fn empty_list_and_unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("empty.yaml"), "[]\n").unwrap();
-        std::fs::write(dir.path().join("extra.yaml"), "- role: user\n  content: x\n  colour: red\n").unwrap();
+        std::fs::write(
+            dir.path().join("extra.yaml"),
+            "- role: user\n  content: x\n  colour: red\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("blank.yaml"), "\n").unwrap();
         let lib = PromptLibrary::new(DEFAULTS).with_override_dir(Some(dir.path().to_path_buf()));
-        assert!(prompt_error(lib.load("empty", false)).2.contains("no messages"));
+        assert!(
+            prompt_error(lib.load("empty", false))
+                .2
+                .contains("no messages")
+        );
         assert!(prompt_error(lib.load("extra", false)).2.contains("colour"));
         assert!(prompt_error(lib.load("blank", false)).2.contains("empty"));
     }
@@ -324,6 +428,9 @@ mod tests {
             let (_, _, message) = prompt_error(lib.load(name, false));
             assert!(message.contains("plain file name"), "{name}: {message}");
         }
-        assert!(lib.load("write_poem.yaml", false).is_ok(), "a matching extension is tolerated");
+        assert!(
+            lib.load("write_poem.yaml", false).is_ok(),
+            "a matching extension is tolerated"
+        );
     }
 }

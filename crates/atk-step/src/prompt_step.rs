@@ -88,19 +88,28 @@ impl PromptStep {
     }
 
     /// Turns the raw reply into the stored output; `Err(reason)` rejects it (retried).
-    pub fn output_processor(mut self, f: impl Fn(&str) -> Result<Value, String> + Send + Sync + 'static) -> Self {
+    pub fn output_processor(
+        mut self,
+        f: impl Fn(&str) -> Result<Value, String> + Send + Sync + 'static,
+    ) -> Self {
         self.output_processor = Some(Arc::new(f));
         self
     }
 
     /// Checks a processed output against the (processed) input; `Err(reason)` rejects it (retried).
-    pub fn validator(mut self, f: impl Fn(&Value, &ItemRecord) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn validator(
+        mut self,
+        f: impl Fn(&Value, &ItemRecord) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
         self.validator = Some(Arc::new(f));
         self
     }
 
     /// Rewrites the item before its prompt is rendered (not stored).
-    pub fn input_processor(mut self, f: impl Fn(ItemRecord) -> ItemRecord + Send + Sync + 'static) -> Self {
+    pub fn input_processor(
+        mut self,
+        f: impl Fn(ItemRecord) -> ItemRecord + Send + Sync + 'static,
+    ) -> Self {
         self.input_processor = Some(Arc::new(f));
         self
     }
@@ -161,7 +170,11 @@ impl PromptStep {
         if !ctx.use_stop {
             params.remove("stop");
         }
-        Ok(Request { prompt, params, mock_reply: self.mock_reply.clone() })
+        Ok(Request {
+            prompt,
+            params,
+            mock_reply: self.mock_reply.clone(),
+        })
     }
 
     /// The validation loop shared by prompt, fan-out and filter steps: call, process, validate,
@@ -207,7 +220,11 @@ impl PromptStep {
                 Err(atk_engine::Error::Cancelled { .. }) => return Err(StepError::Cancelled),
                 Err(e) => {
                     // Transport retries already happened inside the engine; this item fails.
-                    let kind = if matches!(e, atk_engine::Error::Rejected { .. }) { "rejected" } else { "transport" };
+                    let kind = if matches!(e, atk_engine::Error::Rejected { .. }) {
+                        "rejected"
+                    } else {
+                        "transport"
+                    };
                     failure.kind = kind.into();
                     failure.reason = e.to_string();
                     break;
@@ -215,11 +232,13 @@ impl PromptStep {
             };
             prompt_tokens += reply.usage.prompt_tokens;
             completion_tokens += reply.usage.completion_tokens;
-            let verdict = if reply.finish_reason.as_deref() == Some("length") && !self.accept_length_cut {
-                Err(("length", LENGTH_CUT_REASON.to_string()))
-            } else {
-                self.check(&reply.text, item, accept).map_err(|r| ("validation", r))
-            };
+            let verdict =
+                if reply.finish_reason.as_deref() == Some("length") && !self.accept_length_cut {
+                    Err(("length", LENGTH_CUT_REASON.to_string()))
+                } else {
+                    self.check(&reply.text, item, accept)
+                        .map_err(|r| ("validation", r))
+                };
             match verdict {
                 Ok((value, output)) => {
                     let details = ctx.include_details.then(|| details(&request, &reply));
@@ -267,9 +286,13 @@ impl PromptStep {
 
 fn details(request: &Request, reply: &atk_engine::Reply) -> Details {
     let (messages, prompt) = match &request.prompt {
-        Prompt::Chat(messages) => {
-            (messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect(), None)
-        }
+        Prompt::Chat(messages) => (
+            messages
+                .iter()
+                .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
+                .collect(),
+            None,
+        ),
         Prompt::Completion(text) => (Vec::new(), Some(text.clone())),
     };
     Details {
@@ -282,7 +305,10 @@ fn details(request: &Request, reply: &atk_engine::Reply) -> Details {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[async_trait]
@@ -330,20 +356,35 @@ mod tests {
         fields.insert("text".into(), json!(text));
         fields.insert("lines".into(), json!(4));
         fields.insert("tags".into(), json!(["sea", "ünïcode"]));
-        ItemRecord { v: RECORD_VERSION, id: "i1".into(), parent: None, order: vec![0], fields }
+        ItemRecord {
+            v: RECORD_VERSION,
+            id: "i1".into(),
+            parent: None,
+            order: vec![0],
+            fields,
+        }
     }
 
     fn ctx(engine: Arc<ScriptedEngine>) -> StepContext {
-        let mut ctx = StepContext::new(Engines::single(engine), Arc::new(PromptLibrary::new(PROMPTS)));
+        let mut ctx = StepContext::new(
+            Engines::single(engine),
+            Arc::new(PromptLibrary::new(PROMPTS)),
+        );
         let mut run_args = Map::new();
-        run_args.insert("style".into(), json!("run-arg style (loses to the step arg)"));
+        run_args.insert(
+            "style".into(),
+            json!("run-arg style (loses to the step arg)"),
+        );
         run_args.insert("only_run".into(), json!("r"));
         ctx.run_args = Arc::new(run_args);
         ctx
     }
 
     fn step() -> PromptStep {
-        PromptStep::new("poem", "write_poem").arg("style", "Basho").param("temperature", 0.7).param("stop", json!(["</poem>"]))
+        PromptStep::new("poem", "write_poem")
+            .arg("style", "Basho")
+            .param("temperature", 0.7)
+            .param("stop", json!(["</poem>"]))
     }
 
     const HOSTILE: &str = "A chunk with {text}, {{text}}, {style}, a lone { and JSON {\"k\": [1, {\"n\": 2}]} — 日本語 🎉";
@@ -360,29 +401,51 @@ mod tests {
         let mut c = ctx(Arc::new(ScriptedEngine::new("e")));
         c.completion_mode = true;
         let request = step().request(&item("plain {{text}} ünïcode"), &c).unwrap();
-        insta::assert_snapshot!("completion_prompt", match request.prompt {
-            Prompt::Completion(text) => text,
-            Prompt::Chat(_) => panic!("completion mode must send a completion prompt"),
-        });
+        insta::assert_snapshot!(
+            "completion_prompt",
+            match request.prompt {
+                Prompt::Completion(text) => text,
+                Prompt::Chat(_) => panic!("completion mode must send a completion prompt"),
+            }
+        );
     }
 
     #[test]
     fn hostile_chunk_text_is_sent_verbatim() {
         let c = ctx(Arc::new(ScriptedEngine::new("e")));
         let request = step().request(&item(HOSTILE), &c).unwrap();
-        let Prompt::Chat(messages) = request.prompt else { panic!("chat expected") };
-        assert!(messages[1].content.contains(HOSTILE), "{}", messages[1].content);
+        let Prompt::Chat(messages) = request.prompt else {
+            panic!("chat expected")
+        };
+        assert!(
+            messages[1].content.contains(HOSTILE),
+            "{}",
+            messages[1].content
+        );
         assert!(messages[0].content.contains("style of Basho"));
-        assert!(messages[0].content.contains("{\"poem\": \"...\"}") && messages[0].content.contains("{unknown}"));
-        assert!(messages[1].content.contains("Lines wanted: 4\nTags: [\"sea\",\"ünïcode\"]"));
+        assert!(
+            messages[0].content.contains("{\"poem\": \"...\"}")
+                && messages[0].content.contains("{unknown}")
+        );
+        assert!(
+            messages[1]
+                .content
+                .contains("Lines wanted: 4\nTags: [\"sea\",\"ünïcode\"]")
+        );
     }
 
     #[test]
     fn use_stop_false_removes_stop_and_mock_reply_is_passed() {
         let mut c = ctx(Arc::new(ScriptedEngine::new("e")));
-        let with_stop = step().mock_reply("<poem>{lines}</poem>").request(&item("x"), &c).unwrap();
+        let with_stop = step()
+            .mock_reply("<poem>{lines}</poem>")
+            .request(&item("x"), &c)
+            .unwrap();
         assert!(with_stop.params.contains_key("stop"));
-        assert_eq!(with_stop.mock_reply.as_deref(), Some("<poem>{lines}</poem>"));
+        assert_eq!(
+            with_stop.mock_reply.as_deref(),
+            Some("<poem>{lines}</poem>")
+        );
         c.use_stop = false;
         let without = step().request(&item("x"), &c).unwrap();
         assert!(!without.params.contains_key("stop"));
@@ -390,17 +453,33 @@ mod tests {
     }
 
     fn rejecting_bad() -> PromptStep {
-        step().max_retries(2).validator(|out, _| if out.as_str() == Some("good") { Ok(()) } else { Err(format!("not good: {out}")) })
+        step().max_retries(2).validator(|out, _| {
+            if out.as_str() == Some("good") {
+                Ok(())
+            } else {
+                Err(format!("not good: {out}"))
+            }
+        })
     }
 
     #[tokio::test]
     async fn validation_failures_are_retried_and_then_accepted() {
         let engine = Arc::new(ScriptedEngine::new("e"));
-        engine.push(Ok(reply("bad"))).push(Ok(reply("bad"))).push(Ok(reply("good")));
-        let StepOutput::Result(record) = rejecting_bad().run(&item("x"), &ctx(engine.clone())).await.unwrap() else {
+        engine
+            .push(Ok(reply("bad")))
+            .push(Ok(reply("bad")))
+            .push(Ok(reply("good")));
+        let StepOutput::Result(record) = rejecting_bad()
+            .run(&item("x"), &ctx(engine.clone()))
+            .await
+            .unwrap()
+        else {
             panic!("a result expected")
         };
-        assert_eq!((record.output, record.attempts, record.prompt_tokens), (json!("good"), 3, 30));
+        assert_eq!(
+            (record.output, record.attempts, record.prompt_tokens),
+            (json!("good"), 3, 30)
+        );
         assert_eq!(engine.calls(), 3);
         assert!(record.details.is_none());
     }
@@ -408,9 +487,17 @@ mod tests {
     #[tokio::test]
     async fn exhausted_retries_fail_with_the_last_reason_and_output() {
         let engine = Arc::new(ScriptedEngine::new("e").with_fallback(|_| Ok(reply("bad"))));
-        let err = rejecting_bad().run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
-        let StepError::Failed(f) = err else { panic!("item failure expected, got {err:?}") };
-        assert_eq!((f.kind.as_str(), f.reason.as_str(), f.attempts), ("validation", "not good: \"bad\"", 3));
+        let err = rejecting_bad()
+            .run(&item("x"), &ctx(engine.clone()))
+            .await
+            .unwrap_err();
+        let StepError::Failed(f) = err else {
+            panic!("item failure expected, got {err:?}")
+        };
+        assert_eq!(
+            (f.kind.as_str(), f.reason.as_str(), f.attempts),
+            ("validation", "not good: \"bad\"", 3)
+        );
         assert_eq!(f.last_output.as_deref(), Some("bad"));
         assert_eq!(engine.calls(), 3, "max_retries(2) means 3 calls");
     }
@@ -418,14 +505,18 @@ mod tests {
     #[tokio::test]
     async fn output_processor_rejections_are_retried() {
         let engine = Arc::new(ScriptedEngine::new("e"));
-        engine.push(Ok(reply("no tags"))).push(Ok(reply("<poem>roses</poem>")));
+        engine
+            .push(Ok(reply("no tags")))
+            .push(Ok(reply("<poem>roses</poem>")));
         let s = step().output_processor(|raw| {
             raw.split_once("<poem>")
                 .and_then(|(_, rest)| rest.split_once("</poem>"))
                 .map(|(poem, _)| json!(poem))
                 .ok_or_else(|| "no <poem> tags".to_string())
         });
-        let StepOutput::Result(record) = s.run(&item("x"), &ctx(engine)).await.unwrap() else { panic!() };
+        let StepOutput::Result(record) = s.run(&item("x"), &ctx(engine)).await.unwrap() else {
+            panic!()
+        };
         assert_eq!((record.output, record.attempts), (json!("roses"), 2));
     }
 
@@ -437,18 +528,37 @@ mod tests {
             Ok(r)
         };
         let engine = Arc::new(ScriptedEngine::new("e").with_fallback(move |_| cut()));
-        let err = step().max_retries(0).run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
+        let err = step()
+            .max_retries(0)
+            .run(&item("x"), &ctx(engine.clone()))
+            .await
+            .unwrap_err();
         let StepError::Failed(f) = err else { panic!() };
-        assert_eq!((f.kind.as_str(), f.reason.as_str()), ("length", LENGTH_CUT_REASON));
-        let ok = step().max_retries(0).accept_length_cut(true).run(&item("x"), &ctx(engine)).await.unwrap();
+        assert_eq!(
+            (f.kind.as_str(), f.reason.as_str()),
+            ("length", LENGTH_CUT_REASON)
+        );
+        let ok = step()
+            .max_retries(0)
+            .accept_length_cut(true)
+            .run(&item("x"), &ctx(engine))
+            .await
+            .unwrap();
         assert!(matches!(ok, StepOutput::Result(r) if r.output == json!("half a po")));
     }
 
     #[tokio::test]
     async fn rejected_requests_fail_the_item_without_validation_retries() {
         let engine = Arc::new(ScriptedEngine::new("e"));
-        engine.push(Err(atk_engine::Error::Rejected { engine: "e".into(), status: 400, message: "context length exceeded".into() }));
-        let err = step().run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
+        engine.push(Err(atk_engine::Error::Rejected {
+            engine: "e".into(),
+            status: 400,
+            message: "context length exceeded".into(),
+        }));
+        let err = step()
+            .run(&item("x"), &ctx(engine.clone()))
+            .await
+            .unwrap_err();
         let StepError::Failed(f) = err else { panic!() };
         assert_eq!(f.kind, "rejected");
         assert!(f.reason.contains("context length exceeded"));
@@ -458,9 +568,16 @@ mod tests {
     #[tokio::test]
     async fn fatal_engine_errors_are_returned_as_engine_errors() {
         let engine = Arc::new(ScriptedEngine::new("e"));
-        engine.push(Err(atk_engine::Error::AuthRefused { engine: "e".into(), status: 401, message: "bad key".into() }));
+        engine.push(Err(atk_engine::Error::AuthRefused {
+            engine: "e".into(),
+            status: 401,
+            message: "bad key".into(),
+        }));
         let err = step().run(&item("x"), &ctx(engine)).await.unwrap_err();
-        assert!(matches!(err, StepError::Engine(ref e) if e.is_fatal()), "{err:?}");
+        assert!(
+            matches!(err, StepError::Engine(ref e) if e.is_fatal()),
+            "{err:?}"
+        );
         assert!(!err.is_config_error());
     }
 
@@ -470,9 +587,16 @@ mod tests {
         // the item runs again on resume.
         let engine = Arc::new(ScriptedEngine::new("e"));
         engine.push(Err(atk_engine::Error::Cancelled { engine: "e".into() }));
-        let err = step().run(&item("x"), &ctx(engine.clone())).await.unwrap_err();
+        let err = step()
+            .run(&item("x"), &ctx(engine.clone()))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StepError::Cancelled), "{err:?}");
-        assert_eq!(engine.calls(), 1, "no validation retry after a cancelled call");
+        assert_eq!(
+            engine.calls(),
+            1,
+            "no validation retry after a cancelled call"
+        );
     }
 
     #[tokio::test]
@@ -481,7 +605,11 @@ mod tests {
         engine.push(Ok(reply("raw reply")));
         let mut c = ctx(engine);
         c.include_details = true;
-        let StepOutput::Result(record) = step().output_processor(|r| Ok(json!(r.len()))).run(&item("x"), &c).await.unwrap()
+        let StepOutput::Result(record) = step()
+            .output_processor(|r| Ok(json!(r.len())))
+            .run(&item("x"), &c)
+            .await
+            .unwrap()
         else {
             panic!()
         };
@@ -496,7 +624,10 @@ mod tests {
     async fn input_processor_changes_what_is_rendered() {
         let engine = Arc::new(ScriptedEngine::new("e"));
         let s = step().input_processor(|mut item| {
-            let upper = item.fields["text"].as_str().unwrap_or_default().to_uppercase();
+            let upper = item.fields["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_uppercase();
             item.fields.insert("text".into(), json!(upper));
             item
         });
@@ -514,18 +645,47 @@ mod mock_engine_tests {
 
     #[tokio::test]
     async fn the_mock_engine_answers_with_the_steps_mock_reply() {
-        const PROMPTS: &[(&str, &str)] = &[("p.yaml", "- role: user\n  content: \"Write about {text}\"\n")];
+        const PROMPTS: &[(&str, &str)] = &[(
+            "p.yaml",
+            "- role: user\n  content: \"Write about {text}\"\n",
+        )];
         let engine = Arc::new(MockEngine::new("small", "mock", MockConfig::default()));
-        let ctx = StepContext::new(Engines::single(engine), Arc::new(PromptLibrary::new(PROMPTS)));
-        let step = PromptStep::new("poem", "p").mock_reply("<poem>{hash}</poem>").output_processor(|raw| {
-            raw.strip_prefix("<poem>").and_then(|r| r.strip_suffix("</poem>")).map(Value::from).ok_or("no tags".to_string())
-        });
+        let ctx = StepContext::new(
+            Engines::single(engine),
+            Arc::new(PromptLibrary::new(PROMPTS)),
+        );
+        let step = PromptStep::new("poem", "p")
+            .mock_reply("<poem>{hash}</poem>")
+            .output_processor(|raw| {
+                raw.strip_prefix("<poem>")
+                    .and_then(|r| r.strip_suffix("</poem>"))
+                    .map(Value::from)
+                    .ok_or("no tags".to_string())
+            });
         let mut fields = atk_state::Fields::new();
         fields.insert("text".into(), "the sea".into());
-        let item = ItemRecord { v: RECORD_VERSION, id: "a".into(), parent: None, order: vec![0], fields };
-        let StepOutput::Result(first) = step.run(&item, &ctx).await.unwrap() else { panic!() };
-        let StepOutput::Result(second) = step.run(&item, &ctx).await.unwrap() else { panic!() };
-        assert_eq!(first.output.as_str().map(str::len), Some(16), "{{hash}} is 16 hex digits: {}", first.output);
-        assert_eq!(first.output, second.output, "mock replies are deterministic");
+        let item = ItemRecord {
+            v: RECORD_VERSION,
+            id: "a".into(),
+            parent: None,
+            order: vec![0],
+            fields,
+        };
+        let StepOutput::Result(first) = step.run(&item, &ctx).await.unwrap() else {
+            panic!()
+        };
+        let StepOutput::Result(second) = step.run(&item, &ctx).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            first.output.as_str().map(str::len),
+            Some(16),
+            "{{hash}} is 16 hex digits: {}",
+            first.output
+        );
+        assert_eq!(
+            first.output, second.output,
+            "mock replies are deterministic"
+        );
     }
 }

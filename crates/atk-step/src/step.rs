@@ -66,7 +66,10 @@ pub struct Engines {
 impl Engines {
     /// Both roles served by one engine.
     pub fn single(engine: Arc<dyn Engine>) -> Self {
-        Self { small: engine.clone(), large: engine }
+        Self {
+            small: engine.clone(),
+            large: engine,
+        }
     }
 
     /// The engine for a choice.
@@ -80,7 +83,10 @@ impl Engines {
 
 impl std::fmt::Debug for Engines {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engines").field("small", &self.small.label()).field("large", &self.large.label()).finish()
+        f.debug_struct("Engines")
+            .field("small", &self.small.label())
+            .field("large", &self.large.label())
+            .finish()
     }
 }
 

@@ -84,18 +84,34 @@ mod tests {
     use super::*;
 
     fn check(template: &str, vars: &[(&str, &str)], expected: &str) {
-        let lookup = |n: &str| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string());
-        assert_eq!(render_template(template, &lookup), expected, "template: {template:?}");
+        let lookup = |n: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        };
+        assert_eq!(
+            render_template(template, &lookup),
+            expected,
+            "template: {template:?}"
+        );
     }
 
     #[test]
     fn known_names_are_replaced_and_unknown_ones_kept() {
-        check("Write about {text} in {style}.", &[("text", "cats")], "Write about cats in {style}.");
+        check(
+            "Write about {text} in {style}.",
+            &[("text", "cats")],
+            "Write about cats in {style}.",
+        );
     }
 
     #[test]
     fn json_in_few_shot_examples_survives() {
-        check(r#"Answer like {"a": 1, "b": [1, 2]} for {text}"#, &[("text", "x")], r#"Answer like {"a": 1, "b": [1, 2]} for x"#);
+        check(
+            r#"Answer like {"a": 1, "b": [1, 2]} for {text}"#,
+            &[("text", "x")],
+            r#"Answer like {"a": 1, "b": [1, 2]} for x"#,
+        );
         check("{ text }", &[("text", "x")], "{ text }");
         check("{}", &[("text", "x")], "{}");
         check("{9lives}", &[("9lives", "x")], "{9lives}");
@@ -110,12 +126,20 @@ mod tests {
 
     #[test]
     fn substituted_values_are_never_expanded_again() {
-        check("A: {text}", &[("text", "evil {text} {{x}} {other}"), ("other", "NO")], "A: evil {text} {{x}} {other}");
+        check(
+            "A: {text}",
+            &[("text", "evil {text} {{x}} {other}"), ("other", "NO")],
+            "A: evil {text} {{x}} {other}",
+        );
     }
 
     #[test]
     fn unbalanced_and_unicode_text_is_kept() {
-        check("ünïcödé {text} 🎉 { {", &[("text", "日本語 {")], "ünïcödé 日本語 { 🎉 { {");
+        check(
+            "ünïcödé {text} 🎉 { {",
+            &[("text", "日本語 {")],
+            "ünïcödé 日本語 { 🎉 { {",
+        );
         check("end {", &[], "end {");
         check("end {text", &[("text", "v")], "end {text");
         check("a}b", &[], "a}b");

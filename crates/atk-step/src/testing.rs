@@ -26,7 +26,11 @@ pub fn reply(text: impl Into<String>) -> Reply {
     Reply {
         text: text.into(),
         finish_reason: Some("stop".into()),
-        usage: Usage { prompt_tokens: 10, completion_tokens: 5, estimated: false },
+        usage: Usage {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            estimated: false,
+        },
         model: "scripted".into(),
         timing: Timing::default(),
     }
@@ -54,7 +58,10 @@ impl ScriptedEngine {
     }
 
     /// Answers with `f(request)` once the script is used up.
-    pub fn with_fallback(mut self, f: impl Fn(&Request) -> Result<Reply, Error> + Send + Sync + 'static) -> Self {
+    pub fn with_fallback(
+        mut self,
+        f: impl Fn(&Request) -> Result<Reply, Error> + Send + Sync + 'static,
+    ) -> Self {
         self.fallback = Box::new(f);
         self
     }
@@ -67,7 +74,10 @@ impl ScriptedEngine {
 
     /// Queues one result.
     pub fn push(&self, result: Result<Reply, Error>) -> &Self {
-        self.script.lock().unwrap_or_else(|e| e.into_inner()).push_back(result);
+        self.script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(result);
         self
     }
 
@@ -78,7 +88,10 @@ impl ScriptedEngine {
 
     /// The requests received so far, in arrival order.
     pub fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -86,12 +99,19 @@ impl ScriptedEngine {
 impl Engine for ScriptedEngine {
     async fn call(&self, request: Request) -> Result<Reply, Error> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).push(request.clone());
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(request.clone());
         if self.hang_after.is_some_and(|limit| n > limit) {
             std::future::pending::<()>().await;
         }
         tokio::task::yield_now().await;
-        let scripted = self.script.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+        let scripted = self
+            .script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
         scripted.unwrap_or_else(|| (self.fallback)(&request))
     }
 
@@ -139,7 +159,11 @@ impl MemStore {
 
     /// Results stored for a step.
     pub fn result_count(&self, step: &str) -> usize {
-        self.lock().results.keys().filter(|(s, _)| s == step).count()
+        self.lock()
+            .results
+            .keys()
+            .filter(|(s, _)| s == step)
+            .count()
     }
 }
 
@@ -151,15 +175,21 @@ impl Store for MemStore {
             if let Some(old) = inner.orders.insert(item.id.clone(), item.order.clone()) {
                 inner.items.remove(&(old, item.id.clone()));
             }
-            inner.items.insert((item.order.clone(), item.id.clone()), item);
+            inner
+                .items
+                .insert((item.order.clone(), item.id.clone()), item);
         }
         Ok(())
     }
 
     fn item(&self, id: &str) -> Result<Option<ItemRecord>, atk_state::Error> {
         let inner = self.lock();
-        let found = inner.orders.get(id).and_then(|o| inner.items.get(&(o.clone(), id.to_string())).cloned());
-        self.records_read.fetch_add(u64::from(found.is_some()), Ordering::SeqCst);
+        let found = inner
+            .orders
+            .get(id)
+            .and_then(|o| inner.items.get(&(o.clone(), id.to_string())).cloned());
+        self.records_read
+            .fetch_add(u64::from(found.is_some()), Ordering::SeqCst);
         Ok(found)
     }
 
@@ -177,7 +207,13 @@ impl Store for MemStore {
     }
 
     fn root_ids(&self) -> Records<'_, String> {
-        let ids: Vec<_> = self.lock().items.values().filter(|i| i.parent.is_none()).map(|i| i.id.clone()).collect();
+        let ids: Vec<_> = self
+            .lock()
+            .items
+            .values()
+            .filter(|i| i.parent.is_none())
+            .map(|i| i.id.clone())
+            .collect();
         Box::new(ids.into_iter().map(Ok))
     }
 
@@ -191,35 +227,68 @@ impl Store for MemStore {
         Ok(())
     }
 
-    async fn put_result(&self, step: &str, item_id: &str, record: ResultRecord) -> Result<(), atk_state::Error> {
+    async fn put_result(
+        &self,
+        step: &str,
+        item_id: &str,
+        record: ResultRecord,
+    ) -> Result<(), atk_state::Error> {
         let mut inner = self.lock();
-        inner.failures.remove(&(step.to_string(), item_id.to_string()));
-        inner.results.insert((step.to_string(), item_id.to_string()), record);
+        inner
+            .failures
+            .remove(&(step.to_string(), item_id.to_string()));
+        inner
+            .results
+            .insert((step.to_string(), item_id.to_string()), record);
         Ok(())
     }
 
     fn result(&self, step: &str, item_id: &str) -> Result<Option<ResultRecord>, atk_state::Error> {
-        Ok(self.lock().results.get(&(step.to_string(), item_id.to_string())).cloned())
+        Ok(self
+            .lock()
+            .results
+            .get(&(step.to_string(), item_id.to_string()))
+            .cloned())
     }
 
     fn has_result(&self, step: &str, item_id: &str) -> Result<bool, atk_state::Error> {
-        Ok(self.lock().results.contains_key(&(step.to_string(), item_id.to_string())))
+        Ok(self
+            .lock()
+            .results
+            .contains_key(&(step.to_string(), item_id.to_string())))
     }
 
     fn results(&self, step: &str) -> Records<'_, (String, ResultRecord)> {
-        let rows: Vec<_> =
-            self.lock().results.iter().filter(|((s, _), _)| s == step).map(|((_, id), r)| (id.clone(), r.clone())).collect();
+        let rows: Vec<_> = self
+            .lock()
+            .results
+            .iter()
+            .filter(|((s, _), _)| s == step)
+            .map(|((_, id), r)| (id.clone(), r.clone()))
+            .collect();
         Box::new(rows.into_iter().map(Ok))
     }
 
-    async fn put_failure(&self, step: &str, item_id: &str, record: FailureRecord) -> Result<(), atk_state::Error> {
-        self.lock().failures.insert((step.to_string(), item_id.to_string()), record);
+    async fn put_failure(
+        &self,
+        step: &str,
+        item_id: &str,
+        record: FailureRecord,
+    ) -> Result<(), atk_state::Error> {
+        self.lock()
+            .failures
+            .insert((step.to_string(), item_id.to_string()), record);
         Ok(())
     }
 
     fn failures(&self, step: &str) -> Records<'_, (String, FailureRecord)> {
-        let rows: Vec<_> =
-            self.lock().failures.iter().filter(|((s, _), _)| s == step).map(|((_, id), r)| (id.clone(), r.clone())).collect();
+        let rows: Vec<_> = self
+            .lock()
+            .failures
+            .iter()
+            .filter(|((s, _), _)| s == step)
+            .map(|((_, id), r)| (id.clone(), r.clone()))
+            .collect();
         Box::new(rows.into_iter().map(Ok))
     }
 

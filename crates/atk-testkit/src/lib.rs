@@ -6,8 +6,8 @@ mod reply;
 mod server;
 mod stats;
 
-pub use logs::CapturedLogs;
 pub use config::{Fault, Faults, ReplyFn, ReplyMode, ServerConfig};
+pub use logs::CapturedLogs;
 pub use reply::{DEFAULT_TEMPLATE, prompt_hash, prompt_text, render_template};
 pub use server::TestServer;
 pub use stats::Stats;

@@ -15,13 +15,20 @@ impl CapturedLogs {
 
     /// A fmt subscriber writing to this buffer at `level` and below, without colours.
     pub fn subscriber(&self, level: tracing::Level) -> impl tracing::Subscriber + Send + Sync {
-        tracing_subscriber::fmt().with_writer(self.clone()).with_max_level(level).with_ansi(false).finish()
+        tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_max_level(level)
+            .with_ansi(false)
+            .finish()
     }
 }
 
 impl std::io::Write for CapturedLogs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -48,6 +55,9 @@ mod tests {
             tracing::debug!("too verbose");
         });
         let text = logs.text();
-        assert!(text.contains("kept") && !text.contains("too verbose"), "{text}");
+        assert!(
+            text.contains("kept") && !text.contains("too verbose"),
+            "{text}"
+        );
     }
 }

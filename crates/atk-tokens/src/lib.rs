@@ -149,7 +149,10 @@ mod tests {
         let text = "Thread-local tokenizers must agree with the shared one: naïve café, 1847!";
         let shared = Tokenizer::Cl100k.bpe().encode_ordinary(text);
         let first = Tokenizer::Cl100k.with_local_bpe(|bpe| {
-            assert!(!std::ptr::eq(bpe, Tokenizer::Cl100k.bpe()), "not the shared one");
+            assert!(
+                !std::ptr::eq(bpe, Tokenizer::Cl100k.bpe()),
+                "not the shared one"
+            );
             assert_eq!(bpe.encode_ordinary(text), shared);
             std::ptr::from_ref(bpe) as usize
         });

@@ -24,7 +24,10 @@ pub struct ExampleConfig {
 
 /// Prompts compiled into the binary; a config's `prompts` folder overrides them file by file.
 pub const PROMPTS: &[(&str, &str)] = &[
-    ("write_poem.yaml", include_str!("../prompts/write_poem.yaml")),
+    (
+        "write_poem.yaml",
+        include_str!("../prompts/write_poem.yaml"),
+    ),
     ("write_poem.txt", include_str!("../prompts/write_poem.txt")),
 ];
 
@@ -36,14 +39,27 @@ pub fn extract_poem(reply: &str) -> Result<Value, String> {
         None if reply.contains("</poem>") => 0,
         None => return Err("the reply has no <poem> tag".into()),
     };
-    let end = reply[start..].find("</poem>").ok_or("the last <poem> is never closed")?;
+    let end = reply[start..]
+        .find("</poem>")
+        .ok_or("the last <poem> is never closed")?;
     Ok(Value::String(reply[start..start + end].trim().to_string()))
 }
 
 /// A poem is accepted when it has at least three non-empty lines.
 pub fn validate_poem(poem: &Value, _item: &ItemRecord) -> Result<(), String> {
-    let lines = poem.as_str().unwrap_or_default().lines().filter(|l| !l.trim().is_empty()).count();
-    if lines < 3 { Err(format!("a poem needs at least 3 lines, this one has {lines}")) } else { Ok(()) }
+    let lines = poem
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    if lines < 3 {
+        Err(format!(
+            "a poem needs at least 3 lines, this one has {lines}"
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// The one step: write a poem inspired by the item's `text`.
@@ -89,8 +105,16 @@ impl Pipeline for ExamplePipeline {
         let conversations: Vec<_> = items
             .iter()
             .map(|item| {
-                let text = item.fields.get("text").and_then(Value::as_str).unwrap_or_default();
-                let poem = item.fields.get("poetry").and_then(Value::as_str).unwrap_or_default();
+                let text = item
+                    .fields
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let poem = item
+                    .fields
+                    .get("poetry")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 sharegpt_pair(format!("{}\n\n{text}", ctx.config.key3.trim_end()), poem)
             })
             .collect();
@@ -115,11 +139,21 @@ mod tests {
         let reply = "Draft:\n<poem>\nno\n</poem>\nFinal:\n<poem>\n  salt on the sill\ntide in the hall\nmoon on the wall\n</poem>";
         let poem = extract_poem(reply).unwrap();
         assert_eq!(poem, "salt on the sill\ntide in the hall\nmoon on the wall");
-        let item = ItemRecord { v: 1, id: "x".into(), parent: None, order: vec![0], fields: Default::default() };
+        let item = ItemRecord {
+            v: 1,
+            id: "x".into(),
+            parent: None,
+            order: vec![0],
+            fields: Default::default(),
+        };
         assert!(validate_poem(&poem, &item).is_ok());
         assert!(validate_poem(&Value::String("one line".into()), &item).is_err());
         assert!(extract_poem("<poem>never closed").is_err());
         assert!(extract_poem("plain prose").is_err());
-        assert_eq!(extract_poem("a\nb\nc\n</poem>").unwrap(), "a\nb\nc", "completion mode starts inside the poem");
+        assert_eq!(
+            extract_poem("a\nb\nc\n</poem>").unwrap(),
+            "a\nb\nc",
+            "completion mode starts inside the poem"
+        );
     }
 }

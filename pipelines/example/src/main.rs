@@ -1,2 +1,4 @@
 //! `example-pipeline --config FILE`: see the crate docs.
-fn main() -> std::process::ExitCode { example_pipeline::main() }
+fn main() -> std::process::ExitCode {
+    example_pipeline::main()
+}

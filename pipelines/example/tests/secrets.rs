@@ -39,7 +39,13 @@ fn the_api_key_appears_nowhere() {
     let config_path = dir.path().join("config.yaml");
     std::fs::write(&config_path, config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_example-pipeline"))
-        .args(["--config", config_path.to_str().unwrap(), "-vv", "--progress", "json"])
+        .args([
+            "--config",
+            config_path.to_str().unwrap(),
+            "-vv",
+            "--progress",
+            "json",
+        ])
         .env("RUST_LOG", "trace")
         .output()
         .unwrap();
@@ -50,14 +56,34 @@ fn the_api_key_appears_nowhere() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains(KEY), "key in stdout");
     // --progress json: stdout is JSON lines only, ending with the final milestone.
-    let events: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
-    assert!(events.iter().any(|e| e["event"] == "step_finished" && e["step"] == "write_poem" && e["done"] == 5), "{stdout}");
-    assert_eq!(events.last().map(|e| e["message"].clone()), Some("pipeline complete".into()));
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step_finished" && e["step"] == "write_poem" && e["done"] == 5),
+        "{stdout}"
+    );
+    assert_eq!(
+        events.last().map(|e| e["message"].clone()),
+        Some("pipeline complete".into())
+    );
     let out_dir = dir.path().join("out");
-    assert!(out_dir.join("debug_outputs").is_dir(), "debug outputs were written");
-    assert!(out_dir.join("meta_datagen").is_dir(), "meta datasets were written");
+    assert!(
+        out_dir.join("debug_outputs").is_dir(),
+        "debug outputs were written"
+    );
+    assert!(
+        out_dir.join("meta_datagen").is_dir(),
+        "meta datasets were written"
+    );
     let mut hits = Vec::new();
     let seen = files_containing(&out_dir, KEY.as_bytes(), &mut hits);
-    assert!(seen > 5, "the output dir has the store, datasets and debug files ({seen} files)");
+    assert!(
+        seen > 5,
+        "the output dir has the store, datasets and debug files ({seen} files)"
+    );
     assert!(hits.is_empty(), "the key leaked into {hits:?}");
 }
