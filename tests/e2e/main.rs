@@ -10,6 +10,7 @@ mod cli;
 mod config_errors;
 mod damage;
 mod demo;
+mod factual_qa;
 mod faults;
 mod resume;
 mod run;

@@ -324,11 +324,9 @@ mod tests {
             for entry in std::fs::read_dir(from).unwrap() {
                 let entry = entry.unwrap();
                 let name = entry.file_name();
-                // Build output, history, and the example's demo runs are not needed.
-                if name == "target"
-                    || name == ".git"
-                    || (name == "output" && from.ends_with("pipelines/example"))
-                {
+                // Build output, history, and the pipelines' demo runs are not needed.
+                let in_pipeline = from.parent().is_some_and(|p| p.ends_with("pipelines"));
+                if name == "target" || name == ".git" || (name == "output" && in_pipeline) {
                     continue;
                 }
                 let (src, dst) = (entry.path(), to.join(&name));
@@ -345,7 +343,7 @@ mod tests {
         for dir in [
             ".cargo",
             "crates",
-            "pipelines/example",
+            "pipelines",
             "xtask",
             "tests",
             "prompts",

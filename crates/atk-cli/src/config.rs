@@ -82,6 +82,28 @@ pub fn load<T: DeserializeOwned>(
     load_with_env(path, overrides, |name| std::env::var(name).ok())
 }
 
+/// [`load`] for `--dry-run`, which sends nothing: API keys still `!!PLACEHOLDER!!` are taken
+/// as empty and listed in the warnings as still to fill in; any other placeholder is refused
+/// as in [`load`].
+pub fn load_for_dry_run<T: DeserializeOwned>(
+    path: &Path,
+    overrides: &Overrides,
+) -> Result<Loaded<T>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| base.clone());
+    let dirs = Dirs {
+        config: &base,
+        cwd: &cwd,
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    load_text_as(&text, path, dirs, overrides, &env, true)
+}
+
 /// [`load`], reading environment variables through `env` instead of the process environment
 /// (for tests, and for callers that sandbox the environment).
 pub fn load_with_env<T: DeserializeOwned>(
@@ -103,6 +125,16 @@ pub fn load_with_env<T: DeserializeOwned>(
     load_text(&text, path, dirs, overrides, &env)
 }
 
+fn load_text<T: DeserializeOwned>(
+    text: &str,
+    file: &Path,
+    dirs: Dirs<'_>,
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded<T>, ConfigError> {
+    load_text_as(text, file, dirs, overrides, env, false)
+}
+
 /// Where relative paths are resolved: the config file's folder for paths in the file, the
 /// working directory for paths given on the command line.
 #[derive(Clone, Copy)]
@@ -111,22 +143,41 @@ struct Dirs<'a> {
     cwd: &'a Path,
 }
 
-fn load_text<T: DeserializeOwned>(
+/// `dry_run`: API keys still unfilled are taken as empty (nothing is sent) and listed.
+fn load_text_as<T: DeserializeOwned>(
     text: &str,
     file: &Path,
     dirs: Dirs<'_>,
     overrides: &Overrides,
     env: &dyn Fn(&str) -> Option<String>,
+    dry_run: bool,
 ) -> Result<Loaded<T>, ConfigError> {
     let (mut flat, mut warnings) = Flat::parse(file, text)?;
     overrides::apply(&mut flat, overrides)?;
 
-    let unfilled = flat.placeholders();
+    let mut unfilled = flat.placeholders();
+    let mut keys = Vec::new();
+    if dry_run {
+        (keys, unfilled) = unfilled
+            .into_iter()
+            .partition(|at| !at.in_map && at.key.ends_with("_api_key"));
+    }
     if !unfilled.is_empty() {
         return Err(ConfigError::Placeholders {
             file: file.to_path_buf(),
             keys: unfilled,
         });
+    }
+    for at in &keys {
+        if let Some(entry) = flat.entries.get_mut(&at.key) {
+            entry.value = serde_yaml::Value::String(String::new());
+        }
+        warnings.push(format!(
+            "{}{}: `{}` is still !!PLACEHOLDER!!; fill it in before a real run (a dry run sends nothing)",
+            file.display(),
+            at.line().map(|l| format!(":{l}")).unwrap_or_default(),
+            at.key
+        ));
     }
     flat.try_for_each_value(|at, value| {
         env::expand_value(value, env).map_err(|var| ConfigError::Env {

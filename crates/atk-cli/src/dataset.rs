@@ -1,10 +1,82 @@
-//! Dataset files: JSON lines written atomically (temp file, fsync, rename), and the ShareGPT
-//! shape most pipelines write.
+//! Dataset files: JSON lines written atomically (temp file, fsync, rename), streamed row by
+//! row, and the shapes most pipelines write (ShareGPT, OpenAI messages, plain JSONL).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
 
 pub use atk_metadatagen::{Conversation, Turn};
+
+use crate::RunError;
+
+/// Datasets written in this run: path and line count, in the order they were finished.
+pub(crate) type Written = Arc<Mutex<Vec<(PathBuf, u64)>>>;
+
+/// One dataset file being written, row by row, from [`RunContext::dataset`](crate::RunContext::dataset).
+/// Nothing appears at its path until [`finish`](Self::finish): a run that fails half-way
+/// leaves the previous file whole. Memory stays flat however many rows go through.
+pub struct DatasetWriter {
+    file: atk_metadatagen::JsonlFile,
+    path: PathBuf,
+    written: Written,
+}
+
+impl std::fmt::Debug for DatasetWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatasetWriter")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatasetWriter {
+    pub(crate) fn create(path: PathBuf, written: Written) -> Result<Self, RunError> {
+        let file = atk_metadatagen::JsonlFile::create(&path)
+            .map_err(|e| RunError::fatal(format!("writing {}: {e}", path.display())))?;
+        Ok(Self {
+            file,
+            path,
+            written,
+        })
+    }
+
+    /// Appends one row as a JSON line.
+    pub fn write(&mut self, row: &impl Serialize) -> Result<(), RunError> {
+        self.file
+            .write(row)
+            .map_err(|e| RunError::fatal(format!("writing {}: {e}", self.path.display())))
+    }
+
+    /// Appends a conversation as a ShareGPT line: `{"conversations": [{"from", "value"}]}`.
+    pub fn write_sharegpt(&mut self, conversation: &Conversation) -> Result<(), RunError> {
+        self.write(conversation)
+    }
+
+    /// Appends a conversation as an OpenAI messages line: `{"messages": [{"role", "content"}]}`.
+    pub fn write_openai(&mut self, conversation: &Conversation) -> Result<(), RunError> {
+        self.write(&conversation.to_openai_messages())
+    }
+
+    /// Syncs and renames the file into place; the run's summary and dataset card list it.
+    /// Returns its path.
+    pub fn finish(self) -> Result<PathBuf, RunError> {
+        let Self {
+            file,
+            path,
+            written,
+        } = self;
+        let lines = file
+            .commit()
+            .map_err(|e| RunError::fatal(format!("writing {}: {e}", path.display())))?;
+        written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((path.clone(), lines));
+        Ok(path)
+    }
+}
 
 /// Writes `lines` (one JSON document each, without the newline) to `path` atomically: a
 /// reader sees the old file or the new one, never half of one. Returns the number of lines.

@@ -1,19 +1,20 @@
-//! `--dry-run`: the pipeline runs its first step against engines that count instead of send,
-//! over an in-memory store, so nothing is requested and nothing is written to the output dir.
+//! `--dry-run`: the pipeline runs its whole chain on a sample of its items against engines
+//! that count and answer offline, over an in-memory store, so nothing is requested and nothing
+//! is written to the output dir; the counts are scaled from the sample to every item.
 //!
 //! How: [`CountingEngine`] renders nothing itself; the step renders its prompt as in a real
 //! run and calls the engine, which counts the prompt's tokens, notes `max_tokens`, and answers
-//! with a non-fatal rejection. Each item therefore fails the first step after exactly one call,
-//! later steps never run, and [`crate::RunContext::run_chain`] then ends the run with the
-//! estimate (`RunError::DryRun`, exit 0) before the pipeline writes any dataset.
+//! with the mock engine's reply (the step's mock reply), so filters, fan-outs, votes and
+//! fan-ins behave as they would on the demo and later steps are counted too.
+//! [`crate::RunContext::run_chain`] then ends the run with the estimate (`RunError::DryRun`,
+//! exit 0) before the pipeline writes any dataset.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use atk_engine::{Engine, Error, Prompt, Reply, Request};
-use atk_state::{FailureRecord, ItemRecord, Records, ResultRecord, Store};
+
 use atk_tokens::TokenCounter;
 
 /// Per-message overhead of the chat format, in tokens (role markers and separators).
@@ -26,7 +27,7 @@ pub struct EngineEstimate {
     pub label: String,
     /// Model name.
     pub model: String,
-    /// Requests the first step would send (one per item; validation retries not counted).
+    /// Requests the chain would send (counted on the sample, scaled to every item).
     pub requests: u64,
     /// Prompt tokens over those requests.
     pub prompt_tokens: u64,
@@ -60,6 +61,8 @@ pub struct CountingEngine {
     state: Mutex<EngineEstimate>,
     /// False once a request came without `max_tokens` (the output bound is then unknown).
     bounded: Mutex<bool>,
+    /// Answers in place of the endpoint (the mock engine); none: every call is refused.
+    inner: Option<Arc<dyn Engine>>,
 }
 
 impl std::fmt::Debug for CountingEngine {
@@ -95,7 +98,37 @@ impl CountingEngine {
                 ..EngineEstimate::default()
             }),
             bounded: Mutex::new(true),
+            inner: None,
         })
+    }
+
+    /// As [`new`](Self::new), answering each counted call with `inner`'s reply (a mock engine),
+    /// so the whole chain runs.
+    pub fn answering(
+        label: &str,
+        model: &str,
+        counter: &'static dyn TokenCounter,
+        input_price: f64,
+        output_price: f64,
+        inner: Arc<dyn Engine>,
+    ) -> Arc<Self> {
+        let mut engine =
+            Arc::into_inner(Self::new(label, model, counter, input_price, output_price))
+                .unwrap_or_else(|| unreachable!());
+        engine.inner = Some(inner);
+        Arc::new(engine)
+    }
+
+    /// The estimate scaled from a sample of `sample` items to `total` items.
+    pub fn scaled_estimate(&self, sample: u64, total: u64) -> EngineEstimate {
+        let mut e = self.estimate();
+        if sample > 0 && total != sample {
+            let scale = |n: u64| ((n as f64) * (total as f64) / (sample as f64)).round() as u64;
+            e.requests = scale(e.requests);
+            e.prompt_tokens = scale(e.prompt_tokens);
+            e.max_output_tokens = e.max_output_tokens.map(scale);
+        }
+        e
     }
 
     /// What was counted so far.
@@ -145,6 +178,9 @@ impl Engine for CountingEngine {
         if max.is_none() {
             *self.bounded.lock().unwrap_or_else(|e| e.into_inner()) = false;
         }
+        if let Some(inner) = &self.inner {
+            return inner.call(request).await;
+        }
         Err(Error::Rejected {
             engine: self.label.clone(),
             status: 0,
@@ -159,18 +195,27 @@ impl Engine for CountingEngine {
     }
 }
 
-/// Renders the dry-run report printed on stderr.
+/// Renders the dry-run report printed on stderr; `sample` is how many of the `items` the
+/// chain ran on (the counts are scaled from them).
 pub fn render_estimate(
     items: u64,
+    sample: u64,
     input_tokens: u64,
     engines: &[EngineEstimate],
     show_sample: bool,
 ) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "dry run: nothing was sent");
+    let _ = writeln!(
+        s,
+        "dry run: nothing was sent; these figures are an ESTIMATE"
+    );
     let _ = writeln!(
         s,
         "  {items} chunks, {input_tokens} input tokens in the chunks"
+    );
+    let _ = writeln!(
+        s,
+        "  the whole chain ran on {sample} of {items} chunks with the steps' mock replies; requests and tokens are scaled to all {items}"
     );
     let mut low = 0.0;
     let mut high = Some(0.0);
@@ -205,16 +250,16 @@ pub fn render_estimate(
         Some(h) => {
             let _ = writeln!(
                 s,
-                "  estimated cost of the first step: ${low:.4} to ${h:.4}"
+                "  estimated cost of the whole chain: ${low:.4} to ${h:.4}"
             );
         }
         None => {
-            let _ = writeln!(s, "  estimated cost of the first step: at least ${low:.4}");
+            let _ = writeln!(s, "  estimated cost of the whole chain: at least ${low:.4}");
         }
     }
     let _ = writeln!(
         s,
-        "  (later steps depend on the first one's replies and are not estimated)"
+        "  (real replies differ from mock ones: drops, splits and retries may change the counts)"
     );
     match engines.iter().find_map(|e| e.sample.as_ref()) {
         Some(sample) if show_sample => {
@@ -228,122 +273,11 @@ pub fn render_estimate(
     s
 }
 
-/// An in-memory [`Store`] for dry runs and tests.
-#[derive(Default)]
-pub struct MemStore {
-    inner: Mutex<Mem>,
-}
-
-impl std::fmt::Debug for MemStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemStore").finish_non_exhaustive()
-    }
-}
-
-#[derive(Default)]
-struct Mem {
-    items: BTreeMap<(Vec<u64>, String), ItemRecord>,
-    ids: HashMap<String, (Vec<u64>, String)>,
-    results: BTreeMap<(String, String), ResultRecord>,
-    failures: BTreeMap<(String, String), FailureRecord>,
-    meta: BTreeMap<String, serde_json::Value>,
-}
-
-impl MemStore {
-    fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-fn of_step<T: Clone>(
-    map: &BTreeMap<(String, String), T>,
-    step: &str,
-) -> Vec<Result<(String, T), atk_state::Error>> {
-    map.iter()
-        .filter(|((s, _), _)| s == step)
-        .map(|((_, id), r)| Ok((id.clone(), r.clone())))
-        .collect()
-}
-
-#[async_trait]
-impl Store for MemStore {
-    async fn put_items(&self, items: Vec<ItemRecord>) -> Result<(), atk_state::Error> {
-        let mut m = self.mem();
-        for item in items {
-            let key = (item.order.clone(), item.id.clone());
-            if let Some(old) = m.ids.insert(item.id.clone(), key.clone()) {
-                m.items.remove(&old);
-            }
-            m.items.insert(key, item);
-        }
-        Ok(())
-    }
-    fn item(&self, id: &str) -> Result<Option<ItemRecord>, atk_state::Error> {
-        let m = self.mem();
-        Ok(m.ids.get(id).and_then(|k| m.items.get(k)).cloned())
-    }
-    fn items(&self) -> Records<'_, ItemRecord> {
-        let items: Vec<_> = self.mem().items.values().cloned().map(Ok).collect();
-        Box::new(items.into_iter())
-    }
-    async fn put_result(
-        &self,
-        step: &str,
-        item_id: &str,
-        record: ResultRecord,
-    ) -> Result<(), atk_state::Error> {
-        let mut m = self.mem();
-        let key = (step.to_string(), item_id.to_string());
-        m.failures.remove(&key);
-        m.results.insert(key, record);
-        Ok(())
-    }
-    fn result(&self, step: &str, item_id: &str) -> Result<Option<ResultRecord>, atk_state::Error> {
-        Ok(self
-            .mem()
-            .results
-            .get(&(step.to_string(), item_id.to_string()))
-            .cloned())
-    }
-    fn has_result(&self, step: &str, item_id: &str) -> Result<bool, atk_state::Error> {
-        Ok(self
-            .mem()
-            .results
-            .contains_key(&(step.to_string(), item_id.to_string())))
-    }
-    fn results(&self, step: &str) -> Records<'_, (String, ResultRecord)> {
-        Box::new(of_step(&self.mem().results, step).into_iter())
-    }
-    async fn put_failure(
-        &self,
-        step: &str,
-        item_id: &str,
-        record: FailureRecord,
-    ) -> Result<(), atk_state::Error> {
-        self.mem()
-            .failures
-            .insert((step.to_string(), item_id.to_string()), record);
-        Ok(())
-    }
-    fn failures(&self, step: &str) -> Records<'_, (String, FailureRecord)> {
-        Box::new(of_step(&self.mem().failures, step).into_iter())
-    }
-    fn meta(&self, key: &str) -> Result<Option<serde_json::Value>, atk_state::Error> {
-        Ok(self.mem().meta.get(key).cloned())
-    }
-    async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), atk_state::Error> {
-        self.mem().meta.insert(key.to_string(), value);
-        Ok(())
-    }
-    async fn flush(&self) -> Result<(), atk_state::Error> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use atk_engine::Message;
+    use atk_state::{FailureRecord, ItemRecord, MemStore, ResultRecord, Store};
     use atk_tokens::WhitespaceCounter;
 
     #[tokio::test]
@@ -377,7 +311,7 @@ mod tests {
         let e = CountingEngine::new("large", "m", &WhitespaceCounter, 1.0, 2.0);
         e.call(Request::completion("a b c")).await.unwrap_err();
         assert_eq!(e.estimate().max_output_tokens, None);
-        let text = render_estimate(1, 3, &[e.estimate()], false);
+        let text = render_estimate(1, 1, 3, &[e.estimate()], false);
         assert!(text.contains("output unbounded"), "{text}");
     }
 
@@ -413,6 +347,7 @@ mod tests {
             completion_tokens: 0,
             elapsed_ms: 0,
             stored_at_ms: 0,
+            ..ResultRecord::new(serde_json::Value::Null)
         };
         s.put_result("s", "a", r).await.unwrap();
         assert_eq!(s.failures("s").count(), 0);

@@ -20,6 +20,10 @@ pub enum RunError {
     /// Every item failed; the summary says why. Exit 1.
     #[error("every item failed; see the summary above")]
     AllFailed,
+    /// No item reached the end of the chain (every one was dropped or failed), or every dataset
+    /// came out empty; the summary lists the reasons. Exit 1.
+    #[error("{0}")]
+    NothingKept(String),
     /// Stopped by Ctrl-C before finishing. Exit 130.
     #[error("interrupted; rerun the same command to resume")]
     Interrupted,
@@ -38,7 +42,7 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Input(_) => 2,
-            Self::Fatal(_) | Self::AllFailed => 1,
+            Self::Fatal(_) | Self::AllFailed | Self::NothingKept(_) => 1,
             Self::Interrupted => 130,
             Self::DryRun(_) => 0,
         }
@@ -70,6 +74,25 @@ impl From<atk_engine::Error> for RunError {
             atk_engine::Error::Config(_) => Self::Config(e.to_string()),
             other => Self::Fatal(other.to_string()),
         }
+    }
+}
+
+impl From<atk_step::StepError> for RunError {
+    fn from(e: atk_step::StepError) -> Self {
+        match e {
+            e if e.is_config_error() => Self::Config(e.to_string()),
+            atk_step::StepError::Engine(e) => Self::from(e),
+            atk_step::StepError::Store(e) => Self::from(e),
+            other => Self::fatal(other),
+        }
+    }
+}
+
+/// A pipeline read a field its items do not have (a typo in a key, a step that did not run):
+/// a bug in the pipeline, reported with the item, the key and the keys present. Exit 1.
+impl From<atk_state::FieldError> for RunError {
+    fn from(e: atk_state::FieldError) -> Self {
+        Self::Fatal(format!("reading the results: {e}"))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Config loading, the runner every pipeline binary calls, progress display and the `atk` tool.
 #![doc = include_str!("../README.md")]
 
+pub mod card;
 pub mod config;
 mod damage;
 pub mod dataset;
@@ -23,4 +24,5 @@ pub use runner::{
 };
 
 /// Re-exports pipelines need without naming the crates themselves.
+pub use dataset::DatasetWriter;
 pub use {async_trait::async_trait, atk_state, atk_step};

@@ -406,6 +406,30 @@ impl ProgressSink for Progress {
                     let last = c.done + c.failed >= c.total;
                     ("item_dropped", Some(step), last, Some(reason))
                 }
+                ProgressEvent::ItemArrived { step, already_done } => {
+                    // A step over a fan-out's children: its total grows as they arrive.
+                    let c = st.steps.entry(step.clone()).or_default();
+                    c.total += 1;
+                    if already_done {
+                        c.done += 1;
+                    }
+                    ("item_arrived", Some(step), false, None)
+                }
+                ProgressEvent::ItemLeft { step } => {
+                    let c = st.steps.entry(step.clone()).or_default();
+                    c.total = c.total.saturating_sub(1);
+                    ("item_left", Some(step), false, None)
+                }
+                ProgressEvent::TokensSpent {
+                    step,
+                    prompt_tokens,
+                    completion_tokens,
+                } => {
+                    let c = st.steps.entry(step.clone()).or_default();
+                    c.prompt_tokens += prompt_tokens;
+                    c.completion_tokens += completion_tokens;
+                    ("tokens_spent", Some(step), false, None)
+                }
                 ProgressEvent::StepFinished { step } => {
                     let c = st.steps.entry(step.clone()).or_default();
                     c.finished = true;

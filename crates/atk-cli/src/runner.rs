@@ -13,17 +13,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use atk_engine::{CostCounter, CostTotals, DebugObserver, EngineConfig, Observer};
-use atk_state::{ItemRecord, RECORD_VERSION, RunMeta, SledStore, Store};
-use atk_step::{
-    Engines, Executor, ExecutorConfig, PromptLibrary, RunReport, Step, StepContext, StepError,
-};
+use atk_state::{ItemRecord, MemStore, RECORD_VERSION, RunMeta, SledStore, Store};
+use atk_step::{Engines, Executor, ExecutorConfig, PromptLibrary, RunReport, Step, StepContext};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, CommonConfig, Overrides};
 use crate::damage::StoredCounts;
-use crate::dataset::{self, Conversation};
-use crate::dry_run::{CountingEngine, EngineEstimate, MemStore, render_estimate};
+use crate::dataset::{self, Conversation, DatasetWriter, Written};
+use crate::dry_run::{CountingEngine, EngineEstimate, render_estimate};
 use crate::error::RunError;
 use crate::flags::{CommonFlags, Shard, parse_pipeline_args};
 use crate::progress::Progress;
@@ -76,7 +74,7 @@ pub struct RunContext<C> {
     dry_run: Option<DryRun>,
     reports: Vec<RunReport>,
     details_sources: Vec<atk_metadatagen::MetaSource>,
-    datasets: Vec<(PathBuf, u64)>,
+    datasets: Written,
     /// Ids of the root items [`RunContext::seed_texts`] added in this run.
     seeded: HashSet<String>,
 }
@@ -84,9 +82,14 @@ pub struct RunContext<C> {
 struct DryRun {
     counters: Vec<Arc<CountingEngine>>,
     chunks: u64,
+    /// Chunks the chain runs on (a spread sample of `chunks`).
+    sample: u64,
     chunk_tokens: u64,
     verbose: bool,
 }
+
+/// Chunks a dry run runs the whole chain on; its counts are scaled to every chunk.
+const DRY_RUN_SAMPLE: usize = 24;
 
 impl<C> std::fmt::Debug for RunContext<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,10 +123,48 @@ impl<C> RunContext<C> {
 
     /// Runs a chain of steps over every item in the store with the run's executor (skipping
     /// stored results, at most `concurrency_limit` requests in flight) and returns what
-    /// happened. Under `--dry-run` it renders and counts the first step's prompts, then ends
-    /// the run with the estimate (`Err(RunError::DryRun)`, exit 0): code after it does not run.
-    /// After a Ctrl-C it returns `Err(RunError::Interrupted)` once in-flight requests are stored.
+    /// happened. Pass a [`Chain`](atk_step::Chain) (or a slice of steps); build it once and
+    /// pass the same one to [`final_items`](Self::final_items).
+    ///
+    /// Before anything is sent, every `meta_datagen_keys` entry must be a details key of a step
+    /// of this chain (when meta datagen is on), or the run stops with a config error.
+    ///
+    /// Under `--dry-run` it runs the chain on a sample of the items against counting mock
+    /// engines, then ends the run with the estimate (`Err(RunError::DryRun)`, exit 0): code
+    /// after it does not run. After a Ctrl-C it returns `Err(RunError::Interrupted)` once
+    /// in-flight requests are stored.
     pub async fn run_chain(&mut self, chain: &[Arc<dyn Step>]) -> Result<RunReport, RunError> {
+        for step in chain {
+            if let Some(key) = step.details_key() {
+                let source = atk_metadatagen::MetaSource::new(step.name(), key);
+                if !self.details_sources.contains(&source) {
+                    self.details_sources.push(source);
+                }
+            }
+        }
+        if self.settings.do_meta_datagen {
+            let known: Vec<&str> = self
+                .details_sources
+                .iter()
+                .map(|s| s.details_key.as_str())
+                .collect();
+            if let Some(missing) = self
+                .settings
+                .meta_datagen_keys
+                .iter()
+                .find(|k| !known.contains(&k.as_str()))
+            {
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
+                return Err(RunError::Config(format!(
+                    "meta_datagen_keys lists `{missing}`, but no step of the chain records details under that key \
+                     (details keys of its steps: {known}); nothing was sent"
+                )));
+            }
+        }
         let cfg = ExecutorConfig::default()
             .with_cancel(self.cancel.clone())
             // A dry run goes one item at a time: nothing waits on a network, and the sample
@@ -139,18 +180,16 @@ impl<C> RunContext<C> {
             self.progress.clone(),
             cfg,
         );
-        let report = executor.run(chain).await.map_err(step_error)?;
-        for step in chain {
-            if let Some(key) = step.details_key() {
-                self.details_sources
-                    .push(atk_metadatagen::MetaSource::new(step.name(), key));
-            }
-        }
+        let report = executor.run(chain).await?;
         if let Some(dry) = &self.dry_run {
-            let estimates: Vec<EngineEstimate> =
-                dry.counters.iter().map(|c| c.estimate()).collect();
+            let estimates: Vec<EngineEstimate> = dry
+                .counters
+                .iter()
+                .map(|c| c.scaled_estimate(dry.sample, dry.chunks))
+                .collect();
             return Err(RunError::DryRun(render_estimate(
                 dry.chunks,
+                dry.sample,
                 dry.chunk_tokens,
                 &estimates,
                 dry.verbose,
@@ -175,46 +214,150 @@ impl<C> RunContext<C> {
         let set = atk_chunk::chunk_texts(texts, &self.settings.chunk_config());
         let n = set.chunks.len() as u64;
         self.seeded.extend(set.chunks.iter().map(|c| c.id.clone()));
-        self.store
-            .put_items(set.chunks.iter().map(chunk_item).collect())
-            .await?;
+        let mut items: Vec<ItemRecord> = set.chunks.iter().map(chunk_item).collect();
+        if let Some(dry) = &mut self.dry_run {
+            dry.chunks += n;
+            dry.chunk_tokens += set.chunks.iter().map(|c| c.tokens as u64).sum::<u64>();
+            items = dry_run_sample(items, &mut dry.sample);
+        }
+        self.store.put_items(items).await?;
         if self.dry_run.is_none() {
             retire_stale(self.store.as_ref(), &self.seeded).await?;
         }
         Ok(n)
     }
 
+    /// Adds records the pipeline brought itself as items, one each and not chunked (rows of an
+    /// existing dataset, say): `(source name, fields)`, in dataset order. An item's id is a
+    /// hash of its source name, its fields and how often that same pair came before, so the
+    /// same rows give the same ids run after run and stored results are reused. Items are
+    /// written in batches as the iterator yields them (memory stays flat). As with
+    /// [`seed_texts`](Self::seed_texts), items of an earlier run that are not given now are
+    /// retired. Returns how many were added.
+    pub async fn seed_items(
+        &mut self,
+        records: impl IntoIterator<Item = (String, atk_state::Fields)>,
+    ) -> Result<u64, RunError> {
+        const BATCH: usize = 1000;
+        // Occurrences of each (source, fields) pair, keyed by 64 bits of its id: 8 bytes a row.
+        let mut seen: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut n = 0u64;
+        for (source, fields) in records {
+            let body = serde_json::to_string(&fields).map_err(RunError::fatal)?;
+            let first = atk_chunk::chunk_id(&source, &body, 0);
+            let key = u64::from_str_radix(&first[..16], 16).unwrap_or_default();
+            let occurrence = seen.entry(key).or_insert(0);
+            let id = if *occurrence == 0 {
+                first
+            } else {
+                atk_chunk::chunk_id(&source, &body, *occurrence)
+            };
+            *occurrence += 1;
+            self.seeded.insert(id.clone());
+            let mut fields = fields;
+            fields
+                .entry("metadata")
+                .or_insert_with(|| source.clone().into());
+            batch.push(ItemRecord {
+                v: RECORD_VERSION,
+                id,
+                parent: None,
+                order: vec![n],
+                fields,
+            });
+            n += 1;
+            if batch.len() == BATCH {
+                self.put_seeded(std::mem::take(&mut batch)).await?;
+            }
+        }
+        self.put_seeded(batch).await?;
+        if self.dry_run.is_none() {
+            retire_stale(self.store.as_ref(), &self.seeded).await?;
+        }
+        Ok(n)
+    }
+
+    async fn put_seeded(&mut self, mut items: Vec<ItemRecord>) -> Result<(), RunError> {
+        if let Some(dry) = &mut self.dry_run {
+            dry.chunks += items.len() as u64;
+            items = dry_run_sample(items, &mut dry.sample);
+        }
+        if !items.is_empty() {
+            self.store.put_items(items).await?;
+        }
+        Ok(())
+    }
+
     /// The items that went through the whole chain, in stable dataset order, with each step's
-    /// output merged into their fields under its `result_key`.
-    pub fn final_items(&self, chain: &[Arc<dyn Step>]) -> Result<Vec<ItemRecord>, RunError> {
-        atk_step::collect_final(self.store.as_ref(), chain)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(RunError::from)
+    /// output merged into their fields under its `result_key`; streamed from the store (memory
+    /// does not grow with the corpus). Read fields with [`ItemRecord::get`] / [`ItemRecord::text`],
+    /// whose errors name the missing key.
+    pub fn final_items<'a>(
+        &'a self,
+        chain: &'a [Arc<dyn Step>],
+    ) -> impl Iterator<Item = Result<ItemRecord, RunError>> + 'a {
+        atk_step::collect_final(self.store.as_ref(), chain).map(|r| r.map_err(RunError::from))
+    }
+
+    /// Starts writing `<output_dir>/<file_name>` (a folder in the name is created), row by row;
+    /// [`DatasetWriter::finish`] puts it in place atomically and lists it in the summary and
+    /// the dataset card.
+    pub fn dataset(&self, file_name: &str) -> Result<DatasetWriter, RunError> {
+        let path = self.output_dir.join(file_name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
+        }
+        DatasetWriter::create(path, self.datasets.clone())
     }
 
     /// Writes `<output_dir>/<file_name>` atomically, one ShareGPT conversation per line in
-    /// the order given, and remembers it for the end-of-run message. Returns its path.
-    pub fn write_sharegpt(
-        &mut self,
+    /// the order given (an `Err` stops the writing and leaves any previous file whole), and
+    /// lists it in the summary. Returns its path.
+    pub fn write_sharegpt<E: Into<RunError>>(
+        &self,
         file_name: &str,
-        conversations: impl IntoIterator<Item = Conversation>,
+        conversations: impl IntoIterator<Item = Result<Conversation, E>>,
     ) -> Result<PathBuf, RunError> {
-        let path = self.output_dir.join(file_name);
-        let n = dataset::write_sharegpt(&path, conversations)
-            .map_err(|e| RunError::fatal(format!("writing {}: {e}", path.display())))?;
-        self.datasets.push((path.clone(), n));
-        Ok(path)
+        let mut out = self.dataset(file_name)?;
+        for c in conversations {
+            out.write_sharegpt(&c.map_err(Into::into)?)?;
+        }
+        out.finish()
+    }
+
+    /// Writes `<output_dir>/<file_name>` atomically, one JSON row per line in the order given
+    /// (plain JSONL of whatever fields the rows hold). Returns its path.
+    pub fn write_jsonl<T: serde::Serialize, E: Into<RunError>>(
+        &self,
+        file_name: &str,
+        rows: impl IntoIterator<Item = Result<T, E>>,
+    ) -> Result<PathBuf, RunError> {
+        let mut out = self.dataset(file_name)?;
+        for row in rows {
+            out.write(&row.map_err(Into::into)?)?;
+        }
+        out.finish()
     }
 
     /// Writes the meta datasets under `<output_dir>/meta_datagen/` when `do_meta_datagen` is on
-    /// (from the details of the steps run so far and the `meta_datagen_extras` templates);
-    /// does nothing when it is off.
-    pub fn write_meta_datasets(&mut self, final_items: &[ItemRecord]) -> Result<(), RunError> {
+    /// (from the details of the chain's steps and the `meta_datagen_extras` templates rendered
+    /// over the chain's final items, streamed); does nothing when it is off.
+    pub fn write_meta_datasets(&mut self, chain: &[Arc<dyn Step>]) -> Result<(), RunError> {
         if !self.settings.do_meta_datagen {
             return Ok(());
         }
         let out = self.output_dir.join("meta_datagen");
-        let mut items = final_items.iter().cloned();
+        let mut first_error: Option<RunError> = None;
+        let mut items =
+            atk_step::collect_final(self.store.as_ref(), chain).map_while(|r| match r {
+                Ok(item) => Some(item),
+                Err(e) => {
+                    first_error = Some(e.into());
+                    None
+                }
+            });
         let report = atk_metadatagen::write_meta_datasets(
             self.store.as_ref(),
             &self.details_sources,
@@ -224,11 +367,28 @@ impl<C> RunContext<C> {
             &out,
         )
         .map_err(|e| RunError::Config(format!("meta datagen: {e}")))?;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let mut written = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
         for d in &report.datasets {
-            self.datasets.push((d.path.clone(), d.lines));
+            written.push((d.path.clone(), d.lines));
         }
         Ok(())
     }
+}
+
+/// Keeps an evenly spread sample of at most [`DRY_RUN_SAMPLE`] items in all (`taken` counts
+/// what earlier calls kept).
+fn dry_run_sample(items: Vec<ItemRecord>, taken: &mut u64) -> Vec<ItemRecord> {
+    let room = DRY_RUN_SAMPLE.saturating_sub(*taken as usize);
+    if room == 0 {
+        return Vec::new();
+    }
+    let step = items.len().div_ceil(room).max(1);
+    let kept: Vec<ItemRecord> = items.into_iter().step_by(step).take(room).collect();
+    *taken += kept.len() as u64;
+    kept
 }
 
 /// Retires the items of inputs that are no longer there (see
@@ -243,15 +403,6 @@ async fn retire_stale(store: &dyn Store, current: &HashSet<String>) -> Result<()
         );
     }
     Ok(())
-}
-
-fn step_error(e: StepError) -> RunError {
-    match e {
-        e if e.is_config_error() => RunError::Config(e.to_string()),
-        StepError::Engine(e) => RunError::from(e),
-        StepError::Store(e) => RunError::from(e),
-        other => RunError::fatal(other),
-    }
 }
 
 /// Parses the command line, runs `pipeline` and returns the exit code: 0 completed, 2 config
@@ -292,6 +443,7 @@ where
         Ok(()) => {}
         Err(RunError::DryRun(estimate)) => eprint!("{estimate}"),
         Err(RunError::AllFailed) => eprintln!("error: {}", RunError::AllFailed),
+        Err(e @ RunError::NothingKept(_)) => eprintln!("error: {e}"),
         Err(e) => eprintln!("error: {e}"),
     }
     crate::error::exit_code(&outcome)
@@ -305,8 +457,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         set: flags.set.clone(),
         json: flags.override_json.clone(),
     };
-    let loaded = config::load::<P::Config>(&flags.config, &overrides)
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let load = if flags.dry_run {
+        config::load_for_dry_run::<P::Config>
+    } else {
+        config::load::<P::Config>
+    };
+    let loaded = load(&flags.config, &overrides).map_err(|e| RunError::Config(e.to_string()))?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
@@ -339,6 +495,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     } else {
         None
     };
+
     let prompts = Arc::new(
         PromptLibrary::new(pipeline.default_prompts())
             .with_override_dir(settings.prompts.clone())
@@ -370,14 +527,31 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         let counters: Vec<Arc<CountingEngine>> = settings
             .engines
             .iter()
-            .map(|e| CountingEngine::new(&e.label, &e.model, counter, e.price_in, e.price_out))
-            .collect();
+            .map(|e| {
+                let mock = atk_engine::build_engine(
+                    engine_config(&settings, e)
+                        .with_mode(atk_engine::Mode::Mock)
+                        .with_mock(atk_engine::MockConfig::default()),
+                    Vec::new(),
+                )?;
+                Ok(CountingEngine::answering(
+                    &e.label,
+                    &e.model,
+                    counter,
+                    e.price_in,
+                    e.price_out,
+                    mock,
+                ))
+            })
+            .collect::<Result<_, RunError>>()?;
         let engines = Engines {
             small: counters[0].clone(),
             large: counters[1].clone(),
         };
         let store: Arc<dyn Store> = Arc::new(MemStore::default());
-        store.put_items(items).await?;
+        let chunks = items.len() as u64;
+        let mut sample = 0;
+        store.put_items(dry_run_sample(items, &mut sample)).await?;
         let mut ctx = RunContext {
             common: loaded.common,
             config: loaded.custom,
@@ -390,13 +564,14 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             settings: settings.clone(),
             dry_run: Some(DryRun {
                 counters,
-                chunks: chunk_set.chunks.len() as u64,
+                chunks,
+                sample,
                 chunk_tokens,
                 verbose: flags.verbosity() >= 1,
             }),
             reports: Vec::new(),
             details_sources: Vec::new(),
-            datasets: Vec::new(),
+            datasets: Written::default(),
             seeded: HashSet::new(),
         };
         // run_chain ends a dry run with the estimate; a pipeline that runs no chain has none.
@@ -509,7 +684,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         dry_run: None,
         reports: Vec::new(),
         details_sources: Vec::new(),
-        datasets: Vec::new(),
+        datasets: Written::default(),
         seeded: HashSet::new(),
     };
     let outcome = pipeline.run(&mut ctx).await;
@@ -558,12 +733,17 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     record_item_count(&sled).await;
     let _ = store.flush().await;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "store flushed");
+    let datasets = ctx
+        .datasets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let mut summary = RunSummary::new(
         pipeline.name(),
         started.elapsed(),
         &ctx.reports,
         &costs,
-        ctx.datasets.clone(),
+        datasets,
         outcome.as_ref().err().map(|e| e.to_string()),
     );
     if summary.steps.is_empty() {
@@ -575,12 +755,45 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         [serde_json::to_string_pretty(&totals).unwrap_or_default()],
     );
     let _ = summary.write(&settings.output_dir);
-    if flags.verbosity() >= 0 || outcome.is_err() || summary.all_failed() {
+    if !summary.datasets.is_empty() {
+        let facts = crate::card::CardFacts {
+            summary: &summary,
+            output_dir: &settings.output_dir,
+            license: &ctx.common.dataset_license,
+            engines: settings
+                .engines
+                .iter()
+                .map(|e| {
+                    (
+                        e.label.clone(),
+                        e.model.clone(),
+                        format!("{:?}", e.mode).to_lowercase(),
+                    )
+                })
+                .collect(),
+            concurrency_limit: settings.concurrency_limit,
+            chunk_size: ctx.common.chunk_size,
+            prompts: ctx.prompts.loaded(),
+        };
+        let card = crate::card::render(&facts);
+        if let Err(e) = dataset::write_jsonl_atomic(
+            &settings.output_dir.join(crate::card::CARD_FILE),
+            [card.trim_end()],
+        ) {
+            tracing::warn!(error = %e, "could not write the dataset card");
+        }
+    }
+    let nothing_kept = summary.nothing_kept();
+    if flags.verbosity() >= 0 || outcome.is_err() || summary.all_failed() || nothing_kept.is_some()
+    {
         eprint!("{}", summary.render());
     }
     outcome?;
     if summary.all_failed() {
         return Err(RunError::AllFailed);
+    }
+    if let Some(why) = nothing_kept {
+        return Err(RunError::NothingKept(why));
     }
     Ok(())
 }

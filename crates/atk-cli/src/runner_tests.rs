@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use atk_state::ResultRecord;
-use atk_step::StepOutput;
+use atk_step::{StepError, StepOutput};
 use serde_json::json;
 
 use super::*;
@@ -52,6 +52,7 @@ impl Step for Upper {
             completion_tokens: 1,
             elapsed_ms: 0,
             stored_at_ms: 0,
+            ..ResultRecord::new(serde_json::Value::Null)
         }))
     }
 }
@@ -80,11 +81,11 @@ impl Pipeline for TestPipeline {
         }
         let chain: Vec<Arc<dyn Step>> = vec![Arc::new(Upper(self.0.clone()))];
         ctx.run_chain(&chain).await?;
-        let lines = ctx.final_items(&chain)?;
-        *self.0.dataset.lock().unwrap() = lines
-            .iter()
-            .map(|i| first_word(i.fields["text"].as_str().unwrap_or_default()))
-            .collect();
+        let lines = ctx
+            .final_items(&chain)
+            .map(|i| Ok::<_, RunError>(first_word(&i?.text("text")?)))
+            .collect::<Result<_, _>>()?;
+        *self.0.dataset.lock().unwrap() = lines;
         Ok(())
     }
 }

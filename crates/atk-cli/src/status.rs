@@ -377,6 +377,7 @@ mod tests {
                 completion_tokens: 1,
                 elapsed_ms: 1,
                 stored_at_ms: 1,
+                ..ResultRecord::new(serde_json::Value::Null)
             };
             store
                 .put_result("write_poem", "a", r.clone())
@@ -431,16 +432,7 @@ mod tests {
         let store_dir = crate::store_dir(dir.path());
         {
             let store = SledStore::open(&store_dir).unwrap();
-            let r = ResultRecord {
-                v: 1,
-                output: "x".repeat(3000).into(),
-                details: None,
-                attempts: 1,
-                prompt_tokens: 1,
-                completion_tokens: 1,
-                elapsed_ms: 1,
-                stored_at_ms: 1,
-            };
+            let r = ResultRecord::new("x".repeat(3000).into());
             for i in 0..200 {
                 store
                     .put_result("write_poem", &format!("item{i:03}"), r.clone())

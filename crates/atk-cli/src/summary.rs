@@ -17,6 +17,19 @@ pub const SUMMARY_FILE: &str = "run_summary.json";
 pub const TOKEN_COUNTS_FILE: &str = "token_counts.json";
 /// Longest sample output shown on the terminal (characters).
 const SAMPLE_CHARS: usize = 400;
+/// Drop reasons shown per step on the terminal.
+const MAX_DROP_LINES: usize = 5;
+
+impl From<&atk_step::FailureGroup> for FailureSummary {
+    fn from(g: &atk_step::FailureGroup) -> Self {
+        Self {
+            kind: g.kind.clone(),
+            reason: g.reason.clone(),
+            count: g.count,
+            sample_output: g.sample_output.clone(),
+        }
+    }
+}
 
 /// Failures of one kind and reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +59,9 @@ pub struct StepSummary {
     pub dropped: u64,
     /// Failures by reason, most common first.
     pub failures: Vec<FailureSummary>,
+    /// Drops by reason (this run's and stored ones met again), most common first.
+    #[serde(default)]
+    pub drops: Vec<FailureSummary>,
 }
 
 /// One engine's requests, tokens and cost.
@@ -90,6 +106,9 @@ pub struct RunSummary {
     pub error: Option<String>,
     /// True when items failed and none reached the end of a chain.
     pub all_failed: bool,
+    /// Items that went through a whole chain (this run or earlier), over every chain run.
+    #[serde(default)]
+    pub finished: u64,
 }
 
 fn minus(a: u64, b: u64) -> u64 {
@@ -118,13 +137,9 @@ impl RunSummary {
                 failures: s
                     .failures_by_reason
                     .iter()
-                    .map(|g| FailureSummary {
-                        kind: g.kind.clone(),
-                        reason: g.reason.clone(),
-                        count: g.count,
-                        sample_output: g.sample_output.clone(),
-                    })
+                    .map(FailureSummary::from)
                     .collect(),
+                drops: s.drops_by_reason.iter().map(FailureSummary::from).collect(),
             })
             .collect();
         let engines = costs
@@ -153,6 +168,7 @@ impl RunSummary {
             })
             .collect();
         let all_failed = reports.iter().any(RunReport::all_failed);
+        let finished = reports.iter().map(|r| r.finished).sum();
         Self {
             pipeline: pipeline.to_string(),
             wall_time_s: wall.as_secs_f64(),
@@ -161,7 +177,29 @@ impl RunSummary {
             datasets,
             error,
             all_failed,
+            finished,
         }
+    }
+
+    /// Why the run kept nothing, when it did not: no item reached the end of a chain although
+    /// items were dropped or failed, or every dataset written came out empty. The CLI exits 1.
+    pub fn nothing_kept(&self) -> Option<String> {
+        let dropped: u64 = self
+            .steps
+            .iter()
+            .flat_map(|s| &s.drops)
+            .map(|d| d.count)
+            .sum();
+        let failed: u64 = self.steps.iter().map(|s| s.failed).sum();
+        if !self.steps.is_empty() && self.finished == 0 && dropped + failed > 0 {
+            return Some(format!(
+                "no item reached the end of the chain ({dropped} dropped, {failed} failed); the reasons are listed above"
+            ));
+        }
+        if !self.datasets.is_empty() && self.datasets.iter().all(|(_, n)| *n == 0) {
+            return Some("every dataset written is empty; see the step counts above".to_string());
+        }
+        None
     }
 
     /// Fills the step lines from progress counts (for a chain that stopped without a report).
@@ -174,6 +212,7 @@ impl RunSummary {
                 failed: st.failed,
                 dropped: st.dropped,
                 failures: Vec::new(),
+                drops: Vec::new(),
             });
         }
     }
@@ -205,6 +244,17 @@ impl RunSummary {
             );
             for f in &st.failures {
                 let _ = writeln!(s, "  {} x {}: {}", f.count, f.kind, f.reason);
+            }
+            for d in st.drops.iter().take(MAX_DROP_LINES) {
+                let _ = writeln!(s, "  {} x dropped: {}", d.count, d.reason);
+            }
+            if st.drops.len() > MAX_DROP_LINES {
+                let more: u64 = st.drops[MAX_DROP_LINES..].iter().map(|d| d.count).sum();
+                let _ = writeln!(
+                    s,
+                    "  {more} more dropped for {} other reasons (run_summary.json lists them)",
+                    st.drops.len() - MAX_DROP_LINES
+                );
             }
             if let Some(sample) = st.failures.first().and_then(|f| f.sample_output.as_ref()) {
                 let short: String = sample.chars().take(SAMPLE_CHARS).collect();
@@ -279,6 +329,7 @@ mod tests {
                 skipped: 2,
                 failed: 1,
                 dropped: 0,
+                drops_by_reason: vec![],
                 failures_by_reason: vec![FailureGroup {
                     kind: "validation".into(),
                     reason: "no <poem> tags".into(),
@@ -286,6 +337,7 @@ mod tests {
                     sample_output: Some("just prose".into()),
                 }],
             }],
+            finished: 5,
             cancelled: false,
         };
         let start = CostTotals {

@@ -107,7 +107,7 @@ impl Pipeline for PoemTest {
 }
 
 #[tokio::test]
-async fn dry_run_estimates_the_first_step_and_writes_nothing() {
+async fn dry_run_estimates_the_whole_chain_and_writes_nothing() {
     let flags = CommonFlags {
         config: fixtures().join("dry_run.yaml"),
         dry_run: true,
@@ -144,13 +144,10 @@ impl Pipeline for AlwaysRejected {
             .validator(|_, _| Err("no <poem> tag".to_string()));
         let chain: Vec<Arc<dyn Step>> = vec![Arc::new(step)];
         ctx.run_chain(&chain).await?;
-        let items = ctx.final_items(&chain)?;
-        ctx.write_sharegpt(
-            "sharegpt_format.jsonl",
-            items
-                .iter()
-                .map(|_| atk_cli::dataset::sharegpt_pair("", "")),
-        )?;
+        let lines = ctx
+            .final_items(&chain)
+            .map(|item| item.map(|_| atk_cli::dataset::sharegpt_pair("", "")));
+        ctx.write_sharegpt("sharegpt_format.jsonl", lines)?;
         Ok(())
     }
 }

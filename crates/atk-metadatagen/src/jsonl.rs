@@ -11,7 +11,7 @@ use tempfile::NamedTempFile;
 use crate::Error;
 
 /// A dataset file being written; nothing is visible at `path` until [`JsonlFile::commit`].
-pub(crate) struct JsonlFile {
+pub struct JsonlFile {
     path: PathBuf,
     out: BufWriter<NamedTempFile>,
     lines: u64,
@@ -19,7 +19,7 @@ pub(crate) struct JsonlFile {
 
 impl JsonlFile {
     /// Starts writing `path` (through a temp file in the same directory).
-    pub(crate) fn create(path: &Path) -> Result<Self, Error> {
+    pub fn create(path: &Path) -> Result<Self, Error> {
         let dir = path.parent().unwrap_or(Path::new("."));
         let name = path
             .file_name()
@@ -45,7 +45,7 @@ impl JsonlFile {
     }
 
     /// Appends one JSON line.
-    pub(crate) fn write<T: Serialize>(&mut self, line: &T) -> Result<(), Error> {
+    pub fn write<T: Serialize>(&mut self, line: &T) -> Result<(), Error> {
         serde_json::to_writer(&mut self.out, line)
             .map_err(|e| io(&self.path, std::io::Error::other(e)))?;
         self.out.write_all(b"\n").map_err(|e| io(&self.path, e))?;
@@ -54,7 +54,7 @@ impl JsonlFile {
     }
 
     /// Syncs the temp file and renames it over the target; returns the line count.
-    pub(crate) fn commit(self) -> Result<u64, Error> {
+    pub fn commit(self) -> Result<u64, Error> {
         let Self { path, out, lines } = self;
         let tmp = out.into_inner().map_err(|e| io(&path, e.into_error()))?;
         tmp.as_file().sync_all().map_err(|e| io(&path, e))?;

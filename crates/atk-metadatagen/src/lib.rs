@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use atk_state::{ItemRecord, Store};
 
 pub use error::Error;
+pub use jsonl::JsonlFile;
 pub use sharegpt::{Completion, Conversation, Turn};
 
 use extras::Extras;
-use jsonl::JsonlFile;
 
 /// A step whose recorded details feed meta datagen: its name (which keys its stored
 /// results) and the details key it records under (e.g. `poetry_details`).
@@ -342,73 +342,8 @@ fn write_key(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atk_state::{Details, FailureRecord, Records, ResultRecord};
+    use atk_state::{Details, MemStore, ResultRecord};
     use serde_json::json;
-    use std::sync::Mutex;
-
-    /// An in-memory [`Store`] holding items and results; enough for meta datagen.
-    #[derive(Default)]
-    struct MemStore {
-        items: Vec<ItemRecord>,
-        results: Mutex<BTreeMap<(String, String), ResultRecord>>,
-    }
-
-    #[async_trait::async_trait]
-    impl Store for MemStore {
-        async fn put_items(&self, _: Vec<ItemRecord>) -> Result<(), atk_state::Error> {
-            unimplemented!()
-        }
-        fn item(&self, id: &str) -> Result<Option<ItemRecord>, atk_state::Error> {
-            Ok(self.items.iter().find(|i| i.id == id).cloned())
-        }
-        fn items(&self) -> Records<'_, ItemRecord> {
-            let mut items = self.items.clone();
-            items.sort_by(|a, b| a.order.cmp(&b.order));
-            Box::new(items.into_iter().map(Ok))
-        }
-        async fn put_result(
-            &self,
-            _: &str,
-            _: &str,
-            _: ResultRecord,
-        ) -> Result<(), atk_state::Error> {
-            unimplemented!()
-        }
-        fn result(&self, step: &str, id: &str) -> Result<Option<ResultRecord>, atk_state::Error> {
-            Ok(self
-                .results
-                .lock()
-                .unwrap()
-                .get(&(step.to_owned(), id.to_owned()))
-                .cloned())
-        }
-        fn has_result(&self, step: &str, id: &str) -> Result<bool, atk_state::Error> {
-            Ok(self.result(step, id)?.is_some())
-        }
-        fn results(&self, _: &str) -> Records<'_, (String, ResultRecord)> {
-            unimplemented!()
-        }
-        async fn put_failure(
-            &self,
-            _: &str,
-            _: &str,
-            _: FailureRecord,
-        ) -> Result<(), atk_state::Error> {
-            unimplemented!()
-        }
-        fn failures(&self, _: &str) -> Records<'_, (String, FailureRecord)> {
-            unimplemented!()
-        }
-        fn meta(&self, _: &str) -> Result<Option<serde_json::Value>, atk_state::Error> {
-            Ok(None)
-        }
-        async fn put_meta(&self, _: &str, _: serde_json::Value) -> Result<(), atk_state::Error> {
-            unimplemented!()
-        }
-        async fn flush(&self) -> Result<(), atk_state::Error> {
-            Ok(())
-        }
-    }
 
     fn item(id: &str, order: u64, fields: serde_json::Value) -> ItemRecord {
         ItemRecord {
@@ -439,26 +374,32 @@ mod tests {
             completion_tokens: 5,
             elapsed_ms: 3,
             stored_at_ms: 1,
+            ..ResultRecord::new(serde_json::Value::Null)
         }
     }
 
     /// Three items stored out of order; `b` has no result; `c` comes first by `order`.
     fn store(details: bool) -> MemStore {
-        let store = MemStore {
-            items: vec![
-                item("a", 1, json!({"text": "the sea"})),
-                item("b", 2, json!({"text": "a road"})),
-                item("c", 0, json!({"text": "snow"})),
-            ],
-            ..MemStore::default()
-        };
-        for (id, text) in [("a", "the sea"), ("c", "snow")] {
+        let store = MemStore::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
             store
-                .results
-                .lock()
-                .unwrap()
-                .insert(("write_poem".into(), id.into()), result(text, details));
-        }
+                .put_items(vec![
+                    item("a", 1, json!({"text": "the sea"})),
+                    item("b", 2, json!({"text": "a road"})),
+                    item("c", 0, json!({"text": "snow"})),
+                ])
+                .await
+                .unwrap();
+            for (id, text) in [("a", "the sea"), ("c", "snow")] {
+                store
+                    .put_result("write_poem", id, result(text, details))
+                    .await
+                    .unwrap();
+            }
+        });
         store
     }
 
@@ -584,11 +525,11 @@ mod tests {
     #[test]
     fn results_partly_without_details_are_counted_not_fatal() {
         let store = store(true);
-        store
-            .results
-            .lock()
-            .unwrap()
-            .insert(("write_poem".into(), "b".into()), result("a road", false));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(store.put_result("write_poem", "b", result("a road", false)))
+            .unwrap();
         let run = check(&store, &["poetry_details"], false);
         let chat = &run.result.as_ref().unwrap().datasets[0];
         assert_eq!((chat.lines, chat.skipped_count()), (2, 1));

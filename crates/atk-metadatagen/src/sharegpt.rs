@@ -30,6 +30,42 @@ impl Turn {
     }
 }
 
+impl Conversation {
+    /// A conversation of `(from, value)` turns (`system`, `human`, `gpt`).
+    pub fn new<F: Into<String>, V: Into<String>>(turns: impl IntoIterator<Item = (F, V)>) -> Self {
+        Self {
+            conversations: turns.into_iter().map(|(f, v)| Turn::new(f, v)).collect(),
+        }
+    }
+
+    /// A conversation from `(question, answer)` turns: `human` asks, `gpt` answers, in order.
+    pub fn from_turns(turns: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self::new(
+            turns
+                .into_iter()
+                .flat_map(|(q, a)| [("human", q), ("gpt", a)]),
+        )
+    }
+
+    /// The same conversation in OpenAI's messages shape: `{"messages": [{"role", "content"}]}`
+    /// (`human` becomes `user`, `gpt` becomes `assistant`; other names are kept).
+    pub fn to_openai_messages(&self) -> serde_json::Value {
+        let messages: Vec<serde_json::Value> = self
+            .conversations
+            .iter()
+            .map(|t| {
+                let role = match t.from.as_str() {
+                    "human" => "user",
+                    "gpt" => "assistant",
+                    other => other,
+                };
+                serde_json::json!({"role": role, "content": t.value})
+            })
+            .collect();
+        serde_json::json!({ "messages": messages })
+    }
+}
+
 /// One completion-form dataset line: `{"text": ...}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Completion {

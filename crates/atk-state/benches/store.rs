@@ -27,6 +27,7 @@ fn record(i: usize) -> ResultRecord {
         completion_tokens: 250,
         elapsed_ms: 800,
         stored_at_ms: 1_700_000_000_000,
+        ..ResultRecord::new(serde_json::Value::Null)
     }
 }
 

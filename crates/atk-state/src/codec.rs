@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::record::OLDEST_READABLE_VERSION;
 use crate::{Error, FailureRecord, ItemRecord, RECORD_VERSION, ResultRecord};
 
 /// A record carrying a layout version.
@@ -13,10 +14,12 @@ pub(crate) trait Versioned: Serialize + DeserializeOwned {
     fn version(&self) -> u32;
     /// Stamps this build's layout version before writing.
     fn stamp(&mut self);
+    /// Brings a record of an older readable layout to this build's.
+    fn migrate(self) -> Self;
 }
 
 macro_rules! versioned {
-    ($($record:ty),*) => {$(
+    ($($record:ty => $migrate:expr),*) => {$(
         impl Versioned for $record {
             fn version(&self) -> u32 {
                 self.v
@@ -24,10 +27,18 @@ macro_rules! versioned {
             fn stamp(&mut self) {
                 self.v = RECORD_VERSION;
             }
+            fn migrate(self) -> Self {
+                $migrate(self)
+            }
         }
     )*};
 }
-versioned!(ItemRecord, ResultRecord, FailureRecord);
+// Items and failures kept their layout in version 2; results moved their outcome out of `output`.
+versioned!(
+    ItemRecord => |mut r: ItemRecord| { r.v = RECORD_VERSION; r },
+    ResultRecord => ResultRecord::migrate_v1,
+    FailureRecord => |mut r: FailureRecord| { r.v = RECORD_VERSION; r }
+);
 
 /// Serialises a record, stamped with [`RECORD_VERSION`].
 pub(crate) fn encode<T: Versioned>(mut record: T) -> Vec<u8> {
@@ -43,8 +54,8 @@ struct VersionOnly {
     v: Option<u32>,
 }
 
-/// Decodes a record: an unknown `v` is [`Error::Incompatible`], anything else unreadable is
-/// [`Error::Corrupt`] naming `key`.
+/// Decodes a record: an older readable `v` is migrated, an unknown one is
+/// [`Error::Incompatible`], anything else unreadable is [`Error::Corrupt`] naming `key`.
 pub(crate) fn decode<T: Versioned>(
     dir: &Path,
     key: impl FnOnce() -> String,
@@ -57,9 +68,14 @@ pub(crate) fn decode<T: Versioned>(
     };
     match serde_json::from_slice::<T>(bytes) {
         Ok(record) if record.version() == RECORD_VERSION => Ok(record),
+        Ok(record) if (OLDEST_READABLE_VERSION..RECORD_VERSION).contains(&record.version()) => {
+            Ok(record.migrate())
+        }
         Ok(record) => Err(incompatible(record.version())),
         Err(error) => match serde_json::from_slice::<VersionOnly>(bytes) {
-            Ok(VersionOnly { v: Some(found) }) if found != RECORD_VERSION => {
+            Ok(VersionOnly { v: Some(found) })
+                if !(OLDEST_READABLE_VERSION..=RECORD_VERSION).contains(&found) =>
+            {
                 Err(incompatible(found))
             }
             _ => Err(Error::Corrupt {
@@ -121,5 +137,51 @@ mod tests {
         assert!(err.to_string().contains("failures:s/i"));
         let err = check(br#"{"v": 1, "kind": 5}"#).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
+
+    fn result_v1(output: &str) -> ResultRecord {
+        let bytes = format!(
+            r#"{{"v":1,"output":{output},"details":null,"attempts":1,"prompt_tokens":3,"completion_tokens":4,"elapsed_ms":5,"stored_at_ms":6}}"#
+        );
+        decode(
+            Path::new("/store"),
+            || "results:s/i".to_owned(),
+            bytes.as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn version_1_results_are_migrated_to_typed_outcomes() {
+        use crate::Outcome;
+        let dropped = result_v1(r#"{"atk_dropped":"off topic"}"#);
+        assert_eq!(
+            (dropped.v, dropped.outcome, dropped.output),
+            (
+                RECORD_VERSION,
+                Outcome::Dropped {
+                    reason: "off topic".into()
+                },
+                serde_json::Value::Null
+            )
+        );
+        let split = result_v1(r#"{"atk_children":["a","b"],"output":"raw"}"#);
+        assert_eq!(
+            split.outcome,
+            Outcome::Children {
+                ids: vec!["a".into(), "b".into()]
+            }
+        );
+        assert_eq!(split.output, serde_json::json!("raw"));
+        let kept = result_v1(r#"{"poem":"x"}"#);
+        assert_eq!(
+            (kept.outcome, kept.output, kept.prompt_tokens),
+            (Outcome::Kept, serde_json::json!({"poem":"x"}), 3)
+        );
+        // A user's own value of that shape, written by version 2, is never misread.
+        let mut mine = ResultRecord::new(serde_json::json!({"atk_dropped": "my data"}));
+        mine.v = 0;
+        let back: ResultRecord = decode(Path::new("/s"), String::new, &encode(mine)).unwrap();
+        assert_eq!(back.outcome, Outcome::Kept);
     }
 }

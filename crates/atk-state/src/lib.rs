@@ -4,6 +4,7 @@ mod codec;
 mod commit;
 mod error;
 mod key;
+mod mem_store;
 mod record;
 mod retire;
 mod sled_store;
@@ -12,8 +13,10 @@ mod status;
 use async_trait::async_trait;
 
 pub use error::Error;
+pub use mem_store::MemStore;
 pub use record::{
-    Details, FailureRecord, Fields, ItemRecord, RECORD_VERSION, ResultRecord, RunMeta,
+    Details, FailureRecord, FieldError, Fields, ItemRecord, Outcome, RECORD_VERSION, ResultRecord,
+    RunMeta, now_ms,
 };
 pub use retire::{Retired, retire_stale_items};
 pub use sled_store::{Merged, STORE_FORMAT_VERSION, SledStore, StoreOptions};

@@ -149,6 +149,7 @@ mod tests {
             completion_tokens: 1,
             elapsed_ms: 1,
             stored_at_ms: 1,
+            ..ResultRecord::new(serde_json::Value::Null)
         };
         store.put_result("s", "gone", result).await.unwrap();
         let current: HashSet<String> = ["keep".to_owned()].into();

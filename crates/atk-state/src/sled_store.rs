@@ -410,7 +410,8 @@ fn is_root_encoded(id: &str, bytes: &[u8]) -> Option<bool> {
     let rest = bytes.strip_prefix(b"{\"v\":")?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     let version: u32 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-    if version != RECORD_VERSION {
+    // Items kept their layout from version 1 on.
+    if !(crate::record::OLDEST_READABLE_VERSION..=RECORD_VERSION).contains(&version) {
         return None;
     }
     let rest = rest[digits..].strip_prefix(b",\"id\":")?;
@@ -752,6 +753,7 @@ mod tests {
             completion_tokens: 5,
             elapsed_ms: 7,
             stored_at_ms: 1,
+            ..ResultRecord::new(serde_json::Value::Null)
         }
     }
 
@@ -1170,16 +1172,7 @@ mod damage_tests {
     use serde_json::json;
 
     fn result() -> ResultRecord {
-        ResultRecord {
-            v: RECORD_VERSION,
-            output: json!("x".repeat(3000)),
-            details: None,
-            attempts: 1,
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            elapsed_ms: 1,
-            stored_at_ms: 1,
-        }
+        ResultRecord::new(json!("x".repeat(3000)))
     }
 
     #[tokio::test]

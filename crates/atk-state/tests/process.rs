@@ -134,6 +134,7 @@ fn record(id: &str) -> ResultRecord {
         completion_tokens: 250,
         elapsed_ms: 5,
         stored_at_ms: 0,
+        ..ResultRecord::new(serde_json::Value::Null)
     }
 }
 

@@ -231,6 +231,7 @@ async fn child(n: usize) {
         completion_tokens: 20,
         elapsed_ms: 0,
         stored_at_ms: 0,
+        ..ResultRecord::new(serde_json::Value::Null)
     };
     let t = Instant::now();
     futures_util::stream::iter(0..n)

@@ -1,39 +1,31 @@
 //! The executor: runs a chain of steps over the store's items, depth-first, under a bound on
-//! items in flight, storing each result the moment it is accepted.
+//! units in flight, storing each result the moment it is accepted.
 //!
 //! How it works: the store's root item ids are streamed in order (never collected; the sled
 //! store reads them without decoding records), an item that finished the chain is counted from
-//! one key lookup, and only the others are read and decoded. Each item
-//! becomes a task that walks the chain: a step whose result is stored is skipped (its output
-//! merged into the item's fields), the first missing one is run, its result stored, and the
-//! item goes straight on to the next step (no barrier between steps). A `JoinSet` holds at most
-//! `max_in_flight` such tasks; children made by a fan-out step are queued ahead of new root
-//! items, so memory grows with the bound, not with the number of items. The engines enforce
+//! one key lookup (in chains without a fan-in), and only the others are read and decoded. Each
+//! item becomes a task that walks the chain (`drive.rs`): a step whose result is stored is
+//! skipped (its output merged into the item's fields), the first missing one is run, its result
+//! stored, and the item goes straight on to the next step (no barrier between steps). A
+//! `JoinSet` holds at most `max_in_flight` such tasks; children made by a fan-out are queued
+//! ahead of new root items, and a parent is gathered by its fan-in as soon as its last child is
+//! through, so memory grows with the bound, not with the number of items. The engines enforce
 //! the real request concurrency; the bound here only keeps them fed.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use atk_state::{FailureRecord, ItemRecord, RECORD_VERSION, Records, ResultRecord, Store};
-use serde_json::{Value, json};
+use atk_state::Store;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::chain::layout;
+use crate::drive::{Group, Route, Shared, Walked, Work};
 use crate::error::StepError;
 use crate::progress::{ProgressEvent, ProgressSink};
-use crate::prompt_step::now_ms;
-use crate::step::{Step, StepContext, StepOutput};
-use crate::template::value_text;
-
-/// Distinct failure reasons kept per step in a report; further ones are counted together.
-const MAX_FAILURE_GROUPS: usize = 32;
-/// Longest sample output kept in a report (characters).
-const MAX_SAMPLE_CHARS: usize = 2000;
-/// Stored-output marker of a dropped item: `{"atk_dropped": reason}`.
-const DROPPED: &str = "atk_dropped";
-/// Stored-output marker of a fan-out: `{"atk_children": [ids], "output": ...}`.
-const CHILDREN: &str = "atk_children";
+use crate::report::{RunReport, Tally};
+use crate::step::{Step, StepContext};
 
 /// Executor settings.
 #[derive(Debug, Clone)]
@@ -88,330 +80,6 @@ pub struct Executor {
     cfg: ExecutorConfig,
 }
 
-/// Failures of one kind and reason, counted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailureGroup {
-    /// Short class (`validation`, `length`, `rejected`, `transport`, ...).
-    pub kind: String,
-    /// The reason, as given.
-    pub reason: String,
-    /// Items that failed this way in this run.
-    pub count: u64,
-    /// The raw output of the first such item, when there was one (truncated).
-    pub sample_output: Option<String>,
-}
-
-/// What one step did in a run.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StepReport {
-    /// Step name.
-    pub step: String,
-    /// Results stored in this run.
-    pub done: u64,
-    /// Items skipped because their result was already stored.
-    pub skipped: u64,
-    /// Items that failed for good in this run.
-    pub failed: u64,
-    /// Items a filter dropped in this run.
-    pub dropped: u64,
-    /// Failures grouped by kind and reason, most common first.
-    pub failures_by_reason: Vec<FailureGroup>,
-}
-
-/// What a run did.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RunReport {
-    /// One report per step, in chain order.
-    pub steps: Vec<StepReport>,
-    /// True when the run was cancelled before all work was done.
-    pub cancelled: bool,
-}
-
-impl RunReport {
-    /// True when items failed and none reached the end of the chain (in this run or an earlier
-    /// one): the dataset would be empty, so the CLI exits non-zero with the summary.
-    pub fn all_failed(&self) -> bool {
-        let failed: u64 = self.steps.iter().map(|s| s.failed).sum();
-        let finished = self.steps.last().map_or(0, |s| s.done + s.skipped);
-        failed > 0 && finished == 0
-    }
-
-    /// Items that failed in this run, over all steps.
-    pub fn failed(&self) -> u64 {
-        self.steps.iter().map(|s| s.failed).sum()
-    }
-
-    /// A readable summary: counts per step, failures by reason, one raw output for the most common.
-    pub fn summary(&self) -> String {
-        let mut out = String::new();
-        for s in &self.steps {
-            out.push_str(&format!(
-                "{}: {} done, {} already stored, {} failed, {} dropped\n",
-                s.step, s.done, s.skipped, s.failed, s.dropped
-            ));
-            for g in &s.failures_by_reason {
-                out.push_str(&format!("  {} x {}: {}\n", g.count, g.kind, g.reason));
-            }
-        }
-        let most_common = self
-            .steps
-            .iter()
-            .flat_map(|s| s.failures_by_reason.iter().map(move |g| (s, g)))
-            .fold(
-                None::<(&StepReport, &FailureGroup)>,
-                |best, cur| match best {
-                    Some(b) if b.1.count >= cur.1.count => Some(b),
-                    _ => Some(cur),
-                },
-            );
-        if let Some((step, group)) = most_common {
-            match &group.sample_output {
-                Some(sample) => out.push_str(&format!(
-                    "most common failure ({}, {}): {}\nsample raw output:\n{}\n",
-                    step.step, group.kind, group.reason, sample
-                )),
-                None => out.push_str(&format!(
-                    "most common failure ({}, {}): {}\n",
-                    step.step, group.kind, group.reason
-                )),
-            }
-        }
-        if self.all_failed() {
-            out.push_str("every attempted item failed: no item reached the end of the chain\n");
-        }
-        if self.cancelled {
-            out.push_str("cancelled: the next run resumes where this one stopped\n");
-        }
-        out
-    }
-}
-
-#[derive(Default)]
-struct Tally {
-    report: StepReport,
-    index: HashMap<(String, String), usize>,
-}
-
-impl Tally {
-    fn add_failure(&mut self, kind: &str, reason: &str, output: Option<&str>) {
-        self.report.failed += 1;
-        let key = if self.index.len() < MAX_FAILURE_GROUPS
-            || self
-                .index
-                .contains_key(&(kind.to_string(), reason.to_string()))
-        {
-            (kind.to_string(), reason.to_string())
-        } else {
-            (
-                "other".to_string(),
-                "(more distinct reasons than shown)".to_string(),
-            )
-        };
-        let groups = &mut self.report.failures_by_reason;
-        let i = *self.index.entry(key.clone()).or_insert_with(|| {
-            groups.push(FailureGroup {
-                kind: key.0,
-                reason: key.1,
-                count: 0,
-                sample_output: None,
-            });
-            groups.len() - 1
-        });
-        let group = &mut groups[i];
-        group.count += 1;
-        if group.sample_output.is_none() {
-            group.sample_output = output.map(|o| o.chars().take(MAX_SAMPLE_CHARS).collect());
-        }
-    }
-}
-
-struct Shared {
-    store: Arc<dyn Store>,
-    ctx: StepContext,
-    sink: Arc<dyn ProgressSink>,
-    chain: Vec<Arc<dyn Step>>,
-    stop: CancellationToken,
-    tallies: Vec<Mutex<Tally>>,
-}
-
-type Unit = (ItemRecord, usize);
-
-impl Shared {
-    fn tally(&self, step: usize, f: impl FnOnce(&mut Tally)) {
-        f(&mut self.tallies[step].lock().unwrap_or_else(|e| e.into_inner()));
-    }
-
-    /// Fast path for resume: an item with a result for the last step went through the whole chain.
-    fn fully_done(&self, id: &str, start: usize) -> Result<bool, StepError> {
-        let last = self.chain.len() - 1;
-        if self.store.has_result(self.chain[last].name(), id)? {
-            for k in start..=last {
-                self.tally(k, |t| t.report.skipped += 1);
-            }
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// Walks one item through the chain from `start`; returns children to run from a later step.
-    async fn drive(
-        self: Arc<Self>,
-        mut item: ItemRecord,
-        start: usize,
-    ) -> Result<Option<(Vec<ItemRecord>, usize)>, StepError> {
-        for k in start..self.chain.len() {
-            let step = &self.chain[k];
-            let name = step.name();
-            if let Some(record) = self.store.result(name, &item.id)? {
-                self.tally(k, |t| t.report.skipped += 1);
-                match Stored::of(&record.output) {
-                    Stored::Dropped => return Ok(None),
-                    Stored::Children(ids) => return Ok(Some((self.load_children(&ids)?, k + 1))),
-                    Stored::Continue => {
-                        merge(step.as_ref(), &mut item, record);
-                        continue;
-                    }
-                }
-            }
-            if self.stop.is_cancelled() {
-                return Ok(None);
-            }
-            self.sink.event(ProgressEvent::ItemStarted {
-                step: name.to_string(),
-            });
-            match step.run(&item, &self.ctx).await {
-                Ok(StepOutput::Result(record) | StepOutput::Keep(record)) => {
-                    let (pt, ct) = (record.prompt_tokens, record.completion_tokens);
-                    let (output, details) = (record.output.clone(), record.details.clone());
-                    self.store.put_result(name, &item.id, record).await?;
-                    self.done(k, pt, ct);
-                    merge_parts(step.as_ref(), &mut item, output, details);
-                }
-                Ok(StepOutput::Drop(mut record)) => {
-                    let reason = value_text(&record.output);
-                    record.output = json!({ DROPPED: reason });
-                    self.store.put_result(name, &item.id, record).await?;
-                    self.tally(k, |t| t.report.dropped += 1);
-                    self.sink.event(ProgressEvent::ItemDropped {
-                        step: name.to_string(),
-                        reason,
-                    });
-                    return Ok(None);
-                }
-                Ok(StepOutput::Children(children, mut record)) => {
-                    let ids: Vec<&str> = children.iter().map(|c| c.id.as_str()).collect();
-                    record.output = json!({ CHILDREN: ids, "output": record.output });
-                    let (pt, ct) = (record.prompt_tokens, record.completion_tokens);
-                    // Children first: once the parent's result is stored, they must exist.
-                    self.store.put_items(children.clone()).await?;
-                    self.store.put_result(name, &item.id, record).await?;
-                    self.done(k, pt, ct);
-                    return Ok(Some((children, k + 1)));
-                }
-                Err(StepError::Failed(f)) => {
-                    self.tally(k, |t| {
-                        t.add_failure(&f.kind, &f.reason, f.last_output.as_deref())
-                    });
-                    let record = FailureRecord {
-                        v: RECORD_VERSION,
-                        kind: f.kind.clone(),
-                        reason: f.reason.clone(),
-                        last_output: f.last_output,
-                        attempts: f.attempts,
-                        stored_at_ms: now_ms(),
-                    };
-                    self.store.put_failure(name, &item.id, record).await?;
-                    self.sink.event(ProgressEvent::ItemFailed {
-                        step: name.to_string(),
-                        kind: f.kind,
-                        reason: f.reason,
-                        prompt_tokens: f.prompt_tokens,
-                        completion_tokens: f.completion_tokens,
-                    });
-                    return Ok(None);
-                }
-                // Stopped before its request went out: nothing to record, the next run does it.
-                Err(StepError::Cancelled) => return Ok(None),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
-    }
-
-    fn done(&self, k: usize, prompt_tokens: u64, completion_tokens: u64) {
-        self.tally(k, |t| t.report.done += 1);
-        self.sink.event(ProgressEvent::ItemDone {
-            step: self.chain[k].name().to_string(),
-            prompt_tokens,
-            completion_tokens,
-        });
-    }
-
-    fn load_children(&self, ids: &[String]) -> Result<Vec<ItemRecord>, StepError> {
-        load_children(self.store.as_ref(), ids)
-    }
-}
-
-fn load_children(store: &dyn Store, ids: &[String]) -> Result<Vec<ItemRecord>, StepError> {
-    let mut children = Vec::with_capacity(ids.len());
-    for id in ids {
-        match store.item(id)? {
-            Some(child) => children.push(child),
-            None => {
-                tracing::warn!(child = %id, "a stored fan-out lists a child item that is not in the store")
-            }
-        }
-    }
-    Ok(children)
-}
-
-/// How a stored result continues.
-enum Stored {
-    Continue,
-    Dropped,
-    Children(Vec<String>),
-}
-
-impl Stored {
-    fn of(output: &Value) -> Self {
-        let Some(obj) = output.as_object() else {
-            return Self::Continue;
-        };
-        if obj.len() == 1 && obj.contains_key(DROPPED) {
-            return Self::Dropped;
-        }
-        if obj.len() == 2
-            && obj.contains_key("output")
-            && let Some(ids) = obj.get(CHILDREN).and_then(Value::as_array)
-        {
-            return Self::Children(
-                ids.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect(),
-            );
-        }
-        Self::Continue
-    }
-}
-
-fn merge(step: &dyn Step, item: &mut ItemRecord, record: ResultRecord) {
-    merge_parts(step, item, record.output, record.details);
-}
-
-fn merge_parts(
-    step: &dyn Step,
-    item: &mut ItemRecord,
-    output: Value,
-    details: Option<atk_state::Details>,
-) {
-    item.fields.insert(step.result_key().to_string(), output);
-    if let (Some(key), Some(details)) = (step.details_key(), details)
-        && let Ok(value) = serde_json::to_value(details)
-    {
-        item.fields.insert(key.to_string(), value);
-    }
-}
-
 impl Executor {
     /// An executor over `store`, calling steps with `ctx`, reporting to `sink`.
     pub fn new(
@@ -430,10 +98,11 @@ impl Executor {
 
     /// Runs `chain` over every item in the store, depth-first; returns what happened.
     ///
-    /// Prompts are all loaded and checked first (`StepError::Prompt`, before any request).
-    /// A fatal engine or store error stops new work, lets in-flight items finish, and is returned.
+    /// The chain's structure and every prompt are checked first (`StepError::Config` /
+    /// `StepError::Prompt`, before any request). A fatal engine or store error stops new work,
+    /// lets in-flight items finish, and is returned.
     pub async fn run(&self, chain: &[Arc<dyn Step>]) -> Result<RunReport, StepError> {
-        check_chain(chain)?;
+        let layout = layout(chain)?;
         for step in chain {
             self.ctx
                 .prompts
@@ -447,7 +116,11 @@ impl Executor {
         let count_stop = Arc::new(AtomicBool::new(false));
         let mut counting = self.cfg.count_first.then(|| {
             let store = self.store.clone();
-            let steps: Vec<String> = chain.iter().map(|s| s.name().to_string()).collect();
+            let steps: Vec<(String, bool)> = chain
+                .iter()
+                .zip(&layout.child_level)
+                .map(|(s, &c)| (s.name().to_string(), c))
+                .collect();
             let stop = count_stop.clone();
             tokio::task::spawn_blocking(move || count(store.as_ref(), &steps, &stop))
         });
@@ -455,28 +128,26 @@ impl Executor {
         let stop = self.cfg.cancel.child_token();
         let mut ctx = self.ctx.clone();
         ctx.cancel = stop.clone();
+        let top = Route {
+            end: chain.len(),
+            group: None,
+        };
         let shared = Arc::new(Shared {
             store: self.store.clone(),
             ctx,
             sink: self.sink.clone(),
             chain: chain.to_vec(),
+            layout,
             stop,
             tallies: chain
                 .iter()
-                .map(|s| {
-                    Mutex::new(Tally {
-                        report: StepReport {
-                            step: s.name().to_string(),
-                            ..Default::default()
-                        },
-                        ..Default::default()
-                    })
-                })
+                .map(|s| Mutex::new(Tally::new(s.name())))
                 .collect(),
+            finished: Mutex::new(0),
         });
         let mut roots = self.store.root_ids();
         let mut roots_done = false;
-        let mut pending: VecDeque<Unit> = VecDeque::new();
+        let mut pending: VecDeque<Work> = VecDeque::new();
         let mut tasks = JoinSet::new();
         let mut fatal: Option<StepError> = None;
         // The first fatal error is the one reported; the items in flight then usually fail the
@@ -494,16 +165,25 @@ impl Executor {
         };
         loop {
             while tasks.len() < self.cfg.max_in_flight && !shared.stop.is_cancelled() {
-                let (item, start) = match pending.pop_front() {
-                    Some((_, start)) if start >= chain.len() => continue,
-                    Some((item, start)) => match shared.fully_done(&item.id, start) {
-                        Ok(true) => continue,
-                        Ok(false) => (item, start),
-                        Err(e) => {
-                            fail(e, &mut fatal);
-                            break;
+                let work = match pending.pop_front() {
+                    // A child past the end of the chain (a fan-out was the last step) is through.
+                    Some(Work::Item(_, start, route))
+                        if start >= route.end && route.group.is_none() =>
+                    {
+                        shared.add_finished(1);
+                        continue;
+                    }
+                    Some(Work::Item(item, start, route)) if route.group.is_none() => {
+                        match shared.fully_done(&item.id, start) {
+                            Ok(true) => continue,
+                            Ok(false) => Work::Item(item, start, route),
+                            Err(e) => {
+                                fail(e, &mut fatal);
+                                break;
+                            }
                         }
-                    },
+                    }
+                    Some(work) => work,
                     None if roots_done => break,
                     None => match roots.next() {
                         None => {
@@ -522,7 +202,7 @@ impl Executor {
                                 self.store.item(&id).map_err(StepError::from)
                             }
                         }) {
-                            Ok(Some(item)) => (item, 0),
+                            Ok(Some(item)) => Work::Item(item, 0, top.clone()),
                             Ok(None) => continue,
                             Err(e) => {
                                 fail(e, &mut fatal);
@@ -534,23 +214,68 @@ impl Executor {
                 if !announced {
                     announced = true;
                     match counted(counting.take()).await {
-                        Ok(counts) => self.announce(chain, counts),
+                        Ok(counts) => self.announce(chain, &shared.layout.child_level, counts),
                         Err(e) => {
                             fail(e, &mut fatal);
                             break;
                         }
                     }
                 }
-                tasks.spawn(shared.clone().drive(item, start));
+                tasks.spawn(shared.clone().perform(work));
             }
             match tasks.join_next().await {
                 None => break,
-                Some(Ok(Ok(Some((children, next))))) => {
-                    for child in children.into_iter().rev() {
-                        pending.push_front((child, next));
+                Some(Ok(Ok((walked, route)))) => match walked {
+                    Walked::Split {
+                        parent,
+                        at,
+                        children,
+                    } => match shared.layout.closes[at] {
+                        Some(fan_in) => {
+                            let group = Arc::new(Group {
+                                parent,
+                                fan_out: at,
+                                fan_in,
+                                child_ids: children.iter().map(|c| c.id.clone()).collect(),
+                                remaining: AtomicUsize::new(children.len()),
+                                route,
+                            });
+                            if children.is_empty() {
+                                pending.push_front(Work::Gather(group.clone()));
+                            }
+                            for child in children.into_iter().rev() {
+                                pending.push_front(Work::Item(
+                                    child,
+                                    at + 1,
+                                    Route {
+                                        end: fan_in,
+                                        group: Some(group.clone()),
+                                    },
+                                ));
+                            }
+                        }
+                        None => {
+                            for child in children.into_iter().rev() {
+                                pending.push_front(Work::Item(
+                                    child,
+                                    at + 1,
+                                    Route {
+                                        end: route.end,
+                                        group: None,
+                                    },
+                                ));
+                            }
+                        }
+                    },
+                    Walked::Through => {
+                        if let Some(group) = route.group
+                            && group.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+                        {
+                            pending.push_front(Work::Gather(group));
+                        }
                     }
-                }
-                Some(Ok(Ok(None))) => {}
+                    Walked::Stopped => {}
+                },
                 Some(Ok(Err(e))) => fail(e, &mut fatal),
                 Some(Err(e)) => fail(
                     StepError::Internal(format!("a step task failed: {e}")),
@@ -566,12 +291,24 @@ impl Executor {
             let already: Vec<u64> = shared
                 .tallies
                 .iter()
-                .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()).report.skipped)
+                .zip(&shared.layout.child_level)
+                .map(|(t, &child)| {
+                    if child {
+                        0
+                    } else {
+                        t.lock().unwrap_or_else(|e| e.into_inner()).report.skipped
+                    }
+                })
                 .collect();
-            self.announce(chain, Some((already[0], already)));
+            let total = shared.tallies[0]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .report
+                .skipped;
+            self.announce(chain, &shared.layout.child_level, Some((total, already)));
         } else if !announced {
             match counted(counting.take()).await {
-                Ok(counts) => self.announce(chain, counts),
+                Ok(counts) => self.announce(chain, &shared.layout.child_level, counts),
                 Err(e) => fail(e, &mut fatal),
             }
         }
@@ -592,25 +329,22 @@ impl Executor {
         let steps = shared
             .tallies
             .iter()
-            .map(|t| {
-                let mut report =
-                    std::mem::take(&mut t.lock().unwrap_or_else(|e| e.into_inner()).report);
-                report
-                    .failures_by_reason
-                    .sort_by_key(|g| std::cmp::Reverse(g.count));
-                report
-            })
+            .map(|t| std::mem::take(&mut *t.lock().unwrap_or_else(|e| e.into_inner())).finish())
             .collect();
+        let finished = *shared.finished.lock().unwrap_or_else(|e| e.into_inner());
         Ok(RunReport {
             steps,
+            finished,
             cancelled: self.cfg.cancel.is_cancelled(),
         })
     }
 
-    /// Sends `StepStarted` for each step, with the counts when they were taken.
-    fn announce(&self, chain: &[Arc<dyn Step>], counts: Option<Counts>) {
+    /// Sends `StepStarted` for each step, with the counts when they were taken (a step that
+    /// runs on children starts at 0: its total grows as they arrive).
+    fn announce(&self, chain: &[Arc<dyn Step>], child_level: &[bool], counts: Option<Counts>) {
         let (total, already) = counts.unwrap_or_else(|| (0, vec![0; chain.len()]));
         for (k, step) in chain.iter().enumerate() {
+            let total = if child_level[k] { 0 } else { total };
             self.sink.event(ProgressEvent::StepStarted {
                 step: step.name().to_string(),
                 total,
@@ -620,14 +354,15 @@ impl Executor {
     }
 }
 
-/// Root items, and per step how many of them have a stored result.
+/// Root items, and per step how many of them have a stored result (0 for steps that run on
+/// children: their totals grow as children arrive, see [`ProgressEvent::ItemArrived`]).
 type Counts = (u64, Vec<u64>);
 
 /// Counts root items and stored results (one lookup for an item that finished the chain; no
-/// record decoded). `None` when told to `stop` before the end.
+/// record decoded). `steps` are `(name, runs on children)`. `None` when told to `stop` first.
 fn count(
     store: &dyn Store,
-    steps: &[String],
+    steps: &[(String, bool)],
     stop: &AtomicBool,
 ) -> Result<Option<Counts>, StepError> {
     let mut total = 0;
@@ -639,12 +374,16 @@ fn count(
         }
         let id = id?;
         total += 1;
-        if store.has_result(&steps[last], &id)? {
-            already.iter_mut().for_each(|a| *a += 1);
+        if !steps[last].1 && store.has_result(&steps[last].0, &id)? {
+            already
+                .iter_mut()
+                .zip(steps)
+                .filter(|(_, s)| !s.1)
+                .for_each(|(a, _)| *a += 1);
             continue;
         }
-        for (k, step) in steps[..last].iter().enumerate() {
-            if store.has_result(step, &id)? {
+        for (k, (step, child)) in steps[..last].iter().enumerate() {
+            if !child && store.has_result(step, &id)? {
                 already[k] += 1;
             }
         }
@@ -664,99 +403,6 @@ async fn counted(
     }
 }
 
-fn check_chain(chain: &[Arc<dyn Step>]) -> Result<(), StepError> {
-    if chain.is_empty() {
-        return Err(StepError::Config("the chain has no steps".into()));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for step in chain {
-        if step.name().is_empty() {
-            return Err(StepError::Config("a step has an empty name".into()));
-        }
-        if !seen.insert(step.name()) {
-            return Err(StepError::Config(format!(
-                "two steps are named `{}`; step names key stored results and must be unique",
-                step.name()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The items that went through the whole chain, in `order`, each with every step's output
-/// merged into its fields under the step's `result_key` (and details under `details_key`).
-/// Dropped, failed and unfinished items are left out; a fan-out's children stand in for their
-/// parent. Streams from the store; for dataset writers.
-pub fn collect_final<'a>(
-    store: &'a dyn Store,
-    chain: &'a [Arc<dyn Step>],
-) -> Records<'a, ItemRecord> {
-    Box::new(FinalItems {
-        store,
-        chain,
-        roots: store.items(),
-        stack: Vec::new(),
-    })
-}
-
-struct FinalItems<'a> {
-    store: &'a dyn Store,
-    chain: &'a [Arc<dyn Step>],
-    roots: Records<'a, ItemRecord>,
-    stack: Vec<Unit>,
-}
-
-impl FinalItems<'_> {
-    /// Some(item) when final; pushes children when it fanned out.
-    fn walk(
-        &mut self,
-        mut item: ItemRecord,
-        start: usize,
-    ) -> Result<Option<ItemRecord>, atk_state::Error> {
-        for k in start..self.chain.len() {
-            let step = &self.chain[k];
-            let Some(record) = self.store.result(step.name(), &item.id)? else {
-                return Ok(None);
-            };
-            match Stored::of(&record.output) {
-                Stored::Dropped => return Ok(None),
-                Stored::Children(ids) => {
-                    for id in ids.iter().rev() {
-                        if let Some(child) = self.store.item(id)? {
-                            self.stack.push((child, k + 1));
-                        }
-                    }
-                    return Ok(None);
-                }
-                Stored::Continue => merge(step.as_ref(), &mut item, record),
-            }
-        }
-        Ok(Some(item))
-    }
-}
-
-impl Iterator for FinalItems<'_> {
-    type Item = Result<ItemRecord, atk_state::Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let (item, start) = match self.stack.pop() {
-                Some(unit) => unit,
-                None => match self.roots.next()? {
-                    Err(e) => return Some(Err(e)),
-                    Ok(item) if item.parent.is_some() => continue,
-                    Ok(item) => (item, 0),
-                },
-            };
-            match self.walk(item, start) {
-                Ok(Some(item)) => return Some(Ok(item)),
-                Ok(None) => continue,
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -768,7 +414,10 @@ mod tests {
     use crate::prompt_step::PromptStep;
     use crate::step::Engines;
     use crate::testing::{MemStore, ScriptedEngine, last_text, reply};
+    use crate::{Chain, collect_final};
     use atk_state::Fields;
+    use atk_state::{ItemRecord, Outcome, RECORD_VERSION};
+    use serde_json::{Value, json};
 
     const PROMPTS: &[(&str, &str)] = &[
         ("one.yaml", "- role: user\n  content: \"one: {text}\"\n"),
@@ -822,6 +471,16 @@ mod tests {
             Arc::new(PromptStep::new("first", "one")),
             Arc::new(PromptStep::new("second", "two")),
         ]
+    }
+
+    /// A sink that keeps every event.
+    #[derive(Default)]
+    struct Log(Mutex<Vec<ProgressEvent>>);
+
+    impl ProgressSink for Log {
+        fn event(&self, event: ProgressEvent) {
+            self.0.lock().unwrap().push(event);
+        }
     }
 
     fn sent(engine: &ScriptedEngine) -> Vec<String> {
@@ -1401,7 +1060,16 @@ mod tests {
             (2, 2, 2)
         );
         let dropped = store.result("judge", "id0001").unwrap().unwrap();
-        assert_eq!(dropped.output, json!({"atk_dropped": "off-topic\nDROP"}));
+        assert_eq!(
+            dropped.outcome,
+            Outcome::Dropped {
+                reason: "off-topic\nDROP".into()
+            }
+        );
+        assert_eq!(
+            dropped.output,
+            json!({"keep": false, "reason": "off-topic\nDROP"})
+        );
         let finals: Vec<String> = collect_final(store.as_ref(), &chain())
             .map(|i| i.unwrap().id)
             .collect();
@@ -1416,13 +1084,6 @@ mod tests {
 
     #[tokio::test]
     async fn progress_events_announce_counts_and_items() {
-        #[derive(Default)]
-        struct Log(Mutex<Vec<ProgressEvent>>);
-        impl ProgressSink for Log {
-            fn event(&self, event: ProgressEvent) {
-                self.0.lock().unwrap().push(event);
-            }
-        }
         let store = store_with(3).await;
         executor(store.clone(), echo(), ExecutorConfig::default())
             .run(&two_steps()[..1])
@@ -1494,5 +1155,290 @@ mod tests {
             }
         );
         assert_eq!(events.len(), 4, "{events:?}");
+    }
+
+    /// judge (filter) → split into 3 children → check (vote of 3) → join (fan-in) → polish.
+    fn qa_chain() -> Chain {
+        const VOTES: u32 = 3;
+        let split = FanOutStep::from_fn("split", |item| {
+            let text = item.fields["text"].as_str().unwrap_or_default().to_string();
+            Ok((0..3)
+                .map(|i| Fields::from_iter([("text".to_string(), json!(format!("{text}.{i}")))]))
+                .collect())
+        });
+        let join = crate::FanInStep::from_fn("join", |parent, children| {
+            Ok(json!(format!(
+                "{}:{}",
+                parent.id,
+                children
+                    .iter()
+                    .map(|c| c.fields["text"].as_str().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )))
+        });
+        Chain::new()
+            .then(FilterStep::new(PromptStep::new("judge", "judge")))
+            .then(split)
+            .then(PromptStep::new("check", "one").votes(VOTES))
+            .then(join)
+            .then(PromptStep::new("polish", "two").result_key("first"))
+    }
+
+    /// Judges drop t1; checks say no to children ending in `.1`; everything else passes.
+    fn qa_reply(request: &atk_engine::Request) -> atk_engine::Reply {
+        let text = last_text(request);
+        reply(if text.starts_with("judge: t1") {
+            "a table of contents\nDROP"
+        } else if text.starts_with("judge") {
+            "KEEP"
+        } else if text.ends_with(".1") {
+            "no"
+        } else {
+            "yes"
+        })
+    }
+
+    fn qa_engine() -> Arc<ScriptedEngine> {
+        Arc::new(ScriptedEngine::new("e").with_fallback(|r| Ok(qa_reply(r))))
+    }
+
+    #[tokio::test]
+    async fn a_fan_in_gathers_the_kept_children_once_per_parent() {
+        let store = store_with(3).await;
+        let engine = qa_engine();
+        let report = executor(
+            store.clone(),
+            engine.clone(),
+            ExecutorConfig::default().with_max_in_flight(4),
+        )
+        .run(&qa_chain())
+        .await
+        .unwrap();
+        let by = |name: &str| {
+            report
+                .steps
+                .iter()
+                .find(|s| s.step == name)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!((by("judge").done, by("judge").dropped), (2, 1));
+        assert_eq!(by("check").done, 4, "two kept parents x two children pass");
+        assert_eq!(by("check").dropped, 2);
+        assert_eq!(by("join").done, 2);
+        assert_eq!(report.finished, 2);
+        assert_eq!(
+            by("judge").drops_by_reason[0].reason,
+            "a table of contents [...]"
+        );
+        // 3 judges, 6 children x 2 calls (a 2-0 vote stops early), 2 polishes.
+        assert_eq!(engine.calls(), 3 + 12 + 2);
+        let finals: Vec<ItemRecord> = collect_final(store.as_ref(), &qa_chain())
+            .map(Result::unwrap)
+            .collect();
+        let ids: Vec<&str> = finals.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["id0000", "id0002"],
+            "the parents come out, not the children"
+        );
+        assert_eq!(finals[0].fields["join"], json!("id0000:t0.0,t0.2"));
+        assert_eq!(
+            finals[0].fields["first"],
+            json!("yes"),
+            "polish ran on the parent: {:?}",
+            finals[0].fields
+        );
+        let checked: Vec<ItemRecord> =
+            collect_final(store.as_ref(), &qa_chain().up_to("check").unwrap())
+                .map(Result::unwrap)
+                .collect();
+        assert_eq!(checked.len(), 4, "the children that passed the vote");
+        assert_eq!(checked[0].fields["check"]["yes"], json!(2));
+
+        // A rerun sends nothing and reuses every fan-in.
+        let again = qa_engine();
+        let report = executor(store.clone(), again.clone(), ExecutorConfig::default())
+            .run(&qa_chain())
+            .await
+            .unwrap();
+        assert_eq!(again.calls(), 0);
+        assert_eq!(report.finished, 2);
+        assert_eq!(report.steps[3].skipped, 2);
+        assert_eq!(
+            report.steps[0].drops_by_reason[0].count, 1,
+            "stored drops are listed again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fan_in_is_redone_when_its_kept_children_change_and_only_then() {
+        let store = store_with(1).await;
+        // First run: the check of child .2 fails for good (unreadable votes).
+        let engine = Arc::new(ScriptedEngine::new("e").with_fallback(|r| {
+            let text = last_text(r);
+            Ok(reply(if text.starts_with("judge") {
+                "KEEP"
+            } else if text.ends_with(".2") {
+                "hmm"
+            } else {
+                "yes"
+            }))
+        }));
+        let report = executor(store.clone(), engine, ExecutorConfig::default())
+            .run(&qa_chain())
+            .await
+            .unwrap();
+        assert_eq!(report.steps[2].failed, 1);
+        assert_eq!(
+            store.result("join", "id0000").unwrap().unwrap().output,
+            json!("id0000:t0.0,t0.1")
+        );
+        // Second run: the failed child is tried again, passes, and the fan-in is redone with it.
+        let engine = qa_engine();
+        executor(store.clone(), engine.clone(), ExecutorConfig::default())
+            .run(&qa_chain())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.result("join", "id0000").unwrap().unwrap().output,
+            json!("id0000:t0.0,t0.1,t0.2")
+        );
+        assert_eq!(
+            engine.calls(),
+            2 + 1,
+            "two votes for the retried child, and polish again: its input changed"
+        );
+        let again = qa_engine();
+        executor(store.clone(), again.clone(), ExecutorConfig::default())
+            .run(&qa_chain())
+            .await
+            .unwrap();
+        assert_eq!(again.calls(), 0, "the same kept set: nothing is redone");
+    }
+
+    #[tokio::test]
+    async fn a_parent_with_no_kept_child_is_dropped_at_the_fan_in() {
+        let store = store_with(1).await;
+        let engine = Arc::new(ScriptedEngine::new("e").with_fallback(|r| {
+            Ok(reply(if last_text(r).starts_with("judge") {
+                "KEEP"
+            } else {
+                "no"
+            }))
+        }));
+        let report = executor(store.clone(), engine, ExecutorConfig::default())
+            .run(&qa_chain())
+            .await
+            .unwrap();
+        assert_eq!(report.steps[3].dropped, 1);
+        assert_eq!(
+            report.steps[3].drops_by_reason[0].reason,
+            crate::NO_KEPT_CHILDREN
+        );
+        assert!(report.nothing_kept());
+        assert!(
+            report.summary().contains("every one was dropped or failed"),
+            "{}",
+            report.summary()
+        );
+    }
+
+    #[tokio::test]
+    async fn progress_counts_children_as_children() {
+        let store = store_with(2).await;
+        let log = Arc::new(Log::default());
+        let ctx = StepContext::new(
+            Engines::single(qa_engine()),
+            Arc::new(PromptLibrary::new(PROMPTS)),
+        );
+        Executor::new(store, ctx, log.clone(), ExecutorConfig::default())
+            .run(&qa_chain())
+            .await
+            .unwrap();
+        let events = log.0.lock().unwrap().clone();
+        let arrived = events
+            .iter()
+            .filter(|e| matches!(e, ProgressEvent::ItemArrived { step, .. } if step == "check"))
+            .count();
+        let done = events
+            .iter()
+            .filter(|e| matches!(e, ProgressEvent::ItemDone { step, .. } if step == "check"))
+            .count();
+        assert_eq!(
+            (arrived, done),
+            (3, 2),
+            "one kept parent's three children arrive; two pass the vote"
+        );
+        assert!(events.contains(&ProgressEvent::StepStarted {
+            step: "check".into(),
+            total: 0,
+            already_done: 0
+        }));
+        assert!(events.contains(&ProgressEvent::StepStarted {
+            step: "judge".into(),
+            total: 2,
+            already_done: 0
+        }));
+    }
+
+    #[tokio::test]
+    async fn a_crash_mid_chain_with_fan_out_vote_and_fan_in_resumes_to_the_same_result() {
+        let n = 6usize;
+        let dir = tempfile::tempdir().unwrap();
+        let store = reopen(dir.path()).await;
+        store.put_items(items(n)).await.unwrap();
+        // The engine stalls after 9 calls; the run is abandoned with those in flight.
+        let engine = Arc::new(
+            ScriptedEngine::new("e")
+                .with_fallback(|r| Ok(qa_reply(r)))
+                .hang_after(9),
+        );
+        let cfg = ExecutorConfig::default().with_max_in_flight(3);
+        let run = executor(store.clone(), engine.clone(), cfg);
+        let run = tokio::spawn(async move { run.run(&qa_chain()).await });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while engine.calls() < 10 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        run.abort(); // the simulated crash, with calls in flight
+        assert!(run.await.unwrap_err().is_cancelled());
+        drop(store);
+        let store = reopen(dir.path()).await;
+        let engine = qa_engine();
+        executor(store.clone(), engine.clone(), ExecutorConfig::default())
+            .run(&qa_chain())
+            .await
+            .unwrap();
+        let resumed: Vec<ItemRecord> = collect_final(store.as_ref(), &qa_chain())
+            .map(Result::unwrap)
+            .collect();
+
+        let fresh = store_with(n).await;
+        let full = qa_engine();
+        executor(fresh.clone(), full.clone(), ExecutorConfig::default())
+            .run(&qa_chain())
+            .await
+            .unwrap();
+        let expected: Vec<ItemRecord> = collect_final(fresh.as_ref(), &qa_chain())
+            .map(Result::unwrap)
+            .collect();
+        let strip = |items: Vec<ItemRecord>| {
+            items
+                .into_iter()
+                .map(|i| (i.id, i.fields))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(resumed), strip(expected));
+        assert!(
+            engine.calls() + 9 <= full.calls() + 2 * 3,
+            "resent at most 2 x in-flight: {} + 9 vs {}",
+            engine.calls(),
+            full.calls()
+        );
     }
 }

@@ -9,8 +9,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::StepError;
-use crate::prompt_step::{PromptStep, now_ms};
-use crate::step::{Step, StepContext, StepOutput};
+use crate::prompt_step::PromptStep;
+use crate::step::{Shape, Step, StepContext, StepOutput};
 
 type Split = Arc<dyn Fn(&Value, &ItemRecord) -> Result<Vec<Fields>, String> + Send + Sync>;
 type ItemSplit = Arc<dyn Fn(&ItemRecord) -> Result<Vec<Fields>, String> + Send + Sync>;
@@ -106,6 +106,24 @@ impl Step for FanOutStep {
         }
     }
 
+    fn result_key(&self) -> &str {
+        match &self.source {
+            Source::Prompt(inner, _) => Step::result_key(inner.as_ref()),
+            Source::Function(_) => &self.name,
+        }
+    }
+
+    fn details_key(&self) -> Option<&str> {
+        match &self.source {
+            Source::Prompt(inner, _) => Step::details_key(inner.as_ref()),
+            Source::Function(_) => None,
+        }
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::FanOut
+    }
+
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let (fields, record) = match &self.source {
             Source::Prompt(inner, split) => {
@@ -113,17 +131,7 @@ impl Step for FanOutStep {
             }
             Source::Function(split) => {
                 let fields = split(item).map_err(|reason| StepError::failed("fan_out", reason))?;
-                let record = ResultRecord {
-                    v: RECORD_VERSION,
-                    output: Value::Null,
-                    details: None,
-                    attempts: 1,
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    elapsed_ms: 0,
-                    stored_at_ms: now_ms(),
-                };
-                (fields, record)
+                (fields, ResultRecord::new(Value::Null))
             }
         };
         Ok(StepOutput::Children(make_children(item, fields), record))

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use atk_state::{ItemRecord, RECORD_VERSION, ResultRecord};
+use atk_state::{ItemRecord, Outcome, ResultRecord};
 use serde_json::{Value, json};
 
 use crate::error::StepError;
-use crate::prompt_step::{PromptStep, now_ms};
+use crate::prompt_step::PromptStep;
 use crate::step::{Step, StepContext, StepOutput};
 
 type Judge = Arc<dyn Fn(&Value) -> Result<(bool, String), String> + Send + Sync>;
@@ -41,23 +41,11 @@ pub fn default_judge(output: &Value) -> Result<(bool, String), String> {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .to_lowercase();
-    let words: Vec<&str> = last
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    let has = |set: &[&str]| words.iter().any(|w| set.contains(w));
-    let drop = has(&["drop", "no", "reject", "unsuitable"]);
-    let keep = has(&["keep", "yes", "pass", "suitable"]);
-    match (keep, drop) {
-        (true, false) => Ok((true, text.trim().to_string())),
-        (false, true) => Ok((false, text.trim().to_string())),
-        _ => Err("no clear keep/drop verdict on the last line".to_string()),
+    let keep = &["keep", "yes", "pass", "suitable"];
+    let drop = &["drop", "no", "reject", "unsuitable"];
+    match crate::extract::last_line_verdict(&text, keep, drop) {
+        Some(keep) => Ok((keep, text.trim().to_string())),
+        None => Err("no clear keep/drop verdict on the last line".to_string()),
     }
 }
 
@@ -114,28 +102,23 @@ impl Step for FilterStep {
         }
     }
 
+    fn details_key(&self) -> Option<&str> {
+        match &self.source {
+            Source::Prompt(inner, _) => Step::details_key(inner.as_ref()),
+            Source::Function(_) => None,
+        }
+    }
+
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let ((keep, reason), mut record) = match &self.source {
             Source::Prompt(inner, judge) => inner.attempt(item, ctx, &|out, _| judge(out)).await?,
-            Source::Function(f) => {
-                let record = ResultRecord {
-                    v: RECORD_VERSION,
-                    output: Value::Null,
-                    details: None,
-                    attempts: 1,
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    elapsed_ms: 0,
-                    stored_at_ms: now_ms(),
-                };
-                (f(item), record)
-            }
+            Source::Function(f) => (f(item), ResultRecord::new(Value::Null)),
         };
+        record.output = json!({"keep": keep, "reason": reason});
         if keep {
-            record.output = json!({"keep": true, "reason": reason});
             Ok(StepOutput::Keep(record))
         } else {
-            record.output = Value::String(reason);
+            record.outcome = Outcome::Dropped { reason };
             Ok(StepOutput::Drop(record))
         }
     }

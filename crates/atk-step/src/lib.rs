@@ -1,23 +1,36 @@
 #![doc = include_str!("../README.md")]
 
+mod chain;
+mod drive;
 mod error;
 mod executor;
+mod extract;
+mod fan_in;
 mod fan_out;
 mod filter;
+mod final_items;
 mod progress;
 mod prompt;
 mod prompt_step;
+mod report;
 mod step;
 mod template;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod vote;
 
+pub use chain::Chain;
 pub use error::{ItemFailure, StepError};
-pub use executor::{Executor, ExecutorConfig, FailureGroup, RunReport, StepReport, collect_final};
+pub use executor::{Executor, ExecutorConfig};
+pub use extract::{qa_children, qa_pairs, tag_text, tagged_turns, verdict};
+pub use fan_in::{FanInStep, NO_KEPT_CHILDREN};
 pub use fan_out::{FanOutStep, child_id, make_children};
 pub use filter::{FilterStep, default_judge};
+pub use final_items::{FinalItems, collect_final};
 pub use progress::{NullSink, ProgressEvent, ProgressSink};
 pub use prompt::{PromptLibrary, PromptSource, PromptTemplate};
 pub use prompt_step::{LENGTH_CUT_REASON, PromptStep};
-pub use step::{EngineChoice, Engines, Step, StepContext, StepOutput};
+pub use report::{FailureGroup, RunReport, StepReport};
+pub use step::{EngineChoice, Engines, Shape, Step, StepContext, StepOutput};
 pub use template::render_template;
+pub use vote::VoteStep;

@@ -48,6 +48,30 @@ pub enum ProgressEvent {
         /// Why it was dropped.
         reason: String,
     },
+    /// An item reached a step that runs on children of a fan-out: such a step's total is not
+    /// known up front and grows by one with each arrival (`already_done` when its result was
+    /// stored by an earlier run).
+    ItemArrived {
+        /// Step name.
+        step: String,
+        /// True when the result is already stored (it will be skipped).
+        already_done: bool,
+    },
+    /// An item counted in a step's total will not reach it (it was dropped or failed at an
+    /// earlier step): the step's total shrinks by one.
+    ItemLeft {
+        /// Step name.
+        step: String,
+    },
+    /// Tokens spent on an item that was then dropped (a filter's or a vote's calls cost too).
+    TokensSpent {
+        /// Step name.
+        step: String,
+        /// Prompt tokens.
+        prompt_tokens: u64,
+        /// Completion tokens.
+        completion_tokens: u64,
+    },
     /// A step has no more work in this run.
     StepFinished {
         /// Step name.

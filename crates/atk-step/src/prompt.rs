@@ -43,6 +43,13 @@ enum Body {
 pub struct PromptTemplate {
     source: PromptSource,
     body: Body,
+    digest: String,
+}
+
+/// The first 16 hex digits of SHA-256 of a prompt file's text.
+fn digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(text.as_bytes())[..8])
 }
 
 #[derive(Deserialize)]
@@ -100,6 +107,7 @@ impl PromptTemplate {
         Ok(Self {
             source,
             body: Body::Chat(messages),
+            digest: digest(text),
         })
     }
 
@@ -115,12 +123,19 @@ impl PromptTemplate {
         Ok(Self {
             source,
             body: Body::Completion(text.to_string()),
+            digest: digest(text),
         })
     }
 
     /// Where this prompt came from.
     pub fn source(&self) -> &PromptSource {
         &self.source
+    }
+
+    /// A short hash of the file's text (16 hex digits): names the prompt's version in
+    /// dataset cards and step fingerprints.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// True for a chat prompt, false for a completion prompt.
@@ -211,6 +226,17 @@ impl PromptLibrary {
         Ok(template)
     }
 
+    /// Every prompt loaded so far, by file name, sorted: `(file name, source, digest)`.
+    pub fn loaded(&self) -> Vec<(String, String, String)> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = cache
+            .iter()
+            .map(|(name, t)| (name.clone(), t.source.to_string(), t.digest.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Loads and checks every named prompt; the first problem is returned.
     pub fn check_all(&self, names: &[String], completion_mode: bool) -> Result<(), StepError> {
         names
@@ -279,6 +305,23 @@ fn check_name(name: &str) -> Result<(), StepError> {
         });
     }
     Ok(())
+}
+
+/// The prompt files of a pipeline crate, compiled in: for each name, `prompts/NAME.yaml` (chat)
+/// and `prompts/NAME.txt` (completion) under the calling crate's folder, as the
+/// `(file name, contents)` pairs [`PromptLibrary::new`] takes.
+///
+/// ```ignore
+/// pub const PROMPTS: &[(&str, &str)] = atk_step::prompts!("judge_chunk", "generate_qa");
+/// ```
+#[macro_export]
+macro_rules! prompts {
+    ($($name:literal),+ $(,)?) => {
+        &[$(
+            (concat!($name, ".yaml"), include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/", $name, ".yaml"))),
+            (concat!($name, ".txt"), include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/", $name, ".txt"))),
+        )+]
+    };
 }
 
 #[cfg(test)]

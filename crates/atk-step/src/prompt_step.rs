@@ -2,12 +2,13 @@
 //! process and validate the reply, retry rejected outputs up to `max_retries`.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use atk_engine::{Prompt, Request};
 use atk_state::{Details, ItemRecord, RECORD_VERSION, ResultRecord};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::error::{ItemFailure, StepError};
 use crate::step::{EngineChoice, Step, StepContext, StepOutput};
@@ -16,6 +17,7 @@ use crate::template::value_text;
 type OutputProcessor = Arc<dyn Fn(&str) -> Result<Value, String> + Send + Sync>;
 type Validator = Arc<dyn Fn(&Value, &ItemRecord) -> Result<(), String> + Send + Sync>;
 type InputProcessor = Arc<dyn Fn(ItemRecord) -> ItemRecord + Send + Sync>;
+type MockChoice = Arc<dyn Fn(&ItemRecord, u32) -> String + Send + Sync>;
 
 /// The reason recorded when a reply was cut by `max_tokens`.
 pub const LENGTH_CUT_REASON: &str = "cut off by max_tokens (finish_reason=length)";
@@ -35,6 +37,7 @@ pub struct PromptStep {
     max_retries: u32,
     args: Map<String, Value>,
     mock_reply: Option<String>,
+    mock_choice: Option<MockChoice>,
     accept_length_cut: bool,
 }
 
@@ -65,6 +68,7 @@ impl PromptStep {
             max_retries: 3,
             args: Map::new(),
             mock_reply: None,
+            mock_choice: None,
             accept_length_cut: false,
         }
     }
@@ -144,6 +148,40 @@ impl PromptStep {
         self
     }
 
+    /// Mock reply templates picked per item and call (by a hash of the item id and the call
+    /// number: vote `k` of a [`VoteStep`](crate::VoteStep), or the retry), so a demo or a
+    /// test on the mock engine sees different replies for different items: drops, split votes.
+    pub fn mock_replies<S: Into<String>>(self, templates: impl IntoIterator<Item = S>) -> Self {
+        let templates: Vec<String> = templates.into_iter().map(Into::into).collect();
+        if templates.is_empty() {
+            return self;
+        }
+        self.mock_reply_with(move |item, call| {
+            let digest = Sha256::new()
+                .chain_update(item.id.as_bytes())
+                .chain_update(call.to_le_bytes())
+                .finalize();
+            let pick = u64::from_le_bytes(digest[..8].try_into().unwrap_or_default());
+            templates[(pick % templates.len() as u64) as usize].clone()
+        })
+    }
+
+    /// The mock reply template for an item and call number (0 for the first call of an item;
+    /// a vote's number for votes), chosen by `f`. Wins over [`mock_reply`](Self::mock_reply).
+    pub fn mock_reply_with(
+        mut self,
+        f: impl Fn(&ItemRecord, u32) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.mock_choice = Some(Arc::new(f));
+        self
+    }
+
+    /// Turns this step into a vote of `n` calls per item ([`VoteStep`](crate::VoteStep));
+    /// by default a majority of "yes" verdicts keeps the item.
+    pub fn votes(self, n: u32) -> crate::VoteStep {
+        crate::VoteStep::new(self, n)
+    }
+
     /// Accept replies cut by `max_tokens` (`finish_reason: length`); rejected by default.
     pub fn accept_length_cut(mut self, accept: bool) -> Self {
         self.accept_length_cut = accept;
@@ -157,6 +195,16 @@ impl PromptStep {
 
     /// Builds the request for an item (after the input processor).
     pub fn request(&self, item: &ItemRecord, ctx: &StepContext) -> Result<Request, StepError> {
+        self.request_for(item, ctx, 0)
+    }
+
+    /// The request for call number `call` of an item (the mock reply may differ per call).
+    pub(crate) fn request_for(
+        &self,
+        item: &ItemRecord,
+        ctx: &StepContext,
+        call: u32,
+    ) -> Result<Request, StepError> {
         let template = ctx.prompts.load(&self.prompt_name, ctx.completion_mode)?;
         let lookup = |name: &str| {
             item.fields
@@ -170,10 +218,14 @@ impl PromptStep {
         if !ctx.use_stop {
             params.remove("stop");
         }
+        let mock_reply = match &self.mock_choice {
+            Some(choose) => Some(choose(item, call)),
+            None => self.mock_reply.clone(),
+        };
         Ok(Request {
             prompt,
             params,
-            mock_reply: self.mock_reply.clone(),
+            mock_reply,
         })
     }
 
@@ -186,6 +238,17 @@ impl PromptStep {
         ctx: &StepContext,
         accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
     ) -> Result<(T, ResultRecord), StepError> {
+        self.attempt_call(item, ctx, 0, accept).await
+    }
+
+    /// [`attempt`](Self::attempt) as call number `call` of the item (votes).
+    pub(crate) async fn attempt_call<T>(
+        &self,
+        item: &ItemRecord,
+        ctx: &StepContext,
+        call: u32,
+        accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
+    ) -> Result<(T, ResultRecord), StepError> {
         let processed_item;
         let item = match &self.input_processor {
             Some(f) => {
@@ -194,7 +257,7 @@ impl PromptStep {
             }
             None => item,
         };
-        let request = self.request(item, ctx)?;
+        let request = self.request_for(item, ctx, call)?;
         let engine = ctx.engines.get(self.engine);
         let started = Instant::now();
         let (mut prompt_tokens, mut completion_tokens) = (0, 0);
@@ -244,6 +307,10 @@ impl PromptStep {
                     let details = ctx.include_details.then(|| details(&request, &reply));
                     let record = ResultRecord {
                         v: RECORD_VERSION,
+                        outcome: Default::default(),
+                        raw: Some(reply.text),
+                        fingerprint: None,
+                        input_hash: None,
                         output,
                         details,
                         attempts: attempt,
@@ -304,12 +371,7 @@ fn details(request: &Request, reply: &atk_engine::Reply) -> Details {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use atk_state::now_ms;
 
 #[async_trait]
 impl Step for PromptStep {

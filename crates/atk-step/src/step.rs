@@ -27,8 +27,39 @@ pub trait Step: Send + Sync {
     fn details_key(&self) -> Option<&str> {
         None
     }
+    /// How the step maps items: one to one (the default), one to many, or many to one.
+    fn shape(&self) -> Shape {
+        Shape::OneToOne
+    }
     /// Runs the step for one item. `Err(StepError::Failed)` fails this item only; other errors stop the run.
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError>;
+    /// For a [`Shape::FanIn`] step: runs once for `parent` over its kept `children` (in order,
+    /// each with the results of the steps since the fan-out merged). The default refuses.
+    async fn gather(
+        &self,
+        parent: &ItemRecord,
+        children: &[ItemRecord],
+        ctx: &StepContext,
+    ) -> Result<StepOutput, StepError> {
+        let _ = (parent, children, ctx);
+        Err(StepError::Config(format!(
+            "step `{}` is not a fan-in step",
+            self.name()
+        )))
+    }
+}
+
+/// How a step maps items; the [`Chain`](crate::Chain) checks that every fan-in closes a fan-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Shape {
+    /// One result per item (prompt steps, filters, votes).
+    OneToOne,
+    /// One item becomes child items ([`FanOutStep`](crate::FanOutStep)).
+    FanOut,
+    /// The kept children of the last open fan-out become one result on their parent
+    /// ([`FanInStep`](crate::FanInStep)).
+    FanIn,
 }
 
 /// What a step made of an item.
@@ -40,7 +71,8 @@ pub enum StepOutput {
     Children(Vec<ItemRecord>, ResultRecord),
     /// A filter kept the item; it goes on.
     Keep(ResultRecord),
-    /// A filter dropped the item (the record's `output` holds the reason); it stops here.
+    /// A filter dropped the item; it stops here. The record's outcome holds the reason
+    /// ([`atk_state::Outcome::Dropped`]; when left `Kept`, the output's text is the reason).
     Drop(ResultRecord),
 }
 

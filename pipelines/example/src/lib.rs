@@ -4,12 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use atk_cli::atk_state::ItemRecord;
 use atk_cli::dataset::sharegpt_pair;
 use atk_cli::{Pipeline, RunContext, RunError, async_trait};
-use atk_step::{PromptStep, Step};
+use atk_step::{Chain, PromptStep};
 use serde_json::Value;
 
 /// The pipeline's own config keys (the common ones come from `atk_cli`).
@@ -34,15 +33,7 @@ pub const PROMPTS: &[(&str, &str)] = &[
 /// Keeps the text of the last `<poem>…</poem>` in a reply (models sometimes draft first). In
 /// completion mode the prompt ends with `<poem>`, so a reply may start inside the poem.
 pub fn extract_poem(reply: &str) -> Result<Value, String> {
-    let start = match reply.rfind("<poem>") {
-        Some(i) => i + "<poem>".len(),
-        None if reply.contains("</poem>") => 0,
-        None => return Err("the reply has no <poem> tag".into()),
-    };
-    let end = reply[start..]
-        .find("</poem>")
-        .ok_or("the last <poem> is never closed")?;
-    Ok(Value::String(reply[start..start + end].trim().to_string()))
+    atk_step::tag_text(reply, "poem").map(Value::String)
 }
 
 /// A poem is accepted when it has at least three non-empty lines.
@@ -97,29 +88,20 @@ impl Pipeline for ExamplePipeline {
 
     async fn run(&self, ctx: &mut RunContext<ExampleConfig>) -> Result<(), RunError> {
         ctx.set_progress(0.1, "writing a poem for each chunk");
-        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(write_poem_step(&ctx.config))];
+        let chain = Chain::new().then(write_poem_step(&ctx.config));
         ctx.run_chain(&chain).await?;
 
         ctx.set_progress(0.9, "writing the dataset");
-        let items = ctx.final_items(&chain)?;
-        let conversations: Vec<_> = items
-            .iter()
-            .map(|item| {
-                let text = item
-                    .fields
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let poem = item
-                    .fields
-                    .get("poetry")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                sharegpt_pair(format!("{}\n\n{text}", ctx.config.key3.trim_end()), poem)
-            })
-            .collect();
+        let request = ctx.config.key3.trim_end();
+        let conversations = ctx.final_items(&chain).map(|item| {
+            let item = item?;
+            Ok::<_, RunError>(sharegpt_pair(
+                format!("{request}\n\n{}", item.text("text")?),
+                item.text("poetry")?,
+            ))
+        });
         ctx.write_sharegpt("sharegpt_format.jsonl", conversations)?;
-        ctx.write_meta_datasets(&items)?;
+        ctx.write_meta_datasets(&chain)?;
         ctx.set_progress(1.0, "pipeline complete");
         Ok(())
     }

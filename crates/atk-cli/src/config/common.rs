@@ -54,6 +54,7 @@ use serde::Deserialize;
 /// | `mock_reply` | string | none (a built-in paragraph) | Reply template of `mock` engines; `{hash}`, `{words}`, `{lines}`, `{excerpt}` are filled in. |
 /// | `mock_latency_ms` | integer | `0` | Simulated latency of each `mock` reply, in milliseconds. |
 /// | `read_files_manually` | bool | `true` | The runner reads and chunks `input_dir`; `false` lets the pipeline supply its own texts. |
+/// | `dataset_license` | string | `other` | Licence named in the dataset card (`README.md` in `output_dir`), e.g. `cc-by-4.0`. |
 ///
 /// Top-level key `no_flatten` (list of section names) keeps those sections as maps, reached by
 /// the pipeline as one key (`example_heading`) and overridden as `--set example_heading.key=..`.
@@ -141,6 +142,8 @@ pub struct CommonConfig {
     pub mock_latency: Duration,
     /// The runner reads `input_dir` itself.
     pub read_files_manually: bool,
+    /// Licence named in the dataset card.
+    pub dataset_license: String,
 }
 
 impl CommonConfig {
@@ -184,6 +187,7 @@ impl CommonConfig {
         "mock_reply",
         "mock_latency_ms",
         "read_files_manually",
+        "dataset_license",
     ];
 
     /// Keys holding paths (resolved against the config file's folder).
@@ -239,6 +243,7 @@ impl Default for CommonConfig {
             mock_reply: None,
             mock_latency: Duration::ZERO,
             read_files_manually: true,
+            dataset_license: "other".to_string(),
         }
     }
 }
@@ -284,6 +289,7 @@ pub(crate) struct RawCommon {
     pub mock_reply: Option<String>,
     pub mock_latency_ms: Option<u64>,
     pub read_files_manually: Option<bool>,
+    pub dataset_license: Option<String>,
 }
 
 /// A problem found while resolving: which key, and what is wrong.
@@ -418,6 +424,7 @@ impl RawCommon {
             mock_reply: self.mock_reply,
             mock_latency: Duration::from_millis(self.mock_latency_ms.unwrap_or(0)),
             read_files_manually: self.read_files_manually.unwrap_or(d.read_files_manually),
+            dataset_license: self.dataset_license.unwrap_or(d.dataset_license),
         })
     }
 }

@@ -1,0 +1,421 @@
+//! How one unit of work walks the chain: an item from a step up to where its level ends, or a
+//! fan-in gathering a parent's kept children. Shared by the executor's tasks.
+//!
+//! A root item runs to the end of the chain. A fan-out's children run from the step after it
+//! up to its closing fan-in (or to the end when none closes it). When the last child of a
+//! parent is through (kept, dropped or failed), the parent is gathered: its kept children are
+//! read back from the store, hashed (ids and results), and the fan-in's stored result is reused
+//! when it was made from the same set, redone otherwise. The parent then goes on after the fan-in.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+
+use atk_state::{FailureRecord, ItemRecord, Outcome, RECORD_VERSION, ResultRecord, Store};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::Layout;
+use crate::error::StepError;
+use crate::progress::{ProgressEvent, ProgressSink};
+use crate::prompt_step::now_ms;
+use crate::report::Tally;
+use crate::step::{Step, StepContext, StepOutput};
+use crate::template::value_text;
+
+/// Where an item's walk stops and whom it reports to there.
+#[derive(Clone)]
+pub(crate) struct Route {
+    /// The step index the item stops before (a fan-in, or the chain's length).
+    pub(crate) end: usize,
+    /// The parent waiting for this item, when it is a child gathered by a fan-in.
+    pub(crate) group: Option<Arc<Group>>,
+}
+
+/// A parent waiting for its children before its fan-in.
+pub(crate) struct Group {
+    /// The parent as it was at its fan-out (earlier results merged).
+    pub(crate) parent: ItemRecord,
+    /// The fan-out step's index.
+    pub(crate) fan_out: usize,
+    /// The fan-in step's index.
+    pub(crate) fan_in: usize,
+    /// The children's ids, in order.
+    pub(crate) child_ids: Vec<String>,
+    /// The parent's own route, taken up after the fan-in.
+    pub(crate) route: Route,
+    /// Children not yet through (counted down by the run loop only).
+    pub(crate) remaining: AtomicUsize,
+}
+
+/// One unit of work for a task.
+pub(crate) enum Work {
+    /// Walk an item from a step along its route.
+    Item(ItemRecord, usize, Route),
+    /// Gather a parent whose children are all through.
+    Gather(Arc<Group>),
+}
+
+/// How a walk ended.
+pub(crate) enum Walked {
+    /// The item reached its route's end, or was dropped, or failed: its group may go on.
+    Through,
+    /// The run stopped before the item was through: its group must not be gathered.
+    Stopped,
+    /// A fan-out made (or had stored) children.
+    Split {
+        /// The parent, with its earlier results merged.
+        parent: ItemRecord,
+        /// The fan-out's index.
+        at: usize,
+        /// The children.
+        children: Vec<ItemRecord>,
+    },
+}
+
+/// State every task of one run shares.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) ctx: StepContext,
+    pub(crate) sink: Arc<dyn ProgressSink>,
+    pub(crate) chain: Vec<Arc<dyn Step>>,
+    pub(crate) layout: Layout,
+    pub(crate) stop: CancellationToken,
+    pub(crate) tallies: Vec<Mutex<Tally>>,
+    /// Items that went through the whole chain.
+    pub(crate) finished: Mutex<u64>,
+}
+
+/// What to do after a step's outcome.
+enum Next {
+    Continue,
+    Done(Walked),
+}
+
+impl Shared {
+    pub(crate) fn tally(&self, step: usize, f: impl FnOnce(&mut Tally)) {
+        f(&mut self.tallies[step].lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub(crate) fn add_finished(&self, n: u64) {
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) += n;
+    }
+
+    /// Fast path for resume, in chains without a fan-in: an item with a result for the last
+    /// step went through the whole chain.
+    pub(crate) fn fully_done(&self, id: &str, start: usize) -> Result<bool, StepError> {
+        if self.layout.has_fan_in {
+            return Ok(false);
+        }
+        let last = self.chain.len() - 1;
+        if self.store.has_result(self.chain[last].name(), id)? {
+            for k in start..=last {
+                self.tally(k, |t| t.report.skipped += 1);
+            }
+            self.add_finished(1);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Runs one unit of work; returns how it ended and the route of the item it ended with.
+    pub(crate) async fn perform(self: Arc<Self>, work: Work) -> Result<(Walked, Route), StepError> {
+        match work {
+            Work::Item(item, start, route) => {
+                let walked = self.walk(item, start, route.end, false).await?;
+                Ok((walked, route))
+            }
+            Work::Gather(group) => self.gather(group).await,
+        }
+    }
+
+    /// Walks `item` through steps `start..end`; with `redo`, stored results are not reused
+    /// (they were made from an input that has since changed) but replaced.
+    async fn walk(
+        &self,
+        mut item: ItemRecord,
+        start: usize,
+        end: usize,
+        redo: bool,
+    ) -> Result<Walked, StepError> {
+        for k in start..end {
+            let step = &self.chain[k];
+            let stored = if redo {
+                None
+            } else {
+                self.store.result(step.name(), &item.id)?
+            };
+            if self.layout.child_level[k] {
+                self.sink.event(ProgressEvent::ItemArrived {
+                    step: step.name().to_string(),
+                    already_done: stored.is_some(),
+                });
+            }
+            if let Some(record) = stored {
+                self.tally(k, |t| t.report.skipped += 1);
+                match self.reuse(k, &mut item, record)? {
+                    Next::Continue => continue,
+                    Next::Done(walked) => return Ok(walked),
+                }
+            }
+            if self.stop.is_cancelled() {
+                return Ok(Walked::Stopped);
+            }
+            self.sink.event(ProgressEvent::ItemStarted {
+                step: step.name().to_string(),
+            });
+            let output = step.run(&item, &self.ctx).await;
+            match self.settle(k, &mut item, output, None).await? {
+                Next::Continue => {}
+                Next::Done(walked) => return Ok(walked),
+            }
+        }
+        if end == self.chain.len() {
+            self.add_finished(1);
+        }
+        Ok(Walked::Through)
+    }
+
+    /// Takes up a stored result: merge and go on, stop at a drop, or split into the stored children.
+    fn reuse(
+        &self,
+        k: usize,
+        item: &mut ItemRecord,
+        record: ResultRecord,
+    ) -> Result<Next, StepError> {
+        match record.outcome {
+            Outcome::Kept => {
+                merge(self.chain[k].as_ref(), item, record);
+                Ok(Next::Continue)
+            }
+            Outcome::Dropped { reason } => {
+                self.tally(k, |t| t.add_drop(&reason, false));
+                self.left_early(k);
+                Ok(Next::Done(Walked::Through))
+            }
+            Outcome::Children { ids } => {
+                let children = load_children(self.store.as_ref(), &ids)?;
+                Ok(Next::Done(Walked::Split {
+                    parent: item.clone(),
+                    at: k,
+                    children,
+                }))
+            }
+        }
+    }
+
+    /// Stores what step `k` made of `item` (with `input_hash` for a fan-in) and says how to go on.
+    async fn settle(
+        &self,
+        k: usize,
+        item: &mut ItemRecord,
+        output: Result<StepOutput, StepError>,
+        input_hash: Option<String>,
+    ) -> Result<Next, StepError> {
+        let step = &self.chain[k];
+        let name = step.name();
+        match output {
+            Ok(StepOutput::Result(mut record) | StepOutput::Keep(mut record)) => {
+                record.outcome = Outcome::Kept;
+                record.input_hash = input_hash;
+                let (pt, ct) = (record.prompt_tokens, record.completion_tokens);
+                self.store
+                    .put_result(name, &item.id, record.clone())
+                    .await?;
+                self.done(k, pt, ct);
+                merge(step.as_ref(), item, record);
+                Ok(Next::Continue)
+            }
+            Ok(StepOutput::Drop(mut record)) => {
+                let reason = match &record.outcome {
+                    Outcome::Dropped { reason } => reason.clone(),
+                    _ => value_text(&record.output),
+                };
+                record.outcome = Outcome::Dropped {
+                    reason: reason.clone(),
+                };
+                record.input_hash = input_hash;
+                let (pt, ct) = (record.prompt_tokens, record.completion_tokens);
+                self.store.put_result(name, &item.id, record).await?;
+                self.tally(k, |t| t.add_drop(&reason, true));
+                self.sink.event(ProgressEvent::ItemDropped {
+                    step: name.to_string(),
+                    reason,
+                });
+                self.tokens(k, pt, ct);
+                self.left_early(k);
+                Ok(Next::Done(Walked::Through))
+            }
+            Ok(StepOutput::Children(children, mut record)) => {
+                record.outcome = Outcome::Children {
+                    ids: children.iter().map(|c| c.id.clone()).collect(),
+                };
+                let (pt, ct) = (record.prompt_tokens, record.completion_tokens);
+                // Children first: once the parent's result is stored, they must exist.
+                self.store.put_items(children.clone()).await?;
+                self.store.put_result(name, &item.id, record).await?;
+                self.done(k, pt, ct);
+                Ok(Next::Done(Walked::Split {
+                    parent: item.clone(),
+                    at: k,
+                    children,
+                }))
+            }
+            Err(StepError::Failed(f)) => {
+                self.tally(k, |t| {
+                    t.add_failure(&f.kind, &f.reason, f.last_output.as_deref())
+                });
+                let record = FailureRecord {
+                    v: RECORD_VERSION,
+                    kind: f.kind.clone(),
+                    reason: f.reason.clone(),
+                    last_output: f.last_output,
+                    attempts: f.attempts,
+                    stored_at_ms: now_ms(),
+                };
+                self.store.put_failure(name, &item.id, record).await?;
+                self.sink.event(ProgressEvent::ItemFailed {
+                    step: name.to_string(),
+                    kind: f.kind,
+                    reason: f.reason,
+                    prompt_tokens: f.prompt_tokens,
+                    completion_tokens: f.completion_tokens,
+                });
+                self.left_early(k);
+                Ok(Next::Done(Walked::Through))
+            }
+            // Stopped before its request went out: nothing to record, the next run does it.
+            Err(StepError::Cancelled) => Ok(Next::Done(Walked::Stopped)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs (or reuses) the fan-in of a parent whose children are all through, then walks the
+    /// parent on along its own route.
+    async fn gather(&self, group: Arc<Group>) -> Result<(Walked, Route), StepError> {
+        let j = group.fan_in;
+        let step = &self.chain[j];
+        let mut parent = group.parent.clone();
+        let (kept, hash) = kept_children(self.store.as_ref(), &self.chain, &group)?;
+        let stored = self.store.result(step.name(), &parent.id)?;
+        let mut redone = false;
+        let next = match stored {
+            Some(record) if record.input_hash.as_deref() == Some(hash.as_str()) => {
+                self.tally(j, |t| t.report.skipped += 1);
+                self.reuse(j, &mut parent, record)?
+            }
+            stored => {
+                redone = stored.is_some();
+                if redone {
+                    tracing::debug!(step = step.name(), parent = %parent.id, "the kept children changed; the fan-in is redone");
+                }
+                if self.stop.is_cancelled() {
+                    return Ok((Walked::Stopped, group.route.clone()));
+                }
+                self.sink.event(ProgressEvent::ItemStarted {
+                    step: step.name().to_string(),
+                });
+                let output = step.gather(&parent, &kept, &self.ctx).await;
+                self.settle(j, &mut parent, output, Some(hash)).await?
+            }
+        };
+        let walked = match next {
+            Next::Done(walked) => walked,
+            // After a redone fan-in the parent's later results were made from the old output.
+            Next::Continue => self.walk(parent, j + 1, group.route.end, redone).await?,
+        };
+        Ok((walked, group.route.clone()))
+    }
+
+    fn done(&self, k: usize, prompt_tokens: u64, completion_tokens: u64) {
+        self.tally(k, |t| t.report.done += 1);
+        self.sink.event(ProgressEvent::ItemDone {
+            step: self.chain[k].name().to_string(),
+            prompt_tokens,
+            completion_tokens,
+        });
+    }
+
+    /// An item at step `k` stops there: the later steps of its level, whose totals were
+    /// counted up front, will not see it.
+    fn left_early(&self, k: usize) {
+        if self.layout.child_level[k] {
+            return;
+        }
+        for j in k + 1..self.chain.len() {
+            if self.layout.child_level[j] {
+                continue;
+            }
+            self.sink.event(ProgressEvent::ItemLeft {
+                step: self.chain[j].name().to_string(),
+            });
+        }
+    }
+
+    /// Tokens a dropped item cost (reported like a failed item's).
+    fn tokens(&self, k: usize, prompt_tokens: u64, completion_tokens: u64) {
+        if prompt_tokens + completion_tokens > 0 {
+            self.sink.event(ProgressEvent::TokensSpent {
+                step: self.chain[k].name().to_string(),
+                prompt_tokens,
+                completion_tokens,
+            });
+        }
+    }
+}
+
+/// The children of a group that came through the steps between its fan-out and fan-in kept
+/// (results merged, in order), and a hash of their ids and results.
+pub(crate) fn kept_children(
+    store: &dyn Store,
+    chain: &[Arc<dyn Step>],
+    group: &Group,
+) -> Result<(Vec<ItemRecord>, String), StepError> {
+    let mut hasher = Sha256::new();
+    let mut kept = Vec::new();
+    'children: for child in load_children(store, &group.child_ids)? {
+        let mut child = child;
+        let mut child_hasher = Sha256::new();
+        child_hasher.update(child.id.as_bytes());
+        for step in &chain[group.fan_out + 1..group.fan_in] {
+            match store.result(step.name(), &child.id)? {
+                Some(record) if record.is_kept() => {
+                    child_hasher.update([0]);
+                    child_hasher.update(serde_json::to_vec(&record.output).unwrap_or_default());
+                    merge(step.as_ref(), &mut child, record);
+                }
+                _ => continue 'children,
+            }
+        }
+        hasher.update(child_hasher.finalize());
+        kept.push(child);
+    }
+    Ok((kept, hex::encode(&hasher.finalize()[..16])))
+}
+
+pub(crate) fn load_children(
+    store: &dyn Store,
+    ids: &[String],
+) -> Result<Vec<ItemRecord>, StepError> {
+    let mut children = Vec::with_capacity(ids.len());
+    for id in ids {
+        match store.item(id)? {
+            Some(child) => children.push(child),
+            None => {
+                tracing::warn!(child = %id, "a stored fan-out lists a child item that is not in the store")
+            }
+        }
+    }
+    Ok(children)
+}
+
+/// Merges a kept result into an item: output under the step's result key, details under its
+/// details key.
+pub(crate) fn merge(step: &dyn Step, item: &mut ItemRecord, record: ResultRecord) {
+    item.fields
+        .insert(step.result_key().to_string(), record.output);
+    if let (Some(key), Some(details)) = (step.details_key(), record.details)
+        && let Ok(value) = serde_json::to_value(details)
+    {
+        item.fields.insert(key.to_string(), value);
+    }
+}

@@ -1,0 +1,209 @@
+//! The demo on the mock engines: multi-turn conversations offline, a drop and split votes,
+//! a rerun that sends nothing and rewrites the same bytes, a dry run that estimates every
+//! step, and a run that keeps nothing exits 1 with the reasons.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo.yaml");
+    Command::new(env!("CARGO_BIN_EXE_factual-qa"))
+        .args([
+            "--config",
+            demo.to_str().unwrap(),
+            "--set",
+            "mock_latency_ms=0",
+            "--progress",
+            "plain",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn files(out: &Path) -> Vec<(String, Vec<u8>)> {
+    [
+        "sharegpt_format.jsonl",
+        "openai_messages.jsonl",
+        "qa_pairs.jsonl",
+        "README.md",
+        "meta_datagen/check_details_sharegpt.jsonl",
+    ]
+    .iter()
+    .map(|f| {
+        (
+            f.to_string(),
+            std::fs::read(out.join(f)).unwrap_or_else(|e| panic!("{f}: {e}")),
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn the_demo_writes_verified_conversations_and_a_rerun_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let set = format!("output_dir={}", out.display());
+    let first = run(&["--set", &set]);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 x dropped: A list of titles and page numbers."),
+        "the contents page is dropped: {stderr}"
+    );
+    assert!(
+        stderr.contains("x dropped: failed the vote"),
+        "some pairs fail their vote: {stderr}"
+    );
+    let written = files(&out);
+    let sharegpt = String::from_utf8(written[0].1.clone()).unwrap();
+    assert_eq!(
+        sharegpt.lines().count(),
+        3,
+        "one conversation per kept chunk"
+    );
+    for line in sharegpt.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        let turns = line["conversations"].as_array().unwrap();
+        assert!(turns.len() >= 2 && turns.len().is_multiple_of(2), "{line}");
+        assert_eq!(
+            (turns[0]["from"].as_str(), turns[1]["from"].as_str()),
+            (Some("human"), Some("gpt"))
+        );
+    }
+    let openai = String::from_utf8(written[1].1.clone()).unwrap();
+    assert!(
+        openai.starts_with(r#"{"messages":[{"content":"#)
+            || openai.starts_with(r#"{"messages":[{"role":"user""#),
+        "{openai}"
+    );
+    let pair: serde_json::Value = serde_json::from_str(
+        std::str::from_utf8(&written[2].1)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        pair["question"].is_string()
+            && pair["source"] == "01_salt_pans.md"
+            && pair["chunk_id"].is_string(),
+        "{pair}"
+    );
+    let card = String::from_utf8_lossy(&written[3].1);
+    assert!(
+        card.starts_with("---\nlicense: cc-by-4.0\n") && card.contains("path: qa_pairs.jsonl"),
+        "{card}"
+    );
+
+    let again = run(&["--set", &set]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("engine small (mock-small, mock): 0 requests")
+            && stderr.contains("engine large (mock-large, mock): 0 requests"),
+        "{stderr}"
+    );
+    assert_eq!(
+        files(&out),
+        written,
+        "a rerun rewrites byte-identical files"
+    );
+}
+
+#[test]
+fn a_dry_run_estimates_every_step_including_the_large_engines_votes() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = format!("output_dir={}", dir.path().join("never").display());
+    let out = run(&["--set", &set, "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ESTIMATE") && stderr.contains("the whole chain ran on 4 of 4 chunks"),
+        "{stderr}"
+    );
+    let large = stderr
+        .lines()
+        .find(|l| l.contains("large engine"))
+        .unwrap_or_default();
+    assert!(
+        !large.contains(": 0 requests"),
+        "the votes run on the large engine: {stderr}"
+    );
+    assert!(
+        !dir.path().join("never").exists(),
+        "a dry run writes nothing"
+    );
+}
+
+#[test]
+fn a_run_where_every_chunk_is_dropped_exits_1_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("in")).unwrap();
+    let contents = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("inputs/00_contents.txt"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("in/contents.txt"), contents).unwrap();
+    let (input, output) = (
+        format!("input_dir={}", dir.path().join("in").display()),
+        format!("output_dir={}", dir.path().join("out").display()),
+    );
+    let out = run(&["--set", &input, "--set", &output]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1 x dropped: A list of titles and page numbers."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no item reached the end of the chain (1 dropped, 0 failed)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_dry_run_of_the_real_config_lists_the_unfilled_api_keys_and_sends_nothing() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let inputs = format!("input_dir={}", root.join("inputs").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_factual-qa"))
+        .args([
+            "--config",
+            root.join("config.yaml").to_str().unwrap(),
+            "--dry-run",
+        ])
+        .args(["--set", &inputs, "--set", "dataset_license=cc-by-4.0"])
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("`small_api_key` is still !!PLACEHOLDER!!")
+            && stderr.contains("`large_api_key` is still !!PLACEHOLDER!!"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("estimated cost of the whole chain"),
+        "{stderr}"
+    );
+    // A real run still refuses to start.
+    let real = Command::new(env!("CARGO_BIN_EXE_factual-qa"))
+        .args([
+            "--config",
+            root.join("config.yaml").to_str().unwrap(),
+            "--set",
+            &inputs,
+            "--set",
+            "dataset_license=x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        real.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&real.stderr)
+    );
+}

@@ -1,0 +1,156 @@
+//! factual-qa (filter → fan-out → vote → fan-in) against the loopback server: killed three
+//! times then resumed gives the uninterrupted run's datasets byte for byte, and random
+//! transport faults change nothing in them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use atk_e2e::{API_KEY, Config, Env, Running, run};
+use atk_testkit::{Fault, Faults, ReplyMode, ServerConfig, TestServer, prompt_hash, prompt_text};
+
+use crate::RUN_TIMEOUT;
+
+const DOCS: usize = 12;
+const LIMIT: usize = 4;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_e2e-factual-qa"))
+}
+
+/// Answers each of factual-qa's four prompts the way a model would, deterministically per
+/// prompt: about one chunk in six is judged unsuitable, one pair in four fails its check.
+fn reply(body: &serde_json::Value) -> String {
+    let (prompt, hash) = (prompt_text(body), prompt_hash(body));
+    let nibble = u8::from_str_radix(&hash[..1], 16).unwrap_or(0);
+    if prompt.contains("You sort passages") {
+        let verdict = if nibble < 3 { "UNSUITABLE" } else { "SUITABLE" };
+        format!("Judged.\nVerdict: {verdict}")
+    } else if prompt.contains("exam-style questions") {
+        (1..=3)
+            .map(|i| {
+                format!(
+                    "Q: What does entry {i} of record {} say?\nA: It says {}.\n",
+                    &hash[..6],
+                    &hash[i..i + 8]
+                )
+            })
+            .collect()
+    } else if prompt.contains("You check one question") {
+        format!(
+            "Checked.\nVerdict: {}",
+            if nibble < 4 { "NO" } else { "YES" }
+        )
+    } else {
+        let last = prompt.rsplit("user: ").next().unwrap_or_default();
+        let turns = last
+            .replace("Question: ", "<user>")
+            .replace("\nAnswer: ", "</user>\n<assistant>");
+        turns.trim_end().replace("\n\n", "</assistant>\n") + "</assistant>"
+    }
+}
+
+async fn server(config: ServerConfig) -> TestServer {
+    TestServer::start(
+        config
+            .with_api_key(API_KEY)
+            .with_reply(ReplyMode::func(reply)),
+    )
+    .await
+    .expect("test server starts")
+}
+
+fn setup(server: &TestServer) -> (Env, std::path::PathBuf) {
+    let env = Env::new();
+    env.write_docs(DOCS);
+    let mut config = Config::new(server.base_url());
+    config.concurrency_limit = LIMIT;
+    config.tail = "factual_qa:\n  pairs_per_chunk: 3\n  votes: 3\n".to_owned();
+    let config = env.write_config(&config);
+    (env, config)
+}
+
+/// The three datasets' bytes.
+fn datasets(env: &Env) -> Vec<Vec<u8>> {
+    [
+        "sharegpt_format.jsonl",
+        "openai_messages.jsonl",
+        "qa_pairs.jsonl",
+    ]
+    .iter()
+    .map(|f| std::fs::read(env.output().join(f)).unwrap_or_else(|e| panic!("{f}: {e}")))
+    .collect()
+}
+
+async fn reference() -> (Vec<Vec<u8>>, u64) {
+    let server = server(ServerConfig::default()).await;
+    let (env, config) = setup(&server);
+    run(env.command(bin(), &config), RUN_TIMEOUT)
+        .await
+        .assert_code(0);
+    (datasets(&env), server.stats().completed)
+}
+
+#[tokio::test]
+async fn factual_qa_killed_three_times_then_resumed_writes_the_uninterrupted_datasets() {
+    let (expected, reference_requests) = reference().await;
+    let lines = String::from_utf8_lossy(&expected[0]).lines().count();
+    assert!(
+        lines > 0 && lines < DOCS,
+        "some chunks are dropped, the rest give a conversation each: {lines}"
+    );
+
+    let server = server(ServerConfig::default().with_latency(Duration::from_millis(80))).await;
+    let (env, config) = setup(&server);
+    let mut completed_at_kill = Vec::new();
+    for at in [10_u64, 30, 50] {
+        let running = Running::spawn(env.command(bin(), &config));
+        let reached = server.wait_until(RUN_TIMEOUT, |s| s.completed >= at).await;
+        let out = running.kill().await;
+        assert!(
+            reached.is_some(),
+            "the run never reached {at} replies\n{out}"
+        );
+        assert_eq!(out.code, None, "killed by a signal, not exited\n{out}");
+        completed_at_kill.push(server.stats().completed);
+    }
+    assert!(
+        server.stats().completed < reference_requests,
+        "the kills came before the end"
+    );
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(datasets(&env), expected, "resumed datasets differ\n{out}");
+    let extra = server.stats().completed - reference_requests;
+    assert!(
+        extra <= 3 * 2 * LIMIT as u64,
+        "{extra} requests sent again over 3 kills (bound {})",
+        3 * 2 * LIMIT
+    );
+    // A rerun sends nothing and rewrites the same bytes.
+    let before = server.stats().completed;
+    run(env.command(bin(), &config), RUN_TIMEOUT)
+        .await
+        .assert_code(0);
+    assert_eq!(server.stats().completed, before);
+    assert_eq!(datasets(&env), expected);
+}
+
+#[tokio::test]
+async fn factual_qa_under_random_faults_writes_the_same_datasets() {
+    let (expected, _) = reference().await;
+    let faults = Faults::none()
+        .with_rate(Fault::RateLimit, 0.1)
+        .with_rate(Fault::ServerError, 0.05)
+        .with_rate(Fault::ResetMidStream, 0.03)
+        .with_rate(Fault::CutBeforeDone, 0.03)
+        .with_retry_after(Duration::from_millis(50));
+    let server = server(ServerConfig::default().with_faults(faults).with_seed(7)).await;
+    let (env, config) = setup(&server);
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(
+        datasets(&env),
+        expected,
+        "faults changed the datasets\n{out}"
+    );
+}
