@@ -172,3 +172,57 @@ async fn a_rerun_over_unchanged_inputs_reads_nothing_and_a_new_file_is_read() {
     );
     assert_eq!(env.dataset().len(), 5);
 }
+
+#[tokio::test]
+async fn gc_frees_the_results_of_removed_inputs_and_a_rerun_sees_no_damage() {
+    let (server, _) = poem_server(ServerConfig::default()).await;
+    let env = Env::new();
+    let names = env.write_docs(4);
+    let config = env.write_config(&Config::new(server.base_url()));
+    run(env.command(bin(), &config), RUN_TIMEOUT)
+        .await
+        .assert_code(0);
+    std::fs::remove_file(env.inputs().join(&names[0])).unwrap();
+    run(env.command(bin(), &config), RUN_TIMEOUT)
+        .await
+        .assert_code(0);
+    // A pack of another input folder, and a temp file of an interrupted pack write.
+    let cache = env.output().join("chunk_cache");
+    std::fs::write(
+        cache.join("pack-00000000000000000000000000000000.jsonl"),
+        "x",
+    )
+    .unwrap();
+    std::fs::write(cache.join(".tmpAbCd"), "y").unwrap();
+
+    let mut cmd = tokio::process::Command::new(atk());
+    cmd.arg("gc").arg(env.output()).env_remove("RUST_LOG");
+    let out = run(cmd, RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert!(
+        out.stderr
+            .contains("1 results and 0 failures of retired items")
+            && out.stderr.contains("2 unused chunk-cache files"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        1,
+        "the current pack stays"
+    );
+
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert!(
+        !out.stderr.contains("STORE DAMAGED"),
+        "gc updated the counts\n{out}"
+    );
+    assert_eq!(server.stats().requests, 4, "{out}");
+    assert_eq!(env.dataset().len(), 3);
+
+    let mut cmd = tokio::process::Command::new(atk());
+    cmd.arg("gc").arg(env.inputs()).env_remove("RUST_LOG");
+    let out = run(cmd, RUN_TIMEOUT).await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("no atk store"), "{out}");
+}

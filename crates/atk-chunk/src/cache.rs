@@ -88,6 +88,17 @@ pub(crate) fn entry_json(key: &str, chunked: &Chunked, warnings: &[String]) -> S
     serde_json::to_string(&entry).expect("a cache entry always serializes")
 }
 
+/// The file name of the pack of `input_dir` under `config`'s chunk settings, inside the
+/// cache folder: what a chunk cache holds for the current inputs (other packs in the folder
+/// are of other folders or settings, and may be collected).
+pub fn pack_name(input_dir: &Path, config: &ChunkConfig) -> String {
+    let input = std::fs::canonicalize(input_dir).unwrap_or_else(|_| input_dir.to_path_buf());
+    let mut h = Sha256::new();
+    h.update(settings(config).as_bytes());
+    h.update(input.to_string_lossy().as_bytes());
+    format!("pack-{}.jsonl", &hex::encode(h.finalize())[..32])
+}
+
 /// A pack as found at the start of a run: an index of its entries (key -> where the entry's
 /// JSON lies in the file), each entry read and checked only when used. Only the index is held
 /// in memory (about 48 bytes an entry), never the entries themselves.
@@ -114,12 +125,7 @@ impl Pack {
     /// packs and damaged lines yield no entries (the files are chunked again).
     pub(crate) fn open(cache_dir: &Path, input_dir: &Path, config: &ChunkConfig) -> Self {
         use std::io::{BufRead, BufReader};
-        let input = std::fs::canonicalize(input_dir).unwrap_or_else(|_| input_dir.to_path_buf());
-        let mut h = Sha256::new();
-        h.update(settings(config).as_bytes());
-        h.update(input.to_string_lossy().as_bytes());
-        let name = format!("pack-{}.jsonl", &hex::encode(h.finalize())[..32]);
-        let path = cache_dir.join(name);
+        let path = cache_dir.join(pack_name(input_dir, config));
         let mut pack = Self {
             path,
             file: None,

@@ -480,7 +480,24 @@ fn read_one<'p>(path: &Path, config: &ChunkConfig, pack: Option<&'p cache::Pack>
             cached: Some((key.clone(), json)),
         });
     }
-    match extract(Format::from_extension(&ext), &bytes) {
+    let format = Format::from_extension(&ext);
+    let extracted = if matches!(format, Format::Pdf | Format::Docx | Format::Epub) {
+        // Parsers of whole documents can hang on a pathological file: bounded.
+        let name = path.display().to_string();
+        match with_timeout(config.read_timeout, move || extract(format, &bytes)) {
+            Some(result) => result,
+            None => {
+                tracing::warn!(path = %name, secs = config.read_timeout.as_secs(), "reading a file timed out; skipped");
+                Err(format!(
+                    "reading it took longer than {} s (a pathological document?); skipped",
+                    config.read_timeout.as_secs()
+                ))
+            }
+        }
+    } else {
+        extract(format, &bytes)
+    };
+    match extracted {
         Ok(x) => Stage::Extracted {
             records: x.records,
             warnings: x.warnings,
@@ -490,9 +507,44 @@ fn read_one<'p>(path: &Path, config: &ChunkConfig, pack: Option<&'p cache::Pack>
     }
 }
 
+/// Runs `f` on its own thread and waits at most `limit` for it; `None` when it took longer
+/// (the thread is left to finish on its own: Rust cannot stop it, and its result is dropped).
+fn with_timeout<T: Send + 'static>(
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("atk-chunk-read".to_owned())
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
+    match spawned {
+        Ok(_) => rx.recv_timeout(limit).ok(),
+        // No thread to spare: no bound either.
+        Err(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_that_hangs_is_given_up_on() {
+        let (release, hang) = std::sync::mpsc::channel::<()>();
+        let started = std::time::Instant::now();
+        let got = with_timeout(std::time::Duration::from_millis(50), move || {
+            hang.recv().is_ok()
+        });
+        assert_eq!(got, None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        drop(release);
+        assert_eq!(
+            with_timeout(std::time::Duration::from_secs(5), || 7),
+            Some(7)
+        );
+    }
 
     #[test]
     fn workers_load_their_own_bpe_only_for_large_inputs() {

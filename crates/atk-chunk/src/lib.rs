@@ -15,7 +15,7 @@ mod subset;
 use std::path::PathBuf;
 
 pub use atk_tokens::Tokenizer;
-pub use cache::CHUNKER_VERSION;
+pub use cache::{CHUNKER_VERSION, pack_name};
 pub use chunk::{Chunk, ChunkLine, ChunkPosition, RECORD_SEPARATOR, chunk_id, extracted_text};
 pub use config::{ChunkConfig, Subset};
 pub use dir::{FILES_PER_BATCH, chunk_texts, read_dir, read_dir_batched};

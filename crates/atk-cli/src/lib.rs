@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod dry_run;
 mod error;
 pub mod flags;
+pub mod gc;
 pub mod logging;
 pub mod merge;
 pub mod progress;

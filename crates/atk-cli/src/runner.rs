@@ -818,6 +818,9 @@ pub struct InputsMeta {
     /// The shard this store holds (`--shard`), `None` for all items.
     #[serde(default)]
     pub shard: Option<Shard>,
+    /// The chunk-cache pack the inputs were read through (for `atk gc`), when the cache is on.
+    #[serde(default)]
+    pub chunk_pack: Option<PathBuf>,
     /// The config's fingerprint without its paths and concurrency (see
     /// [`crate::merge::settings_fingerprint`]): equal in the shards of one run on any machine.
     #[serde(default)]
@@ -920,6 +923,10 @@ async fn seed_inputs(
         items_at_end: None,
         shard,
         settings_fingerprint,
+        chunk_pack: chunk_cfg
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(atk_chunk::pack_name(&settings.input_dir, chunk_cfg))),
     };
     store
         .put_meta(

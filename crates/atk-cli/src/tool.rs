@@ -46,6 +46,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Frees what OUTPUT_DIR no longer needs: results and failures of retired items (their
+    /// input is gone) and chunk-cache packs no current input uses. Says how much was freed.
+    Gc {
+        /// The run's output_dir (no run may be using it).
+        output_dir: PathBuf,
+    },
     /// Merges the output dirs of a run split with `--shard I/N` into OUT: items, results,
     /// failures and cost totals. Then run the pipeline with output_dir OUT: it sends nothing
     /// and writes the full datasets.
@@ -89,6 +95,30 @@ where
         } => chunk(input_dir, chunk_size, &tokenizer, subset, seed),
         Command::Status { output_dir, json } => status(&output_dir, json),
         Command::Merge { dirs, into } => merge(&dirs, &into),
+        Command::Gc { output_dir } => gc(&output_dir),
+    }
+}
+
+fn gc(output_dir: &std::path::Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(crate::gc::gc(output_dir)) {
+        Ok(report) => {
+            eprintln!("{}", report.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

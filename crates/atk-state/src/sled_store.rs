@@ -46,6 +46,17 @@ pub struct Merged {
     pub failures: u64,
 }
 
+/// What [`SledStore::collect_garbage`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Results of retired items.
+    pub results: u64,
+    /// Failures of retired items.
+    pub failures: u64,
+    /// Bytes of the records removed (sled gives the disk space back as it rewrites segments).
+    pub bytes: u64,
+}
+
 /// Options for [`SledStore::open_with`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -229,6 +240,40 @@ impl SledStore {
         })?;
         self.durable().await?;
         Ok(merged)
+    }
+
+    /// Removes the results and failures of items the store no longer holds (retired: their
+    /// input is gone), durably, and says how much was removed. Keys are read to decide; no
+    /// record is decoded.
+    pub async fn collect_garbage(&self) -> Result<Collected, Error> {
+        let mut collected = Collected::default();
+        for (tree, removed) in [
+            (&self.results, &mut collected.results),
+            (&self.failures, &mut collected.failures),
+        ] {
+            let mut batch = sled::Batch::default();
+            for entry in tree.iter() {
+                let (key, value) = entry.map_err(|e| self.io(e))?;
+                let Some(at) = key.iter().position(|b| *b == 0) else {
+                    continue;
+                };
+                if self
+                    .item_ids
+                    .contains_key(&key[at + 1..])
+                    .map_err(|e| self.io(e))?
+                {
+                    continue;
+                }
+                collected.bytes += (key.len() + value.len()) as u64;
+                *removed += 1;
+                batch.remove(key);
+            }
+            tree.apply_batch(batch).map_err(|e| self.io(e))?;
+        }
+        if collected.results + collected.failures > 0 {
+            self.durable().await?;
+        }
+        Ok(collected)
     }
 
     /// How many items the store holds (children included), counted on the id index (small
@@ -1220,5 +1265,40 @@ mod damage_tests {
             ),
             Err(e) => assert!(matches!(e, Error::Damaged { .. }), "{e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod gc_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn garbage_is_what_no_item_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let item = |id: &str| ItemRecord {
+            v: RECORD_VERSION,
+            id: id.into(),
+            parent: None,
+            order: vec![0],
+            fields: Default::default(),
+        };
+        store
+            .put_items(vec![item("kept"), item("gone")])
+            .await
+            .unwrap();
+        for id in ["kept", "gone", "never"] {
+            store
+                .put_result("s", id, ResultRecord::new(serde_json::json!(id)))
+                .await
+                .unwrap();
+        }
+        store.remove_items(vec!["gone".into()]).await.unwrap();
+        let c = store.collect_garbage().await.unwrap();
+        assert_eq!((c.results, c.failures), (2, 0));
+        assert!(c.bytes > 0);
+        assert!(store.has_result("s", "kept").unwrap());
+        assert!(!store.has_result("s", "gone").unwrap());
+        assert_eq!(store.collect_garbage().await.unwrap(), Collected::default());
     }
 }
