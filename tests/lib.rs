@@ -5,7 +5,8 @@
 //! Each test makes its own [`Env`] (temp dir) and its own `atk_testkit::TestServer`.
 //!
 //! The tests themselves are one binary, `e2e/main.rs`, a module per area (`run`, `faults`,
-//! `resume`, `auth`, `config_errors`, `secrets`, `validation`, `accounting`, `cli`, `demo`).
+//! `resume`, `auth`, `config_errors`, `secrets`, `validation`, `accounting`, `cli`, `demo`,
+//! `conventions`, `warnings`).
 //! Run them with `cargo test -p atk-e2e`. A test reads like this:
 //!
 //! ```ignore

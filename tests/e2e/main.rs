@@ -8,15 +8,18 @@ mod accounting;
 mod auth;
 mod cli;
 mod config_errors;
+mod conventions;
 mod damage;
 mod demo;
 mod factual_qa;
 mod faults;
+mod iterate;
 mod resume;
 mod run;
 mod scale;
 mod secrets;
 mod validation;
+mod warnings;
 
 use std::collections::BTreeSet;
 use std::path::Path;

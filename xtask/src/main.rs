@@ -1,6 +1,7 @@
 //! `cargo xtask`: project chores written in Rust, run by cargo alone.
 //!
-//! - `cargo xtask new-pipeline NAME [--no-build]`: scaffold `pipelines/NAME`, then build and test it.
+//! - `cargo xtask new-pipeline NAME [--from SOURCE] [--no-build]`: scaffold `pipelines/NAME`
+//!   (from the templates, or a copy of `pipelines/SOURCE`), then build and test it.
 //! - `cargo xtask bench [engine|chunk|state|step|pipeline|scale|all]`: run the benchmarks
 //!   (`scale` is not part of `all`: it takes tens of minutes).
 //! - `cargo xtask tidy`: repository checks (also run by `cargo test`).
@@ -21,7 +22,10 @@ use anyhow::{Context, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  new-pipeline NAME [--no-build]   scaffold pipelines/NAME, then build and test it
+  new-pipeline NAME [--from example|factual-qa|rephrase] [--no-build]
+                                   scaffold pipelines/NAME (default: the example
+                                   templates; otherwise a renamed copy of that
+                                   pipeline), then build and test it
   bench [engine|chunk|state|step|pipeline|all]
                                    run benchmarks (default: all)
   bench scale                      10 k / 100 k / 1 M items: time, peak RSS, store, rerun
@@ -42,13 +46,29 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
     let mut args = args.into_iter();
     match args.next().as_deref() {
         Some("new-pipeline") => {
-            let rest: Vec<String> = args.collect();
-            let no_build = rest.iter().any(|a| a == "--no-build");
-            let names: Vec<&String> = rest.iter().filter(|a| !a.starts_with("--")).collect();
+            let (mut names, mut from, mut no_build) = (Vec::new(), None, false);
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--no-build" => no_build = true,
+                    "--from" => {
+                        from = Some(args.next().with_context(|| {
+                            format!(
+                                "--from takes a SOURCE ({})",
+                                new_pipeline::SOURCES.join(", ")
+                            )
+                        })?)
+                    }
+                    _ if arg.starts_with("--from=") => {
+                        from = Some(arg["--from=".len()..].to_owned())
+                    }
+                    _ if arg.starts_with("--") => bail!("unknown option {arg}\n\n{USAGE}"),
+                    _ => names.push(arg),
+                }
+            }
             let [name] = names.as_slice() else {
                 bail!("new-pipeline takes one NAME\n\n{USAGE}")
             };
-            new_pipeline::run(&root, name, !no_build)
+            new_pipeline::run(&root, name, from.as_deref().unwrap_or("example"), !no_build)
         }
         Some("bench") => {
             let what = args.next().unwrap_or_else(|| "all".to_owned());

@@ -39,6 +39,14 @@ pub(crate) fn declared_names(manifest: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `[package]` name a manifest declares, if any.
+pub(crate) fn package_name(manifest: &str) -> Option<String> {
+    string_entries(manifest)
+        .into_iter()
+        .find(|(section, key, _)| section == "package" && key == "name")
+        .map(|(_, _, value)| value)
+}
+
 /// Bench targets of the package in `dir`: `[[bench]]` names plus `benches/*.rs` stems.
 pub(crate) fn bench_targets(dir: &Path) -> Vec<String> {
     let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();

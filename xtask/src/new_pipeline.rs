@@ -1,10 +1,15 @@
-//! `cargo xtask new-pipeline NAME`: a new pipeline crate under `pipelines/NAME`, rendered
-//! from `xtask/templates/` (compiled into xtask), that builds and passes its test as is.
+//! `cargo xtask new-pipeline NAME [--from SOURCE]`: a new pipeline crate under
+//! `pipelines/NAME` that builds and passes its tests as is.
 //!
-//! The templates mirror `pipelines/example`; placeholders are plain `__WORD__` markers
-//! replaced by string substitution (a template engine would be one more dependency for
-//! xtask to compile, and the templates themselves contain `{...}` prompt placeholders and
-//! Rust braces that must pass through untouched).
+//! `--from example` (the default) renders `xtask/templates/` (compiled into xtask). The
+//! templates mirror `pipelines/example`; placeholders are plain `__WORD__` markers replaced by
+//! string substitution (a template engine would be one more dependency for xtask to compile,
+//! and the templates themselves contain `{...}` prompt placeholders and Rust braces that must
+//! pass through untouched).
+//!
+//! `--from rephrase`, `--from factual-qa` (or any other `pipelines/SOURCE` with a manifest)
+//! copy that pipeline's crate instead, renaming what names it: the package and binary name,
+//! the crate path (`source::` in code), the `Source…` type prefix and `pipelines/SOURCE` paths.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +39,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("tests/smoke.rs", include_str!("../templates/smoke.rs.tmpl")),
 ];
+
+/// The sources `--from` is documented with; `example` means the built-in templates.
+pub(crate) const SOURCES: &[&str] = &["example", "factual-qa", "rephrase"];
 
 /// Names cargo or rustc refuse for a package or binary, or that shadow a built-in crate.
 const RESERVED: &[&str] = &[
@@ -173,10 +181,133 @@ fn camel_case(name: &str) -> String {
         .collect()
 }
 
-/// Writes `pipelines/NAME` (all files or none: it is assembled in a temp dir beside it and
-/// renamed into place). Returns the new directory.
-pub(crate) fn scaffold(root: &Path, name: &str) -> anyhow::Result<PathBuf> {
+/// One renaming of a copied pipeline: `from` becomes `to` where it starts after a character
+/// that is not ASCII alphanumeric and `next_ok` accepts the character after it; in Rust code
+/// (outside strings and comments of a `.rs` file) it becomes `in_code` instead, when set.
+struct Rule {
+    from: String,
+    to: String,
+    in_code: Option<String>,
+    next_ok: fn(Option<char>) -> bool,
+}
+
+/// Applies `rules` in one pass (a replacement is never matched again), first rule first.
+/// `rust`: the text is Rust source, whose strings and `//` comments are told from code
+/// line by line (good enough for a pipeline crate; raw strings are not special-cased).
+fn rename(text: &str, rules: &[Rule], rust: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut i, mut in_string, mut in_comment, mut prev) = (0, false, false, None::<char>);
+    'scan: while let Some(c) = text[i..].chars().next() {
+        if !prev.is_some_and(|p| p.is_ascii_alphanumeric()) {
+            for rule in rules {
+                let end = i + rule.from.len();
+                if text[i..].starts_with(&rule.from) && (rule.next_ok)(text[end..].chars().next()) {
+                    let code = rust && !in_string && !in_comment;
+                    out.push_str(rule.in_code.as_ref().filter(|_| code).unwrap_or(&rule.to));
+                    prev = rule.from.chars().next_back();
+                    i = end;
+                    continue 'scan;
+                }
+            }
+        }
+        match c {
+            '\n' => (in_string, in_comment) = (false, false),
+            '"' if !in_comment && prev != Some('\\') && prev != Some('\'') => {
+                in_string = !in_string
+            }
+            '/' if !in_string && prev == Some('/') => in_comment = true,
+            _ => {}
+        }
+        out.push(c);
+        prev = Some(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
+/// The renamings that turn pipeline `dir` (package `package`) into `name`.
+fn rules(dir: &str, package: &str, name: &str) -> Vec<Rule> {
+    let word_end: fn(Option<char>) -> bool = |c| !c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let crate_of = |n: &str| n.replace('-', "_");
+    let mut rules = vec![
+        Rule {
+            from: format!("pipelines/{dir}"),
+            to: format!("pipelines/{name}"),
+            in_code: None,
+            next_ok: word_end,
+        },
+        Rule {
+            from: format!("{}::", crate_of(package)),
+            to: format!("{}::", crate_of(name)),
+            in_code: None,
+            next_ok: |_| true,
+        },
+        // The package (and binary) name; in code, where it can only be the crate path.
+        Rule {
+            from: package.to_owned(),
+            to: name.to_owned(),
+            in_code: Some(crate_of(name)),
+            next_ok: word_end,
+        },
+        Rule {
+            from: crate_of(package),
+            to: crate_of(name),
+            in_code: None,
+            next_ok: word_end,
+        },
+        // `RephraseConfig`, `FactualQaPipeline`: the type prefix (followed by a capital).
+        Rule {
+            from: camel_case(dir),
+            to: camel_case(name),
+            in_code: None,
+            next_ok: |c| c.is_some_and(|c| c.is_ascii_uppercase()),
+        },
+    ];
+    rules.dedup_by(|a, b| a.from == b.from);
+    rules
+}
+
+/// The pipelines `--from` can copy: folders of `pipelines/` with a manifest, sorted.
+fn copyable(root: &Path) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(root.join("pipelines"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Writes `pipelines/NAME` from `from` (see the module doc), all files or none: it is
+/// assembled in a temp dir beside it and renamed into place. Returns the new directory and
+/// the files written (relative to it, sorted).
+pub(crate) fn scaffold(
+    root: &Path,
+    name: &str,
+    from: &str,
+) -> anyhow::Result<(PathBuf, Vec<String>)> {
     validate_name(name).map_err(|e| anyhow::anyhow!("invalid pipeline name: {e}"))?;
+    let source = root.join("pipelines").join(from);
+    if from != "example" && !source.join("Cargo.toml").is_file() {
+        let mut have = copyable(root);
+        have.retain(|p| p != "example");
+        let also = if have.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", have.join(", "))
+        };
+        let why = if from == "factual-qa" {
+            "it is not in this checkout yet (it is being written on main; merge main first)"
+                .to_owned()
+        } else {
+            format!("there is no {}", source.join("Cargo.toml").display())
+        };
+        anyhow::bail!(
+            "cannot start from `{from}`: {why}; available: example (the templates){also}"
+        );
+    }
     check_free(root, name).map_err(|e| anyhow::anyhow!("name `{name}` is taken: {e}"))?;
     let pipelines = root.join("pipelines");
     std::fs::create_dir_all(&pipelines)
@@ -185,25 +316,84 @@ pub(crate) fn scaffold(root: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let staging = tempfile::Builder::new()
         .prefix(".new-pipeline-")
         .tempdir_in(&pipelines)?;
-    for (path, source) in TEMPLATES {
-        let dest = staging.path().join(path);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
+    let mut files = Vec::new();
+    if from == "example" {
+        for (path, source) in TEMPLATES {
+            write_file(&staging.path().join(path), render(source, name).as_bytes())?;
+            files.push((*path).to_owned());
         }
-        std::fs::write(&dest, render(source, name))
-            .with_context(|| format!("writing {}", dest.display()))?;
+    } else {
+        files = copy_pipeline(&source, name, staging.path())?;
     }
+    files.sort();
     let dir = pipelines.join(name);
     std::fs::rename(staging.keep(), &dir)
         .with_context(|| format!("moving the new pipeline to {}", dir.display()))?;
-    Ok(dir)
+    Ok((dir, files))
+}
+
+/// Copies the pipeline crate in `source` to `to` as pipeline `name` (see the module doc).
+/// Returns the files written, relative to `to`.
+fn copy_pipeline(source: &Path, name: &str, to: &Path) -> anyhow::Result<Vec<String>> {
+    let manifest_path = source.join("Cargo.toml");
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("reading {}", manifest_path.display()))?;
+    let package = manifest::package_name(&manifest)
+        .with_context(|| format!("{} names no package", manifest_path.display()))?;
+    let dir = source.file_name().unwrap_or_default().to_string_lossy();
+    let mut files = Vec::new();
+    copy_renamed(source, source, to, &rules(&dir, &package, name), &mut files)?;
+    Ok(files)
+}
+
+fn write_file(dest: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(dest, bytes).with_context(|| format!("writing {}", dest.display()))
+}
+
+/// Copies `dir` (inside pipeline folder `top`) to `to`, renaming inside text files; the
+/// pipeline's `output/` and `target/` folders are left out.
+fn copy_renamed(
+    top: &Path,
+    dir: &Path,
+    to: &Path,
+    rules: &[Rule],
+    files: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let rel = path.strip_prefix(top).unwrap_or(&path);
+        if entry.file_type()?.is_dir() {
+            if rel != Path::new("output") && rel != Path::new("target") {
+                copy_renamed(top, &path, &to.join(entry.file_name()), rules, files)?;
+            }
+            continue;
+        }
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = match String::from_utf8(bytes) {
+            Ok(text) => {
+                let rust = path.extension().is_some_and(|e| e == "rs");
+                rename(&text, rules, rust).into_bytes()
+            }
+            Err(e) => e.into_bytes(),
+        };
+        write_file(&to.join(entry.file_name()), &bytes)?;
+        files.push(rel.to_string_lossy().replace('\\', "/"));
+    }
+    Ok(())
 }
 
 /// The `new-pipeline` task: scaffold, then (unless `build` is false) build and test it.
-pub(crate) fn run(root: &Path, name: &str, build: bool) -> anyhow::Result<()> {
-    let dir = scaffold(root, name)?;
-    println!("created {}:", dir.display());
-    for (path, _) in TEMPLATES {
+pub(crate) fn run(root: &Path, name: &str, from: &str, build: bool) -> anyhow::Result<()> {
+    let (dir, files) = scaffold(root, name, from)?;
+    println!("created {} (from {from}):", dir.display());
+    for path in &files {
         println!("  {path}");
     }
     if build {
@@ -282,7 +472,9 @@ mod tests {
             ("atk_x", "is taken"),
             ("Bad Name", "invalid pipeline name"),
         ] {
-            let err = scaffold(root.path(), name).unwrap_err().to_string();
+            let err = scaffold(root.path(), name, "example")
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(why), "{name}: {err}");
         }
         let entries: Vec<_> = std::fs::read_dir(root.path().join("pipelines"))
@@ -317,6 +509,99 @@ mod tests {
         );
     }
 
+    #[test]
+    fn renaming_a_copy_touches_names_not_words() {
+        let copy = rules("rephrase", "rephrase", "my-rephrase");
+        let text = "//! `rephrase --config FILE`: see rephrase::main\n\
+                    use rephrase::{RephraseConfig};\n\
+                    fn rephrase(out: &Path) { rephrase::main() } // calls rephrase\n\
+                    env!(\"CARGO_BIN_EXE_rephrase\") \"a \\\"rephrase\\\" run\" pipelines/rephrase/demo.yaml\n\
+                    rephrased Rephrase. RephrasePipeline";
+        assert_eq!(
+            rename(text, &copy, true),
+            "//! `my-rephrase --config FILE`: see my_rephrase::main\n\
+             use my_rephrase::{MyRephraseConfig};\n\
+             fn my_rephrase(out: &Path) { my_rephrase::main() } // calls my-rephrase\n\
+             env!(\"CARGO_BIN_EXE_my-rephrase\") \"a \\\"my-rephrase\\\" run\" pipelines/my-rephrase/demo.yaml\n\
+             rephrased Rephrase. MyRephrasePipeline",
+            "one pass (a new name holding the old one is not renamed twice); crate path in code"
+        );
+        assert_eq!(
+            rename("fn rephrase() {}", &copy, false),
+            "fn my-rephrase() {}",
+            "only .rs files have code"
+        );
+        let poems = rules("example", "example-pipeline", "poems");
+        assert_eq!(
+            rename(
+                "example_pipeline::main() \"example-pipeline\" ExampleConfig pipelines/example/x example_heading an example",
+                &poems,
+                true
+            ),
+            "poems::main() \"poems\" PoemsConfig pipelines/poems/x example_heading an example"
+        );
+    }
+
+    #[test]
+    fn a_copy_of_the_example_names_itself_everywhere() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("my-copy");
+        let example = crate::repo_root().join("pipelines/example");
+        let files = copy_pipeline(&example, "my-copy", &dir).unwrap();
+        for file in [
+            "Cargo.toml",
+            "src/lib.rs",
+            "src/main.rs",
+            "README.md",
+            "tests/demo.rs",
+        ] {
+            assert!(files.contains(&file.to_owned()), "{file}: {files:?}");
+        }
+        assert!(!files.iter().any(|f| f.starts_with("output/")), "{files:?}");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        assert!(read("Cargo.toml").contains("name = \"my-copy\""));
+        assert!(read("src/main.rs").contains("my_copy::main()"));
+        let lib = read("src/lib.rs");
+        assert!(lib.contains("pub struct MyCopyPipeline;") && lib.contains("\"my-copy\""));
+        assert!(lib.contains("MyCopyConfig") && lib.contains("example_heading"));
+        assert!(read("tests/demo.rs").contains("CARGO_BIN_EXE_my-copy"));
+        assert!(read("README.md").contains("pipelines/my-copy/demo.yaml"));
+        for f in &files {
+            let text = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+            assert!(
+                !text.contains("example-pipeline")
+                    && !text.contains("example_pipeline")
+                    && !text.contains("ExampleConfig")
+                    && !text.contains("pipelines/example"),
+                "{f} still names the example"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_or_absent_source_is_refused_with_the_choices() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("pipelines/rephrase")).unwrap();
+        std::fs::write(
+            root.path().join("pipelines/rephrase/Cargo.toml"),
+            "[package]\nname = \"rephrase\"\n",
+        )
+        .unwrap();
+        let err = scaffold(root.path(), "new-one", "factual-qa")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not in this checkout yet"), "{err}");
+        assert!(
+            err.contains("available: example (the templates), rephrase"),
+            "{err}"
+        );
+        let err = scaffold(root.path(), "new-one", "nope")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot start from `nope`"), "{err}");
+        assert!(!root.path().join("pipelines/new-one").exists());
+    }
+
     /// Copies the parts of the workspace a pipeline build needs (no `target/`, no `.git`).
     fn copy_workspace(from: &Path, to: &Path) {
         fn copy_dir(from: &Path, to: &Path) {
@@ -340,14 +625,7 @@ mod tests {
         for file in ["Cargo.toml", "Cargo.lock"] {
             std::fs::copy(from.join(file), to.join(file)).unwrap();
         }
-        for dir in [
-            ".cargo",
-            "crates",
-            "pipelines",
-            "xtask",
-            "tests",
-            "prompts",
-        ] {
+        for dir in [".cargo", "crates", "pipelines", "xtask", "tests", "prompts"] {
             if from.join(dir).exists() {
                 copy_dir(&from.join(dir), &to.join(dir));
             }
@@ -370,14 +648,21 @@ mod tests {
         target.join("scaffold-check")
     }
 
-    /// Scaffolds into a temporary copy of the workspace and tests the new crate there,
-    /// offline (`cargo test` builds its library, binary and smoke test).
+    /// Scaffolds into a temporary copy of the workspace, from the templates and from copies of
+    /// `rephrase` and `factual-qa`, and tests the three new crates there, offline (`cargo
+    /// test` builds each library, binary and test).
     #[test]
     fn a_scaffolded_pipeline_builds_and_passes_its_test() {
         let copy = tempfile::tempdir().unwrap();
         copy_workspace(&crate::repo_root(), copy.path());
-        let dir = scaffold(copy.path(), "scaffold-check").unwrap();
+        let (dir, _) = scaffold(copy.path(), "scaffold-check", "example").unwrap();
         assert!(dir.join("src/lib.rs").is_file() && dir.join("prompts/generate.yaml").is_file());
+        let (copied, files) = scaffold(copy.path(), "scaffold-copy", "rephrase").unwrap();
+        assert!(files.contains(&"tests/demo.rs".to_owned()), "{files:?}");
+        assert!(copied.join("src/lib.rs").is_file());
+        let (qa, _) = scaffold(copy.path(), "scaffold-qa", "factual-qa").unwrap();
+        let lib = std::fs::read_to_string(qa.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("pub struct ScaffoldQaPipeline;"));
         let started = std::time::Instant::now();
         let cargo = || {
             let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -385,7 +670,16 @@ mod tests {
                 .env("CARGO_TARGET_DIR", scaffold_target_dir());
             cmd
         };
-        let args = ["test", "-p", "scaffold-check", "--offline"];
+        let args = [
+            "test",
+            "-p",
+            "scaffold-check",
+            "-p",
+            "scaffold-copy",
+            "-p",
+            "scaffold-qa",
+            "--offline",
+        ];
         let out = cargo().args(args).output().unwrap();
         assert!(
             out.status.success(),

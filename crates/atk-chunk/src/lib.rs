@@ -21,6 +21,7 @@ pub use config::{ChunkConfig, Subset};
 pub use dir::{FILES_PER_BATCH, chunk_texts, read_dir, read_dir_batched};
 pub use error::Error;
 pub use fingerprint::{InputsFingerprint, fingerprint_dir};
+pub use read::READ_EXTENSIONS;
 
 /// The chunks of a folder (or of given texts) and a report of how they were made.
 #[derive(Debug, Clone, PartialEq)]

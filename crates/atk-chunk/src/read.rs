@@ -31,6 +31,13 @@ pub(crate) enum Format {
     Unknown,
 }
 
+/// Every extension with a reader of its own, in the order docs list them. A file with any
+/// other extension (or none) is read as plain text when it is UTF-8 and not binary.
+pub const READ_EXTENSIONS: &[&str] = &[
+    "txt", "text", "md", "markdown", "rst", "json", "jsonl", "ndjson", "html", "htm", "xhtml",
+    "pdf", "docx", "epub",
+];
+
 impl Format {
     /// The reader for a (lower-cased) extension.
     pub(crate) fn from_extension(ext: &str) -> Self {
@@ -384,6 +391,24 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_listed_extensions_are_exactly_those_with_a_reader() {
+        for ext in super::READ_EXTENSIONS {
+            assert_ne!(
+                super::Format::from_extension(ext),
+                super::Format::Unknown,
+                "{ext}"
+            );
+        }
+        for other in ["csv", "py", "", "yaml", "rtf"] {
+            assert_eq!(
+                super::Format::from_extension(other),
+                super::Format::Unknown,
+                "{other}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -22,6 +22,7 @@ mod env;
 mod error;
 mod flat;
 mod overrides;
+mod rules;
 mod secrets;
 mod source;
 mod typed;
@@ -32,7 +33,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 use sha2::{Digest, Sha256};
 
-pub use common::CommonConfig;
+pub use common::{CommonConfig, EnginesUsed};
 pub use error::{ConfigError, KeyLocation, Origin};
 pub use overrides::Overrides;
 
@@ -79,29 +80,34 @@ pub fn load<T: DeserializeOwned>(
     path: &Path,
     overrides: &Overrides,
 ) -> Result<Loaded<T>, ConfigError> {
-    load_with_env(path, overrides, |name| std::env::var(name).ok())
+    load_for(path, overrides, EnginesUsed::BOTH)
+}
+
+/// [`load`] for a pipeline that calls only the engines in `used`: the model and endpoint of the
+/// others are not required (see [`EnginesUsed`]).
+pub fn load_for<T: DeserializeOwned>(
+    path: &Path,
+    overrides: &Overrides,
+    used: EnginesUsed,
+) -> Result<Loaded<T>, ConfigError> {
+    load_with_env_for(path, overrides, used, |name| std::env::var(name).ok())
 }
 
 /// [`load`] for `--dry-run`, which sends nothing: API keys still `!!PLACEHOLDER!!` are taken
 /// as empty and listed in the warnings as still to fill in; any other placeholder is refused
-/// as in [`load`].
+/// as in [`load`]. `used` as in [`load_for`].
 pub fn load_for_dry_run<T: DeserializeOwned>(
     path: &Path,
     overrides: &Overrides,
+    used: EnginesUsed,
 ) -> Result<Loaded<T>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        file: path.to_path_buf(),
-        source,
-    })?;
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let base = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
-    let cwd = std::env::current_dir().unwrap_or_else(|_| base.clone());
-    let dirs = Dirs {
-        config: &base,
-        cwd: &cwd,
-    };
-    let env = |name: &str| std::env::var(name).ok();
-    load_text_as(&text, path, dirs, overrides, &env, true)
+    read_and_load(
+        path,
+        overrides,
+        used,
+        &|name| std::env::var(name).ok(),
+        true,
+    )
 }
 
 /// [`load`], reading environment variables through `env` instead of the process environment
@@ -111,6 +117,27 @@ pub fn load_with_env<T: DeserializeOwned>(
     overrides: &Overrides,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Loaded<T>, ConfigError> {
+    load_with_env_for(path, overrides, EnginesUsed::BOTH, env)
+}
+
+/// [`load_for`], reading environment variables through `env`.
+pub fn load_with_env_for<T: DeserializeOwned>(
+    path: &Path,
+    overrides: &Overrides,
+    used: EnginesUsed,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Loaded<T>, ConfigError> {
+    read_and_load(path, overrides, used, &env, false)
+}
+
+/// Reads the file and loads it (paths in it relative to its folder).
+fn read_and_load<T: DeserializeOwned>(
+    path: &Path,
+    overrides: &Overrides,
+    used: EnginesUsed,
+    env: &dyn Fn(&str) -> Option<String>,
+    dry_run: bool,
+) -> Result<Loaded<T>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: path.to_path_buf(),
         source,
@@ -122,17 +149,7 @@ pub fn load_with_env<T: DeserializeOwned>(
         config: &base,
         cwd: &cwd,
     };
-    load_text(&text, path, dirs, overrides, &env)
-}
-
-fn load_text<T: DeserializeOwned>(
-    text: &str,
-    file: &Path,
-    dirs: Dirs<'_>,
-    overrides: &Overrides,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Loaded<T>, ConfigError> {
-    load_text_as(text, file, dirs, overrides, env, false)
+    load_text_as(&text, path, dirs, overrides, used, env, dry_run)
 }
 
 /// Where relative paths are resolved: the config file's folder for paths in the file, the
@@ -149,6 +166,7 @@ fn load_text_as<T: DeserializeOwned>(
     file: &Path,
     dirs: Dirs<'_>,
     overrides: &Overrides,
+    used: EnginesUsed,
     env: &dyn Fn(&str) -> Option<String>,
     dry_run: bool,
 ) -> Result<Loaded<T>, ConfigError> {
@@ -201,23 +219,33 @@ fn load_text_as<T: DeserializeOwned>(
     let raw_common = deserialize_retyping::<RawCommon>(&mut flat)
         .map_err(|f| failure_to_error(&flat, f, &secret_values))?;
     let common_ignored = raw_common.ignored;
-    let common = raw_common
-        .value
-        .resolve(small_api_key, large_api_key)
-        .map_err(|invalid| match invalid {
-            Invalid::Value { key, message } => ConfigError::Type {
+    // Every required key that is missing, common and the pipeline's own, in one message.
+    let mut missing: Vec<(String, String)> = Vec::new();
+    let common = match raw_common.value.resolve(small_api_key, large_api_key, used) {
+        Ok(common) => Some(common),
+        Err(Invalid::Missing(keys)) => {
+            missing.extend(keys.into_iter().map(|(k, hint)| (k.to_string(), hint)));
+            None
+        }
+        Err(Invalid::Value { key, message }) => {
+            return Err(ConfigError::Type {
                 file: file.to_path_buf(),
                 at: flat.locate_path(key),
                 message: secrets::scrub(&message, &secret_values),
-            },
-            Invalid::Missing { key, hint } => ConfigError::Missing {
-                file: file.to_path_buf(),
-                key: key.to_string(),
-                hint,
-            },
-        })?;
-    let custom = deserialize_retyping::<T>(&mut flat)
-        .map_err(|f| failure_to_error(&flat, f, &secret_values))?;
+            });
+        }
+    };
+    let custom = match deserialize_retyping::<T>(&mut flat) {
+        Ok(custom) => Some(custom),
+        Err(f) if f.missing_field().is_some() => {
+            missing.extend(missing_custom_keys::<T>(&flat, f));
+            None
+        }
+        Err(f) => return Err(failure_to_error(&flat, f, &secret_values)),
+    };
+    let (Some(common), Some(custom)) = (common, custom) else {
+        return Err(missing_error(&flat.file, missing));
+    };
 
     let candidates = known_keys::<T>(&flat, &custom.ignored);
     let mut unknown = typed::unknown_paths(&common_ignored, &custom.ignored);
@@ -232,11 +260,21 @@ fn load_text_as<T: DeserializeOwned>(
             .iter()
             .map(|path| unknown_key_warning(&flat, path, &candidates)),
     );
-    for (label, mode, key) in [
-        ("small", common.small_mode, &common.small_api_key),
-        ("large", common.large_mode, &common.large_api_key),
+    for (label, in_use, mode, key) in [
+        (
+            "small",
+            used.small,
+            common.small_mode,
+            &common.small_api_key,
+        ),
+        (
+            "large",
+            used.large,
+            common.large_mode,
+            &common.large_api_key,
+        ),
     ] {
-        if mode == atk_engine::Mode::Api && key.is_empty() {
+        if in_use && mode == atk_engine::Mode::Api && key.is_empty() {
             warnings.push(format!(
                 "{}: no API key for the {label} engine (`{label}_api_key` is empty and neither ATK_{}_API_KEY nor OPENAI_API_KEY is set); \
                  requests will be sent without one",
@@ -413,6 +451,81 @@ fn plain_type_names(message: &str) -> String {
     format!("{head}, expected {plain}")
 }
 
+/// The hint for a missing key of the pipeline's own.
+fn custom_key_hint(field: &str, key: &str) -> String {
+    format!("this pipeline needs it; add `{field}: ...` to the config or pass --set {key}=VALUE")
+}
+
+/// Every missing field of `T`, starting from serde's first: each found is given a stand-in
+/// value (the first of a few shapes `T` accepts there) so the next one shows.
+fn missing_custom_keys<T: DeserializeOwned>(
+    flat: &Flat,
+    first: typed::Failure,
+) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut mapping = flat.to_mapping();
+    let mut failure = first;
+    while let Some(field) = failure.missing_field().map(str::to_string) {
+        let key = if failure.path.is_empty() {
+            field.clone()
+        } else {
+            format!("{}.{field}", failure.path)
+        };
+        if found.iter().any(|(k, _)| *k == key) || found.len() >= 64 {
+            break;
+        }
+        found.push((key.clone(), custom_key_hint(&field, &key)));
+        let Value::Mapping(map) = &mapping else { break };
+        if !failure.path.is_empty() {
+            break; // inside a nested map: the first is named
+        }
+        let stand_ins = [
+            Value::String(String::new()),
+            Value::Number(0.into()),
+            Value::Bool(false),
+            Value::Sequence(Vec::new()),
+            Value::Mapping(serde_yaml::Mapping::new()),
+        ];
+        let mut next = None;
+        for stand_in in stand_ins {
+            let mut with = map.clone();
+            with.insert(Value::String(field.clone()), stand_in);
+            let with = Value::Mapping(with);
+            match typed::deserialize::<T>(with.clone()) {
+                Ok(_) => return found,
+                Err(f) if f.path == field || f.path.starts_with(&format!("{field}.")) => continue,
+                Err(f) => {
+                    mapping = with;
+                    next = Some(f);
+                    break;
+                }
+            }
+        }
+        match next {
+            Some(f) => failure = f,
+            None => break,
+        }
+    }
+    found
+}
+
+/// One error naming every missing key.
+fn missing_error(file: &Path, mut missing: Vec<(String, String)>) -> ConfigError {
+    if missing.len() == 1
+        && let Some((key, hint)) = missing.pop()
+    {
+        return ConfigError::Missing {
+            file: file.to_path_buf(),
+            key,
+            hint,
+        };
+    }
+    ConfigError::MissingKeys {
+        file: file.to_path_buf(),
+        keys: missing,
+    }
+}
+
 /// A typed-layer failure as the user should see it.
 fn failure_to_error(flat: &Flat, failure: typed::Failure, secret_values: &[String]) -> ConfigError {
     if let Some(field) = failure.missing_field() {
@@ -423,9 +536,7 @@ fn failure_to_error(flat: &Flat, failure: typed::Failure, secret_values: &[Strin
         };
         return ConfigError::Missing {
             file: flat.file.clone(),
-            hint: format!(
-                "this pipeline needs it; add `{field}: ...` to the config or pass --set {key}=VALUE"
-            ),
+            hint: custom_key_hint(field, &key),
             key,
         };
     }

@@ -63,6 +63,9 @@ pub struct CountingEngine {
     bounded: Mutex<bool>,
     /// Answers in place of the endpoint (the mock engine); none: every call is refused.
     inner: Option<Arc<dyn Engine>>,
+    /// What [`Engine::is_mock`] says: the mode of the engine it stands for (step fingerprints
+    /// include it).
+    stands_for_mock: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for CountingEngine {
@@ -99,6 +102,7 @@ impl CountingEngine {
             }),
             bounded: Mutex::new(true),
             inner: None,
+            stands_for_mock: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -117,6 +121,12 @@ impl CountingEngine {
                 .unwrap_or_else(|| unreachable!());
         engine.inner = Some(inner);
         Arc::new(engine)
+    }
+
+    /// Says it stands for an engine in mock mode (what step fingerprints see).
+    pub fn set_stands_for_mock(&self, mock: bool) {
+        self.stands_for_mock
+            .store(mock, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The estimate scaled from a sample of `sample` items to `total` items.
@@ -192,6 +202,10 @@ impl Engine for CountingEngine {
     }
     fn model(&self) -> &str {
         &self.model
+    }
+    fn is_mock(&self) -> bool {
+        self.stands_for_mock
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

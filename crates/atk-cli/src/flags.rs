@@ -30,6 +30,22 @@ pub struct CommonFlags {
     /// cost per engine; sends nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// Requests step STEP again for every item that has its result, and every later step for
+    /// those items; old results stay until the new ones replace them (repeatable).
+    #[arg(long = "redo", value_name = "STEP")]
+    pub redo: Vec<String>,
+    /// Requests again the results made with another prompt, params, model or step version
+    /// than the current ones (in every step), and the later steps of those items.
+    #[arg(long = "redo-changed")]
+    pub redo_changed: bool,
+    /// Reruns STEP's output processor and validator over its stored raw replies, sending
+    /// nothing for replies that still pass; replies that now fail are requested again
+    /// (repeatable).
+    #[arg(long = "reprocess", value_name = "STEP")]
+    pub reprocess: Vec<String>,
+    /// With --reprocess: only report the replies that now fail; request nothing.
+    #[arg(long = "reprocess-only", requires = "reprocess")]
+    pub reprocess_only: bool,
     /// Works only on shard I of N (0 <= I < N): the items whose id hash falls in it. Stable
     /// across runs and machines; merge the shards' output dirs with `atk merge`.
     #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
@@ -102,6 +118,11 @@ impl CommonFlags {
             _ if self.quiet => ProgressMode::Off,
             other => other,
         }
+    }
+
+    /// True when stored results are asked for again (`--redo`, `--redo-changed`, `--reprocess`).
+    pub fn reworks(&self) -> bool {
+        !self.redo.is_empty() || self.redo_changed || !self.reprocess.is_empty()
     }
 
     /// Log verbosity: -1 quiet, 0 default, 1 debug, 2+ trace.
@@ -213,6 +234,34 @@ mod tests {
     }
 
     #[test]
+    fn rework_flags_repeat_and_reprocess_only_needs_reprocess() {
+        let f = parse(&[
+            "-c",
+            "c.yaml",
+            "--redo",
+            "a",
+            "--redo",
+            "b",
+            "--reprocess",
+            "c",
+            "--reprocess-only",
+            "--redo-changed",
+        ])
+        .unwrap();
+        assert_eq!(
+            (f.redo.as_slice(), f.reprocess.as_slice()),
+            (
+                &["a".to_string(), "b".to_string()][..],
+                &["c".to_string()][..]
+            )
+        );
+        assert!(f.redo_changed && f.reprocess_only && f.reworks());
+        assert!(!parse(&["-c", "c.yaml"]).unwrap().reworks());
+        let err = parse(&["-c", "c.yaml", "--reprocess-only"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
     fn quiet_turns_progress_off_but_not_json() {
         let f = parse(&["--config", "c.yaml", "-q"]).unwrap();
         assert_eq!((f.verbosity(), f.progress_mode()), (-1, ProgressMode::Off));
@@ -237,6 +286,10 @@ mod tests {
             "--quiet",
             "--progress",
             "--dry-run",
+            "--redo",
+            "--redo-changed",
+            "--reprocess",
+            "--reprocess-only",
         ] {
             assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
         }

@@ -11,14 +11,20 @@ pub mod flags;
 pub mod gc;
 pub mod logging;
 pub mod merge;
+pub mod out;
+mod overlay;
+mod preflight;
 pub mod progress;
+pub mod redo;
 mod runner;
 mod settings;
 pub mod status;
 pub mod summary;
 pub mod tool;
+mod unused;
 
 pub use error::{RunError, exit_code};
+pub use overlay::OverlayStore;
 pub use runner::{
     COST_META_KEY, CTRL_C_GRACE, INPUTS_META_KEY, InputsMeta, Pipeline, RUN_META_KEY, RunContext,
     chunk_item, main, main_with_args, run, store_dir,

@@ -72,17 +72,23 @@ impl Write for LogLine {
 
 impl Drop for LogLine {
     fn drop(&mut self) {
-        if self.0.is_empty() {
-            return;
+        if !self.0.is_empty() {
+            write_stderr(&self.0);
         }
-        let bars = BARS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let write = || {
-            let _ = std::io::stderr().lock().write_all(&self.0);
-        };
-        match bars {
-            Some(multi) => multi.suspend(write),
-            None => write(),
-        }
+    }
+}
+
+/// Writes `bytes` to stderr, above the progress bars when they are drawn. A closed or broken
+/// stderr is ignored: output stops, the run does not.
+pub fn write_stderr(bytes: &[u8]) {
+    let bars = BARS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let write = || {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(bytes).and_then(|()| err.flush());
+    };
+    match bars {
+        Some(multi) => multi.suspend(write),
+        None => write(),
     }
 }
 

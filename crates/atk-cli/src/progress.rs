@@ -23,7 +23,8 @@ pub enum ProgressMode {
     Bars,
     /// A plain line per step every few seconds.
     Plain,
-    /// JSON lines `{event, step, done, total, failed, in_flight, tokens, cost, message}` for a UI.
+    /// JSON lines `{event, step, done, total, failed, in_flight, tokens, cost, run_cost, message}` for a UI,
+    /// on stdout; the run ends them with one `{event: "dataset_written", path, lines}` per dataset.
     Json,
     /// Nothing (set by `-q`; `--progress json` still wins).
     Off,
@@ -56,12 +57,14 @@ pub struct JsonLine {
     pub total: u64,
     /// Items that failed the step in this run.
     pub failed: u64,
-    /// Items sent and not yet answered.
+    /// Items started and not finished (some may wait for a request slot).
     pub in_flight: u64,
     /// Tokens (prompt + completion) spent on the step in this run.
     pub tokens: u64,
-    /// Cost of the whole run so far (all engines, earlier runs included), USD.
+    /// Cost so far of every run on this output dir (all engines, earlier runs included), USD.
     pub cost: f64,
+    /// Cost so far of this run only (all engines), USD.
+    pub run_cost: f64,
     /// Milestone message, or the reason for `item_failed` / `item_dropped`.
     pub message: Option<String>,
     /// Milestone progress 0.0..=1.0 (milestones only).
@@ -139,6 +142,7 @@ pub struct Progress {
     state: Mutex<State>,
     renderer: Renderer,
     cost: Option<CostFn>,
+    run_cost: Option<CostFn>,
     started: Instant,
 }
 
@@ -204,6 +208,7 @@ impl Progress {
             state: Mutex::new(State::default()),
             renderer,
             cost: None,
+            run_cost: None,
             started: Instant::now(),
         }
     }
@@ -230,8 +235,24 @@ impl Progress {
         });
     }
 
+    /// Sets where "this run's cost" comes from (the engines' counters minus their totals at
+    /// the start); without it, this run's cost is the whole cost.
+    pub fn with_run_cost(mut self, cost: CostFn) -> Self {
+        self.run_cost = Some(cost);
+        self
+    }
+
     fn cost(&self) -> f64 {
         self.cost.as_ref().map_or(0.0, |f| f())
+    }
+
+    /// (this run's cost, every run's cost), USD.
+    fn costs(&self) -> Costs {
+        let all = self.cost();
+        Costs {
+            run: self.run_cost.as_ref().map_or(all, |f| f()),
+            all,
+        }
     }
 
     /// Per-step counts for `status.json` and `atk status`.
@@ -282,7 +303,7 @@ impl Progress {
                     st.steps
                         .get(n)
                         .filter(|c| !c.finished)
-                        .map(|c| plain_line(n, c, self.cost()))
+                        .map(|c| plain_line(n, c, self.costs()))
                 })
                 .collect();
             drop(st);
@@ -305,27 +326,40 @@ impl Progress {
     }
 }
 
-fn plain_line(step: &str, c: &StepCounts, cost: f64) -> String {
+/// Cost so far: this run's, and every run's on this output dir (USD).
+#[derive(Debug, Clone, Copy)]
+struct Costs {
+    run: f64,
+    all: f64,
+}
+
+/// A step's plain line. Its items and tokens are this run's; "in progress" counts items started
+/// and not finished (some may wait for a request slot: `atk status` shows requests in flight).
+fn plain_line(step: &str, c: &StepCounts, cost: Costs) -> String {
     let eta = c
         .eta()
         .map(|d| format!(", ETA {}", short_duration(d)))
         .unwrap_or_default();
     format!(
-        "{step}: {}/{} done, {} failed, {} in flight, {} tokens, ${cost:.4}{eta}",
+        "{step}: {}/{} done, {} failed, {} in progress; this run: {} tokens, ${:.4}; all runs: ${:.4}{eta}",
         c.done,
         c.total,
         c.failed,
         c.in_flight,
-        c.prompt_tokens + c.completion_tokens
+        c.prompt_tokens + c.completion_tokens,
+        cost.run,
+        cost.all
     )
 }
 
-fn bar_message(c: &StepCounts, cost: f64) -> String {
+fn bar_message(c: &StepCounts, cost: Costs) -> String {
     format!(
-        "failed {} · in flight {} · {} tok · ${cost:.4}",
+        "failed {} · in progress {} · this run {} tok ${:.4} · all runs ${:.4}",
         c.failed,
         c.in_flight,
-        c.prompt_tokens + c.completion_tokens
+        c.prompt_tokens + c.completion_tokens,
+        cost.run,
+        cost.all
     )
 }
 
@@ -458,6 +492,7 @@ impl ProgressSink for Progress {
                     in_flight: 0,
                     tokens: 0,
                     cost: 0.0,
+                    run_cost: 0.0,
                     message,
                     progress: None,
                 };
@@ -476,7 +511,9 @@ impl ProgressSink for Progress {
                     line.progress = Some(*p);
                 }
                 drop(st);
-                line.cost = self.cost();
+                let costs = self.costs();
+                line.cost = costs.all;
+                line.run_cost = costs.run;
                 if let Ok(text) = serde_json::to_string(&line) {
                     let _ = writeln!(lock(out), "{text}");
                 }
@@ -494,7 +531,7 @@ impl ProgressSink for Progress {
                     "step_finished" => step
                         .as_ref()
                         .and_then(|s| st.steps.get(s))
-                        .map(|c| plain_line(step.as_deref().unwrap_or(""), c, self.cost())),
+                        .map(|c| plain_line(step.as_deref().unwrap_or(""), c, self.costs())),
                     "milestone" => st
                         .milestone
                         .as_ref()
@@ -511,7 +548,7 @@ impl ProgressSink for Progress {
                 let counts = step.as_ref().and_then(|s| st.steps.get(s)).cloned();
                 let milestone = st.milestone.clone();
                 drop(st);
-                let cost = self.cost();
+                let cost = self.costs();
                 match (kind, step, counts) {
                     ("milestone", _, _) => {
                         if let Some((p, m)) = milestone {
@@ -678,11 +715,34 @@ mod tests {
             text.contains("write_poem: starting, 2 items (0 already done)"),
             "{text}"
         );
-        assert!(
-            text.contains("write_poem: 1/2 done, 0 failed, 0 in flight, 15 tokens, $1.5000"),
-            "{text}"
-        );
+        assert!(text.contains("write_poem: 1/2 done, 0 failed, 0 in progress; this run: 15 tokens, $1.5000; all runs: $1.5000"), "{text}");
         assert!(text.contains("[ 50%] half way"), "{text}");
+    }
+
+    #[test]
+    fn a_rerun_keeps_this_runs_figures_apart_from_all_runs() {
+        // A rerun over finished work: this run spent nothing, earlier runs $0.0006.
+        let buf = SharedBuf::default();
+        let p = Progress::plain(Box::new(buf.clone()), Duration::ZERO)
+            .with_cost(Arc::new(|| 0.0006))
+            .with_run_cost(Arc::new(|| 0.0));
+        p.event(started("write_poem", 5, 5));
+        p.event(ProgressEvent::StepFinished {
+            step: "write_poem".into(),
+        });
+        let text = buf.text();
+        assert!(text.contains("write_poem: 5/5 done, 0 failed, 0 in progress; this run: 0 tokens, $0.0000; all runs: $0.0006"), "{text}");
+
+        let buf = SharedBuf::default();
+        let p = Progress::json(Box::new(buf.clone()), Duration::ZERO)
+            .with_cost(Arc::new(|| 0.5))
+            .with_run_cost(Arc::new(|| 0.25));
+        p.event(started("s", 1, 0));
+        let line = &json_lines(&buf)[0];
+        assert_eq!(
+            (line["cost"].clone(), line["run_cost"].clone()),
+            (0.5.into(), 0.25.into())
+        );
     }
 
     #[test]

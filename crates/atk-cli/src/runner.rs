@@ -1,10 +1,9 @@
 //! The runner every pipeline binary's `main` calls: flags, config, engines, store, inputs,
 //! the pipeline itself, then the summary and the exit code.
 //!
-//! This module is the one place atk prints to the terminal (banner, config warnings, the
-//! summary, the error): it is the binary's front end living in a library so every pipeline
-//! shares it.
-#![allow(clippy::print_stderr)]
+//! This module decides what a pipeline binary prints (banner, config warnings, the summary,
+//! the error) and [`crate::out`] where it goes: it is the binary's front end living in a
+//! library so every pipeline shares it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -48,6 +47,12 @@ pub trait Pipeline: Send + Sync + 'static {
     /// The prompt files compiled into the binary: `(file name, contents)`; the config's
     /// `prompts` folder overrides them file by file.
     fn default_prompts(&self) -> &'static [(&'static str, &'static str)];
+    /// Which engines the pipeline's steps call; the others' model and endpoint are not
+    /// required, no API key is looked for, and a call to one fails with a clear error.
+    /// Default: both.
+    fn engines_used(&self) -> config::EnginesUsed {
+        config::EnginesUsed::BOTH
+    }
     /// Runs the pipeline: build steps, [`RunContext::run_chain`], write datasets.
     async fn run(&self, ctx: &mut RunContext<Self::Config>) -> Result<(), RunError>;
 }
@@ -77,6 +82,8 @@ pub struct RunContext<C> {
     datasets: Written,
     /// Ids of the root items [`RunContext::seed_texts`] added in this run.
     seeded: HashSet<String>,
+    /// `--redo`, `--redo-changed`, `--reprocess`.
+    rework_flags: crate::redo::ReworkFlags,
 }
 
 struct DryRun {
@@ -86,6 +93,9 @@ struct DryRun {
     sample: u64,
     chunk_tokens: u64,
     verbose: bool,
+    /// `--redo` / `--reprocess`: the chain runs over the stored items and results (no sample);
+    /// what the pipeline seeds is already there.
+    over_store: bool,
 }
 
 /// Chunks a dry run runs the whole chain on; its counts are scaled to every chunk.
@@ -165,7 +175,20 @@ impl<C> RunContext<C> {
                 )));
             }
         }
+        // Before anything is sent: results made with another prompt, params, model or version
+        // are named (a warning, shown without -v), and --redo / --reprocess are checked.
+        let prepared = crate::redo::prepare(
+            self.store.as_ref(),
+            chain,
+            &self.step_context(),
+            &self.rework_flags,
+        )
+        .await?;
+        for w in &prepared.warnings {
+            crate::out::warn(w);
+        }
         let cfg = ExecutorConfig::default()
+            .with_rework(prepared.rework.clone())
             .with_cancel(self.cancel.clone())
             // A dry run goes one item at a time: nothing waits on a network, and the sample
             // prompt shown is then always the first item's.
@@ -174,6 +197,7 @@ impl<C> RunContext<C> {
             } else {
                 self.settings.concurrency_limit.saturating_mul(2).max(1)
             });
+        crate::preflight::warn_prompt_names(self.store.as_ref(), chain, &self.step_context());
         let executor = Executor::new(
             self.store.clone(),
             self.step_context(),
@@ -181,19 +205,36 @@ impl<C> RunContext<C> {
             cfg,
         );
         let report = executor.run(chain).await?;
+        let reworked = prepared
+            .rework
+            .as_ref()
+            .map(|r| {
+                crate::redo::render_counts(chain, &r.counts(), self.rework_flags.reprocess_only)
+            })
+            .unwrap_or_default();
         if let Some(dry) = &self.dry_run {
             let estimates: Vec<EngineEstimate> = dry
                 .counters
                 .iter()
                 .map(|c| c.scaled_estimate(dry.sample, dry.chunks))
                 .collect();
-            return Err(RunError::DryRun(render_estimate(
+            let mut estimate = render_estimate(
                 dry.chunks,
                 dry.sample,
                 dry.chunk_tokens,
                 &estimates,
                 dry.verbose,
-            )));
+            );
+            if !reworked.is_empty() {
+                estimate.push_str("what the run would redo (counted over the stored results):\n");
+                for line in reworked.lines() {
+                    estimate.push_str(&format!("  {line}\n"));
+                }
+            }
+            return Err(RunError::DryRun(estimate));
+        }
+        if !reworked.is_empty() {
+            crate::out::info(&reworked);
         }
         let cancelled = report.cancelled;
         self.reports.push(report.clone());
@@ -216,6 +257,9 @@ impl<C> RunContext<C> {
         self.seeded.extend(set.chunks.iter().map(|c| c.id.clone()));
         let mut items: Vec<ItemRecord> = set.chunks.iter().map(chunk_item).collect();
         if let Some(dry) = &mut self.dry_run {
+            if dry.over_store {
+                return Ok(n);
+            }
             dry.chunks += n;
             dry.chunk_tokens += set.chunks.iter().map(|c| c.tokens as u64).sum::<u64>();
             items = dry_run_sample(items, &mut dry.sample);
@@ -280,6 +324,9 @@ impl<C> RunContext<C> {
 
     async fn put_seeded(&mut self, mut items: Vec<ItemRecord>) -> Result<(), RunError> {
         if let Some(dry) = &mut self.dry_run {
+            if dry.over_store {
+                return Ok(());
+            }
             dry.chunks += items.len() as u64;
             items = dry_run_sample(items, &mut dry.sample);
         }
@@ -432,7 +479,7 @@ where
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::out::always(&format!("error: cannot start the async runtime: {e}\n"));
             return std::process::ExitCode::from(1);
         }
     };
@@ -441,32 +488,36 @@ where
     runtime.shutdown_timeout(Duration::from_secs(1));
     match &outcome {
         Ok(()) => {}
-        Err(RunError::DryRun(estimate)) => eprint!("{estimate}"),
-        Err(RunError::AllFailed) => eprintln!("error: {}", RunError::AllFailed),
-        Err(e @ RunError::NothingKept(_)) => eprintln!("error: {e}"),
-        Err(e) => eprintln!("error: {e}"),
+        Err(RunError::DryRun(estimate)) => crate::out::result(estimate.trim_end()),
+        Err(e) => crate::out::always(&format!("error: {e}\n")),
     }
     crate::error::exit_code(&outcome)
 }
 
 /// Runs a pipeline with parsed flags (what [`main`] does inside its runtime).
 pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), RunError> {
+    crate::out::set_quiet(flags.quiet);
     let started = Instant::now();
     let started_at_ms = now_ms();
     let overrides = Overrides {
         set: flags.set.clone(),
         json: flags.override_json.clone(),
     };
-    let load = if flags.dry_run {
-        config::load_for_dry_run::<P::Config>
+    let used = pipeline.engines_used();
+    let loaded = if flags.dry_run {
+        config::load_for_dry_run::<P::Config>(&flags.config, &overrides, used)
     } else {
-        config::load::<P::Config>
-    };
-    let loaded = load(&flags.config, &overrides).map_err(|e| RunError::Config(e.to_string()))?;
-    for w in &loaded.warnings {
-        eprintln!("warning: {w}");
+        config::load_for::<P::Config>(&flags.config, &overrides, used)
     }
-    let settings = Arc::new(Settings::from_common(&loaded.common).map_err(RunError::Config)?);
+    .map_err(|e| RunError::Config(e.to_string()))?;
+    for w in &loaded.warnings {
+        crate::out::warn(w);
+    }
+    let settings = Arc::new(
+        Settings::from_common(&loaded.common)
+            .map_err(RunError::Config)?
+            .with_engines_used(used),
+    );
     tracing::debug!(config = %loaded.path.display(), "config loaded");
 
     // Inputs first: a missing or unreadable input dir is reported before anything is locked.
@@ -501,6 +552,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             .with_override_dir(settings.prompts.clone())
             .with_default_dir(settings.default_prompts.clone()),
     );
+    for w in prompts.override_warnings() {
+        crate::out::warn(&w);
+    }
     let progress_mode = flags.progress_mode();
 
     if flags.dry_run {
@@ -516,10 +570,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             atk_chunk::chunk_texts(&[], &chunk_cfg)
         };
         for m in chunk_set.report.messages() {
-            eprintln!("{m}");
+            crate::out::info(&format!("{m}\n"));
         }
-        if flags.verbosity() >= 0 && settings.read_files_manually {
-            eprintln!("{}", chunk_set.report.summary());
+        if settings.read_files_manually {
+            crate::out::info(&format!("{}\n", chunk_set.report.summary()));
         }
         let items: Vec<ItemRecord> = chunk_set.chunks.iter().map(chunk_item).collect();
         let chunk_tokens: u64 = chunk_set.chunks.iter().map(|c| c.tokens as u64).sum();
@@ -534,24 +588,34 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
                         .with_mock(atk_engine::MockConfig::default()),
                     Vec::new(),
                 )?;
-                Ok(CountingEngine::answering(
+                let counting = CountingEngine::answering(
                     &e.label,
                     &e.model,
                     counter,
                     e.price_in,
                     e.price_out,
                     mock,
-                ))
+                );
+                counting.set_stands_for_mock(e.mode == atk_engine::Mode::Mock);
+                Ok(counting)
             })
             .collect::<Result<_, RunError>>()?;
         let engines = Engines {
             small: counters[0].clone(),
             large: counters[1].clone(),
         };
-        let store: Arc<dyn Store> = Arc::new(MemStore::default());
-        let chunks = items.len() as u64;
-        let mut sample = 0;
-        store.put_items(dry_run_sample(items, &mut sample)).await?;
+        let (store, chunks, sample): (Arc<dyn Store>, u64, u64) = if flags.reworks() {
+            // --redo / --reprocess: the chain runs over the stored results (read, never written).
+            let base = open_for_dry_run(&settings.output_dir).await?;
+            let roots = base.root_ids().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+            (Arc::new(crate::OverlayStore::new(base)), roots, roots)
+        } else {
+            let store: Arc<dyn Store> = Arc::new(MemStore::default());
+            let chunks = items.len() as u64;
+            let mut sample = 0;
+            store.put_items(dry_run_sample(items, &mut sample)).await?;
+            (store, chunks, sample)
+        };
         let mut ctx = RunContext {
             common: loaded.common,
             config: loaded.custom,
@@ -568,11 +632,13 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
                 sample,
                 chunk_tokens,
                 verbose: flags.verbosity() >= 1,
+                over_store: flags.reworks(),
             }),
             reports: Vec::new(),
             details_sources: Vec::new(),
             datasets: Written::default(),
             seeded: HashSet::new(),
+            rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
         };
         // run_chain ends a dry run with the estimate; a pipeline that runs no chain has none.
         pipeline.run(&mut ctx).await?;
@@ -625,18 +691,25 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     // The first Ctrl-C cancels this token: the executor starts no new item, and both engines
     // stop calls still waiting for a slot or a retry backoff (they are not sent).
     let cancel = CancellationToken::new();
-    let (engines, counters) = build_engines(&settings, store.as_ref(), &cancel)?;
+    let (engines, counters, limit) = build_engines(&settings, store.as_ref(), &cancel)?;
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
+    let status_inputs = StatusInputs {
+        counters: counters.clone(),
+        engines: engines.clone(),
+        baselines: baselines.clone(),
+        limit,
+        stored: stored_counts.clone(),
+    };
     if engines.small.is_mock() || engines.large.is_mock() {
         let which: Vec<&str> = [&engines.small, &engines.large]
             .iter()
             .filter(|e| e.is_mock())
             .map(|e| e.label())
             .collect();
-        eprintln!(
-            "MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data",
+        crate::out::info(&format!(
+            "MOCK ENGINE: replies are fake ({} engine in mock mode); the dataset is a demo, not training data\n",
             which.join(" and ")
-        );
+        ));
     }
 
     if let Some(found) = &inputs {
@@ -649,7 +722,6 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             flags.shard,
             settings_fingerprint,
             &stored_counts,
-            flags.verbosity(),
         )
         .await?;
     }
@@ -658,17 +730,29 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         let counters = counters.clone();
         Arc::new(move || counters.iter().map(|c| c.snapshot().cost_usd).sum::<f64>())
     };
-    let progress = Arc::new(Progress::stderr(progress_mode).with_cost(cost_fn));
+    // The progress line keeps this run's cost apart from every run's.
+    let run_cost_fn = {
+        let (counters, before) = (
+            counters.clone(),
+            baselines.iter().map(|b| b.cost_usd).sum::<f64>(),
+        );
+        Arc::new(move || {
+            (counters.iter().map(|c| c.snapshot().cost_usd).sum::<f64>() - before).max(0.0)
+        })
+    };
+    let progress = Arc::new(
+        Progress::stderr(progress_mode)
+            .with_cost(cost_fn)
+            .with_run_cost(run_cost_fn),
+    );
     crate::logging::attach_bars(progress.multi().cloned());
     let ctrl_c = tokio::spawn(watch_ctrl_c(CtrlC::install(), cancel.clone()));
     let status_task = tokio::spawn(status_loop(
         settings.output_dir.clone(),
         pipeline.name(),
         progress.clone(),
-        counters.clone(),
-        engines.clone(),
+        status_inputs.clone(),
         store.clone(),
-        stored_counts.clone(),
     ));
 
     let mut ctx = RunContext {
@@ -686,8 +770,15 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         details_sources: Vec::new(),
         datasets: Written::default(),
         seeded: HashSet::new(),
+        rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
     };
-    let outcome = pipeline.run(&mut ctx).await;
+    let mut outcome = pipeline.run(&mut ctx).await;
+    if outcome.is_ok() && ctx.rework_flags.any() && ctx.reports.iter().all(|r| r.failed() == 0) {
+        // The rework is done: the next run with the same flags starts a new one.
+        if let Err(e) = crate::redo::finish(store.as_ref()).await {
+            outcome = Err(e);
+        }
+    }
     status_task.abort();
     ctrl_c.abort();
     // Wait for the status task to be gone, so its last write cannot land after the final one.
@@ -714,13 +805,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let _ = store
         .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
         .await;
-    let mut snapshot = status_of(
-        pipeline.name(),
-        &progress,
-        &counters,
-        &engines,
-        &stored_counts,
-    );
+    let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
     snapshot.running = false;
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
@@ -784,9 +869,25 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         }
     }
     let nothing_kept = summary.nothing_kept();
-    if flags.verbosity() >= 0 || outcome.is_err() || summary.all_failed() || nothing_kept.is_some()
-    {
-        eprint!("{}", summary.render());
+    // The summary is a diagnostic (stderr; shown under -q only when it explains a failure);
+    // where each dataset went is a result (stdout).
+    if outcome.is_err() || summary.all_failed() || nothing_kept.is_some() {
+        crate::out::always(&summary.render());
+    } else {
+        crate::out::info(&summary.render());
+    }
+    if progress_mode == crate::progress::ProgressMode::Json {
+        // stdout stays JSON lines only: one `dataset_written` event per dataset.
+        for (path, lines) in &summary.datasets {
+            crate::out::event(
+                &serde_json::json!({"event": "dataset_written", "path": path, "lines": lines})
+                    .to_string(),
+            );
+        }
+    } else {
+        for line in summary.dataset_lines() {
+            crate::out::result(&line);
+        }
     }
     outcome?;
     if summary.all_failed() {
@@ -840,7 +941,6 @@ async fn seed_inputs(
     shard: Option<Shard>,
     settings_fingerprint: String,
     stored: &StoredCounts,
-    verbosity: i8,
 ) -> Result<(), RunError> {
     let store: &dyn Store = sled.as_ref();
     let fingerprint = match shard {
@@ -856,12 +956,10 @@ async fn seed_inputs(
         && prev.items_at_end.is_some_and(|n| n == sled.item_count())
     {
         tracing::debug!("inputs unchanged since the last run: seeding skipped");
-        if verbosity >= 0 {
-            eprintln!(
-                "{} (inputs unchanged since the last run: not read again)",
-                prev.summary
-            );
-        }
+        crate::out::info(&format!(
+            "{} (inputs unchanged since the last run: not read again)\n",
+            prev.summary
+        ));
         return Ok(());
     }
     // A store seeded before needs the set of current ids to retire what is gone; a fresh one
@@ -900,15 +998,13 @@ async fn seed_inputs(
     }
     let report = report.map_err(|e| RunError::Input(e.to_string()))?;
     for m in report.messages() {
-        eprintln!("{m}");
+        crate::out::info(&format!("{m}\n"));
     }
     let summary = match shard {
         Some(shard) => format!("{}; shard {shard}: {chunks} of them", report.summary()),
         None => report.summary(),
     };
-    if verbosity >= 0 {
-        eprintln!("{summary}");
-    }
+    crate::out::info(&format!("{summary}\n"));
     if had_items {
         // The run's inputs are what was just seeded: items of removed files (or of chunks
         // `use_subset` no longer picks) go, so no request is sent for them and no dataset
@@ -967,6 +1063,22 @@ pub fn chunk_item(c: &atk_chunk::Chunk) -> ItemRecord {
     }
 }
 
+/// The store of an earlier run, for a dry run of `--redo` / `--reprocess`.
+async fn open_for_dry_run(output_dir: &Path) -> Result<Arc<dyn Store>, RunError> {
+    let dir = store_dir(output_dir);
+    let opened = tokio::task::spawn_blocking(move || SledStore::try_open_read(&dir))
+        .await
+        .map_err(RunError::fatal)?;
+    match opened {
+        Ok(store) => Ok(Arc::new(store)),
+        Err(atk_state::Error::NotFound { .. }) => Err(RunError::Input(format!(
+            "--redo and --reprocess work on the results of an earlier run, and {} has none",
+            output_dir.display()
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
     let previous = store
         .meta(RUN_META_KEY)
@@ -978,7 +1090,8 @@ fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
     {
         tracing::info!(
             "the config differs from the one that last wrote this output_dir; stored results are \
-             reused as they are (use a fresh output_dir to regenerate them)"
+             reused as they are (a warning names each step whose results were made with another \
+             prompt, params, model or version; --redo STEP remakes them)"
         );
     }
 }
@@ -989,13 +1102,13 @@ fn build_engines(
     settings: &Settings,
     store: &dyn Store,
     cancel: &CancellationToken,
-) -> Result<(Engines, Counters), RunError> {
+) -> Result<(Engines, Counters, Arc<atk_engine::ConcurrencyLimit>), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit.max(1));
     let debug = settings
         .debug_outputs
         .then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
-    let mut built = Vec::new();
+    let mut built: Vec<Arc<dyn atk_engine::Engine>> = Vec::new();
     let mut counters = Vec::new();
     for e in &settings.engines {
         let counter = CostCounter::new(
@@ -1015,6 +1128,13 @@ fn build_engines(
         if let Some(d) = &debug {
             observers.push(d.clone());
         }
+        if !e.used {
+            built.push(Arc::new(crate::unused::UnusedEngine::new(
+                &e.label, &e.model,
+            )));
+            counters.push(counter);
+            continue;
+        }
         let cfg = engine_config(settings, e)
             .with_shared_limit(Some(shared_limit.clone()))
             .with_cancel(cancel.clone());
@@ -1027,7 +1147,7 @@ fn build_engines(
     let small = built
         .pop()
         .ok_or_else(|| RunError::fatal("no small engine"))?;
-    Ok((Engines { small, large }, counters))
+    Ok((Engines { small, large }, counters, shared_limit))
 }
 
 fn engine_config(s: &Settings, e: &EngineSettings) -> EngineConfig {
@@ -1053,13 +1173,13 @@ async fn watch_ctrl_c(mut ctrl_c: CtrlC, cancel: CancellationToken) {
         return;
     }
     cancel.cancel();
-    eprintln!(
-        "\nstopping: no new requests; waiting up to {} s for those in flight (Ctrl-C again to quit now)",
+    crate::out::always(&format!(
+        "\nstopping: no new requests; waiting up to {} s for those in flight (Ctrl-C again to quit now)\n",
         CTRL_C_GRACE.as_secs()
-    );
+    ));
     tokio::select! {
-        _ = ctrl_c.recv() => eprintln!("quitting now; rerun the same command to resume"),
-        () = tokio::time::sleep(CTRL_C_GRACE) => eprintln!("in-flight requests did not finish in time; quitting; rerun to resume"),
+        _ = ctrl_c.recv() => crate::out::always("quitting now; rerun the same command to resume\n"),
+        () = tokio::time::sleep(CTRL_C_GRACE) => crate::out::always("in-flight requests did not finish in time; quitting; rerun to resume\n"),
     }
     std::process::exit(130);
 }
@@ -1102,24 +1222,35 @@ impl CtrlC {
     }
 }
 
-fn status_of(
-    name: &str,
-    progress: &Progress,
-    counters: &Counters,
-    engines: &Engines,
-    stored: &StoredCounts,
-) -> StatusSnapshot {
+/// What a status snapshot is made of besides progress counts.
+#[derive(Clone)]
+struct StatusInputs {
+    counters: Counters,
+    engines: Engines,
+    /// The counters' totals when this run started (this run's figures are the difference).
+    baselines: Vec<CostTotals>,
+    /// The engines' shared concurrency limit: requests in flight as the engine counts them.
+    limit: Arc<atk_engine::ConcurrencyLimit>,
+    /// Results stored, counted at open and since (kept in `status.json` outside sled).
+    stored: Arc<StoredCounts>,
+}
+
+fn status_of(name: &str, progress: &Progress, inputs: &StatusInputs) -> StatusSnapshot {
     let mut s = progress.snapshot();
-    s.stored_results = stored.live();
-    s.damage = stored.damage.clone();
+    s.stored_results = inputs.stored.live();
+    s.damage = inputs.stored.damage.clone();
     s.pipeline = name.to_string();
     s.running = true;
     s.pid = std::process::id();
     s.updated_at_ms = now_ms();
-    s.engines = counters
+    s.requests_in_flight = inputs.limit.in_flight() as u64;
+    s.request_limit = inputs.limit.window() as u64;
+    s.engines = inputs
+        .counters
         .iter()
-        .zip([&engines.small, &engines.large])
-        .map(|(c, e)| {
+        .zip([&inputs.engines.small, &inputs.engines.large])
+        .zip(&inputs.baselines)
+        .map(|((c, e), start)| {
             let t = c.snapshot();
             EngineStatus {
                 label: c.label().to_string(),
@@ -1128,10 +1259,15 @@ fn status_of(
                 prompt_tokens: t.prompt_tokens,
                 completion_tokens: t.completion_tokens,
                 cost_usd: t.cost_usd,
+                run_requests: t.requests.saturating_sub(start.requests),
+                run_prompt_tokens: t.prompt_tokens.saturating_sub(start.prompt_tokens),
+                run_completion_tokens: t.completion_tokens.saturating_sub(start.completion_tokens),
+                run_cost_usd: (t.cost_usd - start.cost_usd).max(0.0),
             }
         })
         .collect();
     s.cost_usd = s.engines.iter().map(|e| e.cost_usd).sum();
+    s.run_cost_usd = s.engines.iter().map(|e| e.run_cost_usd).sum();
     s
 }
 
@@ -1154,10 +1290,8 @@ async fn status_loop(
     dir: PathBuf,
     name: &'static str,
     progress: Arc<Progress>,
-    counters: Counters,
-    engines: Engines,
+    inputs: StatusInputs,
     store: Arc<dyn Store>,
-    stored: Arc<StoredCounts>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -1165,7 +1299,7 @@ async fn status_loop(
     loop {
         tick.tick().await;
         progress.tick();
-        let totals = cost_totals(&counters);
+        let totals = cost_totals(&inputs.counters);
         if totals != saved {
             if let Err(e) = store
                 .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
@@ -1175,7 +1309,7 @@ async fn status_loop(
             }
             saved = totals;
         }
-        let snapshot = status_of(name, &progress, &counters, &engines, &stored);
+        let snapshot = status_of(name, &progress, &inputs);
         if let Ok(v) = serde_json::to_value(&snapshot)
             && let Err(e) = atk_state::write_status_snapshot(&dir, &v)
         {

@@ -197,3 +197,57 @@ async fn seeded_texts_follow_the_same_rule() {
     assert_eq!(calls, Vec::<String>::new());
     assert_eq!(dataset, ["alpha", "bravo"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn status_counts_requests_in_flight_as_the_engine_does() {
+    // concurrency_limit 2, three calls started, each taking 10 s (paused clock): two hold a
+    // slot, the third waits. `atk status` says 2 in flight (limit 2), not the items started.
+    let common = config::CommonConfig {
+        concurrency_limit: 2,
+        mock_latency: Duration::from_secs(10),
+        input_dir: "/in".into(),
+        output_dir: "/out".into(),
+        ..config::CommonConfig::default()
+    };
+    let settings = Settings::from_common(&common).unwrap();
+    let store = atk_state::MemStore::default();
+    let (engines, counters, limit) =
+        build_engines(&settings, &store, &CancellationToken::new()).unwrap();
+    let calls: Vec<_> = (0..3)
+        .map(|i| {
+            let engine = engines.small.clone();
+            tokio::spawn(async move {
+                engine
+                    .call(atk_engine::Request::chat(vec![atk_engine::Message::new(
+                        "user",
+                        format!("hi {i}"),
+                    )]))
+                    .await
+            })
+        })
+        .collect();
+    for _ in 0..1000 {
+        if limit.in_flight() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let baselines = counters.iter().map(|c| c.snapshot()).collect();
+    let inputs = StatusInputs {
+        counters,
+        engines,
+        baselines,
+        limit,
+        stored: Arc::new(crate::damage::StoredCounts::empty()),
+    };
+    let s = status_of("p", &Progress::off(), &inputs);
+    assert_eq!((s.requests_in_flight, s.request_limit), (2, 2));
+    assert!(
+        s.render().contains("requests in flight: 2 (limit 2)"),
+        "{}",
+        s.render()
+    );
+    for call in calls {
+        call.abort();
+    }
+}

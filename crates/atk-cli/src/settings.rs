@@ -18,6 +18,8 @@ pub(crate) struct EngineSettings {
     pub api_key: Secret,
     pub price_in: f64,
     pub price_out: f64,
+    /// False when the pipeline declares it does not call this engine.
+    pub used: bool,
 }
 
 /// What the runner needs from the common config.
@@ -51,12 +53,9 @@ pub(crate) struct Settings {
 impl Settings {
     /// Converts the loaded common config; `Err` is a config message (exit 2).
     pub fn from_common(c: &CommonConfig) -> Result<Self, String> {
-        if c.concurrency_limit == 0 {
-            return Err("concurrency_limit must be at least 1".into());
-        }
-        if c.chunk_size == 0 {
-            return Err("chunk_size must be at least 1".into());
-        }
+        // concurrency_limit, chunk_size and the other counts are at least 1 by the config's
+        // types (one message for the rule, from `config::rules`); `max(1)` below guards
+        // configs built in code.
         if c.read_files_manually
             && !c.input_dir.as_os_str().is_empty()
             && c.output_dir.starts_with(&c.input_dir)
@@ -68,7 +67,7 @@ impl Settings {
                 c.input_dir.display()
             ));
         }
-        let mut chunk = ChunkConfig::new(c.chunk_size).with_tokenizer(c.tokenizer);
+        let mut chunk = ChunkConfig::new(c.chunk_size.max(1)).with_tokenizer(c.tokenizer);
         chunk.cache_dir = Some(
             c.chunking_output_dir
                 .clone()
@@ -100,6 +99,7 @@ impl Settings {
                     api_key: key.clone(),
                     price_in,
                     price_out,
+                    used: true,
                 }
             };
         Ok(Self {
@@ -144,6 +144,13 @@ impl Settings {
             chunk,
             explicit_chunk_cache: c.chunking_output_dir.is_some(),
         })
+    }
+
+    /// Marks the engines the pipeline does not call ([`crate::Pipeline::engines_used`]).
+    pub fn with_engines_used(mut self, used: crate::config::EnginesUsed) -> Self {
+        self.engines[0].used = used.small;
+        self.engines[1].used = used.large;
+        self
     }
 
     /// Chunking settings: `chunk_size`, `tokenizer`, the cache (`chunking_output_dir`, else

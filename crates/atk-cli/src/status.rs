@@ -26,7 +26,8 @@ pub struct StepStatus {
     /// Items a filter step dropped (included in `done`).
     #[serde(default)]
     pub dropped: u64,
-    /// Items sent and not yet answered.
+    /// Items started and not finished (some may wait for a request slot; the requests in
+    /// flight are [`StatusSnapshot::requests_in_flight`]).
     #[serde(default)]
     pub in_flight: u64,
     /// Items neither done nor failed.
@@ -39,21 +40,43 @@ pub struct StepStatus {
     pub completion_tokens: u64,
 }
 
-/// Cost so far of one engine.
+/// How a step's stored results compare with its current fingerprint (prompt, params, model,
+/// version): counted from a store no run holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FingerprintStatus {
+    /// Results made with the current fingerprint.
+    pub current: u64,
+    /// Results made with an older one (`--redo-changed` remakes them).
+    pub older: u64,
+}
+
+/// Requests, tokens and cost of one engine: every run's on this output dir, and this run's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineStatus {
     /// Engine label (`small`, `large`).
     pub label: String,
     /// Model name.
     pub model: String,
-    /// Requests answered.
+    /// Requests answered, all runs.
     pub requests: u64,
-    /// Prompt tokens.
+    /// Prompt tokens, all runs.
     pub prompt_tokens: u64,
-    /// Completion tokens.
+    /// Completion tokens, all runs.
     pub completion_tokens: u64,
-    /// Cost in USD.
+    /// Cost in USD, all runs.
     pub cost_usd: f64,
+    /// Requests answered in this run.
+    #[serde(default)]
+    pub run_requests: u64,
+    /// Prompt tokens in this run.
+    #[serde(default)]
+    pub run_prompt_tokens: u64,
+    /// Completion tokens in this run.
+    #[serde(default)]
+    pub run_completion_tokens: u64,
+    /// Cost of this run, USD.
+    #[serde(default)]
+    pub run_cost_usd: f64,
 }
 
 /// What `atk status` shows.
@@ -76,14 +99,32 @@ pub struct StatusSnapshot {
     pub elapsed_ms: u64,
     /// Per-step counts, in the order steps started.
     pub steps: Vec<StepStatus>,
-    /// Per-engine cost (earlier runs included).
+    /// Per-engine requests, tokens and cost (all runs, and this run).
     #[serde(default)]
     pub engines: Vec<EngineStatus>,
-    /// Total cost so far, USD.
+    /// Total cost so far, all runs, USD.
     pub cost_usd: f64,
+    /// Total cost of this run, USD.
+    #[serde(default)]
+    pub run_cost_usd: f64,
+    /// Requests holding a slot of the engines' concurrency limit (what the engine counts as in
+    /// flight; never above the limit), at the snapshot.
+    #[serde(default)]
+    pub requests_in_flight: u64,
+    /// The concurrency limit's current window (`concurrency_limit`, lowered after 429s).
+    #[serde(default)]
+    pub request_limit: u64,
+    /// Set when read: the snapshot says running, but its process is gone (killed or crashed),
+    /// so the figures are from `updated_at_ms` and nothing is running.
+    #[serde(default)]
+    pub stale: bool,
     /// The last `set_progress` milestone: (progress 0..=1, message).
     #[serde(default)]
     pub milestone: Option<(f64, String)>,
+    /// Per step: results made with the current fingerprint and with an older one (counted
+    /// from the store when no run holds it; empty in a running run's snapshot).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fingerprints: std::collections::BTreeMap<String, FingerprintStatus>,
     /// Per step, how many results the store held (kept here, outside sled, so that a store
     /// that comes back with fewer is noticed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -161,22 +202,45 @@ pub fn render_damage(store_dir: &Path, missing: &[MissingResults]) -> String {
 impl StatusSnapshot {
     /// Human rendering for `atk status`.
     pub fn render(&self) -> String {
+        self.render_at(now_ms())
+    }
+
+    /// [`render`](Self::render) as seen at `now_ms` (Unix ms).
+    pub fn render_at(&self, now_ms: u64) -> String {
         let mut s = String::new();
-        let state = if self.running {
-            format!("running (pid {})", self.pid)
-        } else {
-            "not running".to_string()
-        };
         let name = if self.pipeline.is_empty() {
             "run"
         } else {
             &self.pipeline
         };
-        let _ = writeln!(
-            s,
-            "{name}: {state}, {:.0} s elapsed",
-            self.elapsed_ms as f64 / 1000.0
-        );
+        let elapsed = self.elapsed_ms as f64 / 1000.0;
+        let seen = (self.updated_at_ms > 0).then(|| {
+            format!(
+                "last seen {} ago",
+                ago(now_ms.saturating_sub(self.updated_at_ms))
+            )
+        });
+        let _ = match (self.running, self.stale, seen) {
+            (true, _, _) => writeln!(
+                s,
+                "{name}: running (pid {}), {elapsed:.0} s elapsed",
+                self.pid
+            ),
+            (false, true, seen) => writeln!(
+                s,
+                "{name}: {}, the run is not running (pid {} stopped without finishing after {elapsed:.0} s: \
+                 killed or crashed; figures are from then; rerun the same command to resume)",
+                seen.unwrap_or_else(|| "last seen at an unknown time".into()),
+                self.pid
+            ),
+            (false, false, Some(seen)) => writeln!(
+                s,
+                "{name}: not running ({seen}; the last run took {elapsed:.0} s)"
+            ),
+            (false, false, None) => {
+                writeln!(s, "{name}: not running (the last run took {elapsed:.0} s)")
+            }
+        };
         if let Some((p, m)) = &self.milestone {
             let _ = writeln!(s, "  milestone: [{:>3.0}%] {m}", p * 100.0);
         }
@@ -186,18 +250,52 @@ impl StatusSnapshot {
         for st in &self.steps {
             let _ = writeln!(
                 s,
-                "  {:<20} {:>6} done {:>6} failed {:>6} pending {:>6} in flight  (of {})",
+                "  {:<20} {:>6} done {:>6} failed {:>6} pending {:>6} in progress  (of {})",
                 st.step, st.done, st.failed, st.pending, st.in_flight, st.total
             );
+            if let Some(FingerprintStatus { current, older }) = self.fingerprints.get(&st.step) {
+                let _ = writeln!(
+                    s,
+                    "  {:<20} {current} made with the current prompt/params/model/version, {older} with an older one{}",
+                    "",
+                    if *older > 0 {
+                        " (--redo-changed remakes them)"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
+        if self.running {
+            let _ = writeln!(
+                s,
+                "  requests in flight: {} (limit {})",
+                self.requests_in_flight, self.request_limit
+            );
+        }
+        // "this run" while it runs; afterwards the same figures are the last run's.
+        let this = if self.running { "this run" } else { "last run" };
         for e in &self.engines {
             let _ = writeln!(
                 s,
-                "  engine {:<6} {:<24} {:>6} requests {:>9} in {:>9} out  ${:.4}",
-                e.label, e.model, e.requests, e.prompt_tokens, e.completion_tokens, e.cost_usd
+                "  engine {} ({}): {this} {} requests, {} tokens in, {} out, ${:.4}; all runs {} requests, {} in, {} out, ${:.4}",
+                e.label,
+                e.model,
+                e.run_requests,
+                e.run_prompt_tokens,
+                e.run_completion_tokens,
+                e.run_cost_usd,
+                e.requests,
+                e.prompt_tokens,
+                e.completion_tokens,
+                e.cost_usd
             );
         }
-        let _ = writeln!(s, "  cost so far: ${:.4}", self.cost_usd);
+        let _ = writeln!(
+            s,
+            "  cost: ${:.4} {this}, ${:.4} all runs",
+            self.run_cost_usd, self.cost_usd
+        );
         if !self.damage.is_empty() {
             let total: u64 = self.damage.iter().map(MissingResults::missing).sum();
             let _ = writeln!(
@@ -237,6 +335,26 @@ pub enum StatusError {
     Read(String),
 }
 
+/// `42 s`, `3 min 5 s`, `2 h 4 min`.
+fn ago(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A running run rewrites its snapshot about once a second; one older than this is not trusted
+/// to describe a live run on its own.
+const HEARTBEAT_STALE_MS: u64 = 30_000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn pid_alive(pid: u32) -> bool {
     // Linux and most Unixes expose live processes under /proc; elsewhere assume alive, which
     // only means `atk status` reads the snapshot instead of opening the store.
@@ -258,10 +376,14 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
             )));
         }
     };
+    // A live pid with a fresh heartbeat is the run itself; otherwise (the pid is gone, or was
+    // reused by another process and the heartbeat stopped) the store's lock tells the truth.
+    let fresh = |s: &StatusSnapshot| now_ms().saturating_sub(s.updated_at_ms) < HEARTBEAT_STALE_MS;
     if let Some(s) = &snapshot
         && s.running
         && s.pid != std::process::id()
         && pid_alive(s.pid)
+        && fresh(s)
     {
         return Ok(s.clone());
     }
@@ -279,15 +401,21 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
         }
         Err(atk_state::Error::NotFound { .. }) => {
             return snapshot
-                .map(|s| StatusSnapshot {
-                    running: false,
-                    ..s
-                })
+                .map(settle)
                 .ok_or_else(|| StatusError::NoRun(output_dir.to_path_buf()));
         }
         Err(e) => return Err(StatusError::Read(e.to_string())),
     };
     from_store(&store, snapshot).map_err(|e| StatusError::Read(e.to_string()))
+}
+
+/// A snapshot read while no run holds the store: not running, and stale when it says running
+/// (its process died without writing its last snapshot).
+fn settle(mut s: StatusSnapshot) -> StatusSnapshot {
+    s.stale = s.running || s.stale;
+    s.running = false;
+    s.requests_in_flight = 0;
+    s
 }
 
 /// Counts done and failed per step in a store no run holds. Step names and totals come from
@@ -306,16 +434,43 @@ pub fn from_store(
         .filter(|r| !r.is_empty())
         .or_else(|| saved.as_ref().map(|s| s.stored_results.clone()))
         .unwrap_or_default();
-    let mut s = saved.or(file_snapshot).unwrap_or_default();
-    s.running = false;
+    // The newer of the two: after a kill, status.json is fresher than what the store kept from
+    // the last clean end.
+    let newest = match (saved, file_snapshot) {
+        (Some(a), Some(b)) if b.updated_at_ms > a.updated_at_ms => Some(b),
+        (a, b) => a.or(b),
+    };
+    let mut s = settle(newest.unwrap_or_default());
+    // The first step runs on root items (a fan-out's children are counted by their own steps);
+    // ids are read without decoding records.
+    let items = store.root_ids().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+    let fingerprints = store
+        .meta(crate::redo::FINGERPRINT_META_KEY)?
+        .and_then(|v| {
+            serde_json::from_value::<
+                    std::collections::BTreeMap<String, crate::redo::StepFingerprint>,
+                >(v)
+                .ok()
+        })
+        .unwrap_or_default();
     let mut found = BTreeMap::new();
     for step in recorded.keys() {
         found.insert(step.clone(), store.count_results(step)?);
     }
     s.damage = find_missing(&recorded, &found);
     s.stored_results = recorded;
-    let items = store.items().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
     for (i, st) in s.steps.iter_mut().enumerate() {
+        if let Some(fp) = fingerprints.get(&st.step) {
+            // Reads every result of the step: `atk status` is run now and then, not in a loop.
+            let counts = atk_step::count_fingerprints(store, &st.step, &fp.current)?;
+            s.fingerprints.insert(
+                st.step.clone(),
+                FingerprintStatus {
+                    current: counts.current,
+                    older: counts.older(),
+                },
+            );
+        }
         st.done = store.count_results(&st.step)?;
         st.failed = store.count_failures(&st.step)?;
         st.in_flight = 0;
@@ -395,7 +550,7 @@ mod tests {
             store.put_failure("write_poem", "c", f).await.unwrap();
             let last = StatusSnapshot {
                 pipeline: "example-pipeline".into(),
-                running: true,
+                running: false, // as a run saves it at its end
                 pid: 1,
                 elapsed_ms: 12_300,
                 steps: vec![StepStatus {
@@ -420,7 +575,7 @@ mod tests {
             store.flush().await.unwrap();
         }
         let s = read_status(dir.path()).unwrap();
-        insta::assert_snapshot!("status_finished_run", s.render());
+        insta::assert_snapshot!("status_finished_run", s.render_at(0));
         let st = &s.steps[0];
         assert_eq!((st.done, st.failed, st.pending), (2, 1, 1));
         assert!(!s.running);
@@ -515,20 +670,127 @@ mod tests {
             pipeline: "p".into(),
             running: true,
             pid: 1, // pid 1 is always alive
+            updated_at_ms: now_ms(),
             steps: vec![StepStatus {
                 step: "s".into(),
                 total: 10,
                 done: 3,
-                in_flight: 2,
+                in_flight: 12,
                 pending: 7,
                 ..Default::default()
             }],
+            requests_in_flight: 8,
+            request_limit: 8,
             ..Default::default()
         };
         atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&s).unwrap()).unwrap();
         let read = read_status(dir.path()).unwrap();
         assert_eq!(read, s);
-        assert!(read.render().contains("running (pid 1)"));
+        let text = read.render();
+        assert!(text.contains("running (pid 1)"), "{text}");
+        // Requests in flight are the engine's count, never above the limit; items started and
+        // waiting for a slot are "in progress".
+        assert!(
+            text.contains("requests in flight: 8 (limit 8)") && text.contains("12 in progress"),
+            "{text}"
+        );
+    }
+
+    /// A pid no process has (above any kernel's pid_max; spawning one to reap would race the
+    /// other tests' store locks through fork).
+    fn dead_pid() -> u32 {
+        u32::MAX - 1
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_from_a_killed_run_is_marked_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(&crate::store_dir(dir.path())).unwrap();
+            store
+                .put_items(vec![item("a", 0), item("b", 1)])
+                .await
+                .unwrap();
+            // An earlier run's clean end, older than the killed run's last heartbeat.
+            let old = StatusSnapshot {
+                pipeline: "p".into(),
+                updated_at_ms: 1_000,
+                elapsed_ms: 5_000,
+                ..Default::default()
+            };
+            store
+                .put_meta(STATUS_META_KEY, serde_json::to_value(&old).unwrap())
+                .await
+                .unwrap();
+            store.flush().await.unwrap();
+        }
+        let killed = StatusSnapshot {
+            pipeline: "p".into(),
+            running: true,
+            pid: dead_pid(),
+            updated_at_ms: 2_000_000,
+            elapsed_ms: 42_000,
+            steps: vec![StepStatus {
+                step: "s".into(),
+                total: 2,
+                in_flight: 2,
+                pending: 2,
+                ..Default::default()
+            }],
+            requests_in_flight: 2,
+            request_limit: 4,
+            ..Default::default()
+        };
+        atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&killed).unwrap())
+            .unwrap();
+        let s = read_status(dir.path()).unwrap();
+        assert!(s.stale && !s.running, "{s:?}");
+        assert_eq!(
+            (s.elapsed_ms, s.requests_in_flight),
+            (42_000, 0),
+            "the killed run's snapshot, the newer one"
+        );
+        let text = s.render_at(2_000_000 + 185_000);
+        assert!(
+            text.starts_with("p: last seen 3 min 5 s ago, the run is not running (pid"),
+            "{text}"
+        );
+        assert!(!text.contains("requests in flight"), "{text}");
+    }
+
+    #[test]
+    fn engine_rows_say_which_figures_are_this_runs() {
+        let s = StatusSnapshot {
+            engines: vec![EngineStatus {
+                label: "small".into(),
+                model: "m".into(),
+                requests: 30,
+                prompt_tokens: 3000,
+                completion_tokens: 300,
+                cost_usd: 0.5,
+                run_requests: 10,
+                run_prompt_tokens: 1000,
+                run_completion_tokens: 100,
+                run_cost_usd: 0.2,
+            }],
+            cost_usd: 0.5,
+            run_cost_usd: 0.2,
+            ..Default::default()
+        };
+        let text = s.render_at(0);
+        assert!(
+            text.contains("engine small (m): last run 10 requests, 1000 tokens in, 100 out, $0.2000; all runs 30 requests, 3000 in, 300 out, $0.5000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cost: $0.2000 last run, $0.5000 all runs"),
+            "{text}"
+        );
+        let running = StatusSnapshot { running: true, ..s }.render_at(0);
+        assert!(
+            running.contains("this run 10 requests") && running.contains("$0.2000 this run"),
+            "{running}"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The end-of-run summary: items done and failed by reason (with a sample output), requests
-//! and retries by cause, tokens and cost per engine, wall time; printed to stderr and written
-//! to `<output_dir>/run_summary.json`.
+//! and retries by cause, tokens and cost per engine, wall time; printed to stderr (where each
+//! dataset went: stdout) and written to `<output_dir>/run_summary.json`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -288,7 +288,7 @@ impl RunSummary {
             };
             let _ = writeln!(
                 s,
-                "engine {} ({}{}): {} requests ({} failed), {retries}; {} tokens in, {} out; ${:.4} this run, ${:.4} all runs",
+                "engine {} ({}{}): this run {} requests ({} failed), {retries}, {} tokens in, {} out, ${:.4}; all runs ${:.4}",
                 e.label,
                 e.model,
                 if e.mock { ", mock" } else { "" },
@@ -306,12 +306,20 @@ impl RunSummary {
                 "every attempted item failed: no dataset line was produced"
             );
         }
-        let cwd = std::env::current_dir().unwrap_or_default();
-        for (path, lines) in &self.datasets {
-            let shown = path.strip_prefix(&cwd).unwrap_or(path);
-            let _ = writeln!(s, "dataset written: {} ({lines} lines)", shown.display());
-        }
         s
+    }
+
+    /// One `dataset written: PATH (N lines)` line per dataset (paths relative to the working
+    /// directory when inside it): the runner prints them on stdout, for scripts.
+    pub fn dataset_lines(&self) -> Vec<String> {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        self.datasets
+            .iter()
+            .map(|(path, lines)| {
+                let shown = path.strip_prefix(&cwd).unwrap_or(path);
+                format!("dataset written: {} ({lines} lines)", shown.display())
+            })
+            .collect()
     }
 }
 
@@ -373,13 +381,14 @@ mod tests {
         assert!(text.contains("1 x validation: no <poem> tags"), "{text}");
         assert!(text.contains("just prose"), "{text}");
         assert!(text.contains("2 rate_limited retries"), "{text}");
+        assert!(text.contains("engine small (m, mock): this run 4 requests (0 failed), 2 rate_limited retries, 400 tokens in, 200 out, $0.5000; all runs $1.5000"), "{text}");
         assert!(
-            text.contains("$0.5000 this run, $1.5000 all runs"),
-            "{text}"
+            !text.contains("dataset written"),
+            "datasets are results, printed apart: {text}"
         );
-        assert!(
-            text.contains("dataset written: out/sharegpt_format.jsonl (3 lines)"),
-            "{text}"
+        assert_eq!(
+            s.dataset_lines(),
+            ["dataset written: out/sharegpt_format.jsonl (3 lines)"]
         );
     }
 }

@@ -106,17 +106,17 @@ fn gc(output_dir: &std::path::Path) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::out::always(&format!("error: cannot start the async runtime: {e}\n"));
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(crate::gc::gc(output_dir)) {
         Ok(report) => {
-            eprintln!("{}", report.render());
+            crate::out::always(&format!("{}\n", report.render()));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::out::always(&format!("error: {e}\n"));
             ExitCode::from(e.exit_code())
         }
     }
@@ -129,37 +129,37 @@ fn merge(dirs: &[PathBuf], into: &std::path::Path) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::out::always(&format!("error: cannot start the async runtime: {e}\n"));
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(crate::merge::merge(dirs, into)) {
         Ok(r) => {
-            eprintln!(
-                "merged {} output dirs into {}: {} items, {} results, {} failures; ${:.4} spent in all",
+            crate::out::always(&format!(
+                "merged {} output dirs into {}: {} items, {} results, {} failures; ${:.4} spent in all\n",
                 r.shards,
                 into.display(),
                 r.items,
                 r.results,
                 r.failures,
                 r.cost_usd
-            );
+            ));
             if !r.missing_shards.is_empty() {
                 let list: Vec<String> = r.missing_shards.iter().map(u32::to_string).collect();
-                eprintln!(
-                    "warning: shards {} were not given; the first run on {} will work on their items",
+                crate::out::always(&format!(
+                    "warning: shards {} were not given; the first run on {} will work on their items\n",
                     list.join(", "),
                     into.display()
-                );
+                ));
             }
-            eprintln!(
-                "next: run the pipeline with output_dir {} (it sends nothing for merged results)",
+            crate::out::always(&format!(
+                "next: run the pipeline with output_dir {} (it sends nothing for merged results)\n",
                 into.display()
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::out::always(&format!("error: {e}\n"));
             ExitCode::from(e.exit_code())
         }
     }
@@ -175,12 +175,12 @@ fn chunk(
     let tokenizer = match atk_tokens::Tokenizer::from_name(tokenizer) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::out::always(&format!("error: {e}\n"));
             return ExitCode::from(2);
         }
     };
     if chunk_size == 0 {
-        eprintln!("error: --chunk-size must be at least 1");
+        crate::out::always("error: --chunk-size must be at least 1\n");
         return ExitCode::from(2);
     }
     let mut cfg = atk_chunk::ChunkConfig::new(chunk_size).with_tokenizer(tokenizer);
@@ -190,12 +190,12 @@ fn chunk(
     let set = match atk_chunk::read_dir(&input_dir, &cfg) {
         Ok(set) => set,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::out::always(&format!("error: {e}\n"));
             return ExitCode::from(2);
         }
     };
     for m in set.report.messages() {
-        eprintln!("{m}");
+        crate::out::always(&format!("{m}\n"));
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -206,22 +206,25 @@ fn chunk(
         }
     }
     let _ = out.flush();
-    eprintln!("{}", set.report.summary());
+    crate::out::always(&format!("{}\n", set.report.summary()));
     ExitCode::SUCCESS
 }
 
 fn status(output_dir: &std::path::Path, json: bool) -> ExitCode {
     match crate::status::read_status(output_dir) {
         Ok(s) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            let text = if json {
+                serde_json::to_string_pretty(&s).unwrap_or_default() + "\n"
             } else {
-                print!("{}", s.render());
-            }
+                s.render()
+            };
+            // A closed stdout (`atk status DIR | head -1`) ends the output quietly.
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::out::always(&format!("error: {e}\n"));
             ExitCode::from(2)
         }
     }

@@ -213,3 +213,19 @@ async fn an_output_dir_in_use_by_another_run_is_an_input_error() {
     assert_eq!(e.exit_code(), 2, "{e}");
     assert!(e.to_string().contains("in use"), "{e}");
 }
+
+#[test]
+fn atk_on_a_closed_pipe_ends_quietly() {
+    // `atk chunk DIR 2>&1 | head -0`: the reader is gone before atk writes a byte.
+    let dir = fixtures().join("inputs");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = Command::new(env!("CARGO_BIN_EXE_atk"))
+        .args(["chunk", dir.to_str().unwrap(), "--chunk-size", "500"])
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .env_remove("RUST_LOG")
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "no panic (101) on a closed pipe");
+}

@@ -16,9 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chain::Layout;
 use crate::error::StepError;
+use crate::fingerprint::with_version_of;
 use crate::progress::{ProgressEvent, ProgressSink};
 use crate::prompt_step::now_ms;
 use crate::report::Tally;
+use crate::rework::{Rework, ReworkMode};
 use crate::step::{Step, StepContext, StepOutput};
 use crate::template::value_text;
 
@@ -29,6 +31,9 @@ pub(crate) struct Route {
     pub(crate) end: usize,
     /// The parent waiting for this item, when it is a child gathered by a fan-in.
     pub(crate) group: Option<Arc<Group>>,
+    /// When a rework is on: the `stored_at_ms` of the latest result the item was made from
+    /// (its fan-out's); a later step's result stored before it is stale.
+    pub(crate) floor: u64,
 }
 
 /// A parent waiting for its children before its fan-in.
@@ -69,6 +74,8 @@ pub(crate) enum Walked {
         at: usize,
         /// The children.
         children: Vec<ItemRecord>,
+        /// When the fan-out's result was stored (children's later results stored before are stale).
+        floor: u64,
     },
 }
 
@@ -83,6 +90,20 @@ pub(crate) struct Shared {
     pub(crate) tallies: Vec<Mutex<Tally>>,
     /// Items that went through the whole chain.
     pub(crate) finished: Mutex<u64>,
+    /// Each step's current fingerprint, stored in its new results.
+    pub(crate) fingerprints: Vec<Option<String>>,
+    /// What is asked for again, when anything is.
+    pub(crate) rework: Option<Arc<Rework>>,
+}
+
+/// What to do with a stored result while a rework is on.
+enum Decision {
+    /// Take it up as it is.
+    Reuse(ResultRecord),
+    /// Request the step again (the stored result stays until the new one replaces it).
+    Run,
+    /// Store what the step's processor now makes of the stored reply (nothing is sent).
+    Replace(StepOutput),
 }
 
 /// What to do after a step's outcome.
@@ -103,7 +124,7 @@ impl Shared {
     /// Fast path for resume, in chains without a fan-in: an item with a result for the last
     /// step went through the whole chain.
     pub(crate) fn fully_done(&self, id: &str, start: usize) -> Result<bool, StepError> {
-        if self.layout.has_fan_in {
+        if self.layout.has_fan_in || self.rework.is_some() {
             return Ok(false);
         }
         let last = self.chain.len() - 1;
@@ -121,7 +142,9 @@ impl Shared {
     pub(crate) async fn perform(self: Arc<Self>, work: Work) -> Result<(Walked, Route), StepError> {
         match work {
             Work::Item(item, start, route) => {
-                let walked = self.walk(item, start, route.end, false).await?;
+                let walked = self
+                    .walk(item, start, route.end, false, route.floor)
+                    .await?;
                 Ok((walked, route))
             }
             Work::Gather(group) => self.gather(group).await,
@@ -136,6 +159,7 @@ impl Shared {
         start: usize,
         end: usize,
         redo: bool,
+        mut floor: u64,
     ) -> Result<Walked, StepError> {
         for k in start..end {
             let step = &self.chain[k];
@@ -144,27 +168,59 @@ impl Shared {
             } else {
                 self.store.result(step.name(), &item.id)?
             };
+            let decision = match stored {
+                Some(record) => self.decide(k, &item, record, floor),
+                None => Decision::Run,
+            };
             if self.layout.child_level[k] {
                 self.sink.event(ProgressEvent::ItemArrived {
                     step: step.name().to_string(),
-                    already_done: stored.is_some(),
+                    already_done: matches!(decision, Decision::Reuse(_)),
                 });
             }
-            if let Some(record) = stored {
-                self.tally(k, |t| t.report.skipped += 1);
-                match self.reuse(k, &mut item, record)? {
-                    Next::Continue => continue,
-                    Next::Done(walked) => return Ok(walked),
+            let output = match decision {
+                Decision::Reuse(record) => {
+                    self.tally(k, |t| t.report.skipped += 1);
+                    if self.rework.is_some() && !self.layout.child_level[k] {
+                        // Under a rework nothing is announced as already done (some stored
+                        // results are remade): a reused one is counted as it is met.
+                        self.sink.event(ProgressEvent::ItemDone {
+                            step: step.name().to_string(),
+                            prompt_tokens: 0,
+                            completion_tokens: 0,
+                        });
+                    }
+                    floor = floor.max(record.stored_at_ms);
+                    match self.reuse(k, &mut item, record)? {
+                        Next::Continue => continue,
+                        Next::Done(Walked::Split {
+                            parent,
+                            at,
+                            children,
+                            ..
+                        }) => {
+                            return Ok(Walked::Split {
+                                parent,
+                                at,
+                                children,
+                                floor,
+                            });
+                        }
+                        Next::Done(walked) => return Ok(walked),
+                    }
                 }
-            }
-            if self.stop.is_cancelled() {
-                return Ok(Walked::Stopped);
-            }
-            self.sink.event(ProgressEvent::ItemStarted {
-                step: step.name().to_string(),
-            });
-            let output = step.run(&item, &self.ctx).await;
-            match self.settle(k, &mut item, output, None).await? {
+                Decision::Replace(output) => Ok(output),
+                Decision::Run => {
+                    if self.stop.is_cancelled() {
+                        return Ok(Walked::Stopped);
+                    }
+                    self.sink.event(ProgressEvent::ItemStarted {
+                        step: step.name().to_string(),
+                    });
+                    step.run(&item, &self.ctx).await
+                }
+            };
+            match self.settle(k, &mut item, output, None, &mut floor).await? {
                 Next::Continue => {}
                 Next::Done(walked) => return Ok(walked),
             }
@@ -173,6 +229,72 @@ impl Shared {
             self.add_finished(1);
         }
         Ok(Walked::Through)
+    }
+
+    /// Reuse, request again or replace a stored result (always reuse when no rework is on).
+    fn decide(&self, k: usize, item: &ItemRecord, record: ResultRecord, floor: u64) -> Decision {
+        let Some(rework) = &self.rework else {
+            return Decision::Reuse(record);
+        };
+        let step = &self.chain[k];
+        let name = step.name();
+        // Made before its input was remade: stale, whatever the step's mode.
+        if record.stored_at_ms < floor {
+            rework.count(name, |c| c.requested += 1);
+            return Decision::Run;
+        }
+        let Some(mode) = rework.mode(name) else {
+            return Decision::Reuse(record);
+        };
+        if record.stored_at_ms >= rework.since_ms {
+            // Already redone by this rework (a rerun after an interruption).
+            return Decision::Reuse(record);
+        }
+        let current = self.fingerprints[k].as_deref();
+        match mode {
+            ReworkMode::Redo => {
+                rework.count(name, |c| c.requested += 1);
+                Decision::Run
+            }
+            ReworkMode::RedoChanged => match (record.fingerprint.as_deref(), current) {
+                (Some(old), Some(new)) if old != new => {
+                    rework.count(name, |c| c.requested += 1);
+                    Decision::Run
+                }
+                _ => Decision::Reuse(record),
+            },
+            ReworkMode::Reprocess => match step.reprocess(item, &record, &self.ctx) {
+                None => Decision::Reuse(record),
+                Some(Ok(mut output)) => {
+                    let new = output_record(&mut output);
+                    if new.output == record.output && new.outcome == record.outcome {
+                        rework.count(name, |c| c.unchanged += 1);
+                        return Decision::Reuse(record);
+                    }
+                    rework.count(name, |c| c.changed += 1);
+                    new.fingerprint = match (record.fingerprint.as_deref(), current) {
+                        (Some(old), Some(new)) => Some(with_version_of(old, new)),
+                        _ => record.fingerprint.clone(),
+                    };
+                    new.stored_at_ms = now_ms();
+                    Decision::Replace(output)
+                }
+                Some(Err(reason)) => {
+                    tracing::debug!(step = name, item = %item.id, %reason, "a stored reply now fails");
+                    rework.count(name, |c| {
+                        *c.rejected.entry(reason).or_default() += 1;
+                        if !rework.report_only {
+                            c.requested += 1;
+                        }
+                    });
+                    if rework.report_only {
+                        Decision::Reuse(record)
+                    } else {
+                        Decision::Run
+                    }
+                }
+            },
+        }
     }
 
     /// Takes up a stored result: merge and go on, stop at a drop, or split into the stored children.
@@ -198,21 +320,32 @@ impl Shared {
                     parent: item.clone(),
                     at: k,
                     children,
+                    floor: 0,
                 }))
             }
         }
     }
 
-    /// Stores what step `k` made of `item` (with `input_hash` for a fan-in) and says how to go on.
+    /// Stores what step `k` made of `item` (with `input_hash` for a fan-in) and says how to go
+    /// on; `floor` becomes the stored result's time. A new result gets the step's current
+    /// fingerprint; a reprocessed one (stamped already) keeps its own.
     async fn settle(
         &self,
         k: usize,
         item: &mut ItemRecord,
-        output: Result<StepOutput, StepError>,
+        mut output: Result<StepOutput, StepError>,
         input_hash: Option<String>,
+        floor: &mut u64,
     ) -> Result<Next, StepError> {
         let step = &self.chain[k];
         let name = step.name();
+        if let Ok(out) = &mut output {
+            let record = output_record(out);
+            if record.fingerprint.is_none() {
+                record.fingerprint = self.fingerprints[k].clone();
+            }
+            *floor = (*floor).max(record.stored_at_ms);
+        }
         match output {
             Ok(StepOutput::Result(mut record) | StepOutput::Keep(mut record)) => {
                 record.outcome = Outcome::Kept;
@@ -258,6 +391,7 @@ impl Shared {
                     parent: item.clone(),
                     at: k,
                     children,
+                    floor: *floor,
                 }))
             }
             Err(StepError::Failed(f)) => {
@@ -298,13 +432,31 @@ impl Shared {
         let (kept, hash) = kept_children(self.store.as_ref(), &self.chain, &group)?;
         let stored = self.store.result(step.name(), &parent.id)?;
         let mut redone = false;
-        let next = match stored {
+        let mut floor = 0;
+        let stored = match stored {
             Some(record) if record.input_hash.as_deref() == Some(hash.as_str()) => {
+                match self.decide(j, &parent, record, 0) {
+                    Decision::Reuse(record) => Some(record),
+                    // A reworked fan-in is requested again (it has no reprocess).
+                    Decision::Run | Decision::Replace(_) => {
+                        redone = true;
+                        None
+                    }
+                }
+            }
+            Some(_) => {
+                redone = true;
+                None
+            }
+            None => None,
+        };
+        let next = match stored {
+            Some(record) => {
                 self.tally(j, |t| t.report.skipped += 1);
+                floor = record.stored_at_ms;
                 self.reuse(j, &mut parent, record)?
             }
-            stored => {
-                redone = stored.is_some();
+            None => {
                 if redone {
                     tracing::debug!(step = step.name(), parent = %parent.id, "the kept children changed; the fan-in is redone");
                 }
@@ -315,13 +467,18 @@ impl Shared {
                     step: step.name().to_string(),
                 });
                 let output = step.gather(&parent, &kept, &self.ctx).await;
-                self.settle(j, &mut parent, output, Some(hash)).await?
+                self.settle(j, &mut parent, output, Some(hash), &mut floor)
+                    .await?
             }
         };
         let walked = match next {
             Next::Done(walked) => walked,
             // After a redone fan-in the parent's later results were made from the old output.
-            Next::Continue => self.walk(parent, j + 1, group.route.end, redone).await?,
+            Next::Continue => {
+                let floor = if self.rework.is_some() { floor } else { 0 };
+                self.walk(parent, j + 1, group.route.end, redone, floor)
+                    .await?
+            }
         };
         Ok((walked, group.route.clone()))
     }
@@ -360,6 +517,14 @@ impl Shared {
                 completion_tokens,
             });
         }
+    }
+}
+
+/// The record inside a step's output.
+fn output_record(output: &mut StepOutput) -> &mut ResultRecord {
+    match output {
+        StepOutput::Result(r) | StepOutput::Keep(r) | StepOutput::Drop(r) => r,
+        StepOutput::Children(_, r) => r,
     }
 }
 

@@ -25,6 +25,7 @@ use crate::drive::{Group, Route, Shared, Walked, Work};
 use crate::error::StepError;
 use crate::progress::{ProgressEvent, ProgressSink};
 use crate::report::{RunReport, Tally};
+use crate::rework::Rework;
 use crate::step::{Step, StepContext};
 
 /// Executor settings.
@@ -33,6 +34,7 @@ pub struct ExecutorConfig {
     cancel: CancellationToken,
     max_in_flight: usize,
     count_first: bool,
+    rework: Option<Arc<Rework>>,
 }
 
 impl Default for ExecutorConfig {
@@ -41,6 +43,7 @@ impl Default for ExecutorConfig {
             cancel: CancellationToken::new(),
             max_in_flight: 64,
             count_first: true,
+            rework: None,
         }
     }
 }
@@ -63,6 +66,13 @@ impl ExecutorConfig {
     /// extra pass over the store).
     pub fn with_count_first(mut self, on: bool) -> Self {
         self.count_first = on;
+        self
+    }
+
+    /// Asks for stored results again (`--redo`, `--redo-changed`, `--reprocess`); read what
+    /// was done from the same `Rework` after the run.
+    pub fn with_rework(mut self, rework: Option<Arc<Rework>>) -> Self {
+        self.rework = rework;
         self
     }
 
@@ -131,7 +141,9 @@ impl Executor {
         let top = Route {
             end: chain.len(),
             group: None,
+            floor: 0,
         };
+        let fingerprints = chain.iter().map(|s| s.fingerprint(&ctx)).collect();
         let shared = Arc::new(Shared {
             store: self.store.clone(),
             ctx,
@@ -144,6 +156,8 @@ impl Executor {
                 .map(|s| Mutex::new(Tally::new(s.name())))
                 .collect(),
             finished: Mutex::new(0),
+            fingerprints,
+            rework: self.cfg.rework.clone(),
         });
         let mut roots = self.store.root_ids();
         let mut roots_done = false;
@@ -230,6 +244,7 @@ impl Executor {
                         parent,
                         at,
                         children,
+                        floor,
                     } => match shared.layout.closes[at] {
                         Some(fan_in) => {
                             let group = Arc::new(Group {
@@ -250,6 +265,7 @@ impl Executor {
                                     Route {
                                         end: fan_in,
                                         group: Some(group.clone()),
+                                        floor,
                                     },
                                 ));
                             }
@@ -262,6 +278,7 @@ impl Executor {
                                     Route {
                                         end: route.end,
                                         group: None,
+                                        floor,
                                     },
                                 ));
                             }
@@ -342,7 +359,11 @@ impl Executor {
     /// Sends `StepStarted` for each step, with the counts when they were taken (a step that
     /// runs on children starts at 0: its total grows as they arrive).
     fn announce(&self, chain: &[Arc<dyn Step>], child_level: &[bool], counts: Option<Counts>) {
-        let (total, already) = counts.unwrap_or_else(|| (0, vec![0; chain.len()]));
+        let (total, mut already) = counts.unwrap_or_else(|| (0, vec![0; chain.len()]));
+        if self.cfg.rework.is_some() {
+            // Some stored results will be remade: each reused one is reported as it is met.
+            already = vec![0; chain.len()];
+        }
         for (k, step) in chain.iter().enumerate() {
             let total = if child_level[k] { 0 } else { total };
             self.sink.event(ProgressEvent::StepStarted {

@@ -31,6 +31,7 @@ pub const NO_KEPT_CHILDREN: &str = "no child item was kept";
 pub struct FanInStep {
     name: String,
     source: Source,
+    version: Option<String>,
 }
 
 impl std::fmt::Debug for FanInStep {
@@ -53,6 +54,7 @@ impl FanInStep {
         Self {
             name: inner.name().to_string(),
             source: Source::Prompt(Box::new(inner), Arc::new(gather)),
+            version: None,
         }
     }
 
@@ -64,7 +66,19 @@ impl FanInStep {
         Self {
             name: name.into(),
             source: Source::Function(Arc::new(combine)),
+            version: None,
         }
+    }
+
+    /// The step's version, part of its fingerprint (see [`PromptStep::version`]); for a
+    /// `from_fn` fan-in, the whole fingerprint: bump it when the function changes.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        let version = version.into();
+        match &mut self.source {
+            Source::Prompt(inner, _) => **inner = inner.as_ref().clone().version(version),
+            Source::Function(_) => self.version = Some(version),
+        }
+        self
     }
 }
 
@@ -97,6 +111,13 @@ impl Step for FanInStep {
 
     fn shape(&self) -> Shape {
         Shape::FanIn
+    }
+
+    fn fingerprint_parts(&self, ctx: &StepContext) -> Option<crate::Fingerprint> {
+        match &self.source {
+            Source::Prompt(inner, _) => inner.fingerprint_of(ctx),
+            Source::Function(_) => crate::fingerprint::of_function(self.version.as_deref()),
+        }
     }
 
     async fn run(&self, _item: &ItemRecord, _ctx: &StepContext) -> Result<StepOutput, StepError> {

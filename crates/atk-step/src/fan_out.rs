@@ -25,6 +25,7 @@ enum Source {
 pub struct FanOutStep {
     name: String,
     source: Source,
+    version: Option<String>,
 }
 
 impl std::fmt::Debug for FanOutStep {
@@ -78,6 +79,7 @@ impl FanOutStep {
         Self {
             name: inner.name().to_string(),
             source: Source::Prompt(Box::new(inner), Arc::new(split)),
+            version: None,
         }
     }
 
@@ -89,7 +91,19 @@ impl FanOutStep {
         Self {
             name: name.into(),
             source: Source::Function(Arc::new(split)),
+            version: None,
         }
+    }
+
+    /// The step's version, part of its fingerprint (see [`PromptStep::version`]); for a
+    /// `from_fn` fan-out, the whole fingerprint: bump it when the function changes.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        let version = version.into();
+        match &mut self.source {
+            Source::Prompt(inner, _) => **inner = inner.as_ref().clone().version(version),
+            Source::Function(_) => self.version = Some(version),
+        }
+        self
     }
 }
 
@@ -103,6 +117,13 @@ impl Step for FanOutStep {
         match &self.source {
             Source::Prompt(inner, _) => inner.prompt_names(),
             Source::Function(_) => vec![],
+        }
+    }
+
+    fn template_args(&self) -> Option<Vec<String>> {
+        match &self.source {
+            Source::Prompt(inner, _) => inner.template_args(),
+            Source::Function(_) => Some(vec![]),
         }
     }
 
@@ -122,6 +143,33 @@ impl Step for FanOutStep {
 
     fn shape(&self) -> Shape {
         Shape::FanOut
+    }
+
+    fn fingerprint_parts(&self, ctx: &StepContext) -> Option<crate::Fingerprint> {
+        match &self.source {
+            Source::Prompt(inner, _) => inner.fingerprint_of(ctx),
+            Source::Function(_) => crate::fingerprint::of_function(self.version.as_deref()),
+        }
+    }
+
+    fn can_reprocess(&self) -> bool {
+        matches!(self.source, Source::Prompt(..))
+    }
+
+    fn reprocess(
+        &self,
+        item: &ItemRecord,
+        stored: &ResultRecord,
+        _ctx: &StepContext,
+    ) -> Option<Result<StepOutput, String>> {
+        let Source::Prompt(inner, split) = &self.source else {
+            return None;
+        };
+        let checked = inner.recheck(item, stored, &|out, it| split(out, it))?;
+        Some(
+            checked
+                .map(|(fields, record)| StepOutput::Children(make_children(item, fields), record)),
+        )
     }
 
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {

@@ -23,6 +23,7 @@ enum Source {
 pub struct FilterStep {
     name: String,
     source: Source,
+    version: Option<String>,
 }
 
 impl std::fmt::Debug for FilterStep {
@@ -56,6 +57,7 @@ impl FilterStep {
         Self {
             name: inner.name().to_string(),
             source: Source::Prompt(Box::new(inner), Arc::new(default_judge)),
+            version: None,
         }
     }
 
@@ -78,7 +80,19 @@ impl FilterStep {
         Self {
             name: name.into(),
             source: Source::Function(Arc::new(f)),
+            version: None,
         }
+    }
+
+    /// The step's version, part of its fingerprint (see [`PromptStep::version`]); for a
+    /// `from_fn` filter, the whole fingerprint: bump it when the function changes.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        let version = version.into();
+        match &mut self.source {
+            Source::Prompt(inner, _) => **inner = inner.as_ref().clone().version(version),
+            Source::Function(_) => self.version = Some(version),
+        }
+        self
     }
 }
 
@@ -92,6 +106,13 @@ impl Step for FilterStep {
         match &self.source {
             Source::Prompt(inner, _) => inner.prompt_names(),
             Source::Function(_) => vec![],
+        }
+    }
+
+    fn template_args(&self) -> Option<Vec<String>> {
+        match &self.source {
+            Source::Prompt(inner, _) => inner.template_args(),
+            Source::Function(_) => Some(vec![]),
         }
     }
 
@@ -109,18 +130,48 @@ impl Step for FilterStep {
         }
     }
 
+    fn fingerprint_parts(&self, ctx: &StepContext) -> Option<crate::Fingerprint> {
+        match &self.source {
+            Source::Prompt(inner, _) => inner.fingerprint_of(ctx),
+            Source::Function(_) => crate::fingerprint::of_function(self.version.as_deref()),
+        }
+    }
+
+    fn can_reprocess(&self) -> bool {
+        matches!(self.source, Source::Prompt(..))
+    }
+
+    fn reprocess(
+        &self,
+        item: &ItemRecord,
+        stored: &ResultRecord,
+        _ctx: &StepContext,
+    ) -> Option<Result<StepOutput, String>> {
+        let Source::Prompt(inner, judge) = &self.source else {
+            return None;
+        };
+        let checked = inner.recheck(item, stored, &|out, _| judge(out))?;
+        Some(checked.map(|((keep, reason), record)| verdict(keep, reason, record)))
+    }
+
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
-        let ((keep, reason), mut record) = match &self.source {
+        let ((keep, reason), record) = match &self.source {
             Source::Prompt(inner, judge) => inner.attempt(item, ctx, &|out, _| judge(out)).await?,
             Source::Function(f) => (f(item), ResultRecord::new(Value::Null)),
         };
-        record.output = json!({"keep": keep, "reason": reason});
-        if keep {
-            Ok(StepOutput::Keep(record))
-        } else {
-            record.outcome = Outcome::Dropped { reason };
-            Ok(StepOutput::Drop(record))
-        }
+        Ok(verdict(keep, reason, record))
+    }
+}
+
+/// A filter's result from its verdict.
+fn verdict(keep: bool, reason: String, mut record: ResultRecord) -> StepOutput {
+    record.output = json!({"keep": keep, "reason": reason});
+    if keep {
+        record.outcome = Outcome::Kept;
+        StepOutput::Keep(record)
+    } else {
+        record.outcome = Outcome::Dropped { reason };
+        StepOutput::Drop(record)
     }
 }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod chain;
+mod check;
 mod drive;
 mod error;
 mod executor;
@@ -9,10 +10,12 @@ mod fan_in;
 mod fan_out;
 mod filter;
 mod final_items;
+mod fingerprint;
 mod progress;
 mod prompt;
 mod prompt_step;
 mod report;
+mod rework;
 mod step;
 mod template;
 #[cfg(any(test, feature = "testing"))]
@@ -20,6 +23,7 @@ pub mod testing;
 mod vote;
 
 pub use chain::Chain;
+pub use check::{PromptWarning, check_prompt_names};
 pub use error::{ItemFailure, StepError};
 pub use executor::{Executor, ExecutorConfig};
 pub use extract::{qa_children, qa_pairs, tag_text, tagged_turns, verdict};
@@ -27,10 +31,14 @@ pub use fan_in::{FanInStep, NO_KEPT_CHILDREN};
 pub use fan_out::{FanOutStep, child_id, make_children};
 pub use filter::{FilterStep, default_judge};
 pub use final_items::{FinalItems, collect_final};
+pub use fingerprint::{
+    Fingerprint, FingerprintCounts, Part, changed_parts, count_fingerprints, with_version_of,
+};
 pub use progress::{NullSink, ProgressEvent, ProgressSink};
 pub use prompt::{PromptLibrary, PromptSource, PromptTemplate};
-pub use prompt_step::{LENGTH_CUT_REASON, PromptStep};
+pub use prompt_step::{LENGTH_CUT_REASON, MOCK_RETRY_CALL, PromptStep};
 pub use report::{FailureGroup, RunReport, StepReport};
+pub use rework::{Rework, ReworkCounts, ReworkMode};
 pub use step::{EngineChoice, Engines, Shape, Step, StepContext, StepOutput};
-pub use template::render_template;
+pub use template::{render_template, template_names};
 pub use vote::VoteStep;

@@ -12,7 +12,7 @@ use atk_engine::{Message, Prompt};
 use serde::Deserialize;
 
 use crate::error::StepError;
-use crate::template::render_template;
+use crate::template::{render_template, template_names};
 
 /// Where a prompt was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,9 @@ enum Body {
 pub struct PromptTemplate {
     source: PromptSource,
     body: Body,
+    /// The file's text as read (for line numbers in warnings).
+    raw: Arc<str>,
+    /// A short hash of the file's text.
     digest: String,
 }
 
@@ -107,6 +110,7 @@ impl PromptTemplate {
         Ok(Self {
             source,
             body: Body::Chat(messages),
+            raw: text.into(),
             digest: digest(text),
         })
     }
@@ -123,6 +127,7 @@ impl PromptTemplate {
         Ok(Self {
             source,
             body: Body::Completion(text.to_string()),
+            raw: text.into(),
             digest: digest(text),
         })
     }
@@ -141,6 +146,44 @@ impl PromptTemplate {
     /// True for a chat prompt, false for a completion prompt.
     pub fn is_chat(&self) -> bool {
         matches!(self.body, Body::Chat(_))
+    }
+
+    /// Every `{name}` rendering looks up, each once, with the 1-based line of the file where
+    /// it first appears (YAML comment lines skipped; `None` when not found as written, e.g.
+    /// inside an escaped YAML string).
+    pub fn names(&self) -> Vec<(String, Option<usize>)> {
+        let names = match &self.body {
+            Body::Chat(messages) => {
+                let mut all: Vec<String> = Vec::new();
+                for m in messages {
+                    for n in template_names(&m.content) {
+                        if !all.contains(&n) {
+                            all.push(n);
+                        }
+                    }
+                }
+                all
+            }
+            Body::Completion(text) => template_names(text),
+        };
+        let chat = self.is_chat();
+        let lines: Vec<(usize, Vec<String>)> = self
+            .raw
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !(chat && l.trim_start().starts_with('#')))
+            .map(|(i, l)| (i + 1, template_names(l)))
+            .collect();
+        names
+            .into_iter()
+            .map(|n| {
+                let line = lines
+                    .iter()
+                    .find(|(_, ns)| ns.contains(&n))
+                    .map(|(i, _)| *i);
+                (n, line)
+            })
+            .collect()
     }
 
     /// Fills in `{name}`s (see [`render_template`]) and returns the prompt to send.
@@ -244,6 +287,55 @@ impl PromptLibrary {
             .try_for_each(|n| self.load(n, completion_mode).map(|_| ()))
     }
 
+    /// What is worth a warning before a run sends anything: a `prompts` (or `default_prompts`)
+    /// folder that does not exist, and each file in the `prompts` folder that matches no prompt
+    /// of the pipeline (so it overrides nothing), with a "did you mean" when one is close.
+    pub fn override_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (key, dir) in [
+            ("prompts", &self.override_dir),
+            ("default_prompts", &self.default_dir),
+        ] {
+            if let Some(dir) = dir
+                && !dir.is_dir()
+            {
+                let effect = if key == "prompts" {
+                    "nothing is overridden; the pipeline's own prompts are used"
+                } else {
+                    "every prompt the pipeline loads will be missing"
+                };
+                warnings.push(format!(
+                    "`{key}` folder {} does not exist: {effect}",
+                    dir.display()
+                ));
+            }
+        }
+        let Some(dir) = self.override_dir.as_ref().filter(|d| d.is_dir()) else {
+            return warnings;
+        };
+        let known: Vec<String> = match &self.default_dir {
+            Some(d) => file_names(d),
+            None => self
+                .defaults
+                .iter()
+                .map(|(n, _)| (*n).to_string())
+                .collect(),
+        };
+        for name in file_names(dir) {
+            if known.contains(&name) {
+                continue;
+            }
+            let hint = crate::check::closest(&name, known.iter().map(String::as_str))
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
+            warnings.push(format!(
+                "{}: matches no prompt of the pipeline, so it overrides nothing{hint}",
+                dir.join(&name).display()
+            ));
+        }
+        warnings
+    }
+
     fn find(&self, file_name: &str) -> Result<(PromptSource, String), StepError> {
         let mut looked = Vec::new();
         for dir in [&self.override_dir, &self.default_dir]
@@ -271,6 +363,20 @@ impl PromptLibrary {
             message: format!("prompt file not found (looked in {})", looked.join(", ")),
         })
     }
+}
+
+/// Names of the regular, non-hidden files directly in `dir`, sorted (empty if unreadable).
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
 }
 
 fn read_if_exists(path: &Path) -> Result<Option<String>, StepError> {
@@ -462,6 +568,64 @@ mod tests {
         );
         assert!(prompt_error(lib.load("extra", false)).2.contains("colour"));
         assert!(prompt_error(lib.load("blank", false)).2.contains("empty"));
+    }
+
+    #[test]
+    fn names_come_with_their_line_in_the_file() {
+        let text = "# {commented} out\n- role: system\n  content: |\n    Write {style}.\n- role: user\n  content: \"{text} and {style} {{lit}}\"\n";
+        let t = PromptTemplate::parse_chat(PromptSource::BuiltIn("p.yaml".into()), text).unwrap();
+        assert_eq!(
+            t.names(),
+            [
+                ("style".to_string(), Some(4)),
+                ("text".to_string(), Some(6))
+            ]
+        );
+        let t =
+            PromptTemplate::parse_completion(PromptSource::BuiltIn("p.txt".into()), "a\n# {x}\n")
+                .unwrap();
+        assert_eq!(
+            t.names(),
+            [("x".to_string(), Some(2))],
+            "a .txt prompt has no comments"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_override_file_and_a_missing_folder_are_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("write_pome.yaml"),
+            "- role: user\n  content: x\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("other.yaml"),
+            "- role: user\n  content: x\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(".hidden"), "").unwrap();
+        let lib = PromptLibrary::new(DEFAULTS).with_override_dir(Some(dir.path().to_path_buf()));
+        let w = lib.override_warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("write_pome.yaml: matches no prompt")
+                && w[0].contains("did you mean `write_poem.yaml`?"),
+            "{w:?}"
+        );
+
+        let gone = dir.path().join("no_such_folder");
+        let w = PromptLibrary::new(DEFAULTS)
+            .with_override_dir(Some(gone.clone()))
+            .override_warnings();
+        assert_eq!(
+            w,
+            [format!(
+                "`prompts` folder {} does not exist: nothing is overridden; the pipeline's own prompts are used",
+                gone.display()
+            )]
+        );
+        assert!(PromptLibrary::new(DEFAULTS).override_warnings().is_empty());
     }
 
     #[test]

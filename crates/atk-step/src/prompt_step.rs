@@ -19,6 +19,11 @@ type Validator = Arc<dyn Fn(&Value, &ItemRecord) -> Result<(), String> + Send + 
 type InputProcessor = Arc<dyn Fn(ItemRecord) -> ItemRecord + Send + Sync>;
 type MockChoice = Arc<dyn Fn(&ItemRecord, u32) -> String + Send + Sync>;
 
+/// What a validation retry adds to the call number a mock choice sees
+/// ([`PromptStep::mock_reply_with`]): retry `r` of call `c` is call `c + r * MOCK_RETRY_CALL`,
+/// so a demo on the mock engine can show a reply rejected, then a retry accepted.
+pub const MOCK_RETRY_CALL: u32 = 1000;
+
 /// The reason recorded when a reply was cut by `max_tokens`.
 pub const LENGTH_CUT_REASON: &str = "cut off by max_tokens (finish_reason=length)";
 
@@ -39,6 +44,7 @@ pub struct PromptStep {
     mock_reply: Option<String>,
     mock_choice: Option<MockChoice>,
     accept_length_cut: bool,
+    version: String,
 }
 
 impl std::fmt::Debug for PromptStep {
@@ -70,7 +76,88 @@ impl PromptStep {
             mock_reply: None,
             mock_choice: None,
             accept_length_cut: false,
+            version: "1".to_string(),
         }
+    }
+
+    /// The step's version (default `"1"`), part of its fingerprint: bump it when you change
+    /// its output processor or validator, and the next run says which results were made with
+    /// the old one (`--reprocess STEP` reruns the new ones over the stored replies).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// What this step's results are made with: the prompt file as used (after overrides, chat
+    /// or completion) with the step's arguments, the sampling params sent, the engine's model
+    /// and mode, and the version. `None` when the prompt cannot be loaded.
+    pub fn fingerprint_of(&self, ctx: &StepContext) -> Option<crate::Fingerprint> {
+        use crate::fingerprint::Part;
+        let template = ctx
+            .prompts
+            .load(&self.prompt_name, ctx.completion_mode)
+            .ok()?;
+        let mut params = self.sampling.clone();
+        if !ctx.use_stop {
+            params.remove("stop");
+        }
+        let engine = ctx.engines.get(self.engine);
+        let mode = format!(
+            "{} {} {}",
+            engine.model(),
+            if engine.is_mock() { "mock" } else { "api" },
+            if ctx.completion_mode {
+                "completion"
+            } else {
+                "chat"
+            }
+        );
+        Some(
+            crate::Fingerprint::new()
+                .with(
+                    Part::Prompt,
+                    &format!(
+                        "{} args {}",
+                        template.digest(),
+                        Value::Object(self.args.clone())
+                    ),
+                )
+                .with(Part::Params, &Value::Object(params).to_string())
+                .with(Part::Model, &mode)
+                .with(Part::Version, &self.version),
+        )
+    }
+
+    /// Reruns the input processor, output processor, validator and `accept` over a stored raw
+    /// reply (nothing is sent): the processed value and output, or the rejection reason.
+    pub(crate) fn recheck<T>(
+        &self,
+        item: &ItemRecord,
+        stored: &ResultRecord,
+        accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
+    ) -> Option<Result<(T, ResultRecord), String>> {
+        let raw = stored.raw.as_deref()?;
+        let processed_item;
+        let item = match &self.input_processor {
+            Some(f) => {
+                processed_item = f(item.clone());
+                &processed_item
+            }
+            None => item,
+        };
+        let cut = stored
+            .details
+            .as_ref()
+            .and_then(|d| d.finish_reason.as_deref())
+            == Some("length");
+        if cut && !self.accept_length_cut {
+            return Some(Err(LENGTH_CUT_REASON.to_string()));
+        }
+        Some(self.check(raw, item, accept).map(|(value, output)| {
+            let mut record = stored.clone();
+            record.output = output;
+            (value, record)
+        }))
     }
 
     /// Which engine to call (default small).
@@ -167,7 +254,8 @@ impl PromptStep {
     }
 
     /// The mock reply template for an item and call number (0 for the first call of an item;
-    /// a vote's number for votes), chosen by `f`. Wins over [`mock_reply`](Self::mock_reply).
+    /// a vote's number for votes; a validation retry adds [`MOCK_RETRY_CALL`] per retry),
+    /// chosen by `f`. Wins over [`mock_reply`](Self::mock_reply).
     pub fn mock_reply_with(
         mut self,
         f: impl Fn(&ItemRecord, u32) -> String + Send + Sync + 'static,
@@ -276,7 +364,12 @@ impl PromptStep {
             if ctx.cancel.is_cancelled() {
                 return Err(StepError::Cancelled);
             }
-            let reply = match engine.call(request.clone()).await {
+            let mut sent = request.clone();
+            if let (Some(choose), 2..) = (&self.mock_choice, attempt) {
+                let retry_call = call.saturating_add((attempt - 1).saturating_mul(MOCK_RETRY_CALL));
+                sent.mock_reply = Some(choose(item, retry_call));
+            }
+            let reply = match engine.call(sent).await {
                 Ok(reply) => reply,
                 Err(e) if e.is_fatal() => return Err(StepError::Engine(e)),
                 // The run is stopping and the engine did not send this call: not done, not failed.
@@ -389,6 +482,30 @@ impl Step for PromptStep {
 
     fn details_key(&self) -> Option<&str> {
         self.details_key.as_deref()
+    }
+
+    fn fingerprint_parts(&self, ctx: &StepContext) -> Option<crate::Fingerprint> {
+        self.fingerprint_of(ctx)
+    }
+
+    fn can_reprocess(&self) -> bool {
+        true
+    }
+
+    fn reprocess(
+        &self,
+        item: &ItemRecord,
+        stored: &ResultRecord,
+        _ctx: &StepContext,
+    ) -> Option<Result<StepOutput, String>> {
+        self.recheck(item, stored, &|_, _| Ok(()))
+            .map(|r| r.map(|((), record)| StepOutput::Result(record)))
+    }
+
+    fn template_args(&self) -> Option<Vec<String>> {
+        self.input_processor
+            .is_none()
+            .then(|| self.args.keys().cloned().collect())
     }
 
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
@@ -749,5 +866,32 @@ mod mock_engine_tests {
             first.output, second.output,
             "mock replies are deterministic"
         );
+    }
+
+    #[tokio::test]
+    async fn a_validation_retry_asks_the_mock_choice_again() {
+        const PROMPTS: &[(&str, &str)] = &[("p.yaml", "- role: user\n  content: \"{text}\"\n")];
+        let engine = Arc::new(MockEngine::new("small", "mock", MockConfig::default()));
+        let ctx = StepContext::new(
+            Engines::single(engine),
+            Arc::new(PromptLibrary::new(PROMPTS)),
+        );
+        let step = PromptStep::new("s", "p")
+            .mock_reply_with(|_, call| format!("call {call}"))
+            .validator(|out, _| match out.as_str() {
+                Some("call 2000") => Ok(()),
+                other => Err(format!("not yet: {other:?}")),
+            });
+        let item = ItemRecord {
+            v: RECORD_VERSION,
+            id: "a".into(),
+            parent: None,
+            order: vec![0],
+            fields: atk_state::Fields::new(),
+        };
+        let StepOutput::Result(record) = step.run(&item, &ctx).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!((record.attempts, record.output), (3, "call 2000".into()));
     }
 }

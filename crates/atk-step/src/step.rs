@@ -8,6 +8,7 @@ use atk_state::{ItemRecord, ResultRecord};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::StepError;
+use crate::fingerprint::Fingerprint;
 use crate::prompt::PromptLibrary;
 
 /// One stage of a pipeline, run by the [`Executor`](crate::Executor) for each item. Object safe.
@@ -27,12 +28,59 @@ pub trait Step: Send + Sync {
     fn details_key(&self) -> Option<&str> {
         None
     }
+    /// Template names the step supplies to its prompts beyond item fields (its arguments), for
+    /// the pre-flight `{name}` check; `None` when it cannot say (an input processor may add any).
+    fn template_args(&self) -> Option<Vec<String>> {
+        Some(vec![])
+    }
+    /// Item fields the step adds for later steps (its result and details keys), for the
+    /// pre-flight `{name}` check; `None` when it cannot say (a fan-out's children, a fan-in's
+    /// merged item).
+    fn adds_fields(&self) -> Option<Vec<String>> {
+        if self.shape() != Shape::OneToOne {
+            return None;
+        }
+        Some(
+            std::iter::once(self.result_key())
+                .chain(self.details_key())
+                .map(str::to_string)
+                .collect(),
+        )
+    }
     /// How the step maps items: one to one (the default), one to many, or many to one.
     fn shape(&self) -> Shape {
         Shape::OneToOne
     }
     /// Runs the step for one item. `Err(StepError::Failed)` fails this item only; other errors stop the run.
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError>;
+    /// What this step's results are made with (prompt file, params, model, version), when it
+    /// says; stored in each result. The default: none (results are never called stale).
+    fn fingerprint_parts(&self, ctx: &StepContext) -> Option<Fingerprint> {
+        let _ = ctx;
+        None
+    }
+    /// The fingerprint text stored in each result ([`ResultRecord::fingerprint`]).
+    fn fingerprint(&self, ctx: &StepContext) -> Option<String> {
+        self.fingerprint_parts(ctx).map(|f| f.text())
+    }
+    /// True when [`reprocess`](Self::reprocess) can rerun this step's output processor and
+    /// validator over a stored raw reply.
+    fn can_reprocess(&self) -> bool {
+        false
+    }
+    /// Reruns the output processor and validator (and the step's own reading of the output:
+    /// a judge, a split) over the raw reply stored in `stored`, sending nothing. `None`: the
+    /// step cannot (no raw reply, no prompt); `Some(Ok(_))`: accepted, with the new result;
+    /// `Some(Err(reason))`: the reply is now rejected.
+    fn reprocess(
+        &self,
+        item: &ItemRecord,
+        stored: &ResultRecord,
+        ctx: &StepContext,
+    ) -> Option<Result<StepOutput, String>> {
+        let _ = (item, stored, ctx);
+        None
+    }
     /// For a [`Shape::FanIn`] step: runs once for `parent` over its kept `children` (in order,
     /// each with the results of the steps since the fan-out merged). The default refuses.
     async fn gather(

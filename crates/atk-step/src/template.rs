@@ -54,6 +54,35 @@ pub fn render_template(template: &str, lookup: &dyn Fn(&str) -> Option<String>) 
     out
 }
 
+/// The `{name}`s of `template` that [`render_template`] would look up, in order of first
+/// appearance, each once (`{{name}}` is a literal and not listed).
+///
+/// ```
+/// assert_eq!(atk_step::template_names("{a} {{b}} {\"c\": 1} {a} {d}"), ["a", "d"]);
+/// ```
+pub fn template_names(template: &str) -> Vec<String> {
+    let bytes = template.as_bytes();
+    let mut names: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' | b'}' if bytes.get(i + 1) == Some(&bytes[i]) => i += 2,
+            b'{' => match name_end(bytes, i + 1) {
+                Some(end) => {
+                    let name = &template[i + 1..end];
+                    if !names.iter().any(|n| n == name) {
+                        names.push(name.to_string());
+                    }
+                    i = end + 1;
+                }
+                None => i += 1,
+            },
+            _ => i += 1,
+        }
+    }
+    names
+}
+
 /// If `bytes[start..]` is `name}`, the index of that `}`.
 fn name_end(bytes: &[u8], start: usize) -> Option<usize> {
     let first = *bytes.get(start)?;
@@ -150,6 +179,15 @@ mod tests {
         assert_eq!(value_text(&serde_json::json!("plain")), "plain");
         assert_eq!(value_text(&serde_json::json!(42)), "42");
         assert_eq!(value_text(&serde_json::json!(["a", 1])), r#"["a",1]"#);
+    }
+
+    #[test]
+    fn names_are_the_ones_rendering_would_look_up() {
+        assert_eq!(
+            template_names("{text} {{literal}} {{{inner}}} { spaced } {9x} {text} {_ok1}"),
+            ["text", "inner", "_ok1"]
+        );
+        assert!(template_names("{\"a\": 1} }} {{").is_empty());
     }
 
     proptest::proptest! {

@@ -96,6 +96,19 @@ impl Step for VoteStep {
         Step::details_key(&self.inner)
     }
 
+    fn fingerprint_parts(&self, ctx: &StepContext) -> Option<crate::Fingerprint> {
+        let fp = self.inner.fingerprint_of(ctx)?;
+        let params = fp.part(crate::Part::Params).unwrap_or_default().to_string();
+        Some(fp.with(
+            crate::Part::Params,
+            &format!("{params} votes {} threshold {}", self.n, self.threshold),
+        ))
+    }
+
+    fn template_args(&self) -> Option<Vec<String>> {
+        self.inner.template_args()
+    }
+
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let mut tally = Tally::default();
         let mut sent = 0u32;

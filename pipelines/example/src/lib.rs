@@ -86,6 +86,11 @@ impl Pipeline for ExamplePipeline {
         PROMPTS
     }
 
+    fn engines_used(&self) -> atk_cli::config::EnginesUsed {
+        // The one step calls the small engine: the large one's model and endpoint are not required.
+        atk_cli::config::EnginesUsed::SMALL
+    }
+
     async fn run(&self, ctx: &mut RunContext<ExampleConfig>) -> Result<(), RunError> {
         ctx.set_progress(0.1, "writing a poem for each chunk");
         let chain = Chain::new().then(write_poem_step(&ctx.config));

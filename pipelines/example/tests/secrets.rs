@@ -66,9 +66,26 @@ fn the_api_key_appears_nowhere() {
             .any(|e| e["event"] == "step_finished" && e["step"] == "write_poem" && e["done"] == 5),
         "{stdout}"
     );
+    let milestone = events.iter().rev().find(|e| e["event"] == "milestone");
     assert_eq!(
-        events.last().map(|e| e["message"].clone()),
+        milestone.map(|e| e["message"].clone()),
         Some("pipeline complete".into())
+    );
+    // Where each dataset went ends the JSON lines, as events of their own.
+    let written: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "dataset_written")
+        .collect();
+    assert_eq!(
+        written.len(),
+        3,
+        "the dataset and two meta datasets: {stdout}"
+    );
+    assert!(
+        written[0]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("sharegpt_format.jsonl"))
+            && written[0]["lines"] == 5
     );
     let out_dir = dir.path().join("out");
     assert!(

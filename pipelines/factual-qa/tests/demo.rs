@@ -101,8 +101,8 @@ fn the_demo_writes_verified_conversations_and_a_rerun_sends_nothing() {
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{stderr}");
     assert!(
-        stderr.contains("engine small (mock-small, mock): 0 requests")
-            && stderr.contains("engine large (mock-large, mock): 0 requests"),
+        stderr.contains("engine small (mock-small, mock): this run 0 requests")
+            && stderr.contains("engine large (mock-large, mock): this run 0 requests"),
         "{stderr}"
     );
     assert_eq!(
@@ -117,7 +117,8 @@ fn a_dry_run_estimates_every_step_including_the_large_engines_votes() {
     let dir = tempfile::tempdir().unwrap();
     let set = format!("output_dir={}", dir.path().join("never").display());
     let out = run(&["--set", &set, "--dry-run"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The estimate is the dry run's result: stdout.
+    let stderr = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("ESTIMATE") && stderr.contains("the whole chain ran on 4 of 4 chunks"),
@@ -184,9 +185,10 @@ fn a_dry_run_of_the_real_config_lists_the_unfilled_api_keys_and_sends_nothing() 
             && stderr.contains("`large_api_key` is still !!PLACEHOLDER!!"),
         "{stderr}"
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stderr.contains("estimated cost of the whole chain"),
-        "{stderr}"
+        stdout.contains("estimated cost of the whole chain"),
+        "the estimate is on stdout: {stdout}"
     );
     // A real run still refuses to start.
     let real = Command::new(env!("CARGO_BIN_EXE_factual-qa"))

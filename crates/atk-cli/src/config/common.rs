@@ -7,6 +7,8 @@ use atk_engine::{Mode, Secret};
 use atk_tokens::Tokenizer;
 use serde::Deserialize;
 
+use super::rules::AtLeastOne;
+
 /// The keys every pipeline shares, typed, with defaults applied, paths made absolute and API
 /// keys resolved. Built by [`load`](super::load); a pipeline's own keys go in its own struct.
 ///
@@ -265,10 +267,10 @@ pub(crate) struct RawCommon {
     pub default_prompts: Option<PathBuf>,
     pub completion_mode: Option<bool>,
     pub use_stop: Option<bool>,
-    pub concurrency_limit: Option<usize>,
-    pub chunk_size: Option<usize>,
+    pub concurrency_limit: Option<AtLeastOne>,
+    pub chunk_size: Option<AtLeastOne>,
     pub use_subset: Option<bool>,
-    pub subset_size: Option<usize>,
+    pub subset_size: Option<AtLeastOne>,
     pub seed: Option<u64>,
     pub do_meta_datagen: Option<bool>,
     pub meta_datagen_keys: Option<Vec<String>>,
@@ -283,9 +285,9 @@ pub(crate) struct RawCommon {
     pub debug_outputs: Option<bool>,
     pub request_timeout: Option<f64>,
     pub idle_timeout: Option<f64>,
-    pub max_attempts: Option<u32>,
-    pub requests_per_minute: Option<u32>,
-    pub tokens_per_minute: Option<u32>,
+    pub max_attempts: Option<AtLeastOne>,
+    pub requests_per_minute: Option<AtLeastOne>,
+    pub tokens_per_minute: Option<AtLeastOne>,
     pub mock_reply: Option<String>,
     pub mock_latency_ms: Option<u64>,
     pub read_files_manually: Option<bool>,
@@ -296,8 +298,53 @@ pub(crate) struct RawCommon {
 pub(crate) enum Invalid {
     /// The key's value is unusable.
     Value { key: &'static str, message: String },
-    /// A required key has no value.
-    Missing { key: &'static str, hint: String },
+    /// Required keys with no value (every one found): the key, when it is required and how
+    /// to give it.
+    Missing(Vec<(&'static str, String)>),
+}
+
+/// `Ok(Some(x))`, or `Ok(None)` with the missing keys added to `missing`; other problems stay errors.
+fn found<X>(
+    r: Result<X, Invalid>,
+    missing: &mut Vec<(&'static str, String)>,
+) -> Result<Option<X>, Invalid> {
+    match r {
+        Ok(x) => Ok(Some(x)),
+        Err(Invalid::Missing(keys)) => {
+            missing.extend(keys);
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// Which engines a pipeline calls ([`crate::Pipeline::engines_used`]): the model and endpoint of
+/// an engine it does not use are not required, and no API key is looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnginesUsed {
+    /// The small engine.
+    pub small: bool,
+    /// The large engine.
+    pub large: bool,
+}
+
+impl EnginesUsed {
+    /// Both engines (the default).
+    pub const BOTH: Self = Self {
+        small: true,
+        large: true,
+    };
+    /// The small engine only.
+    pub const SMALL: Self = Self {
+        small: true,
+        large: false,
+    };
+}
+
+impl Default for EnginesUsed {
+    fn default() -> Self {
+        Self::BOTH
+    }
 }
 
 impl RawCommon {
@@ -306,12 +353,25 @@ impl RawCommon {
         self,
         small_api_key: Secret,
         large_api_key: Secret,
+        used: EnginesUsed,
     ) -> Result<CommonConfig, Invalid> {
         let d = CommonConfig::default();
         let small_mode = mode("small_mode", self.small_mode)?;
         let large_mode = mode("large_mode", self.large_mode)?;
-        let small = engine("small", small_mode, self.small_model, self.small_base_url);
-        let large = engine("large", large_mode, self.large_model, self.large_base_url);
+        let small = engine(
+            "small",
+            small_mode,
+            used.small,
+            self.small_model,
+            self.small_base_url,
+        );
+        let large = engine(
+            "large",
+            large_mode,
+            used.large,
+            self.large_model,
+            self.large_base_url,
+        );
         let input_dir = required_path(
             "input_dir",
             self.input_dir,
@@ -322,38 +382,21 @@ impl RawCommon {
             self.output_dir,
             "where results go, e.g. `output_dir: ./output`",
         );
-        // Name every missing key in the first message, not one per attempt.
-        let missing: Vec<&'static str> = [
-            small.as_ref().err(),
-            large.as_ref().err(),
-            input_dir.as_ref().err(),
-            output_dir.as_ref().err(),
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(|e| match e {
-            Invalid::Missing { key, .. } => Some(*key),
-            Invalid::Value { .. } => None,
-        })
-        .collect();
-        let with_others = |e: Invalid| match e {
-            Invalid::Missing { key, hint } if missing.len() > 1 => {
-                let others: Vec<String> = missing
-                    .iter()
-                    .filter(|k| **k != key)
-                    .map(|k| format!("`{k}`"))
-                    .collect();
-                Invalid::Missing {
-                    key,
-                    hint: format!("{hint}; also missing: {}", others.join(", ")),
-                }
-            }
-            other => other,
+        // Every missing key in one message, not one per attempt.
+        let mut missing = Vec::new();
+        let small = found(small, &mut missing)?;
+        let large = found(large, &mut missing)?;
+        let input_dir = found(input_dir, &mut missing)?;
+        let output_dir = found(output_dir, &mut missing)?;
+        let (
+            Some((small_model, small_base_url)),
+            Some((large_model, large_base_url)),
+            Some(input_dir),
+            Some(output_dir),
+        ) = (small, large, input_dir, output_dir)
+        else {
+            return Err(Invalid::Missing(missing));
         };
-        let (small_model, small_base_url) = small.map_err(with_others)?;
-        let (large_model, large_base_url) = large.map_err(with_others)?;
-        let input_dir = input_dir.map_err(with_others)?;
-        let output_dir = output_dir.map_err(with_others)?;
         let tokenizer = match self.tokenizer {
             None => d.tokenizer,
             Some(name) => Tokenizer::from_name(&name).map_err(|e| Invalid::Value {
@@ -376,13 +419,13 @@ impl RawCommon {
             default_prompts: self.default_prompts,
             completion_mode: self.completion_mode.unwrap_or(d.completion_mode),
             use_stop: self.use_stop.unwrap_or(d.use_stop),
-            concurrency_limit: at_least_one(
-                "concurrency_limit",
-                self.concurrency_limit.unwrap_or(d.concurrency_limit),
-            )?,
-            chunk_size: at_least_one("chunk_size", self.chunk_size.unwrap_or(d.chunk_size))?,
+            // At least 1 by type (`AtLeastOne`): one message for -5, 0 and 2.5 alike.
+            concurrency_limit: self
+                .concurrency_limit
+                .map_or(d.concurrency_limit, AtLeastOne::usize),
+            chunk_size: self.chunk_size.map_or(d.chunk_size, AtLeastOne::usize),
             use_subset: self.use_subset.unwrap_or(d.use_subset),
-            subset_size: at_least_one("subset_size", self.subset_size.unwrap_or(d.subset_size))?,
+            subset_size: self.subset_size.map_or(d.subset_size, AtLeastOne::usize),
             seed: self.seed.unwrap_or(d.seed),
             do_meta_datagen: self.do_meta_datagen.unwrap_or(d.do_meta_datagen),
             meta_datagen_keys: self.meta_datagen_keys.unwrap_or_default(),
@@ -409,18 +452,9 @@ impl RawCommon {
             debug_outputs: self.debug_outputs.unwrap_or(d.debug_outputs),
             request_timeout: seconds("request_timeout", self.request_timeout, d.request_timeout)?,
             idle_timeout: seconds("idle_timeout", self.idle_timeout, d.idle_timeout)?,
-            max_attempts: at_least_one(
-                "max_attempts",
-                self.max_attempts.unwrap_or(d.max_attempts),
-            )?,
-            requests_per_minute: self
-                .requests_per_minute
-                .map(|n| at_least_one("requests_per_minute", n))
-                .transpose()?,
-            tokens_per_minute: self
-                .tokens_per_minute
-                .map(|n| at_least_one("tokens_per_minute", n))
-                .transpose()?,
+            max_attempts: self.max_attempts.map_or(d.max_attempts, AtLeastOne::u32),
+            requests_per_minute: self.requests_per_minute.map(AtLeastOne::u32),
+            tokens_per_minute: self.tokens_per_minute.map(AtLeastOne::u32),
             mock_reply: self.mock_reply,
             mock_latency: Duration::from_millis(self.mock_latency_ms.unwrap_or(0)),
             read_files_manually: self.read_files_manually.unwrap_or(d.read_files_manually),
@@ -439,10 +473,12 @@ fn mode(key: &'static str, value: Option<String>) -> Result<Mode, Invalid> {
     }
 }
 
-/// Model and base URL of one engine: required in `api` mode, defaulted in `mock` mode.
+/// Model and base URL of one engine: required in `api` mode when the pipeline uses the engine
+/// (both named at once when both are missing), defaulted in `mock` mode.
 fn engine(
     prefix: &'static str,
     mode: Mode,
+    used: bool,
     model: Option<String>,
     base_url: Option<String>,
 ) -> Result<(String, String), Invalid> {
@@ -458,16 +494,38 @@ fn engine(
         "small" => ("small_model", "small_base_url"),
         _ => ("large_model", "large_base_url"),
     };
-    let model = model.ok_or_else(|| Invalid::Missing {
-        key: model_key,
-        hint: format!("the model name is needed when `{prefix}_mode` is `api` (set it, or set `{prefix}_mode: mock` to run offline)"),
-    })?;
-    let base_url = base_url.ok_or_else(|| Invalid::Missing {
-        key: url_key,
-        hint: format!(
-            "the endpoint (e.g. https://api.openai.com/v1) is needed when `{prefix}_mode` is `api` (set it, or set `{prefix}_mode: mock`)"
-        ),
-    })?;
+    if !used {
+        // Not required; checked only if given.
+        let base_url = base_url.unwrap_or_default();
+        if !(base_url.is_empty()
+            || base_url.starts_with("http://")
+            || base_url.starts_with("https://"))
+        {
+            return Err(Invalid::Value {
+                key: url_key,
+                message: format!("`{base_url}` is not an http(s) URL"),
+            });
+        }
+        return Ok((model.unwrap_or_default(), base_url));
+    }
+    let mut missing = Vec::new();
+    if model.is_none() {
+        missing.push((
+            model_key,
+            format!("the model name is needed when `{prefix}_mode` is `api` (set it, or set `{prefix}_mode: mock` to run offline)"),
+        ));
+    }
+    if base_url.is_none() {
+        missing.push((
+            url_key,
+            format!(
+                "the endpoint (e.g. https://api.openai.com/v1) is needed when `{prefix}_mode` is `api` (set it, or set `{prefix}_mode: mock`)"
+            ),
+        ));
+    }
+    let (Some(model), Some(base_url)) = (model, base_url) else {
+        return Err(Invalid::Missing(missing));
+    };
     if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
         return Err(Invalid::Value {
             key: url_key,
@@ -484,23 +542,7 @@ fn required_path(
 ) -> Result<PathBuf, Invalid> {
     value
         .filter(|p| !p.as_os_str().is_empty())
-        .ok_or_else(|| Invalid::Missing {
-            key,
-            hint: format!("set {hint}"),
-        })
-}
-
-fn at_least_one<N: PartialOrd + From<u8> + std::fmt::Display>(
-    key: &'static str,
-    n: N,
-) -> Result<N, Invalid> {
-    if n < N::from(1) {
-        return Err(Invalid::Value {
-            key,
-            message: format!("must be at least 1, found {n}"),
-        });
-    }
-    Ok(n)
+        .ok_or_else(|| Invalid::Missing(vec![(key, format!("set {hint}"))]))
 }
 
 fn price(key: &'static str, value: Option<f64>) -> Result<f64, Invalid> {

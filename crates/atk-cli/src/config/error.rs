@@ -158,6 +158,14 @@ pub enum ConfigError {
         /// The variable's name.
         var: String,
     },
+    /// Several required keys with no value, every one named.
+    #[error("{}: {} required keys are missing; add every one before running:{}", file.display(), keys.len(), list_missing(keys))]
+    MissingKeys {
+        /// The config file.
+        file: PathBuf,
+        /// Each missing (flattened) key, with when it is required and how to give it.
+        keys: Vec<(String, String)>,
+    },
     /// A required key with no value.
     #[error("{}: required key `{key}` is missing: {hint}", file.display())]
     Missing {
@@ -168,6 +176,12 @@ pub enum ConfigError {
         /// When it is required and how to give it.
         hint: String,
     },
+}
+
+fn list_missing(keys: &[(String, String)]) -> String {
+    keys.iter()
+        .map(|(key, hint)| format!("\n  - `{key}`: {hint}"))
+        .collect()
 }
 
 fn section_name(section: &Option<String>) -> String {

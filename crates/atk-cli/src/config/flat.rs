@@ -138,11 +138,24 @@ impl Flat {
                 flat.insert_from_file(key, value, Some(name.clone()), src, false)?;
             }
         }
+        let no_flatten_line = flat.index.line(&path(&["no_flatten"]));
         for name in &flat.no_flatten {
             if !flat.entries.get(name).is_some_and(|e| e.is_map) {
+                // The section meant is most likely one that was flattened instead.
+                let hint = super::typed::did_you_mean(
+                    name,
+                    flat.sections.iter().map(String::as_str),
+                )
+                .map(|s| {
+                    format!("; did you mean `{s}`? (it was flattened: its keys are top-level keys)")
+                })
+                .unwrap_or_default();
+                let place = match no_flatten_line {
+                    Some(line) => format!("{}:{line}", file.display()),
+                    None => file.display().to_string(),
+                };
                 warnings.push(format!(
-                    "{}: `no_flatten` lists `{name}`, but the file has no top-level section `{name}`",
-                    file.display()
+                    "{place}: `no_flatten` lists `{name}`, but the file has no top-level section `{name}`{hint}"
                 ));
             }
         }

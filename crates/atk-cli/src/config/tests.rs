@@ -231,6 +231,19 @@ fn a_wrong_type_from_set_says_so() {
 fn out_of_range_and_bad_enum_values_are_type_errors() {
     let case = Case::new(&BASE.replace("concurrency_limit: 50", "concurrency_limit: 0"));
     insta::assert_snapshot!("concurrency_zero", case.err());
+    // One rule, one message: -5, 0 and 2.5 are told the same thing (not "0 or more" first).
+    for bad in ["-5", "2.5", "0"] {
+        let err = Case::new(&BASE.replace(
+            "concurrency_limit: 50",
+            &format!("concurrency_limit: {bad}"),
+        ))
+        .err();
+        assert!(
+            err.contains("expected a whole number of at least 1"),
+            "{bad}: {err}"
+        );
+        assert!(!err.contains("0 or more"), "{bad}: {err}");
+    }
     let case = Case::new(&BASE.replace("small_mode: api", "small_mode: offline"));
     insta::assert_snapshot!("bad_mode", case.err());
 }
@@ -473,6 +486,17 @@ fn no_flatten_naming_a_missing_section_warns() {
     .env("OPENAI_API_KEY", "sk-env-0000");
     let loaded = case.ok();
     insta::assert_snapshot!("no_flatten_missing_section", case.warnings(&loaded));
+
+    // The usual slip: the one entry misspelt, so the section meant is flattened.
+    let text = BASE.replace("  - example_heading\n", "  - exmaple_heading\n");
+    let (_, warnings) =
+        super::flat::Flat::parse(std::path::Path::new("config.yaml"), &text).unwrap();
+    let warnings = warnings.join("\n");
+    assert!(
+        warnings.contains("lists `exmaple_heading`")
+            && warnings.contains("did you mean `example_heading`?"),
+        "{warnings}"
+    );
 }
 
 #[test]
@@ -575,4 +599,40 @@ fn a_placeholder_given_on_the_command_line_is_still_unfilled() {
 #[test]
 fn an_empty_file_asks_for_the_required_keys() {
     insta::assert_snapshot!("empty_file", Case::new("").err());
+}
+
+#[test]
+fn only_the_engines_a_pipeline_uses_are_required() {
+    let text = "small_mode: api\nsmall_model: m\nsmall_base_url: http://127.0.0.1:1/v1\nlarge_mode: api\n\
+                input_dir: in\noutput_dir: out\n";
+    let case = Case::new(text);
+    let loaded = super::load_with_env_for::<NoExtra>(
+        &case.path(),
+        &case.overrides,
+        EnginesUsed::SMALL,
+        |_| None,
+    )
+    .unwrap();
+    assert_eq!(loaded.common.large_model, "");
+    assert_eq!(
+        loaded.warnings.len(),
+        1,
+        "only the small engine's missing key is worth a warning: {:?}",
+        loaded.warnings
+    );
+    assert!(
+        loaded.warnings[0].contains("small engine"),
+        "{:?}",
+        loaded.warnings
+    );
+    // A pipeline that uses both needs both, and hears of every missing key at once.
+    let err = super::load_with_env::<NoExtra>(&case.path(), &case.overrides, |_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("2 required keys are missing")
+            && err.contains("`large_model`")
+            && err.contains("`large_base_url`"),
+        "{err}"
+    );
 }

@@ -1,0 +1,618 @@
+//! Iterating on a pipeline: what a run says about results made with another prompt, params,
+//! model or step version, and `--redo STEP`, `--redo-changed`, `--reprocess STEP`.
+//!
+//! Store meta keeps, per step, the current fingerprint (readable parts included) and the other
+//! fingerprints its stored results may carry (`seen`). A run whose steps all match what they
+//! were last run with reads no result record for this check; only a step whose fingerprint
+//! changed has its results read and counted. A rework (`--redo`, `--reprocess`) records its
+//! request and start time in meta until a run of it completes, so rerunning the same command
+//! after a kill goes on with the same start time: results already remade since then are kept.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use atk_state::{Outcome, Store};
+use atk_step::{Fingerprint, Part, Rework, ReworkCounts, ReworkMode, Step, StepContext};
+use serde::{Deserialize, Serialize};
+
+use crate::error::RunError;
+use crate::flags::CommonFlags;
+
+/// Store meta key of the per-step fingerprints ([`StepFingerprint`] by step name).
+pub const FINGERPRINT_META_KEY: &str = "step_fingerprints";
+/// Store meta key of an unfinished rework ([`ReworkMarker`]).
+pub const REWORK_META_KEY: &str = "rework";
+
+/// What store meta says about one step's fingerprints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepFingerprint {
+    /// The fingerprint of the step in the latest run.
+    pub current: String,
+    /// Its readable parts (prompt digest and args, params, model and mode, version).
+    #[serde(default)]
+    pub parts: BTreeMap<String, String>,
+    /// Other fingerprints stored results of the step may carry.
+    #[serde(default)]
+    pub seen: Vec<String>,
+}
+
+/// A rework in progress: what was asked and when it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReworkMarker {
+    /// The flags, normalised (`--redo a --redo-changed ...`).
+    pub request: String,
+    /// Unix ms it started: results stored since are already remade.
+    pub since_ms: u64,
+}
+
+/// The rework flags of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReworkFlags {
+    /// `--redo STEP`.
+    pub redo: BTreeSet<String>,
+    /// `--redo-changed`.
+    pub redo_changed: bool,
+    /// `--reprocess STEP`.
+    pub reprocess: BTreeSet<String>,
+    /// `--reprocess-only`.
+    pub reprocess_only: bool,
+}
+
+impl ReworkFlags {
+    /// The rework flags of a command line.
+    pub fn from_flags(flags: &CommonFlags) -> Self {
+        Self {
+            redo: flags.redo.iter().cloned().collect(),
+            redo_changed: flags.redo_changed,
+            reprocess: flags.reprocess.iter().cloned().collect(),
+            reprocess_only: flags.reprocess_only,
+        }
+    }
+
+    /// True when anything is asked for again.
+    pub fn any(&self) -> bool {
+        !self.redo.is_empty() || self.redo_changed || !self.reprocess.is_empty()
+    }
+
+    /// The flags as typed again, in a stable order.
+    pub fn request(&self) -> String {
+        let mut parts: Vec<String> = self.redo.iter().map(|s| format!("--redo {s}")).collect();
+        if self.redo_changed {
+            parts.push("--redo-changed".into());
+        }
+        parts.extend(self.reprocess.iter().map(|s| format!("--reprocess {s}")));
+        if self.reprocess_only {
+            parts.push("--reprocess-only".into());
+        }
+        parts.join(" ")
+    }
+}
+
+/// What [`prepare`] found: warnings to print and the rework to run with.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// Lines to print on stderr before anything is sent (each a whole warning).
+    pub warnings: Vec<String>,
+    /// The rework for the executor, when flags ask for one that concerns this chain.
+    pub rework: Option<Arc<Rework>>,
+}
+
+fn read_fingerprints(store: &dyn Store) -> Result<BTreeMap<String, StepFingerprint>, RunError> {
+    Ok(store
+        .meta(FINGERPRINT_META_KEY)?
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default())
+}
+
+/// The rework marker left by a run that has not finished its rework.
+pub fn read_marker(store: &dyn Store) -> Result<Option<ReworkMarker>, RunError> {
+    Ok(store
+        .meta(REWORK_META_KEY)?
+        .and_then(|v| serde_json::from_value(v).ok()))
+}
+
+/// Checks the rework flags against `chain`, counts results made with another fingerprint
+/// (only for steps whose fingerprint changed), records the current fingerprints in store meta
+/// and sets up the rework. Sends nothing. Bad flags are [`RunError::Config`] (exit 2) naming
+/// the steps that exist.
+pub async fn prepare(
+    store: &dyn Store,
+    chain: &[Arc<dyn Step>],
+    ctx: &StepContext,
+    flags: &ReworkFlags,
+) -> Result<Prepared, RunError> {
+    let mut meta = read_fingerprints(store)?;
+    let names: Vec<&str> = chain.iter().map(|s| s.name()).collect();
+    check_names(flags, &names, &meta)?;
+    let fingerprints: Vec<Option<Fingerprint>> =
+        chain.iter().map(|s| s.fingerprint_parts(ctx)).collect();
+    let mut prepared = Prepared::default();
+    for (step, fp) in chain.iter().zip(&fingerprints) {
+        if flags.reprocess.contains(step.name()) {
+            check_reprocess(store, step.as_ref(), &names)?;
+        }
+        let Some(fp) = fp else { continue };
+        let current = fp.text();
+        let entry = meta.remove(step.name()).unwrap_or_default();
+        let mut seen: Vec<String> = Vec::new();
+        if entry
+            .seen
+            .iter()
+            .chain([&entry.current])
+            .any(|s| !s.is_empty() && *s != current)
+        {
+            let counts = atk_step::count_fingerprints(store, step.name(), &current)?;
+            if counts.older() > 0 {
+                prepared
+                    .warnings
+                    .push(warning(step.name(), &counts.other, flags));
+            }
+            if counts.unknown > 0 && !entry.current.is_empty() && entry.current != current {
+                let what: Vec<&str> = atk_step::changed_parts(&entry.current, &current)
+                    .iter()
+                    .map(|p| p.noun())
+                    .collect();
+                prepared.warnings.push(format!(
+                    "step `{}` changed since the last run ({}), and {} of its results were stored by an older atk \
+                     without a fingerprint, so which of them were made the old way is unknown; they are reused as \
+                     they are (`--redo {}` remakes them all)",
+                    step.name(),
+                    what.join(", "),
+                    counts.unknown,
+                    step.name()
+                ));
+            }
+            seen = counts.seen;
+        }
+        meta.insert(
+            step.name().to_string(),
+            StepFingerprint {
+                current,
+                parts: fp.readable(),
+                seen,
+            },
+        );
+    }
+    store
+        .put_meta(
+            FINGERPRINT_META_KEY,
+            serde_json::to_value(&meta).map_err(RunError::fatal)?,
+        )
+        .await?;
+
+    let marker = read_marker(store)?;
+    if !flags.any() {
+        if let Some(m) = marker {
+            prepared.warnings.push(format!(
+                "a run with `{}` did not finish (it was stopped, or some of its requests failed); the results it has \
+                 not remade yet are reused as they are. Rerun with the same flags to finish it.",
+                m.request
+            ));
+        }
+        return Ok(prepared);
+    }
+    let request = flags.request();
+    let since_ms = match marker {
+        Some(m) if m.request == request => m.since_ms,
+        _ => {
+            let since_ms = atk_state::now_ms();
+            let marker = ReworkMarker { request, since_ms };
+            store
+                .put_meta(
+                    REWORK_META_KEY,
+                    serde_json::to_value(marker).map_err(RunError::fatal)?,
+                )
+                .await?;
+            since_ms
+        }
+    };
+    let mut steps = BTreeMap::new();
+    for (step, fp) in chain.iter().zip(&fingerprints) {
+        let name = step.name();
+        let mode = if flags.redo.contains(name) {
+            ReworkMode::Redo
+        } else if flags.reprocess.contains(name) {
+            ReworkMode::Reprocess
+        } else if flags.redo_changed && fp.is_some() {
+            ReworkMode::RedoChanged
+        } else {
+            continue;
+        };
+        steps.insert(name.to_string(), mode);
+    }
+    prepared.rework = Some(Arc::new(
+        Rework::new(steps, since_ms).report_only(flags.reprocess_only),
+    ));
+    Ok(prepared)
+}
+
+/// Marks the rework finished (a run with it completed).
+pub async fn finish(store: &dyn Store) -> Result<(), RunError> {
+    if store.meta(REWORK_META_KEY)?.is_some_and(|v| !v.is_null()) {
+        store
+            .put_meta(REWORK_META_KEY, serde_json::Value::Null)
+            .await?;
+    }
+    Ok(())
+}
+
+fn check_names(
+    flags: &ReworkFlags,
+    names: &[&str],
+    meta: &BTreeMap<String, StepFingerprint>,
+) -> Result<(), RunError> {
+    let list = names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for name in flags.redo.iter().chain(&flags.reprocess) {
+        // A step of another chain of the pipeline (run before) is known from store meta.
+        if !names.contains(&name.as_str()) && !meta.contains_key(name) {
+            return Err(RunError::Config(format!(
+                "no step is named `{name}`; the steps are {list}; nothing was sent"
+            )));
+        }
+    }
+    if let Some(both) = flags.redo.intersection(&flags.reprocess).next() {
+        return Err(RunError::Config(format!(
+            "step `{both}` is given to both --redo and --reprocess; choose one; nothing was sent"
+        )));
+    }
+    Ok(())
+}
+
+/// `--reprocess STEP` needs a step that can rerun its processor, and the raw replies stored.
+fn check_reprocess(store: &dyn Store, step: &dyn Step, names: &[&str]) -> Result<(), RunError> {
+    let name = step.name();
+    if !step.can_reprocess() {
+        return Err(RunError::Config(format!(
+            "step `{name}` cannot be reprocessed (it has no single stored reply per item: a vote, a fan-in or a \
+             step made from a function); use --redo {name}. Steps of this chain: {}; nothing was sent",
+            names.join(", ")
+        )));
+    }
+    let (mut total, mut without) = (0u64, 0u64);
+    for r in store.results(name) {
+        let (_, record) = r?;
+        total += 1;
+        let made_without_call = matches!(record.outcome, Outcome::Dropped { .. })
+            && record.prompt_tokens + record.completion_tokens == 0;
+        if record.raw.is_none() && !made_without_call {
+            without += 1;
+        }
+    }
+    if without > 0 {
+        return Err(RunError::Config(format!(
+            "--reprocess {name}: {without} of its {total} stored results have no raw reply (they were stored by \
+             an older atk, which kept replies only with meta datagen on); use --redo {name} to request them \
+             again. Steps of this chain: {}; nothing was sent",
+            names.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// "step `x`: 5 results were made with another prompt ..." and what to do.
+fn warning(step: &str, other: &BTreeMap<Vec<Part>, u64>, flags: &ReworkFlags) -> String {
+    let mut s = format!("step `{step}`: ");
+    let groups: Vec<String> = other
+        .iter()
+        .map(|(parts, n)| {
+            let what: Vec<&str> = parts.iter().map(|p| p.phrase()).collect();
+            let what = match what.as_slice() {
+                [] => "another fingerprint".to_string(),
+                [one] => one.to_string(),
+                [init @ .., last] => format!("{} and {last}", init.join(", ")),
+            };
+            let verb = if *n == 1 {
+                "result was"
+            } else {
+                "results were"
+            };
+            format!("{n} {verb} made with {what}")
+        })
+        .collect();
+    s.push_str(&groups.join("; "));
+    let reworked =
+        flags.redo.contains(step) || flags.reprocess.contains(step) || flags.redo_changed;
+    if reworked {
+        s.push_str(" (being remade in this run as asked)");
+        return s;
+    }
+    let changed: BTreeSet<Part> = other.keys().flatten().copied().collect();
+    s.push_str(
+        ". They are reused as they are; nothing is sent for them. To remake them: \
+         `--redo-changed` (only these, and the later steps of their items)",
+    );
+    let _ = write!(s, ", `--redo {step}` (every result of the step)");
+    if changed.iter().all(|p| *p == Part::Version) {
+        let _ = write!(
+            s,
+            ", or `--reprocess {step}` (rerun its output processor and validator on the stored \
+             replies; only replies that now fail are requested again)"
+        );
+    } else {
+        let _ = write!(
+            s,
+            "; `--reprocess {step}` reruns only its output processor and validator on the stored replies"
+        );
+    }
+    s
+}
+
+/// What a rework did, one line per step of `chain` (in chain order; empty when nothing was
+/// reworked).
+pub fn render_counts(
+    chain: &[Arc<dyn Step>],
+    counts: &BTreeMap<String, ReworkCounts>,
+    report_only: bool,
+) -> String {
+    let mut s = String::new();
+    for (step, c) in chain
+        .iter()
+        .filter_map(|st| counts.get_key_value(st.name()))
+    {
+        let reprocessed = c.unchanged + c.changed + c.rejected_total();
+        if reprocessed > 0 {
+            let _ = write!(
+                s,
+                "reprocess `{step}`: {reprocessed} stored replies rechecked, nothing sent for them: {} unchanged, {} with a new output, {} now fail",
+                c.unchanged,
+                c.changed,
+                c.rejected_total()
+            );
+            if c.rejected_total() > 0 {
+                let _ = write!(
+                    s,
+                    "{}",
+                    if report_only {
+                        " (only reported: --reprocess-only)"
+                    } else {
+                        " (requested again)"
+                    }
+                );
+                for (reason, n) in c.rejected.iter().take(5) {
+                    let _ = write!(s, "\n  {n} × {reason}");
+                }
+            }
+            s.push('\n');
+        }
+        let requested = c.requested
+            - if report_only {
+                0
+            } else {
+                c.rejected_total().min(c.requested)
+            };
+        if requested > 0 {
+            let _ = writeln!(s, "redo `{step}`: {requested} results requested again");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_name_the_step_what_changed_and_what_to_do() {
+        let mut other = BTreeMap::new();
+        other.insert(vec![Part::Prompt], 5);
+        other.insert(vec![Part::Params, Part::Model], 1);
+        let w = warning("write_poem", &other, &ReworkFlags::default());
+        assert!(
+            w.contains("step `write_poem`: 5 results were made with another prompt; 1 result was made with other sampling params and another model"),
+            "{w}"
+        );
+        assert!(
+            w.contains("--redo write_poem") && w.contains("--redo-changed"),
+            "{w}"
+        );
+        let mut version = BTreeMap::new();
+        version.insert(vec![Part::Version], 2);
+        let w = warning("s", &version, &ReworkFlags::default());
+        assert!(w.contains("or `--reprocess s`"), "{w}");
+    }
+
+    fn ctx() -> StepContext {
+        const PROMPTS: &[(&str, &str)] = &[("p.yaml", "- role: user\n  content: \"{text}\"\n")];
+        let engine = atk_engine::build_engine(
+            atk_engine::EngineConfig::default()
+                .with_mode(atk_engine::Mode::Mock)
+                .with_mock(atk_engine::MockConfig::default()),
+            Vec::new(),
+        )
+        .unwrap();
+        StepContext::new(
+            atk_step::Engines::single(engine),
+            Arc::new(atk_step::PromptLibrary::new(PROMPTS)),
+        )
+    }
+
+    #[tokio::test]
+    async fn reprocess_needs_stored_replies_and_a_step_that_has_one() {
+        let store = atk_state::MemStore::default();
+        let mut old = atk_state::ResultRecord::new("a poem".into());
+        old.prompt_tokens = 10;
+        store.put_result("write", "a", old).await.unwrap();
+        let chain: Vec<Arc<dyn Step>> = vec![
+            Arc::new(atk_step::PromptStep::new("write", "p")),
+            Arc::new(atk_step::PromptStep::new("judge", "p").votes(3)),
+        ];
+        let flags = |step: &str| ReworkFlags {
+            reprocess: [step.to_string()].into(),
+            ..Default::default()
+        };
+        let err = prepare(&store, &chain, &ctx(), &flags("write"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string()
+                .contains("1 of its 1 stored results have no raw reply")
+                && err.to_string().contains("write, judge"),
+            "{err}"
+        );
+        let err = prepare(&store, &chain, &ctx(), &flags("judge"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("use --redo judge"), "{err}");
+        // With the raw reply stored, the rework is set up and its start kept in meta.
+        let mut new = atk_state::ResultRecord::new("a poem".into());
+        new.raw = Some("<poem>a poem</poem>".into());
+        store.put_result("write", "a", new).await.unwrap();
+        let p = prepare(&store, &chain, &ctx(), &flags("write"))
+            .await
+            .unwrap();
+        let rework = p.rework.unwrap();
+        assert_eq!(rework.mode("write"), Some(ReworkMode::Reprocess));
+        assert_eq!(rework.mode("judge"), None);
+        let marker = read_marker(&store).unwrap().unwrap();
+        assert_eq!(marker.since_ms, rework.since_ms);
+        // Rerun with the same flags: the same start (already remade results are kept).
+        let again = prepare(&store, &chain, &ctx(), &flags("write"))
+            .await
+            .unwrap();
+        assert_eq!(again.rework.unwrap().since_ms, marker.since_ms);
+        finish(&store).await.unwrap();
+        assert!(read_marker(&store).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn results_without_a_fingerprint_are_named_once_the_step_changes() {
+        let store = atk_state::MemStore::default();
+        store
+            .put_result("write", "a", atk_state::ResultRecord::new("old".into()))
+            .await
+            .unwrap();
+        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(atk_step::PromptStep::new("write", "p"))];
+        let none = ReworkFlags::default();
+        let first = prepare(&store, &chain, &ctx(), &none).await.unwrap();
+        assert!(first.warnings.is_empty(), "{:?}", first.warnings);
+        let bumped: Vec<Arc<dyn Step>> = vec![Arc::new(
+            atk_step::PromptStep::new("write", "p").version("2"),
+        )];
+        let second = prepare(&store, &bumped, &ctx(), &none).await.unwrap();
+        assert_eq!(second.warnings.len(), 1, "{:?}", second.warnings);
+        assert!(
+            second.warnings[0].contains("step `write` changed since the last run (version)")
+                && second.warnings[0].contains("1 of its results were stored by an older atk"),
+            "{:?}",
+            second.warnings
+        );
+    }
+
+    /// A store counting the result scans it serves.
+    #[derive(Default)]
+    struct Scans(atk_state::MemStore, std::sync::atomic::AtomicU64);
+
+    #[async_trait::async_trait]
+    impl Store for Scans {
+        async fn put_items(
+            &self,
+            items: Vec<atk_state::ItemRecord>,
+        ) -> Result<(), atk_state::Error> {
+            self.0.put_items(items).await
+        }
+        fn item(&self, id: &str) -> Result<Option<atk_state::ItemRecord>, atk_state::Error> {
+            self.0.item(id)
+        }
+        fn items(&self) -> atk_state::Records<'_, atk_state::ItemRecord> {
+            self.0.items()
+        }
+        async fn put_result(
+            &self,
+            step: &str,
+            id: &str,
+            r: atk_state::ResultRecord,
+        ) -> Result<(), atk_state::Error> {
+            self.0.put_result(step, id, r).await
+        }
+        fn result(
+            &self,
+            step: &str,
+            id: &str,
+        ) -> Result<Option<atk_state::ResultRecord>, atk_state::Error> {
+            self.0.result(step, id)
+        }
+        fn has_result(&self, step: &str, id: &str) -> Result<bool, atk_state::Error> {
+            self.0.has_result(step, id)
+        }
+        fn results(&self, step: &str) -> atk_state::Records<'_, (String, atk_state::ResultRecord)> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.results(step)
+        }
+        async fn put_failure(
+            &self,
+            step: &str,
+            id: &str,
+            r: atk_state::FailureRecord,
+        ) -> Result<(), atk_state::Error> {
+            self.0.put_failure(step, id, r).await
+        }
+        fn failures(
+            &self,
+            step: &str,
+        ) -> atk_state::Records<'_, (String, atk_state::FailureRecord)> {
+            self.0.failures(step)
+        }
+        fn meta(&self, key: &str) -> Result<Option<serde_json::Value>, atk_state::Error> {
+            self.0.meta(key)
+        }
+        async fn put_meta(
+            &self,
+            key: &str,
+            value: serde_json::Value,
+        ) -> Result<(), atk_state::Error> {
+            self.0.put_meta(key, value).await
+        }
+        async fn flush(&self) -> Result<(), atk_state::Error> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_step_costs_no_scan_of_its_results_and_a_changed_one_is_counted() {
+        let store = Scans::default();
+        let chain = |v: &str| -> Vec<Arc<dyn Step>> {
+            vec![Arc::new(atk_step::PromptStep::new("write", "p").version(v))]
+        };
+        let none = ReworkFlags::default();
+        prepare(&store, &chain("1"), &ctx(), &none).await.unwrap();
+        let mut r = atk_state::ResultRecord::new("x".into());
+        r.fingerprint = chain("1")[0].fingerprint(&ctx());
+        for id in ["a", "b"] {
+            store.put_result("write", id, r.clone()).await.unwrap();
+        }
+        for _ in 0..3 {
+            let p = prepare(&store, &chain("1"), &ctx(), &none).await.unwrap();
+            assert!(p.warnings.is_empty());
+        }
+        assert_eq!(
+            store.1.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "no result read"
+        );
+        let p = prepare(&store, &chain("2"), &ctx(), &none).await.unwrap();
+        assert!(
+            p.warnings[0].contains("2 results were made with another version of the step"),
+            "{:?}",
+            p.warnings
+        );
+        // Shown again on every run while those results are there.
+        let p = prepare(&store, &chain("2"), &ctx(), &none).await.unwrap();
+        assert_eq!(p.warnings.len(), 1);
+    }
+
+    #[test]
+    fn the_request_is_stable_whatever_the_flag_order() {
+        let a = ReworkFlags {
+            redo: ["b".to_string(), "a".to_string()].into(),
+            redo_changed: true,
+            ..Default::default()
+        };
+        assert_eq!(a.request(), "--redo a --redo b --redo-changed");
+    }
+}

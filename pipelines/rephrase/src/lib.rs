@@ -1,0 +1,312 @@
+//! The rephrase pipeline: reads an existing dataset (JSONL/JSON rows with a text field, or
+//! ShareGPT conversations) instead of documents, and rewrites each conversation with one
+//! prompted step: a short line of reasoning before every answer, the questions kept verbatim.
+//! It shows how a pipeline brings its own items (`read_files_manually: false` and
+//! [`RunContext::seed_items`]): one item per row, not chunked.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::ExitCode;
+
+use atk_cli::atk_state::{Fields, ItemRecord};
+use atk_cli::dataset::{Conversation, Turn};
+use atk_cli::{Pipeline, RunContext, RunError, async_trait};
+use atk_step::{Chain, PromptStep};
+use serde_json::{Value, json};
+
+/// How rows are read: `auto` takes a row with a `conversations` list as ShareGPT, others as JSONL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// ShareGPT when the row has `conversations`, a text row otherwise.
+    #[default]
+    Auto,
+    /// Every row must be `{"conversations": [{"from", "value"}, ...]}`.
+    Sharegpt,
+    /// Every row is a text row (`text_field`, and `question_field` when present).
+    Jsonl,
+}
+
+/// The pipeline's own config keys (the common ones come from `atk_cli`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default)]
+pub struct RephraseConfig {
+    /// `auto`, `sharegpt` or `jsonl`.
+    pub input_format: InputFormat,
+    /// Text rows: the field holding the answer.
+    pub text_field: String,
+    /// Text rows: the field holding the question (a row without it has no human turn).
+    pub question_field: String,
+    /// A rewritten answer keeps at least this share of the original's characters.
+    pub min_answer_ratio: f64,
+}
+
+impl Default for RephraseConfig {
+    fn default() -> Self {
+        Self {
+            input_format: InputFormat::Auto,
+            text_field: "text".into(),
+            question_field: "question".into(),
+            min_answer_ratio: 0.8,
+        }
+    }
+}
+
+/// Prompts compiled into the binary; a config's `prompts` folder overrides them file by file.
+pub const PROMPTS: &[(&str, &str)] = atk_step::prompts!("add_reasoning");
+
+/// One row: its file (relative to `input_dir`), its line (element of a `.json` array), and
+/// its value or why it is not JSON.
+pub type Row = (String, usize, Result<Value, String>);
+
+/// Every row of `input`: a `.jsonl` or `.json` (array) file, or all of them under a folder, in
+/// path order. JSONL is streamed (memory stays flat however long the file); a `.json` array is
+/// read whole. A file that cannot be opened, or a `.json` file that is not an array, is an
+/// input error naming it, before any row is used; a row that is not JSON comes back as such.
+pub fn read_rows(input: &Path) -> Result<impl Iterator<Item = Row> + Send + use<>, RunError> {
+    let cannot = |p: &Path, e: &dyn std::fmt::Display| {
+        RunError::Input(format!("cannot read {}: {e}", p.display()))
+    };
+    let mut sources: Vec<Box<dyn Iterator<Item = Row> + Send>> = Vec::new();
+    for entry in walkdir::WalkDir::new(input).sort_by_file_name() {
+        let entry = entry.map_err(|e| cannot(input, &e))?;
+        let path = entry.path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !entry.file_type().is_file() || (entry.depth() > 0 && ext != "jsonl" && ext != "json") {
+            continue;
+        }
+        let rel = path.strip_prefix(input).ok().filter(|_| entry.depth() > 0);
+        let name = rel
+            .unwrap_or(Path::new(entry.file_name()))
+            .to_string_lossy();
+        let name = name.replace('\\', "/");
+        let file = BufReader::new(std::fs::File::open(path).map_err(|e| cannot(path, &e))?);
+        if ext == "json" {
+            let array: Vec<Value> = serde_json::from_reader(file)
+                .map_err(|e| cannot(path, &format!("not a JSON array of rows ({e})")))?;
+            let rows = array.into_iter().enumerate();
+            sources.push(Box::new(
+                rows.map(move |(i, v)| (name.clone(), i + 1, Ok(v))),
+            ));
+        } else {
+            let (path, mut lines, mut done) = (path.to_path_buf(), None, false);
+            // Opened again when its turn comes, so that no file is held open meanwhile.
+            let rows = (1..).map_while(move |n| {
+                let fail = |e: std::io::Error, done: &mut bool| {
+                    *done = true;
+                    Some(Some((
+                        name.clone(),
+                        n,
+                        Err(format!("{e}; the rest is not read")),
+                    )))
+                };
+                if done {
+                    return None;
+                } else if lines.is_none() {
+                    match std::fs::File::open(&path) {
+                        Ok(f) => lines = Some(BufReader::new(f).lines()),
+                        Err(e) => return fail(e, &mut done),
+                    }
+                }
+                let row = match lines.as_mut()?.next()? {
+                    Ok(l) if l.trim().is_empty() => return Some(None),
+                    Ok(l) => serde_json::from_str(&l).map_err(|e| format!("not JSON ({e})")),
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(e.to_string()),
+                    Err(e) => return fail(e, &mut done),
+                };
+                Some(Some((name.clone(), n, row)))
+            });
+            sources.push(Box::new(rows.flatten()));
+        }
+    }
+    Ok(sources.into_iter().flatten())
+}
+
+/// The conversation of one row, or why the row cannot be used.
+pub fn conversation(row: &Value, cfg: &RephraseConfig) -> Result<Vec<Turn>, String> {
+    let turns: Vec<Turn> = match (row.get("conversations"), cfg.input_format) {
+        (Some(c), InputFormat::Auto | InputFormat::Sharegpt) => {
+            serde_json::from_value(c.clone())
+                .map_err(|e| format!("`conversations` is not a list of {{from, value}} ({e})"))?
+        }
+        (None, InputFormat::Sharegpt) => return Err("no `conversations` list".into()),
+        _ => {
+            let field = |k: &str| row.get(k)?.as_str().filter(|t| !t.trim().is_empty());
+            let Some(answer) = field(&cfg.text_field) else {
+                return Err(format!("no text in field `{}`", cfg.text_field));
+            };
+            let question = field(&cfg.question_field).map(|q| Turn::new("human", q));
+            question
+                .into_iter()
+                .chain([Turn::new("gpt", answer)])
+                .collect()
+        }
+    };
+    let mut answers = turns.iter().filter(|t| t.from == "gpt").peekable();
+    if answers.peek().is_none() || answers.any(|t| t.value.trim().is_empty()) {
+        return Err("no gpt turn, or an empty one".into());
+    }
+    Ok(turns)
+}
+
+/// The item with what its prompt shows added (not stored): the `transcript` of its
+/// `conversation`, answers numbered, and the number of `answers`.
+pub fn with_transcript(mut item: ItemRecord) -> ItemRecord {
+    let turns: Vec<Turn> = item.get("conversation").unwrap_or_default();
+    let (mut n, mut transcript) = (0, Vec::new());
+    for t in &turns {
+        n += usize::from(t.from == "gpt");
+        let who = if t.from == "gpt" {
+            format!("gpt, answer {n}")
+        } else {
+            t.from.clone()
+        };
+        transcript.push(format!("[{who}]\n{}", t.value.trim()));
+    }
+    item.fields
+        .insert("transcript".into(), transcript.join("\n\n").into());
+    item.fields.insert("answers".into(), n.into());
+    item
+}
+
+/// Accepted when every answer is rewritten, each reasoning is one short line, and no answer
+/// kept less than `min_ratio` of its original length.
+pub fn validate(pairs: &Value, item: &ItemRecord, min_ratio: f64) -> Result<(), String> {
+    let turns: Vec<Turn> = item.get("conversation")?;
+    let pairs: Vec<(String, String)> =
+        serde_json::from_value(pairs.clone()).map_err(|e| e.to_string())?;
+    let originals: Vec<&Turn> = turns.iter().filter(|t| t.from == "gpt").collect();
+    let (got, want) = (pairs.len(), originals.len());
+    if got != want {
+        return Err(format!(
+            "{got} answers rewritten, the conversation has {want}"
+        ));
+    }
+    for (n, ((why, answer), orig)) in (1..).zip(pairs.iter().zip(originals)) {
+        let (have, had) = (answer.chars().count(), orig.value.trim().chars().count());
+        let need = ((had as f64) * min_ratio).ceil().max(1.0) as usize;
+        if why.is_empty() || why.len() > 400 || why.contains('\n') {
+            return Err(format!(
+                "answer {n}: the reasoning must be one line, 1-400 bytes"
+            ));
+        } else if have < need {
+            return Err(format!(
+                "answer {n}: {have} characters of {had} kept (< {need})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The demo's fake model (mock engine): a reasoning line quoting the question, then the
+/// original answer. A conversation with several answers gets only its first rewritten on the
+/// first call (rejected, then right on the retry), so the demo shows a validation retry.
+pub fn mock_rewrite(item: &ItemRecord, call: u32) -> String {
+    let turns: Vec<Turn> = item.get("conversation").unwrap_or_default();
+    let (mut why, mut out) = ("No question: give the text as it is".to_string(), vec![]);
+    for t in &turns {
+        if t.from == "human" {
+            why = format!("The user asks \"{}\", so answer that", t.value.trim());
+        } else if t.from == "gpt" && (call > 0 || out.is_empty()) {
+            let answer = t.value.trim();
+            out.push(format!(
+                "<reasoning>{why}.</reasoning>\n<answer>{answer}</answer>"
+            ));
+        }
+    }
+    out.join("\n\n")
+}
+
+/// The one step: rewrite every answer of the item's conversation with a line of reasoning.
+pub fn add_reasoning_step(cfg: &RephraseConfig) -> PromptStep {
+    let ratio = cfg.min_answer_ratio;
+    PromptStep::new("add_reasoning", "add_reasoning")
+        .input_processor(with_transcript)
+        .param("temperature", 0.4)
+        .param("max_tokens", 3000)
+        .param("stop", json!(["\nConversation ("]))
+        // `(reasoning, answer)` pairs, in order: `<reasoning>…</reasoning><answer>…</answer>`.
+        .output_processor(|reply| {
+            atk_step::tagged_turns(reply, "reasoning", "answer").map(|p| json!(p))
+        })
+        .validator(move |pairs, item| validate(pairs, item, ratio))
+        .result_key("rewritten")
+        .details_key("add_reasoning_details")
+        .mock_reply_with(mock_rewrite)
+}
+
+/// The conversation with each gpt turn replaced by `<reasoning>…</reasoning>` and the answer.
+pub fn rewritten(turns: Vec<Turn>, pairs: Vec<(String, String)>) -> Conversation {
+    let mut pairs = pairs.into_iter();
+    let turns = turns
+        .into_iter()
+        .map(|t| match (t.from == "gpt").then(|| pairs.next()) {
+            Some(Some((r, a))) => Turn::new("gpt", format!("<reasoning>{r}</reasoning>\n{a}")),
+            _ => t,
+        });
+    Conversation {
+        conversations: turns.collect(),
+    }
+}
+
+/// The rephrase pipeline.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RephrasePipeline;
+
+#[async_trait]
+impl Pipeline for RephrasePipeline {
+    type Config = RephraseConfig;
+
+    fn name(&self) -> &'static str {
+        "rephrase"
+    }
+
+    fn default_prompts(&self) -> &'static [(&'static str, &'static str)] {
+        PROMPTS
+    }
+
+    async fn run(&self, ctx: &mut RunContext<RephraseConfig>) -> Result<(), RunError> {
+        if ctx.common.read_files_manually {
+            let why = "rephrase reads its rows itself: set `read_files_manually: false` (system)";
+            return Err(RunError::Config(why.into()));
+        }
+        ctx.set_progress(0.05, "reading the dataset");
+        let cfg = ctx.config.clone();
+        let rows = read_rows(&ctx.common.input_dir)?;
+        let items = rows.into_iter().filter_map(|(file, line, row)| {
+            match row.and_then(|r| conversation(&r, &cfg)) {
+                Ok(turns) => Some((
+                    file,
+                    Fields::from_iter([("conversation".into(), json!(turns))]),
+                )),
+                Err(why) => {
+                    tracing::warn!("{file}:{line}: {why}; row skipped");
+                    None
+                }
+            }
+        });
+        if ctx.seed_items(items).await? == 0 {
+            let dir = ctx.common.input_dir.display();
+            return Err(RunError::Input(format!("{dir}: no usable row")));
+        }
+
+        ctx.set_progress(0.1, "adding a line of reasoning before each answer");
+        let chain = Chain::new().then(add_reasoning_step(&ctx.config));
+        ctx.run_chain(&chain).await?;
+
+        ctx.set_progress(0.9, "writing the dataset");
+        let conversations = ctx.final_items(&chain).map(|item| {
+            let item = item?;
+            Ok::<_, RunError>(rewritten(item.get("conversation")?, item.get("rewritten")?))
+        });
+        ctx.write_sharegpt("sharegpt_format.jsonl", conversations)?;
+        ctx.write_meta_datasets(&chain)?;
+        ctx.set_progress(1.0, "pipeline complete");
+        Ok(())
+    }
+}
+
+/// The binary's entry point (also called in-process by tests).
+pub fn main() -> ExitCode {
+    atk_cli::main(RephrasePipeline)
+}
