@@ -16,6 +16,7 @@ mod overlay;
 mod preflight;
 pub mod progress;
 pub mod redo;
+pub mod rows;
 mod runner;
 mod settings;
 pub mod status;

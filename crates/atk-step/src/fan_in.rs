@@ -18,10 +18,7 @@ use crate::step::{Shape, Step, StepContext, StepOutput};
 type Gather = Arc<dyn Fn(&ItemRecord, &[ItemRecord]) -> Result<Fields, String> + Send + Sync>;
 type Combine = Arc<dyn Fn(&ItemRecord, &[ItemRecord]) -> Result<Value, String> + Send + Sync>;
 
-enum Source {
-    Prompt(Box<PromptStep>, Gather),
-    Function(Combine),
-}
+type Source = crate::wrap::Source<Gather, Combine>;
 
 /// The reason a parent is dropped when none of its children was kept.
 pub const NO_KEPT_CHILDREN: &str = "no child item was kept";
@@ -73,11 +70,7 @@ impl FanInStep {
     /// The step's version, part of its fingerprint (see [`PromptStep::version`]); for a
     /// `from_fn` fan-in, the whole fingerprint: bump it when the function changes.
     pub fn version(mut self, version: impl Into<String>) -> Self {
-        let version = version.into();
-        match &mut self.source {
-            Source::Prompt(inner, _) => **inner = inner.as_ref().clone().version(version),
-            Source::Function(_) => self.version = Some(version),
-        }
+        self.source.set_version(version.into(), &mut self.version);
         self
     }
 }
@@ -89,24 +82,15 @@ impl Step for FanInStep {
     }
 
     fn prompt_names(&self) -> Vec<String> {
-        match &self.source {
-            Source::Prompt(inner, _) => inner.prompt_names(),
-            Source::Function(_) => vec![],
-        }
+        self.source.prompt_names()
     }
 
     fn result_key(&self) -> &str {
-        match &self.source {
-            Source::Prompt(inner, _) => Step::result_key(inner.as_ref()),
-            Source::Function(_) => &self.name,
-        }
+        self.source.result_key(&self.name)
     }
 
     fn details_key(&self) -> Option<&str> {
-        match &self.source {
-            Source::Prompt(inner, _) => Step::details_key(inner.as_ref()),
-            Source::Function(_) => None,
-        }
+        self.source.details_key()
     }
 
     fn shape(&self) -> Shape {
@@ -114,10 +98,7 @@ impl Step for FanInStep {
     }
 
     fn fingerprint_parts(&self, ctx: &StepContext) -> Option<crate::Fingerprint> {
-        match &self.source {
-            Source::Prompt(inner, _) => inner.fingerprint_of(ctx),
-            Source::Function(_) => crate::fingerprint::of_function(self.version.as_deref()),
-        }
+        self.source.fingerprint(ctx, self.version.as_deref())
     }
 
     async fn run(&self, _item: &ItemRecord, _ctx: &StepContext) -> Result<StepOutput, StepError> {

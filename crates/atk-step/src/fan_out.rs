@@ -15,10 +15,7 @@ use crate::step::{Shape, Step, StepContext, StepOutput};
 type Split = Arc<dyn Fn(&Value, &ItemRecord) -> Result<Vec<Fields>, String> + Send + Sync>;
 type ItemSplit = Arc<dyn Fn(&ItemRecord) -> Result<Vec<Fields>, String> + Send + Sync>;
 
-enum Source {
-    Prompt(Box<PromptStep>, Split),
-    Function(ItemSplit),
-}
+type Source = crate::wrap::Source<Split, ItemSplit>;
 
 /// A one-to-many step. Children carry the parent's fields plus their own, ids from [`child_id`],
 /// and `order` = the parent's order plus the child index.
@@ -98,11 +95,7 @@ impl FanOutStep {
     /// The step's version, part of its fingerprint (see [`PromptStep::version`]); for a
     /// `from_fn` fan-out, the whole fingerprint: bump it when the function changes.
     pub fn version(mut self, version: impl Into<String>) -> Self {
-        let version = version.into();
-        match &mut self.source {
-            Source::Prompt(inner, _) => **inner = inner.as_ref().clone().version(version),
-            Source::Function(_) => self.version = Some(version),
-        }
+        self.source.set_version(version.into(), &mut self.version);
         self
     }
 }
@@ -114,31 +107,19 @@ impl Step for FanOutStep {
     }
 
     fn prompt_names(&self) -> Vec<String> {
-        match &self.source {
-            Source::Prompt(inner, _) => inner.prompt_names(),
-            Source::Function(_) => vec![],
-        }
+        self.source.prompt_names()
     }
 
     fn template_args(&self) -> Option<Vec<String>> {
-        match &self.source {
-            Source::Prompt(inner, _) => inner.template_args(),
-            Source::Function(_) => Some(vec![]),
-        }
+        self.source.template_args()
     }
 
     fn result_key(&self) -> &str {
-        match &self.source {
-            Source::Prompt(inner, _) => Step::result_key(inner.as_ref()),
-            Source::Function(_) => &self.name,
-        }
+        self.source.result_key(&self.name)
     }
 
     fn details_key(&self) -> Option<&str> {
-        match &self.source {
-            Source::Prompt(inner, _) => Step::details_key(inner.as_ref()),
-            Source::Function(_) => None,
-        }
+        self.source.details_key()
     }
 
     fn shape(&self) -> Shape {
@@ -146,14 +127,11 @@ impl Step for FanOutStep {
     }
 
     fn fingerprint_parts(&self, ctx: &StepContext) -> Option<crate::Fingerprint> {
-        match &self.source {
-            Source::Prompt(inner, _) => inner.fingerprint_of(ctx),
-            Source::Function(_) => crate::fingerprint::of_function(self.version.as_deref()),
-        }
+        self.source.fingerprint(ctx, self.version.as_deref())
     }
 
     fn can_reprocess(&self) -> bool {
-        matches!(self.source, Source::Prompt(..))
+        self.source.inner().is_some()
     }
 
     fn reprocess(

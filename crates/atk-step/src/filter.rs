@@ -13,10 +13,7 @@ use crate::step::{Step, StepContext, StepOutput};
 type Judge = Arc<dyn Fn(&Value) -> Result<(bool, String), String> + Send + Sync>;
 type ItemJudge = Arc<dyn Fn(&ItemRecord) -> (bool, String) + Send + Sync>;
 
-enum Source {
-    Prompt(Box<PromptStep>, Judge),
-    Function(ItemJudge),
-}
+type Source = crate::wrap::Source<Judge, ItemJudge>;
 
 /// A keep/drop step. A dropped item stops here; the drop and its reason are stored, so a
 /// resumed run does not ask again.
@@ -87,11 +84,7 @@ impl FilterStep {
     /// The step's version, part of its fingerprint (see [`PromptStep::version`]); for a
     /// `from_fn` filter, the whole fingerprint: bump it when the function changes.
     pub fn version(mut self, version: impl Into<String>) -> Self {
-        let version = version.into();
-        match &mut self.source {
-            Source::Prompt(inner, _) => **inner = inner.as_ref().clone().version(version),
-            Source::Function(_) => self.version = Some(version),
-        }
+        self.source.set_version(version.into(), &mut self.version);
         self
     }
 }
@@ -103,42 +96,27 @@ impl Step for FilterStep {
     }
 
     fn prompt_names(&self) -> Vec<String> {
-        match &self.source {
-            Source::Prompt(inner, _) => inner.prompt_names(),
-            Source::Function(_) => vec![],
-        }
+        self.source.prompt_names()
     }
 
     fn template_args(&self) -> Option<Vec<String>> {
-        match &self.source {
-            Source::Prompt(inner, _) => inner.template_args(),
-            Source::Function(_) => Some(vec![]),
-        }
+        self.source.template_args()
     }
 
     fn result_key(&self) -> &str {
-        match &self.source {
-            Source::Prompt(inner, _) => Step::result_key(inner.as_ref()),
-            Source::Function(_) => &self.name,
-        }
+        self.source.result_key(&self.name)
     }
 
     fn details_key(&self) -> Option<&str> {
-        match &self.source {
-            Source::Prompt(inner, _) => Step::details_key(inner.as_ref()),
-            Source::Function(_) => None,
-        }
+        self.source.details_key()
     }
 
     fn fingerprint_parts(&self, ctx: &StepContext) -> Option<crate::Fingerprint> {
-        match &self.source {
-            Source::Prompt(inner, _) => inner.fingerprint_of(ctx),
-            Source::Function(_) => crate::fingerprint::of_function(self.version.as_deref()),
-        }
+        self.source.fingerprint(ctx, self.version.as_deref())
     }
 
     fn can_reprocess(&self) -> bool {
-        matches!(self.source, Source::Prompt(..))
+        self.source.inner().is_some()
     }
 
     fn reprocess(

@@ -21,6 +21,7 @@ mod template;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod vote;
+mod wrap;
 
 pub use chain::Chain;
 pub use check::{PromptWarning, check_prompt_names};

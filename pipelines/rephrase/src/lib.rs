@@ -4,8 +4,6 @@
 //! It shows how a pipeline brings its own items (`read_files_manually: false` and
 //! [`RunContext::seed_items`]): one item per row, not chunked.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::ExitCode;
 
 use atk_cli::atk_state::{Fields, ItemRecord};
@@ -54,73 +52,6 @@ impl Default for RephraseConfig {
 
 /// Prompts compiled into the binary; a config's `prompts` folder overrides them file by file.
 pub const PROMPTS: &[(&str, &str)] = atk_step::prompts!("add_reasoning");
-
-/// One row: its file (relative to `input_dir`), its line (element of a `.json` array), and
-/// its value or why it is not JSON.
-pub type Row = (String, usize, Result<Value, String>);
-
-/// Every row of `input`: a `.jsonl` or `.json` (array) file, or all of them under a folder, in
-/// path order. JSONL is streamed (memory stays flat however long the file); a `.json` array is
-/// read whole. A file that cannot be opened, or a `.json` file that is not an array, is an
-/// input error naming it, before any row is used; a row that is not JSON comes back as such.
-pub fn read_rows(input: &Path) -> Result<impl Iterator<Item = Row> + Send + use<>, RunError> {
-    let cannot = |p: &Path, e: &dyn std::fmt::Display| {
-        RunError::Input(format!("cannot read {}: {e}", p.display()))
-    };
-    let mut sources: Vec<Box<dyn Iterator<Item = Row> + Send>> = Vec::new();
-    for entry in walkdir::WalkDir::new(input).sort_by_file_name() {
-        let entry = entry.map_err(|e| cannot(input, &e))?;
-        let path = entry.path();
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if !entry.file_type().is_file() || (entry.depth() > 0 && ext != "jsonl" && ext != "json") {
-            continue;
-        }
-        let rel = path.strip_prefix(input).ok().filter(|_| entry.depth() > 0);
-        let name = rel
-            .unwrap_or(Path::new(entry.file_name()))
-            .to_string_lossy();
-        let name = name.replace('\\', "/");
-        let file = BufReader::new(std::fs::File::open(path).map_err(|e| cannot(path, &e))?);
-        if ext == "json" {
-            let array: Vec<Value> = serde_json::from_reader(file)
-                .map_err(|e| cannot(path, &format!("not a JSON array of rows ({e})")))?;
-            let rows = array.into_iter().enumerate();
-            sources.push(Box::new(
-                rows.map(move |(i, v)| (name.clone(), i + 1, Ok(v))),
-            ));
-        } else {
-            let (path, mut lines, mut done) = (path.to_path_buf(), None, false);
-            // Opened again when its turn comes, so that no file is held open meanwhile.
-            let rows = (1..).map_while(move |n| {
-                let fail = |e: std::io::Error, done: &mut bool| {
-                    *done = true;
-                    Some(Some((
-                        name.clone(),
-                        n,
-                        Err(format!("{e}; the rest is not read")),
-                    )))
-                };
-                if done {
-                    return None;
-                } else if lines.is_none() {
-                    match std::fs::File::open(&path) {
-                        Ok(f) => lines = Some(BufReader::new(f).lines()),
-                        Err(e) => return fail(e, &mut done),
-                    }
-                }
-                let row = match lines.as_mut()?.next()? {
-                    Ok(l) if l.trim().is_empty() => return Some(None),
-                    Ok(l) => serde_json::from_str(&l).map_err(|e| format!("not JSON ({e})")),
-                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(e.to_string()),
-                    Err(e) => return fail(e, &mut done),
-                };
-                Some(Some((name.clone(), n, row)))
-            });
-            sources.push(Box::new(rows.flatten()));
-        }
-    }
-    Ok(sources.into_iter().flatten())
-}
 
 /// The conversation of one row, or why the row cannot be used.
 pub fn conversation(row: &Value, cfg: &RephraseConfig) -> Result<Vec<Turn>, String> {
@@ -272,7 +203,7 @@ impl Pipeline for RephrasePipeline {
         }
         ctx.set_progress(0.05, "reading the dataset");
         let cfg = ctx.config.clone();
-        let rows = read_rows(&ctx.common.input_dir)?;
+        let rows = atk_cli::rows::read_rows(&ctx.common.input_dir)?;
         let items = rows.into_iter().filter_map(|(file, line, row)| {
             match row.and_then(|r| conversation(&r, &cfg)) {
                 Ok(turns) => Some((
