@@ -12,6 +12,11 @@ const ALL: &[&str] = &["engine", "chunk", "state", "step", "pipeline"];
 
 /// Runs the selected benchmarks; with `all`, runs every one and reports those that failed.
 pub(crate) fn run(root: &Path, what: &str) -> anyhow::Result<()> {
+    if what == "scale" {
+        // Not in `all`: at 1 M items it runs for tens of minutes.
+        println!("== bench scale ==");
+        return crate::bench_scale::run(root);
+    }
     let selected: Vec<&str> = match what {
         "all" => ALL.to_vec(),
         one if ALL.contains(&one) => vec![one],

@@ -166,7 +166,7 @@ fn load_average() -> Option<String> {
 const REPLY_TEMPLATE: &str = "<poem>\n{lines}\n</poem>";
 
 /// Document `i`: one paragraph, distinct from every other, well under one chunk.
-fn document(i: usize) -> String {
+pub(crate) fn document(i: usize) -> String {
     const WORDS: &[&str] = &[
         "harbour", "lantern", "orchard", "granite", "meadow", "compass", "ember", "willow", "tide",
         "quarry", "sparrow", "cellar", "thistle", "beacon", "furrow", "ledger", "cinder", "marsh",

@@ -2,12 +2,14 @@
 //!
 //! - `cargo xtask new-pipeline NAME [--from SOURCE] [--no-build]`: scaffold `pipelines/NAME`
 //!   (from the templates, or a copy of `pipelines/SOURCE`), then build and test it.
-//! - `cargo xtask bench [engine|chunk|state|step|pipeline|all]`: run the benchmarks.
+//! - `cargo xtask bench [engine|chunk|state|step|pipeline|scale|all]`: run the benchmarks
+//!   (`scale` is not part of `all`: it takes tens of minutes).
 //! - `cargo xtask tidy`: repository checks (also run by `cargo test`).
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a binary: printing is its job
 
 mod bench;
 mod bench_pipeline;
+mod bench_scale;
 mod manifest;
 mod new_pipeline;
 mod tidy;
@@ -26,6 +28,7 @@ tasks:
                                    pipeline), then build and test it
   bench [engine|chunk|state|step|pipeline|all]
                                    run benchmarks (default: all)
+  bench scale                      10 k / 100 k / 1 M items: time, peak RSS, store, rerun
   tidy                             check crate READMEs and stray prints";
 
 fn main() -> std::process::ExitCode {

@@ -6,7 +6,6 @@
 //! crate README, "Performance").
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -89,50 +88,91 @@ pub(crate) fn entry_json(key: &str, chunked: &Chunked, warnings: &[String]) -> S
     serde_json::to_string(&entry).expect("a cache entry always serializes")
 }
 
-/// A pack as read at the start of a run: key -> entry JSON, each checked only when used.
+/// The file name of the pack of `input_dir` under `config`'s chunk settings, inside the
+/// cache folder: what a chunk cache holds for the current inputs (other packs in the folder
+/// are of other folders or settings, and may be collected).
+pub fn pack_name(input_dir: &Path, config: &ChunkConfig) -> String {
+    let input = std::fs::canonicalize(input_dir).unwrap_or_else(|_| input_dir.to_path_buf());
+    let mut h = Sha256::new();
+    h.update(settings(config).as_bytes());
+    h.update(input.to_string_lossy().as_bytes());
+    format!("pack-{}.jsonl", &hex::encode(h.finalize())[..32])
+}
+
+/// A pack as found at the start of a run: an index of its entries (key -> where the entry's
+/// JSON lies in the file), each entry read and checked only when used. Only the index is held
+/// in memory (about 48 bytes an entry), never the entries themselves.
 #[derive(Debug)]
 pub(crate) struct Pack {
     path: PathBuf,
-    entries: HashMap<String, String>,
+    /// The pack file, read at the offsets of the index.
+    file: Option<std::sync::Mutex<std::fs::File>>,
+    /// `(key, offset of the JSON, its length)`, sorted by key.
+    index: Vec<([u8; 32], u64, u32)>,
     /// The file was missing or some line of it unusable: rewrite it even if every file hits.
     needs_write: bool,
+}
+
+/// A key's 32 bytes, from its 64 hex digits.
+fn key_bytes(key: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(key, &mut out).ok()?;
+    Some(out)
 }
 
 impl Pack {
     /// The pack of `input_dir` under these settings in `cache_dir`; missing or unreadable
     /// packs and damaged lines yield no entries (the files are chunked again).
     pub(crate) fn open(cache_dir: &Path, input_dir: &Path, config: &ChunkConfig) -> Self {
-        let input = std::fs::canonicalize(input_dir).unwrap_or_else(|_| input_dir.to_path_buf());
-        let mut h = Sha256::new();
-        h.update(settings(config).as_bytes());
-        h.update(input.to_string_lossy().as_bytes());
-        let name = format!("pack-{}.jsonl", &hex::encode(h.finalize())[..32]);
-        let path = cache_dir.join(name);
+        use std::io::{BufRead, BufReader};
+        let path = cache_dir.join(pack_name(input_dir, config));
         let mut pack = Self {
             path,
-            entries: HashMap::new(),
+            file: None,
+            index: Vec::new(),
             needs_write: true,
         };
-        let text = match std::fs::read(&pack.path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(t) => t,
+        let Ok(file) = std::fs::File::open(&pack.path) else {
+            return pack;
+        };
+        let mut reader = BufReader::new(&file);
+        let mut line = Vec::new();
+        let mut offset = 0u64;
+        let mut damaged = 0usize;
+        let mut complete = true;
+        let mut first = true;
+        loop {
+            line.clear();
+            let n = match reader.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(n) => n,
                 Err(_) => {
-                    tracing::warn!(path = %pack.path.display(), "ignoring chunk cache pack that is not UTF-8");
+                    damaged += 1;
+                    break;
+                }
+            };
+            let start = offset;
+            offset += n as u64;
+            complete = line.ends_with(b"\n");
+            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            if first {
+                first = false;
+                if body != PACK_HEADER.as_bytes() {
+                    tracing::warn!(path = %pack.path.display(), "ignoring chunk cache pack with an unknown header");
                     return pack;
                 }
-            },
-            Err(_) => return pack,
-        };
-        let mut lines = text.split_terminator('\n');
-        if lines.next() != Some(PACK_HEADER) {
-            tracing::warn!(path = %pack.path.display(), "ignoring chunk cache pack with an unknown header");
-            return pack;
-        }
-        let mut damaged = 0usize;
-        for line in lines {
-            match line.split_once('\t') {
-                Some((k, json)) if k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                    pack.entries.insert(k.to_string(), json.to_string());
+                continue;
+            }
+            match body.get(..65) {
+                Some([k @ .., b'\t']) if k.len() == 64 => {
+                    match std::str::from_utf8(k).ok().and_then(key_bytes) {
+                        Some(key) => pack.index.push((
+                            key,
+                            start + 65,
+                            u32::try_from(body.len() - 65).unwrap_or(u32::MAX),
+                        )),
+                        None => damaged += 1,
+                    }
                 }
                 _ => damaged += 1,
             }
@@ -140,15 +180,35 @@ impl Pack {
         if damaged > 0 {
             tracing::warn!(path = %pack.path.display(), damaged, "ignoring damaged chunk cache lines");
         }
-        pack.needs_write = damaged > 0 || !text.ends_with('\n');
+        pack.index.sort_unstable_by_key(|e| e.0);
+        pack.needs_write = damaged > 0 || !complete || first;
+        pack.file = Some(std::sync::Mutex::new(file));
         pack
+    }
+
+    /// The JSON stored under `key`, read from the file.
+    fn read_json(&self, key: &str) -> Option<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let key = key_bytes(key)?;
+        let at = self.index.binary_search_by(|e| e.0.cmp(&key)).ok()?;
+        let (_, offset, len) = self.index[at];
+        let mut buf = vec![0u8; len as usize];
+        let mut file = self
+            .file
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        file.seek(SeekFrom::Start(offset)).ok()?;
+        file.read_exact(&mut buf).ok()?;
+        drop(file);
+        String::from_utf8(buf).ok()
     }
 
     /// The entry stored under `key`, if present and intact (key and digest checked), with its
     /// JSON for rewriting the pack; a damaged entry is ignored.
-    pub(crate) fn get(&self, key: &str) -> Option<(Chunked, Vec<String>, Cow<'_, str>)> {
-        let json = self.entries.get(key)?;
-        let entry: Entry = match serde_json::from_str(json) {
+    pub(crate) fn get(&self, key: &str) -> Option<(Chunked, Vec<String>, Cow<'static, str>)> {
+        let json = self.read_json(key)?;
+        let entry: Entry = match serde_json::from_str(&json) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(key, error = %e, "ignoring unreadable chunk cache entry");
@@ -159,51 +219,87 @@ impl Pack {
             tracing::warn!(key, "ignoring damaged chunk cache entry");
             return None;
         }
-        Some((entry.chunked, entry.warnings, Cow::Borrowed(json.as_str())))
+        Some((entry.chunked, entry.warnings, Cow::Owned(json)))
     }
 
-    /// Rewrites the pack with exactly `entries` (key, JSON; duplicates written once) when
-    /// they differ from what was read: temporary file in the cache folder, then rename, so a
-    /// reader sees the old pack or the new one, never a partial one.
+    /// Starts the pack's replacement: entries are written to a temporary file in the cache
+    /// folder as they come, and [`PackWriter::finish`] renames it over the pack only when it
+    /// differs from what was read (a reader sees the old pack or the new one, never a part).
+    pub(crate) fn writer(&self) -> std::io::Result<PackWriter> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mut tmp = std::io::BufWriter::new(tempfile::NamedTempFile::new_in(dir)?);
+        tmp.write_all(PACK_HEADER.as_bytes())?;
+        tmp.write_all(b"\n")?;
+        Ok(PackWriter {
+            out: tmp,
+            path: self.path.clone(),
+            written: 0,
+            changed: self.needs_write,
+            old_len: self.index.len(),
+        })
+    }
+
+    /// Rewrites the pack with exactly `entries` (key, JSON) when they differ from what was
+    /// read. Returns whether it was written.
+    #[cfg(test)]
     pub(crate) fn save<'e>(
         &self,
         entries: impl IntoIterator<Item = (&'e str, &'e str)>,
     ) -> std::io::Result<bool> {
-        let mut seen = std::collections::HashSet::new();
-        let mut body = String::new();
-        let mut same = !self.needs_write;
+        let mut w = self.writer()?;
         for (k, json) in entries {
-            if !seen.insert(k) {
-                continue;
-            }
-            same &= self.entries.get(k).is_some_and(|j| j == json);
-            body.push_str(k);
-            body.push('\t');
-            body.push_str(json);
-            body.push('\n');
+            let same = self.read_json(k).is_some_and(|j| j == json);
+            w.add(k, json, same)?;
         }
-        if same && seen.len() == self.entries.len() {
-            return Ok(false);
-        }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        tmp.write_all(PACK_HEADER.as_bytes())?;
-        tmp.write_all(b"\n")?;
-        tmp.write_all(body.as_bytes())?;
-        tmp.flush()?;
-        tmp.persist(&self.path).map_err(|e| e.error)?;
-        Ok(true)
+        w.finish()
     }
 
     /// Number of entries read.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     /// Where the pack lives.
     #[cfg(test)]
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// A pack being written entry by entry (see [`Pack::writer`]).
+pub(crate) struct PackWriter {
+    out: std::io::BufWriter<tempfile::NamedTempFile>,
+    path: PathBuf,
+    written: usize,
+    changed: bool,
+    old_len: usize,
+}
+
+impl PackWriter {
+    /// Appends an entry; `unchanged` when it is the old pack's entry served as is.
+    pub(crate) fn add(&mut self, key: &str, json: &str, unchanged: bool) -> std::io::Result<()> {
+        self.changed |= !unchanged;
+        self.written += 1;
+        self.out.write_all(key.as_bytes())?;
+        self.out.write_all(b"\t")?;
+        self.out.write_all(json.as_bytes())?;
+        self.out.write_all(b"\n")
+    }
+
+    /// Puts the new pack in place when it differs from the old one (an entry changed, or the
+    /// number of entries did: an input gone drops its entry); else discards it. Returns
+    /// whether the pack was replaced.
+    pub(crate) fn finish(self) -> std::io::Result<bool> {
+        if !self.changed && self.written == self.old_len {
+            return Ok(false);
+        }
+        let mut tmp = self
+            .out
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
+        tmp.flush()?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        Ok(true)
     }
 }
 

@@ -18,6 +18,9 @@ pub struct ChunkConfig {
     pub cache_dir: Option<PathBuf>,
     /// Take a seeded subset of the chunks instead of all of them.
     pub subset: Option<Subset>,
+    /// Longest a PDF, DOCX or EPUB may take to read; a file that takes longer is skipped
+    /// with a warning naming it (default 60 s).
+    pub read_timeout: std::time::Duration,
 }
 
 /// A deterministic subset of the chunks.
@@ -33,6 +36,9 @@ pub struct Subset {
 }
 
 impl ChunkConfig {
+    /// Default bound on reading one PDF, DOCX or EPUB.
+    pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
     /// Default fragment threshold in characters.
     pub const DEFAULT_MIN_CHARS: usize = 50;
 
@@ -44,6 +50,7 @@ impl ChunkConfig {
             min_chars: Self::DEFAULT_MIN_CHARS,
             cache_dir: None,
             subset: None,
+            read_timeout: Self::DEFAULT_READ_TIMEOUT,
         }
     }
 

@@ -42,6 +42,10 @@ enum Stage<'p> {
     },
 }
 
+/// Files read (in parallel) per batch by [`read_dir_batched`]: bounds the text and chunks
+/// held at once.
+pub const FILES_PER_BATCH: usize = 256;
+
 /// Reads every file under `input_dir` (recursively, hidden files and folders skipped,
 /// symlinks followed with loop detection), chunks it, and returns the chunks in sorted
 /// relative-path order with a report of what was read, skipped and dropped.
@@ -49,6 +53,80 @@ enum Stage<'p> {
 /// Errors only when the directory is missing or unreadable, or when nothing in it yields
 /// a chunk; a bad file is skipped with its reason in [`ReadReport::skipped`].
 pub fn read_dir(input_dir: &Path, config: &ChunkConfig) -> Result<ChunkSet, Error> {
+    let mut chunks = Vec::new();
+    let report = read_batches(input_dir, config, &mut |batch| {
+        chunks.extend(batch);
+        true
+    })?;
+    Ok(finish(chunks, report, config))
+}
+
+/// [`read_dir`] in bounded memory: hands the chunks to `sink` in source order, a batch of
+/// files ([`FILES_PER_BATCH`]) at a time, as they are made; returns the report once every
+/// file is read. `sink` returns `false` to stop early (the report then covers what was read).
+///
+/// With a subset configured every chunk must be seen before the subset is known, so the
+/// chunks are collected first (memory then grows with the corpus) and handed over in batches.
+pub fn read_dir_batched(
+    input_dir: &Path,
+    config: &ChunkConfig,
+    sink: &mut dyn FnMut(Vec<crate::Chunk>) -> bool,
+) -> Result<ReadReport, Error> {
+    if config.subset.is_some() {
+        let set = read_dir(input_dir, config)?;
+        let mut chunks = set.chunks.into_iter();
+        loop {
+            let batch: Vec<_> = chunks.by_ref().take(FILES_PER_BATCH * 4).collect();
+            if batch.is_empty() || !sink(batch) {
+                break;
+            }
+        }
+        return Ok(set.report);
+    }
+    read_batches(input_dir, config, sink)
+}
+
+/// The files [`read_dir`] would read under `input_dir`: `(path, relative path)` in the order
+/// they are read (the cache folder left out). Errors when the folder is missing or unreadable.
+pub(crate) fn list_files(
+    input_dir: &Path,
+    config: &ChunkConfig,
+) -> Result<Vec<(PathBuf, String)>, Error> {
+    match std::fs::metadata(input_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::MissingDir {
+                dir: input_dir.to_path_buf(),
+            });
+        }
+        Err(source) => {
+            return Err(Error::Unreadable {
+                dir: input_dir.to_path_buf(),
+                source,
+            });
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::NotADir {
+                dir: input_dir.to_path_buf(),
+            });
+        }
+        Ok(_) => {}
+    }
+    let exclude = config
+        .cache_dir
+        .as_deref()
+        .and_then(|d| std::fs::canonicalize(d).ok());
+    let mut sources = walk(input_dir, exclude.as_deref(), &mut ReadReport::default())?;
+    sources.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(sources.into_iter().map(|s| (s.path, s.rel)).collect())
+}
+
+/// The walk, the cache and the batches behind [`read_dir`] and [`read_dir_batched`]; fills
+/// in the chunk and token totals of what it handed to `sink` (no subset taken).
+fn read_batches(
+    input_dir: &Path,
+    config: &ChunkConfig,
+    sink: &mut dyn FnMut(Vec<crate::Chunk>) -> bool,
+) -> Result<ReadReport, Error> {
     match std::fs::metadata(input_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::MissingDir {
@@ -88,64 +166,84 @@ pub fn read_dir(input_dir: &Path, config: &ChunkConfig) -> Result<ChunkSet, Erro
     sources.sort_by(|a, b| a.rel.cmp(&b.rel));
 
     let pack = cache_dir.map(|d| cache::Pack::open(d, input_dir, config));
-    let outcomes = process_all(&sources, config, pack.as_ref());
+    let mut writer = match pack.as_ref().map(cache::Pack::writer).transpose() {
+        Ok(w) => w,
+        Err(e) => {
+            report
+                .warnings
+                .push(format!("could not write the chunk cache: {e}"));
+            None
+        }
+    };
+    // Expected cache hits decide whether the BPE is loaded up front (see `process_all`).
+    let expect_misses = pack.as_ref().is_none_or(|p| p.len() < sources.len());
 
-    if let Some(pack) = &pack {
-        let entries = outcomes.iter().filter_map(|o| match o {
-            Outcome::Read {
-                cached: Some((k, json)),
-                ..
-            } => Some((k.as_str(), json.as_ref())),
-            _ => None,
-        });
-        match pack.save(entries) {
+    let mut empty = Vec::new();
+    let mut stopped = false;
+    for batch in sources.chunks(FILES_PER_BATCH) {
+        let outcomes = process_all(batch, config, pack.as_ref(), expect_misses);
+        let mut chunks = Vec::new();
+        for (source, outcome) in batch.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Skipped(reason) => {
+                    tracing::debug!(path = %source.path.display(), %reason, "skipped");
+                    report.skipped.push(Skipped {
+                        path: source.path.clone(),
+                        reason,
+                    });
+                }
+                Outcome::Read {
+                    chunked,
+                    warnings,
+                    cache_hit,
+                    cached,
+                } => {
+                    if let (Some(w), Some((k, json))) = (writer.as_mut(), &cached)
+                        && let Err(e) = w.add(k, json, cache_hit)
+                    {
+                        report
+                            .warnings
+                            .push(format!("could not write the chunk cache: {e}"));
+                        writer = None;
+                    }
+                    let file_index = report.files_read;
+                    report.files_read += 1;
+                    report.cache_hits += usize::from(cache_hit);
+                    report.dropped_fragments += chunked.dropped;
+                    report
+                        .warnings
+                        .extend(warnings.into_iter().map(|w| format!("{}: {w}", source.rel)));
+                    if chunked.chunks.is_empty() {
+                        let reason = if chunked.dropped > 0 {
+                            format!("only text under {} characters (dropped)", config.min_chars)
+                        } else {
+                            "no text".to_string()
+                        };
+                        empty.push(Skipped {
+                            path: source.path.clone(),
+                            reason,
+                        });
+                    }
+                    chunks.extend(name_chunks(&source.rel, file_index, chunked.chunks));
+                }
+            }
+        }
+        report.chunks += chunks.len();
+        report.total_tokens += chunks.iter().map(|c| c.tokens).sum::<usize>();
+        if !chunks.is_empty() && !sink(chunks) {
+            stopped = true;
+            break;
+        }
+    }
+    if let Some(w) = writer.filter(|_| !stopped) {
+        match w.finish() {
             Ok(written) => tracing::debug!(written, "chunk cache pack"),
             Err(e) => report
                 .warnings
                 .push(format!("could not write the chunk cache: {e}")),
         }
     }
-
-    let mut chunks = Vec::new();
-    let mut empty = Vec::new();
-    for (source, outcome) in sources.iter().zip(outcomes) {
-        match outcome {
-            Outcome::Skipped(reason) => {
-                tracing::debug!(path = %source.path.display(), %reason, "skipped");
-                report.skipped.push(Skipped {
-                    path: source.path.clone(),
-                    reason,
-                });
-            }
-            Outcome::Read {
-                chunked,
-                warnings,
-                cache_hit,
-                ..
-            } => {
-                let file_index = report.files_read;
-                report.files_read += 1;
-                report.cache_hits += usize::from(cache_hit);
-                report.dropped_fragments += chunked.dropped;
-                report
-                    .warnings
-                    .extend(warnings.into_iter().map(|w| format!("{}: {w}", source.rel)));
-                if chunked.chunks.is_empty() {
-                    let reason = if chunked.dropped > 0 {
-                        format!("only text under {} characters (dropped)", config.min_chars)
-                    } else {
-                        "no text".to_string()
-                    };
-                    empty.push(Skipped {
-                        path: source.path.clone(),
-                        reason,
-                    });
-                }
-                chunks.extend(name_chunks(&source.rel, file_index, chunked.chunks));
-            }
-        }
-    }
-    if chunks.is_empty() {
+    if report.chunks == 0 {
         let mut skipped = report.skipped;
         skipped.extend(empty);
         return Err(Error::NoInput {
@@ -153,7 +251,7 @@ pub fn read_dir(input_dir: &Path, config: &ChunkConfig) -> Result<ChunkSet, Erro
             skipped,
         });
     }
-    Ok(finish(chunks, report, config))
+    Ok(report)
 }
 
 /// Chunks texts a pipeline already has: `(source name, text)` pairs, each one source.
@@ -281,10 +379,10 @@ fn process_all<'p>(
     sources: &[Source],
     config: &ChunkConfig,
     pack: Option<&'p cache::Pack>,
+    expect_misses: bool,
 ) -> Vec<Outcome<'p>> {
     // The BPE takes ~0.45 s to load (release): when some file will need chunking, load it
     // while the files are read; when the pack likely serves every file, do not load it at all.
-    let expect_misses = pack.is_none_or(|p| p.len() < sources.len());
     let (staged, ()) = rayon::join(
         || -> Vec<Stage<'p>> {
             sources
@@ -382,7 +480,24 @@ fn read_one<'p>(path: &Path, config: &ChunkConfig, pack: Option<&'p cache::Pack>
             cached: Some((key.clone(), json)),
         });
     }
-    match extract(Format::from_extension(&ext), &bytes) {
+    let format = Format::from_extension(&ext);
+    let extracted = if matches!(format, Format::Pdf | Format::Docx | Format::Epub) {
+        // Parsers of whole documents can hang on a pathological file: bounded.
+        let name = path.display().to_string();
+        match with_timeout(config.read_timeout, move || extract(format, &bytes)) {
+            Some(result) => result,
+            None => {
+                tracing::warn!(path = %name, secs = config.read_timeout.as_secs(), "reading a file timed out; skipped");
+                Err(format!(
+                    "reading it took longer than {} s (a pathological document?); skipped",
+                    config.read_timeout.as_secs()
+                ))
+            }
+        }
+    } else {
+        extract(format, &bytes)
+    };
+    match extracted {
         Ok(x) => Stage::Extracted {
             records: x.records,
             warnings: x.warnings,
@@ -392,9 +507,44 @@ fn read_one<'p>(path: &Path, config: &ChunkConfig, pack: Option<&'p cache::Pack>
     }
 }
 
+/// Runs `f` on its own thread and waits at most `limit` for it; `None` when it took longer
+/// (the thread is left to finish on its own: Rust cannot stop it, and its result is dropped).
+fn with_timeout<T: Send + 'static>(
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("atk-chunk-read".to_owned())
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
+    match spawned {
+        Ok(_) => rx.recv_timeout(limit).ok(),
+        // No thread to spare: no bound either.
+        Err(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_that_hangs_is_given_up_on() {
+        let (release, hang) = std::sync::mpsc::channel::<()>();
+        let started = std::time::Instant::now();
+        let got = with_timeout(std::time::Duration::from_millis(50), move || {
+            hang.recv().is_ok()
+        });
+        assert_eq!(got, None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        drop(release);
+        assert_eq!(
+            with_timeout(std::time::Duration::from_secs(5), || 7),
+            Some(7)
+        );
+    }
 
     #[test]
     fn workers_load_their_own_bpe_only_for_large_inputs() {

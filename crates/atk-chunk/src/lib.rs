@@ -6,6 +6,7 @@ mod config;
 mod decode;
 mod dir;
 mod error;
+mod fingerprint;
 mod html;
 mod read;
 mod splitter;
@@ -14,11 +15,12 @@ mod subset;
 use std::path::PathBuf;
 
 pub use atk_tokens::Tokenizer;
-pub use cache::CHUNKER_VERSION;
+pub use cache::{CHUNKER_VERSION, pack_name};
 pub use chunk::{Chunk, ChunkLine, ChunkPosition, RECORD_SEPARATOR, chunk_id, extracted_text};
 pub use config::{ChunkConfig, Subset};
-pub use dir::{chunk_texts, read_dir};
+pub use dir::{FILES_PER_BATCH, chunk_texts, read_dir, read_dir_batched};
 pub use error::Error;
+pub use fingerprint::{InputsFingerprint, fingerprint_dir};
 pub use read::READ_EXTENSIONS;
 
 /// The chunks of a folder (or of given texts) and a report of how they were made.

@@ -529,3 +529,47 @@ fn snapshot_of_a_small_folder() {
     insta::assert_yaml_snapshot!(lines);
     insta::assert_snapshot!(set.report.summary(), @"read 3 files: 5 chunks, 131 tokens; 1 short fragment dropped");
 }
+
+#[test]
+fn batched_reading_hands_over_the_same_chunks_in_bounded_batches() {
+    let input = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let files = atk_chunk::FILES_PER_BATCH + 44;
+    for i in 0..files {
+        write(
+            input.path(),
+            &format!("doc_{i:04}.txt"),
+            format!("Document {i}. {PROSE}"),
+        );
+    }
+    let cfg = ChunkConfig::new(200).with_cache_dir(cache.path());
+    let whole = read_dir(input.path(), &cfg).unwrap();
+    for pass in ["cache hits", "again"] {
+        let mut batches = Vec::new();
+        let report = atk_chunk::read_dir_batched(input.path(), &cfg, &mut |b| {
+            batches.push(b);
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            batches.len(),
+            2,
+            "{pass}: one batch per {} files",
+            atk_chunk::FILES_PER_BATCH
+        );
+        assert_eq!(batches.concat(), whole.chunks, "{pass}");
+        assert_eq!(
+            (report.chunks, report.total_tokens),
+            (whole.report.chunks, whole.report.total_tokens)
+        );
+        assert_eq!(report.cache_hits, files, "{pass}: served by the pack");
+    }
+    // Stopping early reads no further batch.
+    let mut seen = 0;
+    atk_chunk::read_dir_batched(input.path(), &cfg, &mut |_| {
+        seen += 1;
+        false
+    })
+    .unwrap();
+    assert_eq!(seen, 1);
+}

@@ -46,6 +46,68 @@ pub struct CommonFlags {
     /// With --reprocess: only report the replies that now fail; request nothing.
     #[arg(long = "reprocess-only", requires = "reprocess")]
     pub reprocess_only: bool,
+    /// Works only on shard I of N (0 <= I < N): the items whose id hash falls in it. Stable
+    /// across runs and machines; merge the shards' output dirs with `atk merge`.
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
+}
+
+/// One shard of a run split across machines: `--shard I/N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    /// This shard's index, `0..count`.
+    pub index: u32,
+    /// How many shards the run is split into.
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `I/N`; refuses anything else, `N = 0` and `I >= N`, saying which.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (i, n) = text
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}` is not I/N (e.g. 0/4)"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}`: I must be a whole number (I/N, e.g. 0/4)"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}`: N must be a whole number (I/N, e.g. 0/4)"))?;
+        if count == 0 {
+            return Err(format!("`{text}`: N must be at least 1"));
+        }
+        if index >= count {
+            return Err(format!(
+                "`{text}`: I must be below N (shards are numbered 0 to {})",
+                count - 1
+            ));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Whether the item `id` belongs to this shard: FNV-1a (64 bit) of the id's bytes modulo N,
+    /// the same on every machine and in every run.
+    pub fn contains(&self, id: &str) -> bool {
+        shard_of(id, self.count) == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// The shard (of `count`) an item id falls in.
+pub fn shard_of(id: &str, count: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    u32::try_from(hash % u64::from(count.max(1))).unwrap_or(0)
 }
 
 impl CommonFlags {
@@ -133,6 +195,42 @@ mod tests {
         assert_eq!(f.verbosity(), 2);
         assert_eq!(f.progress_mode(), ProgressMode::Json);
         assert!(f.dry_run);
+    }
+
+    #[test]
+    fn shards_parse_strictly_and_split_ids_stably() {
+        assert_eq!(
+            parse(&["--config", "c.yaml", "--shard", "1/4"])
+                .unwrap()
+                .shard,
+            Some(Shard { index: 1, count: 4 })
+        );
+        for bad in ["4/4", "1/0", "x/2", "1", "1/2/3", "-1/2"] {
+            let err = parse(&["--config", "c.yaml", &format!("--shard={bad}")]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            assert!(err.to_string().contains("--shard"), "{bad}: {err}");
+        }
+        // Fixed values: a change here would split existing runs differently.
+        assert_eq!(
+            shard_of("", 7),
+            0xcbf2_9ce4_8422_2325_u64.rem_euclid(7) as u32
+        );
+        let ids: Vec<String> = (0..1000).map(|i| format!("{i:032x}")).collect();
+        for n in [1, 2, 3, 8] {
+            let shards: Vec<Shard> = (0..n).map(|index| Shard { index, count: n }).collect();
+            for id in &ids {
+                assert_eq!(
+                    shards.iter().filter(|s| s.contains(id)).count(),
+                    1,
+                    "every id in exactly one shard"
+                );
+            }
+            let first = ids.iter().filter(|id| shards[0].contains(id)).count();
+            assert!(
+                first * n as usize > 700 && first * (n as usize) < 1300,
+                "roughly even: {first} of 1000 in 1/{n}"
+            );
+        }
     }
 
     #[test]

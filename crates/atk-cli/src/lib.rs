@@ -3,11 +3,14 @@
 
 pub mod card;
 pub mod config;
+mod damage;
 pub mod dataset;
 pub mod dry_run;
 mod error;
 pub mod flags;
+pub mod gc;
 pub mod logging;
+pub mod merge;
 pub mod out;
 mod overlay;
 mod preflight;
@@ -18,13 +21,14 @@ mod runner;
 mod settings;
 pub mod status;
 pub mod summary;
+pub mod tool;
 mod unused;
 
 pub use error::{RunError, exit_code};
 pub use overlay::OverlayStore;
 pub use runner::{
-    COST_META_KEY, CTRL_C_GRACE, Pipeline, RUN_META_KEY, RunContext, chunk_item, main,
-    main_with_args, run, store_dir,
+    COST_META_KEY, CTRL_C_GRACE, INPUTS_META_KEY, InputsMeta, Pipeline, RUN_META_KEY, RunContext,
+    chunk_item, main, main_with_args, run, store_dir,
 };
 
 /// Re-exports pipelines need without naming the crates themselves.

@@ -18,10 +18,11 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, CommonConfig, Overrides};
+use crate::damage::StoredCounts;
 use crate::dataset::{self, Conversation, DatasetWriter, Written};
 use crate::dry_run::{CountingEngine, EngineEstimate, render_estimate};
 use crate::error::RunError;
-use crate::flags::{CommonFlags, parse_pipeline_args};
+use crate::flags::{CommonFlags, Shard, parse_pipeline_args};
 use crate::progress::Progress;
 use crate::settings::{EngineSettings, Settings};
 use crate::status::{EngineStatus, STATUS_META_KEY, StatusSnapshot};
@@ -519,31 +520,32 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     );
     tracing::debug!(config = %loaded.path.display(), "config loaded");
 
-    // Inputs first: a missing or empty input dir is reported before anything is locked.
+    // Inputs first: a missing or unreadable input dir is reported before anything is locked.
     let chunk_cfg = if flags.dry_run {
         settings.dry_run_chunk_config()
     } else {
         settings.chunk_config()
     };
-    let chunk_set = if settings.read_files_manually {
-        let input_dir = settings.input_dir.clone();
-        let cfg = chunk_cfg.clone();
-        tokio::task::spawn_blocking(move || atk_chunk::read_dir(&input_dir, &cfg))
+    let inputs = if settings.read_files_manually && !flags.dry_run {
+        let (dir, cfg) = (settings.input_dir.clone(), chunk_cfg.clone());
+        let found = tokio::task::spawn_blocking(move || atk_chunk::fingerprint_dir(&dir, &cfg))
             .await
             .map_err(RunError::fatal)?
-            .map_err(|e| RunError::Input(e.to_string()))?
+            .map_err(|e| RunError::Input(e.to_string()))?;
+        tracing::debug!(
+            files = found.files,
+            ms = started.elapsed().as_millis() as u64,
+            "inputs fingerprinted"
+        );
+        if found.files == 0 {
+            // Nothing to read: read_dir names the folder and what it skipped.
+            atk_chunk::read_dir(&settings.input_dir, &chunk_cfg)
+                .map_err(|e| RunError::Input(e.to_string()))?;
+        }
+        Some(found)
     } else {
-        // The pipeline brings its own texts (RunContext::seed_texts).
-        atk_chunk::chunk_texts(&[], &chunk_cfg)
+        None
     };
-    for m in chunk_set.report.messages() {
-        crate::out::info(&format!("{m}\n"));
-    }
-    if settings.read_files_manually {
-        crate::out::info(&format!("{}\n", chunk_set.report.summary()));
-    }
-    let items: Vec<ItemRecord> = chunk_set.chunks.iter().map(chunk_item).collect();
-    let chunk_tokens: u64 = chunk_set.chunks.iter().map(|c| c.tokens as u64).sum();
 
     let prompts = Arc::new(
         PromptLibrary::new(pipeline.default_prompts())
@@ -556,6 +558,25 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let progress_mode = flags.progress_mode();
 
     if flags.dry_run {
+        let chunk_set = if settings.read_files_manually {
+            let input_dir = settings.input_dir.clone();
+            let cfg = chunk_cfg.clone();
+            tokio::task::spawn_blocking(move || atk_chunk::read_dir(&input_dir, &cfg))
+                .await
+                .map_err(RunError::fatal)?
+                .map_err(|e| RunError::Input(e.to_string()))?
+        } else {
+            // The pipeline brings its own texts (RunContext::seed_texts).
+            atk_chunk::chunk_texts(&[], &chunk_cfg)
+        };
+        for m in chunk_set.report.messages() {
+            crate::out::info(&format!("{m}\n"));
+        }
+        if settings.read_files_manually {
+            crate::out::info(&format!("{}\n", chunk_set.report.summary()));
+        }
+        let items: Vec<ItemRecord> = chunk_set.chunks.iter().map(chunk_item).collect();
+        let chunk_tokens: u64 = chunk_set.chunks.iter().map(|c| c.tokens as u64).sum();
         let counter = settings.chunk_config().tokenizer.counter();
         let counters: Vec<Arc<CountingEngine>> = settings
             .engines
@@ -634,7 +655,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         ))
     })?;
     let store_dir = store_dir(&settings.output_dir);
-    let store: Arc<dyn Store> = {
+    let sled = {
         let dir = store_dir.clone();
         Arc::new(
             tokio::task::spawn_blocking(move || SledStore::open(&dir))
@@ -642,6 +663,14 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
                 .map_err(RunError::fatal)??,
         )
     };
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "store opened");
+    // Before anything is sent: say so loudly when the store lost results since the last run.
+    let stored_counts = Arc::new(StoredCounts::check(sled.clone(), &settings.output_dir).await?);
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "stored results counted"
+    );
+    let store: Arc<dyn Store> = sled.clone();
     check_fingerprint(store.as_ref(), &loaded.fingerprint);
     store
         .put_meta(
@@ -669,6 +698,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         engines: engines.clone(),
         baselines: baselines.clone(),
         limit,
+        stored: stored_counts.clone(),
     };
     if engines.small.is_mock() || engines.large.is_mock() {
         let which: Vec<&str> = [&engines.small, &engines.large]
@@ -682,13 +712,18 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         ));
     }
 
-    let seeded: HashSet<String> = items.iter().map(|i| i.id.clone()).collect();
-    store.put_items(items).await?;
-    if settings.read_files_manually {
-        // The run's inputs are what was just seeded: items of removed files (or of chunks
-        // `use_subset` no longer picks) go, so no request is sent for them and no dataset
-        // line comes from them. With read_files_manually off, seed_texts does this.
-        retire_stale(store.as_ref(), &seeded).await?;
+    if let Some(found) = &inputs {
+        let settings_fingerprint = crate::merge::settings_fingerprint(&loaded.redacted);
+        seed_inputs(
+            &sled,
+            &settings,
+            &chunk_cfg,
+            found,
+            flags.shard,
+            settings_fingerprint,
+            &stored_counts,
+        )
+        .await?;
     }
 
     let cost_fn = {
@@ -776,7 +811,13 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
         let _ = store.put_meta(STATUS_META_KEY, v).await;
     }
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "pipeline finished"
+    );
+    record_item_count(&sled).await;
     let _ = store.flush().await;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "store flushed");
     let datasets = ctx
         .datasets
         .lock()
@@ -856,6 +897,155 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         return Err(RunError::NothingKept(why));
     }
     Ok(())
+}
+
+/// Store meta key of what the last seeding read ([`InputsMeta`]).
+pub const INPUTS_META_KEY: &str = "inputs";
+
+/// What the last complete seeding of a store read, to skip the next one when nothing changed.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InputsMeta {
+    /// [`atk_chunk::InputsFingerprint::fingerprint`] of the inputs, with the shard.
+    pub fingerprint: String,
+    /// [`atk_chunk::InputsFingerprint::shape`]: the same on every machine holding the inputs.
+    pub shape: String,
+    /// Root items seeded.
+    pub chunks: u64,
+    /// The read's summary line, shown again when reading is skipped.
+    pub summary: String,
+    /// Items in the store (children included) when the last run ended; `None` until one has.
+    #[serde(default)]
+    pub items_at_end: Option<u64>,
+    /// The shard this store holds (`--shard`), `None` for all items.
+    #[serde(default)]
+    pub shard: Option<Shard>,
+    /// The chunk-cache pack the inputs were read through (for `atk gc`), when the cache is on.
+    #[serde(default)]
+    pub chunk_pack: Option<PathBuf>,
+    /// The config's fingerprint without its paths and concurrency (see
+    /// [`crate::merge::settings_fingerprint`]): equal in the shards of one run on any machine.
+    #[serde(default)]
+    pub settings_fingerprint: String,
+}
+
+/// Seeds the store with the input folder's chunks, streamed in bounded batches as they are
+/// made (see [`atk_chunk::read_dir_batched`]), then retires the items of inputs that are gone.
+/// Skipped entirely when the inputs, settings and store are as the last complete seeding
+/// left them: a rerun over finished work reads no file and loads no tokenizer.
+#[allow(clippy::too_many_arguments)]
+async fn seed_inputs(
+    sled: &Arc<SledStore>,
+    settings: &Settings,
+    chunk_cfg: &atk_chunk::ChunkConfig,
+    found: &atk_chunk::InputsFingerprint,
+    shard: Option<Shard>,
+    settings_fingerprint: String,
+    stored: &StoredCounts,
+) -> Result<(), RunError> {
+    let store: &dyn Store = sled.as_ref();
+    let fingerprint = match shard {
+        Some(shard) => format!("{} shard {shard}", found.fingerprint),
+        None => found.fingerprint.clone(),
+    };
+    let previous = store
+        .meta(INPUTS_META_KEY)?
+        .and_then(|v| serde_json::from_value::<InputsMeta>(v).ok());
+    if let Some(prev) = &previous
+        && prev.fingerprint == fingerprint
+        && stored.damage.is_empty()
+        && prev.items_at_end.is_some_and(|n| n == sled.item_count())
+    {
+        tracing::debug!("inputs unchanged since the last run: seeding skipped");
+        crate::out::info(&format!(
+            "{} (inputs unchanged since the last run: not read again)\n",
+            prev.summary
+        ));
+        return Ok(());
+    }
+    // A store seeded before needs the set of current ids to retire what is gone; a fresh one
+    // does not (and then no id is held in memory).
+    let had_items = store.item_ids().next().is_some();
+    let mut seeded: HashSet<String> = HashSet::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<atk_chunk::Chunk>>(2);
+    let reader = {
+        let (dir, cfg) = (settings.input_dir.clone(), chunk_cfg.clone());
+        tokio::task::spawn_blocking(move || {
+            atk_chunk::read_dir_batched(&dir, &cfg, &mut |batch| tx.blocking_send(batch).is_ok())
+        })
+    };
+    let mut chunks = 0u64;
+    let mut failed = None;
+    while let Some(mut batch) = rx.recv().await {
+        if let Some(shard) = shard {
+            batch.retain(|c| shard.contains(&c.id));
+        }
+        chunks += batch.len() as u64;
+        if had_items {
+            seeded.extend(batch.iter().map(|c| c.id.clone()));
+        }
+        if let Err(e) = store
+            .put_items(batch.iter().map(chunk_item).collect())
+            .await
+        {
+            failed = Some(e);
+            break;
+        }
+    }
+    drop(rx);
+    let report = reader.await.map_err(RunError::fatal)?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let report = report.map_err(|e| RunError::Input(e.to_string()))?;
+    for m in report.messages() {
+        crate::out::info(&format!("{m}\n"));
+    }
+    let summary = match shard {
+        Some(shard) => format!("{}; shard {shard}: {chunks} of them", report.summary()),
+        None => report.summary(),
+    };
+    crate::out::info(&format!("{summary}\n"));
+    if had_items {
+        // The run's inputs are what was just seeded: items of removed files (or of chunks
+        // `use_subset` no longer picks) go, so no request is sent for them and no dataset
+        // line comes from them. With read_files_manually off, seed_texts does this.
+        retire_stale(store, &seeded).await?;
+    }
+    let meta = InputsMeta {
+        fingerprint,
+        shape: found.shape.clone(),
+        chunks,
+        summary,
+        items_at_end: None,
+        shard,
+        settings_fingerprint,
+        chunk_pack: chunk_cfg
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(atk_chunk::pack_name(&settings.input_dir, chunk_cfg))),
+    };
+    store
+        .put_meta(
+            INPUTS_META_KEY,
+            serde_json::to_value(meta).map_err(RunError::fatal)?,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Notes in the inputs meta how many items the store holds as the run ends: the next run skips
+/// seeding only when it finds the same number (a store that lost items is seeded again).
+async fn record_item_count(sled: &SledStore) {
+    let Ok(Some(value)) = sled.meta(INPUTS_META_KEY) else {
+        return;
+    };
+    let Ok(mut meta) = serde_json::from_value::<InputsMeta>(value) else {
+        return;
+    };
+    meta.items_at_end = Some(sled.item_count());
+    if let Ok(v) = serde_json::to_value(meta) {
+        let _ = sled.put_meta(INPUTS_META_KEY, v).await;
+    }
 }
 
 /// An item record for a chunk: fields `text`, `metadata`, `tokens`; order `[file, chunk]`.
@@ -1045,10 +1235,14 @@ struct StatusInputs {
     baselines: Vec<CostTotals>,
     /// The engines' shared concurrency limit: requests in flight as the engine counts them.
     limit: Arc<atk_engine::ConcurrencyLimit>,
+    /// Results stored, counted at open and since (kept in `status.json` outside sled).
+    stored: Arc<StoredCounts>,
 }
 
 fn status_of(name: &str, progress: &Progress, inputs: &StatusInputs) -> StatusSnapshot {
     let mut s = progress.snapshot();
+    s.stored_results = inputs.stored.live();
+    s.damage = inputs.stored.damage.clone();
     s.pipeline = name.to_string();
     s.running = true;
     s.pid = std::process::id();

@@ -238,6 +238,7 @@ async fn status_counts_requests_in_flight_as_the_engine_does() {
         engines,
         baselines,
         limit,
+        stored: Arc::new(crate::damage::StoredCounts::empty()),
     };
     let s = status_of("p", &Progress::off(), &inputs);
     assert_eq!((s.requests_in_flight, s.request_limit), (2, 2));

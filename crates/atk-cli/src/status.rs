@@ -1,6 +1,7 @@
 //! The run status behind `atk status`: a snapshot the runner writes atomically to
 //! `<output_dir>/status.json` about once a second, and its text rendering.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -124,6 +125,78 @@ pub struct StatusSnapshot {
     /// from the store when no run holds it; empty in a running run's snapshot).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub fingerprints: std::collections::BTreeMap<String, FingerprintStatus>,
+    /// Per step, how many results the store held (kept here, outside sled, so that a store
+    /// that comes back with fewer is noticed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stored_results: BTreeMap<String, u64>,
+    /// Results found missing when the run opened its store (a damaged store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damage: Vec<MissingResults>,
+}
+
+/// A step whose store came back with fewer results than were last recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingResults {
+    /// Step name.
+    pub step: String,
+    /// Results recorded (in `status.json`) after the last run.
+    pub recorded: u64,
+    /// Results the store holds now.
+    pub found: u64,
+}
+
+impl MissingResults {
+    /// How many results are gone.
+    pub fn missing(&self) -> u64 {
+        self.recorded.saturating_sub(self.found)
+    }
+}
+
+/// The steps whose `found` result count is below the `recorded` one.
+pub fn find_missing(
+    recorded: &BTreeMap<String, u64>,
+    found: &BTreeMap<String, u64>,
+) -> Vec<MissingResults> {
+    recorded
+        .iter()
+        .map(|(step, &recorded)| MissingResults {
+            step: step.clone(),
+            recorded,
+            found: found.get(step).copied().unwrap_or(0),
+        })
+        .filter(|m| m.missing() > 0)
+        .collect()
+}
+
+/// The loud report of a damaged store: what is missing per step, that it will be requested
+/// again, and how to keep a copy of the store first.
+pub fn render_damage(store_dir: &Path, missing: &[MissingResults]) -> String {
+    let mut s = String::new();
+    let total: u64 = missing.iter().map(MissingResults::missing).sum();
+    let _ = writeln!(
+        s,
+        "STORE DAMAGED: {total} stored results are missing from {}",
+        store_dir.display()
+    );
+    for m in missing {
+        let _ = writeln!(
+            s,
+            "  step {:<20} {:>8} missing (recorded {}, found {})",
+            m.step,
+            m.missing(),
+            m.recorded,
+            m.found
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  The store holds fewer results than the last run recorded (status.json): its files were\n  \
+         damaged or replaced. The missing results will be requested (and paid for) again.\n  \
+         To keep a copy of the store as it is now, stop the run (Ctrl-C) and copy it first:\n    \
+         cp -a {dir} {dir}.damaged",
+        dir = store_dir.display()
+    );
+    s
 }
 
 impl StatusSnapshot {
@@ -223,6 +296,23 @@ impl StatusSnapshot {
             "  cost: ${:.4} {this}, ${:.4} all runs",
             self.run_cost_usd, self.cost_usd
         );
+        if !self.damage.is_empty() {
+            let total: u64 = self.damage.iter().map(MissingResults::missing).sum();
+            let _ = writeln!(
+                s,
+                "  STORE DAMAGED: {total} stored results missing; they are requested again"
+            );
+            for m in &self.damage {
+                let _ = writeln!(
+                    s,
+                    "    step {:<20} {:>8} missing (recorded {}, found {})",
+                    m.step,
+                    m.missing(),
+                    m.recorded,
+                    m.found
+                );
+            }
+        }
         s
     }
 
@@ -337,6 +427,13 @@ pub fn from_store(
     let saved = store
         .meta(STATUS_META_KEY)?
         .and_then(|v| serde_json::from_value::<StatusSnapshot>(v).ok());
+    // The counts kept outside sled are the ones to trust: the copy in the store may be gone too.
+    let recorded = file_snapshot
+        .as_ref()
+        .map(|f| f.stored_results.clone())
+        .filter(|r| !r.is_empty())
+        .or_else(|| saved.as_ref().map(|s| s.stored_results.clone()))
+        .unwrap_or_default();
     // The newer of the two: after a kill, status.json is fresher than what the store kept from
     // the last clean end.
     let newest = match (saved, file_snapshot) {
@@ -356,6 +453,12 @@ pub fn from_store(
                 .ok()
         })
         .unwrap_or_default();
+    let mut found = BTreeMap::new();
+    for step in recorded.keys() {
+        found.insert(step.clone(), store.count_results(step)?);
+    }
+    s.damage = find_missing(&recorded, &found);
+    s.stored_results = recorded;
     for (i, st) in s.steps.iter_mut().enumerate() {
         if let Some(fp) = fingerprints.get(&st.step) {
             // Reads every result of the step: `atk status` is run now and then, not in a loop.
@@ -476,6 +579,88 @@ mod tests {
         let st = &s.steps[0];
         assert_eq!((st.done, st.failed, st.pending), (2, 1, 1));
         assert!(!s.running);
+    }
+
+    #[tokio::test]
+    async fn status_reports_results_missing_from_a_damaged_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = crate::store_dir(dir.path());
+        {
+            let store = SledStore::open(&store_dir).unwrap();
+            let r = ResultRecord::new("x".repeat(3000).into());
+            for i in 0..200 {
+                store
+                    .put_result("write_poem", &format!("item{i:03}"), r.clone())
+                    .await
+                    .unwrap();
+            }
+            let last = StatusSnapshot {
+                steps: vec![StepStatus {
+                    step: "write_poem".into(),
+                    total: 200,
+                    done: 200,
+                    ..Default::default()
+                }],
+                stored_results: store.result_counts().unwrap(),
+                ..Default::default()
+            };
+            atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&last).unwrap())
+                .unwrap();
+        }
+        assert!(
+            read_status(dir.path()).unwrap().damage.is_empty(),
+            "an intact store has no damage"
+        );
+        // A store that comes back with fewer results than recorded (replaced by an older copy).
+        let mut more = StatusSnapshot::read(dir.path()).unwrap();
+        more.stored_results.insert("write_poem".into(), 250);
+        atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&more).unwrap())
+            .unwrap();
+        let s = read_status(dir.path()).unwrap();
+        assert_eq!(
+            s.damage,
+            [MissingResults {
+                step: "write_poem".into(),
+                recorded: 250,
+                found: 200
+            }]
+        );
+        assert!(
+            s.render()
+                .contains("STORE DAMAGED: 50 stored results missing"),
+            "{}",
+            s.render()
+        );
+
+        let db = store_dir.join("db");
+        let mut bytes = std::fs::read(&db).unwrap();
+        let mid = bytes.len() / 2;
+        let end = (mid + 64 * 1024).min(bytes.len());
+        bytes[mid..end]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (i as u8).wrapping_mul(151).wrapping_add(7));
+        std::fs::write(&db, bytes).unwrap();
+        // Depending on where the garbage lands, sled drops what follows it on open, or meets
+        // a bad checksum when reading: both are reported.
+        match read_status(dir.path()) {
+            Ok(s) => {
+                let m = &s.damage[0];
+                assert!(m.found < 200, "{m:?}");
+                assert!(
+                    s.render().contains(&format!("{} missing", m.missing())),
+                    "{}",
+                    s.render()
+                );
+            }
+            Err(e) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("is damaged") && text.contains("cp -a"),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -54,6 +54,16 @@ pub enum Error {
         /// What was asked, e.g. `remove items`.
         operation: &'static str,
     },
+    /// sled found the store damaged (a bad checksum): some of what it held is unreadable.
+    #[error(
+        "the store at {path} is damaged: {message}. Keep a copy of it (e.g. `cp -a {path} {path}.damaged`), then move it aside to start over; every result it held will be requested again"
+    )]
+    Damaged {
+        /// Store directory.
+        path: PathBuf,
+        /// What sled reported.
+        message: String,
+    },
     /// sled or the file system failed.
     #[error("store I/O at {path}: {message}")]
     Io {

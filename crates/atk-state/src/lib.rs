@@ -19,7 +19,7 @@ pub use record::{
     RunMeta, now_ms,
 };
 pub use retire::{Retired, retire_stale_items};
-pub use sled_store::{STORE_FORMAT_VERSION, SledStore, StoreOptions};
+pub use sled_store::{Collected, Merged, STORE_FORMAT_VERSION, SledStore, StoreOptions};
 pub use status::{read_status_snapshot, status_snapshot_path, write_status_snapshot};
 
 /// A boxed iterator over stored records, streamed from disk.

@@ -1,5 +1,6 @@
 //! [`SledStore`]: the [`Store`] on sled 0.34, made SIGKILL-safe by group commit.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +33,28 @@ struct PendingItem {
     bytes: Vec<u8>,
     /// Its key in `items` before this write, from the id index.
     old_key: Option<sled::IVec>,
+}
+
+/// What [`SledStore::merge_from`] copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Items (children included).
+    pub items: u64,
+    /// Results, all steps.
+    pub results: u64,
+    /// Failures, all steps.
+    pub failures: u64,
+}
+
+/// What [`SledStore::collect_garbage`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Results of retired items.
+    pub results: u64,
+    /// Failures of retired items.
+    pub failures: u64,
+    /// Bytes of the records removed (sled gives the disk space back as it rewrites segments).
+    pub bytes: u64,
 }
 
 /// Options for [`SledStore::open_with`].
@@ -96,6 +119,8 @@ pub struct SledStore {
     commit: GroupCommit,
     /// The pid file this process wrote, removed on drop.
     pid_file: Option<PathBuf>,
+    /// Per step, results stored (durably) since open under a key that had none.
+    added: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -150,6 +175,120 @@ impl SledStore {
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, Error> {
         self.db.size_on_disk().map_err(|e| self.io(e))
+    }
+
+    /// How many results each step has, counted from keys alone (no record decoded), in one
+    /// pass over the results. Steps without results are absent.
+    pub fn result_counts(&self) -> Result<BTreeMap<String, u64>, Error> {
+        let mut counts = BTreeMap::new();
+        let mut last: Option<(Vec<u8>, u64)> = None;
+        for key in self.results.iter().keys() {
+            let key = key.map_err(|e| self.io(e))?;
+            let step = key.split(|b| *b == 0).next().unwrap_or_default();
+            match &mut last {
+                Some((name, n)) if name.as_slice() == step => *n += 1,
+                _ => {
+                    if let Some((name, n)) = last.take() {
+                        counts.insert(String::from_utf8_lossy(&name).into_owned(), n);
+                    }
+                    last = Some((step.to_vec(), 1));
+                }
+            }
+        }
+        if let Some((name, n)) = last {
+            counts.insert(String::from_utf8_lossy(&name).into_owned(), n);
+        }
+        Ok(counts)
+    }
+
+    /// Copies every item, result and failure of `other` into this store as stored (bytes
+    /// as they are: no record is decoded, so any record version merges), durably. A failure
+    /// is left out where this store has a result for the same step and item. Metadata is not
+    /// copied. For `atk merge`: the shards of one run hold disjoint items.
+    pub async fn merge_from(&self, other: &SledStore) -> Result<Merged, Error> {
+        let mut merged = Merged::default();
+        let copy = |from: &sled::Tree,
+                    to: &sled::Tree,
+                    skip: &dyn Fn(&[u8]) -> Result<bool, Error>|
+         -> Result<u64, Error> {
+            let mut n = 0u64;
+            let mut batch = sled::Batch::default();
+            let mut in_batch = 0usize;
+            for entry in from.iter() {
+                let (key, value) = entry.map_err(|e| other.io(e))?;
+                if skip(&key)? {
+                    continue;
+                }
+                batch.insert(key, value);
+                in_batch += 1;
+                n += 1;
+                if in_batch == 1024 {
+                    to.apply_batch(std::mem::take(&mut batch))
+                        .map_err(|e| self.io(e))?;
+                    in_batch = 0;
+                }
+            }
+            to.apply_batch(batch).map_err(|e| self.io(e))?;
+            Ok(n)
+        };
+        let never = |_: &[u8]| Ok(false);
+        merged.items = copy(&other.items, &self.items, &never)?;
+        copy(&other.item_ids, &self.item_ids, &never)?;
+        merged.results = copy(&other.results, &self.results, &never)?;
+        merged.failures = copy(&other.failures, &self.failures, &|key| {
+            self.results.contains_key(key).map_err(|e| self.io(e))
+        })?;
+        self.durable().await?;
+        Ok(merged)
+    }
+
+    /// Removes the results and failures of items the store no longer holds (retired: their
+    /// input is gone), durably, and says how much was removed. Keys are read to decide; no
+    /// record is decoded.
+    pub async fn collect_garbage(&self) -> Result<Collected, Error> {
+        let mut collected = Collected::default();
+        for (tree, removed) in [
+            (&self.results, &mut collected.results),
+            (&self.failures, &mut collected.failures),
+        ] {
+            let mut batch = sled::Batch::default();
+            for entry in tree.iter() {
+                let (key, value) = entry.map_err(|e| self.io(e))?;
+                let Some(at) = key.iter().position(|b| *b == 0) else {
+                    continue;
+                };
+                if self
+                    .item_ids
+                    .contains_key(&key[at + 1..])
+                    .map_err(|e| self.io(e))?
+                {
+                    continue;
+                }
+                collected.bytes += (key.len() + value.len()) as u64;
+                *removed += 1;
+                batch.remove(key);
+            }
+            tree.apply_batch(batch).map_err(|e| self.io(e))?;
+        }
+        if collected.results + collected.failures > 0 {
+            self.durable().await?;
+        }
+        Ok(collected)
+    }
+
+    /// How many items the store holds (children included), counted on the id index (small
+    /// values), without reading any item.
+    pub fn item_count(&self) -> u64 {
+        self.item_ids.len() as u64
+    }
+
+    /// Per step, the results this handle stored under a key that had none (counted once each
+    /// is durable): add them to [`SledStore::result_counts`] taken at open for a live count.
+    pub fn results_added(&self) -> BTreeMap<String, u64> {
+        self.added
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Opens sled, checks the format, starts the commit thread.
@@ -229,14 +368,23 @@ impl SledStore {
             meta,
             commit,
             pid_file,
+            added: Default::default(),
         })
     }
 
     /// Maps a sled error to [`Error::Io`] for this store.
     fn io(&self, e: impl std::fmt::Display) -> Error {
+        let message = e.to_string();
+        // sled's `Error::Corruption` (a bad checksum met while reading a page) reads so.
+        if message.starts_with("Read corrupted data") {
+            return Error::Damaged {
+                path: self.dir.clone(),
+                message,
+            };
+        }
         Error::Io {
             path: self.dir.clone(),
-            message: e.to_string(),
+            message,
         }
     }
 
@@ -352,6 +500,13 @@ fn open_error(dir: &Path, error: sled::Error) -> Error {
                 pid,
             }
         }
+        sled::Error::Corruption { at, .. } => Error::Damaged {
+            path: dir.to_path_buf(),
+            message: match at {
+                Some(at) => format!("sled found a bad checksum at {at:?}"),
+                None => "sled found a bad checksum".to_owned(),
+            },
+        },
         sled::Error::Unsupported(message) | sled::Error::ReportableBug(message) => Error::Io {
             path: dir.to_path_buf(),
             message: format!("this store cannot be read by this atk (sled 0.34): {message}"),
@@ -511,19 +666,32 @@ impl Store for SledStore {
     ) -> Result<(), Error> {
         let key = step_key(step, item_id)?;
         let bytes = encode(record);
-        if self.failures.contains_key(&key).map_err(|e| self.io(e))? {
+        let replaced = if self.failures.contains_key(&key).map_err(|e| self.io(e))? {
             // Both in one transaction: a crash never leaves a result beside a stale failure.
             (&self.results, &self.failures)
                 .transaction(|(results, failures)| {
-                    results.insert(key.as_slice(), bytes.as_slice())?;
+                    let old = results.insert(key.as_slice(), bytes.as_slice())?;
                     failures.remove(key.as_slice())?;
-                    Ok::<(), ConflictableTransactionError<()>>(())
+                    Ok::<bool, ConflictableTransactionError<()>>(old.is_some())
                 })
-                .map_err(|e: TransactionError<()>| self.io(format!("storing a result: {e:?}")))?;
+                .map_err(|e: TransactionError<()>| self.io(format!("storing a result: {e:?}")))?
         } else {
-            self.results.insert(key, bytes).map_err(|e| self.io(e))?;
+            self.results
+                .insert(key, bytes)
+                .map_err(|e| self.io(e))?
+                .is_some()
+        };
+        self.durable().await?;
+        if !replaced {
+            // Counted only once durable: a count saved elsewhere never exceeds what is on disk.
+            *self
+                .added
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(step.to_owned())
+                .or_default() += 1;
         }
-        self.durable().await
+        Ok(())
     }
 
     fn result(&self, step: &str, item_id: &str) -> Result<Option<ResultRecord>, Error> {
@@ -1040,5 +1208,97 @@ mod tests {
             .unwrap();
         let err = store.items().next().unwrap().unwrap_err();
         assert!(err.to_string().contains("items:[4]/x"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod damage_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn result() -> ResultRecord {
+        ResultRecord::new(json!("x".repeat(3000)))
+    }
+
+    #[tokio::test]
+    async fn counts_follow_new_results_and_damage_shows_in_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            for i in 0..200 {
+                store
+                    .put_result("write", &format!("item{i:03}"), result())
+                    .await
+                    .unwrap();
+            }
+            store
+                .put_result("write", "item000", result())
+                .await
+                .unwrap();
+            store
+                .put_result("judge", "item000", result())
+                .await
+                .unwrap();
+            let added = store.results_added();
+            assert_eq!(
+                added,
+                BTreeMap::from([("judge".to_owned(), 1), ("write".to_owned(), 200)]),
+                "a replaced result is not new"
+            );
+            assert_eq!(store.result_counts().unwrap(), added);
+        }
+        // 64 KiB of garbage in the middle of the data file: sled drops what follows it on
+        // open, or meets a bad checksum when reading; either way the count shows it.
+        let db = dir.path().join("db");
+        let mut bytes = std::fs::read(&db).unwrap();
+        let mid = bytes.len() / 2;
+        let end = (mid + 64 * 1024).min(bytes.len());
+        bytes[mid..end]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (i as u8).wrapping_mul(151).wrapping_add(7));
+        std::fs::write(&db, bytes).unwrap();
+        match SledStore::open(dir.path()).and_then(|store| store.result_counts()) {
+            Ok(counts) => assert!(
+                counts.get("write").copied().unwrap_or(0) < 200,
+                "damage lost results: {counts:?}"
+            ),
+            Err(e) => assert!(matches!(e, Error::Damaged { .. }), "{e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod gc_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn garbage_is_what_no_item_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let item = |id: &str| ItemRecord {
+            v: RECORD_VERSION,
+            id: id.into(),
+            parent: None,
+            order: vec![0],
+            fields: Default::default(),
+        };
+        store
+            .put_items(vec![item("kept"), item("gone")])
+            .await
+            .unwrap();
+        for id in ["kept", "gone", "never"] {
+            store
+                .put_result("s", id, ResultRecord::new(serde_json::json!(id)))
+                .await
+                .unwrap();
+        }
+        store.remove_items(vec!["gone".into()]).await.unwrap();
+        let c = store.collect_garbage().await.unwrap();
+        assert_eq!((c.results, c.failures), (2, 0));
+        assert!(c.bytes > 0);
+        assert!(store.has_result("s", "kept").unwrap());
+        assert!(!store.has_result("s", "gone").unwrap());
+        assert_eq!(store.collect_garbage().await.unwrap(), Collected::default());
     }
 }
