@@ -1,6 +1,11 @@
 //! Config loading, the runner every pipeline binary calls, progress display and the `atk` tool.
 #![doc = include_str!("../README.md")]
 
+/// The allocator of every binary that links atk-cli (feature `mimalloc`, on by default).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod card;
 pub mod config;
 mod damage;
