@@ -103,14 +103,15 @@ async fn a_server_that_cuts_running_streams_gets_one_request_at_a_time() {
         .with_cut_on_arrival(true);
     let (server, poems) = poem_server(cfg).await;
     let env = Env::new();
-    env.write_docs(6);
+    // Enough documents for the window to come down all the way (each cut halves it).
+    env.write_docs(16);
     let mut config = Config::new(server.base_url());
     config.concurrency_limit = 4;
     let config = env.write_config(&config);
 
     let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
     out.assert_code(0);
-    assert_eq!(env.dataset().len(), 6, "{out}");
+    assert_eq!(env.dataset().len(), 16, "{out}");
     poems.assert_all_whole(&env);
     let stats = server.stats();
     assert!(stats.cut_streams > 0, "{stats:?}");

@@ -73,6 +73,29 @@ pub(crate) fn is_endpoint_failure(error: &Error) -> bool {
     )
 }
 
+/// How much a failure counts towards [`THRESHOLD`]: a refused connection from an endpoint
+/// that has answered before is an outage at once (a server that is up does not refuse
+/// connections; waiting for two more would let a call with few attempts left spend them),
+/// while a 502/503 counts one (a busy gateway answers so now and then).
+fn weight(error: &Error) -> u32 {
+    match error {
+        Error::Transient { message, .. } if message.starts_with("HTTP ") => 1,
+        _ => THRESHOLD,
+    }
+}
+
+/// True for failures that say nothing about whether the endpoint is there: a connection
+/// reset or closed mid-request, a timeout. They neither count towards an outage nor end one.
+fn is_neutral(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Transient {
+            kind: TransientKind::Connection | TransientKind::Timeout,
+            ..
+        }
+    )
+}
+
 impl Outage {
     pub(crate) fn new(label: &str, limit: Duration) -> Self {
         Self {
@@ -138,7 +161,7 @@ impl Outage {
         }
         match result {
             Err(e) if is_endpoint_failure(e) => {
-                st.failures += 1;
+                st.failures += weight(e);
                 st.last_error = e.to_string();
                 let now = Instant::now();
                 if st.down_since.is_none() && st.answered && st.failures >= THRESHOLD {
@@ -154,6 +177,18 @@ impl Outage {
                 }
                 drop(st);
                 self.changed.notify_waiters();
+                if self.is_down() {
+                    Verdict::Hold
+                } else {
+                    Verdict::Return
+                }
+            }
+            Err(e) if is_neutral(e) => {
+                drop(st);
+                if pass == Pass::Probe {
+                    // The probe learnt nothing: let the next one go.
+                    self.changed.notify_waiters();
+                }
                 if self.is_down() {
                     Verdict::Hold
                 } else {

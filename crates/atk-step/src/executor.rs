@@ -13,7 +13,7 @@
 //! the real request concurrency; the bound here only keeps them fed.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use atk_state::Store;
@@ -118,22 +118,22 @@ impl Executor {
                 .prompts
                 .check_all(&step.prompt_names(), self.ctx.completion_mode)?;
         }
-        // Progress totals are counted on a blocking thread while the loop below skips stored
-        // work (which sends no events); they are announced before the first item starts, so a
-        // resumed run over finished items pays for one pass, not two, on a multi-core machine.
-        // When the loop gets through every root without starting any (all finished), its own
-        // tallies are the counts: the counting pass is told to stop, its work being redundant.
-        let count_stop = Arc::new(AtomicBool::new(false));
-        let mut counting = self.cfg.count_first.then(|| {
-            let store = self.store.clone();
-            let steps: Vec<(String, bool)> = chain
-                .iter()
-                .zip(&layout.child_level)
-                .map(|(s, &c)| (s.name().to_string(), c))
-                .collect();
-            let stop = count_stop.clone();
-            tokio::task::spawn_blocking(move || count(store.as_ref(), &steps, &stop))
-        });
+        // Progress totals are counted (on a blocking thread) only once the loop below meets the
+        // first item with work left, and announced before that item starts. When the loop gets
+        // through every root without meeting one (a rerun over finished work), its own tallies
+        // are the counts and no counting pass runs at all: one pass over the store, not two
+        // competing for the same cores and cache.
+        let steps: Vec<(String, bool)> = chain
+            .iter()
+            .zip(&layout.child_level)
+            .map(|(s, &c)| (s.name().to_string(), c))
+            .collect();
+        let start_counting = || {
+            self.cfg.count_first.then(|| {
+                let (store, steps) = (self.store.clone(), steps.clone());
+                tokio::task::spawn_blocking(move || count(store.as_ref(), &steps))
+            })
+        };
         let mut announced = false;
         let stop = self.cfg.cancel.child_token();
         let mut ctx = self.ctx.clone();
@@ -227,7 +227,7 @@ impl Executor {
                 };
                 if !announced {
                     announced = true;
-                    match counted(counting.take()).await {
+                    match counted(start_counting()).await {
                         Ok(counts) => self.announce(chain, &shared.layout.child_level, counts),
                         Err(e) => {
                             fail(e, &mut fatal);
@@ -301,10 +301,8 @@ impl Executor {
             }
         }
         drop(roots);
-        if !announced && roots_done && fatal.is_none() && counting.is_some() {
+        if !announced && roots_done && fatal.is_none() && self.cfg.count_first {
             // Every root was skipped as finished: each one added 1 to every step's `skipped`.
-            count_stop.store(true, Ordering::Relaxed);
-            let _ = counted(counting.take()).await;
             let already: Vec<u64> = shared
                 .tallies
                 .iter()
@@ -324,7 +322,7 @@ impl Executor {
                 .skipped;
             self.announce(chain, &shared.layout.child_level, Some((total, already)));
         } else if !announced {
-            match counted(counting.take()).await {
+            match counted(start_counting()).await {
                 Ok(counts) => self.announce(chain, &shared.layout.child_level, counts),
                 Err(e) => fail(e, &mut fatal),
             }
@@ -380,19 +378,12 @@ impl Executor {
 type Counts = (u64, Vec<u64>);
 
 /// Counts root items and stored results (one lookup for an item that finished the chain; no
-/// record decoded). `steps` are `(name, runs on children)`. `None` when told to `stop` first.
-fn count(
-    store: &dyn Store,
-    steps: &[(String, bool)],
-    stop: &AtomicBool,
-) -> Result<Option<Counts>, StepError> {
+/// record decoded). `steps` are `(name, runs on children)`.
+fn count(store: &dyn Store, steps: &[(String, bool)]) -> Result<Counts, StepError> {
     let mut total = 0;
     let mut already = vec![0u64; steps.len()];
     let last = steps.len() - 1;
     for id in store.root_ids() {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
         let id = id?;
         total += 1;
         if !steps[last].1 && store.has_result(&steps[last].0, &id)? {
@@ -409,16 +400,16 @@ fn count(
             }
         }
     }
-    Ok(Some((total, already)))
+    Ok((total, already))
 }
 
 async fn counted(
-    counting: Option<tokio::task::JoinHandle<Result<Option<Counts>, StepError>>>,
+    counting: Option<tokio::task::JoinHandle<Result<Counts, StepError>>>,
 ) -> Result<Option<Counts>, StepError> {
     match counting {
         None => Ok(None),
         Some(handle) => match handle.await {
-            Ok(counts) => counts,
+            Ok(counts) => counts.map(Some),
             Err(e) => Err(StepError::Internal(format!("counting items failed: {e}"))),
         },
     }
