@@ -86,31 +86,24 @@ pub fn read_dir_batched(
     read_batches(input_dir, config, sink)
 }
 
+/// Errors when `input_dir` is missing, unreadable or not a folder.
+fn check_input_dir(input_dir: &Path) -> Result<(), Error> {
+    let dir = || input_dir.to_path_buf();
+    match std::fs::metadata(input_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::MissingDir { dir: dir() }),
+        Err(source) => Err(Error::Unreadable { dir: dir(), source }),
+        Ok(m) if !m.is_dir() => Err(Error::NotADir { dir: dir() }),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// The files [`read_dir`] would read under `input_dir`: `(path, relative path)` in the order
 /// they are read (the cache folder left out). Errors when the folder is missing or unreadable.
 pub(crate) fn list_files(
     input_dir: &Path,
     config: &ChunkConfig,
 ) -> Result<Vec<(PathBuf, String)>, Error> {
-    match std::fs::metadata(input_dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::MissingDir {
-                dir: input_dir.to_path_buf(),
-            });
-        }
-        Err(source) => {
-            return Err(Error::Unreadable {
-                dir: input_dir.to_path_buf(),
-                source,
-            });
-        }
-        Ok(m) if !m.is_dir() => {
-            return Err(Error::NotADir {
-                dir: input_dir.to_path_buf(),
-            });
-        }
-        Ok(_) => {}
-    }
+    check_input_dir(input_dir)?;
     let exclude = config
         .cache_dir
         .as_deref()
@@ -127,25 +120,7 @@ fn read_batches(
     config: &ChunkConfig,
     sink: &mut dyn FnMut(Vec<crate::Chunk>) -> bool,
 ) -> Result<ReadReport, Error> {
-    match std::fs::metadata(input_dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::MissingDir {
-                dir: input_dir.to_path_buf(),
-            });
-        }
-        Err(source) => {
-            return Err(Error::Unreadable {
-                dir: input_dir.to_path_buf(),
-                source,
-            });
-        }
-        Ok(m) if !m.is_dir() => {
-            return Err(Error::NotADir {
-                dir: input_dir.to_path_buf(),
-            });
-        }
-        Ok(_) => {}
-    }
+    check_input_dir(input_dir)?;
     let mut report = ReadReport::default();
     let cache_dir = config
         .cache_dir

@@ -132,7 +132,7 @@ impl RunReport {
 pub(crate) struct Tally {
     pub(crate) report: StepReport,
     failure_index: HashMap<(String, String), usize>,
-    drop_index: HashMap<String, usize>,
+    drop_index: HashMap<(String, String), usize>,
 }
 
 impl Tally {
@@ -153,6 +153,7 @@ impl Tally {
             &mut self.failure_index,
             (kind.to_string(), reason.to_string()),
             output,
+            "other",
         );
     }
 
@@ -170,35 +171,14 @@ impl Tally {
         if short.len() < line.len() || reason.trim() != line {
             short.push_str(" [...]");
         }
-        let key = ("dropped".to_string(), short);
-        let groups = &mut self.report.drops_by_reason;
-        let index = &mut self.drop_index;
-        let i = match index.get(&key.1) {
-            Some(&i) => i,
-            None if index.len() < MAX_GROUPS => {
-                groups.push(FailureGroup {
-                    kind: key.0,
-                    reason: key.1.clone(),
-                    count: 0,
-                    sample_output: None,
-                });
-                index.insert(key.1, groups.len() - 1);
-                groups.len() - 1
-            }
-            None => {
-                let other = "(more distinct reasons than shown)".to_string();
-                *index.entry(other.clone()).or_insert_with(|| {
-                    groups.push(FailureGroup {
-                        kind: "dropped".into(),
-                        reason: other,
-                        count: 0,
-                        sample_output: None,
-                    });
-                    groups.len() - 1
-                })
-            }
-        };
-        groups[i].count += 1;
+        let (groups, index) = (&mut self.report.drops_by_reason, &mut self.drop_index);
+        add(
+            groups,
+            index,
+            ("dropped".to_string(), short),
+            None,
+            "dropped",
+        );
     }
 
     pub(crate) fn finish(mut self) -> StepReport {
@@ -217,12 +197,13 @@ fn add(
     index: &mut HashMap<(String, String), usize>,
     key: (String, String),
     output: Option<&str>,
+    overflow_kind: &str,
 ) {
     let key = if index.len() < MAX_GROUPS || index.contains_key(&key) {
         key
     } else {
         (
-            "other".to_string(),
+            overflow_kind.to_string(),
             "(more distinct reasons than shown)".to_string(),
         )
     };
