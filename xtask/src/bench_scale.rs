@@ -22,6 +22,24 @@ const RECORDS_PER_FILE: usize = 1000;
 /// Largest size written as one file per item.
 const FILES_UP_TO: usize = 100_000;
 
+/// A size's working folder: removed afterwards, or kept for profiling.
+enum Kept {
+    /// Removed on drop.
+    Temp(tempfile::TempDir),
+    /// Left in place.
+    Path(std::path::PathBuf),
+}
+
+impl Kept {
+    /// The folder.
+    fn path(&self) -> &Path {
+        match self {
+            Kept::Temp(dir) => dir.path(),
+            Kept::Path(path) => path,
+        }
+    }
+}
+
 /// One size's figures.
 struct Figures {
     items: usize,
@@ -59,6 +77,14 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
         let work = tempfile::Builder::new()
             .prefix("atk-bench-scale-")
             .tempdir()?;
+        // `ATK_SCALE_KEEP=1` keeps each size's folder (inputs, config, output) for profiling.
+        let work = if std::env::var_os("ATK_SCALE_KEEP").is_some() {
+            let kept = work.keep();
+            eprintln!("kept {}", kept.display());
+            Kept::Path(kept)
+        } else {
+            Kept::Temp(work)
+        };
         let shape = write_inputs(&work.path().join("inputs"), n)?;
         let config = work.path().join("scale.yaml");
         std::fs::write(&config, CONFIG)?;

@@ -56,8 +56,12 @@ impl Shared {
 }
 
 impl GroupCommit {
-    /// Starts the commit thread for `db`; `interval` is the least time between flush starts.
-    pub(crate) fn start(db: sled::Db, interval: Duration) -> std::io::Result<Self> {
+    /// Starts the commit thread calling `flush`; `interval` is the least time between flush
+    /// starts.
+    pub(crate) fn start(
+        flush: impl Fn() -> FlushResult + Send + 'static,
+        interval: Duration,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -66,7 +70,7 @@ impl GroupCommit {
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("atk-state-commit".to_owned())
-            .spawn(move || run(&db, &thread_shared, interval))?;
+            .spawn(move || run(&flush, &thread_shared, interval))?;
         Ok(Self {
             shared,
             thread: Some(thread),
@@ -111,7 +115,7 @@ impl Drop for GroupCommit {
 }
 
 /// The commit loop: sleep while nobody waits; otherwise take all waiters, flush, answer them.
-fn run(db: &sled::Db, shared: &Shared, interval: Duration) {
+fn run(flush: &dyn Fn() -> FlushResult, shared: &Shared, interval: Duration) {
     let mut last_start: Option<Instant> = None;
     loop {
         let batch = {
@@ -149,7 +153,7 @@ fn run(db: &sled::Db, shared: &Shared, interval: Duration) {
             std::mem::take(&mut state.waiters)
         };
         last_start = Some(Instant::now());
-        let result = db.flush().map(drop).map_err(|e| e.to_string());
+        let result = flush();
         shared.flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(message) = &result {
             tracing::error!(%message, "store flush failed");
@@ -159,8 +163,8 @@ fn run(db: &sled::Db, shared: &Shared, interval: Duration) {
             let _ = waiter.send(result.clone());
         }
     }
-    if let Err(error) = db.flush() {
-        tracing::error!(%error, "final store flush failed");
+    if let Err(message) = flush() {
+        tracing::error!(%message, "final store flush failed");
     }
 }
 
@@ -176,7 +180,9 @@ mod tests {
             .flush_every_ms(None)
             .open()
             .unwrap();
-        let commit = Arc::new(GroupCommit::start(db.clone(), Duration::ZERO).unwrap());
+        let flusher = db.clone();
+        let flush = move || flusher.flush().map(drop).map_err(|e| e.to_string());
+        let commit = Arc::new(GroupCommit::start(flush, Duration::ZERO).unwrap());
         let tasks: Vec<_> = (0..50)
             .map(|i| {
                 let (db, commit) = (db.clone(), Arc::clone(&commit));
@@ -207,7 +213,8 @@ mod tests {
             .flush_every_ms(None)
             .open()
             .unwrap();
-        let commit = GroupCommit::start(db, Duration::from_millis(2)).unwrap();
+        let flush = move || db.flush().map(drop).map_err(|e| e.to_string());
+        let commit = GroupCommit::start(flush, Duration::from_millis(2)).unwrap();
         for _ in 0..3 {
             assert_eq!(commit.durable().await, Ok(()));
         }

@@ -1,17 +1,20 @@
 #![doc = include_str!("../README.md")]
 
+mod backend;
 mod codec;
 mod commit;
+mod disk_store;
 mod error;
 mod key;
 mod mem_store;
 mod record;
 mod retire;
-mod sled_store;
 mod status;
 
 use async_trait::async_trait;
 
+pub use backend::Backend;
+pub use disk_store::{Collected, DiskStore, Merged, STORE_FORMAT_VERSION, SledStore, StoreOptions};
 pub use error::Error;
 pub use mem_store::MemStore;
 pub use record::{
@@ -19,13 +22,12 @@ pub use record::{
     RunMeta, now_ms,
 };
 pub use retire::{Retired, retire_stale_items};
-pub use sled_store::{Collected, Merged, STORE_FORMAT_VERSION, SledStore, StoreOptions};
 pub use status::{read_status_snapshot, status_snapshot_path, write_status_snapshot};
 
 /// A boxed iterator over stored records, streamed from disk.
 pub type Records<'a, T> = Box<dyn Iterator<Item = Result<T, Error>> + Send + 'a>;
 
-/// Where a run keeps everything it has done. Object safe; the sled implementation is [`SledStore`].
+/// Where a run keeps everything it has done. Object safe; the on-disk implementation is [`DiskStore`] (sled or redb).
 ///
 /// Durability contract: when `put_result` / `put_failure` return `Ok`, the record survives a
 /// SIGKILL of the process (it has been flushed, possibly as part of a group commit).

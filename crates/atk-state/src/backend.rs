@@ -1,0 +1,148 @@
+//! The byte layer under [`DiskStore`](crate::DiskStore): six named trees of byte keys and
+//! values, batches of writes, and durability. Two implementations: sled 0.34 (the default,
+//! `backend/sled.rs`) and redb (`backend/redb.rs`), whose memory stays within its cache
+//! however large the store grows (see docs/performance.md).
+
+pub(crate) mod redb;
+pub(crate) mod sled;
+
+use std::path::Path;
+
+use async_trait::async_trait;
+
+use crate::Error;
+
+/// Which database keeps a [`DiskStore`](crate::DiskStore)'s bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// sled 0.34 (the default): fast writes; its memory grows with the store (about 1.2 GB
+    /// at a million items).
+    #[default]
+    Sled,
+    /// redb: one file, memory bounded by its cache whatever the store's size.
+    Redb,
+}
+
+impl Backend {
+    /// The name used in configs and messages (`sled`, `redb`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sled => "sled",
+            Backend::Redb => "redb",
+        }
+    }
+
+    /// The backend of the store already in `dir`, if there is one.
+    pub fn detect(dir: &Path) -> Option<Backend> {
+        if dir.join(sled::DATA_FILE).is_file() {
+            Some(Backend::Sled)
+        } else if dir.join(redb::DATA_FILE).is_file() {
+            Some(Backend::Redb)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sled" => Ok(Backend::Sled),
+            "redb" => Ok(Backend::Redb),
+            other => Err(format!(
+                "unknown store backend {other:?} (use sled or redb)"
+            )),
+        }
+    }
+}
+
+/// The store's trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tree {
+    /// The format version (sled's default tree).
+    Root,
+    /// Items keyed by order then id.
+    Items,
+    /// Item id -> key in `Items`.
+    ItemIds,
+    /// Results keyed by step and item id.
+    Results,
+    /// Failures keyed by step and item id.
+    Failures,
+    /// Named metadata values.
+    Meta,
+}
+
+impl Tree {
+    /// Every tree.
+    pub(crate) const ALL: [Tree; 6] = [
+        Tree::Root,
+        Tree::Items,
+        Tree::ItemIds,
+        Tree::Results,
+        Tree::Failures,
+        Tree::Meta,
+    ];
+
+    /// Its name on disk.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Tree::Root => "root",
+            Tree::Items => "items",
+            Tree::ItemIds => "item_ids",
+            Tree::Results => "results",
+            Tree::Failures => "failures",
+            Tree::Meta => "meta",
+        }
+    }
+}
+
+/// One write.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    /// Insert or replace.
+    Put(Tree, Vec<u8>, Vec<u8>),
+    /// Remove (absent keys are fine).
+    Remove(Tree, Vec<u8>),
+}
+
+impl Op {
+    /// The tree written.
+    pub(crate) fn tree(&self) -> Tree {
+        match self {
+            Op::Put(tree, ..) | Op::Remove(tree, _) => *tree,
+        }
+    }
+}
+
+/// Key-value pairs streamed from a tree.
+pub(crate) type Pairs<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), Error>> + Send + 'a>;
+
+/// What [`DiskStore`](crate::DiskStore) needs of a database.
+#[async_trait]
+pub(crate) trait Kv: Send + Sync {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+    /// A value.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
+    /// Whether a key is present.
+    fn contains(&self, tree: Tree, key: &[u8]) -> Result<bool, Error> {
+        self.get(tree, key).map(|v| v.is_some())
+    }
+    /// The pairs whose key starts with `prefix`, in key order.
+    fn scan(&self, tree: Tree, prefix: &[u8]) -> Pairs<'_>;
+    /// How many keys a tree holds.
+    fn len(&self, tree: Tree) -> Result<u64, Error>;
+    /// Applies `ops` (all or none when `atomic`; the sled backend otherwise applies one batch
+    /// per tree), visible to reads when it returns; on disk too when `durable`.
+    async fn write(&self, ops: Vec<Op>, atomic: bool, durable: bool) -> Result<(), Error>;
+    /// Applies `ops` durably from synchronous code, while opening (before any other writer).
+    fn init(&self, ops: Vec<Op>) -> Result<(), Error>;
+    /// Commits that reached the disk since open.
+    fn commits(&self) -> u64;
+    /// Bytes on disk.
+    fn size_on_disk(&self) -> Result<u64, Error>;
+}

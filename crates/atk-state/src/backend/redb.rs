@@ -1,0 +1,329 @@
+//! The redb backend: one file, one table per [`Tree`], every write committed by one thread.
+//!
+//! redb allows one write transaction at a time and an `Immediate` commit waits for fsync, so
+//! writers do not open transactions themselves (a tokio worker would block behind someone
+//! else's fsync): they queue their writes here and await the answer. The commit thread takes
+//! every queued write into one transaction, commits it (`Immediate` when any of them asked
+//! for durability, `None` otherwise) and answers them all: a group commit, as with sled.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition,
+};
+use tokio::sync::oneshot;
+
+use super::{Backend, Kv, Op, Pairs, Tree};
+use crate::Error;
+
+/// The database file inside the store directory: its presence marks a redb store.
+pub(crate) const DATA_FILE: &str = "store.redb";
+/// Most writes taken into one transaction.
+const JOBS_PER_COMMIT: usize = 4096;
+
+/// The redb table of a tree.
+fn table(tree: Tree) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    TableDefinition::new(tree.name())
+}
+
+/// Writes waiting for the commit thread.
+struct Job {
+    /// The writes.
+    ops: Vec<Op>,
+    /// Whether the caller waits for the disk.
+    durable: bool,
+    /// Answered after the commit.
+    done: oneshot::Sender<Result<(), Error>>,
+}
+
+/// A redb database and its commit thread.
+pub(crate) struct RedbKv {
+    /// Store directory (for messages).
+    dir: PathBuf,
+    /// The database.
+    db: Arc<Database>,
+    /// Queue to the commit thread (taken on drop to stop it).
+    jobs: Option<mpsc::Sender<Job>>,
+    /// The commit thread.
+    thread: Option<JoinHandle<()>>,
+    /// Commits made.
+    commits: Arc<AtomicU64>,
+}
+
+impl RedbKv {
+    /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Self, Error> {
+        let db = guarded(dir, || {
+            Database::builder()
+                .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
+                .create(dir.join(DATA_FILE))
+                .map_err(|e| match e {
+                    DatabaseError::DatabaseAlreadyOpen => crate::disk_store::locked(dir),
+                    other => map_error(dir, redb::Error::from(other)),
+                })
+        })?;
+        let create = || -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            for tree in Tree::ALL {
+                txn.open_table(table(tree))?;
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        guarded(dir, || create().map_err(|e| map_error(dir, e)))?;
+        let db = Arc::new(db);
+        let commits = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = {
+            let (db, commits, at) = (Arc::clone(&db), Arc::clone(&commits), dir.to_path_buf());
+            std::thread::Builder::new()
+                .name("atk-state-redb".to_owned())
+                .spawn(move || run(&db, &rx, &commits, &at))
+                .map_err(|e| Error::Io {
+                    path: dir.to_path_buf(),
+                    message: format!("starting the commit thread: {e}"),
+                })?
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            db,
+            jobs: Some(tx),
+            thread: Some(thread),
+            commits,
+        })
+    }
+
+    /// A read-only view of a tree at the last commit.
+    fn read(&self, tree: Tree) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>, Error> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        txn.open_table(table(tree)).map_err(|e| self.err(e))
+    }
+
+    /// Runs a read, turning a panic inside redb into [`Error::Damaged`]: redb trusts the
+    /// pages it reads (checksums are verified only when repairing after a crash), so a file
+    /// damaged on disk makes it panic where sled reports a bad checksum.
+    fn guard<T>(&self, read: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        guarded(&self.dir, read)
+    }
+
+    /// Maps a redb error for this store.
+    fn err(&self, e: impl Into<redb::Error>) -> Error {
+        map_error(&self.dir, e.into())
+    }
+}
+
+/// [`RedbKv::guard`] for code without a handle.
+fn guarded<T>(dir: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a page could not be read");
+        Err(Error::Damaged {
+            path: dir.to_path_buf(),
+            message: format!("redb: {message}"),
+        })
+    })
+}
+
+/// Maps a redb error: corruption becomes [`Error::Damaged`], the rest [`Error::Io`].
+fn map_error(dir: &Path, e: redb::Error) -> Error {
+    match e {
+        redb::Error::Corrupted(message) => Error::Damaged {
+            path: dir.to_path_buf(),
+            message: format!("redb: {message}"),
+        },
+        other => Error::Io {
+            path: dir.to_path_buf(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// The commit loop: wait for writes, take all queued, commit once, answer them.
+fn run(db: &Database, jobs: &mpsc::Receiver<Job>, commits: &AtomicU64, dir: &Path) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < JOBS_PER_COMMIT {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let durable = batch.iter().any(|job| job.durable);
+        let result = guarded(dir, || {
+            commit(db, &batch, durable).map_err(|e| map_error(dir, e))
+        });
+        commits.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = &result {
+            tracing::error!(%error, "store commit failed");
+        }
+        for job in batch {
+            let answer = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(clone_error(dir, e)),
+            };
+            // A writer whose future was dropped no longer listens; nothing to do.
+            let _ = job.done.send(answer);
+        }
+    }
+}
+
+/// Every writer of a failed commit gets the same error.
+fn clone_error(dir: &Path, e: &Error) -> Error {
+    match e {
+        Error::Damaged { message, .. } => Error::Damaged {
+            path: dir.to_path_buf(),
+            message: message.clone(),
+        },
+        other => Error::Io {
+            path: dir.to_path_buf(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// One transaction holding every write of `batch`.
+fn commit(db: &Database, batch: &[Job], durable: bool) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })?;
+    {
+        let mut tables: Vec<Option<redb::Table<'_, &'static [u8], &'static [u8]>>> =
+            Tree::ALL.iter().map(|_| None).collect();
+        for op in batch.iter().flat_map(|job| &job.ops) {
+            let slot = &mut tables[op.tree() as usize];
+            if slot.is_none() {
+                *slot = Some(txn.open_table(table(op.tree()))?);
+            }
+            let Some(open) = slot.as_mut() else {
+                continue;
+            };
+            match op {
+                Op::Put(_, k, v) => {
+                    open.insert(k.as_slice(), v.as_slice())?;
+                }
+                Op::Remove(_, k) => {
+                    open.remove(k.as_slice())?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+impl Drop for RedbKv {
+    fn drop(&mut self) {
+        // Closing the queue ends the loop after the writes already queued.
+        self.jobs.take();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the store's commit thread panicked");
+        }
+    }
+}
+
+#[async_trait]
+impl Kv for RedbKv {
+    fn backend(&self) -> Backend {
+        Backend::Redb
+    }
+
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.guard(|| {
+            let table = self.read(tree)?;
+            let value = table.get(key).map_err(|e| self.err(e))?;
+            Ok(value.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn scan(&self, tree: Tree, prefix: &[u8]) -> Pairs<'_> {
+        let range = self.guard(|| {
+            self.read(tree)
+                .and_then(|t| t.range::<&[u8]>(prefix..).map_err(|e| self.err(e)))
+        });
+        let range = match range {
+            Ok(range) => range,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let (prefix, dir) = (prefix.to_vec(), self.dir.clone());
+        let mut range = Some(range);
+        // Each step reads pages: guarded, and the scan ends at the first error.
+        Box::new(std::iter::from_fn(move || {
+            let next = guarded(&dir, || Ok(range.as_mut().and_then(Iterator::next)));
+            let pair = match next {
+                Ok(Some(Ok((k, v)))) => Ok((k.value().to_vec(), v.value().to_vec())),
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => Err(map_error(&dir, e.into())),
+                Err(e) => Err(e),
+            };
+            match pair {
+                Ok((k, _)) if !k.starts_with(&prefix) => {
+                    range = None;
+                    None
+                }
+                Ok(pair) => Some(Ok(pair)),
+                Err(e) => {
+                    range = None;
+                    Some(Err(e))
+                }
+            }
+        }))
+    }
+
+    fn len(&self, tree: Tree) -> Result<u64, Error> {
+        self.guard(|| self.read(tree)?.len().map_err(|e| self.err(e)))
+    }
+
+    async fn write(&self, ops: Vec<Op>, _atomic: bool, durable: bool) -> Result<(), Error> {
+        if ops.is_empty() && !durable {
+            return Ok(());
+        }
+        let (done, answer) = oneshot::channel();
+        let job = Job { ops, durable, done };
+        let stopped = || Error::Io {
+            path: self.dir.clone(),
+            message: "the store's commit thread stopped".to_owned(),
+        };
+        self.jobs
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    fn init(&self, ops: Vec<Op>) -> Result<(), Error> {
+        let (done, _answer) = oneshot::channel();
+        let job = Job {
+            ops,
+            durable: true,
+            done,
+        };
+        self.guard(|| commit(&self.db, std::slice::from_ref(&job), true).map_err(|e| self.err(e)))
+    }
+
+    fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    fn size_on_disk(&self) -> Result<u64, Error> {
+        std::fs::metadata(self.dir.join(DATA_FILE))
+            .map(|m| m.len())
+            .map_err(|e| Error::Io {
+                path: self.dir.clone(),
+                message: e.to_string(),
+            })
+    }
+}

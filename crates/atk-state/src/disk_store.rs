@@ -1,0 +1,704 @@
+//! [`DiskStore`]: the [`Store`] on disk, over a sled or redb [`Backend`], SIGKILL-safe by
+//! group commit.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::backend::redb::RedbKv;
+use crate::backend::sled::SledKv;
+use crate::backend::{Backend, Kv, Op, Tree};
+use crate::codec::{decode, encode};
+use crate::key::{display, display_item, item_id_of, item_key, item_key_id, step_key, step_prefix};
+use crate::{Error, FailureRecord, ItemRecord, RECORD_VERSION, Records, ResultRecord, Store};
+
+/// Version of the store's layout (trees, keys, encodings), kept in the store and checked on open.
+pub const STORE_FORMAT_VERSION: u32 = 1;
+
+/// Key of the format version in the root tree.
+const FORMAT_KEY: &[u8] = b"atk_state_format";
+/// File naming the pid of the process holding the store.
+pub(crate) const PID_FILE: &str = "atk-run.pid";
+/// Items written per batch by `put_items` (bounds the memory of one batch).
+pub(crate) const ITEMS_PER_BATCH: usize = 256;
+/// Records copied per batch by merges and collections.
+const RECORDS_PER_BATCH: usize = 1024;
+
+/// What [`DiskStore::merge_from`] copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Items (children included).
+    pub items: u64,
+    /// Results, all steps.
+    pub results: u64,
+    /// Failures, all steps.
+    pub failures: u64,
+}
+
+/// What [`DiskStore::collect_garbage`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Results of retired items.
+    pub results: u64,
+    /// Failures of retired items.
+    pub failures: u64,
+    /// Bytes of the records removed (the database reuses the space as it rewrites pages).
+    pub bytes: u64,
+}
+
+/// Options for [`DiskStore::open_with`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// The database of a new store (an existing store keeps the one it was made with).
+    pub backend: Backend,
+    /// The database's page cache size in bytes (default 64 MB; sled's own default of 1 GiB
+    /// lets a long run's RSS grow towards it).
+    pub cache_capacity: u64,
+    /// Least time between the starts of two sled group commits (default 0: flush as soon as
+    /// a writer waits and the previous flush is done; a few ms batches more writes per flush
+    /// at the price of that much latency).
+    pub flush_interval: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            backend: Backend::default(),
+            cache_capacity: 64 * 1024 * 1024,
+            flush_interval: Duration::ZERO,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Sets the database of a new store.
+    #[must_use]
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Sets the page cache size in bytes.
+    #[must_use]
+    pub fn with_cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+
+    /// Sets the least time between the starts of two group commits.
+    #[must_use]
+    pub fn with_flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+}
+
+/// The store on disk: one directory, locked by the process that opened it.
+///
+/// Trees: `items` (key: `order` then id, so iteration follows `order`), `item_ids` (id ->
+/// items key), `results` and `failures` (key: `step \0 item_id`), `meta` (name -> JSON).
+/// Every async write returns once a group commit covering it has reached the OS.
+pub struct DiskStore {
+    /// Store directory.
+    dir: PathBuf,
+    /// The database.
+    kv: Box<dyn Kv>,
+    /// The pid file this process wrote, removed on drop.
+    pid_file: Option<PathBuf>,
+    /// Per step, results stored (durably) since open under a key that had none.
+    added: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+/// The store's former name, from when sled was its only database.
+pub type SledStore = DiskStore;
+
+impl std::fmt::Debug for DiskStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskStore")
+            .field("dir", &self.dir)
+            .field("backend", &self.kv.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`Error::Locked`] for the store in `dir`, naming the holder from its pid file.
+pub(crate) fn locked(dir: &Path) -> Error {
+    let pid = std::fs::read_to_string(dir.join(PID_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    Error::Locked {
+        path: dir.to_path_buf(),
+        pid,
+    }
+}
+
+impl DiskStore {
+    /// Opens (or creates) the store in `dir` with default options.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store in `dir`. [`Error::Locked`] when another process (or
+    /// another handle in this one) holds it; [`Error::Incompatible`] when another atk wrote it.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            message: format!("creating the store directory: {e}"),
+        })?;
+        Self::open_inner(dir, &options, true)
+    }
+
+    /// Opens an existing store without creating one, e.g. for `atk status`.
+    ///
+    /// Neither database has a read-only mode that shares the file with a writer: this takes
+    /// the same exclusive lock as a run, so while a run is going it returns
+    /// [`Error::Locked`]; read the run's status snapshot then. [`Error::NotFound`] when `dir`
+    /// holds no store.
+    pub fn try_open_read(dir: &Path) -> Result<Self, Error> {
+        if Backend::detect(dir).is_none() {
+            return Err(Error::NotFound {
+                path: dir.to_path_buf(),
+            });
+        }
+        Self::open_inner(dir, &StoreOptions::default(), false)
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The database this store is kept in.
+    pub fn backend(&self) -> Backend {
+        self.kv.backend()
+    }
+
+    /// Commits completed since open: writes / commits is the batching achieved.
+    pub fn commit_count(&self) -> u64 {
+        self.kv.commits()
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, Error> {
+        self.kv.size_on_disk()
+    }
+
+    /// How many results each step has, counted from keys alone (no record decoded), in one
+    /// pass over the results. Steps without results are absent.
+    pub fn result_counts(&self) -> Result<BTreeMap<String, u64>, Error> {
+        let mut counts = BTreeMap::new();
+        let mut last: Option<(Vec<u8>, u64)> = None;
+        for entry in self.kv.scan(Tree::Results, b"") {
+            let (key, _) = entry?;
+            let step = key.split(|b| *b == 0).next().unwrap_or_default();
+            match &mut last {
+                Some((name, n)) if name.as_slice() == step => *n += 1,
+                _ => {
+                    if let Some((name, n)) = last.take() {
+                        counts.insert(String::from_utf8_lossy(&name).into_owned(), n);
+                    }
+                    last = Some((step.to_vec(), 1));
+                }
+            }
+        }
+        if let Some((name, n)) = last {
+            counts.insert(String::from_utf8_lossy(&name).into_owned(), n);
+        }
+        Ok(counts)
+    }
+
+    /// Copies every item, result and failure of `other` into this store as stored (bytes
+    /// as they are: no record is decoded, so any record version merges), durably. A failure
+    /// is left out where this store has a result for the same step and item. Metadata is not
+    /// copied. For `atk merge` (the shards of one run hold disjoint items); the two stores
+    /// may be kept in different databases, so a merge into a new directory also converts.
+    pub async fn merge_from(&self, other: &DiskStore) -> Result<Merged, Error> {
+        let mut merged = Merged::default();
+        for tree in [Tree::Items, Tree::ItemIds, Tree::Results, Tree::Failures] {
+            let mut batch = Vec::with_capacity(RECORDS_PER_BATCH);
+            let mut n = 0_u64;
+            for entry in other.kv.scan(tree, b"") {
+                let (key, value) = entry?;
+                if tree == Tree::Failures && self.kv.contains(Tree::Results, &key)? {
+                    continue;
+                }
+                batch.push(Op::Put(tree, key, value));
+                n += 1;
+                if batch.len() == RECORDS_PER_BATCH {
+                    self.kv
+                        .write(std::mem::take(&mut batch), false, false)
+                        .await?;
+                }
+            }
+            self.kv.write(batch, false, false).await?;
+            match tree {
+                Tree::Items => merged.items = n,
+                Tree::Results => merged.results = n,
+                Tree::Failures => merged.failures = n,
+                _ => {}
+            }
+        }
+        self.kv.write(Vec::new(), false, true).await?;
+        Ok(merged)
+    }
+
+    /// Removes the results and failures of items the store no longer holds (retired: their
+    /// input is gone), durably, and says how much was removed. Keys are read to decide; no
+    /// record is decoded.
+    pub async fn collect_garbage(&self) -> Result<Collected, Error> {
+        let mut collected = Collected::default();
+        for tree in [Tree::Results, Tree::Failures] {
+            let mut removals = Vec::new();
+            for entry in self.kv.scan(tree, b"") {
+                let (key, value) = entry?;
+                let Some(at) = key.iter().position(|b| *b == 0) else {
+                    continue;
+                };
+                if self.kv.contains(Tree::ItemIds, &key[at + 1..])? {
+                    continue;
+                }
+                collected.bytes += (key.len() + value.len()) as u64;
+                match tree {
+                    Tree::Results => collected.results += 1,
+                    _ => collected.failures += 1,
+                }
+                removals.push(Op::Remove(tree, key));
+            }
+            for chunk in removals.chunks(RECORDS_PER_BATCH) {
+                self.kv.write(chunk.to_vec(), false, false).await?;
+            }
+        }
+        if collected.results + collected.failures > 0 {
+            self.kv.write(Vec::new(), false, true).await?;
+        }
+        Ok(collected)
+    }
+
+    /// How many items the store holds (children included), counted on the id index (small
+    /// values), without reading any item.
+    pub fn item_count(&self) -> u64 {
+        self.kv.len(Tree::ItemIds).unwrap_or(0)
+    }
+
+    /// Per step, the results this handle stored under a key that had none (counted once each
+    /// is durable): add them to [`DiskStore::result_counts`] taken at open for a live count.
+    pub fn results_added(&self) -> BTreeMap<String, u64> {
+        self.added
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Opens the database (the one already in `dir`, else the one asked for), checks the
+    /// format.
+    fn open_inner(dir: &Path, options: &StoreOptions, write_pid: bool) -> Result<Self, Error> {
+        let backend = match Backend::detect(dir) {
+            Some(found) => {
+                if found != options.backend {
+                    tracing::info!(
+                        dir = %dir.display(),
+                        found = found.name(),
+                        asked = options.backend.name(),
+                        "the store keeps the database it was made with; `atk merge` copies it into a new output dir in another"
+                    );
+                }
+                found
+            }
+            None => options.backend,
+        };
+        let kv: Box<dyn Kv> = match backend {
+            Backend::Sled => Box::new(SledKv::open(
+                dir,
+                options.cache_capacity,
+                options.flush_interval,
+            )?),
+            Backend::Redb => Box::new(RedbKv::open(dir, options.cache_capacity)?),
+        };
+        check_format(dir, kv.as_ref())?;
+        let pid_file = if write_pid {
+            let path = dir.join(PID_FILE);
+            // Best effort: the pid only improves another process's Locked message.
+            if let Err(error) = std::fs::write(&path, std::process::id().to_string()) {
+                tracing::warn!(%error, path = %path.display(), "could not write the store's pid file");
+            }
+            Some(path)
+        } else {
+            None
+        };
+        tracing::debug!(dir = %dir.display(), backend = backend.name(), "store opened");
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            kv,
+            pid_file,
+            added: Default::default(),
+        })
+    }
+
+    /// Writes a chunk of items: the `items` writes first, then the id index, not as one
+    /// transaction (sled transactions made seeding ~2.7x slower than bare batches). A crash
+    /// between the two (before `put_items` returned) leaves items whose index entry is
+    /// missing or stale; the next seeding finds the index differs and rewrites both,
+    /// removing the item's old key, so the store converges.
+    async fn put_item_chunk(&self, chunk: Vec<PendingItem>) -> Result<(), Error> {
+        let mut ops = Vec::with_capacity(chunk.len() * 2);
+        let mut ids = Vec::with_capacity(chunk.len());
+        for pending in chunk {
+            if let Some(old) = pending.old_key
+                && old != pending.key
+            {
+                ops.push(Op::Remove(Tree::Items, old));
+            }
+            ids.push(Op::Put(
+                Tree::ItemIds,
+                pending.id.into_bytes(),
+                pending.key.clone(),
+            ));
+            ops.push(Op::Put(Tree::Items, pending.key, pending.bytes));
+        }
+        ops.extend(ids);
+        self.kv.write(ops, false, false).await
+    }
+
+    /// Iterates a step's records in `tree`, decoding each value.
+    fn step_records<T: crate::codec::Versioned + Send + 'static>(
+        &self,
+        tree: Tree,
+        step: &str,
+    ) -> Records<'_, (String, T)> {
+        let prefix = match step_prefix(step) {
+            Ok(prefix) => prefix,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let prefix_len = prefix.len();
+        Box::new(self.kv.scan(tree, &prefix).map(move |entry| {
+            let (key, value) = entry?;
+            let id = item_id_of(prefix_len, &key)?;
+            let record = decode(
+                &self.dir,
+                || format!("{}:{}", tree.name(), display(&key)),
+                &value,
+            )?;
+            Ok((id, record))
+        }))
+    }
+
+    /// Counts the keys of a step's records in `tree` without decoding values.
+    fn count_step(&self, tree: Tree, step: &str) -> Result<u64, Error> {
+        self.kv
+            .scan(tree, &step_prefix(step)?)
+            .try_fold(0, |n, entry| entry.map(|_| n + 1))
+    }
+
+    /// Decodes an item stored under `key`.
+    fn decode_item(&self, key: &[u8], bytes: &[u8]) -> Result<ItemRecord, Error> {
+        decode(&self.dir, || format!("items:{}", display_item(key)), bytes)
+    }
+}
+
+/// An item on its way into the store.
+struct PendingItem {
+    /// Its key in `items`.
+    key: Vec<u8>,
+    /// Its id.
+    id: String,
+    /// The encoded record.
+    bytes: Vec<u8>,
+    /// Its key in `items` before this write, from the id index.
+    old_key: Option<Vec<u8>>,
+}
+
+/// Checks the store's format version, writing it into a new store.
+fn check_format(dir: &Path, kv: &dyn Kv) -> Result<(), Error> {
+    match kv.get(Tree::Root, FORMAT_KEY)? {
+        Some(found) => {
+            let found = std::str::from_utf8(&found)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if found != STORE_FORMAT_VERSION {
+                return Err(Error::Incompatible {
+                    path: dir.to_path_buf(),
+                    found,
+                    expected: STORE_FORMAT_VERSION,
+                });
+            }
+            Ok(())
+        }
+        None => {
+            for tree in [Tree::Items, Tree::Results, Tree::Failures, Tree::Meta] {
+                if kv.len(tree)? > 0 {
+                    return Err(Error::Incompatible {
+                        path: dir.to_path_buf(),
+                        found: 0,
+                        expected: STORE_FORMAT_VERSION,
+                    });
+                }
+            }
+            let version = STORE_FORMAT_VERSION.to_string().into_bytes();
+            kv.init(vec![Op::Put(Tree::Root, FORMAT_KEY.to_vec(), version)])
+        }
+    }
+}
+
+/// Whether an encoded item is a root, read from the start of its bytes: [`encode`] writes
+/// `{"v":1,"id":"…","parent":null,…` (fields in declaration order). `None` when the bytes do
+/// not start that way (another layout version, a corrupt record): the caller decodes then.
+///
+/// Allocation-free for ids that JSON writes unescaped (it runs once per item on resume).
+fn is_root_encoded(id: &str, bytes: &[u8]) -> Option<bool> {
+    let rest = bytes.strip_prefix(b"{\"v\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let version: u32 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    // Items kept their layout from version 1 on.
+    if !(crate::record::OLDEST_READABLE_VERSION..=RECORD_VERSION).contains(&version) {
+        return None;
+    }
+    let rest = rest[digits..].strip_prefix(b",\"id\":")?;
+    let rest = if id.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        rest.strip_prefix(serde_json::to_string(id).ok()?.as_bytes())?
+    } else {
+        rest.strip_prefix(b"\"")?
+            .strip_prefix(id.as_bytes())?
+            .strip_prefix(b"\"")?
+    };
+    let rest = rest.strip_prefix(b",\"parent\":")?;
+    if rest.starts_with(b"null") {
+        Some(true)
+    } else if rest.starts_with(b"\"") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        if let Some(path) = &self.pid_file {
+            let _ = std::fs::remove_file(path);
+        }
+        tracing::debug!(dir = %self.dir.display(), "store closed");
+    }
+}
+
+#[async_trait]
+impl Store for DiskStore {
+    async fn put_items(&self, items: Vec<ItemRecord>) -> Result<(), Error> {
+        let mut chunk: Vec<PendingItem> = Vec::with_capacity(ITEMS_PER_BATCH.min(items.len()));
+        let mut in_chunk = std::collections::HashSet::new();
+        let mut written = 0_usize;
+        for item in items {
+            if in_chunk.contains(&item.id) {
+                // The same id twice in one call: write the first before reading its key back.
+                self.put_item_chunk(std::mem::take(&mut chunk)).await?;
+                in_chunk.clear();
+            }
+            let key = item_key(&item.order, &item.id);
+            let old_key = self.kv.get(Tree::ItemIds, item.id.as_bytes())?;
+            let id = item.id.clone();
+            let bytes = encode(item);
+            // A resumed run re-seeds the same chunks: reads are far cheaper than writes.
+            if old_key.as_deref() == Some(key.as_slice())
+                && self.kv.get(Tree::Items, &key)?.as_deref() == Some(bytes.as_slice())
+            {
+                continue;
+            }
+            written += 1;
+            in_chunk.insert(id.clone());
+            chunk.push(PendingItem {
+                key,
+                id,
+                bytes,
+                old_key,
+            });
+            if chunk.len() == ITEMS_PER_BATCH {
+                self.put_item_chunk(std::mem::take(&mut chunk)).await?;
+                in_chunk.clear();
+                // Seeding can be large: let other tasks on this worker run between chunks.
+                tokio::task::yield_now().await;
+            }
+        }
+        if !chunk.is_empty() {
+            self.put_item_chunk(chunk).await?;
+        }
+        if written == 0 {
+            // Re-seeding a resumed run: nothing changed, nothing to flush.
+            return Ok(());
+        }
+        self.kv.write(Vec::new(), false, true).await
+    }
+
+    fn item(&self, id: &str) -> Result<Option<ItemRecord>, Error> {
+        let Some(key) = self.kv.get(Tree::ItemIds, id.as_bytes())? else {
+            return Ok(None);
+        };
+        match self.kv.get(Tree::Items, &key)? {
+            Some(bytes) => self.decode_item(&key, &bytes).map(Some),
+            None => Err(Error::Corrupt {
+                key: format!("item_ids:{id}"),
+                message: "the id index points at a missing item".to_owned(),
+            }),
+        }
+    }
+
+    fn items(&self) -> Records<'_, ItemRecord> {
+        Box::new(self.kv.scan(Tree::Items, b"").map(move |entry| {
+            let (key, value) = entry?;
+            self.decode_item(&key, &value)
+        }))
+    }
+
+    fn item_ids(&self) -> Records<'_, String> {
+        Box::new(
+            self.kv
+                .scan(Tree::Items, b"")
+                .map(move |entry| item_key_id(&entry?.0)),
+        )
+    }
+
+    fn root_ids(&self) -> Records<'_, String> {
+        Box::new(
+            self.kv
+                .scan(Tree::Items, b"")
+                .map(move |entry| {
+                    let (key, value) = entry?;
+                    let id = item_key_id(&key)?;
+                    let root = match is_root_encoded(&id, &value) {
+                        Some(root) => root,
+                        None => self.decode_item(&key, &value)?.parent.is_none(),
+                    };
+                    Ok(root.then_some(id))
+                })
+                .filter_map(Result::transpose),
+        )
+    }
+
+    async fn remove_items(&self, ids: Vec<String>) -> Result<(), Error> {
+        let mut removed = 0_usize;
+        for chunk in ids.chunks(ITEMS_PER_BATCH) {
+            let mut ops = Vec::new();
+            for id in chunk {
+                if let Some(key) = self.kv.get(Tree::ItemIds, id.as_bytes())? {
+                    ops.push(Op::Remove(Tree::ItemIds, id.as_bytes().to_vec()));
+                    ops.push(Op::Remove(Tree::Items, key));
+                }
+            }
+            removed += ops.len() / 2;
+            // Rare (inputs removed between runs), so atomic: a crash never leaves an index
+            // entry pointing at a removed item, or an item without its entry.
+            self.kv.write(ops, true, false).await?;
+        }
+        if removed == 0 {
+            return Ok(());
+        }
+        self.kv.write(Vec::new(), false, true).await
+    }
+
+    async fn put_result(
+        &self,
+        step: &str,
+        item_id: &str,
+        record: ResultRecord,
+    ) -> Result<(), Error> {
+        let key = step_key(step, item_id)?;
+        let replaced = self.kv.contains(Tree::Results, &key)?;
+        let mut ops = Vec::with_capacity(2);
+        if self.kv.contains(Tree::Failures, &key)? {
+            // Both at once: a crash never leaves a result beside a stale failure.
+            ops.push(Op::Remove(Tree::Failures, key.clone()));
+        }
+        ops.push(Op::Put(Tree::Results, key, encode(record)));
+        self.kv.write(ops, true, true).await?;
+        if !replaced {
+            // Counted only once durable: a count saved elsewhere never exceeds what is on disk.
+            *self
+                .added
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(step.to_owned())
+                .or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn result(&self, step: &str, item_id: &str) -> Result<Option<ResultRecord>, Error> {
+        let key = step_key(step, item_id)?;
+        match self.kv.get(Tree::Results, &key)? {
+            Some(bytes) => {
+                decode(&self.dir, || format!("results:{}", display(&key)), &bytes).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn has_result(&self, step: &str, item_id: &str) -> Result<bool, Error> {
+        self.kv.contains(Tree::Results, &step_key(step, item_id)?)
+    }
+
+    fn results(&self, step: &str) -> Records<'_, (String, ResultRecord)> {
+        self.step_records(Tree::Results, step)
+    }
+
+    async fn put_failure(
+        &self,
+        step: &str,
+        item_id: &str,
+        record: FailureRecord,
+    ) -> Result<(), Error> {
+        let key = step_key(step, item_id)?;
+        self.kv
+            .write(
+                vec![Op::Put(Tree::Failures, key, encode(record))],
+                false,
+                true,
+            )
+            .await
+    }
+
+    fn failures(&self, step: &str) -> Records<'_, (String, FailureRecord)> {
+        self.step_records(Tree::Failures, step)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<serde_json::Value>, Error> {
+        match self.kv.get(Tree::Meta, key.as_bytes())? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Corrupt {
+                    key: format!("meta:{key}"),
+                    message: e.to_string(),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), Error> {
+        let bytes = serde_json::to_vec(&value).map_err(|e| Error::Io {
+            path: self.dir.clone(),
+            message: e.to_string(),
+        })?;
+        self.kv
+            .write(
+                vec![Op::Put(Tree::Meta, key.as_bytes().to_vec(), bytes)],
+                false,
+                true,
+            )
+            .await
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        self.kv.write(Vec::new(), false, true).await
+    }
+
+    fn count_results(&self, step: &str) -> Result<u64, Error> {
+        self.count_step(Tree::Results, step)
+    }
+
+    fn count_failures(&self, step: &str) -> Result<u64, Error> {
+        self.count_step(Tree::Failures, step)
+    }
+}
+
+#[cfg(test)]
+mod tests;
