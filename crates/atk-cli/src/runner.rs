@@ -1104,6 +1104,7 @@ fn build_engines(
     cancel: &CancellationToken,
 ) -> Result<(Engines, Counters, Arc<atk_engine::ConcurrencyLimit>), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
+    // One bound on requests in flight for the run; each engine keeps its own window inside it.
     let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit.max(1));
     let debug = settings
         .debug_outputs
@@ -1135,10 +1136,18 @@ fn build_engines(
             counters.push(counter);
             continue;
         }
-        let cfg = engine_config(settings, e)
-            .with_shared_limit(Some(shared_limit.clone()))
-            .with_cancel(cancel.clone());
-        built.push(atk_engine::build_engine(cfg, observers)?);
+        let limit = atk_engine::LimitConfig::new(shared_limit.clone())
+            .with_requests_per_minute(settings.requests_per_minute)
+            .with_tokens_per_minute(settings.tokens_per_minute)
+            .with_rate_burst(settings.burst);
+        let engine = atk_engine::EngineBuilder::transport(&engine_config(settings, e))
+            .observe(observers)
+            .retry(settings.retry)
+            .outage(settings.outage_limit)
+            .limit(limit)
+            .cancel(cancel.clone())
+            .build()?;
+        built.push(engine);
         counters.push(counter);
     }
     let large = built

@@ -2,34 +2,32 @@
 //! Returns a complete reply or a classified error; it never retries on its own, except to
 //! resend once without `stream_options` when a server rejects that key.
 //!
-//! SSE framing is parsed by `eventsource-stream`; chunks are deserialized with borrowed strings.
+//! Split along its seams: the wire shapes (`wire.rs`), reading an SSE or JSON body
+//! (`read.rs`), Retry-After (`retry_after.rs`), quoting what the server said (`message.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use tokio::time::Instant;
-
-use eventsource_stream::{EventStreamError, Eventsource};
 
 use crate::cancel::Cancel;
 use crate::config::{EngineConfig, Timeouts};
 use crate::pace::{LimitHeaders, Pacer};
 use crate::secret::Secret;
-use crate::timeout::{BodyError, timed};
+use crate::timeout::timed;
 use crate::{Engine, Error, Prompt, Reply, Request, Timing, TransientKind, Usage};
 
+mod message;
+mod read;
 pub(crate) mod retry_after;
 mod wire;
 
-use retry_after::*;
-use wire::*;
-
-/// How much of an error body or malformed line is quoted in an error message.
-const QUOTE_CHARS: usize = 300;
+use message::{error_chain, quote, rejects_stream_options, server_message};
+use retry_after::retry_after;
+use wire::{Body, Parsed};
 
 /// How long to wait for the end of the body after `[DONE]` before dropping the connection.
 const DRAIN_GRACE: Duration = Duration::from_millis(250);
@@ -256,138 +254,6 @@ impl Http {
         }
     }
 
-    async fn read_sse(
-        &self,
-        body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send,
-    ) -> Result<Parsed, Error> {
-        let mut events = std::pin::pin!(body.eventsource());
-        let mut acc = Parsed::default();
-        let mut events_seen = 0usize;
-        let mut done = false;
-        while let Some(event) = events.next().await {
-            let event = match event {
-                Ok(event) => event,
-                // Once finish_reason arrived the text is whole; a cut before the usage chunk or
-                // [DONE] only costs the usage figures (then estimated).
-                Err(_) if acc.finish_reason.is_some() => break,
-                Err(EventStreamError::Transport(e)) => return Err(self.body_error(e, events_seen)),
-                Err(e) => {
-                    return Err(self.transient(
-                        TransientKind::Malformed,
-                        format!("unreadable SSE stream: {e}"),
-                    ));
-                }
-            };
-            events_seen += 1;
-            let data = event.data.trim();
-            if data == "[DONE]" {
-                done = true;
-                // Read to the end of the body (normally already buffered) so the connection goes
-                // back to the pool; a server that keeps the body open gets a short grace only.
-                let drain = async { while let Some(Ok(_)) = events.next().await {} };
-                let _ = tokio::time::timeout(DRAIN_GRACE, drain).await;
-                break;
-            }
-            if data.is_empty() {
-                continue;
-            }
-            let chunk: WireReply<'_> = match serde_json::from_str(data) {
-                Ok(chunk) => chunk,
-                Err(_) if acc.finish_reason.is_some() => break,
-                Err(_) => {
-                    return Err(self.transient(
-                        TransientKind::Malformed,
-                        format!("SSE data line is not JSON: {}", quote(data)),
-                    ));
-                }
-            };
-            if let Some(error) = &chunk.error {
-                return Err(self.transient(
-                    TransientKind::Malformed,
-                    format!(
-                        "error object mid-stream: {}",
-                        self.key.scrub(&error_text(error))
-                    ),
-                ));
-            }
-            if event.event == "error" {
-                return Err(self.transient(
-                    TransientKind::Malformed,
-                    format!("error event mid-stream: {}", quote(data)),
-                ));
-            }
-            acc.absorb(chunk, true);
-        }
-        if events_seen == 0 {
-            return Err(self.transient(TransientKind::Malformed, "empty reply body (no SSE event)"));
-        }
-        if !done && acc.finish_reason.is_none() {
-            return Err(self.transient(
-                TransientKind::Incomplete,
-                format!("stream ended after {events_seen} events without finish_reason or [DONE]"),
-            ));
-        }
-        Ok(acc)
-    }
-
-    async fn read_json(
-        &self,
-        body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send,
-    ) -> Result<Parsed, Error> {
-        let mut body = std::pin::pin!(body);
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(chunk) => bytes.extend_from_slice(&chunk),
-                Err(e) => return Err(self.body_error(e, usize::from(!bytes.is_empty()))),
-            }
-        }
-        let text = String::from_utf8_lossy(&bytes);
-        if text.trim().is_empty() {
-            return Err(self.transient(TransientKind::Malformed, "empty reply body"));
-        }
-        let reply: WireReply<'_> = serde_json::from_str(&text).map_err(|_| {
-            self.transient(
-                TransientKind::Malformed,
-                format!("reply is not JSON: {}", quote(&text)),
-            )
-        })?;
-        if let Some(error) = &reply.error {
-            return Err(self.transient(
-                TransientKind::Malformed,
-                format!(
-                    "error object in reply: {}",
-                    self.key.scrub(&error_text(error))
-                ),
-            ));
-        }
-        if reply.choices.is_empty() {
-            return Err(self.transient(
-                TransientKind::Malformed,
-                format!("reply has no choices: {}", quote(&text)),
-            ));
-        }
-        let mut acc = Parsed::default();
-        acc.absorb(reply, false);
-        Ok(acc)
-    }
-
-    fn body_error(&self, e: BodyError, progress: usize) -> Error {
-        match e {
-            BodyError::Transport(e) if progress == 0 => self.transient(
-                TransientKind::Connection,
-                format!("connection lost before the reply: {e}"),
-            ),
-            BodyError::Transport(e) => self.transient(
-                TransientKind::Incomplete,
-                format!("connection lost mid-reply: {}", error_chain(&e)),
-            ),
-            e @ (BodyError::FirstByte(_) | BodyError::Idle(_)) => {
-                self.transient(TransientKind::Timeout, e.to_string())
-            }
-        }
-    }
-
     async fn read_error_body(&self, response: reqwest::Response) -> String {
         match tokio::time::timeout(self.timeouts.idle, response.bytes()).await {
             Ok(Ok(bytes)) => {
@@ -497,65 +363,6 @@ impl Engine for Http {
     }
 }
 
-/// True when a 400/422 body names `stream_options` (e.g. pydantic's `extra_forbidden` with
-/// `"loc": ["body", "stream_options"]`): the server does not know the key.
-fn rejects_stream_options(status: StatusCode, body: &str) -> bool {
-    matches!(status.as_u16(), 400 | 422) && body.contains("stream_options")
-}
-
-/// The human part of an error body: `error.message`, `error` as text, `message`, `detail`, or the
-/// body itself, shortened.
-fn server_message(body: &str) -> String {
-    if let Ok(value) = serde_json::from_str::<serde_json::Value>(body) {
-        if let Some(error) = value.get("error") {
-            return error_text(error);
-        }
-        for key in ["message", "detail"] {
-            if let Some(v) = value.get(key) {
-                return quote(&v.as_str().map_or_else(|| v.to_string(), str::to_string));
-            }
-        }
-    }
-    if body.trim().is_empty() {
-        "(empty body)".to_string()
-    } else {
-        quote(body.trim())
-    }
-}
-
-fn error_text(error: &serde_json::Value) -> String {
-    let text = match error {
-        serde_json::Value::String(s) => s.clone(),
-        other => match other.get("message").and_then(|m| m.as_str()) {
-            Some(m) => match other.get("code").and_then(|c| c.as_str()) {
-                Some(code) => format!("{m} ({code})"),
-                None => m.to_string(),
-            },
-            None => other.to_string(),
-        },
-    };
-    quote(&text)
-}
-
-fn quote(text: &str) -> String {
-    if text.chars().count() <= QUOTE_CHARS {
-        return text.to_string();
-    }
-    let cut: String = text.chars().take(QUOTE_CHARS).collect();
-    format!("{cut}…")
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Local prompt count when the server sends no usage: tiktoken cl100k per message plus the
 /// usual ~4 tokens of chat framing.
 fn estimate_prompt_tokens(prompt: &Prompt) -> u64 {
@@ -565,154 +372,5 @@ fn estimate_prompt_tokens(prompt: &Prompt) -> u64 {
             .map(|m| atk_tokens::count(&m.content) as u64 + 4)
             .sum(),
         Prompt::Completion(text) => atk_tokens::count(text) as u64,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Message;
-
-    fn body(request: &Request, stream: bool, usage: bool) -> serde_json::Value {
-        let b = Body {
-            model: "m",
-            request,
-            stream,
-            stream_usage: usage,
-        };
-        serde_json::from_slice(&serde_json::to_vec(&b).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn params_pass_verbatim_and_use_stop_false_drops_stop() {
-        let req = Request::chat(vec![Message::new("user", "hi")])
-            .with_param("temperature", 0.7)
-            .with_param("min_p", 0.05)
-            .with_param("stop", vec!["###"])
-            .with_param("custom_key", serde_json::json!({"a": 1}))
-            .with_param("model", "other");
-        let b = body(&req, true, true);
-        assert_eq!(b["model"], "m");
-        assert_eq!(b["temperature"], 0.7);
-        assert_eq!(b["min_p"], 0.05);
-        assert_eq!(b["stop"][0], "###");
-        assert_eq!(b["custom_key"]["a"], 1);
-        assert_eq!(b["stream_options"]["include_usage"], true);
-        assert_eq!(b["messages"][0]["content"], "hi");
-        let req = req.with_param("use_stop", false);
-        let b = body(&req, false, false);
-        assert!(
-            b.get("stop").is_none()
-                && b.get("use_stop").is_none()
-                && b.get("stream_options").is_none()
-        );
-        let b = body(&Request::completion("once upon"), true, false);
-        assert_eq!(b["prompt"], "once upon");
-    }
-
-    #[test]
-    fn retry_after_values() {
-        use std::time::UNIX_EPOCH;
-        // Wed, 21 Oct 2015 07:28:00 GMT
-        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
-        let s = Duration::from_secs;
-        let table: [(&str, Option<Duration>); 14] = [
-            ("3", Some(s(3))),
-            (" 120 ", Some(s(120))),
-            ("1.5", Some(Duration::from_millis(1500))),
-            ("0", Some(s(0))),
-            ("86400", Some(MAX_RETRY_AFTER)),
-            ("1e300", Some(MAX_RETRY_AFTER)),
-            ("-1", None),
-            ("NaN", None),
-            ("soon", None),
-            ("", None),
-            // HTTP dates (IMF-fixdate, and the obsolete RFC 850 / asctime forms RFC 9110 keeps).
-            ("Wed, 21 Oct 2015 07:28:30 GMT", Some(s(30))),
-            ("Wednesday, 21-Oct-15 07:29:00 GMT", Some(s(60))),
-            ("Wed Oct 21 07:28:00 2015", Some(s(0))),
-            // In the past: retry now; far future: capped.
-            ("Tue, 20 Oct 2015 07:28:00 GMT", Some(s(0))),
-        ];
-        for (value, expected) in table {
-            assert_eq!(parse_retry_after(value, now), expected, "{value:?}");
-        }
-        assert_eq!(
-            parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT", now),
-            Some(MAX_RETRY_AFTER)
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 32 Oct 2015 07:28:00 GMT", now),
-            None
-        );
-    }
-
-    #[test]
-    fn retry_after_date_is_measured_from_the_server_date() {
-        // The local clock is irrelevant when the response carries its own `Date`.
-        let mut h = HeaderMap::new();
-        h.insert(
-            "date",
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        h.insert(
-            "retry-after",
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:45 GMT"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(45)));
-        // Without `Date`, a date long past is "now".
-        h.remove("date");
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        // A relative date from the local clock: about 20 s (whole seconds, so 19..=20).
-        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(20));
-        h.insert("retry-after", HeaderValue::from_str(&later).unwrap());
-        let d = retry_after(&h).unwrap();
-        assert!(
-            (Duration::from_secs(19)..=Duration::from_secs(20)).contains(&d),
-            "{d:?}"
-        );
-    }
-
-    #[test]
-    fn retry_after_headers() {
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
-        h.insert("retry-after-ms", HeaderValue::from_static("99999999999"));
-        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
-        assert_eq!(retry_after(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn stream_options_rejection_is_recognised() {
-        let pydantic = r#"{"detail":[{"type":"extra_forbidden","loc":["body","stream_options"],"msg":"Extra inputs are not permitted"}]}"#;
-        assert!(rejects_stream_options(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            pydantic
-        ));
-        assert!(rejects_stream_options(
-            StatusCode::BAD_REQUEST,
-            "unknown field `stream_options`"
-        ));
-        assert!(!rejects_stream_options(
-            StatusCode::BAD_REQUEST,
-            "context_length_exceeded"
-        ));
-        assert!(!rejects_stream_options(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "stream_options"
-        ));
-    }
-
-    #[test]
-    fn server_messages() {
-        assert_eq!(
-            server_message(r#"{"error":{"message":"too long","code":"context_length_exceeded"}}"#),
-            "too long (context_length_exceeded)"
-        );
-        assert_eq!(server_message(r#"{"detail":"nope"}"#), "nope");
-        assert_eq!(server_message("plain"), "plain");
     }
 }

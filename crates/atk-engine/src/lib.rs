@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod builder;
 mod cancel;
 mod config;
 mod cost;
@@ -16,13 +17,16 @@ mod pool;
 mod rate;
 mod retry;
 mod secret;
+mod stack;
 mod timeout;
 mod types;
+mod window;
 
 use std::sync::{Arc, Once};
 
 use async_trait::async_trait;
 
+pub use builder::{EngineBuilder, LimitConfig};
 pub use config::{Endpoint, EngineConfig, MockConfig, Mode, RetryConfig, Timeouts};
 pub use cost::{CostCounter, CostTotals, Pricing};
 pub use debug::DebugObserver;
@@ -51,8 +55,9 @@ pub trait Engine: Send + Sync {
     }
 }
 
-/// Builds an engine: the HTTP or mock engine wrapped, outermost first, in
-/// `Observed` → `Retry` → `Limit` → (`Http` with its timeouts | `MockEngine`).
+/// Builds an engine entirely from `cfg`: its transport (HTTP, a pool, the mock) with every
+/// layer [`EngineBuilder`] has, the bound being `cfg.shared_limit` or a new one of
+/// `cfg.concurrency_limit`.
 pub fn build_engine(
     cfg: EngineConfig,
     observers: Vec<Arc<dyn Observer>>,
@@ -63,74 +68,21 @@ pub fn build_engine(
             cfg.label
         )));
     }
-    if cfg.retry.max_attempts == 0 {
-        return Err(Error::Config(format!(
-            "{}: retry.max_attempts must be at least 1",
-            cfg.label
-        )));
-    }
-    let observers: observer::Observers = observers.into();
-    let fuse = fuse::Fuse::new(&cfg.label);
-    let cancel = cancel::Cancel::new(&cfg.label, cfg.cancel.clone());
-    let limit = cfg
+    let bound = cfg
         .shared_limit
         .clone()
         .unwrap_or_else(|| ConcurrencyLimit::new(cfg.concurrency_limit));
-    let rate = rate::RateLimiter::new(
-        cfg.requests_per_minute,
-        cfg.tokens_per_minute,
-        cfg.rate_burst,
-    );
-    fn stack<E: Engine + 'static>(
-        inner: E,
-        cfg: &EngineConfig,
-        observers: observer::Observers,
-        fuse: fuse::Fuse,
-        limit: Arc<ConcurrencyLimit>,
-        rate: Option<rate::RateLimiter>,
-        cancel: cancel::Cancel,
-    ) -> Arc<dyn Engine> {
-        let limited = limit::Limit::new(
-            inner,
-            limit,
-            rate,
-            fuse.clone(),
-            cancel.clone(),
-            observers.clone(),
-            outage::Outage::new(&cfg.label, cfg.outage_limit),
-        );
-        let retried = retry::Retry::new(limited, cfg.retry, observers.clone(), fuse, cancel);
-        Arc::new(observer::Observed::new(retried, observers))
-    }
-    Ok(match cfg.mode {
-        Mode::Api if cfg.endpoints.len() > 1 => stack(
-            pool::Pool::new(&cfg, &cancel, observers.clone())?,
-            &cfg,
-            observers,
-            fuse,
-            limit,
-            rate,
-            cancel,
-        ),
-        Mode::Api => stack(
-            http::Http::new(&cfg, cancel.clone())?,
-            &cfg,
-            observers,
-            fuse,
-            limit,
-            rate,
-            cancel,
-        ),
-        Mode::Mock => stack(
-            MockEngine::from_config(&cfg),
-            &cfg,
-            observers,
-            fuse,
-            limit,
-            rate,
-            cancel,
-        ),
-    })
+    let limit = LimitConfig::new(bound)
+        .with_requests_per_minute(cfg.requests_per_minute)
+        .with_tokens_per_minute(cfg.tokens_per_minute)
+        .with_rate_burst(cfg.rate_burst);
+    EngineBuilder::transport(&cfg)
+        .observe(observers)
+        .retry(cfg.retry)
+        .outage(cfg.outage_limit)
+        .limit(limit)
+        .cancel(cfg.cancel.clone())
+        .build()
 }
 
 /// Installs rustls' `ring` crypto provider as the process default (idempotent; a provider

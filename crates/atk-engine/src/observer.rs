@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{Engine, Error, Reply, Request};
+use crate::stack::{Layer, Next};
+use crate::{Error, Reply, Request};
 
 /// Watches an engine's traffic (cost counting, debug files). All methods default to doing nothing.
 ///
@@ -44,28 +45,27 @@ pub trait Observer: Send + Sync {
 pub(crate) type Observers = Arc<[Arc<dyn Observer>]>;
 
 /// Layer: reports each call to the observers.
-pub(crate) struct Observed<E> {
-    inner: E,
+pub(crate) struct Observed {
     observers: Observers,
 }
 
-impl<E: Engine> Observed<E> {
-    pub(crate) fn new(inner: E, observers: Observers) -> Self {
-        Self { inner, observers }
+impl Observed {
+    pub(crate) fn new(observers: Observers) -> Self {
+        Self { observers }
     }
 }
 
 #[async_trait]
-impl<E: Engine> Engine for Observed<E> {
-    async fn call(&self, request: Request) -> Result<Reply, Error> {
+impl Layer for Observed {
+    async fn call(&self, request: Request, next: Next<'_>) -> Result<Reply, Error> {
         if self.observers.is_empty() {
-            return self.inner.call(request).await;
+            return next.call(request).await;
         }
-        let label = self.inner.label();
+        let label = next.label();
         for o in self.observers.iter() {
             o.on_request(label, &request);
         }
-        let result = self.inner.call(request.clone()).await;
+        let result = next.call(request.clone()).await;
         match &result {
             Ok(reply) => self
                 .observers
@@ -77,14 +77,5 @@ impl<E: Engine> Engine for Observed<E> {
                 .for_each(|o| o.on_error(label, &request, error)),
         }
         result
-    }
-    fn label(&self) -> &str {
-        self.inner.label()
-    }
-    fn model(&self) -> &str {
-        self.inner.model()
-    }
-    fn is_mock(&self) -> bool {
-        self.inner.is_mock()
     }
 }

@@ -8,11 +8,14 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::cancel::Cancel;
 use crate::fuse::Fuse;
-use crate::{Error, TransientKind};
+use crate::stack::{Layer, Next};
+use crate::{Error, Reply, Request, TransientKind};
 
 /// Failures in a row (no answer between) that make an outage.
 const THRESHOLD: u32 = 3;
@@ -218,5 +221,68 @@ impl Outage {
 
     fn is_down(&self) -> bool {
         self.lock().down_since.is_some()
+    }
+}
+
+/// Layer: while the endpoint is down, calls wait here (one goes out as the probe) instead of
+/// spending their attempts; a failure then is held, not returned.
+pub(crate) struct OutageGuard {
+    outage: Outage,
+    fuse: Fuse,
+    cancel: Cancel,
+}
+
+impl OutageGuard {
+    pub(crate) fn new(outage: Outage, fuse: Fuse, cancel: Cancel) -> Self {
+        Self {
+            outage,
+            fuse,
+            cancel,
+        }
+    }
+}
+
+#[async_trait]
+impl Layer for OutageGuard {
+    async fn call(&self, request: Request, next: Next<'_>) -> Result<Reply, Error> {
+        loop {
+            let pass = self.cancel.guard(self.outage.admit(&self.fuse)).await?;
+            let probe = ProbeGuard {
+                outage: &self.outage,
+                pass: Some(pass),
+            };
+            let result = next.call(request.clone()).await;
+            // Stopped before it was sent: says nothing of the endpoint (a probe is handed back).
+            if matches!(
+                result,
+                Err(Error::Cancelled { .. } | Error::EngineDead { .. })
+            ) {
+                return result;
+            }
+            if probe.outcome(result.as_ref().map(|_| ())) == Verdict::Return {
+                return result;
+            }
+        }
+    }
+}
+
+/// A probe's pass, handed back if the call ends (cancelled, dropped) before its outcome.
+struct ProbeGuard<'a> {
+    outage: &'a Outage,
+    pass: Option<Pass>,
+}
+
+impl ProbeGuard<'_> {
+    fn outcome(mut self, result: Result<(), &Error>) -> Verdict {
+        let pass = self.pass.take().unwrap_or(Pass::Send);
+        self.outage.outcome(pass, result)
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.pass == Some(Pass::Probe) {
+            self.outage.abandon_probe();
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! Several endpoints serving one engine's model (vLLM or llama.cpp replicas on several
-//! machines): each call goes to the least-loaded healthy endpoint; one that fails with a lost
-//! connection or a 5xx is taken out for a back-off period (1 s doubling to 30 s) and the call is
-//! tried on another at once. Each endpoint keeps its own key, client and rate-limit mirror.
+//! machines): each call goes to the least-loaded healthy endpoint whose window is not paused;
+//! one that fails with a lost connection or a 5xx is taken out for a back-off period (1 s
+//! doubling to 30 s) and the call is tried on another at once. Each endpoint keeps its own key,
+//! client, rate-limit mirror and adaptive window (its [`Gate`]), all inside the run's one bound.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use crate::cancel::Cancel;
 use crate::config::EngineConfig;
 use crate::http::Http;
+use crate::limit::Gate;
 use crate::observer::Observers;
 use crate::{Engine, Error, Reply, Request, TransientKind};
 
@@ -29,7 +31,9 @@ pub(crate) struct Pool {
 
 struct Member {
     url: String,
-    http: Http,
+    transport: Arc<dyn Engine>,
+    /// Admission to this endpoint (`None` in a stack without a limit).
+    gate: Option<Gate>,
     /// The entry's concurrency: its share of the load.
     weight: usize,
     in_flight: AtomicUsize,
@@ -59,6 +63,14 @@ impl Member {
     }
     fn healthy(&self, now: Instant) -> bool {
         self.down_until().is_none_or(|t| t <= now)
+    }
+    /// Healthy, and not paused by a 429's Retry-After.
+    fn ready(&self, now: Instant) -> bool {
+        self.healthy(now)
+            && self
+                .gate
+                .as_ref()
+                .is_none_or(|g| g.window().paused_until().is_none())
     }
     /// Load per unit of concurrency, in thousandths.
     fn load(&self) -> usize {
@@ -90,10 +102,12 @@ fn endpoint_failure(error: &Error) -> bool {
 }
 
 impl Pool {
+    /// One member per `cfg.endpoints` entry; `gate(key, name)` gives each its admission.
     pub(crate) fn new(
         cfg: &EngineConfig,
         cancel: &Cancel,
         observers: Observers,
+        gate: impl Fn(&str, &str) -> Option<Gate>,
     ) -> Result<Self, Error> {
         let mut members = Vec::with_capacity(cfg.endpoints.len());
         for (i, e) in cfg.endpoints.iter().enumerate() {
@@ -110,9 +124,12 @@ impl Pool {
             if let Some(key) = &e.api_key {
                 one.api_key = key.clone();
             }
+            let url = e.base_url.trim().trim_end_matches('/').to_string();
+            let name = format!("{} @ {url}", cfg.label);
             members.push(Member {
-                url: e.base_url.trim().trim_end_matches('/').to_string(),
-                http: Http::new(&one, cancel.clone())?,
+                gate: gate(&crate::builder::window_key(&url, &cfg.model), &name),
+                url,
+                transport: Arc::new(Http::new(&one, cancel.clone())?),
                 weight: e.concurrency.unwrap_or(1).max(1),
                 in_flight: AtomicUsize::new(0),
                 health: Mutex::new(Health {
@@ -129,15 +146,52 @@ impl Pool {
         })
     }
 
-    /// The next endpoint to try: the least-loaded healthy one not tried yet, else the untried
-    /// one back soonest.
+    /// The next endpoint to try: the least-loaded ready one not tried yet, else the
+    /// least-loaded healthy one, else the untried one back soonest.
     fn pick(&self, tried: &[bool]) -> Option<usize> {
         let now = Instant::now();
         let untried = || (0..self.members.len()).filter(|i| !tried[*i]);
+        let load = |i: &usize| self.members[*i].load();
         untried()
-            .filter(|i| self.members[*i].healthy(now))
-            .min_by_key(|i| self.members[*i].load())
+            .filter(|i| self.members[*i].ready(now))
+            .min_by_key(load)
+            .or_else(|| {
+                untried()
+                    .filter(|i| self.members[*i].healthy(now))
+                    .min_by_key(load)
+            })
             .or_else(|| untried().min_by_key(|i| self.members[*i].down_until()))
+    }
+
+    /// One attempt on member `i`; `None` when it went down while this call waited for its
+    /// slot and another healthy one is left to try.
+    async fn attempt(
+        &self,
+        i: usize,
+        request: &Request,
+        tried: &[bool],
+    ) -> Option<Result<Reply, Error>> {
+        let m = &self.members[i];
+        let Some(gate) = &m.gate else {
+            return Some(m.transport.call(request.clone()).await);
+        };
+        let queued_since = Instant::now();
+        let permit = match gate.slot().await {
+            Ok(permit) => permit,
+            Err(e) => return Some(Err(e)),
+        };
+        let now = Instant::now();
+        if !m.healthy(now)
+            && (0..self.members.len()).any(|j| !tried[j] && j != i && self.members[j].healthy(now))
+        {
+            return None;
+        }
+        let admitted = match gate.budget(permit, request, queued_since).await {
+            Ok(admitted) => admitted,
+            Err(e) => return Some(Err(e)),
+        };
+        let result = m.transport.call(request.clone()).await;
+        Some(gate.settle(admitted, result, &self.label))
     }
 }
 
@@ -147,12 +201,21 @@ impl Engine for Pool {
         let mut tried = vec![false; self.members.len()];
         loop {
             let i = self.pick(&tried).expect("a pool has at least one endpoint");
-            tried[i] = true;
             let m = &self.members[i];
             m.in_flight.fetch_add(1, Ordering::Relaxed);
             let busy = Busy(&m.in_flight);
-            let result = m.http.call(request.clone()).await;
+            let result = self.attempt(i, &request, &tried).await;
             drop(busy);
+            let Some(result) = result else {
+                continue; // it went down meanwhile: pick again
+            };
+            if matches!(
+                result,
+                Err(Error::Cancelled { .. } | Error::EngineDead { .. })
+            ) {
+                return result; // stopped before it was sent
+            }
+            tried[i] = true;
             let failed = result.as_ref().err().is_some_and(endpoint_failure);
             m.mark(!failed);
             for o in self.observers.iter() {

@@ -14,7 +14,8 @@ use crate::cancel::Cancel;
 use crate::config::RetryConfig;
 use crate::fuse::Fuse;
 use crate::observer::Observers;
-use crate::{Engine, Error, Reply, Request, TransientKind};
+use crate::stack::{Layer, Next};
+use crate::{Error, Reply, Request, TransientKind};
 
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,24 +84,16 @@ pub(crate) fn policy(
 pub(crate) const GLITCH_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// Layer: retries transient failures of the inner engine per [`policy`].
-pub(crate) struct Retry<E> {
-    inner: E,
+pub(crate) struct Retry {
     cfg: RetryConfig,
     observers: Observers,
     fuse: Fuse,
     cancel: Cancel,
 }
 
-impl<E: Engine> Retry<E> {
-    pub(crate) fn new(
-        inner: E,
-        cfg: RetryConfig,
-        observers: Observers,
-        fuse: Fuse,
-        cancel: Cancel,
-    ) -> Self {
+impl Retry {
+    pub(crate) fn new(cfg: RetryConfig, observers: Observers, fuse: Fuse, cancel: Cancel) -> Self {
         Self {
-            inner,
             cfg,
             observers,
             fuse,
@@ -110,13 +103,14 @@ impl<E: Engine> Retry<E> {
 }
 
 #[async_trait]
-impl<E: Engine> Engine for Retry<E> {
-    async fn call(&self, mut request: Request) -> Result<Reply, Error> {
+impl Layer for Retry {
+    async fn call(&self, mut request: Request, next: Next<'_>) -> Result<Reply, Error> {
+        let label = next.label();
         let start = Instant::now();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let error = match self.inner.call(request.clone()).await {
+            let error = match next.call(request.clone()).await {
                 Ok(mut reply) => {
                     reply.timing.attempts = attempt;
                     reply.timing.total = start.elapsed();
@@ -127,9 +121,9 @@ impl<E: Engine> Engine for Retry<E> {
             let elapsed = start.elapsed();
             match policy(&error, attempt, elapsed, &self.cfg, rand::random::<f64>()) {
                 Decision::Stop if error.is_transient() => {
-                    tracing::warn!(engine = self.inner.label(), attempt, %error, "transport retries exhausted");
+                    tracing::warn!(engine = label, attempt, %error, "transport retries exhausted");
                     return Err(Error::RetriesExhausted {
-                        engine: self.inner.label().to_string(),
+                        engine: label.to_string(),
                         attempts: attempt,
                         elapsed,
                         last: Box::new(error),
@@ -156,9 +150,9 @@ impl<E: Engine> Engine for Retry<E> {
                         Error::Transient { kind, .. } => kind.as_str(),
                         _ => "other",
                     };
-                    tracing::warn!(engine = self.inner.label(), attempt, cause, delay_ms = delay.as_millis() as u64, %error, "retrying");
+                    tracing::warn!(engine = label, attempt, cause, delay_ms = delay.as_millis() as u64, %error, "retrying");
                     for o in self.observers.iter() {
-                        o.on_retry(self.inner.label(), &error, attempt, delay);
+                        o.on_retry(label, &error, attempt, delay);
                     }
                     tokio::select! {
                         biased;
@@ -169,15 +163,6 @@ impl<E: Engine> Engine for Retry<E> {
                 }
             }
         }
-    }
-    fn label(&self) -> &str {
-        self.inner.label()
-    }
-    fn model(&self) -> &str {
-        self.inner.model()
-    }
-    fn is_mock(&self) -> bool {
-        self.inner.is_mock()
     }
 }
 

@@ -1,42 +1,16 @@
 //! The HTTP engine against atk-testkit's loopback server: every injected fault ends with the
 //! full reply or the right typed error, with the server's request counts checked.
 
+mod common;
+
 use std::time::Duration;
 
 use atk_engine::{
-    ConcurrencyLimit, CostCounter, EngineConfig, Error, Message, Pricing, Request, RetryConfig,
-    Timeouts, build_engine,
+    ConcurrencyLimit, CostCounter, Error, Pricing, Request, RetryConfig, Timeouts, build_engine,
 };
 use atk_testkit::{Fault, Faults, RateLimit, ReplyMode, ServerConfig, TestServer};
+use common::{KEY, TEXT, chat, engine_cfg, ms, server_cfg};
 use tokio::time::Instant;
-
-const TEXT: &str = "one two three four five six seven eight";
-const KEY: &str = "sk-test-5f0c2e9a7d41b3";
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn server_cfg() -> ServerConfig {
-    ServerConfig::default().with_reply(ReplyMode::Fixed(TEXT.into()))
-}
-
-fn engine_cfg(server: &TestServer) -> EngineConfig {
-    EngineConfig::default()
-        .with_label("t")
-        .with_base_url(server.base_url())
-        .with_model("m")
-        .with_concurrency_limit(4usize)
-        .with_retry(
-            RetryConfig::default()
-                .with_base_delay(ms(1))
-                .with_max_delay(ms(5)),
-        )
-}
-
-fn chat(prompt: &str) -> Request {
-    Request::chat(vec![Message::new("user", prompt)]).with_param("temperature", 0.2)
-}
 
 async fn check_fault(fault: Fault, stream: bool, kind: &str) {
     let server = TestServer::start(server_cfg().with_faults(Faults::scripted([fault])))

@@ -2,41 +2,15 @@
 //! atk-testkit and met by the engine: cut streams, one-at-a-time servers, over-long prompts,
 //! token-bucket rate limits, outages.
 
+mod common;
+
 use std::time::Duration;
 
-use atk_engine::{
-    ConcurrencyLimit, CostCounter, EngineConfig, Message, Pricing, Request, RetryConfig,
-    build_engine,
-};
-use atk_testkit::{Fault, Faults, RateLimit, ReplyMode, ServerConfig, TestServer};
+use atk_engine::{ConcurrencyLimit, CostCounter, EngineConfig, Pricing, RetryConfig, build_engine};
+use atk_testkit::{Fault, Faults, RateLimit, TestServer};
+use common::{TEXT, chat, engine_cfg, ms, server_cfg};
 
-const TEXT: &str = "one two three four five six seven eight";
 const N: usize = 8;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn server_cfg() -> ServerConfig {
-    ServerConfig::default().with_reply(ReplyMode::Fixed(TEXT.into()))
-}
-
-fn engine_cfg(server: &TestServer) -> EngineConfig {
-    EngineConfig::default()
-        .with_label("t")
-        .with_base_url(server.base_url())
-        .with_model("m")
-        .with_concurrency_limit(4usize)
-        .with_retry(
-            RetryConfig::default()
-                .with_base_delay(ms(1))
-                .with_max_delay(ms(5)),
-        )
-}
-
-fn chat(prompt: &str) -> Request {
-    Request::chat(vec![Message::new("user", prompt)])
-}
 
 #[tokio::test]
 async fn done_without_finish_reason_is_not_a_complete_reply_unless_opted_out() {
@@ -336,6 +310,52 @@ async fn several_endpoints_share_the_load_and_a_dead_one_is_avoided() {
     let per = &totals.endpoints;
     assert_eq!(per.len(), 2, "{per:?}");
     assert_eq!(per.values().map(|[ok, _]| ok).sum::<u64>(), 60, "{per:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_endpoint_of_a_pool_keeps_its_own_window() {
+    // Two replicas under one bound of 8; one runs out of its rate limit (2 requests per 10 s,
+    // x-ratelimit headers). Its 429s lower its window only; the calls go on at the other.
+    let a = TestServer::start(
+        server_cfg()
+            .with_rate_limit(RateLimit::requests(2, Duration::from_secs(10)))
+            .with_latency(ms(100)),
+    )
+    .await
+    .unwrap();
+    let b = TestServer::start(server_cfg().with_latency(ms(100)))
+        .await
+        .unwrap();
+    let limit = ConcurrencyLimit::new(8);
+    let endpoints = vec![
+        atk_engine::Endpoint::new(a.base_url()),
+        atk_engine::Endpoint::new(b.base_url()),
+    ];
+    let engine = build_engine(
+        engine_cfg(&a)
+            .with_endpoints(endpoints)
+            .with_shared_limit(limit.clone()),
+        vec![],
+    )
+    .unwrap();
+    let calls = (0..16).map(|i| engine.call(chat(&format!("p{i}"))));
+    let replies = futures_util::future::join_all(calls).await;
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|r| r.text == TEXT))
+    );
+    assert!(a.stats().status_count(429) > 0, "{:?}", a.stats());
+    let window = |url: String| {
+        let name = format!("t @ {url}");
+        let all = limit.windows();
+        all.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, w)| *w)
+            .unwrap_or_else(|| panic!("{name} in {all:?}"))
+    };
+    assert!(window(a.base_url()) < 8, "{:?}", limit.windows());
+    assert_eq!(window(b.base_url()), 8, "{:?}", limit.windows());
 }
 
 #[test]

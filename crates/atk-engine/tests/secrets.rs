@@ -1,34 +1,11 @@
 //! The API key never reaches logs (captured at TRACE), errors or debug files. Its own test
 //! binary: a thread-local subscriber must not race other tests over tracing's callsite cache.
 
-use std::time::Duration;
+mod common;
 
-use atk_engine::{EngineConfig, Error, Message, Request, RetryConfig, build_engine};
-use atk_testkit::{CapturedLogs, Fault, Faults, ReplyMode, ServerConfig, TestServer};
-
-const TEXT: &str = "one two three four five six seven eight";
-const KEY: &str = "sk-test-5f0c2e9a7d41b3";
-
-fn server_cfg() -> ServerConfig {
-    ServerConfig::default().with_reply(ReplyMode::Fixed(TEXT.into()))
-}
-
-fn engine_cfg(server: &TestServer) -> EngineConfig {
-    let ms = Duration::from_millis;
-    EngineConfig::default()
-        .with_label("t")
-        .with_base_url(server.base_url())
-        .with_model("m")
-        .with_retry(
-            RetryConfig::default()
-                .with_base_delay(ms(1))
-                .with_max_delay(ms(5)),
-        )
-}
-
-fn chat(prompt: &str) -> Request {
-    Request::chat(vec![Message::new("user", prompt)])
-}
+use atk_engine::{Error, build_engine};
+use atk_testkit::{CapturedLogs, Fault, Faults, TestServer};
+use common::{KEY, TEXT, chat, engine_cfg, server_cfg};
 
 #[tokio::test]
 async fn the_key_never_reaches_logs_errors_or_debug_output() {

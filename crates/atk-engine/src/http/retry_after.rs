@@ -50,3 +50,85 @@ pub(super) fn parse_delay(value: &str, unit: Duration) -> Option<Duration> {
     let secs = (n * unit.as_secs_f64()).min(MAX_RETRY_AFTER.as_secs_f64());
     Some(Duration::from_secs_f64(secs))
 }
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn retry_after_values() {
+        use std::time::UNIX_EPOCH;
+        // Wed, 21 Oct 2015 07:28:00 GMT
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let s = Duration::from_secs;
+        let table: [(&str, Option<Duration>); 14] = [
+            ("3", Some(s(3))),
+            (" 120 ", Some(s(120))),
+            ("1.5", Some(Duration::from_millis(1500))),
+            ("0", Some(s(0))),
+            ("86400", Some(MAX_RETRY_AFTER)),
+            ("1e300", Some(MAX_RETRY_AFTER)),
+            ("-1", None),
+            ("NaN", None),
+            ("soon", None),
+            ("", None),
+            // HTTP dates (IMF-fixdate, and the obsolete RFC 850 / asctime forms RFC 9110 keeps).
+            ("Wed, 21 Oct 2015 07:28:30 GMT", Some(s(30))),
+            ("Wednesday, 21-Oct-15 07:29:00 GMT", Some(s(60))),
+            ("Wed Oct 21 07:28:00 2015", Some(s(0))),
+            // In the past: retry now; far future: capped.
+            ("Tue, 20 Oct 2015 07:28:00 GMT", Some(s(0))),
+        ];
+        for (value, expected) in table {
+            assert_eq!(parse_retry_after(value, now), expected, "{value:?}");
+        }
+        assert_eq!(
+            parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 32 Oct 2015 07:28:00 GMT", now),
+            None
+        );
+    }
+
+    #[test]
+    fn retry_after_date_is_measured_from_the_server_date() {
+        // The local clock is irrelevant when the response carries its own `Date`.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "date",
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:45 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(45)));
+        // Without `Date`, a date long past is "now".
+        h.remove("date");
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        // A relative date from the local clock: about 20 s (whole seconds, so 19..=20).
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(20));
+        h.insert("retry-after", HeaderValue::from_str(&later).unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(
+            (Duration::from_secs(19)..=Duration::from_secs(20)).contains(&d),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn retry_after_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+        h.insert("retry-after-ms", HeaderValue::from_static("99999999999"));
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+}

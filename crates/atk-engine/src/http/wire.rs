@@ -132,3 +132,46 @@ impl Parsed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Message;
+
+    fn body(request: &Request, stream: bool, usage: bool) -> serde_json::Value {
+        let b = Body {
+            model: "m",
+            request,
+            stream,
+            stream_usage: usage,
+        };
+        serde_json::from_slice(&serde_json::to_vec(&b).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn params_pass_verbatim_and_use_stop_false_drops_stop() {
+        let req = Request::chat(vec![Message::new("user", "hi")])
+            .with_param("temperature", 0.7)
+            .with_param("min_p", 0.05)
+            .with_param("stop", vec!["###"])
+            .with_param("custom_key", serde_json::json!({"a": 1}))
+            .with_param("model", "other");
+        let b = body(&req, true, true);
+        assert_eq!(b["model"], "m");
+        assert_eq!(b["temperature"], 0.7);
+        assert_eq!(b["min_p"], 0.05);
+        assert_eq!(b["stop"][0], "###");
+        assert_eq!(b["custom_key"]["a"], 1);
+        assert_eq!(b["stream_options"]["include_usage"], true);
+        assert_eq!(b["messages"][0]["content"], "hi");
+        let req = req.with_param("use_stop", false);
+        let b = body(&req, false, false);
+        assert!(
+            b.get("stop").is_none()
+                && b.get("use_stop").is_none()
+                && b.get("stream_options").is_none()
+        );
+        let b = body(&Request::completion("once upon"), true, false);
+        assert_eq!(b["prompt"], "once upon");
+    }
+}
