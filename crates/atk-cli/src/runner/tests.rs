@@ -6,7 +6,11 @@ use atk_state::ResultRecord;
 use atk_step::{StepError, StepOutput};
 use serde_json::json;
 
+use super::engines::build_engines;
+use super::status_loop::{StatusInputs, status_of};
 use super::*;
+use atk_state::ItemRecord;
+use atk_step::{Step, StepContext};
 
 /// What the test pipeline saw, shared across its runs.
 #[derive(Default)]
