@@ -130,11 +130,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     for w in &loaded.warnings {
         crate::out::warn(w);
     }
-    let settings = Arc::new(
-        Settings::from_common(&loaded.common)
-            .map_err(RunError::Config)?
-            .with_engines_used(used),
-    );
+    let settings = Arc::new(Settings::new(&loaded.common, used));
     tracing::debug!(config = %loaded.path.display(), "config loaded");
 
     // Inputs first: a missing or unreadable input dir is reported before anything is locked.

@@ -154,7 +154,7 @@ impl<C> RunContext<C> {
             .with_max_in_flight(if self.dry_run.is_some() {
                 1
             } else {
-                self.settings.concurrency_limit.saturating_mul(2).max(1)
+                self.settings.concurrency_limit.saturating_mul(2)
             });
         crate::preflight::warn_prompt_names(self.store.as_ref(), chain, &self.step_context());
         let executor = Executor::new(
