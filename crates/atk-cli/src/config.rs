@@ -37,7 +37,7 @@ pub use common::{CommonConfig, EnginesUsed};
 pub use error::{ConfigError, KeyLocation, Origin};
 pub use overrides::Overrides;
 
-use common::{Invalid, RawCommon};
+use common::Invalid;
 use flat::Flat;
 use secrets::Which;
 
@@ -216,26 +216,29 @@ fn load_text_as<T: DeserializeOwned>(
     }
     resolve_paths(&mut flat, dirs);
 
-    let raw_common = deserialize_retyping::<RawCommon>(&mut flat)
+    let common = deserialize_retyping::<CommonConfig>(&mut flat, CommonConfig::input)
         .map_err(|f| failure_to_error(&flat, f, &secret_values))?;
-    let common_ignored = raw_common.ignored;
+    let common_ignored = common.ignored;
+    let invalid = |flat: &Flat, key: &str, message: &str| ConfigError::Type {
+        file: file.to_path_buf(),
+        at: flat.locate_path(key),
+        message: secrets::scrub(message, &secret_values),
+    };
     // Every required key that is missing, common and the pipeline's own, in one message.
     let mut missing: Vec<(String, String)> = Vec::new();
-    let common = match raw_common.value.resolve(small_api_key, large_api_key, used) {
-        Ok(common) => Some(common),
+    let common = match common.value.check(used) {
+        Ok(common) => Some(CommonConfig {
+            small_api_key,
+            large_api_key,
+            ..common
+        }),
         Err(Invalid::Missing(keys)) => {
             missing.extend(keys.into_iter().map(|(k, hint)| (k.to_string(), hint)));
             None
         }
-        Err(Invalid::Value { key, message }) => {
-            return Err(ConfigError::Type {
-                file: file.to_path_buf(),
-                at: flat.locate_path(key),
-                message: secrets::scrub(&message, &secret_values),
-            });
-        }
+        Err(Invalid::Value { key, message }) => return Err(invalid(&flat, key, &message)),
     };
-    let custom = match deserialize_retyping::<T>(&mut flat) {
+    let custom = match deserialize_retyping::<T>(&mut flat, |mapping| mapping) {
         Ok(custom) => Some(custom),
         Err(f) if f.missing_field().is_some() => {
             missing.extend(missing_custom_keys::<T>(&flat, f));
@@ -246,6 +249,9 @@ fn load_text_as<T: DeserializeOwned>(
     let (Some(common), Some(custom)) = (common, custom) else {
         return Err(missing_error(&flat.file, missing));
     };
+    if let Err(Invalid::Value { key, message }) = common.check_folders() {
+        return Err(invalid(&flat, key, &message));
+    }
 
     let candidates = known_keys::<T>(&flat, &custom.ignored);
     let mut unknown = typed::unknown_paths(&common_ignored, &custom.ignored);
@@ -326,13 +332,15 @@ fn load_text_as<T: DeserializeOwned>(
     })
 }
 
-/// Deserialises `T` from the flattened keys; a `--set` value YAML read as a number or bool
-/// where `T` wants a string is retried as the string the user typed.
+/// Deserialises `T` from the flattened keys (as `input` gives them to it); a `--set` value
+/// YAML read as a number or bool where `T` wants a string is retried as the string the user
+/// typed.
 fn deserialize_retyping<T: DeserializeOwned>(
     flat: &mut Flat,
+    input: impl Fn(Value) -> Value,
 ) -> Result<typed::Tracked<T>, typed::Failure> {
     loop {
-        match typed::deserialize::<T>(flat.to_mapping()) {
+        match typed::deserialize::<T>(input(flat.to_mapping())) {
             Err(failure) if flat.retype_as_string(&failure.path, &failure.message) => continue,
             result => return result,
         }
@@ -387,7 +395,7 @@ fn absolute_in(root: &Path, path: &Path) -> PathBuf {
 /// Names a user might have meant: the common keys, the pipeline struct's fields, and the keys
 /// it read.
 fn known_keys<T: DeserializeOwned>(flat: &Flat, custom_ignored: &[String]) -> Vec<String> {
-    let mut keys: Vec<String> = CommonConfig::KEYS
+    let mut keys: Vec<String> = CommonConfig::keys()
         .iter()
         .map(|k| (*k).to_string())
         .collect();

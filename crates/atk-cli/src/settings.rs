@@ -1,12 +1,14 @@
-//! The runner's view of the common config: what it builds engines, chunking and steps from.
-//! The only place that reads [`CommonConfig`] fields, so a config change touches one file.
+//! The runner's view of the common config: the library option structs it builds engines,
+//! chunking and retries from, derived from [`CommonConfig`]. Every other setting is the
+//! config's own field, read through [`Deref`]: nothing here copies a key or checks a value
+//! (the config's rules did, once).
 
-use std::path::PathBuf;
+use std::ops::Deref;
 
 use atk_chunk::{ChunkConfig, Subset};
 use atk_engine::{MockConfig, Mode, RetryConfig, Secret, Timeouts};
 
-use crate::config::CommonConfig;
+use crate::config::{CommonConfig, EnginesUsed};
 
 /// One engine's settings.
 #[derive(Debug, Clone)]
@@ -25,54 +27,31 @@ pub(crate) struct EngineSettings {
     pub used: bool,
 }
 
-/// What the runner needs from the common config.
+/// The common config with what the runner derives from it.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
+    common: CommonConfig,
     /// `[small, large]`.
     pub engines: [EngineSettings; 2],
-    pub input_dir: PathBuf,
-    pub output_dir: PathBuf,
-    pub prompts: Option<PathBuf>,
-    pub default_prompts: Option<PathBuf>,
-    pub completion_mode: bool,
-    pub use_stop: bool,
-    pub concurrency_limit: usize,
-    pub do_meta_datagen: bool,
-    pub meta_datagen_keys: Vec<String>,
-    pub meta_datagen_extras: Vec<PathBuf>,
-    pub stream: bool,
-    pub debug_outputs: bool,
     pub timeouts: Timeouts,
     pub retry: RetryConfig,
-    pub outage_limit: std::time::Duration,
-    pub burst: std::time::Duration,
-    pub requests_per_minute: Option<u32>,
-    pub tokens_per_minute: Option<u32>,
     pub mock: MockConfig,
-    pub read_files_manually: bool,
     chunk: ChunkConfig,
-    /// True when `chunking_output_dir` was set (a dry run then still uses the cache).
-    explicit_chunk_cache: bool,
+}
+
+impl Deref for Settings {
+    type Target = CommonConfig;
+
+    fn deref(&self) -> &CommonConfig {
+        &self.common
+    }
 }
 
 impl Settings {
-    /// Converts the loaded common config; `Err` is a config message (exit 2).
-    pub fn from_common(c: &CommonConfig) -> Result<Self, String> {
-        // concurrency_limit, chunk_size and the other counts are at least 1 by the config's
-        // types (one message for the rule, from `config::rules`); `max(1)` below guards
-        // configs built in code.
-        if c.read_files_manually
-            && !c.input_dir.as_os_str().is_empty()
-            && c.output_dir.starts_with(&c.input_dir)
-        {
-            return Err(format!(
-                "output_dir ({}) is inside input_dir ({}): the next run would read its own outputs as inputs; \
-                 choose an output_dir outside the input folder",
-                c.output_dir.display(),
-                c.input_dir.display()
-            ));
-        }
-        let mut chunk = ChunkConfig::new(c.chunk_size.max(1)).with_tokenizer(c.tokenizer);
+    /// The runner's view of a loaded config; `used` marks the engines the pipeline calls
+    /// ([`crate::Pipeline::engines_used`]).
+    pub fn new(c: &CommonConfig, used: EnginesUsed) -> Self {
+        let mut chunk = ChunkConfig::new(c.chunk_size).with_tokenizer(c.tokenizer);
         chunk.cache_dir = Some(
             c.chunking_output_dir
                 .clone()
@@ -81,30 +60,15 @@ impl Settings {
         if c.use_subset {
             chunk = chunk.with_subset(Subset::new(c.subset_size, c.seed));
         }
-        let timeouts = Timeouts {
-            total: c.request_timeout,
-            idle: c.idle_timeout,
-            first_byte: c.first_byte_timeout,
-            ..Timeouts::default()
-        };
-        let retry = RetryConfig {
-            max_attempts: c.max_attempts.max(1),
-            ..RetryConfig::default()
-        };
-        let mock = MockConfig {
-            reply_template: c.mock_reply.clone(),
-            latency: c.mock_latency,
-            tokenizer: c.tokenizer,
-        };
         let engine = |label: &str,
                       mode,
                       model: &str,
                       base_url: &str,
                       key: &Secret,
-                      price_in,
-                      price_out,
+                      (price_in, price_out),
                       finish,
-                      endpoints: &Vec<atk_engine::Endpoint>| EngineSettings {
+                      endpoints: &Vec<atk_engine::Endpoint>,
+                      used| EngineSettings {
             label: label.to_string(),
             mode,
             model: model.to_string(),
@@ -114,9 +78,9 @@ impl Settings {
             price_out,
             require_finish_reason: finish,
             endpoints: endpoints.clone(),
-            used: true,
+            used,
         };
-        Ok(Self {
+        Self {
             engines: [
                 engine(
                     "small",
@@ -124,10 +88,13 @@ impl Settings {
                     &c.small_model,
                     &c.small_base_url,
                     &c.small_api_key,
-                    c.cost_per_million_small_input,
-                    c.cost_per_million_small_output,
+                    (
+                        c.cost_per_million_small_input,
+                        c.cost_per_million_small_output,
+                    ),
                     c.small_require_finish_reason,
                     &c.small_endpoints,
+                    used.small,
                 ),
                 engine(
                     "large",
@@ -135,42 +102,33 @@ impl Settings {
                     &c.large_model,
                     &c.large_base_url,
                     &c.large_api_key,
-                    c.cost_per_million_large_input,
-                    c.cost_per_million_large_output,
+                    (
+                        c.cost_per_million_large_input,
+                        c.cost_per_million_large_output,
+                    ),
                     c.large_require_finish_reason,
                     &c.large_endpoints,
+                    used.large,
                 ),
             ],
-            input_dir: c.input_dir.clone(),
-            output_dir: c.output_dir.clone(),
-            prompts: c.prompts.clone(),
-            default_prompts: c.default_prompts.clone(),
-            completion_mode: c.completion_mode,
-            use_stop: c.use_stop,
-            concurrency_limit: c.concurrency_limit,
-            do_meta_datagen: c.do_meta_datagen,
-            meta_datagen_keys: c.meta_datagen_keys.clone(),
-            meta_datagen_extras: c.meta_datagen_extras.clone(),
-            stream: c.stream,
-            debug_outputs: c.debug_outputs,
-            timeouts,
-            retry,
-            outage_limit: c.outage_limit,
-            burst: c.burst,
-            requests_per_minute: c.requests_per_minute,
-            tokens_per_minute: c.tokens_per_minute,
-            mock,
-            read_files_manually: c.read_files_manually,
+            timeouts: Timeouts {
+                total: c.request_timeout,
+                idle: c.idle_timeout,
+                first_byte: c.first_byte_timeout,
+                ..Timeouts::default()
+            },
+            retry: RetryConfig {
+                max_attempts: c.max_attempts,
+                ..RetryConfig::default()
+            },
+            mock: MockConfig {
+                reply_template: c.mock_reply.clone(),
+                latency: c.mock_latency,
+                tokenizer: c.tokenizer,
+            },
             chunk,
-            explicit_chunk_cache: c.chunking_output_dir.is_some(),
-        })
-    }
-
-    /// Marks the engines the pipeline does not call ([`crate::Pipeline::engines_used`]).
-    pub fn with_engines_used(mut self, used: crate::config::EnginesUsed) -> Self {
-        self.engines[0].used = used.small;
-        self.engines[1].used = used.large;
-        self
+            common: c.clone(),
+        }
     }
 
     /// Chunking settings: `chunk_size`, `tokenizer`, the cache (`chunking_output_dir`, else
@@ -183,7 +141,7 @@ impl Settings {
     /// (the cache is used only when `chunking_output_dir` names one).
     pub fn dry_run_chunk_config(&self) -> ChunkConfig {
         let mut c = self.chunk.clone();
-        if !self.explicit_chunk_cache {
+        if self.chunking_output_dir.is_none() {
             c.cache_dir = None;
         }
         c
@@ -203,15 +161,8 @@ mod tests {
     }
 
     #[test]
-    fn an_output_dir_inside_the_input_dir_is_refused() {
-        let err = Settings::from_common(&common("/data/in", "/data/in/out")).unwrap_err();
-        assert!(err.contains("inside input_dir"), "{err}");
-        assert!(Settings::from_common(&common("/data/in", "/data/input-out")).is_ok());
-    }
-
-    #[test]
     fn a_dry_run_does_not_cache_under_output_dir() {
-        let s = Settings::from_common(&common("/data/in", "/data/out")).unwrap();
+        let s = Settings::new(&common("/data/in", "/data/out"), EnginesUsed::BOTH);
         assert_eq!(
             s.chunk_config().cache_dir.as_deref(),
             Some(std::path::Path::new("/data/out/chunk_cache"))
@@ -230,12 +181,12 @@ mod tests {
             large_require_finish_reason: false,
             ..common("/data/in", "/data/out")
         };
-        let s = Settings::from_common(&c).unwrap();
+        let s = Settings::new(&c, EnginesUsed::BOTH);
         assert_eq!(s.timeouts.first_byte, std::time::Duration::from_secs(5));
         assert_eq!(s.burst, std::time::Duration::from_secs(1));
         assert_eq!(s.outage_limit, std::time::Duration::from_secs(30));
         assert!(s.engines[0].require_finish_reason && !s.engines[1].require_finish_reason);
-        let d = Settings::from_common(&common("/data/in", "/data/out")).unwrap();
+        let d = Settings::new(&common("/data/in", "/data/out"), EnginesUsed::BOTH);
         assert_eq!(d.timeouts.first_byte, std::time::Duration::from_secs(600));
         assert_eq!(d.burst, std::time::Duration::from_secs(3));
     }

@@ -1,7 +1,64 @@
 //! Docs that state what the code does: every list of readable formats in the user docs is
-//! the readers' own list (`atk_chunk::READ_EXTENSIONS`), and says what happens to other files.
+//! the readers' own list (`atk_chunk::READ_EXTENSIONS`), and says what happens to other files;
+//! the config reference documents exactly the common keys, with their defaults.
 
 use std::path::Path;
+
+use atk_cli::config::CommonConfig;
+
+/// The rows of the common-key tables in `docs/config.md`: `(key, default cell)`.
+fn documented_keys() -> Vec<(String, String)> {
+    let doc = include_str!("../../../docs/config.md");
+    let common = doc
+        .split("## Common keys")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("docs/config.md has a `## Common keys` section");
+    common
+        .lines()
+        .filter_map(|line| {
+            let mut cells = line.strip_prefix("| `")?.split(" | ");
+            let key = cells.next()?.strip_suffix('`')?;
+            Some((key.to_string(), cells.next()?.trim().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_config_reference_documents_every_common_key_and_no_other() {
+    let mut documented: Vec<String> = documented_keys().into_iter().map(|(k, _)| k).collect();
+    let mut keys: Vec<String> = CommonConfig::keys().iter().map(|k| k.to_string()).collect();
+    documented.sort();
+    keys.sort();
+    assert_eq!(
+        documented, keys,
+        "docs/config.md's common keys and CommonConfig's keys differ"
+    );
+}
+
+#[test]
+fn the_defaults_in_the_config_reference_are_the_defaults() {
+    // Each default the page gives as one literal (`50`, `true`, `cl100k_base`, `[]`), read as
+    // the file would be, must give the same config as no key at all.
+    let mut map = serde_yaml::Mapping::new();
+    for (key, default) in documented_keys() {
+        let Some(literal) = default
+            .strip_prefix('`')
+            .and_then(|d| d.strip_suffix('`'))
+            .filter(|d| !d.contains('`'))
+        else {
+            continue;
+        };
+        let value: serde_yaml::Value = serde_yaml::from_str(literal).expect(literal);
+        map.insert(key.into(), value);
+    }
+    assert!(map.len() > 20, "few literal defaults found: {map:?}");
+    let from_doc: CommonConfig = serde_yaml::from_value(serde_yaml::Value::Mapping(map)).unwrap();
+    assert_eq!(
+        format!("{from_doc:?}"),
+        format!("{:?}", CommonConfig::default())
+    );
+}
 
 #[test]
 fn the_docs_list_exactly_the_formats_the_readers_read() {

@@ -1,97 +1,65 @@
-//! `CommonConfig`: the keys every pipeline shares, typed and resolved.
+//! `CommonConfig`: the keys every pipeline shares, defined once.
+//!
+//! The struct is the definition: its serde field names are the keys ([`CommonConfig::keys`]),
+//! its [`Default`] holds every default, and each value rule sits on its field as a
+//! `deserialize_with` from [`rules`](super::rules). What depends on several keys (an engine's
+//! model and endpoint in `api` mode, the required folders) is checked once, in
+//! [`CommonConfig::check`]. `docs/config.md` documents every key; `tests/docs.rs` holds the
+//! two together (the keys, and every default the page gives as a literal).
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use atk_engine::{Mode, Secret};
+use atk_engine::{Endpoint, Mode, Secret};
 use atk_tokens::Tokenizer;
 use serde::Deserialize;
+use serde_yaml::Value;
 
-use super::rules::AtLeastOne;
+use super::rules;
 
 /// The keys every pipeline shares, typed, with defaults applied, paths made absolute and API
 /// keys resolved. Built by [`load`](super::load); a pipeline's own keys go in its own struct.
 ///
 /// In the file, these keys may sit in any section (`api`, `path`, `system`, `cost`,
 /// `meta_datagen` are usual) or at the top level: sections are flattened. Each can be
-/// overridden with `--set KEY=VALUE` (the value read as YAML) or `--override-json`.
-///
-/// | Key | Type | Default | Meaning |
-/// |---|---|---|---|
-/// | `small_model` | string | required when `small_mode` is `api`; `mock` otherwise | Model name sent to the small (cheap, high-volume) engine. |
-/// | `small_api_key` | string, secret | `$ATK_SMALL_API_KEY`, then `$OPENAI_API_KEY`, then none | API key of the small engine. Empty or absent falls back to the environment; `${VAR}` works. Never printed, logged or stored. Not needed in `mock` mode. |
-/// | `small_base_url` | string, or a list | required when `small_mode` is `api` | OpenAI-compatible endpoint of the small engine, e.g. `https://api.openai.com/v1`. A list of several (URLs, or `{url, api_key, concurrency}` maps) spreads the calls over them: each goes to the least-loaded healthy one, and one that fails with a lost connection or a 5xx is left out for a while. |
-/// | `small_mode` | `api` or `mock` | `api` | `api` sends HTTP requests; `mock` answers offline with deterministic text (no key, no cost). |
-/// | `large_model` | string | required when `large_mode` is `api`; `mock` otherwise | Model name sent to the large (capable) engine. |
-/// | `large_api_key` | string, secret | `$ATK_LARGE_API_KEY`, then `$OPENAI_API_KEY`, then none | API key of the large engine; as `small_api_key`. |
-/// | `large_base_url` | string | required when `large_mode` is `api` | OpenAI-compatible endpoint of the large engine. |
-/// | `large_mode` | `api` or `mock` | `api` | As `small_mode`, for the large engine. |
-/// | `small_require_finish_reason` | bool | `true` | Accept a small-engine reply only when it carries a finish_reason (`[DONE]` alone may end a cut stream). Turn off only for a server that never sends one. |
-/// | `large_require_finish_reason` | bool | `true` | As `small_require_finish_reason`, for the large engine. |
-/// | `input_dir` | path | required | Folder of input documents, read recursively. |
-/// | `output_dir` | path | required | Folder for the store, datasets, run summary, `debug_outputs/` and `meta_datagen/`; created if missing. |
-/// | `prompts` | path | none | Folder of prompt files that override the pipeline's prompts file by file. |
-/// | `default_prompts` | path | none (compiled into the pipeline) | Folder that replaces the pipeline's built-in prompts as the base layer. |
-/// | `completion_mode` | bool | `false` | Send completion prompts (`.txt` files) instead of chat messages. |
-/// | `use_stop` | bool | `true` | Send the prompts' stop sequences to the endpoint (some endpoints reject them). |
-/// | `concurrency_limit` | integer ≥ 1 | `50` | Most requests in flight at once, across both engines. |
-/// | `chunk_size` | integer ≥ 1 | `3000` | Most tokens in one chunk of input text. |
-/// | `use_subset` | bool | `false` | Process only a seeded random subset of the chunks (for trial runs). |
-/// | `subset_size` | integer ≥ 1 | `100` | How many chunks the subset keeps. |
-/// | `seed` | integer | `11037` | Seed for the subset and any other randomness, so reruns pick the same items. |
-/// | `do_meta_datagen` | bool | `false` | Also write meta-datasets (`<output_dir>/meta_datagen/`) from recorded step details. |
-/// | `meta_datagen_keys` | list of strings | `[]` | The step detail keys the meta-datasets are made from. |
-/// | `meta_datagen_extras` | list of paths | `[]` | Template files rendered over each final item to make extra examples. |
-/// | `cost_per_million_small_input` | number | `0` | USD per million prompt tokens on the small engine (cost estimates and totals). |
-/// | `cost_per_million_small_output` | number | `0` | USD per million completion tokens on the small engine. |
-/// | `cost_per_million_large_input` | number | `0` | USD per million prompt tokens on the large engine. |
-/// | `cost_per_million_large_output` | number | `0` | USD per million completion tokens on the large engine. |
-/// | `chunking_output_dir` | path | none (a folder inside `output_dir`) | Where the chunk cache is kept, to share it between runs. |
-/// | `tokenizer` | `cl100k_base` or `o200k_base` | `cl100k_base` | Tokenizer for chunk sizes and token estimates. |
-/// | `stream` | bool | `true` | Stream replies (server-sent events); a cut stream is retried, never saved. |
-/// | `debug_outputs` | bool | `false` | Write every request and reply to `<output_dir>/debug_outputs/` (keys never included). |
-/// | `request_timeout` | seconds (number) | `1800` | Longest one attempt may take in total before it is retried. |
-/// | `idle_timeout` | seconds (number) | `120` | Longest silence inside a streamed reply before the attempt is retried. |
-/// | `first_byte_timeout` | seconds (number) | `600` | Longest wait for the first byte of a reply (a server that serves one request at a time queues the others this way) before the attempt is retried. |
-/// | `max_attempts` | integer ≥ 1 | `8` | Transport attempts per request (first try included): 429, 5xx, resets, stalls. |
-/// | `outage_limit` | seconds (number) | `600` | How long an endpoint that had answered may stop answering (no connection, or only 502/503) before the run stops (exit 1, unsent items left pending). Meanwhile nothing is sent but one probe at a time, so no item spends its attempts on the outage. |
-/// | `requests_per_minute` | integer | none (no cap) | Cap on requests per minute, per engine. |
-/// | `tokens_per_minute` | integer | none (no cap) | Cap on tokens per minute, per engine. |
-/// | `burst` | seconds (number) | `3` | How much of `requests_per_minute` / `tokens_per_minute` may go out at once: this many seconds' worth; the rest is spread evenly (never a minute's worth at once). |
-/// | `mock_reply` | string | none (a built-in paragraph) | Reply template of `mock` engines; `{hash}`, `{words}`, `{lines}`, `{excerpt}` are filled in. |
-/// | `mock_latency_ms` | integer | `0` | Simulated latency of each `mock` reply, in milliseconds. |
-/// | `read_files_manually` | bool | `true` | The runner reads and chunks `input_dir`; `false` lets the pipeline supply its own texts. |
-/// | `dataset_license` | string | `other` | Licence named in the dataset card (`README.md` in `output_dir`), e.g. `cc-by-4.0`. |
-///
-/// Top-level key `no_flatten` (list of section names) keeps those sections as maps, reached by
-/// the pipeline as one key (`example_heading`) and overridden as `--set example_heading.key=..`.
-///
-/// Paths written in the file are relative to the config file's folder; paths given with
-/// `--set`/`--override-json` are relative to the working directory. Strings may use `${VAR}`
-/// (`$${` for a literal `${`). A value `!!PLACEHOLDER!!` (or containing it) must be filled in
-/// before a run starts.
-#[derive(Debug, Clone)]
+/// overridden with `--set KEY=VALUE` or `--override-json`. Every key, its default and what it
+/// does: `docs/config.md`. Deserialising it directly applies each key's own rule only; `load`
+/// also makes paths absolute, reads the API keys and checks what spans several keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct CommonConfig {
-    /// Model name of the small engine.
+    /// Model name of the small engine (`mock` in mock mode when not given).
     pub small_model: String,
     /// API key of the small engine (may be empty: mock mode, or a local server that needs none).
+    /// Read apart from the other keys, so it never passes through serde's messages.
+    #[serde(skip)]
     pub small_api_key: Secret,
     /// Endpoint of the small engine (empty in mock mode when not given; the first of several).
+    /// Set by [`check`](Self::check) from the key `small_base_url`.
+    #[serde(skip)]
     pub small_base_url: String,
     /// Several endpoints of the small engine, when `small_base_url` is a list of two or more.
-    pub small_endpoints: Vec<atk_engine::Endpoint>,
+    /// The key `small_base_url` is read here (one URL or a list) and split by `check`.
+    #[serde(rename = "small_base_url", deserialize_with = "rules::endpoints")]
+    pub small_endpoints: Vec<Endpoint>,
     /// `api` or `mock`.
+    #[serde(deserialize_with = "rules::mode")]
     pub small_mode: Mode,
     /// Model name of the large engine.
     pub large_model: String,
     /// API key of the large engine.
+    #[serde(skip)]
     pub large_api_key: Secret,
     /// Endpoint of the large engine.
+    #[serde(skip)]
     pub large_base_url: String,
     /// Several endpoints of the large engine, when `large_base_url` is a list of two or more.
-    pub large_endpoints: Vec<atk_engine::Endpoint>,
+    #[serde(rename = "large_base_url", deserialize_with = "rules::endpoints")]
+    pub large_endpoints: Vec<Endpoint>,
     /// `api` or `mock`.
+    #[serde(deserialize_with = "rules::mode")]
     pub large_mode: Mode,
     /// Small engine: a reply without finish_reason is a cut one (retried).
     pub small_require_finish_reason: bool,
@@ -109,13 +77,16 @@ pub struct CommonConfig {
     pub completion_mode: bool,
     /// Send stop sequences.
     pub use_stop: bool,
-    /// Most requests in flight at once.
+    /// Most requests in flight at once (at least 1).
+    #[serde(deserialize_with = "rules::count")]
     pub concurrency_limit: usize,
-    /// Most tokens per chunk.
+    /// Most tokens per chunk (at least 1).
+    #[serde(deserialize_with = "rules::count")]
     pub chunk_size: usize,
     /// Process a seeded subset only.
     pub use_subset: bool,
-    /// Size of that subset.
+    /// Size of that subset (at least 1).
+    #[serde(deserialize_with = "rules::count")]
     pub subset_size: usize,
     /// Seed for randomness.
     pub seed: u64,
@@ -126,40 +97,54 @@ pub struct CommonConfig {
     /// Extra templates for meta-datasets (absolute paths).
     pub meta_datagen_extras: Vec<PathBuf>,
     /// USD per million prompt tokens, small engine.
+    #[serde(deserialize_with = "rules::price")]
     pub cost_per_million_small_input: f64,
     /// USD per million completion tokens, small engine.
+    #[serde(deserialize_with = "rules::price")]
     pub cost_per_million_small_output: f64,
     /// USD per million prompt tokens, large engine.
+    #[serde(deserialize_with = "rules::price")]
     pub cost_per_million_large_input: f64,
     /// USD per million completion tokens, large engine.
+    #[serde(deserialize_with = "rules::price")]
     pub cost_per_million_large_output: f64,
     /// Chunk cache folder (absolute), if set.
     pub chunking_output_dir: Option<PathBuf>,
     /// Tokenizer for chunking and estimates.
+    #[serde(deserialize_with = "rules::tokenizer")]
     pub tokenizer: Tokenizer,
     /// Stream replies.
     pub stream: bool,
     /// Write `debug_outputs/`.
     pub debug_outputs: bool,
     /// Total time allowed for one attempt.
+    #[serde(deserialize_with = "rules::seconds")]
     pub request_timeout: Duration,
     /// Longest gap inside a streamed reply.
+    #[serde(deserialize_with = "rules::seconds")]
     pub idle_timeout: Duration,
     /// Longest wait for a reply's first byte.
+    #[serde(deserialize_with = "rules::seconds")]
     pub first_byte_timeout: Duration,
     /// Seconds' worth of the RPM/TPM caps that may go out at once.
+    #[serde(deserialize_with = "rules::seconds")]
     pub burst: Duration,
-    /// Transport attempts per request.
+    /// Transport attempts per request (at least 1).
+    #[serde(deserialize_with = "rules::count")]
     pub max_attempts: u32,
     /// Longest outage of an endpoint waited out.
+    #[serde(deserialize_with = "rules::seconds")]
     pub outage_limit: Duration,
     /// Requests-per-minute cap, per engine.
+    #[serde(deserialize_with = "rules::optional_count")]
     pub requests_per_minute: Option<u32>,
     /// Tokens-per-minute cap, per engine.
+    #[serde(deserialize_with = "rules::optional_count")]
     pub tokens_per_minute: Option<u32>,
     /// Mock reply template.
     pub mock_reply: Option<String>,
-    /// Mock latency.
+    /// Mock latency (the key `mock_latency_ms`).
+    #[serde(rename = "mock_latency_ms", deserialize_with = "rules::millis")]
     pub mock_latency: Duration,
     /// The runner reads `input_dir` itself.
     pub read_files_manually: bool,
@@ -167,80 +152,20 @@ pub struct CommonConfig {
     pub dataset_license: String,
 }
 
-impl CommonConfig {
-    /// Every common key's name, as written in a config (for docs, tools and did-you-mean).
-    pub const KEYS: &'static [&'static str] = &[
-        "small_model",
-        "small_api_key",
-        "small_base_url",
-        "small_mode",
-        "large_model",
-        "large_api_key",
-        "large_base_url",
-        "large_mode",
-        "small_require_finish_reason",
-        "large_require_finish_reason",
-        "input_dir",
-        "output_dir",
-        "prompts",
-        "default_prompts",
-        "completion_mode",
-        "use_stop",
-        "concurrency_limit",
-        "chunk_size",
-        "use_subset",
-        "subset_size",
-        "seed",
-        "do_meta_datagen",
-        "meta_datagen_keys",
-        "meta_datagen_extras",
-        "cost_per_million_small_input",
-        "cost_per_million_small_output",
-        "cost_per_million_large_input",
-        "cost_per_million_large_output",
-        "chunking_output_dir",
-        "tokenizer",
-        "stream",
-        "debug_outputs",
-        "request_timeout",
-        "idle_timeout",
-        "first_byte_timeout",
-        "burst",
-        "max_attempts",
-        "outage_limit",
-        "requests_per_minute",
-        "tokens_per_minute",
-        "mock_reply",
-        "mock_latency_ms",
-        "read_files_manually",
-        "dataset_license",
-    ];
-
-    /// Keys holding paths (resolved against the config file's folder).
-    pub(crate) const PATH_KEYS: &'static [&'static str] = &[
-        "input_dir",
-        "output_dir",
-        "prompts",
-        "default_prompts",
-        "chunking_output_dir",
-        "meta_datagen_extras",
-    ];
-}
-
 impl Default for CommonConfig {
-    /// Every default from the table; both engines in `mock` mode, empty paths.
+    /// Every key's default: what a key left out of the file (or written empty) gets.
     fn default() -> Self {
         Self {
-            small_model: "mock".into(),
+            small_model: String::new(),
             small_api_key: Secret::default(),
             small_base_url: String::new(),
             small_endpoints: Vec::new(),
-            small_mode: Mode::Mock,
-            large_model: "mock".into(),
+            small_mode: Mode::Api,
+            large_model: String::new(),
             large_api_key: Secret::default(),
             large_base_url: String::new(),
             large_endpoints: Vec::new(),
-            large_mode: Mode::Mock,
+            large_mode: Mode::Api,
             small_require_finish_reason: true,
             large_require_finish_reason: true,
             input_dir: PathBuf::new(),
@@ -281,56 +206,121 @@ impl Default for CommonConfig {
     }
 }
 
-/// The common keys as written (every one optional); the typed layer's input. API keys are not
-/// here: they are taken out before, so they never pass through serde's error messages.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct RawCommon {
-    pub small_model: Option<String>,
-    pub small_base_url: Option<BaseUrls>,
-    pub small_mode: Option<String>,
-    pub large_model: Option<String>,
-    pub large_base_url: Option<BaseUrls>,
-    pub large_mode: Option<String>,
-    pub small_require_finish_reason: Option<bool>,
-    pub large_require_finish_reason: Option<bool>,
-    pub input_dir: Option<PathBuf>,
-    pub output_dir: Option<PathBuf>,
-    pub prompts: Option<PathBuf>,
-    pub default_prompts: Option<PathBuf>,
-    pub completion_mode: Option<bool>,
-    pub use_stop: Option<bool>,
-    pub concurrency_limit: Option<AtLeastOne>,
-    pub chunk_size: Option<AtLeastOne>,
-    pub use_subset: Option<bool>,
-    pub subset_size: Option<AtLeastOne>,
-    pub seed: Option<u64>,
-    pub do_meta_datagen: Option<bool>,
-    pub meta_datagen_keys: Option<Vec<String>>,
-    pub meta_datagen_extras: Option<Vec<PathBuf>>,
-    pub cost_per_million_small_input: Option<f64>,
-    pub cost_per_million_small_output: Option<f64>,
-    pub cost_per_million_large_input: Option<f64>,
-    pub cost_per_million_large_output: Option<f64>,
-    pub chunking_output_dir: Option<PathBuf>,
-    pub tokenizer: Option<String>,
-    pub stream: Option<bool>,
-    pub debug_outputs: Option<bool>,
-    pub request_timeout: Option<f64>,
-    pub idle_timeout: Option<f64>,
-    pub first_byte_timeout: Option<f64>,
-    pub burst: Option<f64>,
-    pub max_attempts: Option<AtLeastOne>,
-    pub outage_limit: Option<f64>,
-    pub requests_per_minute: Option<AtLeastOne>,
-    pub tokens_per_minute: Option<AtLeastOne>,
-    pub mock_reply: Option<String>,
-    pub mock_latency_ms: Option<u64>,
-    pub read_files_manually: Option<bool>,
-    pub dataset_license: Option<String>,
+/// The API keys: common keys read apart from the struct (see `secrets::take_api_key`).
+const API_KEYS: [&str; 2] = ["small_api_key", "large_api_key"];
+
+impl CommonConfig {
+    /// Every common key's name, as written in a config (for docs, tools and did-you-mean):
+    /// the struct's serde field names and the two API keys.
+    pub fn keys() -> &'static [&'static str] {
+        static KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+            let mut keys = super::typed::field_names::<CommonConfig>().to_vec();
+            keys.extend(API_KEYS);
+            keys
+        });
+        &KEYS
+    }
+
+    /// Keys holding paths (resolved against the config file's folder).
+    pub(crate) const PATH_KEYS: &'static [&'static str] = &[
+        "input_dir",
+        "output_dir",
+        "prompts",
+        "default_prompts",
+        "chunking_output_dir",
+        "meta_datagen_extras",
+    ];
+
+    /// The flattened keys as the struct reads them: a common key written empty (`key:`) is
+    /// left out, so it gets its default as if it were not there.
+    pub(crate) fn input(mapping: Value) -> Value {
+        match mapping {
+            Value::Mapping(mut map) => {
+                map.retain(|k, v| {
+                    !(v.is_null() && k.as_str().is_some_and(|k| Self::keys().contains(&k)))
+                });
+                Value::Mapping(map)
+            }
+            other => other,
+        }
+    }
+
+    /// The checks that span several keys, after each key's own rule: the model and endpoint
+    /// of an engine the pipeline calls in `api` mode, the required folders (every missing key
+    /// named at once), and an engine's endpoint split into the first URL and the list.
+    pub(crate) fn check(mut self, used: EnginesUsed) -> Result<Self, Invalid> {
+        let small = engine(
+            "small",
+            self.small_mode,
+            used.small,
+            std::mem::take(&mut self.small_model),
+            &mut self.small_endpoints,
+        );
+        let large = engine(
+            "large",
+            self.large_mode,
+            used.large,
+            std::mem::take(&mut self.large_model),
+            &mut self.large_endpoints,
+        );
+        let input_dir = required_path(
+            "input_dir",
+            std::mem::take(&mut self.input_dir),
+            "the folder of documents to read, e.g. `input_dir: ./inputs`",
+        );
+        let output_dir = required_path(
+            "output_dir",
+            std::mem::take(&mut self.output_dir),
+            "where results go, e.g. `output_dir: ./output`",
+        );
+        // Every missing key in one message, not one per attempt.
+        let mut missing = Vec::new();
+        let small = found(small, &mut missing)?;
+        let large = found(large, &mut missing)?;
+        let input_dir = found(input_dir, &mut missing)?;
+        let output_dir = found(output_dir, &mut missing)?;
+        let (
+            Some((small_model, small_base_url)),
+            Some((large_model, large_base_url)),
+            Some(input_dir),
+            Some(output_dir),
+        ) = (small, large, input_dir, output_dir)
+        else {
+            return Err(Invalid::Missing(missing));
+        };
+        Ok(Self {
+            small_model,
+            small_base_url,
+            large_model,
+            large_base_url,
+            input_dir,
+            output_dir,
+            ..self
+        })
+    }
+
+    /// The check between the folders, made once the whole config (the pipeline's keys too)
+    /// has loaded: an output folder inside the input folder would be read back as input.
+    pub(crate) fn check_folders(&self) -> Result<(), Invalid> {
+        if self.read_files_manually
+            && !self.input_dir.as_os_str().is_empty()
+            && self.output_dir.starts_with(&self.input_dir)
+        {
+            return Err(Invalid::Value {
+                key: "output_dir",
+                message: format!(
+                    "output_dir ({}) is inside input_dir ({}): the next run would read its own outputs as inputs; \
+                     choose an output_dir outside the input folder",
+                    self.output_dir.display(),
+                    self.input_dir.display()
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
-/// A problem found while resolving: which key, and what is wrong.
+/// A problem found while checking: which key, and what is wrong.
 pub(crate) enum Invalid {
     /// The key's value is unusable.
     Value { key: &'static str, message: String },
@@ -383,224 +373,22 @@ impl Default for EnginesUsed {
     }
 }
 
-impl RawCommon {
-    /// Applies defaults and checks values; `small_api_key`/`large_api_key` come resolved.
-    pub(crate) fn resolve(
-        self,
-        small_api_key: Secret,
-        large_api_key: Secret,
-        used: EnginesUsed,
-    ) -> Result<CommonConfig, Invalid> {
-        let d = CommonConfig::default();
-        let small_mode = mode("small_mode", self.small_mode)?;
-        let large_mode = mode("large_mode", self.large_mode)?;
-        let (small_url, small_endpoints) = endpoints("small_base_url", self.small_base_url)?;
-        let (large_url, large_endpoints) = endpoints("large_base_url", self.large_base_url)?;
-        let small = engine("small", small_mode, used.small, self.small_model, small_url);
-        let large = engine("large", large_mode, used.large, self.large_model, large_url);
-        let input_dir = required_path(
-            "input_dir",
-            self.input_dir,
-            "the folder of documents to read, e.g. `input_dir: ./inputs`",
-        );
-        let output_dir = required_path(
-            "output_dir",
-            self.output_dir,
-            "where results go, e.g. `output_dir: ./output`",
-        );
-        // Every missing key in one message, not one per attempt.
-        let mut missing = Vec::new();
-        let small = found(small, &mut missing)?;
-        let large = found(large, &mut missing)?;
-        let input_dir = found(input_dir, &mut missing)?;
-        let output_dir = found(output_dir, &mut missing)?;
-        let (
-            Some((small_model, small_base_url)),
-            Some((large_model, large_base_url)),
-            Some(input_dir),
-            Some(output_dir),
-        ) = (small, large, input_dir, output_dir)
-        else {
-            return Err(Invalid::Missing(missing));
-        };
-        let tokenizer = match self.tokenizer {
-            None => d.tokenizer,
-            Some(name) => Tokenizer::from_name(&name).map_err(|e| Invalid::Value {
-                key: "tokenizer",
-                message: e.to_string(),
-            })?,
-        };
-        Ok(CommonConfig {
-            small_model,
-            small_api_key,
-            small_base_url,
-            small_endpoints,
-            small_mode,
-            large_model,
-            large_api_key,
-            large_base_url,
-            large_endpoints,
-            large_mode,
-            small_require_finish_reason: self
-                .small_require_finish_reason
-                .unwrap_or(d.small_require_finish_reason),
-            large_require_finish_reason: self
-                .large_require_finish_reason
-                .unwrap_or(d.large_require_finish_reason),
-            input_dir,
-            output_dir,
-            prompts: self.prompts,
-            default_prompts: self.default_prompts,
-            completion_mode: self.completion_mode.unwrap_or(d.completion_mode),
-            use_stop: self.use_stop.unwrap_or(d.use_stop),
-            // At least 1 by type (`AtLeastOne`): one message for -5, 0 and 2.5 alike.
-            concurrency_limit: self
-                .concurrency_limit
-                .map_or(d.concurrency_limit, AtLeastOne::usize),
-            chunk_size: self.chunk_size.map_or(d.chunk_size, AtLeastOne::usize),
-            use_subset: self.use_subset.unwrap_or(d.use_subset),
-            subset_size: self.subset_size.map_or(d.subset_size, AtLeastOne::usize),
-            seed: self.seed.unwrap_or(d.seed),
-            do_meta_datagen: self.do_meta_datagen.unwrap_or(d.do_meta_datagen),
-            meta_datagen_keys: self.meta_datagen_keys.unwrap_or_default(),
-            meta_datagen_extras: self.meta_datagen_extras.unwrap_or_default(),
-            cost_per_million_small_input: price(
-                "cost_per_million_small_input",
-                self.cost_per_million_small_input,
-            )?,
-            cost_per_million_small_output: price(
-                "cost_per_million_small_output",
-                self.cost_per_million_small_output,
-            )?,
-            cost_per_million_large_input: price(
-                "cost_per_million_large_input",
-                self.cost_per_million_large_input,
-            )?,
-            cost_per_million_large_output: price(
-                "cost_per_million_large_output",
-                self.cost_per_million_large_output,
-            )?,
-            chunking_output_dir: self.chunking_output_dir,
-            tokenizer,
-            stream: self.stream.unwrap_or(d.stream),
-            debug_outputs: self.debug_outputs.unwrap_or(d.debug_outputs),
-            request_timeout: seconds("request_timeout", self.request_timeout, d.request_timeout)?,
-            idle_timeout: seconds("idle_timeout", self.idle_timeout, d.idle_timeout)?,
-            first_byte_timeout: seconds(
-                "first_byte_timeout",
-                self.first_byte_timeout,
-                d.first_byte_timeout,
-            )?,
-            burst: seconds("burst", self.burst, d.burst)?,
-            max_attempts: self.max_attempts.map_or(d.max_attempts, AtLeastOne::u32),
-            outage_limit: seconds("outage_limit", self.outage_limit, d.outage_limit)?,
-            requests_per_minute: self.requests_per_minute.map(AtLeastOne::u32),
-            tokens_per_minute: self.tokens_per_minute.map(AtLeastOne::u32),
-            mock_reply: self.mock_reply,
-            mock_latency: Duration::from_millis(self.mock_latency_ms.unwrap_or(0)),
-            read_files_manually: self.read_files_manually.unwrap_or(d.read_files_manually),
-            dataset_license: self.dataset_license.unwrap_or(d.dataset_license),
-        })
-    }
-}
-
-fn mode(key: &'static str, value: Option<String>) -> Result<Mode, Invalid> {
-    match value.as_deref().map(str::trim) {
-        None | Some("") => Ok(Mode::Api),
-        Some(text) => text.parse().map_err(|_| Invalid::Value {
-            key,
-            message: format!("unknown mode `{text}`; expected `api` or `mock`"),
-        }),
-    }
-}
-
-/// `small_base_url` / `large_base_url` as written: one URL, or a list of endpoints.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum BaseUrls {
-    /// One endpoint.
-    One(String),
-    /// Several endpoints.
-    Many(Vec<EndpointEntry>),
-}
-
-/// One entry of a `*_base_url` list: a URL, or a map with its own key and concurrency.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum EndpointEntry {
-    /// Just the URL.
-    Url(String),
-    /// A URL with options.
-    Full {
-        url: String,
-        #[serde(default)]
-        api_key: Option<String>,
-        #[serde(default)]
-        concurrency: Option<i64>,
-    },
-}
-
-/// The first URL (for the single-endpoint path and the messages) and, for a list of two or
-/// more, every endpoint, each checked: an http(s) URL, a concurrency of at least 1.
-fn endpoints(
-    key: &'static str,
-    value: Option<BaseUrls>,
-) -> Result<(Option<String>, Vec<atk_engine::Endpoint>), Invalid> {
-    let entries = match value {
-        None => return Ok((None, Vec::new())),
-        Some(BaseUrls::One(url)) => return Ok((Some(url), Vec::new())),
-        Some(BaseUrls::Many(entries)) => entries,
-    };
-    let mut out = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.into_iter().enumerate() {
-        let bad = |message: String| Invalid::Value {
-            key,
-            message: format!("entry {} of the list: {message}", i + 1),
-        };
-        let (url, api_key, concurrency) = match entry {
-            EndpointEntry::Url(url) => (url, None, None),
-            EndpointEntry::Full {
-                url,
-                api_key,
-                concurrency,
-            } => (url, api_key, concurrency),
-        };
-        let url = url.trim().to_string();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(bad(format!("`{url}` is not an http(s) URL")));
-        }
-        let concurrency = match concurrency {
-            None => None,
-            Some(n) if n >= 1 => Some(n as usize),
-            Some(n) => {
-                return Err(bad(format!(
-                    "`{url}`: concurrency must be at least 1, found {n}"
-                )));
-            }
-        };
-        out.push(atk_engine::Endpoint {
-            base_url: url,
-            api_key: api_key.filter(|k| !k.is_empty()).map(Secret::new),
-            concurrency,
-        });
-    }
-    let first = out.first().map(|e| e.base_url.clone());
-    if out.len() < 2 {
-        out.clear();
-    }
-    Ok((first, out))
-}
-
 /// Model and base URL of one engine: required in `api` mode when the pipeline uses the engine
-/// (both named at once when both are missing), defaulted in `mock` mode.
+/// (both named at once when both are missing), defaulted in `mock` mode. `endpoints` is the
+/// key `<prefix>_base_url` as read (one URL, or each entry of a list): it keeps the list only
+/// when it has two or more.
 fn engine(
     prefix: &'static str,
     mode: Mode,
     used: bool,
-    model: Option<String>,
-    base_url: Option<String>,
+    model: String,
+    endpoints: &mut Vec<Endpoint>,
 ) -> Result<(String, String), Invalid> {
-    let model = model.filter(|s| !s.trim().is_empty());
+    let base_url = endpoints.first().map(|e| e.base_url.clone());
+    if endpoints.len() < 2 {
+        endpoints.clear();
+    }
+    let model = Some(model).filter(|s| !s.trim().is_empty());
     let base_url = base_url.filter(|s| !s.trim().is_empty());
     if mode == Mode::Mock {
         return Ok((
@@ -653,34 +441,20 @@ fn engine(
     Ok((model, base_url))
 }
 
-fn required_path(
-    key: &'static str,
-    value: Option<PathBuf>,
-    hint: &str,
-) -> Result<PathBuf, Invalid> {
-    value
+fn required_path(key: &'static str, value: PathBuf, hint: &str) -> Result<PathBuf, Invalid> {
+    Some(value)
         .filter(|p| !p.as_os_str().is_empty())
         .ok_or_else(|| Invalid::Missing(vec![(key, format!("set {hint}"))]))
 }
 
-fn price(key: &'static str, value: Option<f64>) -> Result<f64, Invalid> {
-    let v = value.unwrap_or(0.0);
-    if !v.is_finite() || v < 0.0 {
-        return Err(Invalid::Value {
-            key,
-            message: format!("must be a price of 0 or more (USD per million tokens), found {v}"),
-        });
-    }
-    Ok(v)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn seconds(key: &'static str, value: Option<f64>, default: Duration) -> Result<Duration, Invalid> {
-    match value {
-        None => Ok(default),
-        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
-        Some(s) => Err(Invalid::Value {
-            key,
-            message: format!("must be a number of seconds above 0, found {s}"),
-        }),
+    #[test]
+    fn path_keys_are_keys() {
+        for key in CommonConfig::PATH_KEYS {
+            assert!(CommonConfig::keys().contains(key), "{key} is not a key");
+        }
     }
 }

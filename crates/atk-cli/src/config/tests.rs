@@ -680,3 +680,25 @@ fn a_malformed_endpoint_entry_names_the_entry_and_its_line() {
         assert!(err.contains(":4"), "the line of the key: {err}");
     }
 }
+
+#[test]
+fn an_output_dir_inside_the_input_dir_is_refused() {
+    let inside = BASE.replace("output_dir: ./output", "output_dir: ./inputs/out");
+    let err = Case::new(&inside).err();
+    assert!(err.contains("inside input_dir"), "{err}");
+    let beside = BASE.replace("output_dir: ./output", "output_dir: ./input-out");
+    Case::new(&beside).ok();
+}
+
+#[test]
+fn a_common_key_written_empty_gets_its_default() {
+    let text = BASE
+        .replace("chunk_size: 2000", "chunk_size:")
+        .replace("small_mode: api", "small_mode:")
+        .replace("use_stop: true", "use_stop:");
+    let loaded = Case::new(&text).ok();
+    assert_eq!(loaded.common.chunk_size, 3000);
+    assert_eq!(loaded.common.small_mode, atk_engine::Mode::Api);
+    assert!(loaded.common.use_stop);
+    assert!(loaded.warnings.iter().all(|w| !w.contains("unknown key")));
+}

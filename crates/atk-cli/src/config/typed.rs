@@ -1,4 +1,4 @@
-//! The typed layer: deserialising the flattened keys into `RawCommon` and a pipeline's own
+//! The typed layer: deserialising the flattened keys into `CommonConfig` and a pipeline's own
 //! struct, recording which keys each ignored (unknown keys) and where a wrong type sits.
 
 use serde::de::{self, DeserializeOwned, Visitor};

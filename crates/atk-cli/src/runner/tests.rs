@@ -6,7 +6,11 @@ use atk_state::ResultRecord;
 use atk_step::{StepError, StepOutput};
 use serde_json::json;
 
+use super::engines::build_engines;
+use super::status_loop::{StatusInputs, status_of};
 use super::*;
+use atk_state::ItemRecord;
+use atk_step::{Step, StepContext};
 
 /// What the test pipeline saw, shared across its runs.
 #[derive(Default)]
@@ -207,9 +211,11 @@ async fn status_counts_requests_in_flight_as_the_engine_does() {
         mock_latency: Duration::from_secs(10),
         input_dir: "/in".into(),
         output_dir: "/out".into(),
+        small_mode: atk_engine::Mode::Mock,
+        large_mode: atk_engine::Mode::Mock,
         ..config::CommonConfig::default()
     };
-    let settings = Settings::from_common(&common).unwrap();
+    let settings = Settings::new(&common, config::EnginesUsed::BOTH);
     let store = atk_state::MemStore::default();
     let (engines, counters, limit) =
         build_engines(&settings, &store, &CancellationToken::new()).unwrap();

@@ -1,0 +1,96 @@
+//! The run's engines: built from the settings around one shared concurrency limit, with
+//! cost counters restored from the store.
+
+use std::sync::Arc;
+
+use atk_engine::{CostCounter, CostTotals, DebugObserver, EngineConfig, Observer};
+use atk_state::Store;
+use atk_step::Engines;
+use tokio_util::sync::CancellationToken;
+
+use super::COST_META_KEY;
+use crate::error::RunError;
+use crate::settings::{EngineSettings, Settings};
+
+pub(super) type Counters = Vec<Arc<CostCounter>>;
+
+pub(super) fn build_engines(
+    settings: &Settings,
+    store: &dyn Store,
+    cancel: &CancellationToken,
+) -> Result<(Engines, Counters, Arc<atk_engine::ConcurrencyLimit>), RunError> {
+    let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
+    // One bound on requests in flight for the run; each engine keeps its own window inside it.
+    let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit.max(1));
+    let debug = settings
+        .debug_outputs
+        .then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
+    let mut built: Vec<Arc<dyn atk_engine::Engine>> = Vec::new();
+    let mut counters = Vec::new();
+    for e in &settings.engines {
+        let counter = CostCounter::new(
+            e.label.clone(),
+            atk_engine::Pricing {
+                input_per_million: e.price_in,
+                output_per_million: e.price_out,
+            },
+        );
+        if let Some(prev) = saved
+            .get(&e.label)
+            .and_then(|v| serde_json::from_value::<CostTotals>(v.clone()).ok())
+        {
+            counter.restore(&prev);
+        }
+        let mut observers: Vec<Arc<dyn Observer>> = vec![counter.clone()];
+        if let Some(d) = &debug {
+            observers.push(d.clone());
+        }
+        if !e.used {
+            built.push(Arc::new(crate::unused::UnusedEngine::new(
+                &e.label, &e.model,
+            )));
+            counters.push(counter);
+            continue;
+        }
+        let limit = atk_engine::LimitConfig::new(shared_limit.clone())
+            .with_requests_per_minute(settings.requests_per_minute)
+            .with_tokens_per_minute(settings.tokens_per_minute)
+            .with_rate_burst(settings.burst);
+        let engine = atk_engine::EngineBuilder::transport(&engine_config(settings, e))
+            .observe(observers)
+            .retry(settings.retry)
+            .outage(settings.outage_limit)
+            .limit(limit)
+            .cancel(cancel.clone())
+            .build()?;
+        built.push(engine);
+        counters.push(counter);
+    }
+    let large = built
+        .pop()
+        .ok_or_else(|| RunError::fatal("no large engine"))?;
+    let small = built
+        .pop()
+        .ok_or_else(|| RunError::fatal("no small engine"))?;
+    Ok((Engines { small, large }, counters, shared_limit))
+}
+
+pub(super) fn engine_config(s: &Settings, e: &EngineSettings) -> EngineConfig {
+    EngineConfig::default()
+        .with_label(e.label.clone())
+        .with_mode(e.mode)
+        .with_model(e.model.clone())
+        .with_base_url(e.base_url.clone())
+        .with_api_key(e.api_key.clone())
+        .with_concurrency_limit(s.concurrency_limit.max(1))
+        .with_stream(s.stream)
+        .with_require_finish_reason(e.require_finish_reason)
+        .with_endpoints(e.endpoints.clone())
+        .with_timeouts(s.timeouts)
+        .with_retry(s.retry)
+        .with_outage_limit(s.outage_limit)
+        .with_rate_burst(s.burst)
+        .with_requests_per_minute(s.requests_per_minute)
+        .with_tokens_per_minute(s.tokens_per_minute)
+        .with_mock(s.mock.clone())
+}

@@ -1,0 +1,305 @@
+//! Seeding the store: the input folder's chunks (`seed_inputs`), texts and records a
+//! pipeline brings itself ([`RunContext::seed_texts`], [`RunContext::seed_items`]), and
+//! retiring the items of inputs that are gone.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use atk_state::{ItemRecord, RECORD_VERSION, RunMeta, SledStore, Store};
+
+use super::RUN_META_KEY;
+use super::context::{RunContext, dry_run_sample};
+use crate::damage::StoredCounts;
+use crate::error::RunError;
+use crate::flags::Shard;
+use crate::settings::Settings;
+
+impl<C> RunContext<C> {
+    /// Chunks texts the pipeline brought itself (`(source name, text)`, with
+    /// `read_files_manually: false`) and adds them to the store as items after any already
+    /// there. Returns how many chunks were added.
+    ///
+    /// The run's inputs are the texts seeded in this run (all calls together): items an earlier
+    /// run seeded from texts not given now are retired (their stored results are kept, and
+    /// reused if the text comes back), so they are neither worked on nor put in the dataset.
+    pub async fn seed_texts(&mut self, texts: &[(String, String)]) -> Result<u64, RunError> {
+        let set = atk_chunk::chunk_texts(texts, &self.settings.chunk_config());
+        let n = set.chunks.len() as u64;
+        self.seeded.extend(set.chunks.iter().map(|c| c.id.clone()));
+        let mut items: Vec<ItemRecord> = set.chunks.iter().map(chunk_item).collect();
+        if let Some(dry) = &mut self.dry_run {
+            if dry.over_store {
+                return Ok(n);
+            }
+            dry.chunks += n;
+            dry.chunk_tokens += set.chunks.iter().map(|c| c.tokens as u64).sum::<u64>();
+            items = dry_run_sample(items, &mut dry.sample);
+        }
+        self.store.put_items(items).await?;
+        if self.dry_run.is_none() {
+            retire_stale(self.store.as_ref(), &self.seeded).await?;
+        }
+        Ok(n)
+    }
+
+    /// Adds records the pipeline brought itself as items, one each and not chunked (rows of an
+    /// existing dataset, say): `(source name, fields)`, in dataset order. An item's id is a
+    /// hash of its source name, its fields and how often that same pair came before, so the
+    /// same rows give the same ids run after run and stored results are reused. Items are
+    /// written in batches as the iterator yields them (memory stays flat). As with
+    /// [`seed_texts`](Self::seed_texts), items of an earlier run that are not given now are
+    /// retired. Returns how many were added.
+    pub async fn seed_items(
+        &mut self,
+        records: impl IntoIterator<Item = (String, atk_state::Fields)>,
+    ) -> Result<u64, RunError> {
+        const BATCH: usize = 1000;
+        // Occurrences of each (source, fields) pair, keyed by 64 bits of its id: 8 bytes a row.
+        let mut seen: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut n = 0u64;
+        for (source, fields) in records {
+            let body = serde_json::to_string(&fields).map_err(RunError::fatal)?;
+            let first = atk_chunk::chunk_id(&source, &body, 0);
+            let key = u64::from_str_radix(&first[..16], 16).unwrap_or_default();
+            let occurrence = seen.entry(key).or_insert(0);
+            let id = if *occurrence == 0 {
+                first
+            } else {
+                atk_chunk::chunk_id(&source, &body, *occurrence)
+            };
+            *occurrence += 1;
+            self.seeded.insert(id.clone());
+            let mut fields = fields;
+            fields
+                .entry("metadata")
+                .or_insert_with(|| source.clone().into());
+            batch.push(ItemRecord {
+                v: RECORD_VERSION,
+                id,
+                parent: None,
+                order: vec![n],
+                fields,
+            });
+            n += 1;
+            if batch.len() == BATCH {
+                self.put_seeded(std::mem::take(&mut batch)).await?;
+            }
+        }
+        self.put_seeded(batch).await?;
+        if self.dry_run.is_none() {
+            retire_stale(self.store.as_ref(), &self.seeded).await?;
+        }
+        Ok(n)
+    }
+
+    async fn put_seeded(&mut self, mut items: Vec<ItemRecord>) -> Result<(), RunError> {
+        if let Some(dry) = &mut self.dry_run {
+            if dry.over_store {
+                return Ok(());
+            }
+            dry.chunks += items.len() as u64;
+            items = dry_run_sample(items, &mut dry.sample);
+        }
+        if !items.is_empty() {
+            self.store.put_items(items).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Retires the items of inputs that are no longer there (see
+/// [`atk_state::retire_stale_items`]) and says how many at info level.
+async fn retire_stale(store: &dyn Store, current: &HashSet<String>) -> Result<(), RunError> {
+    let retired = atk_state::retire_stale_items(store, current).await?;
+    if retired.total() > 0 {
+        tracing::info!(
+            chunks = retired.roots,
+            derived_items = retired.children,
+            "retired items whose input is no longer there (their stored results are kept and reused if it comes back)"
+        );
+    }
+    Ok(())
+}
+
+/// Store meta key of what the last seeding read ([`InputsMeta`]).
+pub const INPUTS_META_KEY: &str = "inputs";
+
+/// What the last complete seeding of a store read, to skip the next one when nothing changed.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InputsMeta {
+    /// [`atk_chunk::InputsFingerprint::fingerprint`] of the inputs, with the shard.
+    pub fingerprint: String,
+    /// [`atk_chunk::InputsFingerprint::shape`]: the same on every machine holding the inputs.
+    pub shape: String,
+    /// Root items seeded.
+    pub chunks: u64,
+    /// The read's summary line, shown again when reading is skipped.
+    pub summary: String,
+    /// Items in the store (children included) when the last run ended; `None` until one has.
+    #[serde(default)]
+    pub items_at_end: Option<u64>,
+    /// The shard this store holds (`--shard`), `None` for all items.
+    #[serde(default)]
+    pub shard: Option<Shard>,
+    /// The chunk-cache pack the inputs were read through (for `atk gc`), when the cache is on.
+    #[serde(default)]
+    pub chunk_pack: Option<PathBuf>,
+    /// The config's fingerprint without its paths and concurrency (see
+    /// [`crate::merge::settings_fingerprint`]): equal in the shards of one run on any machine.
+    #[serde(default)]
+    pub settings_fingerprint: String,
+}
+
+/// Seeds the store with the input folder's chunks, streamed in bounded batches as they are
+/// made (see [`atk_chunk::read_dir_batched`]), then retires the items of inputs that are gone.
+/// Skipped entirely when the inputs, settings and store are as the last complete seeding
+/// left them: a rerun over finished work reads no file and loads no tokenizer.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn seed_inputs(
+    sled: &Arc<SledStore>,
+    settings: &Settings,
+    chunk_cfg: &atk_chunk::ChunkConfig,
+    found: &atk_chunk::InputsFingerprint,
+    shard: Option<Shard>,
+    settings_fingerprint: String,
+    stored: &StoredCounts,
+) -> Result<(), RunError> {
+    let store: &dyn Store = sled.as_ref();
+    let fingerprint = match shard {
+        Some(shard) => format!("{} shard {shard}", found.fingerprint),
+        None => found.fingerprint.clone(),
+    };
+    let previous = store
+        .meta(INPUTS_META_KEY)?
+        .and_then(|v| serde_json::from_value::<InputsMeta>(v).ok());
+    if let Some(prev) = &previous
+        && prev.fingerprint == fingerprint
+        && stored.damage.is_empty()
+        && prev.items_at_end.is_some_and(|n| n == sled.item_count())
+    {
+        tracing::debug!("inputs unchanged since the last run: seeding skipped");
+        crate::out::info(&format!(
+            "{} (inputs unchanged since the last run: not read again)\n",
+            prev.summary
+        ));
+        return Ok(());
+    }
+    // A store seeded before needs the set of current ids to retire what is gone; a fresh one
+    // does not (and then no id is held in memory).
+    let had_items = store.item_ids().next().is_some();
+    let mut seeded: HashSet<String> = HashSet::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<atk_chunk::Chunk>>(2);
+    let reader = {
+        let (dir, cfg) = (settings.input_dir.clone(), chunk_cfg.clone());
+        tokio::task::spawn_blocking(move || {
+            atk_chunk::read_dir_batched(&dir, &cfg, &mut |batch| tx.blocking_send(batch).is_ok())
+        })
+    };
+    let mut chunks = 0u64;
+    let mut failed = None;
+    while let Some(mut batch) = rx.recv().await {
+        if let Some(shard) = shard {
+            batch.retain(|c| shard.contains(&c.id));
+        }
+        chunks += batch.len() as u64;
+        if had_items {
+            seeded.extend(batch.iter().map(|c| c.id.clone()));
+        }
+        if let Err(e) = store
+            .put_items(batch.iter().map(chunk_item).collect())
+            .await
+        {
+            failed = Some(e);
+            break;
+        }
+    }
+    drop(rx);
+    let report = reader.await.map_err(RunError::fatal)?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let report = report.map_err(|e| RunError::Input(e.to_string()))?;
+    for m in report.messages() {
+        crate::out::info(&format!("{m}\n"));
+    }
+    let summary = match shard {
+        Some(shard) => format!("{}; shard {shard}: {chunks} of them", report.summary()),
+        None => report.summary(),
+    };
+    crate::out::info(&format!("{summary}\n"));
+    if had_items {
+        // The run's inputs are what was just seeded: items of removed files (or of chunks
+        // `use_subset` no longer picks) go, so no request is sent for them and no dataset
+        // line comes from them. With read_files_manually off, seed_texts does this.
+        retire_stale(store, &seeded).await?;
+    }
+    let meta = InputsMeta {
+        fingerprint,
+        shape: found.shape.clone(),
+        chunks,
+        summary,
+        items_at_end: None,
+        shard,
+        settings_fingerprint,
+        chunk_pack: chunk_cfg
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(atk_chunk::pack_name(&settings.input_dir, chunk_cfg))),
+    };
+    store
+        .put_meta(
+            INPUTS_META_KEY,
+            serde_json::to_value(meta).map_err(RunError::fatal)?,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Notes in the inputs meta how many items the store holds as the run ends: the next run skips
+/// seeding only when it finds the same number (a store that lost items is seeded again).
+pub(super) async fn record_item_count(sled: &SledStore) {
+    let Ok(Some(value)) = sled.meta(INPUTS_META_KEY) else {
+        return;
+    };
+    let Ok(mut meta) = serde_json::from_value::<InputsMeta>(value) else {
+        return;
+    };
+    meta.items_at_end = Some(sled.item_count());
+    if let Ok(v) = serde_json::to_value(meta) {
+        let _ = sled.put_meta(INPUTS_META_KEY, v).await;
+    }
+}
+
+/// An item record for a chunk: fields `text`, `metadata`, `tokens`; order `[file, chunk]`.
+pub fn chunk_item(c: &atk_chunk::Chunk) -> ItemRecord {
+    let mut fields = atk_state::Fields::new();
+    fields.insert("text".into(), c.text.clone().into());
+    fields.insert("metadata".into(), c.metadata.clone().into());
+    fields.insert("tokens".into(), (c.tokens as u64).into());
+    ItemRecord {
+        v: RECORD_VERSION,
+        id: c.id.clone(),
+        parent: None,
+        order: vec![c.position.file_index as u64, c.position.chunk_index as u64],
+        fields,
+    }
+}
+
+pub(super) fn check_fingerprint(store: &dyn Store, fingerprint: &str) {
+    let previous = store
+        .meta(RUN_META_KEY)
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_value::<RunMeta>(v).ok());
+    if let Some(prev) = previous
+        && prev.config_fingerprint != fingerprint
+    {
+        tracing::info!(
+            "the config differs from the one that last wrote this output_dir; stored results are \
+             reused as they are (a warning names each step whose results were made with another \
+             prompt, params, model or version; --redo STEP remakes them)"
+        );
+    }
+}
