@@ -3,6 +3,8 @@
 //! Prints wall time, peak RSS (from `wait4`), store size and rerun time per size, and the
 //! ratios between sizes, so that growth with the corpus is visible.
 //!
+//! Each size runs once per store backend (`ATK_SCALE_BACKENDS=redb`, default `sled,redb`).
+//!
 //! Sizes: `ATK_SCALE_SIZES=10000,100000` (default `10000,100000,1000000`). Up to 100 k items
 //! each item is its own one-chunk `.txt` file (the shape of the measurement); above,
 //! `.jsonl` files of 1000 one-chunk records each (a million files would measure the file
@@ -42,6 +44,7 @@ impl Kept {
 
 /// One size's figures.
 struct Figures {
+    backend: String,
     items: usize,
     shape: &'static str,
     wall: Duration,
@@ -72,8 +75,21 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let bin = target_dir(root)
         .join("release")
         .join(format!("example-pipeline{}", std::env::consts::EXE_SUFFIX));
+    let backends: Vec<String> = std::env::var("ATK_SCALE_BACKENDS")
+        .unwrap_or_else(|_| "sled,redb".to_owned())
+        .split(',')
+        .map(|b| b.trim().to_owned())
+        .collect();
+    for backend in &backends {
+        scale(&bin, &sizes, backend)?;
+    }
+    Ok(())
+}
+
+/// Runs every size on one store backend and prints the figures and ratios.
+fn scale(bin: &Path, sizes: &[usize], backend: &str) -> anyhow::Result<()> {
     let mut all = Vec::new();
-    for &n in &sizes {
+    for &n in sizes {
         let work = tempfile::Builder::new()
             .prefix("atk-bench-scale-")
             .tempdir()?;
@@ -87,14 +103,21 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
         };
         let shape = write_inputs(&work.path().join("inputs"), n)?;
         let config = work.path().join("scale.yaml");
-        std::fs::write(&config, CONFIG)?;
-        let (wall, rss) = run_once(&bin, &config, work.path())?;
+        std::fs::write(
+            &config,
+            CONFIG.replace(
+                "  chunk_size: 2000\n",
+                &format!("  chunk_size: 2000\n  store_backend: {backend}\n"),
+            ),
+        )?;
+        let (wall, rss) = run_once(bin, &config, work.path())?;
         let store_mb = dir_size(&work.path().join("output/store")) as f64 / 1e6;
-        let (rerun, rerun_rss) = run_once(&bin, &config, work.path())?;
+        let (rerun, rerun_rss) = run_once(bin, &config, work.path())?;
         let dataset = std::fs::read_to_string(work.path().join("output/sharegpt_format.jsonl"))
             .unwrap_or_default();
         let lines = dataset.lines().count();
         let f = Figures {
+            backend: backend.to_owned(),
             items: n,
             shape,
             wall,
@@ -104,7 +127,8 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
             rerun_rss_mb: rerun_rss,
         };
         println!(
-            "scale {:>8} items ({}): first run {:>7.2} s, peak RSS {:>6.0} MB, store {:>7.0} MB; rerun {:>6.2} s, peak RSS {:>6.0} MB",
+            "scale {} {:>8} items ({}): first run {:>7.2} s, peak RSS {:>6.0} MB, store {:>7.0} MB; rerun {:>6.2} s, peak RSS {:>6.0} MB",
+            f.backend,
             f.items,
             f.shape,
             f.wall.as_secs_f64(),
@@ -120,8 +144,8 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     }
     if let Some(base) = all.first() {
         println!(
-            "ratios to {} items (items ×, first-run time ×, peak RSS ×, store ×, rerun time ×):",
-            base.items
+            "{}: ratios to {} items (items ×, first-run time ×, peak RSS ×, store ×, rerun time ×):",
+            base.backend, base.items
         );
         for f in &all[1..] {
             println!(

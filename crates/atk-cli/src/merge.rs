@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use atk_state::{RunMeta, SledStore, Store};
+use atk_state::{DiskStore, RunMeta, Store};
 
 use crate::flags::Shard;
 use crate::runner::{COST_META_KEY, INPUTS_META_KEY, InputsMeta, RUN_META_KEY, store_dir};
@@ -83,7 +83,7 @@ pub struct MergeReport {
 /// One input dir's store and what it says about itself.
 struct Source {
     dir: PathBuf,
-    store: SledStore,
+    store: DiskStore,
     run: RunMeta,
     inputs: InputsMeta,
 }
@@ -93,7 +93,7 @@ fn open_source(dir: &Path) -> Result<Source, MergeError> {
         dir: dir.to_path_buf(),
         reason,
     };
-    let store = match SledStore::try_open_read(&store_dir(dir)) {
+    let store = match DiskStore::try_open_read(&store_dir(dir)) {
         Ok(s) => s,
         Err(atk_state::Error::NotFound { .. }) => {
             return Err(bad("no atk store here (is it a run's output_dir?)".into()));
@@ -123,8 +123,13 @@ fn open_source(dir: &Path) -> Result<Source, MergeError> {
 }
 
 /// Merges the stores of `dirs` (output dirs of `--shard` runs of one pipeline, config and
-/// input folder) into a new store in `out`: items, results, failures and cost totals.
-pub async fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeReport, MergeError> {
+/// input folder) into a new store in `out`: items, results, failures and cost totals. The
+/// new store is kept in `backend`, or else in the first shard's database.
+pub async fn merge(
+    dirs: &[PathBuf],
+    out: &Path,
+    backend: Option<atk_state::Backend>,
+) -> Result<MergeReport, MergeError> {
     let mut sources = Vec::new();
     let mut seen = BTreeSet::new();
     for dir in dirs {
@@ -201,7 +206,7 @@ pub async fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeReport, MergeErr
 
     let out_store_dir = store_dir(out);
     if out_store_dir.join("db").is_file() {
-        let existing = SledStore::try_open_read(&out_store_dir)?;
+        let existing = DiskStore::try_open_read(&out_store_dir)?;
         let reason = match existing
             .meta(RUN_META_KEY)?
             .and_then(|v| serde_json::from_value::<RunMeta>(v).ok())
@@ -228,7 +233,13 @@ pub async fn merge(dirs: &[PathBuf], out: &Path) -> Result<MergeReport, MergeErr
         out: out.to_path_buf(),
         reason: format!("cannot create it: {e}"),
     })?;
-    let target = SledStore::open(&out_store_dir)?;
+    let backend = backend
+        .or_else(|| sources.first().map(|s| s.store.backend()))
+        .unwrap_or_default();
+    let target = DiskStore::open_with(
+        &out_store_dir,
+        atk_state::StoreOptions::default().with_backend(backend),
+    )?;
     let mut report = MergeReport {
         shards: sources.len(),
         missing_shards,
@@ -354,12 +365,12 @@ mod tests {
     #[tokio::test]
     async fn refuses_what_is_not_a_shard() {
         let dir = tempfile::tempdir().unwrap();
-        let err = merge(&[dir.path().to_path_buf()], &dir.path().join("out"))
+        let err = merge(&[dir.path().to_path_buf()], &dir.path().join("out"), None)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("no atk store"), "{err}");
         assert_eq!(err.exit_code(), 2);
-        let err = merge(&[], &dir.path().join("out")).await.unwrap_err();
+        let err = merge(&[], &dir.path().join("out"), None).await.unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use atk_engine::CostTotals;
-use atk_state::{RECORD_VERSION, RunMeta, SledStore, Store};
+use atk_state::{DiskStore, RECORD_VERSION, RunMeta, Store, StoreOptions};
 use atk_step::PromptLibrary;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -184,8 +184,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let store_dir = store_dir(&settings.output_dir);
     let sled = {
         let dir = store_dir.clone();
+        let options = StoreOptions::default().with_backend(settings.store_backend);
         Arc::new(
-            tokio::task::spawn_blocking(move || SledStore::open(&dir))
+            tokio::task::spawn_blocking(move || DiskStore::open_with(&dir, options))
                 .await
                 .map_err(RunError::fatal)??,
         )

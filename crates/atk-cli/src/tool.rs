@@ -62,6 +62,10 @@ enum Command {
         /// The output dir to create.
         #[arg(long, value_name = "OUT")]
         into: PathBuf,
+        /// Database of the new store, `sled` or `redb` (default: the first shard's). Merging
+        /// one output dir this way moves a store to the other database.
+        #[arg(long, value_name = "NAME")]
+        store_backend: Option<atk_state::Backend>,
     },
 }
 
@@ -94,7 +98,11 @@ where
             seed,
         } => chunk(input_dir, chunk_size, &tokenizer, subset, seed),
         Command::Status { output_dir, json } => status(&output_dir, json),
-        Command::Merge { dirs, into } => merge(&dirs, &into),
+        Command::Merge {
+            dirs,
+            into,
+            store_backend,
+        } => merge(&dirs, &into, store_backend),
         Command::Gc { output_dir } => gc(&output_dir),
     }
 }
@@ -122,7 +130,11 @@ fn gc(output_dir: &std::path::Path) -> ExitCode {
     }
 }
 
-fn merge(dirs: &[PathBuf], into: &std::path::Path) -> ExitCode {
+fn merge(
+    dirs: &[PathBuf],
+    into: &std::path::Path,
+    backend: Option<atk_state::Backend>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -133,7 +145,7 @@ fn merge(dirs: &[PathBuf], into: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(crate::merge::merge(dirs, into)) {
+    match runtime.block_on(crate::merge::merge(dirs, into, backend)) {
         Ok(r) => {
             crate::out::always(&format!(
                 "merged {} output dirs into {}: {} items, {} results, {} failures; ${:.4} spent in all\n",

@@ -150,6 +150,9 @@ pub struct CommonConfig {
     pub read_files_manually: bool,
     /// Licence named in the dataset card.
     pub dataset_license: String,
+    /// Database of a new store (`sled` or `redb`); an existing store keeps its own.
+    #[serde(deserialize_with = "rules::store_backend")]
+    pub store_backend: atk_state::Backend,
 }
 
 impl Default for CommonConfig {
@@ -202,6 +205,7 @@ impl Default for CommonConfig {
             mock_latency: Duration::ZERO,
             read_files_manually: true,
             dataset_license: "other".to_string(),
+            store_backend: atk_state::Backend::Sled,
         }
     }
 }

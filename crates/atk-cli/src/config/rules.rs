@@ -84,6 +84,14 @@ pub(crate) fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
     }
 }
 
+/// The store's database by name (`store_backend`: `sled` or `redb`).
+pub(crate) fn store_backend<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<atk_state::Backend, D::Error> {
+    let name = String::deserialize(d)?;
+    name.trim().parse().map_err(D::Error::custom)
+}
+
 /// A tokenizer by name (`tokenizer`).
 pub(crate) fn tokenizer<'de, D: Deserializer<'de>>(d: D) -> Result<Tokenizer, D::Error> {
     let name = String::deserialize(d)?;
