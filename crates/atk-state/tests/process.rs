@@ -11,12 +11,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use atk_state::{Error, RECORD_VERSION, ResultRecord, SledStore, Store};
+use atk_state::{Backend, DiskStore, Error, RECORD_VERSION, ResultRecord, Store, StoreOptions};
 
 /// Environment variable selecting the child's role.
 const MODE: &str = "ATK_STATE_TEST_MODE";
 /// Environment variable giving the child the store directory.
 const DIR: &str = "ATK_STATE_TEST_DIR";
+/// Environment variable naming the writer's store backend.
+const BACKEND: &str = "ATK_STATE_TEST_BACKEND";
 /// Environment variable giving the writer a tag for its ids.
 const RUN: &str = "ATK_STATE_TEST_RUN";
 /// The step the writer stores results for.
@@ -36,10 +38,12 @@ fn main() {
                 "a second process is refused with the holder's pid",
                 a_second_process_is_locked_out,
             );
-            run(
-                "SIGKILL loses no acknowledged result",
-                sigkill_loses_no_acknowledged_result,
-            );
+            run("SIGKILL loses no acknowledged result (sled)", || {
+                sigkill_loses_no_acknowledged_result(Backend::Sled)
+            });
+            run("SIGKILL loses no acknowledged result (redb)", || {
+                sigkill_loses_no_acknowledged_result(Backend::Redb)
+            });
             println!(
                 "process tests passed in {:.1} s",
                 started.elapsed().as_secs_f64()
@@ -49,7 +53,7 @@ fn main() {
 }
 
 /// Runs one test, naming it.
-fn run(name: &str, test: fn()) {
+fn run(name: &str, test: impl FnOnce()) {
     print!("test {name} ... ");
     let _ = std::io::stdout().flush();
     test();
@@ -62,8 +66,14 @@ fn dir_from_env() -> PathBuf {
 
 /// A child playing `mode` on the store in `dir`, with piped stdin and stdout.
 fn spawn(mode: &str, dir: &Path, run: usize) -> Child {
+    spawn_on(mode, dir, run, Backend::Sled)
+}
+
+/// [`spawn`] with the store on `backend`.
+fn spawn_on(mode: &str, dir: &Path, run: usize, backend: Backend) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .env(MODE, mode)
+        .env(BACKEND, backend.name())
         .env(DIR, dir)
         .env(RUN, run.to_string())
         .stdin(Stdio::piped())
@@ -89,7 +99,7 @@ fn lines(child: &mut Child) -> mpsc::Receiver<String> {
 
 /// Child role: holds the store open until its stdin closes.
 fn holder(dir: &Path) {
-    let store = SledStore::open(dir).unwrap();
+    let store = DiskStore::open(dir).unwrap();
     println!("open");
     let mut rest = Vec::new();
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut rest);
@@ -102,7 +112,7 @@ fn a_second_process_is_locked_out() {
     let rx = lines(&mut child);
     assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), "open");
 
-    let err = SledStore::open(dir.path()).unwrap_err();
+    let err = DiskStore::open(dir.path()).unwrap_err();
     assert!(
         matches!(err, Error::Locked { pid: Some(pid), .. } if pid == child.id()),
         "{err}"
@@ -114,13 +124,13 @@ fn a_second_process_is_locked_out() {
         "{message}"
     );
     assert!(matches!(
-        SledStore::try_open_read(dir.path()),
+        DiskStore::try_open_read(dir.path()),
         Err(Error::Locked { .. })
     ));
 
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
-    SledStore::open(dir.path()).expect("free again once the holder exits");
+    DiskStore::open(dir.path()).expect("free again once the holder exits");
 }
 
 /// A ~1 KB result, like a short generated answer with its details off.
@@ -148,7 +158,9 @@ fn writer(dir: &Path) {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let store = std::sync::Arc::new(SledStore::open(dir).unwrap());
+        let backend: Backend = std::env::var(BACKEND).unwrap().parse().unwrap();
+        let options = StoreOptions::default().with_backend(backend);
+        let store = std::sync::Arc::new(DiskStore::open_with(dir, options).unwrap());
         let tasks: Vec<_> = (0..WRITERS)
             .map(|task| {
                 let store = std::sync::Arc::clone(&store);
@@ -169,12 +181,12 @@ fn writer(dir: &Path) {
     });
 }
 
-fn sigkill_loses_no_acknowledged_result() {
+fn sigkill_loses_no_acknowledged_result(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let mut acked: Vec<String> = Vec::new();
     // Kill after different numbers of acks so the kills land at different moments.
     for (run, kill_after) in [300, 1100, 2300].into_iter().enumerate() {
-        let mut child = spawn("writer", dir.path(), run);
+        let mut child = spawn_on("writer", dir.path(), run, backend);
         let rx = lines(&mut child);
         let deadline = Instant::now() + PATIENCE;
         let mut seen = 0;
@@ -195,7 +207,12 @@ fn sigkill_loses_no_acknowledged_result() {
         );
 
         let store =
-            SledStore::open(dir.path()).expect("reopens after a kill (stale pid file, no lock)");
+            DiskStore::open(dir.path()).expect("reopens after a kill (stale pid file, no lock)");
+        assert_eq!(
+            store.backend(),
+            backend,
+            "an existing store keeps its backend"
+        );
         let lost: Vec<_> = acked
             .iter()
             .filter(|id| !store.has_result(STEP, id).unwrap())
