@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atk_state::{Fields, ItemRecord, RECORD_VERSION, ResultRecord, SledStore, Store, StoreOptions};
+use atk_state::{Fields, ItemRecord, RECORD_VERSION, ResultRecord, SledStore, Store};
 
 /// Concurrent writer tasks.
 const WRITERS: usize = 200;
@@ -158,7 +158,7 @@ fn base_phase(
 ) -> Phase {
     let db = sled::Config::new()
         .path(dir)
-        .cache_capacity(StoreOptions::default().cache_capacity)
+        .cache_capacity(64 << 20)
         .flush_every_ms(None)
         .open()
         .unwrap();

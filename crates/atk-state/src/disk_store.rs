@@ -23,6 +23,10 @@ const FORMAT_KEY: &[u8] = b"atk_state_format";
 pub(crate) const PID_FILE: &str = "atk-run.pid";
 /// Items written per batch by `put_items` (bounds the memory of one batch).
 pub(crate) const ITEMS_PER_BATCH: usize = 256;
+/// sled's default page cache.
+const SLED_CACHE: u64 = 64 << 20;
+/// redb's default page cache.
+const REDB_CACHE: u64 = 16 << 20;
 /// Records copied per batch by merges and collections.
 const RECORDS_PER_BATCH: usize = 1024;
 
@@ -54,9 +58,10 @@ pub struct Collected {
 pub struct StoreOptions {
     /// The database of a new store (an existing store keeps the one it was made with).
     pub backend: Backend,
-    /// The database's page cache size in bytes (default 64 MB; sled's own default of 1 GiB
-    /// lets a long run's RSS grow towards it).
-    pub cache_capacity: u64,
+    /// The database's page cache size in bytes; `None`: the backend's default, 64 MB for sled
+    /// (its own default of 1 GiB lets a long run's RSS grow towards it) and 16 MB for redb
+    /// (measured at 100 k items: peak RSS 94 MB with 16 MB, 183 MB with 64 MB, reruns as fast).
+    pub cache_capacity: Option<u64>,
     /// Least time between the starts of two sled group commits (default 0: flush as soon as
     /// a writer waits and the previous flush is done; a few ms batches more writes per flush
     /// at the price of that much latency).
@@ -67,7 +72,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             backend: Backend::default(),
-            cache_capacity: 64 * 1024 * 1024,
+            cache_capacity: None,
             flush_interval: Duration::ZERO,
         }
     }
@@ -84,7 +89,7 @@ impl StoreOptions {
     /// Sets the page cache size in bytes.
     #[must_use]
     pub fn with_cache_capacity(mut self, bytes: u64) -> Self {
-        self.cache_capacity = bytes;
+        self.cache_capacity = Some(bytes);
         self
     }
 
@@ -312,10 +317,13 @@ impl DiskStore {
         let kv: Box<dyn Kv> = match backend {
             Backend::Sled => Box::new(SledKv::open(
                 dir,
-                options.cache_capacity,
+                options.cache_capacity.unwrap_or(SLED_CACHE),
                 options.flush_interval,
             )?),
-            Backend::Redb => Box::new(RedbKv::open(dir, options.cache_capacity)?),
+            Backend::Redb => Box::new(RedbKv::open(
+                dir,
+                options.cache_capacity.unwrap_or(REDB_CACHE),
+            )?),
         };
         check_format(dir, kv.as_ref())?;
         let pid_file = if write_pid {

@@ -51,9 +51,25 @@ pub(crate) struct RedbKv {
     jobs: Option<mpsc::Sender<Job>>,
     /// The commit thread.
     thread: Option<JoinHandle<()>>,
-    /// Commits made.
+    /// Commits made (also the generation of the data: a snapshot older than it is stale).
     commits: Arc<AtomicU64>,
+    /// The last read snapshot's tables and the commit count it was opened at: reads share it
+    /// until the next commit (a rerun over finished work makes no commit, so its hundreds of
+    /// thousands of lookups open one read transaction instead of one each).
+    snapshot: std::sync::Mutex<Snapshot>,
 }
+
+/// A read transaction's open tables, by [`Tree`].
+#[derive(Default)]
+struct Snapshot {
+    /// Commit count when opened.
+    at: u64,
+    /// Tables opened so far.
+    tables: Vec<Option<Arc<ReadTable>>>,
+}
+
+/// A table open for reading.
+type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 impl RedbKv {
     /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
@@ -95,13 +111,34 @@ impl RedbKv {
             jobs: Some(tx),
             thread: Some(thread),
             commits,
+            snapshot: Default::default(),
         })
     }
 
-    /// A read-only view of a tree at the last commit.
-    fn read(&self, tree: Tree) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>, Error> {
+    /// A read-only view of a tree as of the last commit (or a later one).
+    fn read(&self, tree: Tree) -> Result<Arc<ReadTable>, Error> {
+        // Read before opening: a commit in between only makes the snapshot newer than `at`.
+        let now = self.commits.load(Ordering::Acquire);
+        let mut snapshot = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if snapshot.at != now || snapshot.tables.is_empty() {
+            snapshot.at = now;
+            snapshot.tables = Tree::ALL.iter().map(|_| None).collect();
+        }
+        if let Some(open) = &snapshot.tables[tree as usize] {
+            return Ok(Arc::clone(open));
+        }
+        // All trees of one snapshot come from one transaction's moment: open them together.
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        txn.open_table(table(tree)).map_err(|e| self.err(e))
+        for t in Tree::ALL {
+            let open = txn.open_table(table(t)).map_err(|e| self.err(e))?;
+            snapshot.tables[t as usize] = Some(Arc::new(open));
+        }
+        snapshot.tables[tree as usize]
+            .clone()
+            .ok_or_else(|| self.err(redb::Error::Corrupted("table not opened".to_owned())))
     }
 
     /// Runs a read, turning a panic inside redb into [`Error::Damaged`]: redb trusts the
@@ -311,7 +348,10 @@ impl Kv for RedbKv {
             durable: true,
             done,
         };
-        self.guard(|| commit(&self.db, std::slice::from_ref(&job), true).map_err(|e| self.err(e)))
+        let done = self
+            .guard(|| commit(&self.db, std::slice::from_ref(&job), true).map_err(|e| self.err(e)));
+        self.commits.fetch_add(1, Ordering::Release);
+        done
     }
 
     fn commits(&self) -> u64 {
