@@ -215,6 +215,12 @@ impl DiskStore {
         Ok(counts)
     }
 
+    /// How many results the store holds, all steps: O(1) on redb (it keeps each table's
+    /// length), a pass over the keys on sled.
+    pub fn result_total(&self) -> Result<u64, Error> {
+        self.kv.len(Tree::Results)
+    }
+
     /// Copies every item, result and failure of `other` into this store as stored (bytes
     /// as they are: no record is decoded, so any record version merges), durably. A failure
     /// is left out where this store has a result for the same step and item. Metadata is not
