@@ -32,7 +32,7 @@ pub enum ProgressMode {
 
 impl ProgressMode {
     /// Resolves `Auto` against whether stderr is a terminal.
-    pub fn resolve(self, stderr_is_terminal: bool) -> Self {
+    pub(crate) fn resolve(self, stderr_is_terminal: bool) -> Self {
         match self {
             Self::Auto if stderr_is_terminal => Self::Bars,
             Self::Auto => Self::Plain,
@@ -42,11 +42,11 @@ impl ProgressMode {
 }
 
 /// Returns the run's total cost so far (summed over engines), in USD.
-pub type CostFn = Arc<dyn Fn() -> f64 + Send + Sync>;
+pub(crate) type CostFn = Arc<dyn Fn() -> f64 + Send + Sync>;
 
 /// One JSON progress line (`--progress json`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JsonLine {
+pub(crate) struct JsonLine {
     /// `step_started`, `item_done`, `item_failed`, `item_dropped`, `step_finished` or `milestone`.
     pub event: &'static str,
     /// Step name (`null` for a milestone).
@@ -138,7 +138,7 @@ enum Renderer {
 
 /// The progress sink the runner hands the executor; cheap, never blocks on anything but a
 /// short mutex and a write to stderr.
-pub struct Progress {
+pub(crate) struct Progress {
     state: Mutex<State>,
     renderer: Renderer,
     cost: Option<CostFn>,
@@ -160,7 +160,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Progress {
     /// A renderer for `mode`: bars and plain lines on stderr, JSON lines on stdout (`Auto`
     /// resolved against stderr).
-    pub fn stderr(mode: ProgressMode) -> Self {
+    pub(crate) fn stderr(mode: ProgressMode) -> Self {
         match mode.resolve(std::io::stderr().is_terminal()) {
             ProgressMode::Bars => Self::bars(ProgressDrawTarget::stderr()),
             ProgressMode::Plain => Self::plain(Box::new(std::io::stderr()), Duration::from_secs(5)),
@@ -173,7 +173,7 @@ impl Progress {
     }
 
     /// indicatif bars, one per step, drawn to `target`.
-    pub fn bars(target: ProgressDrawTarget) -> Self {
+    pub(crate) fn bars(target: ProgressDrawTarget) -> Self {
         let multi = MultiProgress::with_draw_target(target);
         Self::with(Renderer::Bars {
             multi,
@@ -182,7 +182,7 @@ impl Progress {
     }
 
     /// Plain lines to `out`, a line per step at most every `every` (and at step start/end).
-    pub fn plain(out: Box<dyn Write + Send>, every: Duration) -> Self {
+    pub(crate) fn plain(out: Box<dyn Write + Send>, every: Duration) -> Self {
         Self::with(Renderer::Plain {
             out: Mutex::new(out),
             every,
@@ -191,7 +191,7 @@ impl Progress {
 
     /// JSON lines to `out`; item events of one step are throttled to one line per `every`
     /// (step start/finish, a step's last item and milestones always print).
-    pub fn json(out: Box<dyn Write + Send>, every: Duration) -> Self {
+    pub(crate) fn json(out: Box<dyn Write + Send>, every: Duration) -> Self {
         Self::with(Renderer::Json {
             out: Mutex::new(out),
             every,
@@ -199,7 +199,7 @@ impl Progress {
     }
 
     /// Counts only, renders nothing.
-    pub fn off() -> Self {
+    pub(crate) fn off() -> Self {
         Self::with(Renderer::Off)
     }
 
@@ -214,13 +214,13 @@ impl Progress {
     }
 
     /// Sets where the "cost so far" figure comes from (the engines' cost counters).
-    pub fn with_cost(mut self, cost: CostFn) -> Self {
+    pub(crate) fn with_cost(mut self, cost: CostFn) -> Self {
         self.cost = Some(cost);
         self
     }
 
     /// The indicatif handle when bars are drawn (logs print above the bars through it).
-    pub fn multi(&self) -> Option<&MultiProgress> {
+    pub(crate) fn multi(&self) -> Option<&MultiProgress> {
         match &self.renderer {
             Renderer::Bars { multi, .. } => Some(multi),
             _ => None,
@@ -228,7 +228,7 @@ impl Progress {
     }
 
     /// The seed's `set_progress(progress, message)`: a milestone shown by every renderer.
-    pub fn set_progress(&self, progress: f64, message: &str) {
+    pub(crate) fn set_progress(&self, progress: f64, message: &str) {
         self.event(ProgressEvent::Milestone {
             progress,
             message: message.to_string(),
@@ -237,7 +237,7 @@ impl Progress {
 
     /// Sets where "this run's cost" comes from (the engines' counters minus their totals at
     /// the start); without it, this run's cost is the whole cost.
-    pub fn with_run_cost(mut self, cost: CostFn) -> Self {
+    pub(crate) fn with_run_cost(mut self, cost: CostFn) -> Self {
         self.run_cost = Some(cost);
         self
     }
@@ -256,7 +256,7 @@ impl Progress {
     }
 
     /// Per-step counts for `status.json` and `atk status`.
-    pub fn snapshot(&self) -> StatusSnapshot {
+    pub(crate) fn snapshot(&self) -> StatusSnapshot {
         let st = lock(&self.state);
         let steps = st
             .order
@@ -287,7 +287,7 @@ impl Progress {
 
     /// Prints the periodic plain lines when due; the runner calls it about once a second so
     /// a quiet step still reports.
-    pub fn tick(&self) {
+    pub(crate) fn tick(&self) {
         if let Renderer::Plain { out, every } = &self.renderer {
             let mut st = lock(&self.state);
             let due = st.dirty && st.last_plain.is_none_or(|t| t.elapsed() >= *every);
@@ -315,7 +315,7 @@ impl Progress {
     }
 
     /// Finishes every bar (call before printing the summary).
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Renderer::Bars { bars, .. } = &self.renderer {
             for bar in lock(bars).values() {
                 if !bar.is_finished() {
@@ -587,15 +587,18 @@ impl ProgressSink for Progress {
 
 /// A `Write` over a shared buffer: lets tests (and the runner's status writer) capture output.
 #[derive(Debug, Clone, Default)]
-pub struct SharedBuf(pub Arc<Mutex<Vec<u8>>>);
+#[cfg(test)]
+pub(crate) struct SharedBuf(pub Arc<Mutex<Vec<u8>>>);
 
+#[cfg(test)]
 impl SharedBuf {
     /// Everything written so far, as text.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&lock(&self.0)).into_owned()
     }
 }
 
+#[cfg(test)]
 impl Write for SharedBuf {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         lock(&self.0).extend_from_slice(buf);

@@ -20,13 +20,13 @@ use crate::error::RunError;
 use crate::flags::CommonFlags;
 
 /// Store meta key of the per-step fingerprints ([`StepFingerprint`] by step name).
-pub const FINGERPRINT_META_KEY: &str = "step_fingerprints";
+pub(crate) const FINGERPRINT_META_KEY: &str = "step_fingerprints";
 /// Store meta key of an unfinished rework ([`ReworkMarker`]).
-pub const REWORK_META_KEY: &str = "rework";
+pub(crate) const REWORK_META_KEY: &str = "rework";
 
 /// What store meta says about one step's fingerprints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StepFingerprint {
+pub(crate) struct StepFingerprint {
     /// The fingerprint of the step in the latest run.
     pub current: String,
     /// Its readable parts (prompt digest and args, params, model and mode, version).
@@ -39,7 +39,7 @@ pub struct StepFingerprint {
 
 /// A rework in progress: what was asked and when it started.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReworkMarker {
+pub(crate) struct ReworkMarker {
     /// The flags, normalised (`--redo a --redo-changed ...`).
     pub request: String,
     /// Unix ms it started: results stored since are already remade.
@@ -48,7 +48,7 @@ pub struct ReworkMarker {
 
 /// The rework flags of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReworkFlags {
+pub(crate) struct ReworkFlags {
     /// `--redo STEP`.
     pub redo: BTreeSet<String>,
     /// `--redo-changed`.
@@ -61,7 +61,7 @@ pub struct ReworkFlags {
 
 impl ReworkFlags {
     /// The rework flags of a command line.
-    pub fn from_flags(flags: &CommonFlags) -> Self {
+    pub(crate) fn from_flags(flags: &CommonFlags) -> Self {
         Self {
             redo: flags.redo.iter().cloned().collect(),
             redo_changed: flags.redo_changed,
@@ -71,12 +71,12 @@ impl ReworkFlags {
     }
 
     /// True when anything is asked for again.
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         !self.redo.is_empty() || self.redo_changed || !self.reprocess.is_empty()
     }
 
     /// The flags as typed again, in a stable order.
-    pub fn request(&self) -> String {
+    pub(crate) fn request(&self) -> String {
         let mut parts: Vec<String> = self.redo.iter().map(|s| format!("--redo {s}")).collect();
         if self.redo_changed {
             parts.push("--redo-changed".into());
@@ -91,7 +91,7 @@ impl ReworkFlags {
 
 /// What [`prepare`] found: warnings to print and the rework to run with.
 #[derive(Debug, Default)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// Lines to print on stderr before anything is sent (each a whole warning).
     pub warnings: Vec<String>,
     /// The rework for the executor, when flags ask for one that concerns this chain.
@@ -106,7 +106,7 @@ fn read_fingerprints(store: &dyn Store) -> Result<BTreeMap<String, StepFingerpri
 }
 
 /// The rework marker left by a run that has not finished its rework.
-pub fn read_marker(store: &dyn Store) -> Result<Option<ReworkMarker>, RunError> {
+pub(crate) fn read_marker(store: &dyn Store) -> Result<Option<ReworkMarker>, RunError> {
     Ok(store
         .meta(REWORK_META_KEY)?
         .and_then(|v| serde_json::from_value(v).ok()))
@@ -116,7 +116,7 @@ pub fn read_marker(store: &dyn Store) -> Result<Option<ReworkMarker>, RunError> 
 /// (only for steps whose fingerprint changed), records the current fingerprints in store meta
 /// and sets up the rework. Sends nothing. Bad flags are [`RunError::Config`] (exit 2) naming
 /// the steps that exist.
-pub async fn prepare(
+pub(crate) async fn prepare(
     store: &dyn Store,
     chain: &[Arc<dyn Step>],
     ctx: &StepContext,
@@ -228,7 +228,7 @@ pub async fn prepare(
 }
 
 /// Marks the rework finished (a run with it completed).
-pub async fn finish(store: &dyn Store) -> Result<(), RunError> {
+pub(crate) async fn finish(store: &dyn Store) -> Result<(), RunError> {
     if store.meta(REWORK_META_KEY)?.is_some_and(|v| !v.is_null()) {
         store
             .put_meta(REWORK_META_KEY, serde_json::Value::Null)
@@ -344,7 +344,7 @@ fn warning(step: &str, other: &BTreeMap<Vec<Part>, u64>, flags: &ReworkFlags) ->
 
 /// What a rework did, one line per step of `chain` (in chain order; empty when nothing was
 /// reworked).
-pub fn render_counts(
+pub(crate) fn render_counts(
     chain: &[Arc<dyn Step>],
     counts: &BTreeMap<String, ReworkCounts>,
     report_only: bool,

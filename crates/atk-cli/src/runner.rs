@@ -36,23 +36,22 @@ use crate::summary::{RunSummary, TOKEN_COUNTS_FILE};
 
 pub use context::RunContext;
 use engines::build_engines;
-pub use seed::{INPUTS_META_KEY, InputsMeta, chunk_item};
+pub(crate) use seed::{INPUTS_META_KEY, InputsMeta};
 use seed::{check_fingerprint, record_item_count, seed_inputs};
-pub use signals::CTRL_C_GRACE;
 use signals::{CtrlC, watch_ctrl_c};
 use status_loop::{StatusInputs, cost_totals, now_ms, status_loop, status_of};
 
 /// Store meta key of the per-engine cost totals (restored on resume).
-pub const COST_META_KEY: &str = "cost_totals";
+pub(crate) const COST_META_KEY: &str = "cost_totals";
 /// Store meta key of the run's [`RunMeta`].
-pub const RUN_META_KEY: &str = "run";
+pub(crate) const RUN_META_KEY: &str = "run";
 
 /// A pipeline: its config type, its prompts and what it does with a prepared [`RunContext`].
 ///
 /// `main.rs` of a pipeline crate is one line: `fn main() -> ExitCode { atk_cli::main(MyPipeline) }`.
 #[async_trait]
 pub trait Pipeline: Send + Sync + 'static {
-    /// The pipeline's own config keys (the common ones are in [`CommonConfig`]).
+    /// The pipeline's own config keys (the common ones are in [`CommonConfig`](crate::config::CommonConfig)).
     type Config: DeserializeOwned + Send + Sync + 'static;
     /// The pipeline's name (shown in `--help`, the summary and `atk status`).
     fn name(&self) -> &'static str;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// File name of the snapshot inside the output dir.
 pub const STATUS_FILE: &str = "status.json";
 /// Store meta key holding the last snapshot of a run (read when no run holds the store).
-pub const STATUS_META_KEY: &str = "atk_status";
+pub(crate) const STATUS_META_KEY: &str = "atk_status";
 
 /// Per-step counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -147,13 +147,13 @@ pub struct MissingResults {
 
 impl MissingResults {
     /// How many results are gone.
-    pub fn missing(&self) -> u64 {
+    pub(crate) fn missing(&self) -> u64 {
         self.recorded.saturating_sub(self.found)
     }
 }
 
 /// The steps whose `found` result count is below the `recorded` one.
-pub fn find_missing(
+pub(crate) fn find_missing(
     recorded: &BTreeMap<String, u64>,
     found: &BTreeMap<String, u64>,
 ) -> Vec<MissingResults> {
@@ -170,7 +170,7 @@ pub fn find_missing(
 
 /// The loud report of a damaged store: what is missing per step, that it will be requested
 /// again, and how to keep a copy of the store first.
-pub fn render_damage(store_dir: &Path, missing: &[MissingResults]) -> String {
+pub(crate) fn render_damage(store_dir: &Path, missing: &[MissingResults]) -> String {
     let mut s = String::new();
     let total: u64 = missing.iter().map(MissingResults::missing).sum();
     let _ = writeln!(
@@ -206,7 +206,7 @@ impl StatusSnapshot {
     }
 
     /// [`render`](Self::render) as seen at `now_ms` (Unix ms).
-    pub fn render_at(&self, now_ms: u64) -> String {
+    pub(crate) fn render_at(&self, now_ms: u64) -> String {
         let mut s = String::new();
         let name = if self.pipeline.is_empty() {
             "run"
@@ -317,7 +317,7 @@ impl StatusSnapshot {
     }
 
     /// Reads `<output_dir>/status.json`.
-    pub fn read(output_dir: &Path) -> std::io::Result<Self> {
+    pub(crate) fn read(output_dir: &Path) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(output_dir.join(STATUS_FILE))?;
         serde_json::from_str(&text).map_err(std::io::Error::other)
     }
@@ -387,7 +387,7 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
     {
         return Ok(s.clone());
     }
-    let store = match atk_state::SledStore::try_open_read(&crate::store_dir(output_dir)) {
+    let store = match atk_state::SledStore::try_open_read(&crate::runner::store_dir(output_dir)) {
         Ok(store) => store,
         Err(atk_state::Error::Locked { .. }) => {
             return snapshot
@@ -420,7 +420,7 @@ fn settle(mut s: StatusSnapshot) -> StatusSnapshot {
 
 /// Counts done and failed per step in a store no run holds. Step names and totals come from
 /// the last snapshot the run saved (in the store, else `status.json`).
-pub fn from_store(
+pub(crate) fn from_store(
     store: &dyn atk_state::Store,
     file_snapshot: Option<StatusSnapshot>,
 ) -> Result<StatusSnapshot, atk_state::Error> {
@@ -480,7 +480,7 @@ pub fn from_store(
         st.pending = st.total.saturating_sub(st.done + st.failed);
     }
     if let Some(costs) = store
-        .meta(crate::COST_META_KEY)?
+        .meta(crate::runner::COST_META_KEY)?
         .and_then(|v| v.as_object().cloned())
     {
         for e in &mut s.engines {
@@ -518,7 +518,7 @@ mod tests {
     async fn status_of_a_finished_run_counts_the_store() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = SledStore::open(&crate::store_dir(dir.path())).unwrap();
+            let store = SledStore::open(&crate::runner::store_dir(dir.path())).unwrap();
             store
                 .put_items(vec![item("a", 0), item("b", 1), item("c", 2), item("d", 3)])
                 .await
@@ -571,7 +571,10 @@ mod tests {
                 .await
                 .unwrap();
             let costs = serde_json::json!({"small": {"requests": 7, "failed_requests": 0, "prompt_tokens": 7000, "completion_tokens": 1400, "estimated_replies": 0, "cost_usd": 0.00189, "retries": {}}});
-            store.put_meta(crate::COST_META_KEY, costs).await.unwrap();
+            store
+                .put_meta(crate::runner::COST_META_KEY, costs)
+                .await
+                .unwrap();
             store.flush().await.unwrap();
         }
         let s = read_status(dir.path()).unwrap();
@@ -584,7 +587,7 @@ mod tests {
     #[tokio::test]
     async fn status_reports_results_missing_from_a_damaged_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store_dir = crate::store_dir(dir.path());
+        let store_dir = crate::runner::store_dir(dir.path());
         {
             let store = SledStore::open(&store_dir).unwrap();
             let r = ResultRecord::new("x".repeat(3000).into());
@@ -706,7 +709,7 @@ mod tests {
     async fn a_snapshot_from_a_killed_run_is_marked_stale() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = SledStore::open(&crate::store_dir(dir.path())).unwrap();
+            let store = SledStore::open(&crate::runner::store_dir(dir.path())).unwrap();
             store
                 .put_items(vec![item("a", 0), item("b", 1)])
                 .await

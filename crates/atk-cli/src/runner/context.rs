@@ -29,7 +29,7 @@ pub struct RunContext<C> {
     /// The prompt library (compiled-in defaults + the config's `prompts` folder).
     pub prompts: Arc<PromptLibrary>,
     /// The progress sink every renderer reads.
-    pub progress: Arc<Progress>,
+    pub(crate) progress: Arc<Progress>,
     /// Cancelled by the first Ctrl-C: no new requests start.
     pub cancel: CancellationToken,
     /// Where datasets go.
