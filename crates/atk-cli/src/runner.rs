@@ -39,7 +39,7 @@ use engines::build_engines;
 pub(crate) use seed::{INPUTS_META_KEY, InputsMeta};
 use seed::{check_fingerprint, record_item_count, seed_inputs};
 use signals::{CtrlC, watch_ctrl_c};
-use status_loop::{StatusInputs, cost_totals, now_ms, status_loop, status_of};
+use status_loop::{StatusInputs, cost_totals, status_loop, status_of};
 
 /// Store meta key of the per-engine cost totals (restored on resume).
 pub(crate) const COST_META_KEY: &str = "cost_totals";
@@ -114,7 +114,7 @@ where
 pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), RunError> {
     crate::out::set_quiet(flags.quiet);
     let started = Instant::now();
-    let started_at_ms = now_ms();
+    let started_at_ms = atk_state::now_ms();
     let overrides = Overrides {
         set: flags.set.clone(),
         json: flags.override_json.clone(),
