@@ -104,14 +104,7 @@ pub(crate) fn render_damage(store_dir: &Path, missing: &[MissingResults]) -> Str
         store_dir.display()
     );
     for m in missing {
-        let _ = writeln!(
-            s,
-            "  step {:<20} {:>8} missing (recorded {}, found {})",
-            m.step,
-            m.missing(),
-            m.recorded,
-            m.found
-        );
+        let _ = writeln!(s, "  {}", m.line());
     }
     let _ = writeln!(
         s,

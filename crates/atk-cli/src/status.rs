@@ -155,6 +155,17 @@ impl MissingResults {
     pub(crate) fn missing(&self) -> u64 {
         self.recorded.saturating_sub(self.found)
     }
+
+    /// Its line in a damage report: `step NAME  N missing (recorded R, found F)`.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "step {:<20} {:>8} missing (recorded {}, found {})",
+            self.step,
+            self.missing(),
+            self.recorded,
+            self.found
+        )
+    }
 }
 
 impl StatusSnapshot {

@@ -234,11 +234,8 @@ impl<C> RunContext<C> {
         file_name: &str,
         conversations: impl IntoIterator<Item = Result<Conversation, E>>,
     ) -> Result<PathBuf, RunError> {
-        let mut out = self.dataset(file_name)?;
-        for c in conversations {
-            out.write_sharegpt(&c.map_err(Into::into)?)?;
-        }
-        out.finish()
+        // A ShareGPT line is the conversation serialised as it is.
+        self.write_jsonl(file_name, conversations)
     }
 
     /// Writes `<output_dir>/<file_name>` atomically, one JSON row per line in the order given

@@ -108,14 +108,7 @@ impl StatusSnapshot {
                 "  STORE DAMAGED: {total} stored results missing; they are requested again"
             );
             for m in &self.damage {
-                let _ = writeln!(
-                    s,
-                    "    step {:<20} {:>8} missing (recorded {}, found {})",
-                    m.step,
-                    m.missing(),
-                    m.recorded,
-                    m.found
-                );
+                let _ = writeln!(s, "    {}", m.line());
             }
         }
         s
