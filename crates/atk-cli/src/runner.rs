@@ -29,7 +29,7 @@ use crate::damage::StoredCounts;
 use crate::dataset::{self, Written};
 use crate::error::RunError;
 use crate::flags::{CommonFlags, parse_pipeline_args};
-use crate::progress::Progress;
+use crate::progress::{Progress, ProgressMode};
 use crate::settings::Settings;
 use crate::status::STATUS_META_KEY;
 use crate::summary::{RunSummary, TOKEN_COUNTS_FILE};
@@ -367,42 +367,65 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     );
     let _ = summary.write(&settings.output_dir);
     if !summary.datasets.is_empty() {
-        let facts = crate::card::CardFacts {
-            summary: &summary,
-            output_dir: &settings.output_dir,
-            license: &ctx.common.dataset_license,
-            engines: settings
-                .engines
-                .iter()
-                .map(|e| {
-                    (
-                        e.label.clone(),
-                        e.model.clone(),
-                        format!("{:?}", e.mode).to_lowercase(),
-                    )
-                })
-                .collect(),
-            concurrency_limit: settings.concurrency_limit,
-            chunk_size: ctx.common.chunk_size,
-            prompts: ctx.prompts.loaded(),
-        };
-        let card = crate::card::render(&facts);
-        if let Err(e) = dataset::write_jsonl_atomic(
-            &settings.output_dir.join(crate::card::CARD_FILE),
-            [card.trim_end()],
-        ) {
-            tracing::warn!(error = %e, "could not write the dataset card");
-        }
+        write_card(&summary, &settings, &ctx);
     }
     let nothing_kept = summary.nothing_kept();
+    print_summary(
+        &summary,
+        outcome.is_err() || summary.all_failed() || nothing_kept.is_some(),
+        progress_mode,
+    );
+    outcome?;
+    if summary.all_failed() {
+        return Err(RunError::AllFailed);
+    }
+    if let Some(why) = nothing_kept {
+        return Err(RunError::NothingKept(why));
+    }
+    Ok(())
+}
+
+/// Writes the dataset card (`README.md` in the output dir) for the datasets the run wrote.
+fn write_card<C>(summary: &RunSummary, settings: &Settings, ctx: &RunContext<C>) {
+    let facts = crate::card::CardFacts {
+        summary,
+        output_dir: &settings.output_dir,
+        license: &ctx.common.dataset_license,
+        engines: settings
+            .engines
+            .iter()
+            .map(|e| {
+                (
+                    e.label.clone(),
+                    e.model.clone(),
+                    format!("{:?}", e.mode).to_lowercase(),
+                )
+            })
+            .collect(),
+        concurrency_limit: settings.concurrency_limit,
+        chunk_size: ctx.common.chunk_size,
+        prompts: ctx.prompts.loaded(),
+    };
+    let card = crate::card::render(&facts);
+    if let Err(e) = dataset::write_jsonl_atomic(
+        &settings.output_dir.join(crate::card::CARD_FILE),
+        [card.trim_end()],
+    ) {
+        tracing::warn!(error = %e, "could not write the dataset card");
+    }
+}
+
+/// Prints the summary (to stderr; under `-q` too when `alarm`: it explains a failure) and
+/// where each dataset went (to stdout, as `dataset_written` events with `--progress json`).
+fn print_summary(summary: &RunSummary, alarm: bool, progress_mode: ProgressMode) {
     // The summary is a diagnostic (stderr; shown under -q only when it explains a failure);
     // where each dataset went is a result (stdout).
-    if outcome.is_err() || summary.all_failed() || nothing_kept.is_some() {
+    if alarm {
         crate::out::always(&summary.render());
     } else {
         crate::out::info(&summary.render());
     }
-    if progress_mode == crate::progress::ProgressMode::Json {
+    if progress_mode == ProgressMode::Json {
         // stdout stays JSON lines only: one `dataset_written` event per dataset.
         for (path, lines) in &summary.datasets {
             crate::out::event(
@@ -415,14 +438,6 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             crate::out::result(&line);
         }
     }
-    outcome?;
-    if summary.all_failed() {
-        return Err(RunError::AllFailed);
-    }
-    if let Some(why) = nothing_kept {
-        return Err(RunError::NothingKept(why));
-    }
-    Ok(())
 }
 
 /// `<output_dir>/store`: where a run's store lives.
