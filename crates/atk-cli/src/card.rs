@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::summary::RunSummary;
 
 /// File name of the dataset card in the output dir.
-pub const CARD_FILE: &str = "README.md";
+pub(crate) const CARD_FILE: &str = "README.md";
 
 /// What the card is made from.
 pub(crate) struct CardFacts<'a> {

@@ -1,6 +1,6 @@
 //! Config loading: sections, flattening, placeholders, overrides, typed deserialisation.
 //!
-//! Two layers, as in ripgrep's flags: the raw layer ([`flat`]) is the YAML file with its
+//! Two layers, as in ripgrep's flags: the raw layer (`flat`) is the YAML file with its
 //! sections flattened into one set of keys, each remembering its section, line and origin;
 //! overrides and placeholder checks work there. The resolved layer is [`CommonConfig`] plus the
 //! pipeline's own struct, with `${VAR}`s read, API keys found and paths made absolute.
@@ -96,7 +96,7 @@ pub fn load_for<T: DeserializeOwned>(
 /// [`load`] for `--dry-run`, which sends nothing: API keys still `!!PLACEHOLDER!!` are taken
 /// as empty and listed in the warnings as still to fill in; any other placeholder is refused
 /// as in [`load`]. `used` as in [`load_for`].
-pub fn load_for_dry_run<T: DeserializeOwned>(
+pub(crate) fn load_for_dry_run<T: DeserializeOwned>(
     path: &Path,
     overrides: &Overrides,
     used: EnginesUsed,

@@ -3,12 +3,13 @@
 //! word (measured: 64 KiB of garbage lost 200 of 200 results), so the runner compares.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
 use atk_state::SledStore;
 
-use crate::status::{MissingResults, StatusSnapshot, find_missing, render_damage};
+use crate::status::{MissingResults, StatusSnapshot};
 
 /// The results a run's store holds: counted once at open, then kept live from the results
 /// stored since.
@@ -87,4 +88,44 @@ impl StoredCounts {
         }
         counts
     }
+}
+
+/// The steps whose `found` result count is below the `recorded` one.
+pub(crate) fn find_missing(
+    recorded: &BTreeMap<String, u64>,
+    found: &BTreeMap<String, u64>,
+) -> Vec<MissingResults> {
+    recorded
+        .iter()
+        .map(|(step, &recorded)| MissingResults {
+            step: step.clone(),
+            recorded,
+            found: found.get(step).copied().unwrap_or(0),
+        })
+        .filter(|m| m.missing() > 0)
+        .collect()
+}
+
+/// The loud report of a damaged store: what is missing per step, that it will be requested
+/// again, and how to keep a copy of the store first.
+pub(crate) fn render_damage(store_dir: &Path, missing: &[MissingResults]) -> String {
+    let mut s = String::new();
+    let total: u64 = missing.iter().map(MissingResults::missing).sum();
+    let _ = writeln!(
+        s,
+        "STORE DAMAGED: {total} stored results are missing from {}",
+        store_dir.display()
+    );
+    for m in missing {
+        let _ = writeln!(s, "  {}", m.line());
+    }
+    let _ = writeln!(
+        s,
+        "  The store holds fewer results than the last run recorded (status.json): its files were\n  \
+         damaged or replaced. The missing results will be requested (and paid for) again.\n  \
+         To keep a copy of the store as it is now, stop the run (Ctrl-C) and copy it first:\n    \
+         cp -a {dir} {dir}.damaged",
+        dir = store_dir.display()
+    );
+    s
 }

@@ -80,7 +80,7 @@ impl DatasetWriter {
 
 /// Writes `lines` (one JSON document each, without the newline) to `path` atomically: a
 /// reader sees the old file or the new one, never half of one. Returns the number of lines.
-pub fn write_jsonl_atomic<I, S>(path: &Path, lines: I) -> std::io::Result<u64>
+pub(crate) fn write_jsonl_atomic<I, S>(path: &Path, lines: I) -> std::io::Result<u64>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
@@ -126,21 +126,21 @@ pub fn sharegpt_pair(human: impl Into<String>, gpt: impl Into<String>) -> Conver
     }
 }
 
-/// Writes ShareGPT conversations to `path` atomically, one `{"conversations": [...]}` per
-/// line, in the order given. Returns the number of lines.
-pub fn write_sharegpt<I>(path: &Path, conversations: I) -> std::io::Result<u64>
-where
-    I: IntoIterator<Item = Conversation>,
-{
-    let lines = conversations
-        .into_iter()
-        .map(|c| serde_json::to_string(&c).unwrap_or_default());
-    write_jsonl_atomic(path, lines)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes ShareGPT conversations to `path` atomically, one `{"conversations": [...]}` per
+    /// line, in the order given. Returns the number of lines.
+    fn write_sharegpt<I>(path: &Path, conversations: I) -> std::io::Result<u64>
+    where
+        I: IntoIterator<Item = Conversation>,
+    {
+        let lines = conversations
+            .into_iter()
+            .map(|c| serde_json::to_string(&c).unwrap_or_default());
+        write_jsonl_atomic(path, lines)
+    }
 
     #[test]
     fn writes_lines_atomically_and_leaves_no_temp_file() {

@@ -22,7 +22,7 @@ const CHAT_MESSAGE_OVERHEAD: u64 = 4;
 
 /// What a dry run counted for one engine.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct EngineEstimate {
+pub(crate) struct EngineEstimate {
     /// Engine label.
     pub label: String,
     /// Model name.
@@ -43,18 +43,18 @@ pub struct EngineEstimate {
 
 impl EngineEstimate {
     /// Cost of the prompt tokens.
-    pub fn input_cost(&self) -> f64 {
+    pub(crate) fn input_cost(&self) -> f64 {
         self.prompt_tokens as f64 * self.input_price / 1e6
     }
     /// Upper bound of the output cost (every reply using all of `max_tokens`).
-    pub fn max_output_cost(&self) -> Option<f64> {
+    pub(crate) fn max_output_cost(&self) -> Option<f64> {
         self.max_output_tokens
             .map(|t| t as f64 * self.output_price / 1e6)
     }
 }
 
 /// An engine that counts requests and prompt tokens and sends nothing.
-pub struct CountingEngine {
+pub(crate) struct CountingEngine {
     label: String,
     model: String,
     counter: &'static dyn TokenCounter,
@@ -77,11 +77,11 @@ impl std::fmt::Debug for CountingEngine {
 }
 
 /// The reason every dry-run call fails with (never shown as a failure: the run stops first).
-pub const NOT_SENT: &str = "dry run: not sent";
+pub(crate) const NOT_SENT: &str = "dry run: not sent";
 
 impl CountingEngine {
     /// A counting stand-in for the engine `label` running `model`, priced per million tokens.
-    pub fn new(
+    pub(crate) fn new(
         label: &str,
         model: &str,
         counter: &'static dyn TokenCounter,
@@ -108,7 +108,7 @@ impl CountingEngine {
 
     /// As [`new`](Self::new), answering each counted call with `inner`'s reply (a mock engine),
     /// so the whole chain runs.
-    pub fn answering(
+    pub(crate) fn answering(
         label: &str,
         model: &str,
         counter: &'static dyn TokenCounter,
@@ -124,13 +124,13 @@ impl CountingEngine {
     }
 
     /// Says it stands for an engine in mock mode (what step fingerprints see).
-    pub fn set_stands_for_mock(&self, mock: bool) {
+    pub(crate) fn set_stands_for_mock(&self, mock: bool) {
         self.stands_for_mock
             .store(mock, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The estimate scaled from a sample of `sample` items to `total` items.
-    pub fn scaled_estimate(&self, sample: u64, total: u64) -> EngineEstimate {
+    pub(crate) fn scaled_estimate(&self, sample: u64, total: u64) -> EngineEstimate {
         let mut e = self.estimate();
         if sample > 0 && total != sample {
             let scale = |n: u64| ((n as f64) * (total as f64) / (sample as f64)).round() as u64;
@@ -142,7 +142,7 @@ impl CountingEngine {
     }
 
     /// What was counted so far.
-    pub fn estimate(&self) -> EngineEstimate {
+    pub(crate) fn estimate(&self) -> EngineEstimate {
         let mut e = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if !*self.bounded.lock().unwrap_or_else(|e| e.into_inner()) || e.requests == 0 {
             e.max_output_tokens = if e.requests == 0 { Some(0) } else { None };
@@ -211,7 +211,7 @@ impl Engine for CountingEngine {
 
 /// Renders the dry-run report printed on stderr; `sample` is how many of the `items` the
 /// chain ran on (the counts are scaled from them).
-pub fn render_estimate(
+pub(crate) fn render_estimate(
     items: u64,
     sample: u64,
     input_tokens: u64,

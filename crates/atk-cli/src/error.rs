@@ -50,7 +50,7 @@ impl RunError {
 }
 
 /// Turns a run's outcome into the process exit code (printing nothing: the runner reports).
-pub fn exit_code(outcome: &Result<(), RunError>) -> ExitCode {
+pub(crate) fn exit_code(outcome: &Result<(), RunError>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => ExitCode::from(e.exit_code()),

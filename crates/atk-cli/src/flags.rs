@@ -63,7 +63,7 @@ pub struct Shard {
 
 impl Shard {
     /// Parses `I/N`; refuses anything else, `N = 0` and `I >= N`, saying which.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let (i, n) = text
             .split_once('/')
             .ok_or_else(|| format!("`{text}` is not I/N (e.g. 0/4)"))?;
@@ -89,7 +89,7 @@ impl Shard {
 
     /// Whether the item `id` belongs to this shard: FNV-1a (64 bit) of the id's bytes modulo N,
     /// the same on every machine and in every run.
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         shard_of(id, self.count) == self.index
     }
 }
@@ -101,7 +101,7 @@ impl std::fmt::Display for Shard {
 }
 
 /// The shard (of `count`) an item id falls in.
-pub fn shard_of(id: &str, count: u32) -> u32 {
+pub(crate) fn shard_of(id: &str, count: u32) -> u32 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {
         hash ^= u64::from(b);
@@ -112,7 +112,7 @@ pub fn shard_of(id: &str, count: u32) -> u32 {
 
 impl CommonFlags {
     /// The progress mode after `-q` (quiet turns bars and plain lines off, not JSON).
-    pub fn progress_mode(&self) -> ProgressMode {
+    pub(crate) fn progress_mode(&self) -> ProgressMode {
         match self.progress {
             ProgressMode::Json => ProgressMode::Json,
             _ if self.quiet => ProgressMode::Off,
@@ -121,12 +121,12 @@ impl CommonFlags {
     }
 
     /// True when stored results are asked for again (`--redo`, `--redo-changed`, `--reprocess`).
-    pub fn reworks(&self) -> bool {
+    pub(crate) fn reworks(&self) -> bool {
         !self.redo.is_empty() || self.redo_changed || !self.reprocess.is_empty()
     }
 
     /// Log verbosity: -1 quiet, 0 default, 1 debug, 2+ trace.
-    pub fn verbosity(&self) -> i8 {
+    pub(crate) fn verbosity(&self) -> i8 {
         if self.quiet {
             -1
         } else {
@@ -141,14 +141,17 @@ impl CommonFlags {
     about = "Runs an atk pipeline over the inputs named in its config.",
     version
 )]
-pub struct PipelineCli {
+pub(crate) struct PipelineCli {
     /// The common flags.
     #[command(flatten)]
     pub common: CommonFlags,
 }
 
 /// Parses a pipeline binary's command line (`name` is shown in `--help` and usage).
-pub fn parse_pipeline_args<I, T>(name: &'static str, args: I) -> Result<CommonFlags, clap::Error>
+pub(crate) fn parse_pipeline_args<I, T>(
+    name: &'static str,
+    args: I,
+) -> Result<CommonFlags, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,

@@ -12,7 +12,7 @@ use crate::status::StatusSnapshot;
 /// Why `atk gc` could not run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum GcError {
+pub(crate) enum GcError {
     /// No store in the directory.
     #[error("no atk store in {} (is it a run's output_dir?)", .0.display())]
     NoStore(PathBuf),
@@ -23,7 +23,7 @@ pub enum GcError {
 
 impl GcError {
     /// Exit code: 2 when the directory is not usable (no store, a run holds it), else 1.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Self::NoStore(_)
             | Self::Store(
@@ -36,7 +36,7 @@ impl GcError {
 
 /// What `atk gc` freed.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct GcReport {
+pub(crate) struct GcReport {
     /// Results of retired items removed.
     pub results: u64,
     /// Failures of retired items removed.
@@ -51,7 +51,7 @@ pub struct GcReport {
 
 impl GcReport {
     /// One line for the terminal.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         format!(
             "freed {:.1} MB: {} results and {} failures of retired items ({:.1} MB of records; sled \
              returns the disk space as it rewrites its files), {} unused chunk-cache files ({:.1} MB)",
@@ -66,7 +66,7 @@ impl GcReport {
 }
 
 /// Collects the garbage of the run in `output_dir` (no run may hold it).
-pub async fn gc(output_dir: &Path) -> Result<GcReport, GcError> {
+pub(crate) async fn gc(output_dir: &Path) -> Result<GcReport, GcError> {
     let store = match SledStore::try_open_read(&store_dir(output_dir)) {
         Ok(s) => s,
         Err(atk_state::Error::NotFound { .. }) => {

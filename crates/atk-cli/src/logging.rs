@@ -12,17 +12,17 @@ use tracing_subscriber::fmt::MakeWriter;
 static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
 
 /// Routes log lines above these bars until [`detach_bars`] (or another call).
-pub fn attach_bars(multi: Option<MultiProgress>) {
+pub(crate) fn attach_bars(multi: Option<MultiProgress>) {
     *BARS.lock().unwrap_or_else(|e| e.into_inner()) = multi;
 }
 
 /// Stops routing log lines through bars.
-pub fn detach_bars() {
+pub(crate) fn detach_bars() {
     attach_bars(None);
 }
 
 /// The default filter for a verbosity (-1 quiet, 0 default, 1 `-v`, 2 `-vv`).
-pub fn default_filter(verbosity: i8) -> &'static str {
+pub(crate) fn default_filter(verbosity: i8) -> &'static str {
     match verbosity {
         i8::MIN..=-1 => "error",
         0 => {
@@ -37,7 +37,7 @@ pub fn default_filter(verbosity: i8) -> &'static str {
 
 /// Installs the global subscriber (once; later calls are ignored). `RUST_LOG`, when set and
 /// valid, replaces the verbosity's default filter.
-pub fn init(verbosity: i8) {
+pub(crate) fn init(verbosity: i8) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -54,11 +54,11 @@ pub fn init(verbosity: i8) {
 
 /// A `MakeWriter` for stderr that suspends the progress bars while a line is written.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StderrAboveBars;
+pub(crate) struct StderrAboveBars;
 
 /// One buffered log line, written on drop.
 #[derive(Debug, Default)]
-pub struct LogLine(Vec<u8>);
+pub(crate) struct LogLine(Vec<u8>);
 
 impl Write for LogLine {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -80,7 +80,7 @@ impl Drop for LogLine {
 
 /// Writes `bytes` to stderr, above the progress bars when they are drawn. A closed or broken
 /// stderr is ignored: output stops, the run does not.
-pub fn write_stderr(bytes: &[u8]) {
+pub(crate) fn write_stderr(bytes: &[u8]) {
     let bars = BARS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let write = || {
         let mut err = std::io::stderr().lock();

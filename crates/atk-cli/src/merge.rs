@@ -13,7 +13,7 @@ use crate::status::StatusSnapshot;
 /// Why a merge was refused or failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum MergeError {
+pub(crate) enum MergeError {
     /// An input dir holds no store (or one no run has seeded).
     #[error("{}: {reason}", .dir.display())]
     BadShard {
@@ -51,7 +51,7 @@ pub enum MergeError {
 
 impl MergeError {
     /// Exit code: 2 for refused inputs, 1 for a store failure.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Self::Store(
                 atk_state::Error::Locked { .. } | atk_state::Error::Incompatible { .. },
@@ -64,7 +64,7 @@ impl MergeError {
 
 /// What a merge did.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct MergeReport {
+pub(crate) struct MergeReport {
     /// Shard dirs merged.
     pub shards: usize,
     /// Items copied.
@@ -125,7 +125,7 @@ fn open_source(dir: &Path) -> Result<Source, MergeError> {
 /// Merges the stores of `dirs` (output dirs of `--shard` runs of one pipeline, config and
 /// input folder) into a new store in `out`: items, results, failures and cost totals. The
 /// new store is kept in `backend`, or else in the first shard's database.
-pub async fn merge(
+pub(crate) async fn merge(
     dirs: &[PathBuf],
     out: &Path,
     backend: Option<atk_state::Backend>,
@@ -299,7 +299,7 @@ const MACHINE_KEYS: &[&str] = &[
 /// SHA-256 (hex) of a loaded config's `redacted` form without [`MACHINE_KEYS`]: what must be
 /// equal for two shards' results to belong to one run (secrets are masked in it, so keys may
 /// differ too).
-pub fn settings_fingerprint(redacted: &serde_json::Value) -> String {
+pub(crate) fn settings_fingerprint(redacted: &serde_json::Value) -> String {
     use sha2::{Digest, Sha256};
     let mut map = redacted.as_object().cloned().unwrap_or_default();
     for key in MACHINE_KEYS {

@@ -14,12 +14,12 @@ static QUIET: AtomicBool = AtomicBool::new(false);
 static SHOWN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
 /// `-q`: from now on only errors are printed.
-pub fn set_quiet(quiet: bool) {
+pub(crate) fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
 
 /// True under `-q`.
-pub fn is_quiet() -> bool {
+pub(crate) fn is_quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
 }
 
@@ -30,7 +30,7 @@ fn stderr_text(text: &str) {
 
 /// A result line for scripts (e.g. `dataset written: PATH (N lines)`): stdout, not under `-q`.
 /// A closed stdout is ignored.
-pub fn result(line: &str) {
+pub(crate) fn result(line: &str) {
     if is_quiet() {
         return;
     }
@@ -40,13 +40,13 @@ pub fn result(line: &str) {
 
 /// A machine-readable event line (`--progress json`) on stdout, printed under `-q` too (the
 /// progress events are). A closed stdout is ignored.
-pub fn event(line: &str) {
+pub(crate) fn event(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// `warning: MESSAGE` on stderr, once per process per message; nothing under `-q`.
-pub fn warn(message: &str) {
+pub(crate) fn warn(message: &str) {
     if is_quiet() {
         return;
     }
@@ -62,14 +62,14 @@ pub fn warn(message: &str) {
 
 /// Diagnostic text on stderr (banner, chunking report, summary); nothing under `-q`.
 /// `text` is written as given (add the newline).
-pub fn info(text: &str) {
+pub(crate) fn info(text: &str) {
     if !is_quiet() {
         stderr_text(text);
     }
 }
 
 /// Text on stderr whatever `-q` says (errors, and a summary that explains a failure).
-pub fn always(text: &str) {
+pub(crate) fn always(text: &str) {
     stderr_text(text);
 }
 

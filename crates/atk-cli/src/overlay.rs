@@ -10,7 +10,7 @@ use atk_state::{Error, FailureRecord, ItemRecord, Records, ResultRecord, Store};
 use atk_state::MemStore;
 
 /// Reads `top` first, then `base`; writes go to `top` only.
-pub struct OverlayStore {
+pub(crate) struct OverlayStore {
     base: Arc<dyn Store>,
     top: MemStore,
 }
@@ -23,7 +23,7 @@ impl std::fmt::Debug for OverlayStore {
 
 impl OverlayStore {
     /// An overlay over `base` with nothing written yet.
-    pub fn new(base: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(base: Arc<dyn Store>) -> Self {
         Self {
             base,
             top: MemStore::default(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use atk_state::Store;
 use atk_step::{Step, StepContext};
 
-/// The fields of a chunk item (see [`crate::chunk_item`]), assumed when the store is empty.
+/// The fields of a chunk item (see `runner::seed::chunk_item`), assumed when the store is empty.
 const CHUNK_FIELDS: [&str; 3] = ["text", "metadata", "tokens"];
 
 /// Warns (once per process each) about `{name}`s in the chain's prompts that no item field,

@@ -29,30 +29,29 @@ use crate::damage::StoredCounts;
 use crate::dataset::{self, Written};
 use crate::error::RunError;
 use crate::flags::{CommonFlags, parse_pipeline_args};
-use crate::progress::Progress;
+use crate::progress::{Progress, ProgressMode};
 use crate::settings::Settings;
 use crate::status::STATUS_META_KEY;
 use crate::summary::{RunSummary, TOKEN_COUNTS_FILE};
 
 pub use context::RunContext;
 use engines::build_engines;
-pub use seed::{INPUTS_META_KEY, InputsMeta, chunk_item};
+pub(crate) use seed::{INPUTS_META_KEY, InputsMeta};
 use seed::{check_fingerprint, record_item_count, seed_inputs};
-pub use signals::CTRL_C_GRACE;
 use signals::{CtrlC, watch_ctrl_c};
-use status_loop::{StatusInputs, cost_totals, now_ms, status_loop, status_of};
+use status_loop::{StatusInputs, cost_totals, status_loop, status_of};
 
 /// Store meta key of the per-engine cost totals (restored on resume).
-pub const COST_META_KEY: &str = "cost_totals";
+pub(crate) const COST_META_KEY: &str = "cost_totals";
 /// Store meta key of the run's [`RunMeta`].
-pub const RUN_META_KEY: &str = "run";
+pub(crate) const RUN_META_KEY: &str = "run";
 
 /// A pipeline: its config type, its prompts and what it does with a prepared [`RunContext`].
 ///
 /// `main.rs` of a pipeline crate is one line: `fn main() -> ExitCode { atk_cli::main(MyPipeline) }`.
 #[async_trait]
 pub trait Pipeline: Send + Sync + 'static {
-    /// The pipeline's own config keys (the common ones are in [`CommonConfig`]).
+    /// The pipeline's own config keys (the common ones are in [`CommonConfig`](crate::config::CommonConfig)).
     type Config: DeserializeOwned + Send + Sync + 'static;
     /// The pipeline's name (shown in `--help`, the summary and `atk status`).
     fn name(&self) -> &'static str;
@@ -115,7 +114,7 @@ where
 pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), RunError> {
     crate::out::set_quiet(flags.quiet);
     let started = Instant::now();
-    let started_at_ms = now_ms();
+    let started_at_ms = atk_state::now_ms();
     let overrides = Overrides {
         set: flags.set.clone(),
         json: flags.override_json.clone(),
@@ -369,42 +368,65 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     );
     let _ = summary.write(&settings.output_dir);
     if !summary.datasets.is_empty() {
-        let facts = crate::card::CardFacts {
-            summary: &summary,
-            output_dir: &settings.output_dir,
-            license: &ctx.common.dataset_license,
-            engines: settings
-                .engines
-                .iter()
-                .map(|e| {
-                    (
-                        e.label.clone(),
-                        e.model.clone(),
-                        format!("{:?}", e.mode).to_lowercase(),
-                    )
-                })
-                .collect(),
-            concurrency_limit: settings.concurrency_limit,
-            chunk_size: ctx.common.chunk_size,
-            prompts: ctx.prompts.loaded(),
-        };
-        let card = crate::card::render(&facts);
-        if let Err(e) = dataset::write_jsonl_atomic(
-            &settings.output_dir.join(crate::card::CARD_FILE),
-            [card.trim_end()],
-        ) {
-            tracing::warn!(error = %e, "could not write the dataset card");
-        }
+        write_card(&summary, &settings, &ctx);
     }
     let nothing_kept = summary.nothing_kept();
+    print_summary(
+        &summary,
+        outcome.is_err() || summary.all_failed() || nothing_kept.is_some(),
+        progress_mode,
+    );
+    outcome?;
+    if summary.all_failed() {
+        return Err(RunError::AllFailed);
+    }
+    if let Some(why) = nothing_kept {
+        return Err(RunError::NothingKept(why));
+    }
+    Ok(())
+}
+
+/// Writes the dataset card (`README.md` in the output dir) for the datasets the run wrote.
+fn write_card<C>(summary: &RunSummary, settings: &Settings, ctx: &RunContext<C>) {
+    let facts = crate::card::CardFacts {
+        summary,
+        output_dir: &settings.output_dir,
+        license: &ctx.common.dataset_license,
+        engines: settings
+            .engines
+            .iter()
+            .map(|e| {
+                (
+                    e.label.clone(),
+                    e.model.clone(),
+                    format!("{:?}", e.mode).to_lowercase(),
+                )
+            })
+            .collect(),
+        concurrency_limit: settings.concurrency_limit,
+        chunk_size: ctx.common.chunk_size,
+        prompts: ctx.prompts.loaded(),
+    };
+    let card = crate::card::render(&facts);
+    if let Err(e) = dataset::write_jsonl_atomic(
+        &settings.output_dir.join(crate::card::CARD_FILE),
+        [card.trim_end()],
+    ) {
+        tracing::warn!(error = %e, "could not write the dataset card");
+    }
+}
+
+/// Prints the summary (to stderr; under `-q` too when `alarm`: it explains a failure) and
+/// where each dataset went (to stdout, as `dataset_written` events with `--progress json`).
+fn print_summary(summary: &RunSummary, alarm: bool, progress_mode: ProgressMode) {
     // The summary is a diagnostic (stderr; shown under -q only when it explains a failure);
     // where each dataset went is a result (stdout).
-    if outcome.is_err() || summary.all_failed() || nothing_kept.is_some() {
+    if alarm {
         crate::out::always(&summary.render());
     } else {
         crate::out::info(&summary.render());
     }
-    if progress_mode == crate::progress::ProgressMode::Json {
+    if progress_mode == ProgressMode::Json {
         // stdout stays JSON lines only: one `dataset_written` event per dataset.
         for (path, lines) in &summary.datasets {
             crate::out::event(
@@ -417,14 +439,6 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             crate::out::result(&line);
         }
     }
-    outcome?;
-    if summary.all_failed() {
-        return Err(RunError::AllFailed);
-    }
-    if let Some(why) = nothing_kept {
-        return Err(RunError::NothingKept(why));
-    }
-    Ok(())
 }
 
 /// `<output_dir>/store`: where a run's store lives.

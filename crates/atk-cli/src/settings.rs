@@ -50,7 +50,7 @@ impl Deref for Settings {
 impl Settings {
     /// The runner's view of a loaded config; `used` marks the engines the pipeline calls
     /// ([`crate::Pipeline::engines_used`]).
-    pub fn new(c: &CommonConfig, used: EnginesUsed) -> Self {
+    pub(crate) fn new(c: &CommonConfig, used: EnginesUsed) -> Self {
         let mut chunk = ChunkConfig::new(c.chunk_size).with_tokenizer(c.tokenizer);
         chunk.cache_dir = Some(
             c.chunking_output_dir
@@ -133,13 +133,13 @@ impl Settings {
 
     /// Chunking settings: `chunk_size`, `tokenizer`, the cache (`chunking_output_dir`, else
     /// `<output_dir>/chunk_cache`), and the seeded subset when `use_subset` is on.
-    pub fn chunk_config(&self) -> ChunkConfig {
+    pub(crate) fn chunk_config(&self) -> ChunkConfig {
         self.chunk.clone()
     }
 
     /// Chunking settings for `--dry-run`: as above, but nothing is written under `output_dir`
     /// (the cache is used only when `chunking_output_dir` names one).
-    pub fn dry_run_chunk_config(&self) -> ChunkConfig {
+    pub(crate) fn dry_run_chunk_config(&self) -> ChunkConfig {
         let mut c = self.chunk.clone();
         if self.chunking_output_dir.is_none() {
             c.cache_dir = None;

@@ -12,9 +12,9 @@ use atk_step::RunReport;
 use serde::{Deserialize, Serialize};
 
 /// File name of the JSON summary in the output dir.
-pub const SUMMARY_FILE: &str = "run_summary.json";
+pub(crate) const SUMMARY_FILE: &str = "run_summary.json";
 /// File name of the per-engine token and cost totals (all runs) in the output dir.
-pub const TOKEN_COUNTS_FILE: &str = "token_counts.json";
+pub(crate) const TOKEN_COUNTS_FILE: &str = "token_counts.json";
 /// Longest sample output shown on the terminal (characters).
 const SAMPLE_CHARS: usize = 400;
 /// Drop reasons shown per step on the terminal.
@@ -33,7 +33,7 @@ impl From<&atk_step::FailureGroup> for FailureSummary {
 
 /// Failures of one kind and reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FailureSummary {
+pub(crate) struct FailureSummary {
     /// Short class (`validation`, `length`, `transport`, ...).
     pub kind: String,
     /// The reason.
@@ -46,7 +46,7 @@ pub struct FailureSummary {
 
 /// One step's counts in this run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepSummary {
+pub(crate) struct StepSummary {
     /// Step name.
     pub step: String,
     /// Results stored in this run.
@@ -66,7 +66,7 @@ pub struct StepSummary {
 
 /// One engine's requests, tokens and cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EngineSummary {
+pub(crate) struct EngineSummary {
     /// Engine label.
     pub label: String,
     /// Model.
@@ -100,7 +100,7 @@ pub struct EngineSummary {
 
 /// What `run_summary.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     /// Pipeline name.
     pub pipeline: String,
     /// Wall time of the run, seconds.
@@ -126,7 +126,7 @@ fn minus(a: u64, b: u64) -> u64 {
 
 impl RunSummary {
     /// Builds the summary; `costs` are `(label, model, mock, totals now, totals at start)`.
-    pub fn new(
+    pub(crate) fn new(
         pipeline: &str,
         wall: Duration,
         reports: &[RunReport],
@@ -203,7 +203,7 @@ impl RunSummary {
 
     /// Why the run kept nothing, when it did not: no item reached the end of a chain although
     /// items were dropped or failed, or every dataset written came out empty. The CLI exits 1.
-    pub fn nothing_kept(&self) -> Option<String> {
+    pub(crate) fn nothing_kept(&self) -> Option<String> {
         let dropped: u64 = self
             .steps
             .iter()
@@ -223,7 +223,7 @@ impl RunSummary {
     }
 
     /// Fills the step lines from progress counts (for a chain that stopped without a report).
-    pub fn add_progress_counts(&mut self, status: &crate::status::StatusSnapshot) {
+    pub(crate) fn add_progress_counts(&mut self, status: &crate::status::StatusSnapshot) {
         for st in &status.steps {
             self.steps.push(StepSummary {
                 step: st.step.clone(),
@@ -238,18 +238,18 @@ impl RunSummary {
     }
 
     /// True when items failed and none reached the end of a chain.
-    pub fn all_failed(&self) -> bool {
+    pub(crate) fn all_failed(&self) -> bool {
         self.all_failed
     }
 
     /// Writes `run_summary.json` atomically.
-    pub fn write(&self, output_dir: &Path) -> std::io::Result<()> {
+    pub(crate) fn write(&self, output_dir: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         crate::dataset::write_jsonl_atomic(&output_dir.join(SUMMARY_FILE), [text]).map(|_| ())
     }
 
     /// The terminal rendering.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -373,7 +373,7 @@ impl RunSummary {
 
     /// One `dataset written: PATH (N lines)` line per dataset (paths relative to the working
     /// directory when inside it): the runner prints them on stdout, for scripts.
-    pub fn dataset_lines(&self) -> Vec<String> {
+    pub(crate) fn dataset_lines(&self) -> Vec<String> {
         let cwd = std::env::current_dir().unwrap_or_default();
         self.datasets
             .iter()

@@ -76,7 +76,7 @@ pub fn main() -> ExitCode {
 }
 
 /// [`main`] with explicit arguments (the first is the program name).
-pub fn main_with_args<I, T>(args: I) -> ExitCode
+pub(crate) fn main_with_args<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,

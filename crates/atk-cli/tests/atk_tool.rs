@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use atk_cli::CommonFlags;
 use atk_cli::config::NoExtra;
-use atk_cli::flags::CommonFlags;
 use atk_cli::{Pipeline, RunContext, RunError, async_trait};
 use atk_step::{PromptStep, Step};
 

@@ -4,8 +4,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use atk_cli::CommonFlags;
 use atk_cli::atk_step::{PromptStep, Step};
-use atk_cli::flags::CommonFlags;
 use atk_cli::{Pipeline, RunContext, RunError, async_trait};
 
 const PROMPTS: &[(&str, &str)] = &[

@@ -37,7 +37,7 @@ pub struct CommonConfig {
     #[serde(skip)]
     pub small_api_key: Secret,
     /// Endpoint of the small engine (empty in mock mode when not given; the first of several).
-    /// Set by [`check`](Self::check) from the key `small_base_url`.
+    /// Set when loading, from the key `small_base_url`.
     #[serde(skip)]
     pub small_base_url: String,
     /// Several endpoints of the small engine, when `small_base_url` is a list of two or more.

@@ -1,5 +1,9 @@
 //! Tests of config loading: each writes a config into a temp dir and loads it with a fake
 //! environment. Error and warning texts are snapshots with the temp dir shown as `[DIR]`.
+//!
+//! One file for one job (about 700 lines): every test goes through the same `Case` harness
+//! and `BASE` config, and their insta snapshots are named after this module; splitting it
+//! would scatter the harness and rename every snapshot for no gain in reading.
 
 use std::collections::BTreeMap;
 use std::path::Path;

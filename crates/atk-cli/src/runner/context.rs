@@ -29,7 +29,7 @@ pub struct RunContext<C> {
     /// The prompt library (compiled-in defaults + the config's `prompts` folder).
     pub prompts: Arc<PromptLibrary>,
     /// The progress sink every renderer reads.
-    pub progress: Arc<Progress>,
+    pub(crate) progress: Arc<Progress>,
     /// Cancelled by the first Ctrl-C: no new requests start.
     pub cancel: CancellationToken,
     /// Where datasets go.
@@ -234,11 +234,8 @@ impl<C> RunContext<C> {
         file_name: &str,
         conversations: impl IntoIterator<Item = Result<Conversation, E>>,
     ) -> Result<PathBuf, RunError> {
-        let mut out = self.dataset(file_name)?;
-        for c in conversations {
-            out.write_sharegpt(&c.map_err(Into::into)?)?;
-        }
-        out.finish()
+        // A ShareGPT line is the conversation serialised as it is.
+        self.write_jsonl(file_name, conversations)
     }
 
     /// Writes `<output_dir>/<file_name>` atomically, one JSON row per line in the order given

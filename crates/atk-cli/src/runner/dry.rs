@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{DryRun, dry_run_sample};
 use super::engines::engine_config;
-use super::{Pipeline, RunContext, chunk_item, store_dir};
+use super::seed::chunk_item;
+use super::{Pipeline, RunContext, store_dir};
 use crate::config;
 use crate::dataset::Written;
 use crate::dry_run::CountingEngine;
@@ -79,7 +80,11 @@ pub(super) async fn run_dry<P: Pipeline>(
         // --redo / --reprocess: the chain runs over the stored results (read, never written).
         let base = open_for_dry_run(&settings.output_dir).await?;
         let roots = base.root_ids().try_fold(0u64, |n, r| r.map(|_| n + 1))?;
-        (Arc::new(crate::OverlayStore::new(base)), roots, roots)
+        (
+            Arc::new(crate::overlay::OverlayStore::new(base)),
+            roots,
+            roots,
+        )
     } else {
         let store: Arc<dyn Store> = Arc::new(MemStore::default());
         let chunks = items.len() as u64;

@@ -124,11 +124,11 @@ async fn retire_stale(store: &dyn Store, current: &HashSet<String>) -> Result<()
 }
 
 /// Store meta key of what the last seeding read ([`InputsMeta`]).
-pub const INPUTS_META_KEY: &str = "inputs";
+pub(crate) const INPUTS_META_KEY: &str = "inputs";
 
 /// What the last complete seeding of a store read, to skip the next one when nothing changed.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct InputsMeta {
+pub(crate) struct InputsMeta {
     /// [`atk_chunk::InputsFingerprint::fingerprint`] of the inputs, with the shard.
     pub fingerprint: String,
     /// [`atk_chunk::InputsFingerprint::shape`]: the same on every machine holding the inputs.
@@ -273,7 +273,7 @@ pub(super) async fn record_item_count(sled: &SledStore) {
 }
 
 /// An item record for a chunk: fields `text`, `metadata`, `tokens`; order `[file, chunk]`.
-pub fn chunk_item(c: &atk_chunk::Chunk) -> ItemRecord {
+pub(super) fn chunk_item(c: &atk_chunk::Chunk) -> ItemRecord {
     let mut fields = atk_state::Fields::new();
     fields.insert("text".into(), c.text.clone().into());
     fields.insert("metadata".into(), c.metadata.clone().into());

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How long the first Ctrl-C waits for in-flight requests before exiting anyway.
-pub const CTRL_C_GRACE: Duration = Duration::from_secs(30);
+pub(super) const CTRL_C_GRACE: Duration = Duration::from_secs(30);
 
 /// First Ctrl-C: stop new requests, let in-flight ones finish (at most [`CTRL_C_GRACE`]).
 /// Second Ctrl-C, or the grace running out: exit 130 at once (stored results are durable).

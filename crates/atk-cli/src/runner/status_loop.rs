@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use atk_engine::CostTotals;
 use atk_state::Store;
@@ -34,7 +34,7 @@ pub(super) fn status_of(name: &str, progress: &Progress, inputs: &StatusInputs) 
     s.pipeline = name.to_string();
     s.running = true;
     s.pid = std::process::id();
-    s.updated_at_ms = now_ms();
+    s.updated_at_ms = atk_state::now_ms();
     s.requests_in_flight = inputs.limit.in_flight() as u64;
     s.request_limit = inputs.limit.window() as u64;
     s.engines = inputs
@@ -108,11 +108,4 @@ pub(super) async fn status_loop(
             tracing::debug!(error = %e, "could not write status.json");
         }
     }
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

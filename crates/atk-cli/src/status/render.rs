@@ -1,0 +1,167 @@
+//! The text `atk status` prints for a snapshot.
+
+use std::fmt::Write as _;
+
+use super::{FingerprintStatus, MissingResults, StatusSnapshot};
+
+impl StatusSnapshot {
+    /// Human rendering for `atk status`.
+    pub fn render(&self) -> String {
+        self.render_at(atk_state::now_ms())
+    }
+
+    /// [`render`](Self::render) as seen at `now_ms` (Unix ms).
+    pub(crate) fn render_at(&self, now_ms: u64) -> String {
+        let mut s = String::new();
+        let name = if self.pipeline.is_empty() {
+            "run"
+        } else {
+            &self.pipeline
+        };
+        let elapsed = self.elapsed_ms as f64 / 1000.0;
+        let seen = (self.updated_at_ms > 0).then(|| {
+            format!(
+                "last seen {} ago",
+                ago(now_ms.saturating_sub(self.updated_at_ms))
+            )
+        });
+        let _ = match (self.running, self.stale, seen) {
+            (true, _, _) => writeln!(
+                s,
+                "{name}: running (pid {}), {elapsed:.0} s elapsed",
+                self.pid
+            ),
+            (false, true, seen) => writeln!(
+                s,
+                "{name}: {}, the run is not running (pid {} stopped without finishing after {elapsed:.0} s: \
+                 killed or crashed; figures are from then; rerun the same command to resume)",
+                seen.unwrap_or_else(|| "last seen at an unknown time".into()),
+                self.pid
+            ),
+            (false, false, Some(seen)) => writeln!(
+                s,
+                "{name}: not running ({seen}; the last run took {elapsed:.0} s)"
+            ),
+            (false, false, None) => {
+                writeln!(s, "{name}: not running (the last run took {elapsed:.0} s)")
+            }
+        };
+        if let Some((p, m)) = &self.milestone {
+            let _ = writeln!(s, "  milestone: [{:>3.0}%] {m}", p * 100.0);
+        }
+        if self.steps.is_empty() {
+            let _ = writeln!(s, "  no step has started");
+        }
+        for st in &self.steps {
+            let _ = writeln!(
+                s,
+                "  {:<20} {:>6} done {:>6} failed {:>6} pending {:>6} in progress  (of {})",
+                st.step, st.done, st.failed, st.pending, st.in_flight, st.total
+            );
+            if let Some(FingerprintStatus { current, older }) = self.fingerprints.get(&st.step) {
+                let _ = writeln!(
+                    s,
+                    "  {:<20} {current} made with the current prompt/params/model/version, {older} with an older one{}",
+                    "",
+                    if *older > 0 {
+                        " (--redo-changed remakes them)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        if self.running {
+            let _ = writeln!(
+                s,
+                "  requests in flight: {} (limit {})",
+                self.requests_in_flight, self.request_limit
+            );
+        }
+        // "this run" while it runs; afterwards the same figures are the last run's.
+        let this = if self.running { "this run" } else { "last run" };
+        for e in &self.engines {
+            let _ = writeln!(
+                s,
+                "  engine {} ({}): {this} {} requests, {} tokens in, {} out, ${:.4}; all runs {} requests, {} in, {} out, ${:.4}",
+                e.label,
+                e.model,
+                e.run_requests,
+                e.run_prompt_tokens,
+                e.run_completion_tokens,
+                e.run_cost_usd,
+                e.requests,
+                e.prompt_tokens,
+                e.completion_tokens,
+                e.cost_usd
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  cost: ${:.4} {this}, ${:.4} all runs",
+            self.run_cost_usd, self.cost_usd
+        );
+        if !self.damage.is_empty() {
+            let total: u64 = self.damage.iter().map(MissingResults::missing).sum();
+            let _ = writeln!(
+                s,
+                "  STORE DAMAGED: {total} stored results missing; they are requested again"
+            );
+            for m in &self.damage {
+                let _ = writeln!(s, "    {}", m.line());
+            }
+        }
+        s
+    }
+}
+
+/// `42 s`, `3 min 5 s`, `2 h 4 min`.
+fn ago(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::EngineStatus;
+    use super::*;
+
+    #[test]
+    fn engine_rows_say_which_figures_are_this_runs() {
+        let s = StatusSnapshot {
+            engines: vec![EngineStatus {
+                label: "small".into(),
+                model: "m".into(),
+                requests: 30,
+                prompt_tokens: 3000,
+                completion_tokens: 300,
+                cost_usd: 0.5,
+                run_requests: 10,
+                run_prompt_tokens: 1000,
+                run_completion_tokens: 100,
+                run_cost_usd: 0.2,
+            }],
+            cost_usd: 0.5,
+            run_cost_usd: 0.2,
+            ..Default::default()
+        };
+        let text = s.render_at(0);
+        assert!(
+            text.contains("engine small (m): last run 10 requests, 1000 tokens in, 100 out, $0.2000; all runs 30 requests, 3000 in, 300 out, $0.5000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cost: $0.2000 last run, $0.5000 all runs"),
+            "{text}"
+        );
+        let running = StatusSnapshot { running: true, ..s }.render_at(0);
+        assert!(
+            running.contains("this run 10 requests") && running.contains("$0.2000 this run"),
+            "{running}"
+        );
+    }
+}
