@@ -50,11 +50,11 @@ impl StoredCounts {
                 }
                 store.result_counts()
             })
-                .await
-                .map_err(|e| atk_state::Error::Io {
-                    path: output_dir.to_path_buf(),
-                    message: e.to_string(),
-                })??
+            .await
+            .map_err(|e| atk_state::Error::Io {
+                path: output_dir.to_path_buf(),
+                message: e.to_string(),
+            })??
         };
         let damage = find_missing(&recorded, &baseline);
         if !damage.is_empty() {
