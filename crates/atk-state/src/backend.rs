@@ -1,4 +1,4 @@
-//! The byte layer under [`DiskStore`](crate::DiskStore): six named trees of byte keys and
+//! The byte layer under [`DiskStore`](crate::DiskStore): eight named trees of byte keys and
 //! values, batches of writes, and durability. Two implementations: sled 0.34 (the default,
 //! `backend/sled.rs`) and redb (`backend/redb.rs`), whose memory stays within its cache
 //! however large the store grows (see docs/performance.md).
@@ -11,6 +11,23 @@ use std::path::Path;
 use async_trait::async_trait;
 
 use crate::Error;
+
+/// Runs `f`, turning a panic inside the database into [`Error::Damaged`]: redb trusts the
+/// pages it reads (checksums are verified only when repairing after a crash), and sled 0.34
+/// can panic while recovering a log damaged on disk.
+pub(crate) fn guarded<T>(dir: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a page could not be read");
+        Err(Error::Damaged {
+            path: dir.to_path_buf(),
+            message: format!("the database failed reading its files ({message})"),
+        })
+    })
+}
 
 /// Which database keeps a [`DiskStore`](crate::DiskStore)'s bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,17 +91,25 @@ pub(crate) enum Tree {
     Failures,
     /// Named metadata values.
     Meta,
+    /// The `Items` keys of root items (no value): a rerun walks the roots without reading
+    /// a single item record.
+    Roots,
+    /// The keys of `Results` (no value): whether a step has a result, and how many, from
+    /// small pages instead of the records.
+    Done,
 }
 
 impl Tree {
     /// Every tree.
-    pub(crate) const ALL: [Tree; 6] = [
+    pub(crate) const ALL: [Tree; 8] = [
         Tree::Root,
         Tree::Items,
         Tree::ItemIds,
         Tree::Results,
         Tree::Failures,
         Tree::Meta,
+        Tree::Roots,
+        Tree::Done,
     ];
 
     /// Its name on disk.
@@ -96,6 +121,8 @@ impl Tree {
             Tree::Results => "results",
             Tree::Failures => "failures",
             Tree::Meta => "meta",
+            Tree::Roots => "roots",
+            Tree::Done => "done",
         }
     }
 }

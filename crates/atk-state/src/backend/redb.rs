@@ -18,7 +18,7 @@ use redb::{
 };
 use tokio::sync::oneshot;
 
-use super::{Backend, Kv, Op, Pairs, Tree};
+use super::{Backend, Kv, Op, Pairs, Tree, guarded};
 use crate::Error;
 
 /// The database file inside the store directory: its presence marks a redb store.
@@ -152,21 +152,6 @@ impl RedbKv {
     fn err(&self, e: impl Into<redb::Error>) -> Error {
         map_error(&self.dir, e.into())
     }
-}
-
-/// [`RedbKv::guard`] for code without a handle.
-fn guarded<T>(dir: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("a page could not be read");
-        Err(Error::Damaged {
-            path: dir.to_path_buf(),
-            message: format!("redb: {message}"),
-        })
-    })
 }
 
 /// Maps a redb error: corruption becomes [`Error::Damaged`], the rest [`Error::Io`].

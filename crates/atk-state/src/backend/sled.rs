@@ -29,14 +29,16 @@ pub(crate) struct SledKv {
 impl SledKv {
     /// Opens (or creates) the database in `dir`.
     pub(crate) fn open(dir: &Path, cache_capacity: u64, interval: Duration) -> Result<Self, Error> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_capacity)
-            // The commit thread flushes whenever a writer waits; sled's timer would only add
-            // flushes competing with it.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
+        let db = super::guarded(dir, || {
+            sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_capacity)
+                // The commit thread flushes whenever a writer waits; sled's timer would only
+                // add flushes competing with it.
+                .flush_every_ms(None)
+                .open()
+                .map_err(|e| open_error(dir, e))
+        })?;
         let mut trees = Vec::with_capacity(Tree::ALL.len());
         for tree in Tree::ALL {
             trees.push(match tree {
