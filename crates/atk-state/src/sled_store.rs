@@ -150,8 +150,8 @@ impl SledStore {
     /// Opens an existing store without creating one, e.g. for `atk status`.
     ///
     /// sled has no read-only mode: this takes the same exclusive lock as a run, so while a
-    /// run is going it returns [`Error::Locked`]; read the run's
-    /// [`read_status_snapshot`](crate::read_status_snapshot) then. [`Error::NotFound`] when
+    /// run is going it returns [`Error::Locked`]; read the run's status snapshot
+    /// ([`status_snapshot_path`](crate::status_snapshot_path)) then. [`Error::NotFound`] when
     /// `dir` holds no store.
     pub fn try_open_read(dir: &Path) -> Result<Self, Error> {
         if !dir.join("db").is_file() {
