@@ -117,29 +117,31 @@ impl Engine for Scripted {
     }
 }
 
-fn engine(
-    label: &'static str,
-    refuse: bool,
-    bound: &Arc<ConcurrencyLimit>,
-    busy: &Arc<Busy>,
-) -> Arc<dyn Engine> {
-    let transport = Scripted {
-        label,
-        refuse,
-        busy: busy.clone(),
-    };
-    EngineBuilder::new(transport)
-        .limit(LimitConfig::new(bound.clone()))
-        .build()
-        .unwrap()
+/// Engines `small` (refusing every call when `small_refuses`) and `large` under one bound of
+/// `max`, counting their calls in flight together.
+fn two_engines(
+    max: usize,
+    small_refuses: bool,
+) -> (Arc<ConcurrencyLimit>, Arc<Busy>, [Arc<dyn Engine>; 2]) {
+    let bound = ConcurrencyLimit::new(max);
+    let busy = Arc::new(Busy::default());
+    let engines = [("small", small_refuses), ("large", false)].map(|(label, refuse)| {
+        let transport = Scripted {
+            label,
+            refuse,
+            busy: busy.clone(),
+        };
+        EngineBuilder::new(transport)
+            .limit(LimitConfig::new(bound.clone()))
+            .build()
+            .unwrap()
+    });
+    (bound, busy, engines)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_429_storm_on_one_engine_leaves_the_others_window_alone() {
-    let bound = ConcurrencyLimit::new(8);
-    let busy = Arc::new(Busy::default());
-    let small = engine("small", true, &bound, &busy);
-    let large = engine("large", false, &bound, &busy);
+    let (bound, _, [small, large]) = two_engines(8, true);
     let refused = (0..8).map(|_| small.call(Request::completion("s")));
     let t0 = Instant::now();
     let answered = (0..16).map(|_| async {
@@ -174,10 +176,7 @@ async fn a_429_storm_on_one_engine_leaves_the_others_window_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn engines_together_never_exceed_the_bound() {
-    let bound = ConcurrencyLimit::new(4);
-    let busy = Arc::new(Busy::default());
-    let small = engine("small", false, &bound, &busy);
-    let large = engine("large", false, &bound, &busy);
+    let (bound, busy, [small, large]) = two_engines(4, false);
     let t0 = Instant::now();
     let calls = (0..10).flat_map(|_| {
         [
