@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use atomic_write_file::AtomicWriteFile;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -226,13 +227,11 @@ impl Pack {
     /// folder as they come, and [`PackWriter::finish`] renames it over the pack only when it
     /// differs from what was read (a reader sees the old pack or the new one, never a part).
     pub(crate) fn writer(&self) -> std::io::Result<PackWriter> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let mut tmp = std::io::BufWriter::new(tempfile::NamedTempFile::new_in(dir)?);
+        let mut tmp = std::io::BufWriter::new(AtomicWriteFile::open(&self.path)?);
         tmp.write_all(PACK_HEADER.as_bytes())?;
         tmp.write_all(b"\n")?;
         Ok(PackWriter {
             out: tmp,
-            path: self.path.clone(),
             written: 0,
             changed: self.needs_write,
             old_len: self.index.len(),
@@ -268,8 +267,7 @@ impl Pack {
 
 /// A pack being written entry by entry (see [`Pack::writer`]).
 pub(crate) struct PackWriter {
-    out: std::io::BufWriter<tempfile::NamedTempFile>,
-    path: PathBuf,
+    out: std::io::BufWriter<AtomicWriteFile>,
     written: usize,
     changed: bool,
     old_len: usize,
@@ -293,12 +291,8 @@ impl PackWriter {
         if !self.changed && self.written == self.old_len {
             return Ok(false);
         }
-        let mut tmp = self
-            .out
-            .into_inner()
-            .map_err(std::io::IntoInnerError::into_error)?;
-        tmp.flush()?;
-        tmp.persist(&self.path).map_err(|e| e.error)?;
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.commit()?;
         Ok(true)
     }
 }

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use atomic_write_file::AtomicWriteFile;
 use serde::Serialize;
 
 pub use atk_metadatagen::{Conversation, Turn};
@@ -78,45 +79,27 @@ impl DatasetWriter {
     }
 }
 
-/// Writes `lines` (one JSON document each, without the newline) to `path` atomically: a
-/// reader sees the old file or the new one, never half of one. Returns the number of lines.
+/// Writes `lines` (one JSON document each, without the newline) to `path` atomically (temp
+/// file, fsync, rename, fsync of the folder): a reader sees the old file or the new one,
+/// never half of one. Returns the number of lines.
 pub(crate) fn write_jsonl_atomic<I, S>(path: &Path, lines: I) -> std::io::Result<u64>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        let mut n = 0u64;
-        for line in lines {
-            out.write_all(line.as_ref().as_bytes())?;
-            out.write_all(b"\n")?;
-            n += 1;
-        }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable where the platform allows opening a directory.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(n)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
     }
-    result
+    // Dropped before `commit` (an error), the temp file is removed and the old file stays.
+    let mut out = std::io::BufWriter::new(AtomicWriteFile::open(path)?);
+    let mut n = 0u64;
+    for line in lines {
+        out.write_all(line.as_ref().as_bytes())?;
+        out.write_all(b"\n")?;
+        n += 1;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.commit()?;
+    Ok(n)
 }
 
 /// A two-turn ShareGPT conversation: `human` asks, `gpt` answers.

@@ -184,7 +184,8 @@ pub struct EngineConfig {
     pub rate_burst: Duration,
     /// Mock engine options.
     pub mock: MockConfig,
-    /// One concurrency bound shared by several engines (wins over `concurrency_limit`).
+    /// One concurrency bound shared by several engines (wins over `concurrency_limit`); each
+    /// engine keeps its own adaptive window inside it.
     pub shared_limit: Option<Arc<ConcurrencyLimit>>,
     /// Stops calls that have not been sent yet: once cancelled, a call waiting for a slot, an
     /// RPM/TPM budget or a retry backoff ends with `Error::Cancelled` instead of being sent.

@@ -135,10 +135,10 @@ impl ConcurrencyLimit {
                 () = fuse.tripped() => return Err(fuse.error()),
                 p = self.sem.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             });
+            window.sending(true);
             permit.started = Instant::now();
             // A 429 may have paused the endpoint while this call queued: wait again, slot freed.
             if window.paused_until().is_none() {
-                window.sending(true);
                 return Ok(permit);
             }
         }

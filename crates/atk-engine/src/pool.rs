@@ -4,8 +4,8 @@
 //! doubling to 30 s) and the call is tried on another at once. Each endpoint keeps its own key,
 //! client, rate-limit mirror and adaptive window (its [`Gate`]), all inside the run's one bound.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,7 +31,7 @@ pub(crate) struct Pool {
 
 struct Member {
     url: String,
-    transport: Arc<dyn Engine>,
+    http: Http,
     /// Admission to this endpoint (`None` in a stack without a limit).
     gate: Option<Gate>,
     /// The entry's concurrency: its share of the load.
@@ -129,7 +129,7 @@ impl Pool {
             members.push(Member {
                 gate: gate(&crate::builder::window_key(&url, &cfg.model), &name),
                 url,
-                transport: Arc::new(Http::new(&one, cancel.clone())?),
+                http: Http::new(&one, cancel.clone())?,
                 weight: e.concurrency.unwrap_or(1).max(1),
                 in_flight: AtomicUsize::new(0),
                 health: Mutex::new(Health {
@@ -173,7 +173,7 @@ impl Pool {
     ) -> Option<Result<Reply, Error>> {
         let m = &self.members[i];
         let Some(gate) = &m.gate else {
-            return Some(m.transport.call(request.clone()).await);
+            return Some(m.http.call(request.clone()).await);
         };
         let queued_since = Instant::now();
         let permit = match gate.slot().await {
@@ -190,7 +190,7 @@ impl Pool {
             Ok(admitted) => admitted,
             Err(e) => return Some(Err(e)),
         };
-        let result = m.transport.call(request.clone()).await;
+        let result = m.http.call(request.clone()).await;
         Some(gate.settle(admitted, result, &self.label))
     }
 }

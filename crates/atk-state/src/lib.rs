@@ -22,7 +22,7 @@ pub use record::{
     RunMeta, now_ms,
 };
 pub use retire::{Retired, retire_stale_items};
-pub use status::{read_status_snapshot, status_snapshot_path, write_status_snapshot};
+pub use status::{status_snapshot_path, write_status_snapshot};
 
 /// A boxed iterator over stored records, streamed from disk.
 pub type Records<'a, T> = Box<dyn Iterator<Item = Result<T, Error>> + Send + 'a>;

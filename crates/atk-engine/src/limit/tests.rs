@@ -71,6 +71,31 @@ async fn queued_calls_fail_at_once_when_the_fuse_trips() {
     assert!(err.to_string().contains("bad key"));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_call_that_finds_its_endpoint_paused_frees_its_slots_and_waits() {
+    // Engine b holds the whole bound; a call to a queues for it, and meanwhile a's endpoint
+    // asks for 2 s with a 429. Given the slot, the call hands it back and waits out the pause.
+    let limit = ConcurrencyLimit::new(1);
+    let (a, b) = (limit.window_for("a", "a"), limit.window_for("b", "b"));
+    let fuse = Fuse::new("t");
+    let held = limit.acquire(&b, &fuse).await.unwrap();
+    let t0 = Instant::now();
+    let waiter = {
+        let (limit, a, fuse) = (limit.clone(), a.clone(), fuse.clone());
+        tokio::spawn(async move { limit.acquire(&a, &fuse).await.map(|p| (p, t0.elapsed())) })
+    };
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    a.on_rate_limited(Instant::now(), Some(Duration::from_secs(2)));
+    drop(held);
+    let (permit, waited) = waiter.await.unwrap().unwrap();
+    assert!(waited >= Duration::from_secs(2), "{waited:?}");
+    assert_eq!((a.in_flight(), b.in_flight(), limit.in_flight()), (1, 0, 1));
+    drop(permit);
+    assert_eq!((a.in_flight(), limit.in_flight()), (0, 0));
+}
+
 /// A transport answering after 100 ms (paused clock), or refusing every call with a 429 that
 /// shows the limit used up; counts calls in flight across every `Scripted` sharing `busy`.
 struct Scripted {
@@ -117,29 +142,31 @@ impl Engine for Scripted {
     }
 }
 
-fn engine(
-    label: &'static str,
-    refuse: bool,
-    bound: &Arc<ConcurrencyLimit>,
-    busy: &Arc<Busy>,
-) -> Arc<dyn Engine> {
-    let transport = Scripted {
-        label,
-        refuse,
-        busy: busy.clone(),
-    };
-    EngineBuilder::new(transport)
-        .limit(LimitConfig::new(bound.clone()))
-        .build()
-        .unwrap()
+/// Engines `small` (refusing every call when `small_refuses`) and `large` under one bound of
+/// `max`, counting their calls in flight together.
+fn two_engines(
+    max: usize,
+    small_refuses: bool,
+) -> (Arc<ConcurrencyLimit>, Arc<Busy>, [Arc<dyn Engine>; 2]) {
+    let bound = ConcurrencyLimit::new(max);
+    let busy = Arc::new(Busy::default());
+    let engines = [("small", small_refuses), ("large", false)].map(|(label, refuse)| {
+        let transport = Scripted {
+            label,
+            refuse,
+            busy: busy.clone(),
+        };
+        EngineBuilder::new(transport)
+            .limit(LimitConfig::new(bound.clone()))
+            .build()
+            .unwrap()
+    });
+    (bound, busy, engines)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_429_storm_on_one_engine_leaves_the_others_window_alone() {
-    let bound = ConcurrencyLimit::new(8);
-    let busy = Arc::new(Busy::default());
-    let small = engine("small", true, &bound, &busy);
-    let large = engine("large", false, &bound, &busy);
+    let (bound, _, [small, large]) = two_engines(8, true);
     let refused = (0..8).map(|_| small.call(Request::completion("s")));
     let t0 = Instant::now();
     let answered = (0..16).map(|_| async {
@@ -174,10 +201,7 @@ async fn a_429_storm_on_one_engine_leaves_the_others_window_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn engines_together_never_exceed_the_bound() {
-    let bound = ConcurrencyLimit::new(4);
-    let busy = Arc::new(Busy::default());
-    let small = engine("small", false, &bound, &busy);
-    let large = engine("large", false, &bound, &busy);
+    let (bound, busy, [small, large]) = two_engines(4, false);
     let t0 = Instant::now();
     let calls = (0..10).flat_map(|_| {
         [
