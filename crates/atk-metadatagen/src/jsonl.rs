@@ -1,42 +1,26 @@
-//! A JSONL dataset file written atomically: lines go to a temp file beside the target,
-//! which is renamed over it only when every line is written and synced. A crash leaves
-//! either the old file or the new one, never half of one.
+//! A JSONL dataset file written atomically (atomic-write-file: a temp file beside the
+//! target, fsynced and renamed over it, then the folder fsynced) only when every line is
+//! written. A crash leaves either the old file or the new one, never half of one.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use atomic_write_file::AtomicWriteFile;
 use serde::Serialize;
-use tempfile::NamedTempFile;
 
 use crate::Error;
 
 /// A dataset file being written; nothing is visible at `path` until [`JsonlFile::commit`].
 pub struct JsonlFile {
     path: PathBuf,
-    out: BufWriter<NamedTempFile>,
+    out: BufWriter<AtomicWriteFile>,
     lines: u64,
 }
 
 impl JsonlFile {
     /// Starts writing `path` (through a temp file in the same directory).
     pub fn create(path: &Path) -> Result<Self, Error> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("dataset");
-        let prefix = format!(".{name}.");
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(".tmp");
-        #[cfg(unix)]
-        {
-            // tempfile creates 0600 files; a dataset is an ordinary output file.
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o644));
-        }
-        let tmp = builder
-            .tempfile_in(dir)
-            .map_err(|source| io(path, source))?;
+        let tmp = AtomicWriteFile::open(path).map_err(|source| io(path, source))?;
         Ok(Self {
             path: path.to_path_buf(),
             out: BufWriter::new(tmp),
@@ -56,9 +40,8 @@ impl JsonlFile {
     /// Syncs the temp file and renames it over the target; returns the line count.
     pub fn commit(self) -> Result<u64, Error> {
         let Self { path, out, lines } = self;
-        let tmp = out.into_inner().map_err(|e| io(&path, e.into_error()))?;
-        tmp.as_file().sync_all().map_err(|e| io(&path, e))?;
-        tmp.persist(&path).map_err(|e| io(&path, e.error))?;
+        let file = out.into_inner().map_err(|e| io(&path, e.into_error()))?;
+        file.commit().map_err(|e| io(&path, e))?;
         Ok(lines)
     }
 }

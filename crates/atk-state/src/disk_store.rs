@@ -28,6 +28,10 @@ const DONE_KEY: &[u8] = b"atk_state_done_index";
 pub(crate) const PID_FILE: &str = "atk-run.pid";
 /// Items written per batch by `put_items` (bounds the memory of one batch).
 pub(crate) const ITEMS_PER_BATCH: usize = 256;
+/// How long an open waits for a lock whose holder closed cleanly (see `open_inner`).
+const LOCK_GRACE: Duration = Duration::from_secs(2);
+/// How often it looks again.
+const LOCK_POLL: Duration = Duration::from_millis(20);
 /// sled's default page cache.
 const SLED_CACHE: u64 = 64 << 20;
 /// redb's default page cache.
@@ -336,16 +340,31 @@ impl DiskStore {
             }
             None => options.backend,
         };
-        let kv: Box<dyn Kv> = match backend {
-            Backend::Sled => Box::new(SledKv::open(
-                dir,
-                options.cache_capacity.unwrap_or(SLED_CACHE),
-                options.flush_interval,
-            )?),
-            Backend::Redb => Box::new(RedbKv::open(
-                dir,
-                options.cache_capacity.unwrap_or(REDB_CACHE),
-            )?),
+        let open = || -> Result<Box<dyn Kv>, Error> {
+            Ok(match backend {
+                Backend::Sled => Box::new(SledKv::open(
+                    dir,
+                    options.cache_capacity.unwrap_or(SLED_CACHE),
+                    options.flush_interval,
+                )?),
+                Backend::Redb => Box::new(RedbKv::open(
+                    dir,
+                    options.cache_capacity.unwrap_or(REDB_CACHE),
+                )?),
+            })
+        };
+        // A store just closed by this process can stay locked for a moment: sled's own I/O
+        // threads finish their last writes after the handle is dropped. With no pid file
+        // (the holder closed cleanly), wait a little for the lock instead of failing.
+        let mut waited = Duration::ZERO;
+        let kv = loop {
+            match open() {
+                Err(Error::Locked { pid: None, .. }) if waited < LOCK_GRACE => {
+                    std::thread::sleep(LOCK_POLL);
+                    waited += LOCK_POLL;
+                }
+                other => break other?,
+            }
         };
         check_format(dir, kv.as_ref())?;
         build_roots_index(dir, kv.as_ref())?;

@@ -21,7 +21,7 @@ pub(super) fn build_engines(
 ) -> Result<(Engines, Counters, Arc<atk_engine::ConcurrencyLimit>), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     // One bound on requests in flight for the run; each engine keeps its own window inside it.
-    let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit.max(1));
+    let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit);
     let debug = settings
         .debug_outputs
         .then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
@@ -82,7 +82,7 @@ pub(super) fn engine_config(s: &Settings, e: &EngineSettings) -> EngineConfig {
         .with_model(e.model.clone())
         .with_base_url(e.base_url.clone())
         .with_api_key(e.api_key.clone())
-        .with_concurrency_limit(s.concurrency_limit.max(1))
+        .with_concurrency_limit(s.concurrency_limit)
         .with_stream(s.stream)
         .with_require_finish_reason(e.require_finish_reason)
         .with_endpoints(e.endpoints.clone())
