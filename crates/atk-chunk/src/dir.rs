@@ -10,7 +10,7 @@ use crate::cache;
 use crate::chunk::{Chunked, chunk_records, name_chunks};
 use crate::read::{Format, extract};
 use crate::splitter::Splitter;
-use crate::subset::take_subset;
+use crate::subset::{Picker, take_subset};
 use crate::{ChunkConfig, ChunkSet, Error, ReadReport, Skipped};
 
 /// One file found by the walk.
@@ -65,25 +65,34 @@ pub fn read_dir(input_dir: &Path, config: &ChunkConfig) -> Result<ChunkSet, Erro
 /// files ([`FILES_PER_BATCH`]) at a time, as they are made; returns the report once every
 /// file is read. `sink` returns `false` to stop early (the report then covers what was read).
 ///
-/// With a subset configured every chunk must be seen before the subset is known, so the
-/// chunks are collected first (memory then grows with the corpus) and handed over in batches.
+/// With a subset configured every chunk must be seen before the subset is known: the chunks
+/// stream through a picker holding at most the subset's size of them, and the subset is
+/// handed over in batches once every file is read (memory grows with the subset, not the
+/// corpus).
 pub fn read_dir_batched(
     input_dir: &Path,
     config: &ChunkConfig,
     sink: &mut dyn FnMut(Vec<crate::Chunk>) -> bool,
 ) -> Result<ReadReport, Error> {
-    if config.subset.is_some() {
-        let set = read_dir(input_dir, config)?;
-        let mut chunks = set.chunks.into_iter();
-        loop {
-            let batch: Vec<_> = chunks.by_ref().take(FILES_PER_BATCH * 4).collect();
-            if batch.is_empty() || !sink(batch) {
-                break;
-            }
+    let Some(subset) = &config.subset else {
+        return read_batches(input_dir, config, sink);
+    };
+    let mut picker = Picker::new(subset);
+    let mut report = read_batches(input_dir, config, &mut |batch| {
+        picker.offer(batch);
+        true
+    })?;
+    let picked = picker.finish();
+    report.chunks = picked.len();
+    report.total_tokens = picked.iter().map(|c| c.tokens).sum();
+    let mut chunks = picked.into_iter();
+    loop {
+        let batch: Vec<_> = chunks.by_ref().take(FILES_PER_BATCH * 4).collect();
+        if batch.is_empty() || !sink(batch) {
+            break;
         }
-        return Ok(set.report);
     }
-    read_batches(input_dir, config, sink)
+    Ok(report)
 }
 
 /// Errors when `input_dir` is missing, unreadable or not a folder.

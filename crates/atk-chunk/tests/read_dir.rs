@@ -564,6 +564,25 @@ fn batched_reading_hands_over_the_same_chunks_in_bounded_batches() {
         );
         assert_eq!(report.cache_hits, files, "{pass}: served by the pack");
     }
+    // A subset streamed across both batches of files is the subset of the whole read.
+    for spread in [false, true] {
+        let cfg = cfg
+            .clone()
+            .with_subset(Subset::new(37, 5).spread_across_files(spread));
+        let whole = read_dir(input.path(), &cfg).unwrap();
+        let mut batches = Vec::new();
+        let report = atk_chunk::read_dir_batched(input.path(), &cfg, &mut |b| {
+            batches.push(b);
+            true
+        })
+        .unwrap();
+        assert_eq!(whole.chunks.len(), 37);
+        assert_eq!(batches.concat(), whole.chunks, "spread {spread}");
+        assert_eq!(
+            (report.chunks, report.total_tokens),
+            (whole.report.chunks, whole.report.total_tokens)
+        );
+    }
     // Stopping early reads no further batch.
     let mut seen = 0;
     atk_chunk::read_dir_batched(input.path(), &cfg, &mut |_| {

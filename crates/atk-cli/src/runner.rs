@@ -297,6 +297,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         details_sources: Vec::new(),
         datasets: Written::default(),
         seeded: HashSet::new(),
+        shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
     };
     let mut outcome = pipeline.run(&mut ctx).await;

@@ -41,6 +41,8 @@ pub struct RunContext<C> {
     pub(super) datasets: Written,
     /// Ids of the root items [`RunContext::seed_texts`] added in this run.
     pub(super) seeded: HashSet<String>,
+    /// `--shard I/N`: the pipeline's own items are kept to this shard, as the input chunks are.
+    pub(super) shard: Option<crate::flags::Shard>,
     /// `--redo`, `--redo-changed`, `--reprocess`.
     pub(super) rework_flags: crate::redo::ReworkFlags,
 }

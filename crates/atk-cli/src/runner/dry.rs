@@ -114,6 +114,7 @@ pub(super) async fn run_dry<P: Pipeline>(
         details_sources: Vec::new(),
         datasets: Written::default(),
         seeded: HashSet::new(),
+        shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(flags),
     };
     // run_chain ends a dry run with the estimate; a pipeline that runs no chain has none.

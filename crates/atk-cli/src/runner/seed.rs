@@ -18,13 +18,17 @@ use crate::settings::Settings;
 impl<C> RunContext<C> {
     /// Chunks texts the pipeline brought itself (`(source name, text)`, with
     /// `read_files_manually: false`) and adds them to the store as items after any already
-    /// there. Returns how many chunks were added.
+    /// there. Returns how many chunks were added (under `--shard I/N`, those of the shard:
+    /// the others are left to the other shards, as with the input folder's chunks).
     ///
     /// The run's inputs are the texts seeded in this run (all calls together): items an earlier
     /// run seeded from texts not given now are retired (their stored results are kept, and
     /// reused if the text comes back), so they are neither worked on nor put in the dataset.
     pub async fn seed_texts(&mut self, texts: &[(String, String)]) -> Result<u64, RunError> {
-        let set = atk_chunk::chunk_texts(texts, &self.settings.chunk_config());
+        let mut set = atk_chunk::chunk_texts(texts, &self.settings.chunk_config());
+        if let Some(shard) = self.shard {
+            set.chunks.retain(|c| shard.contains(&c.id));
+        }
         let n = set.chunks.len() as u64;
         self.seeded.extend(set.chunks.iter().map(|c| c.id.clone()));
         let mut items: Vec<ItemRecord> = set.chunks.iter().map(chunk_item).collect();
@@ -49,7 +53,9 @@ impl<C> RunContext<C> {
     /// same rows give the same ids run after run and stored results are reused. Items are
     /// written in batches as the iterator yields them (memory stays flat). As with
     /// [`seed_texts`](Self::seed_texts), items of an earlier run that are not given now are
-    /// retired. Returns how many were added.
+    /// retired. Returns how many were added (under `--shard I/N`, those of the shard; an
+    /// item keeps its place in the whole dataset's order, so merged shards write the rows in
+    /// the order of one unsharded run).
     pub async fn seed_items(
         &mut self,
         records: impl IntoIterator<Item = (String, atk_state::Fields)>,
@@ -58,7 +64,7 @@ impl<C> RunContext<C> {
         // Occurrences of each (source, fields) pair, keyed by 64 bits of its id: 8 bytes a row.
         let mut seen: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
         let mut batch = Vec::with_capacity(BATCH);
-        let mut n = 0u64;
+        let (mut n, mut added) = (0u64, 0u64);
         for (source, fields) in records {
             let body = serde_json::to_string(&fields).map_err(RunError::fatal)?;
             let first = atk_chunk::chunk_id(&source, &body, 0);
@@ -70,6 +76,12 @@ impl<C> RunContext<C> {
                 atk_chunk::chunk_id(&source, &body, *occurrence)
             };
             *occurrence += 1;
+            let order = n;
+            n += 1;
+            if self.shard.is_some_and(|shard| !shard.contains(&id)) {
+                continue;
+            }
+            added += 1;
             self.seeded.insert(id.clone());
             let mut fields = fields;
             fields
@@ -79,10 +91,9 @@ impl<C> RunContext<C> {
                 v: RECORD_VERSION,
                 id,
                 parent: None,
-                order: vec![n],
+                order: vec![order],
                 fields,
             });
-            n += 1;
             if batch.len() == BATCH {
                 self.put_seeded(std::mem::take(&mut batch)).await?;
             }
@@ -91,7 +102,7 @@ impl<C> RunContext<C> {
         if self.dry_run.is_none() {
             retire_stale(self.store.as_ref(), &self.seeded).await?;
         }
-        Ok(n)
+        Ok(added)
     }
 
     async fn put_seeded(&mut self, mut items: Vec<ItemRecord>) -> Result<(), RunError> {

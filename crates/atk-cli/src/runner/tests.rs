@@ -257,3 +257,49 @@ async fn status_counts_requests_in_flight_as_the_engine_does() {
         call.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_texts_are_kept_to_the_shard() {
+    let words = [
+        "alpha", "bravo", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+    ];
+    let texts: Vec<(String, String)> = words.iter().map(|w| ((*w).to_owned(), body(w))).collect();
+    let mut union = Vec::new();
+    for index in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), false);
+        let seen = Arc::new(Seen::default());
+        *seen.texts.lock().unwrap() = texts.clone();
+        seen.calls.lock().unwrap().clear();
+        let flags = CommonFlags {
+            config: config.clone(),
+            quiet: true,
+            shard: Some(crate::flags::Shard::parse(&format!("{index}/2")).unwrap()),
+            ..CommonFlags::default()
+        };
+        run(TestPipeline(seen.clone()), flags).await.unwrap();
+        let calls: Vec<String> = seen
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| first_word(t))
+            .collect();
+        let dataset = seen.dataset.lock().unwrap().clone();
+        assert!(
+            calls.len() < words.len(),
+            "shard {index} took only its part: {calls:?}"
+        );
+        let mut sorted = calls.clone();
+        sorted.sort();
+        let mut lines = dataset.clone();
+        lines.sort();
+        assert_eq!(sorted, lines, "shard {index} writes what it worked on");
+        union.extend(calls);
+    }
+    union.sort();
+    assert_eq!(
+        union, words,
+        "the two shards together cover every text once"
+    );
+}
