@@ -63,14 +63,22 @@ pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
         config_yaml(&base_url, &inputs, &work.path().join("output")),
     )?;
     let log_path = work.path().join("pipeline.log");
-    let run = || -> anyhow::Result<Duration> {
+    let usage_path = work.path().join("usage.txt");
+    // Wall time, and the pipeline process's CPU seconds (user + system) and peak RSS in MB,
+    // from GNU time.
+    let run = || -> anyhow::Result<(Duration, f64, f64)> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)?;
         let started = Instant::now();
-        let exit = Command::new(&pipeline_bin)
+        let exit = Command::new("/usr/bin/time")
             .args([
+                "-f".as_ref(),
+                "%U %S %M".as_ref(),
+                "-o".as_ref(),
+                usage_path.as_os_str(),
+                pipeline_bin.as_os_str(),
                 "--progress".as_ref(),
                 "off".as_ref(),
                 "--config".as_ref(),
@@ -79,7 +87,12 @@ pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
             .stdout(log.try_clone()?)
             .stderr(log)
             .status()
-            .with_context(|| format!("running {}", pipeline_bin.display()))?;
+            .with_context(|| {
+                format!(
+                    "running {} under /usr/bin/time (GNU time is needed for CPU and RSS)",
+                    pipeline_bin.display()
+                )
+            })?;
         let wall = started.elapsed();
         if !exit.success() {
             bail!(
@@ -87,7 +100,18 @@ pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             );
         }
-        Ok(wall)
+        let usage = std::fs::read_to_string(&usage_path)?;
+        let fields: Vec<f64> = usage
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let [user, system, rss_kb] = fields[..] else {
+            bail!("GNU time wrote {usage:?}");
+        };
+        Ok((wall, user + system, rss_kb / 1024.0))
     };
     let load = load_average();
     let wall = run();
@@ -99,7 +123,8 @@ pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
     drop(server.stdin.take()); // the server exits when its stdin closes
     let _ = server.wait();
     let wall = wall?;
-    let rerun = rerun.transpose()?.unwrap_or_default();
+    let rerun = rerun.transpose()?.unwrap_or_default().0;
+    let (wall, cpu, rss) = wall;
     let dataset = std::fs::read_to_string(work.path().join("output/sharegpt_format.jsonl"))
         .unwrap_or_default();
     let lines = dataset.lines().count();
@@ -125,7 +150,12 @@ pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
         stat(&stats, "completed"),
         stat(&stats, "max_in_flight")
     );
-    println!("  first run:              {:.2} s", wall.as_secs_f64());
+    println!(
+        "  first run:              {:.2} s, CPU {:.2} s = {:.0} µs per item, peak RSS {rss:.0} MB",
+        wall.as_secs_f64(),
+        cpu,
+        cpu * 1e6 / DOCS as f64
+    );
     println!(
         "  rerun (all stored):     {:.2} s, {} requests sent",
         rerun.as_secs_f64(),
