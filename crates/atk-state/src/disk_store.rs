@@ -121,6 +121,11 @@ pub struct DiskStore {
     dir: PathBuf,
     /// The database.
     kv: Box<dyn Kv>,
+    /// Whether the key-only `roots` and `done` indexes are kept (redb, where they are written
+    /// in the same transaction as what they index). sled applies each tree's writes apart, so
+    /// a damaged log could keep a record and lose its index entry: sled stores read the
+    /// records themselves, as before the indexes.
+    indexed: bool,
     /// The pid file this process wrote, removed on drop.
     pid_file: Option<PathBuf>,
     /// Per step, results stored (durably) since open under a key that had none.
@@ -206,7 +211,7 @@ impl DiskStore {
     pub fn result_counts(&self) -> Result<BTreeMap<String, u64>, Error> {
         let mut counts = BTreeMap::new();
         let mut last: Option<(Vec<u8>, u64)> = None;
-        for entry in self.kv.scan(Tree::Done, b"") {
+        for entry in self.kv.scan(self.done(), b"") {
             let (key, _) = entry?;
             let step = key.split(|b| *b == 0).next().unwrap_or_default();
             match &mut last {
@@ -228,7 +233,7 @@ impl DiskStore {
     /// How many results the store holds, all steps: O(1) on redb (it keeps each table's
     /// length), a pass over the keys on sled.
     pub fn result_total(&self) -> Result<u64, Error> {
-        self.kv.len(Tree::Done)
+        self.kv.len(self.done())
     }
 
     /// Copies every item, result and failure of `other` into this store as stored (bytes
@@ -238,19 +243,12 @@ impl DiskStore {
     /// may be kept in different databases, so a merge into a new directory also converts.
     pub async fn merge_from(&self, other: &DiskStore) -> Result<Merged, Error> {
         let mut merged = Merged::default();
-        for tree in [
-            Tree::Items,
-            Tree::ItemIds,
-            Tree::Roots,
-            Tree::Results,
-            Tree::Done,
-            Tree::Failures,
-        ] {
+        for tree in [Tree::Items, Tree::ItemIds, Tree::Results, Tree::Failures] {
             let mut batch = Vec::with_capacity(RECORDS_PER_BATCH);
             let mut n = 0_u64;
             for entry in other.kv.scan(tree, b"") {
                 let (key, value) = entry?;
-                if tree == Tree::Failures && self.kv.contains(Tree::Done, &key)? {
+                if tree == Tree::Failures && self.kv.contains(Tree::Results, &key)? {
                     continue;
                 }
                 batch.push(Op::Put(tree, key, value));
@@ -270,6 +268,11 @@ impl DiskStore {
             }
         }
         self.kv.write(Vec::new(), false, true).await?;
+        if self.indexed {
+            // The source may keep no indexes (sled): index what was copied.
+            build_roots_index(&self.dir, self.kv.as_ref(), true)?;
+            build_done_index(self.kv.as_ref(), true)?;
+        }
         Ok(merged)
     }
 
@@ -292,7 +295,9 @@ impl DiskStore {
                 match tree {
                     Tree::Results => {
                         collected.results += 1;
-                        removals.push(Op::Remove(Tree::Done, key.clone()));
+                        if self.indexed {
+                            removals.push(Op::Remove(Tree::Done, key.clone()));
+                        }
                     }
                     _ => collected.failures += 1,
                 }
@@ -367,8 +372,11 @@ impl DiskStore {
             }
         };
         check_format(dir, kv.as_ref())?;
-        build_roots_index(dir, kv.as_ref())?;
-        build_done_index(kv.as_ref())?;
+        let indexed = backend == Backend::Redb;
+        if indexed {
+            build_roots_index(dir, kv.as_ref(), false)?;
+            build_done_index(kv.as_ref(), false)?;
+        }
         let pid_file = if write_pid {
             let path = dir.join(PID_FILE);
             // Best effort: the pid only improves another process's Locked message.
@@ -383,6 +391,7 @@ impl DiskStore {
         Ok(Self {
             dir: dir.to_path_buf(),
             kv,
+            indexed,
             pid_file,
             added: Default::default(),
         })
@@ -400,14 +409,18 @@ impl DiskStore {
             if let Some(old) = pending.old_key
                 && old != pending.key
             {
-                ops.push(Op::Remove(Tree::Roots, old.clone()));
+                if self.indexed {
+                    ops.push(Op::Remove(Tree::Roots, old.clone()));
+                }
                 ops.push(Op::Remove(Tree::Items, old));
             }
-            ops.push(if pending.root {
-                Op::Put(Tree::Roots, pending.key.clone(), Vec::new())
-            } else {
-                Op::Remove(Tree::Roots, pending.key.clone())
-            });
+            if self.indexed {
+                ops.push(if pending.root {
+                    Op::Put(Tree::Roots, pending.key.clone(), Vec::new())
+                } else {
+                    Op::Remove(Tree::Roots, pending.key.clone())
+                });
+            }
             ids.push(Op::Put(
                 Tree::ItemIds,
                 pending.id.into_bytes(),
@@ -447,6 +460,15 @@ impl DiskStore {
         self.kv
             .scan(tree, &step_prefix(step)?)
             .try_fold(0, |n, entry| entry.map(|_| n + 1))
+    }
+
+    /// The tree whose keys say which results exist: the key-only index where kept.
+    fn done(&self) -> Tree {
+        if self.indexed {
+            Tree::Done
+        } else {
+            Tree::Results
+        }
     }
 
     /// Decodes an item stored under `key`.
@@ -503,9 +525,10 @@ fn check_format(dir: &Path, kv: &dyn Kv) -> Result<(), Error> {
 }
 
 /// Builds the `roots` index of a store made before it existed (once: a marker in the root
-/// tree says it is complete; a crash while building just builds it again).
-fn build_roots_index(dir: &Path, kv: &dyn Kv) -> Result<(), Error> {
-    if kv.get(Tree::Root, ROOTS_KEY)?.is_some() {
+/// tree says it is complete; a crash while building just builds it again), or `again`
+/// after records were copied in.
+fn build_roots_index(dir: &Path, kv: &dyn Kv, again: bool) -> Result<(), Error> {
+    if !again && kv.get(Tree::Root, ROOTS_KEY)?.is_some() {
         return Ok(());
     }
     let mut ops = Vec::new();
@@ -536,8 +559,8 @@ fn build_roots_index(dir: &Path, kv: &dyn Kv) -> Result<(), Error> {
 }
 
 /// Builds the `done` index of a store made before it existed (once, as for `roots`).
-fn build_done_index(kv: &dyn Kv) -> Result<(), Error> {
-    if kv.get(Tree::Root, DONE_KEY)?.is_some() {
+fn build_done_index(kv: &dyn Kv, again: bool) -> Result<(), Error> {
+    if !again && kv.get(Tree::Root, DONE_KEY)?.is_some() {
         return Ok(());
     }
     let mut ops = Vec::new();
@@ -669,10 +692,27 @@ impl Store for DiskStore {
     }
 
     fn root_ids(&self) -> Records<'_, String> {
+        if self.indexed {
+            return Box::new(
+                self.kv
+                    .scan(Tree::Roots, b"")
+                    .map(move |entry| item_key_id(&entry?.0)),
+            );
+        }
+        // Without the index: roots told from the start of each record's bytes.
         Box::new(
             self.kv
-                .scan(Tree::Roots, b"")
-                .map(move |entry| item_key_id(&entry?.0)),
+                .scan(Tree::Items, b"")
+                .map(move |entry| {
+                    let (key, value) = entry?;
+                    let id = item_key_id(&key)?;
+                    let root = match is_root_encoded(&id, &value) {
+                        Some(root) => root,
+                        None => self.decode_item(&key, &value)?.parent.is_none(),
+                    };
+                    Ok(root.then_some(id))
+                })
+                .filter_map(Result::transpose),
         )
     }
 
@@ -683,7 +723,9 @@ impl Store for DiskStore {
             for id in chunk {
                 if let Some(key) = self.kv.get(Tree::ItemIds, id.as_bytes())? {
                     ops.push(Op::Remove(Tree::ItemIds, id.as_bytes().to_vec()));
-                    ops.push(Op::Remove(Tree::Roots, key.clone()));
+                    if self.indexed {
+                        ops.push(Op::Remove(Tree::Roots, key.clone()));
+                    }
                     ops.push(Op::Remove(Tree::Items, key));
                     removed += 1;
                 }
@@ -705,18 +747,19 @@ impl Store for DiskStore {
         record: ResultRecord,
     ) -> Result<(), Error> {
         let key = step_key(step, item_id)?;
-        let replaced = self.kv.contains(Tree::Done, &key)?;
+        let replaced = self.kv.contains(self.done(), &key)?;
         let mut ops = Vec::with_capacity(3);
         let clears_failure = self.kv.contains(Tree::Failures, &key)?;
-        // The record before its `done` key: on sled (batches per tree unless atomic) a crash
-        // between the two leaves a result not yet marked done, asked again, never the reverse.
         ops.push(Op::Put(Tree::Results, key.clone(), encode(record)));
-        ops.push(Op::Put(Tree::Done, key.clone(), Vec::new()));
+        if self.indexed {
+            ops.push(Op::Put(Tree::Done, key.clone(), Vec::new()));
+        }
         if clears_failure {
             ops.push(Op::Remove(Tree::Failures, key));
         }
         // Atomic where a failure is cleared: a crash never leaves a result beside a stale
-        // failure. Otherwise plain batches (sled transactions cost ~2.7x).
+        // failure. Otherwise plain inserts on sled (its transactions cost ~2.7x); redb commits
+        // every write of a call in one transaction, `done` key included.
         self.kv.write(ops, clears_failure, true).await?;
         if !replaced {
             // Counted only once durable: a count saved elsewhere never exceeds what is on disk.
@@ -741,7 +784,7 @@ impl Store for DiskStore {
     }
 
     fn has_result(&self, step: &str, item_id: &str) -> Result<bool, Error> {
-        self.kv.contains(Tree::Done, &step_key(step, item_id)?)
+        self.kv.contains(self.done(), &step_key(step, item_id)?)
     }
 
     fn results(&self, step: &str) -> Records<'_, (String, ResultRecord)> {
@@ -799,7 +842,7 @@ impl Store for DiskStore {
     }
 
     fn count_results(&self, step: &str) -> Result<u64, Error> {
-        self.count_step(Tree::Done, step)
+        self.count_step(self.done(), step)
     }
 
     fn count_failures(&self, step: &str) -> Result<u64, Error> {

@@ -20,8 +20,10 @@ pub(crate) struct SledKv {
     dir: PathBuf,
     /// The database.
     db: sled::Db,
-    /// Trees in [`Tree::ALL`] order (`Root` is the default tree).
-    trees: Vec<sled::Tree>,
+    /// Trees in [`Tree::ALL`] order (`Root` is the default tree); the index trees, which
+    /// sled stores do not keep, are opened only if asked for, so a sled store's files stay
+    /// as they were before the indexes existed.
+    trees: Vec<std::sync::OnceLock<sled::Tree>>,
     /// The commit thread.
     commit: GroupCommit,
 }
@@ -41,10 +43,13 @@ impl SledKv {
         })?;
         let mut trees = Vec::with_capacity(Tree::ALL.len());
         for tree in Tree::ALL {
-            trees.push(match tree {
-                Tree::Root => (*db).clone(),
-                other => db.open_tree(other.name()).map_err(|e| io(dir, e))?,
-            });
+            let slot = std::sync::OnceLock::new();
+            match tree {
+                Tree::Roots | Tree::Done => {}
+                Tree::Root => drop(slot.set((*db).clone())),
+                other => drop(slot.set(db.open_tree(other.name()).map_err(|e| io(dir, e))?)),
+            }
+            trees.push(slot);
         }
         let flusher = db.clone();
         let commit = GroupCommit::start(
@@ -63,9 +68,14 @@ impl SledKv {
         })
     }
 
-    /// The sled tree behind `tree`.
-    fn tree(&self, tree: Tree) -> &sled::Tree {
-        &self.trees[tree as usize]
+    /// The sled tree behind `tree`, opened on first use.
+    fn tree(&self, tree: Tree) -> Result<&sled::Tree, Error> {
+        let slot = &self.trees[tree as usize];
+        if let Some(open) = slot.get() {
+            return Ok(open);
+        }
+        let open = self.db.open_tree(tree.name()).map_err(|e| self.io(e))?;
+        Ok(slot.get_or_init(|| open))
     }
 
     /// Maps a sled error for this store.
@@ -128,18 +138,22 @@ impl Kv for SledKv {
     }
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        self.tree(tree)
+        self.tree(tree)?
             .get(key)
             .map(|v| v.map(|v| v.to_vec()))
             .map_err(|e| self.io(e))
     }
 
     fn contains(&self, tree: Tree, key: &[u8]) -> Result<bool, Error> {
-        self.tree(tree).contains_key(key).map_err(|e| self.io(e))
+        self.tree(tree)?.contains_key(key).map_err(|e| self.io(e))
     }
 
     fn scan(&self, tree: Tree, prefix: &[u8]) -> Pairs<'_> {
-        Box::new(self.tree(tree).scan_prefix(prefix).map(move |entry| {
+        let tree = match self.tree(tree) {
+            Ok(tree) => tree,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        Box::new(tree.scan_prefix(prefix).map(move |entry| {
             entry
                 .map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .map_err(|e| self.io(e))
@@ -147,7 +161,7 @@ impl Kv for SledKv {
     }
 
     fn len(&self, tree: Tree) -> Result<u64, Error> {
-        Ok(self.tree(tree).len() as u64)
+        Ok(self.tree(tree)?.len() as u64)
     }
 
     async fn write(&self, ops: Vec<Op>, atomic: bool, durable: bool) -> Result<(), Error> {
@@ -160,7 +174,10 @@ impl Kv for SledKv {
         if atomic && touched.len() > 1 {
             // A transaction only where asked: sled transactions made seeding ~2.7x slower
             // than bare batches.
-            let trees: Vec<sled::Tree> = touched.iter().map(|t| self.tree(*t).clone()).collect();
+            let trees = touched
+                .iter()
+                .map(|t| self.tree(*t).cloned())
+                .collect::<Result<Vec<sled::Tree>, Error>>()?;
             trees
                 .as_slice()
                 .transaction(|views| {
@@ -187,10 +204,11 @@ impl Kv for SledKv {
                     // excludes every other writer: a batch per result, from hundreds of tasks,
                     // made a 10 k run 2x slower with 3 s of system time.
                     match first {
-                        Some(Op::Put(_, k, v)) => {
-                            self.tree(tree).insert(k.as_slice(), v.as_slice()).map(drop)
-                        }
-                        Some(Op::Remove(_, k)) => self.tree(tree).remove(k.as_slice()).map(drop),
+                        Some(Op::Put(_, k, v)) => self
+                            .tree(tree)?
+                            .insert(k.as_slice(), v.as_slice())
+                            .map(drop),
+                        Some(Op::Remove(_, k)) => self.tree(tree)?.remove(k.as_slice()).map(drop),
                         None => Ok(()),
                     }
                     .map_err(|e| self.io(e))?;
@@ -203,7 +221,9 @@ impl Kv for SledKv {
                         Op::Remove(_, k) => batch.remove(k.as_slice()),
                     }
                 }
-                self.tree(tree).apply_batch(batch).map_err(|e| self.io(e))?;
+                self.tree(tree)?
+                    .apply_batch(batch)
+                    .map_err(|e| self.io(e))?;
             }
         }
         if durable {
@@ -218,8 +238,8 @@ impl Kv for SledKv {
     fn init(&self, ops: Vec<Op>) -> Result<(), Error> {
         for op in ops {
             match op {
-                Op::Put(tree, k, v) => self.tree(tree).insert(k, v).map(drop),
-                Op::Remove(tree, k) => self.tree(tree).remove(k).map(drop),
+                Op::Put(tree, k, v) => self.tree(tree)?.insert(k, v).map(drop),
+                Op::Remove(tree, k) => self.tree(tree)?.remove(k).map(drop),
             }
             .map_err(|e| self.io(e))?;
         }
