@@ -46,6 +46,30 @@ enum Stage<'p> {
 /// held at once.
 pub const FILES_PER_BATCH: usize = 256;
 
+/// Bytes of input files per batch at most (a batch still takes at least one file): 256 files
+/// of 1000 JSONL records each held 256 k chunks at once, a 762 MB peak at 1 M items.
+pub const BYTES_PER_BATCH: u64 = 16 << 20;
+
+/// Splits `sources` into batches of at most [`FILES_PER_BATCH`] files and, past the first
+/// file, [`BYTES_PER_BATCH`] bytes (sizes from the file system; an unreadable size counts 0
+/// and the read reports the file).
+fn batches(sources: &[Source]) -> Vec<&[Source]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0_u64);
+    for (i, source) in sources.iter().enumerate() {
+        let size = std::fs::metadata(&source.path).map_or(0, |m| m.len());
+        if i > start && (i - start == FILES_PER_BATCH || bytes + size > BYTES_PER_BATCH) {
+            out.push(&sources[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < sources.len() {
+        out.push(&sources[start..]);
+    }
+    out
+}
+
 /// Reads every file under `input_dir` (recursively, hidden files and folders skipped,
 /// symlinks followed with loop detection), chunks it, and returns the chunks in sorted
 /// relative-path order with a report of what was read, skipped and dropped.
@@ -62,7 +86,7 @@ pub fn read_dir(input_dir: &Path, config: &ChunkConfig) -> Result<ChunkSet, Erro
 }
 
 /// [`read_dir`] in bounded memory: hands the chunks to `sink` in source order, a batch of
-/// files ([`FILES_PER_BATCH`]) at a time, as they are made; returns the report once every
+/// files ([`FILES_PER_BATCH`], at most [`BYTES_PER_BATCH`]) at a time, as they are made; returns the report once every
 /// file is read. `sink` returns `false` to stop early (the report then covers what was read).
 ///
 /// With a subset configured every chunk must be seen before the subset is known: the chunks
@@ -164,7 +188,7 @@ fn read_batches(
 
     let mut empty = Vec::new();
     let mut stopped = false;
-    for batch in sources.chunks(FILES_PER_BATCH) {
+    for batch in batches(&sources) {
         let outcomes = process_all(batch, config, pack.as_ref(), expect_misses);
         let mut chunks = Vec::new();
         for (source, outcome) in batch.iter().zip(outcomes) {
@@ -513,6 +537,42 @@ fn with_timeout<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_bounded_by_files_and_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        // Sizes in MB (sparse files): big ones close a batch early; one file always goes.
+        let sizes = [1, 1, 10, 10, 20, 0, 0];
+        let mut sources: Vec<Source> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, mb)| {
+                let path = dir.path().join(format!("f{i}"));
+                let file = std::fs::File::create(&path).unwrap();
+                file.set_len(mb << 20).unwrap();
+                Source {
+                    path,
+                    rel: format!("f{i}"),
+                }
+            })
+            .collect();
+        let lens =
+            |sources: &[Source]| batches(sources).iter().map(|b| b.len()).collect::<Vec<_>>();
+        // 1+1+10 = 12 MB; +10 would pass 16; 10 alone; 20 alone (over, but one file goes);
+        // then the two empty files.
+        assert_eq!(lens(&sources), [3, 1, 1, 2]);
+        for i in 0..FILES_PER_BATCH + 3 {
+            let path = dir.path().join(format!("small{i}"));
+            std::fs::write(&path, "x").unwrap();
+            sources.push(Source {
+                path,
+                rel: format!("small{i}"),
+            });
+        }
+        let all = lens(&sources);
+        assert_eq!(all.iter().sum::<usize>(), sources.len());
+        assert!(all.iter().all(|n| *n <= FILES_PER_BATCH), "{all:?}");
+    }
 
     #[test]
     fn a_reader_that_hangs_is_given_up_on() {

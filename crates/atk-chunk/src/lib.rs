@@ -18,7 +18,7 @@ pub use atk_tokens::Tokenizer;
 pub use cache::{CHUNKER_VERSION, pack_name};
 pub use chunk::{Chunk, ChunkLine, ChunkPosition, RECORD_SEPARATOR, chunk_id, extracted_text};
 pub use config::{ChunkConfig, Subset};
-pub use dir::{FILES_PER_BATCH, chunk_texts, read_dir, read_dir_batched};
+pub use dir::{BYTES_PER_BATCH, FILES_PER_BATCH, chunk_texts, read_dir, read_dir_batched};
 pub use error::Error;
 pub use fingerprint::{InputsFingerprint, fingerprint_dir};
 pub use read::READ_EXTENSIONS;
