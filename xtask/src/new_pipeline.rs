@@ -10,6 +10,8 @@
 //! `--from rephrase`, `--from factual-qa` (or any other `pipelines/SOURCE` with a manifest)
 //! copy that pipeline's crate instead, renaming what names it: the package and binary name,
 //! the crate path (`source::` in code), the `Source…` type prefix and `pipelines/SOURCE` paths.
+//!
+//! About 700 lines with its tests (from line ~420), which build and test every scaffold.
 
 use std::path::{Path, PathBuf};
 

@@ -12,18 +12,15 @@ use crate::backend::sled::SledKv;
 use crate::backend::{Backend, Kv, Op, Tree};
 use crate::codec::{decode, encode};
 use crate::key::{display, display_item, item_id_of, item_key, item_key_id, step_key, step_prefix};
-use crate::{Error, FailureRecord, ItemRecord, RECORD_VERSION, Records, ResultRecord, Store};
+use crate::{Error, FailureRecord, ItemRecord, Records, ResultRecord, Store};
+#[cfg(test)]
+use layout::{FORMAT_KEY, ROOTS_KEY};
+use layout::{build_done_index, build_roots_index, check_format, is_root_encoded};
+pub use maintenance::{Collected, Merged};
 
 /// Version of the store's layout (trees, keys, encodings), kept in the store and checked on open.
 pub const STORE_FORMAT_VERSION: u32 = 1;
 
-/// Key of the format version in the root tree.
-const FORMAT_KEY: &[u8] = b"atk_state_format";
-/// Key in the root tree marking the `roots` index as complete (stores made before it had
-/// none: it is built once, on open).
-const ROOTS_KEY: &[u8] = b"atk_state_roots_index";
-/// Key in the root tree marking the `done` index as complete (built once, like `roots`).
-const DONE_KEY: &[u8] = b"atk_state_done_index";
 /// File naming the pid of the process holding the store.
 pub(crate) const PID_FILE: &str = "atk-run.pid";
 /// Items written per batch by `put_items` (bounds the memory of one batch).
@@ -37,29 +34,7 @@ const SLED_CACHE: u64 = 64 << 20;
 /// redb's default page cache.
 const REDB_CACHE: u64 = 16 << 20;
 /// Records copied per batch by merges and collections.
-const RECORDS_PER_BATCH: usize = 1024;
-
-/// What [`DiskStore::merge_from`] copied.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Merged {
-    /// Items (children included).
-    pub items: u64,
-    /// Results, all steps.
-    pub results: u64,
-    /// Failures, all steps.
-    pub failures: u64,
-}
-
-/// What [`DiskStore::collect_garbage`] removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Collected {
-    /// Results of retired items.
-    pub results: u64,
-    /// Failures of retired items.
-    pub failures: u64,
-    /// Bytes of the records removed (the database reuses the space as it rewrites pages).
-    pub bytes: u64,
-}
+pub(super) const RECORDS_PER_BATCH: usize = 1024;
 
 /// Options for [`DiskStore::open_with`].
 #[derive(Debug, Clone)]
@@ -204,113 +179,6 @@ impl DiskStore {
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, Error> {
         self.kv.size_on_disk()
-    }
-
-    /// How many results each step has, counted from keys alone (no record decoded), in one
-    /// pass over the results. Steps without results are absent.
-    pub fn result_counts(&self) -> Result<BTreeMap<String, u64>, Error> {
-        let mut counts = BTreeMap::new();
-        let mut last: Option<(Vec<u8>, u64)> = None;
-        for entry in self.kv.scan(self.done(), b"") {
-            let (key, _) = entry?;
-            let step = key.split(|b| *b == 0).next().unwrap_or_default();
-            match &mut last {
-                Some((name, n)) if name.as_slice() == step => *n += 1,
-                _ => {
-                    if let Some((name, n)) = last.take() {
-                        counts.insert(String::from_utf8_lossy(&name).into_owned(), n);
-                    }
-                    last = Some((step.to_vec(), 1));
-                }
-            }
-        }
-        if let Some((name, n)) = last {
-            counts.insert(String::from_utf8_lossy(&name).into_owned(), n);
-        }
-        Ok(counts)
-    }
-
-    /// How many results the store holds, all steps: O(1) on redb (it keeps each table's
-    /// length), a pass over the keys on sled.
-    pub fn result_total(&self) -> Result<u64, Error> {
-        self.kv.len(self.done())
-    }
-
-    /// Copies every item, result and failure of `other` into this store as stored (bytes
-    /// as they are: no record is decoded, so any record version merges), durably. A failure
-    /// is left out where this store has a result for the same step and item. Metadata is not
-    /// copied. For `atk merge` (the shards of one run hold disjoint items); the two stores
-    /// may be kept in different databases, so a merge into a new directory also converts.
-    pub async fn merge_from(&self, other: &DiskStore) -> Result<Merged, Error> {
-        let mut merged = Merged::default();
-        for tree in [Tree::Items, Tree::ItemIds, Tree::Results, Tree::Failures] {
-            let mut batch = Vec::with_capacity(RECORDS_PER_BATCH);
-            let mut n = 0_u64;
-            for entry in other.kv.scan(tree, b"") {
-                let (key, value) = entry?;
-                if tree == Tree::Failures && self.kv.contains(Tree::Results, &key)? {
-                    continue;
-                }
-                batch.push(Op::Put(tree, key, value));
-                n += 1;
-                if batch.len() == RECORDS_PER_BATCH {
-                    self.kv
-                        .write(std::mem::take(&mut batch), false, false)
-                        .await?;
-                }
-            }
-            self.kv.write(batch, false, false).await?;
-            match tree {
-                Tree::Items => merged.items = n,
-                Tree::Results => merged.results = n,
-                Tree::Failures => merged.failures = n,
-                _ => {}
-            }
-        }
-        self.kv.write(Vec::new(), false, true).await?;
-        if self.indexed {
-            // The source may keep no indexes (sled): index what was copied.
-            build_roots_index(&self.dir, self.kv.as_ref(), true)?;
-            build_done_index(self.kv.as_ref(), true)?;
-        }
-        Ok(merged)
-    }
-
-    /// Removes the results and failures of items the store no longer holds (retired: their
-    /// input is gone), durably, and says how much was removed. Keys are read to decide; no
-    /// record is decoded.
-    pub async fn collect_garbage(&self) -> Result<Collected, Error> {
-        let mut collected = Collected::default();
-        for tree in [Tree::Results, Tree::Failures] {
-            let mut removals = Vec::new();
-            for entry in self.kv.scan(tree, b"") {
-                let (key, value) = entry?;
-                let Some(at) = key.iter().position(|b| *b == 0) else {
-                    continue;
-                };
-                if self.kv.contains(Tree::ItemIds, &key[at + 1..])? {
-                    continue;
-                }
-                collected.bytes += (key.len() + value.len()) as u64;
-                match tree {
-                    Tree::Results => {
-                        collected.results += 1;
-                        if self.indexed {
-                            removals.push(Op::Remove(Tree::Done, key.clone()));
-                        }
-                    }
-                    _ => collected.failures += 1,
-                }
-                removals.push(Op::Remove(tree, key));
-            }
-            for chunk in removals.chunks(RECORDS_PER_BATCH) {
-                self.kv.write(chunk.to_vec(), false, false).await?;
-            }
-        }
-        if collected.results + collected.failures > 0 {
-            self.kv.write(Vec::new(), false, true).await?;
-        }
-        Ok(collected)
     }
 
     /// How many items the store holds (children included), counted on the id index (small
@@ -489,120 +357,6 @@ struct PendingItem {
     old_key: Option<Vec<u8>>,
     /// Whether it is a root item (no parent).
     root: bool,
-}
-
-/// Checks the store's format version, writing it into a new store.
-fn check_format(dir: &Path, kv: &dyn Kv) -> Result<(), Error> {
-    match kv.get(Tree::Root, FORMAT_KEY)? {
-        Some(found) => {
-            let found = std::str::from_utf8(&found)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            if found != STORE_FORMAT_VERSION {
-                return Err(Error::Incompatible {
-                    path: dir.to_path_buf(),
-                    found,
-                    expected: STORE_FORMAT_VERSION,
-                });
-            }
-            Ok(())
-        }
-        None => {
-            for tree in [Tree::Items, Tree::Results, Tree::Failures, Tree::Meta] {
-                if kv.len(tree)? > 0 {
-                    return Err(Error::Incompatible {
-                        path: dir.to_path_buf(),
-                        found: 0,
-                        expected: STORE_FORMAT_VERSION,
-                    });
-                }
-            }
-            let version = STORE_FORMAT_VERSION.to_string().into_bytes();
-            kv.init(vec![Op::Put(Tree::Root, FORMAT_KEY.to_vec(), version)])
-        }
-    }
-}
-
-/// Builds the `roots` index of a store made before it existed (once: a marker in the root
-/// tree says it is complete; a crash while building just builds it again), or `again`
-/// after records were copied in.
-fn build_roots_index(dir: &Path, kv: &dyn Kv, again: bool) -> Result<(), Error> {
-    if !again && kv.get(Tree::Root, ROOTS_KEY)?.is_some() {
-        return Ok(());
-    }
-    let mut ops = Vec::new();
-    let mut roots = 0_u64;
-    for entry in kv.scan(Tree::Items, b"") {
-        let (key, value) = entry?;
-        let id = item_key_id(&key)?;
-        // A record that does not decode is indexed as a root: running it then fails naming
-        // its key, as before the index, instead of this open failing for every command.
-        let root = is_root_encoded(&id, &value).unwrap_or_else(|| {
-            decode::<ItemRecord>(dir, || format!("items:{}", display_item(&key)), &value)
-                .map_or(true, |item| item.parent.is_none())
-        });
-        if root {
-            roots += 1;
-            ops.push(Op::Put(Tree::Roots, key, Vec::new()));
-        }
-        if ops.len() == RECORDS_PER_BATCH {
-            kv.init(std::mem::take(&mut ops))?;
-        }
-    }
-    ops.push(Op::Put(Tree::Root, ROOTS_KEY.to_vec(), b"1".to_vec()));
-    kv.init(ops)?;
-    if roots > 0 {
-        tracing::info!(roots, dir = %dir.display(), "indexed the store's root items (once, for stores made by an older atk)");
-    }
-    Ok(())
-}
-
-/// Builds the `done` index of a store made before it existed (once, as for `roots`).
-fn build_done_index(kv: &dyn Kv, again: bool) -> Result<(), Error> {
-    if !again && kv.get(Tree::Root, DONE_KEY)?.is_some() {
-        return Ok(());
-    }
-    let mut ops = Vec::new();
-    for entry in kv.scan(Tree::Results, b"") {
-        ops.push(Op::Put(Tree::Done, entry?.0, Vec::new()));
-        if ops.len() == RECORDS_PER_BATCH {
-            kv.init(std::mem::take(&mut ops))?;
-        }
-    }
-    ops.push(Op::Put(Tree::Root, DONE_KEY.to_vec(), b"1".to_vec()));
-    kv.init(ops)
-}
-
-/// Whether an encoded item is a root, read from the start of its bytes: [`encode`] writes
-/// `{"v":1,"id":"…","parent":null,…` (fields in declaration order). `None` when the bytes do
-/// not start that way (another layout version, a corrupt record): the caller decodes then.
-///
-/// Allocation-free for ids that JSON writes unescaped (it runs once per item on resume).
-fn is_root_encoded(id: &str, bytes: &[u8]) -> Option<bool> {
-    let rest = bytes.strip_prefix(b"{\"v\":")?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let version: u32 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-    // Items kept their layout from version 1 on.
-    if !(crate::record::OLDEST_READABLE_VERSION..=RECORD_VERSION).contains(&version) {
-        return None;
-    }
-    let rest = rest[digits..].strip_prefix(b",\"id\":")?;
-    let rest = if id.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        rest.strip_prefix(serde_json::to_string(id).ok()?.as_bytes())?
-    } else {
-        rest.strip_prefix(b"\"")?
-            .strip_prefix(id.as_bytes())?
-            .strip_prefix(b"\"")?
-    };
-    let rest = rest.strip_prefix(b",\"parent\":")?;
-    if rest.starts_with(b"null") {
-        Some(true)
-    } else if rest.starts_with(b"\"") {
-        Some(false)
-    } else {
-        None
-    }
 }
 
 impl Drop for DiskStore {
@@ -850,5 +604,7 @@ impl Store for DiskStore {
     }
 }
 
+mod layout;
+mod maintenance;
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,9 @@
 //! A pipeline's defaults are compiled in; the config's `prompts` folder overrides them file by
 //! file. Every prompt is parsed and checked when first loaded (the executor loads all of a
 //! chain's prompts before the first request) and cached afterwards.
+//!
+//! Longer than 600 lines for one job: loading, parsing, checking and caching prompt files
+//! share the library type; a third of the file is its tests.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::*;
-use crate::Details;
+use crate::{Details, RECORD_VERSION};
+use layout::is_root_encoded;
 
 /// Opens the store in `dir` on `backend`.
 fn open(backend: Backend, dir: &Path) -> Result<DiskStore, Error> {

@@ -1,4 +1,6 @@
-//! Tests of `executor.rs`.
+//! Tests of `executor.rs`: one file (about 1000 lines) because every case runs the whole
+//! run loop over the same fixtures (test steps, stores, progress sinks) defined at the top;
+//! split by topic, each file would repeat them.
 
 use std::time::Duration;
 
