@@ -47,8 +47,9 @@ enum Stage<'p> {
 pub const FILES_PER_BATCH: usize = 256;
 
 /// Bytes of input files per batch at most (a batch still takes at least one file): 256 files
-/// of 1000 JSONL records each held 256 k chunks at once, a 762 MB peak at 1 M items.
-pub const BYTES_PER_BATCH: u64 = 16 << 20;
+/// of 1000 JSONL records each held 256 k chunks at once, a 762 MB peak at 1 M items; 16 MiB
+/// batches still peaked at 262 MB.
+pub const BYTES_PER_BATCH: u64 = 4 << 20;
 
 /// Splits `sources` into batches of at most [`FILES_PER_BATCH`] files and, past the first
 /// file, [`BYTES_PER_BATCH`] bytes (sizes from the file system; an unreadable size counts 0
@@ -541,7 +542,8 @@ mod tests {
     #[test]
     fn batches_are_bounded_by_files_and_by_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        // Sizes in MB (sparse files): big ones close a batch early; one file always goes.
+        // Sizes in quarter MiB (sparse files): big ones close a batch early; one file always
+        // goes.
         let sizes = [1, 1, 10, 10, 20, 0, 0];
         let mut sources: Vec<Source> = sizes
             .iter()
@@ -549,7 +551,7 @@ mod tests {
             .map(|(i, mb)| {
                 let path = dir.path().join(format!("f{i}"));
                 let file = std::fs::File::create(&path).unwrap();
-                file.set_len(mb << 20).unwrap();
+                file.set_len(mb << 18).unwrap();
                 Source {
                     path,
                     rel: format!("f{i}"),
@@ -558,8 +560,8 @@ mod tests {
             .collect();
         let lens =
             |sources: &[Source]| batches(sources).iter().map(|b| b.len()).collect::<Vec<_>>();
-        // 1+1+10 = 12 MB; +10 would pass 16; 10 alone; 20 alone (over, but one file goes);
-        // then the two empty files.
+        // 1+1+10 = 12 quarters; +10 would pass 16; 10 alone; 20 alone (over, but one file
+        // goes); then the two empty files.
         assert_eq!(lens(&sources), [3, 1, 1, 2]);
         for i in 0..FILES_PER_BATCH + 3 {
             let path = dir.path().join(format!("small{i}"));

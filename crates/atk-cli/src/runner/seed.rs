@@ -15,6 +15,9 @@ use crate::error::RunError;
 use crate::flags::Shard;
 use crate::settings::Settings;
 
+/// Chunks turned into items and stored per call while seeding.
+const SEED_SLICE: usize = 1024;
+
 impl<C> RunContext<C> {
     /// Chunks texts the pipeline brought itself (`(source name, text)`, with
     /// `read_files_manually: false`) and adds them to the store as items after any already
@@ -201,7 +204,8 @@ pub(super) async fn seed_inputs(
     // does not (and then no id is held in memory).
     let had_items = store.item_ids().next().is_some();
     let mut seeded: HashSet<String> = HashSet::new();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<atk_chunk::Chunk>>(2);
+    // One batch waiting while one is stored: memory holds two batches of input at most.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<atk_chunk::Chunk>>(1);
     let reader = {
         let (dir, cfg) = (settings.input_dir.clone(), chunk_cfg.clone());
         tokio::task::spawn_blocking(move || {
@@ -218,11 +222,17 @@ pub(super) async fn seed_inputs(
         if had_items {
             seeded.extend(batch.iter().map(|c| c.id.clone()));
         }
-        if let Err(e) = store
-            .put_items(batch.iter().map(chunk_item).collect())
-            .await
-        {
-            failed = Some(e);
+        // Items made a slice at a time: never a second copy of the whole batch.
+        for slice in batch.chunks(SEED_SLICE) {
+            if let Err(e) = store
+                .put_items(slice.iter().map(chunk_item).collect())
+                .await
+            {
+                failed = Some(e);
+                break;
+            }
+        }
+        if failed.is_some() {
             break;
         }
     }
