@@ -96,10 +96,20 @@ impl Pipeline for TestPipeline {
 
 /// Runs the pipeline once; returns the texts it sent requests for and the dataset lines.
 async fn run_once(config: &Path, seen: &Arc<Seen>) -> (Vec<String>, Vec<String>) {
+    run_shard(config, seen, None).await
+}
+
+/// [`run_once`] with `--shard`.
+async fn run_shard(
+    config: &Path,
+    seen: &Arc<Seen>,
+    shard: Option<crate::flags::Shard>,
+) -> (Vec<String>, Vec<String>) {
     seen.calls.lock().unwrap().clear();
     let flags = CommonFlags {
         config: config.to_path_buf(),
         quiet: true,
+        shard,
         ..CommonFlags::default()
     };
     run(TestPipeline(seen.clone()), flags).await.unwrap();
@@ -270,22 +280,8 @@ async fn seeded_texts_are_kept_to_the_shard() {
         let config = config(dir.path(), false);
         let seen = Arc::new(Seen::default());
         *seen.texts.lock().unwrap() = texts.clone();
-        seen.calls.lock().unwrap().clear();
-        let flags = CommonFlags {
-            config: config.clone(),
-            quiet: true,
-            shard: Some(crate::flags::Shard::parse(&format!("{index}/2")).unwrap()),
-            ..CommonFlags::default()
-        };
-        run(TestPipeline(seen.clone()), flags).await.unwrap();
-        let calls: Vec<String> = seen
-            .calls
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|t| first_word(t))
-            .collect();
-        let dataset = seen.dataset.lock().unwrap().clone();
+        let shard = crate::flags::Shard::parse(&format!("{index}/2")).unwrap();
+        let (calls, dataset) = run_shard(&config, &seen, Some(shard)).await;
         assert!(
             calls.len() < words.len(),
             "shard {index} took only its part: {calls:?}"
