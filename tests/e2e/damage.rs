@@ -9,9 +9,9 @@ use crate::{RUN_TIMEOUT, bin, poem_server};
 
 const DOCS: usize = 60;
 
-/// Overwrites 64 KiB in the middle of the store's data file with garbage.
-fn damage(env: &Env) {
-    let db = env.output().join("store").join("db");
+/// Overwrites 64 KiB in the middle of the store's data file (`file`) with garbage.
+fn damage(env: &Env, file: &str) {
+    let db = env.output().join("store").join(file);
     let mut bytes = std::fs::read(&db).expect("the store's data file");
     let mid = bytes.len() / 2;
     let end = (mid + 64 * 1024).min(bytes.len());
@@ -43,7 +43,7 @@ async fn a_damaged_store_is_reported_before_anything_is_sent_again() {
     let first = server.stats().requests;
     assert_eq!(first, DOCS as u64);
 
-    damage(&env);
+    damage(&env, "db");
     let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
     out.assert_code(0);
     assert!(
@@ -82,4 +82,48 @@ async fn a_damaged_store_is_reported_before_anything_is_sent_again() {
     out.assert_code(0);
     assert!(!out.stderr.contains("STORE DAMAGED"), "{out}");
     assert_eq!(server.stats().requests - first, missing, "{out}");
+}
+
+/// The same damage to a redb store: redb trusts its pages, so the run stops with the store
+/// named as damaged (and how to keep a copy), or reports what is missing; either way nothing
+/// is requested again without a word.
+#[tokio::test]
+async fn a_damaged_redb_store_stops_the_run_or_is_reported_never_silently_paid_again() {
+    let (server, _) = poem_server(ServerConfig::default()).await;
+    let env = Env::new();
+    env.write_docs(DOCS);
+    let config = env.write_config(
+        &Config::new(server.base_url())
+            .set("do_meta_datagen", "true")
+            .set("store_backend", "redb"),
+    );
+    run(env.command(bin(), &config), RUN_TIMEOUT)
+        .await
+        .assert_code(0);
+    let first = server.stats().requests;
+    assert_eq!(first, DOCS as u64);
+
+    damage(&env, "store.redb");
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    let sent = server.stats().requests - first;
+    match out.code {
+        Some(0) => {
+            let missing = reported_missing(&out.stderr).unwrap_or(0);
+            assert_eq!(
+                sent, missing,
+                "only what was reported missing is sent\n{out}"
+            );
+        }
+        _ => {
+            out.assert_code(1);
+            assert!(
+                out.stderr.contains("is damaged") && out.stderr.contains("cp -a"),
+                "the store is named damaged, with how to keep a copy\n{out}"
+            );
+            assert!(
+                sent == 0 || out.stderr.contains("STORE DAMAGED"),
+                "nothing sent again without a word ({sent} requests)\n{out}"
+            );
+        }
+    }
 }

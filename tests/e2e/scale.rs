@@ -17,6 +17,17 @@ const DOCS: usize = 16;
 
 #[tokio::test]
 async fn two_shards_merged_give_the_unsharded_dataset_and_nothing_is_sent_twice() {
+    shards_then_merge("sled").await;
+}
+
+#[tokio::test]
+async fn two_redb_shards_merged_give_the_unsharded_dataset_too() {
+    shards_then_merge("redb").await;
+}
+
+/// Two `--shard` runs kept in `backend`, merged, then run on the merge: the unsharded
+/// dataset, nothing sent twice; a second merge into the same OUT is refused.
+async fn shards_then_merge(backend: &str) {
     let reference = {
         let (server, _) = poem_server(ServerConfig::default()).await;
         let env = Env::new();
@@ -31,7 +42,7 @@ async fn two_shards_merged_give_the_unsharded_dataset_and_nothing_is_sent_twice(
     let (server, _) = poem_server(ServerConfig::default()).await;
     let env = Env::new();
     env.write_docs(DOCS);
-    let config = env.write_config(&Config::new(server.base_url()));
+    let config = env.write_config(&Config::new(server.base_url()).set("store_backend", backend));
     let mut shard_lines = 0;
     for i in 0..2 {
         let mut cmd = env.command(bin(), &config);

@@ -205,7 +205,7 @@ pub(crate) async fn merge(
     };
 
     let out_store_dir = store_dir(out);
-    if out_store_dir.join("db").is_file() {
+    if atk_state::Backend::detect(&out_store_dir).is_some() {
         let existing = DiskStore::try_open_read(&out_store_dir)?;
         let reason = match existing
             .meta(RUN_META_KEY)?

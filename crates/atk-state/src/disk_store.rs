@@ -201,7 +201,9 @@ impl DiskStore {
     fn open_inner(dir: &Path, options: &StoreOptions, write_pid: bool) -> Result<Self, Error> {
         let backend = match Backend::detect(dir) {
             Some(found) => {
-                if found != options.backend {
+                // Said to a run that asked for the other database, not to readers (`atk status`,
+                // `atk merge` reading shards) that ask for none in particular.
+                if found != options.backend && write_pid {
                     tracing::info!(
                         dir = %dir.display(),
                         found = found.name(),

@@ -77,7 +77,7 @@ pub(super) fn build_roots_index(dir: &Path, kv: &dyn Kv, again: bool) -> Result<
     }
     ops.push(Op::Put(Tree::Root, ROOTS_KEY.to_vec(), b"1".to_vec()));
     kv.init(ops)?;
-    if roots > 0 {
+    if roots > 0 && !again {
         tracing::info!(roots, dir = %dir.display(), "indexed the store's root items (once, for stores made by an older atk)");
     }
     Ok(())
