@@ -37,24 +37,12 @@ impl StoredCounts {
         let baseline = {
             let store = store.clone();
             let recorded = recorded.clone();
-            tokio::task::spawn_blocking(move || {
-                // redb never drops records silently (a damaged page is an error, and it
-                // repairs itself after a crash): when its O(1) total is what was recorded,
-                // the recorded counts are the store's, and the pass over every result key
-                // (0.5 s at 100 k results) is skipped.
-                if store.backend() == atk_state::Backend::Redb
-                    && !recorded.is_empty()
-                    && store.result_total()? == recorded.values().sum::<u64>()
-                {
-                    return Ok(recorded);
-                }
-                store.result_counts()
-            })
-            .await
-            .map_err(|e| atk_state::Error::Io {
-                path: output_dir.to_path_buf(),
-                message: e.to_string(),
-            })??
+            tokio::task::spawn_blocking(move || store.result_counts_since(&recorded))
+                .await
+                .map_err(|e| atk_state::Error::Io {
+                    path: output_dir.to_path_buf(),
+                    message: e.to_string(),
+                })??
         };
         let damage = find_missing(&recorded, &baseline);
         if !damage.is_empty() {

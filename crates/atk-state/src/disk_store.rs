@@ -15,7 +15,7 @@ use crate::key::{display, display_item, item_id_of, item_key, item_key_id, step_
 use crate::{Error, FailureRecord, ItemRecord, Records, ResultRecord, Store};
 #[cfg(test)]
 use layout::{FORMAT_KEY, ROOTS_KEY};
-use layout::{build_done_index, build_roots_index, check_format, is_root_encoded};
+use layout::{build_done_index, build_roots_index, check_format, is_root};
 pub use maintenance::{Collected, Merged};
 
 /// Version of the store's layout (trees, keys, encodings), kept in the store and checked on open.
@@ -462,11 +462,7 @@ impl Store for DiskStore {
                 .map(move |entry| {
                     let (key, value) = entry?;
                     let id = item_key_id(&key)?;
-                    let root = match is_root_encoded(&id, &value) {
-                        Some(root) => root,
-                        None => self.decode_item(&key, &value)?.parent.is_none(),
-                    };
-                    Ok(root.then_some(id))
+                    Ok(is_root(&self.dir, &id, &key, &value)?.then_some(id))
                 })
                 .filter_map(Result::transpose),
         )

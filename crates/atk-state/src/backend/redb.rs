@@ -61,12 +61,15 @@ pub(crate) struct RedbKv {
     snapshot: std::sync::Mutex<Snapshot>,
 }
 
-/// A read transaction's open tables, by [`Tree`].
+/// A read transaction and the tables opened from it so far, by [`Tree`].
 #[derive(Default)]
 struct Snapshot {
-    /// Commit count when opened.
+    /// Commit count when begun.
     at: u64,
-    /// Tables opened so far.
+    /// The transaction every table of this snapshot is opened from.
+    txn: Option<redb::ReadTransaction>,
+    /// Tables opened so far (only those asked for: a commit makes a new snapshot, and most
+    /// reads between two commits touch one or two trees).
     tables: Vec<Option<Arc<ReadTable>>>,
 }
 
@@ -125,22 +128,23 @@ impl RedbKv {
             .snapshot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if snapshot.at != now || snapshot.tables.is_empty() {
-            snapshot.at = now;
-            snapshot.tables = Tree::ALL.iter().map(|_| None).collect();
+        if snapshot.at != now || snapshot.txn.is_none() {
+            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            *snapshot = Snapshot {
+                at: now,
+                txn: Some(txn),
+                tables: Tree::ALL.iter().map(|_| None).collect(),
+            };
         }
         if let Some(open) = &snapshot.tables[tree as usize] {
             return Ok(Arc::clone(open));
         }
-        // All trees of one snapshot come from one transaction's moment: open them together.
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        for t in Tree::ALL {
-            let open = txn.open_table(table(t)).map_err(|e| self.err(e))?;
-            snapshot.tables[t as usize] = Some(Arc::new(open));
-        }
-        snapshot.tables[tree as usize]
-            .clone()
-            .ok_or_else(|| self.err(redb::Error::Corrupted("table not opened".to_owned())))
+        let open = match &snapshot.txn {
+            Some(txn) => Arc::new(txn.open_table(table(tree)).map_err(|e| self.err(e))?),
+            None => unreachable!("a snapshot was begun above"),
+        };
+        snapshot.tables[tree as usize] = Some(Arc::clone(&open));
+        Ok(open)
     }
 
     /// Runs a read, turning a panic inside redb into [`Error::Damaged`]: redb trusts the
@@ -182,9 +186,11 @@ fn run(db: &Database, jobs: &mpsc::Receiver<Job>, commits: &AtomicU64, dir: &Pat
         }
         let durable = batch.iter().any(|job| job.durable);
         let result = guarded(dir, || {
-            commit(db, &batch, durable).map_err(|e| map_error(dir, e))
+            commit(db, batch.iter().flat_map(|job| &job.ops), durable)
+                .map_err(|e| map_error(dir, e))
         });
-        commits.fetch_add(1, Ordering::Relaxed);
+        // Before answering: a read after a write's answer never uses an older snapshot.
+        commits.fetch_add(1, Ordering::Release);
         if let Err(error) = &result {
             tracing::error!(%error, "store commit failed");
         }
@@ -213,8 +219,12 @@ fn clone_error(dir: &Path, e: &Error) -> Error {
     }
 }
 
-/// One transaction holding every write of `batch`.
-fn commit(db: &Database, batch: &[Job], durable: bool) -> Result<(), redb::Error> {
+/// One transaction holding every write of `ops`.
+fn commit<'a>(
+    db: &Database,
+    ops: impl Iterator<Item = &'a Op>,
+    durable: bool,
+) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(if durable {
         Durability::Immediate
@@ -224,7 +234,7 @@ fn commit(db: &Database, batch: &[Job], durable: bool) -> Result<(), redb::Error
     {
         let mut tables: Vec<Option<redb::Table<'_, &'static [u8], &'static [u8]>>> =
             Tree::ALL.iter().map(|_| None).collect();
-        for op in batch.iter().flat_map(|job| &job.ops) {
+        for op in ops {
             let slot = &mut tables[op.tree() as usize];
             if slot.is_none() {
                 *slot = Some(txn.open_table(table(op.tree()))?);
@@ -343,14 +353,7 @@ impl Kv for RedbKv {
     }
 
     fn init(&self, ops: Vec<Op>) -> Result<(), Error> {
-        let (done, _answer) = oneshot::channel();
-        let job = Job {
-            ops,
-            durable: true,
-            done,
-        };
-        let done = self
-            .guard(|| commit(&self.db, std::slice::from_ref(&job), true).map_err(|e| self.err(e)));
+        let done = self.guard(|| commit(&self.db, ops.iter(), true).map_err(|e| self.err(e)));
         self.commits.fetch_add(1, Ordering::Release);
         done
     }

@@ -63,10 +63,7 @@ pub(super) fn build_roots_index(dir: &Path, kv: &dyn Kv, again: bool) -> Result<
         let id = item_key_id(&key)?;
         // A record that does not decode is indexed as a root: running it then fails naming
         // its key, as before the index, instead of this open failing for every command.
-        let root = is_root_encoded(&id, &value).unwrap_or_else(|| {
-            decode::<ItemRecord>(dir, || format!("items:{}", display_item(&key)), &value)
-                .map_or(true, |item| item.parent.is_none())
-        });
+        let root = is_root(dir, &id, &key, &value).unwrap_or(true);
         if root {
             roots += 1;
             ops.push(Op::Put(Tree::Roots, key, Vec::new()));
@@ -97,6 +94,16 @@ pub(super) fn build_done_index(kv: &dyn Kv, again: bool) -> Result<(), Error> {
     }
     ops.push(Op::Put(Tree::Root, DONE_KEY.to_vec(), b"1".to_vec()));
     kv.init(ops)
+}
+
+/// Whether the item stored under `key` is a root: from the start of its bytes, decoding the
+/// record only when they do not start the way this build writes them.
+pub(super) fn is_root(dir: &Path, id: &str, key: &[u8], value: &[u8]) -> Result<bool, Error> {
+    match is_root_encoded(id, value) {
+        Some(root) => Ok(root),
+        None => decode::<ItemRecord>(dir, || format!("items:{}", display_item(key)), value)
+            .map(|item| item.parent.is_none()),
+    }
 }
 
 /// Whether an encoded item is a root, read from the start of its bytes: [`encode`] writes

@@ -55,10 +55,23 @@ impl DiskStore {
         Ok(counts)
     }
 
-    /// How many results the store holds, all steps: O(1) on redb (it keeps each table's
-    /// length), a pass over the keys on sled.
-    pub fn result_total(&self) -> Result<u64, Error> {
-        self.kv.len(self.done())
+    /// [`result_counts`](Self::result_counts), given the counts a caller recorded outside the
+    /// store (the runner's status.json). On redb, which never drops records silently (a
+    /// damaged page is an error, and it repairs itself after a crash), the table's O(1) total
+    /// equal to the recorded total means the recorded counts are the store's, and the pass
+    /// over every result key (0.5 s at 100 k results) is skipped. On sled (whose damaged log
+    /// loses records without a word) the keys are always counted.
+    pub fn result_counts_since(
+        &self,
+        recorded: &BTreeMap<String, u64>,
+    ) -> Result<BTreeMap<String, u64>, Error> {
+        if self.indexed
+            && !recorded.is_empty()
+            && self.kv.len(Tree::Done)? == recorded.values().sum::<u64>()
+        {
+            return Ok(recorded.clone());
+        }
+        self.result_counts()
     }
 
     /// Copies every item, result and failure of `other` into this store as stored (bytes

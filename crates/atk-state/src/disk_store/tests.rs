@@ -601,3 +601,37 @@ on_both_backends!(
     counts_follow_new_results_and_damage_shows_in_them,
     garbage_is_what_no_item_holds
 );
+
+#[tokio::test]
+async fn recorded_counts_are_trusted_only_where_the_total_vouches_for_them() {
+    for backend in [Backend::Sled, Backend::Redb] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(backend, dir.path()).unwrap();
+        for id in ["a", "b", "c"] {
+            store.put_result("qa", id, result(id)).await.unwrap();
+        }
+        let counted = BTreeMap::from([("qa".to_owned(), 3)]);
+        // Same total, split another way: redb takes the record, sled counts.
+        let recorded = BTreeMap::from([("qa".to_owned(), 2), ("other".to_owned(), 1)]);
+        let expected = match backend {
+            Backend::Redb => recorded.clone(),
+            _ => counted.clone(),
+        };
+        assert_eq!(
+            store.result_counts_since(&recorded).unwrap(),
+            expected,
+            "{backend:?}"
+        );
+        // Another total, or nothing recorded: counted from the keys.
+        let fewer = BTreeMap::from([("qa".to_owned(), 2)]);
+        assert_eq!(
+            store.result_counts_since(&fewer).unwrap(),
+            counted,
+            "{backend:?}"
+        );
+        assert_eq!(
+            store.result_counts_since(&BTreeMap::new()).unwrap(),
+            counted
+        );
+    }
+}
