@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -62,57 +62,7 @@ pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
         &config,
         config_yaml(&base_url, &inputs, &work.path().join("output")),
     )?;
-    let log_path = work.path().join("pipeline.log");
-    let usage_path = work.path().join("usage.txt");
-    // Wall time, and the pipeline process's CPU seconds (user + system) and peak RSS in MB,
-    // from GNU time.
-    let run = || -> anyhow::Result<(Duration, f64, f64)> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let started = Instant::now();
-        let exit = Command::new("/usr/bin/time")
-            .args([
-                "-f".as_ref(),
-                "%U %S %M".as_ref(),
-                "-o".as_ref(),
-                usage_path.as_os_str(),
-                pipeline_bin.as_os_str(),
-                "--progress".as_ref(),
-                "off".as_ref(),
-                "--config".as_ref(),
-                config.as_os_str(),
-            ])
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .status()
-            .with_context(|| {
-                format!(
-                    "running {} under /usr/bin/time (GNU time is needed for CPU and RSS)",
-                    pipeline_bin.display()
-                )
-            })?;
-        let wall = started.elapsed();
-        if !exit.success() {
-            bail!(
-                "example-pipeline exited with {exit}:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        let usage = std::fs::read_to_string(&usage_path)?;
-        let fields: Vec<f64> = usage
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        let [user, system, rss_kb] = fields[..] else {
-            bail!("GNU time wrote {usage:?}");
-        };
-        Ok((wall, user + system, rss_kb / 1024.0))
-    };
+    let run = || crate::timed::run_pipeline(&pipeline_bin, &config, work.path());
     let load = load_average();
     let wall = run();
     let stats = fetch_stats(&base_url);
@@ -123,8 +73,12 @@ pub(crate) fn run(root: &Path, server_bin: &Path) -> anyhow::Result<()> {
     drop(server.stdin.take()); // the server exits when its stdin closes
     let _ = server.wait();
     let wall = wall?;
-    let rerun = rerun.transpose()?.unwrap_or_default().0;
-    let (wall, cpu, rss) = wall;
+    let rerun = rerun.transpose()?.unwrap_or_default().wall;
+    let crate::timed::Usage {
+        wall,
+        cpu_s: cpu,
+        rss_mb: rss,
+    } = wall;
     let dataset = std::fs::read_to_string(work.path().join("output/sharegpt_format.jsonl"))
         .unwrap_or_default();
     let lines = dataset.lines().count();

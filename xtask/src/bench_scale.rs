@@ -1,6 +1,6 @@
 //! `cargo xtask bench scale`: the `example-pipeline` release binary on the in-process mock
 //! engine over 10 k, 100 k and 1 M items, then the same command again over the finished work.
-//! Prints wall time, peak RSS (from `wait4`), store size and rerun time per size, and the
+//! Prints wall time, peak RSS (GNU time), store size and rerun time per size, and the
 //! ratios between sizes, so that growth with the corpus is visible.
 //!
 //! Each size runs once per store backend (`ATK_SCALE_BACKENDS=redb`, default `sled,redb`).
@@ -12,8 +12,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -162,49 +161,10 @@ fn scale(bin: &Path, sizes: &[usize], backend: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the pipeline once in `dir` under GNU time (`/usr/bin/time -f %M`, the child's peak
-/// resident set); returns wall time and peak RSS in MB.
+/// Runs the pipeline once in `dir`; returns wall time and peak RSS in MB.
 fn run_once(bin: &Path, config: &Path, dir: &Path) -> anyhow::Result<(Duration, f64)> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("pipeline.log"))?;
-    let rss_file = dir.join("maxrss.txt");
-    let started = Instant::now();
-    let exit = Command::new("/usr/bin/time")
-        .args([
-            "-f".as_ref(),
-            "%M".as_ref(),
-            "-o".as_ref(),
-            rss_file.as_os_str(),
-            bin.as_os_str(),
-        ])
-        .args([
-            "--progress".as_ref(),
-            "off".as_ref(),
-            "--config".as_ref(),
-            config.as_os_str(),
-        ])
-        .current_dir(dir)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .status()
-        .context("running the pipeline under /usr/bin/time (GNU time is needed for peak RSS)")?;
-    let wall = started.elapsed();
-    if !exit.success() {
-        bail!(
-            "example-pipeline exited with {exit}:\n{}",
-            std::fs::read_to_string(dir.join("pipeline.log")).unwrap_or_default()
-        );
-    }
-    let kb: f64 = std::fs::read_to_string(&rss_file)?
-        .trim()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .parse()
-        .context("peak RSS from GNU time")?;
-    Ok((wall, kb / 1024.0))
+    let usage = crate::timed::run_pipeline(bin, config, dir)?;
+    Ok((usage.wall, usage.rss_mb))
 }
 
 /// Bytes of the files under `dir`.

@@ -13,6 +13,7 @@ mod bench_scale;
 mod manifest;
 mod new_pipeline;
 mod tidy;
+mod timed;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
