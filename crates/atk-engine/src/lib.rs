@@ -27,7 +27,7 @@ use std::sync::{Arc, Once};
 use async_trait::async_trait;
 
 pub use builder::{EngineBuilder, LimitConfig};
-pub use config::{Endpoint, EngineConfig, MockConfig, Mode, RetryConfig, Timeouts};
+pub use config::{Dialect, Endpoint, EngineConfig, MockConfig, Mode, RetryConfig, Timeouts};
 pub use cost::{CostCounter, CostTotals, Pricing};
 pub use debug::DebugObserver;
 pub use error::{Error, TransientKind};

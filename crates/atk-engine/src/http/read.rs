@@ -86,10 +86,11 @@ impl Http {
         Ok(acc)
     }
 
-    pub(super) async fn read_json(
+    /// The whole body as text; an empty one is a malformed reply.
+    pub(super) async fn read_whole(
         &self,
         body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send,
-    ) -> Result<Parsed, Error> {
+    ) -> Result<String, Error> {
         let mut body = std::pin::pin!(body);
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next().await {
@@ -98,10 +99,18 @@ impl Http {
                 Err(e) => return Err(self.body_error(e, usize::from(!bytes.is_empty()))),
             }
         }
-        let text = String::from_utf8_lossy(&bytes);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         if text.trim().is_empty() {
             return Err(self.transient(TransientKind::Malformed, "empty reply body"));
         }
+        Ok(text)
+    }
+
+    pub(super) async fn read_json(
+        &self,
+        body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send,
+    ) -> Result<Parsed, Error> {
+        let text = self.read_whole(body).await?;
         let reply: WireReply<'_> = serde_json::from_str(&text).map_err(|_| {
             self.transient(
                 TransientKind::Malformed,
