@@ -186,7 +186,7 @@ impl Http {
             };
             let first_byte = started.elapsed();
             let status = response.status();
-            let limits = self.limit_headers(response.headers());
+            let limits = self.limit_headers(response.headers(), sent_at);
             self.pacer.observe(&limits, sent_at);
             if !status.is_success() {
                 let retry_after = retry_after(response.headers());
@@ -267,11 +267,18 @@ impl Http {
             .map_err(|e| Error::Config(format!("{}: params do not serialize: {e}", self.label)))
     }
 
-    /// The server's rate-limit headers in the engine's dialect, for the pacer.
-    fn limit_headers(&self, headers: &HeaderMap) -> LimitHeaders {
+    /// The server's rate-limit headers in the engine's dialect, for the pacer. Anthropic's
+    /// resets are times: measured from when the request was sent (`sent_at`), as the pacer
+    /// takes OpenAI's durations (a server counts a request when it arrives, not when it
+    /// answers).
+    fn limit_headers(&self, headers: &HeaderMap, sent_at: Instant) -> LimitHeaders {
         match self.dialect {
             Dialect::OpenAi => LimitHeaders::parse(headers),
-            Dialect::Anthropic => anthropic::limit_headers(headers),
+            Dialect::Anthropic => {
+                let now = std::time::SystemTime::now();
+                let sent = now.checked_sub(sent_at.elapsed()).unwrap_or(now);
+                anthropic::limit_headers(headers, sent)
+            }
         }
     }
 

@@ -388,9 +388,9 @@ impl Http {
 }
 
 /// The `anthropic-ratelimit-*` headers as the pacer's buckets: `requests`, and `tokens` (or,
-/// without it, `input-tokens`). Each `reset` is an RFC 3339 time, measured from the local clock.
-pub(super) fn limit_headers(headers: &HeaderMap) -> LimitHeaders {
-    let now = SystemTime::now();
+/// without it, `input-tokens`). Each `reset` is an RFC 3339 time, measured from `now` on the
+/// local clock.
+pub(super) fn limit_headers(headers: &HeaderMap, now: SystemTime) -> LimitHeaders {
     let bucket = |name: &str| {
         let get = |what: &str| {
             headers
@@ -614,13 +614,16 @@ mod tests {
             "anthropic-ratelimit-input-tokens-reset",
             HeaderValue::from_str(&reset).unwrap(),
         );
-        let l = limit_headers(&h);
+        let l = limit_headers(&h, SystemTime::now());
         let r = l.requests.unwrap();
         assert_eq!((r.limit, r.remaining), (50.0, 0.0));
         assert!(r.reset > Duration::from_secs(28) && r.reset <= Duration::from_secs(30));
         assert_eq!(l.tokens.unwrap().limit, 40_000.0);
         assert!(l.used_up(1.0), "no request left: the limit is used up");
-        assert_eq!(limit_headers(&HeaderMap::new()), LimitHeaders::default());
+        assert_eq!(
+            limit_headers(&HeaderMap::new(), SystemTime::now()),
+            LimitHeaders::default()
+        );
     }
 
     /// `t` as RFC 3339 in UTC (test only; whole seconds).
