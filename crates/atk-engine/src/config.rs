@@ -18,6 +18,9 @@ pub enum Mode {
     Api,
     /// The offline, deterministic mock engine.
     Mock,
+    /// The provider's batch API: requests are collected into batches, submitted, polled and
+    /// their results read (at the provider's batch price).
+    Batch,
 }
 
 impl std::str::FromStr for Mode {
@@ -26,8 +29,9 @@ impl std::str::FromStr for Mode {
         match s.trim().to_ascii_lowercase().as_str() {
             "api" => Ok(Self::Api),
             "mock" => Ok(Self::Mock),
+            "batch" => Ok(Self::Batch),
             other => Err(Error::Config(format!(
-                "unknown engine mode `{other}` (expected `api` or `mock`)"
+                "unknown engine mode `{other}` (expected `api`, `batch` or `mock`)"
             ))),
         }
     }
@@ -38,6 +42,7 @@ impl std::fmt::Display for Mode {
         f.write_str(match self {
             Self::Api => "api",
             Self::Mock => "mock",
+            Self::Batch => "batch",
         })
     }
 }
@@ -224,6 +229,8 @@ pub struct EngineConfig {
     pub rate_burst: Duration,
     /// Mock engine options.
     pub mock: MockConfig,
+    /// Batch mode options (`mode: Batch`).
+    pub batch: crate::BatchConfig,
     /// One concurrency bound shared by several engines (wins over `concurrency_limit`); each
     /// engine keeps its own adaptive window inside it.
     pub shared_limit: Option<Arc<ConcurrencyLimit>>,
@@ -255,6 +262,7 @@ impl Default for EngineConfig {
             tokens_per_minute: None,
             rate_burst: Duration::from_secs(3),
             mock: MockConfig::default(),
+            batch: crate::BatchConfig::default(),
             shared_limit: None,
             cancel: None,
         }
@@ -314,6 +322,8 @@ setters! {
     with_rate_burst: rate_burst: Duration;
     /// Sets `mock`.
     with_mock: mock: MockConfig;
+    /// Sets `batch`.
+    with_batch: batch: crate::BatchConfig;
     /// Sets `shared_limit`.
     with_shared_limit: shared_limit: Option<Arc<ConcurrencyLimit>>;
     /// Sets `cancel` (takes a `CancellationToken` or an `Option` of one).

@@ -25,11 +25,13 @@ use crate::timeout::timed;
 use crate::{Engine, Error, Prompt, Reply, Request, Timing, TransientKind, Usage};
 
 mod anthropic;
+mod batch;
 mod message;
 mod read;
 pub(crate) mod retry_after;
 mod wire;
 
+pub(crate) use batch::BatchTransport;
 use message::{error_chain, quote, rejects_stream_options, server_message};
 use retry_after::retry_after;
 use wire::{Body, Parsed};

@@ -47,6 +47,31 @@ pub struct ServerConfig {
     /// `prompt_tokens_details.cached_tokens`. (The Messages route caches what a request marks
     /// `cache_control`, whatever this says.)
     pub prompt_cache: bool,
+    /// How the batch APIs (OpenAI Files + Batches, Anthropic Message Batches) behave.
+    pub batch: BatchBehaviour,
+}
+
+/// How the batch APIs behave: how long a batch takes, and its failure modes. Line faults are
+/// drawn per (prompt, how many times it was in a batch), seeded, so a request asked again in a
+/// later batch meets a fresh draw.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BatchBehaviour {
+    /// From creation to the end of a batch (the first third `validating`, then `in_progress`).
+    pub latency: Duration,
+    /// Share of lines that end errored (a 500 line, or Anthropic `errored`).
+    pub errored: f64,
+    /// Share of lines not done when the batch expires; with any, the batch ends `expired`
+    /// (OpenAI) and those lines are `batch_expired` (Anthropic: `expired` results).
+    pub expired: f64,
+    /// The first N batches fail at validation (OpenAI `failed`; Anthropic: every line errored).
+    pub fail_first: u32,
+    /// The first N downloads of a results file answer 404 (the file vanished).
+    pub vanish_first: u32,
+    /// The first N batch creations are applied but their answer is lost (the connection is
+    /// reset): the client does not learn the id.
+    pub lose_create_first: u32,
+    /// Answer 404 to the batch list (a server that cannot be searched).
+    pub no_list: bool,
 }
 
 /// A token-bucket rate limit like a provider's: each bucket starts full, refills continuously
@@ -107,6 +132,7 @@ impl fmt::Debug for ServerConfig {
             .field("cut_on_arrival", &self.cut_on_arrival)
             .field("rate_limit", &self.rate_limit)
             .field("prompt_cache", &self.prompt_cache)
+            .field("batch", &self.batch)
             .finish()
     }
 }
@@ -127,6 +153,7 @@ impl Default for ServerConfig {
             cut_on_arrival: false,
             rate_limit: None,
             prompt_cache: false,
+            batch: BatchBehaviour::default(),
         }
     }
 }
@@ -202,6 +229,12 @@ impl ServerConfig {
     #[must_use]
     pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
         self.rate_limit = Some(limit);
+        self
+    }
+    /// Sets how the batch APIs behave.
+    #[must_use]
+    pub fn with_batch(mut self, batch: BatchBehaviour) -> Self {
+        self.batch = batch;
         self
     }
     /// Simulates OpenAI's automatic prompt caching on the chat route.

@@ -43,6 +43,8 @@ struct Shared {
     buckets: Mutex<Option<rate::Buckets>>,
     /// Hashes of the prompt prefixes cached so far (prompt caching on either route).
     cached: Mutex<std::collections::HashSet<String>>,
+    /// Files and batches of the batch APIs.
+    batch: Mutex<batch::Batches>,
 }
 
 impl Shared {
@@ -84,6 +86,7 @@ impl TestServer {
             running: Mutex::new(None),
             buckets: Mutex::new(None),
             cached: Mutex::new(std::collections::HashSet::new()),
+            batch: Mutex::new(batch::Batches::default()),
         });
         let task = serve_on(listener, shared.clone());
         tracing::debug!(%addr, "test server listening");
@@ -241,6 +244,19 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/completions", post(completion))
         .route("/v1/messages", post(messages))
         .route("/messages", post(messages))
+        .route("/v1/files", post(batch::upload))
+        .route("/v1/files/{id}/content", get(batch::file_content))
+        .route(
+            "/v1/batches",
+            post(batch::create_openai).get(batch::list_openai),
+        )
+        .route("/v1/batches/{id}", get(batch::get_openai))
+        .route("/v1/messages/batches", post(batch::create_anthropic))
+        .route("/v1/messages/batches/{id}", get(batch::get_anthropic))
+        .route(
+            "/v1/messages/batches/{id}/results",
+            get(batch::results_anthropic),
+        )
         .route("/v1/models", get(models))
         .route("/stats", get(stats))
         .layer(DefaultBodyLimit::disable())
@@ -332,6 +348,7 @@ fn unauthorized(kind: Kind) -> Response {
 }
 
 mod anthropic;
+mod batch;
 mod body;
 mod decide;
 mod rate;

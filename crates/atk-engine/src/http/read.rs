@@ -111,10 +111,15 @@ impl Http {
         body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send,
     ) -> Result<Parsed, Error> {
         let text = self.read_whole(body).await?;
-        let reply: WireReply<'_> = serde_json::from_str(&text).map_err(|_| {
+        self.parse_openai_json(&text)
+    }
+
+    /// Reads one whole OpenAI reply body (`chat.completion` or `text_completion`).
+    pub(super) fn parse_openai_json(&self, text: &str) -> Result<Parsed, Error> {
+        let reply: WireReply<'_> = serde_json::from_str(text).map_err(|_| {
             self.transient(
                 TransientKind::Malformed,
-                format!("reply is not JSON: {}", quote(&text)),
+                format!("reply is not JSON: {}", quote(text)),
             )
         })?;
         if let Some(error) = &reply.error {
@@ -129,7 +134,7 @@ impl Http {
         if reply.choices.is_empty() {
             return Err(self.transient(
                 TransientKind::Malformed,
-                format!("reply has no choices: {}", quote(&text)),
+                format!("reply has no choices: {}", quote(text)),
             ));
         }
         let mut acc = Parsed::default();

@@ -120,7 +120,7 @@ impl From<WireUsage> for Usage {
 }
 
 /// What a reply amounted to (in either dialect).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct Parsed {
     pub(super) text: String,
     /// In OpenAI's terms (`stop`, `length`, ...): an Anthropic `stop_reason` is mapped.

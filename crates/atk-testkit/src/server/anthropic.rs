@@ -40,7 +40,12 @@ fn usage(reply: &ReplyShape, output_tokens: u64) -> Value {
 }
 
 /// The whole `message` object; `text` and `finish` may differ from the real ones.
-fn message(reply: &ReplyShape, text: Option<&str>, finish: Option<&str>, output: u64) -> Value {
+pub(super) fn message(
+    reply: &ReplyShape,
+    text: Option<&str>,
+    finish: Option<&str>,
+    output: u64,
+) -> Value {
     let content = text.map_or_else(Vec::new, |t| vec![json!({"type": "text", "text": t})]);
     json!({"id": reply.id, "type": "message", "role": "assistant", "model": reply.model,
            "content": content, "stop_reason": stop_reason(finish), "stop_sequence": null,

@@ -58,7 +58,7 @@ impl ReplyShape {
     }
 
     /// The whole non-streamed reply; `text` and `finish` may differ from the real ones.
-    fn whole(&self, text: &str, finish: Option<&str>) -> Value {
+    pub(super) fn whole(&self, text: &str, finish: Option<&str>) -> Value {
         let choice = match self.kind {
             Kind::Chat | Kind::Messages => {
                 json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
