@@ -13,7 +13,7 @@ mod signals;
 mod status_loop;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,17 +34,12 @@ use crate::settings::Settings;
 use crate::status::STATUS_META_KEY;
 use crate::summary::{RunSummary, TOKEN_COUNTS_FILE};
 
+pub(crate) use crate::layout::{COST_META_KEY, RUN_META_KEY, store_dir};
 pub use context::RunContext;
 use engines::build_engines;
-pub(crate) use seed::{INPUTS_META_KEY, InputsMeta};
 use seed::{check_fingerprint, record_item_count, seed_inputs};
 use signals::{CtrlC, watch_ctrl_c};
 use status_loop::{StatusInputs, cost_totals, status_loop, status_of};
-
-/// Store meta key of the per-engine cost totals (restored on resume).
-pub(crate) const COST_META_KEY: &str = "cost_totals";
-/// Store meta key of the run's [`RunMeta`].
-pub(crate) const RUN_META_KEY: &str = "run";
 
 /// A pipeline: its config type, its prompts and what it does with a prepared [`RunContext`].
 ///
@@ -240,7 +235,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     }
 
     if let Some(found) = &inputs {
-        let settings_fingerprint = crate::merge::settings_fingerprint(&loaded.redacted);
+        let settings_fingerprint = crate::layout::settings_fingerprint(&loaded.redacted);
         seed_inputs(
             &sled,
             &settings,
@@ -440,11 +435,6 @@ fn print_summary(summary: &RunSummary, alarm: bool, progress_mode: ProgressMode)
             crate::out::result(&line);
         }
     }
-}
-
-/// `<output_dir>/store`: where a run's store lives.
-pub fn store_dir(output_dir: &Path) -> PathBuf {
-    output_dir.join("store")
 }
 
 #[cfg(test)]

@@ -12,10 +12,8 @@ use serde::{Deserialize, Serialize};
 
 pub use read::read_status;
 
-/// File name of the snapshot inside the output dir.
-pub const STATUS_FILE: &str = "status.json";
-/// Store meta key holding the last snapshot of a run (read when no run holds the store).
-pub(crate) const STATUS_META_KEY: &str = "atk_status";
+pub use crate::layout::STATUS_FILE;
+pub(crate) use crate::layout::STATUS_META_KEY;
 
 /// Per-step counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -170,7 +168,7 @@ impl MissingResults {
 
 impl StatusSnapshot {
     /// Reads `<output_dir>/status.json`.
-    pub(crate) fn read(output_dir: &Path) -> std::io::Result<Self> {
+    pub fn read(output_dir: &Path) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(output_dir.join(STATUS_FILE))?;
         serde_json::from_str(&text).map_err(std::io::Error::other)
     }

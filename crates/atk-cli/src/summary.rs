@@ -11,8 +11,7 @@ use atk_engine::CostTotals;
 use atk_step::RunReport;
 use serde::{Deserialize, Serialize};
 
-/// File name of the JSON summary in the output dir.
-pub(crate) const SUMMARY_FILE: &str = "run_summary.json";
+pub(crate) use crate::layout::SUMMARY_FILE;
 /// File name of the per-engine token and cost totals (all runs) in the output dir.
 pub(crate) const TOKEN_COUNTS_FILE: &str = "token_counts.json";
 /// Longest sample output shown on the terminal (characters).

@@ -8,8 +8,8 @@ use atk_state::Store;
 use atk_step::Engines;
 use tokio_util::sync::CancellationToken;
 
-use super::COST_META_KEY;
 use crate::error::RunError;
+use crate::layout::COST_META_KEY;
 use crate::settings::{EngineSettings, Settings};
 
 pub(super) type Counters = Vec<Arc<CostCounter>>;

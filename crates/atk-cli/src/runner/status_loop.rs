@@ -8,9 +8,9 @@ use atk_engine::CostTotals;
 use atk_state::Store;
 use atk_step::Engines;
 
-use super::COST_META_KEY;
 use super::engines::Counters;
 use crate::damage::StoredCounts;
+use crate::layout::COST_META_KEY;
 use crate::progress::Progress;
 use crate::status::{EngineStatus, StatusSnapshot};
 
