@@ -71,8 +71,9 @@ async fn batch_run(dialect: &str) {
         expired: 0.05,
         ..BatchBehaviour::default()
     };
-    // A seed whose draws fail some of the six lines in the first batch.
-    let (server, poems) = poem_server(ServerConfig::default().with_batch(batch).with_seed(3)).await;
+    // A seed whose draws fail two of the six lines in the first batch: one errored, one
+    // expired (the batch ends `expired` with the rest done).
+    let (server, poems) = poem_server(ServerConfig::default().with_batch(batch).with_seed(4)).await;
     let env = Env::new();
     env.write_docs(6);
     let config = env.write_config(&Config::new(server.base_url()));
@@ -95,6 +96,11 @@ async fn batch_run(dialect: &str) {
     // Only what failed was batched again.
     let repeats: u64 = stats.batch_per_prompt.values().map(|n| n - 1).sum();
     assert_eq!(stats.batch_lines, 6 + repeats, "{dialect}: {stats:?}");
+    assert!(
+        repeats >= 2,
+        "{dialect}: the seed fails two lines: {stats:?}"
+    );
+    assert!(stats.batches_created >= 2, "{dialect}: {stats:?}");
     // A rerun finds everything done: nothing is sent.
     let cmd = with_sets(
         env.command(bin(), &config),
