@@ -154,3 +154,44 @@ async fn factual_qa_under_random_faults_writes_the_same_datasets() {
         "faults changed the datasets\n{out}"
     );
 }
+
+#[tokio::test]
+async fn factual_qa_in_batch_mode_writes_the_online_datasets() {
+    // Both engines through each provider's batch API, 5 % of lines errored and 5 % expired:
+    // the datasets of the online run, and not one online request.
+    let (expected, _) = reference().await;
+    for dialect in ["openai", "anthropic"] {
+        let batch = atk_testkit::BatchBehaviour {
+            latency: Duration::from_millis(200),
+            errored: 0.05,
+            expired: 0.05,
+            ..Default::default()
+        };
+        let server = server(ServerConfig::default().with_batch(batch).with_seed(4)).await;
+        let (env, config) = setup(&server);
+        let mut cmd = env.command(bin(), &config);
+        for set in [
+            format!("small_api={dialect}"),
+            format!("large_api={dialect}"),
+            "small_mode=batch".to_string(),
+            "large_mode=batch".to_string(),
+            "batch_max_wait=0.2".to_string(),
+        ] {
+            cmd.arg("--set").arg(set);
+        }
+        let out = run(cmd, RUN_TIMEOUT).await;
+        out.assert_code(0);
+        assert_eq!(
+            datasets(&env),
+            expected,
+            "{dialect}: batch changed the datasets\n{out}"
+        );
+        let stats = server.stats();
+        assert_eq!(stats.requests, 0, "{dialect}: no online request: {stats:?}");
+        let repeats: u64 = stats.batch_per_prompt.values().map(|n| n - 1).sum();
+        assert!(
+            stats.batch_lines > repeats && stats.batches_created >= 4,
+            "{dialect}: a batch per step at least: {stats:?}"
+        );
+    }
+}
