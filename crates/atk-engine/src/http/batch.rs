@@ -728,8 +728,10 @@ impl Inner {
     fn complete(&self, parsed: Result<Parsed, Error>) -> Result<Parsed, Error> {
         let parsed = parsed?;
         if parsed.finish_reason.is_none() {
+            // Incomplete, not CutStream: the limit layer reads a cut stream as an endpoint
+            // serving fewer at once and would shrink the window a batch gathers in.
             return Err(self.http.transient(
-                TransientKind::CutStream,
+                TransientKind::Incomplete,
                 "the batch result has no finish_reason (not a whole reply)",
             ));
         }
