@@ -174,6 +174,7 @@ impl Env {
             .arg("plain");
         cmd.current_dir(self.root())
             .env_remove("OPENAI_API_KEY")
+            .env_remove("ANTHROPIC_API_KEY")
             .env_remove("ATK_SMALL_API_KEY")
             .env_remove("ATK_LARGE_API_KEY")
             .env_remove("RUST_LOG")

@@ -37,6 +37,27 @@ pub const FINGERPRINT_META_KEY: &str = "step_fingerprints";
 /// Store meta key of an unfinished rework (`--redo` / `--reprocess` in progress).
 pub const REWORK_META_KEY: &str = "rework";
 
+/// Store meta key of an engine's batch list (the keys of its batches, oldest first).
+pub fn batch_index_meta_key(engine: &str) -> String {
+    format!("batches/{engine}")
+}
+
+/// Store meta key of one batch of an engine ([`BatchMeta`]).
+pub fn batch_meta_key(engine: &str, key: &str) -> String {
+    format!("batches/{engine}/{key}")
+}
+
+/// One provider batch as the store keeps it: which requests went in (recorded before it is
+/// created), and its id once the provider gave it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BatchMeta {
+    /// The custom ids (request hashes) of its requests.
+    pub requests: Vec<String>,
+    /// The provider's batch id.
+    #[serde(default)]
+    pub batch_id: Option<String>,
+}
+
 /// What the last complete seeding of a store read, to skip the next one when nothing changed.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InputsMeta {

@@ -8,6 +8,7 @@
 mod context;
 mod dry;
 mod engines;
+mod journal;
 mod seed;
 mod signals;
 mod status_loop;
@@ -214,7 +215,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     // The first Ctrl-C cancels this token: the executor starts no new item, and both engines
     // stop calls still waiting for a slot or a retry backoff (they are not sent).
     let cancel = CancellationToken::new();
-    let (engines, counters, limit) = build_engines(&settings, store.as_ref(), &cancel)?;
+    let (engines, counters, limit) = build_engines(&settings, &store, &cancel)?;
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
     let status_inputs = StatusInputs {
         counters: counters.clone(),

@@ -156,7 +156,7 @@ impl<C> RunContext<C> {
             .with_max_in_flight(if self.dry_run.is_some() {
                 1
             } else {
-                self.settings.concurrency_limit.saturating_mul(2)
+                self.settings.in_flight.saturating_mul(2)
             });
         crate::preflight::warn_prompt_names(self.store.as_ref(), chain, &self.step_context());
         let executor = Executor::new(
@@ -185,6 +185,7 @@ impl<C> RunContext<C> {
                 dry.chunk_tokens,
                 &estimates,
                 dry.verbose,
+                self.settings.batch_discount,
             );
             if !reworked.is_empty() {
                 estimate.push_str("what the run would redo (counted over the stored results):\n");
