@@ -66,8 +66,8 @@ const FIRST_LIMIT_REFUSALS: u64 = 4;
 const DEEPER_SHARE: f64 = 0.25;
 /// ... up to this many times in a row; then the 429s are judged independent of the rate.
 const DEEPER_MAX: u32 = 3;
-/// Per outcome, the remembered noise share fades by this factor.
-const NOISE_FADE: f64 = 0.999;
+/// Per outcome, the remembered noise share fades by this factor (half-life ~2300 attempts).
+const NOISE_FADE: f64 = 0.9997;
 /// Sends may run this far behind schedule and catch up (timer granularity).
 const TOLERANCE: Duration = Duration::from_millis(5);
 
@@ -276,7 +276,7 @@ impl State {
             }
             self.answers.push_back(now);
         }
-        // Noise seen long ago fades (half-life about 700 attempts).
+        // Noise seen long ago fades.
         self.noise *= NOISE_FADE;
         if let First::Open {
             answered,
@@ -479,10 +479,10 @@ impl State {
             a_refused as f64 / a.max(1) as f64,
             b_refused as f64 / b as f64,
         );
-        // Under a real limit a cut below what the server admitted ends the refusals (one proves
-        // nothing); rate-independent ones go on at much their old share. The share before the
-        // cut is inflated (a high share is what set it off), hence the wide margin (a third).
-        if b_refused <= 1 || fb < 0.33 * fa {
+        // Under a real limit a cut below what the server admitted ends the refusals;
+        // rate-independent ones go on at much their old share. The share before the cut is
+        // inflated (a high share is what set it off), hence the wide margin (a quarter).
+        if b_refused == 0 || fb < 0.25 * fa {
             self.series = 0;
             return; // lowering the rate lowered the refusals: a limit
         }
