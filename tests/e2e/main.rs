@@ -12,6 +12,7 @@ mod conventions;
 mod damage;
 mod demo;
 mod endings;
+mod export;
 mod factual_qa;
 mod faults;
 mod iterate;

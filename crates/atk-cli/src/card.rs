@@ -1,7 +1,7 @@
 //! The dataset card: `README.md` beside the datasets, with the YAML header a dataset hub reads
 //! (licence, size category, one config per JSONL file), then what made the data: pipeline,
-//! models, engine settings, counts, cost and the prompts' hashes. The output folder can then be
-//! uploaded as it is.
+//! models, engine settings, counts, cost and the prompts' hashes. `atk export` copies it with
+//! the datasets into a folder ready to publish.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -296,6 +296,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         reports: Vec::new(),
         details_sources: Vec::new(),
         datasets: Written::default(),
+        row_source: Default::default(),
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
@@ -331,11 +332,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let _ = store
         .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
         .await;
-    let staged = ctx
+    let written = ctx
         .datasets
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let staged = written.files;
     let mut summary = RunSummary::new(
         pipeline.name(),
         started.elapsed(),
@@ -351,6 +353,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         // A chain stopped by a fatal error has no report: show what progress counted.
         summary.add_progress_counts(&progress.snapshot());
     }
+    summary.dropped_rows = ending::dropped_rows(&settings.output_dir, written.dropped);
     // Only a run that completed publishes its datasets (and then its card).
     let (mut outcome, mut state) = ending::judge(outcome, &summary);
     if outcome.is_ok()
