@@ -11,6 +11,7 @@ mod config_errors;
 mod conventions;
 mod damage;
 mod demo;
+mod demos;
 mod endings;
 mod export;
 mod factual_qa;

@@ -389,40 +389,11 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     );
     let _ = summary.write(&settings.output_dir);
     if !summary.datasets.is_empty() {
-        write_card(&summary, &settings, &ctx);
+        let prompts = ctx.prompts.loaded();
+        crate::card::write(&summary, &settings, &ctx.common, prompts, store.as_ref()).await;
     }
     print_summary(&summary, outcome.is_err(), progress_mode);
     outcome
-}
-
-/// Writes the dataset card (`README.md` in the output dir) for the datasets the run wrote.
-fn write_card<C>(summary: &RunSummary, settings: &Settings, ctx: &RunContext<C>) {
-    let facts = crate::card::CardFacts {
-        summary,
-        output_dir: &settings.output_dir,
-        license: &ctx.common.dataset_license,
-        engines: settings
-            .engines
-            .iter()
-            .map(|e| {
-                (
-                    e.label.clone(),
-                    e.model.clone(),
-                    format!("{:?}", e.mode).to_lowercase(),
-                )
-            })
-            .collect(),
-        concurrency_limit: settings.concurrency_limit,
-        chunk_size: ctx.common.chunk_size,
-        prompts: ctx.prompts.loaded(),
-    };
-    let card = crate::card::render(&facts);
-    if let Err(e) = dataset::write_jsonl_atomic(
-        &settings.output_dir.join(crate::card::CARD_FILE),
-        [card.trim_end()],
-    ) {
-        tracing::warn!(error = %e, "could not write the dataset card");
-    }
 }
 
 /// Prints the summary (to stderr; under `-q` too when `alarm`: it explains a failure) and

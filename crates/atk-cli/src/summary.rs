@@ -74,6 +74,9 @@ pub(crate) struct EngineSummary {
     pub mock: bool,
     /// Requests answered in this run.
     pub requests: u64,
+    /// Requests answered in every run on this output dir.
+    #[serde(default)]
+    pub requests_all_runs: u64,
     /// Requests that failed for good in this run.
     pub failed_requests: u64,
     /// Transport retries in this run, by cause.
@@ -171,6 +174,7 @@ impl RunSummary {
                 model: model.clone(),
                 mock: *mock,
                 requests: minus(now.requests, start.requests),
+                requests_all_runs: now.requests,
                 failed_requests: minus(now.failed_requests, start.failed_requests),
                 retries: now
                     .retries
