@@ -297,6 +297,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         reports: Vec::new(),
         details_sources: Vec::new(),
         datasets: Written::default(),
+        row_source: Default::default(),
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
@@ -332,11 +333,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let _ = store
         .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
         .await;
-    let staged = ctx
+    let written = ctx
         .datasets
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let staged = written.files;
     let mut summary = RunSummary::new(
         pipeline.name(),
         started.elapsed(),
@@ -352,6 +354,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         // A chain stopped by a fatal error has no report: show what progress counted.
         summary.add_progress_counts(&progress.snapshot());
     }
+    summary.dropped_rows = ending::dropped_rows(&settings.output_dir, written.dropped);
     // Only a run that completed publishes its datasets (and then its card).
     let (mut outcome, mut state) = ending::judge(outcome, &summary);
     if outcome.is_ok()
@@ -387,40 +390,11 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     );
     let _ = summary.write(&settings.output_dir);
     if !summary.datasets.is_empty() {
-        write_card(&summary, &settings, &ctx);
+        let prompts = ctx.prompts.loaded();
+        crate::card::write(&summary, &settings, &ctx.common, prompts, store.as_ref()).await;
     }
     print_summary(&summary, outcome.is_err(), progress_mode);
     outcome
-}
-
-/// Writes the dataset card (`README.md` in the output dir) for the datasets the run wrote.
-fn write_card<C>(summary: &RunSummary, settings: &Settings, ctx: &RunContext<C>) {
-    let facts = crate::card::CardFacts {
-        summary,
-        output_dir: &settings.output_dir,
-        license: &ctx.common.dataset_license,
-        engines: settings
-            .engines
-            .iter()
-            .map(|e| {
-                (
-                    e.label.clone(),
-                    e.model.clone(),
-                    format!("{:?}", e.mode).to_lowercase(),
-                )
-            })
-            .collect(),
-        concurrency_limit: settings.concurrency_limit,
-        chunk_size: ctx.common.chunk_size,
-        prompts: ctx.prompts.loaded(),
-    };
-    let card = crate::card::render(&facts);
-    if let Err(e) = dataset::write_jsonl_atomic(
-        &settings.output_dir.join(crate::card::CARD_FILE),
-        [card.trim_end()],
-    ) {
-        tracing::warn!(error = %e, "could not write the dataset card");
-    }
 }
 
 /// Prints the summary (to stderr; under `-q` too when `alarm`: it explains a failure) and

@@ -39,6 +39,8 @@ pub struct RunContext<C> {
     pub(super) reports: Vec<RunReport>,
     pub(super) details_sources: Vec<atk_metadatagen::MetaSource>,
     pub(super) datasets: Written,
+    /// The source document of the final item yielded last (rows written now come from it).
+    pub(super) row_source: crate::dataset::RowSource,
     /// Ids of the root items [`RunContext::seed_texts`] added in this run.
     pub(super) seeded: HashSet<String>,
     /// `--shard I/N`: the pipeline's own items are kept to this shard, as the input chunks are.
@@ -214,7 +216,11 @@ impl<C> RunContext<C> {
         &'a self,
         chain: &'a [Arc<dyn Step>],
     ) -> impl Iterator<Item = Result<ItemRecord, RunError>> + 'a {
-        atk_step::collect_final(self.store.as_ref(), chain).map(|r| r.map_err(RunError::from))
+        atk_step::collect_final(self.store.as_ref(), chain).map(|r| {
+            let item = r.map_err(RunError::from)?;
+            self.row_source.set_from(self.store.as_ref(), &item);
+            Ok(item)
+        })
     }
 
     /// Starts writing `<output_dir>/<file_name>` (a folder in the name is created), row by row.
@@ -227,7 +233,7 @@ impl<C> RunContext<C> {
             std::fs::create_dir_all(dir)
                 .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
         }
-        DatasetWriter::create(path, self.datasets.clone())
+        DatasetWriter::create(path, self.datasets.clone(), Some(self.row_source.clone()))
     }
 
     /// Writes `<output_dir>/<file_name>` atomically, one ShareGPT conversation per line in
@@ -288,7 +294,7 @@ impl<C> RunContext<C> {
         }
         let mut written = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
         for d in &report.datasets {
-            written.push((d.path.clone(), d.lines));
+            written.files.push((d.path.clone(), d.lines));
         }
         Ok(())
     }
