@@ -249,6 +249,7 @@ impl Config {
             ("use_subset", "false"),
             ("completion_mode", "false"),
             ("use_stop", "true"),
+            ("dataset_license", "cc0-1.0"),
         ] {
             system.insert(k.to_owned(), v.to_owned());
         }

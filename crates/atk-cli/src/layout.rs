@@ -12,6 +12,23 @@ pub fn store_dir(output_dir: &Path) -> PathBuf {
     output_dir.join("store")
 }
 
+/// `<output_dir>/.atk-staging`: where a run writes its datasets until it has completed; they
+/// are moved into place then, or removed when the run fails, so a failed run leaves the
+/// previous datasets as they were.
+pub fn staging_dir(output_dir: &Path) -> PathBuf {
+    output_dir.join(".atk-staging")
+}
+
+/// The hidden sidecar beside a dataset file naming each row's source document (one JSON line
+/// per row: the path relative to `input_dir`, or `null`): `.<name>.sources`.
+pub fn row_sources_path(dataset: &Path) -> PathBuf {
+    let name = dataset
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dataset.with_file_name(format!(".{name}.sources"))
+}
+
 /// File name of the status snapshot inside the output dir (rewritten about once a second).
 pub const STATUS_FILE: &str = "status.json";
 /// File name of the JSON run summary in the output dir.

@@ -174,8 +174,16 @@ pub struct CommonConfig {
     pub mock_latency: Duration,
     /// The runner reads `input_dir` itself.
     pub read_files_manually: bool,
-    /// Licence named in the dataset card.
+    /// Licence named in the dataset card (a Hub licence id, or `other`).
     pub dataset_license: String,
+    /// The licence's name in the card when `dataset_license` is `other`.
+    pub dataset_license_name: String,
+    /// A link to the licence's text when `dataset_license` is `other`.
+    pub dataset_license_link: String,
+    /// Language code(s) of the data in the dataset card (comma-separated ISO 639-1).
+    pub dataset_language: String,
+    /// The licence of the source documents, named in the dataset card.
+    pub source_license: String,
     /// Database of a new store (`sled` or `redb`); an existing store keeps its own.
     #[serde(deserialize_with = "rules::store_backend")]
     pub store_backend: atk_state::Backend,
@@ -240,6 +248,10 @@ impl Default for CommonConfig {
             mock_latency: Duration::ZERO,
             read_files_manually: true,
             dataset_license: "other".to_string(),
+            dataset_license_name: String::new(),
+            dataset_license_link: String::new(),
+            dataset_language: "en".to_string(),
+            source_license: String::new(),
             store_backend: atk_state::Backend::Sled,
         }
     }
