@@ -1,5 +1,5 @@
 //! The `atk` tool, rebuilt inside `atk-e2e` so its tests can find it.
 
 fn main() -> std::process::ExitCode {
-    atk_cli::tool::main()
+    atk::main()
 }

@@ -1,4 +1,4 @@
-//! Config loading, the runner every pipeline binary calls, progress display and the `atk` tool.
+//! The runner every pipeline binary calls, its progress display and the output dir's layout.
 #![doc = include_str!("../README.md")]
 // What is public is re-exported here or sits in a `pub mod`; everything else says pub(crate).
 #![warn(unreachable_pub)]
@@ -9,33 +9,40 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod card;
-pub mod config;
+pub use atk_config as config;
 mod damage;
 pub mod dataset;
 mod dry_run;
+mod ending;
 mod error;
 mod flags;
-mod gc;
+pub mod layout;
 mod logging;
-mod merge;
 mod out;
 mod overlay;
 mod preflight;
 mod progress;
 mod redo;
 pub mod rows;
+
+/// Terminal output shared with the `atk` tool: the log subscriber and stderr lines that survive
+/// a closed pipe.
+pub mod term {
+    pub use crate::logging::init as init_logging;
+    pub use crate::out::always;
+}
 mod runner;
 mod settings;
 pub mod status;
 mod summary;
-pub mod tool;
 mod unused;
 
 pub use dataset::DatasetWriter;
 pub use error::RunError;
 pub use flags::{CommonFlags, Shard};
+pub use layout::store_dir;
 pub use progress::ProgressMode;
-pub use runner::{Pipeline, RunContext, main, main_with_args, run, store_dir};
+pub use runner::{Pipeline, RunContext, main, main_with_args, run};
 
 /// Re-exports pipelines need without naming the crates themselves.
 pub use {async_trait::async_trait, atk_state, atk_step};

@@ -37,7 +37,7 @@ pub(crate) fn default_filter(verbosity: i8) -> &'static str {
 
 /// Installs the global subscriber (once; later calls are ignored). `RUST_LOG`, when set and
 /// valid, replaces the verbosity's default filter.
-pub(crate) fn init(verbosity: i8) {
+pub fn init(verbosity: i8) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())

@@ -69,7 +69,7 @@ pub(crate) fn info(text: &str) {
 }
 
 /// Text on stderr whatever `-q` says (errors, and a summary that explains a failure).
-pub(crate) fn always(text: &str) {
+pub fn always(text: &str) {
     stderr_text(text);
 }
 

@@ -19,10 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::RunError;
 use crate::flags::CommonFlags;
 
-/// Store meta key of the per-step fingerprints ([`StepFingerprint`] by step name).
-pub(crate) const FINGERPRINT_META_KEY: &str = "step_fingerprints";
-/// Store meta key of an unfinished rework ([`ReworkMarker`]).
-pub(crate) const REWORK_META_KEY: &str = "rework";
+pub(crate) use crate::layout::{FINGERPRINT_META_KEY, REWORK_META_KEY};
 
 /// What store meta says about one step's fingerprints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

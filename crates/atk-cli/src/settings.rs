@@ -153,11 +153,10 @@ mod tests {
     use super::*;
 
     fn common(input: &str, output: &str) -> CommonConfig {
-        CommonConfig {
-            input_dir: input.into(),
-            output_dir: output.into(),
-            ..CommonConfig::default()
-        }
+        let mut c = CommonConfig::default();
+        c.input_dir = input.into();
+        c.output_dir = output.into();
+        c
     }
 
     #[test]
@@ -174,13 +173,11 @@ mod tests {
 
     #[test]
     fn timeouts_burst_and_outage_limit_reach_the_engines() {
-        let c = CommonConfig {
-            first_byte_timeout: std::time::Duration::from_secs(5),
-            burst: std::time::Duration::from_secs(1),
-            outage_limit: std::time::Duration::from_secs(30),
-            large_require_finish_reason: false,
-            ..common("/data/in", "/data/out")
-        };
+        let mut c = common("/data/in", "/data/out");
+        c.first_byte_timeout = std::time::Duration::from_secs(5);
+        c.burst = std::time::Duration::from_secs(1);
+        c.outage_limit = std::time::Duration::from_secs(30);
+        c.large_require_finish_reason = false;
         let s = Settings::new(&c, EnginesUsed::BOTH);
         assert_eq!(s.timeouts.first_byte, std::time::Duration::from_secs(5));
         assert_eq!(s.burst, std::time::Duration::from_secs(1));

@@ -11,8 +11,7 @@ use atk_engine::CostTotals;
 use atk_step::RunReport;
 use serde::{Deserialize, Serialize};
 
-/// File name of the JSON summary in the output dir.
-pub(crate) const SUMMARY_FILE: &str = "run_summary.json";
+pub(crate) use crate::layout::SUMMARY_FILE;
 /// File name of the per-engine token and cost totals (all runs) in the output dir.
 pub(crate) const TOKEN_COUNTS_FILE: &str = "token_counts.json";
 /// Longest sample output shown on the terminal (characters).
@@ -234,6 +233,22 @@ impl RunSummary {
                 failures: Vec::new(),
                 drops: Vec::new(),
             });
+        }
+    }
+
+    /// Why every item failed, for `atk status`: the most common failure with its count.
+    pub(crate) fn failure_reason(&self) -> String {
+        let top = self
+            .steps
+            .iter()
+            .flat_map(|s| s.failures.iter().map(move |f| (s, f)))
+            .max_by_key(|(_, f)| f.count);
+        match top {
+            Some((st, f)) => format!(
+                "every item failed; most often at step {}: {} x {}: {}",
+                st.step, f.count, f.kind, f.reason
+            ),
+            None => "every item failed".to_string(),
         }
     }
 

@@ -12,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 use super::context::{DryRun, dry_run_sample};
 use super::engines::engine_config;
 use super::seed::chunk_item;
-use super::{Pipeline, RunContext, store_dir};
+use super::{Pipeline, RunContext};
 use crate::config;
 use crate::dataset::Written;
 use crate::dry_run::CountingEngine;
 use crate::error::RunError;
 use crate::flags::CommonFlags;
+use crate::layout::store_dir;
 use crate::progress::Progress;
 use crate::settings::Settings;
 

@@ -3,16 +3,15 @@
 //! retiring the items of inputs that are gone.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use atk_state::{ItemRecord, RECORD_VERSION, RunMeta, SledStore, Store};
 
-use super::RUN_META_KEY;
 use super::context::{RunContext, dry_run_sample};
 use crate::damage::StoredCounts;
 use crate::error::RunError;
 use crate::flags::Shard;
+use crate::layout::{INPUTS_META_KEY, InputsMeta, RUN_META_KEY};
 use crate::settings::Settings;
 
 /// Chunks turned into items and stored per call while seeding.
@@ -135,35 +134,6 @@ async fn retire_stale(store: &dyn Store, current: &HashSet<String>) -> Result<()
         );
     }
     Ok(())
-}
-
-/// Store meta key of what the last seeding read ([`InputsMeta`]).
-pub(crate) const INPUTS_META_KEY: &str = "inputs";
-
-/// What the last complete seeding of a store read, to skip the next one when nothing changed.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct InputsMeta {
-    /// [`atk_chunk::InputsFingerprint::fingerprint`] of the inputs, with the shard.
-    pub fingerprint: String,
-    /// [`atk_chunk::InputsFingerprint::shape`]: the same on every machine holding the inputs.
-    pub shape: String,
-    /// Root items seeded.
-    pub chunks: u64,
-    /// The read's summary line, shown again when reading is skipped.
-    pub summary: String,
-    /// Items in the store (children included) when the last run ended; `None` until one has.
-    #[serde(default)]
-    pub items_at_end: Option<u64>,
-    /// The shard this store holds (`--shard`), `None` for all items.
-    #[serde(default)]
-    pub shard: Option<Shard>,
-    /// The chunk-cache pack the inputs were read through (for `atk gc`), when the cache is on.
-    #[serde(default)]
-    pub chunk_pack: Option<PathBuf>,
-    /// The config's fingerprint without its paths and concurrency (see
-    /// [`crate::merge::settings_fingerprint`]): equal in the shards of one run on any machine.
-    #[serde(default)]
-    pub settings_fingerprint: String,
 }
 
 /// Seeds the store with the input folder's chunks, streamed in bounded batches as they are

@@ -8,9 +8,9 @@ use atk_engine::CostTotals;
 use atk_state::Store;
 use atk_step::Engines;
 
-use super::COST_META_KEY;
 use super::engines::Counters;
 use crate::damage::StoredCounts;
+use crate::layout::COST_META_KEY;
 use crate::progress::Progress;
 use crate::status::{EngineStatus, StatusSnapshot};
 
@@ -32,7 +32,7 @@ pub(super) fn status_of(name: &str, progress: &Progress, inputs: &StatusInputs) 
     s.stored_results = inputs.stored.live();
     s.damage = inputs.stored.damage.clone();
     s.pipeline = name.to_string();
-    s.running = true;
+    s.state = crate::status::RunState::Running;
     s.pid = std::process::id();
     s.updated_at_ms = atk_state::now_ms();
     s.requests_in_flight = inputs.limit.in_flight() as u64;

@@ -1,5 +1,6 @@
 //! Runner tests: whole runs of a small in-test pipeline over files in a temp dir.
 
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use atk_state::ResultRecord;
@@ -216,15 +217,13 @@ async fn seeded_texts_follow_the_same_rule() {
 async fn status_counts_requests_in_flight_as_the_engine_does() {
     // concurrency_limit 2, three calls started, each taking 10 s (paused clock): two hold a
     // slot, the third waits. `atk status` says 2 in flight (limit 2), not the items started.
-    let common = config::CommonConfig {
-        concurrency_limit: 2,
-        mock_latency: Duration::from_secs(10),
-        input_dir: "/in".into(),
-        output_dir: "/out".into(),
-        small_mode: atk_engine::Mode::Mock,
-        large_mode: atk_engine::Mode::Mock,
-        ..config::CommonConfig::default()
-    };
+    let mut common = config::CommonConfig::default();
+    common.concurrency_limit = 2;
+    common.mock_latency = Duration::from_secs(10);
+    common.input_dir = "/in".into();
+    common.output_dir = "/out".into();
+    common.small_mode = atk_engine::Mode::Mock;
+    common.large_mode = atk_engine::Mode::Mock;
     let settings = Settings::new(&common, config::EnginesUsed::BOTH);
     let store = atk_state::MemStore::default();
     let (engines, counters, limit) =

@@ -1,21 +1,5 @@
-//! Config loading: sections, flattening, placeholders, overrides, typed deserialisation.
-//!
-//! Two layers, as in ripgrep's flags: the raw layer (`flat`) is the YAML file with its
-//! sections flattened into one set of keys, each remembering its section, line and origin;
-//! overrides and placeholder checks work there. The resolved layer is [`CommonConfig`] plus the
-//! pipeline's own struct, with `${VAR}`s read, API keys found and paths made absolute.
-//!
-//! ```
-//! use atk_cli::config::{load, NoExtra, Overrides};
-//! let dir = tempfile::tempdir()?;
-//! let file = dir.path().join("config.yaml");
-//! std::fs::write(&file, "api:\n  small_mode: mock\n  large_mode: mock\npath:\n  input_dir: ./inputs\n  output_dir: ./output\n")?;
-//! let overrides = Overrides { set: vec!["concurrency_limit=200".into()], json: None };
-//! let loaded = load::<NoExtra>(&file, &overrides)?;
-//! assert_eq!(loaded.common.concurrency_limit, 200);
-//! assert_eq!(loaded.common.input_dir, dir.path().join("inputs"));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! atk's config: sections, flattening, placeholders, overrides, typed deserialisation.
+#![doc = include_str!("../README.md")]
 
 mod common;
 mod env;
@@ -96,7 +80,7 @@ pub fn load_for<T: DeserializeOwned>(
 /// [`load`] for `--dry-run`, which sends nothing: API keys still `!!PLACEHOLDER!!` are taken
 /// as empty and listed in the warnings as still to fill in; any other placeholder is refused
 /// as in [`load`]. `used` as in [`load_for`].
-pub(crate) fn load_for_dry_run<T: DeserializeOwned>(
+pub fn load_for_dry_run<T: DeserializeOwned>(
     path: &Path,
     overrides: &Overrides,
     used: EnginesUsed,

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use atk_state::{DiskStore, RunMeta, Store};
 
-use crate::flags::Shard;
-use crate::runner::{COST_META_KEY, INPUTS_META_KEY, InputsMeta, RUN_META_KEY, store_dir};
-use crate::status::StatusSnapshot;
+use atk_cli::Shard;
+use atk_cli::layout::{COST_META_KEY, INPUTS_META_KEY, InputsMeta, RUN_META_KEY, store_dir};
+use atk_cli::status::StatusSnapshot;
 
 /// Why a merge was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -286,31 +286,6 @@ pub(crate) async fn merge(
     }
     target.flush().await?;
     Ok(report)
-}
-
-/// Config keys that may differ between the shards of one run: where things are, how fast.
-const MACHINE_KEYS: &[&str] = &[
-    "input_dir",
-    "output_dir",
-    "chunking_output_dir",
-    "concurrency_limit",
-];
-
-/// SHA-256 (hex) of a loaded config's `redacted` form without [`MACHINE_KEYS`]: what must be
-/// equal for two shards' results to belong to one run (secrets are masked in it, so keys may
-/// differ too).
-pub(crate) fn settings_fingerprint(redacted: &serde_json::Value) -> String {
-    use sha2::{Digest, Sha256};
-    let mut map = redacted.as_object().cloned().unwrap_or_default();
-    for key in MACHINE_KEYS {
-        map.remove(*key);
-    }
-    let canonical = serde_json::to_vec(&serde_json::Value::Object(map)).unwrap_or_default();
-    hex::encode(
-        Sha256::new_with_prefix(b"atk-settings-v1\n")
-            .chain_update(&canonical)
-            .finalize(),
-    )
 }
 
 /// Adds the numbers of `add` into `sum`, recursively (cost totals: counters, cost, retries).

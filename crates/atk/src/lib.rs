@@ -1,7 +1,5 @@
-//! The `atk` tool: `atk chunk` shows how a folder is read and chunked; `atk status` shows how
-//! far a run (running or finished) has got; `atk merge` joins the output dirs of a run split
-//! with `--shard`; `atk gc` frees what an output dir no longer needs. Lives in the library so
-//! tests can build it into their own binaries; `src/bin/atk.rs` only calls [`main`].
+//! The `atk` tool: chunk a folder, show a run's status, merge shards, free what a run no longer needs.
+#![doc = include_str!("../README.md")]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
@@ -9,6 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod gc;
+mod merge;
 
 /// Tools around atk pipelines: see how a folder is chunked, see how far a run has got.
 #[derive(Debug, Parser)]
@@ -76,7 +77,7 @@ pub fn main() -> ExitCode {
 }
 
 /// [`main`] with explicit arguments (the first is the program name).
-pub(crate) fn main_with_args<I, T>(args: I) -> ExitCode
+pub fn main_with_args<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
@@ -88,7 +89,7 @@ where
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    crate::logging::init(0);
+    atk_cli::term::init_logging(0);
     match cli.command {
         Command::Chunk {
             input_dir,
@@ -114,17 +115,17 @@ fn gc(output_dir: &std::path::Path) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            crate::out::always(&format!("error: cannot start the async runtime: {e}\n"));
+            atk_cli::term::always(&format!("error: cannot start the async runtime: {e}\n"));
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(crate::gc::gc(output_dir)) {
         Ok(report) => {
-            crate::out::always(&format!("{}\n", report.render()));
+            atk_cli::term::always(&format!("{}\n", report.render()));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            crate::out::always(&format!("error: {e}\n"));
+            atk_cli::term::always(&format!("error: {e}\n"));
             ExitCode::from(e.exit_code())
         }
     }
@@ -141,13 +142,13 @@ fn merge(
     {
         Ok(rt) => rt,
         Err(e) => {
-            crate::out::always(&format!("error: cannot start the async runtime: {e}\n"));
+            atk_cli::term::always(&format!("error: cannot start the async runtime: {e}\n"));
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(crate::merge::merge(dirs, into, backend)) {
         Ok(r) => {
-            crate::out::always(&format!(
+            atk_cli::term::always(&format!(
                 "merged {} output dirs into {}: {} items, {} results, {} failures; ${:.4} spent in all\n",
                 r.shards,
                 into.display(),
@@ -158,20 +159,20 @@ fn merge(
             ));
             if !r.missing_shards.is_empty() {
                 let list: Vec<String> = r.missing_shards.iter().map(u32::to_string).collect();
-                crate::out::always(&format!(
+                atk_cli::term::always(&format!(
                     "warning: shards {} were not given; the first run on {} will work on their items\n",
                     list.join(", "),
                     into.display()
                 ));
             }
-            crate::out::always(&format!(
+            atk_cli::term::always(&format!(
                 "next: run the pipeline with output_dir {} (it sends nothing for merged results)\n",
                 into.display()
             ));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            crate::out::always(&format!("error: {e}\n"));
+            atk_cli::term::always(&format!("error: {e}\n"));
             ExitCode::from(e.exit_code())
         }
     }
@@ -187,12 +188,12 @@ fn chunk(
     let tokenizer = match atk_tokens::Tokenizer::from_name(tokenizer) {
         Ok(t) => t,
         Err(e) => {
-            crate::out::always(&format!("error: {e}\n"));
+            atk_cli::term::always(&format!("error: {e}\n"));
             return ExitCode::from(2);
         }
     };
     if chunk_size == 0 {
-        crate::out::always("error: --chunk-size must be at least 1\n");
+        atk_cli::term::always("error: --chunk-size must be at least 1\n");
         return ExitCode::from(2);
     }
     let mut cfg = atk_chunk::ChunkConfig::new(chunk_size).with_tokenizer(tokenizer);
@@ -202,12 +203,12 @@ fn chunk(
     let set = match atk_chunk::read_dir(&input_dir, &cfg) {
         Ok(set) => set,
         Err(e) => {
-            crate::out::always(&format!("error: {e}\n"));
+            atk_cli::term::always(&format!("error: {e}\n"));
             return ExitCode::from(2);
         }
     };
     for m in set.report.messages() {
-        crate::out::always(&format!("{m}\n"));
+        atk_cli::term::always(&format!("{m}\n"));
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -218,12 +219,12 @@ fn chunk(
         }
     }
     let _ = out.flush();
-    crate::out::always(&format!("{}\n", set.report.summary()));
+    atk_cli::term::always(&format!("{}\n", set.report.summary()));
     ExitCode::SUCCESS
 }
 
 fn status(output_dir: &std::path::Path, json: bool) -> ExitCode {
-    match crate::status::read_status(output_dir) {
+    match atk_cli::status::read_status(output_dir) {
         Ok(s) => {
             let text = if json {
                 serde_json::to_string_pretty(&s).unwrap_or_default() + "\n"
@@ -236,7 +237,7 @@ fn status(output_dir: &std::path::Path, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            crate::out::always(&format!("error: {e}\n"));
+            atk_cli::term::always(&format!("error: {e}\n"));
             ExitCode::from(2)
         }
     }

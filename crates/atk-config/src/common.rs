@@ -348,7 +348,7 @@ fn found<X>(
     }
 }
 
-/// Which engines a pipeline calls ([`crate::Pipeline::engines_used`]): the model and endpoint of
+/// Which engines a pipeline calls (`Pipeline::engines_used` in atk-cli): the model and endpoint of
 /// an engine it does not use are not required, and no API key is looked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnginesUsed {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use atk_state::{SledStore, Store};
 
-use crate::runner::{INPUTS_META_KEY, InputsMeta, store_dir};
-use crate::status::StatusSnapshot;
+use atk_cli::layout::{INPUTS_META_KEY, InputsMeta, store_dir};
+use atk_cli::status::StatusSnapshot;
 
 /// Why `atk gc` could not run.
 #[derive(Debug, thiserror::Error)]

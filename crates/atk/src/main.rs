@@ -1,0 +1,5 @@
+//! `atk`: tools around pipelines (see the `atk` library crate).
+
+fn main() -> std::process::ExitCode {
+    atk::main()
+}
