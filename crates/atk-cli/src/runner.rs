@@ -5,6 +5,7 @@
 //! the error) and [`crate::out`] where it goes: it is the binary's front end living in a
 //! library so every pipeline shares it.
 
+mod budget;
 mod context;
 mod dry;
 mod engines;
@@ -213,7 +214,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     // The first Ctrl-C cancels this token: the executor starts no new item, and both engines
     // stop calls still waiting for a slot or a retry backoff (they are not sent).
     let cancel = CancellationToken::new();
-    let (engines, counters, limit) = build_engines(&settings, store.as_ref(), &cancel)?;
+    let budget = budget::for_run(&settings, store.as_ref())?;
+    let (engines, counters, limit) =
+        build_engines(&settings, store.as_ref(), &cancel, budget.as_ref())?;
+    let budget_watch = budget::watch(budget.clone(), cancel.clone());
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
     let status_inputs = StatusInputs {
         counters: counters.clone(),
@@ -302,8 +306,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             outcome = Err(e);
         }
     }
+    let outcome = budget::outcome(outcome, budget.as_deref(), &progress.snapshot());
     status_task.abort();
     ctrl_c.abort();
+    if let Some(watch) = budget_watch {
+        watch.abort();
+    }
     // Wait for the status task to be gone, so its last write cannot land after the final one.
     let _ = status_task.await;
     progress.finish();
@@ -330,6 +338,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         .await;
     let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
     snapshot.running = false;
+    snapshot.budget = budget::status(budget.as_deref());
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
         let _ = store.put_meta(STATUS_META_KEY, v).await;

@@ -82,6 +82,17 @@ pub struct EngineStatus {
     pub run_cost_usd: f64,
 }
 
+/// The run's `max_cost` and where it stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetStatus {
+    /// The cap, USD.
+    pub cap_usd: f64,
+    /// Spent on the output dir so far, USD.
+    pub spent_usd: f64,
+    /// True when the run stopped at the cap (run state `budget_reached`).
+    pub reached: bool,
+}
+
 /// What `atk status` shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusSnapshot {
@@ -110,6 +121,9 @@ pub struct StatusSnapshot {
     /// Total cost of this run, USD.
     #[serde(default)]
     pub run_cost_usd: f64,
+    /// The run's `max_cost`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
     /// Requests holding a slot of the engines' concurrency limit (what the engine counts as in
     /// flight; never above the limit), at the snapshot.
     #[serde(default)]

@@ -108,6 +108,9 @@ pub struct CommonConfig {
     /// USD per million completion tokens, large engine.
     #[serde(deserialize_with = "rules::price")]
     pub cost_per_million_large_output: f64,
+    /// Most USD the output dir's runs may spend, all engines together (none: no cap).
+    #[serde(deserialize_with = "rules::optional_cost")]
+    pub max_cost: Option<f64>,
     /// Chunk cache folder (absolute), if set.
     pub chunking_output_dir: Option<PathBuf>,
     /// Tokenizer for chunking and estimates.
@@ -189,6 +192,7 @@ impl Default for CommonConfig {
             cost_per_million_small_output: 0.0,
             cost_per_million_large_input: 0.0,
             cost_per_million_large_output: 0.0,
+            max_cost: None,
             chunking_output_dir: None,
             tokenizer: Tokenizer::Cl100k,
             stream: true,

@@ -73,6 +73,17 @@ pub(crate) fn price<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(v)
 }
 
+/// A cap in USD above 0 (`max_cost`); empty is no cap.
+pub(crate) fn optional_cost<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v > 0.0 => Ok(Some(v)),
+        Some(v) => Err(D::Error::custom(format!(
+            "must be an amount above 0 (USD), found {v}; leave it out for no cap"
+        ))),
+    }
+}
+
 /// `api` or `mock` (`small_mode`, `large_mode`); empty is `api`.
 pub(crate) fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
     let text = String::deserialize(d)?;

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod budget;
 mod builder;
 mod cancel;
 mod config;
@@ -26,6 +27,7 @@ use std::sync::{Arc, Once};
 
 use async_trait::async_trait;
 
+pub use budget::{Budget, UNBOUNDED_COMPLETION_TOKENS, price_of, worst_case_tokens};
 pub use builder::{EngineBuilder, LimitConfig};
 pub use config::{Endpoint, EngineConfig, MockConfig, Mode, RetryConfig, Timeouts};
 pub use cost::{CostCounter, CostTotals, Pricing};

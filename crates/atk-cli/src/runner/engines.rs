@@ -18,6 +18,7 @@ pub(super) fn build_engines(
     settings: &Settings,
     store: &dyn Store,
     cancel: &CancellationToken,
+    budget: Option<&Arc<atk_engine::Budget>>,
 ) -> Result<(Engines, Counters, Arc<atk_engine::ConcurrencyLimit>), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     // One bound on requests in flight for the run; each engine keeps its own window inside it.
@@ -56,7 +57,17 @@ pub(super) fn build_engines(
             .with_requests_per_minute(settings.requests_per_minute)
             .with_tokens_per_minute(settings.tokens_per_minute)
             .with_rate_burst(settings.burst);
-        let engine = atk_engine::EngineBuilder::transport(&engine_config(settings, e))
+        let mut builder = atk_engine::EngineBuilder::transport(&engine_config(settings, e));
+        if let Some(budget) = budget {
+            builder = builder.budget(
+                budget.clone(),
+                atk_engine::Pricing {
+                    input_per_million: e.price_in,
+                    output_per_million: e.price_out,
+                },
+            );
+        }
+        let engine = builder
             .observe(observers)
             .retry(settings.retry)
             .outage(settings.outage_limit)

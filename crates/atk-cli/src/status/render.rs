@@ -101,6 +101,21 @@ impl StatusSnapshot {
             "  cost: ${:.4} {this}, ${:.4} all runs",
             self.run_cost_usd, self.cost_usd
         );
+        if let Some(b) = &self.budget {
+            let _ = if b.reached {
+                writeln!(
+                    s,
+                    "  budget reached: ${:.4} of max_cost ${:.4} spent; raise max_cost and rerun to go on",
+                    b.spent_usd, b.cap_usd
+                )
+            } else {
+                writeln!(
+                    s,
+                    "  max_cost: ${:.4} of ${:.4} spent",
+                    b.spent_usd, b.cap_usd
+                )
+            };
+        }
         if !self.damage.is_empty() {
             let total: u64 = self.damage.iter().map(MissingResults::missing).sum();
             let _ = writeln!(
@@ -157,6 +172,19 @@ mod tests {
         assert!(
             text.contains("cost: $0.2000 last run, $0.5000 all runs"),
             "{text}"
+        );
+        let stopped = StatusSnapshot {
+            budget: Some(super::super::BudgetStatus {
+                cap_usd: 0.5,
+                spent_usd: 0.5,
+                reached: true,
+            }),
+            ..s.clone()
+        }
+        .render_at(0);
+        assert!(
+            stopped.contains("budget reached: $0.5000 of max_cost $0.5000 spent"),
+            "{stopped}"
         );
         let running = StatusSnapshot { running: true, ..s }.render_at(0);
         assert!(
