@@ -40,6 +40,9 @@ pub enum RunError {
     /// Stopped by Ctrl-C before finishing. Exit 130.
     #[error("interrupted; rerun the same command to resume")]
     Interrupted,
+    /// Not a failure: `--preview N` finished; carries the report to print. Exit 0.
+    #[error("{0}")]
+    Preview(String),
     /// Not a failure: `--dry-run` finished; carries the estimate to print. Exit 0.
     #[error("{0}")]
     DryRun(String),
@@ -60,7 +63,7 @@ impl RunError {
             | Self::NothingKept(_)
             | Self::BudgetReached { .. } => 1,
             Self::Interrupted => 130,
-            Self::DryRun(_) => 0,
+            Self::DryRun(_) | Self::Preview(_) => 0,
         }
     }
 }

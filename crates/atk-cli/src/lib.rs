@@ -20,6 +20,7 @@ mod logging;
 mod out;
 mod overlay;
 mod preflight;
+mod preview;
 mod progress;
 mod redo;
 pub mod rows;

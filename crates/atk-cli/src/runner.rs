@@ -100,7 +100,9 @@ where
     runtime.shutdown_timeout(Duration::from_secs(1));
     match &outcome {
         Ok(()) => {}
-        Err(RunError::DryRun(estimate)) => crate::out::result(estimate.trim_end()),
+        Err(RunError::DryRun(estimate) | RunError::Preview(estimate)) => {
+            crate::out::result(estimate.trim_end())
+        }
         Err(e) => crate::out::always(&format!("error: {e}\n")),
     }
     crate::error::exit_code(&outcome)
@@ -133,6 +135,20 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         settings.dry_run_chunk_config()
     } else {
         settings.chunk_config()
+    };
+    // --preview N: N seeded chunks, the same each time (a subset of its own, so the full run
+    // seeds everything again and reuses what the preview stored).
+    let chunk_cfg = match flags.preview {
+        Some(_) if !settings.read_files_manually => {
+            return Err(RunError::Input(
+                "--preview picks chunks of input_dir, and this pipeline brings its own items (read_files_manually is off)".into(),
+            ));
+        }
+        Some(n) => chunk_cfg.with_subset(atk_chunk::Subset::new(
+            usize::try_from(n).unwrap_or(usize::MAX),
+            settings.seed,
+        )),
+        None => chunk_cfg,
     };
     let inputs = if settings.read_files_manually && !flags.dry_run {
         let (dir, cfg) = (settings.input_dir.clone(), chunk_cfg.clone());
@@ -298,6 +314,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
+        preview: flags.preview,
     };
     let mut outcome = pipeline.run(&mut ctx).await;
     if outcome.is_ok() && ctx.rework_flags.any() && ctx.reports.iter().all(|r| r.failed() == 0) {
@@ -336,8 +353,18 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let _ = store
         .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
         .await;
+    // Sample replies with keys masked: the summary and status.json show the same ones.
+    let reports = crate::preview::scrubbed(
+        &ctx.reports,
+        &settings
+            .engines
+            .iter()
+            .map(|e| &e.api_key)
+            .collect::<Vec<_>>(),
+    );
     let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
     snapshot.running = false;
+    snapshot.reasons = crate::preview::reason_samples(&reports);
     snapshot.budget = budget::status(budget.as_deref());
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
@@ -358,7 +385,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let mut summary = RunSummary::new(
         pipeline.name(),
         started.elapsed(),
-        &ctx.reports,
+        &reports,
         &costs,
         datasets,
         outcome.as_ref().err().map(|e| e.to_string()),

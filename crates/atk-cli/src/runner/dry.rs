@@ -121,6 +121,7 @@ pub(super) async fn run_dry<P: Pipeline>(
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(flags),
+        preview: None,
     };
     // run_chain ends a dry run with the estimate; a pipeline that runs no chain has none.
     match pipeline.run(&mut ctx).await {

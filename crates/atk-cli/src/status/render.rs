@@ -4,6 +4,9 @@ use std::fmt::Write as _;
 
 use super::{FingerprintStatus, MissingResults, StatusSnapshot};
 
+/// Longest sample reply shown per reason (characters; `status.json` keeps it whole).
+const SAMPLE_CHARS: usize = 400;
+
 impl StatusSnapshot {
     /// Human rendering for `atk status`.
     pub fn render(&self) -> String {
@@ -101,6 +104,13 @@ impl StatusSnapshot {
             "  cost: ${:.4} {this}, ${:.4} all runs",
             self.run_cost_usd, self.cost_usd
         );
+        for r in &self.reasons {
+            let _ = writeln!(s, "  {} x {} at {}: {}", r.count, r.kind, r.step, r.reason);
+            if let Some(sample) = &r.sample {
+                let short: String = sample.chars().take(SAMPLE_CHARS).collect();
+                let _ = writeln!(s, "    sample reply: {}", short.replace('\n', "\n      "));
+            }
+        }
         if let Some(b) = &self.budget {
             let _ = if b.reached {
                 writeln!(
