@@ -156,9 +156,14 @@ pub fn worst_case_tokens(request: &Request) -> (u64, u64) {
     (prompt + prompt / 8, completion)
 }
 
-/// What `prompt_tokens` and `completion_tokens` cost at `pricing`, USD.
+/// The most `prompt_tokens` and `completion_tokens` can cost at `pricing`, USD: prompt tokens
+/// at the highest prompt price (a cache write costs more than plain input on Anthropic).
 pub fn price_of(pricing: Pricing, prompt_tokens: u64, completion_tokens: u64) -> f64 {
-    prompt_tokens as f64 * pricing.input_per_million / 1e6
+    let prompt_price = pricing
+        .input_per_million
+        .max(pricing.cache_write_per_million.unwrap_or(0.0))
+        .max(pricing.cached_input_per_million.unwrap_or(0.0));
+    prompt_tokens as f64 * prompt_price / 1e6
         + completion_tokens as f64 * pricing.output_per_million / 1e6
 }
 
@@ -188,11 +193,8 @@ impl Layer for BudgetGuard {
         };
         let result = next.call(request).await;
         let spent = match &result {
-            Ok(reply) => price_of(
-                self.pricing,
-                reply.usage.prompt_tokens,
-                reply.usage.completion_tokens,
-            ),
+            // What the cost counter counts for the same reply.
+            Ok(reply) => self.pricing.cost(&reply.usage),
             Err(_) => 0.0,
         };
         self.budget.settle(reserved, spent);
@@ -206,10 +208,7 @@ mod tests {
     use crate::{EngineBuilder, Message, MockConfig, MockEngine};
 
     fn pricing() -> Pricing {
-        Pricing {
-            input_per_million: 1_000.0,
-            output_per_million: 1_000.0,
-        }
+        Pricing::new(1_000.0, 1_000.0)
     }
 
     fn request() -> Request {

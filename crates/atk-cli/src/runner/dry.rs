@@ -118,6 +118,7 @@ pub(super) async fn run_dry<P: Pipeline>(
         reports: Vec::new(),
         details_sources: Vec::new(),
         datasets: Written::default(),
+        row_source: Default::default(),
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(flags),
