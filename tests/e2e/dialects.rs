@@ -155,3 +155,34 @@ async fn killed_while_polling_a_batch_the_rerun_polls_the_same_batch() {
         );
     }
 }
+
+#[tokio::test]
+async fn killed_as_its_batch_ends_the_rerun_reads_the_same_batch() {
+    // Killed the moment its batch has ended (reading the results, or storing them): the rerun
+    // reads that batch's results again; nothing is paid twice.
+    let batch = BatchBehaviour {
+        latency: Duration::from_millis(500),
+        ..BatchBehaviour::default()
+    };
+    let (server, poems) = poem_server(ServerConfig::default().with_batch(batch)).await;
+    let env = Env::new();
+    env.write_docs(4);
+    let config = env.write_config(&Config::new(server.base_url()));
+    let sets = ["small_mode=batch", "batch_max_wait=0.2"];
+    let running = Running::spawn(with_sets(env.command(bin(), &config), &sets));
+    server
+        .wait_until(Duration::from_secs(30), |s| s.batch_completed >= 4)
+        .await
+        .expect("the batch ends");
+    let killed = running.kill().await;
+    let out = run(with_sets(env.command(bin(), &config), &sets), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(env.dataset().len(), 4, "killed: {:?}\n{out}", killed.code);
+    poems.assert_all_whole(&env);
+    let stats = server.stats();
+    assert_eq!(
+        (stats.batches_created, stats.batch_lines, stats.requests),
+        (1, 4, 0),
+        "{stats:?}"
+    );
+}
