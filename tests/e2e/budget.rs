@@ -72,6 +72,7 @@ async fn a_run_stops_at_max_cost_and_a_rerun_with_more_completes_paying_nothing_
     let status = std::fs::read_to_string(env.output().join("status.json")).expect("status.json");
     let status: Value = serde_json::from_str(&status).expect("JSON");
     assert_eq!(status["budget"]["reached"], true, "{status}");
+    assert_eq!(status["state"], "budget_reached", "{status}");
 
     // The same cap again: it stays within it (a smaller item may still fit).
     let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
