@@ -100,7 +100,10 @@ fn check_export(env: &Env, dest: &Path) -> String {
                 Some("system") => &turns[1..],
                 _ => &turns,
             };
-            assert!(body.len() >= 2 && body.len().is_multiple_of(2), "{name}: {line}");
+            assert!(
+                body.len() >= 2 && body.len().is_multiple_of(2),
+                "{name}: {line}"
+            );
             for (i, s) in body.iter().enumerate() {
                 let due = if i % 2 == 0 { "user" } else { "assistant" };
                 assert_eq!(s, due, "{name}: turns alternate from the user: {line}");

@@ -100,7 +100,7 @@ where
     runtime.shutdown_timeout(Duration::from_secs(1));
     match &outcome {
         Ok(()) => {}
-        Err(RunError::DryRun(estimate)) => crate::out::result(estimate.trim_end()),
+        Err(RunError::DryRun(estimate)) => crate::out::command_result(estimate.trim_end()),
         Err(e) => crate::out::always(&format!("error: {e}\n")),
     }
     crate::error::exit_code(&outcome)
@@ -124,6 +124,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     .map_err(|e| RunError::Config(e.to_string()))?;
     for w in &loaded.warnings {
         crate::out::warn(w);
+    }
+    if let Some(w) = crate::card::license_warning(&loaded.common).filter(|_| !flags.dry_run) {
+        crate::out::note(&w);
     }
     let settings = Arc::new(Settings::new(&loaded.common, used));
     tracing::debug!(config = %loaded.path.display(), "config loaded");
