@@ -12,6 +12,7 @@ mod conventions;
 mod damage;
 mod demo;
 mod demos;
+mod doc_commands;
 mod endings;
 mod export;
 mod factual_qa;
