@@ -14,6 +14,7 @@ mod damage;
 mod demo;
 mod demos;
 mod dialects;
+mod doc_commands;
 mod endings;
 mod export;
 mod factual_qa;

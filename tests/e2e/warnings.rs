@@ -60,9 +60,16 @@ async fn a_misspelt_override_and_an_unknown_name_are_warned_about_before_sending
         err.contains(&unknown) && err.contains("did you mean `{audience}`?"),
         "{out}"
     );
+    // The config's `audience` now reaches no prompt (the edited one asks for `audiense`).
+    assert!(
+        err.contains(
+            "warning: `audience` (from the config) is used by no prompt of step `write_poem` (write_poem), so it changes nothing"
+        ),
+        "{out}"
+    );
     assert_eq!(
         err.matches("warning:").count(),
-        2,
+        3,
         "nothing else is warned about\n{out}"
     );
     let first_sent = err.find("write_poem: starting").expect("the step started");
@@ -97,7 +104,7 @@ async fn a_prompts_folder_that_does_not_exist_is_warned_about() {
 }
 
 #[tokio::test]
-async fn quiet_leaves_out_the_warnings_too() {
+async fn quiet_still_shows_a_warning_that_changes_what_runs() {
     let env = Env::new();
     let prompts = env.root().join("my_prompts");
     std::fs::create_dir_all(&prompts).unwrap();
@@ -110,9 +117,11 @@ async fn quiet_leaves_out_the_warnings_too() {
     cmd.arg("-q");
     let out = run(cmd, RUN_TIMEOUT).await;
     out.assert_code(0);
+    assert_eq!(out.stdout, "", "no result line under -q\n{out}");
     assert_eq!(
-        (out.stdout.as_str(), out.stderr.as_str()),
-        ("", ""),
-        "-q prints errors only\n{out}"
+        out.stderr.lines().count(),
+        1,
+        "the override that overrides nothing, and nothing else\n{out}"
     );
+    assert!(out.stderr.contains("matches no prompt"), "{out}");
 }

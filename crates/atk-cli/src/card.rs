@@ -82,6 +82,16 @@ pub(crate) struct Field {
     pub(crate) description: String,
 }
 
+/// The warning for a card that would name no licence (`other` without a name), if so.
+pub(crate) fn license_warning(common: &crate::config::CommonConfig) -> Option<String> {
+    (common.dataset_license == "other" && common.dataset_license_name.trim().is_empty()).then(|| {
+        "`dataset_license` is `other` and `dataset_license_name` is empty: the dataset card will name no licence \
+         (the Hugging Face Hub asks for one); set `dataset_license` to a Hub licence id (e.g. cc-by-4.0) or name \
+         yours in `dataset_license_name` (and `dataset_license_link`)"
+            .to_string()
+    })
+}
+
 /// Gathers the facts and writes the card (for a run that completed); never fails the run.
 pub(crate) async fn write(
     summary: &RunSummary,

@@ -19,7 +19,8 @@ pub struct CommonFlags {
     /// More logs: -v debug, -vv trace (RUST_LOG, when set, wins).
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
-    /// Errors only, no progress display (unless --progress json).
+    /// Errors, warnings and the dry run's estimate only: no banner, progress (unless
+    /// --progress json), summary or `dataset written` lines.
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
     /// How progress is shown: bars on a terminal, plain lines otherwise (both on stderr), or JSON

@@ -1,6 +1,8 @@
 //! Where the runner's own lines go, following CLI conventions: the lines a script may want
 //! (where each dataset went) on stdout, diagnostics (warnings, banner, summary, errors) on
-//! stderr; `-q` keeps errors only; a closed stdout or stderr (`| head -1`) ends that output
+//! stderr; `-q` keeps errors, warnings (each is about what runs: an ignored key, a prompt
+//! override that overrides nothing, a `{name}` sent as written) and a command's own result (the
+//! dry run's estimate); a closed stdout or stderr (`| head -1`) ends that output
 //! quietly instead of panicking, and the run goes on.
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
@@ -13,7 +15,7 @@ static QUIET: AtomicBool = AtomicBool::new(false);
 /// Warnings already shown in this process (a warning found by every chain is shown once).
 static SHOWN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
-/// `-q`: from now on only errors are printed.
+/// `-q`: from now on only errors, warnings and a command's own result are printed.
 pub(crate) fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
@@ -38,6 +40,13 @@ pub(crate) fn result(line: &str) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
+/// The command's own result (the dry run's estimate) on stdout, under `-q` too. A closed
+/// stdout is ignored.
+pub(crate) fn command_result(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
 /// A machine-readable event line (`--progress json`) on stdout, printed under `-q` too (the
 /// progress events are). A closed stdout is ignored.
 pub(crate) fn event(line: &str) {
@@ -45,11 +54,16 @@ pub(crate) fn event(line: &str) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
-/// `warning: MESSAGE` on stderr, once per process per message; nothing under `-q`.
-pub(crate) fn warn(message: &str) {
-    if is_quiet() {
-        return;
+/// `warning: MESSAGE` on stderr for what does not change what runs (the card's licence),
+/// once per process per message; nothing under `-q`.
+pub(crate) fn note(message: &str) {
+    if !is_quiet() {
+        warn(message);
     }
+}
+
+/// `warning: MESSAGE` on stderr, once per process per message, under `-q` too.
+pub(crate) fn warn(message: &str) {
     let fresh = SHOWN
         .lock()
         .unwrap_or_else(|e| e.into_inner())

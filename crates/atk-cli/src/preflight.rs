@@ -22,4 +22,38 @@ pub(crate) fn warn_prompt_names(store: &dyn Store, chain: &[Arc<dyn Step>], ctx:
         tracing::debug!(prompt = %w.prompt, name = %w.name, "unknown template name");
         crate::out::warn(&w.to_string());
     }
+    for w in unused_args(chain, ctx) {
+        crate::out::warn(&w);
+    }
+}
+
+/// Step arguments (from the config, e.g. a `no_flatten` section's entries) that no prompt of
+/// their step uses: setting them changes nothing, which is worth saying.
+fn unused_args(chain: &[Arc<dyn Step>], ctx: &StepContext) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for step in chain {
+        let Some(args) = step.template_args() else {
+            continue;
+        };
+        let mut used = std::collections::BTreeSet::new();
+        let mut prompts = Vec::new();
+        for prompt in step.prompt_names() {
+            let Ok(template) = ctx.prompts.load(&prompt, ctx.completion_mode) else {
+                // A prompt that does not load: the executor reports it; guess nothing.
+                return warnings;
+            };
+            for (name, _) in template.names() {
+                used.insert(name.split('.').next().unwrap_or_default().to_string());
+            }
+            prompts.push(prompt);
+        }
+        for arg in args.iter().filter(|a| !used.contains(a.as_str())) {
+            warnings.push(format!(
+                "`{arg}` (from the config) is used by no prompt of step `{}` ({}), so it changes nothing",
+                step.name(),
+                prompts.join(", ")
+            ));
+        }
+    }
+    warnings
 }

@@ -103,7 +103,7 @@ where
     match &outcome {
         Ok(()) => {}
         Err(RunError::DryRun(estimate) | RunError::Preview(estimate)) => {
-            crate::out::result(estimate.trim_end())
+            crate::out::command_result(estimate.trim_end())
         }
         Err(e) => crate::out::always(&format!("error: {e}\n")),
     }
@@ -128,6 +128,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     .map_err(|e| RunError::Config(e.to_string()))?;
     for w in &loaded.warnings {
         crate::out::warn(w);
+    }
+    if let Some(w) = crate::card::license_warning(&loaded.common).filter(|_| !flags.dry_run) {
+        crate::out::note(&w);
     }
     let settings = Arc::new(Settings::new(&loaded.common, used));
     tracing::debug!(config = %loaded.path.display(), "config loaded");

@@ -136,6 +136,19 @@ pub enum ConfigError {
         /// What was expected, and what was found (secrets are masked).
         message: String,
     },
+    /// An unknown key close to a known one: a typo whose value would be ignored.
+    #[error(
+        "{}{}: unknown key `{}`{} (did you mean `{suggestion}`?); refused, since its value would be ignored",
+        file.display(), at_line(at), at.dotted(), origin_note(at)
+    )]
+    Misspelt {
+        /// The config file.
+        file: PathBuf,
+        /// The key (and its section and origin).
+        at: KeyLocation,
+        /// The known key it is close to.
+        suggestion: String,
+    },
     /// A `--set` or `--override-json` flag that could not be understood.
     #[error("{flag}: {message}")]
     Override {

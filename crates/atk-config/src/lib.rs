@@ -6,7 +6,7 @@ mod env;
 mod error;
 mod flat;
 mod overrides;
-mod rules;
+pub mod rules;
 mod secrets;
 mod source;
 mod typed;
@@ -245,6 +245,20 @@ fn load_text_as<T: DeserializeOwned>(
             path.clone(),
         )
     });
+    // A top-level key close to a known one is a typo whose value would be ignored: refused.
+    // A key close to none stays a warning (a custom key no pipeline reads).
+    if let Some((path, suggestion)) = unknown.iter().find_map(|path| {
+        (!path.contains('.'))
+            .then(|| typed::did_you_mean(path, candidates.iter().map(String::as_str)))
+            .flatten()
+            .map(|s| (path, s.to_string()))
+    }) {
+        return Err(ConfigError::Misspelt {
+            file: file.to_path_buf(),
+            at: flat.locate_path(path),
+            suggestion,
+        });
+    }
     warnings.extend(
         unknown
             .iter()
@@ -272,14 +286,6 @@ fn load_text_as<T: DeserializeOwned>(
                 label.to_ascii_uppercase()
             ));
         }
-    }
-    if common.dataset_license == "other" && common.dataset_license_name.trim().is_empty() {
-        warnings.push(format!(
-            "{}: `dataset_license` is `other` and `dataset_license_name` is empty: the dataset card names no licence \
-             (the Hugging Face Hub asks for one); set `dataset_license` to a Hub licence id (e.g. cc-by-4.0) or name yours \
-             in `dataset_license_name` (and `dataset_license_link`)",
-            file.display()
-        ));
     }
     let warnings = warnings
         .iter()

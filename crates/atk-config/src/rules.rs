@@ -1,6 +1,7 @@
 //! Each common key's value rule, as a `deserialize_with` function on its field of
 //! [`CommonConfig`](super::CommonConfig), with one message wherever it is broken: a count
 //! written as `-5`, `0`, `2.5` or `many` all get "expected a whole number of at least 1".
+//! [`count`] and [`ratio`] are public for pipelines' own keys.
 
 use std::time::Duration;
 
@@ -15,11 +16,10 @@ struct AtLeastOne(u64);
 /// What [`AtLeastOne`] expects, as every message says it.
 pub(crate) const AT_LEAST_ONE: &str = "a whole number of at least 1";
 
-/// A count of at least 1 (`concurrency_limit`, `chunk_size`, `max_attempts`, ...), saturating
-/// at the type's largest value.
-pub(crate) fn count<'de, D: Deserializer<'de>, T: TryFrom<u64> + Bounded>(
-    d: D,
-) -> Result<T, D::Error> {
+/// A count of at least 1 (`concurrency_limit`, `chunk_size`, `max_attempts`, a pipeline's
+/// `votes`, ...), saturating at the type's largest value. Use it on a pipeline's own key with
+/// `#[serde(deserialize_with = "atk_cli::config::rules::count")]`.
+pub fn count<'de, D: Deserializer<'de>, T: TryFrom<u64> + Bounded>(d: D) -> Result<T, D::Error> {
     let AtLeastOne(n) = AtLeastOne::deserialize(d)?;
     Ok(T::try_from(n).unwrap_or(T::MAX))
 }
@@ -31,8 +31,21 @@ pub(crate) fn optional_count<'de, D: Deserializer<'de>, T: TryFrom<u64> + Bounde
     Ok(Option::<AtLeastOne>::deserialize(d)?.map(|AtLeastOne(n)| T::try_from(n).unwrap_or(T::MAX)))
 }
 
+/// A ratio from 0 to 1 (inclusive), for a pipeline's own keys such as `min_answer_ratio`:
+/// `#[serde(deserialize_with = "atk_cli::config::rules::ratio")]`.
+pub fn ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let x = f64::deserialize(d)?;
+    if (0.0..=1.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected a ratio from 0 to 1, got {x}"
+        )))
+    }
+}
+
 /// The integer types a count is read into.
-pub(crate) trait Bounded {
+pub trait Bounded {
     /// The largest value (what a larger count saturates to).
     const MAX: Self;
 }

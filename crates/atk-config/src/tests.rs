@@ -253,19 +253,42 @@ fn out_of_range_and_bad_enum_values_are_type_errors() {
 }
 
 #[test]
-fn unknown_keys_warn_with_a_suggestion() {
-    let case = Case::new(&BASE.replace(
+fn a_key_close_to_a_known_one_is_refused_and_one_close_to_none_warns() {
+    // A typo would leave the real key at its default: refused, naming where and what.
+    let in_file = Case::new(&BASE.replace(
         "chunk_size: 2000",
-        "chunk_size: 2000\n  concurency_limit: 9\n  banana: 1",
+        "chunk_size: 2000\n  concurency_limit: 9",
     ))
-    .set("chunk_sise=5")
-    .json(r#"{"small_modle": "x"}"#)
     .env("OPENAI_API_KEY", "sk-env-0000");
-    let loaded = case.ok();
-    insta::assert_snapshot!("unknown_keys", case.warnings(&loaded));
     assert_eq!(
-        loaded.common.concurrency_limit, 50,
-        "the misspelt key changed nothing"
+        in_file.err(),
+        "[DIR]/config.yaml:20: unknown key `system.concurency_limit` (did you mean `concurrency_limit`?); refused, since its value would be ignored"
+    );
+    let by_set = Case::new(BASE)
+        .set("chunk_sise=5")
+        .env("OPENAI_API_KEY", "sk-env-0000");
+    assert!(
+        by_set
+            .err()
+            .contains("`chunk_sise` (from --set) (did you mean `chunk_size`?)"),
+        "{}",
+        by_set.err()
+    );
+    let by_json = Case::new(BASE)
+        .json(r#"{"small_modle": "x"}"#)
+        .env("OPENAI_API_KEY", "sk-env-0000");
+    assert!(
+        by_json.err().contains("did you mean `small_model`?"),
+        "{}",
+        by_json.err()
+    );
+    // A custom key no pipeline reads and close to none: a warning, the run goes on.
+    let custom = Case::new(&BASE.replace("chunk_size: 2000", "chunk_size: 2000\n  banana: 1"))
+        .env("OPENAI_API_KEY", "sk-env-0000");
+    let loaded = custom.ok();
+    assert_eq!(
+        custom.warnings(&loaded).trim(),
+        "[DIR]/config.yaml:20: unknown key `banana` in section `system` is ignored"
     );
 }
 

@@ -90,8 +90,26 @@ impl PromptStep {
         self
     }
 
+    /// The step's arguments the prompt refers to (`{name}` or `{name.field}`): one it does not
+    /// use changes nothing, so it is not part of the fingerprint.
+    fn used_args(
+        &self,
+        template: &crate::prompt::PromptTemplate,
+    ) -> serde_json::Map<String, Value> {
+        let names: std::collections::BTreeSet<String> = template
+            .names()
+            .into_iter()
+            .map(|(n, _)| n.split('.').next().unwrap_or_default().to_string())
+            .collect();
+        self.args
+            .iter()
+            .filter(|(k, _)| names.contains(k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// What this step's results are made with: the prompt file as used (after overrides, chat
-    /// or completion) with the step's arguments, the sampling params sent, the engine's model
+    /// or completion) with the step's arguments it uses, the sampling params sent, the engine's model
     /// and mode, and the version. `None` when the prompt cannot be loaded.
     pub fn fingerprint_of(&self, ctx: &StepContext) -> Option<crate::Fingerprint> {
         use crate::fingerprint::Part;
@@ -121,7 +139,7 @@ impl PromptStep {
                     &format!(
                         "{} args {}",
                         template.digest(),
-                        Value::Object(self.args.clone())
+                        Value::Object(self.used_args(&template))
                     ),
                 )
                 .with(Part::Params, &Value::Object(params).to_string())

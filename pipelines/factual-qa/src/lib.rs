@@ -21,11 +21,11 @@ use serde_json::json;
 /// The pipeline's own config keys.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct FactualQaConfig {
-    /// Question/answer pairs asked for per chunk (default 3).
-    #[serde(default = "three")]
+    /// Question/answer pairs asked for per chunk (default 3; at least 1).
+    #[serde(default = "three", deserialize_with = "atk_cli::config::rules::count")]
     pub pairs_per_chunk: u32,
-    /// Votes per pair in `check_answer` (default 3; a majority keeps the pair).
-    #[serde(default = "three")]
+    /// Votes per pair in `check_answer` (default 3, at least 1; a majority keeps the pair).
+    #[serde(default = "three", deserialize_with = "atk_cli::config::rules::count")]
     pub votes: u32,
 }
 
