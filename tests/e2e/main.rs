@@ -11,6 +11,7 @@ mod config_errors;
 mod conventions;
 mod damage;
 mod demo;
+mod endings;
 mod factual_qa;
 mod faults;
 mod iterate;

@@ -12,7 +12,7 @@ pub use atk_metadatagen::{Conversation, Turn};
 
 use crate::RunError;
 
-/// Datasets written in this run: path and line count, in the order they were finished.
+/// Datasets written in this run: staged path and line count, in the order they were finished.
 pub(crate) type Written = Arc<Mutex<Vec<(PathBuf, u64)>>>;
 
 /// One dataset file being written, row by row, from [`RunContext::dataset`](crate::RunContext::dataset).
@@ -60,8 +60,9 @@ impl DatasetWriter {
         self.write(&conversation.to_openai_messages())
     }
 
-    /// Syncs and renames the file into place; the run's summary and dataset card list it.
-    /// Returns its path.
+    /// Syncs and renames the file into place in the run's staging folder; the run's summary
+    /// and dataset card list it, and the runner publishes it when the run completes. Returns
+    /// its staged path.
     pub fn finish(self) -> Result<PathBuf, RunError> {
         let Self {
             file,

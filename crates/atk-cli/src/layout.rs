@@ -12,6 +12,13 @@ pub fn store_dir(output_dir: &Path) -> PathBuf {
     output_dir.join("store")
 }
 
+/// `<output_dir>/.atk-staging`: where a run writes its datasets until it has completed; they
+/// are moved into place then, or removed when the run fails, so a failed run leaves the
+/// previous datasets as they were.
+pub fn staging_dir(output_dir: &Path) -> PathBuf {
+    output_dir.join(".atk-staging")
+}
+
 /// File name of the status snapshot inside the output dir (rewritten about once a second).
 pub const STATUS_FILE: &str = "status.json";
 /// File name of the JSON run summary in the output dir.

@@ -27,11 +27,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Overrides};
 use crate::damage::StoredCounts;
 use crate::dataset::{self, Written};
+use crate::ending;
 use crate::error::RunError;
 use crate::flags::{CommonFlags, parse_pipeline_args};
 use crate::progress::{Progress, ProgressMode};
 use crate::settings::Settings;
-use crate::status::STATUS_META_KEY;
+use crate::status::{RunState, STATUS_META_KEY};
 use crate::summary::{RunSummary, TOKEN_COUNTS_FILE};
 
 pub(crate) use crate::layout::{COST_META_KEY, RUN_META_KEY, store_dir};
@@ -297,7 +298,11 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             .with_run_cost(run_cost_fn),
     );
     crate::logging::attach_bars(progress.multi().cloned());
-    let ctrl_c = tokio::spawn(watch_ctrl_c(CtrlC::install(), cancel.clone()));
+    let ctrl_c = tokio::spawn(watch_ctrl_c(
+        CtrlC::install(),
+        cancel.clone(),
+        settings.output_dir.clone(),
+    ));
     let status_task = tokio::spawn(status_loop(
         settings.output_dir.clone(),
         pipeline.name(),
@@ -335,8 +340,6 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     ctrl_c.abort();
     // Wait for the status task to be gone, so its last write cannot land after the final one.
     let _ = status_task.await;
-    progress.finish();
-    crate::logging::detach_bars();
 
     // Whatever happened, keep the totals and say what was done.
     let costs: Vec<(String, String, bool, CostTotals, CostTotals)> = counters
@@ -357,8 +360,44 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let _ = store
         .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
         .await;
+    let staged = ctx
+        .datasets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut summary = RunSummary::new(
+        pipeline.name(),
+        started.elapsed(),
+        &ctx.reports,
+        &costs,
+        staged
+            .iter()
+            .map(|(p, n)| (ending::final_path(&settings.output_dir, p), *n))
+            .collect(),
+        outcome.as_ref().err().map(|e| e.to_string()),
+    );
+    if summary.steps.is_empty() {
+        // A chain stopped by a fatal error has no report: show what progress counted.
+        summary.add_progress_counts(&progress.snapshot());
+    }
+    // Only a run that completed publishes its datasets (and then its card).
+    let (mut outcome, mut state) = ending::judge(outcome, &summary);
+    if outcome.is_ok()
+        && let Err(e) = ending::publish(&settings.output_dir, &staged)
+    {
+        state = RunState::Failed {
+            reason: e.to_string(),
+        };
+        outcome = Err(e);
+    }
+    if outcome.is_err() {
+        ending::discard(&settings.output_dir);
+        summary.datasets.clear();
+    }
+    progress.finish(outcome.is_ok());
+    crate::logging::detach_bars();
     let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
-    snapshot.running = false;
+    snapshot.state = state;
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
         let _ = store.put_meta(STATUS_META_KEY, v).await;
@@ -370,23 +409,6 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     record_item_count(&sled).await;
     let _ = store.flush().await;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "store flushed");
-    let datasets = ctx
-        .datasets
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let mut summary = RunSummary::new(
-        pipeline.name(),
-        started.elapsed(),
-        &ctx.reports,
-        &costs,
-        datasets,
-        outcome.as_ref().err().map(|e| e.to_string()),
-    );
-    if summary.steps.is_empty() {
-        // A chain stopped by a fatal error has no report: show what progress counted.
-        summary.add_progress_counts(&progress.snapshot());
-    }
     let _ = dataset::write_jsonl_atomic(
         &settings.output_dir.join(TOKEN_COUNTS_FILE),
         [serde_json::to_string_pretty(&totals).unwrap_or_default()],
@@ -395,20 +417,8 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     if !summary.datasets.is_empty() {
         write_card(&summary, &settings, &ctx);
     }
-    let nothing_kept = summary.nothing_kept();
-    print_summary(
-        &summary,
-        outcome.is_err() || summary.all_failed() || nothing_kept.is_some(),
-        progress_mode,
-    );
-    outcome?;
-    if summary.all_failed() {
-        return Err(RunError::AllFailed);
-    }
-    if let Some(why) = nothing_kept {
-        return Err(RunError::NothingKept(why));
-    }
-    Ok(())
+    print_summary(&summary, outcome.is_err(), progress_mode);
+    outcome
 }
 
 /// Writes the dataset card (`README.md` in the output dir) for the datasets the run wrote.

@@ -236,6 +236,22 @@ impl RunSummary {
         }
     }
 
+    /// Why every item failed, for `atk status`: the most common failure with its count.
+    pub(crate) fn failure_reason(&self) -> String {
+        let top = self
+            .steps
+            .iter()
+            .flat_map(|s| s.failures.iter().map(move |f| (s, f)))
+            .max_by_key(|(_, f)| f.count);
+        match top {
+            Some((st, f)) => format!(
+                "every item failed; most often at step {}: {} x {}: {}",
+                st.step, f.count, f.kind, f.reason
+            ),
+            None => "every item failed".to_string(),
+        }
+    }
+
     /// True when items failed and none reached the end of a chain.
     pub(crate) fn all_failed(&self) -> bool {
         self.all_failed

@@ -216,11 +216,12 @@ impl<C> RunContext<C> {
         atk_step::collect_final(self.store.as_ref(), chain).map(|r| r.map_err(RunError::from))
     }
 
-    /// Starts writing `<output_dir>/<file_name>` (a folder in the name is created), row by row;
-    /// [`DatasetWriter::finish`] puts it in place atomically and lists it in the summary and
-    /// the dataset card.
+    /// Starts writing `<output_dir>/<file_name>` (a folder in the name is created), row by row.
+    /// The file is staged until the run has completed: [`DatasetWriter::finish`] lists it in the
+    /// summary and the dataset card, and the runner moves it into place when the run exits 0
+    /// (a failed run leaves the previous file as it was).
     pub fn dataset(&self, file_name: &str) -> Result<DatasetWriter, RunError> {
-        let path = self.output_dir.join(file_name);
+        let path = crate::layout::staging_dir(&self.output_dir).join(file_name);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
@@ -251,7 +252,8 @@ impl<C> RunContext<C> {
         for row in rows {
             out.write(&row.map_err(Into::into)?)?;
         }
-        out.finish()
+        let staged = out.finish()?;
+        Ok(crate::ending::final_path(&self.output_dir, &staged))
     }
 
     /// Writes the meta datasets under `<output_dir>/meta_datagen/` when `do_meta_datagen` is on
@@ -261,7 +263,7 @@ impl<C> RunContext<C> {
         if !self.settings.do_meta_datagen {
             return Ok(());
         }
-        let out = self.output_dir.join("meta_datagen");
+        let out = crate::layout::staging_dir(&self.output_dir).join("meta_datagen");
         let mut first_error: Option<RunError> = None;
         let mut items =
             atk_step::collect_final(self.store.as_ref(), chain).map_while(|r| match r {
