@@ -83,6 +83,15 @@ pub struct EngineStatus {
     /// Cost of this run, USD.
     #[serde(default)]
     pub run_cost_usd: f64,
+    /// Requests that failed for good (every transport attempt spent).
+    #[serde(default)]
+    pub failed_requests: u64,
+    /// Transport retries by cause (`rate_limited` is a 429, `server_error`, `timeout`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retries: BTreeMap<String, u64>,
+    /// Per endpoint (several `base_url`s): `[calls, failures]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoints: BTreeMap<String, [u64; 2]>,
 }
 
 /// What `atk status` shows.
