@@ -19,6 +19,7 @@ mod resume;
 mod run;
 mod scale;
 mod secrets;
+mod serve;
 mod validation;
 mod warnings;
 
