@@ -30,10 +30,7 @@ pub(super) fn build_engines(
     for e in &settings.engines {
         let counter = CostCounter::new(
             e.label.clone(),
-            atk_engine::Pricing {
-                input_per_million: e.price_in,
-                output_per_million: e.price_out,
-            },
+            atk_engine::Pricing::new(e.price_in, e.price_out),
         );
         if let Some(prev) = saved
             .get(&e.label)

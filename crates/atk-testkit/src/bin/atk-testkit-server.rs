@@ -70,6 +70,9 @@ struct Args {
     /// Chance of an error object mid-stream.
     #[arg(long, default_value_t = 0.0)]
     fault_error_mid_stream: f64,
+    /// Chance of an overloaded answer (529 on /v1/messages, 503 on the OpenAI routes).
+    #[arg(long, default_value_t = 0.0)]
+    fault_overloaded: f64,
     /// Faults for the first requests, comma-separated (e.g. rate_limit,server_error).
     #[arg(long, value_delimiter = ',')]
     script: Vec<Fault>,
@@ -116,6 +119,7 @@ impl Args {
             garbage: self.fault_garbage,
             cut_before_done: self.fault_cut,
             error_mid_stream: self.fault_error_mid_stream,
+            overloaded: self.fault_overloaded,
             script: self.script.clone(),
             fail_first_per_prompt: self.fail_first,
             fail_first_kind: self.fail_first_kind,
