@@ -77,6 +77,8 @@ pub(crate) struct AppState {
     pub control: control::Control,
     /// API key values found in the environment, scrubbed from every response.
     pub secrets: Vec<String>,
+    /// Each run's status, read again only when its files change.
+    pub status: runs::StatusCache,
 }
 
 /// A server bound and ready: its address, and the task serving it.
@@ -125,6 +127,7 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
         hosts,
         control: control::Control::new(pipelines),
         secrets,
+        status: runs::StatusCache::default(),
     });
     let app = router(state);
     let url = format!("http://{addr}/?token={}", options.token);

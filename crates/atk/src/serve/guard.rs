@@ -239,3 +239,28 @@ async fn scrub(response: Response, secrets: &[String]) -> Response {
 pub(crate) fn encode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_and_queries_decode_and_tokens_compare_whole() {
+        let q = "dir=out%2Fdemo&file=a+b.jsonl&token=t%3D1&empty=";
+        assert_eq!(form_value(q, "dir").as_deref(), Some("out/demo"));
+        assert_eq!(form_value(q, "file").as_deref(), Some("a b.jsonl"));
+        assert_eq!(form_value(q, "token").as_deref(), Some("t=1"));
+        assert_eq!(form_value(q, "empty").as_deref(), Some(""));
+        assert_eq!(form_value(q, "missing"), None);
+        assert!(
+            same("abc", "abc") && !same("abc", "abd") && !same("abc", "abcd") && !same("", "a")
+        );
+        let t = random_token();
+        assert_eq!(t.len(), 32);
+        assert_ne!(t, random_token());
+        assert_eq!(
+            form_value(&format!("x={}", encode("a/b c&d")), "x").as_deref(),
+            Some("a/b c&d")
+        );
+    }
+}

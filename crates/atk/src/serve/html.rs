@@ -111,3 +111,36 @@ pub(crate) fn duration(seconds: f64) -> String {
         _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_from_a_dataset_cannot_become_markup() {
+        let line = r#"{"conversations":[{"from":"human","value":"<script>alert(1)</script>"},{"from":"gpt","value":"a \"quoted\" & 'single' reply"}]}"#;
+        let html = conversation(line);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;")
+                && html.contains("&quot;quoted&quot; &amp; &#39;single&#39;")
+        );
+        assert!(html.contains("turn user") && html.contains("turn assistant"));
+        // Not a conversation: shown as escaped JSON, and a broken line as escaped text.
+        assert!(conversation(r#"{"text":"<b>"}"#).contains("&lt;b&gt;"));
+        assert!(conversation("not json <i>").contains("not json &lt;i&gt;"));
+    }
+
+    #[test]
+    fn the_card_keeps_its_markdown_but_no_raw_html_and_no_external_link_or_image() {
+        let html = markdown(
+            "# Card\n\n<img src=\"https://x.example/p.png\">\n\n[site](https://x.example) ![i](https://x.example/i.png) **bold**",
+        );
+        assert!(
+            html.contains("<h1>Card</h1>") && html.contains("<strong>bold</strong>"),
+            "{html}"
+        );
+        assert!(!html.contains("<img") && !html.contains("href="), "{html}");
+        assert!(html.contains("site"), "a link keeps its text: {html}");
+    }
+}

@@ -67,7 +67,7 @@ fn runs_table(state: &AppState) -> String {
     );
     for run in found {
         let link = href("/run", &[("dir", &run.id)]);
-        match runs::status_of(&run.path) {
+        match state.status.status_of(&run.path) {
             Ok(s) => {
                 let (done, total) = first_step_counts(&s);
                 let _ = write!(
@@ -125,8 +125,8 @@ pub(crate) async fn runs_fragment(State(state): State<Arc<AppState>>) -> Html<St
 }
 
 /// The live panel of one run: state, funnel per step, engines, outlook.
-fn live_panel(run: &RunDir) -> String {
-    let s = match runs::status_of(&run.path) {
+fn live_panel(state: &AppState, run: &RunDir) -> String {
+    let s = match state.status.status_of(&run.path) {
         Ok(s) => s,
         Err(e) => return format!("<p class=error>{}</p>", esc(&e)),
     };
@@ -261,7 +261,7 @@ pub(crate) async fn run_page(
     let body = format!(
         "{links}<div id=live data-live=\"{u}\">{panel}</div>",
         u = href("/api/live", &[("dir", &run.id)]),
-        panel = live_panel(&run)
+        panel = live_panel(&state, &run)
     );
     Html(page(&run.id, &body)).into_response()
 }
@@ -272,7 +272,7 @@ pub(crate) async fn live_fragment(
     RawQuery(q): RawQuery,
 ) -> Response {
     match run_of(&state, &q) {
-        Ok(run) => Html(live_panel(&run)).into_response(),
+        Ok(run) => Html(live_panel(&state, &run)).into_response(),
         Err(r) => *r,
     }
 }
@@ -286,7 +286,7 @@ pub(crate) async fn status_json(
         Ok(r) => r,
         Err(r) => return *r,
     };
-    match runs::status_of(&run.path) {
+    match state.status.status_of(&run.path) {
         Ok(s) => {
             let outlook = runs::outlook(&s);
             axum::Json(serde_json::json!({ "status": s, "outlook": outlook })).into_response()
@@ -308,7 +308,7 @@ pub(crate) async fn why_page(
         "<p class=tabs><a href=\"{}\">← live</a></p>",
         href("/run", &[("dir", &run.id)])
     );
-    match runs::reasons(&run.path) {
+    match runs::reasons(&run.path, &state.status) {
         Err(e) => {
             let _ = write!(body, "<p class=muted>{}</p>", esc(&e));
         }

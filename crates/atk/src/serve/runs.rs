@@ -114,8 +114,60 @@ fn inside_output_dir(root: &Path, file: &Path) -> bool {
 /// What a run says about itself: the same judgement as `atk status` (a snapshot that says
 /// running whose process is gone is `killed`). Read from `status.json`; the store is opened
 /// only when no run holds it.
-pub(crate) fn status_of(dir: &Path) -> Result<StatusSnapshot, String> {
+fn read_status(dir: &Path) -> Result<StatusSnapshot, String> {
     atk_cli::status::read_status(dir).map_err(|e| e.to_string())
+}
+
+/// When `status.json` and the store folder last changed (and the file's size).
+type Stamp = (
+    Option<std::time::SystemTime>,
+    Option<u64>,
+    Option<std::time::SystemTime>,
+);
+
+fn stamp(dir: &Path) -> Stamp {
+    let status = std::fs::metadata(dir.join(atk_cli::status::STATUS_FILE)).ok();
+    let store = std::fs::metadata(atk_cli::store_dir(dir)).ok();
+    (
+        status.as_ref().and_then(|m| m.modified().ok()),
+        status.map(|m| m.len()),
+        store.and_then(|m| m.modified().ok()),
+    )
+}
+
+/// The status of each run, read again only when its files changed: the pages refresh every
+/// second, and reading a stopped run's status opens its store (which a run starting in a
+/// terminal at that instant would find locked), so a stopped run's store is opened once per
+/// change, not once per refresh.
+#[derive(Default)]
+pub(crate) struct StatusCache {
+    seen: std::sync::Mutex<std::collections::HashMap<PathBuf, (Stamp, StatusSnapshot)>>,
+    /// Held while this server opens a store, so two of its own requests never find a store
+    /// locked by each other (and take it for a running run).
+    opening: std::sync::Mutex<()>,
+}
+
+impl StatusCache {
+    /// The run's status (see [`read_status`]), from the cache while its files are unchanged
+    /// and it is not running.
+    pub(crate) fn status_of(&self, dir: &Path) -> Result<StatusSnapshot, String> {
+        let now = stamp(dir);
+        if let Ok(seen) = self.seen.lock()
+            && let Some((was, snapshot)) = seen.get(dir)
+            && *was == now
+            && snapshot.state != RunState::Running
+        {
+            return Ok(snapshot.clone());
+        }
+        let fresh = {
+            let _one_at_a_time = self.opening.lock();
+            read_status(dir)?
+        };
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(dir.to_path_buf(), (now, fresh.clone()));
+        }
+        Ok(fresh)
+    }
 }
 
 /// Per-step facts the live page shows besides the snapshot, computed once here.
@@ -252,16 +304,22 @@ pub(crate) struct Reason {
 const SAMPLES: usize = 3;
 
 /// Every failure and drop reason per step, from the store (read only when no run holds it).
-pub(crate) fn reasons(dir: &Path) -> Result<BTreeMap<String, Vec<Reason>>, String> {
+pub(crate) fn reasons(
+    dir: &Path,
+    cache: &StatusCache,
+) -> Result<BTreeMap<String, Vec<Reason>>, String> {
+    // Steps first: the status may open the store itself (once), so read it before this does.
+    let steps: Vec<String> = cache
+        .status_of(dir)
+        .map(|s| s.steps.iter().map(|st| st.step.clone()).collect())
+        .unwrap_or_default();
+    let _one_at_a_time = cache.opening.lock();
     let store = atk_state::SledStore::try_open_read(&atk_cli::store_dir(dir)).map_err(|e| match e {
         atk_state::Error::Locked { .. } => {
             "the run holds its store; reasons show here once it stops (the live page counts them meanwhile)".to_string()
         }
         other => other.to_string(),
     })?;
-    let steps: Vec<String> = status_of(dir)
-        .map(|s| s.steps.iter().map(|st| st.step.clone()).collect())
-        .unwrap_or_default();
     let mut out = BTreeMap::new();
     for step in steps {
         let mut by_reason: BTreeMap<(&'static str, String), Reason> = BTreeMap::new();
