@@ -44,6 +44,14 @@ pub struct StepStatus {
     /// Completion tokens spent on the step in the latest run.
     #[serde(default)]
     pub completion_tokens: u64,
+    /// Time left for this step at this run's pace (what the progress bars show), once an
+    /// item finished; `None` when nothing is left or nothing finished yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_ms: Option<u64>,
+    /// Items that failed or were dropped at this step in this run, by reason
+    /// (`failed: KIND: REASON`, `dropped: REASON`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasons: BTreeMap<String, u64>,
 }
 
 /// How a step's stored results compare with its current fingerprint (prompt, params, model,

@@ -117,6 +117,16 @@ async fn a_run_where_every_item_fails_exits_1_with_the_reasons_in_the_summary() 
     assert_eq!(summary["engines"][0]["requests"], 6);
     let status = atk_cli::status::read_status(&dir.path().join("out")).unwrap();
     assert_eq!((status.steps[0].failed, status.steps[0].pending), (3, 0));
+    // status.json counts this run's failures by reason (what `atk serve` shows live).
+    let written = atk_cli::status::StatusSnapshot::read(&dir.path().join("out")).unwrap();
+    assert_eq!(
+        written.steps[0]
+            .reasons
+            .get("failed: validation: no <poem> tag"),
+        Some(&3),
+        "{:?}",
+        written.steps[0].reasons
+    );
 }
 
 #[tokio::test]

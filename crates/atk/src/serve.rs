@@ -114,7 +114,11 @@ pub async fn start(options: ServeOptions) -> Result<Running, ServeError> {
     }
     let mut pipelines = options.pipelines.clone();
     if options.workspace_pipelines {
-        pipelines.extend(control::workspace_release_binaries());
+        pipelines.extend(
+            tokio::task::spawn_blocking(control::workspace_release_binaries)
+                .await
+                .unwrap_or_default(),
+        );
     }
     let secrets = ["OPENAI_API_KEY", "ATK_SMALL_API_KEY", "ATK_LARGE_API_KEY"]
         .iter()

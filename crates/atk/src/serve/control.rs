@@ -81,21 +81,52 @@ pub(crate) fn workspace_release_binaries() -> Vec<PathBuf> {
         if !executable || name.contains('.') || name == "atk" || name == "xtask" {
             continue;
         }
-        let answers = std::process::Command::new(&path)
-            .arg("--describe-config")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-            .is_some_and(|v| v.get("keys").is_some());
-        if answers {
+        if describes_itself(&path) {
             found.push(path);
         }
     }
     found.sort();
     found
+}
+
+/// True when `bin --describe-config` answers, within [`ASK_TIMEOUT`], with JSON holding
+/// `keys` (a binary that does something else is killed when its time is up).
+fn describes_itself(bin: &Path) -> bool {
+    let Ok(mut child) = std::process::Command::new(bin)
+        .arg("--describe-config")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let stdout = child.stdout.take();
+    // Read on a thread: a pipe left full would keep the child from exiting.
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(mut s) = stdout {
+            let _ = std::io::Read::read_to_end(&mut s, &mut out);
+        }
+        out
+    });
+    let deadline = std::time::Instant::now() + ASK_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let out = reader.join().unwrap_or_default();
+    status.is_some_and(|s| s.success())
+        && serde_json::from_slice::<serde_json::Value>(&out).is_ok_and(|v| v.get("keys").is_some())
 }
 
 fn name_of(bin: &Path) -> String {

@@ -191,6 +191,27 @@ fn live_panel(state: &AppState, run: &RunDir) -> String {
         );
     }
     out.push_str("</tbody></table>");
+    let with_reasons: Vec<_> = s.steps.iter().filter(|st| !st.reasons.is_empty()).collect();
+    if !with_reasons.is_empty() {
+        let _ = write!(
+            out,
+            "<h2>Failed and dropped in this run, by reason</h2><p class=muted>Samples with the raw reply: <a href=\"{}\">Why</a>.</p><table class=reasons><thead><tr><th>Step</th><th>Items</th><th>Reason</th></tr></thead><tbody>",
+            href("/why", &[("dir", &run.id)])
+        );
+        for st in with_reasons {
+            let mut reasons: Vec<(&String, &u64)> = st.reasons.iter().collect();
+            reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            for (reason, n) in reasons {
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td class=num>{n}</td><td>{}</td></tr>",
+                    esc(&st.step),
+                    esc(reason)
+                );
+            }
+        }
+        out.push_str("</tbody></table>");
+    }
     if !s.engines.is_empty() {
         out.push_str(
             "<h2>Engines</h2><table><thead><tr><th>Engine</th><th>Model</th><th>Requests</th>\

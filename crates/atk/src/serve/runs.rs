@@ -175,7 +175,7 @@ impl StatusCache {
 pub(crate) struct Outlook {
     /// Items done over all steps' totals (0..=1).
     pub fraction: f64,
-    /// Seconds left at the pace so far, while running.
+    /// Seconds left at the pace so far, while running (the runner's per-step ETA).
     pub eta_s: Option<f64>,
     /// Cost at the end at the pace so far (USD), while running.
     pub projected_cost_usd: Option<f64>,
@@ -191,8 +191,14 @@ pub(crate) fn outlook(s: &StatusSnapshot) -> Outlook {
         (settled as f64 / total as f64).min(1.0)
     };
     let running = s.state == RunState::Running;
-    let eta_s = (running && fraction > 0.0 && fraction < 1.0)
-        .then(|| s.elapsed_ms as f64 / 1000.0 * (1.0 - fraction) / fraction);
+    // The runner's own per-step ETA (what its bars show); the run ends with its slowest step.
+    let eta_s = s
+        .steps
+        .iter()
+        .filter_map(|st| st.eta_ms)
+        .max()
+        .filter(|_| running)
+        .map(|ms| ms as f64 / 1000.0);
     let projected_cost_usd = (running && fraction > 0.0).then(|| {
         let spent_before = s.cost_usd - s.run_cost_usd;
         spent_before + s.run_cost_usd / fraction
