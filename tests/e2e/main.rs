@@ -6,12 +6,16 @@
 
 mod accounting;
 mod auth;
+mod budget;
 mod cli;
 mod config_errors;
 mod conventions;
 mod damage;
 mod demo;
+mod demos;
+mod dialects;
 mod endings;
+mod export;
 mod factual_qa;
 mod faults;
 mod iterate;

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::RunError;
-use crate::layout::staging_dir;
+use crate::layout::{row_sources_path, staging_dir};
 use crate::status::RunState;
 use crate::summary::RunSummary;
 
@@ -27,7 +27,11 @@ pub(crate) fn judge(
     });
     let state = match &outcome {
         Ok(()) => RunState::Finished,
-        Err(RunError::Interrupted) => RunState::Interrupted,
+        // A preview stops on purpose before the chain is through: rerun to go on.
+        Err(RunError::Interrupted | RunError::Preview(_)) => RunState::Interrupted,
+        Err(e @ RunError::BudgetReached { .. }) => RunState::BudgetReached {
+            reason: e.to_string(),
+        },
         Err(RunError::AllFailed) => RunState::Failed {
             reason: summary.failure_reason(),
         },
@@ -46,6 +50,21 @@ pub(crate) fn final_path(output_dir: &Path, staged: &Path) -> PathBuf {
     }
 }
 
+/// The rows the datasets left out, named by the datasets' final paths.
+pub(crate) fn dropped_rows(
+    output_dir: &Path,
+    dropped: Vec<(PathBuf, String, u64)>,
+) -> Vec<crate::summary::DroppedRows> {
+    dropped
+        .into_iter()
+        .map(|(file, reason, count)| crate::summary::DroppedRows {
+            file: final_path(output_dir, &file),
+            reason,
+            count,
+        })
+        .collect()
+}
+
 /// Moves every staged dataset into place (each by one rename: a reader sees the old file or
 /// the new one), then removes the staging folder.
 pub(crate) fn publish(output_dir: &Path, staged: &[(PathBuf, u64)]) -> Result<(), RunError> {
@@ -58,13 +77,20 @@ pub(crate) fn publish(output_dir: &Path, staged: &[(PathBuf, u64)]) -> Result<()
             std::fs::create_dir_all(dir)
                 .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
         }
-        std::fs::rename(path, &target).map_err(|e| {
-            RunError::fatal(format!(
-                "moving {} into place as {}: {e}",
-                path.display(),
-                target.display()
-            ))
-        })?;
+        let sidecar = row_sources_path(path);
+        let mut moves = vec![(path.clone(), target.clone())];
+        if sidecar.is_file() {
+            moves.push((sidecar, row_sources_path(&target)));
+        }
+        for (from, to) in moves {
+            std::fs::rename(&from, &to).map_err(|e| {
+                RunError::fatal(format!(
+                    "moving {} into place as {}: {e}",
+                    from.display(),
+                    to.display()
+                ))
+            })?;
+        }
     }
     discard(output_dir);
     Ok(())

@@ -5,9 +5,11 @@
 //! the error) and [`crate::out`] where it goes: it is the binary's front end living in a
 //! library so every pipeline shares it.
 
+mod budget;
 mod context;
 mod dry;
 mod engines;
+mod journal;
 mod seed;
 mod signals;
 mod status_loop;
@@ -102,7 +104,9 @@ where
     runtime.shutdown_timeout(Duration::from_secs(1));
     match &outcome {
         Ok(()) => {}
-        Err(RunError::DryRun(estimate)) => crate::out::result(estimate.trim_end()),
+        Err(RunError::DryRun(estimate) | RunError::Preview(estimate)) => {
+            crate::out::result(estimate.trim_end())
+        }
         Err(e) => crate::out::always(&format!("error: {e}\n")),
     }
     crate::error::exit_code(&outcome)
@@ -158,6 +162,20 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         settings.dry_run_chunk_config()
     } else {
         settings.chunk_config()
+    };
+    // --preview N: N seeded chunks, the same each time (a subset of its own, so the full run
+    // seeds everything again and reuses what the preview stored).
+    let chunk_cfg = match flags.preview {
+        Some(_) if !settings.read_files_manually => {
+            return Err(RunError::Input(
+                "--preview picks chunks of input_dir, and this pipeline brings its own items (read_files_manually is off)".into(),
+            ));
+        }
+        Some(n) => chunk_cfg.with_subset(atk_chunk::Subset::new(
+            usize::try_from(n).unwrap_or(usize::MAX),
+            settings.seed,
+        )),
+        None => chunk_cfg,
     };
     let inputs = if settings.read_files_manually && !flags.dry_run {
         let (dir, cfg) = (settings.input_dir.clone(), chunk_cfg.clone());
@@ -243,7 +261,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     // The first Ctrl-C cancels this token: the executor starts no new item, and both engines
     // stop calls still waiting for a slot or a retry backoff (they are not sent).
     let cancel = CancellationToken::new();
-    let (engines, counters, limit) = build_engines(&settings, store.as_ref(), &cancel)?;
+    let budget = budget::for_run(&settings, store.as_ref())?;
+    let (engines, counters, limit) = build_engines(&settings, &store, &cancel, budget.as_ref())?;
+    let budget_watch = budget::watch(budget.clone(), cancel.clone());
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
     let status_inputs = StatusInputs {
         counters: counters.clone(),
@@ -325,9 +345,11 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         reports: Vec::new(),
         details_sources: Vec::new(),
         datasets: Written::default(),
+        row_source: Default::default(),
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
+        preview: flags.preview,
     };
     let mut outcome = pipeline.run(&mut ctx).await;
     if outcome.is_ok() && ctx.rework_flags.any() && ctx.reports.iter().all(|r| r.failed() == 0) {
@@ -336,8 +358,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
             outcome = Err(e);
         }
     }
+    let outcome = budget::outcome(outcome, budget.as_deref(), &progress.snapshot());
     status_task.abort();
     ctrl_c.abort();
+    if let Some(watch) = budget_watch {
+        watch.abort();
+    }
     // Wait for the status task to be gone, so its last write cannot land after the final one.
     let _ = status_task.await;
 
@@ -360,15 +386,25 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     let _ = store
         .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
         .await;
-    let staged = ctx
+    let written = ctx
         .datasets
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let staged = written.files;
+    // Sample replies with keys masked: the summary and status.json show the same ones.
+    let reports = crate::preview::scrubbed(
+        &ctx.reports,
+        &settings
+            .engines
+            .iter()
+            .map(|e| &e.api_key)
+            .collect::<Vec<_>>(),
+    );
     let mut summary = RunSummary::new(
         pipeline.name(),
         started.elapsed(),
-        &ctx.reports,
+        &reports,
         &costs,
         staged
             .iter()
@@ -380,6 +416,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         // A chain stopped by a fatal error has no report: show what progress counted.
         summary.add_progress_counts(&progress.snapshot());
     }
+    summary.dropped_rows = ending::dropped_rows(&settings.output_dir, written.dropped);
     // Only a run that completed publishes its datasets (and then its card).
     let (mut outcome, mut state) = ending::judge(outcome, &summary);
     if outcome.is_ok()
@@ -398,6 +435,8 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     crate::logging::detach_bars();
     let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
     snapshot.state = state;
+    snapshot.reasons = crate::preview::reason_samples(&reports);
+    snapshot.budget = budget::status(budget.as_deref());
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
         let _ = store.put_meta(STATUS_META_KEY, v).await;
@@ -415,40 +454,11 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     );
     let _ = summary.write(&settings.output_dir);
     if !summary.datasets.is_empty() {
-        write_card(&summary, &settings, &ctx);
+        let prompts = ctx.prompts.loaded();
+        crate::card::write(&summary, &settings, &ctx.common, prompts, store.as_ref()).await;
     }
     print_summary(&summary, outcome.is_err(), progress_mode);
     outcome
-}
-
-/// Writes the dataset card (`README.md` in the output dir) for the datasets the run wrote.
-fn write_card<C>(summary: &RunSummary, settings: &Settings, ctx: &RunContext<C>) {
-    let facts = crate::card::CardFacts {
-        summary,
-        output_dir: &settings.output_dir,
-        license: &ctx.common.dataset_license,
-        engines: settings
-            .engines
-            .iter()
-            .map(|e| {
-                (
-                    e.label.clone(),
-                    e.model.clone(),
-                    format!("{:?}", e.mode).to_lowercase(),
-                )
-            })
-            .collect(),
-        concurrency_limit: settings.concurrency_limit,
-        chunk_size: ctx.common.chunk_size,
-        prompts: ctx.prompts.loaded(),
-    };
-    let card = crate::card::render(&facts);
-    if let Err(e) = dataset::write_jsonl_atomic(
-        &settings.output_dir.join(crate::card::CARD_FILE),
-        [card.trim_end()],
-    ) {
-        tracing::warn!(error = %e, "could not write the dataset card");
-    }
 }
 
 /// Prints the summary (to stderr; under `-q` too when `alarm`: it explains a failure) and

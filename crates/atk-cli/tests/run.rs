@@ -235,7 +235,7 @@ fn describe_config_is_json_with_every_key_and_no_secret() {
     assert!(key("small_model").placeholder && key("small_model").line == Some(4));
     assert_eq!(key("concurrency_limit").default, 50);
     assert_eq!(key("request_timeout").default, 1800.0);
-    assert_eq!(key("small_mode").ty, "api | mock");
+    assert_eq!(key("small_mode").ty, "api | batch | mock");
     assert!(key("input_dir").required);
     for name in atk_cli::config::CommonConfig::keys() {
         assert!(!key(name).doc.is_empty(), "{name} has no doc line");

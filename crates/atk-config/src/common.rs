@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use atk_engine::{Endpoint, Mode, Secret};
+use atk_engine::{Dialect, Endpoint, Mode, Secret};
 use atk_tokens::Tokenizer;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -53,12 +53,22 @@ pub struct CommonConfig {
     #[serde(rename = "small_base_url", deserialize_with = "rules::endpoints")]
     #[schemars(with = "schema::UrlOrList")]
     pub small_endpoints: Vec<Endpoint>,
-    /// `api` sends HTTP requests; `mock` answers offline (no key, no cost).
+    /// `api` sends HTTP requests; `batch` sends them through the provider's batch API, at the batch price (see [cost](#cost-cost-section) and [batch mode](#batch-mode)); `mock` answers offline (no key, no cost).
     ///
-    /// `api` or `mock`.
+    /// `api`, `batch` or `mock`.
     #[serde(deserialize_with = "rules::mode")]
     #[schemars(with = "schema::ModeName")]
     pub small_mode: Mode,
+    /// The API the small engine speaks: `openai` (OpenAI and every compatible server) or `anthropic` (Anthropic's Messages API, natively: `x-api-key` and `anthropic-version` headers, the system prompt apart, its stream events, stop reasons and rate-limit headers; chat only, so not with `completion_mode`).
+    ///
+    /// The small engine's API dialect: `openai` or `anthropic`.
+    #[serde(deserialize_with = "rules::dialect")]
+    #[schemars(with = "schema::DialectName")]
+    pub small_api: Dialect,
+    /// Mark each prompt's shared prefix (the messages before the first one with an item's own text: the system prompt and few-shot examples) cacheable.
+    ///
+    /// Mark the small engine's shared prompt prefixes cacheable.
+    pub small_prompt_cache: bool,
     /// Model name sent to the large engine.
     ///
     /// Model name of the large engine.
@@ -79,10 +89,20 @@ pub struct CommonConfig {
     pub large_endpoints: Vec<Endpoint>,
     /// As `small_mode`, for the large engine.
     ///
-    /// `api` or `mock`.
+    /// `api`, `batch` or `mock`.
     #[serde(deserialize_with = "rules::mode")]
     #[schemars(with = "schema::ModeName")]
     pub large_mode: Mode,
+    /// As `small_api`, for the large engine.
+    ///
+    /// The large engine's API dialect: `openai` or `anthropic`.
+    #[serde(deserialize_with = "rules::dialect")]
+    #[schemars(with = "schema::DialectName")]
+    pub large_api: Dialect,
+    /// As `small_prompt_cache`, for the large engine.
+    ///
+    /// Mark the large engine's shared prompt prefixes cacheable.
+    pub large_prompt_cache: bool,
     /// A reply counts as complete only when it carries a finish_reason; one that ends with `[DONE]` alone was cut (llama-cpp-python cuts a running stream when another request arrives) and is retried.
     ///
     /// Small engine: a reply without finish_reason is a cut one (retried).
@@ -170,6 +190,38 @@ pub struct CommonConfig {
     /// USD per million completion tokens, large engine.
     #[serde(deserialize_with = "rules::price")]
     pub cost_per_million_large_output: f64,
+    /// USD per million prompt tokens read from the provider's prompt cache, small engine (OpenAI's `cached_tokens`, Anthropic's `cache_read_input_tokens`).
+    ///
+    /// USD per million prompt tokens read from the prompt cache, small engine (none: the input
+    /// price).
+    #[serde(deserialize_with = "rules::optional_price")]
+    pub cost_per_million_small_cached_input: Option<f64>,
+    /// As `cost_per_million_small_cached_input`, for the large engine.
+    ///
+    /// USD per million prompt tokens read from the prompt cache, large engine.
+    #[serde(deserialize_with = "rules::optional_price")]
+    pub cost_per_million_large_cached_input: Option<f64>,
+    /// The share of these prices an engine in `batch` mode pays (above 0, at most 1).
+    ///
+    /// The share of the online price a batch engine pays (0 < x <= 1).
+    #[serde(deserialize_with = "rules::discount")]
+    pub batch_discount: f64,
+    /// Most requests in one batch (the providers' own limits, OpenAI 50 000 requests or 200 MB and Anthropic 100 000 or 256 MB, split larger ones).
+    ///
+    /// Most requests per batch (at least 1).
+    #[serde(deserialize_with = "rules::count")]
+    pub batch_size: usize,
+    /// Seconds the first request of a batch waits for more before the batch is submitted: a step's batch goes as soon as its inputs are ready, later steps' batches as results arrive.
+    ///
+    /// Seconds the first request of a batch waits for more before the batch is submitted.
+    #[serde(deserialize_with = "rules::seconds")]
+    #[schemars(with = "f64")]
+    pub batch_max_wait: Duration,
+    /// Most USD the runs on this output dir may spend, both engines together (earlier runs' spending counts).
+    ///
+    /// Most USD the output dir's runs may spend, all engines together (none: no cap).
+    #[serde(deserialize_with = "rules::optional_cost")]
+    pub max_cost: Option<f64>,
     /// Where the chunk cache is kept (share it between runs over the same inputs).
     ///
     /// Chunk cache folder (absolute), if set.
@@ -247,10 +299,26 @@ pub struct CommonConfig {
     ///
     /// The runner reads `input_dir` itself.
     pub read_files_manually: bool,
-    /// Licence named in the dataset card (`README.md` written beside the datasets).
+    /// Licence of the dataset, as a Hugging Face Hub licence id, named in the dataset card (`README.md` written beside the datasets).
     ///
-    /// Licence named in the dataset card.
+    /// Licence named in the dataset card (a Hub licence id, or `other`).
     pub dataset_license: String,
+    /// With `dataset_license: other`: the licence's name (the card's `license_name`).
+    ///
+    /// The licence's name in the card when `dataset_license` is `other`.
+    pub dataset_license_name: String,
+    /// With `dataset_license: other`: where the licence's text is (the card's `license_link`).
+    ///
+    /// A link to the licence's text when `dataset_license` is `other`.
+    pub dataset_license_link: String,
+    /// Language code(s) of the data (ISO 639-1, comma-separated), the card's `language`.
+    ///
+    /// Language code(s) of the data in the dataset card (comma-separated ISO 639-1).
+    pub dataset_language: String,
+    /// The licence of the source documents, stated in the card's "Source documents" section.
+    ///
+    /// The licence of the source documents, named in the dataset card.
+    pub source_license: String,
     /// Database of a new store in `<output_dir>/store`: `sled`, or `redb`, whose memory stays within its cache however many items the store holds (use it past ~50 000 items; figures in `docs/performance.md`).
     ///
     /// Database of a new store (`sled` or `redb`); an existing store keeps its own.
@@ -268,11 +336,15 @@ impl Default for CommonConfig {
             small_base_url: String::new(),
             small_endpoints: Vec::new(),
             small_mode: Mode::Api,
+            small_api: Dialect::OpenAi,
+            small_prompt_cache: false,
             large_model: String::new(),
             large_api_key: Secret::default(),
             large_base_url: String::new(),
             large_endpoints: Vec::new(),
             large_mode: Mode::Api,
+            large_api: Dialect::OpenAi,
+            large_prompt_cache: false,
             small_require_finish_reason: true,
             large_require_finish_reason: true,
             input_dir: PathBuf::new(),
@@ -293,6 +365,12 @@ impl Default for CommonConfig {
             cost_per_million_small_output: 0.0,
             cost_per_million_large_input: 0.0,
             cost_per_million_large_output: 0.0,
+            cost_per_million_small_cached_input: None,
+            cost_per_million_large_cached_input: None,
+            batch_discount: 0.5,
+            batch_size: 1000,
+            batch_max_wait: Duration::from_secs(5),
+            max_cost: None,
             chunking_output_dir: None,
             tokenizer: Tokenizer::Cl100k,
             stream: true,
@@ -309,6 +387,10 @@ impl Default for CommonConfig {
             mock_latency: Duration::ZERO,
             read_files_manually: true,
             dataset_license: "other".to_string(),
+            dataset_license_name: String::new(),
+            dataset_license_link: String::new(),
+            dataset_language: "en".to_string(),
+            source_license: String::new(),
             store_backend: atk_state::Backend::Sled,
         }
     }
@@ -336,6 +418,8 @@ impl CommonConfig {
         Some(match key {
             "small_mode" => self.small_mode.to_string().into(),
             "large_mode" => self.large_mode.to_string().into(),
+            "small_api" => self.small_api.to_string().into(),
+            "large_api" => self.large_api.to_string().into(),
             "tokenizer" => self.tokenizer.name().into(),
             "store_backend" => self.store_backend.name().into(),
             "request_timeout" => seconds(self.request_timeout),
@@ -343,6 +427,7 @@ impl CommonConfig {
             "first_byte_timeout" => seconds(self.first_byte_timeout),
             "burst" => seconds(self.burst),
             "outage_limit" => seconds(self.outage_limit),
+            "batch_max_wait" => seconds(self.batch_max_wait),
             "mock_latency_ms" => serde_json::json!(self.mock_latency.as_millis() as u64),
             _ => return None,
         })
@@ -387,6 +472,7 @@ impl CommonConfig {
     /// of an engine the pipeline calls in `api` mode, the required folders (every missing key
     /// named at once), and an engine's endpoint split into the first URL and the list.
     pub(crate) fn check(mut self, used: EnginesUsed) -> Result<Self, Invalid> {
+        self.check_completion_mode(used)?;
         let small = engine(
             "small",
             self.small_mode,
@@ -435,6 +521,52 @@ impl CommonConfig {
             output_dir,
             ..self
         })
+    }
+
+    /// Completion prompts need an OpenAI engine online: Anthropic's API and the batch APIs
+    /// (atk sends chat requests there) have no completion endpoint.
+    fn check_completion_mode(&self, used: EnginesUsed) -> Result<(), Invalid> {
+        if !self.completion_mode {
+            return Ok(());
+        }
+        let engines = [
+            (
+                "small_api",
+                "small_mode",
+                self.small_api,
+                self.small_mode,
+                used.small,
+            ),
+            (
+                "large_api",
+                "large_mode",
+                self.large_api,
+                self.large_mode,
+                used.large,
+            ),
+        ];
+        for (api_key, mode_key, api, mode, used) in engines {
+            if !used || mode == Mode::Mock {
+                continue;
+            }
+            if api == Dialect::Anthropic {
+                return Err(Invalid::Value {
+                    key: api_key,
+                    message: format!(
+                        "the anthropic API has no completion mode: turn `completion_mode` off, or set `{api_key}: openai`"
+                    ),
+                });
+            }
+            if mode == Mode::Batch {
+                return Err(Invalid::Value {
+                    key: mode_key,
+                    message: format!(
+                        "batch mode sends chat requests only: turn `completion_mode` off, or set `{mode_key}: api`"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The check between the folders, made once the whole config (the pipeline's keys too)

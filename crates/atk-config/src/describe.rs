@@ -283,7 +283,17 @@ pub(crate) mod schema {
     #[allow(dead_code)]
     pub(crate) enum ModeName {
         Api,
+        Batch,
         Mock,
+    }
+
+    /// An engine's API dialect.
+    #[derive(JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    #[allow(dead_code)]
+    pub(crate) enum DialectName {
+        Openai,
+        Anthropic,
     }
 
     /// A tokenizer's name.

@@ -89,6 +89,21 @@ pub struct RateLimit {
     pub period: Duration,
     /// Send the `x-ratelimit-*` headers.
     pub headers: bool,
+    /// Headers that state a longer-period request limit than the one enforced, as OpenAI's do
+    /// (its rate-limit guide notes that a per-minute limit may be enforced per second): `None`
+    /// describes the bucket itself.
+    pub stated: Option<StatedLimit>,
+}
+
+/// A request limit the headers state instead of the enforced bucket: `limit` per `window`.
+/// `remaining` is what is left of it over the last `window` (requests admitted in that time
+/// subtracted), `reset` the time the stated rate takes to refill what was used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatedLimit {
+    /// Requests per window, as `x-ratelimit-limit-requests` says.
+    pub limit: u64,
+    /// The window the limit is stated over (a minute for OpenAI's RPM).
+    pub window: Duration,
 }
 
 impl RateLimit {
@@ -99,6 +114,7 @@ impl RateLimit {
             tokens: 0,
             period,
             headers: true,
+            stated: None,
         }
     }
     /// Adds a token bucket of `n` tokens per period.
@@ -111,6 +127,14 @@ impl RateLimit {
     #[must_use]
     pub fn with_headers(mut self, on: bool) -> Self {
         self.headers = on;
+        self
+    }
+    /// Headers state `limit` requests per `window` (what is left of it over the last window)
+    /// while the bucket enforces its own, shorter period: a quantized limit such as 6000/min
+    /// enforced as 100/s.
+    #[must_use]
+    pub fn with_stated(mut self, limit: u64, window: Duration) -> Self {
+        self.stated = Some(StatedLimit { limit, window });
         self
     }
 }

@@ -39,12 +39,16 @@ pub struct RunContext<C> {
     pub(super) reports: Vec<RunReport>,
     pub(super) details_sources: Vec<atk_metadatagen::MetaSource>,
     pub(super) datasets: Written,
+    /// The source document of the final item yielded last (rows written now come from it).
+    pub(super) row_source: crate::dataset::RowSource,
     /// Ids of the root items [`RunContext::seed_texts`] added in this run.
     pub(super) seeded: HashSet<String>,
     /// `--shard I/N`: the pipeline's own items are kept to this shard, as the input chunks are.
     pub(super) shard: Option<crate::flags::Shard>,
     /// `--redo`, `--redo-changed`, `--reprocess`.
     pub(super) rework_flags: crate::redo::ReworkFlags,
+    /// `--preview N`: the chain's report is the run's result; no dataset is written.
+    pub(super) preview: Option<u64>,
 }
 
 pub(super) struct DryRun {
@@ -156,7 +160,7 @@ impl<C> RunContext<C> {
             .with_max_in_flight(if self.dry_run.is_some() {
                 1
             } else {
-                self.settings.concurrency_limit.saturating_mul(2)
+                self.settings.in_flight.saturating_mul(2)
             });
         crate::preflight::warn_prompt_names(self.store.as_ref(), chain, &self.step_context());
         let executor = Executor::new(
@@ -185,6 +189,7 @@ impl<C> RunContext<C> {
                 dry.chunk_tokens,
                 &estimates,
                 dry.verbose,
+                self.settings.batch_discount,
             );
             if !reworked.is_empty() {
                 estimate.push_str("what the run would redo (counted over the stored results):\n");
@@ -202,6 +207,12 @@ impl<C> RunContext<C> {
         if cancelled {
             return Err(RunError::Interrupted);
         }
+        if let Some(n) = self.preview {
+            let secrets: Vec<_> = self.settings.engines.iter().map(|e| &e.api_key).collect();
+            return Err(RunError::Preview(crate::preview::render(
+                n, &report, &secrets,
+            )));
+        }
         Ok(report)
     }
 
@@ -213,7 +224,11 @@ impl<C> RunContext<C> {
         &'a self,
         chain: &'a [Arc<dyn Step>],
     ) -> impl Iterator<Item = Result<ItemRecord, RunError>> + 'a {
-        atk_step::collect_final(self.store.as_ref(), chain).map(|r| r.map_err(RunError::from))
+        atk_step::collect_final(self.store.as_ref(), chain).map(|r| {
+            let item = r.map_err(RunError::from)?;
+            self.row_source.set_from(self.store.as_ref(), &item);
+            Ok(item)
+        })
     }
 
     /// Starts writing `<output_dir>/<file_name>` (a folder in the name is created), row by row.
@@ -226,7 +241,7 @@ impl<C> RunContext<C> {
             std::fs::create_dir_all(dir)
                 .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
         }
-        DatasetWriter::create(path, self.datasets.clone())
+        DatasetWriter::create(path, self.datasets.clone(), Some(self.row_source.clone()))
     }
 
     /// Writes `<output_dir>/<file_name>` atomically, one ShareGPT conversation per line in
@@ -287,7 +302,7 @@ impl<C> RunContext<C> {
         }
         let mut written = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
         for d in &report.datasets {
-            written.push((d.path.clone(), d.lines));
+            written.files.push((d.path.clone(), d.lines));
         }
         Ok(())
     }

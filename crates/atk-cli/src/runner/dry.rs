@@ -73,6 +73,10 @@ pub(super) async fn run_dry<P: Pipeline>(
             Ok(counting)
         })
         .collect::<Result<_, RunError>>()?;
+    let cap_check = settings.max_cost.map(|cap| (cap, counters.clone()));
+    if let Some(warning) = super::budget::unpriced_warning(&settings) {
+        crate::out::warn(&warning);
+    }
     let engines = Engines {
         small: counters[0].clone(),
         large: counters[1].clone(),
@@ -114,12 +118,26 @@ pub(super) async fn run_dry<P: Pipeline>(
         reports: Vec::new(),
         details_sources: Vec::new(),
         datasets: Written::default(),
+        row_source: Default::default(),
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(flags),
+        preview: None,
     };
     // run_chain ends a dry run with the estimate; a pipeline that runs no chain has none.
-    pipeline.run(&mut ctx).await?;
+    match pipeline.run(&mut ctx).await {
+        Err(RunError::DryRun(mut estimate)) => {
+            if let Some((cap, counters)) = cap_check {
+                let estimates: Vec<_> = counters
+                    .iter()
+                    .map(|c| c.scaled_estimate(sample, chunks))
+                    .collect();
+                estimate.push_str(&crate::dry_run::render_cap_warning(cap, &estimates));
+            }
+            return Err(RunError::DryRun(estimate));
+        }
+        other => other?,
+    }
     Err(RunError::DryRun(
         "dry run: the pipeline ran no chain; nothing to estimate\n".into(),
     ))
