@@ -516,11 +516,12 @@ async fn a_browser_watches_a_run_reads_why_starts_and_stops_and_reads_a_row() {
     let Some(browser) = Browser::start(profile.path()).await else {
         return;
     };
-    // 120 items, 2 at a time, 80 ms each: about 5 s of run, long enough to see it move.
+    // 120 items, 2 at a time, 150 ms each: about 9 s of run, long enough to see it move even
+    // on a loaded machine.
     let server = TestServer::start(
         ServerConfig::default()
             .with_api_key(API_KEY)
-            .with_latency(Duration::from_millis(80))
+            .with_latency(Duration::from_millis(150))
             .with_reply(atk_testkit::ReplyMode::func(|body| {
                 // Passage 7 gets a reply without a poem every time: a failure with a raw reply.
                 let text = body.to_string();
