@@ -24,6 +24,7 @@ mod resume;
 mod run;
 mod scale;
 mod secrets;
+mod serve;
 mod validation;
 mod warnings;
 

@@ -8,8 +8,24 @@ use crate::progress::ProgressMode;
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct CommonFlags {
     /// The pipeline's YAML config (paths in it resolve relative to the file).
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        required_unless_present = "describe_config",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = config_path
+    )]
     pub config: PathBuf,
+    /// Prints every config key this pipeline reads as JSON (name, type, default, doc line;
+    /// with --config also each key's value there, secrets only as set/placeholder) and exits.
+    #[arg(long = "describe-config", conflicts_with_all = ["dry_run", "check_config"])]
+    pub describe_config: bool,
+    /// Checks the config file exactly as a run would (every error with its file, key and
+    /// line; exit 2) and exits 0 when it is fine; sends nothing and writes nothing.
+    #[arg(long = "check-config", conflicts_with = "dry_run")]
+    pub check_config: bool,
     /// Overrides one flattened config key; the value is parsed as YAML (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -56,6 +72,12 @@ pub struct CommonFlags {
     /// across runs and machines; merge the shards' output dirs with `atk merge`.
     #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
     pub shard: Option<Shard>,
+}
+
+/// `--config`'s value as given; empty only when `--describe-config` left it out (clap's own
+/// path parser refuses the empty default).
+fn config_path(text: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(text))
 }
 
 /// One shard of a run split across machines: `--shard I/N`.

@@ -50,7 +50,9 @@ use status_loop::{StatusInputs, cost_totals, status_loop, status_of};
 #[async_trait]
 pub trait Pipeline: Send + Sync + 'static {
     /// The pipeline's own config keys (the common ones are in [`CommonConfig`](crate::config::CommonConfig)).
-    type Config: DeserializeOwned + Send + Sync + 'static;
+    /// Derive `JsonSchema` on it (`#[schemars(crate = "atk_cli::config::schemars")]`): its
+    /// field names, doc comments and defaults are what `--describe-config` tells.
+    type Config: DeserializeOwned + config::JsonSchema + Send + Sync + 'static;
     /// The pipeline's name (shown in `--help`, the summary and `atk status`).
     fn name(&self) -> &'static str;
     /// The prompt files compiled into the binary: `(file name, contents)`; the config's
@@ -110,6 +112,26 @@ where
     crate::error::exit_code(&outcome)
 }
 
+/// `--describe-config`: every key the pipeline reads as one JSON object on stdout
+/// (`{"pipeline", "keys": [KeyDoc...]}`), with each key's value in `--config` when given.
+fn describe_config<P: Pipeline>(
+    pipeline: &P,
+    flags: &CommonFlags,
+    overrides: &Overrides,
+) -> Result<(), RunError> {
+    let keys = if flags.config.as_os_str().is_empty() {
+        config::describe::<P::Config>()
+    } else {
+        config::describe_file::<P::Config>(&flags.config, overrides, |name| {
+            std::env::var(name).ok()
+        })
+        .map_err(|e| RunError::Config(e.to_string()))?
+    };
+    let described = serde_json::json!({ "pipeline": pipeline.name(), "keys": keys });
+    crate::out::result(&described.to_string());
+    Ok(())
+}
+
 /// Runs a pipeline with parsed flags (what [`main`] does inside its runtime).
 pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), RunError> {
     crate::out::set_quiet(flags.quiet);
@@ -120,6 +142,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         json: flags.override_json.clone(),
     };
     let used = pipeline.engines_used();
+    if flags.describe_config {
+        return describe_config::<P>(&pipeline, &flags, &overrides);
+    }
     let loaded = if flags.dry_run {
         config::load_for_dry_run::<P::Config>(&flags.config, &overrides, used)
     } else {
@@ -183,6 +208,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     );
     for w in prompts.override_warnings() {
         crate::out::warn(&w);
+    }
+    if flags.check_config {
+        crate::out::info(&format!("config ok: {}\n", flags.config.display()));
+        return Ok(());
     }
     let progress_mode = flags.progress_mode();
 

@@ -44,6 +44,14 @@ pub struct StepStatus {
     /// Completion tokens spent on the step in the latest run.
     #[serde(default)]
     pub completion_tokens: u64,
+    /// Time left for this step at this run's pace (what the progress bars show), once an
+    /// item finished; `None` when nothing is left or nothing finished yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_ms: Option<u64>,
+    /// Items that failed or were dropped at this step in this run, by reason
+    /// (`failed: KIND: REASON`, `dropped: REASON`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasons: BTreeMap<String, u64>,
 }
 
 /// How a step's stored results compare with its current fingerprint (prompt, params, model,
@@ -83,6 +91,15 @@ pub struct EngineStatus {
     /// Cost of this run, USD.
     #[serde(default)]
     pub run_cost_usd: f64,
+    /// Requests that failed for good (every transport attempt spent).
+    #[serde(default)]
+    pub failed_requests: u64,
+    /// Transport retries by cause (`rate_limited` is a 429, `server_error`, `timeout`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retries: BTreeMap<String, u64>,
+    /// Per endpoint (several `base_url`s): `[calls, failures]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoints: BTreeMap<String, [u64; 2]>,
 }
 
 /// A failure or drop reason of the last run, with one raw reply that met it (keys masked).

@@ -37,6 +37,25 @@ fn the_config_reference_documents_every_common_key_and_no_other() {
 }
 
 #[test]
+fn each_common_keys_doc_line_is_the_start_of_its_meaning_in_the_config_reference() {
+    // `--describe-config` (and `atk serve`) show the field's doc comment; the page says more.
+    let doc = include_str!("../../../docs/config.md");
+    for key in atk_cli::config::describe::<atk_cli::config::NoExtra>() {
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", key.key)))
+            .unwrap_or_else(|| panic!("{} has no row in docs/config.md", key.key));
+        let meaning = row.split(" | ").nth(2).unwrap_or_default();
+        assert!(
+            !key.doc.is_empty() && meaning.starts_with(&key.doc),
+            "{}: the doc line `{}` is not how docs/config.md starts its meaning: `{meaning}`",
+            key.key,
+            key.doc
+        );
+    }
+}
+
+#[test]
 fn the_defaults_in_the_config_reference_are_the_defaults() {
     // Each default the page gives as one literal (`50`, `true`, `cl100k_base`, `[]`), read as
     // the file would be, must give the same config as no key at all.

@@ -13,7 +13,8 @@ const PROMPTS: &[(&str, &str)] = &[
     ("none.yaml", "- role: user\n  content: \"{text}\"\n"),
 ];
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
 struct NoConfig {}
 
 /// Two steps on the mock engine: `own` sets a mock reply, `none` does not.

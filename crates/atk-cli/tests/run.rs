@@ -117,6 +117,16 @@ async fn a_run_where_every_item_fails_exits_1_with_the_reasons_in_the_summary() 
     assert_eq!(summary["engines"][0]["requests"], 6);
     let status = atk_cli::status::read_status(&dir.path().join("out")).unwrap();
     assert_eq!((status.steps[0].failed, status.steps[0].pending), (3, 0));
+    // status.json counts this run's failures by reason (what `atk serve` shows live).
+    let written = atk_cli::status::StatusSnapshot::read(&dir.path().join("out")).unwrap();
+    assert_eq!(
+        written.steps[0]
+            .reasons
+            .get("failed: validation: no <poem> tag"),
+        Some(&3),
+        "{:?}",
+        written.steps[0].reasons
+    );
 }
 
 #[tokio::test]
@@ -141,4 +151,93 @@ async fn an_output_dir_in_use_by_another_run_is_an_input_error() {
     };
     assert_eq!(e.exit_code(), 2, "{e}");
     assert!(e.to_string().contains("in use"), "{e}");
+}
+
+#[tokio::test]
+async fn check_config_refuses_a_bad_config_as_a_run_would_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let inputs = fixtures().join("inputs");
+    let good = format!(
+        "api:\n  small_mode: mock\n  large_mode: mock\npath:\n  input_dir: {}\n  output_dir: ./out\n",
+        inputs.display()
+    );
+    std::fs::write(&config, &good).unwrap();
+    let check = |set: Vec<String>| CommonFlags {
+        config: config.clone(),
+        check_config: true,
+        quiet: true,
+        set,
+        ..CommonFlags::default()
+    };
+    atk_cli::run(PoemTest, check(vec![]))
+        .await
+        .expect("a good config passes --check-config");
+    // A bad value: exit 2, the message names the file, the key and where it came from.
+    let err = atk_cli::run(PoemTest, check(vec!["chunk_size=0".into()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    let message = err.to_string();
+    assert!(
+        message.contains("config.yaml") && message.contains("chunk_size"),
+        "{message}"
+    );
+    // A placeholder: named with its line, as a run names it.
+    std::fs::write(
+        &config,
+        good.replace(
+            "  large_mode: mock\n",
+            "  large_mode: mock\n  small_model: !!PLACEHOLDER!!\n",
+        ),
+    )
+    .unwrap();
+    let err = atk_cli::run(PoemTest, check(vec![])).await.unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("small_model (line 4)"), "{err}");
+    // A missing input folder is an input error, as in a run.
+    std::fs::write(
+        &config,
+        good.replace(&inputs.display().to_string(), "./nowhere"),
+    )
+    .unwrap();
+    let err = atk_cli::run(PoemTest, check(vec![])).await.unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    assert!(
+        !dir.path().join("out").exists(),
+        "--check-config creates no output dir"
+    );
+}
+
+#[test]
+fn describe_config_is_json_with_every_key_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "api:\n  small_api_key: sk-very-secret-value\n  large_api_key: !!PLACEHOLDER!!\n  small_model: !!PLACEHOLDER!!\n",
+    )
+    .unwrap();
+    let keys = atk_cli::config::describe_file::<NoExtra>(
+        &config,
+        &atk_cli::config::Overrides::default(),
+        |_| None,
+    )
+    .unwrap();
+    let json = serde_json::to_string(&keys).unwrap();
+    assert!(
+        !json.contains("sk-very-secret"),
+        "a key's value leaked: {json}"
+    );
+    let key = |name: &str| keys.iter().find(|k| k.key == name).unwrap();
+    assert_eq!(key("small_api_key").value, Some("set".into()));
+    assert_eq!(key("large_api_key").value, Some("placeholder".into()));
+    assert!(key("small_model").placeholder && key("small_model").line == Some(4));
+    assert_eq!(key("concurrency_limit").default, 50);
+    assert_eq!(key("request_timeout").default, 1800.0);
+    assert_eq!(key("small_mode").ty, "api | batch | mock");
+    assert!(key("input_dir").required);
+    for name in atk_cli::config::CommonConfig::keys() {
+        assert!(!key(name).doc.is_empty(), "{name} has no doc line");
+    }
 }

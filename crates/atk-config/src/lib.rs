@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 mod common;
+mod describe;
 mod env;
 mod error;
 mod flat;
@@ -18,8 +19,13 @@ use serde_yaml::Value;
 use sha2::{Digest, Sha256};
 
 pub use common::{CommonConfig, EnginesUsed};
+pub use describe::{KeyDoc, describe, describe_file};
 pub use error::{ConfigError, KeyLocation, Origin};
 pub use overrides::Overrides;
+/// The schema derive pipelines put on their config struct (`#[derive(JsonSchema)]` with
+/// `#[schemars(crate = "atk_cli::config::schemars")]`), so they need no crate of their own.
+pub use schemars;
+pub use schemars::JsonSchema;
 
 use common::Invalid;
 use flat::Flat;
@@ -47,7 +53,7 @@ pub struct Loaded<T> {
 
 /// The pipeline-specific part for a pipeline with no keys of its own: every key that is not
 /// a common key is then reported as unknown.
-#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, schemars::JsonSchema)]
 pub struct NoExtra {}
 
 /// Loads the config file at `path`, applies `overrides`, and types it. Environment variables

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod export;
 mod gc;
 mod merge;
+pub mod serve;
 
 /// Tools around atk pipelines: see how a folder is chunked (chunk), how far a run has got
 /// (status), merge the shards of a run (merge), free what a run no longer needs (gc), export a
@@ -88,6 +89,27 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         store_backend: Option<atk_state::Backend>,
     },
+    /// A local web page to start, watch and judge runs: serves the output dirs found in the
+    /// folders DIR (default: the current one). Prints its URL, with the access token, first.
+    Serve {
+        /// Folders to serve (their output dirs and config files).
+        #[arg(value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// A pipeline binary to offer on the Start page (repeatable); those in the enclosing
+        /// workspace's target/release are offered too.
+        #[arg(long = "pipeline", value_name = "BIN")]
+        pipelines: Vec<PathBuf>,
+        /// Address to listen on. Anything but a loopback address lets other machines reach
+        /// the page (the token still guards it).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Port (0 picks a free one).
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        /// The access token (default: a random one).
+        #[arg(long, env = "ATK_SERVE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 /// Runs the `atk` tool with the process's arguments; returns the exit code (0 done, 2 bad
@@ -125,6 +147,24 @@ where
             store_backend,
         } => merge(&dirs, &into, store_backend),
         Command::Gc { output_dir } => gc(&output_dir),
+        Command::Serve {
+            dirs,
+            pipelines,
+            host,
+            port,
+            token,
+        } => serve(serve::ServeOptions {
+            dirs: if dirs.is_empty() {
+                vec![PathBuf::from(".")]
+            } else {
+                dirs
+            },
+            pipelines,
+            host,
+            port,
+            token: token.unwrap_or_else(serve::random_token),
+            workspace_pipelines: true,
+        }),
         Command::Export {
             output_dir,
             dest,
@@ -144,6 +184,49 @@ where
             }
         },
     }
+}
+
+fn serve(options: serve::ServeOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            atk_cli::term::always(&format!("error: cannot start the async runtime: {e}\n"));
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let loopback = options.host.is_loopback();
+        let running = match serve::start(options).await {
+            Ok(r) => r,
+            Err(e) => {
+                atk_cli::term::always(&format!("error: {e}\n"));
+                return ExitCode::from(2);
+            }
+        };
+        // The URL first, alone on its line: scripts and people read it from there.
+        println!("{}", running.url);
+        let _ = std::io::stdout().flush();
+        if !loopback {
+            atk_cli::term::always(&format!(
+                "warning: listening on {}, reachable from other machines; anyone with the URL can start runs\n",
+                running.addr
+            ));
+        }
+        match running.task.await {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(e)) => {
+                atk_cli::term::always(&format!("error: the server stopped: {e}\n"));
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                atk_cli::term::always(&format!("error: the server stopped: {e}\n"));
+                ExitCode::from(1)
+            }
+        }
+    })
 }
 
 fn gc(output_dir: &std::path::Path) -> ExitCode {

@@ -12,7 +12,8 @@ use atk_step::{Chain, PromptStep};
 use serde_json::Value;
 
 /// The pipeline's own config keys (the common ones come from `atk_cli`).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
 pub struct ExampleConfig {
     /// A `no_flatten` section kept as a map: each entry is passed to the prompt as `{key}`.
     #[serde(default)]

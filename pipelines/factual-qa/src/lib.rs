@@ -19,7 +19,8 @@ use atk_step::{
 use serde_json::json;
 
 /// The pipeline's own config keys.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
 pub struct FactualQaConfig {
     /// Question/answer pairs asked for per chunk (default 3; at least 1).
     #[serde(default = "three", deserialize_with = "atk_cli::config::rules::count")]

@@ -13,7 +13,10 @@ use atk_step::{Chain, PromptStep};
 use serde_json::{Value, json};
 
 /// How rows are read: `auto` takes a row with a `conversations` list as ShareGPT, others as JSONL.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, atk_cli::config::JsonSchema,
+)]
+#[schemars(crate = "atk_cli::config::schemars")]
 #[serde(rename_all = "lowercase")]
 pub enum InputFormat {
     /// ShareGPT when the row has `conversations`, a text row otherwise.
@@ -26,7 +29,8 @@ pub enum InputFormat {
 }
 
 /// The pipeline's own config keys (the common ones come from `atk_cli`).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
 #[serde(default)]
 pub struct RephraseConfig {
     /// `auto`, `sharegpt` or `jsonl`.

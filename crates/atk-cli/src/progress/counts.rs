@@ -23,7 +23,15 @@ pub(crate) struct StepCounts {
     pub(crate) finished: bool,
     /// When the step started in this run, and how many items were already finished then.
     pub(crate) started: Option<(Instant, u64)>,
+    /// Items that failed or were dropped in this run, by reason (`failed: KIND: REASON`,
+    /// `dropped: REASON`); at most [`MAX_REASONS`] reasons, the rest counted together.
+    pub(crate) reasons: BTreeMap<String, u64>,
 }
+
+/// Distinct reasons counted per step (reasons that carry item text would be unbounded).
+const MAX_REASONS: usize = 32;
+/// Longest reason kept (characters).
+const MAX_REASON_CHARS: usize = 200;
 
 impl StepCounts {
     /// Time left at this run's pace, once something finished.
@@ -35,6 +43,17 @@ impl StepCounts {
             return None;
         }
         Some(at.elapsed().mul_f64(remaining as f64 / finished as f64))
+    }
+
+    /// Counts one more item under `reason`.
+    fn count_reason(&mut self, reason: String) {
+        let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+        let key = if self.reasons.contains_key(&reason) || self.reasons.len() < MAX_REASONS {
+            reason
+        } else {
+            "other reasons".to_string()
+        };
+        *self.reasons.entry(key).or_default() += 1;
     }
 
     /// True once every item the step sees is done or failed.
@@ -206,6 +225,7 @@ impl Counts {
                 c.completion_tokens += completion_tokens;
                 c.in_flight = c.in_flight.saturating_sub(1);
                 let last = c.complete();
+                c.count_reason(format!("failed: {kind}: {reason}"));
                 let message = Some(format!("{kind}: {reason}"));
                 (Kind::ItemFailed, step, last, message)
             }
@@ -216,6 +236,7 @@ impl Counts {
                 c.done += 1;
                 c.dropped += 1;
                 c.in_flight = c.in_flight.saturating_sub(1);
+                c.count_reason(format!("dropped: {reason}"));
                 let last = c.complete();
                 (Kind::ItemDropped, step, last, Some(reason))
             }
@@ -286,6 +307,10 @@ impl Counts {
                 pending: c.total.saturating_sub(c.done + c.failed),
                 prompt_tokens: c.prompt_tokens,
                 completion_tokens: c.completion_tokens,
+                eta_ms: c
+                    .eta()
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                reasons: c.reasons.clone(),
             })
             .collect();
         let milestone = st.milestone.clone();

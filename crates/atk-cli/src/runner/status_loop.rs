@@ -55,6 +55,9 @@ pub(super) fn status_of(name: &str, progress: &Progress, inputs: &StatusInputs) 
                 run_prompt_tokens: t.prompt_tokens.saturating_sub(start.prompt_tokens),
                 run_completion_tokens: t.completion_tokens.saturating_sub(start.completion_tokens),
                 run_cost_usd: (t.cost_usd - start.cost_usd).max(0.0),
+                failed_requests: t.failed_requests,
+                retries: t.retries.clone(),
+                endpoints: t.endpoints.clone(),
             }
         })
         .collect();

@@ -62,7 +62,8 @@ impl Step for Upper {
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, crate::config::JsonSchema)]
+#[schemars(crate = "crate::config::schemars")]
 struct NoConfig {}
 
 struct TestPipeline(Arc<Seen>);

@@ -176,6 +176,7 @@ mod tests {
                 run_prompt_tokens: 1000,
                 run_completion_tokens: 100,
                 run_cost_usd: 0.2,
+                ..Default::default()
             }],
             cost_usd: 0.5,
             run_cost_usd: 0.2,
