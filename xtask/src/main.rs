@@ -43,7 +43,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Vec<String>) -> anyhow::Result<()> {
-    let root = repo_root();
+    let root = workspace_of(&std::env::current_dir().context("reading the current directory")?)?;
     let mut args = args.into_iter();
     match args.next().as_deref() {
         Some("new-pipeline") => {
@@ -96,12 +96,42 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
     }
 }
 
-/// The workspace root: the parent of this crate's manifest directory.
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The atk workspace holding `dir`, found by `cargo locate-project --workspace`. Not the
+/// checkout this binary was built from (`CARGO_MANIFEST_DIR`): with a shared
+/// `CARGO_TARGET_DIR`, one xtask binary serves every checkout, and a scaffold would land in
+/// whichever one built it last.
+fn workspace_of(dir: &Path) -> anyhow::Result<PathBuf> {
+    let out = cargo()
+        .args(["locate-project", "--workspace", "--message-format", "plain"])
+        .current_dir(dir)
+        .output()
+        .context("cannot run cargo locate-project")?;
+    if !out.status.success() {
+        bail!(
+            "{}: not inside a cargo workspace ({}); run cargo xtask from an atk checkout",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let manifest = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let root = manifest
         .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+        .context("cargo locate-project gave no folder")?
+        .to_path_buf();
+    if !root.join("xtask").is_dir() {
+        bail!(
+            "{}: the workspace there ({}) is not atk's (no xtask/); run cargo xtask from an atk checkout",
+            dir.display(),
+            root.display()
+        );
+    }
+    Ok(root)
+}
+
+/// The workspace the tests run in (their working directory is inside it).
+#[cfg(test)]
+fn repo_root() -> PathBuf {
+    workspace_of(&std::env::current_dir().expect("a working directory")).expect("an atk checkout")
 }
 
 /// The cargo that runs us (`$CARGO`), or `cargo` from PATH.
@@ -133,5 +163,37 @@ fn target_dir(root: &Path) -> PathBuf {
             }
         }
         None => root.join("target"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_is_the_one_of_the_current_directory_not_of_the_build() {
+        // Another checkout (as with a shared CARGO_TARGET_DIR, where this binary may have been
+        // built from a different clone): its own root is found from inside it.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(
+            other.path().join("Cargo.toml"),
+            "[workspace]\nmembers = []\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(other.path().join("xtask")).unwrap();
+        std::fs::create_dir_all(other.path().join("pipelines/deep")).unwrap();
+        let found = workspace_of(&other.path().join("pipelines/deep")).unwrap();
+        assert_eq!(
+            found.canonicalize().unwrap(),
+            other.path().canonicalize().unwrap()
+        );
+        assert_ne!(
+            found,
+            Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+        );
+        // A workspace that is not atk's is refused rather than written into.
+        std::fs::remove_dir(other.path().join("xtask")).unwrap();
+        let err = workspace_of(other.path()).unwrap_err().to_string();
+        assert!(err.contains("is not atk's"), "{err}");
     }
 }

@@ -423,7 +423,8 @@ impl RunSummary {
             .iter()
             .map(|(path, lines)| {
                 let shown = path.strip_prefix(&cwd).unwrap_or(path);
-                format!("dataset written: {} ({lines} lines)", shown.display())
+                let unit = if *lines == 1 { "line" } else { "lines" };
+                format!("dataset written: {} ({lines} {unit})", shown.display())
             })
             .collect()
     }

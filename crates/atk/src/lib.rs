@@ -270,8 +270,9 @@ fn merge(
     match runtime.block_on(crate::merge::merge(dirs, into, backend)) {
         Ok(r) => {
             atk_cli::term::always(&format!(
-                "merged {} output dirs into {}: {} items, {} results, {} failures; ${:.4} spent in all\n",
+                "merged {} output {} into {}: {} items, {} results, {} failures; ${:.4} spent in all\n",
                 r.shards,
+                if r.shards == 1 { "dir" } else { "dirs" },
                 into.display(),
                 r.items,
                 r.results,
@@ -281,9 +282,15 @@ fn merge(
             if !r.missing_shards.is_empty() {
                 let list: Vec<String> = r.missing_shards.iter().map(u32::to_string).collect();
                 atk_cli::term::always(&format!(
-                    "warning: shards {} were not given; the first run on {} will work on their items\n",
-                    list.join(", "),
-                    into.display()
+                    "warning: {} {} not given; the first run on {} will work on {} items\n",
+                    if list.len() == 1 { "shard" } else { "shards" },
+                    if list.len() == 1 {
+                        format!("{} was", list[0])
+                    } else {
+                        format!("{} were", list.join(", "))
+                    },
+                    into.display(),
+                    if list.len() == 1 { "its" } else { "their" }
                 ));
             }
             atk_cli::term::always(&format!(
