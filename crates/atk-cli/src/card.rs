@@ -22,6 +22,8 @@ pub(crate) struct CardFacts<'a> {
     pub(crate) chunk_size: usize,
     /// `(file name, source, digest)` of each prompt used.
     pub(crate) prompts: Vec<(String, String, String)>,
+    /// `meta_datagen_include_all`: which recorded exchanges the meta datasets hold.
+    pub(crate) meta_include_all: bool,
 }
 
 /// The hub's size category for a number of rows.
@@ -112,6 +114,19 @@ pub(crate) fn render(f: &CardFacts<'_>) -> String {
             "| `{}` | {n} |",
             rel.to_string_lossy().replace('\\', "/")
         );
+    }
+    if datasets
+        .iter()
+        .any(|(rel, _)| rel.starts_with("meta_datagen"))
+    {
+        let which = if f.meta_include_all {
+            "every recorded exchange, replies a validator, filter or vote rejected included \
+             (`meta_datagen_include_all: true`)"
+        } else {
+            "only the recorded exchanges of results that were kept, of items that reached the \
+             end of the chain (rejected and dropped replies are left out)"
+        };
+        let _ = writeln!(s, "\nThe meta datasets (`meta_datagen/`) hold {which}.");
     }
     let _ = writeln!(
         s,
@@ -204,6 +219,7 @@ mod tests {
                 "built-in:judge.yaml".into(),
                 "0123456789abcdef".into(),
             )],
+            meta_include_all: false,
         };
         let card = render(&facts);
         let header: String = card.split("---\n").nth(1).unwrap_or_default().to_string();

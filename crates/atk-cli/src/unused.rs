@@ -26,8 +26,8 @@ impl UnusedEngine {
 impl Engine for UnusedEngine {
     async fn call(&self, _request: Request) -> Result<Reply, Error> {
         Err(Error::Config(format!(
-            "a step called the {} engine, but the pipeline declares it does not use it (Pipeline::engines_used), \
-             so its settings were not required; declare it in engines_used",
+            "a step called the {} engine, but no step of the chain says it calls it (Step::engines), \
+             so its settings were not required; return it from the step's `engines`",
             self.label
         )))
     }

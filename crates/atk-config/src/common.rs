@@ -96,6 +96,9 @@ pub struct CommonConfig {
     pub meta_datagen_keys: Vec<String>,
     /// Extra templates for meta-datasets (absolute paths).
     pub meta_datagen_extras: Vec<PathBuf>,
+    /// Meta-datasets from every recorded exchange, rejected and dropped ones too (default:
+    /// only kept results of items that reached the end of the chain).
+    pub meta_datagen_include_all: bool,
     /// USD per million prompt tokens, small engine.
     #[serde(deserialize_with = "rules::price")]
     pub cost_per_million_small_input: f64,
@@ -185,6 +188,7 @@ impl Default for CommonConfig {
             do_meta_datagen: false,
             meta_datagen_keys: Vec::new(),
             meta_datagen_extras: Vec::new(),
+            meta_datagen_include_all: false,
             cost_per_million_small_input: 0.0,
             cost_per_million_small_output: 0.0,
             cost_per_million_large_input: 0.0,

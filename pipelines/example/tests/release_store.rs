@@ -40,7 +40,8 @@ fn a_release_output_dir_resumes_with_no_request_and_the_same_datasets() {
     for engine in summary["engines"].as_array().unwrap() {
         assert_eq!(engine["requests"], 0, "nothing is asked again: {stderr}");
     }
-    for file in ["sharegpt_format.jsonl"] {
+    let datasets: &[&str] = &["sharegpt_format.jsonl"];
+    for file in datasets {
         assert_eq!(
             std::fs::read_to_string(out.join(file)).unwrap(),
             std::fs::read_to_string(fixture.join(file)).unwrap(),

@@ -40,11 +40,12 @@ fn a_release_output_dir_resumes_with_no_request_and_the_same_datasets() {
     for engine in summary["engines"].as_array().unwrap() {
         assert_eq!(engine["requests"], 0, "nothing is asked again: {stderr}");
     }
-    for file in [
+    let datasets: &[&str] = &[
         "sharegpt_format.jsonl",
         "openai_messages.jsonl",
         "qa_pairs.jsonl",
-    ] {
+    ];
+    for file in datasets {
         assert_eq!(
             std::fs::read_to_string(out.join(file)).unwrap(),
             std::fs::read_to_string(fixture.join(file)).unwrap(),
