@@ -174,6 +174,7 @@ impl Env {
             .arg("plain");
         cmd.current_dir(self.root())
             .env_remove("OPENAI_API_KEY")
+            .env_remove("ANTHROPIC_API_KEY")
             .env_remove("ATK_SMALL_API_KEY")
             .env_remove("ATK_LARGE_API_KEY")
             .env_remove("RUST_LOG")
@@ -248,6 +249,7 @@ impl Config {
             ("use_subset", "false"),
             ("completion_mode", "false"),
             ("use_stop", "true"),
+            ("dataset_license", "cc0-1.0"),
         ] {
             system.insert(k.to_owned(), v.to_owned());
         }

@@ -1,6 +1,6 @@
 //! CLI conventions: `-q` prints nothing on a clean run; where each dataset went is on stdout,
 //! diagnostics on stderr; a closed output pipe (`| head -1`) neither panics nor loses work;
-//! `atk status` after a `kill -9` says the run is not running.
+//! `atk status` after a `kill -9` says the run was killed.
 
 use std::io::BufRead;
 use std::time::Duration;
@@ -144,7 +144,7 @@ async fn the_example_needs_only_the_small_engines_keys() {
 }
 
 #[tokio::test]
-async fn status_after_kill_9_says_the_run_is_not_running() {
+async fn status_after_kill_9_says_the_run_was_killed() {
     let (server, _) =
         poem_server(ServerConfig::default().with_latency(Duration::from_millis(100))).await;
     let env = Env::new();
@@ -163,7 +163,10 @@ async fn status_after_kill_9_says_the_run_is_not_running() {
 
     let status = atk_cli::status::read_status(&env.output()).expect("status of the killed run");
     let text = status.render();
-    assert!(!status.running && status.stale, "{text}");
-    assert!(text.contains("ago, the run is not running"), "{text}");
+    assert_eq!(status.state, atk_cli::status::RunState::Killed, "{text}");
+    assert!(
+        text.contains(": killed (last seen") && text.contains("the run is not running"),
+        "{text}"
+    );
     assert!(!text.contains("requests in flight"), "{text}");
 }

@@ -1,6 +1,10 @@
 //! Dataset files: JSON lines written atomically (temp file, fsync, rename), streamed row by
 //! row, and the shapes most pipelines write (ShareGPT, OpenAI messages, plain JSONL).
 
+mod check;
+mod sources;
+
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,8 +16,20 @@ pub use atk_metadatagen::{Conversation, Turn};
 
 use crate::RunError;
 
-/// Datasets written in this run: path and line count, in the order they were finished.
-pub(crate) type Written = Arc<Mutex<Vec<(PathBuf, u64)>>>;
+pub(crate) use sources::RowSource;
+
+/// Datasets written in this run, in the order they were finished, and the rows left out.
+pub(crate) type Written = Arc<Mutex<WrittenSet>>;
+
+/// What [`Written`] holds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WrittenSet {
+    /// Staged path and line count of each dataset.
+    pub(crate) files: Vec<(PathBuf, u64)>,
+    /// Rows not written because they were not valid for their format: staged path of the
+    /// dataset, reason, count.
+    pub(crate) dropped: Vec<(PathBuf, String, u64)>,
+}
 
 /// One dataset file being written, row by row, from [`RunContext::dataset`](crate::RunContext::dataset).
 /// Nothing appears at its path until [`finish`](Self::finish): a run that fails half-way
@@ -22,6 +38,10 @@ pub struct DatasetWriter {
     file: atk_metadatagen::JsonlFile,
     path: PathBuf,
     written: Written,
+    /// The rows' source documents (for `atk export --test-fraction`).
+    sources: Option<sources::SourceLog>,
+    /// Rows dropped by the format check, by reason.
+    dropped: BTreeMap<String, u64>,
 }
 
 impl std::fmt::Debug for DatasetWriter {
@@ -33,21 +53,49 @@ impl std::fmt::Debug for DatasetWriter {
 }
 
 impl DatasetWriter {
-    pub(crate) fn create(path: PathBuf, written: Written) -> Result<Self, RunError> {
-        let file = atk_metadatagen::JsonlFile::create(&path)
-            .map_err(|e| RunError::fatal(format!("writing {}: {e}", path.display())))?;
+    pub(crate) fn create(
+        path: PathBuf,
+        written: Written,
+        source: Option<RowSource>,
+    ) -> Result<Self, RunError> {
+        let fail =
+            |e: atk_metadatagen::Error| RunError::fatal(format!("writing {}: {e}", path.display()));
+        let file = atk_metadatagen::JsonlFile::create(&path).map_err(fail)?;
+        let sources = source
+            .map(|s| sources::SourceLog::create(&path, s))
+            .transpose()
+            .map_err(fail)?;
         Ok(Self {
             file,
             path,
             written,
+            sources,
+            dropped: BTreeMap::new(),
         })
     }
 
-    /// Appends one row as a JSON line.
+    /// Appends one row as a JSON line. A ShareGPT or OpenAI messages row is checked first: a
+    /// trailing user turn is cut off, and a row whose turns trainers would reject (no user turn
+    /// first, turns not alternating, no reply) is left out and counted with its reason in the
+    /// summary and the card.
     pub fn write(&mut self, row: &impl Serialize) -> Result<(), RunError> {
-        self.file
-            .write(row)
-            .map_err(|e| RunError::fatal(format!("writing {}: {e}", self.path.display())))
+        let fail = |e: &dyn std::fmt::Display| {
+            RunError::fatal(format!("writing {}: {e}", self.path.display()))
+        };
+        let value = serde_json::to_value(row).map_err(|e| fail(&e))?;
+        let value = match check::check_row(&value) {
+            check::Checked::Valid => value,
+            check::Checked::Fixed(fixed) => fixed,
+            check::Checked::Invalid(reason) => {
+                *self.dropped.entry(reason).or_default() += 1;
+                return Ok(());
+            }
+        };
+        self.file.write(&value).map_err(|e| fail(&e))?;
+        if let Some(sources) = &mut self.sources {
+            sources.record().map_err(|e| fail(&e))?;
+        }
+        Ok(())
     }
 
     /// Appends a conversation as a ShareGPT line: `{"conversations": [{"from", "value"}]}`.
@@ -60,21 +108,28 @@ impl DatasetWriter {
         self.write(&conversation.to_openai_messages())
     }
 
-    /// Syncs and renames the file into place; the run's summary and dataset card list it.
-    /// Returns its path.
+    /// Syncs and renames the file into place in the run's staging folder; the run's summary
+    /// and dataset card list it, and the runner publishes it when the run completes. Returns
+    /// its staged path.
     pub fn finish(self) -> Result<PathBuf, RunError> {
         let Self {
             file,
             path,
             written,
+            sources,
+            dropped,
         } = self;
-        let lines = file
-            .commit()
-            .map_err(|e| RunError::fatal(format!("writing {}: {e}", path.display())))?;
-        written
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((path.clone(), lines));
+        let fail =
+            |e: atk_metadatagen::Error| RunError::fatal(format!("writing {}: {e}", path.display()));
+        let lines = file.commit().map_err(fail)?;
+        if let Some(sources) = sources {
+            sources.commit().map_err(fail)?;
+        }
+        let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
+        written.files.push((path.clone(), lines));
+        for (reason, n) in dropped {
+            written.dropped.push((path.clone(), reason, n));
+        }
         Ok(path)
     }
 }

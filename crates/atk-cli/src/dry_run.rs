@@ -210,13 +210,15 @@ impl Engine for CountingEngine {
 }
 
 /// Renders the dry-run report printed on stderr; `sample` is how many of the `items` the
-/// chain ran on (the counts are scaled from them).
+/// chain ran on (the counts are scaled from them). The cost is given online and, beside it, at
+/// the batch price (`batch_discount` of it).
 pub(crate) fn render_estimate(
     items: u64,
     sample: u64,
     input_tokens: u64,
     engines: &[EngineEstimate],
     show_sample: bool,
+    batch_discount: f64,
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -260,15 +262,22 @@ pub(crate) fn render_estimate(
             _ => None,
         };
     }
+    let d = batch_discount;
     match high {
         Some(h) => {
             let _ = writeln!(
                 s,
-                "  estimated cost of the whole chain: ${low:.4} to ${h:.4}"
+                "  estimated cost of the whole chain: ${low:.4} to ${h:.4} online, ${:.4} to ${:.4} in batch mode (batch_discount {d})",
+                low * d,
+                h * d
             );
         }
         None => {
-            let _ = writeln!(s, "  estimated cost of the whole chain: at least ${low:.4}");
+            let _ = writeln!(
+                s,
+                "  estimated cost of the whole chain: at least ${low:.4} online, at least ${:.4} in batch mode (batch_discount {d})",
+                low * d
+            );
         }
     }
     let _ = writeln!(
@@ -325,8 +334,15 @@ mod tests {
         let e = CountingEngine::new("large", "m", &WhitespaceCounter, 1.0, 2.0);
         e.call(Request::completion("a b c")).await.unwrap_err();
         assert_eq!(e.estimate().max_output_tokens, None);
-        let text = render_estimate(1, 1, 3, &[e.estimate()], false);
+        let text = render_estimate(1, 1, 3, &[e.estimate()], false, 0.5);
         assert!(text.contains("output unbounded"), "{text}");
+        // 3 prompt tokens at $1 per million: online and at half price side by side.
+        assert!(
+            text.contains(
+                "at least $0.0000 online, at least $0.0000 in batch mode (batch_discount 0.5)"
+            ),
+            "{text}"
+        );
     }
 
     #[tokio::test]

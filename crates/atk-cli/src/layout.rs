@@ -12,6 +12,23 @@ pub fn store_dir(output_dir: &Path) -> PathBuf {
     output_dir.join("store")
 }
 
+/// `<output_dir>/.atk-staging`: where a run writes its datasets until it has completed; they
+/// are moved into place then, or removed when the run fails, so a failed run leaves the
+/// previous datasets as they were.
+pub fn staging_dir(output_dir: &Path) -> PathBuf {
+    output_dir.join(".atk-staging")
+}
+
+/// The hidden sidecar beside a dataset file naming each row's source document (one JSON line
+/// per row: the path relative to `input_dir`, or `null`): `.<name>.sources`.
+pub fn row_sources_path(dataset: &Path) -> PathBuf {
+    let name = dataset
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dataset.with_file_name(format!(".{name}.sources"))
+}
+
 /// File name of the status snapshot inside the output dir (rewritten about once a second).
 pub const STATUS_FILE: &str = "status.json";
 /// File name of the JSON run summary in the output dir.
@@ -29,6 +46,27 @@ pub const INPUTS_META_KEY: &str = "inputs";
 pub const FINGERPRINT_META_KEY: &str = "step_fingerprints";
 /// Store meta key of an unfinished rework (`--redo` / `--reprocess` in progress).
 pub const REWORK_META_KEY: &str = "rework";
+
+/// Store meta key of an engine's batch list (the keys of its batches, oldest first).
+pub fn batch_index_meta_key(engine: &str) -> String {
+    format!("batches/{engine}")
+}
+
+/// Store meta key of one batch of an engine ([`BatchMeta`]).
+pub fn batch_meta_key(engine: &str, key: &str) -> String {
+    format!("batches/{engine}/{key}")
+}
+
+/// One provider batch as the store keeps it: which requests went in (recorded before it is
+/// created), and its id once the provider gave it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BatchMeta {
+    /// The custom ids (request hashes) of its requests.
+    pub requests: Vec<String>,
+    /// The provider's batch id.
+    #[serde(default)]
+    pub batch_id: Option<String>,
+}
 
 /// What the last complete seeding of a store read, to skip the next one when nothing changed.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -13,6 +13,7 @@ pub use atk_config as config;
 mod damage;
 pub mod dataset;
 mod dry_run;
+mod ending;
 mod error;
 mod flags;
 pub mod layout;

@@ -70,6 +70,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Progress {
     counts: Counts,
     renderer: Box<dyn Render>,
+    /// A milestone at 100 % ("pipeline complete"), held back until the run is known to have
+    /// completed: a run that ends in failure never shows it.
+    last_milestone: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Progress {
@@ -118,6 +121,7 @@ impl Progress {
         Self {
             counts: Counts::default(),
             renderer,
+            last_milestone: Mutex::new(None),
         }
     }
 
@@ -139,8 +143,13 @@ impl Progress {
         self.renderer.multi()
     }
 
-    /// The seed's `set_progress(progress, message)`: a milestone shown by every renderer.
+    /// The seed's `set_progress(progress, message)`: a milestone shown by every renderer. One
+    /// at 100 % waits for [`finish`](Self::finish) of a run that completed.
     pub(crate) fn set_progress(&self, progress: f64, message: &str) {
+        if progress >= 1.0 {
+            *lock(&self.last_milestone) = Some(message.to_string());
+            return;
+        }
         self.event(ProgressEvent::Milestone {
             progress,
             message: message.to_string(),
@@ -158,8 +167,16 @@ impl Progress {
         self.renderer.tick(&self.counts);
     }
 
-    /// Finishes every bar (call before printing the summary).
-    pub(crate) fn finish(&self) {
+    /// Shows the held-back 100 % milestone when the run `completed`, then finishes every bar
+    /// (call before printing the summary).
+    pub(crate) fn finish(&self, completed: bool) {
+        let last = lock(&self.last_milestone).take();
+        if let Some(message) = last.filter(|_| completed) {
+            self.event(ProgressEvent::Milestone {
+                progress: 1.0,
+                message,
+            });
+        }
         self.renderer.finish();
     }
 }
@@ -246,6 +263,28 @@ mod tests {
             (a.done, a.failed, a.in_flight, a.pending, a.total),
             (3, 1, 1, 1, 5)
         );
+    }
+
+    #[test]
+    fn a_complete_milestone_shows_only_when_the_run_completed() {
+        for completed in [true, false] {
+            let p = Progress::off();
+            p.set_progress(0.5, "half way");
+            p.set_progress(1.0, "pipeline complete");
+            assert_eq!(
+                p.snapshot().milestone,
+                Some((0.5, "half way".into())),
+                "held back while the run is judged"
+            );
+            p.finish(completed);
+            let shown = p.snapshot().milestone.map(|(_, m)| m);
+            let expected = if completed {
+                "pipeline complete"
+            } else {
+                "half way"
+            };
+            assert_eq!(shown.as_deref(), Some(expected));
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod context;
 mod dry;
 mod engines;
+mod journal;
 mod load;
 mod phases;
 mod seed;
@@ -28,11 +29,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::damage::StoredCounts;
 use crate::dataset::{self, Written};
+use crate::ending;
 use crate::error::RunError;
 use crate::flags::{CommonFlags, parse_pipeline_args};
 use crate::progress::{Progress, ProgressMode};
 use crate::settings::Settings;
-use crate::status::STATUS_META_KEY;
+use crate::status::{RunState, STATUS_META_KEY};
 use crate::summary::{RunSummary, TOKEN_COUNTS_FILE};
 
 pub(crate) use crate::layout::{COST_META_KEY, RUN_META_KEY, store_dir};
@@ -218,7 +220,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     // The first Ctrl-C cancels this token: the executor starts no new item, and both engines
     // stop calls still waiting for a slot or a retry backoff (they are not sent).
     let cancel = CancellationToken::new();
-    let (engines, counters, limit) = build_engines(&settings, store.as_ref(), &cancel)?;
+    let (engines, counters, limit) = build_engines(&settings, &store, &cancel)?;
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
     let status_inputs = StatusInputs {
         counters: counters.clone(),
@@ -273,7 +275,11 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
             .with_run_cost(run_cost_fn),
     );
     crate::logging::attach_bars(progress.multi().cloned());
-    let ctrl_c = tokio::spawn(watch_ctrl_c(CtrlC::install(), cancel.clone()));
+    let ctrl_c = tokio::spawn(watch_ctrl_c(
+        CtrlC::install(),
+        cancel.clone(),
+        settings.output_dir.clone(),
+    ));
     let status_task = tokio::spawn(status_loop(
         settings.output_dir.clone(),
         pipeline.name(),
@@ -297,11 +303,15 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         details_sources: Vec::new(),
         datasets: Written::default(),
         open_datasets: Default::default(),
+        row_source: Default::default(),
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
     };
-    let mut outcome = phases::run_pipeline(&pipeline, &mut ctx, &chain).await;
+    // Outside a dry run the phases end completed or with an error.
+    let mut outcome = phases::run_pipeline(&pipeline, &mut ctx, &chain)
+        .await
+        .map(|_| ());
     if outcome.is_ok() && ctx.rework_flags.any() && ctx.reports.iter().all(|r| r.failed() == 0) {
         // The rework is done: the next run with the same flags starts a new one.
         if let Err(e) = crate::redo::finish(store.as_ref()).await {
@@ -312,8 +322,6 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     ctrl_c.abort();
     // Wait for the status task to be gone, so its last write cannot land after the final one.
     let _ = status_task.await;
-    progress.finish();
-    crate::logging::detach_bars();
 
     // Whatever happened, keep the totals and say what was done.
     let costs: Vec<(String, String, bool, CostTotals, CostTotals)> = counters
@@ -334,8 +342,46 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     let _ = store
         .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
         .await;
+    let written = ctx
+        .datasets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let staged = written.files;
+    let mut summary = RunSummary::new(
+        pipeline.name(),
+        started.elapsed(),
+        &ctx.reports,
+        &costs,
+        staged
+            .iter()
+            .map(|(p, n)| (ending::final_path(&settings.output_dir, p), *n))
+            .collect(),
+        outcome.as_ref().err().map(|e| e.to_string()),
+    );
+    if summary.steps.is_empty() {
+        // A chain stopped by a fatal error has no report: show what progress counted.
+        summary.add_progress_counts(&progress.snapshot());
+    }
+    summary.dropped_rows = ending::dropped_rows(&settings.output_dir, written.dropped);
+    // Only a run that completed publishes its datasets (and then its card).
+    let (mut outcome, mut state) = ending::judge(outcome, &summary);
+    if outcome.is_ok()
+        && let Err(e) = ending::publish(&settings.output_dir, &staged)
+    {
+        state = RunState::Failed {
+            reason: e.to_string(),
+        };
+        outcome = Err(e);
+    }
+    if outcome.is_err() {
+        ending::discard(&settings.output_dir);
+        summary.datasets.clear();
+    }
+    progress.finish(outcome.is_ok());
+    crate::logging::detach_bars();
     let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
-    snapshot.running = false;
+    snapshot.state = state;
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
         let _ = store.put_meta(STATUS_META_KEY, v).await;
@@ -347,76 +393,17 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     record_item_count(&sled).await;
     let _ = store.flush().await;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "store flushed");
-    let datasets = ctx
-        .datasets
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let mut summary = RunSummary::new(
-        pipeline.name(),
-        started.elapsed(),
-        &ctx.reports,
-        &costs,
-        datasets,
-        outcome.as_ref().err().map(|e| e.to_string()),
-    );
-    if summary.steps.is_empty() {
-        // A chain stopped by a fatal error has no report: show what progress counted.
-        summary.add_progress_counts(&progress.snapshot());
-    }
     let _ = dataset::write_jsonl_atomic(
         &settings.output_dir.join(TOKEN_COUNTS_FILE),
         [serde_json::to_string_pretty(&totals).unwrap_or_default()],
     );
     let _ = summary.write(&settings.output_dir);
     if !summary.datasets.is_empty() {
-        write_card(&summary, &settings, &ctx);
+        let prompts = ctx.prompts.loaded();
+        crate::card::write(&summary, &settings, &ctx.common, prompts, store.as_ref()).await;
     }
-    let nothing_kept = summary.nothing_kept();
-    print_summary(
-        &summary,
-        outcome.is_err() || summary.all_failed() || nothing_kept.is_some(),
-        progress_mode,
-    );
-    let outcome = outcome?;
-    if summary.all_failed() {
-        return Err(RunError::AllFailed);
-    }
-    if let Some(why) = nothing_kept {
-        return Err(RunError::NothingKept(why));
-    }
-    Ok(outcome)
-}
-
-/// Writes the dataset card (`README.md` in the output dir) for the datasets the run wrote.
-fn write_card<C>(summary: &RunSummary, settings: &Settings, ctx: &RunContext<C>) {
-    let facts = crate::card::CardFacts {
-        summary,
-        output_dir: &settings.output_dir,
-        license: &ctx.common.dataset_license,
-        engines: settings
-            .engines
-            .iter()
-            .map(|e| {
-                (
-                    e.label.clone(),
-                    e.model.clone(),
-                    format!("{:?}", e.mode).to_lowercase(),
-                )
-            })
-            .collect(),
-        concurrency_limit: settings.concurrency_limit,
-        chunk_size: ctx.common.chunk_size,
-        prompts: ctx.prompts.loaded(),
-        meta_include_all: ctx.common.meta_datagen_include_all,
-    };
-    let card = crate::card::render(&facts);
-    if let Err(e) = dataset::write_jsonl_atomic(
-        &settings.output_dir.join(crate::card::CARD_FILE),
-        [card.trim_end()],
-    ) {
-        tracing::warn!(error = %e, "could not write the dataset card");
-    }
+    print_summary(&summary, outcome.is_err(), progress_mode);
+    outcome.map(|()| RunOutcome::Completed)
 }
 
 /// Prints the summary (to stderr; under `-q` too when `alarm`: it explains a failure) and

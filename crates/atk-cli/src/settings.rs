@@ -6,7 +6,7 @@
 use std::ops::Deref;
 
 use atk_chunk::{ChunkConfig, Subset};
-use atk_engine::{MockConfig, Mode, RetryConfig, Secret, Timeouts};
+use atk_engine::{Dialect, MockConfig, Mode, RetryConfig, Secret, Timeouts};
 
 use crate::config::{CommonConfig, EnginesUsed};
 
@@ -20,6 +20,10 @@ pub(crate) struct EngineSettings {
     pub api_key: Secret,
     pub price_in: f64,
     pub price_out: f64,
+    /// Price of cache reads (`None`: the input price).
+    pub price_cached: Option<f64>,
+    pub dialect: Dialect,
+    pub prompt_cache: bool,
     pub require_finish_reason: bool,
     /// Several endpoints, when the config lists them.
     pub endpoints: Vec<atk_engine::Endpoint>,
@@ -36,6 +40,9 @@ pub(crate) struct Settings {
     pub timeouts: Timeouts,
     pub retry: RetryConfig,
     pub mock: MockConfig,
+    /// Most requests in flight: `concurrency_limit`, raised to `batch_size` when an engine the
+    /// pipeline calls is in batch mode (a whole batch must be able to gather).
+    pub in_flight: usize,
     chunk: ChunkConfig,
 }
 
@@ -49,7 +56,7 @@ impl Deref for Settings {
 
 impl Settings {
     /// The runner's view of a loaded config; `used` marks the engines the pipeline calls
-    /// ([`crate::Pipeline::engines_used`]).
+    /// (no step of the chain calls it: `Step::engines`).
     pub(crate) fn new(c: &CommonConfig, used: EnginesUsed) -> Self {
         let mut chunk = ChunkConfig::new(c.chunk_size).with_tokenizer(c.tokenizer);
         chunk.cache_dir = Some(
@@ -65,7 +72,8 @@ impl Settings {
                       model: &str,
                       base_url: &str,
                       key: &Secret,
-                      (price_in, price_out),
+                      (price_in, price_out, price_cached),
+                      (dialect, prompt_cache),
                       finish,
                       endpoints: &Vec<atk_engine::Endpoint>,
                       used| EngineSettings {
@@ -76,6 +84,9 @@ impl Settings {
             api_key: key.clone(),
             price_in,
             price_out,
+            price_cached,
+            dialect,
+            prompt_cache,
             require_finish_reason: finish,
             endpoints: endpoints.clone(),
             used,
@@ -91,7 +102,9 @@ impl Settings {
                     (
                         c.cost_per_million_small_input,
                         c.cost_per_million_small_output,
+                        c.cost_per_million_small_cached_input,
                     ),
+                    (c.small_api, c.small_prompt_cache),
                     c.small_require_finish_reason,
                     &c.small_endpoints,
                     used.small,
@@ -105,7 +118,9 @@ impl Settings {
                     (
                         c.cost_per_million_large_input,
                         c.cost_per_million_large_output,
+                        c.cost_per_million_large_cached_input,
                     ),
+                    (c.large_api, c.large_prompt_cache),
                     c.large_require_finish_reason,
                     &c.large_endpoints,
                     used.large,
@@ -125,6 +140,15 @@ impl Settings {
                 reply_template: c.mock_reply.clone(),
                 latency: c.mock_latency,
                 tokenizer: c.tokenizer,
+            },
+            in_flight: {
+                let batch = (c.small_mode == Mode::Batch && used.small)
+                    || (c.large_mode == Mode::Batch && used.large);
+                if batch {
+                    c.concurrency_limit.max(c.batch_size)
+                } else {
+                    c.concurrency_limit
+                }
             },
             chunk,
             common: c.clone(),

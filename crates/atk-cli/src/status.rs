@@ -1,9 +1,11 @@
 //! The run status behind `atk status`: a snapshot the runner writes atomically to
-//! `<output_dir>/status.json` about once a second (the types, here), how it is read without
-//! disturbing a run (`status/read.rs`) and its text rendering (`status/render.rs`).
+//! `<output_dir>/status.json` about once a second (the types, here), the run's states
+//! (`status/state.rs`), how it is read without disturbing a run (`status/read.rs`) and its
+//! text rendering (`status/render.rs`).
 
 mod read;
 mod render;
+mod state;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use read::read_status;
+pub use state::RunState;
 
 pub use crate::layout::STATUS_FILE;
 pub(crate) use crate::layout::STATUS_META_KEY;
@@ -88,9 +91,9 @@ pub struct StatusSnapshot {
     /// Pipeline name.
     #[serde(default)]
     pub pipeline: String,
-    /// True while the run that wrote it is going.
-    #[serde(default)]
-    pub running: bool,
+    /// How the run stands or ended (`"state"` and `"reason"` in the JSON; see [`RunState`]).
+    #[serde(flatten)]
+    pub state: RunState,
     /// Process id of the run.
     #[serde(default)]
     pub pid: u32,
@@ -117,10 +120,6 @@ pub struct StatusSnapshot {
     /// The concurrency limit's current window (`concurrency_limit`, lowered after 429s).
     #[serde(default)]
     pub request_limit: u64,
-    /// Set when read: the snapshot says running, but its process is gone (killed or crashed),
-    /// so the figures are from `updated_at_ms` and nothing is running.
-    #[serde(default)]
-    pub stale: bool,
     /// The last `set_progress` milestone: (progress 0..=1, message).
     #[serde(default)]
     pub milestone: Option<(f64, String)>,
@@ -167,6 +166,11 @@ impl MissingResults {
 }
 
 impl StatusSnapshot {
+    /// True while the run that wrote it is going.
+    pub fn is_running(&self) -> bool {
+        self.state.is_running()
+    }
+
     /// Reads `<output_dir>/status.json`.
     pub fn read(output_dir: &Path) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(output_dir.join(STATUS_FILE))?;

@@ -74,6 +74,9 @@ pub(crate) struct EngineSummary {
     pub mock: bool,
     /// Requests answered in this run.
     pub requests: u64,
+    /// Requests answered in every run on this output dir.
+    #[serde(default)]
+    pub requests_all_runs: u64,
     /// Requests that failed for good in this run.
     pub failed_requests: u64,
     /// Transport retries in this run, by cause.
@@ -117,6 +120,20 @@ pub(crate) struct RunSummary {
     /// Items that went through a whole chain (this run or earlier), over every chain run.
     #[serde(default)]
     pub finished: u64,
+    /// Rows left out of a dataset because they were not valid for its format.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_rows: Vec<DroppedRows>,
+}
+
+/// Rows of one dataset left out for one reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DroppedRows {
+    /// The dataset file.
+    pub file: PathBuf,
+    /// Why they were left out.
+    pub reason: String,
+    /// How many.
+    pub count: u64,
 }
 
 fn minus(a: u64, b: u64) -> u64 {
@@ -157,6 +174,7 @@ impl RunSummary {
                 model: model.clone(),
                 mock: *mock,
                 requests: minus(now.requests, start.requests),
+                requests_all_runs: now.requests,
                 failed_requests: minus(now.failed_requests, start.failed_requests),
                 retries: now
                     .retries
@@ -197,6 +215,7 @@ impl RunSummary {
             error,
             all_failed,
             finished,
+            dropped_rows: Vec::new(),
         }
     }
 
@@ -233,6 +252,22 @@ impl RunSummary {
                 failures: Vec::new(),
                 drops: Vec::new(),
             });
+        }
+    }
+
+    /// Why every item failed, for `atk status`: the most common failure with its count.
+    pub(crate) fn failure_reason(&self) -> String {
+        let top = self
+            .steps
+            .iter()
+            .flat_map(|s| s.failures.iter().map(move |f| (s, f)))
+            .max_by_key(|(_, f)| f.count);
+        match top {
+            Some((st, f)) => format!(
+                "every item failed; most often at step {}: {} x {}: {}",
+                st.step, f.count, f.kind, f.reason
+            ),
+            None => "every item failed".to_string(),
         }
     }
 
@@ -359,6 +394,16 @@ impl RunSummary {
                 e.label,
                 e.cut_while_busy,
                 e.cut_window.unwrap_or(1)
+            );
+        }
+        for d in &self.dropped_rows {
+            let _ = writeln!(
+                s,
+                "{}: {} row{} left out: {}",
+                d.file.display(),
+                d.count,
+                if d.count == 1 { "" } else { "s" },
+                d.reason
             );
         }
         if self.all_failed {

@@ -1,5 +1,5 @@
 //! The stand-in for an engine a pipeline declared it does not use
-//! ([`crate::Pipeline::engines_used`]): its settings were not required, so it sends nothing and
+//! (no step of the chain calls it: `Step::engines`): its settings were not required, so it sends nothing and
 //! any call is a clear, fatal error instead of a request to a half-configured endpoint.
 
 use async_trait::async_trait;

@@ -57,7 +57,14 @@ fn the_template_loads_once_the_keys_are_given() {
     );
     assert!(!loaded.custom.key3.is_empty());
     assert!(!loaded.custom.example_heading.is_empty());
-    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    // The template leaves the dataset's licence to the user, and says so.
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0]
+            .contains("`dataset_license` is `other` and `dataset_license_name` is empty"),
+        "{:?}",
+        loaded.warnings
+    );
     let shown = loaded.redacted.to_string();
     assert!(!shown.contains("sk-test"), "{shown}");
 }

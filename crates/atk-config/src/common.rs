@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use atk_engine::{Endpoint, Mode, Secret};
+use atk_engine::{Dialect, Endpoint, Mode, Secret};
 use atk_tokens::Tokenizer;
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -44,9 +44,14 @@ pub struct CommonConfig {
     /// The key `small_base_url` is read here (one URL or a list) and split by `check`.
     #[serde(rename = "small_base_url", deserialize_with = "rules::endpoints")]
     pub small_endpoints: Vec<Endpoint>,
-    /// `api` or `mock`.
+    /// `api`, `batch` or `mock`.
     #[serde(deserialize_with = "rules::mode")]
     pub small_mode: Mode,
+    /// The small engine's API dialect: `openai` or `anthropic`.
+    #[serde(deserialize_with = "rules::dialect")]
+    pub small_api: Dialect,
+    /// Mark the small engine's shared prompt prefixes cacheable.
+    pub small_prompt_cache: bool,
     /// Model name of the large engine.
     pub large_model: String,
     /// API key of the large engine.
@@ -58,9 +63,14 @@ pub struct CommonConfig {
     /// Several endpoints of the large engine, when `large_base_url` is a list of two or more.
     #[serde(rename = "large_base_url", deserialize_with = "rules::endpoints")]
     pub large_endpoints: Vec<Endpoint>,
-    /// `api` or `mock`.
+    /// `api`, `batch` or `mock`.
     #[serde(deserialize_with = "rules::mode")]
     pub large_mode: Mode,
+    /// The large engine's API dialect: `openai` or `anthropic`.
+    #[serde(deserialize_with = "rules::dialect")]
+    pub large_api: Dialect,
+    /// Mark the large engine's shared prompt prefixes cacheable.
+    pub large_prompt_cache: bool,
     /// Small engine: a reply without finish_reason is a cut one (retried).
     pub small_require_finish_reason: bool,
     /// Large engine: a reply without finish_reason is a cut one (retried).
@@ -111,6 +121,22 @@ pub struct CommonConfig {
     /// USD per million completion tokens, large engine.
     #[serde(deserialize_with = "rules::price")]
     pub cost_per_million_large_output: f64,
+    /// USD per million prompt tokens read from the prompt cache, small engine (none: the input
+    /// price).
+    #[serde(deserialize_with = "rules::optional_price")]
+    pub cost_per_million_small_cached_input: Option<f64>,
+    /// USD per million prompt tokens read from the prompt cache, large engine.
+    #[serde(deserialize_with = "rules::optional_price")]
+    pub cost_per_million_large_cached_input: Option<f64>,
+    /// The share of the online price a batch engine pays (0 < x <= 1).
+    #[serde(deserialize_with = "rules::discount")]
+    pub batch_discount: f64,
+    /// Most requests per batch (at least 1).
+    #[serde(deserialize_with = "rules::count")]
+    pub batch_size: usize,
+    /// Seconds the first request of a batch waits for more before the batch is submitted.
+    #[serde(deserialize_with = "rules::seconds")]
+    pub batch_max_wait: Duration,
     /// Chunk cache folder (absolute), if set.
     pub chunking_output_dir: Option<PathBuf>,
     /// Tokenizer for chunking and estimates.
@@ -151,8 +177,16 @@ pub struct CommonConfig {
     pub mock_latency: Duration,
     /// The runner reads `input_dir` itself.
     pub read_files_manually: bool,
-    /// Licence named in the dataset card.
+    /// Licence named in the dataset card (a Hub licence id, or `other`).
     pub dataset_license: String,
+    /// The licence's name in the card when `dataset_license` is `other`.
+    pub dataset_license_name: String,
+    /// A link to the licence's text when `dataset_license` is `other`.
+    pub dataset_license_link: String,
+    /// Language code(s) of the data in the dataset card (comma-separated ISO 639-1).
+    pub dataset_language: String,
+    /// The licence of the source documents, named in the dataset card.
+    pub source_license: String,
     /// Database of a new store (`sled` or `redb`); an existing store keeps its own.
     #[serde(deserialize_with = "rules::store_backend")]
     pub store_backend: atk_state::Backend,
@@ -167,11 +201,15 @@ impl Default for CommonConfig {
             small_base_url: String::new(),
             small_endpoints: Vec::new(),
             small_mode: Mode::Api,
+            small_api: Dialect::OpenAi,
+            small_prompt_cache: false,
             large_model: String::new(),
             large_api_key: Secret::default(),
             large_base_url: String::new(),
             large_endpoints: Vec::new(),
             large_mode: Mode::Api,
+            large_api: Dialect::OpenAi,
+            large_prompt_cache: false,
             small_require_finish_reason: true,
             large_require_finish_reason: true,
             input_dir: PathBuf::new(),
@@ -193,6 +231,11 @@ impl Default for CommonConfig {
             cost_per_million_small_output: 0.0,
             cost_per_million_large_input: 0.0,
             cost_per_million_large_output: 0.0,
+            cost_per_million_small_cached_input: None,
+            cost_per_million_large_cached_input: None,
+            batch_discount: 0.5,
+            batch_size: 1000,
+            batch_max_wait: Duration::from_secs(5),
             chunking_output_dir: None,
             tokenizer: Tokenizer::Cl100k,
             stream: true,
@@ -209,6 +252,10 @@ impl Default for CommonConfig {
             mock_latency: Duration::ZERO,
             read_files_manually: true,
             dataset_license: "other".to_string(),
+            dataset_license_name: String::new(),
+            dataset_license_link: String::new(),
+            dataset_language: "en".to_string(),
+            source_license: String::new(),
             store_backend: atk_state::Backend::Sled,
         }
     }
@@ -257,6 +304,7 @@ impl CommonConfig {
     /// of an engine the pipeline calls in `api` mode, the required folders (every missing key
     /// named at once), and an engine's endpoint split into the first URL and the list.
     pub(crate) fn check(mut self, used: EnginesUsed) -> Result<Self, Invalid> {
+        self.check_completion_mode(used)?;
         let small = engine(
             "small",
             self.small_mode,
@@ -307,6 +355,52 @@ impl CommonConfig {
         })
     }
 
+    /// Completion prompts need an OpenAI engine online: Anthropic's API and the batch APIs
+    /// (atk sends chat requests there) have no completion endpoint.
+    fn check_completion_mode(&self, used: EnginesUsed) -> Result<(), Invalid> {
+        if !self.completion_mode {
+            return Ok(());
+        }
+        let engines = [
+            (
+                "small_api",
+                "small_mode",
+                self.small_api,
+                self.small_mode,
+                used.small,
+            ),
+            (
+                "large_api",
+                "large_mode",
+                self.large_api,
+                self.large_mode,
+                used.large,
+            ),
+        ];
+        for (api_key, mode_key, api, mode, used) in engines {
+            if !used || mode == Mode::Mock {
+                continue;
+            }
+            if api == Dialect::Anthropic {
+                return Err(Invalid::Value {
+                    key: api_key,
+                    message: format!(
+                        "the anthropic API has no completion mode: turn `completion_mode` off, or set `{api_key}: openai`"
+                    ),
+                });
+            }
+            if mode == Mode::Batch {
+                return Err(Invalid::Value {
+                    key: mode_key,
+                    message: format!(
+                        "batch mode sends chat requests only: turn `completion_mode` off, or set `{mode_key}: api`"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The check between the folders, made once the whole config (the pipeline's keys too)
     /// has loaded: an output folder inside the input folder would be read back as input.
     pub(crate) fn check_folders(&self) -> Result<(), Invalid> {
@@ -352,7 +446,7 @@ fn found<X>(
     }
 }
 
-/// Which engines a pipeline calls (`Pipeline::engines_used` in atk-cli): the model and endpoint of
+/// Which engines a pipeline calls (derived from the pipeline's chain in atk-cli): the model and endpoint of
 /// an engine it does not use are not required, and no API key is looked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnginesUsed {

@@ -273,6 +273,14 @@ fn load_text_as<T: DeserializeOwned>(
             ));
         }
     }
+    if common.dataset_license == "other" && common.dataset_license_name.trim().is_empty() {
+        warnings.push(format!(
+            "{}: `dataset_license` is `other` and `dataset_license_name` is empty: the dataset card names no licence \
+             (the Hugging Face Hub asks for one); set `dataset_license` to a Hub licence id (e.g. cc-by-4.0) or name yours \
+             in `dataset_license_name` (and `dataset_license_link`)",
+            file.display()
+        ));
+    }
     let warnings = warnings
         .iter()
         .map(|w| secrets::scrub(w, &secret_values))

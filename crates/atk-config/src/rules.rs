@@ -73,13 +73,50 @@ pub(crate) fn price<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(v)
 }
 
-/// `api` or `mock` (`small_mode`, `large_mode`); empty is `api`.
+/// A price of 0 or more, or none (`cost_per_million_*_cached_input`).
+pub(crate) fn optional_price<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(v)),
+        Some(v) => Err(D::Error::custom(format!(
+            "must be a price of 0 or more (USD per million tokens), found {v}"
+        ))),
+    }
+}
+
+/// A share of the price above 0 and at most 1 (`batch_discount`).
+pub(crate) fn discount<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if !(v.is_finite() && v > 0.0 && v <= 1.0) {
+        return Err(D::Error::custom(format!(
+            "must be the share of the online price a batch pays, above 0 and at most 1 (0.5 = half price), found {v}"
+        )));
+    }
+    Ok(v)
+}
+
+/// `api`, `batch` or `mock` (`small_mode`, `large_mode`); empty is `api`.
 pub(crate) fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
     let text = String::deserialize(d)?;
     match text.trim() {
         "" => Ok(Mode::Api),
         text => text.parse().map_err(|_| {
-            D::Error::custom(format!("unknown mode `{text}`; expected `api` or `mock`"))
+            D::Error::custom(format!(
+                "unknown mode `{text}`; expected `api`, `batch` or `mock`"
+            ))
+        }),
+    }
+}
+
+/// `openai` or `anthropic` (`small_api`, `large_api`); empty is `openai`.
+pub(crate) fn dialect<'de, D: Deserializer<'de>>(d: D) -> Result<atk_engine::Dialect, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.trim() {
+        "" => Ok(atk_engine::Dialect::OpenAi),
+        text => text.parse().map_err(|_| {
+            D::Error::custom(format!(
+                "unknown API `{text}`; expected `openai` or `anthropic`"
+            ))
         }),
     }
 }

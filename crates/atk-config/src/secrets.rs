@@ -38,7 +38,8 @@ impl Which {
 
 /// Takes `<small|large>_api_key` out of the flattened keys (so it never reaches the typed
 /// layer, `redacted` or the fingerprint) and resolves it: the config's value when not empty,
-/// else `ATK_<SMALL|LARGE>_API_KEY`, else `OPENAI_API_KEY`, else empty.
+/// else `ATK_<SMALL|LARGE>_API_KEY`, else `OPENAI_API_KEY` (`ANTHROPIC_API_KEY` when the
+/// engine's `<small|large>_api` is `anthropic`), else empty.
 pub(crate) fn take_api_key(
     flat: &mut Flat,
     which: Which,
@@ -63,7 +64,17 @@ pub(crate) fn take_api_key(
         }
     };
     let env_name = format!("ATK_{}_API_KEY", which.prefix().to_ascii_uppercase());
-    let chosen = [from_config, env(&env_name), env("OPENAI_API_KEY")]
+    let anthropic = flat
+        .entries
+        .get(&format!("{}_api", which.prefix()))
+        .and_then(|e| e.value.as_str())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("anthropic"));
+    let provider = if anthropic {
+        "ANTHROPIC_API_KEY"
+    } else {
+        "OPENAI_API_KEY"
+    };
+    let chosen = [from_config, env(&env_name), env(provider)]
         .into_iter()
         .flatten()
         .map(|s| s.trim().to_string())

@@ -706,3 +706,63 @@ fn a_common_key_written_empty_gets_its_default() {
     assert!(loaded.common.use_stop);
     assert!(loaded.warnings.iter().all(|w| !w.contains("unknown key")));
 }
+
+#[test]
+fn dialects_caching_and_batch_keys_load_and_are_checked() {
+    let case = Case::new(BASE)
+        .set("large_api=anthropic")
+        .set("large_prompt_cache=true")
+        .set("large_mode=batch")
+        .set("cost_per_million_large_cached_input=0.3")
+        .set("batch_discount=0.5")
+        .set("batch_size=200")
+        .set("batch_max_wait=2")
+        .env("ANTHROPIC_API_KEY", "sk-ant-env")
+        .env("OPENAI_API_KEY", "sk-openai");
+    let c = case.ok().common;
+    assert_eq!(c.large_api, atk_engine::Dialect::Anthropic);
+    assert_eq!(c.small_api, atk_engine::Dialect::OpenAi);
+    assert!(c.large_prompt_cache && !c.small_prompt_cache);
+    assert_eq!(c.large_mode, atk_engine::Mode::Batch);
+    assert_eq!(c.cost_per_million_large_cached_input, Some(0.3));
+    assert_eq!(c.cost_per_million_small_cached_input, None);
+    assert_eq!((c.batch_size, c.batch_max_wait.as_secs()), (200, 2));
+    // An anthropic engine falls back to ANTHROPIC_API_KEY, an openai one to OPENAI_API_KEY.
+    let case = Case::new(&BASE.replace("small_api_key: sk-from-config-1234", "small_api_key:"))
+        .set("small_api=anthropic")
+        .env("ANTHROPIC_API_KEY", "sk-ant-env")
+        .env("OPENAI_API_KEY", "sk-openai");
+    assert_eq!(case.ok().common.small_api_key.expose(), "sk-ant-env");
+    // Bad values name their key.
+    for (set, words) in [
+        ("small_api=claude", "expected `openai` or `anthropic`"),
+        ("small_mode=later", "expected `api`, `batch` or `mock`"),
+        ("batch_discount=0", "above 0 and at most 1"),
+        ("batch_discount=1.5", "above 0 and at most 1"),
+        (
+            "cost_per_million_small_cached_input=-1",
+            "price of 0 or more",
+        ),
+    ] {
+        let err = Case::new(BASE).set(set).err();
+        let key = set.split('=').next().unwrap();
+        assert!(err.contains(key) && err.contains(words), "{set}: {err}");
+    }
+    // Completion mode has no anthropic or batch engine.
+    let err = Case::new(BASE)
+        .set("completion_mode=true")
+        .set("small_api=anthropic")
+        .err();
+    assert!(
+        err.contains("small_api") && err.contains("no completion mode"),
+        "{err}"
+    );
+    let err = Case::new(BASE)
+        .set("completion_mode=true")
+        .set("large_mode=batch")
+        .err();
+    assert!(
+        err.contains("large_mode") && err.contains("chat requests only"),
+        "{err}"
+    );
+}

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancel::Cancel;
 use crate::fuse::Fuse;
-use crate::http::Http;
+use crate::http::{BatchTransport, Http};
 use crate::limit::{ConcurrencyLimit, Gate, Limit};
 use crate::observer::{Observed, Observers};
 use crate::outage::{Outage, OutageGuard};
@@ -97,6 +97,9 @@ impl LimitConfig {
     }
 }
 
+/// The longest a call of a `batch` engine may take, retries included.
+const BATCH_MAX_ELAPSED: Duration = Duration::from_secs(7 * 86_400);
+
 /// The key of an endpoint's window: engines that name the same base URL and model share one.
 pub(crate) fn window_key(base_url: &str, model: &str) -> String {
     format!("{} {model}", base_url.trim().trim_end_matches('/'))
@@ -168,7 +171,17 @@ impl EngineBuilder {
             Transport::Ready(t) => t.label().to_string(),
             Transport::Config(cfg) => cfg.label.clone(),
         };
-        if self.retry.is_some_and(|r| r.max_attempts == 0) {
+        // A batch call lasts as long as its batch (up to the provider's 24 h window, then
+        // maybe a later batch): the online bound on a call's total time would cut it short.
+        let batch = matches!(&self.transport, Transport::Config(c) if c.mode == Mode::Batch);
+        let retry = self.retry.map(|r| {
+            if batch {
+                r.with_max_elapsed(r.max_elapsed.max(BATCH_MAX_ELAPSED))
+            } else {
+                r
+            }
+        });
+        if retry.is_some_and(|r| r.max_attempts == 0) {
             return Err(Error::Config(format!(
                 "{label}: retry.max_attempts must be at least 1"
             )));
@@ -206,13 +219,20 @@ impl EngineBuilder {
                     Arc::new(Http::new(&cfg, cancel.clone())?),
                     gate(&window_key(&cfg.base_url, &cfg.model), &label),
                 ),
+                Mode::Batch => (
+                    Arc::new(BatchTransport::new(&cfg, cancel.clone())?),
+                    gate(
+                        &format!("batch {}", window_key(&cfg.base_url, &cfg.model)),
+                        &label,
+                    ),
+                ),
             },
         };
         let mut layers: Vec<Box<dyn Layer>> = Vec::new();
         if !observers.is_empty() {
             layers.push(Box::new(Observed::new(observers.clone())));
         }
-        if let Some(cfg) = self.retry {
+        if let Some(cfg) = retry {
             layers.push(Box::new(Retry::new(
                 cfg,
                 observers,

@@ -18,6 +18,9 @@ pub enum Mode {
     Api,
     /// The offline, deterministic mock engine.
     Mock,
+    /// The provider's batch API: requests are collected into batches, submitted, polled and
+    /// their results read (at the provider's batch price).
+    Batch,
 }
 
 impl std::str::FromStr for Mode {
@@ -26,8 +29,9 @@ impl std::str::FromStr for Mode {
         match s.trim().to_ascii_lowercase().as_str() {
             "api" => Ok(Self::Api),
             "mock" => Ok(Self::Mock),
+            "batch" => Ok(Self::Batch),
             other => Err(Error::Config(format!(
-                "unknown engine mode `{other}` (expected `api` or `mock`)"
+                "unknown engine mode `{other}` (expected `api`, `batch` or `mock`)"
             ))),
         }
     }
@@ -38,6 +42,40 @@ impl std::fmt::Display for Mode {
         f.write_str(match self {
             Self::Api => "api",
             Self::Mock => "mock",
+            Self::Batch => "batch",
+        })
+    }
+}
+
+/// The wire dialect an HTTP engine speaks (`small_api` / `large_api` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// OpenAI's Chat Completions / Completions API, and every server compatible with it.
+    #[default]
+    OpenAi,
+    /// Anthropic's Messages API, natively (`x-api-key`, content blocks, its stream events,
+    /// stop reasons, rate-limit headers and prompt caching). Chat only.
+    Anthropic,
+}
+
+impl std::str::FromStr for Dialect {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "openai" => Ok(Self::OpenAi),
+            "anthropic" => Ok(Self::Anthropic),
+            other => Err(Error::Config(format!(
+                "unknown API dialect `{other}` (expected `openai` or `anthropic`)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Dialect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
         })
     }
 }
@@ -141,8 +179,15 @@ pub struct EngineConfig {
     pub label: String,
     /// HTTP endpoint or offline mock.
     pub mode: Mode,
-    /// Base URL ending before `/chat/completions`, e.g. `http://127.0.0.1:8080/v1`.
+    /// Base URL ending before `/chat/completions` (OpenAI) or `/messages` (Anthropic), e.g.
+    /// `http://127.0.0.1:8080/v1` or `https://api.anthropic.com/v1`.
     pub base_url: String,
+    /// The API dialect spoken over HTTP (ignored by the mock).
+    pub dialect: Dialect,
+    /// Mark each request's shared prefix (`Request::shared_prefix`: system prompt and few-shot
+    /// examples) cacheable. Anthropic caches only marked prefixes (`cache_control`); OpenAI
+    /// caches long prefixes on its own, so nothing is sent for it.
+    pub prompt_cache: bool,
     /// API key (empty: no Authorization header).
     pub api_key: Secret,
     /// Two or more endpoints serving the model, in place of `base_url`: each call goes to the
@@ -184,6 +229,8 @@ pub struct EngineConfig {
     pub rate_burst: Duration,
     /// Mock engine options.
     pub mock: MockConfig,
+    /// Batch mode options (`mode: Batch`).
+    pub batch: crate::BatchConfig,
     /// One concurrency bound shared by several engines (wins over `concurrency_limit`); each
     /// engine keeps its own adaptive window inside it.
     pub shared_limit: Option<Arc<ConcurrencyLimit>>,
@@ -199,6 +246,8 @@ impl Default for EngineConfig {
             label: "default".to_string(),
             mode: Mode::Api,
             base_url: String::new(),
+            dialect: Dialect::OpenAi,
+            prompt_cache: false,
             api_key: Secret::default(),
             endpoints: Vec::new(),
             model: String::new(),
@@ -213,6 +262,7 @@ impl Default for EngineConfig {
             tokens_per_minute: None,
             rate_burst: Duration::from_secs(3),
             mock: MockConfig::default(),
+            batch: crate::BatchConfig::default(),
             shared_limit: None,
             cancel: None,
         }
@@ -240,6 +290,10 @@ setters! {
     with_mode: mode: Mode;
     /// Sets `base_url`.
     with_base_url: base_url: String;
+    /// Sets `dialect`.
+    with_dialect: dialect: Dialect;
+    /// Sets `prompt_cache`.
+    with_prompt_cache: prompt_cache: bool;
     /// Sets `api_key`.
     with_api_key: api_key: Secret;
     /// Sets `endpoints`.
@@ -268,6 +322,8 @@ setters! {
     with_rate_burst: rate_burst: Duration;
     /// Sets `mock`.
     with_mock: mock: MockConfig;
+    /// Sets `batch`.
+    with_batch: batch: crate::BatchConfig;
     /// Sets `shared_limit`.
     with_shared_limit: shared_limit: Option<Arc<ConcurrencyLimit>>;
     /// Sets `cancel` (takes a `CancellationToken` or an `Option` of one).
@@ -357,5 +413,8 @@ mod tests {
         assert_eq!("mock".parse::<Mode>().unwrap(), Mode::Mock);
         assert_eq!(" API ".parse::<Mode>().unwrap(), Mode::Api);
         assert!("local".parse::<Mode>().is_err());
+        assert_eq!(" Anthropic".parse::<Dialect>().unwrap(), Dialect::Anthropic);
+        assert_eq!("openai".parse::<Dialect>().unwrap(), Dialect::OpenAi);
+        assert!("claude".parse::<Dialect>().is_err());
     }
 }

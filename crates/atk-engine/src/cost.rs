@@ -16,6 +16,46 @@ pub struct Pricing {
     pub input_per_million: f64,
     /// USD per million completion tokens.
     pub output_per_million: f64,
+    /// USD per million prompt tokens read from the provider's prompt cache
+    /// (`cost_per_million_*_cached_input`); `None`: the input price.
+    #[serde(default)]
+    pub cached_input_per_million: Option<f64>,
+    /// USD per million prompt tokens written to the prompt cache (Anthropic bills these above
+    /// the input price); `None`: the input price.
+    #[serde(default)]
+    pub cache_write_per_million: Option<f64>,
+}
+
+impl Pricing {
+    /// Input and output prices, cached input at the input price.
+    pub fn new(input_per_million: f64, output_per_million: f64) -> Self {
+        Self {
+            input_per_million,
+            output_per_million,
+            ..Self::default()
+        }
+    }
+
+    /// The cost in USD of one reply's `usage`: uncached prompt tokens at the input price,
+    /// cache reads and writes at theirs, completion tokens at the output price.
+    pub fn cost(&self, usage: &crate::Usage) -> f64 {
+        let cached = usage.cached_prompt_tokens.min(usage.prompt_tokens);
+        let written = usage
+            .cache_write_tokens
+            .min(usage.prompt_tokens.saturating_sub(cached));
+        let plain = usage.prompt_tokens - cached - written;
+        (plain as f64 * self.input_per_million
+            + cached as f64
+                * self
+                    .cached_input_per_million
+                    .unwrap_or(self.input_per_million)
+            + written as f64
+                * self
+                    .cache_write_per_million
+                    .unwrap_or(self.input_per_million)
+            + usage.completion_tokens as f64 * self.output_per_million)
+            / 1e6
+    }
 }
 
 /// Counters of one engine; serialize them to persist, `CostCounter::restore` to resume.
@@ -29,6 +69,12 @@ pub struct CostTotals {
     pub prompt_tokens: u64,
     /// Completion tokens (server-reported or estimated).
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`, those read from the provider's prompt cache.
+    #[serde(default)]
+    pub cached_prompt_tokens: u64,
+    /// Of `prompt_tokens`, those written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     /// Replies whose usage was counted locally.
     pub estimated_replies: u64,
     /// Cost in USD.
@@ -53,6 +99,8 @@ impl CostTotals {
         self.failed_requests += other.failed_requests;
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
+        self.cached_prompt_tokens += other.cached_prompt_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
         self.estimated_replies += other.estimated_replies;
         self.cost_usd += other.cost_usd;
         for (k, v) in &other.retries {
@@ -114,12 +162,13 @@ impl Observer for CostCounter {
             return;
         }
         let u = reply.usage;
-        let cost = u.prompt_tokens as f64 * self.pricing.input_per_million / 1e6
-            + u.completion_tokens as f64 * self.pricing.output_per_million / 1e6;
+        let cost = self.pricing.cost(&u);
         let mut t = self.lock();
         t.requests += 1;
         t.prompt_tokens += u.prompt_tokens;
         t.completion_tokens += u.completion_tokens;
+        t.cached_prompt_tokens += u.cached_prompt_tokens;
+        t.cache_write_tokens += u.cache_write_tokens;
         t.estimated_replies += u64::from(u.estimated);
         t.cost_usd += cost;
     }
@@ -162,13 +211,7 @@ mod tests {
 
     #[test]
     fn counts_costs_and_resumes() {
-        let c = CostCounter::new(
-            "small",
-            Pricing {
-                input_per_million: 2.0,
-                output_per_million: 10.0,
-            },
-        );
+        let c = CostCounter::new("small", Pricing::new(2.0, 10.0));
         let reply = Reply {
             text: "x".into(),
             finish_reason: None,
@@ -176,6 +219,7 @@ mod tests {
                 prompt_tokens: 1000,
                 completion_tokens: 500,
                 estimated: true,
+                ..Usage::default()
             },
             model: "m".into(),
             timing: Timing::default(),
@@ -215,16 +259,52 @@ mod tests {
         assert_eq!(t.retries["rate_limited"], 1);
         // Persist, resume in a fresh counter, keep counting on top.
         let saved: CostTotals = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
-        let resumed = CostCounter::new(
-            "small",
-            Pricing {
-                input_per_million: 2.0,
-                output_per_million: 10.0,
-            },
-        );
+        let resumed = CostCounter::new("small", Pricing::new(2.0, 10.0));
         resumed.restore(&saved);
         resumed.on_reply("small", &req, &reply);
         assert_eq!(resumed.snapshot().requests, 2);
         assert!((resumed.snapshot().cost_usd - 0.014).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cached_prompt_tokens_are_priced_apart() {
+        let pricing = Pricing {
+            cached_input_per_million: Some(0.3),
+            cache_write_per_million: Some(3.75),
+            ..Pricing::new(3.0, 15.0)
+        };
+        let c = CostCounter::new("large", pricing);
+        let reply = |cached, written| Reply {
+            text: "x".into(),
+            finish_reason: Some("stop".into()),
+            usage: Usage {
+                prompt_tokens: 2000,
+                completion_tokens: 100,
+                cached_prompt_tokens: cached,
+                cache_write_tokens: written,
+                estimated: false,
+            },
+            model: "m".into(),
+            timing: Timing::default(),
+        };
+        let req = Request::completion("p");
+        // First call writes 1500 tokens to the cache, the second reads them.
+        c.on_reply("large", &req, &reply(0, 1500));
+        c.on_reply("large", &req, &reply(1500, 0));
+        let t = c.snapshot();
+        assert_eq!((t.cached_prompt_tokens, t.cache_write_tokens), (1500, 1500));
+        let first = (500.0 * 3.0 + 1500.0 * 3.75 + 100.0 * 15.0) / 1e6;
+        let second = (500.0 * 3.0 + 1500.0 * 0.3 + 100.0 * 15.0) / 1e6;
+        assert!(
+            (t.cost_usd - (first + second)).abs() < 1e-12,
+            "{}",
+            t.cost_usd
+        );
+        // Without a cached price, cached tokens cost what any input token costs.
+        assert!(
+            (Pricing::new(3.0, 15.0).cost(&reply(1500, 0).usage) - (2000.0 * 3.0 + 1500.0) / 1e6)
+                .abs()
+                < 1e-12
+        );
     }
 }

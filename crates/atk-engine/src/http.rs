@@ -1,9 +1,13 @@
-//! The innermost layer: one attempt against an OpenAI-compatible endpoint over reqwest.
-//! Returns a complete reply or a classified error; it never retries on its own, except to
-//! resend once without `stream_options` when a server rejects that key.
+//! The innermost layer: one attempt against an HTTP endpoint over reqwest, in the engine's
+//! dialect (OpenAI-compatible or Anthropic's Messages API). Returns a complete reply or a
+//! classified error; it never retries on its own, except to resend once without
+//! `stream_options` when a server rejects that key.
 //!
-//! Split along its seams: the wire shapes (`wire.rs`), reading an SSE or JSON body
-//! (`read.rs`), Retry-After (`retry_after.rs`), quoting what the server said (`message.rs`).
+//! Split along its seams: the OpenAI wire shapes (`wire.rs`) and reading their SSE or JSON
+//! body (`read.rs`), Anthropic's shapes, stream and headers (`anthropic.rs`), Retry-After
+//! (`retry_after.rs`), quoting what the server said (`message.rs`). What differs by dialect is
+//! chosen in four places here: the URL and headers (`new`), the body (`body`), the rate-limit
+//! headers (`limit_headers`) and the reader (`read_body`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,17 +18,20 @@ use reqwest::{StatusCode, Url};
 use tokio::time::Instant;
 
 use crate::cancel::Cancel;
-use crate::config::{EngineConfig, Timeouts};
+use crate::config::{Dialect, EngineConfig, Timeouts};
 use crate::pace::{LimitHeaders, Pacer};
 use crate::secret::Secret;
 use crate::timeout::timed;
 use crate::{Engine, Error, Prompt, Reply, Request, Timing, TransientKind, Usage};
 
+mod anthropic;
+mod batch;
 mod message;
 mod read;
 pub(crate) mod retry_after;
 mod wire;
 
+pub(crate) use batch::BatchTransport;
 use message::{error_chain, quote, rejects_stream_options, server_message};
 use retry_after::retry_after;
 use wire::{Body, Parsed};
@@ -37,6 +44,9 @@ pub(crate) struct Http {
     label: String,
     model: String,
     client: reqwest::Client,
+    dialect: Dialect,
+    /// Mark shared prefixes cacheable (Anthropic; OpenAI caches on its own).
+    prompt_cache: bool,
     chat_url: Url,
     completion_url: Url,
     headers: HeaderMap,
@@ -68,16 +78,33 @@ impl Http {
             headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         }
         if !cfg.api_key.is_empty() {
-            let mut auth = HeaderValue::from_str(&format!("Bearer {}", cfg.api_key.expose()))
-                .map_err(|_| {
-                    Error::Config(format!(
-                        "{}: the API key contains characters not allowed in a header",
-                        cfg.label
-                    ))
-                })?;
+            let value = match cfg.dialect {
+                Dialect::OpenAi => format!("Bearer {}", cfg.api_key.expose()),
+                Dialect::Anthropic => cfg.api_key.expose().to_string(),
+            };
+            let mut auth = HeaderValue::from_str(&value).map_err(|_| {
+                Error::Config(format!(
+                    "{}: the API key contains characters not allowed in a header",
+                    cfg.label
+                ))
+            })?;
             auth.set_sensitive(true);
-            headers.insert(AUTHORIZATION, auth);
+            match cfg.dialect {
+                Dialect::OpenAi => headers.insert(AUTHORIZATION, auth),
+                Dialect::Anthropic => headers.insert("x-api-key", auth),
+            };
         }
+        if cfg.dialect == Dialect::Anthropic {
+            headers.insert(
+                "anthropic-version",
+                HeaderValue::from_static(anthropic::VERSION),
+            );
+        }
+        let (chat_path, completion_path) = match cfg.dialect {
+            Dialect::OpenAi => ("/chat/completions", "/completions"),
+            // No completion endpoint: a completion prompt is refused before it is sent.
+            Dialect::Anthropic => ("/messages", "/messages"),
+        };
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.timeouts.connect)
             .tcp_nodelay(true)
@@ -91,8 +118,10 @@ impl Http {
             label: cfg.label.clone(),
             model: cfg.model.clone(),
             client,
-            chat_url: url("/chat/completions")?,
-            completion_url: url("/completions")?,
+            dialect: cfg.dialect,
+            prompt_cache: cfg.prompt_cache,
+            chat_url: url(chat_path)?,
+            completion_url: url(completion_path)?,
             headers,
             key: cfg.api_key.clone(),
             stream: cfg.stream,
@@ -133,16 +162,10 @@ impl Http {
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(self.stream);
         loop {
-            let with_usage = stream && self.stream_usage.load(Ordering::Relaxed);
-            let body = Body {
-                model: &self.model,
-                request,
-                stream,
-                stream_usage: with_usage,
-            };
-            let body = serde_json::to_vec(&body).map_err(|e| {
-                Error::Config(format!("{}: params do not serialize: {e}", self.label))
-            })?;
+            let with_usage = self.dialect == Dialect::OpenAi
+                && stream
+                && self.stream_usage.load(Ordering::Relaxed);
+            let body = self.body(request, stream, with_usage)?;
             let deadline = started + self.timeouts.first_byte;
             let send = self
                 .client
@@ -165,7 +188,7 @@ impl Http {
             };
             let first_byte = started.elapsed();
             let status = response.status();
-            let limits = LimitHeaders::parse(response.headers());
+            let limits = self.limit_headers(response.headers(), sent_at);
             self.pacer.observe(&limits, sent_at);
             if !status.is_success() {
                 let retry_after = retry_after(response.headers());
@@ -200,14 +223,12 @@ impl Http {
                 self.timeouts.first_byte,
                 self.timeouts.idle,
             );
-            let parsed = if is_sse {
-                self.read_sse(body).await?
-            } else {
-                self.read_json(body).await?
-            };
+            let parsed = self.read_body(body, is_sse).await?;
             // Complete means a finish_reason: `[DONE]` alone ends a cut stream too, and a JSON
             // body without one (a proxy that buffered one stream chunk, say) may be cut short.
-            if self.require_finish_reason && parsed.finish_reason.is_none() {
+            // An Anthropic reply always needs its stop_reason (mapped to a finish_reason).
+            let required = self.require_finish_reason || self.dialect == Dialect::Anthropic;
+            if required && parsed.finish_reason.is_none() {
                 return Err(self.transient(
                     TransientKind::CutStream,
                     if is_sse {
@@ -221,6 +242,65 @@ impl Http {
         }
     }
 
+    /// The request body in the engine's dialect.
+    fn body(&self, request: &Request, stream: bool, stream_usage: bool) -> Result<Vec<u8>, Error> {
+        let serialized = match (self.dialect, &request.prompt) {
+            (Dialect::OpenAi, _) => serde_json::to_vec(&Body {
+                model: &self.model,
+                request,
+                stream,
+                stream_usage,
+            }),
+            (Dialect::Anthropic, Prompt::Chat(messages)) => serde_json::to_vec(&anthropic::Body {
+                model: &self.model,
+                messages,
+                request,
+                stream,
+                cache: self.prompt_cache,
+            }),
+            (Dialect::Anthropic, Prompt::Completion(_)) => {
+                return Err(Error::Config(format!(
+                    "{}: the anthropic API has no completion mode (turn completion_mode off)",
+                    self.label
+                )));
+            }
+        };
+        serialized
+            .map_err(|e| Error::Config(format!("{}: params do not serialize: {e}", self.label)))
+    }
+
+    /// The server's rate-limit headers in the engine's dialect, for the pacer. Anthropic's
+    /// resets are times: measured from when the request was sent (`sent_at`), as the pacer
+    /// takes OpenAI's durations (a server counts a request when it arrives, not when it
+    /// answers).
+    fn limit_headers(&self, headers: &HeaderMap, sent_at: Instant) -> LimitHeaders {
+        match self.dialect {
+            Dialect::OpenAi => LimitHeaders::parse(headers),
+            Dialect::Anthropic => {
+                let now = std::time::SystemTime::now();
+                let sent = now.checked_sub(sent_at.elapsed()).unwrap_or(now);
+                anthropic::limit_headers(headers, sent)
+            }
+        }
+    }
+
+    /// Reads a 2xx body (SSE or one JSON body) in the engine's dialect.
+    async fn read_body(
+        &self,
+        body: impl futures_util::Stream<Item = Result<bytes::Bytes, crate::timeout::BodyError>> + Send,
+        is_sse: bool,
+    ) -> Result<Parsed, Error> {
+        match (self.dialect, is_sse) {
+            (Dialect::OpenAi, true) => self.read_sse(body).await,
+            (Dialect::OpenAi, false) => self.read_json(body).await,
+            (Dialect::Anthropic, true) => self.read_anthropic_sse(body).await,
+            (Dialect::Anthropic, false) => {
+                let text = self.read_whole(body).await?;
+                self.parse_anthropic_json(&text)
+            }
+        }
+    }
+
     fn finish(
         &self,
         request: &Request,
@@ -228,18 +308,12 @@ impl Http {
         first_byte: Duration,
         started: Instant,
     ) -> Reply {
-        let usage = match parsed.usage {
-            Some(u) => Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-                estimated: false,
-            },
-            None => Usage {
-                prompt_tokens: estimate_prompt_tokens(&request.prompt),
-                completion_tokens: atk_tokens::count(&parsed.text) as u64,
-                estimated: true,
-            },
-        };
+        let usage = parsed.usage.unwrap_or_else(|| Usage {
+            prompt_tokens: estimate_prompt_tokens(&request.prompt),
+            completion_tokens: atk_tokens::count(&parsed.text) as u64,
+            estimated: true,
+            ..Usage::default()
+        });
         Reply {
             text: parsed.text,
             finish_reason: parsed.finish_reason,
@@ -302,7 +376,8 @@ impl Http {
                 retry_after,
                 limit_used_up,
             },
-            502 | 503 => Error::Transient {
+            // 529: Anthropic's `overloaded_error`, the same "not now" as a 503.
+            502 | 503 | 529 => Error::Transient {
                 engine,
                 kind: TransientKind::Unavailable,
                 message: format!("HTTP {code}: {message}"),

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod batch;
 mod builder;
 mod cancel;
 mod config;
@@ -26,8 +27,9 @@ use std::sync::{Arc, Once};
 
 use async_trait::async_trait;
 
+pub use batch::{BatchConfig, BatchJournal, JournalEntry};
 pub use builder::{EngineBuilder, LimitConfig};
-pub use config::{Endpoint, EngineConfig, MockConfig, Mode, RetryConfig, Timeouts};
+pub use config::{Dialect, Endpoint, EngineConfig, MockConfig, Mode, RetryConfig, Timeouts};
 pub use cost::{CostCounter, CostTotals, Pricing};
 pub use debug::DebugObserver;
 pub use error::{Error, TransientKind};

@@ -22,6 +22,10 @@ use crate::stack::{Layer, Next};
 use crate::window::Window;
 use crate::{Error, Reply, Request, TransientKind};
 
+pub(crate) mod learned;
+
+use learned::Outcome;
+
 /// One bound on requests in flight; share the `Arc` between engines to share the bound. Each
 /// engine (each endpoint) adapts its own window to 429s and cut streams inside it.
 pub struct ConcurrencyLimit {
@@ -129,7 +133,10 @@ impl ConcurrencyLimit {
                 own: Some(own),
                 shared: None,
                 started: Instant::now(),
+                seq: None,
             };
+            // Spaced at the rate this endpoint's 429s taught (holding only its own slot).
+            permit.seq = Some(window.pace.wait(fuse).await?);
             permit.shared = Some(tokio::select! {
                 biased;
                 () = fuse.tripped() => return Err(fuse.error()),
@@ -153,10 +160,15 @@ pub(crate) struct Permit {
     shared: Option<OwnedSemaphorePermit>,
     /// When the slot was granted.
     pub(crate) started: Instant,
+    /// The attempt's number in its endpoint's pacer; taken when its outcome is reported.
+    seq: Option<u64>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if self.seq.is_some() {
+            self.window.pace.unsent();
+        }
         if self.shared.take().is_some() {
             self.window.sending(false);
         }
@@ -258,10 +270,26 @@ impl Gate {
         label: &str,
     ) -> Result<Reply, Error> {
         let Admitted {
-            permit,
+            mut permit,
             reserved,
             queued,
         } = admitted;
+        if let Some(seq) = permit.seq.take() {
+            let outcome = match &result {
+                Ok(_) => Outcome::Answered,
+                Err(Error::Transient {
+                    kind: TransientKind::RateLimited,
+                    retry_after,
+                    limit_used_up,
+                    ..
+                }) => Outcome::Refused {
+                    used_up: *limit_used_up,
+                    retry_after: *retry_after,
+                },
+                Err(_) => Outcome::Failed,
+            };
+            self.window.pace.outcome(seq, outcome);
+        }
         let refused = matches!(
             &result,
             Err(Error::Transient {

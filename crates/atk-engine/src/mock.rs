@@ -75,6 +75,7 @@ impl Engine for MockEngine {
             prompt_tokens: prompt_tokens as u64,
             completion_tokens: counter.count(&text) as u64,
             estimated: true,
+            ..Usage::default()
         };
         Ok(Reply {
             text,

@@ -43,6 +43,11 @@ pub struct Request {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// Optional reply template used only by the mock engine (ignored by real endpoints).
     pub mock_reply: Option<String>,
+    /// How many leading chat messages are the same for every item of the step (the system
+    /// prompt and few-shot examples): what an engine with `prompt_cache` marks cacheable.
+    /// 0 = none.
+    #[serde(default)]
+    pub shared_prefix: usize,
 }
 
 impl Request {
@@ -52,6 +57,7 @@ impl Request {
             prompt: Prompt::Chat(messages),
             params: Default::default(),
             mock_reply: None,
+            shared_prefix: 0,
         }
     }
     /// A completion request with no params.
@@ -60,11 +66,17 @@ impl Request {
             prompt: Prompt::Completion(prompt.into()),
             params: Default::default(),
             mock_reply: None,
+            shared_prefix: 0,
         }
     }
     /// Sets one sampling param.
     pub fn with_param(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.params.insert(key.to_string(), value.into());
+        self
+    }
+    /// Sets [`Request::shared_prefix`].
+    pub fn with_shared_prefix(mut self, messages: usize) -> Self {
+        self.shared_prefix = messages;
         self
     }
     /// `max_tokens` if set as a number.
@@ -76,10 +88,18 @@ impl Request {
 /// Token usage of one reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
-    /// Tokens in the prompt.
+    /// Tokens in the prompt, all of them (cached ones included).
     pub prompt_tokens: u64,
     /// Tokens in the reply.
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`, those read from the provider's prompt cache (OpenAI
+    /// `prompt_tokens_details.cached_tokens`, Anthropic `cache_read_input_tokens`).
+    #[serde(default)]
+    pub cached_prompt_tokens: u64,
+    /// Of `prompt_tokens`, those written to the prompt cache (Anthropic
+    /// `cache_creation_input_tokens`).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     /// True when counted locally because the server sent no usage.
     pub estimated: bool,
 }

@@ -20,6 +20,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::limit::learned::Learned;
+
 /// How many recent attempts a [`Window`] weighs to tell a real limit from stray 429s.
 const RECENT: usize = 20;
 
@@ -31,6 +33,8 @@ pub(crate) struct Window {
     pub(crate) sem: Arc<Semaphore>,
     /// Attempts holding a slot here and in the bound: sent, or about to be.
     in_flight: AtomicUsize,
+    /// The send rate learned from this endpoint's 429s.
+    pub(crate) pace: Learned,
     state: Mutex<State>,
 }
 
@@ -61,6 +65,7 @@ impl Window {
             max,
             sem: Arc::new(Semaphore::new(max)),
             in_flight: AtomicUsize::new(0),
+            pace: Learned::default(),
             state: Mutex::new(State {
                 size: max,
                 debt: 0,

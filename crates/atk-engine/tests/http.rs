@@ -383,13 +383,7 @@ async fn usage_from_the_server_or_estimated() {
         let server = TestServer::start(server_cfg().with_usage_in_stream(with_usage))
             .await
             .unwrap();
-        let cost = CostCounter::new(
-            "t",
-            Pricing {
-                input_per_million: 1.0,
-                output_per_million: 1.0,
-            },
-        );
+        let cost = CostCounter::new("t", Pricing::new(1.0, 1.0));
         let engine = build_engine(engine_cfg(&server), vec![cost.clone()]).unwrap();
         let reply = engine.call(chat("count these five words")).await.unwrap();
         assert_eq!(reply.usage.estimated, !with_usage);

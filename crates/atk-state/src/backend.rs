@@ -14,19 +14,83 @@ use crate::Error;
 
 /// Runs `f`, turning a panic inside the database into [`Error::Damaged`]: redb trusts the
 /// pages it reads (checksums are verified only when repairing after a crash), and sled 0.34
-/// can panic while recovering a log damaged on disk.
+/// can panic while recovering a log damaged on disk. The database's own panic message (and
+/// backtrace) is kept off stderr: the caller reports the damage in its own words.
 pub(crate) fn guarded<T>(dir: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+    let outcome = quiet::catch(f);
+    outcome.unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<String>()
             .map(String::as_str)
             .or_else(|| panic.downcast_ref::<&str>().copied())
             .unwrap_or("a page could not be read");
+        tracing::debug!(store = %dir.display(), %message, "the database panicked");
         Err(Error::Damaged {
             path: dir.to_path_buf(),
             message: format!("the database failed reading its files ({message})"),
         })
     })
+}
+
+/// `catch_unwind` without the panic hook's output for the panics it catches.
+///
+/// The panic hook is process-wide and runs before unwinding starts, so swapping it around a
+/// call would silence other threads' real panics too. Instead one hook is installed once: it
+/// stays silent only on a thread that is inside [`catch`], and hands every other panic to the
+/// hook that was there before (the default one, or a test harness's).
+mod quiet {
+    use std::cell::Cell;
+    use std::panic::{self, AssertUnwindSafe};
+    use std::sync::Once;
+
+    thread_local! {
+        /// How many [`catch`] calls this thread is inside.
+        static DEPTH: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Installs the filtering hook (once per process).
+    fn install() {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            let previous = panic::take_hook();
+            panic::set_hook(Box::new(move |info| {
+                if DEPTH.with(Cell::get) == 0 {
+                    previous(info);
+                }
+            }));
+        });
+    }
+
+    /// Resets the depth when the call ends, by return or by unwinding.
+    struct Inside;
+
+    impl Drop for Inside {
+        fn drop(&mut self) {
+            DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+
+    /// Runs `f`, catching a panic in it without printing it.
+    pub(super) fn catch<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+        install();
+        DEPTH.with(|d| d.set(d.get() + 1));
+        let _inside = Inside;
+        panic::catch_unwind(AssertUnwindSafe(f))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_caught_panic_returns_its_message_and_the_depth_is_restored() {
+            let caught = catch(|| -> u32 { panic!("page 7 unreadable") });
+            let payload = caught.expect_err("the panic is caught");
+            assert_eq!(payload.downcast_ref::<&str>(), Some(&"page 7 unreadable"));
+            assert_eq!(DEPTH.with(Cell::get), 0);
+            assert_eq!(catch(|| 5).ok(), Some(5));
+        }
+    }
 }
 
 /// Which database keeps a [`DiskStore`](crate::DiskStore)'s bytes.

@@ -189,6 +189,20 @@ impl PromptTemplate {
             .collect()
     }
 
+    /// How many leading chat messages render the same for every item: those before the first
+    /// message naming a `{name}` for which `per_item` holds (an item field). The system prompt
+    /// and few-shot examples, usually: what an engine may mark for prompt caching. 0 for a
+    /// completion prompt.
+    pub fn shared_prefix(&self, per_item: &dyn Fn(&str) -> bool) -> usize {
+        match &self.body {
+            Body::Chat(messages) => messages
+                .iter()
+                .take_while(|m| !template_names(&m.content).iter().any(|n| per_item(n)))
+                .count(),
+            Body::Completion(_) => 0,
+        }
+    }
+
     /// Fills in `{name}`s (see [`render_template`]) and returns the prompt to send.
     pub fn render(&self, vars: &dyn Fn(&str) -> Option<String>) -> Prompt {
         match &self.body {
@@ -457,6 +471,25 @@ mod tests {
             }) => (file, line, message),
             other => panic!("expected a prompt error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_shared_prefix_ends_before_the_first_message_with_an_item_field() {
+        let few_shot = "- role: system\n  content: You write poems in {style}.\n\
+                        - role: user\n  content: \"Text: the sea\"\n\
+                        - role: assistant\n  content: Waves.\n\
+                        - role: user\n  content: \"Text: {text}\"\n\
+                        - role: assistant\n  content: fixed\n";
+        let t =
+            PromptTemplate::parse_chat(PromptSource::BuiltIn("p.yaml".into()), few_shot).unwrap();
+        // `style` is a run argument (the same for every item), `text` an item field.
+        assert_eq!(t.shared_prefix(&|n| n == "text"), 3);
+        assert_eq!(t.shared_prefix(&|n| n == "style" || n == "text"), 0);
+        assert_eq!(t.shared_prefix(&|_| false), 5);
+        let completion =
+            PromptTemplate::parse_completion(PromptSource::BuiltIn("p.txt".into()), "{text}")
+                .unwrap();
+        assert_eq!(completion.shared_prefix(&|_| false), 0);
     }
 
     #[test]

@@ -324,6 +324,7 @@ impl PromptStep {
                 .map(value_text)
         };
         let prompt = template.render(&lookup);
+        let shared_prefix = template.shared_prefix(&|name| item.fields.contains_key(name));
         let mut params = self.sampling.clone();
         if !ctx.use_stop {
             params.remove("stop");
@@ -336,6 +337,7 @@ impl PromptStep {
             prompt,
             params,
             mock_reply,
+            shared_prefix,
         })
     }
 

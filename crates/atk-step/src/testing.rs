@@ -30,6 +30,7 @@ pub fn reply(text: impl Into<String>) -> Reply {
             prompt_tokens: 10,
             completion_tokens: 5,
             estimated: false,
+            ..Usage::default()
         },
         model: "scripted".into(),
         timing: Timing::default(),

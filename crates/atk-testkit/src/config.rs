@@ -39,8 +39,39 @@ pub struct ServerConfig {
     /// The latency is then spent between the deltas, so a stream is running while others
     /// arrive. Implies `serial`.
     pub cut_on_arrival: bool,
-    /// A real token-bucket rate limit (requests and/or tokens), with OpenAI-style headers.
+    /// A real token-bucket rate limit (requests and/or tokens), with OpenAI-style headers
+    /// (`anthropic-ratelimit-*` ones on the Messages route).
     pub rate_limit: Option<RateLimit>,
+    /// Simulate OpenAI's automatic prompt caching on the chat route: a request whose messages
+    /// but the last were all sent before reports their words as
+    /// `prompt_tokens_details.cached_tokens`. (The Messages route caches what a request marks
+    /// `cache_control`, whatever this says.)
+    pub prompt_cache: bool,
+    /// How the batch APIs (OpenAI Files + Batches, Anthropic Message Batches) behave.
+    pub batch: BatchBehaviour,
+}
+
+/// How the batch APIs behave: how long a batch takes, and its failure modes. Line faults are
+/// drawn per (prompt, how many times it was in a batch), seeded, so a request asked again in a
+/// later batch meets a fresh draw.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BatchBehaviour {
+    /// From creation to the end of a batch (the first third `validating`, then `in_progress`).
+    pub latency: Duration,
+    /// Share of lines that end errored (a 500 line, or Anthropic `errored`).
+    pub errored: f64,
+    /// Share of lines not done when the batch expires; with any, the batch ends `expired`
+    /// (OpenAI) and those lines are `batch_expired` (Anthropic: `expired` results).
+    pub expired: f64,
+    /// The first N batches fail at validation (OpenAI `failed`; Anthropic: every line errored).
+    pub fail_first: u32,
+    /// The first N downloads of a results file answer 404 (the file vanished).
+    pub vanish_first: u32,
+    /// The first N batch creations are applied but their answer is lost (the connection is
+    /// reset): the client does not learn the id.
+    pub lose_create_first: u32,
+    /// Answer 404 to the batch list (a server that cannot be searched).
+    pub no_list: bool,
 }
 
 /// A token-bucket rate limit like a provider's: each bucket starts full, refills continuously
@@ -58,6 +89,21 @@ pub struct RateLimit {
     pub period: Duration,
     /// Send the `x-ratelimit-*` headers.
     pub headers: bool,
+    /// Headers that state a longer-period request limit than the one enforced, as OpenAI's do
+    /// (its rate-limit guide notes that a per-minute limit may be enforced per second): `None`
+    /// describes the bucket itself.
+    pub stated: Option<StatedLimit>,
+}
+
+/// A request limit the headers state instead of the enforced bucket: `limit` per `window`.
+/// `remaining` is what is left of it over the last `window` (requests admitted in that time
+/// subtracted), `reset` the time the stated rate takes to refill what was used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatedLimit {
+    /// Requests per window, as `x-ratelimit-limit-requests` says.
+    pub limit: u64,
+    /// The window the limit is stated over (a minute for OpenAI's RPM).
+    pub window: Duration,
 }
 
 impl RateLimit {
@@ -68,6 +114,7 @@ impl RateLimit {
             tokens: 0,
             period,
             headers: true,
+            stated: None,
         }
     }
     /// Adds a token bucket of `n` tokens per period.
@@ -80,6 +127,14 @@ impl RateLimit {
     #[must_use]
     pub fn with_headers(mut self, on: bool) -> Self {
         self.headers = on;
+        self
+    }
+    /// Headers state `limit` requests per `window` (what is left of it over the last window)
+    /// while the bucket enforces its own, shorter period: a quantized limit such as 6000/min
+    /// enforced as 100/s.
+    #[must_use]
+    pub fn with_stated(mut self, limit: u64, window: Duration) -> Self {
+        self.stated = Some(StatedLimit { limit, window });
         self
     }
 }
@@ -100,6 +155,8 @@ impl fmt::Debug for ServerConfig {
             .field("honor_max_tokens", &self.honor_max_tokens)
             .field("cut_on_arrival", &self.cut_on_arrival)
             .field("rate_limit", &self.rate_limit)
+            .field("prompt_cache", &self.prompt_cache)
+            .field("batch", &self.batch)
             .finish()
     }
 }
@@ -119,6 +176,8 @@ impl Default for ServerConfig {
             honor_max_tokens: false,
             cut_on_arrival: false,
             rate_limit: None,
+            prompt_cache: false,
+            batch: BatchBehaviour::default(),
         }
     }
 }
@@ -196,6 +255,18 @@ impl ServerConfig {
         self.rate_limit = Some(limit);
         self
     }
+    /// Sets how the batch APIs behave.
+    #[must_use]
+    pub fn with_batch(mut self, batch: BatchBehaviour) -> Self {
+        self.batch = batch;
+        self
+    }
+    /// Simulates OpenAI's automatic prompt caching on the chat route.
+    #[must_use]
+    pub fn with_prompt_cache(mut self, on: bool) -> Self {
+        self.prompt_cache = on;
+        self
+    }
 }
 
 /// One kind of injected misbehaviour.
@@ -223,13 +294,17 @@ pub enum Fault {
     /// 401 `invalid_api_key`, whatever key was sent.
     Unauthorized,
     /// The whole text but no finish_reason anywhere: a stream still ends with `[DONE]`, a
-    /// JSON body has `finish_reason: null` (what a cut looks like to a client).
+    /// JSON body has `finish_reason: null` (what a cut looks like to a client). On the
+    /// Messages route: `message_delta` with `stop_reason: null`, then `message_stop`.
     NoFinishReason,
+    /// The provider is overloaded: 529 `overloaded_error` on the Messages route, 503 on the
+    /// OpenAI routes, with `Retry-After` when configured, sent at once.
+    Overloaded,
 }
 
 impl Fault {
     /// Every fault kind, `None` first.
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::None,
         Fault::RateLimit,
         Fault::ServerError,
@@ -241,6 +316,7 @@ impl Fault {
         Fault::ErrorMidStream,
         Fault::Unauthorized,
         Fault::NoFinishReason,
+        Fault::Overloaded,
     ];
 
     /// A short snake_case name (`rate_limit`, `reset_mid_stream`, ...).
@@ -257,6 +333,7 @@ impl Fault {
             Fault::ErrorMidStream => "error_mid_stream",
             Fault::Unauthorized => "unauthorized",
             Fault::NoFinishReason => "no_finish_reason",
+            Fault::Overloaded => "overloaded",
         }
     }
 }
@@ -279,7 +356,7 @@ impl std::str::FromStr for Fault {
 pub struct Faults {
     /// Chance of a 429.
     pub rate_limit: f64,
-    /// `Retry-After` sent with a 429 (none when `None`).
+    /// `Retry-After` sent with a 429 or an overloaded answer (none when `None`).
     pub retry_after: Option<Duration>,
     /// Also send the wait as `retry-after-ms` (milliseconds), as OpenAI does; `Retry-After`
     /// then carries whole seconds rounded up.
@@ -300,6 +377,8 @@ pub struct Faults {
     pub cut_before_done: f64,
     /// Chance of an error object mid-stream.
     pub error_mid_stream: f64,
+    /// Chance of an overloaded answer (529 on the Messages route, 503 on OpenAI's).
+    pub overloaded: f64,
     /// Applied in order to the first requests (that passed the key check), before the
     /// probabilities.
     pub script: Vec<Fault>,
@@ -323,6 +402,7 @@ impl Default for Faults {
             garbage: 0.0,
             cut_before_done: 0.0,
             error_mid_stream: 0.0,
+            overloaded: 0.0,
             script: Vec::new(),
             fail_first_per_prompt: 0,
             fail_first_kind: Fault::ServerError,
@@ -363,6 +443,7 @@ impl Faults {
             Fault::Garbage => self.garbage = p,
             Fault::CutBeforeDone => self.cut_before_done = p,
             Fault::ErrorMidStream => self.error_mid_stream = p,
+            Fault::Overloaded => self.overloaded = p,
             Fault::None | Fault::Unauthorized | Fault::NoFinishReason => {}
         }
         self
@@ -397,6 +478,7 @@ impl Faults {
             (self.garbage, Fault::Garbage),
             (self.cut_before_done, Fault::CutBeforeDone),
             (self.error_mid_stream, Fault::ErrorMidStream),
+            (self.overloaded, Fault::Overloaded),
         ];
         let mut edge = 0.0;
         for (p, fault) in table {

@@ -6,7 +6,9 @@ mod reply;
 mod server;
 mod stats;
 
-pub use config::{Fault, Faults, RateLimit, ReplyFn, ReplyMode, ServerConfig};
+pub use config::{
+    BatchBehaviour, Fault, Faults, RateLimit, ReplyFn, ReplyMode, ServerConfig, StatedLimit,
+};
 pub use logs::CapturedLogs;
 pub use reply::{DEFAULT_TEMPLATE, prompt_hash, prompt_text, render_template};
 pub use server::TestServer;

@@ -20,11 +20,18 @@ const WORDS: [&str; 48] = [
     "candle", "dusk", "fern",
 ];
 
-/// The prompt of a chat or completion request body as one string: `role: content` per
-/// message (one per line) for chat, the prompt text for completions.
+/// The prompt of a chat, Messages or completion request body as one string: `role: content`
+/// per message (one per line, a Messages `system` first) for chat, the prompt text for
+/// completions.
 pub fn prompt_text(body: &Value) -> String {
     if let Some(messages) = body.get("messages").and_then(Value::as_array) {
         let mut out = String::new();
+        // Anthropic's Messages API: the system prompt apart (a string or text blocks).
+        if let Some(system) = body.get("system") {
+            out.push_str("system: ");
+            out.push_str(&content_text(Some(system)));
+            out.push('\n');
+        }
         for m in messages {
             let role = m.get("role").and_then(Value::as_str).unwrap_or("");
             out.push_str(role);
@@ -46,7 +53,7 @@ pub fn prompt_text(body: &Value) -> String {
 }
 
 /// The text of a message `content`: a string, or the `text` of each part.
-fn content_text(content: Option<&Value>) -> String {
+pub(crate) fn content_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Faults, ReplyMode, ServerConfig};
 use crate::stats::{Counters, Stats};
 
-/// A running OpenAI-compatible server on 127.0.0.1. Dropping it (or [`TestServer::shutdown`])
+/// A running OpenAI-compatible (and Anthropic Messages) server on 127.0.0.1. Dropping it (or [`TestServer::shutdown`])
 /// stops it: queued requests, latency waits and stalled bodies end at once.
 pub struct TestServer {
     addr: SocketAddr,
@@ -41,6 +41,10 @@ struct Shared {
     running: Mutex<Option<CancellationToken>>,
     /// Token-bucket levels (`rate_limit`), created on first use.
     buckets: Mutex<Option<rate::Buckets>>,
+    /// Hashes of the prompt prefixes cached so far (prompt caching on either route).
+    cached: Mutex<std::collections::HashSet<String>>,
+    /// Files and batches of the batch APIs.
+    batch: Mutex<batch::Batches>,
 }
 
 impl Shared {
@@ -81,6 +85,8 @@ impl TestServer {
             cancel: RwLock::new(CancellationToken::new()),
             running: Mutex::new(None),
             buckets: Mutex::new(None),
+            cached: Mutex::new(std::collections::HashSet::new()),
+            batch: Mutex::new(batch::Batches::default()),
         });
         let task = serve_on(listener, shared.clone());
         tracing::debug!(%addr, "test server listening");
@@ -115,7 +121,8 @@ impl TestServer {
         Ok(())
     }
 
-    /// The OpenAI base URL, `http://127.0.0.1:PORT/v1`.
+    /// The base URL of both APIs, `http://127.0.0.1:PORT/v1` (OpenAI's `/chat/completions` and
+    /// `/completions`, Anthropic's `/messages` below it).
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
     }
@@ -221,11 +228,12 @@ impl std::fmt::Debug for TestServer {
     }
 }
 
-/// Chat or text completion.
+/// Chat or text completion (OpenAI), or Anthropic's Messages.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Chat,
     Completion,
+    Messages,
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -234,6 +242,21 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/chat/completions", post(chat))
         .route("/v1/completions", post(completion))
         .route("/completions", post(completion))
+        .route("/v1/messages", post(messages))
+        .route("/messages", post(messages))
+        .route("/v1/files", post(batch::upload))
+        .route("/v1/files/{id}/content", get(batch::file_content))
+        .route(
+            "/v1/batches",
+            post(batch::create_openai).get(batch::list_openai),
+        )
+        .route("/v1/batches/{id}", get(batch::get_openai))
+        .route("/v1/messages/batches", post(batch::create_anthropic))
+        .route("/v1/messages/batches/{id}", get(batch::get_anthropic))
+        .route(
+            "/v1/messages/batches/{id}/results",
+            get(batch::results_anthropic),
+        )
         .route("/v1/models", get(models))
         .route("/stats", get(stats))
         .layer(DefaultBodyLimit::disable())
@@ -248,14 +271,18 @@ async fn completion(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     handle(sh, Kind::Completion, &headers, &body).await
 }
 
+async fn messages(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(sh, Kind::Messages, &headers, &body).await
+}
+
 async fn stats(State(sh): State<Arc<Shared>>) -> Response {
     axum::Json(sh.counters.snapshot()).into_response()
 }
 
 async fn models(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let cfg = sh.config();
-    if !key_ok(&cfg, &headers) {
-        return unauthorized();
+    if !key_ok(&cfg, Kind::Chat, &headers) {
+        return unauthorized(Kind::Chat);
     }
     axum::Json(json!({"object": "list", "data": [
         {"id": "atk-testkit", "object": "model", "created": 0, "owned_by": "atk-testkit"}
@@ -263,19 +290,41 @@ async fn models(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
-/// True when no key is required or the bearer token is the key.
-fn key_ok(cfg: &ServerConfig, headers: &HeaderMap) -> bool {
+/// True when no key is required or the one sent is the key: the bearer token (OpenAI), or
+/// `x-api-key` (Anthropic's Messages).
+fn key_ok(cfg: &ServerConfig, kind: Kind, headers: &HeaderMap) -> bool {
     let Some(key) = &cfg.api_key else { return true };
-    let sent = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    sent.and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t.trim() == key)
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    match kind {
+        Kind::Messages => header("x-api-key").is_some_and(|t| t.trim() == key),
+        Kind::Chat | Kind::Completion => header(header::AUTHORIZATION.as_str())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| t.trim() == key),
+    }
 }
 
 /// An OpenAI-style error body.
 fn error_body(message: &str, kind: &str, code: Option<&str>) -> Value {
     json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+/// An error answer in the route's own shape: OpenAI's `{error: {message, type, code}}` with
+/// `openai` as `(type, code)`, or Anthropic's `{type: "error", error: {type, message}}` with
+/// `anthropic` as its type.
+fn error_response(
+    kind: Kind,
+    status: StatusCode,
+    message: &str,
+    openai: (&str, Option<&str>),
+    anthropic: &str,
+) -> Response {
+    let body = match kind {
+        Kind::Messages => {
+            json!({"type": "error", "error": {"type": anthropic, "message": message}})
+        }
+        Kind::Chat | Kind::Completion => error_body(message, openai.0, openai.1),
+    };
+    json_response(status, &body)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -287,18 +336,19 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-fn unauthorized() -> Response {
+fn unauthorized(kind: Kind) -> Response {
     // Never echo the key that was sent.
-    json_response(
+    error_response(
+        kind,
         StatusCode::UNAUTHORIZED,
-        &error_body(
-            "Incorrect API key provided.",
-            "invalid_request_error",
-            Some("invalid_api_key"),
-        ),
+        "Incorrect API key provided.",
+        ("invalid_request_error", Some("invalid_api_key")),
+        "authentication_error",
     )
 }
 
+mod anthropic;
+mod batch;
 mod body;
 mod decide;
 mod rate;

@@ -32,6 +32,21 @@ pub struct Stats {
     /// Requests refused by the token-bucket rate limit (429).
     #[serde(default)]
     pub rate_limited: u64,
+    /// Batches created (either API).
+    #[serde(default)]
+    pub batches_created: u64,
+    /// Requests submitted in batches (lines of created batches).
+    #[serde(default)]
+    pub batch_lines: u64,
+    /// Requests in batches per prompt, keyed by [`crate::prompt_hash`].
+    #[serde(default)]
+    pub batch_per_prompt: BTreeMap<String, u64>,
+    /// Polls of a batch's state.
+    #[serde(default)]
+    pub batch_polls: u64,
+    /// Batch lines answered with a whole reply.
+    #[serde(default)]
+    pub batch_completed: u64,
 }
 
 impl Stats {

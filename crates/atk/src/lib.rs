@@ -1,4 +1,5 @@
-//! The `atk` tool: chunk a folder, show a run's status, merge shards, free what a run no longer needs.
+//! The `atk` tool: chunk a folder, show a run's status, merge shards, free what a run no longer
+//! needs, export a run's datasets for publishing.
 #![doc = include_str!("../README.md")]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -8,10 +9,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod export;
 mod gc;
 mod merge;
 
-/// Tools around atk pipelines: see how a folder is chunked, see how far a run has got.
+/// Tools around atk pipelines: see how a folder is chunked (chunk), how far a run has got
+/// (status), merge the shards of a run (merge), free what a run no longer needs (gc), export a
+/// run's datasets for publishing (export).
 #[derive(Debug, Parser)]
 #[command(name = "atk", version)]
 struct Cli {
@@ -52,6 +56,22 @@ enum Command {
     Gc {
         /// The run's output_dir (no run may be using it).
         output_dir: PathBuf,
+    },
+    /// Copies the datasets, meta datasets and dataset card of the last completed run in
+    /// OUTPUT_DIR into DEST (a new or empty folder) and nothing else, ready for
+    /// `hf upload REPO DEST --repo-type dataset`.
+    Export {
+        /// The run's output_dir.
+        output_dir: PathBuf,
+        /// The folder to create.
+        dest: PathBuf,
+        /// Hold out this fraction (0..1) of the source documents as a `test` split; every row of
+        /// one document lands in the same split.
+        #[arg(long, value_name = "F")]
+        test_fraction: Option<f64>,
+        /// Seed of the split's hash.
+        #[arg(long, default_value_t = 0, value_name = "S")]
+        seed: u64,
     },
     /// Merges the output dirs of a run split with `--shard I/N` into OUT: items, results,
     /// failures and cost totals. Then run the pipeline with output_dir OUT: it sends nothing
@@ -105,6 +125,24 @@ where
             store_backend,
         } => merge(&dirs, &into, store_backend),
         Command::Gc { output_dir } => gc(&output_dir),
+        Command::Export {
+            output_dir,
+            dest,
+            test_fraction,
+            seed,
+        } => match export::export(&output_dir, &dest, test_fraction, seed) {
+            Ok(report) => {
+                atk_cli::term::always(&report.render(&dest));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                atk_cli::term::always(&format!(
+                    "error: {e}
+"
+                ));
+                ExitCode::from(e.exit_code())
+            }
+        },
     }
 }
 

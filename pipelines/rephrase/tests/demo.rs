@@ -41,14 +41,18 @@ fn the_demo_rewrites_both_files_and_a_rerun_sends_nothing() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 8, "5 JSONL rows + 3 ShareGPT conversations");
+    assert_eq!(
+        lines.len(),
+        7,
+        "5 JSONL rows + 3 ShareGPT conversations, less the row with no question"
+    );
     // Input order: garden_faq.jsonl, then workshop_chats.json.
     let first_turns = &lines[0]["conversations"];
     assert_eq!(
         first_turns[0]["value"], "Why do tomato leaves curl upward on hot days?",
         "questions are kept verbatim"
     );
-    let last = lines[7]["conversations"].as_array().unwrap();
+    let last = lines[6]["conversations"].as_array().unwrap();
     assert_eq!(
         last.len(),
         4,
@@ -76,6 +80,13 @@ fn the_demo_rewrites_both_files_and_a_rerun_sends_nothing() {
     assert_eq!(s["steps"][0]["done"], 8);
     assert_eq!(s["steps"][0]["failed"], 0);
     assert_eq!(s["engines"][0]["requests"], 10);
+    // The JSONL row with no question would be a ShareGPT row with no human turn: left out and
+    // counted, not written.
+    assert_eq!(s["dropped_rows"][0]["count"], 1, "{s}");
+    assert_eq!(
+        s["dropped_rows"][0]["reason"],
+        "ShareGPT row: the first turn is `gpt`, not `human`"
+    );
 
     // A rerun on the same output dir sends nothing and rewrites the same bytes.
     assert_eq!(run_demo(&a), first);

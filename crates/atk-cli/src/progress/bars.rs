@@ -108,7 +108,7 @@ mod tests {
         p.event(item("a"));
         p.event(done("a"));
         p.event(ProgressEvent::StepFinished { step: "a".into() });
-        p.finish();
+        p.finish(true);
         let bars = lock(&bars);
         let bar = bars.get("a").expect("a bar per step");
         assert_eq!(bar.position(), 1);

@@ -141,6 +141,7 @@ mod tests {
             step: "write_poem".into(),
         });
         p.set_progress(1.0, "Pipeline complete");
+        p.finish(true);
         let lines = json_lines(&buf);
         // item_started is not a line of its own (it would double the volume for no news).
         assert_eq!(lines.len(), 5, "{}", buf.text());

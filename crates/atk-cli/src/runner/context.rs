@@ -44,6 +44,8 @@ pub struct RunContext<C> {
     pub(super) datasets: Written,
     /// Datasets the pipeline opened; the runner finishes them.
     pub(super) open_datasets: OpenDatasets,
+    /// The source document of the final item yielded last (rows written now come from it).
+    pub(super) row_source: crate::dataset::RowSource,
     /// Ids of the root items [`RunContext::seed_texts`] added in this run.
     pub(super) seeded: HashSet<String>,
     /// `--shard I/N`: the pipeline's own items are kept to this shard, as the input chunks are.
@@ -161,7 +163,7 @@ impl<C> RunContext<C> {
             .with_max_in_flight(if self.dry_run.is_some() {
                 1
             } else {
-                self.settings.concurrency_limit.saturating_mul(2)
+                self.settings.in_flight.saturating_mul(2)
             });
         crate::preflight::warn_prompt_names(self.store.as_ref(), chain, &self.step_context());
         let executor = Executor::new(
@@ -190,6 +192,7 @@ impl<C> RunContext<C> {
                 dry.chunk_tokens,
                 &estimates,
                 dry.verbose,
+                self.settings.batch_discount,
             );
             if !reworked.is_empty() {
                 estimate.push_str("what the run would redo (counted over the stored results):\n");
@@ -219,25 +222,30 @@ impl<C> RunContext<C> {
         &'a self,
         chain: &'a [Arc<dyn Step>],
     ) -> impl Iterator<Item = Result<Item, RunError>> + 'a {
-        atk_step::collect_final(self.store.as_ref(), chain)
-            .map(|r| r.map(Item::from_record).map_err(RunError::from))
+        atk_step::collect_final(self.store.as_ref(), chain).map(|r| {
+            let item = r.map_err(RunError::from)?;
+            self.row_source.set_from(self.store.as_ref(), &item);
+            Ok(Item::from_record(item))
+        })
     }
 
-    /// Starts writing `<output_dir>/<file_name>` (a folder in the name is created), row by row;
-    /// the runner puts it in place atomically once [`Pipeline::write_datasets`](super::Pipeline::write_datasets)
-    /// returned `Ok`, and lists it in the summary and the dataset card.
+    /// Starts writing `<output_dir>/<file_name>` (a folder in the name is created), row by row.
+    /// The file is staged: the runner finishes it once
+    /// [`Pipeline::write_datasets`](super::Pipeline::write_datasets) returned `Ok` (it is then
+    /// listed in the summary and the dataset card), and moves it into place when the run
+    /// exits 0 (a failed run leaves the previous file as it was).
     pub fn dataset(&self, file_name: &str) -> Result<Dataset, RunError> {
         Ok(self.open_datasets.open(self.dataset_writer(file_name)?))
     }
 
-    /// A writer for `<output_dir>/<file_name>` that the caller finishes.
+    /// A staged writer for `<output_dir>/<file_name>` that the caller finishes.
     fn dataset_writer(&self, file_name: &str) -> Result<DatasetWriter, RunError> {
-        let path = self.output_dir.join(file_name);
+        let path = crate::layout::staging_dir(&self.output_dir).join(file_name);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
         }
-        DatasetWriter::create(path, self.datasets.clone())
+        DatasetWriter::create(path, self.datasets.clone(), Some(self.row_source.clone()))
     }
 
     /// Writes `<output_dir>/<file_name>` atomically, one ShareGPT conversation per line in
@@ -263,7 +271,8 @@ impl<C> RunContext<C> {
         for row in rows {
             out.write(&row.map_err(Into::into)?)?;
         }
-        out.finish()
+        let staged = out.finish()?;
+        Ok(crate::ending::final_path(&self.output_dir, &staged))
     }
 
     /// Writes the meta datasets under `<output_dir>/meta_datagen/` when `do_meta_datagen` is on
@@ -275,7 +284,7 @@ impl<C> RunContext<C> {
         if !self.settings.do_meta_datagen {
             return Ok(());
         }
-        let out = self.output_dir.join("meta_datagen");
+        let out = crate::layout::staging_dir(&self.output_dir).join("meta_datagen");
         let reached = if self.common.meta_datagen_include_all {
             None
         } else {
@@ -305,7 +314,7 @@ impl<C> RunContext<C> {
         }
         let mut written = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
         for d in &report.datasets {
-            written.push((d.path.clone(), d.lines));
+            written.files.push((d.path.clone(), d.lines));
         }
         Ok(())
     }

@@ -117,6 +117,7 @@ pub(super) async fn run_dry<P: Pipeline>(
         details_sources: Vec::new(),
         datasets: Written::default(),
         open_datasets: Default::default(),
+        row_source: Default::default(),
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(flags),

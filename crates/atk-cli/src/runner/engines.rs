@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use atk_engine::{CostCounter, CostTotals, DebugObserver, EngineConfig, Observer};
+use atk_engine::{
+    BatchConfig, BatchJournal, CostCounter, CostTotals, DebugObserver, Dialect, EngineConfig, Mode,
+    Observer, Pricing,
+};
 use atk_state::Store;
 use atk_step::Engines;
 use tokio_util::sync::CancellationToken;
@@ -16,25 +19,19 @@ pub(super) type Counters = Vec<Arc<CostCounter>>;
 
 pub(super) fn build_engines(
     settings: &Settings,
-    store: &dyn Store,
+    store: &Arc<dyn Store>,
     cancel: &CancellationToken,
 ) -> Result<(Engines, Counters, Arc<atk_engine::ConcurrencyLimit>), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     // One bound on requests in flight for the run; each engine keeps its own window inside it.
-    let shared_limit = atk_engine::ConcurrencyLimit::new(settings.concurrency_limit);
+    let shared_limit = atk_engine::ConcurrencyLimit::new(settings.in_flight);
     let debug = settings
         .debug_outputs
         .then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
     let mut built: Vec<Arc<dyn atk_engine::Engine>> = Vec::new();
     let mut counters = Vec::new();
     for e in &settings.engines {
-        let counter = CostCounter::new(
-            e.label.clone(),
-            atk_engine::Pricing {
-                input_per_million: e.price_in,
-                output_per_million: e.price_out,
-            },
-        );
+        let counter = CostCounter::new(e.label.clone(), pricing(settings, e));
         if let Some(prev) = saved
             .get(&e.label)
             .and_then(|v| serde_json::from_value::<CostTotals>(v.clone()).ok())
@@ -56,7 +53,16 @@ pub(super) fn build_engines(
             .with_requests_per_minute(settings.requests_per_minute)
             .with_tokens_per_minute(settings.tokens_per_minute)
             .with_rate_burst(settings.burst);
-        let engine = atk_engine::EngineBuilder::transport(&engine_config(settings, e))
+        let mut cfg = engine_config(settings, e);
+        if e.mode == Mode::Batch {
+            let journal: Arc<dyn BatchJournal> =
+                super::journal::StoreJournal::load(&e.label, store.clone())?;
+            cfg = cfg.with_batch(BatchConfig {
+                journal: Some(journal),
+                ..batch_config(settings)
+            });
+        }
+        let engine = atk_engine::EngineBuilder::transport(&cfg)
             .observe(observers)
             .retry(settings.retry)
             .outage(settings.outage_limit)
@@ -75,14 +81,45 @@ pub(super) fn build_engines(
     Ok((Engines { small, large }, counters, shared_limit))
 }
 
+/// An engine's prices: the configured ones, at `batch_discount` in batch mode; Anthropic's
+/// cache writes at 1.25 x the input price (its 5-minute cache).
+pub(super) fn pricing(s: &Settings, e: &EngineSettings) -> Pricing {
+    let d = if e.mode == Mode::Batch {
+        s.batch_discount
+    } else {
+        1.0
+    };
+    Pricing {
+        input_per_million: e.price_in * d,
+        output_per_million: e.price_out * d,
+        cached_input_per_million: e.price_cached.map(|p| p * d),
+        cache_write_per_million: (e.dialect == Dialect::Anthropic).then_some(e.price_in * 1.25 * d),
+    }
+}
+
+/// Batch options from the config (no journal).
+fn batch_config(s: &Settings) -> BatchConfig {
+    use sha2::{Digest, Sha256};
+    let dir = s.output_dir.to_string_lossy();
+    BatchConfig {
+        size: s.batch_size,
+        max_wait: s.batch_max_wait,
+        // Names this output dir in each batch's metadata.
+        tag: hex::encode(&Sha256::digest(dir.as_bytes())[..8]),
+        ..BatchConfig::default()
+    }
+}
+
 pub(super) fn engine_config(s: &Settings, e: &EngineSettings) -> EngineConfig {
     EngineConfig::default()
         .with_label(e.label.clone())
         .with_mode(e.mode)
+        .with_dialect(e.dialect)
+        .with_prompt_cache(e.prompt_cache)
         .with_model(e.model.clone())
         .with_base_url(e.base_url.clone())
         .with_api_key(e.api_key.clone())
-        .with_concurrency_limit(s.concurrency_limit)
+        .with_concurrency_limit(s.in_flight)
         .with_stream(s.stream)
         .with_require_finish_reason(e.require_finish_reason)
         .with_endpoints(e.endpoints.clone())

@@ -32,7 +32,7 @@ pub(super) fn status_of(name: &str, progress: &Progress, inputs: &StatusInputs) 
     s.stored_results = inputs.stored.live();
     s.damage = inputs.stored.damage.clone();
     s.pipeline = name.to_string();
-    s.running = true;
+    s.state = crate::status::RunState::Running;
     s.pid = std::process::id();
     s.updated_at_ms = atk_state::now_ms();
     s.requests_in_flight = inputs.limit.in_flight() as u64;

@@ -231,7 +231,8 @@ async fn status_counts_requests_in_flight_as_the_engine_does() {
     common.small_mode = atk_engine::Mode::Mock;
     common.large_mode = atk_engine::Mode::Mock;
     let settings = Settings::new(&common, crate::config::EnginesUsed::BOTH);
-    let store = atk_state::MemStore::default();
+    let store: std::sync::Arc<dyn atk_state::Store> =
+        std::sync::Arc::new(atk_state::MemStore::default());
     let (engines, counters, limit) =
         build_engines(&settings, &store, &CancellationToken::new()).unwrap();
     let calls: Vec<_> = (0..3)

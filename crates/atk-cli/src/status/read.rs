@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{FingerprintStatus, STATUS_FILE, STATUS_META_KEY, StatusError, StatusSnapshot};
+use super::{
+    FingerprintStatus, RunState, STATUS_FILE, STATUS_META_KEY, StatusError, StatusSnapshot,
+};
 
 /// A running run rewrites its snapshot about once a second; one older than this is not trusted
 /// to describe a live run on its own.
@@ -37,7 +39,7 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
         atk_state::now_ms().saturating_sub(s.updated_at_ms) < HEARTBEAT_STALE_MS
     };
     if let Some(s) = &snapshot
-        && s.running
+        && s.is_running()
         && s.pid != std::process::id()
         && pid_alive(s.pid)
         && fresh(s)
@@ -48,7 +50,10 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
         Ok(store) => store,
         Err(atk_state::Error::Locked { .. }) => {
             return snapshot
-                .map(|s| StatusSnapshot { running: true, ..s })
+                .map(|s| StatusSnapshot {
+                    state: RunState::Running,
+                    ..s
+                })
                 .ok_or_else(|| {
                     StatusError::Read(format!(
                         "a run holds {} and has not written status.json yet",
@@ -66,11 +71,12 @@ pub fn read_status(output_dir: &Path) -> Result<StatusSnapshot, StatusError> {
     from_store(&store, snapshot).map_err(|e| StatusError::Read(e.to_string()))
 }
 
-/// A snapshot read while no run holds the store: not running, and stale when it says running
-/// (its process died without writing its last snapshot).
+/// A snapshot read while no run holds the store: one that says running is `killed` (its
+/// process died without writing its last snapshot); nothing is in flight.
 fn settle(mut s: StatusSnapshot) -> StatusSnapshot {
-    s.stale = s.running || s.stale;
-    s.running = false;
+    if s.is_running() {
+        s.state = RunState::Killed;
+    }
     s.requests_in_flight = 0;
     s
 }
@@ -209,7 +215,7 @@ mod tests {
             store.put_failure("write_poem", "c", f).await.unwrap();
             let last = StatusSnapshot {
                 pipeline: "example-pipeline".into(),
-                running: false, // as a run saves it at its end
+                state: RunState::Finished, // as a run saves it at its end
                 pid: 1,
                 elapsed_ms: 12_300,
                 steps: vec![StepStatus {
@@ -240,7 +246,7 @@ mod tests {
         insta::assert_snapshot!("status_finished_run", s.render_at(0));
         let st = &s.steps[0];
         assert_eq!((st.done, st.failed, st.pending), (2, 1, 1));
-        assert!(!s.running);
+        assert_eq!(s.state, RunState::Finished);
     }
 
     #[tokio::test]
@@ -330,7 +336,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = StatusSnapshot {
             pipeline: "p".into(),
-            running: true,
+            state: RunState::Running,
             pid: 1, // pid 1 is always alive
             updated_at_ms: atk_state::now_ms(),
             steps: vec![StepStatus {
@@ -365,7 +371,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_snapshot_from_a_killed_run_is_marked_stale() {
+    async fn a_snapshot_from_a_killed_run_reads_as_killed() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(&crate::runner::store_dir(dir.path())).unwrap();
@@ -388,7 +394,7 @@ mod tests {
         }
         let killed = StatusSnapshot {
             pipeline: "p".into(),
-            running: true,
+            state: RunState::Running,
             pid: dead_pid(),
             updated_at_ms: 2_000_000,
             elapsed_ms: 42_000,
@@ -406,7 +412,7 @@ mod tests {
         atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&killed).unwrap())
             .unwrap();
         let s = read_status(dir.path()).unwrap();
-        assert!(s.stale && !s.running, "{s:?}");
+        assert_eq!(s.state, RunState::Killed, "{s:?}");
         assert_eq!(
             (s.elapsed_ms, s.requests_in_flight),
             (42_000, 0),
@@ -414,10 +420,33 @@ mod tests {
         );
         let text = s.render_at(2_000_000 + 185_000);
         assert!(
-            text.starts_with("p: last seen 3 min 5 s ago, the run is not running (pid"),
+            text.starts_with(
+                "p: killed (last seen 3 min 5 s ago; after 42 s): the run is not running; pid"
+            ),
             "{text}"
         );
         assert!(!text.contains("requests in flight"), "{text}");
+    }
+
+    #[test]
+    fn a_status_json_written_by_release_0_1_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        // As release 0.1 wrote it at a run's end: `running`, no `state`.
+        let old = r#"{"pipeline":"example-pipeline","running":false,"pid":7,"updated_at_ms":5000,
+            "elapsed_ms":3000,"steps":[{"step":"write_poem","total":2,"done":2,"failed":0,"pending":0}],
+            "cost_usd":0.0,"stale":false,"milestone":[1.0,"pipeline complete"]}"#;
+        std::fs::write(dir.path().join(STATUS_FILE), old).unwrap();
+        let s = read_status(dir.path()).unwrap();
+        assert_eq!(s.state, RunState::Finished);
+        assert_eq!(s.steps[0].done, 2);
+        assert!(s.render_at(6000).starts_with("example-pipeline: finished"));
+        // A 0.1 run killed while running reads as killed.
+        let killed = old.replace(
+            r#""running":false,"pid":7"#,
+            r#""running":true,"pid":4294967294"#,
+        );
+        std::fs::write(dir.path().join(STATUS_FILE), killed).unwrap();
+        assert_eq!(read_status(dir.path()).unwrap().state, RunState::Killed);
     }
 
     #[test]

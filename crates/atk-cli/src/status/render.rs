@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{FingerprintStatus, MissingResults, StatusSnapshot};
+use super::{FingerprintStatus, MissingResults, RunState, StatusSnapshot};
 
 impl StatusSnapshot {
     /// Human rendering for `atk status`.
@@ -19,32 +19,41 @@ impl StatusSnapshot {
             &self.pipeline
         };
         let elapsed = self.elapsed_ms as f64 / 1000.0;
-        let seen = (self.updated_at_ms > 0).then(|| {
+        // "last seen 3 s ago; " when the snapshot's time is known.
+        let seen = if self.updated_at_ms > 0 {
             format!(
-                "last seen {} ago",
+                "last seen {} ago; ",
                 ago(now_ms.saturating_sub(self.updated_at_ms))
             )
-        });
-        let _ = match (self.running, self.stale, seen) {
-            (true, _, _) => writeln!(
-                s,
-                "{name}: running (pid {}), {elapsed:.0} s elapsed",
-                self.pid
-            ),
-            (false, true, seen) => writeln!(
-                s,
-                "{name}: {}, the run is not running (pid {} stopped without finishing after {elapsed:.0} s: \
-                 killed or crashed; figures are from then; rerun the same command to resume)",
-                seen.unwrap_or_else(|| "last seen at an unknown time".into()),
-                self.pid
-            ),
-            (false, false, Some(seen)) => writeln!(
-                s,
-                "{name}: not running ({seen}; the last run took {elapsed:.0} s)"
-            ),
-            (false, false, None) => {
-                writeln!(s, "{name}: not running (the last run took {elapsed:.0} s)")
+        } else {
+            String::new()
+        };
+        let pid = self.pid;
+        let _ = match &self.state {
+            RunState::Running => writeln!(s, "{name}: running (pid {pid}), {elapsed:.0} s elapsed"),
+            RunState::Finished => {
+                writeln!(s, "{name}: finished ({seen}the run took {elapsed:.0} s)")
             }
+            RunState::Failed { reason } => {
+                writeln!(s, "{name}: failed ({seen}after {elapsed:.0} s): {reason}")
+            }
+            RunState::Interrupted => writeln!(
+                s,
+                "{name}: interrupted ({seen}after {elapsed:.0} s); rerun the same command to resume"
+            ),
+            RunState::Killed => writeln!(
+                s,
+                "{name}: killed ({seen}after {elapsed:.0} s): the run is not running; pid {pid} stopped without \
+                 finishing (killed or crashed); figures are from then; rerun the same command to resume"
+            ),
+            RunState::BudgetReached { reason } => writeln!(
+                s,
+                "{name}: budget reached ({seen}after {elapsed:.0} s): {reason}"
+            ),
+            RunState::WaitingForBatches => writeln!(
+                s,
+                "{name}: waiting for batches ({seen}after {elapsed:.0} s); rerun the same command to collect their results"
+            ),
         };
         if let Some((p, m)) = &self.milestone {
             let _ = writeln!(s, "  milestone: [{:>3.0}%] {m}", p * 100.0);
@@ -71,7 +80,7 @@ impl StatusSnapshot {
                 );
             }
         }
-        if self.running {
+        if self.is_running() {
             let _ = writeln!(
                 s,
                 "  requests in flight: {} (limit {})",
@@ -79,7 +88,11 @@ impl StatusSnapshot {
             );
         }
         // "this run" while it runs; afterwards the same figures are the last run's.
-        let this = if self.running { "this run" } else { "last run" };
+        let this = if self.is_running() {
+            "this run"
+        } else {
+            "last run"
+        };
         for e in &self.engines {
             let _ = writeln!(
                 s,
@@ -158,7 +171,11 @@ mod tests {
             text.contains("cost: $0.2000 last run, $0.5000 all runs"),
             "{text}"
         );
-        let running = StatusSnapshot { running: true, ..s }.render_at(0);
+        let running = StatusSnapshot {
+            state: RunState::Running,
+            ..s
+        }
+        .render_at(0);
         assert!(
             running.contains("this run 10 requests") && running.contains("$0.2000 this run"),
             "{running}"

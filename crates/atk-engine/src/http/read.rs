@@ -86,10 +86,11 @@ impl Http {
         Ok(acc)
     }
 
-    pub(super) async fn read_json(
+    /// The whole body as text; an empty one is a malformed reply.
+    pub(super) async fn read_whole(
         &self,
         body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send,
-    ) -> Result<Parsed, Error> {
+    ) -> Result<String, Error> {
         let mut body = std::pin::pin!(body);
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next().await {
@@ -98,14 +99,27 @@ impl Http {
                 Err(e) => return Err(self.body_error(e, usize::from(!bytes.is_empty()))),
             }
         }
-        let text = String::from_utf8_lossy(&bytes);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         if text.trim().is_empty() {
             return Err(self.transient(TransientKind::Malformed, "empty reply body"));
         }
-        let reply: WireReply<'_> = serde_json::from_str(&text).map_err(|_| {
+        Ok(text)
+    }
+
+    pub(super) async fn read_json(
+        &self,
+        body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send,
+    ) -> Result<Parsed, Error> {
+        let text = self.read_whole(body).await?;
+        self.parse_openai_json(&text)
+    }
+
+    /// Reads one whole OpenAI reply body (`chat.completion` or `text_completion`).
+    pub(super) fn parse_openai_json(&self, text: &str) -> Result<Parsed, Error> {
+        let reply: WireReply<'_> = serde_json::from_str(text).map_err(|_| {
             self.transient(
                 TransientKind::Malformed,
-                format!("reply is not JSON: {}", quote(&text)),
+                format!("reply is not JSON: {}", quote(text)),
             )
         })?;
         if let Some(error) = &reply.error {
@@ -120,7 +134,7 @@ impl Http {
         if reply.choices.is_empty() {
             return Err(self.transient(
                 TransientKind::Malformed,
-                format!("reply has no choices: {}", quote(&text)),
+                format!("reply has no choices: {}", quote(text)),
             ));
         }
         let mut acc = Parsed::default();

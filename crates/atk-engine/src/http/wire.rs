@@ -1,5 +1,7 @@
 //! The wire shapes of the OpenAI-compatible API: the request body atk sends, and the reply
 //! (one SSE chunk or a whole non-streamed body), deserialized with borrowed strings.
+//! (Anthropic's are in `anthropic.rs`; a future structured-output request renders its schema
+//! in each dialect's `Body`: `response_format` here, a forced tool there.)
 
 use std::borrow::Cow;
 
@@ -94,21 +96,43 @@ pub(super) struct WireUsage {
     pub(super) prompt_tokens: u64,
     #[serde(default)]
     pub(super) completion_tokens: u64,
+    /// OpenAI's automatic prompt caching: `cached_tokens` of `prompt_tokens` were cache hits.
+    #[serde(default)]
+    pub(super) prompt_tokens_details: Option<WirePromptDetails>,
 }
 
-/// What a reply amounted to.
-#[derive(Default)]
+#[derive(Deserialize, Clone, Copy)]
+pub(super) struct WirePromptDetails {
+    #[serde(default)]
+    pub(super) cached_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Self {
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cached_prompt_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            cache_write_tokens: 0,
+            estimated: false,
+        }
+    }
+}
+
+/// What a reply amounted to (in either dialect).
+#[derive(Default, Clone)]
 pub(super) struct Parsed {
     pub(super) text: String,
+    /// In OpenAI's terms (`stop`, `length`, ...): an Anthropic `stop_reason` is mapped.
     pub(super) finish_reason: Option<String>,
-    pub(super) usage: Option<WireUsage>,
+    pub(super) usage: Option<Usage>,
     pub(super) model: Option<String>,
 }
 
 impl Parsed {
     pub(super) fn absorb(&mut self, reply: WireReply<'_>, streamed: bool) {
         if let Some(u) = reply.usage {
-            self.usage = Some(u);
+            self.usage = Some(u.into());
         }
         if self.model.is_none()
             && let Some(m) = reply.model
@@ -173,5 +197,26 @@ mod tests {
         );
         let b = body(&Request::completion("once upon"), true, false);
         assert_eq!(b["prompt"], "once upon");
+    }
+
+    #[test]
+    fn cached_tokens_are_read_from_prompt_tokens_details() {
+        let reply: WireReply<'_> = serde_json::from_str(
+            r#"{"choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"}],
+                "usage":{"prompt_tokens":2006,"completion_tokens":300,
+                         "prompt_tokens_details":{"cached_tokens":1920}}}"#,
+        )
+        .unwrap();
+        let mut p = Parsed::default();
+        p.absorb(reply, false);
+        let u = p.usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.cached_prompt_tokens), (2006, 1920));
+        // `null` details (some servers) are no cached tokens.
+        let reply: WireReply<'_> = serde_json::from_str(
+            r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":null}}"#,
+        )
+        .unwrap();
+        p.absorb(reply, true);
+        assert_eq!(p.usage.unwrap().cached_prompt_tokens, 0);
     }
 }

@@ -23,6 +23,10 @@ use crate::Error;
 
 /// The database file inside the store directory: its presence marks a redb store.
 pub(crate) const DATA_FILE: &str = "store.redb";
+/// Written beside the database when this process closed it cleanly: the file's length and
+/// modification time then. An open that finds it missing or not matching the file (a killed
+/// run, or a file changed by something else) checks every page before anything is read.
+pub(crate) const CLEAN_CLOSE_FILE: &str = "closed-cleanly";
 /// Pairs a scan reads per read transaction.
 const SCAN_PAGE: usize = 512;
 /// Most writes taken into one transaction.
@@ -47,8 +51,8 @@ struct Job {
 pub(crate) struct RedbKv {
     /// Store directory (for messages).
     dir: PathBuf,
-    /// The database.
-    db: Arc<Database>,
+    /// The database (taken on drop, so it is closed before the clean-close mark is written).
+    db: Option<Arc<Database>>,
     /// Queue to the commit thread (taken on drop to stop it).
     jobs: Option<mpsc::Sender<Job>>,
     /// The commit thread.
@@ -77,17 +81,27 @@ struct Snapshot {
 type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 impl RedbKv {
-    /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
+    /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`; a database
+    /// not closed cleanly by atk since it last changed has every page's checksum verified
+    /// first ([`Error::Damaged`] when it cannot be read back whole).
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Self, Error> {
-        let db = guarded(dir, || {
+        let file = dir.join(DATA_FILE);
+        let existed = file.is_file();
+        let closed_cleanly = existed && CleanClose::read(dir) == CleanClose::of(&file);
+        let mut db = guarded(dir, || {
             Database::builder()
                 .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
-                .create(dir.join(DATA_FILE))
+                .create(&file)
                 .map_err(|e| match e {
                     DatabaseError::DatabaseAlreadyOpen => crate::disk_store::locked(dir),
                     other => map_error(dir, redb::Error::from(other)),
                 })
         })?;
+        // Open from here on: a kill before the next clean close leaves no mark.
+        CleanClose::remove(dir);
+        if existed && !closed_cleanly {
+            verify(dir, &mut db)?;
+        }
         let create = || -> Result<(), redb::Error> {
             let txn = db.begin_write()?;
             for tree in Tree::ALL {
@@ -112,7 +126,7 @@ impl RedbKv {
         };
         Ok(Self {
             dir: dir.to_path_buf(),
-            db,
+            db: Some(db),
             jobs: Some(tx),
             thread: Some(thread),
             commits,
@@ -129,7 +143,7 @@ impl RedbKv {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if snapshot.at != now || snapshot.txn.is_none() {
-            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
             *snapshot = Snapshot {
                 at: now,
                 txn: Some(txn),
@@ -145,6 +159,14 @@ impl RedbKv {
         };
         snapshot.tables[tree as usize] = Some(Arc::clone(&open));
         Ok(open)
+    }
+
+    /// The open database.
+    fn db(&self) -> Result<&Database, Error> {
+        self.db.as_deref().ok_or_else(|| Error::Io {
+            path: self.dir.clone(),
+            message: "the database is closed".to_owned(),
+        })
     }
 
     /// Runs a read, turning a panic inside redb into [`Error::Damaged`]: redb trusts the
@@ -260,12 +282,108 @@ impl Drop for RedbKv {
     fn drop(&mut self) {
         // Closing the queue ends the loop after the writes already queued.
         self.jobs.take();
+        let mut clean = true;
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
             tracing::error!("the store's commit thread panicked");
+            clean = false;
+        }
+        // Read transactions end before the database closes (its close writes the file).
+        *self
+            .snapshot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Snapshot::default();
+        let Some(db) = self.db.take() else {
+            return;
+        };
+        match Arc::try_unwrap(db) {
+            Ok(db) => {
+                let closed = guarded(&self.dir, || {
+                    drop(db);
+                    Ok(())
+                });
+                if clean && closed.is_ok() {
+                    CleanClose::write(&self.dir);
+                }
+            }
+            // Still shared (cannot happen once the commit thread ended): no mark, so the next
+            // open checks the file.
+            Err(_) => tracing::debug!("the database is still shared at close"),
         }
     }
+}
+
+/// What a clean close recorded of the database file: its length and modification time.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct CleanClose {
+    /// File length in bytes.
+    len: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    modified_ns: u128,
+}
+
+impl CleanClose {
+    /// The file's length and modification time now.
+    fn of(file: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(file).ok()?;
+        let modified_ns = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_nanos();
+        Some(Self {
+            len: meta.len(),
+            modified_ns,
+        })
+    }
+
+    /// The mark left by the last clean close, if any.
+    fn read(dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(dir.join(CLEAN_CLOSE_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Removes the mark (the database is open).
+    fn remove(dir: &Path) {
+        match std::fs::remove_file(dir.join(CLEAN_CLOSE_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(%error, "could not remove the store's clean-close mark"),
+        }
+    }
+
+    /// Records the closed database file (best effort: without it the next open checks).
+    fn write(dir: &Path) {
+        let Some(mark) = Self::of(&dir.join(DATA_FILE)) else {
+            return;
+        };
+        let written = serde_json::to_vec(&mark)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(dir.join(CLEAN_CLOSE_FILE), bytes));
+        if let Err(error) = written {
+            tracing::debug!(%error, "could not write the store's clean-close mark");
+        }
+    }
+}
+
+/// Verifies every page of a database not closed cleanly (redb otherwise trusts what it reads
+/// and panics deep inside a later read). A repair that kept the data is logged; one that could
+/// not be made is [`Error::Damaged`]. Costs a read of the whole file (docs/performance.md).
+fn verify(dir: &Path, db: &mut Database) -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    let intact = guarded(dir, || {
+        db.check_integrity()
+            .map_err(|e| map_error(dir, redb::Error::from(e)))
+    })?;
+    let ms = started.elapsed().as_millis() as u64;
+    if intact {
+        tracing::debug!(store = %dir.display(), ms, "store not closed cleanly: every page checked, intact");
+    } else {
+        tracing::warn!(store = %dir.display(), ms, "the store was not closed cleanly and had to be repaired; results written since its last good commit may be missing (the run counts them)");
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -353,7 +471,7 @@ impl Kv for RedbKv {
     }
 
     fn init(&self, ops: Vec<Op>) -> Result<(), Error> {
-        let done = self.guard(|| commit(&self.db, ops.iter(), true).map_err(|e| self.err(e)));
+        let done = self.guard(|| commit(self.db()?, ops.iter(), true).map_err(|e| self.err(e)));
         self.commits.fetch_add(1, Ordering::Release);
         done
     }

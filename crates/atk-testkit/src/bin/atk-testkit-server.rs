@@ -70,6 +70,9 @@ struct Args {
     /// Chance of an error object mid-stream.
     #[arg(long, default_value_t = 0.0)]
     fault_error_mid_stream: f64,
+    /// Chance of an overloaded answer (529 on /v1/messages, 503 on the OpenAI routes).
+    #[arg(long, default_value_t = 0.0)]
+    fault_overloaded: f64,
     /// Faults for the first requests, comma-separated (e.g. rate_limit,server_error).
     #[arg(long, value_delimiter = ',')]
     script: Vec<Fault>,
@@ -94,6 +97,10 @@ struct Args {
     /// The rate limit's refill period, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     rate_limit_period_ms: u64,
+    /// Headers state this many requests per minute (what is left of it over the last minute)
+    /// instead of describing the enforced bucket: a per-minute limit enforced per period.
+    #[arg(long)]
+    rate_limit_stated_per_minute: Option<u64>,
     /// Do not send x-ratelimit-* headers with the rate limit.
     #[arg(long)]
     no_rate_limit_headers: bool,
@@ -116,6 +123,7 @@ impl Args {
             garbage: self.fault_garbage,
             cut_before_done: self.fault_cut,
             error_mid_stream: self.fault_error_mid_stream,
+            overloaded: self.fault_overloaded,
             script: self.script.clone(),
             fail_first_per_prompt: self.fail_first,
             fail_first_kind: self.fail_first_kind,
@@ -130,14 +138,16 @@ impl Args {
             .with_honor_max_tokens(self.honor_max_tokens)
             .with_cut_on_arrival(self.cut_on_arrival);
         if self.rate_limit_requests > 0 || self.rate_limit_tokens > 0 {
-            cfg = cfg.with_rate_limit(
-                RateLimit::requests(
-                    self.rate_limit_requests,
-                    Duration::from_millis(self.rate_limit_period_ms),
-                )
-                .with_tokens(self.rate_limit_tokens)
-                .with_headers(!self.no_rate_limit_headers),
-            );
+            let mut limit = RateLimit::requests(
+                self.rate_limit_requests,
+                Duration::from_millis(self.rate_limit_period_ms),
+            )
+            .with_tokens(self.rate_limit_tokens)
+            .with_headers(!self.no_rate_limit_headers);
+            if let Some(per_minute) = self.rate_limit_stated_per_minute {
+                limit = limit.with_stated(per_minute, Duration::from_secs(60));
+            }
+            cfg = cfg.with_rate_limit(limit);
         }
         cfg.api_key.clone_from(&self.api_key);
         cfg.context_limit = self.context_limit;

@@ -24,21 +24,29 @@ pub(super) struct ReplyShape {
     pub(super) text: String,
     pub(super) prompt_tokens: u64,
     pub(super) completion_tokens: u64,
+    /// Of `prompt_tokens`, those read from the prompt cache.
+    pub(super) cached_tokens: u64,
+    /// Of `prompt_tokens`, those written to the prompt cache (Messages only).
+    pub(super) cache_written: u64,
 }
 
 impl ReplyShape {
     fn usage(&self) -> Value {
-        json!({
+        let mut usage = json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
-        })
+        });
+        if self.cached_tokens > 0 {
+            usage["prompt_tokens_details"] = json!({"cached_tokens": self.cached_tokens});
+        }
+        usage
     }
 
     /// A stream chunk carrying `piece` (or only a finish reason).
     fn chunk(&self, piece: Option<&str>, finish: Option<&str>) -> Value {
         let choice = match self.kind {
-            Kind::Chat => {
+            Kind::Chat | Kind::Messages => {
                 let delta = piece.map_or_else(|| json!({}), |p| json!({"content": p}));
                 json!({"index": 0, "delta": delta, "finish_reason": finish})
             }
@@ -50,9 +58,9 @@ impl ReplyShape {
     }
 
     /// The whole non-streamed reply; `text` and `finish` may differ from the real ones.
-    fn whole(&self, text: &str, finish: Option<&str>) -> Value {
+    pub(super) fn whole(&self, text: &str, finish: Option<&str>) -> Value {
         let choice = match self.kind {
-            Kind::Chat => {
+            Kind::Chat | Kind::Messages => {
                 json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
             }
             Kind::Completion => {
@@ -65,15 +73,15 @@ impl ReplyShape {
 
     fn object(&self, chunk: bool) -> &'static str {
         match (self.kind, chunk) {
-            (Kind::Chat, true) => "chat.completion.chunk",
-            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat | Kind::Messages, true) => "chat.completion.chunk",
+            (Kind::Chat | Kind::Messages, false) => "chat.completion",
             (Kind::Completion, _) => "text_completion",
         }
     }
 }
 
 /// One step of a response body.
-enum Step {
+pub(super) enum Step {
     Data(Bytes),
     Pause(Duration),
     /// Abort the connection (the client sees a reset / incomplete body).
@@ -84,7 +92,7 @@ enum Step {
     Gap(Duration),
 }
 
-fn sse(v: &Value) -> Step {
+pub(super) fn sse(v: &Value) -> Step {
     Step::Data(Bytes::from(format!("data: {v}\n\n")))
 }
 
@@ -207,7 +215,7 @@ pub(super) struct Tail {
 }
 
 /// A body that plays `steps`; an `Abort` (or the server shutting down) ends it with an error.
-fn streamed(steps: VecDeque<Step>, tail: Tail) -> Body {
+pub(super) fn streamed(steps: VecDeque<Step>, tail: Tail) -> Body {
     let stream = futures_util::stream::unfold((steps, tail), |(mut steps, tail)| async move {
         loop {
             match steps.pop_front()? {

@@ -10,9 +10,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::anthropic;
 use super::body::{ReplyShape, Tail, json_body, sse_body};
 use super::rate::{rate_limit_refusal, rate_limited, take_rate_limit};
-use super::{Kind, Shared, error_body, json_response, key_ok, unauthorized};
+use super::{Kind, Shared, error_body, error_response, json_response, key_ok, unauthorized};
 use crate::config::{Fault, ServerConfig};
 use crate::reply::{count_words, hash16, prompt_hash, prompt_words, reply_text};
 use crate::stats::InFlight;
@@ -48,24 +49,39 @@ async fn decide(
     nth: u64,
     guard: InFlight,
 ) -> Response {
-    if !key_ok(cfg, headers) {
+    if !key_ok(cfg, kind, headers) {
         sh.counters.update(|s| s.rejected_auth += 1);
-        return unauthorized();
+        return unauthorized(kind);
+    }
+    let bad_request = |message: &str| {
+        error_response(
+            kind,
+            StatusCode::BAD_REQUEST,
+            message,
+            ("invalid_request_error", None),
+            "invalid_request_error",
+        )
+    };
+    if kind == Kind::Messages && !headers.contains_key("anthropic-version") {
+        return bad_request("anthropic-version: header is required");
     }
     let Some(body) = parsed.filter(Value::is_object) else {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            &error_body(
-                "The request body is not a JSON object.",
-                "invalid_request_error",
-                None,
-            ),
-        );
+        return bad_request("The request body is not a JSON object.");
     };
+    if kind == Kind::Messages && max_tokens(&body).is_none() {
+        return bad_request("max_tokens: Field required");
+    }
     let (limit_headers, refused) = take_rate_limit(sh, cfg, &body);
+    let limit_headers = match kind {
+        Kind::Messages => anthropic::limit_headers(limit_headers),
+        Kind::Chat | Kind::Completion => limit_headers,
+    };
     if refused {
         sh.counters.update(|s| s.rate_limited += 1);
-        let mut resp = rate_limit_refusal(&limit_headers);
+        let mut resp = match kind {
+            Kind::Messages => anthropic::bucket_refusal(),
+            Kind::Chat | Kind::Completion => rate_limit_refusal(&limit_headers),
+        };
         resp.headers_mut().extend(limit_headers);
         return resp;
     }
@@ -89,6 +105,18 @@ async fn serve(
     if let Some(limit) = cfg.context_limit {
         let prompt = prompt_words(&body);
         let max_tokens = max_tokens(&body).unwrap_or(0);
+        if prompt + max_tokens > limit && kind == Kind::Messages {
+            return error_response(
+                kind,
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "prompt is too long: {} tokens > {limit} maximum",
+                    prompt + max_tokens
+                ),
+                ("invalid_request_error", None),
+                "invalid_request_error",
+            );
+        }
         if prompt + max_tokens > limit {
             // Like llama-cpp-python: streamed, a 200 with no event at all; else a 400.
             if stream {
@@ -117,8 +145,12 @@ async fn serve(
     }
     let fault = choose_fault(sh, cfg, hash, nth);
     match fault {
-        Fault::Unauthorized => return unauthorized(),
+        Fault::Unauthorized => return unauthorized(kind),
+        Fault::RateLimit if kind == Kind::Messages => {
+            return anthropic::rate_limited(&cfg.faults);
+        }
         Fault::RateLimit => return rate_limited(&cfg.faults),
+        Fault::Overloaded => return anthropic::overloaded(kind, &cfg.faults),
         _ => {}
     }
     let cancel = sh.cancel();
@@ -164,6 +196,7 @@ async fn serve(
         text = cut_words(&text, max);
         finish = Some("length");
     }
+    let (cached_tokens, cache_written) = anthropic::cache_usage(sh, cfg, kind, &body);
     let reply = ReplyShape {
         finish,
         kind,
@@ -174,14 +207,16 @@ async fn serve(
             .to_owned(),
         id: format!(
             "{}-{hash}-{nth}",
-            if kind == Kind::Chat {
-                "chatcmpl"
-            } else {
-                "cmpl"
+            match kind {
+                Kind::Chat => "chatcmpl",
+                Kind::Completion => "cmpl",
+                Kind::Messages => "msg",
             }
         ),
         prompt_tokens: prompt_words(&body),
         completion_tokens: count_words(&text),
+        cached_tokens,
+        cache_written,
         text,
     };
     let tail = Tail {
@@ -192,13 +227,12 @@ async fn serve(
         _permit: permit,
     };
     match fault {
-        Fault::ServerError => json_response(
+        Fault::ServerError => error_response(
+            kind,
             StatusCode::INTERNAL_SERVER_ERROR,
-            &error_body(
-                "The server had an error while processing your request.",
-                "server_error",
-                None,
-            ),
+            "The server had an error while processing your request.",
+            ("server_error", None),
+            "api_error",
         ),
         Fault::Garbage => (
             StatusCode::OK,
@@ -206,6 +240,18 @@ async fn serve(
             "<html><body><h1>502 Bad Gateway</h1>upstream sent nonsense</body></html>",
         )
             .into_response(),
+        _ if kind == Kind::Messages => {
+            let body = anthropic::body(&reply, cfg, fault, stream, tail);
+            let content_type = if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            let mut resp = body.into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            resp
+        }
         _ if stream => {
             let mut resp = sse_body(&reply, cfg, fault, tail).into_response();
             resp.headers_mut().insert(

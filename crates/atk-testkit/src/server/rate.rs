@@ -1,6 +1,7 @@
 //! Rate limits as a provider enforces them: injected 429s, and a token bucket with
 //! OpenAI-style `x-ratelimit-*` headers.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -42,6 +43,9 @@ pub(super) struct Buckets {
     requests: f64,
     tokens: f64,
     last: tokio::time::Instant,
+    /// When each request admitted within the stated window was admitted (only when the
+    /// headers state a limit other than the bucket).
+    admitted: VecDeque<tokio::time::Instant>,
 }
 
 /// Takes one request (and its tokens) from the rate limit's buckets: the `x-ratelimit-*`
@@ -61,6 +65,7 @@ pub(super) fn take_rate_limit(sh: &Shared, cfg: &ServerConfig, body: &Value) -> 
         requests: rl.requests as f64,
         tokens: rl.tokens as f64,
         last: now,
+        admitted: VecDeque::new(),
     });
     let period = rl.period.as_secs_f64().max(1e-9);
     let elapsed = now.duration_since(b.last).as_secs_f64();
@@ -86,10 +91,28 @@ pub(super) fn take_rate_limit(sh: &Shared, cfg: &ServerConfig, body: &Value) -> 
             b.tokens -= cost;
         }
     }
+    // A stated limit: what is left of it over its window, and the time its stated rate takes
+    // to refill what was used (OpenAI's `reset`), whatever the bucket enforces.
+    let stated = rl.stated.map(|st| {
+        let window = st.window.max(Duration::from_millis(1));
+        while b
+            .admitted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            b.admitted.pop_front();
+        }
+        if !refused {
+            b.admitted.push_back(now);
+        }
+        let level = st.limit.saturating_sub(b.admitted.len() as u64) as f64;
+        (st.limit, level, window.as_secs_f64())
+    });
     if rl.headers {
-        for (name, size, level) in [
-            ("requests", rl.requests, b.requests),
-            ("tokens", rl.tokens, b.tokens),
+        let (req_size, req_level, req_period) = stated.unwrap_or((rl.requests, b.requests, period));
+        for (name, size, level, period) in [
+            ("requests", req_size, req_level, req_period),
+            ("tokens", rl.tokens, b.tokens, period),
         ] {
             if size == 0 {
                 continue;

@@ -11,6 +11,7 @@ use crate::reply::prompt_hash;
 
 mod faults;
 mod lifecycle;
+mod messages;
 mod replies;
 
 /// A plain HTTP client (reqwest is built without a default TLS provider).

@@ -353,3 +353,33 @@ async fn token_bucket_refuses_with_retry_after_and_sends_ratelimit_headers() {
     assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
     assert_eq!(go_duration(Duration::from_secs(360)), "6m0s");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_quantized_limit_states_per_minute_headers_and_enforces_per_second() {
+    // 6000/min stated, enforced as a bucket of 2 refilled over 20 ms (100/s).
+    let cfg = ServerConfig::default().with_rate_limit(
+        crate::RateLimit::requests(2, Duration::from_millis(20))
+            .with_stated(6000, Duration::from_secs(60)),
+    );
+    let server = TestServer::start(cfg).await.unwrap();
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let r = post(&server, "/chat/completions", &chat_body("x", false)).await;
+        statuses.push(r.status().as_u16());
+        last = Some(r);
+    }
+    // The bucket holds 2: the third is refused at once though the headers show plenty left.
+    assert_eq!(statuses, [200, 200, 429]);
+    let h = last.unwrap().headers().clone();
+    assert_eq!(h["x-ratelimit-limit-requests"], "6000");
+    assert_eq!(h["x-ratelimit-remaining-requests"], "5998");
+    // Two used, refilled at the stated 100/s: 20 ms.
+    assert_eq!(h["x-ratelimit-reset-requests"], "20ms");
+    assert_eq!(h["retry-after-ms"], "10");
+    // A minute later what was used has left the stated window.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let r = post(&server, "/chat/completions", &chat_body("x", false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-remaining-requests"], "5999");
+}

@@ -1,0 +1,5 @@
+//! The `rephrase` binary, rebuilt inside `atk-e2e` so its tests can find it.
+
+fn main() -> std::process::ExitCode {
+    rephrase::main()
+}
