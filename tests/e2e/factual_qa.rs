@@ -154,3 +154,103 @@ async fn factual_qa_under_random_faults_writes_the_same_datasets() {
         "faults changed the datasets\n{out}"
     );
 }
+
+#[tokio::test]
+async fn factual_qa_in_batch_mode_writes_the_online_datasets() {
+    // Both engines through each provider's batch API, 5 % of lines errored and 5 % expired:
+    // the datasets of the online run, and not one online request.
+    let (expected, _) = reference().await;
+    for dialect in ["openai", "anthropic"] {
+        let batch = atk_testkit::BatchBehaviour {
+            latency: Duration::from_millis(200),
+            errored: 0.05,
+            expired: 0.05,
+            ..Default::default()
+        };
+        let server = server(ServerConfig::default().with_batch(batch).with_seed(4)).await;
+        let (env, config) = setup(&server);
+        let mut cmd = env.command(bin(), &config);
+        for set in [
+            format!("small_api={dialect}"),
+            format!("large_api={dialect}"),
+            "small_mode=batch".to_string(),
+            "large_mode=batch".to_string(),
+            "batch_max_wait=0.2".to_string(),
+        ] {
+            cmd.arg("--set").arg(set);
+        }
+        let out = run(cmd, RUN_TIMEOUT).await;
+        out.assert_code(0);
+        assert_eq!(
+            datasets(&env),
+            expected,
+            "{dialect}: batch changed the datasets\n{out}"
+        );
+        let stats = server.stats();
+        assert_eq!(stats.requests, 0, "{dialect}: no online request: {stats:?}");
+        let repeats: u64 = stats.batch_per_prompt.values().map(|n| n - 1).sum();
+        assert!(
+            stats.batch_lines > repeats && stats.batches_created >= 4,
+            "{dialect}: a batch per step at least: {stats:?}"
+        );
+    }
+}
+
+/// `--preview 5` runs the chain for real on 5 chunks and prints per step the pass rate and
+/// each drop or failure reason with a raw reply, writing no dataset; the full run after it
+/// pays nothing again for those 5 (the two together send what one full run sends).
+#[tokio::test]
+async fn a_preview_shows_pass_rates_reasons_and_replies_and_the_full_run_reuses_it() {
+    let (expected, reference_requests) = reference().await;
+
+    let server = server(ServerConfig::default()).await;
+    let (env, config) = setup(&server);
+    let mut cmd = env.command(bin(), &config);
+    cmd.args(["--preview", "5"]);
+    let out = run(cmd, RUN_TIMEOUT).await;
+    out.assert_code(0);
+    let preview_requests = server.stats().completed;
+    assert!(
+        preview_requests > 0 && preview_requests < reference_requests,
+        "{preview_requests} of {reference_requests}\n{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("preview: the chain ran for real on 5 chunks"),
+        "{out}"
+    );
+    for step in ["judge_chunk", "generate_qa", "check_answer"] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{step}: ")) && l.contains("passed")),
+            "a pass rate for {step}\n{out}"
+        );
+    }
+    assert!(
+        out.stdout.contains(" x dropped: ") && out.stdout.contains("raw reply: "),
+        "drop reasons with a raw reply each\n{out}"
+    );
+    assert!(
+        !env.output().join("sharegpt_format.jsonl").exists()
+            && !env.output().join("README.md").exists(),
+        "no dataset or card from a preview\n{out}"
+    );
+    let status = std::fs::read_to_string(env.output().join("status.json")).expect("status.json");
+    assert!(status.contains("\"reasons\""), "{status}");
+
+    // The same preview again: the same chunks, all stored, nothing sent.
+    let mut cmd = env.command(bin(), &config);
+    cmd.args(["--preview", "5"]);
+    run(cmd, RUN_TIMEOUT).await.assert_code(0);
+    assert_eq!(server.stats().completed, preview_requests);
+
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(
+        server.stats().completed,
+        reference_requests,
+        "preview + full run send what one full run sends\n{out}"
+    );
+    assert_eq!(datasets(&env), expected, "{out}");
+}

@@ -6,6 +6,7 @@
 
 mod accounting;
 mod auth;
+mod budget;
 mod cli;
 mod config_errors;
 mod conventions;

@@ -209,6 +209,25 @@ impl Engine for CountingEngine {
     }
 }
 
+/// The line `--dry-run` adds under its estimate when `max_cost` is set: a warning when the
+/// estimate can pass the cap (the run would stop there with items pending), else how it fits.
+pub(crate) fn render_cap_warning(cap: f64, engines: &[EngineEstimate]) -> String {
+    let low: f64 = engines.iter().map(EngineEstimate::input_cost).sum();
+    let high: Option<f64> = engines
+        .iter()
+        .map(|e| e.max_output_cost().map(|c| c + e.input_cost()))
+        .sum();
+    match high {
+        _ if low > cap => format!(
+            "  WARNING: max_cost is ${cap:.4}, below the estimate (at least ${low:.4}): the run will stop at the cap with items pending\n"
+        ),
+        Some(h) if h <= cap => format!("  max_cost ${cap:.4} covers the estimate\n"),
+        _ => format!(
+            "  WARNING: max_cost is ${cap:.4}, within the estimate's range: the run may stop at the cap with items pending\n"
+        ),
+    }
+}
+
 /// Renders the dry-run report printed on stderr; `sample` is how many of the `items` the
 /// chain ran on (the counts are scaled from them). The cost is given online and, beside it, at
 /// the batch price (`batch_discount` of it).

@@ -27,7 +27,11 @@ pub(crate) fn judge(
     });
     let state = match &outcome {
         Ok(()) => RunState::Finished,
-        Err(RunError::Interrupted) => RunState::Interrupted,
+        // A preview stops on purpose before the chain is through: rerun to go on.
+        Err(RunError::Interrupted | RunError::Preview(_)) => RunState::Interrupted,
+        Err(e @ RunError::BudgetReached { .. }) => RunState::BudgetReached {
+            reason: e.to_string(),
+        },
         Err(RunError::AllFailed) => RunState::Failed {
             reason: summary.failure_reason(),
         },

@@ -24,9 +24,25 @@ pub enum RunError {
     /// came out empty; the summary lists the reasons. Exit 1.
     #[error("{0}")]
     NothingKept(String),
+    /// `max_cost` reached: nothing more was sent, requests in flight were stored. Exit 1 (run
+    /// state `budget_reached`).
+    #[error(
+        "budget reached: ${spent_usd:.4} of ${cap_usd:.4} spent, {pending} items pending — raise max_cost and rerun to go on"
+    )]
+    BudgetReached {
+        /// Spent on this output dir so far, USD.
+        spent_usd: f64,
+        /// The cap, USD.
+        cap_usd: f64,
+        /// Items not through the chain.
+        pending: u64,
+    },
     /// Stopped by Ctrl-C before finishing. Exit 130.
     #[error("interrupted; rerun the same command to resume")]
     Interrupted,
+    /// Not a failure: `--preview N` finished; carries the report to print. Exit 0.
+    #[error("{0}")]
+    Preview(String),
     /// The store refused: locked by another run or of an unknown format (exit 2), or broken
     /// (exit 1).
     #[error("{0}")]
@@ -57,7 +73,11 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Input(_) => 2,
-            Self::Fatal(_) | Self::AllFailed | Self::NothingKept(_) => 1,
+            Self::Fatal(_)
+            | Self::AllFailed
+            | Self::NothingKept(_)
+            | Self::BudgetReached { .. } => 1,
+            Self::Preview(_) => 0,
             Self::Field(_) | Self::Io(_) => 1,
             Self::Interrupted => 130,
             Self::Store(e) => store_exit_code(e),

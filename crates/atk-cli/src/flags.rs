@@ -30,6 +30,11 @@ pub struct CommonFlags {
     /// cost per engine; sends nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// Runs the chain for real on N chunks (seeded: the same ones each time; their results
+    /// are kept for the full run) and prints each step's pass rate, failure and drop reasons
+    /// with a raw reply for each; writes no dataset.
+    #[arg(long = "preview", value_name = "N", conflicts_with = "dry_run", value_parser = clap::value_parser!(u64).range(1..))]
+    pub preview: Option<u64>,
     /// Requests step STEP again for every item that has its result, and every later step for
     /// those items; old results stay until the new ones replace them (repeatable).
     #[arg(long = "redo", value_name = "STEP")]

@@ -21,6 +21,7 @@ mod logging;
 mod out;
 mod overlay;
 mod preflight;
+mod preview;
 mod progress;
 mod redo;
 pub mod rows;

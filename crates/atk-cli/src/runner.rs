@@ -5,6 +5,7 @@
 //! the error) and [`crate::out`] where it goes: it is the binary's front end living in a
 //! library so every pipeline shares it.
 
+mod budget;
 mod context;
 mod dry;
 mod engines;
@@ -110,7 +111,9 @@ where
     // Do not wait for stray blocking tasks (a stuck read must not hang the exit).
     runtime.shutdown_timeout(Duration::from_secs(1));
     match &outcome {
-        Ok(RunOutcome::DryRun(estimate)) => crate::out::result(estimate.trim_end()),
+        Ok(RunOutcome::DryRun(estimate)) | Err(RunError::Preview(estimate)) => {
+            crate::out::result(estimate.trim_end())
+        }
         Ok(_) => {}
         Err(e) => crate::out::always(&format!("error: {e}\n")),
     }
@@ -136,6 +139,20 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         settings.dry_run_chunk_config()
     } else {
         settings.chunk_config()
+    };
+    // --preview N: N seeded chunks, the same each time (a subset of its own, so the full run
+    // seeds everything again and reuses what the preview stored).
+    let chunk_cfg = match flags.preview {
+        Some(_) if !settings.read_files_manually => {
+            return Err(RunError::Input(
+                "--preview picks chunks of input_dir, and this pipeline brings its own items (read_files_manually is off)".into(),
+            ));
+        }
+        Some(n) => chunk_cfg.with_subset(atk_chunk::Subset::new(
+            usize::try_from(n).unwrap_or(usize::MAX),
+            settings.seed,
+        )),
+        None => chunk_cfg,
     };
     let inputs = if settings.read_files_manually && !flags.dry_run {
         let (dir, cfg) = (settings.input_dir.clone(), chunk_cfg.clone());
@@ -220,7 +237,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     // The first Ctrl-C cancels this token: the executor starts no new item, and both engines
     // stop calls still waiting for a slot or a retry backoff (they are not sent).
     let cancel = CancellationToken::new();
-    let (engines, counters, limit) = build_engines(&settings, &store, &cancel)?;
+    let budget = budget::for_run(&settings, store.as_ref())?;
+    let (engines, counters, limit) = build_engines(&settings, &store, &cancel, budget.as_ref())?;
+    let budget_watch = budget::watch(budget.clone(), cancel.clone());
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
     let status_inputs = StatusInputs {
         counters: counters.clone(),
@@ -307,6 +326,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
+        preview: flags.preview,
     };
     // Outside a dry run the phases end completed or with an error.
     let mut outcome = phases::run_pipeline(&pipeline, &mut ctx, &chain)
@@ -318,8 +338,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
             outcome = Err(e);
         }
     }
+    let outcome = budget::outcome(outcome, budget.as_deref(), &progress.snapshot());
     status_task.abort();
     ctrl_c.abort();
+    if let Some(watch) = budget_watch {
+        watch.abort();
+    }
     // Wait for the status task to be gone, so its last write cannot land after the final one.
     let _ = status_task.await;
 
@@ -348,10 +372,19 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let staged = written.files;
+    // Sample replies with keys masked: the summary and status.json show the same ones.
+    let reports = crate::preview::scrubbed(
+        &ctx.reports,
+        &settings
+            .engines
+            .iter()
+            .map(|e| &e.api_key)
+            .collect::<Vec<_>>(),
+    );
     let mut summary = RunSummary::new(
         pipeline.name(),
         started.elapsed(),
-        &ctx.reports,
+        &reports,
         &costs,
         staged
             .iter()
@@ -382,6 +415,8 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     crate::logging::detach_bars();
     let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
     snapshot.state = state;
+    snapshot.reasons = crate::preview::reason_samples(&reports);
+    snapshot.budget = budget::status(budget.as_deref());
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
         let _ = store.put_meta(STATUS_META_KEY, v).await;

@@ -85,6 +85,32 @@ pub struct EngineStatus {
     pub run_cost_usd: f64,
 }
 
+/// A failure or drop reason of the last run, with one raw reply that met it (keys masked).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReasonSample {
+    /// Step name.
+    pub step: String,
+    /// `dropped`, or the failure's class (`validation`, `length`, `transport`, ...).
+    pub kind: String,
+    /// The reason.
+    pub reason: String,
+    /// Items it happened to in the run.
+    pub count: u64,
+    /// The first raw reply it happened to, when a reply came (truncated).
+    pub sample: Option<String>,
+}
+
+/// The run's `max_cost` and where it stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetStatus {
+    /// The cap, USD.
+    pub cap_usd: f64,
+    /// Spent on the output dir so far, USD.
+    pub spent_usd: f64,
+    /// True when the run stopped at the cap (run state `budget_reached`).
+    pub reached: bool,
+}
+
 /// What `atk status` shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusSnapshot {
@@ -113,6 +139,12 @@ pub struct StatusSnapshot {
     /// Total cost of this run, USD.
     #[serde(default)]
     pub run_cost_usd: f64,
+    /// Failure and drop reasons of the last run, one sample raw reply each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<ReasonSample>,
+    /// The run's `max_cost`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
     /// Requests holding a slot of the engines' concurrency limit (what the engine counts as in
     /// flight; never above the limit), at the snapshot.
     #[serde(default)]

@@ -137,6 +137,9 @@ pub struct CommonConfig {
     /// Seconds the first request of a batch waits for more before the batch is submitted.
     #[serde(deserialize_with = "rules::seconds")]
     pub batch_max_wait: Duration,
+    /// Most USD the output dir's runs may spend, all engines together (none: no cap).
+    #[serde(deserialize_with = "rules::optional_cost")]
+    pub max_cost: Option<f64>,
     /// Chunk cache folder (absolute), if set.
     pub chunking_output_dir: Option<PathBuf>,
     /// Tokenizer for chunking and estimates.
@@ -236,6 +239,7 @@ impl Default for CommonConfig {
             batch_discount: 0.5,
             batch_size: 1000,
             batch_max_wait: Duration::from_secs(5),
+            max_cost: None,
             chunking_output_dir: None,
             tokenizer: Tokenizer::Cl100k,
             stream: true,

@@ -73,6 +73,17 @@ pub(crate) fn price<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(v)
 }
 
+/// A cap in USD above 0 (`max_cost`); empty is no cap.
+pub(crate) fn optional_cost<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v > 0.0 => Ok(Some(v)),
+        Some(v) => Err(D::Error::custom(format!(
+            "must be an amount above 0 (USD), found {v}; leave it out for no cap"
+        ))),
+    }
+}
+
 /// A price of 0 or more, or none (`cost_per_million_*_cached_input`).
 pub(crate) fn optional_price<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     match Option::<f64>::deserialize(d)? {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{Budget, BudgetGuard};
 use crate::cancel::Cancel;
 use crate::fuse::Fuse;
 use crate::http::{BatchTransport, Http};
@@ -26,6 +27,7 @@ use crate::{Engine, EngineConfig, Error, MockEngine, Mode, Observer, RetryConfig
 /// retry     transport retries with backoff; the wait holds no slot
 /// outage    while the endpoint is down, calls wait and one probe goes out
 /// limit     a slot in the endpoint's own window and in the shared bound, then RPM/TPM
+/// budget    the attempt's worst case reserved under the run's cost cap, or it is not sent
 /// transport HTTP, a pool of HTTP endpoints (a window each), the mock, or any Engine
 /// ```
 ///
@@ -54,6 +56,7 @@ pub struct EngineBuilder {
     outage_limit: Option<Duration>,
     limit: Option<LimitConfig>,
     cancel: Option<CancellationToken>,
+    budget: Option<(Arc<Budget>, crate::Pricing)>,
 }
 
 enum Transport {
@@ -128,6 +131,7 @@ impl EngineBuilder {
             outage_limit: None,
             limit: None,
             cancel: None,
+            budget: None,
         }
     }
 
@@ -162,6 +166,13 @@ impl EngineBuilder {
     /// engines.
     pub fn cancel(mut self, token: impl Into<Option<CancellationToken>>) -> Self {
         self.cancel = token.into();
+        self
+    }
+
+    /// Reserves each attempt's worst case (at `pricing`) under `budget`, the run's cost cap
+    /// shared by its engines; an attempt that would pass it is not sent.
+    pub fn budget(mut self, budget: Arc<Budget>, pricing: crate::Pricing) -> Self {
+        self.budget = Some((budget, pricing));
         self
     }
 
@@ -246,6 +257,9 @@ impl EngineBuilder {
         }
         if let Some(gate) = gate {
             layers.push(Box::new(Limit::new(gate)));
+        }
+        if let Some((budget, pricing)) = self.budget {
+            layers.push(Box::new(BudgetGuard::new(budget, pricing)));
         }
         Ok(Arc::new(Stack::new(transport, layers)))
     }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod batch;
+mod budget;
 mod builder;
 mod cancel;
 mod config;
@@ -28,6 +29,7 @@ use std::sync::{Arc, Once};
 use async_trait::async_trait;
 
 pub use batch::{BatchConfig, BatchJournal, JournalEntry};
+pub use budget::{Budget, UNBOUNDED_COMPLETION_TOKENS, price_of, worst_case_tokens};
 pub use builder::{EngineBuilder, LimitConfig};
 pub use config::{Dialect, Endpoint, EngineConfig, MockConfig, Mode, RetryConfig, Timeouts};
 pub use cost::{CostCounter, CostTotals, Pricing};

@@ -246,3 +246,24 @@ async fn a_batch_whose_id_was_lost_is_found_by_its_tag() {
     assert_eq!(call_all(&engine, &requests(10)).await.len(), 10);
     assert_eq!(server.stats().batches_created, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn identical_calls_are_separate_samples() {
+    // A vote asks the same prompt several times: each call is a line of its own, at once or
+    // one after the other, never the same line handed out twice.
+    let server = TestServer::start(server_with(BatchBehaviour {
+        latency: Duration::from_secs(1),
+        ..BatchBehaviour::default()
+    }))
+    .await
+    .unwrap();
+    let journal = Arc::new(MemJournal::default());
+    let engine = build_engine(batch_cfg(&server, Dialect::OpenAi, Some(journal)), vec![]).unwrap();
+    let vote = chat("is it so?").with_param("max_tokens", 5);
+    call_all(&engine, &vec![vote.clone(); 3]).await;
+    let s = server.stats();
+    assert_eq!((s.batches_created, s.batch_lines), (1, 3));
+    engine.call(vote).await.unwrap();
+    let s = server.stats();
+    assert_eq!((s.batches_created, s.batch_lines), (2, 4));
+}

@@ -310,7 +310,8 @@ impl Shared {
                 Ok(Next::Continue)
             }
             Outcome::Dropped { reason } => {
-                self.tally(k, |t| t.add_drop(&reason, false));
+                let raw = record.raw.as_deref();
+                self.tally(k, |t| t.add_drop(&reason, raw, false));
                 self.left_early(k);
                 Ok(Next::Done(Walked::Through))
             }
@@ -368,8 +369,9 @@ impl Shared {
                 };
                 record.input_hash = input_hash;
                 let (pt, ct) = (record.prompt_tokens, record.completion_tokens);
+                let raw = record.raw.clone();
                 self.store.put_result(name, &item.id, record).await?;
-                self.tally(k, |t| t.add_drop(&reason, true));
+                self.tally(k, |t| t.add_drop(&reason, raw.as_deref(), true));
                 self.sink.event(ProgressEvent::ItemDropped {
                     step: name.to_string(),
                     reason,

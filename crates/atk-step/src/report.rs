@@ -157,8 +157,9 @@ impl Tally {
         );
     }
 
-    /// Counts a drop by its (shortened) reason; `fresh` when it happened in this run.
-    pub(crate) fn add_drop(&mut self, reason: &str, fresh: bool) {
+    /// Counts a drop by its (shortened) reason, keeping the first raw reply dropped for it;
+    /// `fresh` when it happened in this run.
+    pub(crate) fn add_drop(&mut self, reason: &str, raw: Option<&str>, fresh: bool) {
         if fresh {
             self.report.dropped += 1;
         }
@@ -176,7 +177,7 @@ impl Tally {
             groups,
             index,
             ("dropped".to_string(), short),
-            None,
+            raw,
             "dropped",
         );
     }

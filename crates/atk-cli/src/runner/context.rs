@@ -52,6 +52,8 @@ pub struct RunContext<C> {
     pub(super) shard: Option<crate::flags::Shard>,
     /// `--redo`, `--redo-changed`, `--reprocess`.
     pub(super) rework_flags: crate::redo::ReworkFlags,
+    /// `--preview N`: the chain's report is the run's result; no dataset is written.
+    pub(super) preview: Option<u64>,
 }
 
 pub(super) struct DryRun {
@@ -209,6 +211,13 @@ impl<C> RunContext<C> {
         self.reports.push(report);
         if cancelled {
             return Err(RunError::Interrupted);
+        }
+        if let Some(n) = self.preview {
+            let secrets: Vec<_> = self.settings.engines.iter().map(|e| &e.api_key).collect();
+            let report = self.reports.last().expect("the report just pushed");
+            return Err(RunError::Preview(crate::preview::render(
+                n, report, &secrets,
+            )));
         }
         Ok(ChainRun::Done)
     }

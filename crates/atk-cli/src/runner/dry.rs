@@ -75,6 +75,10 @@ pub(super) async fn run_dry<P: Pipeline>(
             Ok(counting)
         })
         .collect::<Result<_, RunError>>()?;
+    let cap_check = settings.max_cost.map(|cap| (cap, counters.clone()));
+    if let Some(warning) = super::budget::unpriced_warning(&settings) {
+        crate::out::warn(&warning);
+    }
     let engines = Engines {
         small: counters[0].clone(),
         large: counters[1].clone(),
@@ -121,9 +125,20 @@ pub(super) async fn run_dry<P: Pipeline>(
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(flags),
+        preview: None,
     };
     // The chain's phase ends a dry run with the estimate: no dataset is written.
-    run_pipeline(&pipeline, &mut ctx, chain).await
+    let outcome = run_pipeline(&pipeline, &mut ctx, chain).await?;
+    if let (RunOutcome::DryRun(mut estimate), Some((cap, counters))) = (outcome.clone(), cap_check)
+    {
+        let estimates: Vec<_> = counters
+            .iter()
+            .map(|c| c.scaled_estimate(sample, chunks))
+            .collect();
+        estimate.push_str(&crate::dry_run::render_cap_warning(cap, &estimates));
+        return Ok(RunOutcome::DryRun(estimate));
+    }
+    Ok(outcome)
 }
 
 /// The store of an earlier run, for a dry run of `--redo` / `--reprocess`.

@@ -21,6 +21,7 @@ pub(super) fn build_engines(
     settings: &Settings,
     store: &Arc<dyn Store>,
     cancel: &CancellationToken,
+    budget: Option<&Arc<atk_engine::Budget>>,
 ) -> Result<(Engines, Counters, Arc<atk_engine::ConcurrencyLimit>), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     // One bound on requests in flight for the run; each engine keeps its own window inside it.
@@ -62,7 +63,11 @@ pub(super) fn build_engines(
                 ..batch_config(settings)
             });
         }
-        let engine = atk_engine::EngineBuilder::transport(&cfg)
+        let mut builder = atk_engine::EngineBuilder::transport(&cfg);
+        if let Some(budget) = budget {
+            builder = builder.budget(budget.clone(), pricing(settings, e));
+        }
+        let engine = builder
             .observe(observers)
             .retry(settings.retry)
             .outage(settings.outage_limit)

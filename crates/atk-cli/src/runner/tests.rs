@@ -234,7 +234,7 @@ async fn status_counts_requests_in_flight_as_the_engine_does() {
     let store: std::sync::Arc<dyn atk_state::Store> =
         std::sync::Arc::new(atk_state::MemStore::default());
     let (engines, counters, limit) =
-        build_engines(&settings, &store, &CancellationToken::new()).unwrap();
+        build_engines(&settings, &store, &CancellationToken::new(), None).unwrap();
     let calls: Vec<_> = (0..3)
         .map(|i| {
             let engine = engines.small.clone();

@@ -4,6 +4,9 @@ use std::fmt::Write as _;
 
 use super::{FingerprintStatus, MissingResults, RunState, StatusSnapshot};
 
+/// Longest sample reply shown per reason (characters; `status.json` keeps it whole).
+const SAMPLE_CHARS: usize = 400;
+
 impl StatusSnapshot {
     /// Human rendering for `atk status`.
     pub fn render(&self) -> String {
@@ -114,6 +117,22 @@ impl StatusSnapshot {
             "  cost: ${:.4} {this}, ${:.4} all runs",
             self.run_cost_usd, self.cost_usd
         );
+        for r in &self.reasons {
+            let _ = writeln!(s, "  {} x {} at {}: {}", r.count, r.kind, r.step, r.reason);
+            if let Some(sample) = &r.sample {
+                let short: String = sample.chars().take(SAMPLE_CHARS).collect();
+                let _ = writeln!(s, "    sample reply: {}", short.replace('\n', "\n      "));
+            }
+        }
+        if let Some(b) = &self.budget {
+            let _ = writeln!(
+                s,
+                "  max_cost: ${:.4} of ${:.4} spent{}",
+                b.spent_usd,
+                b.cap_usd,
+                if b.reached { " (reached)" } else { "" }
+            );
+        }
         if !self.damage.is_empty() {
             let total: u64 = self.damage.iter().map(MissingResults::missing).sum();
             let _ = writeln!(
@@ -170,6 +189,19 @@ mod tests {
         assert!(
             text.contains("cost: $0.2000 last run, $0.5000 all runs"),
             "{text}"
+        );
+        let stopped = StatusSnapshot {
+            budget: Some(super::super::BudgetStatus {
+                cap_usd: 0.5,
+                spent_usd: 0.5,
+                reached: true,
+            }),
+            ..s.clone()
+        }
+        .render_at(0);
+        assert!(
+            stopped.contains("max_cost: $0.5000 of $0.5000 spent (reached)"),
+            "{stopped}"
         );
         let running = StatusSnapshot {
             state: RunState::Running,

@@ -80,9 +80,10 @@ struct State {
     live: HashMap<String, BTreeSet<u32>>,
     /// Batches submitted or being polled by this process, by key.
     batches: HashMap<String, Slot>,
-    /// (custom id, batch key) pairs whose line came back as a failure: asked again in a new
-    /// batch, not by polling that one.
-    failed: HashSet<(String, String)>,
+    /// (custom id, batch key) pairs whose line this process already handed out, a reply or a
+    /// failure: the next identical call (a failed line's retry, a vote's next sample) goes
+    /// into a new batch instead of getting that line again.
+    spent: HashSet<(String, String)>,
     /// The provider's tagged batches (metadata key -> id), listed once.
     tagged: Option<HashMap<String, String>>,
 }
@@ -188,20 +189,14 @@ impl Engine for BatchTransport {
                 )),
             },
         };
-        match result {
-            Ok(parsed) => Ok(inner
-                .http
-                .finish(&request, parsed, started.elapsed(), started)),
-            Err(e) => {
-                if finished.polled {
-                    inner
-                        .lock()
-                        .failed
-                        .insert((custom_id, finished.key.clone()));
-                }
-                Err(e)
-            }
+        if finished.polled {
+            inner.lock().spent.insert((custom_id, finished.key.clone()));
         }
+        result.map(|parsed| {
+            inner
+                .http
+                .finish(&request, parsed, started.elapsed(), started)
+        })
     }
     fn label(&self) -> &str {
         self.inner.label()
@@ -251,11 +246,11 @@ impl Inner {
         bytes: usize,
     ) -> Result<Slot, Error> {
         if let Some(entry) = self.journal().and_then(|j| j.find(custom_id)) {
-            let failed = self
+            let spent = self
                 .lock()
-                .failed
+                .spent
                 .contains(&(custom_id.to_string(), entry.key.clone()));
-            if !failed {
+            if !spent {
                 if let Some(slot) = self.lock().batches.get(&entry.key) {
                     return Ok(slot.clone());
                 }
@@ -733,8 +728,10 @@ impl Inner {
     fn complete(&self, parsed: Result<Parsed, Error>) -> Result<Parsed, Error> {
         let parsed = parsed?;
         if parsed.finish_reason.is_none() {
+            // Incomplete, not CutStream: the limit layer reads a cut stream as an endpoint
+            // serving fewer at once and would shrink the window a batch gathers in.
             return Err(self.http.transient(
-                TransientKind::CutStream,
+                TransientKind::Incomplete,
                 "the batch result has no finish_reason (not a whole reply)",
             ));
         }

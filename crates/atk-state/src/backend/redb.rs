@@ -88,9 +88,14 @@ impl RedbKv {
         let file = dir.join(DATA_FILE);
         let existed = file.is_file();
         let closed_cleanly = existed && CleanClose::read(dir) == CleanClose::of(&file);
+        // redb repairs a database left open by a killed process on its own, verifying the
+        // checksums as it goes: then the check below would read the whole file a second time.
+        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut db = guarded(dir, || {
+            let seen = Arc::clone(&repaired);
             Database::builder()
                 .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
+                .set_repair_callback(move |_| seen.store(true, Ordering::Relaxed))
                 .create(&file)
                 .map_err(|e| match e {
                     DatabaseError::DatabaseAlreadyOpen => crate::disk_store::locked(dir),
@@ -99,7 +104,9 @@ impl RedbKv {
         })?;
         // Open from here on: a kill before the next clean close leaves no mark.
         CleanClose::remove(dir);
-        if existed && !closed_cleanly {
+        if repaired.load(Ordering::Relaxed) {
+            tracing::info!(store = %dir.display(), "the store was not closed cleanly: repaired on open");
+        } else if existed && !closed_cleanly {
             verify(dir, &mut db)?;
         }
         let create = || -> Result<(), redb::Error> {
