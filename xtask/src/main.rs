@@ -51,6 +51,10 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             while let Some(arg) = args.next() {
                 match arg.as_str() {
                     "--no-build" => no_build = true,
+                    "--help" | "-h" => {
+                        println!("{USAGE}");
+                        return Ok(());
+                    }
                     "--from" => {
                         from = Some(args.next().with_context(|| {
                             format!(
@@ -195,5 +199,24 @@ mod tests {
         std::fs::remove_dir(other.path().join("xtask")).unwrap();
         let err = workspace_of(other.path()).unwrap_err().to_string();
         assert!(err.contains("is not atk's"), "{err}");
+    }
+
+    #[test]
+    fn help_is_an_answer_not_an_error_for_every_task() {
+        for args in [
+            &["new-pipeline", "--help"][..],
+            &["new-pipeline", "-h"],
+            &["--help"],
+        ] {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            assert!(super::run(args.clone()).is_ok(), "{args:?}");
+        }
+        let unknown = super::run(vec!["new-pipeline".into(), "--frm".into()]);
+        assert!(
+            unknown
+                .unwrap_err()
+                .to_string()
+                .contains("unknown option --frm")
+        );
     }
 }

@@ -72,6 +72,8 @@ pub(crate) struct CardFacts {
     pub(crate) cost_usd: f64,
     /// Known limitations, one line each.
     pub(crate) limitations: Vec<String>,
+    /// `meta_datagen_include_all`: which recorded exchanges the meta datasets hold.
+    pub(crate) meta_include_all: bool,
 }
 
 /// One field of a dataset row.
@@ -206,6 +208,7 @@ pub(crate) async fn write(
         sources: sources_of(&summary.datasets),
         cost_usd: summary.engines.iter().map(|e| e.cost_usd_all_runs).sum(),
         limitations,
+        meta_include_all: common.meta_datagen_include_all,
     };
     let card = render(&facts);
     if let Err(e) =
@@ -451,6 +454,20 @@ pub(crate) fn render(f: &CardFacts) -> String {
                 field.name, field.kind, field.description
             );
         }
+    }
+
+    if f.datasets
+        .iter()
+        .any(|(rel, _, _)| rel.starts_with("meta_datagen/"))
+    {
+        let which = if f.meta_include_all {
+            "every recorded exchange, replies a validator, filter or vote rejected included \
+             (`meta_datagen_include_all: true`)"
+        } else {
+            "only the recorded exchanges of results that were kept, of items that reached the \
+             end of the chain (rejected and dropped replies are left out)"
+        };
+        let _ = writeln!(s, "\nThe meta datasets (`meta_datagen/`) hold {which}.");
     }
 
     let _ = writeln!(s, "\n## How it was made\n");

@@ -6,7 +6,7 @@
 //! run and calls the engine, which counts the prompt's tokens, notes `max_tokens`, and answers
 //! with the mock engine's reply (the step's mock reply), so filters, fan-outs, votes and
 //! fan-ins behave as they would on the demo and later steps are counted too.
-//! [`crate::RunContext::run_chain`] then ends the run with the estimate (`RunError::DryRun`,
+//! [`crate::RunContext::run_chain`] then ends the run with the estimate (`RunOutcome::DryRun`,
 //! exit 0) before the pipeline writes any dataset.
 
 use std::fmt::Write as _;

@@ -43,9 +43,24 @@ pub enum RunError {
     /// Not a failure: `--preview N` finished; carries the report to print. Exit 0.
     #[error("{0}")]
     Preview(String),
-    /// Not a failure: `--dry-run` finished; carries the estimate to print. Exit 0.
+    /// The store refused: locked by another run or of an unknown format (exit 2), or broken
+    /// (exit 1).
     #[error("{0}")]
-    DryRun(String),
+    Store(#[source] atk_state::Error),
+    /// An engine failed for good: a config problem (exit 2) or a fatal runtime one (exit 1).
+    #[error("{0}")]
+    Engine(#[source] atk_engine::Error),
+    /// A step failed for good: its config (a prompt that does not load: exit 2) or at run time
+    /// (exit 1).
+    #[error("{0}")]
+    Step(#[source] atk_step::StepError),
+    /// A pipeline read a field its items do not have (a typo in a key, a step that did not
+    /// run): a bug in the pipeline, reported with the item, the key and the keys present. Exit 1.
+    #[error("reading the results: {0}")]
+    Field(#[source] atk_state::FieldError),
+    /// A file could not be read or written. Exit 1.
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
 }
 
 impl RunError {
@@ -62,62 +77,68 @@ impl RunError {
             | Self::AllFailed
             | Self::NothingKept(_)
             | Self::BudgetReached { .. } => 1,
+            Self::Preview(_) => 0,
+            Self::Field(_) | Self::Io(_) => 1,
             Self::Interrupted => 130,
-            Self::DryRun(_) | Self::Preview(_) => 0,
+            Self::Store(e) => store_exit_code(e),
+            Self::Engine(e) => engine_exit_code(e),
+            Self::Step(e) if e.is_config_error() => 2,
+            Self::Step(atk_step::StepError::Engine(e)) => engine_exit_code(e),
+            Self::Step(atk_step::StepError::Store(e)) => store_exit_code(e),
+            Self::Step(_) => 1,
         }
     }
 }
 
+fn store_exit_code(e: &atk_state::Error) -> u8 {
+    match e {
+        atk_state::Error::Locked { .. } | atk_state::Error::Incompatible { .. } => 2,
+        _ => 1,
+    }
+}
+
+fn engine_exit_code(e: &atk_engine::Error) -> u8 {
+    match e {
+        atk_engine::Error::Config(_) => 2,
+        _ => 1,
+    }
+}
+
 /// Turns a run's outcome into the process exit code (printing nothing: the runner reports).
-pub(crate) fn exit_code(outcome: &Result<(), RunError>) -> ExitCode {
+pub(crate) fn exit_code<T>(outcome: &Result<T, RunError>) -> ExitCode {
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => ExitCode::from(e.exit_code()),
     }
 }
 
 impl From<atk_state::Error> for RunError {
     fn from(e: atk_state::Error) -> Self {
-        match e {
-            atk_state::Error::Locked { .. } | atk_state::Error::Incompatible { .. } => {
-                Self::Input(e.to_string())
-            }
-            other => Self::Fatal(other.to_string()),
-        }
+        Self::Store(e)
     }
 }
 
 impl From<atk_engine::Error> for RunError {
     fn from(e: atk_engine::Error) -> Self {
-        match e {
-            atk_engine::Error::Config(_) => Self::Config(e.to_string()),
-            other => Self::Fatal(other.to_string()),
-        }
+        Self::Engine(e)
     }
 }
 
 impl From<atk_step::StepError> for RunError {
     fn from(e: atk_step::StepError) -> Self {
-        match e {
-            e if e.is_config_error() => Self::Config(e.to_string()),
-            atk_step::StepError::Engine(e) => Self::from(e),
-            atk_step::StepError::Store(e) => Self::from(e),
-            other => Self::fatal(other),
-        }
+        Self::Step(e)
     }
 }
 
-/// A pipeline read a field its items do not have (a typo in a key, a step that did not run):
-/// a bug in the pipeline, reported with the item, the key and the keys present. Exit 1.
 impl From<atk_state::FieldError> for RunError {
     fn from(e: atk_state::FieldError) -> Self {
-        Self::Fatal(format!("reading the results: {e}"))
+        Self::Field(e)
     }
 }
 
 impl From<std::io::Error> for RunError {
     fn from(e: std::io::Error) -> Self {
-        Self::Fatal(e.to_string())
+        Self::Io(e)
     }
 }
 
@@ -128,12 +149,20 @@ mod tests {
     #[test]
     fn exit_codes_follow_the_contract() {
         assert_eq!(exit_code(&Ok(())), ExitCode::SUCCESS);
+        let locked = RunError::from(atk_state::Error::Locked {
+            path: "store".into(),
+            pid: None,
+        });
+        assert_eq!(locked.exit_code(), 2, "another run holds the store");
+        assert!(
+            std::error::Error::source(&locked).is_some(),
+            "the cause is kept, not flattened"
+        );
         assert_eq!(RunError::Config("x".into()).exit_code(), 2);
         assert_eq!(RunError::Input("x".into()).exit_code(), 2);
         assert_eq!(RunError::fatal("x").exit_code(), 1);
         assert_eq!(RunError::AllFailed.exit_code(), 1);
         assert_eq!(RunError::Interrupted.exit_code(), 130);
-        assert_eq!(RunError::DryRun("estimate".into()).exit_code(), 0);
     }
 
     #[test]

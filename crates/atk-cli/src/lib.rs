@@ -43,7 +43,19 @@ pub use error::RunError;
 pub use flags::{CommonFlags, Shard};
 pub use layout::store_dir;
 pub use progress::ProgressMode;
-pub use runner::{Pipeline, RunContext, main, main_with_args, run};
+pub use runner::{Dataset, Pipeline, RunContext, RunOutcome, main, main_with_args, run};
+
+/// Everything a pipeline crate uses, in one import: `use atk_cli::prelude::*;`.
+pub mod prelude {
+    pub use crate::dataset::{Conversation, sharegpt_pair};
+    pub use crate::{Dataset, Pipeline, RunContext, RunError, async_trait};
+    pub use atk_state::Fields;
+    pub use atk_step::{
+        Chain, EngineChoice, FanInStep, FanOutStep, FilterStep, Item, MapStep, PromptStep,
+        VoteStep, default_judge, prompts, qa_children, qa_pairs, tag_text, tagged_turns, verdict,
+    };
+    pub use serde_json::{Value, json};
+}
 
 /// Re-exports pipelines need without naming the crates themselves.
 pub use {async_trait::async_trait, atk_state, atk_step};

@@ -143,7 +143,7 @@ pub(crate) async fn prepare(
             if counts.older() > 0 {
                 prepared
                     .warnings
-                    .push(warning(step.name(), &counts.other, flags));
+                    .push(warning(step.as_ref(), &counts.other, flags));
             }
             if counts.unknown > 0 && !entry.current.is_empty() && entry.current != current {
                 let what: Vec<&str> = atk_step::changed_parts(&entry.current, &current)
@@ -291,8 +291,11 @@ fn check_reprocess(store: &dyn Store, step: &dyn Step, names: &[&str]) -> Result
     Ok(())
 }
 
-/// "step `x`: 5 results were made with another prompt ..." and what to do.
-fn warning(step: &str, other: &BTreeMap<Vec<Part>, u64>, flags: &ReworkFlags) -> String {
+/// "step `x`: 5 results were made with another prompt ..." and what to do (`--reprocess`
+/// only for a step that can rerun its processor over a stored reply: not a vote or a fan-in).
+fn warning(step: &dyn Step, other: &BTreeMap<Vec<Part>, u64>, flags: &ReworkFlags) -> String {
+    let can_reprocess = step.can_reprocess();
+    let step = step.name();
     let mut s = format!("step `{step}`: ");
     let groups: Vec<String> = other
         .iter()
@@ -324,7 +327,9 @@ fn warning(step: &str, other: &BTreeMap<Vec<Part>, u64>, flags: &ReworkFlags) ->
          `--redo-changed` (only these, and the later steps of their items)",
     );
     let _ = write!(s, ", `--redo {step}` (every result of the step)");
-    if changed.iter().all(|p| *p == Part::Version) {
+    if !can_reprocess {
+        // A vote or a fan-in keeps no single reply per item to rerun a processor over.
+    } else if changed.iter().all(|p| *p == Part::Version) {
         let _ = write!(
             s,
             ", or `--reprocess {step}` (rerun its output processor and validator on the stored \

@@ -10,6 +10,8 @@ mod context;
 mod dry;
 mod engines;
 mod journal;
+mod load;
+mod phases;
 mod seed;
 mod signals;
 mod status_loop;
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use atk_engine::CostTotals;
 use atk_state::{DiskStore, RECORD_VERSION, RunMeta, Store, StoreOptions};
-use atk_step::PromptLibrary;
+use atk_step::{Chain, PromptLibrary};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
@@ -40,11 +42,16 @@ use crate::summary::{RunSummary, TOKEN_COUNTS_FILE};
 pub(crate) use crate::layout::{COST_META_KEY, RUN_META_KEY, store_dir};
 pub use context::RunContext;
 use engines::build_engines;
+pub use phases::{Dataset, RunOutcome};
 use seed::{check_fingerprint, record_item_count, seed_inputs};
 use signals::{CtrlC, watch_ctrl_c};
 use status_loop::{StatusInputs, cost_totals, status_loop, status_of};
 
-/// A pipeline: its config type, its prompts and what it does with a prepared [`RunContext`].
+/// A pipeline: its config type, its prompts, its chain of steps and the datasets it writes
+/// from the chain's final items. The runner does the rest, phase by phase: config, inputs,
+/// store, engines (the settings of the engines the chain calls are required, the others'
+/// not), the chain, the datasets (finished atomically), the meta datasets, progress, the
+/// summary and the exit code.
 ///
 /// `main.rs` of a pipeline crate is one line: `fn main() -> ExitCode { atk_cli::main(MyPipeline) }`.
 #[async_trait]
@@ -55,17 +62,21 @@ pub trait Pipeline: Send + Sync + 'static {
     type Config: DeserializeOwned + config::JsonSchema + Send + Sync + 'static;
     /// The pipeline's name (shown in `--help`, the summary and `atk status`).
     fn name(&self) -> &'static str;
-    /// The prompt files compiled into the binary: `(file name, contents)`; the config's
-    /// `prompts` folder overrides them file by file.
+    /// The prompt files compiled into the binary: `(file name, contents)` (see
+    /// [`atk_step::prompts!`]); the config's `prompts` folder overrides them file by file.
     fn default_prompts(&self) -> &'static [(&'static str, &'static str)];
-    /// Which engines the pipeline's steps call; the others' model and endpoint are not
-    /// required, no API key is looked for, and a call to one fails with a clear error.
-    /// Default: both.
-    fn engines_used(&self) -> config::EnginesUsed {
-        config::EnginesUsed::BOTH
+    /// The steps, built from the config once per run and checked before anything is read.
+    fn chain(&self, config: &Self::Config) -> Chain;
+    /// Adds the pipeline's own items before the chain runs ([`RunContext::seed_items`],
+    /// [`RunContext::seed_texts`]). Default: nothing; the chunks of `input_dir` are the items.
+    async fn seed(&self, ctx: &mut RunContext<Self::Config>) -> Result<(), RunError> {
+        let _ = ctx;
+        Ok(())
     }
-    /// Runs the pipeline: build steps, [`RunContext::run_chain`], write datasets.
-    async fn run(&self, ctx: &mut RunContext<Self::Config>) -> Result<(), RunError>;
+    /// Writes the datasets from the chain's final items ([`RunContext::final_items`] into
+    /// [`RunContext::dataset`]s); the runner puts every dataset in place once this returns `Ok`.
+    fn write_datasets(&self, ctx: &RunContext<Self::Config>, chain: &Chain)
+    -> Result<(), RunError>;
 }
 
 /// Parses the command line, runs `pipeline` and returns the exit code: 0 completed, 2 config
@@ -103,10 +114,10 @@ where
     // Do not wait for stray blocking tasks (a stuck read must not hang the exit).
     runtime.shutdown_timeout(Duration::from_secs(1));
     match &outcome {
-        Ok(()) => {}
-        Err(RunError::DryRun(estimate) | RunError::Preview(estimate)) => {
+        Ok(RunOutcome::DryRun(estimate)) | Err(RunError::Preview(estimate)) => {
             crate::out::command_result(estimate.trim_end())
         }
+        Ok(_) => {}
         Err(e) => crate::out::always(&format!("error: {e}\n")),
     }
     crate::error::exit_code(&outcome)
@@ -133,30 +144,27 @@ fn describe_config<P: Pipeline>(
 }
 
 /// Runs a pipeline with parsed flags (what [`main`] does inside its runtime).
-pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), RunError> {
+pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutcome, RunError> {
     crate::out::set_quiet(flags.quiet);
     let started = Instant::now();
     let started_at_ms = atk_state::now_ms();
-    let overrides = Overrides {
-        set: flags.set.clone(),
-        json: flags.override_json.clone(),
-    };
-    let used = pipeline.engines_used();
     if flags.describe_config {
-        return describe_config::<P>(&pipeline, &flags, &overrides);
+        let overrides = Overrides {
+            set: flags.set.clone(),
+            json: flags.override_json.clone(),
+        };
+        describe_config::<P>(&pipeline, &flags, &overrides)?;
+        return Ok(RunOutcome::ConfigChecked);
     }
-    let loaded = if flags.dry_run {
-        config::load_for_dry_run::<P::Config>(&flags.config, &overrides, used)
-    } else {
-        config::load_for::<P::Config>(&flags.config, &overrides, used)
-    }
-    .map_err(|e| RunError::Config(e.to_string()))?;
+    let (loaded, chain) = load::config_and_chain(&pipeline, &flags)?;
     for w in &loaded.warnings {
         crate::out::warn(w);
     }
     if let Some(w) = crate::card::license_warning(&loaded.common).filter(|_| !flags.dry_run) {
         crate::out::note(&w);
     }
+    let (small, large) = chain.engines_used();
+    let used = crate::config::EnginesUsed { small, large };
     let settings = Arc::new(Settings::new(&loaded.common, used));
     tracing::debug!(config = %loaded.path.display(), "config loaded");
 
@@ -211,12 +219,15 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
     }
     if flags.check_config {
         crate::out::info(&format!("config ok: {}\n", flags.config.display()));
-        return Ok(());
+        return Ok(RunOutcome::ConfigChecked);
     }
     let progress_mode = flags.progress_mode();
 
     if flags.dry_run {
-        return dry::run_dry(pipeline, &flags, settings, loaded, prompts, chunk_cfg).await;
+        return dry::run_dry(
+            pipeline, &chain, &flags, settings, loaded, prompts, chunk_cfg,
+        )
+        .await;
     }
 
     // The store: `<output_dir>/store`, locked for the whole run.
@@ -348,13 +359,17 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         reports: Vec::new(),
         details_sources: Vec::new(),
         datasets: Written::default(),
+        open_datasets: Default::default(),
         row_source: Default::default(),
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
         preview: flags.preview,
     };
-    let mut outcome = pipeline.run(&mut ctx).await;
+    // Outside a dry run the phases end completed or with an error.
+    let mut outcome = phases::run_pipeline(&pipeline, &mut ctx, &chain)
+        .await
+        .map(|_| ());
     if outcome.is_ok() && ctx.rework_flags.any() && ctx.reports.iter().all(|r| r.failed() == 0) {
         // The rework is done: the next run with the same flags starts a new one.
         if let Err(e) = crate::redo::finish(store.as_ref()).await {
@@ -461,7 +476,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<(), Run
         crate::card::write(&summary, &settings, &ctx.common, prompts, store.as_ref()).await;
     }
     print_summary(&summary, outcome.is_err(), progress_mode);
-    outcome
+    outcome.map(|()| RunOutcome::Completed)
 }
 
 /// Prints the summary (to stderr; under `-q` too when `alarm`: it explains a failure) and

@@ -56,7 +56,7 @@ impl Deref for Settings {
 
 impl Settings {
     /// The runner's view of a loaded config; `used` marks the engines the pipeline calls
-    /// ([`crate::Pipeline::engines_used`]).
+    /// (no step of the chain calls it: `Step::engines`).
     pub(crate) fn new(c: &CommonConfig, used: EnginesUsed) -> Self {
         let mut chunk = ChunkConfig::new(c.chunk_size).with_tokenizer(c.tokenizer);
         chunk.cache_dir = Some(

@@ -1,5 +1,5 @@
 //! The stand-in for an engine a pipeline declared it does not use
-//! ([`crate::Pipeline::engines_used`]): its settings were not required, so it sends nothing and
+//! (no step of the chain calls it: `Step::engines`): its settings were not required, so it sends nothing and
 //! any call is a clear, fatal error instead of a request to a half-configured endpoint.
 
 use async_trait::async_trait;
@@ -26,8 +26,8 @@ impl UnusedEngine {
 impl Engine for UnusedEngine {
     async fn call(&self, _request: Request) -> Result<Reply, Error> {
         Err(Error::Config(format!(
-            "a step called the {} engine, but the pipeline declares it does not use it (Pipeline::engines_used), \
-             so its settings were not required; declare it in engines_used",
+            "a step called the {} engine, but no step of the chain says it calls it (Step::engines), \
+             so its settings were not required; return it from the step's `engines`",
             self.label
         )))
     }

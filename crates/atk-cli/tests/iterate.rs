@@ -2,12 +2,10 @@
 //! costs requests only for the replies that now fail; a raw-less store exits 2.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use atk_cli::CommonFlags;
 use atk_cli::config::NoExtra;
-use atk_cli::{Pipeline, RunContext, RunError, async_trait};
-use atk_step::{PromptStep, Step};
+use atk_cli::prelude::*;
 
 static PROMPTS: &[(&str, &str)] = &[("write.yaml", include_str!("fixtures/prompts_write.yaml"))];
 
@@ -25,9 +23,9 @@ impl Pipeline for Poems {
     fn default_prompts(&self) -> &'static [(&'static str, &'static str)] {
         PROMPTS
     }
-    async fn run(&self, ctx: &mut RunContext<NoExtra>) -> Result<(), RunError> {
+    fn chain(&self, _: &NoExtra) -> Chain {
         let strict = self.strict;
-        let step = PromptStep::new("write", "write")
+        let step = PromptStep::new("write")
             .max_retries(0)
             .mock_reply("<poem>{excerpt}</poem>")
             .validator(move |_, item| {
@@ -38,8 +36,9 @@ impl Pipeline for Poems {
                     Ok(())
                 }
             });
-        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(step)];
-        ctx.run_chain(&chain).await?;
+        Chain::new().then(step)
+    }
+    fn write_datasets(&self, _: &RunContext<NoExtra>, _: &Chain) -> Result<(), RunError> {
         Ok(())
     }
 }

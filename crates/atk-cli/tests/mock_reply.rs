@@ -5,8 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use atk_cli::CommonFlags;
-use atk_cli::atk_step::{PromptStep, Step};
-use atk_cli::{Pipeline, RunContext, RunError, async_trait};
+use atk_cli::prelude::*;
 
 const PROMPTS: &[(&str, &str)] = &[
     ("own.yaml", "- role: user\n  content: \"{text}\"\n"),
@@ -32,22 +31,19 @@ impl Pipeline for TwoSteps {
         PROMPTS
     }
 
-    async fn run(&self, ctx: &mut RunContext<NoConfig>) -> Result<(), RunError> {
-        let chain: Vec<Arc<dyn Step>> = vec![
-            Arc::new(PromptStep::new("own", "own").mock_reply("from the step")),
-            Arc::new(PromptStep::new("none", "none")),
-        ];
-        ctx.run_chain(&chain).await?;
-        for item in ctx.final_items(&chain) {
+    fn chain(&self, _: &NoConfig) -> Chain {
+        Chain::new()
+            .then(PromptStep::new("own").mock_reply("from the step"))
+            .then(PromptStep::new("none"))
+    }
+
+    fn write_datasets(&self, ctx: &RunContext<NoConfig>, chain: &Chain) -> Result<(), RunError> {
+        for item in ctx.final_items(chain) {
             let item = item?;
-            let text = |k: &str| {
-                item.fields
-                    .get(k)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            self.0.lock().unwrap().push((text("own"), text("none")));
+            self.0
+                .lock()
+                .unwrap()
+                .push((item.text("own")?, item.text("none")?));
         }
         Ok(())
     }

@@ -1,12 +1,10 @@
 //! The runner, driven the way a pipeline binary drives it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use atk_cli::CommonFlags;
 use atk_cli::config::NoExtra;
-use atk_cli::{Pipeline, RunContext, RunError, async_trait};
-use atk_step::{PromptStep, Step};
+use atk_cli::prelude::*;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -26,12 +24,11 @@ impl Pipeline for PoemTest {
     fn default_prompts(&self) -> &'static [(&'static str, &'static str)] {
         PROMPTS
     }
-    async fn run(&self, ctx: &mut RunContext<NoExtra>) -> Result<(), RunError> {
-        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(
-            PromptStep::new("write", "write").param("max_tokens", 300),
-        )];
-        ctx.run_chain(&chain).await?;
-        unreachable!("a dry run ends in run_chain");
+    fn chain(&self, _: &NoExtra) -> Chain {
+        Chain::new().then(PromptStep::new("write").param("max_tokens", 300))
+    }
+    fn write_datasets(&self, _: &RunContext<NoExtra>, _: &Chain) -> Result<(), RunError> {
+        unreachable!("a dry run writes no dataset");
     }
 }
 
@@ -44,7 +41,7 @@ async fn dry_run_estimates_the_whole_chain_and_writes_nothing() {
         ..CommonFlags::default()
     };
     let outcome = atk_cli::run(PoemTest, flags).await;
-    let Err(RunError::DryRun(estimate)) = outcome else {
+    let Ok(atk_cli::RunOutcome::DryRun(estimate)) = outcome else {
         panic!("expected a dry-run estimate, got {outcome:?}")
     };
     insta::assert_snapshot!("dry_run_estimate", estimate);
@@ -66,16 +63,18 @@ impl Pipeline for AlwaysRejected {
     fn default_prompts(&self) -> &'static [(&'static str, &'static str)] {
         PROMPTS
     }
-    async fn run(&self, ctx: &mut RunContext<NoExtra>) -> Result<(), RunError> {
-        let step = PromptStep::new("write", "write")
-            .max_retries(1)
-            .mock_reply("not a poem {hash}")
-            .validator(|_, _| Err("no <poem> tag".to_string()));
-        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(step)];
-        ctx.run_chain(&chain).await?;
+    fn chain(&self, _: &NoExtra) -> Chain {
+        Chain::new().then(
+            PromptStep::new("write")
+                .max_retries(1)
+                .mock_reply("not a poem {hash}")
+                .validator(|_, _| Err("no <poem> tag".to_string())),
+        )
+    }
+    fn write_datasets(&self, ctx: &RunContext<NoExtra>, chain: &Chain) -> Result<(), RunError> {
         let lines = ctx
-            .final_items(&chain)
-            .map(|item| item.map(|_| atk_cli::dataset::sharegpt_pair("", "")));
+            .final_items(chain)
+            .map(|item| item.map(|_| sharegpt_pair("", "")));
         ctx.write_sharegpt("sharegpt_format.jsonl", lines)?;
         Ok(())
     }

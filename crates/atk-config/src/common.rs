@@ -170,6 +170,9 @@ pub struct CommonConfig {
     ///
     /// Extra templates for meta-datasets (absolute paths).
     pub meta_datagen_extras: Vec<PathBuf>,
+    /// Meta-datasets from every recorded exchange, rejected and dropped ones too (default:
+    /// only kept results of items that reached the end of the chain).
+    pub meta_datagen_include_all: bool,
     /// USD per million prompt tokens, small engine.
     ///
     /// USD per million prompt tokens, small engine.
@@ -361,6 +364,7 @@ impl Default for CommonConfig {
             do_meta_datagen: false,
             meta_datagen_keys: Vec::new(),
             meta_datagen_extras: Vec::new(),
+            meta_datagen_include_all: false,
             cost_per_million_small_input: 0.0,
             cost_per_million_small_output: 0.0,
             cost_per_million_large_input: 0.0,
@@ -614,7 +618,7 @@ fn found<X>(
     }
 }
 
-/// Which engines a pipeline calls (`Pipeline::engines_used` in atk-cli): the model and endpoint of
+/// Which engines a pipeline calls (derived from the pipeline's chain in atk-cli): the model and endpoint of
 /// an engine it does not use are not required, and no API key is looked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnginesUsed {

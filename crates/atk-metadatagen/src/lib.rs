@@ -5,7 +5,7 @@ mod extras;
 mod jsonl;
 mod sharegpt;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -165,6 +165,21 @@ pub fn write_meta_datasets(
     final_items: &mut dyn Iterator<Item = ItemRecord>,
     out_dir: &Path,
 ) -> Result<MetaReport, Error> {
+    write_meta_datasets_of(store, sources, keys, extras, final_items, out_dir, None)
+}
+
+/// [`write_meta_datasets`] taking, with `only`, the recorded exchanges of kept results (not
+/// dropped: by a filter, a vote, a function) of the items in `only` (those that reached the
+/// end of the chain), so no rejected reply becomes training data; `None` takes every one.
+pub fn write_meta_datasets_of(
+    store: &dyn Store,
+    sources: &[MetaSource],
+    keys: &[String],
+    extras: &[PathBuf],
+    final_items: &mut dyn Iterator<Item = ItemRecord>,
+    out_dir: &Path,
+    only: Option<&HashSet<String>>,
+) -> Result<MetaReport, Error> {
     // Check everything that can be checked before writing a byte.
     let mut key_steps: Vec<(&str, Vec<&str>)> = Vec::new();
     for key in keys {
@@ -233,7 +248,8 @@ pub fn write_meta_datasets(
     let mut pending: Vec<Pending> = Vec::new();
 
     for ((key, steps), (chat_path, completion_path)) in key_steps.iter().zip(key_paths) {
-        let (chat, completion) = write_key(store, key, steps, chat_path, completion_path)?;
+        let paths = (chat_path, completion_path);
+        let (chat, completion) = write_key(store, key, steps, paths, only)?;
         pending.push(chat);
         pending.push(completion);
     }
@@ -287,8 +303,8 @@ fn write_key(
     store: &dyn Store,
     key: &str,
     steps: &[&str],
-    chat_path: PathBuf,
-    completion_path: PathBuf,
+    (chat_path, completion_path): (PathBuf, PathBuf),
+    only: Option<&HashSet<String>>,
 ) -> Result<(Pending, Pending), Error> {
     let mut chat = (
         JsonlFile::create(&chat_path)?,
@@ -301,10 +317,16 @@ fn write_key(
     let (mut results, mut without_details) = (0u64, 0u64);
     for item in store.items() {
         let item = item?;
+        if only.is_some_and(|reached| !reached.contains(&item.id)) {
+            continue;
+        }
         for step in steps {
             let Some(result) = store.result(step, &item.id)? else {
                 continue;
             };
+            if only.is_some() && result.drop_reason().is_some() {
+                continue;
+            }
             results += 1;
             let Some(details) = &result.details else {
                 without_details += 1;

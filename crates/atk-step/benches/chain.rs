@@ -73,11 +73,16 @@ async fn seed(store: &SledStore, n: usize) {
 fn chain() -> Vec<Arc<dyn Step>> {
     vec![
         Arc::new(
-            PromptStep::new("write_poem", "one")
+            PromptStep::new("write_poem")
+                .prompt("one")
                 .result_key("poem")
                 .mock_reply("<poem>\n{lines}\n</poem>"),
         ),
-        Arc::new(PromptStep::new("rate_poem", "two").output_processor(|raw| Ok(json!(raw.len())))),
+        Arc::new(
+            PromptStep::new("rate_poem")
+                .prompt("two")
+                .output_processor(|raw| Ok(json!(raw.len()))),
+        ),
     ]
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::error::StepError;
-use crate::step::{Shape, Step};
+use crate::step::{EngineChoice, Shape, Step};
 
 /// An ordered list of steps whose structure is checked: unique non-empty names, and every
 /// fan-in closing an open fan-out. A fan-out left open runs its children to the end of the chain.
@@ -52,6 +52,21 @@ impl Chain {
         Some(Self {
             steps: self.steps[..=end].to_vec(),
         })
+    }
+
+    /// Checks the chain's structure (unique non-empty names, every fan-in closing a fan-out);
+    /// the runner calls it as soon as the pipeline built the chain, before anything is read.
+    pub fn check(&self) -> Result<(), StepError> {
+        layout(&self.steps).map(|_| ())
+    }
+
+    /// Which engines the chain's steps call: (small, large).
+    pub fn engines_used(&self) -> (bool, bool) {
+        let used: Vec<EngineChoice> = self.steps.iter().flat_map(|s| s.engines()).collect();
+        (
+            used.contains(&EngineChoice::Small),
+            used.contains(&EngineChoice::Large),
+        )
     }
 
     /// Step names, in order.
@@ -152,11 +167,11 @@ mod tests {
     #[test]
     fn fan_ins_close_fan_outs_and_mark_child_levels() {
         let chain = Chain::new()
-            .then(PromptStep::new("a", "a"))
+            .then(PromptStep::new("a"))
             .then(split())
-            .then(PromptStep::new("b", "b"))
+            .then(PromptStep::new("b"))
             .then(join("j"))
-            .then(PromptStep::new("c", "c"));
+            .then(PromptStep::new("c"));
         let l = layout(&chain).unwrap();
         assert_eq!(l.closes, [None, Some(3), None, None, None]);
         assert_eq!(l.child_level, [false, false, true, false, false]);
@@ -178,12 +193,12 @@ mod tests {
                 .contains("`inner` is nested in fan-out `split`"),
             "{err}"
         );
-        let open = Chain::new().then(split()).then(PromptStep::new("b", "b"));
+        let open = Chain::new().then(split()).then(PromptStep::new("b"));
         assert_eq!(layout(&open).unwrap().child_level, [false, true]);
         let err = layout(
             &Chain::new()
-                .then(PromptStep::new("a", "x"))
-                .then(PromptStep::new("a", "y")),
+                .then(PromptStep::new("a").prompt("x"))
+                .then(PromptStep::new("a").prompt("y")),
         )
         .unwrap_err();
         assert!(err.to_string().contains("two steps are named `a`"), "{err}");

@@ -67,7 +67,9 @@ pub fn check_prompt_names(
                     continue;
                 };
                 for (name, line) in template.names() {
-                    if provided.contains(&name.as_str()) {
+                    // `{key.field}` is provided when `key` is.
+                    let root = name.split('.').next().unwrap_or_default();
+                    if provided.contains(&root) {
                         continue;
                     }
                     warnings.push(PromptWarning {
@@ -136,11 +138,12 @@ mod tests {
 
     #[test]
     fn unknown_names_are_named_with_prompt_line_and_a_suggestion() {
-        let first = PromptStep::new("write", "first")
+        let first = PromptStep::new("write")
+            .prompt("first")
             .arg("poem_style", "free verse")
             .arg("audience", "all")
             .result_key("poetry");
-        let second = PromptStep::new("summarise", "second");
+        let second = PromptStep::new("summarise").prompt("second");
         let chain: Vec<Arc<dyn Step>> = vec![Arc::new(first), Arc::new(second)];
         let w = check_prompt_names(&chain, &ctx(), &fields());
         assert_eq!(w.len(), 2, "{w:?}");
@@ -173,17 +176,19 @@ mod tests {
                 .unwrap()
                 .clone(),
         );
-        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(PromptStep::new("write", "first"))];
+        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(PromptStep::new("write").prompt("first"))];
         assert!(check_prompt_names(&chain, &ctx, &fields()).is_empty());
     }
 
     #[test]
     fn after_a_fan_out_or_an_input_processor_nothing_is_guessed() {
         let fan_out = FanOutStep::from_fn("split", |_| Ok(vec![]));
-        let after = PromptStep::new("ask", "after_fan_out");
+        let after = PromptStep::new("ask").prompt("after_fan_out");
         let chain: Vec<Arc<dyn Step>> = vec![Arc::new(fan_out), Arc::new(after)];
         assert!(check_prompt_names(&chain, &ctx(), &fields()).is_empty());
-        let processed = PromptStep::new("write", "first").input_processor(|i| i);
+        let processed = PromptStep::new("write")
+            .prompt("first")
+            .input_processor(|i| i);
         let chain: Vec<Arc<dyn Step>> = vec![Arc::new(processed)];
         assert!(
             check_prompt_names(&chain, &ctx(), &fields()).is_empty(),

@@ -12,11 +12,12 @@ use atk_state::{Fields, ItemRecord, Outcome, ResultRecord};
 use serde_json::Value;
 
 use crate::error::StepError;
+use crate::item::Item;
 use crate::prompt_step::PromptStep;
 use crate::step::{Shape, Step, StepContext, StepOutput};
 
-type Gather = Arc<dyn Fn(&ItemRecord, &[ItemRecord]) -> Result<Fields, String> + Send + Sync>;
-type Combine = Arc<dyn Fn(&ItemRecord, &[ItemRecord]) -> Result<Value, String> + Send + Sync>;
+type Gather = Arc<dyn Fn(&Item, &[Item]) -> Result<Fields, String> + Send + Sync>;
+type Combine = Arc<dyn Fn(&Item, &[Item]) -> Result<Value, String> + Send + Sync>;
 
 type Source = crate::wrap::Source<Gather, Combine>;
 
@@ -46,7 +47,7 @@ impl FanInStep {
     /// error fails the parent (kind `fan_in`).
     pub fn new(
         inner: PromptStep,
-        gather: impl Fn(&ItemRecord, &[ItemRecord]) -> Result<Fields, String> + Send + Sync + 'static,
+        gather: impl Fn(&Item, &[Item]) -> Result<Fields, String> + Send + Sync + 'static,
     ) -> Self {
         Self {
             name: inner.name().to_string(),
@@ -58,7 +59,7 @@ impl FanInStep {
     /// A fan-in without a model call: `combine(parent, kept_children)` is the output.
     pub fn from_fn(
         name: impl Into<String>,
-        combine: impl Fn(&ItemRecord, &[ItemRecord]) -> Result<Value, String> + Send + Sync + 'static,
+        combine: impl Fn(&Item, &[Item]) -> Result<Value, String> + Send + Sync + 'static,
     ) -> Self {
         Self {
             name: name.into(),
@@ -83,6 +84,10 @@ impl Step for FanInStep {
 
     fn prompt_names(&self) -> Vec<String> {
         self.source.prompt_names()
+    }
+
+    fn engines(&self) -> Vec<crate::EngineChoice> {
+        self.source.engines()
     }
 
     fn result_key(&self) -> &str {
@@ -121,9 +126,11 @@ impl Step for FanInStep {
             };
             return Ok(StepOutput::Drop(record));
         }
+        // Views of the kept children (a fan-in runs once per parent: the copy is small).
+        let children: Vec<Item> = children.iter().cloned().map(Item::from_record).collect();
         match &self.source {
             Source::Prompt(inner, gather) => {
-                let fields = gather(parent, children)
+                let fields = gather(Item::of(parent), &children)
                     .map_err(|reason| StepError::failed("fan_in", reason))?;
                 let mut view = parent.clone();
                 view.fields.extend(fields);
@@ -131,7 +138,7 @@ impl Step for FanInStep {
                 Ok(StepOutput::Result(record))
             }
             Source::Function(combine) => {
-                let value = combine(parent, children)
+                let value = combine(Item::of(parent), &children)
                     .map_err(|reason| StepError::failed("fan_in", reason))?;
                 Ok(StepOutput::Result(ResultRecord::new(value)))
             }

@@ -9,11 +9,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::StepError;
+use crate::item::Item;
 use crate::prompt_step::PromptStep;
 use crate::step::{Shape, Step, StepContext, StepOutput};
 
-type Split = Arc<dyn Fn(&Value, &ItemRecord) -> Result<Vec<Fields>, String> + Send + Sync>;
-type ItemSplit = Arc<dyn Fn(&ItemRecord) -> Result<Vec<Fields>, String> + Send + Sync>;
+type Split = Arc<dyn Fn(&Value, &Item) -> Result<Vec<Fields>, String> + Send + Sync>;
+type ItemSplit = Arc<dyn Fn(&Item) -> Result<Vec<Fields>, String> + Send + Sync>;
 
 type Source = crate::wrap::Source<Split, ItemSplit>;
 
@@ -71,7 +72,7 @@ impl FanOutStep {
     /// like a validation failure. The step takes `inner`'s name.
     pub fn new(
         inner: PromptStep,
-        split: impl Fn(&Value, &ItemRecord) -> Result<Vec<Fields>, String> + Send + Sync + 'static,
+        split: impl Fn(&Value, &Item) -> Result<Vec<Fields>, String> + Send + Sync + 'static,
     ) -> Self {
         Self {
             name: inner.name().to_string(),
@@ -83,7 +84,7 @@ impl FanOutStep {
     /// A fan-out without a model call (e.g. one child per element of a list field).
     pub fn from_fn(
         name: impl Into<String>,
-        split: impl Fn(&ItemRecord) -> Result<Vec<Fields>, String> + Send + Sync + 'static,
+        split: impl Fn(&Item) -> Result<Vec<Fields>, String> + Send + Sync + 'static,
     ) -> Self {
         Self {
             name: name.into(),
@@ -108,6 +109,10 @@ impl Step for FanOutStep {
 
     fn prompt_names(&self) -> Vec<String> {
         self.source.prompt_names()
+    }
+
+    fn engines(&self) -> Vec<crate::EngineChoice> {
+        self.source.engines()
     }
 
     fn template_args(&self) -> Option<Vec<String>> {
@@ -143,7 +148,7 @@ impl Step for FanOutStep {
         let Source::Prompt(inner, split) = &self.source else {
             return None;
         };
-        let checked = inner.recheck(item, stored, &|out, it| split(out, it))?;
+        let checked = inner.recheck(item, stored, &|out, it| split(out, Item::of(it)))?;
         Some(
             checked
                 .map(|(fields, record)| StepOutput::Children(make_children(item, fields), record)),
@@ -153,10 +158,13 @@ impl Step for FanOutStep {
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let (fields, record) = match &self.source {
             Source::Prompt(inner, split) => {
-                inner.attempt(item, ctx, &|out, it| split(out, it)).await?
+                inner
+                    .attempt(item, ctx, &|out, it| split(out, Item::of(it)))
+                    .await?
             }
             Source::Function(split) => {
-                let fields = split(item).map_err(|reason| StepError::failed("fan_out", reason))?;
+                let fields =
+                    split(Item::of(item)).map_err(|reason| StepError::failed("fan_out", reason))?;
                 (fields, ResultRecord::new(Value::Null))
             }
         };

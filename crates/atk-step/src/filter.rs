@@ -7,11 +7,12 @@ use atk_state::{ItemRecord, Outcome, ResultRecord};
 use serde_json::{Value, json};
 
 use crate::error::StepError;
+use crate::item::Item;
 use crate::prompt_step::PromptStep;
 use crate::step::{Step, StepContext, StepOutput};
 
 type Judge = Arc<dyn Fn(&Value) -> Result<(bool, String), String> + Send + Sync>;
-type ItemJudge = Arc<dyn Fn(&ItemRecord) -> (bool, String) + Send + Sync>;
+type ItemJudge = Arc<dyn Fn(&Item) -> (bool, String) + Send + Sync>;
 
 type Source = crate::wrap::Source<Judge, ItemJudge>;
 
@@ -72,7 +73,7 @@ impl FilterStep {
     /// A filter without a model call: `f` returns `(keep, reason)`.
     pub fn from_fn(
         name: impl Into<String>,
-        f: impl Fn(&ItemRecord) -> (bool, String) + Send + Sync + 'static,
+        f: impl Fn(&Item) -> (bool, String) + Send + Sync + 'static,
     ) -> Self {
         Self {
             name: name.into(),
@@ -97,6 +98,10 @@ impl Step for FilterStep {
 
     fn prompt_names(&self) -> Vec<String> {
         self.source.prompt_names()
+    }
+
+    fn engines(&self) -> Vec<crate::EngineChoice> {
+        self.source.engines()
     }
 
     fn template_args(&self) -> Option<Vec<String>> {
@@ -135,7 +140,7 @@ impl Step for FilterStep {
     async fn run(&self, item: &ItemRecord, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let ((keep, reason), record) = match &self.source {
             Source::Prompt(inner, judge) => inner.attempt(item, ctx, &|out, _| judge(out)).await?,
-            Source::Function(f) => (f(item), ResultRecord::new(Value::Null)),
+            Source::Function(f) => (f(Item::of(item)), ResultRecord::new(Value::Null)),
         };
         Ok(verdict(keep, reason, record))
     }

@@ -1,6 +1,7 @@
 //! Reading what a chain made: the items that went through it, streamed from the store in
 //! dataset order. For dataset writers.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use atk_state::{ItemRecord, Outcome, Records, Store};
@@ -84,6 +85,40 @@ impl FinalItems<'_> {
         }
         Ok(Some(item))
     }
+}
+
+/// The ids of the items that reached the end of the chain: the final items, the items they
+/// were split from, and the children a fan-in gathered into one of those (the ones kept by
+/// every step between the fan-out and the fan-in). Meta datasets take only these items' kept
+/// results. Holds one id per such item, never its fields.
+pub fn reached_end(
+    store: &dyn Store,
+    chain: &[Arc<dyn Step>],
+) -> Result<HashSet<String>, StepError> {
+    let layout = layout(chain)?;
+    let mut reached = HashSet::new();
+    for item in collect_final(store, chain) {
+        let item = item?;
+        let mut parent = item.parent.clone();
+        reached.insert(item.id);
+        // An ancestor already in the set brought its own ancestors with it.
+        while let Some(id) = parent {
+            if !reached.insert(id.clone()) {
+                break;
+            }
+            parent = store.item(&id)?.and_then(|p| p.parent);
+        }
+    }
+    // Outer fan-outs first: their gathered children are the parents of the inner ones.
+    for close in layout.closes.iter().flatten() {
+        for child in collect_final(store, &chain[..*close]) {
+            let child = child?;
+            if child.parent.as_ref().is_some_and(|p| reached.contains(p)) {
+                reached.insert(child.id);
+            }
+        }
+    }
+    Ok(reached)
 }
 
 impl Iterator for FinalItems<'_> {

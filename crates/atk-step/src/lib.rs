@@ -11,6 +11,8 @@ mod fan_out;
 mod filter;
 mod final_items;
 mod fingerprint;
+mod item;
+mod map_step;
 mod progress;
 mod prompt;
 mod prompt_step;
@@ -31,10 +33,12 @@ pub use extract::{qa_children, qa_pairs, tag_text, tagged_turns, verdict};
 pub use fan_in::{FanInStep, NO_KEPT_CHILDREN};
 pub use fan_out::{FanOutStep, child_id, make_children};
 pub use filter::{FilterStep, default_judge};
-pub use final_items::{FinalItems, collect_final};
+pub use final_items::{FinalItems, collect_final, reached_end};
 pub use fingerprint::{
     Fingerprint, FingerprintCounts, Part, changed_parts, count_fingerprints, with_version_of,
 };
+pub use item::Item;
+pub use map_step::MapStep;
 pub use progress::{NullSink, ProgressEvent, ProgressSink};
 pub use prompt::{PromptLibrary, PromptSource, PromptTemplate};
 pub use prompt_step::{LENGTH_CUT_REASON, MOCK_RETRY_CALL, OVER_CONTEXT, PromptStep};

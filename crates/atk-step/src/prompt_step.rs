@@ -11,13 +11,14 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ItemFailure, StepError};
+use crate::item::{Item, lookup_path};
 use crate::step::{EngineChoice, Step, StepContext, StepOutput};
 use crate::template::value_text;
 
 type OutputProcessor = Arc<dyn Fn(&str) -> Result<Value, String> + Send + Sync>;
-type Validator = Arc<dyn Fn(&Value, &ItemRecord) -> Result<(), String> + Send + Sync>;
-type InputProcessor = Arc<dyn Fn(ItemRecord) -> ItemRecord + Send + Sync>;
-type MockChoice = Arc<dyn Fn(&ItemRecord, u32) -> String + Send + Sync>;
+type Validator = Arc<dyn Fn(&Value, &Item) -> Result<(), String> + Send + Sync>;
+type InputProcessor = Arc<dyn Fn(Item) -> Result<Item, String> + Send + Sync>;
+type MockChoice = Arc<dyn Fn(&Item, u32) -> String + Send + Sync>;
 
 /// What a validation retry adds to the call number a mock choice sees
 /// ([`PromptStep::mock_reply_with`]): retry `r` of call `c` is call `c + r * MOCK_RETRY_CALL`,
@@ -61,11 +62,14 @@ impl std::fmt::Debug for PromptStep {
 }
 
 impl PromptStep {
-    /// A step named `name` (keys its stored results) using prompt `prompt_name` (file stem).
-    pub fn new(name: impl Into<String>, prompt_name: impl Into<String>) -> Self {
+    /// A step named `name` (keys its stored results; use a stable name) whose prompt is the
+    /// file of the same stem (`name.yaml`, or `name.txt` in completion mode); see
+    /// [`prompt`](Self::prompt) for another file.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
         Self {
-            name: name.into(),
-            prompt_name: prompt_name.into(),
+            prompt_name: name.clone(),
+            name,
             engine: EngineChoice::Small,
             sampling: Map::new(),
             output_processor: None,
@@ -80,6 +84,12 @@ impl PromptStep {
             accept_length_cut: false,
             version: "1".to_string(),
         }
+    }
+
+    /// Uses prompt file `prompt_name` (a file stem) instead of the step's name.
+    pub fn prompt(mut self, prompt_name: impl Into<String>) -> Self {
+        self.prompt_name = prompt_name.into();
+        self
     }
 
     /// The step's version (default `"1"`), part of its fingerprint: bump it when you change
@@ -159,10 +169,13 @@ impl PromptStep {
         let raw = stored.raw.as_deref()?;
         let processed_item;
         let item = match &self.input_processor {
-            Some(f) => {
-                processed_item = f(item.clone());
-                &processed_item
-            }
+            Some(f) => match f(Item::from_record(item.clone())) {
+                Ok(processed) => {
+                    processed_item = processed.into_record();
+                    &processed_item
+                }
+                Err(reason) => return Some(Err(reason)),
+            },
             None => item,
         };
         let cut = stored
@@ -210,16 +223,23 @@ impl PromptStep {
     /// Checks a processed output against the (processed) input; `Err(reason)` rejects it (retried).
     pub fn validator(
         mut self,
-        f: impl Fn(&Value, &ItemRecord) -> Result<(), String> + Send + Sync + 'static,
+        f: impl Fn(&Value, &Item) -> Result<(), String> + Send + Sync + 'static,
     ) -> Self {
         self.validator = Some(Arc::new(f));
         self
     }
 
     /// Rewrites the item before its prompt is rendered (not stored).
-    pub fn input_processor(
+    pub fn input_processor(mut self, f: impl Fn(Item) -> Item + Send + Sync + 'static) -> Self {
+        self.input_processor = Some(Arc::new(move |item| Ok(f(item))));
+        self
+    }
+
+    /// Rewrites the item before its prompt is rendered, or refuses it: `Err(reason)` fails the
+    /// item with that reason (kind `input`) and sends nothing for it; the next run tries again.
+    pub fn try_input_processor(
         mut self,
-        f: impl Fn(ItemRecord) -> ItemRecord + Send + Sync + 'static,
+        f: impl Fn(Item) -> Result<Item, String> + Send + Sync + 'static,
     ) -> Self {
         self.input_processor = Some(Arc::new(f));
         self
@@ -265,7 +285,7 @@ impl PromptStep {
         }
         self.mock_reply_with(move |item, call| {
             let digest = Sha256::new()
-                .chain_update(item.id.as_bytes())
+                .chain_update(item.id().as_bytes())
                 .chain_update(call.to_le_bytes())
                 .finalize();
             let pick = u64::from_le_bytes(digest[..8].try_into().unwrap_or_default());
@@ -278,7 +298,7 @@ impl PromptStep {
     /// chosen by `f`. Wins over [`mock_reply`](Self::mock_reply).
     pub fn mock_reply_with(
         mut self,
-        f: impl Fn(&ItemRecord, u32) -> String + Send + Sync + 'static,
+        f: impl Fn(&Item, u32) -> String + Send + Sync + 'static,
     ) -> Self {
         self.mock_choice = Some(Arc::new(f));
         self
@@ -314,11 +334,11 @@ impl PromptStep {
         call: u32,
     ) -> Result<Request, StepError> {
         let template = ctx.prompts.load(&self.prompt_name, ctx.completion_mode)?;
+        // `{key.field}` reaches inside a result (see `template.rs`).
         let lookup = |name: &str| {
-            item.fields
-                .get(name)
-                .or_else(|| self.args.get(name))
-                .or_else(|| ctx.run_args.get(name))
+            lookup_path(&item.fields, name)
+                .or_else(|| lookup_path(&self.args, name))
+                .or_else(|| lookup_path(&ctx.run_args, name))
                 .map(value_text)
         };
         let prompt = template.render(&lookup);
@@ -328,7 +348,7 @@ impl PromptStep {
             params.remove("stop");
         }
         let mock_reply = match &self.mock_choice {
-            Some(choose) => Some(choose(item, call)),
+            Some(choose) => Some(choose(Item::of(item), call)),
             None => self.mock_reply.clone(),
         };
         Ok(Request {
@@ -362,7 +382,9 @@ impl PromptStep {
         let processed_item;
         let item = match &self.input_processor {
             Some(f) => {
-                processed_item = f(item.clone());
+                processed_item = f(Item::from_record(item.clone()))
+                    .map_err(|reason| StepError::failed("input", reason))?
+                    .into_record();
                 &processed_item
             }
             None => item,
@@ -389,7 +411,7 @@ impl PromptStep {
             let mut sent = request.clone();
             if let (Some(choose), 2..) = (&self.mock_choice, attempt) {
                 let retry_call = call.saturating_add((attempt - 1).saturating_mul(MOCK_RETRY_CALL));
-                sent.mock_reply = Some(choose(item, retry_call));
+                sent.mock_reply = Some(choose(Item::of(item), retry_call));
             }
             let reply = match engine.call(sent).await {
                 Ok(reply) => reply,
@@ -462,7 +484,7 @@ impl PromptStep {
             None => Value::String(text.to_string()),
         };
         if let Some(v) = &self.validator {
-            v(&output, item)?;
+            v(&output, Item::of(item))?;
         }
         Ok((accept(&output, item)?, output))
     }
@@ -498,6 +520,10 @@ impl Step for PromptStep {
 
     fn prompt_names(&self) -> Vec<String> {
         vec![self.prompt_name.clone()]
+    }
+
+    fn engines(&self) -> Vec<EngineChoice> {
+        vec![self.engine]
     }
 
     fn result_key(&self) -> &str {

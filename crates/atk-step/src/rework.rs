@@ -171,7 +171,10 @@ mod tests {
     }
 
     fn chain(first: PromptStep) -> Vec<Arc<dyn Step>> {
-        vec![Arc::new(first), Arc::new(PromptStep::new("second", "two"))]
+        vec![
+            Arc::new(first),
+            Arc::new(PromptStep::new("second").prompt("two")),
+        ]
     }
 
     fn sent(engine: &ScriptedEngine) -> Vec<String> {
@@ -195,7 +198,7 @@ mod tests {
         run(
             &store,
             &echo("a"),
-            &chain(PromptStep::new("first", "one")),
+            &chain(PromptStep::new("first").prompt("one")),
             None,
         )
         .await;
@@ -205,7 +208,8 @@ mod tests {
             Engines::single(echo("a")),
             Arc::new(PromptLibrary::new(PROMPTS)),
         );
-        let bumped = PromptStep::new("first", "one")
+        let bumped = PromptStep::new("first")
+            .prompt("one")
             .version("2")
             .fingerprint(&ctx);
         assert_eq!(
@@ -220,7 +224,7 @@ mod tests {
         run(
             &store,
             &echo("a"),
-            &chain(PromptStep::new("first", "one")),
+            &chain(PromptStep::new("first").prompt("one")),
             None,
         )
         .await;
@@ -235,7 +239,7 @@ mod tests {
         run(
             &store,
             &engine,
-            &chain(PromptStep::new("first", "one")),
+            &chain(PromptStep::new("first").prompt("one")),
             Some(rw.clone()),
         )
         .await;
@@ -255,7 +259,7 @@ mod tests {
         age(&store).await;
         let engine = echo("c");
         let rw = rework("first", ReworkMode::Redo);
-        let chain = chain(PromptStep::new("first", "one"));
+        let chain = chain(PromptStep::new("first").prompt("one"));
         run(&store, &engine, &chain, Some(rw.clone())).await;
         assert_eq!(engine.calls(), 6);
         let engine = echo("d");
@@ -266,7 +270,7 @@ mod tests {
     #[tokio::test]
     async fn an_interrupted_redo_resumes_with_the_later_steps_still_to_redo() {
         let store = store_with(2).await;
-        let chain = chain(PromptStep::new("first", "one"));
+        let chain = chain(PromptStep::new("first").prompt("one"));
         run(&store, &echo("a"), &chain, None).await;
         age(&store).await;
         let rw = rework("first", ReworkMode::Redo);
@@ -299,7 +303,7 @@ mod tests {
         run(
             &store,
             &echo("a"),
-            &chain(PromptStep::new("first", "one")),
+            &chain(PromptStep::new("first").prompt("one")),
             None,
         )
         .await;
@@ -316,7 +320,7 @@ mod tests {
         run(
             &store,
             &engine,
-            &chain(strict(PromptStep::new("first", "one"))),
+            &chain(strict(PromptStep::new("first").prompt("one"))),
             Some(rw.clone()),
         )
         .await;
@@ -333,7 +337,7 @@ mod tests {
         run(
             &store,
             &engine,
-            &chain(strict(PromptStep::new("first", "one"))),
+            &chain(strict(PromptStep::new("first").prompt("one"))),
             Some(rw.clone()),
         )
         .await;
@@ -345,7 +349,8 @@ mod tests {
         // A processor whose output changes is stored without a request, and flows on.
         age(&store).await;
         let engine = echo("c");
-        let upper = PromptStep::new("first", "one")
+        let upper = PromptStep::new("first")
+            .prompt("one")
             .output_processor(|raw| Ok(Value::String(raw.to_uppercase())));
         let rw = rework("first", ReworkMode::Reprocess);
         run(&store, &engine, &chain(upper), Some(rw.clone())).await;
@@ -363,7 +368,7 @@ mod tests {
             ScriptedEngine::new("e")
                 .with_fallback(|r| Ok(reply(format!("{}\nkeep", last_text(r))))),
         );
-        let judge = || FilterStep::new(PromptStep::new("first", "one"));
+        let judge = || FilterStep::new(PromptStep::new("first").prompt("one"));
         let chain: Vec<Arc<dyn Step>> = vec![Arc::new(judge())];
         run(&store, &engine, &chain, None).await;
         age(&store).await;
@@ -402,7 +407,7 @@ mod tests {
         });
         vec![
             Arc::new(split),
-            Arc::new(PromptStep::new("answer", "ans")),
+            Arc::new(PromptStep::new("answer").prompt("ans")),
             Arc::new(join),
         ]
     }

@@ -20,6 +20,11 @@ pub trait Step: Send + Sync {
     fn prompt_names(&self) -> Vec<String> {
         vec![]
     }
+    /// The engines this step calls (none for a function step); the runner requires the
+    /// settings of exactly the engines a pipeline's chain calls.
+    fn engines(&self) -> Vec<EngineChoice> {
+        Vec::new()
+    }
     /// Field under which this step's output is merged into the item for later steps and datasets.
     fn result_key(&self) -> &str {
         self.name()

@@ -6,6 +6,8 @@
 //!
 //! - `{name}` (name = ASCII letter or `_`, then letters, digits, `_`) is replaced when the
 //!   lookup knows `name`; otherwise it stays as written.
+//! - `{name.field}` reaches inside a result: each `.segment` (letters, digits, `_`) is an
+//!   object key or an array index (`{key.list.0}`); a path that leads nowhere stays as written.
 //! - `{{` gives `{` and `}}` gives `}`.
 //! - Every other brace stays as written.
 //! - A substituted value is copied verbatim and never scanned again.
@@ -83,7 +85,7 @@ pub fn template_names(template: &str) -> Vec<String> {
     names
 }
 
-/// If `bytes[start..]` is `name}`, the index of that `}`.
+/// If `bytes[start..]` is `name}` or `name.segment...}`, the index of that `}`.
 fn name_end(bytes: &[u8], start: usize) -> Option<usize> {
     let first = *bytes.get(start)?;
     if !(first.is_ascii_alphabetic() || first == b'_') {
@@ -92,7 +94,9 @@ fn name_end(bytes: &[u8], start: usize) -> Option<usize> {
     let mut j = start + 1;
     while let Some(&b) = bytes.get(j) {
         match b {
-            b'}' => return Some(j),
+            // A path ends on a segment: `{a.}` and `{a..b}` are not names.
+            b'}' if bytes[j - 1] != b'.' => return Some(j),
+            b'.' if bytes[j - 1] != b'.' => j += 1,
             b if b.is_ascii_alphanumeric() || b == b'_' => j += 1,
             _ => return None,
         }
@@ -188,6 +192,27 @@ mod tests {
             ["text", "inner", "_ok1"]
         );
         assert!(template_names("{\"a\": 1} }} {{").is_empty());
+    }
+
+    #[test]
+    fn a_dotted_name_reaches_inside_a_result() {
+        let result = serde_json::json!({"keep": true, "reason": "facts", "ids": ["c1", "c2"]});
+        let lookup = |name: &str| {
+            let fields = atk_state::Fields::from_iter([("judge".to_string(), result.clone())]);
+            crate::item::lookup_path(&fields, name).map(value_text)
+        };
+        insta::assert_snapshot!(
+            render_template(
+                "why: {judge.reason}; keep: {judge.keep}; first: {judge.ids.0}; all: {judge}; \
+                 missing: {judge.nope} {judge.ids.9} {judge.reason.deeper}; not names: {judge.} {judge..keep} {.keep}",
+                &lookup
+            ),
+            @r#"why: facts; keep: true; first: c1; all: {"ids":["c1","c2"],"keep":true,"reason":"facts"}; missing: {judge.nope} {judge.ids.9} {judge.reason.deeper}; not names: {judge.} {judge..keep} {.keep}"#
+        );
+        assert_eq!(
+            template_names("{judge.reason} {{judge.keep}} {judge.} {text}"),
+            ["judge.reason", "text"]
+        );
     }
 
     proptest::proptest! {

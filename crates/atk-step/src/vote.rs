@@ -88,6 +88,10 @@ impl Step for VoteStep {
         self.inner.prompt_names()
     }
 
+    fn engines(&self) -> Vec<crate::EngineChoice> {
+        self.inner.engines()
+    }
+
     fn result_key(&self) -> &str {
         Step::result_key(&self.inner)
     }
@@ -188,7 +192,7 @@ mod tests {
             Engines::single(engine.clone()),
             Arc::new(PromptLibrary::new(PROMPTS)),
         );
-        let out = PromptStep::new("check", "check")
+        let out = PromptStep::new("check")
             .votes(n)
             .run(&item(), &ctx)
             .await
@@ -237,7 +241,7 @@ mod tests {
             Engines::single(engine.clone()),
             Arc::new(PromptLibrary::new(PROMPTS)),
         );
-        let out = PromptStep::new("check", "check")
+        let out = PromptStep::new("check")
             .votes(1)
             .run(&item(), &ctx)
             .await
@@ -254,7 +258,7 @@ mod tests {
             Engines::single(engine.clone()),
             Arc::new(PromptLibrary::new(PROMPTS)),
         );
-        let out = PromptStep::new("check", "check")
+        let out = PromptStep::new("check")
             .votes(3)
             .threshold(3)
             .run(&item(), &ctx)

@@ -22,6 +22,11 @@ impl<P, F> Source<P, F> {
         }
     }
 
+    /// The engines called: the inner step's (a function calls none).
+    pub(crate) fn engines(&self) -> Vec<crate::EngineChoice> {
+        self.inner().map(Step::engines).unwrap_or_default()
+    }
+
     /// Prompt names: the inner step's.
     pub(crate) fn prompt_names(&self) -> Vec<String> {
         self.inner().map(Step::prompt_names).unwrap_or_default()

@@ -209,3 +209,81 @@ fn a_dry_run_of_the_real_config_lists_the_unfilled_api_keys_and_sends_nothing() 
         String::from_utf8_lossy(&real.stderr)
     );
 }
+
+/// The lines of `meta_datagen/<file>` as JSON.
+fn meta_lines(out: &Path, file: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("meta_datagen").join(file))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The last turn (the raw reply) of a meta dataset's ShareGPT line.
+fn reply(line: &serde_json::Value) -> String {
+    let turns = line["conversations"].as_array().unwrap();
+    turns.last().unwrap()["value"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn meta_datasets_hold_only_exchanges_whose_result_was_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kept, all) = (dir.path().join("kept"), dir.path().join("all"));
+    let first = run(&["--set", &format!("output_dir={}", kept.display())]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let conversations = std::fs::read_to_string(kept.join("sharegpt_format.jsonl")).unwrap();
+    let pairs = std::fs::read_to_string(kept.join("qa_pairs.jsonl")).unwrap();
+    let (conversations, pairs) = (conversations.lines().count(), pairs.lines().count());
+
+    let checks = meta_lines(&kept, "check_details_sharegpt.jsonl");
+    assert_eq!(
+        checks.len(),
+        pairs,
+        "one recorded vote per pair that passed"
+    );
+    assert!(
+        checks.iter().all(|l| !reply(l).ends_with("NO")),
+        "no vote that rejected its pair is training data"
+    );
+    let judged = meta_lines(&kept, "judge_details_sharegpt.jsonl");
+    assert_eq!(
+        judged.len(),
+        conversations,
+        "only chunks that reached the end"
+    );
+    assert!(judged.iter().all(|l| !reply(l).contains("UNSUITABLE")));
+    for file in [
+        "generate_details_sharegpt.jsonl",
+        "conversation_details_sharegpt.jsonl",
+    ] {
+        assert_eq!(meta_lines(&kept, file).len(), conversations, "{file}");
+    }
+    let card = std::fs::read_to_string(kept.join("README.md")).unwrap();
+    assert!(
+        card.contains("only the recorded exchanges of results that were kept"),
+        "{card}"
+    );
+
+    // Asked for, every recorded exchange: the rejected votes and the dropped chunk too.
+    let every = run(&[
+        "--set",
+        &format!("output_dir={}", all.display()),
+        "--set",
+        "meta_datagen_include_all=true",
+    ]);
+    assert!(
+        every.status.success(),
+        "{}",
+        String::from_utf8_lossy(&every.stderr)
+    );
+    let checks = meta_lines(&all, "check_details_sharegpt.jsonl");
+    assert!(checks.len() > pairs && checks.iter().any(|l| reply(l).ends_with("NO")));
+    let judged = meta_lines(&all, "judge_details_sharegpt.jsonl");
+    assert!(judged.iter().any(|l| reply(l).contains("UNSUITABLE")));
+    let card = std::fs::read_to_string(all.join("README.md")).unwrap();
+    assert!(card.contains("`meta_datagen_include_all: true`"), "{card}");
+}

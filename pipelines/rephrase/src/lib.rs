@@ -6,11 +6,10 @@
 
 use std::process::ExitCode;
 
-use atk_cli::atk_state::{Fields, ItemRecord};
-use atk_cli::dataset::{Conversation, Turn};
-use atk_cli::{Pipeline, RunContext, RunError, async_trait};
-use atk_step::{Chain, PromptStep};
-use serde_json::{Value, json};
+use atk_cli::dataset::Turn;
+use atk_cli::prelude::*;
+
+mod demo;
 
 /// How rows are read: `auto` takes a row with a `conversations` list as ShareGPT, others as JSONL.
 #[derive(
@@ -55,7 +54,7 @@ impl Default for RephraseConfig {
 }
 
 /// Prompts compiled into the binary; a config's `prompts` folder overrides them file by file.
-pub const PROMPTS: &[(&str, &str)] = atk_step::prompts!("add_reasoning");
+pub const PROMPTS: &[(&str, &str)] = prompts!("add_reasoning");
 
 /// The conversation of one row, or why the row cannot be used.
 pub fn conversation(row: &Value, cfg: &RephraseConfig) -> Result<Vec<Turn>, String> {
@@ -86,7 +85,7 @@ pub fn conversation(row: &Value, cfg: &RephraseConfig) -> Result<Vec<Turn>, Stri
 
 /// The item with what its prompt shows added (not stored): the `transcript` of its
 /// `conversation`, answers numbered, and the number of `answers`.
-pub fn with_transcript(mut item: ItemRecord) -> ItemRecord {
+pub fn with_transcript(mut item: Item) -> Item {
     let turns: Vec<Turn> = item.get("conversation").unwrap_or_default();
     let (mut n, mut transcript) = (0, Vec::new());
     for t in &turns {
@@ -98,15 +97,14 @@ pub fn with_transcript(mut item: ItemRecord) -> ItemRecord {
         };
         transcript.push(format!("[{who}]\n{}", t.value.trim()));
     }
-    item.fields
-        .insert("transcript".into(), transcript.join("\n\n").into());
-    item.fields.insert("answers".into(), n.into());
+    item.set("transcript", transcript.join("\n\n"));
+    item.set("answers", n);
     item
 }
 
 /// Accepted when every answer is rewritten, each reasoning is one short line, and no answer
 /// kept less than `min_ratio` of its original length.
-pub fn validate(pairs: &Value, item: &ItemRecord, min_ratio: f64) -> Result<(), String> {
+pub fn validate(pairs: &Value, item: &Item, min_ratio: f64) -> Result<(), String> {
     let turns: Vec<Turn> = item.get("conversation")?;
     let pairs: Vec<(String, String)> =
         serde_json::from_value(pairs.clone()).map_err(|e| e.to_string())?;
@@ -133,41 +131,20 @@ pub fn validate(pairs: &Value, item: &ItemRecord, min_ratio: f64) -> Result<(), 
     Ok(())
 }
 
-/// The demo's fake model (mock engine): a reasoning line quoting the question, then the
-/// original answer. A conversation with several answers gets only its first rewritten on the
-/// first call (rejected, then right on the retry), so the demo shows a validation retry.
-pub fn mock_rewrite(item: &ItemRecord, call: u32) -> String {
-    let turns: Vec<Turn> = item.get("conversation").unwrap_or_default();
-    let (mut why, mut out) = ("No question: give the text as it is".to_string(), vec![]);
-    for t in &turns {
-        if t.from == "human" {
-            why = format!("The user asks \"{}\", so answer that", t.value.trim());
-        } else if t.from == "gpt" && (call > 0 || out.is_empty()) {
-            let answer = t.value.trim();
-            out.push(format!(
-                "<reasoning>{why}.</reasoning>\n<answer>{answer}</answer>"
-            ));
-        }
-    }
-    out.join("\n\n")
-}
-
 /// The one step: rewrite every answer of the item's conversation with a line of reasoning.
 pub fn add_reasoning_step(cfg: &RephraseConfig) -> PromptStep {
     let ratio = cfg.min_answer_ratio;
-    PromptStep::new("add_reasoning", "add_reasoning")
+    PromptStep::new("add_reasoning")
         .input_processor(with_transcript)
         .param("temperature", 0.4)
         .param("max_tokens", 3000)
         .param("stop", json!(["\nConversation ("]))
         // `(reasoning, answer)` pairs, in order: `<reasoning>…</reasoning><answer>…</answer>`.
-        .output_processor(|reply| {
-            atk_step::tagged_turns(reply, "reasoning", "answer").map(|p| json!(p))
-        })
+        .output_processor(|reply| tagged_turns(reply, "reasoning", "answer").map(|p| json!(p)))
         .validator(move |pairs, item| validate(pairs, item, ratio))
         .result_key("rewritten")
         .details_key("add_reasoning_details")
-        .mock_reply_with(mock_rewrite)
+        .mock_reply_with(demo::rewrite)
 }
 
 /// The conversation with each gpt turn replaced by `<reasoning>…</reasoning>` and the answer.
@@ -200,12 +177,15 @@ impl Pipeline for RephrasePipeline {
         PROMPTS
     }
 
-    async fn run(&self, ctx: &mut RunContext<RephraseConfig>) -> Result<(), RunError> {
+    fn chain(&self, config: &RephraseConfig) -> Chain {
+        Chain::new().then(add_reasoning_step(config))
+    }
+
+    async fn seed(&self, ctx: &mut RunContext<RephraseConfig>) -> Result<(), RunError> {
         if ctx.common.read_files_manually {
             let why = "rephrase reads its rows itself: set `read_files_manually: false` (system)";
             return Err(RunError::Config(why.into()));
         }
-        ctx.set_progress(0.05, "reading the dataset");
         let cfg = ctx.config.clone();
         let rows = atk_cli::rows::read_rows(&ctx.common.input_dir)?;
         let items = rows.into_iter().filter_map(|(file, line, row)| {
@@ -224,19 +204,22 @@ impl Pipeline for RephrasePipeline {
             let dir = ctx.common.input_dir.display();
             return Err(RunError::Input(format!("{dir}: no usable row")));
         }
+        Ok(())
+    }
 
-        ctx.set_progress(0.1, "adding a line of reasoning before each answer");
-        let chain = Chain::new().then(add_reasoning_step(&ctx.config));
-        ctx.run_chain(&chain).await?;
-
-        ctx.set_progress(0.9, "writing the dataset");
-        let conversations = ctx.final_items(&chain).map(|item| {
+    fn write_datasets(
+        &self,
+        ctx: &RunContext<RephraseConfig>,
+        chain: &Chain,
+    ) -> Result<(), RunError> {
+        let out = ctx.dataset("sharegpt_format.jsonl")?;
+        for item in ctx.final_items(chain) {
             let item = item?;
-            Ok::<_, RunError>(rewritten(item.get("conversation")?, item.get("rewritten")?))
-        });
-        ctx.write_sharegpt("sharegpt_format.jsonl", conversations)?;
-        ctx.write_meta_datasets(&chain)?;
-        ctx.set_progress(1.0, "pipeline complete");
+            out.write_sharegpt(&rewritten(
+                item.get("conversation")?,
+                item.get("rewritten")?,
+            ))?;
+        }
         Ok(())
     }
 }

@@ -1,22 +1,16 @@
 //! The reply reader, the validator and the row shapes, without running the pipeline.
 
-use atk_cli::atk_state::{ItemRecord, RECORD_VERSION};
+use atk_cli::prelude::Item;
 use rephrase::{InputFormat, RephraseConfig, conversation, validate, with_transcript};
 use serde_json::json;
 
 fn rewrites(reply: &str) -> Result<Vec<(String, String)>, String> {
-    atk_step::tagged_turns(reply, "reasoning", "answer")
+    atk_cli::prelude::tagged_turns(reply, "reasoning", "answer")
 }
 
-fn item(row: serde_json::Value) -> ItemRecord {
+fn item(row: serde_json::Value) -> Item {
     let turns = conversation(&row, &RephraseConfig::default()).unwrap();
-    with_transcript(ItemRecord {
-        v: RECORD_VERSION,
-        id: "x".into(),
-        parent: None,
-        order: vec![0],
-        fields: atk_cli::atk_state::Fields::from_iter([("conversation".into(), json!(turns))]),
-    })
+    with_transcript(Item::new("x").with("conversation", json!(turns)))
 }
 
 #[test]
@@ -68,7 +62,7 @@ fn replies_need_one_reasoning_and_answer_pair_per_answer_with_its_content_kept()
         json!({"question": "Why do leaves curl?", "text": "Heat and water stress: they curl to lose less water."}),
     );
     assert!(
-        it.fields["transcript"]
+        it.fields()["transcript"]
             .as_str()
             .unwrap()
             .contains("[gpt, answer 1]")

@@ -7,7 +7,8 @@ fn warnings_name_the_step_what_changed_and_what_to_do() {
     let mut other = BTreeMap::new();
     other.insert(vec![Part::Prompt], 5);
     other.insert(vec![Part::Params, Part::Model], 1);
-    let w = warning("write_poem", &other, &ReworkFlags::default());
+    let write_poem = atk_step::PromptStep::new("write_poem");
+    let w = warning(&write_poem, &other, &ReworkFlags::default());
     assert!(
         w.contains("step `write_poem`: 5 results were made with another prompt; 1 result was made with other sampling params and another model"),
         "{w}"
@@ -18,8 +19,19 @@ fn warnings_name_the_step_what_changed_and_what_to_do() {
     );
     let mut version = BTreeMap::new();
     version.insert(vec![Part::Version], 2);
-    let w = warning("s", &version, &ReworkFlags::default());
+    let w = warning(
+        &atk_step::PromptStep::new("s"),
+        &version,
+        &ReworkFlags::default(),
+    );
     assert!(w.contains("or `--reprocess s`"), "{w}");
+    // A vote cannot be reprocessed (the run would refuse it): the warning does not offer it.
+    let vote = atk_step::PromptStep::new("check").votes(3);
+    let w = warning(&vote, &other, &ReworkFlags::default());
+    assert!(
+        w.contains("--redo check") && !w.contains("--reprocess"),
+        "{w}"
+    );
 }
 
 fn ctx() -> StepContext {
@@ -44,8 +56,8 @@ async fn reprocess_needs_stored_replies_and_a_step_that_has_one() {
     old.prompt_tokens = 10;
     store.put_result("write", "a", old).await.unwrap();
     let chain: Vec<Arc<dyn Step>> = vec![
-        Arc::new(atk_step::PromptStep::new("write", "p")),
-        Arc::new(atk_step::PromptStep::new("judge", "p").votes(3)),
+        Arc::new(atk_step::PromptStep::new("write").prompt("p")),
+        Arc::new(atk_step::PromptStep::new("judge").prompt("p").votes(3)),
     ];
     let flags = |step: &str| ReworkFlags {
         reprocess: [step.to_string()].into(),
@@ -93,12 +105,12 @@ async fn results_without_a_fingerprint_are_named_once_the_step_changes() {
         .put_result("write", "a", atk_state::ResultRecord::new("old".into()))
         .await
         .unwrap();
-    let chain: Vec<Arc<dyn Step>> = vec![Arc::new(atk_step::PromptStep::new("write", "p"))];
+    let chain: Vec<Arc<dyn Step>> = vec![Arc::new(atk_step::PromptStep::new("write").prompt("p"))];
     let none = ReworkFlags::default();
     let first = prepare(&store, &chain, &ctx(), &none).await.unwrap();
     assert!(first.warnings.is_empty(), "{:?}", first.warnings);
     let bumped: Vec<Arc<dyn Step>> = vec![Arc::new(
-        atk_step::PromptStep::new("write", "p").version("2"),
+        atk_step::PromptStep::new("write").prompt("p").version("2"),
     )];
     let second = prepare(&store, &bumped, &ctx(), &none).await.unwrap();
     assert_eq!(second.warnings.len(), 1, "{:?}", second.warnings);
@@ -173,7 +185,9 @@ impl Store for Scans {
 async fn an_unchanged_step_costs_no_scan_of_its_results_and_a_changed_one_is_counted() {
     let store = Scans::default();
     let chain = |v: &str| -> Vec<Arc<dyn Step>> {
-        vec![Arc::new(atk_step::PromptStep::new("write", "p").version(v))]
+        vec![Arc::new(
+            atk_step::PromptStep::new("write").prompt("p").version(v),
+        )]
     };
     let none = ReworkFlags::default();
     prepare(&store, &chain("1"), &ctx(), &none).await.unwrap();

@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use atk_state::{ItemRecord, Store};
-use atk_step::{Engines, Executor, ExecutorConfig, PromptLibrary, RunReport, Step, StepContext};
+use atk_step::{
+    Engines, Executor, ExecutorConfig, Item, PromptLibrary, RunReport, Step, StepContext,
+};
 use tokio_util::sync::CancellationToken;
 
+use super::phases::{ChainRun, Dataset, OpenDatasets};
 use crate::config::CommonConfig;
 use crate::dataset::{Conversation, DatasetWriter, Written};
 use crate::dry_run::{CountingEngine, EngineEstimate, render_estimate};
@@ -39,6 +42,8 @@ pub struct RunContext<C> {
     pub(super) reports: Vec<RunReport>,
     pub(super) details_sources: Vec<atk_metadatagen::MetaSource>,
     pub(super) datasets: Written,
+    /// Datasets the pipeline opened; the runner finishes them.
+    pub(super) open_datasets: OpenDatasets,
     /// The source document of the final item yielded last (rows written now come from it).
     pub(super) row_source: crate::dataset::RowSource,
     /// Ids of the root items [`RunContext::seed_texts`] added in this run.
@@ -96,19 +101,19 @@ impl<C> RunContext<C> {
         self.dry_run.is_some()
     }
 
-    /// Runs a chain of steps over every item in the store with the run's executor (skipping
-    /// stored results, at most `concurrency_limit` requests in flight) and returns what
-    /// happened. Pass a [`Chain`](atk_step::Chain) (or a slice of steps); build it once and
-    /// pass the same one to [`final_items`](Self::final_items).
+    /// Runs the chain over every item in the store with the run's executor (skipping stored
+    /// results, at most `concurrency_limit` requests in flight).
     ///
     /// Before anything is sent, every `meta_datagen_keys` entry must be a details key of a step
     /// of this chain (when meta datagen is on), or the run stops with a config error.
     ///
     /// Under `--dry-run` it runs the chain on a sample of the items against counting mock
-    /// engines, then ends the run with the estimate (`Err(RunError::DryRun)`, exit 0): code
-    /// after it does not run. After a Ctrl-C it returns `Err(RunError::Interrupted)` once
-    /// in-flight requests are stored.
-    pub async fn run_chain(&mut self, chain: &[Arc<dyn Step>]) -> Result<RunReport, RunError> {
+    /// engines and returns the estimate. After a Ctrl-C it returns
+    /// `Err(RunError::Interrupted)` once in-flight requests are stored.
+    pub(crate) async fn run_chain(
+        &mut self,
+        chain: &[Arc<dyn Step>],
+    ) -> Result<ChainRun, RunError> {
         for step in chain {
             if let Some(key) = step.details_key() {
                 let source = atk_metadatagen::MetaSource::new(step.name(), key);
@@ -197,45 +202,53 @@ impl<C> RunContext<C> {
                     estimate.push_str(&format!("  {line}\n"));
                 }
             }
-            return Err(RunError::DryRun(estimate));
+            return Ok(ChainRun::Estimate(estimate));
         }
         if !reworked.is_empty() {
             crate::out::info(&reworked);
         }
         let cancelled = report.cancelled;
-        self.reports.push(report.clone());
+        self.reports.push(report);
         if cancelled {
             return Err(RunError::Interrupted);
         }
         if let Some(n) = self.preview {
             let secrets: Vec<_> = self.settings.engines.iter().map(|e| &e.api_key).collect();
+            let report = self.reports.last().expect("the report just pushed");
             return Err(RunError::Preview(crate::preview::render(
-                n, &report, &secrets,
+                n, report, &secrets,
             )));
         }
-        Ok(report)
+        Ok(ChainRun::Done)
     }
 
     /// The items that went through the whole chain, in stable dataset order, with each step's
     /// output merged into their fields under its `result_key`; streamed from the store (memory
-    /// does not grow with the corpus). Read fields with [`ItemRecord::get`] / [`ItemRecord::text`],
-    /// whose errors name the missing key.
+    /// does not grow with the corpus). Read fields with [`Item::get`] / [`Item::text`], whose
+    /// errors name the missing key. Pass the whole chain, or [`Chain::up_to`](atk_step::Chain::up_to)
+    /// a step to read what passed it (e.g. the pairs a vote kept).
     pub fn final_items<'a>(
         &'a self,
         chain: &'a [Arc<dyn Step>],
-    ) -> impl Iterator<Item = Result<ItemRecord, RunError>> + 'a {
+    ) -> impl Iterator<Item = Result<Item, RunError>> + 'a {
         atk_step::collect_final(self.store.as_ref(), chain).map(|r| {
             let item = r.map_err(RunError::from)?;
             self.row_source.set_from(self.store.as_ref(), &item);
-            Ok(item)
+            Ok(Item::from_record(item))
         })
     }
 
     /// Starts writing `<output_dir>/<file_name>` (a folder in the name is created), row by row.
-    /// The file is staged until the run has completed: [`DatasetWriter::finish`] lists it in the
-    /// summary and the dataset card, and the runner moves it into place when the run exits 0
-    /// (a failed run leaves the previous file as it was).
-    pub fn dataset(&self, file_name: &str) -> Result<DatasetWriter, RunError> {
+    /// The file is staged: the runner finishes it once
+    /// [`Pipeline::write_datasets`](super::Pipeline::write_datasets) returned `Ok` (it is then
+    /// listed in the summary and the dataset card), and moves it into place when the run
+    /// exits 0 (a failed run leaves the previous file as it was).
+    pub fn dataset(&self, file_name: &str) -> Result<Dataset, RunError> {
+        Ok(self.open_datasets.open(self.dataset_writer(file_name)?))
+    }
+
+    /// A staged writer for `<output_dir>/<file_name>` that the caller finishes.
+    fn dataset_writer(&self, file_name: &str) -> Result<DatasetWriter, RunError> {
         let path = crate::layout::staging_dir(&self.output_dir).join(file_name);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
@@ -263,7 +276,7 @@ impl<C> RunContext<C> {
         file_name: &str,
         rows: impl IntoIterator<Item = Result<T, E>>,
     ) -> Result<PathBuf, RunError> {
-        let mut out = self.dataset(file_name)?;
+        let mut out = self.dataset_writer(file_name)?;
         for row in rows {
             out.write(&row.map_err(Into::into)?)?;
         }
@@ -272,13 +285,20 @@ impl<C> RunContext<C> {
     }
 
     /// Writes the meta datasets under `<output_dir>/meta_datagen/` when `do_meta_datagen` is on
-    /// (from the details of the chain's steps and the `meta_datagen_extras` templates rendered
-    /// over the chain's final items, streamed); does nothing when it is off.
-    pub fn write_meta_datasets(&mut self, chain: &[Arc<dyn Step>]) -> Result<(), RunError> {
+    /// (from the details of the chain's steps — by default only of kept results of items that
+    /// reached the end of the chain, every one with `meta_datagen_include_all` — and the
+    /// `meta_datagen_extras` templates rendered over the chain's final items, streamed); does
+    /// nothing when it is off.
+    pub(crate) fn write_meta_datasets(&mut self, chain: &[Arc<dyn Step>]) -> Result<(), RunError> {
         if !self.settings.do_meta_datagen {
             return Ok(());
         }
         let out = crate::layout::staging_dir(&self.output_dir).join("meta_datagen");
+        let reached = if self.common.meta_datagen_include_all {
+            None
+        } else {
+            Some(atk_step::reached_end(self.store.as_ref(), chain)?)
+        };
         let mut first_error: Option<RunError> = None;
         let mut items =
             atk_step::collect_final(self.store.as_ref(), chain).map_while(|r| match r {
@@ -288,13 +308,14 @@ impl<C> RunContext<C> {
                     None
                 }
             });
-        let report = atk_metadatagen::write_meta_datasets(
+        let report = atk_metadatagen::write_meta_datasets_of(
             self.store.as_ref(),
             &self.details_sources,
             &self.settings.meta_datagen_keys,
             &self.settings.meta_datagen_extras,
             &mut items,
             &out,
+            reached.as_ref(),
         )
         .map_err(|e| RunError::Config(format!("meta datagen: {e}")))?;
         if let Some(e) = first_error {

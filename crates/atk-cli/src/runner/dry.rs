@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{DryRun, dry_run_sample};
 use super::engines::engine_config;
+use super::phases::{RunOutcome, run_pipeline};
 use super::seed::chunk_item;
 use super::{Pipeline, RunContext};
 use crate::config;
@@ -22,15 +23,16 @@ use crate::layout::store_dir;
 use crate::progress::Progress;
 use crate::settings::Settings;
 
-/// Runs the pipeline under `--dry-run`; ends with the estimate (`Err(RunError::DryRun)`).
+/// Runs the pipeline under `--dry-run`: the outcome carries the estimate.
 pub(super) async fn run_dry<P: Pipeline>(
     pipeline: P,
+    chain: &atk_step::Chain,
     flags: &CommonFlags,
     settings: Arc<Settings>,
     loaded: config::Loaded<P::Config>,
     prompts: Arc<PromptLibrary>,
     chunk_cfg: atk_chunk::ChunkConfig,
-) -> Result<(), RunError> {
+) -> Result<RunOutcome, RunError> {
     let chunk_set = if settings.read_files_manually {
         let input_dir = settings.input_dir.clone();
         let cfg = chunk_cfg.clone();
@@ -118,29 +120,25 @@ pub(super) async fn run_dry<P: Pipeline>(
         reports: Vec::new(),
         details_sources: Vec::new(),
         datasets: Written::default(),
+        open_datasets: Default::default(),
         row_source: Default::default(),
         seeded: HashSet::new(),
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(flags),
         preview: None,
     };
-    // run_chain ends a dry run with the estimate; a pipeline that runs no chain has none.
-    match pipeline.run(&mut ctx).await {
-        Err(RunError::DryRun(mut estimate)) => {
-            if let Some((cap, counters)) = cap_check {
-                let estimates: Vec<_> = counters
-                    .iter()
-                    .map(|c| c.scaled_estimate(sample, chunks))
-                    .collect();
-                estimate.push_str(&crate::dry_run::render_cap_warning(cap, &estimates));
-            }
-            return Err(RunError::DryRun(estimate));
-        }
-        other => other?,
+    // The chain's phase ends a dry run with the estimate: no dataset is written.
+    let outcome = run_pipeline(&pipeline, &mut ctx, chain).await?;
+    if let (RunOutcome::DryRun(mut estimate), Some((cap, counters))) = (outcome.clone(), cap_check)
+    {
+        let estimates: Vec<_> = counters
+            .iter()
+            .map(|c| c.scaled_estimate(sample, chunks))
+            .collect();
+        estimate.push_str(&crate::dry_run::render_cap_warning(cap, &estimates));
+        return Ok(RunOutcome::DryRun(estimate));
     }
-    Err(RunError::DryRun(
-        "dry run: the pipeline ran no chain; nothing to estimate\n".into(),
-    ))
+    Ok(outcome)
 }
 
 /// The store of an earlier run, for a dry run of `--redo` / `--reprocess`.

@@ -80,15 +80,21 @@ impl Pipeline for TestPipeline {
         &[]
     }
 
-    async fn run(&self, ctx: &mut RunContext<NoConfig>) -> Result<(), RunError> {
+    fn chain(&self, _: &NoConfig) -> Chain {
+        Chain::new().then(Upper(self.0.clone()))
+    }
+
+    async fn seed(&self, ctx: &mut RunContext<NoConfig>) -> Result<(), RunError> {
         let texts = self.0.texts.lock().unwrap().clone();
         if !texts.is_empty() {
             ctx.seed_texts(&texts).await?;
         }
-        let chain: Vec<Arc<dyn Step>> = vec![Arc::new(Upper(self.0.clone()))];
-        ctx.run_chain(&chain).await?;
+        Ok(())
+    }
+
+    fn write_datasets(&self, ctx: &RunContext<NoConfig>, chain: &Chain) -> Result<(), RunError> {
         let lines = ctx
-            .final_items(&chain)
+            .final_items(chain)
             .map(|i| Ok::<_, RunError>(first_word(&i?.text("text")?)))
             .collect::<Result<_, _>>()?;
         *self.0.dataset.lock().unwrap() = lines;
@@ -218,14 +224,14 @@ async fn seeded_texts_follow_the_same_rule() {
 async fn status_counts_requests_in_flight_as_the_engine_does() {
     // concurrency_limit 2, three calls started, each taking 10 s (paused clock): two hold a
     // slot, the third waits. `atk status` says 2 in flight (limit 2), not the items started.
-    let mut common = config::CommonConfig::default();
+    let mut common = crate::config::CommonConfig::default();
     common.concurrency_limit = 2;
     common.mock_latency = Duration::from_secs(10);
     common.input_dir = "/in".into();
     common.output_dir = "/out".into();
     common.small_mode = atk_engine::Mode::Mock;
     common.large_mode = atk_engine::Mode::Mock;
-    let settings = Settings::new(&common, config::EnginesUsed::BOTH);
+    let settings = Settings::new(&common, crate::config::EnginesUsed::BOTH);
     let store: std::sync::Arc<dyn atk_state::Store> =
         std::sync::Arc::new(atk_state::MemStore::default());
     let (engines, counters, limit) =

@@ -59,8 +59,8 @@ fn executor(store: Arc<dyn Store>, engine: Arc<ScriptedEngine>, cfg: ExecutorCon
 
 fn two_steps() -> Vec<Arc<dyn Step>> {
     vec![
-        Arc::new(PromptStep::new("first", "one")),
-        Arc::new(PromptStep::new("second", "two")),
+        Arc::new(PromptStep::new("first").prompt("one")),
+        Arc::new(PromptStep::new("second").prompt("two")),
     ]
 }
 
@@ -321,18 +321,19 @@ async fn cancelling_starts_no_new_requests() {
 }
 
 fn picky() -> Vec<Arc<dyn Step>> {
-    let validate = |out: &Value, _: &ItemRecord| match out.as_str() {
+    let validate = |out: &Value, _: &crate::Item| match out.as_str() {
         Some(s) if s.contains("t1") => Ok(()),
         Some(s) if s.contains("t2") => Err("too short".to_string()),
         _ => Err("no rhyme".to_string()),
     };
     vec![
         Arc::new(
-            PromptStep::new("first", "one")
+            PromptStep::new("first")
+                .prompt("one")
                 .max_retries(1)
                 .validator(validate),
         ),
-        Arc::new(PromptStep::new("second", "two")),
+        Arc::new(PromptStep::new("second").prompt("two")),
     ]
 }
 
@@ -389,7 +390,8 @@ async fn a_run_where_every_item_fails_says_so() {
     let store = store_with(3).await;
     let engine = Arc::new(ScriptedEngine::new("e").with_fallback(|_| Ok(reply("garbage"))));
     let chain: Vec<Arc<dyn Step>> = vec![Arc::new(
-        PromptStep::new("first", "one")
+        PromptStep::new("first")
+            .prompt("one")
             .max_retries(0)
             .validator(|_, _| Err("no <poem> tags".into())),
     )];
@@ -495,7 +497,8 @@ async fn after_a_cancel_no_further_attempt_is_sent_and_nothing_is_recorded() {
         Ok(reply("not accepted"))
     }));
     let chain: Vec<Arc<dyn Step>> = vec![Arc::new(
-        PromptStep::new("first", "one")
+        PromptStep::new("first")
+            .prompt("one")
             .validator(|_, _| Err("never".into()))
             .max_retries(3),
     )];
@@ -525,8 +528,8 @@ async fn prompt_errors_come_before_any_request() {
     let store = store_with(2).await;
     let engine = echo();
     let chain: Vec<Arc<dyn Step>> = vec![
-        Arc::new(PromptStep::new("first", "one")),
-        Arc::new(PromptStep::new("x", "missing")),
+        Arc::new(PromptStep::new("first").prompt("one")),
+        Arc::new(PromptStep::new("x").prompt("missing")),
     ];
     let err = executor(store, engine.clone(), ExecutorConfig::default())
         .run(&chain)
@@ -540,8 +543,8 @@ async fn prompt_errors_come_before_any_request() {
 #[tokio::test]
 async fn duplicate_step_names_are_refused() {
     let chain: Vec<Arc<dyn Step>> = vec![
-        Arc::new(PromptStep::new("a", "one")),
-        Arc::new(PromptStep::new("a", "two")),
+        Arc::new(PromptStep::new("a").prompt("one")),
+        Arc::new(PromptStep::new("a").prompt("two")),
     ];
     let err = executor(store_with(1).await, echo(), ExecutorConfig::default())
         .run(&chain)
@@ -555,7 +558,10 @@ async fn duplicate_step_names_are_refused() {
 
 fn fan_out_chain() -> Vec<Arc<dyn Step>> {
     let split = FanOutStep::from_fn("split", |item| {
-        let text = item.fields["text"].as_str().unwrap_or_default().to_string();
+        let text = item.fields()["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         Ok((0..2)
             .map(|i| {
                 let mut f = Fields::new();
@@ -565,9 +571,9 @@ fn fan_out_chain() -> Vec<Arc<dyn Step>> {
             .collect())
     });
     vec![
-        Arc::new(PromptStep::new("first", "one")),
+        Arc::new(PromptStep::new("first").prompt("one")),
         Arc::new(split),
-        Arc::new(PromptStep::new("second", "two")),
+        Arc::new(PromptStep::new("second").prompt("two")),
     ]
 }
 
@@ -634,8 +640,8 @@ async fn filter_drops_are_recorded_with_their_reason() {
     }));
     let chain = || -> Vec<Arc<dyn Step>> {
         vec![
-            Arc::new(FilterStep::new(PromptStep::new("judge", "judge"))),
-            Arc::new(PromptStep::new("first", "one")),
+            Arc::new(FilterStep::new(PromptStep::new("judge"))),
+            Arc::new(PromptStep::new("first").prompt("one")),
         ]
     };
     let report = executor(store.clone(), engine.clone(), ExecutorConfig::default())
@@ -752,7 +758,10 @@ async fn progress_events_announce_counts_and_items() {
 fn qa_chain() -> Chain {
     const VOTES: u32 = 3;
     let split = FanOutStep::from_fn("split", |item| {
-        let text = item.fields["text"].as_str().unwrap_or_default().to_string();
+        let text = item.fields()["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         Ok((0..3)
             .map(|i| Fields::from_iter([("text".to_string(), json!(format!("{text}.{i}")))]))
             .collect())
@@ -760,20 +769,20 @@ fn qa_chain() -> Chain {
     let join = crate::FanInStep::from_fn("join", |parent, children| {
         Ok(json!(format!(
             "{}:{}",
-            parent.id,
+            parent.id(),
             children
                 .iter()
-                .map(|c| c.fields["text"].as_str().unwrap_or_default())
+                .map(|c| c.fields()["text"].as_str().unwrap_or_default())
                 .collect::<Vec<_>>()
                 .join(",")
         )))
     });
     Chain::new()
-        .then(FilterStep::new(PromptStep::new("judge", "judge")))
+        .then(FilterStep::new(PromptStep::new("judge")))
         .then(split)
-        .then(PromptStep::new("check", "one").votes(VOTES))
+        .then(PromptStep::new("check").prompt("one").votes(VOTES))
         .then(join)
-        .then(PromptStep::new("polish", "two").result_key("first"))
+        .then(PromptStep::new("polish").prompt("two").result_key("first"))
 }
 
 /// Judges drop t1; checks say no to children ending in `.1`; everything else passes.

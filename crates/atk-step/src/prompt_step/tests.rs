@@ -44,7 +44,8 @@ fn ctx(engine: Arc<ScriptedEngine>) -> StepContext {
 }
 
 fn step() -> PromptStep {
-    PromptStep::new("poem", "write_poem")
+    PromptStep::new("poem")
+        .prompt("write_poem")
         .arg("style", "Basho")
         .param("temperature", 0.7)
         .param("stop", json!(["</poem>"]))
@@ -307,11 +308,8 @@ async fn include_details_keeps_messages_and_raw_reply() {
 async fn input_processor_changes_what_is_rendered() {
     let engine = Arc::new(ScriptedEngine::new("e"));
     let s = step().input_processor(|mut item| {
-        let upper = item.fields["text"]
-            .as_str()
-            .unwrap_or_default()
-            .to_uppercase();
-        item.fields.insert("text".into(), json!(upper));
+        let upper = item.text("text").unwrap_or_default().to_uppercase();
+        item.set("text", upper);
         item
     });
     s.run(&item("quiet"), &ctx(engine.clone())).await.unwrap();
@@ -336,7 +334,8 @@ mod mock_engine {
             Engines::single(engine),
             Arc::new(PromptLibrary::new(PROMPTS)),
         );
-        let step = PromptStep::new("poem", "p")
+        let step = PromptStep::new("poem")
+            .prompt("p")
             .mock_reply("<poem>{hash}</poem>")
             .output_processor(|raw| {
                 raw.strip_prefix("<poem>")
@@ -379,7 +378,8 @@ mod mock_engine {
             Engines::single(engine),
             Arc::new(PromptLibrary::new(PROMPTS)),
         );
-        let step = PromptStep::new("s", "p")
+        let step = PromptStep::new("s")
+            .prompt("p")
             .mock_reply_with(|_, call| format!("call {call}"))
             .validator(|out, _| match out.as_str() {
                 Some("call 2000") => Ok(()),

@@ -1,0 +1,47 @@
+//! The offline demo's stand-in replies (what the mock engine answers), so the demo drops the
+//! contents page (judge), splits votes (check) and writes well-formed conversations (write).
+//! Not pipeline logic: a real run never calls these.
+
+use atk_cli::prelude::Item;
+
+/// The chunk's sentences of five words or more.
+fn sentences(item: &Item) -> Vec<String> {
+    let text = item.text("text").unwrap_or_default();
+    let split = text.split_inclusive(['.', '!', '?']).map(str::trim);
+    split
+        .filter(|s| s.split_whitespace().count() >= 5)
+        .map(String::from)
+        .collect()
+}
+
+/// `judge_chunk`: prose is suitable, a contents page is not.
+pub(crate) fn judge(item: &Item, _: u32) -> String {
+    let contents_page = item.text("text").unwrap_or_default().contains("....");
+    if sentences(item).len() >= 2 && !contents_page {
+        "Plain prose with facts to ask about.\nVerdict: SUITABLE".into()
+    } else {
+        "A list of titles and page numbers.\nVerdict: UNSUITABLE".into()
+    }
+}
+
+/// `generate_qa`: one pair per sentence.
+pub(crate) fn generate(item: &Item, _: u32) -> String {
+    let pair = |(s, i): (&String, usize)| format!("Q: What does sentence {i} say?\nA: {s}\n");
+    sentences(item).iter().zip(1..).map(pair).collect()
+}
+
+/// `check_answer`: votes picked per item and vote, so some pairs fail.
+pub(crate) const CHECK: [&str; 3] = [
+    "The passage states this.\nVerdict: YES",
+    "Stated plainly.\nYES",
+    "The answer adds a claim.\nVerdict: NO",
+];
+
+/// `write_conversation`: the pairs as tagged turns.
+pub(crate) fn write(item: &Item, _: u32) -> String {
+    let pairs = item.text("qa_pairs").unwrap_or_default();
+    let turns = pairs
+        .replace("Question: ", "<user>")
+        .replace("\nAnswer: ", "</user>\n<assistant>");
+    turns.replace("\n\n", "</assistant>\n") + "</assistant>"
+}
