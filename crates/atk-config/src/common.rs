@@ -170,8 +170,11 @@ pub struct CommonConfig {
     ///
     /// Extra templates for meta-datasets (absolute paths).
     pub meta_datagen_extras: Vec<PathBuf>,
-    /// Meta-datasets from every recorded exchange, rejected and dropped ones too (default:
-    /// only kept results of items that reached the end of the chain).
+    /// Off: a step's recorded exchanges go into its meta-datasets only for results that were
+    /// kept (not dropped by a filter, a vote or a function) and whose item reached the end of
+    /// the chain, so a rejected reply never becomes training data.
+    ///
+    /// Meta-datasets from every recorded exchange when on (default off).
     pub meta_datagen_include_all: bool,
     /// USD per million prompt tokens, small engine.
     ///
