@@ -211,6 +211,10 @@ pub struct EngineConfig {
     /// not proof: llama-cpp-python ends a stream it cuts with `[DONE]`. Turn off only for a
     /// server that never sends a finish_reason; a stream must then still end with `[DONE]`.
     pub require_finish_reason: bool,
+    /// Ask the server to enforce a request's output schema (default): OpenAI `response_format`,
+    /// llama.cpp's `json_schema`, Anthropic a forced tool, each form tried until one is taken.
+    /// Off: the schema is only stated in the prompt and the reply parsed.
+    pub structured_output: bool,
     /// Per-attempt timeouts.
     pub timeouts: Timeouts,
     /// Transport retry bounds.
@@ -255,6 +259,7 @@ impl Default for EngineConfig {
             stream: true,
             stream_usage: true,
             require_finish_reason: true,
+            structured_output: true,
             timeouts: Timeouts::default(),
             retry: RetryConfig::default(),
             outage_limit: Duration::from_secs(600),
@@ -308,6 +313,8 @@ setters! {
     with_stream_usage: stream_usage: bool;
     /// Sets `require_finish_reason`.
     with_require_finish_reason: require_finish_reason: bool;
+    /// Sets `structured_output`.
+    with_structured_output: structured_output: bool;
     /// Sets `timeouts`.
     with_timeouts: timeouts: Timeouts;
     /// Sets `retry`.

@@ -6,8 +6,10 @@
 //! Split along its seams: the OpenAI wire shapes (`wire.rs`) and reading their SSE or JSON
 //! body (`read.rs`), Anthropic's shapes, stream and headers (`anthropic.rs`), Retry-After
 //! (`retry_after.rs`), quoting what the server said (`message.rs`). What differs by dialect is
-//! chosen in four places here: the URL and headers (`new`), the body (`body`), the rate-limit
-//! headers (`limit_headers`) and the reader (`read_body`).
+//! chosen in four places here: the URL and headers (`new`), the body (`body`, with the output
+//! schema in the form `schema.rs` keeps per endpoint), the rate-limit headers (`limit_headers`)
+//! and the reader (`read_body`). A server that refuses a schema form is asked again at once in
+//! the next one (`attempt`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -29,6 +31,7 @@ mod batch;
 mod message;
 mod read;
 pub(crate) mod retry_after;
+mod schema;
 mod wire;
 
 pub(crate) use batch::BatchTransport;
@@ -59,6 +62,8 @@ pub(crate) struct Http {
     /// Mirror of the server's rate-limit buckets (shared with nothing else: one per engine).
     pacer: Pacer,
     cancel: Cancel,
+    /// The output-schema form this endpoint takes (moved on when it refuses one).
+    forms: schema::Forms,
 }
 
 impl Http {
@@ -130,6 +135,7 @@ impl Http {
             timeouts: cfg.timeouts,
             pacer: Pacer::default(),
             cancel,
+            forms: schema::Forms::new(cfg.dialect, cfg.structured_output),
         })
     }
 
@@ -165,7 +171,8 @@ impl Http {
             let with_usage = self.dialect == Dialect::OpenAi
                 && stream
                 && self.stream_usage.load(Ordering::Relaxed);
-            let body = self.body(request, stream, with_usage)?;
+            let form = self.forms.current(request);
+            let body = self.body_in(request, stream, with_usage, form)?;
             let deadline = started + self.timeouts.first_byte;
             let send = self
                 .client
@@ -197,6 +204,16 @@ impl Http {
                 if with_usage && rejects_stream_options(status, &text) {
                     tracing::warn!(engine = %self.label, %message, "server rejects stream_options: asking again without it; usage will be estimated");
                     self.stream_usage.store(false, Ordering::Relaxed);
+                    sent_at = Instant::now();
+                    continue;
+                }
+                if let Some(form) = form
+                    && schema::refuses(form, status, &text)
+                    && let Some(next) = self.forms.refused(request, form)
+                {
+                    if let schema::Next::MovedTo(next) = next {
+                        self.warn_form(form, next, &message);
+                    }
                     sent_at = Instant::now();
                     continue;
                 }
@@ -242,14 +259,38 @@ impl Http {
         }
     }
 
-    /// The request body in the engine's dialect.
+    /// Says once per endpoint that it refused `form` and what goes out from now on.
+    fn warn_form(&self, form: schema::Form, next: schema::Form, message: &str) {
+        let endpoint = self.chat_url.as_str();
+        if next == schema::Form::Prompt {
+            tracing::warn!(engine = %self.label, %endpoint, %message, "the endpoint refuses {}, the last form of output schema it could take: the schema is stated in the prompt from now on and replies are parsed without the server enforcing it", form.describe());
+        } else {
+            tracing::warn!(engine = %self.label, %endpoint, %message, "the endpoint refuses {}: asking with {} from now on", form.describe(), next.describe());
+        }
+    }
+
+    /// The request body in the engine's dialect, the output schema (if any) in the form the
+    /// endpoint takes now (what a batch sends).
     fn body(&self, request: &Request, stream: bool, stream_usage: bool) -> Result<Vec<u8>, Error> {
+        self.body_in(request, stream, stream_usage, self.forms.current(request))
+    }
+
+    /// The request body with the output schema in `form`.
+    fn body_in(
+        &self,
+        request: &Request,
+        stream: bool,
+        stream_usage: bool,
+        form: Option<schema::Form>,
+    ) -> Result<Vec<u8>, Error> {
+        let request = &*schema::in_form(request, form);
         let serialized = match (self.dialect, &request.prompt) {
             (Dialect::OpenAi, _) => serde_json::to_vec(&Body {
                 model: &self.model,
                 request,
                 stream,
                 stream_usage,
+                form,
             }),
             (Dialect::Anthropic, Prompt::Chat(messages)) => serde_json::to_vec(&anthropic::Body {
                 model: &self.model,
@@ -257,6 +298,7 @@ impl Http {
                 request,
                 stream,
                 cache: self.prompt_cache,
+                tool: form == Some(schema::Form::Tool),
             }),
             (Dialect::Anthropic, Prompt::Completion(_)) => {
                 return Err(Error::Config(format!(

@@ -39,7 +39,7 @@ pub use limit::ConcurrencyLimit;
 pub use mock::{DEFAULT_MOCK_TEMPLATE, MockEngine, prompt_hash, render_mock_reply};
 pub use observer::Observer;
 pub use secret::Secret;
-pub use types::{Message, Prompt, Reply, Request, Timing, Usage};
+pub use types::{Message, OutputSchema, Prompt, Reply, Request, Timing, Usage};
 
 /// An LLM endpoint. Object safe: pipelines hold `Arc<dyn Engine>`.
 ///

@@ -48,6 +48,87 @@ pub struct Request {
     /// 0 = none.
     #[serde(default)]
     pub shared_prefix: usize,
+    /// The JSON Schema the reply must match, if any: the HTTP engine asks the server to enforce
+    /// it in the form the endpoint takes (see [`OutputSchema`]); the mock ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<OutputSchema>,
+}
+
+/// A structured-output request: the reply must be one JSON value matching `schema`.
+///
+/// The HTTP engine renders it per dialect and remembers, per endpoint, the first form the
+/// server accepts: OpenAI-compatible chat `response_format: {type: json_schema, json_schema:
+/// {name, strict, schema}}`, then `{type: json_object, schema}` (llama-cpp-python), then none
+/// (the schema stated in the prompt, with one warning); completion mode llama.cpp's
+/// `json_schema` field, then the prompt; Anthropic a forced tool whose `input_schema` is the
+/// schema (the tool's input becomes the reply text), then the prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputSchema {
+    /// A name for it (`[A-Za-z0-9_-]`, at most 64): OpenAI's `json_schema.name`, Anthropic's
+    /// tool name.
+    pub name: String,
+    /// The JSON Schema (the root an object schema, as OpenAI and Anthropic require).
+    pub schema: serde_json::Value,
+}
+
+impl OutputSchema {
+    /// A schema named `name` (characters outside `[A-Za-z0-9_-]` become `_`, cut at 64).
+    pub fn new(name: &str, schema: serde_json::Value) -> Self {
+        let mut clean: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        if clean.is_empty() {
+            clean.push_str("reply");
+        }
+        Self {
+            name: clean,
+            schema,
+        }
+    }
+
+    /// True when OpenAI's strict mode can take the schema: every object lists all its
+    /// properties as required and allows no others.
+    pub fn strict_compatible(&self) -> bool {
+        fn check(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::Object(props)) = map.get("properties") {
+                        let required: Vec<&str> = map
+                            .get("required")
+                            .and_then(|r| r.as_array())
+                            .map(|r| r.iter().filter_map(|x| x.as_str()).collect())
+                            .unwrap_or_default();
+                        let closed = map.get("additionalProperties")
+                            == Some(&serde_json::Value::Bool(false));
+                        if !closed || props.keys().any(|k| !required.contains(&k.as_str())) {
+                            return false;
+                        }
+                    }
+                    map.values().all(check)
+                }
+                serde_json::Value::Array(list) => list.iter().all(check),
+                _ => true,
+            }
+        }
+        check(&self.schema)
+    }
+
+    /// The instruction appended to a prompt when the server enforces no schema: reply with
+    /// one JSON value matching it, nothing else.
+    pub fn instruction(&self) -> String {
+        format!(
+            "Reply with only one JSON object that matches this JSON Schema, and no other text:\n{}",
+            self.schema
+        )
+    }
 }
 
 impl Request {
@@ -58,6 +139,7 @@ impl Request {
             params: Default::default(),
             mock_reply: None,
             shared_prefix: 0,
+            schema: None,
         }
     }
     /// A completion request with no params.
@@ -67,6 +149,7 @@ impl Request {
             params: Default::default(),
             mock_reply: None,
             shared_prefix: 0,
+            schema: None,
         }
     }
     /// Sets one sampling param.
@@ -78,6 +161,29 @@ impl Request {
     pub fn with_shared_prefix(mut self, messages: usize) -> Self {
         self.shared_prefix = messages;
         self
+    }
+    /// Sets [`Request::schema`].
+    pub fn with_schema(mut self, schema: OutputSchema) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+    /// The request with `instruction` appended to its prompt: to the last user message's
+    /// text (a new user message when the last one is not the user's), or to a completion
+    /// prompt after a blank line.
+    pub fn with_instruction(&self, instruction: &str) -> Self {
+        let mut out = self.clone();
+        match &mut out.prompt {
+            Prompt::Chat(messages) => match messages.last_mut() {
+                Some(last) if last.role == "user" => {
+                    last.content = format!("{}\n\n{instruction}", last.content.trim_end());
+                }
+                _ => messages.push(Message::new("user", instruction)),
+            },
+            Prompt::Completion(text) => {
+                *text = format!("{}\n\n{instruction}\n", text.trim_end());
+            }
+        }
+        out
     }
     /// `max_tokens` if set as a number.
     pub fn max_tokens(&self) -> Option<u64> {

@@ -49,6 +49,28 @@ pub struct ServerConfig {
     pub prompt_cache: bool,
     /// How the batch APIs (OpenAI Files + Batches, Anthropic Message Batches) behave.
     pub batch: BatchBehaviour,
+    /// Which structured-output forms the server takes (the form each request carried is
+    /// counted in `Stats::schema_forms`). A Messages request with a forced tool is answered
+    /// with a `tool_use` block whose input is the reply text (parsed as JSON).
+    pub schema: SchemaSupport,
+    /// The first N replies (in arrival order, restarted by `reset_stats`) are cut at half
+    /// their text: broken JSON when the reply is JSON.
+    pub broken_first: u32,
+}
+
+/// Which structured-output forms a server takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchemaSupport {
+    /// Every form: `response_format` `json_schema` and `json_object` + `schema`, the
+    /// completion `json_schema` field, a forced tool.
+    #[default]
+    All,
+    /// Like llama-cpp-python 0.3: `response_format: {type: json_schema}` is answered with HTTP
+    /// 500 and a validation error naming `response_format` (only `text` or `json_object`);
+    /// `{type: json_object, schema}` is taken.
+    LlamaCppPython,
+    /// None: every schema form is refused with a 400 naming it.
+    Refused,
 }
 
 /// How the batch APIs behave: how long a batch takes, and its failure modes. Line faults are
@@ -157,6 +179,8 @@ impl fmt::Debug for ServerConfig {
             .field("rate_limit", &self.rate_limit)
             .field("prompt_cache", &self.prompt_cache)
             .field("batch", &self.batch)
+            .field("schema", &self.schema)
+            .field("broken_first", &self.broken_first)
             .finish()
     }
 }
@@ -178,6 +202,8 @@ impl Default for ServerConfig {
             rate_limit: None,
             prompt_cache: false,
             batch: BatchBehaviour::default(),
+            schema: SchemaSupport::All,
+            broken_first: 0,
         }
     }
 }
@@ -259,6 +285,18 @@ impl ServerConfig {
     #[must_use]
     pub fn with_batch(mut self, batch: BatchBehaviour) -> Self {
         self.batch = batch;
+        self
+    }
+    /// Sets which structured-output forms the server takes.
+    #[must_use]
+    pub fn with_schema(mut self, schema: SchemaSupport) -> Self {
+        self.schema = schema;
+        self
+    }
+    /// Cuts the first `n` replies at half their text (broken JSON).
+    #[must_use]
+    pub fn with_broken_first(mut self, n: u32) -> Self {
+        self.broken_first = n;
         self
     }
     /// Simulates OpenAI's automatic prompt caching on the chat route.

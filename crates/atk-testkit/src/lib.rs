@@ -7,7 +7,8 @@ mod server;
 mod stats;
 
 pub use config::{
-    BatchBehaviour, Fault, Faults, RateLimit, ReplyFn, ReplyMode, ServerConfig, StatedLimit,
+    BatchBehaviour, Fault, Faults, RateLimit, ReplyFn, ReplyMode, SchemaSupport, ServerConfig,
+    StatedLimit,
 };
 pub use logs::CapturedLogs;
 pub use reply::{DEFAULT_TEMPLATE, prompt_hash, prompt_text, render_template};

@@ -172,6 +172,7 @@ impl TestServer {
                 ..Stats::default()
             };
             t.script_pos = 0;
+            t.broken_pos = 0;
         }
         self.shared.counters.changed();
     }
@@ -352,6 +353,7 @@ mod batch;
 mod body;
 mod decide;
 mod rate;
+mod schema;
 
 use decide::handle;
 #[cfg(test)]

@@ -47,6 +47,16 @@ pub struct Stats {
     /// Batch lines answered with a whole reply.
     #[serde(default)]
     pub batch_completed: u64,
+    /// Requests per structured-output form they carried (`json_schema`, `json_object`,
+    /// `completion_json_schema`, `tool`); requests with none are not counted.
+    #[serde(default)]
+    pub schema_forms: BTreeMap<String, u64>,
+    /// Requests refused for the schema form they carried.
+    #[serde(default)]
+    pub schema_refused: u64,
+    /// Replies sent cut at half their text (`broken_first`).
+    #[serde(default)]
+    pub broken_replies: u64,
 }
 
 impl Stats {
@@ -57,6 +67,10 @@ impl Stats {
     /// Responses sent with this status.
     pub fn status_count(&self, status: u16) -> u64 {
         self.statuses.get(&status).copied().unwrap_or(0)
+    }
+    /// Requests that carried the structured-output form `form`.
+    pub fn schema_form_count(&self, form: &str) -> u64 {
+        self.schema_forms.get(form).copied().unwrap_or(0)
     }
     /// Requests beyond the first for each prompt: what a client re-sent.
     pub fn repeats(&self) -> u64 {
@@ -69,6 +83,8 @@ impl Stats {
 pub(crate) struct Tally {
     pub(crate) stats: Stats,
     pub(crate) script_pos: usize,
+    /// Replies cut so far for `broken_first`.
+    pub(crate) broken_pos: u32,
 }
 
 /// Shared counters, plus a signal that fires after every change (for `wait_until`).

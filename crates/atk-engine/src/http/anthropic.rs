@@ -5,8 +5,9 @@
 //! `anthropic-ratelimit-*` headers read into the same [`LimitHeaders`] the pacer takes from
 //! OpenAI's `x-ratelimit-*`.
 //!
-//! A future structured-output request renders its schema in [`Body`] (a forced tool) and reads
-//! the `tool_use` block's `input` in [`Parsed`]'s absorbers here.
+//! A request's output schema goes as a forced tool (`tools: [{name, description,
+//! input_schema}]`, `tool_choice: {type: tool, name}`); the reply's `tool_use` block's `input`
+//! (streamed as `input_json_delta` pieces) becomes the reply text, as JSON.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -61,6 +62,8 @@ pub(super) struct Body<'a> {
     pub(super) stream: bool,
     /// Mark the request's shared prefix `cache_control: {type: ephemeral}`.
     pub(super) cache: bool,
+    /// Send the request's output schema as a forced tool.
+    pub(super) tool: bool,
 }
 
 impl Body<'_> {
@@ -128,8 +131,19 @@ impl serde::Serialize for Body<'_> {
                 _ => {}
             }
         }
+        let tool = self.request.schema.as_ref().filter(|_| self.tool);
+        if let Some(schema) = tool {
+            let description = "Records the reply. Its input is the whole reply.";
+            map.serialize_entry(
+                "tools",
+                &[json!({"name": schema.name, "description": description,
+                         "input_schema": schema.schema})],
+            )?;
+            map.serialize_entry("tool_choice", &json!({"type": "tool", "name": schema.name}))?;
+        }
         for (key, value) in params {
-            if !NOT_SENT.contains(&key.as_str()) {
+            let rendered = tool.is_some() && matches!(key.as_str(), "tools" | "tool_choice");
+            if !NOT_SENT.contains(&key.as_str()) && !rendered {
                 map.serialize_entry(key, value)?;
             }
         }
@@ -197,6 +211,9 @@ struct WireBlock {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    /// A `tool_use` block's input (the reply of a forced-tool request).
+    #[serde(default)]
+    input: Option<Value>,
 }
 
 /// A whole (non-streamed) reply, or the `message` of `message_start`.
@@ -218,6 +235,9 @@ struct WireDelta {
     kind: String,
     #[serde(default)]
     text: Option<String>,
+    /// An `input_json_delta`'s piece of a tool's input.
+    #[serde(default)]
+    partial_json: Option<String>,
     #[serde(default)]
     stop_reason: Option<String>,
 }
@@ -252,6 +272,8 @@ impl Http {
         let mut seen_usage = false;
         let mut events_seen = 0usize;
         let mut stopped = false;
+        // A `tool_use` block's input, pieced together: the reply when a tool was forced.
+        let mut tool_input: Option<String> = None;
         while let Some(event) = events.next().await {
             let event = match event {
                 Ok(event) => event,
@@ -284,22 +306,30 @@ impl Http {
                         }
                     }
                 }
-                "content_block_start" => {
-                    if let Some(block) = parsed.content_block
-                        && block.kind == "text"
-                        && let Some(text) = block.text
-                    {
-                        acc.text.push_str(&text);
+                "content_block_start" => match parsed.content_block {
+                    Some(block) if block.kind == "text" => {
+                        if let Some(text) = block.text {
+                            acc.text.push_str(&text);
+                        }
                     }
-                }
-                "content_block_delta" => {
-                    if let Some(delta) = parsed.delta
-                        && delta.kind == "text_delta"
-                        && let Some(text) = delta.text
-                    {
-                        acc.text.push_str(&text);
+                    Some(block) if block.kind == "tool_use" => {
+                        tool_input.get_or_insert_default();
                     }
-                }
+                    _ => {}
+                },
+                "content_block_delta" => match parsed.delta {
+                    Some(delta) if delta.kind == "text_delta" => {
+                        if let Some(text) = delta.text {
+                            acc.text.push_str(&text);
+                        }
+                    }
+                    Some(delta) if delta.kind == "input_json_delta" => {
+                        if let Some(piece) = delta.partial_json {
+                            tool_input.get_or_insert_default().push_str(&piece);
+                        }
+                    }
+                    _ => {}
+                },
                 "message_delta" => {
                     if let Some(reason) = parsed.delta.and_then(|d| d.stop_reason) {
                         acc.finish_reason = finish_reason(&reason);
@@ -341,6 +371,14 @@ impl Http {
         if seen_usage {
             acc.usage = Some(usage.usage());
         }
+        if let Some(input) = tool_input {
+            // A tool called with no input streams no piece: its input is `{}`.
+            acc.text = if input.trim().is_empty() {
+                "{}".to_string()
+            } else {
+                input
+            };
+        }
         Ok(acc)
     }
 
@@ -373,13 +411,21 @@ impl Http {
                 format!("reply is not a message ({e}): {}", quote(text)),
             )
         })?;
+        // A forced tool's input is the reply; otherwise the text blocks are.
+        let tool = message
+            .content
+            .iter()
+            .find(|b| b.kind == "tool_use")
+            .map(|b| b.input.clone().unwrap_or_else(|| json!({})).to_string());
         Ok(Parsed {
-            text: message
-                .content
-                .into_iter()
-                .filter(|b| b.kind == "text")
-                .filter_map(|b| b.text)
-                .collect(),
+            text: tool.unwrap_or_else(|| {
+                message
+                    .content
+                    .into_iter()
+                    .filter(|b| b.kind == "text")
+                    .filter_map(|b| b.text)
+                    .collect()
+            }),
             finish_reason: message.stop_reason.as_deref().and_then(finish_reason),
             usage: message.usage.map(WireUsage::usage),
             model: message.model.filter(|m| !m.is_empty()),
@@ -488,6 +534,7 @@ mod tests {
             request,
             stream: true,
             cache,
+            tool: false,
         };
         serde_json::to_value(&b).unwrap()
     }

@@ -1,7 +1,8 @@
 //! The wire shapes of the OpenAI-compatible API: the request body atk sends, and the reply
 //! (one SSE chunk or a whole non-streamed body), deserialized with borrowed strings.
-//! (Anthropic's are in `anthropic.rs`; a future structured-output request renders its schema
-//! in each dialect's `Body`: `response_format` here, a forced tool there.)
+//! (Anthropic's are in `anthropic.rs`. A request's output schema is rendered in each dialect's
+//! `Body` in the form `schema.rs` chose: `response_format` or `json_schema` here, a forced tool
+//! there.)
 
 use std::borrow::Cow;
 
@@ -12,12 +13,14 @@ use super::*;
 
 /// The request body: engine keys, then the params verbatim. A param may not replace `model`,
 /// `messages`/`prompt` or `stream`; `use_stop: false` drops `stop` (and `use_stop` itself is
-/// never sent, since strict servers reject unknown keys).
+/// never sent, since strict servers reject unknown keys). The output schema, in `form`, wins
+/// over a param of the same key.
 pub(super) struct Body<'a> {
     pub(super) model: &'a str,
     pub(super) request: &'a Request,
     pub(super) stream: bool,
     pub(super) stream_usage: bool,
+    pub(super) form: Option<super::schema::Form>,
 }
 
 impl Serialize for Body<'_> {
@@ -42,6 +45,14 @@ impl Serialize for Body<'_> {
                 },
             )?;
         }
+        let schema_entry = self
+            .form
+            .zip(self.request.schema.as_ref())
+            .and_then(|(form, schema)| super::schema::openai_entry(form, schema));
+        if let Some((key, value)) = &schema_entry {
+            map.serialize_entry(key, value)?;
+        }
+        let schema_key = schema_entry.as_ref().map(|(k, _)| *k);
         let use_stop = params
             .get("use_stop")
             .and_then(|v| v.as_bool())
@@ -50,6 +61,7 @@ impl Serialize for Body<'_> {
             match key.as_str() {
                 "model" | "messages" | "prompt" | "stream" | "use_stop" => {}
                 "stop" if !use_stop => {}
+                k if Some(k) == schema_key => {}
                 _ => map.serialize_entry(key, value)?,
             }
         }
@@ -168,6 +180,7 @@ mod tests {
             request,
             stream,
             stream_usage: usage,
+            form: None,
         };
         serde_json::from_slice(&serde_json::to_vec(&b).unwrap()).unwrap()
     }

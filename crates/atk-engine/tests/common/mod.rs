@@ -8,6 +8,8 @@ use std::time::Duration;
 use atk_engine::{EngineConfig, Message, Request, RetryConfig};
 use atk_testkit::{ReplyMode, ServerConfig, TestServer};
 
+pub mod schema;
+
 /// The reply every test server gives.
 pub const TEXT: &str = "one two three four five six seven eight";
 /// An API key the tests check never leaks.

@@ -22,12 +22,24 @@ fn event(name: &str, data: &Value) -> Step {
     Step::Data(Bytes::from(format!("event: {name}\ndata: {data}\n\n")))
 }
 
-/// The Messages `stop_reason` for the server's finish reason (`stop`, `length`).
-fn stop_reason(finish: Option<&str>) -> Option<&'static str> {
+/// The Messages `stop_reason` for the server's finish reason (`stop`, `length`); a whole
+/// reply to a forced tool ends `tool_use`.
+fn stop_reason(finish: Option<&str>, tool: bool) -> Option<&'static str> {
     match finish? {
         "length" => Some("max_tokens"),
+        _ if tool => Some("tool_use"),
         _ => Some("end_turn"),
     }
+}
+
+/// The `tool_use` block of a forced tool, its input `text` (as JSON; text that does not parse
+/// goes as a JSON string, so the client sees input that does not match its schema).
+fn tool_block(reply: &ReplyShape, name: &str, text: Option<&str>) -> Value {
+    let input = match text {
+        None => json!({}),
+        Some(t) => serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_owned())),
+    };
+    json!({"type": "tool_use", "id": format!("toolu_{}", reply.id), "name": name, "input": input})
 }
 
 fn usage(reply: &ReplyShape, output_tokens: u64) -> Value {
@@ -46,9 +58,14 @@ pub(super) fn message(
     finish: Option<&str>,
     output: u64,
 ) -> Value {
-    let content = text.map_or_else(Vec::new, |t| vec![json!({"type": "text", "text": t})]);
+    let content = match (&reply.tool, text) {
+        (Some(name), Some(_)) => vec![tool_block(reply, name, text)],
+        (None, Some(t)) => vec![json!({"type": "text", "text": t})],
+        (_, None) => Vec::new(),
+    };
+    let stop = stop_reason(finish, reply.tool.is_some());
     json!({"id": reply.id, "type": "message", "role": "assistant", "model": reply.model,
-           "content": content, "stop_reason": stop_reason(finish), "stop_sequence": null,
+           "content": content, "stop_reason": stop, "stop_sequence": null,
            "usage": usage(reply, output)})
 }
 
@@ -66,10 +83,13 @@ pub(super) fn sse_steps(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) ->
         "message_start",
         &json!({"type": "message_start", "message": message(reply, None, None, 1)}),
     ));
+    let block = match &reply.tool {
+        Some(name) => tool_block(reply, name, None),
+        None => json!({"type": "text", "text": ""}),
+    };
     steps.push_back(event(
         "content_block_start",
-        &json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""}}),
+        &json!({"type": "content_block_start", "index": 0, "content_block": block}),
     ));
     steps.push_back(event("ping", &json!({"type": "ping"})));
     let gap = cfg.latency / u32::try_from(pieces.len()).unwrap_or(u32::MAX);
@@ -101,10 +121,13 @@ pub(super) fn sse_steps(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) ->
                 _ => {}
             }
         }
+        let delta = match reply.tool {
+            Some(_) => json!({"type": "input_json_delta", "partial_json": piece}),
+            None => json!({"type": "text_delta", "text": piece}),
+        };
         steps.push_back(event(
             "content_block_delta",
-            &json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": piece}}),
+            &json!({"type": "content_block_delta", "index": 0, "delta": delta}),
         ));
     }
     steps.push_back(event(
@@ -117,7 +140,7 @@ pub(super) fn sse_steps(reply: &ReplyShape, cfg: &ServerConfig, fault: Fault) ->
     steps.push_back(event(
         "message_delta",
         &json!({"type": "message_delta",
-                "delta": {"stop_reason": stop_reason(finish), "stop_sequence": null},
+                "delta": {"stop_reason": stop_reason(finish, reply.tool.is_some()), "stop_sequence": null},
                 "usage": {"output_tokens": reply.completion_tokens}}),
     ));
     if fault == Fault::None || fault == Fault::Stall {

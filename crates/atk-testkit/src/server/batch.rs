@@ -632,6 +632,7 @@ fn reply_for(cfg: &ServerConfig, kind: Kind, body: &Value, custom_id: &str) -> R
         completion_tokens: count_words(&text),
         cached_tokens: 0,
         cache_written: 0,
+        tool: super::schema::forced_tool(kind, body),
         text,
     }
 }

@@ -28,6 +28,8 @@ pub(super) struct ReplyShape {
     pub(super) cached_tokens: u64,
     /// Of `prompt_tokens`, those written to the prompt cache (Messages only).
     pub(super) cache_written: u64,
+    /// The tool a Messages request forced: the reply is its `tool_use` block, `text` its input.
+    pub(super) tool: Option<String>,
 }
 
 impl ReplyShape {

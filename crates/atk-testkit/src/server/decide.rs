@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::anthropic;
 use super::body::{ReplyShape, Tail, json_body, sse_body};
 use super::rate::{rate_limit_refusal, rate_limited, take_rate_limit};
+use super::schema;
 use super::{Kind, Shared, error_body, error_response, json_response, key_ok, unauthorized};
 use crate::config::{Fault, ServerConfig};
 use crate::reply::{count_words, hash16, prompt_hash, prompt_words, reply_text};
@@ -84,6 +85,14 @@ async fn decide(
         };
         resp.headers_mut().extend(limit_headers);
         return resp;
+    }
+    if let Some(form) = schema::form_of(kind, &body) {
+        sh.counters
+            .update(|s| *s.schema_forms.entry(form.to_owned()).or_insert(0) += 1);
+        if let Some(refusal) = schema::refusal(cfg, kind, form) {
+            sh.counters.update(|s| s.schema_refused += 1);
+            return refusal;
+        }
     }
     let mut resp = serve(sh, cfg, kind, body, hash, nth, guard).await;
     resp.headers_mut().extend(limit_headers);
@@ -188,6 +197,16 @@ async fn serve(
         }
     }
     let mut text = reply_text(&cfg.reply, &body);
+    if cfg.broken_first > 0 {
+        let mut t = sh.counters.lock();
+        if t.broken_pos < cfg.broken_first {
+            t.broken_pos += 1;
+            t.stats.broken_replies += 1;
+            drop(t);
+            sh.counters.changed();
+            text = schema::broken(&text);
+        }
+    }
     let mut finish = (fault != Fault::NoFinishReason).then_some("stop");
     if cfg.honor_max_tokens
         && let Some(max) = max_tokens(&body)
@@ -217,6 +236,7 @@ async fn serve(
         completion_tokens: count_words(&text),
         cached_tokens,
         cache_written,
+        tool: schema::forced_tool(kind, &body),
         text,
     };
     let tail = Tail {
