@@ -34,14 +34,30 @@ impl std::fmt::Debug for FilterStep {
 
 /// The default verdict reader: the last non-empty line of the reply decides — `keep`, `yes`,
 /// `pass` or `suitable` keep; `drop`, `no`, `reject` or `unsuitable` drop; anything else is
-/// rejected (and retried). The reason is the whole reply, trimmed.
+/// rejected (and retried). The reason is the whole reply, trimmed. A schema step's output with
+/// a string `verdict` field is read by that field alone (one of the same words, any case), its
+/// reason being its `reason` field when it has one.
 pub fn default_judge(output: &Value) -> Result<(bool, String), String> {
+    let keep = &["keep", "yes", "pass", "suitable"];
+    let drop = &["drop", "no", "reject", "unsuitable"];
+    if let Some(verdict) = output.get("verdict").and_then(Value::as_str) {
+        let word = verdict.trim().to_ascii_lowercase();
+        let reason = match output.get("reason").and_then(Value::as_str) {
+            Some(reason) => reason.trim().to_string(),
+            None => output.to_string(),
+        };
+        return if keep.contains(&word.as_str()) {
+            Ok((true, reason))
+        } else if drop.contains(&word.as_str()) {
+            Ok((false, reason))
+        } else {
+            Err(format!("the verdict {verdict:?} is neither keep nor drop"))
+        };
+    }
     let text = match output {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let keep = &["keep", "yes", "pass", "suitable"];
-    let drop = &["drop", "no", "reject", "unsuitable"];
     match crate::extract::last_line_verdict(&text, keep, drop) {
         Some(keep) => Ok((keep, text.trim().to_string())),
         None => Err("no clear keep/drop verdict on the last line".to_string()),
@@ -173,5 +189,13 @@ mod tests {
         );
         assert!(verdict("I cannot decide").is_err());
         assert!(verdict("keep or drop?").is_err());
+    }
+
+    #[test]
+    fn default_judge_reads_a_schema_step_s_verdict_field() {
+        let judged = default_judge(&json!({"verdict": "Unsuitable", "reason": "an index"}));
+        assert_eq!(judged.unwrap(), (false, "an index".to_string()));
+        assert!(default_judge(&json!({"verdict": "yes"})).unwrap().0);
+        assert!(default_judge(&json!({"verdict": "maybe", "reason": "?"})).is_err());
     }
 }

@@ -3,7 +3,8 @@
 //! edit made stale and say which part changed.
 //!
 //! A fingerprint is a short text of `key=hash` parts separated by `;`, e.g.
-//! `p=1a2b3c4d;s=5e6f7a8b;m=9c0d1e2f;v=3a4b5c6d` (prompt, sampling params, model, version);
+//! `p=1a2b3c4d;s=5e6f7a8b;m=9c0d1e2f;v=3a4b5c6d` (prompt, sampling params, model, version,
+//! and `j=…` for a schema step's output schema);
 //! parts are compared one by one, so "the prompt changed" can be told from "the model changed"
 //! from the stored record alone.
 
@@ -23,6 +24,9 @@ pub enum Part {
     Model,
     /// The version string the pipeline gives the step (bump it when a processor or validator changes).
     Version,
+    /// The JSON Schema of a schema step's output (`PromptStep::json`); steps without one have
+    /// no such part, so their fingerprints are what they were before schemas existed.
+    Schema,
 }
 
 impl Part {
@@ -32,6 +36,7 @@ impl Part {
             Self::Params => "s",
             Self::Model => "m",
             Self::Version => "v",
+            Self::Schema => "j",
         }
     }
 
@@ -41,6 +46,7 @@ impl Part {
             "s" => Some(Self::Params),
             "m" => Some(Self::Model),
             "v" => Some(Self::Version),
+            "j" => Some(Self::Schema),
             _ => None,
         }
     }
@@ -52,6 +58,7 @@ impl Part {
             Self::Params => "other sampling params",
             Self::Model => "another model",
             Self::Version => "another version of the step",
+            Self::Schema => "another output schema",
         }
     }
 
@@ -62,6 +69,7 @@ impl Part {
             Self::Params => "params",
             Self::Model => "model",
             Self::Version => "version",
+            Self::Schema => "output schema",
         }
     }
 }

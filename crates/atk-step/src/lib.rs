@@ -12,6 +12,7 @@ mod filter;
 mod final_items;
 mod fingerprint;
 mod item;
+mod json;
 mod map_step;
 mod progress;
 mod prompt;
@@ -38,6 +39,7 @@ pub use fingerprint::{
     Fingerprint, FingerprintCounts, Part, changed_parts, count_fingerprints, with_version_of,
 };
 pub use item::Item;
+pub use json::{read_json, schema_of};
 pub use map_step::MapStep;
 pub use progress::{NullSink, ProgressEvent, ProgressSink};
 pub use prompt::{PromptLibrary, PromptSource, PromptTemplate};

@@ -19,6 +19,14 @@ type OutputProcessor = Arc<dyn Fn(&str) -> Result<Value, String> + Send + Sync>;
 type Validator = Arc<dyn Fn(&Value, &Item) -> Result<(), String> + Send + Sync>;
 type InputProcessor = Arc<dyn Fn(Item) -> Result<Item, String> + Send + Sync>;
 type MockChoice = Arc<dyn Fn(&Item, u32) -> String + Send + Sync>;
+type JsonReader = Arc<dyn Fn(&str) -> Result<Value, String> + Send + Sync>;
+
+/// A schema step's output: the schema sent with each request and the reader of its replies.
+#[derive(Clone)]
+struct JsonOutput {
+    schema: atk_engine::OutputSchema,
+    read: JsonReader,
+}
 
 /// What a validation retry adds to the call number a mock choice sees
 /// ([`PromptStep::mock_reply_with`]): retry `r` of call `c` is call `c + r * MOCK_RETRY_CALL`,
@@ -48,6 +56,7 @@ pub struct PromptStep {
     mock_choice: Option<MockChoice>,
     accept_length_cut: bool,
     version: String,
+    json: Option<JsonOutput>,
 }
 
 impl std::fmt::Debug for PromptStep {
@@ -83,7 +92,30 @@ impl PromptStep {
             mock_choice: None,
             accept_length_cut: false,
             version: "1".to_string(),
+            json: None,
         }
+    }
+
+    /// Makes this a schema step: each request carries the JSON Schema of `T` (the engine asks
+    /// the server to enforce it in the form the endpoint takes), the reply is read as one JSON
+    /// value that deserializes into `T` (a ```` ```json ```` fence or a sentence around the
+    /// object is tolerated, nothing else), and that value is the stored output: templates
+    /// reach inside it with `{key.field}`, code reads it typed with
+    /// [`Item::get`](crate::Item::get). A reply that does not read gets a repair turn (chat:
+    /// the reply and the error go back to the model, asking for corrected JSON only) within
+    /// `max_retries`. The schema is part of the fingerprint. An output processor set as well
+    /// gets the JSON text of the value read.
+    pub fn json<T: serde::de::DeserializeOwned + schemars::JsonSchema + 'static>(mut self) -> Self {
+        self.json = Some(JsonOutput {
+            schema: crate::json::schema_of::<T>(&self.name),
+            read: Arc::new(crate::json::read_json::<T>),
+        });
+        self
+    }
+
+    /// The JSON Schema the step's requests carry ([`json`](Self::json)), if any.
+    pub fn output_schema(&self) -> Option<&atk_engine::OutputSchema> {
+        self.json.as_ref().map(|j| &j.schema)
     }
 
     /// Uses prompt file `prompt_name` (a file stem) instead of the step's name.
@@ -131,6 +163,7 @@ impl PromptStep {
         if !ctx.use_stop {
             params.remove("stop");
         }
+        let schema = self.json.as_ref().map(|j| j.schema.schema.to_string());
         let engine = ctx.engines.get(self.engine);
         let mode = format!(
             "{} {} {}",
@@ -142,20 +175,23 @@ impl PromptStep {
                 "chat"
             }
         );
-        Some(
-            crate::Fingerprint::new()
-                .with(
-                    Part::Prompt,
-                    &format!(
-                        "{} args {}",
-                        template.digest(),
-                        Value::Object(self.used_args(&template))
-                    ),
-                )
-                .with(Part::Params, &Value::Object(params).to_string())
-                .with(Part::Model, &mode)
-                .with(Part::Version, &self.version),
-        )
+        let fingerprint = crate::Fingerprint::new()
+            .with(
+                Part::Prompt,
+                &format!(
+                    "{} args {}",
+                    template.digest(),
+                    Value::Object(self.used_args(&template))
+                ),
+            )
+            .with(Part::Params, &Value::Object(params).to_string())
+            .with(Part::Model, &mode)
+            .with(Part::Version, &self.version);
+        // Only a schema step has the part: every other step keeps the fingerprint it had.
+        Some(match schema {
+            Some(schema) => fingerprint.with(Part::Schema, &schema),
+            None => fingerprint,
+        })
     }
 
     /// Reruns the input processor, output processor, validator and `accept` over a stored raw
@@ -356,6 +392,7 @@ impl PromptStep {
             params,
             mock_reply,
             shared_prefix,
+            schema: self.json.as_ref().map(|j| j.schema.clone()),
         })
     }
 
@@ -401,6 +438,8 @@ impl PromptStep {
             prompt_tokens: 0,
             completion_tokens: 0,
         };
+        // The next attempt's request when the last reply did not read as JSON: a repair turn.
+        let mut repair: Option<Request> = None;
         for attempt in 1..=self.max_retries.saturating_add(1) {
             failure.attempts = attempt;
             // Checked right before each attempt: after a Ctrl-C (or a fatal error elsewhere) an
@@ -408,7 +447,7 @@ impl PromptStep {
             if ctx.cancel.is_cancelled() {
                 return Err(StepError::Cancelled);
             }
-            let mut sent = request.clone();
+            let mut sent = repair.take().unwrap_or_else(|| request.clone());
             if let (Some(choose), 2..) = (&self.mock_choice, attempt) {
                 let retry_call = call.saturating_add((attempt - 1).saturating_mul(MOCK_RETRY_CALL));
                 sent.mock_reply = Some(choose(Item::of(item), retry_call));
@@ -438,8 +477,14 @@ impl PromptStep {
                 if reply.finish_reason.as_deref() == Some("length") && !self.accept_length_cut {
                     Err(("length", LENGTH_CUT_REASON.to_string()))
                 } else {
-                    self.check(&reply.text, item, accept)
-                        .map_err(|r| ("validation", r))
+                    match self.check_detailed(&reply.text, item, accept) {
+                        Ok(ok) => Ok(ok),
+                        Err(Rejection::Json(reason)) => {
+                            repair = crate::json::repair(&request, &reply.text, &reason);
+                            Err(("validation", reason))
+                        }
+                        Err(Rejection::Other(reason)) => Err(("validation", reason)),
+                    }
                 };
             match verdict {
                 Ok((value, output)) => {
@@ -479,15 +524,41 @@ impl PromptStep {
         item: &ItemRecord,
         accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
     ) -> Result<(T, Value), String> {
-        let output = match &self.output_processor {
-            Some(f) => f(text)?,
-            None => Value::String(text.to_string()),
+        self.check_detailed(text, item, accept)
+            .map_err(|r| match r {
+                Rejection::Json(reason) | Rejection::Other(reason) => reason,
+            })
+    }
+
+    /// Reads (a schema step: as JSON of its type), processes and validates a reply.
+    fn check_detailed<T>(
+        &self,
+        text: &str,
+        item: &ItemRecord,
+        accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
+    ) -> Result<(T, Value), Rejection> {
+        let read = match &self.json {
+            Some(json) => Some((json.read)(text).map_err(Rejection::Json)?),
+            None => None,
+        };
+        let output = match (&self.output_processor, read) {
+            (Some(f), Some(value)) => f(&value.to_string()).map_err(Rejection::Other)?,
+            (Some(f), None) => f(text).map_err(Rejection::Other)?,
+            (None, Some(value)) => value,
+            (None, None) => Value::String(text.to_string()),
         };
         if let Some(v) = &self.validator {
-            v(&output, Item::of(item))?;
+            v(&output, Item::of(item)).map_err(Rejection::Other)?;
         }
-        Ok((accept(&output, item)?, output))
+        let accepted = accept(&output, item).map_err(Rejection::Other)?;
+        Ok((accepted, output))
     }
+}
+
+/// Why a reply was rejected: it did not read as the step's JSON (repaired), or anything else.
+enum Rejection {
+    Json(String),
+    Other(String),
 }
 
 fn details(request: &Request, reply: &atk_engine::Reply) -> Details {

@@ -398,3 +398,113 @@ mod mock_engine {
         assert_eq!((record.attempts, record.output), (3, "call 2000".into()));
     }
 }
+
+mod schema {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    enum Verdict {
+        Yes,
+        No,
+    }
+
+    /// A vote with its reason.
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    struct Vote {
+        verdict: Verdict,
+        reason: String,
+    }
+
+    /// The same vote with one more field: another schema.
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    #[allow(dead_code)] // read by deserializing only
+    struct ScoredVote {
+        verdict: Verdict,
+        reason: String,
+        score: u32,
+    }
+
+    #[tokio::test]
+    async fn a_broken_json_reply_is_repaired_in_one_turn_and_stored_as_json() {
+        let engine = Arc::new(ScriptedEngine::new("e"));
+        engine
+            .push(Ok(reply(r#"{"verdict": "yes", "rea"#)))
+            .push(Ok(reply(
+                "```json\n{\"verdict\": \"no\", \"reason\": \"r\"}\n```",
+            )));
+        let s = step().json::<Vote>();
+        let StepOutput::Result(record) = s.run(&item("x"), &ctx(engine.clone())).await.unwrap()
+        else {
+            panic!("a result expected")
+        };
+        assert_eq!(record.output, json!({"verdict": "no", "reason": "r"}));
+        assert_eq!(record.attempts, 2);
+        let sent = engine.requests();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].schema.as_ref().unwrap().name, "poem");
+        let (Prompt::Chat(first), Prompt::Chat(repair)) = (&sent[0].prompt, &sent[1].prompt) else {
+            panic!("chat prompts")
+        };
+        assert_eq!(
+            repair.len(),
+            first.len() + 2,
+            "the reply and the repair turn"
+        );
+        assert_eq!(repair[..first.len()], first[..]);
+        assert_eq!(repair[first.len()].role, "assistant");
+        assert_eq!(repair[first.len()].content, r#"{"verdict": "yes", "rea"#);
+        let ask = &repair[first.len() + 1].content;
+        assert!(
+            ask.contains("not JSON (EOF") && ask.contains("only the corrected JSON"),
+            "{ask}"
+        );
+        assert!(
+            sent[1].schema.is_some(),
+            "the repair carries the schema too"
+        );
+        // Pipeline code reads the stored value typed.
+        let view = Item::new("i").with("check", record.output.clone());
+        let vote: Vote = view.get("check").unwrap();
+        assert!(matches!(vote.verdict, Verdict::No) && vote.reason == "r");
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_never_reads_fails_with_the_schema_error() {
+        let engine = Arc::new(
+            ScriptedEngine::new("e")
+                .with_fallback(|_| Ok(reply(r#"{"verdict": "maybe", "reason": "?"}"#))),
+        );
+        let err = step()
+            .json::<Vote>()
+            .max_retries(1)
+            .run(&item("x"), &ctx(engine.clone()))
+            .await
+            .unwrap_err();
+        let StepError::Failed(f) = err else {
+            panic!("item failure expected, got {err:?}")
+        };
+        assert!(f.reason.contains("does not match the schema") && f.reason.contains("maybe"));
+        assert_eq!((f.attempts, engine.calls()), (2, 2));
+    }
+
+    #[test]
+    fn the_schema_is_a_part_of_the_fingerprint_only_of_schema_steps() {
+        let c = ctx(Arc::new(ScriptedEngine::new("e")));
+        let plain = step().fingerprint_of(&c).unwrap().text();
+        assert_eq!(plain.split(';').count(), 4, "{plain}");
+        assert!(
+            !plain.contains("j="),
+            "a step without schema keeps its fingerprint"
+        );
+        let vote = step().json::<Vote>().fingerprint_of(&c).unwrap().text();
+        let scored = step()
+            .json::<ScoredVote>()
+            .fingerprint_of(&c)
+            .unwrap()
+            .text();
+        assert_eq!(crate::changed_parts(&plain, &vote), [crate::Part::Schema]);
+        assert_eq!(crate::changed_parts(&vote, &scored), [crate::Part::Schema]);
+        assert_eq!(crate::Part::Schema.phrase(), "another output schema");
+    }
+}
