@@ -2,7 +2,7 @@
 //! contents page (judge), splits votes (check) and writes well-formed conversations (write).
 //! Not pipeline logic: a real run never calls these.
 
-use atk_cli::prelude::Item;
+use atk_cli::prelude::{Item, json};
 
 /// The chunk's sentences of five words or more.
 fn sentences(item: &Item) -> Vec<String> {
@@ -14,27 +14,29 @@ fn sentences(item: &Item) -> Vec<String> {
         .collect()
 }
 
-/// `judge_chunk`: prose is suitable, a contents page is not.
+/// `judge_chunk` (JSON, as the schema asks): prose is suitable, a contents page is not.
 pub(crate) fn judge(item: &Item, _: u32) -> String {
     let contents_page = item.text("text").unwrap_or_default().contains("....");
-    if sentences(item).len() >= 2 && !contents_page {
-        "Plain prose with facts to ask about.\nVerdict: SUITABLE".into()
+    let (reason, verdict) = if sentences(item).len() >= 2 && !contents_page {
+        ("Plain prose with facts to ask about.", "suitable")
     } else {
-        "A list of titles and page numbers.\nVerdict: UNSUITABLE".into()
-    }
+        ("A list of titles and page numbers.", "unsuitable")
+    };
+    json!({"reason": reason, "verdict": verdict}).to_string()
 }
 
 /// `generate_qa`: one pair per sentence.
 pub(crate) fn generate(item: &Item, _: u32) -> String {
-    let pair = |(s, i): (&String, usize)| format!("Q: What does sentence {i} say?\nA: {s}\n");
-    sentences(item).iter().zip(1..).map(pair).collect()
+    let pair = |(s, i): (&String, usize)| json!({"question": format!("What does sentence {i} say?"), "answer": s});
+    let pairs: Vec<_> = sentences(item).iter().zip(1..).map(pair).collect();
+    json!({ "pairs": pairs }).to_string()
 }
 
 /// `check_answer`: votes picked per item and vote, so some pairs fail.
 pub(crate) const CHECK: [&str; 3] = [
-    "The passage states this.\nVerdict: YES",
-    "Stated plainly.\nYES",
-    "The answer adds a claim.\nVerdict: NO",
+    r#"{"reason":"The passage states this.","verdict":"yes"}"#,
+    r#"{"reason":"Stated plainly.","verdict":"yes"}"#,
+    r#"{"reason":"The answer adds a claim.","verdict":"no"}"#,
 ];
 
 /// `write_conversation`: the pairs as tagged turns.

@@ -7,6 +7,9 @@
 //! 3. `check_answer` (vote, large engine): does the question stand on its own and does the
 //!    chunk support the answer? Majority of `votes`; a pair that fails is dropped;
 //! 4. `write_conversation` (fan-in): one multi-turn conversation per chunk from its verified pairs.
+//!
+//! The first three are schema steps: each asks the server to enforce the JSON Schema of its
+//! reply type ([`Judgement`], [`QaPairs`], [`Check`]) and reads the reply typed.
 
 use std::process::ExitCode;
 
@@ -28,6 +31,93 @@ pub struct FactualQaConfig {
 
 fn three() -> u32 {
     3
+}
+
+/// `judge_chunk`'s verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
+#[serde(rename_all = "lowercase")]
+pub enum Suitability {
+    /// Facts in sentences a reader could be asked about.
+    Suitable,
+    /// Contents, index, licence, bare lists, near-empty or garbled text.
+    Unsuitable,
+}
+
+/// `judge_chunk`'s reply: why, then the verdict.
+#[derive(Debug, Clone, serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
+pub struct Judgement {
+    /// One short sentence of reasoning.
+    pub reason: String,
+    /// Whether the passage is worth asking questions about.
+    pub verdict: Suitability,
+}
+
+/// One question with its answer.
+#[derive(Debug, Clone, serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
+pub struct QaPair {
+    /// A question that makes sense without the passage.
+    pub question: String,
+    /// Its answer, supported by the passage alone.
+    pub answer: String,
+}
+
+/// `generate_qa`'s reply.
+#[derive(Debug, Clone, serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
+pub struct QaPairs {
+    /// The pairs, as many as asked for.
+    pub pairs: Vec<QaPair>,
+}
+
+/// One `check_answer` vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
+#[serde(rename_all = "lowercase")]
+pub enum YesNo {
+    /// The pair is fit for the dataset.
+    Yes,
+    /// It is not.
+    No,
+}
+
+/// `check_answer`'s reply: why, then the vote.
+#[derive(Debug, Clone, serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
+pub struct Check {
+    /// One or two sentences of reasoning.
+    pub reason: String,
+    /// Yes when the question stands alone and the passage supports the answer.
+    pub verdict: YesNo,
+}
+
+/// A schema step's stored output read as its type (the step read it so already: an error
+/// here means the output was not made by the current step).
+fn typed<T: serde::de::DeserializeOwned>(output: &Value) -> Result<T, String> {
+    serde_json::from_value(output.clone()).map_err(|e| format!("unexpected output ({e})"))
+}
+
+/// The children of a `generate_qa` reply: one per pair (at most `most`), fields `question`
+/// and `answer`.
+fn pair_children(reply: &Value, most: usize) -> Result<Vec<Fields>, String> {
+    let QaPairs { pairs } = typed(reply)?;
+    let pairs: Vec<Fields> = pairs
+        .into_iter()
+        .filter(|p| !p.question.trim().is_empty() && !p.answer.trim().is_empty())
+        .take(most)
+        .map(|p| {
+            Fields::from_iter([
+                ("question".into(), p.question.trim().into()),
+                ("answer".into(), p.answer.trim().into()),
+            ])
+        })
+        .collect();
+    if pairs.is_empty() {
+        return Err("no question/answer pair with both halves in the reply".into());
+    }
+    Ok(pairs)
 }
 
 /// Prompts compiled into the binary (chat `.yaml` and completion `.txt` twins).
@@ -61,16 +151,18 @@ fn pair_row(p: Item) -> Result<Value, RunError> {
 pub fn chain(config: &FactualQaConfig) -> Chain {
     let wanted = config.pairs_per_chunk.max(1) as usize;
     let judge = PromptStep::new("judge_chunk")
+        .json::<Judgement>()
         .param("max_tokens", 300)
         .details_key("judge_details")
         .mock_reply_with(demo::judge);
     let generate = PromptStep::new("generate_qa")
+        .json::<QaPairs>()
         .param("max_tokens", 1200)
         .arg("pairs", wanted)
         .details_key("generate_details")
         .mock_reply_with(demo::generate);
-    // A vote reads "yes"/"no" from each reply's last line (default_judge).
     let check = PromptStep::new("check_answer")
+        .json::<Check>()
         .engine(EngineChoice::Large)
         .param("max_tokens", 300)
         .details_key("check_details")
@@ -81,11 +173,17 @@ pub fn chain(config: &FactualQaConfig) -> Chain {
         .details_key("conversation_details")
         .mock_reply_with(demo::write);
     Chain::new()
-        .then(FilterStep::new(judge))
-        .then(FanOutStep::new(generate, move |reply, _| {
-            qa_children(reply.as_str().unwrap_or_default(), wanted)
+        .then(FilterStep::new(judge).judge(|output| {
+            let j: Judgement = typed(output)?;
+            Ok((j.verdict == Suitability::Suitable, j.reason))
         }))
-        .then(check.votes(config.votes))
+        .then(FanOutStep::new(generate, move |reply, _| {
+            pair_children(reply, wanted)
+        }))
+        .then(check.votes(config.votes).verdict(|output| {
+            let c: Check = typed(output)?;
+            Ok((c.verdict == YesNo::Yes, c.reason))
+        }))
         .then(FanInStep::new(write, |_, pairs| gather_pairs(pairs)))
 }
 
@@ -142,12 +240,16 @@ mod tests {
 
     #[test]
     fn pairs_are_split_into_children_and_gathered_back() {
-        let children = qa_children("Q: a?\nA: b\nQ: c?\nA: d\nQ: e?\nA: f", 2).unwrap();
+        let reply = json!({"pairs": [
+            {"question": "a?", "answer": "b"}, {"question": "c?", "answer": "d"},
+            {"question": "e?", "answer": "f"}]});
+        let children = pair_children(&reply, 2).unwrap();
         assert_eq!(
             (children.len(), children[1]["question"].as_str()),
             (2, Some("c?"))
         );
-        assert!(qa_children("nothing", 2).is_err());
+        assert!(pair_children(&json!({"pairs": []}), 2).is_err());
+        assert!(pair_children(&json!({"pairs": [{"question": " ", "answer": "x"}]}), 2).is_err());
         let items: Vec<Item> = children
             .into_iter()
             .map(|fields| {

@@ -246,7 +246,9 @@ fn meta_datasets_hold_only_exchanges_whose_result_was_kept() {
         "one recorded vote per pair that passed"
     );
     assert!(
-        checks.iter().all(|l| !reply(l).ends_with("NO")),
+        checks
+            .iter()
+            .all(|l| !reply(l).contains(r#""verdict":"no""#)),
         "no vote that rejected its pair is training data"
     );
     let judged = meta_lines(&kept, "judge_details_sharegpt.jsonl");
@@ -255,7 +257,7 @@ fn meta_datasets_hold_only_exchanges_whose_result_was_kept() {
         conversations,
         "only chunks that reached the end"
     );
-    assert!(judged.iter().all(|l| !reply(l).contains("UNSUITABLE")));
+    assert!(judged.iter().all(|l| !reply(l).contains("unsuitable")));
     for file in [
         "generate_details_sharegpt.jsonl",
         "conversation_details_sharegpt.jsonl",
@@ -281,9 +283,14 @@ fn meta_datasets_hold_only_exchanges_whose_result_was_kept() {
         String::from_utf8_lossy(&every.stderr)
     );
     let checks = meta_lines(&all, "check_details_sharegpt.jsonl");
-    assert!(checks.len() > pairs && checks.iter().any(|l| reply(l).ends_with("NO")));
+    assert!(
+        checks.len() > pairs
+            && checks
+                .iter()
+                .any(|l| reply(l).contains(r#""verdict":"no""#))
+    );
     let judged = meta_lines(&all, "judge_details_sharegpt.jsonl");
-    assert!(judged.iter().any(|l| reply(l).contains("UNSUITABLE")));
+    assert!(judged.iter().any(|l| reply(l).contains("unsuitable")));
     let card = std::fs::read_to_string(all.join("README.md")).unwrap();
     assert!(card.contains("`meta_datagen_include_all: true`"), "{card}");
 }
