@@ -25,6 +25,8 @@ pub(crate) struct EngineSettings {
     pub dialect: Dialect,
     pub prompt_cache: bool,
     pub require_finish_reason: bool,
+    /// Ask the server to enforce output schemas.
+    pub structured_output: bool,
     /// Several endpoints, when the config lists them.
     pub endpoints: Vec<atk_engine::Endpoint>,
     /// False when the pipeline declares it does not call this engine.
@@ -74,7 +76,7 @@ impl Settings {
                       key: &Secret,
                       (price_in, price_out, price_cached),
                       (dialect, prompt_cache),
-                      finish,
+                      (finish, structured_output),
                       endpoints: &Vec<atk_engine::Endpoint>,
                       used| EngineSettings {
             label: label.to_string(),
@@ -88,6 +90,7 @@ impl Settings {
             dialect,
             prompt_cache,
             require_finish_reason: finish,
+            structured_output,
             endpoints: endpoints.clone(),
             used,
         };
@@ -105,7 +108,7 @@ impl Settings {
                         c.cost_per_million_small_cached_input,
                     ),
                     (c.small_api, c.small_prompt_cache),
-                    c.small_require_finish_reason,
+                    (c.small_require_finish_reason, c.small_structured_output),
                     &c.small_endpoints,
                     used.small,
                 ),
@@ -121,7 +124,7 @@ impl Settings {
                         c.cost_per_million_large_cached_input,
                     ),
                     (c.large_api, c.large_prompt_cache),
-                    c.large_require_finish_reason,
+                    (c.large_require_finish_reason, c.large_structured_output),
                     &c.large_endpoints,
                     used.large,
                 ),

@@ -111,6 +111,14 @@ pub struct CommonConfig {
     ///
     /// Large engine: a reply without finish_reason is a cut one (retried).
     pub large_require_finish_reason: bool,
+    /// Ask the server to enforce a schema step's JSON Schema (see [structured output](structured-output.md))
+    ///
+    /// Small engine: ask the server to enforce schema steps' JSON Schemas.
+    pub small_structured_output: bool,
+    /// As `small_structured_output`, for the large engine.
+    ///
+    /// Large engine: ask the server to enforce schema steps' JSON Schemas.
+    pub large_structured_output: bool,
     /// Folder of input documents, read recursively.
     ///
     /// Folder of input documents (absolute).
@@ -353,6 +361,8 @@ impl Default for CommonConfig {
             large_prompt_cache: false,
             small_require_finish_reason: true,
             large_require_finish_reason: true,
+            small_structured_output: true,
+            large_structured_output: true,
             input_dir: PathBuf::new(),
             output_dir: PathBuf::new(),
             prompts: None,

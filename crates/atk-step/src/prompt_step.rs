@@ -57,6 +57,7 @@ pub struct PromptStep {
     accept_length_cut: bool,
     version: String,
     json: Option<JsonOutput>,
+    legacy: Option<JsonReader>,
 }
 
 impl std::fmt::Debug for PromptStep {
@@ -93,6 +94,7 @@ impl PromptStep {
             accept_length_cut: false,
             version: "1".to_string(),
             json: None,
+            legacy: None,
         }
     }
 
@@ -110,6 +112,18 @@ impl PromptStep {
             schema: crate::json::schema_of::<T>(&self.name),
             read: Arc::new(crate::json::read_json::<T>),
         });
+        self
+    }
+
+    /// For `--reprocess` of results stored before this step had a schema (their fingerprint
+    /// has no schema part: made by a text prompt): reads such a stored text reply into the
+    /// value the schema step makes, so an old output dir is brought to the new shape without
+    /// a request. Fresh replies are always read as JSON.
+    pub fn legacy_reader(
+        mut self,
+        f: impl Fn(&str) -> Result<Value, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.legacy = Some(Arc::new(f));
         self
     }
 
@@ -222,7 +236,17 @@ impl PromptStep {
         if cut && !self.accept_length_cut {
             return Some(Err(LENGTH_CUT_REASON.to_string()));
         }
-        Some(self.check(raw, item, accept).map(|(value, output)| {
+        let schemaless = !stored
+            .fingerprint
+            .as_deref()
+            .is_some_and(|fp| fp.split(';').any(|part| part.starts_with("j=")));
+        let checked = match &self.legacy {
+            Some(legacy) if schemaless && self.json.is_some() => {
+                self.check_read(raw, item, accept, Some(legacy))
+            }
+            _ => self.check(raw, item, accept),
+        };
+        Some(checked.map(|(value, output)| {
             let mut record = stored.clone();
             record.output = output;
             (value, record)
@@ -477,7 +501,7 @@ impl PromptStep {
                 if reply.finish_reason.as_deref() == Some("length") && !self.accept_length_cut {
                     Err(("length", LENGTH_CUT_REASON.to_string()))
                 } else {
-                    match self.check_detailed(&reply.text, item, accept) {
+                    match self.check_detailed(&reply.text, item, accept, None) {
                         Ok(ok) => Ok(ok),
                         Err(Rejection::Json(reason)) => {
                             repair = crate::json::repair(&request, &reply.text, &reason);
@@ -524,7 +548,18 @@ impl PromptStep {
         item: &ItemRecord,
         accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
     ) -> Result<(T, Value), String> {
-        self.check_detailed(text, item, accept)
+        self.check_read(text, item, accept, None)
+    }
+
+    /// [`check`](Self::check) with the JSON reader replaced by `reader` (a legacy one).
+    fn check_read<T>(
+        &self,
+        text: &str,
+        item: &ItemRecord,
+        accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
+        reader: Option<&JsonReader>,
+    ) -> Result<(T, Value), String> {
+        self.check_detailed(text, item, accept, reader)
             .map_err(|r| match r {
                 Rejection::Json(reason) | Rejection::Other(reason) => reason,
             })
@@ -536,10 +571,12 @@ impl PromptStep {
         text: &str,
         item: &ItemRecord,
         accept: &(dyn Fn(&Value, &ItemRecord) -> Result<T, String> + Sync),
+        reader: Option<&JsonReader>,
     ) -> Result<(T, Value), Rejection> {
-        let read = match &self.json {
-            Some(json) => Some((json.read)(text).map_err(Rejection::Json)?),
-            None => None,
+        let read = match (&self.json, reader) {
+            (Some(_), Some(reader)) => Some(reader(text).map_err(Rejection::Json)?),
+            (Some(json), None) => Some((json.read)(text).map_err(Rejection::Json)?),
+            (None, _) => None,
         };
         let output = match (&self.output_processor, read) {
             (Some(f), Some(value)) => f(&value.to_string()).map_err(Rejection::Other)?,

@@ -99,6 +99,27 @@ fn typed<T: serde::de::DeserializeOwned>(output: &Value) -> Result<T, String> {
     serde_json::from_value(output.clone()).map_err(|e| format!("unexpected output ({e})"))
 }
 
+/// A `judge_chunk` reply of the text prompt before schemas (`Verdict: SUITABLE` on its last
+/// line) as the value the schema step makes: for `--reprocess` of an old output dir.
+fn legacy_judgement(reply: &str) -> Result<Value, String> {
+    let keep = verdict(reply)?;
+    let verdict = if keep { "suitable" } else { "unsuitable" };
+    Ok(json!({"reason": reply.trim(), "verdict": verdict}))
+}
+
+/// A `generate_qa` reply of the text prompt before schemas (`Q:`/`A:` lines) as the value the
+/// schema step makes: for `--reprocess` of an old output dir.
+fn legacy_pairs(reply: &str) -> Result<Value, String> {
+    let pairs: Vec<Value> = qa_pairs(reply)
+        .into_iter()
+        .map(|(question, answer)| json!({"question": question, "answer": answer}))
+        .collect();
+    if pairs.is_empty() {
+        return Err("no question/answer pair (Q: ... A: ...) in the reply".into());
+    }
+    Ok(json!({ "pairs": pairs }))
+}
+
 /// The children of a `generate_qa` reply: one per pair (at most `most`), fields `question`
 /// and `answer`.
 fn pair_children(reply: &Value, most: usize) -> Result<Vec<Fields>, String> {
@@ -152,11 +173,13 @@ pub fn chain(config: &FactualQaConfig) -> Chain {
     let wanted = config.pairs_per_chunk.max(1) as usize;
     let judge = PromptStep::new("judge_chunk")
         .json::<Judgement>()
+        .legacy_reader(legacy_judgement)
         .param("max_tokens", 300)
         .details_key("judge_details")
         .mock_reply_with(demo::judge);
     let generate = PromptStep::new("generate_qa")
         .json::<QaPairs>()
+        .legacy_reader(legacy_pairs)
         .param("max_tokens", 1200)
         .arg("pairs", wanted)
         .details_key("generate_details")

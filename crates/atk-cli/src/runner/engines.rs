@@ -127,6 +127,7 @@ pub(super) fn engine_config(s: &Settings, e: &EngineSettings) -> EngineConfig {
         .with_concurrency_limit(s.in_flight)
         .with_stream(s.stream)
         .with_require_finish_reason(e.require_finish_reason)
+        .with_structured_output(e.structured_output)
         .with_endpoints(e.endpoints.clone())
         .with_timeouts(s.timeouts)
         .with_retry(s.retry)

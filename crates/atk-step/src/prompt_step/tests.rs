@@ -507,4 +507,26 @@ mod schema {
         assert_eq!(crate::changed_parts(&vote, &scored), [crate::Part::Schema]);
         assert_eq!(crate::Part::Schema.phrase(), "another output schema");
     }
+
+    #[test]
+    fn a_legacy_reader_reprocesses_only_replies_stored_without_a_schema() {
+        let c = ctx(Arc::new(ScriptedEngine::new("e")));
+        let s = step()
+            .json::<Vote>()
+            .legacy_reader(|text| Ok(json!({"verdict": text.trim(), "reason": "from text"})));
+        let mut stored = ResultRecord::new(json!("yes"));
+        stored.raw = Some("yes".into());
+        stored.fingerprint = Some("p=1;s=2;m=3;v=4".into());
+        let Some(Ok(StepOutput::Result(r))) = Step::reprocess(&s, &item("x"), &stored, &c) else {
+            panic!("a text reply stored without a schema reads with the legacy reader")
+        };
+        assert_eq!(r.output, json!({"verdict": "yes", "reason": "from text"}));
+        stored.fingerprint = Some("p=1;s=2;m=3;v=4;j=5".into());
+        let again = Step::reprocess(&s, &item("x"), &stored, &c);
+        assert!(
+            matches!(again, Some(Err(ref e)) if e.contains("not JSON")),
+            "a schema step's own replies are read as JSON: {:?}",
+            again.map(|r| r.map(|_| ()))
+        );
+    }
 }
