@@ -218,6 +218,62 @@ mod tests {
         );
     }
 
+    /// One vote (a schema step's output type).
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    #[allow(dead_code)] // read by deserializing only
+    struct Vote {
+        verdict: String,
+    }
+
+    /// The same vote with a reason: another schema.
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    #[allow(dead_code)] // read by deserializing only
+    struct ReasonedVote {
+        verdict: String,
+        #[serde(default)]
+        reason: String,
+    }
+
+    #[tokio::test]
+    async fn a_schema_change_marks_the_results_stale_and_redo_changed_asks_again() {
+        let store = store_with(2).await;
+        let json = || {
+            Arc::new(
+                ScriptedEngine::new("e")
+                    .with_fallback(|_| Ok(reply(r#"{"verdict": "yes", "reason": "r"}"#))),
+            )
+        };
+        let step = |schema_v2: bool| {
+            let s = PromptStep::new("first").prompt("one");
+            if schema_v2 {
+                s.json::<ReasonedVote>()
+            } else {
+                s.json::<Vote>()
+            }
+        };
+        run(&store, &json(), &[Arc::new(step(false))], None).await;
+        let ctx = StepContext::new(
+            Engines::single(json()),
+            Arc::new(PromptLibrary::new(PROMPTS)),
+        );
+        let current = step(true).fingerprint(&ctx).unwrap();
+        let counts = crate::count_fingerprints(store.as_ref(), "first", &current).unwrap();
+        assert_eq!(counts.current, 0);
+        assert_eq!(counts.other.get(&vec![crate::Part::Schema]), Some(&2));
+        // Without a rework they are reused; --redo-changed asks for both again.
+        let engine = json();
+        run(&store, &engine, &[Arc::new(step(true))], None).await;
+        assert_eq!(engine.calls(), 0, "reused as they are");
+        age(&store).await;
+        let engine = json();
+        let redo = rework("first", ReworkMode::RedoChanged);
+        run(&store, &engine, &[Arc::new(step(true))], Some(redo)).await;
+        assert_eq!(engine.calls(), 2);
+        let r = store.result("first", "id0").unwrap().unwrap();
+        assert_eq!(r.fingerprint.as_deref(), Some(current.as_str()));
+        assert_eq!(r.output, json!({"verdict": "yes", "reason": "r"}));
+    }
+
     #[tokio::test]
     async fn redo_of_the_first_step_redoes_the_later_step_for_the_same_items_only() {
         let store = store_with(3).await;
