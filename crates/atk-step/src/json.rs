@@ -10,7 +10,11 @@
 //! 3. the text from its first `{` to its last `}`, for a model that wraps the object in a
 //!    sentence.
 //!
-//! Nothing else is guessed: no quotes or commas are repaired. A reply that does not read goes
+//! One lossless fix is made to each candidate that does not parse: raw control characters
+//! (a newline, a tab) inside a string are read as their escapes. llama.cpp's grammar lets a
+//! model put a bare newline in a JSON string (measured: SmolLM2-135M under llama-cpp-python's
+//! `json_object` + `schema`), which JSON forbids. Nothing else is guessed: no quotes or commas
+//! are repaired. A reply that does not read goes
 //! back to the model with the error (a repair turn), within the step's `max_retries`.
 
 use atk_engine::{Message, OutputSchema, Prompt, Request};
@@ -67,16 +71,59 @@ fn tidy(value: &mut Value) {
 /// returns the value as read. The error says what is wrong, for the log and the repair turn.
 pub fn read_json<T: DeserializeOwned>(reply: &str) -> Result<Value, String> {
     let whole = reply.trim();
-    let first_error = match serde_json::from_str::<Value>(whole) {
+    let first_error = match parse(whole) {
         Ok(value) => return validate::<T>(value),
         Err(e) => e,
     };
     for candidate in [fenced(whole), braced(whole)].into_iter().flatten() {
-        if let Ok(value) = serde_json::from_str::<Value>(candidate) {
+        if let Ok(value) = parse(candidate) {
             return validate::<T>(value);
         }
     }
     Err(format!("the reply is not JSON ({first_error})"))
+}
+
+/// `text` as JSON, or as JSON once raw control characters inside its strings are escaped.
+fn parse(text: &str) -> Result<Value, serde_json::Error> {
+    serde_json::from_str::<Value>(text).or_else(|e| {
+        let escaped = escape_controls_in_strings(text);
+        if escaped == text {
+            Err(e)
+        } else {
+            serde_json::from_str::<Value>(&escaped).map_err(|_| e)
+        }
+    })
+}
+
+/// Raw control characters inside JSON strings replaced by their escapes (outside strings they
+/// are whitespace and stay).
+fn escape_controls_in_strings(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string && !escaped && (c as u32) < 0x20 {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                other => out.push_str(&format!("\\u{:04x}", other as u32)),
+            }
+            continue;
+        }
+        out.push(c);
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        }
+    }
+    out
 }
 
 fn validate<T: DeserializeOwned>(value: Value) -> Result<Value, String> {
@@ -182,6 +229,12 @@ mod tests {
         assert!(
             err.contains("does not match the schema") && err.contains("maybe"),
             "{err}"
+        );
+        // llama.cpp's grammar lets a bare newline into a string: read as its escape.
+        let newline = "{\"verdict\": \"yes\", \"reason\": \"two\nlines\\\" here\", \"score\": 1}";
+        assert_eq!(
+            read_json::<Vote>(newline).unwrap()["reason"],
+            "two\nlines\" here"
         );
         let missing = r#"{"verdict": "no", "score": 1}"#;
         assert!(read_json::<Vote>(missing).unwrap_err().contains("reason"));
