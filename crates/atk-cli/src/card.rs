@@ -254,7 +254,7 @@ async fn last_result_date(store: &dyn Store, summary: &RunSummary) -> Option<Str
 
 /// `YYYY-MM-DD` (UTC) of a Unix time in ms. Hand-written (Howard Hinnant's days-to-civil) to
 /// avoid a date crate for one line of the card.
-fn civil_date(ms: u64) -> String {
+pub(crate) fn civil_date(ms: u64) -> String {
     let days = (ms / 86_400_000) as i64 + 719_468;
     let era = days.div_euclid(146_097);
     let doe = days - era * 146_097;

@@ -57,6 +57,52 @@ pub fn batch_meta_key(engine: &str, key: &str) -> String {
     format!("batches/{engine}/{key}")
 }
 
+/// Store meta key of where one batch of an engine stands ([`BatchState`]; batches recorded
+/// before it existed have none).
+pub fn batch_state_meta_key(engine: &str, key: &str) -> String {
+    format!("batches/{engine}/{key}/state")
+}
+
+/// Where a provider batch stands, kept apart from its (long) request list so `atk status`
+/// lists batches without reading which requests are in them. Written when the batch is
+/// planned, created, polled (when its counts change), cancelled and collected.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BatchState {
+    /// The provider's batch id, once known.
+    #[serde(default)]
+    pub batch_id: Option<String>,
+    /// `openai` or `anthropic`.
+    #[serde(default)]
+    pub provider: String,
+    /// When the batch was planned (Unix ms), just before it was created.
+    #[serde(default)]
+    pub created_at_ms: u64,
+    /// The provider's state as last polled; `planned` before it was created.
+    #[serde(default)]
+    pub state: String,
+    /// The batch has ended (its results can be read).
+    #[serde(default)]
+    pub ended: bool,
+    /// Requests answered with a reply.
+    #[serde(default)]
+    pub done: u64,
+    /// Requests that errored.
+    #[serde(default)]
+    pub errored: u64,
+    /// Requests not answered before the batch expired or was cancelled.
+    #[serde(default)]
+    pub expired: u64,
+    /// Requests in the batch.
+    #[serde(default)]
+    pub total: u64,
+    /// `--cancel-batches` cancelled it.
+    #[serde(default)]
+    pub cancelled: bool,
+    /// Its results were read and stored: its request list is dropped from the journal.
+    #[serde(default)]
+    pub collected: bool,
+}
+
 /// One provider batch as the store keeps it: which requests went in (recorded before it is
 /// created), and its id once the provider gave it.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]

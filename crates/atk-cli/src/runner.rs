@@ -5,6 +5,7 @@
 //! the error) and [`crate::out`] where it goes: it is the binary's front end living in a
 //! library so every pipeline shares it.
 
+mod batch_run;
 mod budget;
 mod context;
 mod dry;
@@ -255,6 +256,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         "stored results counted"
     );
     let store: Arc<dyn Store> = sled.clone();
+    if flags.cancel_batches {
+        return batch_run::cancel_batches(&settings, &store, &flags, pipeline.name()).await;
+    }
     check_fingerprint(store.as_ref(), &loaded.fingerprint);
     store
         .put_meta(
@@ -276,7 +280,14 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     // stop calls still waiting for a slot or a retry backoff (they are not sent).
     let cancel = CancellationToken::new();
     let budget = budget::for_run(&settings, store.as_ref())?;
-    let (engines, counters, limit) = build_engines(&settings, &store, &cancel, budget.as_ref())?;
+    let batches = journal::RunBatches::for_run(&settings, &store, flags.no_wait)?;
+    if flags.no_wait && batches.journals().is_empty() {
+        crate::out::warn(
+            "--no-wait changes nothing here: no engine the chain calls is in batch mode (small_mode / large_mode: batch)",
+        );
+    }
+    let (engines, counters, limit) =
+        build_engines(&settings, &store, &cancel, budget.as_ref(), Some(&batches))?;
     let budget_watch = budget::watch(budget.clone(), cancel.clone());
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
     let status_inputs = StatusInputs {
@@ -285,6 +296,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         baselines: baselines.clone(),
         limit,
         stored: stored_counts.clone(),
+        batches: Some(batches.clone()),
     };
     if engines.small.is_mock() || engines.large.is_mock() {
         let which: Vec<&str> = [&engines.small, &engines.large]
@@ -377,6 +389,11 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         }
     }
     let outcome = budget::outcome(outcome, budget.as_deref(), &progress.snapshot());
+    // Batches still at the provider: left on purpose (--no-wait), or by a stop (Ctrl-C, an
+    // error). Those whose results are stored leave the journal.
+    let left = batches.at_provider();
+    let waiting = flags.no_wait && outcome.is_ok() && !left.is_empty();
+    batches.prune(outcome.is_ok() && left.is_empty()).await;
     status_task.abort();
     ctrl_c.abort();
     if let Some(watch) = budget_watch {
@@ -436,8 +453,16 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     }
     summary.dropped_rows = ending::dropped_rows(&settings.output_dir, written.dropped);
     // Only a run that completed publishes its datasets (and then its card).
-    let (mut outcome, mut state) = ending::judge(outcome, &summary);
-    if outcome.is_ok()
+    // A run that left its batches running has not completed: it publishes nothing yet.
+    let (mut outcome, mut state) = if waiting {
+        (Ok(()), RunState::WaitingForBatches)
+    } else {
+        ending::judge(outcome, &summary)
+    };
+    if waiting {
+        ending::discard(&settings.output_dir);
+        summary.datasets.clear();
+    } else if outcome.is_ok()
         && let Err(e) = ending::publish(&settings.output_dir, &staged)
     {
         state = RunState::Failed {
@@ -449,7 +474,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         ending::discard(&settings.output_dir);
         summary.datasets.clear();
     }
-    progress.finish(outcome.is_ok());
+    progress.finish(outcome.is_ok() && !waiting);
     crate::logging::detach_bars();
     let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
     snapshot.state = state;
@@ -476,7 +501,17 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         crate::card::write(&summary, &settings, &ctx.common, prompts, store.as_ref()).await;
     }
     print_summary(&summary, outcome.is_err(), progress_mode);
-    outcome.map(|()| RunOutcome::Completed)
+    if !left.is_empty() {
+        let command = batch_run::collect_command(&flags, pipeline.name());
+        crate::out::always(&batch_run::left_message(&left, &command, waiting));
+    }
+    outcome.map(|()| {
+        if waiting {
+            RunOutcome::WaitingForBatches
+        } else {
+            RunOutcome::Completed
+        }
+    })
 }
 
 /// Prints the summary (to stderr; under `-q` too when `alarm`: it explains a failure) and

@@ -3,6 +3,7 @@
 //! (`status/state.rs`), how it is read without disturbing a run (`status/read.rs`) and its
 //! text rendering (`status/render.rs`).
 
+mod batches;
 mod read;
 mod render;
 mod state;
@@ -12,6 +13,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use batches::BatchStatus;
+pub(crate) use batches::read_batches;
 pub use read::read_status;
 pub use state::RunState;
 
@@ -183,6 +186,9 @@ pub struct StatusSnapshot {
     /// Results found missing when the run opened its store (a damaged store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damage: Vec<MissingResults>,
+    /// The run's provider batches (engines in `batch` mode), from its batch journal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<BatchStatus>,
 }
 
 /// A step whose store came back with fewer results than were last recorded.

@@ -47,6 +47,12 @@ pub struct Stats {
     /// Batch lines answered with a whole reply.
     #[serde(default)]
     pub batch_completed: u64,
+    /// Batch API requests held unanswered (`hold_uploads`, `hold_created`).
+    #[serde(default)]
+    pub batch_held: u64,
+    /// Batches cancelled (a cancel of a batch that had not ended).
+    #[serde(default)]
+    pub batches_cancelled: u64,
 }
 
 impl Stats {

@@ -22,6 +22,7 @@ pub(super) fn build_engines(
     store: &Arc<dyn Store>,
     cancel: &CancellationToken,
     budget: Option<&Arc<atk_engine::Budget>>,
+    batches: Option<&super::journal::RunBatches>,
 ) -> Result<(Engines, Counters, Arc<atk_engine::ConcurrencyLimit>), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     // One bound on requests in flight for the run; each engine keeps its own window inside it.
@@ -56,10 +57,13 @@ pub(super) fn build_engines(
             .with_rate_burst(settings.burst);
         let mut cfg = engine_config(settings, e);
         if e.mode == Mode::Batch {
-            let journal: Arc<dyn BatchJournal> =
-                super::journal::StoreJournal::load(&e.label, store.clone())?;
+            let journal: Arc<dyn BatchJournal> = match batches.and_then(|b| b.journal(&e.label)) {
+                Some(j) => j,
+                None => super::journal::StoreJournal::load(&e.label, e.dialect, store.clone())?,
+            };
             cfg = cfg.with_batch(BatchConfig {
                 journal: Some(journal),
+                no_wait: batches.is_some_and(super::journal::RunBatches::no_wait),
                 ..batch_config(settings)
             });
         }
@@ -103,7 +107,7 @@ pub(super) fn pricing(s: &Settings, e: &EngineSettings) -> Pricing {
 }
 
 /// Batch options from the config (no journal).
-fn batch_config(s: &Settings) -> BatchConfig {
+pub(super) fn batch_config(s: &Settings) -> BatchConfig {
     use sha2::{Digest, Sha256};
     let dir = s.output_dir.to_string_lossy();
     BatchConfig {

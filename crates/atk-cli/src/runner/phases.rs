@@ -20,6 +20,11 @@ pub enum RunOutcome {
     DryRun(String),
     /// `--describe-config` or `--check-config`: the config was described or checked, nothing ran.
     ConfigChecked,
+    /// `--no-wait`: batches were submitted and left running at the provider; a later run
+    /// collects them (no dataset written yet).
+    WaitingForBatches,
+    /// `--cancel-batches`: the batches still at the provider were cancelled.
+    BatchesCancelled,
 }
 
 /// What running the chain gave.

@@ -25,6 +25,8 @@ pub(super) struct StatusInputs {
     pub(super) limit: Arc<atk_engine::ConcurrencyLimit>,
     /// Results stored, counted at open and since (kept in `status.json` outside sled).
     pub(super) stored: Arc<StoredCounts>,
+    /// The batch journals of engines in `batch` mode (the batches `status.json` lists).
+    pub(super) batches: Option<Arc<super::journal::RunBatches>>,
 }
 
 pub(super) fn status_of(name: &str, progress: &Progress, inputs: &StatusInputs) -> StatusSnapshot {
@@ -63,6 +65,9 @@ pub(super) fn status_of(name: &str, progress: &Progress, inputs: &StatusInputs) 
         .collect();
     s.cost_usd = s.engines.iter().map(|e| e.cost_usd).sum();
     s.run_cost_usd = s.engines.iter().map(|e| e.run_cost_usd).sum();
+    if let Some(b) = &inputs.batches {
+        s.batches = b.statuses();
+    }
     s
 }
 
@@ -91,8 +96,12 @@ pub(super) async fn status_loop(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut saved = serde_json::Map::new();
+    let mut batch_wait = None;
     loop {
         tick.tick().await;
+        if let Some(b) = &inputs.batches {
+            super::batch_run::show_wait(&progress, b, &mut batch_wait);
+        }
         progress.tick();
         let totals = cost_totals(&inputs.counters);
         if totals != saved {

@@ -235,7 +235,7 @@ async fn status_counts_requests_in_flight_as_the_engine_does() {
     let store: std::sync::Arc<dyn atk_state::Store> =
         std::sync::Arc::new(atk_state::MemStore::default());
     let (engines, counters, limit) =
-        build_engines(&settings, &store, &CancellationToken::new(), None).unwrap();
+        build_engines(&settings, &store, &CancellationToken::new(), None, None).unwrap();
     let calls: Vec<_> = (0..3)
         .map(|i| {
             let engine = engines.small.clone();
@@ -262,6 +262,7 @@ async fn status_counts_requests_in_flight_as_the_engine_does() {
         baselines,
         limit,
         stored: Arc::new(crate::damage::StoredCounts::empty()),
+        batches: None,
     };
     let s = status_of("p", &Progress::off(), &inputs);
     assert_eq!((s.requests_in_flight, s.request_limit), (2, 2));

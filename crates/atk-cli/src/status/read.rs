@@ -121,6 +121,11 @@ fn from_store(
         found.insert(step.clone(), store.count_results(step)?);
     }
     s.damage = crate::damage::find_missing(&recorded, &found);
+    let mut engines: Vec<&str> = s.engines.iter().map(|e| e.label.as_str()).collect();
+    if engines.is_empty() {
+        engines = vec!["small", "large"];
+    }
+    s.batches = super::read_batches(store, &engines)?;
     s.stored_results = recorded;
     for (i, st) in s.steps.iter_mut().enumerate() {
         if let Some(fp) = fingerprints.get(&st.step) {

@@ -124,6 +124,7 @@ impl StatusSnapshot {
                 let _ = writeln!(s, "    sample reply: {}", short.replace('\n', "\n      "));
             }
         }
+        super::batches::render_batches(&self.batches, &mut s);
         if let Some(b) = &self.budget {
             let _ = writeln!(
                 s,
