@@ -6,6 +6,7 @@
 
 mod accounting;
 mod auth;
+mod batch_control;
 mod budget;
 mod cli;
 mod config_errors;
