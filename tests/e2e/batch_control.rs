@@ -101,6 +101,10 @@ async fn no_wait_submits_and_leaves_and_a_later_run_collects() {
             "{dialect}\n{out}"
         );
         assert!(s.env.dataset_bytes().is_none(), "{dialect}: no dataset yet");
+        assert!(
+            !out.stderr.contains("writing the datasets"),
+            "{dialect}: the chain stops at the batches\n{out}"
+        );
         let stats = s.server.stats();
         assert_eq!(
             (stats.batches_created, stats.batch_lines, stats.requests),
@@ -146,7 +150,10 @@ async fn no_wait_submits_and_leaves_and_a_later_run_collects() {
         );
         let json = s.status_json().await;
         assert_eq!(json["state"], "finished", "{dialect}: {json}");
-        assert_eq!(json["batches"][0]["state"], "collected", "{dialect}: {json}");
+        assert_eq!(
+            json["batches"][0]["state"], "collected",
+            "{dialect}: {json}"
+        );
     }
 }
 
@@ -258,7 +265,10 @@ async fn killed_while_uploading_the_rerun_sends_the_requests_once() {
             .await
             .expect("the upload starts");
         let killed = running.kill().await;
-        assert_eq!(killed.code, None, "{dialect}: killed while uploading\n{killed}");
+        assert_eq!(
+            killed.code, None,
+            "{dialect}: killed while uploading\n{killed}"
+        );
         let out = run(s.command(&[]), RUN_TIMEOUT).await;
         out.assert_code(0);
         assert_eq!(s.env.dataset().len(), 4, "{dialect}\n{out}");

@@ -377,6 +377,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
         preview: flags.preview,
+        batches: Some(batches.clone()),
     };
     // Outside a dry run the phases end completed or with an error.
     let mut outcome = phases::run_pipeline(&pipeline, &mut ctx, &chain)
@@ -392,7 +393,8 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     // Batches still at the provider: left on purpose (--no-wait), or by a stop (Ctrl-C, an
     // error). Those whose results are stored leave the journal.
     let left = batches.at_provider();
-    let waiting = flags.no_wait && outcome.is_ok() && !left.is_empty();
+    let waiting = matches!(outcome, Err(RunError::WaitingForBatches));
+    let outcome = if waiting { Ok(()) } else { outcome };
     batches.prune(outcome.is_ok() && left.is_empty()).await;
     status_task.abort();
     ctrl_c.abort();

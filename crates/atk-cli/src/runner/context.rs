@@ -54,6 +54,9 @@ pub struct RunContext<C> {
     pub(super) rework_flags: crate::redo::ReworkFlags,
     /// `--preview N`: the chain's report is the run's result; no dataset is written.
     pub(super) preview: Option<u64>,
+    /// The batch journals of engines in `batch` mode (`--no-wait` stops the chain when it
+    /// left batches running).
+    pub(super) batches: Option<Arc<super::journal::RunBatches>>,
 }
 
 pub(super) struct DryRun {
@@ -211,6 +214,13 @@ impl<C> RunContext<C> {
         self.reports.push(report);
         if cancelled {
             return Err(RunError::Interrupted);
+        }
+        if self
+            .batches
+            .as_ref()
+            .is_some_and(|b| b.no_wait() && !b.at_provider().is_empty())
+        {
+            return Err(RunError::WaitingForBatches);
         }
         if let Some(n) = self.preview {
             let secrets: Vec<_> = self.settings.engines.iter().map(|e| &e.api_key).collect();

@@ -397,7 +397,11 @@ impl BatchJournal for StoreJournal {
                 st.watching.insert(key.to_string());
             }
         }
-        tracing::info!(engine = %self.engine, batch = batch_id, state = %progress.state, done = progress.answered(), total = progress.total, "waiting for batch ({} of {} done)", progress.answered(), progress.total);
+        if progress.ended {
+            tracing::info!(engine = %self.engine, batch = batch_id, state = %progress.state, "batch ended: {} done, {} errored, {} expired of {}", progress.done, progress.errored, progress.expired, progress.total);
+        } else {
+            tracing::info!(engine = %self.engine, batch = batch_id, state = %progress.state, "waiting for batch ({} of {} done)", progress.answered(), progress.total);
+        }
         if let Err(e) = self.put_state(key).await {
             tracing::warn!(engine = %self.engine, batch = batch_id, error = %e, "could not record the batch's state");
         }

@@ -448,7 +448,9 @@ impl Inner {
             match self.status(id).await {
                 Ok(status) => {
                     failures = 0;
+                    // An ended batch is recorded once its lines are counted, below.
                     if let Some(j) = self.journal()
+                        && !status.progress.ended
                         && last.as_ref() != Some(&status.progress)
                     {
                         j.polled(key, id, &status.progress).await;
