@@ -196,6 +196,46 @@ async fn factual_qa_in_batch_mode_writes_the_online_datasets() {
     }
 }
 
+#[tokio::test]
+async fn factual_qa_with_no_wait_goes_a_step_per_run_and_ends_with_the_online_datasets() {
+    // `--no-wait` submits what is ready (a step's batch needs the step before's results) and
+    // leaves; each later `--no-wait` run collects what ended and submits the next step.
+    let (expected, _) = reference().await;
+    let batch = atk_testkit::BatchBehaviour {
+        latency: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let server = server(ServerConfig::default().with_batch(batch)).await;
+    let (env, config) = setup(&server);
+    let mut runs = 0;
+    loop {
+        let mut cmd = env.command(bin(), &config);
+        for set in ["small_mode=batch", "large_mode=batch", "batch_max_wait=0.1"] {
+            cmd.arg("--set").arg(set);
+        }
+        cmd.arg("--no-wait");
+        let out = run(cmd, RUN_TIMEOUT).await;
+        out.assert_code(0);
+        runs += 1;
+        let status: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(env.output().join("status.json")).expect("status.json"),
+        )
+        .expect("status.json is JSON");
+        if status["state"] == "finished" {
+            break;
+        }
+        assert_eq!(status["state"], "waiting_for_batches", "{out}");
+        assert!(out.stderr.contains("collect them with: "), "{out}");
+        assert!(runs < 20, "the chain goes on run after run\n{out}");
+    }
+    assert!(
+        runs >= 3,
+        "a run per step at least (judge, generate, check): {runs}"
+    );
+    assert_eq!(datasets(&env), expected);
+    assert_eq!(server.stats().requests, 0, "no online request");
+}
+
 /// `--preview 5` runs the chain for real on 5 chunks and prints per step the pass rate and
 /// each drop or failure reason with a raw reply, writing no dataset; the full run after it
 /// pays nothing again for those 5 (the two together send what one full run sends).
