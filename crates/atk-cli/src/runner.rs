@@ -392,7 +392,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     let outcome = budget::outcome(outcome, budget.as_deref(), &progress.snapshot());
     // Batches still at the provider: left on purpose (--no-wait), or by a stop (Ctrl-C, an
     // error). Those whose results are stored leave the journal.
-    let left = batches.at_provider();
+    let left = batches.left_running();
     let waiting = matches!(outcome, Err(RunError::WaitingForBatches));
     let outcome = if waiting { Ok(()) } else { outcome };
     batches.prune(outcome.is_ok() && left.is_empty()).await;

@@ -218,7 +218,7 @@ impl<C> RunContext<C> {
         if self
             .batches
             .as_ref()
-            .is_some_and(|b| b.no_wait() && !b.at_provider().is_empty())
+            .is_some_and(|b| b.no_wait() && !b.left_running().is_empty())
         {
             return Err(RunError::WaitingForBatches);
         }

@@ -151,6 +151,21 @@ impl StoreJournal {
             .collect()
     }
 
+    /// The batches this run polled and left before they ended (`--no-wait`, or a stop).
+    pub(super) fn left_running(&self) -> Vec<BatchStatus> {
+        let st = self.lock();
+        st.index
+            .iter()
+            .filter(|k| st.watching.contains(*k))
+            .filter_map(|k| {
+                st.batches
+                    .get(k)
+                    .map(|b| BatchStatus::of(&self.engine, k, &b.st))
+            })
+            .filter(BatchStatus::in_progress)
+            .collect()
+    }
+
     /// `(answered, total, batches)` of the batches this run is polling, when there are any.
     pub(super) fn waiting_counts(&self) -> Option<(u64, u64, usize)> {
         let st = self.lock();
@@ -475,11 +490,13 @@ impl RunBatches {
         self.journals.iter().flat_map(|j| j.statuses()).collect()
     }
 
-    /// The batches still at the provider (submitted, not ended): what a later run collects.
-    pub(super) fn at_provider(&self) -> Vec<BatchStatus> {
-        self.statuses()
-            .into_iter()
-            .filter(|b| b.in_progress() && b.id.is_some())
+    /// The batches this run submitted or resumed and left running at the provider (polled,
+    /// not ended): what a later run collects. Batches of earlier runs that this run did not
+    /// need are not among them (`atk status` lists them).
+    pub(super) fn left_running(&self) -> Vec<BatchStatus> {
+        self.journals
+            .iter()
+            .flat_map(|j| j.left_running())
             .collect()
     }
 
