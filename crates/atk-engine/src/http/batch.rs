@@ -456,11 +456,16 @@ impl Inner {
                         j.polled(key, id, &status.progress).await;
                     }
                     if status.progress.ended {
-                        let lines = self.results(id, &status).await?;
+                        let read = self.results(id, &status).await;
                         if let Some(j) = self.journal() {
-                            j.polled(key, id, &counted(&status.progress, &lines)).await;
+                            // A failed batch or vanished results: ended all the same.
+                            let counts = match &read {
+                                Ok(lines) => counted(&status.progress, lines),
+                                Err(_) => status.progress.clone(),
+                            };
+                            j.polled(key, id, &counts).await;
                         }
-                        return Ok(Some(lines));
+                        return read.map(Some);
                     }
                     if self.cfg.no_wait {
                         tracing::info!(engine = %self.label(), batch = %id, state = %status.progress.state, "batch left running (--no-wait)");
