@@ -6,6 +6,11 @@
 //! failed or whose results vanished is a retryable error: the retry layer calls again and the
 //! request goes into a later batch (the attempt budget is the online one).
 //!
+//! With `BatchConfig::no_wait` each batch is polled once and, not ended, left running: its
+//! callers get `Error::Cancelled` (their items stay pending for a later run, which finds the
+//! batch in the journal). Every poll and read is reported to the journal (`polled`), and each
+//! line handed to its caller (`handed_out`), so the runner can list and compact batches.
+//!
 //! Each request's custom id is a hash of its body (plus its rank among identical requests in
 //! flight, so a vote's identical calls stay apart): a resumed run finds the batch its request
 //! is already in and polls that batch instead of paying again.
