@@ -21,7 +21,7 @@ use crate::progress::{ProgressEvent, ProgressSink};
 use crate::prompt_step::now_ms;
 use crate::report::Tally;
 use crate::rework::{Rework, ReworkMode};
-use crate::step::{Step, StepContext, StepOutput};
+use crate::step::{Shape, Step, StepContext, StepOutput};
 use crate::template::value_text;
 
 /// Where an item's walk stops and whom it reports to there.
@@ -94,6 +94,11 @@ pub(crate) struct Shared {
     pub(crate) fingerprints: Vec<Option<String>>,
     /// What is asked for again, when anything is.
     pub(crate) rework: Option<Arc<Rework>>,
+    /// Steps before this index ran in an earlier segment (before a barrier): only their
+    /// stored results are taken up; an item without one stops there.
+    pub(crate) run_from: usize,
+    /// True when a step of the chain is a barrier (its verdicts can change later results).
+    pub(crate) has_barrier: bool,
 }
 
 /// What to do with a stored result while a rework is on.
@@ -124,7 +129,7 @@ impl Shared {
     /// Fast path for resume, in chains without a fan-in: an item with a result for the last
     /// step went through the whole chain.
     pub(crate) fn fully_done(&self, id: &str, start: usize) -> Result<bool, StepError> {
-        if self.layout.has_fan_in || self.rework.is_some() {
+        if self.layout.has_fan_in || self.rework.is_some() || self.has_barrier {
             return Ok(false);
         }
         let last = self.chain.len() - 1;
@@ -161,6 +166,9 @@ impl Shared {
         redo: bool,
         mut floor: u64,
     ) -> Result<Walked, StepError> {
+        // The latest barrier verdict met: a later result stored before it was made from an
+        // item the barrier has since decided anew, and is remade.
+        let mut barrier_floor = 0;
         for k in start..end {
             let step = &self.chain[k];
             let stored = if redo {
@@ -168,7 +176,27 @@ impl Shared {
             } else {
                 self.store.result(step.name(), &item.id)?
             };
+            let fixed = k < self.run_from || step.shape() == Shape::Barrier;
             let decision = match stored {
+                // Run in an earlier segment, or a barrier's verdict: taken up as stored.
+                Some(record) if fixed => {
+                    if step.shape() == Shape::Barrier {
+                        barrier_floor = barrier_floor.max(record.stored_at_ms);
+                    }
+                    Decision::Reuse(record)
+                }
+                // Not through the earlier segment (failed there), or not among the barrier's
+                // survivors when it ran: the item stops here in this run.
+                None if fixed => {
+                    tracing::debug!(step = step.name(), item = %item.id, "no stored result before a barrier's segment; the item waits for the next run");
+                    return Ok(Walked::Through);
+                }
+                Some(record) if record.stored_at_ms < barrier_floor => {
+                    if let Some(rework) = &self.rework {
+                        rework.count(step.name(), |c| c.requested += 1);
+                    }
+                    Decision::Run
+                }
                 Some(record) => self.decide(k, &item, record, floor),
                 None => Decision::Run,
             };
@@ -220,6 +248,12 @@ impl Shared {
                     step.run(&item, &self.ctx).await
                 }
             };
+            let mut output = output;
+            if let Ok(out) = &mut output {
+                // Never older than the barrier verdict it was made after.
+                let record = output_record(out);
+                record.stored_at_ms = record.stored_at_ms.max(barrier_floor);
+            }
             match self.settle(k, &mut item, output, None, &mut floor).await? {
                 Next::Continue => {}
                 Next::Done(walked) => return Ok(walked),

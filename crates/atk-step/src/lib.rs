@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+mod barrier;
 mod chain;
 mod check;
+mod dedup;
 mod drive;
 mod error;
 mod executor;
@@ -25,8 +27,10 @@ pub mod testing;
 mod vote;
 mod wrap;
 
+pub use barrier::{Barrier, BarrierPass, BarrierStep, Survivor, Verdict};
 pub use chain::Chain;
 pub use check::{PromptWarning, check_prompt_names};
+pub use dedup::{DedupState, dedup_verdicts};
 pub use error::{ItemFailure, StepError};
 pub use executor::{Executor, ExecutorConfig};
 pub use extract::{qa_children, qa_pairs, tag_text, tagged_turns, verdict};
