@@ -122,6 +122,7 @@ mod tests {
     fn a_preview_shows_rates_reasons_and_one_scrubbed_reply_each() {
         let key = Secret::new("sk-secret-123");
         let report = RunReport {
+            stopped_before: None,
             steps: vec![StepReport {
                 step: "judge".into(),
                 done: 4,
