@@ -313,7 +313,7 @@ async fn put_all(
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use crate::testing::{MemStore, ScriptedEngine, last_text, reply};
     use crate::{Chain, Engines, Executor, ExecutorConfig, MapStep, PromptLibrary, PromptStep};
@@ -329,7 +329,7 @@ mod tests {
     ];
 
     /// Items whose texts repeat every third one: t0 t1 t2 t0 t1 ...
-    async fn store(n: usize) -> Arc<MemStore> {
+    pub(super) async fn store(n: usize) -> Arc<MemStore> {
         let store = Arc::new(MemStore::new());
         let items = (0..n)
             .map(|i| {
@@ -348,7 +348,7 @@ mod tests {
         store
     }
 
-    fn engine() -> Arc<ScriptedEngine> {
+    pub(super) fn engine() -> Arc<ScriptedEngine> {
         Arc::new(
             ScriptedEngine::new("e").with_fallback(|r| Ok(reply(format!("re:{}", last_text(r))))),
         )
@@ -356,7 +356,7 @@ mod tests {
 
     /// first (prompt) → first_text (barrier: drops repeated replies, marks the kept) →
     /// mark (function, reads what the barrier kept) → second (prompt).
-    fn chain(tag: &'static str) -> Chain {
+    pub(super) fn chain(tag: &'static str) -> Chain {
         Chain::new()
             .then(PromptStep::new("first").prompt("one"))
             .then(BarrierStep::new(
@@ -387,12 +387,16 @@ mod tests {
             .then(PromptStep::new("second").prompt("two"))
     }
 
-    fn run_with(store: Arc<MemStore>, e: Arc<ScriptedEngine>, cfg: ExecutorConfig) -> Executor {
+    pub(super) fn run_with(
+        store: Arc<MemStore>,
+        e: Arc<ScriptedEngine>,
+        cfg: ExecutorConfig,
+    ) -> Executor {
         let ctx = StepContext::new(Engines::single(e), Arc::new(PromptLibrary::new(PROMPTS)));
         Executor::new(store, ctx, Arc::new(crate::NullSink), cfg)
     }
 
-    fn finals(store: &MemStore, chain: &Chain) -> Vec<(String, Value)> {
+    pub(super) fn finals(store: &MemStore, chain: &Chain) -> Vec<(String, Value)> {
         crate::collect_final(store, chain)
             .map(|i| {
                 let i = i.unwrap();
@@ -400,6 +404,14 @@ mod tests {
             })
             .collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
+    use crate::ExecutorConfig;
+    use serde_json::json;
 
     #[tokio::test]
     async fn a_barrier_sees_every_survivor_then_later_steps_go_on_and_a_rerun_sends_nothing() {
@@ -482,5 +494,51 @@ mod tests {
                 .all(|(_, v)| v.as_str().unwrap().ends_with(" b/3")),
             "{out:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::tests_support::*;
+    use super::*;
+    use crate::ExecutorConfig;
+
+    /// A run killed while the barrier stored its verdicts (some stored, some not) is finished
+    /// by the next run to exactly what an uninterrupted run gives, with no request for the
+    /// steps before the barrier.
+    #[tokio::test]
+    async fn a_barrier_killed_half_way_through_its_verdicts_resumes_to_the_same_output() {
+        let whole = store(7).await;
+        run_with(whole.clone(), engine(), ExecutorConfig::default())
+            .run(&chain("a"))
+            .await
+            .unwrap();
+        let expected = finals(&whole, &chain("a"));
+
+        let cut = store(7).await;
+        let e = engine();
+        run_with(
+            cut.clone(),
+            e.clone(),
+            ExecutorConfig::default().with_stop_before_barrier(true),
+        )
+        .run(&chain("a"))
+        .await
+        .unwrap();
+        // The pass stored the first three verdicts when the process died.
+        for id in ["id00", "id01", "id02"] {
+            let verdict = whole.result("first_text", id).unwrap().unwrap();
+            cut.put_result("first_text", id, verdict).await.unwrap();
+        }
+        let report = run_with(cut.clone(), e.clone(), ExecutorConfig::default())
+            .run(&chain("a"))
+            .await
+            .unwrap();
+        assert_eq!(
+            report.steps[1].done, 4,
+            "only the missing verdicts are stored"
+        );
+        assert_eq!(e.calls(), 7 + 3, "no `first` request again");
+        assert_eq!(finals(&cut, &chain("a")), expected);
     }
 }
