@@ -134,6 +134,14 @@ pub(crate) fn layout(chain: &[Arc<dyn Step>]) -> Result<Layout, StepError> {
                 closes[k] = Some(i);
                 level[i] = open.len();
             }
+            Shape::Barrier if open.len() > 1 => {
+                return Err(StepError::Config(format!(
+                    "barrier step `{}` sits inside fan-out `{}` nested in fan-out `{}`; put it where at most one fan-out is open",
+                    step.name(),
+                    chain[open[1]].name(),
+                    chain[open[0]].name()
+                )));
+            }
             _ => {}
         }
     }
