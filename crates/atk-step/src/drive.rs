@@ -7,6 +7,7 @@
 //! read back from the store, hashed (ids and results), and the fan-in's stored result is reused
 //! when it was made from the same set, redone otherwise. The parent then goes on after the fan-in.
 
+use std::collections::HashSet;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
@@ -76,6 +77,9 @@ pub(crate) enum Walked {
         children: Vec<ItemRecord>,
         /// When the fan-out's result was stored (children's later results stored before are stale).
         floor: u64,
+        /// Children a reprocessed split made again exactly as stored: their later results
+        /// stay valid (no floor applies to them).
+        unchanged: HashSet<String>,
     },
 }
 
@@ -107,8 +111,9 @@ enum Decision {
     Reuse(ResultRecord),
     /// Request the step again (the stored result stays until the new one replaces it).
     Run,
-    /// Store what the step's processor now makes of the stored reply (nothing is sent).
-    Replace(StepOutput),
+    /// Store what the step's processor now makes of the stored reply (nothing is sent); for a
+    /// fan-out, the children made again exactly as stored.
+    Replace(StepOutput, HashSet<String>),
 }
 
 /// What to do after a step's outcome.
@@ -169,6 +174,7 @@ impl Shared {
         // The latest barrier verdict met: a later result stored before it was made from an
         // item the barrier has since decided anew, and is remade.
         let mut barrier_floor = 0;
+        let mut unchanged = HashSet::new();
         for k in start..end {
             let step = &self.chain[k];
             let stored = if redo {
@@ -225,6 +231,7 @@ impl Shared {
                             parent,
                             at,
                             children,
+                            unchanged,
                             ..
                         }) => {
                             return Ok(Walked::Split {
@@ -232,12 +239,23 @@ impl Shared {
                                 at,
                                 children,
                                 floor,
+                                unchanged,
                             });
                         }
                         Next::Done(walked) => return Ok(walked),
                     }
                 }
-                Decision::Replace(output) => Ok(output),
+                Decision::Replace(mut output, same) => {
+                    if !same.is_empty() {
+                        // The children made again as they were keep their later results: those
+                        // are stamped with the new split's time, so they are not older than
+                        // the input they were (truly) made from.
+                        let at = output_record(&mut output).stored_at_ms;
+                        self.restamp_children(k, &same, at).await?;
+                    }
+                    unchanged = same;
+                    Ok(output)
+                }
                 Decision::Run => {
                     if self.stop.is_cancelled() {
                         return Ok(Walked::Stopped);
@@ -256,6 +274,21 @@ impl Shared {
             }
             match self.settle(k, &mut item, output, None, &mut floor).await? {
                 Next::Continue => {}
+                Next::Done(Walked::Split {
+                    parent,
+                    at,
+                    children,
+                    floor,
+                    ..
+                }) => {
+                    return Ok(Walked::Split {
+                        parent,
+                        at,
+                        children,
+                        floor,
+                        unchanged,
+                    });
+                }
                 Next::Done(walked) => return Ok(walked),
             }
         }
@@ -300,8 +333,27 @@ impl Shared {
             ReworkMode::Reprocess => match step.reprocess(item, &record, &self.ctx) {
                 None => Decision::Reuse(record),
                 Some(Ok(mut output)) => {
+                    // A fan-out's split may make other children from the same reply.
+                    let same_children = match (&output, &record.outcome) {
+                        (StepOutput::Children(children, _), Outcome::Children { ids }) => {
+                            match self.same_children(children, ids) {
+                                Ok(same) => same,
+                                Err(e) => {
+                                    tracing::warn!(step = name, item = %item.id, error = %e, "could not read the stored children; the split is stored again");
+                                    HashSet::new()
+                                }
+                            }
+                        }
+                        _ => HashSet::new(),
+                    };
+                    let all_same = match &output {
+                        StepOutput::Children(children, _) => {
+                            children.iter().all(|c| same_children.contains(&c.id))
+                        }
+                        _ => true,
+                    };
                     let new = output_record(&mut output);
-                    if new.output == record.output && new.outcome == record.outcome {
+                    if new.output == record.output && new.outcome == record.outcome && all_same {
                         rework.count(name, |c| c.unchanged += 1);
                         return Decision::Reuse(record);
                     }
@@ -311,7 +363,7 @@ impl Shared {
                         _ => record.fingerprint.clone(),
                     };
                     new.stored_at_ms = now_ms();
-                    Decision::Replace(output)
+                    Decision::Replace(output, same_children)
                 }
                 Some(Err(reason)) => {
                     tracing::debug!(step = name, item = %item.id, %reason, "a stored reply now fails");
@@ -329,6 +381,50 @@ impl Shared {
                 }
             },
         }
+    }
+
+    /// The ids among `children` whose stored item (listed in the stored split `ids`) has the
+    /// same fields: a reprocessed split that made them again leaves their later results valid.
+    fn same_children(
+        &self,
+        children: &[ItemRecord],
+        ids: &[String],
+    ) -> Result<HashSet<String>, StepError> {
+        let mut same = HashSet::new();
+        for child in children {
+            if !ids.contains(&child.id) {
+                continue;
+            }
+            if let Some(stored) = self.store.item(&child.id)?
+                && stored.fields == child.fields
+                && stored.order == child.order
+            {
+                same.insert(child.id.clone());
+            }
+        }
+        Ok(same)
+    }
+
+    /// Restamps the stored results of `children` for the steps after fan-out `k` (up to its
+    /// fan-in, or the chain's end) with time `at`, contents unchanged.
+    async fn restamp_children(
+        &self,
+        k: usize,
+        children: &HashSet<String>,
+        at: u64,
+    ) -> Result<(), StepError> {
+        let end = self.layout.closes[k].unwrap_or(self.chain.len());
+        for step in &self.chain[k + 1..end] {
+            for id in children {
+                if let Some(mut record) = self.store.result(step.name(), id)?
+                    && record.stored_at_ms < at
+                {
+                    record.stored_at_ms = at;
+                    self.store.put_result(step.name(), id, record).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Takes up a stored result: merge and go on, stop at a drop, or split into the stored children.
@@ -356,6 +452,7 @@ impl Shared {
                     at: k,
                     children,
                     floor: 0,
+                    unchanged: HashSet::new(),
                 }))
             }
         }
@@ -428,6 +525,7 @@ impl Shared {
                     at: k,
                     children,
                     floor: *floor,
+                    unchanged: HashSet::new(),
                 }))
             }
             Err(StepError::Failed(f)) => {
@@ -474,7 +572,7 @@ impl Shared {
                 match self.decide(j, &parent, record, 0) {
                     Decision::Reuse(record) => Some(record),
                     // A reworked fan-in is requested again (it has no reprocess).
-                    Decision::Run | Decision::Replace(_) => {
+                    Decision::Run | Decision::Replace(..) => {
                         redone = true;
                         None
                     }

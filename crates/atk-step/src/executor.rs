@@ -347,6 +347,7 @@ impl Executor {
                         at,
                         children,
                         floor,
+                        unchanged,
                     } => match shared.layout.closes[at] {
                         Some(fan_in) => {
                             let group = Arc::new(Group {
@@ -361,6 +362,11 @@ impl Executor {
                                 pending.push_front(Work::Gather(group.clone()));
                             }
                             for child in children.into_iter().rev() {
+                                let floor = if unchanged.contains(&child.id) {
+                                    0
+                                } else {
+                                    floor
+                                };
                                 pending.push_front(Work::Item(
                                     child,
                                     at + 1,
@@ -374,6 +380,11 @@ impl Executor {
                         }
                         None => {
                             for child in children.into_iter().rev() {
+                                let floor = if unchanged.contains(&child.id) {
+                                    0
+                                } else {
+                                    floor
+                                };
                                 pending.push_front(Work::Item(
                                     child,
                                     at + 1,
