@@ -501,7 +501,8 @@ mod tests {
 mod resume_tests {
     use super::tests_support::*;
     use super::*;
-    use crate::ExecutorConfig;
+    use crate::{Chain, ExecutorConfig};
+    use serde_json::json;
 
     /// A run killed while the barrier stored its verdicts (some stored, some not) is finished
     /// by the next run to exactly what an uninterrupted run gives, with no request for the
@@ -540,5 +541,65 @@ mod resume_tests {
         );
         assert_eq!(e.calls(), 7 + 3, "no `first` request again");
         assert_eq!(finals(&cut, &chain("a")), expected);
+    }
+
+    /// A barrier between a fan-out and its fan-in sees the children, and the fan-in gathers
+    /// only those it kept.
+    #[tokio::test]
+    async fn a_barrier_inside_a_fan_out_judges_the_children_before_they_are_gathered() {
+        let store = store(4).await; // id03 repeats id00's text
+        let split = crate::FanOutStep::from_fn("split", |item| {
+            let text = item.text("text").map_err(|e| e.to_string())?;
+            Ok((0..2)
+                .map(|k| {
+                    atk_state::Fields::from_iter([("q".to_string(), json!(format!("{text}/{k}")))])
+                })
+                .collect())
+        });
+        // Drops every child whose text was seen before, over all parents.
+        let unique = BarrierStep::new(
+            "unique",
+            |item, _| item.text("q").map_err(|e| e.to_string()),
+            |survivors: &[Survivor<String>], _| {
+                let mut seen = std::collections::HashSet::new();
+                survivors
+                    .iter()
+                    .map(|s| match seen.insert(s.state.clone()) {
+                        true => Verdict::Keep(Value::Null),
+                        false => Verdict::Drop("seen".into()),
+                    })
+                    .collect()
+            },
+        );
+        let join = crate::FanInStep::from_fn("join", |_, kids| {
+            Ok(json!(
+                kids.iter()
+                    .map(|k| k.text("q").unwrap_or_default())
+                    .collect::<Vec<_>>()
+            ))
+        });
+        let chain = Chain::new().then(split).then(unique).then(join);
+        let e = engine();
+        run_with(store.clone(), e.clone(), ExecutorConfig::default())
+            .run(&chain)
+            .await
+            .unwrap();
+        let out: Vec<Value> = crate::collect_final(store.as_ref(), &chain)
+            .map(|i| i.unwrap().fields["join"].clone())
+            .collect();
+        assert_eq!(
+            out,
+            [
+                json!(["t0/0", "t0/1"]),
+                json!(["t1/0", "t1/1"]),
+                json!(["t2/0", "t2/1"])
+            ]
+        );
+        assert_eq!(e.calls(), 0);
+        let gathered = store.result("join", "id03").unwrap().unwrap();
+        assert!(
+            gathered.drop_reason().is_some(),
+            "id03's children were all repeats: {gathered:?}"
+        );
     }
 }
