@@ -21,6 +21,7 @@ mod export;
 mod factual_qa;
 mod faults;
 mod iterate;
+mod rag_data;
 mod resume;
 mod run;
 mod scale;

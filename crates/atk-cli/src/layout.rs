@@ -12,6 +12,12 @@ pub fn store_dir(output_dir: &Path) -> PathBuf {
     output_dir.join("store")
 }
 
+/// `<output_dir>/corpus.redb`: the corpus index (every chunk an unsharded run seeds, by id,
+/// by document and by position), rebuilt by seeding when the inputs change.
+pub fn corpus_path(output_dir: &Path) -> PathBuf {
+    output_dir.join("corpus.redb")
+}
+
 /// `<output_dir>/.atk-staging`: where a run writes its datasets until it has completed; they
 /// are moved into place then, or removed when the run fails, so a failed run leaves the
 /// previous datasets as they were.

@@ -323,6 +323,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         )
         .await?;
     }
+    let corpus: Option<Arc<dyn atk_state::Corpus>> = match &inputs {
+        Some(_) => atk_state::CorpusIndex::open(&crate::layout::corpus_path(&settings.output_dir))
+            .map_err(RunError::fatal)?
+            .map(|c| Arc::new(c) as Arc<dyn atk_state::Corpus>),
+        None => None,
+    };
 
     let cost_fn = {
         let counters = counters.clone();
@@ -378,6 +384,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
         preview: flags.preview,
         batches: Some(batches.clone()),
+        corpus,
     };
     // Outside a dry run the phases end completed or with an error.
     let mut outcome = phases::run_pipeline(&pipeline, &mut ctx, &chain)

@@ -3,6 +3,7 @@
 mod backend;
 mod codec;
 mod commit;
+mod corpus;
 mod disk_store;
 mod error;
 mod key;
@@ -14,6 +15,9 @@ mod status;
 use async_trait::async_trait;
 
 pub use backend::Backend;
+pub use corpus::{
+    Corpus, CorpusChunk, CorpusError, CorpusIndex, CorpusIndexBuilder, ItemRng, MemCorpus,
+};
 pub use disk_store::{Collected, DiskStore, Merged, STORE_FORMAT_VERSION, SledStore, StoreOptions};
 pub use error::Error;
 pub use mem_store::MemStore;
