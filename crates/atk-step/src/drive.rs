@@ -217,7 +217,8 @@ impl Shared {
                     self.sink.event(ProgressEvent::ItemStarted {
                         step: step.name().to_string(),
                     });
-                    step.run(&item, &self.ctx).await
+                    // Its engine calls are costed under its name (each step's cost).
+                    atk_engine::tagged(step.name(), step.run(&item, &self.ctx)).await
                 }
             };
             match self.settle(k, &mut item, output, None, &mut floor).await? {
@@ -468,7 +469,8 @@ impl Shared {
                 self.sink.event(ProgressEvent::ItemStarted {
                     step: step.name().to_string(),
                 });
-                let output = step.gather(&parent, &kept, &self.ctx).await;
+                let output =
+                    atk_engine::tagged(step.name(), step.gather(&parent, &kept, &self.ctx)).await;
                 self.settle(j, &mut parent, output, Some(hash), &mut floor)
                     .await?
             }

@@ -262,6 +262,7 @@ async fn status_counts_requests_in_flight_as_the_engine_does() {
         baselines,
         limit,
         stored: Arc::new(crate::damage::StoredCounts::empty()),
+        budget: None,
     };
     let s = status_of("p", &Progress::off(), &inputs);
     assert_eq!((s.requests_in_flight, s.request_limit), (2, 2));
