@@ -653,6 +653,15 @@ async fn a_browser_watches_a_run_reads_why_starts_and_stops_and_reads_a_row() {
         reply.contains("rather not write a poem"),
         "raw reply shown: {reply:?}"
     );
+    // The exact prompt the failed item was sent.
+    let prompt = browser
+        .text("details.reason pre.prompt")
+        .await
+        .unwrap_or_default();
+    assert!(
+        prompt.contains("Chronicle number 7 ") && prompt.contains("[user]"),
+        "the failed item's prompt shown: {prompt:?}"
+    );
     browser.screenshot(&shots().join("why.png")).await;
 
     // Outputs: the first dataset row is readable as a conversation.

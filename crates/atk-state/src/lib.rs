@@ -18,8 +18,8 @@ pub use disk_store::{Collected, DiskStore, Merged, STORE_FORMAT_VERSION, SledSto
 pub use error::Error;
 pub use mem_store::MemStore;
 pub use record::{
-    Details, FailureRecord, FieldError, Fields, ItemRecord, Outcome, RECORD_VERSION, ResultRecord,
-    RunMeta, now_ms,
+    Details, FailureRecord, FieldError, Fields, ItemRecord, MAX_FAILURE_PROMPT_CHARS, Outcome,
+    RECORD_VERSION, ResultRecord, RunMeta, now_ms,
 };
 pub use retire::{Retired, retire_stale_items};
 pub use status::{status_snapshot_path, write_status_snapshot};

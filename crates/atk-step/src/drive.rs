@@ -406,6 +406,7 @@ impl Shared {
                     kind: f.kind.clone(),
                     reason: f.reason.clone(),
                     last_output: f.last_output,
+                    last_prompt: f.last_prompt,
                     attempts: f.attempts,
                     stored_at_ms: now_ms(),
                 };

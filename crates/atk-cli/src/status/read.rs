@@ -209,6 +209,7 @@ mod tests {
                 kind: "validation".into(),
                 reason: "short".into(),
                 last_output: None,
+                last_prompt: None,
                 attempts: 4,
                 stored_at_ms: 1,
             };

@@ -390,10 +390,10 @@ pub(crate) async fn why_page(
                         }
                         match &sample.prompt {
                             Some(p) => {
-                                let _ = write!(body, "<h4>Prompt sent</h4><pre>{}</pre>", esc(p));
+                                let _ = write!(body, "<h4>Prompt sent (the last attempt)</h4><pre class=prompt>{}</pre>", esc(p));
                             }
                             None => body.push_str(
-                                "<p class=muted>The prompt of this attempt is not in the store (turn on <code>debug_outputs</code> to keep every exchange).</p>",
+                                "<p class=muted>The prompt is not in the store (a drop by a step that keeps no details, or a failure recorded by an older atk; <code>debug_outputs</code> keeps every exchange).</p>",
                             ),
                         }
                         match &sample.reply {
