@@ -174,7 +174,44 @@ async fn every_route_needs_the_token_the_host_and_a_post_for_changes() {
         .unwrap();
     let first_row = env.dataset_bytes().unwrap();
     let first_row = String::from_utf8(first_row).unwrap();
-    assert_eq!(exported, format!("{}\n", first_row.lines().next().unwrap()));
+    let first_row = first_row.lines().next().unwrap().to_string();
+    assert_eq!(exported, format!("{first_row}\n"));
+    // The mark is kept under the row's item, so it follows the item across a rerun in which
+    // a new document comes first and the reviewed row becomes row 1.
+    let marks = std::fs::read_to_string(env.output().join("review.json")).unwrap();
+    assert!(marks.contains("\"item:sharegpt_format.jsonl:"), "{marks}");
+    std::fs::write(env.inputs().join("a_first.txt"), atk_e2e::sample_doc(50)).unwrap();
+    let (server, _) = poem_server(ServerConfig::default()).await;
+    let config = env.write_config(&Config::new(server.base_url()));
+    atk_e2e::run(env.command(bin(), &config), RUN_TIMEOUT)
+        .await
+        .assert_code(0);
+    let rows = String::from_utf8(env.dataset_bytes().unwrap()).unwrap();
+    assert_eq!(rows.lines().nth(1), Some(first_row.as_str()), "{rows}");
+    let page = http
+        .get(format!("{base}/outputs?dir=output"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("class=\"row accepted\" id=\"row-1\"")
+            && page.contains("class=\"row unreviewed\" id=\"row-0\""),
+        "{page}"
+    );
+    let exported = http
+        .get(format!("{base}/review/export?dir=output"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(exported, format!("{first_row}\n"));
 }
 
 #[tokio::test]

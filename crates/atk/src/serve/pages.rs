@@ -472,11 +472,10 @@ pub(crate) async fn outputs_page(
                     let _ = write!(body, "<p class=error>{}</p>", esc(&e.to_string()));
                 }
                 Ok((lines, more)) => {
+                    let items = super::review::row_items(&file.path);
                     for (i, line) in lines.iter().enumerate() {
                         let n = page_no * ROWS_PER_PAGE + i;
-                        let key = super::review::row_key(line);
-                        let mark = reviews
-                            .get(&key)
+                        let mark = super::review::mark_of(&reviews, &file.name, &items, n, line)
                             .map(String::as_str)
                             .unwrap_or("unreviewed");
                         let _ = write!(
