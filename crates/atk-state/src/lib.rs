@@ -67,6 +67,17 @@ pub trait Store: Send + Sync {
     async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), Error>;
     /// Flushes everything and waits for it to be on disk.
     async fn flush(&self) -> Result<(), Error>;
+    /// Writes a named metadata value without waiting for the disk: it is durable once any
+    /// durable write made after it returns (a `put_result` included), and values staged one
+    /// after another land in that order. For figures that must be on disk whenever a result
+    /// is (the cost of the replies those results came from). The default refuses with
+    /// [`Error::Unsupported`].
+    fn stage_meta(&self, key: &str, value: &serde_json::Value) -> Result<(), Error> {
+        let _ = (key, value);
+        Err(Error::Unsupported {
+            operation: "stage meta",
+        })
+    }
     /// Every item id (roots and children), in `order` order. The sled store reads keys only,
     /// decoding no record: for passes that need ids or counts, not fields.
     fn item_ids(&self) -> Records<'_, String> {

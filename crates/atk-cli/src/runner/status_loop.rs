@@ -10,7 +10,6 @@ use atk_step::Engines;
 
 use super::engines::Counters;
 use crate::damage::StoredCounts;
-use crate::layout::COST_META_KEY;
 use crate::progress::Progress;
 use crate::status::{EngineStatus, ReasonSample, StatusSnapshot};
 
@@ -108,8 +107,10 @@ pub(super) fn cost_totals(counters: &Counters) -> serde_json::Map<String, serde_
         .collect()
 }
 
-/// About once a second: writes `status.json`, saves the cost totals in the store (so a killed
-/// run loses at most a second of them), and ticks the plain-line renderer.
+/// About once a second: writes `status.json`, makes the cost totals durable when they changed
+/// (every reply stages them in the store, `engines::CostSaver`; a result's durable write takes
+/// them to disk too, so this flush only matters when no result followed), and ticks the
+/// plain-line renderer.
 pub(super) async fn status_loop(
     dir: PathBuf,
     name: &'static str,
@@ -125,10 +126,8 @@ pub(super) async fn status_loop(
         progress.tick();
         let totals = cost_totals(&inputs.counters);
         if totals != saved {
-            if let Err(e) = store
-                .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
-                .await
-            {
+            // One writer of the totals (the saver, in the order they grew): this only flushes.
+            if let Err(e) = store.flush().await {
                 tracing::debug!(error = %e, "could not save cost totals");
             }
             saved = totals;
