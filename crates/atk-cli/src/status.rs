@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use atk_engine::OutageNow;
 pub use read::read_status;
 pub use state::RunState;
 
@@ -110,7 +111,7 @@ pub struct EngineStatus {
     pub outages: u64,
     /// The outage in progress: calls wait and one probe at a time goes out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outage: Option<atk_engine::OutageNow>,
+    pub outage: Option<OutageNow>,
 }
 
 /// A failure or drop reason of the last run, with one raw reply that met it (keys masked).

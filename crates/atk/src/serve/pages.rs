@@ -585,3 +585,39 @@ pub(crate) async fn style_css() -> impl IntoResponse {
         include_str!("../../assets/style.css"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use atk_cli::status::{EngineStatus, RunState};
+
+    use super::*;
+
+    #[test]
+    fn an_outage_shows_while_the_run_goes_and_is_counted_after() {
+        let mut e = EngineStatus {
+            label: "small".into(),
+            outages: 1,
+            outage: Some(atk_cli::status::OutageNow {
+                since_ms: atk_state::now_ms(),
+                error: "connection refused".into(),
+            }),
+            ..EngineStatus::default()
+        };
+        let mut s = StatusSnapshot {
+            state: RunState::Running,
+            ..StatusSnapshot::default()
+        };
+        let cell = outage_cell(&s, &e);
+        assert!(
+            cell.contains("endpoint down") && cell.contains("connection refused"),
+            "{cell}"
+        );
+        // A run that ended is down no longer (its record is from then).
+        s.state = RunState::Interrupted;
+        assert_eq!(outage_cell(&s, &e), "none now (1 waited out)");
+        e.outage = None;
+        e.outages = 0;
+        s.state = RunState::Running;
+        assert_eq!(outage_cell(&s, &e), "none");
+    }
+}
