@@ -294,3 +294,78 @@ async fn a_preview_shows_pass_rates_reasons_and_replies_and_the_full_run_reuses_
     );
     assert_eq!(datasets(&env), expected, "{out}");
 }
+
+#[tokio::test]
+async fn each_step_shows_its_own_cost_and_a_rerun_shows_the_true_totals() {
+    let server = server(ServerConfig::default()).await;
+    let env = Env::new();
+    env.write_docs(DOCS);
+    let mut config = Config::new(server.base_url())
+        .set("cost_per_million_small_input", "2.0")
+        .set("cost_per_million_small_output", "4.0")
+        .set("cost_per_million_large_input", "3.0")
+        .set("cost_per_million_large_output", "6.0");
+    config.concurrency_limit = LIMIT;
+    config.tail = "factual_qa:\n  pairs_per_chunk: 3\n  votes: 3\n".to_owned();
+    let config = env.write_config(&config);
+    let first = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    first.assert_code(0);
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.output().join("status.json")).unwrap()).unwrap();
+    let run_cost = status["run_cost_usd"].as_f64().unwrap();
+    let steps = status["steps"].as_array().unwrap();
+    let costs: Vec<f64> = steps
+        .iter()
+        .map(|s| s["cost_usd"].as_f64().unwrap())
+        .collect();
+    assert!(run_cost > 0.0, "{status}");
+    assert!(
+        costs.iter().all(|&c| c > 0.0 && c < run_cost),
+        "every step's own cost, not the run's: {costs:?} of {run_cost}"
+    );
+    let sum: f64 = costs.iter().sum();
+    assert!(
+        (sum - run_cost).abs() < 1e-9 * run_cost.max(1.0),
+        "the steps' costs add up to the run's: {sum} vs {run_cost}"
+    );
+    // The progress line of a step shows that step's cost, then the whole run's.
+    let check = steps
+        .iter()
+        .position(|s| s["step"] == "check_answer")
+        .unwrap();
+    let line = first
+        .stderr
+        .lines()
+        .rfind(|l| l.starts_with("check_answer: ") && l.contains(" done"))
+        .unwrap_or_else(|| panic!("no progress line for check_answer:\n{first}"));
+    assert!(
+        line.contains(&format!("${:.4} (all steps ${run_cost:.4})", costs[check])),
+        "{line}"
+    );
+
+    // A rerun over finished work: `atk status` shows every step's true totals.
+    run(env.command(bin(), &config), RUN_TIMEOUT)
+        .await
+        .assert_code(0);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-atk"))
+        .arg("status")
+        .arg(env.output())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for step in [
+        "judge_chunk",
+        "generate_qa",
+        "check_answer",
+        "write_conversation",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(step))
+            .unwrap_or_else(|| panic!("{step} missing:\n{text}"));
+        assert!(
+            line.contains(" 0 pending") && !line.contains("(of 0)"),
+            "{line}\n{text}"
+        );
+    }
+}

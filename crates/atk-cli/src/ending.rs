@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::RunError;
-use crate::layout::{row_sources_path, staging_dir};
+use crate::layout::{row_items_path, row_sources_path, staging_dir};
 use crate::status::RunState;
 use crate::summary::RunSummary;
 
@@ -77,10 +77,11 @@ pub(crate) fn publish(output_dir: &Path, staged: &[(PathBuf, u64)]) -> Result<()
             std::fs::create_dir_all(dir)
                 .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
         }
-        let sidecar = row_sources_path(path);
         let mut moves = vec![(path.clone(), target.clone())];
-        if sidecar.is_file() {
-            moves.push((sidecar, row_sources_path(&target)));
+        for sidecar in [row_sources_path, row_items_path] {
+            if sidecar(path).is_file() {
+                moves.push((sidecar(path), sidecar(&target)));
+            }
         }
         for (from, to) in moves {
             std::fs::rename(&from, &to).map_err(|e| {

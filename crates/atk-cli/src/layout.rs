@@ -35,6 +35,17 @@ pub fn row_sources_path(dataset: &Path) -> PathBuf {
     dataset.with_file_name(format!(".{name}.sources"))
 }
 
+/// The hidden sidecar beside a dataset file naming the item each row was made from (one JSON
+/// line per row: the final item's id, or `null`): `.<name>.items`. The interface keys review
+/// marks by it, so a mark follows its item across reruns.
+pub fn row_items_path(dataset: &Path) -> PathBuf {
+    let name = dataset
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dataset.with_file_name(format!(".{name}.items"))
+}
+
 /// File name of the status snapshot inside the output dir (rewritten about once a second).
 pub const STATUS_FILE: &str = "status.json";
 /// File name of the JSON run summary in the output dir.

@@ -297,6 +297,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         limit,
         stored: stored_counts.clone(),
         batches: Some(batches.clone()),
+        budget: budget.clone(),
     };
     if engines.small.is_mock() || engines.large.is_mock() {
         let which: Vec<&str> = [&engines.small, &engines.large]
@@ -344,10 +345,26 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
             (counters.iter().map(|c| c.snapshot().cost_usd).sum::<f64>() - before).max(0.0)
         })
     };
+    // Each step's own cost: the counters cost every call under the step that made it.
+    let step_cost_fn = {
+        let (counters, before) = (counters.clone(), baselines.clone());
+        Arc::new(move |step: &str| {
+            counters
+                .iter()
+                .zip(&before)
+                .map(|(c, b)| {
+                    let now = c.snapshot().cost_by_tag.get(step).copied().unwrap_or(0.0);
+                    now - b.cost_by_tag.get(step).copied().unwrap_or(0.0)
+                })
+                .sum::<f64>()
+                .max(0.0)
+        })
+    };
     let progress = Arc::new(
         Progress::stderr(progress_mode)
             .with_cost(cost_fn)
-            .with_run_cost(run_cost_fn),
+            .with_run_cost(run_cost_fn)
+            .with_step_cost(step_cost_fn),
     );
     crate::logging::attach_bars(progress.multi().cloned());
     let ctrl_c = tokio::spawn(watch_ctrl_c(

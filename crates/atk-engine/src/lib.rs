@@ -32,7 +32,7 @@ pub use batch::{BatchConfig, BatchControl, BatchJournal, BatchProgress, JournalE
 pub use budget::{Budget, UNBOUNDED_COMPLETION_TOKENS, price_of, worst_case_tokens};
 pub use builder::{EngineBuilder, LimitConfig};
 pub use config::{Dialect, Endpoint, EngineConfig, MockConfig, Mode, RetryConfig, Timeouts};
-pub use cost::{CostCounter, CostTotals, Pricing};
+pub use cost::{CostCounter, CostTotals, OutageNow, Pricing, tagged};
 pub use debug::DebugObserver;
 pub use error::{Error, TransientKind};
 pub use limit::ConcurrencyLimit;

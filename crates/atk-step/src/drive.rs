@@ -263,7 +263,8 @@ impl Shared {
                     self.sink.event(ProgressEvent::ItemStarted {
                         step: step.name().to_string(),
                     });
-                    step.run(&item, &self.ctx).await
+                    // Its engine calls are costed under its name (each step's cost).
+                    atk_engine::tagged(step.name(), step.run(&item, &self.ctx)).await
                 }
             };
             let mut output = output;
@@ -537,6 +538,7 @@ impl Shared {
                     kind: f.kind.clone(),
                     reason: f.reason.clone(),
                     last_output: f.last_output,
+                    last_prompt: f.last_prompt,
                     attempts: f.attempts,
                     stored_at_ms: now_ms(),
                 };
@@ -600,7 +602,8 @@ impl Shared {
                 self.sink.event(ProgressEvent::ItemStarted {
                     step: step.name().to_string(),
                 });
-                let output = step.gather(&parent, &kept, &self.ctx).await;
+                let output =
+                    atk_engine::tagged(step.name(), step.gather(&parent, &kept, &self.ctx)).await;
                 self.settle(j, &mut parent, output, Some(hash), &mut floor)
                     .await?
             }

@@ -397,6 +397,7 @@ impl PromptStep {
             kind: String::new(),
             reason: String::new(),
             last_output: None,
+            last_prompt: None,
             attempts: 0,
             prompt_tokens: 0,
             completion_tokens: 0,
@@ -470,6 +471,7 @@ impl PromptStep {
         }
         failure.prompt_tokens = prompt_tokens;
         failure.completion_tokens = completion_tokens;
+        failure.last_prompt = Some(prompt_text(&request));
         Err(StepError::Failed(failure))
     }
 
@@ -487,6 +489,23 @@ impl PromptStep {
             v(&output, Item::of(item))?;
         }
         Ok((accept(&output, item)?, output))
+    }
+}
+
+/// The prompt a failure record keeps: chat messages as `[role]` blocks, or the completion
+/// text, cut to `atk_state::MAX_FAILURE_PROMPT_CHARS`.
+fn prompt_text(request: &Request) -> String {
+    let text = match &request.prompt {
+        Prompt::Chat(messages) => messages
+            .iter()
+            .map(|m| format!("[{}]\n{}", m.role, m.content))
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+        Prompt::Completion(text) => text.clone(),
+    };
+    match text.char_indices().nth(atk_state::MAX_FAILURE_PROMPT_CHARS) {
+        Some((cut, _)) => format!("{}\n[… cut]", &text[..cut]),
+        None => text,
     }
 }
 

@@ -1,7 +1,9 @@
 //! Which source document each dataset row came from, kept beside the dataset (a hidden
 //! sidecar, [`crate::layout::row_sources_path`]: one JSON line per row, the document's path
 //! relative to `input_dir`, or `null`) so that `atk export --test-fraction` can keep every
-//! document in one split.
+//! document in one split; and which item (a second sidecar,
+//! [`crate::layout::row_items_path`]: the final item's id, or `null`), so that the
+//! interface's review marks follow their item across reruns.
 //!
 //! A row is attributed to the item [`RunContext::final_items`](crate::RunContext::final_items)
 //! yielded last before the row was written, the way pipelines write datasets (mapping each
@@ -17,20 +19,30 @@ use atk_state::{ItemRecord, Store};
 /// Parent links followed to reach an item's root (deeper chains are not made by any step).
 const MAX_DEPTH: usize = 64;
 
-/// The source document of the final item yielded last, with a count of items yielded.
+/// The final item yielded last: a count of items yielded, its source document and its id.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RowSource(Arc<Mutex<(u64, Option<String>)>>);
+pub(crate) struct RowSource(Arc<Mutex<Current>>);
+
+/// What [`RowSource`] holds.
+#[derive(Debug, Clone, Default)]
+struct Current {
+    count: u64,
+    source: Option<String>,
+    item: Option<String>,
+}
 
 impl RowSource {
-    /// Records that `item` was just yielded: its root's `metadata` (the source document).
+    /// Records that `item` was just yielded: its root's `metadata` (the source document) and
+    /// its id.
     pub(crate) fn set_from(&self, store: &dyn Store, item: &ItemRecord) {
         let source = source_of(store, item);
         let mut cur = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        cur.0 += 1;
-        cur.1 = source;
+        cur.count += 1;
+        cur.source = source;
+        cur.item = Some(item.id.clone());
     }
 
-    fn current(&self) -> (u64, Option<String>) {
+    fn current(&self) -> Current {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -52,9 +64,10 @@ fn source_of(store: &dyn Store, item: &ItemRecord) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The sidecar of one dataset being written.
+/// The sidecars of one dataset being written: each row's source document and item id.
 pub(crate) struct SourceLog {
     file: JsonlFile,
+    items: JsonlFile,
     from: RowSource,
     /// The item count at this writer's last row.
     last: u64,
@@ -65,21 +78,24 @@ impl SourceLog {
     pub(crate) fn create(dataset: &Path, from: RowSource) -> Result<Self, atk_metadatagen::Error> {
         Ok(Self {
             file: JsonlFile::create(&crate::layout::row_sources_path(dataset))?,
+            items: JsonlFile::create(&crate::layout::row_items_path(dataset))?,
             from,
             last: 0,
         })
     }
 
-    /// Records the source of the row just written.
+    /// Records the source and item of the row just written.
     pub(crate) fn record(&mut self) -> Result<(), atk_metadatagen::Error> {
-        let (count, source) = self.from.current();
-        let fresh = count != self.last;
-        self.last = count;
-        self.file.write(&source.filter(|_| fresh))
+        let cur = self.from.current();
+        let fresh = cur.count != self.last;
+        self.last = cur.count;
+        self.file.write(&cur.source.filter(|_| fresh))?;
+        self.items.write(&cur.item.filter(|_| fresh))
     }
 
-    /// Puts the sidecar in place.
+    /// Puts the sidecars in place.
     pub(crate) fn commit(self) -> Result<u64, atk_metadatagen::Error> {
+        self.items.commit()?;
         self.file.commit()
     }
 }

@@ -1,7 +1,7 @@
 //! The run's engines: built from the settings around one shared concurrency limit, with
 //! cost counters restored from the store.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use atk_engine::{
     BatchConfig, BatchJournal, CostCounter, CostTotals, DebugObserver, Dialect, EngineConfig, Mode,
@@ -32,6 +32,10 @@ pub(super) fn build_engines(
         .then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
     let mut built: Vec<Arc<dyn atk_engine::Engine>> = Vec::new();
     let mut counters = Vec::new();
+    let saver = Arc::new(CostSaver {
+        store: store.clone(),
+        counters: Mutex::new(Vec::new()),
+    });
     for e in &settings.engines {
         let counter = CostCounter::new(e.label.clone(), pricing(settings, e));
         if let Some(prev) = saved
@@ -40,7 +44,9 @@ pub(super) fn build_engines(
         {
             counter.restore(&prev);
         }
-        let mut observers: Vec<Arc<dyn Observer>> = vec![counter.clone()];
+        saver.lock().push(counter.clone());
+        // The saver after the counter: it stages the totals that include this reply.
+        let mut observers: Vec<Arc<dyn Observer>> = vec![counter.clone(), saver.clone()];
         if let Some(d) = &debug {
             observers.push(d.clone());
         }
@@ -88,6 +94,33 @@ pub(super) fn build_engines(
         .pop()
         .ok_or_else(|| RunError::fatal("no small engine"))?;
     Ok((Engines { small, large }, counters, shared_limit))
+}
+
+/// Stages the cost totals in the store after every reply (`Store::stage_meta`, no wait), under
+/// a lock so the totals land in the order they grew: the reply's step stores its result after
+/// this, and that durable write takes the totals to disk with it. So a killed run's saved cost
+/// includes every reply whose result was stored (the status loop's save once a second alone
+/// would miss up to a second of them).
+struct CostSaver {
+    store: Arc<dyn Store>,
+    /// Every engine's counter (the totals are saved together, under one meta key).
+    counters: Mutex<Counters>,
+}
+
+impl CostSaver {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Observer for CostSaver {
+    fn on_reply(&self, _label: &str, _request: &atk_engine::Request, _reply: &atk_engine::Reply) {
+        let counters = self.lock();
+        let totals = serde_json::Value::Object(super::status_loop::cost_totals(&counters));
+        if let Err(e) = self.store.stage_meta(COST_META_KEY, &totals) {
+            tracing::debug!(error = %e, "could not stage the cost totals");
+        }
+    }
 }
 
 /// An engine's prices: the configured ones, at `batch_discount` in batch mode; Anthropic's

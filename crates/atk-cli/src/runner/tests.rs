@@ -263,6 +263,7 @@ async fn status_counts_requests_in_flight_as_the_engine_does() {
         limit,
         stored: Arc::new(crate::damage::StoredCounts::empty()),
         batches: None,
+        budget: None,
     };
     let s = status_of("p", &Progress::off(), &inputs);
     assert_eq!((s.requests_in_flight, s.request_limit), (2, 2));

@@ -111,6 +111,15 @@ impl StatusSnapshot {
                 e.completion_tokens,
                 e.cost_usd
             );
+            if let Some(o) = e.outage.as_ref().filter(|_| self.is_running()) {
+                let _ = writeln!(
+                    s,
+                    "  engine {}: ENDPOINT DOWN for {}: calls wait, one probe at a time ({})",
+                    e.label,
+                    ago(now_ms.saturating_sub(o.since_ms)),
+                    o.error
+                );
+            }
         }
         let _ = writeln!(
             s,
