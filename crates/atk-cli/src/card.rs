@@ -211,8 +211,9 @@ pub(crate) async fn write(
         meta_include_all: common.meta_datagen_include_all,
     };
     let card = render(&facts);
+    // A rerun that changed nothing leaves the card as it was (same inode, same mtime).
     if let Err(e) =
-        crate::dataset::write_jsonl_atomic(&output_dir.join(CARD_FILE), [card.trim_end()])
+        crate::dataset::write_text_if_changed(&output_dir.join(CARD_FILE), card.trim_end())
     {
         tracing::warn!(error = %e, "could not write the dataset card");
     }

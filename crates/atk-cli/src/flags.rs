@@ -72,6 +72,10 @@ pub struct CommonFlags {
     /// across runs and machines; merge the shards' output dirs with `atk merge`.
     #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
     pub shard: Option<Shard>,
+    /// Items in a sled store past which the run suggests moving to redb (default 50 000; for
+    /// tests).
+    #[arg(long, value_name = "N", hide = true)]
+    pub redb_advice_at: Option<u64>,
 }
 
 /// `--config`'s value as given; empty only when `--describe-config` left it out (clap's own

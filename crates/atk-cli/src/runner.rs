@@ -451,8 +451,22 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     }
     progress.finish(outcome.is_ok());
     crate::logging::detach_bars();
+    // A sled store grown past the advice threshold: how to move to redb (the summary says it
+    // once; `atk status` whenever it shows this folder).
+    let advice = crate::store_advice::for_run(
+        &sled,
+        flags
+            .redb_advice_at
+            .unwrap_or(crate::store_advice::ADVICE_ITEMS),
+        &settings.output_dir.display().to_string(),
+    )
+    .await;
+    if let Some((text, true)) = &advice {
+        summary.store_advice = Some(text.clone());
+    }
     let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
     snapshot.state = state;
+    snapshot.store_advice = advice.map(|(text, _)| text);
     snapshot.reasons = crate::preview::reason_samples(&reports);
     snapshot.budget = budget::status(budget.as_deref());
     if let Ok(v) = serde_json::to_value(&snapshot) {

@@ -183,6 +183,10 @@ pub struct StatusSnapshot {
     /// Results found missing when the run opened its store (a damaged store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damage: Vec<MissingResults>,
+    /// How to move a large sled store to redb and what it saves (set at the end of a run whose
+    /// sled store is past the advice threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_advice: Option<String>,
 }
 
 /// A step whose store came back with fewer results than were last recorded.

@@ -123,6 +123,9 @@ pub(crate) struct RunSummary {
     /// Rows left out of a dataset because they were not valid for its format.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped_rows: Vec<DroppedRows>,
+    /// How to move a large sled store to redb (shown by the first run past the threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_advice: Option<String>,
 }
 
 /// Rows of one dataset left out for one reason.
@@ -216,6 +219,7 @@ impl RunSummary {
             all_failed,
             finished,
             dropped_rows: Vec::new(),
+            store_advice: None,
         }
     }
 
@@ -411,6 +415,9 @@ impl RunSummary {
                 s,
                 "every attempted item failed: no dataset line was produced"
             );
+        }
+        if let Some(advice) = &self.store_advice {
+            let _ = writeln!(s, "store: {advice}");
         }
         s
     }

@@ -11,7 +11,6 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use atk_metadatagen::JsonlFile;
 use atk_state::{ItemRecord, Store};
 
 /// Parent links followed to reach an item's root (deeper chains are not made by any step).
@@ -54,32 +53,42 @@ fn source_of(store: &dyn Store, item: &ItemRecord) -> Option<String> {
 
 /// The sidecar of one dataset being written.
 pub(crate) struct SourceLog {
-    file: JsonlFile,
+    file: super::same::StagedLines,
+    line: Vec<u8>,
     from: RowSource,
     /// The item count at this writer's last row.
     last: u64,
 }
 
 impl SourceLog {
-    /// Starts the sidecar of the dataset at `dataset` (written beside it, atomically).
-    pub(crate) fn create(dataset: &Path, from: RowSource) -> Result<Self, atk_metadatagen::Error> {
+    /// Starts the sidecar of the dataset staged at `dataset` and published at `target`
+    /// (staged beside it, atomically, only where it differs from the published sidecar).
+    pub(crate) fn create(dataset: &Path, target: &Path, from: RowSource) -> std::io::Result<Self> {
         Ok(Self {
-            file: JsonlFile::create(&crate::layout::row_sources_path(dataset))?,
+            file: super::same::StagedLines::open(
+                crate::layout::row_sources_path(dataset),
+                crate::layout::row_sources_path(target),
+            )?,
+            line: Vec::new(),
             from,
             last: 0,
         })
     }
 
     /// Records the source of the row just written.
-    pub(crate) fn record(&mut self) -> Result<(), atk_metadatagen::Error> {
+    pub(crate) fn record(&mut self) -> std::io::Result<()> {
         let (count, source) = self.from.current();
         let fresh = count != self.last;
         self.last = count;
-        self.file.write(&source.filter(|_| fresh))
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &source.filter(|_| fresh))
+            .map_err(std::io::Error::other)?;
+        self.line.push(b'\n');
+        self.file.write_line(&self.line)
     }
 
-    /// Puts the sidecar in place.
-    pub(crate) fn commit(self) -> Result<u64, atk_metadatagen::Error> {
-        self.file.commit()
+    /// Stages the sidecar (unless it equals the published one).
+    pub(crate) fn commit(self) -> std::io::Result<bool> {
+        self.file.finish()
     }
 }

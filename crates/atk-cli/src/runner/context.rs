@@ -254,7 +254,13 @@ impl<C> RunContext<C> {
             std::fs::create_dir_all(dir)
                 .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
         }
-        DatasetWriter::create(path, self.datasets.clone(), Some(self.row_source.clone()))
+        let target = self.output_dir.join(file_name);
+        DatasetWriter::create(
+            path,
+            target,
+            self.datasets.clone(),
+            Some(self.row_source.clone()),
+        )
     }
 
     /// Writes `<output_dir>/<file_name>` atomically, one ShareGPT conversation per line in
