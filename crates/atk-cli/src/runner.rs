@@ -15,6 +15,7 @@ mod phases;
 mod seed;
 mod signals;
 mod status_loop;
+mod unchanged;
 
 use std::collections::HashSet;
 
@@ -365,6 +366,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
         preview: flags.preview,
+        unchanged: unchanged::Tracker::new(&loaded.redacted, stored_counts.clone()),
     };
     // Outside a dry run the phases end completed or with an error.
     let mut outcome = phases::run_pipeline(&pipeline, &mut ctx, &chain)
@@ -448,6 +450,8 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     if outcome.is_err() {
         ending::discard(&settings.output_dir);
         summary.datasets.clear();
+    } else {
+        unchanged::record(&ctx, &summary.datasets, &summary.dropped_rows).await;
     }
     progress.finish(outcome.is_ok());
     crate::logging::detach_bars();

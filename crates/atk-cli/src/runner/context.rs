@@ -54,6 +54,8 @@ pub struct RunContext<C> {
     pub(super) rework_flags: crate::redo::ReworkFlags,
     /// `--preview N`: the chain's report is the run's result; no dataset is written.
     pub(super) preview: Option<u64>,
+    /// What the datasets are made from (a rerun that changed nothing skips writing them).
+    pub(super) unchanged: super::unchanged::Tracker,
 }
 
 pub(super) struct DryRun {

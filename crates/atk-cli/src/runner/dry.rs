@@ -126,6 +126,7 @@ pub(super) async fn run_dry<P: Pipeline>(
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(flags),
         preview: None,
+        unchanged: Default::default(),
     };
     // The chain's phase ends a dry run with the estimate: no dataset is written.
     let outcome = run_pipeline(&pipeline, &mut ctx, chain).await?;

@@ -22,6 +22,8 @@ struct Seen {
     dataset: Mutex<Vec<String>>,
     /// With `read_files_manually: false`: the texts handed to `seed_texts`.
     texts: Mutex<Vec<(String, String)>>,
+    /// How many times `write_datasets` ran, all runs together.
+    dataset_passes: Mutex<u32>,
 }
 
 /// A step standing in for a request: records the text, fails on texts containing "charlie".
@@ -93,6 +95,7 @@ impl Pipeline for TestPipeline {
     }
 
     fn write_datasets(&self, ctx: &RunContext<NoConfig>, chain: &Chain) -> Result<(), RunError> {
+        *self.0.dataset_passes.lock().unwrap() += 1;
         let lines: Vec<String> = ctx
             .final_items(chain)
             .map(|i| Ok::<_, RunError>(first_word(&i?.text("text")?)))
@@ -346,11 +349,25 @@ async fn a_rerun_that_changes_nothing_leaves_the_dataset_and_card_untouched() {
     );
 
     // Nothing to do: the dataset, its sources and the card are not written again (same inode,
-    // same mtime, same bytes), and nothing is left staged.
+    // same mtime, same bytes), and nothing is left staged; the dataset pass itself is skipped
+    // (no item or result is read for it).
     let (calls, _) = run_once(&config, &seen).await;
     assert!(calls.is_empty(), "{calls:?}");
     assert_eq!(state(), first);
     assert!(!crate::layout::staging_dir(&out).exists());
+    assert_eq!(*seen.dataset_passes.lock().unwrap(), 1);
+    let summary = std::fs::read_to_string(out.join(crate::summary::SUMMARY_FILE)).unwrap();
+    assert!(summary.contains("lines.jsonl"), "still listed: {summary}");
+
+    // A dataset changed by hand is written again (then compared row by row: only it is
+    // staged); the card and the sidecar, unchanged, stay as they were.
+    std::fs::write(&files[0], "edited\n").unwrap();
+    run_once(&config, &seen).await;
+    assert_eq!(*seen.dataset_passes.lock().unwrap(), 2);
+    let restored = state();
+    assert_eq!(restored[0].2, first[0].2);
+    assert_eq!(restored[1..], first[1..]);
+    let first = restored;
 
     // A changed result (a new input) does rewrite all three.
     std::fs::write(input("d.txt"), body("delta")).unwrap();
