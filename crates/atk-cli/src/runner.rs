@@ -366,7 +366,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
         preview: flags.preview,
-        unchanged: unchanged::Tracker::new(&loaded.redacted, stored_counts.clone()),
+        unchanged: unchanged::Tracker::new(&loaded.redacted, stored_counts.clone(), sled.clone()),
     };
     // Outside a dry run the phases end completed or with an error.
     let mut outcome = phases::run_pipeline(&pipeline, &mut ctx, &chain)

@@ -73,6 +73,8 @@ pub(crate) struct Tracker {
     config: String,
     /// The store's results per step (counted at open, plus what this run added).
     results: Option<std::sync::Arc<crate::damage::StoredCounts>>,
+    /// The store, for its item count (on redb without a scan).
+    store: Option<std::sync::Arc<atk_state::DiskStore>>,
     /// The basis of this run's datasets (set by [`reuse`]).
     basis: Option<Basis>,
 }
@@ -82,10 +84,12 @@ impl Tracker {
     pub(crate) fn new(
         redacted: &serde_json::Value,
         results: std::sync::Arc<crate::damage::StoredCounts>,
+        store: std::sync::Arc<atk_state::DiskStore>,
     ) -> Self {
         Self {
             config: config_digest(redacted),
             results: Some(results),
+            store: Some(store),
             basis: None,
         }
     }
@@ -214,7 +218,10 @@ fn basis_of<C>(ctx: &RunContext<C>) -> Basis {
                 v
             }),
         seeded: hex::encode(h.finalize()),
-        items: ctx.store.item_ids().count() as u64,
+        items: match &ctx.unchanged.store {
+            Some(store) => store.item_count(),
+            None => ctx.store.item_ids().count() as u64,
+        },
         results,
     }
 }
