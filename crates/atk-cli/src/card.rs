@@ -6,7 +6,7 @@
 //! moment of a rerun that sends nothing, so such a rerun writes the same bytes. `atk export`
 //! copies it with the datasets into a folder ready to publish.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
