@@ -368,6 +368,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         preview: flags.preview,
         unchanged: unchanged::Tracker::new(&loaded.redacted, stored_counts.clone(), sled.clone()),
     };
+    ctx.unchanged.take_record(store.as_ref()).await;
     // Outside a dry run the phases end completed or with an error.
     let mut outcome = phases::run_pipeline(&pipeline, &mut ctx, &chain)
         .await

@@ -6,7 +6,9 @@
 //! inode, line count, rows left out). A later run whose chain stored, dropped and failed
 //! nothing, with no rework asked for, the same basis and every file still as recorded, knows
 //! that writing the datasets again would give the same bytes: it lists the published files
-//! as they are and writes nothing. Anything else (a changed config, a rebuilt binary, a
+//! as they are and writes nothing. Every run takes the record out of the store before its
+//! chain starts (and writes a new one only once it published), so a run killed part-way,
+//! which may have replaced results without changing their count, leaves none. Anything else (a changed config, a rebuilt binary, a
 //! touched dataset, a new result) writes the datasets as usual (compared row by row with the
 //! published files: `dataset/same.rs`).
 
@@ -77,6 +79,8 @@ pub(crate) struct Tracker {
     store: Option<std::sync::Arc<atk_state::DiskStore>>,
     /// The basis of this run's datasets (set by [`reuse`]).
     basis: Option<Basis>,
+    /// The record the last run left, taken out of the store by [`Tracker::take_record`].
+    previous: Option<Record>,
 }
 
 impl Tracker {
@@ -91,7 +95,19 @@ impl Tracker {
             results: Some(results),
             store: Some(store),
             basis: None,
+            previous: None,
         }
+    }
+
+    /// Takes the last run's record out of the store before anything can change a result: a
+    /// run killed part-way (a `--redo` replaces results without changing their count) then
+    /// leaves no record, and the next run writes its datasets.
+    pub(crate) async fn take_record(&mut self, store: &dyn atk_state::Store) {
+        let Some(v) = store.meta(META_KEY).ok().flatten().filter(|v| !v.is_null()) else {
+            return;
+        };
+        self.previous = serde_json::from_value::<Record>(v).ok();
+        let _ = store.put_meta(META_KEY, serde_json::Value::Null).await;
     }
 }
 
@@ -119,13 +135,7 @@ pub(crate) fn reuse<C>(ctx: &mut RunContext<C>) -> bool {
     if !eligible {
         return false;
     }
-    let Some(record) = ctx
-        .store
-        .meta(META_KEY)
-        .ok()
-        .flatten()
-        .and_then(|v| serde_json::from_value::<Record>(v).ok())
-    else {
+    let Some(record) = ctx.unchanged.previous.take() else {
         return false;
     };
     if record.basis != basis || record.files.is_empty() {
