@@ -85,6 +85,10 @@ pub struct CommonFlags {
     /// The command line the run was started with (program first), to say how to run it again.
     #[arg(skip)]
     pub command: Vec<String>,
+    /// Items in a sled store past which the run suggests moving to redb (default 50 000; for
+    /// tests).
+    #[arg(long, value_name = "N", hide = true)]
+    pub redb_advice_at: Option<u64>,
 }
 
 /// `--config`'s value as given; empty only when `--describe-config` left it out (clap's own

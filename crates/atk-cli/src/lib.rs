@@ -35,6 +35,7 @@ pub mod term {
 mod runner;
 mod settings;
 pub mod status;
+mod store_advice;
 mod summary;
 mod unused;
 

@@ -16,6 +16,7 @@ mod phases;
 mod seed;
 mod signals;
 mod status_loop;
+mod unchanged;
 
 use std::collections::HashSet;
 
@@ -402,7 +403,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         preview: flags.preview,
         batches: Some(batches.clone()),
         corpus,
+        unchanged: unchanged::Tracker::new(&loaded.redacted, stored_counts.clone(), sled.clone()),
     };
+    ctx.unchanged.take_record(store.as_ref()).await;
     // Outside a dry run the phases end completed or with an error.
     let mut outcome = phases::run_pipeline(&pipeline, &mut ctx, &chain)
         .await
@@ -499,11 +502,27 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     if outcome.is_err() {
         ending::discard(&settings.output_dir);
         summary.datasets.clear();
+    } else {
+        unchanged::record(&ctx, &summary.datasets, &summary.dropped_rows).await;
     }
     progress.finish(outcome.is_ok() && !waiting);
     crate::logging::detach_bars();
+    // A sled store grown past the advice threshold: how to move to redb (the summary says it
+    // once; `atk status` whenever it shows this folder).
+    let advice = crate::store_advice::for_run(
+        &sled,
+        flags
+            .redb_advice_at
+            .unwrap_or(crate::store_advice::ADVICE_ITEMS),
+        &settings.output_dir.display().to_string(),
+    )
+    .await;
+    if let Some((text, true)) = &advice {
+        summary.store_advice = Some(text.clone());
+    }
     let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
     snapshot.state = state;
+    snapshot.store_advice = advice.map(|(text, _)| text);
     snapshot.reasons = crate::preview::reason_samples(&reports);
     snapshot.budget = budget::status(budget.as_deref());
     if let Ok(v) = serde_json::to_value(&snapshot) {

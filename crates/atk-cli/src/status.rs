@@ -201,6 +201,10 @@ pub struct StatusSnapshot {
     /// The run's provider batches (engines in `batch` mode), from its batch journal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub batches: Vec<BatchStatus>,
+    /// How to move a large sled store to redb and what it saves (set at the end of a run whose
+    /// sled store is past the advice threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_advice: Option<String>,
 }
 
 /// A step whose store came back with fewer results than were last recorded.

@@ -126,6 +126,9 @@ pub(crate) struct RunSummary {
     /// The barrier step a `--shard` run stopped before (no item could reach the end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_before: Option<String>,
+    /// How to move a large sled store to redb (shown by the first run past the threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_advice: Option<String>,
 }
 
 /// Rows of one dataset left out for one reason.
@@ -220,6 +223,7 @@ impl RunSummary {
             finished,
             dropped_rows: Vec::new(),
             stopped_before: reports.iter().find_map(|r| r.stopped_before.clone()),
+            store_advice: None,
         }
     }
 
@@ -418,6 +422,9 @@ impl RunSummary {
                 s,
                 "every attempted item failed: no dataset line was produced"
             );
+        }
+        if let Some(advice) = &self.store_advice {
+            let _ = writeln!(s, "store: {advice}");
         }
         s
     }

@@ -13,7 +13,6 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use atk_metadatagen::JsonlFile;
 use atk_state::{ItemRecord, Store};
 
 /// Parent links followed to reach an item's root (deeper chains are not made by any step).
@@ -66,36 +65,57 @@ fn source_of(store: &dyn Store, item: &ItemRecord) -> Option<String> {
 
 /// The sidecars of one dataset being written: each row's source document and item id.
 pub(crate) struct SourceLog {
-    file: JsonlFile,
-    items: JsonlFile,
+    file: super::same::StagedLines,
+    items: super::same::StagedLines,
+    line: Vec<u8>,
     from: RowSource,
     /// The item count at this writer's last row.
     last: u64,
 }
 
 impl SourceLog {
-    /// Starts the sidecar of the dataset at `dataset` (written beside it, atomically).
-    pub(crate) fn create(dataset: &Path, from: RowSource) -> Result<Self, atk_metadatagen::Error> {
+    /// Starts the sidecars of the dataset staged at `dataset` and published at `target`
+    /// (staged beside it, atomically, each only where it differs from the published one).
+    pub(crate) fn create(dataset: &Path, target: &Path, from: RowSource) -> std::io::Result<Self> {
+        use crate::layout::{row_items_path, row_sources_path};
         Ok(Self {
-            file: JsonlFile::create(&crate::layout::row_sources_path(dataset))?,
-            items: JsonlFile::create(&crate::layout::row_items_path(dataset))?,
+            file: super::same::StagedLines::open(
+                row_sources_path(dataset),
+                row_sources_path(target),
+            )?,
+            items: super::same::StagedLines::open(
+                row_items_path(dataset),
+                row_items_path(target),
+            )?,
+            line: Vec::new(),
             from,
             last: 0,
         })
     }
 
     /// Records the source and item of the row just written.
-    pub(crate) fn record(&mut self) -> Result<(), atk_metadatagen::Error> {
+    pub(crate) fn record(&mut self) -> std::io::Result<()> {
         let cur = self.from.current();
         let fresh = cur.count != self.last;
         self.last = cur.count;
-        self.file.write(&cur.source.filter(|_| fresh))?;
-        self.items.write(&cur.item.filter(|_| fresh))
+        Self::write(&mut self.line, &mut self.file, &cur.source.filter(|_| fresh))?;
+        Self::write(&mut self.line, &mut self.items, &cur.item.filter(|_| fresh))
     }
 
-    /// Puts the sidecars in place.
-    pub(crate) fn commit(self) -> Result<u64, atk_metadatagen::Error> {
-        self.items.commit()?;
-        self.file.commit()
+    fn write(
+        line: &mut Vec<u8>,
+        to: &mut super::same::StagedLines,
+        value: &Option<String>,
+    ) -> std::io::Result<()> {
+        line.clear();
+        serde_json::to_writer(&mut *line, value).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        to.write_line(line)
+    }
+
+    /// Stages the sidecars (each unless it equals the published one); whether either was.
+    pub(crate) fn commit(self) -> std::io::Result<bool> {
+        let items = self.items.finish()?;
+        Ok(self.file.finish()? | items)
     }
 }

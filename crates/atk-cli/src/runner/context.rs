@@ -60,6 +60,8 @@ pub struct RunContext<C> {
     /// The whole input, read-only (opened after seeding; `None` when the pipeline brings its
     /// own items).
     pub(super) corpus: Option<Arc<dyn Corpus>>,
+    /// What the datasets are made from (a rerun that changed nothing skips writing them).
+    pub(super) unchanged: super::unchanged::Tracker,
 }
 
 pub(super) struct DryRun {
@@ -292,7 +294,13 @@ impl<C> RunContext<C> {
             std::fs::create_dir_all(dir)
                 .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
         }
-        DatasetWriter::create(path, self.datasets.clone(), Some(self.row_source.clone()))
+        let target = self.output_dir.join(file_name);
+        DatasetWriter::create(
+            path,
+            target,
+            self.datasets.clone(),
+            Some(self.row_source.clone()),
+        )
     }
 
     /// Writes `<output_dir>/<file_name>` atomically, one ShareGPT conversation per line in

@@ -137,6 +137,7 @@ pub(super) async fn run_dry<P: Pipeline>(
         preview: None,
         batches: None,
         corpus,
+        unchanged: Default::default(),
     };
     // The chain's phase ends a dry run with the estimate: no dataset is written.
     let outcome = run_pipeline(&pipeline, &mut ctx, chain).await?;

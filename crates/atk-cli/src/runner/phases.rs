@@ -54,6 +54,10 @@ pub(super) async fn run_pipeline<P: Pipeline>(
         ChainRun::Done => {}
     }
     ctx.set_progress(0.9, "writing the datasets");
+    if super::unchanged::reuse(ctx) {
+        ctx.set_progress(1.0, "pipeline complete (datasets unchanged)");
+        return Ok(RunOutcome::Completed);
+    }
     pipeline.write_datasets(ctx, chain)?;
     ctx.open_datasets.finish_all()?;
     ctx.write_meta_datasets(chain)?;

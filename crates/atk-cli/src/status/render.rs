@@ -153,6 +153,9 @@ impl StatusSnapshot {
                 let _ = writeln!(s, "    {}", m.line());
             }
         }
+        if let Some(advice) = &self.store_advice {
+            let _ = writeln!(s, "  store: {advice}");
+        }
         s
     }
 }
