@@ -71,3 +71,54 @@ async fn without_usage_tokens_are_estimated_and_marked() {
         "{small}"
     );
 }
+
+#[tokio::test]
+async fn a_killed_runs_saved_cost_includes_every_reply_whose_result_was_stored() {
+    for backend in ["sled", "redb"] {
+        killed_then_counted(backend).await;
+    }
+}
+
+async fn killed_then_counted(backend: &str) {
+    // Fast replies, many in flight: a second of them is a hundred results.
+    let (server, _) =
+        poem_server(ServerConfig::default().with_latency(std::time::Duration::from_millis(5)))
+            .await;
+    let env = Env::new();
+    env.write_docs(300);
+    let mut config = Config::new(server.base_url())
+        .set("cost_per_million_small_input", "2.0")
+        .set("cost_per_million_small_output", "4.0")
+        .set("store_backend", backend);
+    config.concurrency_limit = 8;
+    let config = env.write_config(&config);
+    let running = atk_e2e::Running::spawn(env.command(bin(), &config));
+    server
+        .wait_until(RUN_TIMEOUT, |s| s.completed >= 80)
+        .await
+        .expect("the run gets going");
+    let out = running.kill().await;
+    assert_eq!(out.code, None, "killed, not exited\n{out}");
+    // What a resumed run would start from: the results in the store, the cost saved beside.
+    use atk_state::Store;
+    let store = atk_state::SledStore::try_open_read(&atk_cli::store_dir(&env.output()))
+        .expect("the killed run's store opens");
+    let stored = store.count_results("write_poem").unwrap();
+    let saved = store
+        .meta(atk_cli::layout::COST_META_KEY)
+        .unwrap()
+        .unwrap_or_default();
+    let (requests, cost) = (
+        saved["small"]["requests"].as_u64().unwrap_or(0),
+        saved["small"]["cost_usd"].as_f64().unwrap_or(0.0),
+    );
+    assert!(
+        stored > 0 && stored < 300,
+        "{backend}: killed mid-run: {stored} stored"
+    );
+    // Every stored result came from one reply: each is in the saved count and cost.
+    assert!(
+        requests >= stored && cost > 0.0,
+        "{backend}: saved cost counts {requests} replies (${cost}), the store holds {stored} results"
+    );
+}

@@ -153,3 +153,15 @@ async fn the_rephrase_demo_exports_a_card_and_valid_rows() {
     assert!(!card.contains("chunk"), "rephrase does not chunk:\n{card}");
     insta::assert_snapshot!("rephrase_card", card);
 }
+
+#[tokio::test]
+async fn the_rag_data_demo_exports_a_card_and_valid_rows() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_e2e-rag-data"));
+    let (env, dest) = run_and_export(bin, "rag-data").await;
+    let card = check_export(&env, &dest);
+    assert!(card.contains("rag_qa.jsonl"), "{card}");
+    assert!(
+        !dest.join("corpus.redb").exists(),
+        "the corpus index is not published"
+    );
+}

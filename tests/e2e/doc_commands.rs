@@ -94,6 +94,7 @@ async fn every_sh_block_in_the_docs_runs_as_written_or_is_marked_no_run() {
             env!("CARGO_BIN_EXE_e2e-example-pipeline"),
         ),
         ("factual-qa", env!("CARGO_BIN_EXE_e2e-factual-qa")),
+        ("rag-data", env!("CARGO_BIN_EXE_e2e-rag-data")),
         ("rephrase", env!("CARGO_BIN_EXE_e2e-rephrase")),
     ];
     let mut checked = 0;

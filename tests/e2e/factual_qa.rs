@@ -269,6 +269,46 @@ async fn factual_qa_on_schemas_writes_the_same_datasets_whatever_form_the_server
     assert_eq!(warned, 2, "one warning per engine (small, large)\n{out}");
 }
 
+#[tokio::test]
+async fn factual_qa_with_no_wait_goes_a_step_per_run_and_ends_with_the_online_datasets() {
+    // `--no-wait` submits what is ready (a step's batch needs the step before's results) and
+    // leaves; each later `--no-wait` run collects what ended and submits the next step.
+    let (expected, _) = reference().await;
+    let batch = atk_testkit::BatchBehaviour {
+        latency: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let server = server(ServerConfig::default().with_batch(batch)).await;
+    let (env, config) = setup(&server);
+    let mut runs = 0;
+    loop {
+        let mut cmd = env.command(bin(), &config);
+        for set in ["small_mode=batch", "large_mode=batch", "batch_max_wait=0.1"] {
+            cmd.arg("--set").arg(set);
+        }
+        cmd.arg("--no-wait");
+        let out = run(cmd, RUN_TIMEOUT).await;
+        out.assert_code(0);
+        runs += 1;
+        let status: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(env.output().join("status.json")).expect("status.json"),
+        )
+        .expect("status.json is JSON");
+        if status["state"] == "finished" {
+            break;
+        }
+        assert_eq!(status["state"], "waiting_for_batches", "{out}");
+        assert!(out.stderr.contains("collect them with: "), "{out}");
+        assert!(runs < 20, "the chain goes on run after run\n{out}");
+    }
+    assert!(
+        runs >= 3,
+        "a run per step at least (judge, generate, check): {runs}"
+    );
+    assert_eq!(datasets(&env), expected);
+    assert_eq!(server.stats().requests, 0, "no online request");
+}
+
 /// `--preview 5` runs the chain for real on 5 chunks and prints per step the pass rate and
 /// each drop or failure reason with a raw reply, writing no dataset; the full run after it
 /// pays nothing again for those 5 (the two together send what one full run sends).
@@ -326,4 +366,79 @@ async fn a_preview_shows_pass_rates_reasons_and_replies_and_the_full_run_reuses_
         "preview + full run send what one full run sends\n{out}"
     );
     assert_eq!(datasets(&env), expected, "{out}");
+}
+
+#[tokio::test]
+async fn each_step_shows_its_own_cost_and_a_rerun_shows_the_true_totals() {
+    let server = server(ServerConfig::default()).await;
+    let env = Env::new();
+    env.write_docs(DOCS);
+    let mut config = Config::new(server.base_url())
+        .set("cost_per_million_small_input", "2.0")
+        .set("cost_per_million_small_output", "4.0")
+        .set("cost_per_million_large_input", "3.0")
+        .set("cost_per_million_large_output", "6.0");
+    config.concurrency_limit = LIMIT;
+    config.tail = "factual_qa:\n  pairs_per_chunk: 3\n  votes: 3\n".to_owned();
+    let config = env.write_config(&config);
+    let first = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    first.assert_code(0);
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.output().join("status.json")).unwrap()).unwrap();
+    let run_cost = status["run_cost_usd"].as_f64().unwrap();
+    let steps = status["steps"].as_array().unwrap();
+    let costs: Vec<f64> = steps
+        .iter()
+        .map(|s| s["cost_usd"].as_f64().unwrap())
+        .collect();
+    assert!(run_cost > 0.0, "{status}");
+    assert!(
+        costs.iter().all(|&c| c > 0.0 && c < run_cost),
+        "every step's own cost, not the run's: {costs:?} of {run_cost}"
+    );
+    let sum: f64 = costs.iter().sum();
+    assert!(
+        (sum - run_cost).abs() < 1e-9 * run_cost.max(1.0),
+        "the steps' costs add up to the run's: {sum} vs {run_cost}"
+    );
+    // The progress line of a step shows that step's cost, then the whole run's.
+    let check = steps
+        .iter()
+        .position(|s| s["step"] == "check_answer")
+        .unwrap();
+    let line = first
+        .stderr
+        .lines()
+        .rfind(|l| l.starts_with("check_answer: ") && l.contains(" done"))
+        .unwrap_or_else(|| panic!("no progress line for check_answer:\n{first}"));
+    assert!(
+        line.contains(&format!("${:.4} (all steps ${run_cost:.4})", costs[check])),
+        "{line}"
+    );
+
+    // A rerun over finished work: `atk status` shows every step's true totals.
+    run(env.command(bin(), &config), RUN_TIMEOUT)
+        .await
+        .assert_code(0);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-atk"))
+        .arg("status")
+        .arg(env.output())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for step in [
+        "judge_chunk",
+        "generate_qa",
+        "check_answer",
+        "write_conversation",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(step))
+            .unwrap_or_else(|| panic!("{step} missing:\n{text}"));
+        assert!(
+            line.contains(" 0 pending") && !line.contains("(of 0)"),
+            "{line}\n{text}"
+        );
+    }
 }

@@ -294,6 +294,21 @@ async fn an_outage_longer_than_outage_limit_exits_1_and_leaves_items_pending() {
         .map(|s| s["failed"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(failed, 0, "unsent items are pending, not failed\n{out}");
+    // status.json recorded the outage (what the live page and `atk status` show).
+    let status: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.output().join("status.json")).expect("status.json"),
+    )
+    .unwrap();
+    let small = &status["engines"][0];
+    assert_eq!(small["label"], "small", "{status}");
+    assert!(
+        small["outages"].as_u64() == Some(1)
+            && small["outage"]["error"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty())
+            && small["outage"]["since_ms"].as_u64().is_some(),
+        "{small}"
+    );
 
     // Back up: the next run carries on and finishes.
     server.come_back().await.unwrap();

@@ -6,6 +6,7 @@
 
 mod accounting;
 mod auth;
+mod batch_control;
 mod budget;
 mod cli;
 mod config_errors;
@@ -20,6 +21,7 @@ mod export;
 mod factual_qa;
 mod faults;
 mod iterate;
+mod rag_data;
 mod resume;
 mod run;
 mod scale;

@@ -47,10 +47,14 @@ struct Figures {
     items: usize,
     shape: &'static str,
     wall: Duration,
+    cpu_s: f64,
     rss_mb: f64,
     store_mb: f64,
     rerun: Duration,
+    rerun_cpu_s: f64,
     rerun_rss_mb: f64,
+    /// Whether the rerun left the dataset as it was (same inode and mtime).
+    rerun_kept_dataset: bool,
 }
 
 /// Builds the example pipeline in release and runs every size.
@@ -109,33 +113,54 @@ fn scale(bin: &Path, sizes: &[usize], backend: &str) -> anyhow::Result<()> {
                 &format!("  chunk_size: 2000\n  store_backend: {backend}\n"),
             ),
         )?;
-        let (wall, rss) = run_once(bin, &config, work.path())?;
+        let first = crate::timed::run_pipeline(bin, &config, work.path())?;
         let store_mb = dir_size(&work.path().join("output/store")) as f64 / 1e6;
-        let (rerun, rerun_rss) = run_once(bin, &config, work.path())?;
-        let dataset = std::fs::read_to_string(work.path().join("output/sharegpt_format.jsonl"))
-            .unwrap_or_default();
+        let dataset_path = work.path().join("output/sharegpt_format.jsonl");
+        let before = file_identity(&dataset_path);
+        let rerun = crate::timed::run_pipeline(bin, &config, work.path())?;
+        let rerun_kept_dataset = before.is_some() && file_identity(&dataset_path) == before;
+        let dataset = std::fs::read_to_string(&dataset_path).unwrap_or_default();
         let lines = dataset.lines().count();
         let f = Figures {
             backend: backend.to_owned(),
             items: n,
             shape,
-            wall,
-            rss_mb: rss,
+            wall: first.wall,
+            cpu_s: first.cpu_s,
+            rss_mb: first.rss_mb,
             store_mb,
-            rerun,
-            rerun_rss_mb: rerun_rss,
+            rerun: rerun.wall,
+            rerun_cpu_s: rerun.cpu_s,
+            rerun_rss_mb: rerun.rss_mb,
+            rerun_kept_dataset,
         };
         println!(
-            "scale {} {:>8} items ({}): first run {:>7.2} s, peak RSS {:>6.0} MB, store {:>7.0} MB; rerun {:>6.2} s, peak RSS {:>6.0} MB",
+            "scale {} {:>8} items ({}): first run {:>7.2} s, CPU {:.0} µs/item, peak RSS {:>6.0} MB, store {:>7.0} MB; rerun {:>6.2} s, CPU {:.2} s, peak RSS {:>6.0} MB, dataset {}",
             f.backend,
             f.items,
             f.shape,
             f.wall.as_secs_f64(),
+            f.cpu_s * 1e6 / f.items as f64,
             f.rss_mb,
             f.store_mb,
             f.rerun.as_secs_f64(),
-            f.rerun_rss_mb
+            f.rerun_cpu_s,
+            f.rerun_rss_mb,
+            if f.rerun_kept_dataset {
+                "left as it was"
+            } else {
+                "REWRITTEN"
+            }
         );
+        if backend == "redb" && n == 100_000 {
+            println!(
+                "  goals at 100 k on redb: first run CPU {:.0} µs/item (≤ 250), peak RSS {:.0} MB (≤ 120); rerun {:.2} s (≤ 1), {:.0} MB (≤ 100)",
+                f.cpu_s * 1e6 / f.items as f64,
+                f.rss_mb,
+                f.rerun.as_secs_f64(),
+                f.rerun_rss_mb
+            );
+        }
         if lines != n {
             bail!("{n} items gave {lines} dataset lines");
         }
@@ -161,10 +186,14 @@ fn scale(bin: &Path, sizes: &[usize], backend: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the pipeline once in `dir`; returns wall time and peak RSS in MB.
-fn run_once(bin: &Path, config: &Path, dir: &Path) -> anyhow::Result<(Duration, f64)> {
-    let usage = crate::timed::run_pipeline(bin, config, dir)?;
-    Ok((usage.wall, usage.rss_mb))
+/// Inode and mtime of a file: equal before and after a run that left it as it was.
+fn file_identity(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Some((ino, m.modified().ok()?))
 }
 
 /// Bytes of the files under `dir`.

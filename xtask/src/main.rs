@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  new-pipeline NAME [--from example|factual-qa|rephrase] [--no-build]
+  new-pipeline NAME [--from example|factual-qa|rag-data|rephrase] [--no-build]
                                    scaffold pipelines/NAME (default: the example
                                    templates; otherwise a renamed copy of that
                                    pipeline), then build and test it

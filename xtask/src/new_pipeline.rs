@@ -43,7 +43,7 @@ const TEMPLATES: &[(&str, &str)] = &[
 ];
 
 /// The sources `--from` is documented with; `example` means the built-in templates.
-pub(crate) const SOURCES: &[&str] = &["example", "factual-qa", "rephrase"];
+pub(crate) const SOURCES: &[&str] = &["example", "factual-qa", "rag-data", "rephrase"];
 
 /// Names cargo or rustc refuse for a package or binary, or that shadow a built-in crate.
 const RESERVED: &[&str] = &[

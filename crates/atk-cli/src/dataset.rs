@@ -2,6 +2,7 @@
 //! row, and the shapes most pipelines write (ShareGPT, OpenAI messages, plain JSONL).
 
 mod check;
+mod same;
 mod sources;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ pub use atk_metadatagen::{Conversation, Turn};
 
 use crate::RunError;
 
+pub(crate) use same::{same_bytes, write_text_if_changed};
 pub(crate) use sources::RowSource;
 
 /// Datasets written in this run, in the order they were finished, and the rows left out.
@@ -34,10 +36,16 @@ pub(crate) struct WrittenSet {
 /// One dataset file being written, row by row, from [`RunContext::dataset`](crate::RunContext::dataset).
 /// Nothing appears at its path until [`finish`](Self::finish): a run that fails half-way
 /// leaves the previous file whole. Memory stays flat however many rows go through.
+///
+/// Rows are compared with the published file as they come and nothing is staged while they
+/// match it (`same.rs`): a rerun whose dataset did not change writes nothing and leaves the
+/// file as it was (same inode, same mtime).
 pub struct DatasetWriter {
-    file: atk_metadatagen::JsonlFile,
+    file: same::StagedLines,
     path: PathBuf,
     written: Written,
+    /// The row being written (reused).
+    line: Vec<u8>,
     /// The rows' source documents (for `atk export --test-fraction`).
     sources: Option<sources::SourceLog>,
     /// Rows dropped by the format check, by reason.
@@ -53,22 +61,24 @@ impl std::fmt::Debug for DatasetWriter {
 }
 
 impl DatasetWriter {
+    /// A writer staging at `path` the dataset published at `target`.
     pub(crate) fn create(
         path: PathBuf,
+        target: PathBuf,
         written: Written,
         source: Option<RowSource>,
     ) -> Result<Self, RunError> {
-        let fail =
-            |e: atk_metadatagen::Error| RunError::fatal(format!("writing {}: {e}", path.display()));
-        let file = atk_metadatagen::JsonlFile::create(&path).map_err(fail)?;
+        let fail = |e: std::io::Error| write_error(&path, &e);
+        let file = same::StagedLines::open(path.clone(), target.clone()).map_err(fail)?;
         let sources = source
-            .map(|s| sources::SourceLog::create(&path, s))
+            .map(|s| sources::SourceLog::create(&path, &target, s))
             .transpose()
             .map_err(fail)?;
         Ok(Self {
             file,
             path,
             written,
+            line: Vec::new(),
             sources,
             dropped: BTreeMap::new(),
         })
@@ -91,7 +101,10 @@ impl DatasetWriter {
                 return Ok(());
             }
         };
-        self.file.write(&value).map_err(|e| fail(&e))?;
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &value).map_err(|e| fail(&e))?;
+        self.line.push(b'\n');
+        self.file.write_line(&self.line).map_err(|e| fail(&e))?;
         if let Some(sources) = &mut self.sources {
             sources.record().map_err(|e| fail(&e))?;
         }
@@ -110,7 +123,8 @@ impl DatasetWriter {
 
     /// Syncs and renames the file into place in the run's staging folder; the run's summary
     /// and dataset card list it, and the runner publishes it when the run completes. Returns
-    /// its staged path.
+    /// its staged path (where nothing is when the rows equal the published file's: then there
+    /// is nothing to publish).
     pub fn finish(self) -> Result<PathBuf, RunError> {
         let Self {
             file,
@@ -118,10 +132,11 @@ impl DatasetWriter {
             written,
             sources,
             dropped,
+            ..
         } = self;
-        let fail =
-            |e: atk_metadatagen::Error| RunError::fatal(format!("writing {}: {e}", path.display()));
-        let lines = file.commit().map_err(fail)?;
+        let fail = |e: std::io::Error| write_error(&path, &e);
+        let lines = file.lines();
+        file.finish().map_err(fail)?;
         if let Some(sources) = sources {
             sources.commit().map_err(fail)?;
         }
@@ -132,6 +147,10 @@ impl DatasetWriter {
         }
         Ok(path)
     }
+}
+
+fn write_error(path: &Path, e: &std::io::Error) -> RunError {
+    RunError::fatal(format!("writing {}: {e}", path.display()))
 }
 
 /// Writes `lines` (one JSON document each, without the newline) to `path` atomically (temp

@@ -382,6 +382,7 @@ mod tests {
             kind: "k".into(),
             reason: "r".into(),
             last_output: None,
+            last_prompt: None,
             attempts: 1,
             stored_at_ms: 0,
         };

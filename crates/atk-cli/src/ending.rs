@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::RunError;
-use crate::layout::{row_sources_path, staging_dir};
+use crate::layout::{row_items_path, row_sources_path, staging_dir};
 use crate::status::RunState;
 use crate::summary::RunSummary;
 
@@ -65,24 +65,30 @@ pub(crate) fn dropped_rows(
         .collect()
 }
 
-/// Moves every staged dataset into place (each by one rename: a reader sees the old file or
-/// the new one), then removes the staging folder.
+/// Moves every staged dataset and its sources sidecar into place (each by one rename: a reader
+/// sees the old file or the new one), then removes the staging folder. A file with nothing
+/// staged (its writer found it equal to the published one), or staged with the same bytes as
+/// the published one (a meta dataset a rerun wrote again), is left as it was: same inode, same
+/// mtime.
 pub(crate) fn publish(output_dir: &Path, staged: &[(PathBuf, u64)]) -> Result<(), RunError> {
     for (path, _) in staged {
         let target = final_path(output_dir, path);
         if target == *path {
             continue;
         }
-        if let Some(dir) = target.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
-        }
-        let sidecar = row_sources_path(path);
-        let mut moves = vec![(path.clone(), target.clone())];
-        if sidecar.is_file() {
-            moves.push((sidecar, row_sources_path(&target)));
-        }
+        let moves = [
+            (path.clone(), target.clone()),
+            (row_sources_path(path), row_sources_path(&target)),
+            (row_items_path(path), row_items_path(&target)),
+        ];
         for (from, to) in moves {
+            if !from.is_file() || crate::dataset::same_bytes(&from, &to) {
+                continue;
+            }
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
+            }
             std::fs::rename(&from, &to).map_err(|e| {
                 RunError::fatal(format!(
                     "moving {} into place as {}: {e}",
@@ -184,5 +190,46 @@ mod tests {
         );
         assert!(!staging_dir(out).exists());
         assert_eq!(final_path(out, &staged[1].0), out.join("meta/b.jsonl"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn publishing_leaves_files_with_nothing_staged_or_the_same_bytes_as_they_were() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let ino = |name: &str| std::fs::metadata(out.join(name)).unwrap().ino();
+        for name in ["a.jsonl", ".a.jsonl.sources", "m.jsonl", "c.jsonl"] {
+            std::fs::write(out.join(name), "same\n").unwrap();
+        }
+        let before = [ino("a.jsonl"), ino(".a.jsonl.sources"), ino("m.jsonl")];
+        let stage = |name: &str, text: &str| {
+            let p = staging_dir(out).join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+            (p, 1u64)
+        };
+        // a.jsonl: its writer staged nothing; m.jsonl: staged with the same bytes; c.jsonl:
+        // the same dataset but a changed sidecar.
+        let staged = vec![
+            (staging_dir(out).join("a.jsonl"), 1),
+            stage("m.jsonl", "same\n"),
+            stage(".c.jsonl.sources", "\"doc.txt\"\n"),
+            (staging_dir(out).join("c.jsonl"), 1),
+        ];
+        publish(out, &staged).unwrap();
+        assert_eq!(
+            [ino("a.jsonl"), ino(".a.jsonl.sources"), ino("m.jsonl")],
+            before
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join(".c.jsonl.sources")).unwrap(),
+            "\"doc.txt\"\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("c.jsonl")).unwrap(),
+            "same\n"
+        );
+        assert!(!staging_dir(out).exists());
     }
 }

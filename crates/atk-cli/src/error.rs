@@ -43,6 +43,11 @@ pub enum RunError {
     /// Not a failure: `--preview N` finished; carries the report to print. Exit 0.
     #[error("{0}")]
     Preview(String),
+    /// Not a failure: `--no-wait` left batches running at the provider; the chain stops there
+    /// (no dataset yet) and a later run collects them. Exit 0 (run state
+    /// `waiting_for_batches`).
+    #[error("batches left running at the provider; rerun the same command to collect them")]
+    WaitingForBatches,
     /// The store refused: locked by another run or of an unknown format (exit 2), or broken
     /// (exit 1).
     #[error("{0}")]
@@ -77,7 +82,7 @@ impl RunError {
             | Self::AllFailed
             | Self::NothingKept(_)
             | Self::BudgetReached { .. } => 1,
-            Self::Preview(_) => 0,
+            Self::Preview(_) | Self::WaitingForBatches => 0,
             Self::Field(_) | Self::Io(_) => 1,
             Self::Interrupted => 130,
             Self::Store(e) => store_exit_code(e),

@@ -72,6 +72,23 @@ pub struct CommonFlags {
     /// across runs and machines; merge the shards' output dirs with `atk merge`.
     #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
     pub shard: Option<Shard>,
+    /// Batch mode: submits the batches that can be submitted now (a chain's first step; later
+    /// steps need its results), leaves them running at the provider and exits 0 saying how to
+    /// collect them; any later run collects what has ended.
+    #[arg(long = "no-wait", conflicts_with_all = ["dry_run", "preview"])]
+    pub no_wait: bool,
+    /// Cancels every batch this output dir's journal lists as still at the provider, records
+    /// them cancelled and exits; the next run collects what they finished and sends the rest
+    /// in new batches.
+    #[arg(long = "cancel-batches", conflicts_with_all = ["dry_run", "preview", "no_wait"])]
+    pub cancel_batches: bool,
+    /// The command line the run was started with (program first), to say how to run it again.
+    #[arg(skip)]
+    pub command: Vec<String>,
+    /// Items in a sled store past which the run suggests moving to redb (default 50 000; for
+    /// tests).
+    #[arg(long, value_name = "N", hide = true)]
+    pub redb_advice_at: Option<u64>,
 }
 
 /// `--config`'s value as given; empty only when `--describe-config` left it out (clap's own
@@ -185,11 +202,17 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
     let matches = PipelineCli::command()
         .name(name)
         .bin_name(name)
-        .try_get_matches_from(args)?;
-    PipelineCli::from_arg_matches(&matches).map(|c| c.common)
+        .try_get_matches_from(&args)?;
+    let mut flags = PipelineCli::from_arg_matches(&matches).map(|c| c.common)?;
+    flags.command = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    Ok(flags)
 }
 
 #[cfg(test)]

@@ -12,6 +12,12 @@ pub fn store_dir(output_dir: &Path) -> PathBuf {
     output_dir.join("store")
 }
 
+/// `<output_dir>/corpus.redb`: the corpus index (every chunk an unsharded run seeds, by id,
+/// by document and by position), rebuilt by seeding when the inputs change.
+pub fn corpus_path(output_dir: &Path) -> PathBuf {
+    output_dir.join("corpus.redb")
+}
+
 /// `<output_dir>/.atk-staging`: where a run writes its datasets until it has completed; they
 /// are moved into place then, or removed when the run fails, so a failed run leaves the
 /// previous datasets as they were.
@@ -27,6 +33,17 @@ pub fn row_sources_path(dataset: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     dataset.with_file_name(format!(".{name}.sources"))
+}
+
+/// The hidden sidecar beside a dataset file naming the item each row was made from (one JSON
+/// line per row: the final item's id, or `null`): `.<name>.items`. The interface keys review
+/// marks by it, so a mark follows its item across reruns.
+pub fn row_items_path(dataset: &Path) -> PathBuf {
+    let name = dataset
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dataset.with_file_name(format!(".{name}.items"))
 }
 
 /// File name of the status snapshot inside the output dir (rewritten about once a second).
@@ -55,6 +72,52 @@ pub fn batch_index_meta_key(engine: &str) -> String {
 /// Store meta key of one batch of an engine ([`BatchMeta`]).
 pub fn batch_meta_key(engine: &str, key: &str) -> String {
     format!("batches/{engine}/{key}")
+}
+
+/// Store meta key of where one batch of an engine stands ([`BatchState`]; batches recorded
+/// before it existed have none).
+pub fn batch_state_meta_key(engine: &str, key: &str) -> String {
+    format!("batches/{engine}/{key}/state")
+}
+
+/// Where a provider batch stands, kept apart from its (long) request list so `atk status`
+/// lists batches without reading which requests are in them. Written when the batch is
+/// planned, created, polled (when its counts change), cancelled and collected.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BatchState {
+    /// The provider's batch id, once known.
+    #[serde(default)]
+    pub batch_id: Option<String>,
+    /// `openai` or `anthropic`.
+    #[serde(default)]
+    pub provider: String,
+    /// When the batch was planned (Unix ms), just before it was created.
+    #[serde(default)]
+    pub created_at_ms: u64,
+    /// The provider's state as last polled; `planned` before it was created.
+    #[serde(default)]
+    pub state: String,
+    /// The batch has ended (its results can be read).
+    #[serde(default)]
+    pub ended: bool,
+    /// Requests answered with a reply.
+    #[serde(default)]
+    pub done: u64,
+    /// Requests that errored.
+    #[serde(default)]
+    pub errored: u64,
+    /// Requests not answered before the batch expired or was cancelled.
+    #[serde(default)]
+    pub expired: u64,
+    /// Requests in the batch.
+    #[serde(default)]
+    pub total: u64,
+    /// `--cancel-batches` cancelled it.
+    #[serde(default)]
+    pub cancelled: bool,
+    /// Its results were read and stored: its request list is dropped from the journal.
+    #[serde(default)]
+    pub collected: bool,
 }
 
 /// One provider batch as the store keeps it: which requests went in (recorded before it is

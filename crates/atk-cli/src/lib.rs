@@ -35,6 +35,7 @@ pub mod term {
 mod runner;
 mod settings;
 pub mod status;
+mod store_advice;
 mod summary;
 mod unused;
 
@@ -49,10 +50,12 @@ pub use runner::{Dataset, Pipeline, RunContext, RunOutcome, main, main_with_args
 pub mod prelude {
     pub use crate::dataset::{Conversation, sharegpt_pair};
     pub use crate::{Dataset, Pipeline, RunContext, RunError, async_trait};
-    pub use atk_state::Fields;
+    pub use atk_state::{Corpus, CorpusChunk, Fields, ItemRng};
     pub use atk_step::{
-        Chain, EngineChoice, FanInStep, FanOutStep, FilterStep, Item, MapStep, PromptStep,
-        VoteStep, default_judge, prompts, qa_children, qa_pairs, tag_text, tagged_turns, verdict,
+        BarrierStep, Chain, EngineChoice, FanInStep, FanOutStep, FilterStep, Item, MapStep,
+        PromptStep, StepContext, Survivor, Verdict, VoteStep, cited_passage, default_judge,
+        labelled_line, line_children, passages, prompts, qa_children, qa_pairs, tag_text,
+        tagged_turns, verdict,
     };
     pub use serde_json::{Value, json};
 }

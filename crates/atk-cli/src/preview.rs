@@ -69,6 +69,14 @@ pub(crate) fn render(items: u64, report: &RunReport, secrets: &[&Secret]) -> Str
          their results are stored, so the full run does not pay for them again; no dataset written"
     );
     for step in &report.steps {
+        if report.stopped_before.as_deref() == Some(step.step.as_str()) {
+            let _ = writeln!(
+                s,
+                "  (stopped before barrier step `{}`: it needs every item, so a preview does not run it or the steps after it; the full run does)",
+                step.step
+            );
+            break;
+        }
         let dropped: u64 = step.drops_by_reason.iter().map(|g| g.count).sum();
         let seen = step.done + step.skipped + step.failed;
         let passed = seen.saturating_sub(step.failed + dropped);
@@ -122,6 +130,7 @@ mod tests {
     fn a_preview_shows_rates_reasons_and_one_scrubbed_reply_each() {
         let key = Secret::new("sk-secret-123");
         let report = RunReport {
+            stopped_before: None,
             steps: vec![StepReport {
                 step: "judge".into(),
                 done: 4,
@@ -153,5 +162,30 @@ mod tests {
         assert!(text.contains("2 x dropped: unsuitable"), "{text}");
         assert!(text.contains("raw reply: Verdict: UNSUITABLE"), "{text}");
         assert!(!text.contains("sk-secret-123"), "{text}");
+    }
+
+    #[test]
+    fn a_preview_stops_at_the_first_barrier_and_says_so() {
+        let step = |name: &str, done| StepReport {
+            step: name.into(),
+            done,
+            ..Default::default()
+        };
+        let report = RunReport {
+            steps: vec![step("judge", 4), step("dedup", 0), step("answer", 0)],
+            finished: 0,
+            cancelled: false,
+            stopped_before: Some("dedup".into()),
+        };
+        let text = render(4, &report, &[]);
+        assert!(text.contains("judge: 4 of 4 passed"), "{text}");
+        assert!(
+            text.contains("stopped before barrier step `dedup`"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("answer:"),
+            "steps after the barrier are not listed: {text}"
+        );
     }
 }

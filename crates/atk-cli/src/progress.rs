@@ -20,6 +20,7 @@ use indicatif::{MultiProgress, ProgressDrawTarget};
 
 use crate::status::StatusSnapshot;
 use counts::Counts;
+pub(crate) use counts::split_reason;
 use render::Render;
 
 /// How progress is shown (`--progress`).
@@ -52,6 +53,14 @@ impl ProgressMode {
 
 /// Returns the run's total cost so far (summed over engines), in USD.
 pub(crate) type CostFn = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// Returns this run's cost so far of one step's calls (USD), by the step's name.
+pub(crate) type StepCostFn = Arc<dyn Fn(&str) -> f64 + Send + Sync>;
+
+/// A step's own cost in this run, shown beside the run's (`None`: not known, so not shown).
+pub(crate) fn step_cost_text(step_cost: Option<f64>) -> String {
+    step_cost.map(|c| format!(", ${c:.4}")).unwrap_or_default()
+}
 
 /// Cost so far: this run's, and every run's on this output dir (USD).
 #[derive(Debug, Clone, Copy)]
@@ -135,6 +144,13 @@ impl Progress {
     /// the start); without it, this run's cost is the whole cost.
     pub(crate) fn with_run_cost(mut self, cost: CostFn) -> Self {
         self.counts.run_cost = Some(cost);
+        self
+    }
+
+    /// Sets where each step's own cost in this run comes from (the engines' counters, which
+    /// cost each call under the step that made it).
+    pub(crate) fn with_step_cost(mut self, cost: StepCostFn) -> Self {
+        self.counts.step_cost = Some(cost);
         self
     }
 

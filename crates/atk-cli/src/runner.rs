@@ -5,6 +5,7 @@
 //! the error) and [`crate::out`] where it goes: it is the binary's front end living in a
 //! library so every pipeline shares it.
 
+mod batch_run;
 mod budget;
 mod context;
 mod dry;
@@ -15,6 +16,7 @@ mod phases;
 mod seed;
 mod signals;
 mod status_loop;
+mod unchanged;
 
 use std::collections::HashSet;
 
@@ -255,6 +257,9 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         "stored results counted"
     );
     let store: Arc<dyn Store> = sled.clone();
+    if flags.cancel_batches {
+        return batch_run::cancel_batches(&settings, &store, &flags, pipeline.name()).await;
+    }
     check_fingerprint(store.as_ref(), &loaded.fingerprint);
     store
         .put_meta(
@@ -276,7 +281,14 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     // stop calls still waiting for a slot or a retry backoff (they are not sent).
     let cancel = CancellationToken::new();
     let budget = budget::for_run(&settings, store.as_ref())?;
-    let (engines, counters, limit) = build_engines(&settings, &store, &cancel, budget.as_ref())?;
+    let batches = journal::RunBatches::for_run(&settings, &store, flags.no_wait)?;
+    if flags.no_wait && batches.journals().is_empty() {
+        crate::out::warn(
+            "--no-wait changes nothing here: no engine the chain calls is in batch mode (small_mode / large_mode: batch)",
+        );
+    }
+    let (engines, counters, limit) =
+        build_engines(&settings, &store, &cancel, budget.as_ref(), Some(&batches))?;
     let budget_watch = budget::watch(budget.clone(), cancel.clone());
     let baselines: Vec<CostTotals> = counters.iter().map(|c| c.snapshot()).collect();
     let status_inputs = StatusInputs {
@@ -285,6 +297,8 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         baselines: baselines.clone(),
         limit,
         stored: stored_counts.clone(),
+        batches: Some(batches.clone()),
+        budget: budget.clone(),
     };
     if engines.small.is_mock() || engines.large.is_mock() {
         let which: Vec<&str> = [&engines.small, &engines.large]
@@ -311,6 +325,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         )
         .await?;
     }
+    let corpus: Option<Arc<dyn atk_state::Corpus>> = match &inputs {
+        Some(_) => atk_state::CorpusIndex::open(&crate::layout::corpus_path(&settings.output_dir))
+            .map_err(RunError::fatal)?
+            .map(|c| Arc::new(c) as Arc<dyn atk_state::Corpus>),
+        None => None,
+    };
 
     let cost_fn = {
         let counters = counters.clone();
@@ -326,10 +346,26 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
             (counters.iter().map(|c| c.snapshot().cost_usd).sum::<f64>() - before).max(0.0)
         })
     };
+    // Each step's own cost: the counters cost every call under the step that made it.
+    let step_cost_fn = {
+        let (counters, before) = (counters.clone(), baselines.clone());
+        Arc::new(move |step: &str| {
+            counters
+                .iter()
+                .zip(&before)
+                .map(|(c, b)| {
+                    let now = c.snapshot().cost_by_tag.get(step).copied().unwrap_or(0.0);
+                    now - b.cost_by_tag.get(step).copied().unwrap_or(0.0)
+                })
+                .sum::<f64>()
+                .max(0.0)
+        })
+    };
     let progress = Arc::new(
         Progress::stderr(progress_mode)
             .with_cost(cost_fn)
-            .with_run_cost(run_cost_fn),
+            .with_run_cost(run_cost_fn)
+            .with_step_cost(step_cost_fn),
     );
     crate::logging::attach_bars(progress.multi().cloned());
     let ctrl_c = tokio::spawn(watch_ctrl_c(
@@ -365,7 +401,11 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(&flags),
         preview: flags.preview,
+        batches: Some(batches.clone()),
+        corpus,
+        unchanged: unchanged::Tracker::new(&loaded.redacted, stored_counts.clone(), sled.clone()),
     };
+    ctx.unchanged.take_record(store.as_ref()).await;
     // Outside a dry run the phases end completed or with an error.
     let mut outcome = phases::run_pipeline(&pipeline, &mut ctx, &chain)
         .await
@@ -377,6 +417,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         }
     }
     let outcome = budget::outcome(outcome, budget.as_deref(), &progress.snapshot());
+    // Batches still at the provider: left on purpose (--no-wait), or by a stop (Ctrl-C, an
+    // error). Those whose results are stored leave the journal.
+    let left = batches.left_running();
+    let waiting = matches!(outcome, Err(RunError::WaitingForBatches));
+    let outcome = if waiting { Ok(()) } else { outcome };
+    batches.prune(outcome.is_ok() && left.is_empty()).await;
     status_task.abort();
     ctrl_c.abort();
     if let Some(watch) = budget_watch {
@@ -436,8 +482,16 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     }
     summary.dropped_rows = ending::dropped_rows(&settings.output_dir, written.dropped);
     // Only a run that completed publishes its datasets (and then its card).
-    let (mut outcome, mut state) = ending::judge(outcome, &summary);
-    if outcome.is_ok()
+    // A run that left its batches running has not completed: it publishes nothing yet.
+    let (mut outcome, mut state) = if waiting {
+        (Ok(()), RunState::WaitingForBatches)
+    } else {
+        ending::judge(outcome, &summary)
+    };
+    if waiting {
+        ending::discard(&settings.output_dir);
+        summary.datasets.clear();
+    } else if outcome.is_ok()
         && let Err(e) = ending::publish(&settings.output_dir, &staged)
     {
         state = RunState::Failed {
@@ -448,11 +502,27 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     if outcome.is_err() {
         ending::discard(&settings.output_dir);
         summary.datasets.clear();
+    } else {
+        unchanged::record(&ctx, &summary.datasets, &summary.dropped_rows).await;
     }
-    progress.finish(outcome.is_ok());
+    progress.finish(outcome.is_ok() && !waiting);
     crate::logging::detach_bars();
+    // A sled store grown past the advice threshold: how to move to redb (the summary says it
+    // once; `atk status` whenever it shows this folder).
+    let advice = crate::store_advice::for_run(
+        &sled,
+        flags
+            .redb_advice_at
+            .unwrap_or(crate::store_advice::ADVICE_ITEMS),
+        &settings.output_dir.display().to_string(),
+    )
+    .await;
+    if let Some((text, true)) = &advice {
+        summary.store_advice = Some(text.clone());
+    }
     let mut snapshot = status_of(pipeline.name(), &progress, &status_inputs);
     snapshot.state = state;
+    snapshot.store_advice = advice.map(|(text, _)| text);
     snapshot.reasons = crate::preview::reason_samples(&reports);
     snapshot.budget = budget::status(budget.as_deref());
     if let Ok(v) = serde_json::to_value(&snapshot) {
@@ -476,7 +546,17 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         crate::card::write(&summary, &settings, &ctx.common, prompts, store.as_ref()).await;
     }
     print_summary(&summary, outcome.is_err(), progress_mode);
-    outcome.map(|()| RunOutcome::Completed)
+    if !left.is_empty() {
+        let command = batch_run::collect_command(&flags, pipeline.name());
+        crate::out::always(&batch_run::left_message(&left, &command, waiting));
+    }
+    outcome.map(|()| {
+        if waiting {
+            RunOutcome::WaitingForBatches
+        } else {
+            RunOutcome::Completed
+        }
+    })
 }
 
 /// Prints the summary (to stderr; under `-q` too when `alarm`: it explains a failure) and

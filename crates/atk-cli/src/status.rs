@@ -3,6 +3,7 @@
 //! (`status/state.rs`), how it is read without disturbing a run (`status/read.rs`) and its
 //! text rendering (`status/render.rs`).
 
+mod batches;
 mod read;
 mod render;
 mod state;
@@ -12,6 +13,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use batches::BatchStatus;
+pub(crate) use batches::read_batches;
+pub use atk_engine::OutageNow;
 pub use read::read_status;
 pub use state::RunState;
 
@@ -52,6 +56,10 @@ pub struct StepStatus {
     /// (`failed: KIND: REASON`, `dropped: REASON`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reasons: BTreeMap<String, u64>,
+    /// This run's cost of the step's own calls (USD; 0 in snapshots written before it was
+    /// recorded).
+    #[serde(default)]
+    pub cost_usd: f64,
 }
 
 /// How a step's stored results compare with its current fingerprint (prompt, params, model,
@@ -100,6 +108,13 @@ pub struct EngineStatus {
     /// Per endpoint (several `base_url`s): `[calls, failures]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub endpoints: BTreeMap<String, [u64; 2]>,
+    /// Outages of the endpoint so far (it stopped answering; calls waited while it was
+    /// probed), all runs.
+    #[serde(default)]
+    pub outages: u64,
+    /// The outage in progress: calls wait and one probe at a time goes out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage: Option<OutageNow>,
 }
 
 /// A failure or drop reason of the last run, with one raw reply that met it (keys masked).
@@ -183,6 +198,13 @@ pub struct StatusSnapshot {
     /// Results found missing when the run opened its store (a damaged store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damage: Vec<MissingResults>,
+    /// The run's provider batches (engines in `batch` mode), from its batch journal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<BatchStatus>,
+    /// How to move a large sled store to redb and what it saves (set at the end of a run whose
+    /// sled store is past the advice threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_advice: Option<String>,
 }
 
 /// A step whose store came back with fewer results than were last recorded.

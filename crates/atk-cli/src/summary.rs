@@ -123,6 +123,12 @@ pub(crate) struct RunSummary {
     /// Rows left out of a dataset because they were not valid for its format.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped_rows: Vec<DroppedRows>,
+    /// The barrier step a `--shard` run stopped before (no item could reach the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_before: Option<String>,
+    /// How to move a large sled store to redb (shown by the first run past the threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_advice: Option<String>,
 }
 
 /// Rows of one dataset left out for one reason.
@@ -216,6 +222,8 @@ impl RunSummary {
             all_failed,
             finished,
             dropped_rows: Vec::new(),
+            stopped_before: reports.iter().find_map(|r| r.stopped_before.clone()),
+            store_advice: None,
         }
     }
 
@@ -229,6 +237,9 @@ impl RunSummary {
             .map(|d| d.count)
             .sum();
         let failed: u64 = self.steps.iter().map(|s| s.failed).sum();
+        if self.stopped_before.is_some() {
+            return None;
+        }
         if !self.steps.is_empty() && self.finished == 0 && dropped + failed > 0 {
             return Some(format!(
                 "no item reached the end of the chain ({dropped} dropped, {failed} failed); the reasons are listed above"
@@ -412,6 +423,9 @@ impl RunSummary {
                 "every attempted item failed: no dataset line was produced"
             );
         }
+        if let Some(advice) = &self.store_advice {
+            let _ = writeln!(s, "store: {advice}");
+        }
         s
     }
 
@@ -438,6 +452,7 @@ mod tests {
     #[test]
     fn summary_counts_this_run_and_renders_failures_with_a_sample() {
         let report = RunReport {
+            stopped_before: None,
             steps: vec![StepReport {
                 step: "write_poem".into(),
                 done: 3,

@@ -31,9 +31,42 @@ pub trait BatchJournal: Send + Sync {
     async fn planned(&self, key: &str, custom_ids: &[String]) -> Result<(), String>;
     /// Once the provider accepted the batch: its id.
     async fn created(&self, key: &str, batch_id: &str) -> Result<(), String>;
-    /// Progress of a batch being polled (`done` of `total` requests answered), for display.
-    fn progress(&self, key: &str, batch_id: &str, state: &str, done: u64, total: u64) {
-        let _ = (key, batch_id, state, done, total);
+    /// Where a batch stands, each time it is polled, once more when its results were read
+    /// (counted from its lines), and when it is left running (`--no-wait`) or cancelled.
+    /// Recording it is best effort: a failure is the journal's to log.
+    async fn polled(&self, key: &str, batch_id: &str, progress: &BatchProgress) {
+        let _ = (key, batch_id, progress);
+    }
+    /// A line of batch `key` was handed to its caller (a reply or a failure): once every line
+    /// of a batch was, and the results are stored, the journal may forget the batch.
+    fn handed_out(&self, key: &str, custom_id: &str) {
+        let _ = (key, custom_id);
+    }
+}
+
+/// Where a provider batch stands, as polled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchProgress {
+    /// The provider's state (`validating`, `in_progress`, `finalizing`, `completed`,
+    /// `expired`, `failed`, `cancelling`, `cancelled`; Anthropic `in_progress`, `canceling`,
+    /// `ended`).
+    pub state: String,
+    /// The batch has ended: its results can be read, nothing more will be answered.
+    pub ended: bool,
+    /// Requests answered with a reply.
+    pub done: u64,
+    /// Requests that errored.
+    pub errored: u64,
+    /// Requests not answered before the batch expired or was cancelled.
+    pub expired: u64,
+    /// Requests in the batch.
+    pub total: u64,
+}
+
+impl BatchProgress {
+    /// Requests the provider is through with (answered, errored or expired).
+    pub fn answered(&self) -> u64 {
+        self.done + self.errored + self.expired
     }
 }
 
@@ -55,6 +88,10 @@ pub struct BatchConfig {
     /// Where the engine records which request went into which batch (`None`: kept in memory
     /// only, nothing survives the process).
     pub journal: Option<Arc<dyn BatchJournal>>,
+    /// Submit and leave (`--no-wait`): each batch is polled once; one that has not ended then
+    /// is left running at the provider and its calls end with `Error::Cancelled` (their items
+    /// stay pending; a later run collects the batch).
+    pub no_wait: bool,
 }
 
 impl Default for BatchConfig {
@@ -66,6 +103,7 @@ impl Default for BatchConfig {
             poll_max: Duration::from_secs(300),
             tag: String::new(),
             journal: None,
+            no_wait: false,
         }
     }
 }
@@ -79,6 +117,34 @@ impl std::fmt::Debug for BatchConfig {
             .field("poll_max", &self.poll_max)
             .field("tag", &self.tag)
             .field("journal", &self.journal.is_some())
+            .field("no_wait", &self.no_wait)
             .finish()
+    }
+}
+
+/// Cancelling and finding provider batches outside a run's calls (`--cancel-batches`).
+pub struct BatchControl {
+    transport: crate::http::BatchTransport,
+}
+
+impl BatchControl {
+    /// A control over the batch API `cfg` names (its base URL, key and dialect).
+    pub fn new(cfg: &crate::EngineConfig) -> Result<Self, crate::Error> {
+        let cancel = crate::cancel::Cancel::new(&cfg.label, None);
+        Ok(Self {
+            transport: crate::http::BatchTransport::new(cfg, cancel)?,
+        })
+    }
+
+    /// Asks the provider to cancel batch `batch_id` (OpenAI `POST /batches/{id}/cancel`,
+    /// Anthropic `POST /messages/batches/{id}/cancel`); returns where it stands after.
+    pub async fn cancel(&self, batch_id: &str) -> Result<BatchProgress, crate::Error> {
+        self.transport.cancel_batch(batch_id).await
+    }
+
+    /// The id of the batch created under `key` whose id was never stored, when the provider's
+    /// batch list can be searched by tag (OpenAI's metadata); `None` otherwise.
+    pub async fn find(&self, key: &str) -> Option<String> {
+        self.transport.find_batch(key).await
     }
 }

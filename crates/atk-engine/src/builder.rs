@@ -246,13 +246,13 @@ impl EngineBuilder {
         if let Some(cfg) = retry {
             layers.push(Box::new(Retry::new(
                 cfg,
-                observers,
+                observers.clone(),
                 fuse.clone(),
                 cancel.clone(),
             )));
         }
         if let Some(limit) = self.outage_limit {
-            let outage = Outage::new(&label, limit);
+            let outage = Outage::new(&label, limit, observers.clone());
             layers.push(Box::new(OutageGuard::new(outage, fuse, cancel)));
         }
         if let Some(gate) = gate {

@@ -90,6 +90,34 @@ pub struct CostTotals {
     /// With several endpoints: attempts per endpoint URL, `[answered, failed]`.
     #[serde(default)]
     pub endpoints: BTreeMap<String, [u64; 2]>,
+    /// Cost in USD of the calls made under each tag ([`tagged`]: the runner tags a step's
+    /// calls with the step's name), so each step's cost is known, not only the engine's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cost_by_tag: BTreeMap<String, f64>,
+    /// Outages of the endpoint: times it stopped answering and calls waited for it.
+    #[serde(default)]
+    pub outages: u64,
+}
+
+/// An endpoint outage in progress, as the engine's outage guard reported it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct OutageNow {
+    /// When it began (Unix ms).
+    pub since_ms: u64,
+    /// The failure that made it an outage.
+    pub error: String,
+}
+
+tokio::task_local! {
+    /// The tag of the calls the running task makes, set by [`tagged`].
+    static CALL_TAG: Arc<str>;
+}
+
+/// Runs `fut` with every engine call it makes counted under `tag` as well
+/// ([`CostTotals::cost_by_tag`]). Observers run on the calling task, so the tag reaches them
+/// whatever the layers below do.
+pub async fn tagged<F: std::future::Future>(tag: &str, fut: F) -> F::Output {
+    CALL_TAG.scope(Arc::from(tag), fut).await
 }
 
 impl CostTotals {
@@ -107,10 +135,14 @@ impl CostTotals {
             *self.retries.entry(k.clone()).or_default() += v;
         }
         self.cut_while_busy += other.cut_while_busy;
+        self.outages += other.outages;
         for (url, [ok, failed]) in &other.endpoints {
             let e = self.endpoints.entry(url.clone()).or_default();
             e[0] += ok;
             e[1] += failed;
+        }
+        for (tag, cost) in &other.cost_by_tag {
+            *self.cost_by_tag.entry(tag.clone()).or_default() += cost;
         }
         self.cut_window = match (self.cut_window, other.cut_window) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -124,6 +156,8 @@ pub struct CostCounter {
     label: String,
     pricing: Pricing,
     totals: Mutex<CostTotals>,
+    /// The outage in progress, if any (live state: not saved with the totals).
+    outage: Mutex<Option<OutageNow>>,
 }
 
 impl CostCounter {
@@ -133,7 +167,17 @@ impl CostCounter {
             label: label.into(),
             pricing,
             totals: Mutex::new(CostTotals::default()),
+            outage: Mutex::new(None),
         })
+    }
+
+    /// The endpoint's outage in progress: it stopped answering and calls wait while it is
+    /// probed.
+    pub fn outage(&self) -> Option<OutageNow> {
+        self.outage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The engine label counted.
@@ -171,6 +215,9 @@ impl Observer for CostCounter {
         t.cache_write_tokens += u.cache_write_tokens;
         t.estimated_replies += u64::from(u.estimated);
         t.cost_usd += cost;
+        if let Ok(tag) = CALL_TAG.try_with(Arc::clone) {
+            *t.cost_by_tag.entry(tag.to_string()).or_default() += cost;
+        }
     }
     fn on_retry(&self, label: &str, error: &Error, _attempt: u32, _delay: Duration) {
         if label != self.label {
@@ -196,6 +243,24 @@ impl Observer for CostCounter {
             self.lock().endpoints.entry(url.to_string()).or_default()[usize::from(!ok)] += 1;
         }
     }
+    fn on_outage(&self, label: &str, down: bool, error: &str) {
+        if label != self.label {
+            return;
+        }
+        let now = if down {
+            self.lock().outages += 1;
+            let since_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            Some(OutageNow {
+                since_ms,
+                error: error.to_string(),
+            })
+        } else {
+            None
+        };
+        *self.outage.lock().unwrap_or_else(|e| e.into_inner()) = now;
+    }
     fn on_error(&self, label: &str, _request: &Request, error: &Error) {
         // A call stopped by cancel was never answered (nor, mostly, sent): not a failure.
         if label == self.label && !matches!(error, Error::Cancelled { .. }) {
@@ -208,6 +273,46 @@ impl Observer for CostCounter {
 mod tests {
     use super::*;
     use crate::{Timing, TransientKind, Usage};
+
+    #[tokio::test]
+    async fn tagged_calls_are_costed_under_their_tag_too() {
+        let c = CostCounter::new("small", Pricing::new(2.0, 10.0));
+        let reply = Reply {
+            text: "x".into(),
+            finish_reason: None,
+            usage: Usage {
+                prompt_tokens: 1000,
+                completion_tokens: 500,
+                ..Usage::default()
+            },
+            model: "m".into(),
+            timing: Timing::default(),
+        };
+        let req = Request::completion("p");
+        tagged("judge", async { c.on_reply("small", &req, &reply) }).await;
+        tagged("answer", async {
+            c.on_reply("small", &req, &reply);
+            c.on_reply("small", &req, &reply);
+        })
+        .await;
+        c.on_reply("small", &req, &reply); // untagged: in the total only
+        let t = c.snapshot();
+        assert!((t.cost_usd - 4.0 * 0.007).abs() < 1e-12, "{}", t.cost_usd);
+        assert!((t.cost_by_tag["judge"] - 0.007).abs() < 1e-12);
+        assert!((t.cost_by_tag["answer"] - 0.014).abs() < 1e-12);
+        // Saved and restored, per tag too.
+        let back: CostTotals = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        let resumed = CostCounter::new("small", Pricing::new(2.0, 10.0));
+        resumed.restore(&back);
+        resumed.restore(&back);
+        assert!((resumed.snapshot().cost_by_tag["answer"] - 0.028).abs() < 1e-12);
+        // Totals saved before tags existed still read.
+        let old: CostTotals = serde_json::from_str(
+            r#"{"requests":1,"failed_requests":0,"prompt_tokens":1,"completion_tokens":1,"estimated_replies":0,"cost_usd":0.5,"retries":{}}"#,
+        )
+        .unwrap();
+        assert!(old.cost_by_tag.is_empty());
+    }
 
     #[test]
     fn counts_costs_and_resumes() {

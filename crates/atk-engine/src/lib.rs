@@ -28,11 +28,11 @@ use std::sync::{Arc, Once};
 
 use async_trait::async_trait;
 
-pub use batch::{BatchConfig, BatchJournal, JournalEntry};
+pub use batch::{BatchConfig, BatchControl, BatchJournal, BatchProgress, JournalEntry};
 pub use budget::{Budget, UNBOUNDED_COMPLETION_TOKENS, price_of, worst_case_tokens};
 pub use builder::{EngineBuilder, LimitConfig};
 pub use config::{Dialect, Endpoint, EngineConfig, MockConfig, Mode, RetryConfig, Timeouts};
-pub use cost::{CostCounter, CostTotals, Pricing};
+pub use cost::{CostCounter, CostTotals, OutageNow, Pricing, tagged};
 pub use debug::DebugObserver;
 pub use error::{Error, TransientKind};
 pub use limit::ConcurrencyLimit;

@@ -39,6 +39,11 @@ pub trait Observer: Send + Sync {
     fn on_error(&self, label: &str, request: &Request, error: &Error) {
         let _ = (label, request, error);
     }
+    /// The endpoint stopped answering (`down`: calls wait while one probe at a time goes out,
+    /// `error` the failure that made the outage) or answers again (`!down`).
+    fn on_outage(&self, label: &str, down: bool, error: &str) {
+        let _ = (label, down, error);
+    }
 }
 
 /// The shared list of observers of one engine.

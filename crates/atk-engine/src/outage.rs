@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::cancel::Cancel;
 use crate::fuse::Fuse;
+use crate::observer::Observers;
 use crate::stack::{Layer, Next};
 use crate::{Error, Reply, Request, TransientKind};
 
@@ -28,6 +29,8 @@ const PROBE_MAX: Duration = Duration::from_secs(10);
 pub(crate) struct Outage {
     label: String,
     limit: Duration,
+    /// Told when the endpoint goes down and when it answers again.
+    observers: Observers,
     state: Mutex<State>,
     changed: Notify,
 }
@@ -100,10 +103,11 @@ fn is_neutral(error: &Error) -> bool {
 }
 
 impl Outage {
-    pub(crate) fn new(label: &str, limit: Duration) -> Self {
+    pub(crate) fn new(label: &str, limit: Duration, observers: Observers) -> Self {
         Self {
             label: label.to_string(),
             limit,
+            observers,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
         }
@@ -173,6 +177,10 @@ impl Outage {
                     st.next_probe = Some(now + PROBE_FIRST);
                     tracing::warn!(engine = %self.label, error = %e, limit_s = self.limit.as_secs(),
                         "the endpoint stopped answering: sending paused, probing it with back-off");
+                    let error = st.last_error.clone();
+                    for o in self.observers.iter() {
+                        o.on_outage(&self.label, true, &error);
+                    }
                 } else if pass == Pass::Probe {
                     st.backoff = (st.backoff * 2).min(PROBE_MAX);
                     st.next_probe = Some(now + st.backoff);
@@ -206,6 +214,9 @@ impl Outage {
                     tracing::warn!(engine = %self.label, down_s = since.elapsed().as_secs_f64(),
                         "the endpoint answers again: sending resumed");
                     drop(st);
+                    for o in self.observers.iter() {
+                        o.on_outage(&self.label, false, "");
+                    }
                     self.changed.notify_waiters();
                 }
                 Verdict::Return

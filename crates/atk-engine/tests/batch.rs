@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use atk_engine::{
-    BatchConfig, BatchJournal, CostCounter, Dialect, Engine, EngineConfig, JournalEntry, Mode,
-    Pricing, Request, build_engine,
+    BatchConfig, BatchControl, BatchJournal, BatchProgress, CostCounter, Dialect, Engine,
+    EngineConfig, Error, JournalEntry, Mode, Pricing, Request, build_engine,
 };
 use atk_testkit::{BatchBehaviour, ServerConfig, TestServer};
 use common::{KEY, chat, engine_cfg, ms};
@@ -23,6 +23,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Default)]
 struct MemJournal {
     entries: Mutex<HashMap<String, JournalEntry>>,
+    /// Every poll reported, in order.
+    polls: Mutex<Vec<BatchProgress>>,
+    /// Lines handed out.
+    handed: Mutex<usize>,
 }
 
 #[async_trait]
@@ -51,6 +55,22 @@ impl BatchJournal for MemJournal {
         }
         Ok(())
     }
+    async fn polled(&self, _key: &str, _batch_id: &str, progress: &BatchProgress) {
+        self.polls.lock().unwrap().push(progress.clone());
+    }
+    fn handed_out(&self, _key: &str, _custom_id: &str) {
+        *self.handed.lock().unwrap() += 1;
+    }
+}
+
+impl MemJournal {
+    fn batch_id(&self) -> Option<String> {
+        self.entries
+            .lock()
+            .unwrap()
+            .values()
+            .find_map(|e| e.batch_id.clone())
+    }
 }
 
 fn server_with(batch: BatchBehaviour) -> ServerConfig {
@@ -75,6 +95,7 @@ fn batch_cfg(
             poll_max: Duration::from_secs(2),
             tag: "test-run".into(),
             journal: journal.map(|j| j as Arc<dyn BatchJournal>),
+            no_wait: false,
         })
 }
 
@@ -266,4 +287,104 @@ async fn identical_calls_are_separate_samples() {
     engine.call(vote).await.unwrap();
     let s = server.stats();
     assert_eq!((s.batches_created, s.batch_lines), (2, 4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_wait_leaves_the_batch_and_a_later_engine_collects_it() {
+    for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+        let server = TestServer::start(server_with(BatchBehaviour {
+            latency: Duration::from_secs(600),
+            ..BatchBehaviour::default()
+        }))
+        .await
+        .unwrap();
+        let journal = Arc::new(MemJournal::default());
+        let mut cfg = batch_cfg(&server, dialect, Some(journal.clone()));
+        cfg.batch.no_wait = true;
+        let leaving = build_engine(cfg, vec![]).unwrap();
+        let reqs = requests(6);
+        for r in futures_util::future::join_all(reqs.iter().map(|r| leaving.call(r.clone()))).await
+        {
+            // Left running: the call ends as a stopped one (its item stays pending).
+            assert!(
+                matches!(r, Err(Error::Cancelled { .. })),
+                "{dialect}: {r:?}"
+            );
+        }
+        let s = server.stats();
+        assert_eq!(
+            (s.batches_created, s.batch_polls),
+            (1, 1),
+            "{dialect}: one look"
+        );
+        let polls = journal.polls.lock().unwrap().clone();
+        assert_eq!(polls.len(), 1, "{dialect}");
+        assert!(
+            !polls[0].ended && polls[0].total == 6,
+            "{dialect}: {polls:?}"
+        );
+        assert_eq!(
+            *journal.handed.lock().unwrap(),
+            0,
+            "{dialect}: nothing handed out"
+        );
+        // A later engine (the next run) waits for the same batch and reads it.
+        let collecting =
+            build_engine(batch_cfg(&server, dialect, Some(journal.clone())), vec![]).unwrap();
+        assert_eq!(call_all(&collecting, &reqs).await.len(), 6);
+        let s = server.stats();
+        assert_eq!((s.batches_created, s.batch_lines), (1, 6), "{dialect}");
+        let last = journal.polls.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            (last.ended, last.done, last.total),
+            (true, 6, 6),
+            "{dialect}: the read batch is reported with its counts"
+        );
+        assert_eq!(*journal.handed.lock().unwrap(), 6, "{dialect}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_batch_keeps_what_it_did_and_the_rest_goes_in_a_new_batch() {
+    for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+        let server = TestServer::start(server_with(BatchBehaviour {
+            latency: Duration::from_secs(3600),
+            cancel_done: 0.5,
+            ..BatchBehaviour::default()
+        }))
+        .await
+        .unwrap();
+        let journal = Arc::new(MemJournal::default());
+        let mut cfg = batch_cfg(&server, dialect, Some(journal.clone()));
+        cfg.batch.no_wait = true;
+        let reqs = requests(10);
+        let leaving = build_engine(cfg.clone(), vec![]).unwrap();
+        futures_util::future::join_all(reqs.iter().map(|r| leaving.call(r.clone()))).await;
+        let id = journal.batch_id().expect("the batch's id is recorded");
+        let cancelled = BatchControl::new(&cfg).unwrap().cancel(&id).await.unwrap();
+        assert!(
+            !cancelled.ended && cancelled.state.starts_with("cancel"),
+            "{dialect}: {cancelled:?}"
+        );
+        assert_eq!(server.stats().batches_cancelled, 1);
+        // The next run reads the five lines the batch did and sends the other five again.
+        let collecting =
+            build_engine(batch_cfg(&server, dialect, Some(journal.clone())), vec![]).unwrap();
+        assert_eq!(call_all(&collecting, &reqs).await.len(), 10);
+        let s = server.stats();
+        assert_eq!(
+            (s.batches_created, s.batch_lines, s.batch_completed),
+            (2, 15, 10),
+            "{dialect}: {s:?}"
+        );
+        let ended = journal
+            .polls
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|p| p.ended)
+            .cloned()
+            .unwrap();
+        assert_eq!((ended.done, ended.total), (5, 10), "{dialect}: {ended:?}");
+    }
 }

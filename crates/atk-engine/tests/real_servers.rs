@@ -204,13 +204,21 @@ async fn a_90_s_outage_is_waited_out_without_spending_attempts() {
         .wait_until(Duration::from_secs(60), |s| s.completed >= 10)
         .await
         .unwrap();
+    assert_eq!(cost.outage(), None, "no outage while it answers");
     server.go_away().await;
     let gone = tokio::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(90)).await;
+    // The observers were told: what status.json shows while the endpoint is down.
+    let down = cost
+        .outage()
+        .expect("the outage is recorded while it lasts");
+    assert!(!down.error.is_empty(), "{down:?}");
     server.come_back().await.unwrap();
     for c in calls {
         assert_eq!(c.await.unwrap().unwrap().text, TEXT);
     }
+    assert_eq!(cost.outage(), None, "the endpoint answers again");
+    assert_eq!(cost.snapshot().outages, 1);
     let back_after = gone.elapsed();
     assert!(
         back_after < Duration::from_secs(101),

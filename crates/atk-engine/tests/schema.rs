@@ -99,6 +99,7 @@ async fn batch_lines_carry_the_schema() {
                 poll_max: Duration::from_millis(200),
                 tag: "schema".into(),
                 journal: None,
+                ..Default::default()
             });
         let engine = build_engine(cfg, vec![]).unwrap();
         let calls = (0..3).map(|i| engine.call(ask(i)));

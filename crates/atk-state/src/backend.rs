@@ -232,6 +232,10 @@ pub(crate) trait Kv: Send + Sync {
     async fn write(&self, ops: Vec<Op>, atomic: bool, durable: bool) -> Result<(), Error>;
     /// Applies `ops` durably from synchronous code, while opening (before any other writer).
     fn init(&self, ops: Vec<Op>) -> Result<(), Error>;
+    /// Queues `ops` without waiting for them: they reach the disk with the next durable write
+    /// that comes after (sled: its flush; redb: the same or a later transaction), and writes
+    /// staged in some order are applied in that order.
+    fn stage(&self, ops: Vec<Op>) -> Result<(), Error>;
     /// Commits that reached the disk since open.
     fn commits(&self) -> u64;
     /// Bytes on disk.

@@ -101,6 +101,7 @@ mod tests {
             kind: "validation".into(),
             reason: "no JSON".into(),
             last_output: None,
+            last_prompt: None,
             attempts: 3,
             stored_at_ms: 1,
         };
@@ -112,6 +113,25 @@ mod tests {
                 ..record
             }
         );
+    }
+
+    #[test]
+    fn a_failure_keeps_its_last_prompt_and_older_failures_still_read() {
+        let record = FailureRecord {
+            v: RECORD_VERSION,
+            kind: "validation".into(),
+            reason: "no <poem>".into(),
+            last_output: Some("no poem today".into()),
+            last_prompt: Some("[user]\nWrite a poem".into()),
+            attempts: 4,
+            stored_at_ms: 1,
+        };
+        assert_eq!(check(&encode(record.clone())).unwrap(), record);
+        // Written before the prompt was kept: reads, with no prompt.
+        let old = format!(
+            r#"{{"v":{RECORD_VERSION},"kind":"validation","reason":"r","last_output":null,"attempts":1,"stored_at_ms":1}}"#
+        );
+        assert_eq!(check(old.as_bytes()).unwrap().last_prompt, None);
     }
 
     #[test]

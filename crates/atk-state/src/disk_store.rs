@@ -575,6 +575,15 @@ impl Store for DiskStore {
         }
     }
 
+    fn stage_meta(&self, key: &str, value: &serde_json::Value) -> Result<(), Error> {
+        let bytes = serde_json::to_vec(value).map_err(|e| Error::Io {
+            path: self.dir.clone(),
+            message: e.to_string(),
+        })?;
+        self.kv
+            .stage(vec![Op::Put(Tree::Meta, key.as_bytes().to_vec(), bytes)])
+    }
+
     async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), Error> {
         let bytes = serde_json::to_vec(&value).map_err(|e| Error::Io {
             path: self.dir.clone(),

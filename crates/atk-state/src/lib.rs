@@ -3,6 +3,7 @@
 mod backend;
 mod codec;
 mod commit;
+mod corpus;
 mod disk_store;
 mod error;
 mod key;
@@ -14,12 +15,15 @@ mod status;
 use async_trait::async_trait;
 
 pub use backend::Backend;
+pub use corpus::{
+    Corpus, CorpusChunk, CorpusError, CorpusIndex, CorpusIndexBuilder, ItemRng, MemCorpus,
+};
 pub use disk_store::{Collected, DiskStore, Merged, STORE_FORMAT_VERSION, SledStore, StoreOptions};
 pub use error::Error;
 pub use mem_store::MemStore;
 pub use record::{
-    Details, FailureRecord, FieldError, Fields, ItemRecord, Outcome, RECORD_VERSION, ResultRecord,
-    RunMeta, now_ms,
+    Details, FailureRecord, FieldError, Fields, ItemRecord, MAX_FAILURE_PROMPT_CHARS, Outcome,
+    RECORD_VERSION, ResultRecord, RunMeta, now_ms,
 };
 pub use retire::{Retired, retire_stale_items};
 pub use status::{status_snapshot_path, write_status_snapshot};
@@ -67,6 +71,17 @@ pub trait Store: Send + Sync {
     async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), Error>;
     /// Flushes everything and waits for it to be on disk.
     async fn flush(&self) -> Result<(), Error>;
+    /// Writes a named metadata value without waiting for the disk: it is durable once any
+    /// durable write made after it returns (a `put_result` included), and values staged one
+    /// after another land in that order. For figures that must be on disk whenever a result
+    /// is (the cost of the replies those results came from). The default refuses with
+    /// [`Error::Unsupported`].
+    fn stage_meta(&self, key: &str, value: &serde_json::Value) -> Result<(), Error> {
+        let _ = (key, value);
+        Err(Error::Unsupported {
+            operation: "stage meta",
+        })
+    }
     /// Every item id (roots and children), in `order` order. The sled store reads keys only,
     /// decoding no record: for passes that need ids or counts, not fields.
     fn item_ids(&self) -> Records<'_, String> {

@@ -189,4 +189,9 @@ impl Store for MemStore {
     async fn flush(&self) -> Result<(), Error> {
         Ok(())
     }
+
+    fn stage_meta(&self, key: &str, value: &serde_json::Value) -> Result<(), Error> {
+        self.lock().meta.insert(key.to_string(), value.clone());
+        Ok(())
+    }
 }

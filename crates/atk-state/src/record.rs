@@ -234,11 +234,19 @@ pub struct FailureRecord {
     pub reason: String,
     /// The last raw output, when there was one.
     pub last_output: Option<String>,
+    /// The last prompt sent (chat messages as `[role]` blocks, or the completion text), cut
+    /// to [`MAX_FAILURE_PROMPT_CHARS`]; absent in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_prompt: Option<String>,
     /// Attempts made.
     pub attempts: u32,
     /// Unix time (ms) when stored.
     pub stored_at_ms: u64,
 }
+
+/// Longest prompt a failure record keeps (characters): enough to read what was asked, bounded
+/// so that a store of failures stays small.
+pub const MAX_FAILURE_PROMPT_CHARS: usize = 16_000;
 
 /// Facts about the run that wrote the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -134,6 +134,14 @@ pub(crate) fn layout(chain: &[Arc<dyn Step>]) -> Result<Layout, StepError> {
                 closes[k] = Some(i);
                 level[i] = open.len();
             }
+            Shape::Barrier if open.len() > 1 => {
+                return Err(StepError::Config(format!(
+                    "barrier step `{}` sits inside fan-out `{}` nested in fan-out `{}`; put it where at most one fan-out is open",
+                    step.name(),
+                    chain[open[1]].name(),
+                    chain[open[0]].name()
+                )));
+            }
             _ => {}
         }
     }
@@ -202,5 +210,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("two steps are named `a`"), "{err}");
+        let nested_barrier = Chain::new()
+            .then(split())
+            .then(FanOutStep::from_fn("inner", |_| Ok(vec![])))
+            .then(crate::BarrierStep::keep_all("all"))
+            .then(join("j1"))
+            .then(join("j2"));
+        let err = layout(&nested_barrier).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("barrier step `all` sits inside fan-out `inner`"),
+            "{err}"
+        );
+        let barrier_on_children = Chain::new()
+            .then(split())
+            .then(crate::BarrierStep::keep_all("all"))
+            .then(join("j"));
+        assert_eq!(
+            layout(&barrier_on_children).unwrap().child_level,
+            [false, true, false]
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! read back from the store, hashed (ids and results), and the fan-in's stored result is reused
 //! when it was made from the same set, redone otherwise. The parent then goes on after the fan-in.
 
+use std::collections::HashSet;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +22,7 @@ use crate::progress::{ProgressEvent, ProgressSink};
 use crate::prompt_step::now_ms;
 use crate::report::Tally;
 use crate::rework::{Rework, ReworkMode};
-use crate::step::{Step, StepContext, StepOutput};
+use crate::step::{Shape, Step, StepContext, StepOutput};
 use crate::template::value_text;
 
 /// Where an item's walk stops and whom it reports to there.
@@ -76,6 +77,9 @@ pub(crate) enum Walked {
         children: Vec<ItemRecord>,
         /// When the fan-out's result was stored (children's later results stored before are stale).
         floor: u64,
+        /// Children a reprocessed split made again exactly as stored: their later results
+        /// stay valid (no floor applies to them).
+        unchanged: HashSet<String>,
     },
 }
 
@@ -94,6 +98,11 @@ pub(crate) struct Shared {
     pub(crate) fingerprints: Vec<Option<String>>,
     /// What is asked for again, when anything is.
     pub(crate) rework: Option<Arc<Rework>>,
+    /// Steps before this index ran in an earlier segment (before a barrier): only their
+    /// stored results are taken up; an item without one stops there.
+    pub(crate) run_from: usize,
+    /// True when a step of the chain is a barrier (its verdicts can change later results).
+    pub(crate) has_barrier: bool,
 }
 
 /// What to do with a stored result while a rework is on.
@@ -102,8 +111,9 @@ enum Decision {
     Reuse(ResultRecord),
     /// Request the step again (the stored result stays until the new one replaces it).
     Run,
-    /// Store what the step's processor now makes of the stored reply (nothing is sent).
-    Replace(StepOutput),
+    /// Store what the step's processor now makes of the stored reply (nothing is sent); for a
+    /// fan-out, the children made again exactly as stored.
+    Replace(StepOutput, HashSet<String>),
 }
 
 /// What to do after a step's outcome.
@@ -124,7 +134,7 @@ impl Shared {
     /// Fast path for resume, in chains without a fan-in: an item with a result for the last
     /// step went through the whole chain.
     pub(crate) fn fully_done(&self, id: &str, start: usize) -> Result<bool, StepError> {
-        if self.layout.has_fan_in || self.rework.is_some() {
+        if self.layout.has_fan_in || self.rework.is_some() || self.has_barrier {
             return Ok(false);
         }
         let last = self.chain.len() - 1;
@@ -161,6 +171,10 @@ impl Shared {
         redo: bool,
         mut floor: u64,
     ) -> Result<Walked, StepError> {
+        // The latest barrier verdict met: a later result stored before it was made from an
+        // item the barrier has since decided anew, and is remade.
+        let mut barrier_floor = 0;
+        let mut unchanged = HashSet::new();
         for k in start..end {
             let step = &self.chain[k];
             let stored = if redo {
@@ -168,7 +182,27 @@ impl Shared {
             } else {
                 self.store.result(step.name(), &item.id)?
             };
+            let fixed = k < self.run_from || step.shape() == Shape::Barrier;
             let decision = match stored {
+                // Run in an earlier segment, or a barrier's verdict: taken up as stored.
+                Some(record) if fixed => {
+                    if step.shape() == Shape::Barrier {
+                        barrier_floor = barrier_floor.max(record.stored_at_ms);
+                    }
+                    Decision::Reuse(record)
+                }
+                // Not through the earlier segment (failed there), or not among the barrier's
+                // survivors when it ran: the item stops here in this run.
+                None if fixed => {
+                    tracing::debug!(step = step.name(), item = %item.id, "no stored result before a barrier's segment; the item waits for the next run");
+                    return Ok(Walked::Through);
+                }
+                Some(record) if record.stored_at_ms < barrier_floor => {
+                    if let Some(rework) = &self.rework {
+                        rework.count(step.name(), |c| c.requested += 1);
+                    }
+                    Decision::Run
+                }
                 Some(record) => self.decide(k, &item, record, floor),
                 None => Decision::Run,
             };
@@ -197,6 +231,7 @@ impl Shared {
                             parent,
                             at,
                             children,
+                            unchanged,
                             ..
                         }) => {
                             return Ok(Walked::Split {
@@ -204,12 +239,23 @@ impl Shared {
                                 at,
                                 children,
                                 floor,
+                                unchanged,
                             });
                         }
                         Next::Done(walked) => return Ok(walked),
                     }
                 }
-                Decision::Replace(output) => Ok(output),
+                Decision::Replace(mut output, same) => {
+                    if !same.is_empty() {
+                        // The children made again as they were keep their later results: those
+                        // are stamped with the new split's time, so they are not older than
+                        // the input they were (truly) made from.
+                        let at = output_record(&mut output).stored_at_ms;
+                        self.restamp_children(k, &same, at).await?;
+                    }
+                    unchanged = same;
+                    Ok(output)
+                }
                 Decision::Run => {
                     if self.stop.is_cancelled() {
                         return Ok(Walked::Stopped);
@@ -217,11 +263,33 @@ impl Shared {
                     self.sink.event(ProgressEvent::ItemStarted {
                         step: step.name().to_string(),
                     });
-                    step.run(&item, &self.ctx).await
+                    // Its engine calls are costed under its name (each step's cost).
+                    atk_engine::tagged(step.name(), step.run(&item, &self.ctx)).await
                 }
             };
+            let mut output = output;
+            if let Ok(out) = &mut output {
+                // Never older than the barrier verdict it was made after.
+                let record = output_record(out);
+                record.stored_at_ms = record.stored_at_ms.max(barrier_floor);
+            }
             match self.settle(k, &mut item, output, None, &mut floor).await? {
                 Next::Continue => {}
+                Next::Done(Walked::Split {
+                    parent,
+                    at,
+                    children,
+                    floor,
+                    ..
+                }) => {
+                    return Ok(Walked::Split {
+                        parent,
+                        at,
+                        children,
+                        floor,
+                        unchanged,
+                    });
+                }
                 Next::Done(walked) => return Ok(walked),
             }
         }
@@ -266,8 +334,27 @@ impl Shared {
             ReworkMode::Reprocess => match step.reprocess(item, &record, &self.ctx) {
                 None => Decision::Reuse(record),
                 Some(Ok(mut output)) => {
+                    // A fan-out's split may make other children from the same reply.
+                    let same_children = match (&output, &record.outcome) {
+                        (StepOutput::Children(children, _), Outcome::Children { ids }) => {
+                            match self.same_children(children, ids) {
+                                Ok(same) => same,
+                                Err(e) => {
+                                    tracing::warn!(step = name, item = %item.id, error = %e, "could not read the stored children; the split is stored again");
+                                    HashSet::new()
+                                }
+                            }
+                        }
+                        _ => HashSet::new(),
+                    };
+                    let all_same = match &output {
+                        StepOutput::Children(children, _) => {
+                            children.iter().all(|c| same_children.contains(&c.id))
+                        }
+                        _ => true,
+                    };
                     let new = output_record(&mut output);
-                    if new.output == record.output && new.outcome == record.outcome {
+                    if new.output == record.output && new.outcome == record.outcome && all_same {
                         rework.count(name, |c| c.unchanged += 1);
                         return Decision::Reuse(record);
                     }
@@ -277,7 +364,7 @@ impl Shared {
                         _ => record.fingerprint.clone(),
                     };
                     new.stored_at_ms = now_ms();
-                    Decision::Replace(output)
+                    Decision::Replace(output, same_children)
                 }
                 Some(Err(reason)) => {
                     tracing::debug!(step = name, item = %item.id, %reason, "a stored reply now fails");
@@ -295,6 +382,50 @@ impl Shared {
                 }
             },
         }
+    }
+
+    /// The ids among `children` whose stored item (listed in the stored split `ids`) has the
+    /// same fields: a reprocessed split that made them again leaves their later results valid.
+    fn same_children(
+        &self,
+        children: &[ItemRecord],
+        ids: &[String],
+    ) -> Result<HashSet<String>, StepError> {
+        let mut same = HashSet::new();
+        for child in children {
+            if !ids.contains(&child.id) {
+                continue;
+            }
+            if let Some(stored) = self.store.item(&child.id)?
+                && stored.fields == child.fields
+                && stored.order == child.order
+            {
+                same.insert(child.id.clone());
+            }
+        }
+        Ok(same)
+    }
+
+    /// Restamps the stored results of `children` for the steps after fan-out `k` (up to its
+    /// fan-in, or the chain's end) with time `at`, contents unchanged.
+    async fn restamp_children(
+        &self,
+        k: usize,
+        children: &HashSet<String>,
+        at: u64,
+    ) -> Result<(), StepError> {
+        let end = self.layout.closes[k].unwrap_or(self.chain.len());
+        for step in &self.chain[k + 1..end] {
+            for id in children {
+                if let Some(mut record) = self.store.result(step.name(), id)?
+                    && record.stored_at_ms < at
+                {
+                    record.stored_at_ms = at;
+                    self.store.put_result(step.name(), id, record).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Takes up a stored result: merge and go on, stop at a drop, or split into the stored children.
@@ -322,6 +453,7 @@ impl Shared {
                     at: k,
                     children,
                     floor: 0,
+                    unchanged: HashSet::new(),
                 }))
             }
         }
@@ -394,6 +526,7 @@ impl Shared {
                     at: k,
                     children,
                     floor: *floor,
+                    unchanged: HashSet::new(),
                 }))
             }
             Err(StepError::Failed(f)) => {
@@ -405,6 +538,7 @@ impl Shared {
                     kind: f.kind.clone(),
                     reason: f.reason.clone(),
                     last_output: f.last_output,
+                    last_prompt: f.last_prompt,
                     attempts: f.attempts,
                     stored_at_ms: now_ms(),
                 };
@@ -440,7 +574,7 @@ impl Shared {
                 match self.decide(j, &parent, record, 0) {
                     Decision::Reuse(record) => Some(record),
                     // A reworked fan-in is requested again (it has no reprocess).
-                    Decision::Run | Decision::Replace(_) => {
+                    Decision::Run | Decision::Replace(..) => {
                         redone = true;
                         None
                     }
@@ -468,7 +602,8 @@ impl Shared {
                 self.sink.event(ProgressEvent::ItemStarted {
                     step: step.name().to_string(),
                 });
-                let output = step.gather(&parent, &kept, &self.ctx).await;
+                let output =
+                    atk_engine::tagged(step.name(), step.gather(&parent, &kept, &self.ctx)).await;
                 self.settle(j, &mut parent, output, Some(hash), &mut floor)
                     .await?
             }

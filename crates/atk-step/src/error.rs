@@ -47,6 +47,7 @@ impl StepError {
             kind: kind.to_string(),
             reason: reason.into(),
             last_output: None,
+            last_prompt: None,
             attempts: 1,
             prompt_tokens: 0,
             completion_tokens: 0,
@@ -64,6 +65,8 @@ pub struct ItemFailure {
     pub reason: String,
     /// The last raw output, when there was one.
     pub last_output: Option<String>,
+    /// The last prompt sent, readable (see `atk_state::FailureRecord::last_prompt`).
+    pub last_prompt: Option<String>,
     /// Attempts made.
     pub attempts: u32,
     /// Prompt tokens spent on all attempts.

@@ -24,9 +24,9 @@ use crate::chain::layout;
 use crate::drive::{Group, Route, Shared, Walked, Work};
 use crate::error::StepError;
 use crate::progress::{ProgressEvent, ProgressSink};
-use crate::report::{RunReport, Tally};
+use crate::report::{RunReport, StepReport, Tally};
 use crate::rework::Rework;
-use crate::step::{Step, StepContext};
+use crate::step::{Shape, Step, StepContext};
 
 /// Executor settings.
 #[derive(Debug, Clone)]
@@ -35,6 +35,7 @@ pub struct ExecutorConfig {
     max_in_flight: usize,
     count_first: bool,
     rework: Option<Arc<Rework>>,
+    stop_before_barrier: bool,
 }
 
 impl Default for ExecutorConfig {
@@ -44,6 +45,7 @@ impl Default for ExecutorConfig {
             max_in_flight: 64,
             count_first: true,
             rework: None,
+            stop_before_barrier: false,
         }
     }
 }
@@ -73,6 +75,14 @@ impl ExecutorConfig {
     /// was done from the same `Rework` after the run.
     pub fn with_rework(mut self, rework: Option<Arc<Rework>>) -> Self {
         self.rework = rework;
+        self
+    }
+
+    /// Stops the run before its first barrier step, once every item passed the steps before
+    /// it ([`RunReport::stopped_before`] names the barrier): a `--shard` run (the barrier needs
+    /// every shard's items) or a preview.
+    pub fn with_stop_before_barrier(mut self, on: bool) -> Self {
+        self.stop_before_barrier = on;
         self
     }
 
@@ -111,13 +121,103 @@ impl Executor {
     /// The chain's structure and every prompt are checked first (`StepError::Config` /
     /// `StepError::Prompt`, before any request). A fatal engine or store error stops new work,
     /// lets in-flight items finish, and is returned.
+    ///
+    /// A chain with barrier steps runs in segments: every item goes through the steps before a
+    /// barrier, the barrier's pass runs over the survivors, and the next segment goes on from
+    /// there (items walk the earlier steps again, reusing their stored results).
     pub async fn run(&self, chain: &[Arc<dyn Step>]) -> Result<RunReport, StepError> {
-        let layout = layout(chain)?;
+        layout(chain)?;
         for step in chain {
             self.ctx
                 .prompts
                 .check_all(&step.prompt_names(), self.ctx.completion_mode)?;
         }
+        let n = chain.len();
+        let mut reports: Vec<Option<StepReport>> = vec![None; n];
+        let take = |reports: &mut Vec<Option<StepReport>>, seg: &RunReport, from: usize| {
+            for (k, r) in seg.steps.iter().enumerate().skip(from) {
+                if reports[k].is_none() {
+                    reports[k] = Some(r.clone());
+                }
+            }
+        };
+        let finish = |reports: Vec<Option<StepReport>>| -> Vec<StepReport> {
+            reports
+                .into_iter()
+                .zip(chain)
+                .map(|(r, s)| {
+                    r.unwrap_or_else(|| StepReport {
+                        step: s.name().to_string(),
+                        ..Default::default()
+                    })
+                })
+                .collect()
+        };
+        let mut barrier_tallies: Vec<(usize, StepReport)> = Vec::new();
+        let mut run_from = 0;
+        for b in (0..n).filter(|&k| chain[k].shape() == Shape::Barrier) {
+            if b > run_from || (b > 0 && run_from == 0) {
+                let seg = self.run_segment(&chain[..b], run_from).await?;
+                take(&mut reports, &seg, run_from);
+                if seg.cancelled {
+                    return Ok(RunReport {
+                        steps: finish(reports),
+                        finished: 0,
+                        cancelled: true,
+                        stopped_before: None,
+                    });
+                }
+            }
+            if self.cfg.cancel.is_cancelled() {
+                return Ok(RunReport {
+                    steps: finish(reports),
+                    finished: 0,
+                    cancelled: true,
+                    stopped_before: None,
+                });
+            }
+            if self.cfg.stop_before_barrier {
+                return Ok(RunReport {
+                    steps: finish(reports),
+                    finished: 0,
+                    cancelled: false,
+                    stopped_before: Some(chain[b].name().to_string()),
+                });
+            }
+            let tally = crate::barrier::run_pass(
+                &self.store,
+                chain,
+                b,
+                &self.ctx,
+                self.cfg.rework.as_deref(),
+            )
+            .await?;
+            barrier_tallies.push((b, tally.finish()));
+            run_from = b + 1;
+        }
+        let mut last = self.run_segment(chain, run_from).await?;
+        // A barrier's verdicts were written by its pass; the walk after it met them stored.
+        for (b, pass) in barrier_tallies {
+            let walked = &mut last.steps[b];
+            walked.skipped = walked.skipped.saturating_sub(pass.done);
+            walked.done = pass.done;
+            walked.dropped = pass.dropped;
+        }
+        take(&mut reports, &last, 0);
+        Ok(RunReport {
+            steps: finish(reports),
+            ..last
+        })
+    }
+
+    /// Runs `chain` over every item; steps before `run_from` only take up stored results (an
+    /// earlier segment ran them).
+    async fn run_segment(
+        &self,
+        chain: &[Arc<dyn Step>],
+        run_from: usize,
+    ) -> Result<RunReport, StepError> {
+        let layout = layout(chain)?;
         // Progress totals are counted (on a blocking thread) only once the loop below meets the
         // first item with work left, and announced before that item starts. When the loop gets
         // through every root without meeting one (a rerun over finished work), its own tallies
@@ -158,6 +258,8 @@ impl Executor {
             finished: Mutex::new(0),
             fingerprints,
             rework: self.cfg.rework.clone(),
+            run_from,
+            has_barrier: chain.iter().any(|s| s.shape() == Shape::Barrier),
         });
         let mut roots = self.store.root_ids();
         let mut roots_done = false;
@@ -245,6 +347,7 @@ impl Executor {
                         at,
                         children,
                         floor,
+                        unchanged,
                     } => match shared.layout.closes[at] {
                         Some(fan_in) => {
                             let group = Arc::new(Group {
@@ -259,6 +362,11 @@ impl Executor {
                                 pending.push_front(Work::Gather(group.clone()));
                             }
                             for child in children.into_iter().rev() {
+                                let floor = if unchanged.contains(&child.id) {
+                                    0
+                                } else {
+                                    floor
+                                };
                                 pending.push_front(Work::Item(
                                     child,
                                     at + 1,
@@ -272,6 +380,11 @@ impl Executor {
                         }
                         None => {
                             for child in children.into_iter().rev() {
+                                let floor = if unchanged.contains(&child.id) {
+                                    0
+                                } else {
+                                    floor
+                                };
                                 pending.push_front(Work::Item(
                                     child,
                                     at + 1,
@@ -351,6 +464,7 @@ impl Executor {
             steps,
             finished,
             cancelled: self.cfg.cancel.is_cancelled(),
+            stopped_before: None,
         })
     }
 

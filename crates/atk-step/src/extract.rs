@@ -113,6 +113,55 @@ fn marker(line: &str) -> Option<(bool, &str)> {
     None
 }
 
+/// The text after `label` on the first line that starts with it (trimmed; leading spaces and
+/// list markers such as `-` or `*` before the label are allowed), e.g. the `Passage: 2` line of
+/// a reply; `None` when no line has it.
+///
+/// ```
+/// assert_eq!(atk_step::labelled_line("Thinking.\nPassage: 2\nAnswer: Yes.", "Passage:"), Some("2"));
+/// assert_eq!(atk_step::labelled_line("no label", "Answer:"), None);
+/// ```
+pub fn labelled_line<'a>(reply: &'a str, label: &str) -> Option<&'a str> {
+    reply.lines().find_map(|l| {
+        l.trim_start_matches([' ', '\t', '-', '*'])
+            .strip_prefix(label)
+            .map(str::trim)
+    })
+}
+
+/// One child (field `field`) per line starting with `label` (see [`labelled_line`]), for a
+/// fan-out's split: exactly `n` of them, the first `n` when the reply has more; an error
+/// (retried) when it has fewer or one is empty.
+///
+/// ```
+/// let kids = atk_step::line_children("Q: Why?\nQ: Who?\nQ: How?", "Q:", "question", 2).unwrap();
+/// assert_eq!((kids.len(), &kids[1]["question"]), (2, &serde_json::json!("Who?")));
+/// assert!(atk_step::line_children("Q: Why?", "Q:", "question", 2).is_err());
+/// ```
+pub fn line_children(
+    reply: &str,
+    label: &str,
+    field: &str,
+    n: usize,
+) -> Result<Vec<atk_state::Fields>, String> {
+    let found: Vec<&str> = reply
+        .lines()
+        .filter_map(|l| labelled_line(l, label))
+        .filter(|t| !t.is_empty())
+        .take(n)
+        .collect();
+    if found.len() < n {
+        return Err(format!(
+            "wanted {n} lines starting with \"{label}\", found {}",
+            found.len()
+        ));
+    }
+    Ok(found
+        .into_iter()
+        .map(|t| atk_state::Fields::from_iter([(field.to_string(), t.into())]))
+        .collect())
+}
+
 /// The turns of a reply written as `<first>…</first>` followed by `<second>…</second>`, in
 /// order (a conversation as `<user>`/`<assistant>` pairs, say). A first tag without its
 /// second, or no pair at all, is an error (ask again).

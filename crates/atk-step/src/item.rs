@@ -15,6 +15,8 @@ use serde_json::Value;
 /// let item = Item::new("c1").with("text", "Salt keeps.").with("judge", serde_json::json!({"keep": true}));
 /// assert_eq!(item.text("text").unwrap(), "Salt keeps.");
 /// assert_eq!(item.path("judge.keep"), Some(&serde_json::json!(true)));
+/// assert_eq!(item.get::<bool>("judge.keep").unwrap(), true);
+/// assert!(item.text("judge.nope").unwrap_err().to_string().contains("judge.nope"));
 /// ```
 #[derive(Debug, Clone, PartialEq, RefCast)]
 #[repr(transparent)]
@@ -58,14 +60,44 @@ impl Item {
         &self.0.fields
     }
 
-    /// Field `key` decoded as `T`; the error names the key, the item and the keys present.
+    /// Field `key` (or a dotted path inside one, `key.field`) decoded as `T`; the error names
+    /// the key, the item and the keys present.
     pub fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T, FieldError> {
-        self.0.get(key)
+        match self.dotted(key)? {
+            Some(value) => T::deserialize(value).map_err(|e| FieldError {
+                item: self.0.id.clone(),
+                problem: format!("`{key}` is not the shape asked for: {e}"),
+            }),
+            None => self.0.get(key),
+        }
     }
 
-    /// Field `key` as text (a string as it is, any other value as JSON).
+    /// Field `key` (or a dotted path inside one, `key.field`) as text (a string as it is, any
+    /// other value as JSON).
     pub fn text(&self, key: &str) -> Result<String, FieldError> {
-        self.0.text(key)
+        match self.dotted(key)? {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Ok(other.to_string()),
+            None => self.0.text(key),
+        }
+    }
+
+    /// The value at a dotted path that is not itself a field name (`None`: read `key` as a field).
+    fn dotted(&self, key: &str) -> Result<Option<&Value>, FieldError> {
+        if !key.contains('.') || self.0.fields.contains_key(key) {
+            return Ok(None);
+        }
+        self.path(key).map(Some).ok_or_else(|| {
+            let mut present: Vec<&str> = self.0.fields.keys().map(String::as_str).collect();
+            present.sort_unstable();
+            FieldError {
+                item: self.0.id.clone(),
+                problem: format!(
+                    "no value at `{key}` (fields present: {})",
+                    present.join(", ")
+                ),
+            }
+        })
     }
 
     /// The value at a dotted path: `key`, `key.field`, `key.list.0` (what `{key.field}` in a

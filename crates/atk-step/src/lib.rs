@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+mod barrier;
 mod chain;
 mod check;
+mod dedup;
 mod drive;
 mod error;
 mod executor;
@@ -14,6 +16,7 @@ mod fingerprint;
 mod item;
 mod json;
 mod map_step;
+mod passages;
 mod progress;
 mod prompt;
 mod prompt_step;
@@ -26,11 +29,15 @@ pub mod testing;
 mod vote;
 mod wrap;
 
+pub use barrier::{Barrier, BarrierPass, BarrierStep, Survivor, Verdict};
 pub use chain::Chain;
 pub use check::{PromptWarning, check_prompt_names};
+pub use dedup::{DedupState, dedup_verdicts};
 pub use error::{ItemFailure, StepError};
 pub use executor::{Executor, ExecutorConfig};
-pub use extract::{qa_children, qa_pairs, tag_text, tagged_turns, verdict};
+pub use extract::{
+    labelled_line, line_children, qa_children, qa_pairs, tag_text, tagged_turns, verdict,
+};
 pub use fan_in::{FanInStep, NO_KEPT_CHILDREN};
 pub use fan_out::{FanOutStep, child_id, make_children};
 pub use filter::{FilterStep, default_judge};
@@ -41,6 +48,7 @@ pub use fingerprint::{
 pub use item::Item;
 pub use json::{read_json, schema_of};
 pub use map_step::MapStep;
+pub use passages::{cited_passage, passages};
 pub use progress::{NullSink, ProgressEvent, ProgressSink};
 pub use prompt::{PromptLibrary, PromptSource, PromptTemplate};
 pub use prompt_step::{LENGTH_CUT_REASON, MOCK_RETRY_CALL, OVER_CONTEXT, PromptStep};

@@ -458,6 +458,7 @@ impl PromptStep {
             kind: String::new(),
             reason: String::new(),
             last_output: None,
+            last_prompt: None,
             attempts: 0,
             prompt_tokens: 0,
             completion_tokens: 0,
@@ -539,6 +540,7 @@ impl PromptStep {
         }
         failure.prompt_tokens = prompt_tokens;
         failure.completion_tokens = completion_tokens;
+        failure.last_prompt = Some(prompt_text(&request));
         Err(StepError::Failed(failure))
     }
 
@@ -596,6 +598,23 @@ impl PromptStep {
 enum Rejection {
     Json(String),
     Other(String),
+}
+
+/// The prompt a failure record keeps: chat messages as `[role]` blocks, or the completion
+/// text, cut to `atk_state::MAX_FAILURE_PROMPT_CHARS`.
+fn prompt_text(request: &Request) -> String {
+    let text = match &request.prompt {
+        Prompt::Chat(messages) => messages
+            .iter()
+            .map(|m| format!("[{}]\n{}", m.role, m.content))
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+        Prompt::Completion(text) => text.clone(),
+    };
+    match text.char_indices().nth(atk_state::MAX_FAILURE_PROMPT_CHARS) {
+        Some((cut, _)) => format!("{}\n[… cut]", &text[..cut]),
+        None => text,
+    }
 }
 
 fn details(request: &Request, reply: &atk_engine::Reply) -> Details {

@@ -50,13 +50,16 @@ pub struct RunReport {
     pub finished: u64,
     /// True when the run was cancelled before all work was done.
     pub cancelled: bool,
+    /// The barrier step the run stopped before ([`ExecutorConfig::with_stop_before_barrier`](crate::ExecutorConfig::with_stop_before_barrier)):
+    /// every item passed the steps before it; the barrier and later steps did not run.
+    pub stopped_before: Option<String>,
 }
 
 impl RunReport {
     /// True when items failed and none reached the end of the chain (in this run or an earlier
     /// one): the dataset would be empty, so the CLI exits non-zero with the summary.
     pub fn all_failed(&self) -> bool {
-        self.failed() > 0 && self.finished == 0 && !self.cancelled
+        self.failed() > 0 && self.finished == 0 && !self.cancelled && self.stopped_before.is_none()
     }
 
     /// True when no item reached the end of the chain although items were worked on: every one
@@ -68,7 +71,10 @@ impl RunReport {
             .flat_map(|s| &s.drops_by_reason)
             .map(|g| g.count)
             .sum();
-        self.finished == 0 && !self.cancelled && (self.failed() > 0 || dropped > 0)
+        self.finished == 0
+            && !self.cancelled
+            && self.stopped_before.is_none()
+            && (self.failed() > 0 || dropped > 0)
     }
 
     /// Items that failed in this run, over all steps.

@@ -507,4 +507,59 @@ mod tests {
             json!("c:ans: t0.0|c:ans: t0.1")
         );
     }
+
+    #[tokio::test]
+    async fn reprocessing_a_fan_out_resplits_and_redoes_only_the_children_that_changed() {
+        // An LLM fan-out: one reply, split into two children by a function.
+        let split_by = |upper_second: bool| -> Arc<dyn Step> {
+            Arc::new(crate::FanOutStep::new(
+                PromptStep::new("split").prompt("one"),
+                move |reply, _| {
+                    let text = reply.as_str().unwrap_or_default();
+                    Ok((0..2)
+                        .map(|k| {
+                            let q = format!("{text}.{k}");
+                            let q = if upper_second && k == 1 {
+                                q.to_uppercase()
+                            } else {
+                                q
+                            };
+                            Fields::from_iter([("q".to_string(), json!(q))])
+                        })
+                        .collect())
+                },
+            ))
+        };
+        let chain = |upper| {
+            vec![
+                split_by(upper),
+                Arc::new(PromptStep::new("answer").prompt("ans")) as Arc<dyn Step>,
+            ]
+        };
+        let store = store_with(2).await;
+        let engine = echo("a");
+        run(&store, &engine, &chain(false), None).await;
+        assert_eq!(engine.calls(), 2 + 4);
+        age(&store).await;
+        // The split changed for the second child only: re-split from the stored replies (no
+        // request for `split`), and only the second children are answered again.
+        let rw = rework("split", ReworkMode::Reprocess);
+        run(&store, &engine, &chain(true), Some(rw.clone())).await;
+        let counts = rw.counts();
+        assert_eq!(counts["split"].changed, 2, "{counts:?}");
+        assert_eq!(engine.calls(), 2 + 4 + 2, "{:?}", sent(&engine));
+        let second = store.item(&crate::child_id("id0", 1)).unwrap().unwrap();
+        assert_eq!(second.fields["q"], json!("A:ONE: T0.1"));
+        let answer = store
+            .result("answer", &crate::child_id("id0", 1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.output, json!("a:ans: A:ONE: T0.1"));
+        // Reprocessing again changes nothing and sends nothing.
+        age(&store).await;
+        let rw = rework("split", ReworkMode::Reprocess);
+        run(&store, &engine, &chain(true), Some(rw.clone())).await;
+        assert_eq!(rw.counts()["split"].unchanged, 2);
+        assert_eq!(engine.calls(), 8);
+    }
 }

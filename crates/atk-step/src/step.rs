@@ -1,10 +1,11 @@
 //! The `Step` trait pipelines compose, and what a step sees while it runs.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use atk_engine::Engine;
-use atk_state::{ItemRecord, ResultRecord};
+use atk_state::{Corpus, CorpusError, ItemRecord, ItemRng, ResultRecord};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::StepError;
@@ -86,6 +87,11 @@ pub trait Step: Send + Sync {
         let _ = (item, stored, ctx);
         None
     }
+    /// For a [`Shape::Barrier`] step: the corpus-level pass the executor runs over the
+    /// survivors of the steps before it. `None` for every other kind.
+    fn barrier(&self) -> Option<&dyn crate::barrier::Barrier> {
+        None
+    }
     /// For a [`Shape::FanIn`] step: runs once for `parent` over its kept `children` (in order,
     /// each with the results of the steps since the fan-out merged). The default refuses.
     async fn gather(
@@ -113,6 +119,9 @@ pub enum Shape {
     /// The kept children of the last open fan-out become one result on their parent
     /// ([`FanInStep`](crate::FanInStep)).
     FanIn,
+    /// Runs once over every item that passed the steps before it, seeing them together
+    /// ([`BarrierStep`](crate::BarrierStep)): one result (kept or dropped) per item.
+    Barrier,
 }
 
 /// What a step made of an item.
@@ -194,6 +203,12 @@ pub struct StepContext {
     /// and returns [`StepError::Cancelled`]. The [`Executor`](crate::Executor) sets it to its
     /// own stop token (the run's cancel token, or a fatal error).
     pub cancel: CancellationToken,
+    /// The whole input, read-only (set by the runner when the run reads `input_dir`).
+    pub corpus: Option<Arc<dyn Corpus>>,
+    /// The config's `seed`: what [`rng`](Self::rng) draws from.
+    pub seed: u64,
+    /// The ids each barrier step kept, by step name, once it ran (see [`kept_by`](Self::kept_by)).
+    kept: Arc<RwLock<HashMap<String, Arc<HashSet<String>>>>>,
 }
 
 impl StepContext {
@@ -207,6 +222,39 @@ impl StepContext {
             use_stop: true,
             include_details: false,
             cancel: CancellationToken::new(),
+            corpus: None,
+            seed: 0,
+            kept: Arc::default(),
         }
+    }
+
+    /// The whole input, read-only: every chunk by id, by document and by position, the same
+    /// on every shard. An error when the run has none (its pipeline brings its own items).
+    pub fn corpus(&self) -> Result<&dyn Corpus, CorpusError> {
+        self.corpus.as_deref().ok_or(CorpusError::Missing)
+    }
+
+    /// A deterministic random source for `item_id`: the same on every run and shard for the
+    /// same config `seed`, item and `salt` (use one salt per purpose).
+    pub fn rng(&self, item_id: &str, salt: &str) -> ItemRng {
+        ItemRng::new(self.seed, item_id, salt)
+    }
+
+    /// The ids of the items barrier step `step` kept, once it has run in this run (a step
+    /// after the barrier always sees it). `None` before, or for a step that is no barrier.
+    pub fn kept_by(&self, step: &str) -> Option<Arc<HashSet<String>>> {
+        self.kept
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(step)
+            .cloned()
+    }
+
+    /// Records what a barrier kept (the executor, after the barrier's pass).
+    pub(crate) fn set_kept(&self, step: &str, ids: HashSet<String>) {
+        self.kept
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(step.to_string(), Arc::new(ids));
     }
 }

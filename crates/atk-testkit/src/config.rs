@@ -94,6 +94,16 @@ pub struct BatchBehaviour {
     pub lose_create_first: u32,
     /// Answer 404 to the batch list (a server that cannot be searched).
     pub no_list: bool,
+    /// The first N uploads of a batch's requests (OpenAI `POST /v1/files`, Anthropic
+    /// `POST /v1/messages/batches`) are held unanswered and never applied, until the server
+    /// stops: a client killed meanwhile was killed while uploading.
+    pub hold_uploads: u32,
+    /// The first N batch creations are applied but their answer is held until the server
+    /// stops: a client killed meanwhile never learnt the batch's id.
+    pub hold_created: u32,
+    /// Share of a batch's lines (the first ones) done when a cancel takes effect; the rest are
+    /// cancelled (OpenAI: no line; Anthropic: `canceled` results).
+    pub cancel_done: f64,
 }
 
 /// A token-bucket rate limit like a provider's: each bucket starts full, refills continuously

@@ -187,6 +187,12 @@ impl TestServer {
         self.shared.update(|c| c.latency = latency);
     }
 
+    /// Replaces how the batch APIs behave from now on (batches already created keep their
+    /// creation time; a shorter latency ends them sooner).
+    pub fn set_batch(&self, batch: crate::BatchBehaviour) {
+        self.shared.update(|c| c.batch = batch);
+    }
+
     /// Replaces the reply for the next requests.
     pub fn set_reply(&self, reply: ReplyMode) {
         self.shared.update(|c| c.reply = reply);
@@ -252,8 +258,13 @@ fn router(shared: Arc<Shared>) -> Router {
             post(batch::create_openai).get(batch::list_openai),
         )
         .route("/v1/batches/{id}", get(batch::get_openai))
+        .route("/v1/batches/{id}/cancel", post(batch::cancel_openai))
         .route("/v1/messages/batches", post(batch::create_anthropic))
         .route("/v1/messages/batches/{id}", get(batch::get_anthropic))
+        .route(
+            "/v1/messages/batches/{id}/cancel",
+            post(batch::cancel_anthropic),
+        )
         .route(
             "/v1/messages/batches/{id}/results",
             get(batch::results_anthropic),

@@ -57,6 +57,12 @@ pub struct Stats {
     /// Replies sent cut at half their text (`broken_first`).
     #[serde(default)]
     pub broken_replies: u64,
+    /// Batch API requests held unanswered (`hold_uploads`, `hold_created`).
+    #[serde(default)]
+    pub batch_held: u64,
+    /// Batches cancelled (a cancel of a batch that had not ended).
+    #[serde(default)]
+    pub batches_cancelled: u64,
 }
 
 impl Stats {

@@ -42,7 +42,7 @@ impl Render for Bars {
                         .with_position(c.done),
                 );
                 bar.reset_eta();
-                bar.set_message(bar_message(c, cost));
+                bar.set_message(bar_message(c, counts.step_cost(step), cost));
                 if let Some(old) = lock(&self.bars).insert(step.clone(), bar) {
                     old.finish_and_clear();
                 }
@@ -50,7 +50,7 @@ impl Render for Bars {
             (kind, Some((step, c))) => {
                 if let Some(bar) = lock(&self.bars).get(step) {
                     bar.set_position(c.done + c.failed);
-                    bar.set_message(bar_message(c, cost));
+                    bar.set_message(bar_message(c, counts.step_cost(step), cost));
                     if kind == Kind::StepFinished {
                         // abandon keeps the real position (finish would jump to 100 %).
                         bar.abandon();
@@ -74,12 +74,13 @@ impl Render for Bars {
     }
 }
 
-fn bar_message(c: &StepCounts, cost: Costs) -> String {
+fn bar_message(c: &StepCounts, step_cost: Option<f64>, cost: Costs) -> String {
     format!(
-        "failed {} · in progress {} · this run {} tok ${:.4} · all runs ${:.4}",
+        "failed {} · in progress {} · this run {} tok{} (all steps ${:.4}) · all runs ${:.4}",
         c.failed,
         c.in_flight,
         c.prompt_tokens + c.completion_tokens,
+        super::step_cost_text(step_cost),
         cost.run,
         cost.all
     )

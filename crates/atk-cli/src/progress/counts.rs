@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use atk_step::ProgressEvent;
 
-use super::{CostFn, Costs, lock};
+use super::{CostFn, Costs, StepCostFn, lock};
 use crate::status::{StatusSnapshot, StepStatus};
 
 /// One step's counts in this run (`done` includes what earlier runs stored).
@@ -60,6 +60,16 @@ impl StepCounts {
     fn complete(&self) -> bool {
         self.done + self.failed >= self.total
     }
+}
+
+/// A reason key of [`StepCounts::reasons`] as (kind, reason): `failed: KIND: REASON` gives the
+/// failure's kind, `dropped: REASON` gives `dropped` (the kinds the run's report uses).
+pub(crate) fn split_reason(key: &str) -> (&str, &str) {
+    if let Some(rest) = key.strip_prefix("dropped: ") {
+        return ("dropped", rest);
+    }
+    let rest = key.strip_prefix("failed: ").unwrap_or(key);
+    rest.split_once(": ").unwrap_or(("failed", rest))
 }
 
 /// `1h02m`, `3m05s`, `12s`.
@@ -141,6 +151,7 @@ pub(crate) struct Counts {
     state: Mutex<State>,
     pub(crate) cost: Option<CostFn>,
     pub(crate) run_cost: Option<CostFn>,
+    pub(crate) step_cost: Option<StepCostFn>,
     started: Instant,
 }
 
@@ -150,6 +161,7 @@ impl Default for Counts {
             state: Mutex::default(),
             cost: None,
             run_cost: None,
+            step_cost: None,
             started: Instant::now(),
         }
     }
@@ -172,6 +184,11 @@ impl Counts {
             run: self.run_cost.as_ref().map_or(all, |f| f()),
             all,
         }
+    }
+
+    /// One step's own cost in this run, when the engines' counters say.
+    pub(crate) fn step_cost(&self, step: &str) -> Option<f64> {
+        self.step_cost.as_ref().map(|f| f(step))
     }
 
     /// Takes in one event; `None` for events progress does not show.
@@ -311,6 +328,7 @@ impl Counts {
                     .eta()
                     .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                 reasons: c.reasons.clone(),
+                cost_usd: self.step_cost(name).unwrap_or_default(),
             })
             .collect();
         let milestone = st.milestone.clone();
@@ -342,6 +360,14 @@ mod tests {
         assert!((11.9..13.0).contains(&eta), "{eta}");
         c.done = 10;
         assert_eq!(c.eta(), None, "nothing left");
+        assert_eq!(
+            split_reason("failed: validation: no <poem> tag"),
+            ("validation", "no <poem> tag")
+        );
+        assert_eq!(
+            split_reason("dropped: off topic: a TOC"),
+            ("dropped", "off topic: a TOC")
+        );
         assert_eq!(short_duration(Duration::from_secs(65)), "1m05s");
         assert_eq!(short_duration(Duration::from_secs(3720)), "1h02m");
     }

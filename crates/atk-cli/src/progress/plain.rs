@@ -42,7 +42,9 @@ impl Render for Plain {
                 "{step}: starting, {} items ({} already done)",
                 c.total, c.done
             )),
-            (Kind::StepFinished, Some((step, c))) => Some(plain_line(step, c, counts.costs())),
+            (Kind::StepFinished, Some((step, c))) => {
+                Some(plain_line(step, c, counts.step_cost(step), counts.costs()))
+            }
             (Kind::Milestone, _) => update
                 .progress
                 .zip(update.message.as_ref())
@@ -70,7 +72,7 @@ impl Render for Plain {
             .state()
             .in_order()
             .filter(|(_, c)| !c.finished)
-            .map(|(name, c)| plain_line(name, c, costs))
+            .map(|(name, c)| plain_line(name, c, counts.step_cost(name), costs))
             .collect();
         let mut out = lock(&self.out);
         for l in lines {
@@ -79,20 +81,22 @@ impl Render for Plain {
     }
 }
 
-/// A step's plain line. Its items and tokens are this run's; "in progress" counts items started
-/// and not finished (some may wait for a request slot: `atk status` shows requests in flight).
-fn plain_line(step: &str, c: &StepCounts, cost: Costs) -> String {
+/// A step's plain line. Its items, tokens and cost are this run's (the step's own cost, then
+/// the whole run's); "in progress" counts items started and not finished (some may wait for a
+/// request slot: `atk status` shows requests in flight).
+fn plain_line(step: &str, c: &StepCounts, step_cost: Option<f64>, cost: Costs) -> String {
     let eta = c
         .eta()
         .map(|d| format!(", ETA {}", short_duration(d)))
         .unwrap_or_default();
     format!(
-        "{step}: {}/{} done, {} failed, {} in progress; this run: {} tokens, ${:.4}; all runs: ${:.4}{eta}",
+        "{step}: {}/{} done, {} failed, {} in progress; this run: {} tokens{} (all steps ${:.4}); all runs: ${:.4}{eta}",
         c.done,
         c.total,
         c.failed,
         c.in_flight,
         c.prompt_tokens + c.completion_tokens,
+        super::step_cost_text(step_cost),
         cost.run,
         cost.all
     )
@@ -111,7 +115,13 @@ mod tests {
     #[test]
     fn plain_prints_start_finish_and_periodic_lines() {
         let buf = SharedBuf::default();
-        let p = Progress::plain(Box::new(buf.clone()), Duration::ZERO).with_cost(Arc::new(|| 1.5));
+        let p = Progress::plain(Box::new(buf.clone()), Duration::ZERO)
+            .with_cost(Arc::new(|| 1.5))
+            .with_step_cost(Arc::new(
+                |step: &str| {
+                    if step == "write_poem" { 0.25 } else { 0.0 }
+                },
+            ));
         p.event(started("write_poem", 2, 0));
         p.event(item("write_poem"));
         p.event(done("write_poem"));
@@ -124,7 +134,7 @@ mod tests {
             text.contains("write_poem: starting, 2 items (0 already done)"),
             "{text}"
         );
-        assert!(text.contains("write_poem: 1/2 done, 0 failed, 0 in progress; this run: 15 tokens, $1.5000; all runs: $1.5000"), "{text}");
+        assert!(text.contains("write_poem: 1/2 done, 0 failed, 0 in progress; this run: 15 tokens, $0.2500 (all steps $1.5000); all runs: $1.5000"), "{text}");
         assert!(text.contains("[ 50%] half way"), "{text}");
     }
 
@@ -140,6 +150,6 @@ mod tests {
             step: "write_poem".into(),
         });
         let text = buf.text();
-        assert!(text.contains("write_poem: 5/5 done, 0 failed, 0 in progress; this run: 0 tokens, $0.0000; all runs: $0.0006"), "{text}");
+        assert!(text.contains("write_poem: 5/5 done, 0 failed, 0 in progress; this run: 0 tokens (all steps $0.0000); all runs: $0.0006"), "{text}");
     }
 }

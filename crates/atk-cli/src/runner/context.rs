@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use atk_state::{ItemRecord, Store};
+use atk_state::{Corpus, ItemRecord, Store};
 use atk_step::{
     Engines, Executor, ExecutorConfig, Item, PromptLibrary, RunReport, Step, StepContext,
 };
@@ -54,6 +54,14 @@ pub struct RunContext<C> {
     pub(super) rework_flags: crate::redo::ReworkFlags,
     /// `--preview N`: the chain's report is the run's result; no dataset is written.
     pub(super) preview: Option<u64>,
+    /// The batch journals of engines in `batch` mode (`--no-wait` stops the chain when it
+    /// left batches running).
+    pub(super) batches: Option<Arc<super::journal::RunBatches>>,
+    /// The whole input, read-only (opened after seeding; `None` when the pipeline brings its
+    /// own items).
+    pub(super) corpus: Option<Arc<dyn Corpus>>,
+    /// What the datasets are made from (a rerun that changed nothing skips writing them).
+    pub(super) unchanged: super::unchanged::Tracker,
 }
 
 pub(super) struct DryRun {
@@ -87,7 +95,18 @@ impl<C> RunContext<C> {
         ctx.completion_mode = self.settings.completion_mode;
         ctx.use_stop = self.settings.use_stop;
         ctx.include_details = self.settings.do_meta_datagen;
+        ctx.corpus = self.corpus.clone();
+        ctx.seed = self.settings.seed;
         ctx
+    }
+
+    /// The whole input, read-only: every chunk's id, source document and text, by id, by
+    /// document and in item order — what an unsharded run seeds (after `use_subset`), the same
+    /// on every shard. An error when the pipeline brings its own items.
+    pub fn corpus(&self) -> Result<&dyn Corpus, RunError> {
+        self.corpus
+            .as_deref()
+            .ok_or_else(|| RunError::fatal(atk_state::CorpusError::Missing))
     }
 
     /// The seed's `set_progress(progress, message)`: a milestone for bars, plain lines, JSON
@@ -157,7 +176,12 @@ impl<C> RunContext<C> {
         for w in &prepared.warnings {
             crate::out::warn(w);
         }
+        // A shard cannot run a barrier (it needs every shard's items); a preview shows the
+        // steps up to the first one. A dry run estimates them all.
+        let stop_before_barrier =
+            self.dry_run.is_none() && (self.shard.is_some() || self.preview.is_some());
         let cfg = ExecutorConfig::default()
+            .with_stop_before_barrier(stop_before_barrier)
             .with_rework(prepared.rework.clone())
             .with_cancel(self.cancel.clone())
             // A dry run goes one item at a time: nothing waits on a network, and the sample
@@ -208,9 +232,25 @@ impl<C> RunContext<C> {
             crate::out::info(&reworked);
         }
         let cancelled = report.cancelled;
+        let stopped_before = report.stopped_before.clone();
         self.reports.push(report);
         if cancelled {
             return Err(RunError::Interrupted);
+        }
+        if self
+            .batches
+            .as_ref()
+            .is_some_and(|b| b.no_wait() && !b.left_running().is_empty())
+        {
+            return Err(RunError::WaitingForBatches);
+        }
+        if let (Some(step), Some(shard), None) = (&stopped_before, self.shard, self.preview) {
+            crate::out::info(&format!(
+                "shard {shard}: done up to barrier step `{step}`, which needs every shard's items; \
+                 merge the shards with `atk merge SHARD_DIR... --into MERGED_DIR`, then run this \
+                 pipeline binary with `--set output_dir=MERGED_DIR` to run `{step}` and the steps after it\n"
+            ));
+            return Ok(ChainRun::StoppedBefore(step.clone()));
         }
         if let Some(n) = self.preview {
             let secrets: Vec<_> = self.settings.engines.iter().map(|e| &e.api_key).collect();
@@ -254,7 +294,13 @@ impl<C> RunContext<C> {
             std::fs::create_dir_all(dir)
                 .map_err(|e| RunError::fatal(format!("creating {}: {e}", dir.display())))?;
         }
-        DatasetWriter::create(path, self.datasets.clone(), Some(self.row_source.clone()))
+        let target = self.output_dir.join(file_name);
+        DatasetWriter::create(
+            path,
+            target,
+            self.datasets.clone(),
+            Some(self.row_source.clone()),
+        )
     }
 
     /// Writes `<output_dir>/<file_name>` atomically, one ShareGPT conversation per line in

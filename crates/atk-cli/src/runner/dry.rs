@@ -51,6 +51,15 @@ pub(super) async fn run_dry<P: Pipeline>(
         crate::out::info(&format!("{}\n", chunk_set.report.summary()));
     }
     let items: Vec<ItemRecord> = chunk_set.chunks.iter().map(chunk_item).collect();
+    // Steps that read the corpus see every chunk read (a dry run holds them anyway).
+    let corpus: Option<Arc<dyn atk_state::Corpus>> = settings.read_files_manually.then(|| {
+        Arc::new(atk_state::MemCorpus::new(
+            chunk_set
+                .chunks
+                .iter()
+                .map(|c| (c.id.clone(), c.metadata.clone(), c.text.clone())),
+        )) as Arc<dyn atk_state::Corpus>
+    });
     let chunk_tokens: u64 = chunk_set.chunks.iter().map(|c| c.tokens as u64).sum();
     let counter = settings.chunk_config().tokenizer.counter();
     let counters: Vec<Arc<CountingEngine>> = settings
@@ -126,6 +135,9 @@ pub(super) async fn run_dry<P: Pipeline>(
         shard: flags.shard,
         rework_flags: crate::redo::ReworkFlags::from_flags(flags),
         preview: None,
+        batches: None,
+        corpus,
+        unchanged: Default::default(),
     };
     // The chain's phase ends a dry run with the estimate: no dataset is written.
     let outcome = run_pipeline(&pipeline, &mut ctx, chain).await?;

@@ -1,7 +1,7 @@
 //! The run's engines: built from the settings around one shared concurrency limit, with
 //! cost counters restored from the store.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use atk_engine::{
     BatchConfig, BatchJournal, CostCounter, CostTotals, DebugObserver, Dialect, EngineConfig, Mode,
@@ -22,6 +22,7 @@ pub(super) fn build_engines(
     store: &Arc<dyn Store>,
     cancel: &CancellationToken,
     budget: Option<&Arc<atk_engine::Budget>>,
+    batches: Option<&super::journal::RunBatches>,
 ) -> Result<(Engines, Counters, Arc<atk_engine::ConcurrencyLimit>), RunError> {
     let saved = store.meta(COST_META_KEY)?.unwrap_or_default();
     // One bound on requests in flight for the run; each engine keeps its own window inside it.
@@ -31,6 +32,10 @@ pub(super) fn build_engines(
         .then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
     let mut built: Vec<Arc<dyn atk_engine::Engine>> = Vec::new();
     let mut counters = Vec::new();
+    let saver = Arc::new(CostSaver {
+        store: store.clone(),
+        counters: Mutex::new(Vec::new()),
+    });
     for e in &settings.engines {
         let counter = CostCounter::new(e.label.clone(), pricing(settings, e));
         if let Some(prev) = saved
@@ -39,7 +44,9 @@ pub(super) fn build_engines(
         {
             counter.restore(&prev);
         }
-        let mut observers: Vec<Arc<dyn Observer>> = vec![counter.clone()];
+        saver.lock().push(counter.clone());
+        // The saver after the counter: it stages the totals that include this reply.
+        let mut observers: Vec<Arc<dyn Observer>> = vec![counter.clone(), saver.clone()];
         if let Some(d) = &debug {
             observers.push(d.clone());
         }
@@ -56,10 +63,13 @@ pub(super) fn build_engines(
             .with_rate_burst(settings.burst);
         let mut cfg = engine_config(settings, e);
         if e.mode == Mode::Batch {
-            let journal: Arc<dyn BatchJournal> =
-                super::journal::StoreJournal::load(&e.label, store.clone())?;
+            let journal: Arc<dyn BatchJournal> = match batches.and_then(|b| b.journal(&e.label)) {
+                Some(j) => j,
+                None => super::journal::StoreJournal::load(&e.label, e.dialect, store.clone())?,
+            };
             cfg = cfg.with_batch(BatchConfig {
                 journal: Some(journal),
+                no_wait: batches.is_some_and(super::journal::RunBatches::no_wait),
                 ..batch_config(settings)
             });
         }
@@ -86,6 +96,33 @@ pub(super) fn build_engines(
     Ok((Engines { small, large }, counters, shared_limit))
 }
 
+/// Stages the cost totals in the store after every reply (`Store::stage_meta`, no wait), under
+/// a lock so the totals land in the order they grew: the reply's step stores its result after
+/// this, and that durable write takes the totals to disk with it. So a killed run's saved cost
+/// includes every reply whose result was stored (the status loop's save once a second alone
+/// would miss up to a second of them).
+struct CostSaver {
+    store: Arc<dyn Store>,
+    /// Every engine's counter (the totals are saved together, under one meta key).
+    counters: Mutex<Counters>,
+}
+
+impl CostSaver {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Observer for CostSaver {
+    fn on_reply(&self, _label: &str, _request: &atk_engine::Request, _reply: &atk_engine::Reply) {
+        let counters = self.lock();
+        let totals = serde_json::Value::Object(super::status_loop::cost_totals(&counters));
+        if let Err(e) = self.store.stage_meta(COST_META_KEY, &totals) {
+            tracing::debug!(error = %e, "could not stage the cost totals");
+        }
+    }
+}
+
 /// An engine's prices: the configured ones, at `batch_discount` in batch mode; Anthropic's
 /// cache writes at 1.25 x the input price (its 5-minute cache).
 pub(super) fn pricing(s: &Settings, e: &EngineSettings) -> Pricing {
@@ -103,7 +140,7 @@ pub(super) fn pricing(s: &Settings, e: &EngineSettings) -> Pricing {
 }
 
 /// Batch options from the config (no journal).
-fn batch_config(s: &Settings) -> BatchConfig {
+pub(super) fn batch_config(s: &Settings) -> BatchConfig {
     use sha2::{Digest, Sha256};
     let dir = s.output_dir.to_string_lossy();
     BatchConfig {

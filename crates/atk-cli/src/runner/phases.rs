@@ -18,8 +18,16 @@ pub enum RunOutcome {
     Completed,
     /// `--dry-run`: the chain ran on a sample against counting stand-ins; the estimate to show.
     DryRun(String),
+    /// A `--shard I/N` run went as far as it can: every item of the shard passed the steps
+    /// before this barrier step; merge the shards and run on the merge for the rest.
+    StoppedBeforeBarrier(String),
     /// `--describe-config` or `--check-config`: the config was described or checked, nothing ran.
     ConfigChecked,
+    /// `--no-wait`: batches were submitted and left running at the provider; a later run
+    /// collects them (no dataset written yet).
+    WaitingForBatches,
+    /// `--cancel-batches`: the batches still at the provider were cancelled.
+    BatchesCancelled,
 }
 
 /// What running the chain gave.
@@ -28,6 +36,8 @@ pub(crate) enum ChainRun {
     Done,
     /// A dry run: the estimate.
     Estimate(String),
+    /// A `--shard` run stopped before this barrier step (the shards are merged, then run).
+    StoppedBefore(String),
 }
 
 /// Runs the pipeline's phases over a prepared context.
@@ -38,10 +48,16 @@ pub(super) async fn run_pipeline<P: Pipeline>(
 ) -> Result<RunOutcome, RunError> {
     pipeline.seed(ctx).await?;
     ctx.set_progress(0.1, &format!("running {}", chain.names().join(" → ")));
-    if let ChainRun::Estimate(estimate) = ctx.run_chain(chain).await? {
-        return Ok(RunOutcome::DryRun(estimate));
+    match ctx.run_chain(chain).await? {
+        ChainRun::Estimate(estimate) => return Ok(RunOutcome::DryRun(estimate)),
+        ChainRun::StoppedBefore(step) => return Ok(RunOutcome::StoppedBeforeBarrier(step)),
+        ChainRun::Done => {}
     }
     ctx.set_progress(0.9, "writing the datasets");
+    if super::unchanged::reuse(ctx) {
+        ctx.set_progress(1.0, "pipeline complete (datasets unchanged)");
+        return Ok(RunOutcome::Completed);
+    }
     pipeline.write_datasets(ctx, chain)?;
     ctx.open_datasets.finish_all()?;
     ctx.write_meta_datasets(chain)?;

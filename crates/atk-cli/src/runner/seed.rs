@@ -158,7 +158,12 @@ pub(super) async fn seed_inputs(
     let previous = store
         .meta(INPUTS_META_KEY)?
         .and_then(|v| serde_json::from_value::<InputsMeta>(v).ok());
-    if let Some(prev) = &previous
+    // The corpus index holds every chunk (every shard's), built from the unsharded read.
+    let corpus_path = crate::layout::corpus_path(&settings.output_dir);
+    let corpus_current =
+        atk_state::CorpusIndex::fingerprint_at(&corpus_path).as_deref() == Some(&found.fingerprint);
+    if corpus_current
+        && let Some(prev) = &previous
         && prev.fingerprint == fingerprint
         && stored.damage.is_empty()
         && prev.items_at_end.is_some_and(|n| n == sled.item_count())
@@ -184,7 +189,23 @@ pub(super) async fn seed_inputs(
     };
     let mut chunks = 0u64;
     let mut failed = None;
+    let mut corpus = match corpus_current {
+        true => None,
+        false => Some(
+            atk_state::CorpusIndexBuilder::create(&corpus_path, &found.fingerprint)
+                .map_err(RunError::fatal)?,
+        ),
+    };
     while let Some(mut batch) = rx.recv().await {
+        if let Some(index) = &mut corpus {
+            index
+                .add(
+                    batch
+                        .iter()
+                        .map(|c| (c.id.as_str(), c.metadata.as_str(), c.text.as_str())),
+                )
+                .map_err(RunError::fatal)?;
+        }
         if let Some(shard) = shard {
             batch.retain(|c| shard.contains(&c.id));
         }
@@ -212,6 +233,9 @@ pub(super) async fn seed_inputs(
         return Err(e.into());
     }
     let report = report.map_err(|e| RunError::Input(e.to_string()))?;
+    if let Some(index) = corpus {
+        index.finish().map_err(RunError::fatal)?;
+    }
     for m in report.messages() {
         crate::out::info(&format!("{m}\n"));
     }

@@ -10,9 +10,8 @@ use atk_step::Engines;
 
 use super::engines::Counters;
 use crate::damage::StoredCounts;
-use crate::layout::COST_META_KEY;
 use crate::progress::Progress;
-use crate::status::{EngineStatus, StatusSnapshot};
+use crate::status::{EngineStatus, ReasonSample, StatusSnapshot};
 
 /// What a status snapshot is made of besides progress counts.
 #[derive(Clone)]
@@ -25,6 +24,10 @@ pub(super) struct StatusInputs {
     pub(super) limit: Arc<atk_engine::ConcurrencyLimit>,
     /// Results stored, counted at open and since (kept in `status.json` outside sled).
     pub(super) stored: Arc<StoredCounts>,
+    /// The batch journals of engines in `batch` mode (the batches `status.json` lists).
+    pub(super) batches: Option<Arc<super::journal::RunBatches>>,
+    /// The run's `max_cost` budget, if any (shown while the run goes, not only at its end).
+    pub(super) budget: Option<Arc<atk_engine::Budget>>,
 }
 
 pub(super) fn status_of(name: &str, progress: &Progress, inputs: &StatusInputs) -> StatusSnapshot {
@@ -58,12 +61,42 @@ pub(super) fn status_of(name: &str, progress: &Progress, inputs: &StatusInputs) 
                 failed_requests: t.failed_requests,
                 retries: t.retries.clone(),
                 endpoints: t.endpoints.clone(),
+                outages: t.outages,
+                outage: c.outage(),
             }
         })
         .collect();
     s.cost_usd = s.engines.iter().map(|e| e.cost_usd).sum();
     s.run_cost_usd = s.engines.iter().map(|e| e.run_cost_usd).sum();
+    if let Some(b) = &inputs.batches {
+        s.batches = b.statuses();
+    }
+    s.reasons = live_reasons(&s);
+    s.budget = super::budget::status(inputs.budget.as_deref());
     s
+}
+
+/// This run's failure and drop reasons so far, from the per-step counts (the run's end
+/// replaces them with the executor's report, which adds a sample reply to each).
+fn live_reasons(s: &StatusSnapshot) -> Vec<ReasonSample> {
+    let mut out: Vec<ReasonSample> = s
+        .steps
+        .iter()
+        .flat_map(|st| {
+            st.reasons.iter().map(|(key, &count)| {
+                let (kind, reason) = crate::progress::split_reason(key);
+                ReasonSample {
+                    step: st.step.clone(),
+                    kind: kind.to_string(),
+                    reason: reason.to_string(),
+                    count,
+                    sample: None,
+                }
+            })
+        })
+        .collect();
+    out.sort_by_key(|r| std::cmp::Reverse(r.count));
+    out
 }
 
 /// The per-engine cost totals as stored under [`COST_META_KEY`].
@@ -79,8 +112,10 @@ pub(super) fn cost_totals(counters: &Counters) -> serde_json::Map<String, serde_
         .collect()
 }
 
-/// About once a second: writes `status.json`, saves the cost totals in the store (so a killed
-/// run loses at most a second of them), and ticks the plain-line renderer.
+/// About once a second: writes `status.json`, makes the cost totals durable when they changed
+/// (every reply stages them in the store, `engines::CostSaver`; a result's durable write takes
+/// them to disk too, so this flush only matters when no result followed), and ticks the
+/// plain-line renderer.
 pub(super) async fn status_loop(
     dir: PathBuf,
     name: &'static str,
@@ -91,15 +126,17 @@ pub(super) async fn status_loop(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut saved = serde_json::Map::new();
+    let mut batch_wait = None;
     loop {
         tick.tick().await;
+        if let Some(b) = &inputs.batches {
+            super::batch_run::show_wait(&progress, b, &mut batch_wait);
+        }
         progress.tick();
         let totals = cost_totals(&inputs.counters);
         if totals != saved {
-            if let Err(e) = store
-                .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
-                .await
-            {
+            // One writer of the totals (the saver, in the order they grew): this only flushes.
+            if let Err(e) = store.flush().await {
                 tracing::debug!(error = %e, "could not save cost totals");
             }
             saved = totals;
@@ -110,5 +147,39 @@ pub(super) async fn status_loop(
         {
             tracing::debug!(error = %e, "could not write status.json");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::StepStatus;
+
+    #[test]
+    fn reasons_are_in_every_snapshot_not_only_the_last() {
+        let s = StatusSnapshot {
+            steps: vec![StepStatus {
+                step: "judge".into(),
+                reasons: [
+                    ("dropped: a table of contents".to_string(), 2),
+                    ("failed: validation: no verdict".to_string(), 5),
+                ]
+                .into(),
+                ..StepStatus::default()
+            }],
+            ..StatusSnapshot::default()
+        };
+        let reasons = live_reasons(&s);
+        let seen: Vec<(&str, &str, &str, u64)> = reasons
+            .iter()
+            .map(|r| (r.step.as_str(), r.kind.as_str(), r.reason.as_str(), r.count))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("judge", "validation", "no verdict", 5),
+                ("judge", "dropped", "a table of contents", 2)
+            ]
+        );
     }
 }

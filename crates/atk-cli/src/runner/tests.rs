@@ -22,6 +22,8 @@ struct Seen {
     dataset: Mutex<Vec<String>>,
     /// With `read_files_manually: false`: the texts handed to `seed_texts`.
     texts: Mutex<Vec<(String, String)>>,
+    /// How many times `write_datasets` ran, all runs together.
+    dataset_passes: Mutex<u32>,
 }
 
 /// A step standing in for a request: records the text, fails on texts containing "charlie".
@@ -93,10 +95,17 @@ impl Pipeline for TestPipeline {
     }
 
     fn write_datasets(&self, ctx: &RunContext<NoConfig>, chain: &Chain) -> Result<(), RunError> {
-        let lines = ctx
+        *self.0.dataset_passes.lock().unwrap() += 1;
+        let lines: Vec<String> = ctx
             .final_items(chain)
             .map(|i| Ok::<_, RunError>(first_word(&i?.text("text")?)))
             .collect::<Result<_, _>>()?;
+        ctx.write_jsonl(
+            "lines.jsonl",
+            lines
+                .iter()
+                .map(|l| Ok::<_, RunError>(json!({ "text": l }))),
+        )?;
         *self.0.dataset.lock().unwrap() = lines;
         Ok(())
     }
@@ -235,7 +244,7 @@ async fn status_counts_requests_in_flight_as_the_engine_does() {
     let store: std::sync::Arc<dyn atk_state::Store> =
         std::sync::Arc::new(atk_state::MemStore::default());
     let (engines, counters, limit) =
-        build_engines(&settings, &store, &CancellationToken::new(), None).unwrap();
+        build_engines(&settings, &store, &CancellationToken::new(), None, None).unwrap();
     let calls: Vec<_> = (0..3)
         .map(|i| {
             let engine = engines.small.clone();
@@ -262,6 +271,8 @@ async fn status_counts_requests_in_flight_as_the_engine_does() {
         baselines,
         limit,
         stored: Arc::new(crate::damage::StoredCounts::empty()),
+        batches: None,
+        budget: None,
     };
     let s = status_of("p", &Progress::off(), &inputs);
     assert_eq!((s.requests_in_flight, s.request_limit), (2, 2));
@@ -305,4 +316,117 @@ async fn seeded_texts_are_kept_to_the_shard() {
         union, words,
         "the two shards together cover every text once"
     );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_that_changes_nothing_leaves_the_dataset_and_card_untouched() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), true);
+    let input = |name: &str| dir.path().join("inputs").join(name);
+    std::fs::write(input("a.txt"), body("alpha")).unwrap();
+    std::fs::write(input("b.txt"), body("bravo")).unwrap();
+    let seen = Arc::new(Seen::default());
+    run_once(&config, &seen).await;
+    let out = dir.path().join("output");
+    let files = [
+        out.join("lines.jsonl"),
+        out.join(".lines.jsonl.sources"),
+        out.join(crate::card::CARD_FILE),
+    ];
+    let state = || {
+        files
+            .iter()
+            .map(|f| {
+                let m = std::fs::metadata(f).unwrap();
+                (m.ino(), m.modified().unwrap(), std::fs::read(f).unwrap())
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = state();
+    assert_eq!(
+        String::from_utf8_lossy(&first[0].2),
+        "{\"text\":\"alpha\"}\n{\"text\":\"bravo\"}\n"
+    );
+
+    // Nothing to do: the dataset, its sources and the card are not written again (same inode,
+    // same mtime, same bytes), and nothing is left staged; the dataset pass itself is skipped
+    // (no item or result is read for it).
+    let (calls, _) = run_once(&config, &seen).await;
+    assert!(calls.is_empty(), "{calls:?}");
+    assert_eq!(state(), first);
+    assert!(!crate::layout::staging_dir(&out).exists());
+    assert_eq!(*seen.dataset_passes.lock().unwrap(), 1);
+    let summary = std::fs::read_to_string(out.join(crate::summary::SUMMARY_FILE)).unwrap();
+    assert!(summary.contains("lines.jsonl"), "still listed: {summary}");
+
+    // A dataset changed by hand is written again (then compared row by row: only it is
+    // staged); the card and the sidecar, unchanged, stay as they were.
+    std::fs::write(&files[0], "edited\n").unwrap();
+    run_once(&config, &seen).await;
+    assert_eq!(*seen.dataset_passes.lock().unwrap(), 2);
+    let restored = state();
+    assert_eq!(restored[0].2, first[0].2);
+    assert_eq!(restored[1..], first[1..]);
+    let first = restored;
+
+    // A changed result (a new input) does rewrite all three.
+    std::fs::write(input("d.txt"), body("delta")).unwrap();
+    let (calls, _) = run_once(&config, &seen).await;
+    assert_eq!(calls, ["delta"]);
+    let third = state();
+    for (before, after) in first.iter().zip(&third) {
+        assert_ne!(before.0, after.0, "a changed file is replaced");
+        assert_ne!(before.2, after.2);
+    }
+    assert!(String::from_utf8_lossy(&third[0].2).ends_with("{\"text\":\"delta\"}\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_store_past_the_threshold_is_told_once_how_to_move_to_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), true);
+    let input = |name: &str| dir.path().join("inputs").join(name);
+    std::fs::write(input("a.txt"), body("alpha")).unwrap();
+    let seen = Arc::new(Seen::default());
+    let out = dir.path().join("output");
+    let run_with = |threshold: u64| {
+        let flags = CommonFlags {
+            config: config.clone(),
+            quiet: true,
+            redb_advice_at: Some(threshold),
+            ..CommonFlags::default()
+        };
+        run(TestPipeline(seen.clone()), flags)
+    };
+    let summary = || {
+        let text = std::fs::read_to_string(out.join(crate::summary::SUMMARY_FILE)).unwrap();
+        serde_json::from_str::<crate::summary::RunSummary>(&text)
+            .unwrap()
+            .store_advice
+    };
+    let status = || crate::status::StatusSnapshot::read(&out).unwrap();
+    // One item, threshold 2: nothing said.
+    run_with(2).await.unwrap();
+    assert_eq!(summary(), None);
+    assert_eq!(status().store_advice, None);
+    // Two items: the summary and `atk status` say how to move, with what it saves.
+    std::fs::write(input("b.txt"), body("bravo")).unwrap();
+    run_with(2).await.unwrap();
+    let advice = summary().expect("the summary tells");
+    assert!(
+        advice.contains("--into NEW_DIR --store-backend redb"),
+        "{advice}"
+    );
+    assert!(advice.contains("98 MB at 100 k"), "{advice}");
+    let shown = status().render();
+    assert!(
+        shown.contains("store: this output folder's sled store holds 2 items"),
+        "{shown}"
+    );
+    // The next run's summary does not repeat it; status still shows it.
+    run_with(2).await.unwrap();
+    assert_eq!(summary(), None);
+    assert!(status().store_advice.is_some());
 }

@@ -121,6 +121,11 @@ fn from_store(
         found.insert(step.clone(), store.count_results(step)?);
     }
     s.damage = crate::damage::find_missing(&recorded, &found);
+    let mut engines: Vec<&str> = s.engines.iter().map(|e| e.label.as_str()).collect();
+    if engines.is_empty() {
+        engines = vec!["small", "large"];
+    }
+    s.batches = super::read_batches(store, &engines)?;
     s.stored_results = recorded;
     for (i, st) in s.steps.iter_mut().enumerate() {
         if let Some(fp) = fingerprints.get(&st.step) {
@@ -140,6 +145,9 @@ fn from_store(
         if i == 0 {
             st.total = st.total.max(items);
         }
+        // A step sees at least what it settled: the last run may have counted fewer (a preview
+        // of a few items, a run that stopped before its chain started: "4 done (of 0)").
+        st.total = st.total.max(st.done + st.failed);
         st.pending = st.total.saturating_sub(st.done + st.failed);
     }
     if let Some(costs) = store
@@ -209,6 +217,7 @@ mod tests {
                 kind: "validation".into(),
                 reason: "short".into(),
                 last_output: None,
+                last_prompt: None,
                 attempts: 4,
                 stored_at_ms: 1,
             };
@@ -279,6 +288,15 @@ mod tests {
             read_status(dir.path()).unwrap().damage.is_empty(),
             "an intact store has no damage"
         );
+        // The last run counted none (it stopped before its chain started): the totals shown are
+        // still what the store holds, never "200 done (of 0)".
+        let mut none = StatusSnapshot::read(dir.path()).unwrap();
+        none.steps[0].total = 0;
+        atk_state::write_status_snapshot(dir.path(), &serde_json::to_value(&none).unwrap())
+            .unwrap();
+        let s = read_status(dir.path()).unwrap();
+        assert_eq!((s.steps[0].total, s.steps[0].pending), (200, 0));
+        assert!(!s.render().contains("(of 0)"), "{}", s.render());
         // A store that comes back with fewer results than recorded (replaced by an older copy).
         let mut more = StatusSnapshot::read(dir.path()).unwrap();
         more.stored_results.insert("write_poem".into(), 250);

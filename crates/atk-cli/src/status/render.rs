@@ -111,6 +111,15 @@ impl StatusSnapshot {
                 e.completion_tokens,
                 e.cost_usd
             );
+            if let Some(o) = e.outage.as_ref().filter(|_| self.is_running()) {
+                let _ = writeln!(
+                    s,
+                    "  engine {}: ENDPOINT DOWN for {}: calls wait, one probe at a time ({})",
+                    e.label,
+                    ago(now_ms.saturating_sub(o.since_ms)),
+                    o.error
+                );
+            }
         }
         let _ = writeln!(
             s,
@@ -124,6 +133,7 @@ impl StatusSnapshot {
                 let _ = writeln!(s, "    sample reply: {}", short.replace('\n', "\n      "));
             }
         }
+        super::batches::render_batches(&self.batches, &mut s);
         if let Some(b) = &self.budget {
             let _ = writeln!(
                 s,
@@ -142,6 +152,9 @@ impl StatusSnapshot {
             for m in &self.damage {
                 let _ = writeln!(s, "    {}", m.line());
             }
+        }
+        if let Some(advice) = &self.store_advice {
+            let _ = writeln!(s, "  store: {advice}");
         }
         s
     }

@@ -6,6 +6,11 @@
 //! failed or whose results vanished is a retryable error: the retry layer calls again and the
 //! request goes into a later batch (the attempt budget is the online one).
 //!
+//! With `BatchConfig::no_wait` each batch is polled once and, not ended, left running: its
+//! callers get `Error::Cancelled` (their items stay pending for a later run, which finds the
+//! batch in the journal). Every poll and read is reported to the journal (`polled`), and each
+//! line handed to its caller (`handed_out`), so the runner can list and compact batches.
+//!
 //! Each request's custom id is a hash of its body (plus its rank among identical requests in
 //! flight, so a vote's identical calls stay apart): a resumed run finds the batch its request
 //! is already in and polls that batch instead of paying again.
@@ -26,7 +31,7 @@ use super::message::{quote, server_message};
 use super::retry_after::retry_after;
 use super::wire::Parsed;
 use super::{Dialect, Http};
-use crate::batch::{BatchConfig, BatchJournal};
+use crate::batch::{BatchConfig, BatchJournal, BatchProgress};
 use crate::cancel::Cancel;
 use crate::{Engine, EngineConfig, Error, Reply, Request, TransientKind};
 
@@ -50,6 +55,10 @@ fn max_bytes(dialect: Dialect) -> usize {
 const MAX_POLL_FAILURES: u32 = 30;
 /// Pages of the provider's batch list searched for a tagged batch.
 const LIST_PAGES: usize = 10;
+
+/// What polling a batch gave: its lines by custom id, or `None` when it was left running
+/// (`no_wait`).
+type Read = Option<HashMap<String, Result<Parsed, Error>>>;
 
 /// A finished batch as its callers see it.
 struct Finished {
@@ -124,6 +133,18 @@ impl BatchTransport {
     }
 }
 
+impl BatchTransport {
+    /// Cancels batch `id` at the provider (`--cancel-batches`); where it stands after.
+    pub(crate) async fn cancel_batch(&self, id: &str) -> Result<BatchProgress, Error> {
+        self.inner.cancel_batch(id).await
+    }
+
+    /// The id of the batch tagged `key` in the provider's list, where it can be searched.
+    pub(crate) async fn find_batch(&self, key: &str) -> Option<String> {
+        self.inner.find_tagged(key).await
+    }
+}
+
 /// Releases a request's rank among identical requests when its call ends.
 struct Rank<'a> {
     inner: &'a Inner,
@@ -190,6 +211,9 @@ impl Engine for BatchTransport {
             },
         };
         if finished.polled {
+            if let Some(j) = inner.journal() {
+                j.handed_out(&finished.key, &custom_id);
+            }
             inner.lock().spent.insert((custom_id, finished.key.clone()));
         }
         result.map(|parsed| {
@@ -302,11 +326,19 @@ impl Inner {
         st.batches.insert(key.clone(), rx.clone());
         let me = self.clone();
         tokio::spawn(async move {
-            let outcome = me.poll_and_read(&key, &id).await;
+            let (outcome, polled) = match me.poll_and_read(&key, &id).await {
+                Ok(Some(lines)) => (Ok(lines), true),
+                Ok(None) => (Err(me.cancel.error()), false),
+                Err(e) => (Err(e), true),
+            };
+            if !polled {
+                // Left running: a later call (another run) polls it afresh.
+                me.lock().batches.remove(&key);
+            }
             let _ = tx.send(Some(Arc::new(Finished {
                 key,
                 outcome,
-                polled: true,
+                polled,
             })));
         });
         rx
@@ -403,26 +435,48 @@ impl Inner {
         {
             return (Err(self.journal_error(e)), false);
         }
-        (self.poll_and_read(key, &id).await, true)
+        match self.poll_and_read(key, &id).await {
+            Ok(Some(lines)) => (Ok(lines), true),
+            // Left running (`no_wait`): its calls stop; the batch stays in the journal.
+            Ok(None) => (Err(self.cancel.error()), false),
+            Err(e) => (Err(e), true),
+        }
     }
 
-    async fn poll_and_read(
-        &self,
-        key: &str,
-        id: &str,
-    ) -> Result<HashMap<String, Result<Parsed, Error>>, Error> {
+    /// Polls a batch until it ends and reads its results; with `no_wait`, one poll, and
+    /// `None` when the batch has not ended then.
+    async fn poll_and_read(&self, key: &str, id: &str) -> Result<Read, Error> {
         let mut delay = self.cfg.poll_first;
         let mut failures = 0;
+        let mut last: Option<BatchProgress> = None;
         loop {
             match self.status(id).await {
                 Ok(status) => {
                     failures = 0;
-                    if let Some(j) = self.journal() {
-                        j.progress(key, id, &status.state, status.done, status.total);
+                    // An ended batch is recorded once its lines are counted, below.
+                    if let Some(j) = self.journal()
+                        && !status.progress.ended
+                        && last.as_ref() != Some(&status.progress)
+                    {
+                        j.polled(key, id, &status.progress).await;
                     }
-                    if status.ended {
-                        return self.results(id, &status).await;
+                    if status.progress.ended {
+                        let read = self.results(id, &status).await;
+                        if let Some(j) = self.journal() {
+                            // A failed batch or vanished results: ended all the same.
+                            let counts = match &read {
+                                Ok(lines) => counted(&status.progress, lines),
+                                Err(_) => status.progress.clone(),
+                            };
+                            j.polled(key, id, &counts).await;
+                        }
+                        return read.map(Some);
                     }
+                    if self.cfg.no_wait {
+                        tracing::info!(engine = %self.label(), batch = %id, state = %status.progress.state, "batch left running (--no-wait)");
+                        return Ok(None);
+                    }
+                    last = Some(status.progress);
                 }
                 Err(e @ (Error::AuthRefused { .. } | Error::NotFound { .. })) => return Err(e),
                 Err(e) => {
@@ -608,15 +662,36 @@ impl Inner {
             })
     }
 
+    /// The path of batch `id` (`suffix`: `""`, or `/cancel`).
+    fn batch_path(&self, id: &str, suffix: &str) -> String {
+        match self.http.dialect {
+            Dialect::OpenAi => format!("/batches/{id}{suffix}"),
+            Dialect::Anthropic => format!("/messages/batches/{id}{suffix}"),
+        }
+    }
+
     /// Where a batch is.
     async fn status(&self, id: &str) -> Result<Status, Error> {
-        let path = match self.http.dialect {
-            Dialect::OpenAi => format!("/batches/{id}"),
-            Dialect::Anthropic => format!("/messages/batches/{id}"),
-        };
         let v = self
-            .exchange_json(Method::GET, self.url(&path)?, None)
+            .exchange_json(Method::GET, self.url(&self.batch_path(id, ""))?, None)
             .await?;
+        Ok(self.status_of(&v))
+    }
+
+    /// Cancels batch `id` at the provider; where it stands after.
+    async fn cancel_batch(&self, id: &str) -> Result<BatchProgress, Error> {
+        let v = self
+            .exchange_json(
+                Method::POST,
+                self.url(&self.batch_path(id, "/cancel"))?,
+                None,
+            )
+            .await?;
+        Ok(self.status_of(&v).progress)
+    }
+
+    /// A batch object as the provider describes it.
+    fn status_of(&self, v: &Value) -> Status {
         let str_of = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let count = |k: &str| {
             v.get("request_counts")
@@ -624,16 +699,21 @@ impl Inner {
                 .and_then(Value::as_u64)
                 .unwrap_or(0)
         };
-        Ok(match self.http.dialect {
+        match self.http.dialect {
             Dialect::OpenAi => {
                 let state = str_of("status").unwrap_or_default();
                 Status {
-                    ended: matches!(
-                        state.as_str(),
-                        "completed" | "failed" | "expired" | "cancelled"
-                    ),
-                    done: count("completed") + count("failed"),
-                    total: count("total"),
+                    progress: BatchProgress {
+                        ended: matches!(
+                            state.as_str(),
+                            "completed" | "failed" | "expired" | "cancelled"
+                        ),
+                        done: count("completed"),
+                        errored: count("failed"),
+                        expired: 0,
+                        total: count("total"),
+                        state,
+                    },
                     output: str_of("output_file_id"),
                     errors: str_of("error_file_id"),
                     failure: v
@@ -646,26 +726,29 @@ impl Inner {
                                 .collect::<Vec<_>>()
                                 .join("; ")
                         }),
-                    state,
                 }
             }
             Dialect::Anthropic => {
                 let state = str_of("processing_status").unwrap_or_default();
-                let done = ["succeeded", "errored", "canceled", "expired"]
+                let total = ["processing", "succeeded", "errored", "canceled", "expired"]
                     .iter()
                     .map(|k| count(k))
                     .sum::<u64>();
                 Status {
-                    ended: state == "ended",
-                    done,
-                    total: done + count("processing"),
+                    progress: BatchProgress {
+                        ended: state == "ended",
+                        done: count("succeeded"),
+                        errored: count("errored"),
+                        expired: count("expired") + count("canceled"),
+                        total,
+                        state,
+                    },
                     output: str_of("results_url"),
                     errors: None,
                     failure: None,
-                    state,
                 }
             }
-        })
+        }
     }
 
     /// Reads an ended batch's results, line by line, by custom id.
@@ -674,7 +757,7 @@ impl Inner {
         id: &str,
         status: &Status,
     ) -> Result<HashMap<String, Result<Parsed, Error>>, Error> {
-        if status.state == "failed" {
+        if status.progress.state == "failed" {
             return Err(self.http.transient(
                 TransientKind::ServerError,
                 format!(
@@ -878,16 +961,38 @@ impl Inner {
 
 /// A batch's state as polled.
 struct Status {
-    state: String,
-    ended: bool,
-    done: u64,
-    total: u64,
+    progress: BatchProgress,
     /// OpenAI's output file id, or Anthropic's results URL.
     output: Option<String>,
     /// OpenAI's error file id.
     errors: Option<String>,
     /// Why a batch failed (OpenAI `errors.data[].message`).
     failure: Option<String>,
+}
+
+/// An ended batch's counts as its lines tell them (OpenAI counts expired lines as failed).
+fn counted(
+    polled: &BatchProgress,
+    lines: &HashMap<String, Result<Parsed, Error>>,
+) -> BatchProgress {
+    let mut p = BatchProgress {
+        done: 0,
+        errored: 0,
+        expired: 0,
+        ..polled.clone()
+    };
+    for line in lines.values() {
+        match line {
+            Ok(_) => p.done += 1,
+            Err(Error::Transient {
+                kind: TransientKind::Timeout,
+                ..
+            }) => p.expired += 1,
+            Err(_) => p.errored += 1,
+        }
+    }
+    p.total = p.total.max(p.answered());
+    p
 }
 
 /// The collector: starts a batch whenever one is due; ends with the transport.

@@ -68,6 +68,9 @@ const DEEPER_SHARE: f64 = 0.25;
 const DEEPER_MAX: u32 = 3;
 /// Per outcome, the remembered noise share fades by this factor (half-life ~2300 attempts).
 const NOISE_FADE: f64 = 0.9997;
+/// A Retry-After at most this long bounds how far a cut may lower the rate (see
+/// `State::wave_retry_after`); longer ones (minutes: a quota) say nothing about pacing.
+const RETRY_AFTER_FLOOR_MAX: Duration = Duration::from_secs(10);
 /// Sends may run this far behind schedule and catch up (timer granularity).
 const TOLERANCE: Duration = Duration::from_millis(5);
 
@@ -122,6 +125,9 @@ struct State {
     /// The cut in force answered 429s whose headers showed the limit used up: a limit, never
     /// undone.
     proven: bool,
+    /// The longest Retry-After (under [`RETRY_AFTER_FLOOR_MAX`]) among the 429s since the last
+    /// cut: the server takes a request at least that often, so no cut paces slower.
+    wave_retry_after: Option<Duration>,
 }
 
 /// The first contact with the endpoint.
@@ -167,6 +173,7 @@ impl Default for Learned {
                 trial: None,
                 series: 0,
                 proven: false,
+                wave_retry_after: None,
             }),
         }
     }
@@ -303,6 +310,9 @@ impl State {
             }
             return;
         }
+        if let Some(ra) = retry_after.filter(|ra| !ra.is_zero() && *ra <= RETRY_AFTER_FLOOR_MAX) {
+            self.wave_retry_after = Some(self.wave_retry_after.map_or(ra, |w| w.max(ra)));
+        }
         if refused {
             self.refused(seq, used_up, now);
         } else if let (Outcome::Answered, Some(rate)) = (outcome, self.rate) {
@@ -427,10 +437,26 @@ impl State {
     }
 
     /// Lowers the rate to [`BETA`] of `estimate` (never above the rate in force) and starts
-    /// judging the cut.
+    /// judging the cut. The first cut of an unpaced endpoint rests on a rate measured from few
+    /// sends (a slow or loaded client measures it badly), so it never goes below [`BETA`] of
+    /// one send per the longest Retry-After the 429s asked for: the server says it takes a
+    /// request that often. The deeper cuts of a series stop at half that (they may go under it
+    /// for a limit shared with other clients, but not to one send in seconds while the
+    /// server asks for a retry in 300 ms); a cut of a settled pace, judged on many replies,
+    /// has no floor but [`MIN_RATE`].
     fn cut(&mut self, estimate: f64, now: Instant) {
         let before = self.rate;
-        let new = (BETA * estimate.min(before.unwrap_or(f64::INFINITY))).max(MIN_RATE);
+        let in_force = before.unwrap_or(f64::INFINITY);
+        let floor = match (
+            self.wave_retry_after.take(),
+            before.is_none(),
+            self.series > 0,
+        ) {
+            (Some(ra), true, _) => (BETA / ra.as_secs_f64()).min(in_force),
+            (Some(ra), false, true) => (BETA / (2.0 * ra.as_secs_f64())).min(in_force),
+            _ => MIN_RATE,
+        };
+        let new = (BETA * estimate.min(in_force)).max(floor).max(MIN_RATE);
         self.rate = Some(new);
         self.cut_rate = new;
         self.cut_at = Some(now);

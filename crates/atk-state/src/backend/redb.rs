@@ -477,6 +477,23 @@ impl Kv for RedbKv {
         answer.await.map_err(|_| stopped())?
     }
 
+    fn stage(&self, ops: Vec<Op>) -> Result<(), Error> {
+        // Nobody waits for the answer: the commit thread's send to a dropped receiver is fine.
+        let (done, _answer) = oneshot::channel();
+        let job = Job {
+            ops,
+            durable: false,
+            done,
+        };
+        self.jobs
+            .as_ref()
+            .and_then(|jobs| jobs.send(job).ok())
+            .ok_or_else(|| Error::Io {
+                path: self.dir.clone(),
+                message: "the store's commit thread stopped".to_owned(),
+            })
+    }
+
     fn init(&self, ops: Vec<Op>) -> Result<(), Error> {
         let done = self.guard(|| commit(self.db()?, ops.iter(), true).map_err(|e| self.err(e)));
         self.commits.fetch_add(1, Ordering::Release);

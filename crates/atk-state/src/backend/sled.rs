@@ -235,6 +235,17 @@ impl Kv for SledKv {
         Ok(())
     }
 
+    fn stage(&self, ops: Vec<Op>) -> Result<(), Error> {
+        for op in ops {
+            match op {
+                Op::Put(tree, k, v) => self.tree(tree)?.insert(k, v).map(drop),
+                Op::Remove(tree, k) => self.tree(tree)?.remove(k).map(drop),
+            }
+            .map_err(|e| self.io(e))?;
+        }
+        Ok(())
+    }
+
     fn init(&self, ops: Vec<Op>) -> Result<(), Error> {
         for op in ops {
             match op {

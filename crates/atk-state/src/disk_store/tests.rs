@@ -74,6 +74,7 @@ fn failure(reason: &str) -> FailureRecord {
         kind: "validation".into(),
         reason: reason.into(),
         last_output: Some("nope".into()),
+        last_prompt: None,
         attempts: 3,
         stored_at_ms: 2,
     }

@@ -35,6 +35,8 @@ pub(super) struct Batches {
     created: u32,
     vanished: u32,
     lost: u32,
+    held_uploads: u32,
+    held_created: u32,
 }
 
 struct Batch {
@@ -46,6 +48,8 @@ struct Batch {
     created: Instant,
     /// The first batches fail at validation (`fail_first`).
     fails: bool,
+    /// A cancel was asked before it ended.
+    cancelled: bool,
     ended: Option<Ended>,
 }
 
@@ -56,6 +60,7 @@ struct Ended {
     succeeded: u64,
     errored: u64,
     expired: u64,
+    canceled: u64,
 }
 
 /// What a line meets.
@@ -64,6 +69,31 @@ enum LineFate {
     Done,
     Errored,
     Expired,
+    Canceled,
+}
+
+/// Holds a batch API request unanswered until the server stops (`hold_uploads`,
+/// `hold_created`), then answers 503.
+async fn held(sh: &Shared, kind: Kind) -> Response {
+    sh.counters.update(|s| s.batch_held += 1);
+    sh.cancel().cancelled().await;
+    error_response(
+        kind,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The server is going away.",
+        ("server_error", None),
+        "overloaded_error",
+    )
+}
+
+/// True when this upload is one of the first `hold_uploads` (counted).
+fn hold_upload(sh: &Shared, cfg: &ServerConfig) -> bool {
+    let mut b = lock(sh);
+    let hold = b.held_uploads < cfg.batch.hold_uploads;
+    if hold {
+        b.held_uploads += 1;
+    }
+    hold
 }
 
 fn lock(sh: &Shared) -> std::sync::MutexGuard<'_, Batches> {
@@ -121,6 +151,9 @@ pub(super) async fn upload(
     let Some(boundary) = boundary else {
         return bad_request(Kind::Chat, "expected a multipart/form-data upload");
     };
+    if hold_upload(&sh, &cfg) {
+        return held(&sh, Kind::Chat).await;
+    }
     let Some(file) = form_part(&body, &boundary, "file") else {
         return bad_request(Kind::Chat, "the form has no `file` part");
     };
@@ -220,6 +253,7 @@ pub(super) async fn create_openai(
         Some(file_id.to_string()),
         metadata,
     )
+    .await
 }
 
 /// `POST /v1/messages/batches`.
@@ -238,6 +272,10 @@ pub(super) async fn create_anthropic(
     else {
         return bad_request(Kind::Messages, "requests: Field required");
     };
+    // Anthropic's requests travel in the creation itself: holding it is holding the upload.
+    if hold_upload(&sh, &cfg) {
+        return held(&sh, Kind::Messages).await;
+    }
     let mut lines = Vec::new();
     for r in requests {
         let (Some(id), Some(params)) =
@@ -250,10 +288,10 @@ pub(super) async fn create_anthropic(
         }
         lines.push((id.to_string(), params.clone()));
     }
-    create(&sh, &cfg, Kind::Messages, lines, None, Value::Null)
+    create(&sh, &cfg, Kind::Messages, lines, None, Value::Null).await
 }
 
-fn create(
+async fn create(
     sh: &Shared,
     cfg: &ServerConfig,
     kind: Kind,
@@ -268,7 +306,7 @@ fn create(
     if lines.is_empty() {
         return bad_request(kind, "the batch has no requests");
     }
-    let (response, lose) = {
+    let (response, lose, hold) = {
         let mut b = lock(sh);
         b.next += 1;
         let id = match kind {
@@ -280,6 +318,10 @@ fn create(
         let lose = b.lost < cfg.batch.lose_create_first;
         if lose {
             b.lost += 1;
+        }
+        let hold = !lose && b.held_created < cfg.batch.hold_created;
+        if hold {
+            b.held_created += 1;
         }
         sh.counters.update(|s| {
             s.batches_created += 1;
@@ -296,13 +338,18 @@ fn create(
             lines,
             created: Instant::now(),
             fails,
+            cancelled: false,
             ended: None,
         };
         let response = object(&batch, sh, "");
         b.order.push(id.clone());
         b.batches.insert(id, batch);
-        (response, lose)
+        (response, lose, hold)
     };
+    if hold {
+        // Applied, but the answer does not come while the server runs.
+        return held(sh, kind).await;
+    }
     if lose {
         // Applied, but the answer never arrives: the connection is cut.
         return lost_answer();
@@ -352,12 +399,48 @@ fn get(sh: &Shared, kind: Kind, headers: &HeaderMap, id: &str, _: &str) -> Respo
     let Some(mut batch) = b.batches.remove(id).filter(|x| x.kind == kind) else {
         return not_found(kind, "batch");
     };
-    if batch.ended.is_none() && batch.created.elapsed() >= cfg.batch.latency {
+    if batch.ended.is_none() && (batch.cancelled || batch.created.elapsed() >= cfg.batch.latency) {
         batch.ended = Some(finish(sh, &cfg, &mut b, &batch));
     }
     let v = object(&batch, sh, &host);
     b.batches.insert(id.to_string(), batch);
     json_response(StatusCode::OK, &v)
+}
+
+/// `POST /v1/batches/{id}/cancel`.
+pub(super) async fn cancel_openai(
+    State(sh): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    cancel(&sh, Kind::Chat, &headers, &id)
+}
+
+/// `POST /v1/messages/batches/{id}/cancel`.
+pub(super) async fn cancel_anthropic(
+    State(sh): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    cancel(&sh, Kind::Messages, &headers, &id)
+}
+
+/// Marks a batch that has not ended cancelled: its next poll finds it ended with
+/// `cancel_done` of its lines done. An ended batch is answered as it is.
+fn cancel(sh: &Shared, kind: Kind, headers: &HeaderMap, id: &str) -> Response {
+    let cfg = sh.config();
+    if let Some(r) = refused(&cfg, kind, headers) {
+        return r;
+    }
+    let mut b = lock(sh);
+    let Some(batch) = b.batches.get_mut(id).filter(|x| x.kind == kind) else {
+        return not_found(kind, "batch");
+    };
+    if batch.ended.is_none() && !batch.cancelled {
+        batch.cancelled = true;
+        sh.counters.update(|s| s.batches_cancelled += 1);
+    }
+    json_response(StatusCode::OK, &object(batch, sh, ""))
 }
 
 /// `GET /v1/batches`: every batch, newest first (404 with `no_list`).
@@ -438,14 +521,18 @@ fn object(batch: &Batch, sh: &Shared, host: &str) -> Value {
                 Some(e) => (
                     "ended",
                     json!({"processing": 0, "succeeded": e.succeeded, "errored": e.errored,
-                           "canceled": 0, "expired": e.expired}),
+                           "canceled": e.canceled, "expired": e.expired}),
                     json!(format!(
                         "http://{host}/v1/messages/batches/{}/results",
                         batch.id
                     )),
                 ),
                 None => (
-                    "in_progress",
+                    if batch.cancelled {
+                        "canceling"
+                    } else {
+                        "in_progress"
+                    },
                     json!({"processing": total, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}),
                     Value::Null,
                 ),
@@ -462,6 +549,7 @@ fn object(batch: &Batch, sh: &Shared, host: &str) -> Value {
                     e.succeeded,
                     e.errored + e.expired,
                 ),
+                None if batch.cancelled => ("cancelling", None, None, 0, 0),
                 None if elapsed < latency / 3 => ("validating", None, None, 0, 0),
                 None => ("in_progress", None, None, 0, 0),
             };
@@ -489,12 +577,19 @@ fn finish(sh: &Shared, cfg: &ServerConfig, b: &mut Batches, batch: &Batch) -> En
             succeeded: 0,
             errored: 0,
             expired: 0,
+            canceled: 0,
         };
     }
+    // A cancelled batch did its first `cancel_done` share of lines.
+    let done_before_cancel = if batch.cancelled {
+        (batch.lines.len() as f64 * cfg.batch.cancel_done.clamp(0.0, 1.0)).floor() as usize
+    } else {
+        batch.lines.len()
+    };
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let (mut succeeded, mut errored, mut expired) = (0, 0, 0);
-    for (custom_id, body) in &batch.lines {
+    let (mut succeeded, mut errored, mut expired, mut canceled) = (0, 0, 0, 0);
+    for (i, (custom_id, body)) in batch.lines.iter().enumerate() {
         let hash = prompt_hash(body);
         let nth = sh
             .counters
@@ -503,7 +598,9 @@ fn finish(sh: &Shared, cfg: &ServerConfig, b: &mut Batches, batch: &Batch) -> En
             .get(&hash)
             .copied()
             .unwrap_or(1);
-        let fate = if batch.fails {
+        let fate = if i >= done_before_cancel {
+            LineFate::Canceled
+        } else if batch.fails {
             LineFate::Errored
         } else {
             let seed = cfg.seed
@@ -531,6 +628,11 @@ fn finish(sh: &Shared, cfg: &ServerConfig, b: &mut Batches, batch: &Batch) -> En
             (Kind::Messages, LineFate::Expired) => {
                 json!({"custom_id": custom_id, "result": {"type": "expired"}})
             }
+            (Kind::Messages, LineFate::Canceled) => {
+                json!({"custom_id": custom_id, "result": {"type": "canceled"}})
+            }
+            // OpenAI writes no line for a request a cancelled batch never ran.
+            (_, LineFate::Canceled) => Value::Null,
             (_, LineFate::Done) => {
                 let reply = reply_for(cfg, Kind::Chat, body, custom_id);
                 json!({"id": format!("batch_req_{custom_id}"), "custom_id": custom_id,
@@ -563,6 +665,12 @@ fn finish(sh: &Shared, cfg: &ServerConfig, b: &mut Batches, batch: &Batch) -> En
                 expired += 1;
                 err.push(line);
             }
+            LineFate::Canceled => {
+                canceled += 1;
+                if !line.is_null() {
+                    err.push(line);
+                }
+            }
         }
     }
     sh.counters.update(|s| s.batch_completed += succeeded);
@@ -575,7 +683,13 @@ fn finish(sh: &Shared, cfg: &ServerConfig, b: &mut Batches, batch: &Batch) -> En
             .collect::<String>()
             .into_bytes()
     };
-    let state = if expired > 0 { "expired" } else { "completed" };
+    let state = if batch.cancelled {
+        "cancelled"
+    } else if expired > 0 {
+        "expired"
+    } else {
+        "completed"
+    };
     if batch.kind == Kind::Messages {
         out.extend(err);
         b.files.insert(format!("results-{}", batch.id), jsonl(&out));
@@ -586,6 +700,7 @@ fn finish(sh: &Shared, cfg: &ServerConfig, b: &mut Batches, batch: &Batch) -> En
             succeeded,
             errored,
             expired,
+            canceled,
         };
     }
     b.next += 1;
@@ -605,6 +720,7 @@ fn finish(sh: &Shared, cfg: &ServerConfig, b: &mut Batches, batch: &Batch) -> En
         succeeded,
         errored,
         expired,
+        canceled,
     }
 }
 

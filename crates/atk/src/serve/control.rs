@@ -214,7 +214,7 @@ fn children_table(state: &AppState) -> String {
             .collect();
         let _ = write!(
             out,
-            "<div class=child data-pid=\"{pid}\"><p><code>{c}</code> · pid {pid} · {status}</p><pre class=log>{l}</pre></div>",
+            "<div class=child data-pid=\"{pid}\"><div class=head><code>{c}</code> · pid {pid} · {status}</div><pre class=log>{l}</pre></div>",
             c = esc(command),
             l = esc(&tail
                 .iter()

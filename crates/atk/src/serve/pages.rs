@@ -167,9 +167,22 @@ fn live_panel(state: &AppState, run: &RunDir) -> String {
             .unwrap_or_default(),
         f = o.fraction,
     );
+    if let Some(b) = &s.budget {
+        let _ = write!(
+            out,
+            "<p class=budget>max_cost: <b>${:.4}</b> of ${:.4} spent{}</p>",
+            b.spent_usd,
+            b.cap_usd,
+            if b.reached {
+                " — <span class=flag>reached: no new request is sent</span>"
+            } else {
+                ""
+            }
+        );
+    }
     out.push_str(
         "<h2>Steps</h2><table><thead><tr><th>Step</th><th>Seen</th><th>Done</th><th>Kept</th>\
-         <th>Dropped</th><th>Failed</th><th>In flight</th><th>Pending</th><th>Tokens in / out</th><th></th></tr></thead><tbody>",
+         <th>Dropped</th><th>Failed</th><th>In flight</th><th>Pending</th><th>Tokens in / out</th><th>Cost (this run)</th><th></th></tr></thead><tbody>",
     );
     for st in &s.steps {
         let settled = st.done + st.failed;
@@ -177,7 +190,7 @@ fn live_panel(state: &AppState, run: &RunDir) -> String {
             out,
             "<tr><td>{n}</td><td class=num>{t}</td><td class=num>{d}</td><td class=num>{k}</td>\
              <td class=num>{dr}</td><td class=num>{f}</td><td class=num>{i}</td><td class=num>{p}</td>\
-             <td class=num>{pt} / {ct}</td><td><progress max=\"{t}\" value=\"{settled}\"></progress></td></tr>",
+             <td class=num>{pt} / {ct}</td><td class=num>${sc:.4}</td><td><progress max=\"{t}\" value=\"{settled}\"></progress></td></tr>",
             n = esc(&st.step),
             t = st.total,
             d = st.done,
@@ -188,6 +201,7 @@ fn live_panel(state: &AppState, run: &RunDir) -> String {
             p = st.pending,
             pt = st.prompt_tokens,
             ct = st.completion_tokens,
+            sc = st.cost_usd,
         );
     }
     out.push_str("</tbody></table>");
@@ -215,7 +229,7 @@ fn live_panel(state: &AppState, run: &RunDir) -> String {
     if !s.engines.is_empty() {
         out.push_str(
             "<h2>Engines</h2><table><thead><tr><th>Engine</th><th>Model</th><th>Requests</th>\
-             <th>Failed</th><th>Retries (429 = rate_limited)</th><th>Tokens in / out</th><th>Cost</th><th>Endpoints (calls / failures)</th></tr></thead><tbody>",
+             <th>Failed</th><th>Retries (429 = rate_limited)</th><th>Outage</th><th>Tokens in / out</th><th>Cost</th><th>Endpoints (calls / failures)</th></tr></thead><tbody>",
         );
         for e in &s.engines {
             let retries: Vec<String> = e
@@ -230,7 +244,7 @@ fn live_panel(state: &AppState, run: &RunDir) -> String {
                 .collect();
             let _ = write!(
                 out,
-                "<tr><td>{l}</td><td>{m}</td><td class=num>{r}</td><td class=num>{fr}</td><td>{rt}</td>\
+                "<tr><td>{l}</td><td>{m}</td><td class=num>{r}</td><td class=num>{fr}</td><td>{rt}</td><td>{og}</td>\
                  <td class=num>{pt} / {ct}</td><td class=num>${c:.4}</td><td>{ep}</td></tr>",
                 l = esc(&e.label),
                 m = esc(&e.model),
@@ -241,6 +255,7 @@ fn live_panel(state: &AppState, run: &RunDir) -> String {
                 } else {
                     retries.join(", ")
                 },
+                og = outage_cell(&s, e),
                 pt = e.prompt_tokens,
                 ct = e.completion_tokens,
                 c = e.cost_usd,
@@ -263,6 +278,20 @@ fn live_panel(state: &AppState, run: &RunDir) -> String {
         out.push_str("</ul>");
     }
     out
+}
+
+/// An engine's outage state as the runner recorded it: down (since when, why) while the run
+/// goes, else how many outages it waited out.
+fn outage_cell(s: &StatusSnapshot, e: &atk_cli::status::EngineStatus) -> String {
+    match e.outage.as_ref().filter(|_| s.is_running()) {
+        Some(o) => format!(
+            "<span class=flag data-outage=down>endpoint down {}: calls wait, one probe at a time</span><br><small>{}</small>",
+            when(o.since_ms),
+            esc(&o.error)
+        ),
+        None if e.outages > 0 => format!("none now ({} waited out)", e.outages),
+        None => "none".into(),
+    }
 }
 
 /// `GET /run?dir=`: one run, refreshed without a reload.
@@ -361,10 +390,10 @@ pub(crate) async fn why_page(
                         }
                         match &sample.prompt {
                             Some(p) => {
-                                let _ = write!(body, "<h4>Prompt sent</h4><pre>{}</pre>", esc(p));
+                                let _ = write!(body, "<h4>Prompt sent (the last attempt)</h4><pre class=prompt>{}</pre>", esc(p));
                             }
                             None => body.push_str(
-                                "<p class=muted>The prompt of this attempt is not in the store (turn on <code>debug_outputs</code> to keep every exchange).</p>",
+                                "<p class=muted>The prompt is not in the store (a drop by a step that keeps no details, or a failure recorded by an older atk; <code>debug_outputs</code> keeps every exchange).</p>",
                             ),
                         }
                         match &sample.reply {
@@ -443,11 +472,10 @@ pub(crate) async fn outputs_page(
                     let _ = write!(body, "<p class=error>{}</p>", esc(&e.to_string()));
                 }
                 Ok((lines, more)) => {
+                    let items = super::review::row_items(&file.path);
                     for (i, line) in lines.iter().enumerate() {
                         let n = page_no * ROWS_PER_PAGE + i;
-                        let key = super::review::row_key(line);
-                        let mark = reviews
-                            .get(&key)
+                        let mark = super::review::mark_of(&reviews, &file.name, &items, n, line)
                             .map(String::as_str)
                             .unwrap_or("unreviewed");
                         let _ = write!(
@@ -556,4 +584,40 @@ pub(crate) async fn style_css() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         include_str!("../../assets/style.css"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use atk_cli::status::{EngineStatus, RunState};
+
+    use super::*;
+
+    #[test]
+    fn an_outage_shows_while_the_run_goes_and_is_counted_after() {
+        let mut e = EngineStatus {
+            label: "small".into(),
+            outages: 1,
+            outage: Some(atk_cli::status::OutageNow {
+                since_ms: atk_state::now_ms(),
+                error: "connection refused".into(),
+            }),
+            ..EngineStatus::default()
+        };
+        let mut s = StatusSnapshot {
+            state: RunState::Running,
+            ..StatusSnapshot::default()
+        };
+        let cell = outage_cell(&s, &e);
+        assert!(
+            cell.contains("endpoint down") && cell.contains("connection refused"),
+            "{cell}"
+        );
+        // A run that ended is down no longer (its record is from then).
+        s.state = RunState::Interrupted;
+        assert_eq!(outage_cell(&s, &e), "none now (1 waited out)");
+        e.outage = None;
+        e.outages = 0;
+        s.state = RunState::Running;
+        assert_eq!(outage_cell(&s, &e), "none");
+    }
 }

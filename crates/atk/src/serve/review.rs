@@ -1,8 +1,10 @@
 //! Review: rows of a dataset marked accepted or rejected, kept beside the run in
-//! `review.json` and exported as JSONL. A dataset line carries no item id, so a row is keyed
-//! by the SHA-256 of its text: the same item with the same reply gives the same line in every
-//! rerun (datasets are byte-identical for the same inputs and replies), so marks survive
-//! reruns, and a row whose reply changed is unreviewed again.
+//! `review.json` and exported as JSONL. A row is keyed by the dataset's name and the id of the
+//! item it was made from, read from the dataset's `.NAME.items` sidecar (written by the run),
+//! so a mark follows its item across reruns whatever its position. Datasets without the
+//! sidecar (written by an older atk) and rows it names no item for are keyed by the SHA-256
+//! of their line, as `review.json` files written before item keys were: those keys are still
+//! honoured.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,9 +25,42 @@ use super::runs;
 /// The file beside the run's datasets holding the marks.
 pub(crate) const REVIEW_FILE: &str = "review.json";
 
-/// A row's key: SHA-256 (hex) of its line.
+/// A row's key when no item is known for it: SHA-256 (hex) of its line.
 pub(crate) fn row_key(line: &str) -> String {
     hex::encode(Sha256::digest(line.trim_end().as_bytes()))
+}
+
+/// The item each row of `dataset` was made from, by row (from its `.NAME.items` sidecar;
+/// empty when it has none).
+pub(crate) fn row_items(dataset: &Path) -> Vec<Option<String>> {
+    std::fs::read_to_string(atk_cli::layout::row_items_path(dataset))
+        .map(|text| {
+            text.lines()
+                .map(|l| serde_json::from_str::<Option<String>>(l).ok().flatten())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The key a mark of row `row` (its `line`) of the dataset `file` is saved under.
+pub(crate) fn mark_key(file: &str, items: &[Option<String>], row: usize, line: &str) -> String {
+    match items.get(row).and_then(Option::as_ref) {
+        Some(item) => format!("item:{file}:{item}"),
+        None => row_key(line),
+    }
+}
+
+/// The mark of a row: under its item key, else (marks made before item keys) its line's hash.
+pub(crate) fn mark_of<'a>(
+    marks: &'a BTreeMap<String, String>,
+    file: &str,
+    items: &[Option<String>],
+    row: usize,
+    line: &str,
+) -> Option<&'a String> {
+    marks
+        .get(&mark_key(file, items, row, line))
+        .or_else(|| marks.get(&row_key(line)))
 }
 
 /// The marks of a run: row key → `accepted` | `rejected`.
@@ -88,7 +123,10 @@ pub(crate) async fn mark(State(state): State<Arc<AppState>>, body: Bytes) -> Res
         _ => return not_found(&format!("no row {row} in {name}")),
     };
     let mut marks = load(&run.path);
-    marks.insert(row_key(&line), mark);
+    let items = row_items(&file.path);
+    // A mark made before item keys is replaced, not left to contradict the new one.
+    marks.remove(&row_key(&line));
+    marks.insert(mark_key(&name, &items, row, &line), mark);
     if let Err(e) = save(&run.path, &marks) {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -121,8 +159,9 @@ pub(crate) async fn export(State(state): State<Arc<AppState>>, RawQuery(q): RawQ
         let Ok(text) = std::fs::read_to_string(&file.path) else {
             continue;
         };
-        for line in text.lines() {
-            if marks.get(&row_key(line)).is_some_and(|m| m == "accepted") {
+        let items = row_items(&file.path);
+        for (row, line) in text.lines().enumerate() {
+            if mark_of(&marks, &file.name, &items, row, line).is_some_and(|m| m == "accepted") {
                 out.push_str(line);
                 out.push('\n');
             }
@@ -139,4 +178,33 @@ pub(crate) async fn export(State(state): State<Arc<AppState>>, RawQuery(q): RawQ
         out,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_follow_the_item_and_older_line_hash_marks_still_count() {
+        let line = r#"{"conversations":[]}"#;
+        let items = vec![None, Some("abc".to_string())];
+        // Row 1 has an item: its key names the dataset and the item.
+        assert_eq!(mark_key("d.jsonl", &items, 1, line), "item:d.jsonl:abc");
+        // Row 0 has none (and rows past the sidecar): the line's hash, as before.
+        assert_eq!(mark_key("d.jsonl", &items, 0, line), row_key(line));
+        assert_eq!(mark_key("d.jsonl", &items, 7, line), row_key(line));
+        // A review.json written before item keys: the hash still finds the mark.
+        let old: BTreeMap<String, String> = [(row_key(line), "accepted".to_string())].into();
+        assert_eq!(
+            mark_of(&old, "d.jsonl", &items, 1, line).map(String::as_str),
+            Some("accepted")
+        );
+        let new: BTreeMap<String, String> =
+            [("item:d.jsonl:abc".to_string(), "rejected".to_string())].into();
+        assert_eq!(
+            mark_of(&new, "d.jsonl", &items, 1, line).map(String::as_str),
+            Some("rejected")
+        );
+        assert_eq!(mark_of(&new, "other.jsonl", &items, 1, line), None);
+    }
 }

@@ -334,6 +334,7 @@ pub(crate) fn reasons(
             let FailureRecord {
                 reason,
                 last_output,
+                last_prompt,
                 ..
             } = f;
             let entry = by_reason
@@ -348,7 +349,7 @@ pub(crate) fn reasons(
                 entry.samples.push(Sample {
                     input: input_text(&store, &item),
                     item,
-                    prompt: None,
+                    prompt: last_prompt,
                     reply: last_output,
                 });
             }

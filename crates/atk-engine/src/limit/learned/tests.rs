@@ -222,3 +222,53 @@ async fn random_429s_at_a_fixed_share_do_not_collapse_throughput() {
         learned.rate()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cut_never_paces_slower_than_the_retry_after_the_429s_asked_for() {
+    // A slow client (sends seconds apart, as on a loaded machine) meets 429s asking to retry
+    // after 300 ms: the send rate it measured says little, the Retry-After says the server
+    // takes a request every 300 ms. Before issue 25's fix the cut spaced sends ~5 s apart.
+    let learned = Learned::default();
+    let fuse = Fuse::new("t");
+    let seq = learned.wait(&fuse).await.unwrap();
+    learned.outcome(seq, Outcome::Answered); // first contact: no limit
+    for _ in 0..8 {
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let seq = learned.wait(&fuse).await.unwrap();
+        learned.outcome(seq, Outcome::Answered);
+    }
+    for _ in 0..4 {
+        let seq = learned.wait(&fuse).await.unwrap();
+        learned.outcome(
+            seq,
+            Outcome::Refused {
+                used_up: false,
+                retry_after: Some(Duration::from_millis(300)),
+            },
+        );
+    }
+    let rate = learned.rate().expect("the 429s cut the rate");
+    assert!(rate >= BETA / 0.3 - 1e-9, "{rate} per second");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_high_share_of_rate_independent_429s_never_paces_slower_than_their_retry_after() {
+    // Half of all requests refused at random with Retry-After 300 ms (a flaky proxy), few
+    // requests at low concurrency: the cuts this sets off may never space sends further
+    // apart than the server's own Retry-After asks (issue 25: seen at ~5 s apart under load).
+    let learned = Arc::new(Learned::default());
+    let server = Server::new(0.0, 0.0, 0.5, Duration::from_millis(40));
+    let (elapsed, s) = run(&learned, server, 40, 4).await;
+    assert!(
+        elapsed < Duration::from_secs(12),
+        "{elapsed:?}, {} of {} refused, rate {:?}",
+        s.refused,
+        s.sent,
+        learned.rate()
+    );
+    assert!(
+        learned.rate().is_none_or(|r| r >= BETA / 0.6 - 1e-9),
+        "{:?}",
+        learned.rate()
+    );
+}

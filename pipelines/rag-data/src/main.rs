@@ -1,0 +1,4 @@
+//! `rag-data --config FILE`: see the crate docs.
+fn main() -> std::process::ExitCode {
+    rag_data::main()
+}
