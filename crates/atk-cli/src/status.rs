@@ -13,9 +13,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use atk_engine::OutageNow;
 pub use batches::BatchStatus;
 pub(crate) use batches::read_batches;
-pub use atk_engine::OutageNow;
 pub use read::read_status;
 pub use state::RunState;
 

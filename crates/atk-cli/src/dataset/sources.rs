@@ -83,10 +83,7 @@ impl SourceLog {
                 row_sources_path(dataset),
                 row_sources_path(target),
             )?,
-            items: super::same::StagedLines::open(
-                row_items_path(dataset),
-                row_items_path(target),
-            )?,
+            items: super::same::StagedLines::open(row_items_path(dataset), row_items_path(target))?,
             line: Vec::new(),
             from,
             last: 0,
@@ -98,7 +95,11 @@ impl SourceLog {
         let cur = self.from.current();
         let fresh = cur.count != self.last;
         self.last = cur.count;
-        Self::write(&mut self.line, &mut self.file, &cur.source.filter(|_| fresh))?;
+        Self::write(
+            &mut self.line,
+            &mut self.file,
+            &cur.source.filter(|_| fresh),
+        )?;
         Self::write(&mut self.line, &mut self.items, &cur.item.filter(|_| fresh))
     }
 
