@@ -301,8 +301,11 @@ async fn an_outage_longer_than_outage_limit_exits_1_and_leaves_items_pending() {
     .unwrap();
     let small = &status["engines"][0];
     assert_eq!(small["label"], "small", "{status}");
+    // At least one outage: a reply in flight when the server went away can land after the
+    // first one was declared (the endpoint answered: up again), and the next failures start a
+    // second.
     assert!(
-        small["outages"].as_u64() == Some(1)
+        small["outages"].as_u64().is_some_and(|n| n >= 1)
             && small["outage"]["error"]
                 .as_str()
                 .is_some_and(|e| !e.is_empty())
