@@ -2,6 +2,7 @@
 
 mod config;
 mod logs;
+pub mod release;
 mod reply;
 mod server;
 mod stats;
