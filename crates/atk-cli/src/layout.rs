@@ -131,6 +131,23 @@ pub struct BatchMeta {
     pub batch_id: Option<String>,
 }
 
+impl BatchMeta {
+    /// The state of a batch recorded before states were kept apart (`batches/…/state`):
+    /// `submitted` once it has an id, its total from its request list.
+    pub fn legacy_state(&self) -> BatchState {
+        BatchState {
+            total: self.requests.len() as u64,
+            state: if self.batch_id.is_some() {
+                "submitted".into()
+            } else {
+                String::new()
+            },
+            batch_id: self.batch_id.clone(),
+            ..BatchState::default()
+        }
+    }
+}
+
 /// What the last complete seeding of a store read, to skip the next one when nothing changed.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InputsMeta {

@@ -84,16 +84,7 @@ impl StoreJournal {
             let (requests, st) = match (meta, st) {
                 (Some(meta), Some(st)) => (meta.requests, st),
                 (Some(meta), None) => {
-                    let st = BatchState {
-                        total: meta.requests.len() as u64,
-                        state: if meta.batch_id.is_some() {
-                            "submitted".into()
-                        } else {
-                            String::new()
-                        },
-                        batch_id: meta.batch_id,
-                        ..BatchState::default()
-                    };
+                    let st = meta.legacy_state();
                     (meta.requests, st)
                 }
                 (None, Some(st)) => (Vec::new(), st),

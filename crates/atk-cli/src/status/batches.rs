@@ -134,16 +134,7 @@ pub(crate) fn read_batches(
                     .meta(&batch_meta_key(engine, &key))?
                     .and_then(|v| serde_json::from_value::<BatchMeta>(v).ok())
                 {
-                    Some(meta) => BatchState {
-                        total: meta.requests.len() as u64,
-                        state: if meta.batch_id.is_some() {
-                            "submitted".into()
-                        } else {
-                            String::new()
-                        },
-                        batch_id: meta.batch_id,
-                        ..BatchState::default()
-                    },
+                    Some(meta) => meta.legacy_state(),
                     None => continue,
                 },
             };
