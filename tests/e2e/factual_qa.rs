@@ -19,7 +19,7 @@ fn bin() -> &'static Path {
 
 /// Answers each of factual-qa's four prompts the way a model would, deterministically per
 /// prompt: about one chunk in six is judged unsuitable, one pair in four fails its check. The
-/// three schema steps get JSON; a repair turn gets the reply its original prompt gets.
+/// four schema steps get JSON; a repair turn gets the reply its original prompt gets.
 fn reply(body: &serde_json::Value) -> String {
     let body = &without_repair_turn(body);
     let (prompt, hash) = (prompt_text(body), prompt_hash(body));
@@ -42,10 +42,20 @@ fn reply(body: &serde_json::Value) -> String {
         serde_json::json!({"reason": "Checked.", "verdict": verdict}).to_string()
     } else {
         let last = prompt.rsplit("user: ").next().unwrap_or_default();
-        let turns = last
-            .replace("Question: ", "<user>")
-            .replace("\nAnswer: ", "</user>\n<assistant>");
-        turns.trim_end().replace("\n\n", "</assistant>\n") + "</assistant>"
+        // Without the schema instruction a server that enforces none gets appended.
+        let last = last
+            .split("\n\nReply with only one JSON")
+            .next()
+            .unwrap_or_default();
+        let turns: Vec<_> = last
+            .trim_end()
+            .split("\n\n")
+            .map(|block| {
+                let (q, a) = block.split_once("\nAnswer: ").unwrap_or((block, ""));
+                serde_json::json!({"user": q.trim_start_matches("Question: "), "assistant": a})
+            })
+            .collect();
+        serde_json::json!({ "turns": turns }).to_string()
     }
 }
 

@@ -1,5 +1,6 @@
 //! The offline demo's stand-in replies (what the mock engine answers), so the demo drops the
-//! contents page (judge), splits votes (check) and writes well-formed conversations (write).
+//! contents page (judge), splits votes (check) and writes well-formed conversations (write),
+//! each reply the JSON its step's schema asks for.
 //! Not pipeline logic: a real run never calls these.
 
 use atk_cli::prelude::{Item, json};
@@ -39,11 +40,16 @@ pub(crate) const CHECK: [&str; 3] = [
     r#"{"reason":"The answer adds a claim.","verdict":"no"}"#,
 ];
 
-/// `write_conversation`: the pairs as tagged turns.
+/// `write_conversation` (JSON, as the schema asks): the pairs as the conversation's turns.
 pub(crate) fn write(item: &Item, _: u32) -> String {
     let pairs = item.text("qa_pairs").unwrap_or_default();
-    let turns = pairs
-        .replace("Question: ", "<user>")
-        .replace("\nAnswer: ", "</user>\n<assistant>");
-    turns.replace("\n\n", "</assistant>\n") + "</assistant>"
+    let turn = |block: &str| {
+        let (question, answer) = block.split_once("\nAnswer: ").unwrap_or((block, ""));
+        json!({"user": question, "assistant": answer})
+    };
+    let blocks = pairs
+        .trim_start_matches("Question: ")
+        .split("\n\nQuestion: ");
+    let turns: Vec<_> = blocks.map(turn).collect();
+    json!({ "turns": turns }).to_string()
 }

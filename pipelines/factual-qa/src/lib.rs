@@ -8,8 +8,8 @@
 //!    chunk support the answer? Majority of `votes`; a pair that fails is dropped;
 //! 4. `write_conversation` (fan-in): one multi-turn conversation per chunk from its verified pairs.
 //!
-//! The first three are schema steps: each asks the server to enforce the JSON Schema of its
-//! reply type ([`Judgement`], [`QaPairs`], [`Check`]) and reads the reply typed.
+//! All four are schema steps: each asks the server to enforce the JSON Schema of its reply
+//! type ([`Judgement`], [`QaPairs`], [`Check`], [`Dialogue`]) and reads the reply typed.
 
 use std::process::ExitCode;
 
@@ -91,6 +91,67 @@ pub struct Check {
     pub reason: String,
     /// Yes when the question stands alone and the passage supports the answer.
     pub verdict: YesNo,
+}
+
+/// One exchange of the conversation: the user's turn and the assistant's reply.
+#[derive(Debug, Clone, serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
+pub struct Exchange {
+    /// What the user asks (a question of a verified pair, maybe reworded).
+    pub user: String,
+    /// The assistant's answer: the pair's answer, every fact kept, none added.
+    pub assistant: String,
+}
+
+/// `write_conversation`'s reply: the conversation, one exchange per verified pair.
+#[derive(Debug, Clone, serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
+pub struct Dialogue {
+    /// The exchanges, in order.
+    pub turns: Vec<Exchange>,
+}
+
+/// A stored `write_conversation` output: a [`Dialogue`], or the `[user, assistant]` pairs the
+/// tagged text prompt of earlier releases stored (their output dirs resume as they are).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum StoredDialogue {
+    Schema(Dialogue),
+    Tagged(Vec<(String, String)>),
+}
+
+/// The conversation's turns from a stored `write_conversation` output, either shape.
+fn dialogue_turns(stored: StoredDialogue) -> Vec<(String, String)> {
+    match stored {
+        StoredDialogue::Schema(d) => d.turns.into_iter().map(|t| (t.user, t.assistant)).collect(),
+        StoredDialogue::Tagged(turns) => turns,
+    }
+}
+
+/// A conversation with no exchange, or an empty turn, is rejected (retried).
+fn whole_dialogue(output: &Value, _: &Item) -> Result<(), String> {
+    let Dialogue { turns } = typed(output)?;
+    if turns.is_empty() {
+        return Err("the conversation has no turns".into());
+    }
+    if turns
+        .iter()
+        .any(|t| t.user.trim().is_empty() || t.assistant.trim().is_empty())
+    {
+        return Err("a turn of the conversation is empty".into());
+    }
+    Ok(())
+}
+
+/// A `write_conversation` reply of the text prompt before schemas (`<user>`/`<assistant>`
+/// tags) as the value the schema step makes: for `--reprocess` of an old output dir.
+fn legacy_dialogue(reply: &str) -> Result<Value, String> {
+    let turns = tagged_turns(reply, "user", "assistant")?;
+    let turns: Vec<Value> = turns
+        .into_iter()
+        .map(|(user, assistant)| json!({"user": user, "assistant": assistant}))
+        .collect();
+    Ok(json!({ "turns": turns }))
 }
 
 /// A schema step's stored output read as its type (the step read it so already: an error
@@ -191,8 +252,10 @@ pub fn chain(config: &FactualQaConfig) -> Chain {
         .details_key("check_details")
         .mock_replies(demo::CHECK);
     let write = PromptStep::new("write_conversation")
+        .json::<Dialogue>()
+        .legacy_reader(legacy_dialogue)
+        .validator(whole_dialogue)
         .param("max_tokens", 2000)
-        .output_processor(|reply| tagged_turns(reply, "user", "assistant").map(|t| json!(t)))
         .details_key("conversation_details")
         .mock_reply_with(demo::write);
     Chain::new()
@@ -238,8 +301,8 @@ impl Pipeline for FactualQaPipeline {
         let sharegpt = ctx.dataset("sharegpt_format.jsonl")?;
         let openai = ctx.dataset("openai_messages.jsonl")?;
         for item in ctx.final_items(chain) {
-            let turns: Vec<(String, String)> = item?.get("write_conversation")?;
-            let conversation = Conversation::from_turns(turns);
+            let stored: StoredDialogue = item?.get("write_conversation")?;
+            let conversation = Conversation::from_turns(dialogue_turns(stored));
             sharegpt.write_sharegpt(&conversation)?;
             openai.write_openai(&conversation)?;
         }
@@ -288,11 +351,34 @@ mod tests {
             "Question: a?\nAnswer: b\n\nQuestion: c?\nAnswer: d"
         );
         let view = Item::new("p").with("qa_pairs", gathered["qa_pairs"].clone());
-        let turns = tagged_turns(&demo::write(&view, 0), "user", "assistant").unwrap();
+        let read = atk_cli::atk_step::read_json::<Dialogue>(&demo::write(&view, 0)).unwrap();
+        assert!(whole_dialogue(&read, &view).is_ok());
+        let turns = dialogue_turns(serde_json::from_value(read).unwrap());
         assert_eq!(
             turns,
             [("a?".into(), "b".into()), ("c?".into(), "d".into())],
-            "the mock conversation parses like a real one"
+            "the mock conversation reads like a real one"
         );
+    }
+
+    #[test]
+    fn a_conversation_reads_from_either_stored_shape_and_the_old_tags() {
+        let old = json!([["q1", "a1"], ["q2", "a2"]]);
+        let new = json!({"turns": [{"user": "q1", "assistant": "a1"}, {"user": "q2", "assistant": "a2"}]});
+        let from = |v: &Value| dialogue_turns(serde_json::from_value(v.clone()).unwrap());
+        assert_eq!(from(&old), from(&new));
+        let legacy = legacy_dialogue(
+            "<user>q1</user>\n<assistant>a1</assistant>\n<user>q2</user><assistant>a2</assistant>",
+        )
+        .unwrap();
+        assert_eq!(
+            legacy, new,
+            "--reprocess brings an old tagged reply to the schema's shape"
+        );
+        assert!(legacy_dialogue("no tags").is_err());
+        let view = Item::new("p");
+        assert!(whole_dialogue(&json!({"turns": []}), &view).is_err());
+        let blank = json!({"turns": [{"user": "q", "assistant": " "}]});
+        assert!(whole_dialogue(&blank, &view).is_err());
     }
 }
