@@ -60,23 +60,29 @@ impl Asked {
             "check"
         };
         *self.by_step.lock().unwrap().entry(step).or_default() += 1;
+        let json = |v: Value| v.to_string();
         match step {
             "judge" if nibble < 3 => {
                 self.dropped.lock().unwrap().push(prompt);
-                "Titles only.\nVerdict: UNSUITABLE".into()
+                json(serde_json::json!({"reason": "Titles only.", "verdict": "unsuitable"}))
             }
-            "judge" => "Facts in sentences.\nVerdict: SUITABLE".into(),
-            "questions" if nibble < 3 => {
-                "Q: What does the harbor chronicle record about the tide?\nQ: Which entry names the keeper?".into()
+            "judge" => {
+                json(serde_json::json!({"reason": "Facts in sentences.", "verdict": "suitable"}))
             }
-            "questions" => format!(
-                "Q: What is written in record {}?\nQ: Who is named in entry {}?",
-                &hash[..8],
-                &hash[8..14]
-            ),
-            "answer" => format!("Found it.\nPassage: 1\nAnswer: It is recorded as {}.", &hash[..6]),
-            _ if nibble < 4 => "Unsupported.\nVerdict: NO".into(),
-            _ => "Supported.\nVerdict: YES".into(),
+            "questions" if nibble < 3 => json(serde_json::json!({"questions": [
+                "What does the harbor chronicle record about the tide?",
+                "Which entry names the keeper?"
+            ]})),
+            "questions" => json(serde_json::json!({"questions": [
+                format!("What is written in record {}?", &hash[..8]),
+                format!("Who is named in entry {}?", &hash[8..14])
+            ]})),
+            "answer" => json(serde_json::json!({
+                "passage": 1,
+                "answer": format!("It is recorded as {}.", &hash[..6])
+            })),
+            _ if nibble < 4 => json(serde_json::json!({"reason": "Unsupported.", "verdict": "no"})),
+            _ => json(serde_json::json!({"reason": "Supported.", "verdict": "yes"})),
         }
     }
 }

@@ -52,10 +52,10 @@ pub mod prelude {
     pub use crate::{Dataset, Pipeline, RunContext, RunError, async_trait};
     pub use atk_state::{Corpus, CorpusChunk, Fields, ItemRng};
     pub use atk_step::{
-        BarrierStep, Chain, EngineChoice, FanInStep, FanOutStep, FilterStep, Item, MapStep,
-        PromptStep, StepContext, Survivor, Verdict, VoteStep, cited_passage, default_judge,
-        labelled_line, line_children, passages, prompts, qa_children, qa_pairs, tag_text,
-        tagged_turns, verdict,
+        BarrierStep, Chain, EngineChoice, FanInStep, FanOutStep, FilterStep, Item, Judgement,
+        MapStep, PromptStep, Questions, StepContext, Suitability, Survivor, Verdict, Vote,
+        VoteStep, YesNo, cited_passage, default_judge, labelled_line, line_children, list_children,
+        passages, prompts, qa_children, qa_pairs, tag_text, tagged_turns, verdict,
     };
     pub use serde_json::{Value, json};
 }

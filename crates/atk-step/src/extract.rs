@@ -162,6 +162,44 @@ pub fn line_children(
         .collect())
 }
 
+/// The strings of list `list` in a schema step's output, one child item each with the string
+/// (trimmed) under `field`: the first `n` non-empty ones; fewer than `n` is an error (the reply
+/// is retried), like [`line_children`].
+///
+/// ```
+/// let reply = serde_json::json!({"questions": ["Why?", " ", "Who?", "How?"]});
+/// let kids = atk_step::list_children(&reply, "questions", "question", 2).unwrap();
+/// assert_eq!((kids.len(), &kids[1]["question"]), (2, &serde_json::json!("Who?")));
+/// assert!(atk_step::list_children(&reply, "questions", "question", 4).is_err());
+/// ```
+pub fn list_children(
+    output: &serde_json::Value,
+    list: &str,
+    field: &str,
+    n: usize,
+) -> Result<Vec<atk_state::Fields>, String> {
+    let found: Vec<&str> = output
+        .get(list)
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(|| format!("wanted a list \"{list}\" in the reply"))?
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .take(n)
+        .collect();
+    if found.len() < n {
+        return Err(format!(
+            "wanted {n} entries in \"{list}\", found {}",
+            found.len()
+        ));
+    }
+    Ok(found
+        .into_iter()
+        .map(|t| atk_state::Fields::from_iter([(field.to_string(), t.into())]))
+        .collect())
+}
+
 /// The turns of a reply written as `<first>…</first>` followed by `<second>…</second>`, in
 /// order (a conversation as `<user>`/`<assistant>` pairs, say). A first tag without its
 /// second, or no pair at all, is an error (ask again).

@@ -20,6 +20,7 @@ mod passages;
 mod progress;
 mod prompt;
 mod prompt_step;
+mod replies;
 mod report;
 mod rework;
 mod step;
@@ -36,7 +37,8 @@ pub use dedup::{DedupState, dedup_verdicts};
 pub use error::{ItemFailure, StepError};
 pub use executor::{Executor, ExecutorConfig};
 pub use extract::{
-    labelled_line, line_children, qa_children, qa_pairs, tag_text, tagged_turns, verdict,
+    labelled_line, line_children, list_children, qa_children, qa_pairs, tag_text, tagged_turns,
+    verdict,
 };
 pub use fan_in::{FanInStep, NO_KEPT_CHILDREN};
 pub use fan_out::{FanOutStep, child_id, make_children};
@@ -52,6 +54,7 @@ pub use passages::{cited_passage, passages};
 pub use progress::{NullSink, ProgressEvent, ProgressSink};
 pub use prompt::{PromptLibrary, PromptSource, PromptTemplate};
 pub use prompt_step::{LENGTH_CUT_REASON, MOCK_RETRY_CALL, OVER_CONTEXT, PromptStep};
+pub use replies::{Judgement, Questions, Suitability, Vote, YesNo};
 pub use report::{FailureGroup, RunReport, StepReport};
 pub use rework::{Rework, ReworkCounts, ReworkMode};
 pub use step::{EngineChoice, Engines, Shape, Step, StepContext, StepOutput};

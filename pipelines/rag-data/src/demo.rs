@@ -1,9 +1,10 @@
-//! The offline demo's stand-in replies (what the mock engine answers): the contents page is
-//! dropped (judge), two questions per chunk from its first sentences (so the two documents
-//! that open with the same harbour rule give near-duplicate questions), answers that cite the
-//! question's own passage, and split votes. Not pipeline logic: a real run never calls these.
+//! The offline demo's stand-in replies (what the mock engine answers, JSON as each step's
+//! schema asks): the contents page is dropped (judge), two questions per chunk from its first
+//! sentences (so the two documents that open with the same harbour rule give near-duplicate
+//! questions), answers that cite the question's own passage, and split votes. Not pipeline
+//! logic: a real run never calls these.
 
-use atk_cli::prelude::{Item, Value};
+use atk_cli::prelude::{Item, Value, json};
 
 /// The chunk's sentences of five words or more.
 fn sentences(item: &Item) -> Vec<String> {
@@ -26,17 +27,19 @@ const ASKED: &str = "Which passage states that ";
 /// `judge_chunk`: prose is suitable, a contents page is not.
 pub(crate) fn judge(item: &Item, _: u32) -> String {
     let contents_page = item.text("text").unwrap_or_default().contains("....");
-    if sentences(item).len() >= 2 && !contents_page {
-        "Full sentences stating facts.\nVerdict: SUITABLE".into()
+    let (reason, verdict) = if sentences(item).len() >= 2 && !contents_page {
+        ("Full sentences stating facts.", "suitable")
     } else {
-        "A list of titles and page numbers.\nVerdict: UNSUITABLE".into()
-    }
+        ("A list of titles and page numbers.", "unsuitable")
+    };
+    json!({"reason": reason, "verdict": verdict}).to_string()
 }
 
 /// `write_questions`: one question per opening sentence.
 pub(crate) fn questions(item: &Item, _: u32) -> String {
-    let ask = |s: &String| format!("Q: {ASKED}{}?\n", s.trim_end_matches(['.', '!', '?']));
-    sentences(item).iter().take(2).map(ask).collect()
+    let ask = |s: &String| format!("{ASKED}{}?", s.trim_end_matches(['.', '!', '?']));
+    let questions: Vec<String> = sentences(item).iter().take(2).map(ask).collect();
+    json!({ "questions": questions }).to_string()
 }
 
 /// `answer_question`: cites the question's own passage, answers with its sentence.
@@ -47,14 +50,12 @@ pub(crate) fn answer(item: &Item, _: u32) -> String {
         .unwrap_or(1);
     let question = item.text("question").unwrap_or_default();
     let sentence = question.trim_start_matches(ASKED).trim_end_matches('?');
-    format!(
-        "The question's wording matches passage {source}.\nPassage: {source}\nAnswer: {sentence}."
-    )
+    json!({"passage": source, "answer": format!("{sentence}.")}).to_string()
 }
 
 /// `check_support`: votes picked per item and vote, so some answers fail.
 pub(crate) const CHECK: [&str; 3] = [
-    "The passage states this.\nVerdict: YES",
-    "Supported word for word.\nVerdict: YES",
-    "The answer goes beyond the passage.\nVerdict: NO",
+    r#"{"reason":"The passage states this.","verdict":"yes"}"#,
+    r#"{"reason":"Supported word for word.","verdict":"yes"}"#,
+    r#"{"reason":"The answer goes beyond the passage.","verdict":"no"}"#,
 ];

@@ -11,6 +11,9 @@
 //! 5. `answer_question`: the answer and the number of the passage it cites;
 //! 6. `check_support` (vote, large engine): does the cited passage support the answer?
 //! 7. `dedup_questions` (barrier): near-duplicate questions removed, the first kept.
+//!
+//! The four prompted steps are schema steps: the server is asked to enforce each reply's JSON
+//! Schema ([`Judgement`], [`Questions`], [`Answer`], [`Vote`]) and the reply is read typed.
 
 use std::process::ExitCode;
 
@@ -53,15 +56,14 @@ const SYSTEM: &str = "Answer the question from these passages, citing the one yo
 /// Questions asked per kept chunk.
 const QUESTIONS: usize = 2;
 
-/// `Passage: N` and `Answer: ...` from an answer reply.
-fn read_answer(reply: &str) -> Result<Value, String> {
-    let passage = labelled_line(reply, "Passage:")
-        .and_then(|n| n.trim_matches(['[', ']']).parse::<u64>().ok());
-    let answer = labelled_line(reply, "Answer:").filter(|a| !a.is_empty());
-    match (passage, answer) {
-        (Some(passage), Some(answer)) => Ok(json!({"passage": passage, "answer": answer})),
-        _ => Err("wanted a line \"Passage: N\" and a line \"Answer: ...\"".into()),
-    }
+/// `answer_question`'s reply: the passage used, then the answer from it.
+#[derive(Debug, Clone, serde::Deserialize, atk_cli::config::JsonSchema)]
+#[schemars(crate = "atk_cli::config::schemars")]
+pub struct Answer {
+    /// The number of the passage that holds the answer.
+    pub passage: u64,
+    /// The answer, in one to three sentences, from that passage alone.
+    pub answer: String,
 }
 
 /// The passage the item's answer cites.
@@ -83,19 +85,20 @@ fn with_cited(item: Item) -> Result<Item, String> {
     Ok(item.with("cited", text))
 }
 
-/// The `Q: ` lines of a reply, one child item each.
+/// The questions of a reply, one child item each.
 fn split(reply: &Value, _: &Item) -> Result<Vec<Fields>, String> {
-    let text = reply.as_str().unwrap_or_default();
-    line_children(text, "Q:", "question", QUESTIONS)
+    list_children(reply, "questions", "question", QUESTIONS)
 }
 
 /// The chain, built once: used to run the steps and to read the results back.
 pub fn chain(config: &RagDataConfig) -> Chain {
     let distractors = config.distractors as usize;
     let judge = PromptStep::new("judge_chunk")
+        .json::<Judgement>()
         .param("max_tokens", 300)
         .details_key("judge_details");
     let questions = PromptStep::new("write_questions")
+        .json::<Questions>()
         .param("max_tokens", 400)
         .arg("count", QUESTIONS)
         .details_key("question_details")
@@ -105,12 +108,13 @@ pub fn chain(config: &RagDataConfig) -> Chain {
     });
     let answer = PromptStep::new("answer_question")
         .result_key("answer")
+        .json::<Answer>()
         .param("max_tokens", 400)
-        .output_processor(read_answer)
         .validator(valid_citation)
         .details_key("answer_details");
     let check = PromptStep::new("check_support")
         .engine(EngineChoice::Large)
+        .json::<Vote>()
         .param("max_tokens", 300)
         .try_input_processor(with_cited)
         .details_key("check_details");
