@@ -269,12 +269,6 @@ impl Http {
         }
     }
 
-    /// The request body in the engine's dialect, the output schema (if any) in the form the
-    /// endpoint takes now (what a batch sends).
-    fn body(&self, request: &Request, stream: bool, stream_usage: bool) -> Result<Vec<u8>, Error> {
-        self.body_in(request, stream, stream_usage, self.forms.current(request))
-    }
-
     /// The request body with the output schema in `form`.
     fn body_in(
         &self,

@@ -330,13 +330,17 @@ fn error_response(
     openai: (&str, Option<&str>),
     anthropic: &str,
 ) -> Response {
-    let body = match kind {
+    json_response(status, &error_json(kind, message, openai, anthropic))
+}
+
+/// The body of [`error_response`] (also what a batch's errored line carries).
+fn error_json(kind: Kind, message: &str, openai: (&str, Option<&str>), anthropic: &str) -> Value {
+    match kind {
         Kind::Messages => {
             json!({"type": "error", "error": {"type": anthropic, "message": message}})
         }
         Kind::Chat | Kind::Completion => error_body(message, openai.0, openai.1),
-    };
-    json_response(status, &body)
+    }
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::message::{quote, server_message};
 use super::retry_after::retry_after;
 use super::wire::Parsed;
-use super::{Dialect, Http};
+use super::{Dialect, Http, schema};
 use crate::batch::{BatchConfig, BatchJournal, BatchProgress};
 use crate::cancel::Cancel;
 use crate::{Engine, EngineConfig, Error, Reply, Request, TransientKind};
@@ -56,14 +56,33 @@ const MAX_POLL_FAILURES: u32 = 30;
 /// Pages of the provider's batch list searched for a tagged batch.
 const LIST_PAGES: usize = 10;
 
-/// What polling a batch gave: its lines by custom id, or `None` when it was left running
-/// (`no_wait`).
-type Read = Option<HashMap<String, Result<Parsed, Error>>>;
+/// One line of an ended batch: the reply, or why not; for an error answer also its status and
+/// raw body, to tell a refused schema form (as the online path does, by what the body names).
+#[derive(Clone)]
+struct Line {
+    result: Result<Parsed, Error>,
+    answer: Option<(u16, String)>,
+}
+
+impl Line {
+    fn of(result: Result<Parsed, Error>) -> Self {
+        Self {
+            result,
+            answer: None,
+        }
+    }
+}
+
+/// An ended batch's lines by custom id.
+type Lines = HashMap<String, Line>;
+
+/// What polling a batch gave: its lines, or `None` when it was left running (`no_wait`).
+type Read = Option<Lines>;
 
 /// A finished batch as its callers see it.
 struct Finished {
     key: String,
-    outcome: Result<HashMap<String, Result<Parsed, Error>>, Error>,
+    outcome: Result<Lines, Error>,
     /// The batch exists and was polled: its failures are final for it (a request is asked
     /// again in a new batch). Otherwise creating it failed, and it may exist all the same.
     polled: bool,
@@ -168,59 +187,31 @@ impl Drop for Rank<'_> {
 impl Engine for BatchTransport {
     async fn call(&self, request: Request) -> Result<Reply, Error> {
         let inner = &self.inner;
-        inner.cancel.check()?;
         let started = Instant::now();
-        let mut body: Value = serde_json::from_slice(&inner.http.body(&request, false, false)?)
-            .map_err(|e| {
-                Error::Config(format!("{}: params do not serialize: {e}", inner.label()))
-            })?;
-        if inner.http.dialect == Dialect::Anthropic
-            && let Some(map) = body.as_object_mut()
-        {
-            map.remove("stream");
-        }
-        let text = body.to_string();
-        let hash = hex::encode(&Sha256::digest(text.as_bytes())[..16]);
-        let rank = {
-            let mut st = inner.lock();
-            let used = st.live.entry(hash.clone()).or_default();
-            let rank = (0..).find(|r| !used.contains(r)).unwrap_or(0);
-            used.insert(rank);
-            Rank {
-                inner,
-                hash: hash.clone(),
-                rank,
+        let mut form = inner.http.forms.current(&request);
+        loop {
+            let (result, answer) = self.inner.once(&request, form).await?;
+            // A line refusing the schema form it carried (what its body names, as online):
+            // the endpoint moves to its next form (one warning) and the request goes again
+            // in it, in a later batch.
+            if let (Err(_), Some(sent), Some((status, text))) = (&result, form, &answer)
+                && let Ok(status) = reqwest::StatusCode::from_u16(*status)
+                && schema::refuses(sent, status, text)
+                && let Some(next) = inner.http.forms.refused(&request, sent)
+            {
+                if let schema::Next::MovedTo(next) = next {
+                    let message = inner.http.key.scrub(&server_message(text));
+                    inner.http.warn_form(sent, next, &message);
+                }
+                form = inner.http.forms.current(&request);
+                continue;
             }
-        };
-        let custom_id = format!("{hash}-{}", rank.rank);
-        let slot = inner
-            .cancel
-            .guard(Inner::slot_for(inner, &custom_id, body, text.len()))
-            .await?;
-        let finished = inner.cancel.guard(wait(slot)).await?;
-        drop(rank);
-        let result = match &finished.outcome {
-            Err(e) => Err(e.clone()),
-            Ok(lines) => match lines.get(&custom_id) {
-                Some(Ok(parsed)) => Ok(parsed.clone()),
-                Some(Err(e)) => Err(e.clone()),
-                None => Err(inner.http.transient(
-                    TransientKind::Incomplete,
-                    "the batch ended without a result for this request",
-                )),
-            },
-        };
-        if finished.polled {
-            if let Some(j) = inner.journal() {
-                j.handed_out(&finished.key, &custom_id);
-            }
-            inner.lock().spent.insert((custom_id, finished.key.clone()));
+            return result.map(|parsed| {
+                inner
+                    .http
+                    .finish(&request, parsed, started.elapsed(), started)
+            });
         }
-        result.map(|parsed| {
-            inner
-                .http
-                .finish(&request, parsed, started.elapsed(), started)
-        })
     }
     fn label(&self) -> &str {
         self.inner.label()
@@ -247,6 +238,62 @@ async fn wait(mut slot: Slot) -> Result<Arc<Finished>, Error> {
 impl Inner {
     fn label(&self) -> &str {
         &self.http.label
+    }
+
+    /// Sends `request` (its schema in `form`) in a batch and waits for its line: the reply or
+    /// why not, and an error line's status and raw body.
+    async fn once(
+        self: &Arc<Self>,
+        request: &Request,
+        form: Option<schema::Form>,
+    ) -> Result<(Result<Parsed, Error>, Option<(u16, String)>), Error> {
+        self.cancel.check()?;
+        let mut body: Value = serde_json::from_slice(
+            &self.http.body_in(request, false, false, form)?,
+        )
+        .map_err(|e| Error::Config(format!("{}: params do not serialize: {e}", self.label())))?;
+        if self.http.dialect == Dialect::Anthropic
+            && let Some(map) = body.as_object_mut()
+        {
+            map.remove("stream");
+        }
+        let text = body.to_string();
+        let hash = hex::encode(&Sha256::digest(text.as_bytes())[..16]);
+        let rank = {
+            let mut st = self.lock();
+            let used = st.live.entry(hash.clone()).or_default();
+            let rank = (0..).find(|r| !used.contains(r)).unwrap_or(0);
+            used.insert(rank);
+            Rank {
+                inner: self,
+                hash: hash.clone(),
+                rank,
+            }
+        };
+        let custom_id = format!("{hash}-{}", rank.rank);
+        let slot = self
+            .cancel
+            .guard(Inner::slot_for(self, &custom_id, body, text.len()))
+            .await?;
+        let finished = self.cancel.guard(wait(slot)).await?;
+        drop(rank);
+        let line = match &finished.outcome {
+            Err(e) => Line::of(Err(e.clone())),
+            Ok(lines) => match lines.get(&custom_id) {
+                Some(line) => line.clone(),
+                None => Line::of(Err(self.http.transient(
+                    TransientKind::Incomplete,
+                    "the batch ended without a result for this request",
+                ))),
+            },
+        };
+        if finished.polled {
+            if let Some(j) = self.journal() {
+                j.handed_out(&finished.key, &custom_id);
+            }
+            self.lock().spent.insert((custom_id, finished.key.clone()));
+        }
+        Ok((line.result, line.answer))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -414,11 +461,7 @@ impl Inner {
     }
 
     /// Records, creates and polls a batch; the flag says whether it got as far as polling.
-    async fn submit(
-        &self,
-        key: &str,
-        lines: &[(String, Value)],
-    ) -> (Result<HashMap<String, Result<Parsed, Error>>, Error>, bool) {
+    async fn submit(&self, key: &str, lines: &[(String, Value)]) -> (Result<Lines, Error>, bool) {
         let ids: Vec<String> = lines.iter().map(|(id, _)| id.clone()).collect();
         if let Some(j) = self.journal()
             && let Err(e) = j.planned(key, &ids).await
@@ -752,11 +795,7 @@ impl Inner {
     }
 
     /// Reads an ended batch's results, line by line, by custom id.
-    async fn results(
-        &self,
-        id: &str,
-        status: &Status,
-    ) -> Result<HashMap<String, Result<Parsed, Error>>, Error> {
+    async fn results(&self, id: &str, status: &Status) -> Result<Lines, Error> {
         if status.progress.state == "failed" {
             return Err(self.http.transient(
                 TransientKind::ServerError,
@@ -835,7 +874,7 @@ impl Inner {
         }
     }
 
-    fn openai_line(&self, v: &Value) -> Result<Parsed, Error> {
+    fn openai_line(&self, v: &Value) -> Line {
         if let Some(error) = v.get("error").filter(|e| !e.is_null()) {
             let code = error.get("code").and_then(Value::as_str).unwrap_or("");
             let message = error
@@ -847,9 +886,9 @@ impl Inner {
             } else {
                 TransientKind::ServerError
             };
-            return Err(self
+            return Line::of(Err(self
                 .http
-                .transient(kind, format!("batch line failed: {message} ({code})")));
+                .transient(kind, format!("batch line failed: {message} ({code})"))));
         }
         let response = v.get("response").unwrap_or(&Value::Null);
         let status = response
@@ -859,17 +898,20 @@ impl Inner {
         let body = response.get("body").unwrap_or(&Value::Null);
         if status != 200 {
             let text = body.to_string();
-            return Err(self.line_error(status, self.http.key.scrub(&server_message(&text))));
+            return Line {
+                result: Err(self.line_error(status, self.http.key.scrub(&server_message(&text)))),
+                answer: Some((status, text)),
+            };
         }
-        self.complete(self.http.parse_openai_json(&body.to_string()))
+        Line::of(self.complete(self.http.parse_openai_json(&body.to_string())))
     }
 
-    fn anthropic_line(&self, v: &Value) -> Result<Parsed, Error> {
+    fn anthropic_line(&self, v: &Value) -> Line {
         let result = v.get("result").unwrap_or(&Value::Null);
         match result.get("type").and_then(Value::as_str).unwrap_or("") {
             "succeeded" => {
                 let message = result.get("message").unwrap_or(&Value::Null);
-                self.complete(self.http.parse_anthropic_json(&message.to_string()))
+                Line::of(self.complete(self.http.parse_anthropic_json(&message.to_string())))
             }
             "errored" => {
                 let error = result.get("error").unwrap_or(&Value::Null);
@@ -885,12 +927,15 @@ impl Inner {
                 } else {
                     500
                 };
-                Err(self.line_error(status, format!("{message} ({kind})")))
+                Line {
+                    result: Err(self.line_error(status, format!("{message} ({kind})"))),
+                    answer: Some((status, error.to_string())),
+                }
             }
-            other => Err(self.http.transient(
+            other => Line::of(Err(self.http.transient(
                 TransientKind::Timeout,
                 format!("batch request ended `{other}` before it was done"),
-            )),
+            ))),
         }
     }
 
@@ -971,10 +1016,7 @@ struct Status {
 }
 
 /// An ended batch's counts as its lines tell them (OpenAI counts expired lines as failed).
-fn counted(
-    polled: &BatchProgress,
-    lines: &HashMap<String, Result<Parsed, Error>>,
-) -> BatchProgress {
+fn counted(polled: &BatchProgress, lines: &Lines) -> BatchProgress {
     let mut p = BatchProgress {
         done: 0,
         errored: 0,
@@ -982,7 +1024,7 @@ fn counted(
         ..polled.clone()
     };
     for line in lines.values() {
-        match line {
+        match &line.result {
             Ok(_) => p.done += 1,
             Err(Error::Transient {
                 kind: TransientKind::Timeout,

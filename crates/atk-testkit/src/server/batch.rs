@@ -615,6 +615,29 @@ fn finish(sh: &Shared, cfg: &ServerConfig, b: &mut Batches, batch: &Batch) -> En
                 LineFate::Done
             }
         };
+        // A line whose schema form the server does not take errors as the online route
+        // answers it (counted with the forms online requests carry).
+        let line_kind = match batch.kind {
+            Kind::Messages => Kind::Messages,
+            _ if body.get("prompt").is_some() => Kind::Completion,
+            _ => Kind::Chat,
+        };
+        let refused = super::schema::form_of(line_kind, body).and_then(|form| {
+            sh.counters
+                .update(|s| *s.schema_forms.entry(form.to_owned()).or_insert(0) += 1);
+            super::schema::refused_answer(cfg, line_kind, form)
+        });
+        if let (Some((status, answer)), LineFate::Done) = (refused, fate) {
+            sh.counters.update(|s| s.schema_refused += 1);
+            errored += 1;
+            err.push(match batch.kind {
+                Kind::Messages => json!({"custom_id": custom_id, "result": {"type": "errored", "error": answer}}),
+                _ => json!({"id": format!("batch_req_{custom_id}"), "custom_id": custom_id,
+                            "response": {"status_code": status.as_u16(), "request_id": custom_id, "body": answer},
+                            "error": null}),
+            });
+            continue;
+        }
         let line = match (batch.kind, fate) {
             (Kind::Messages, LineFate::Done) => {
                 let reply = reply_for(cfg, Kind::Messages, body, custom_id);

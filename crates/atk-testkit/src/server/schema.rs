@@ -1,12 +1,13 @@
 //! Structured output as servers differ on it: which schema form a request carries (counted in
 //! `Stats::schema_forms`), the refusals of a server that does not take a form (llama-cpp-python's
-//! HTTP 500 naming `response_format`, or a 400 for every form), and broken JSON first.
+//! HTTP 500 naming `response_format`, or a 400 for every form; online, and as a batch's errored
+//! line), and broken JSON first.
 
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Kind, error_response, json_response};
+use super::{Kind, error_json, json_response};
 use crate::config::{SchemaSupport, ServerConfig};
 
 /// The schema form a request body carries: `json_schema` / `json_object` (OpenAI
@@ -37,12 +38,21 @@ pub(super) fn form_of(kind: Kind, body: &Value) -> Option<&'static str> {
 
 /// The refusal `cfg` answers a request carrying `form` with, if it refuses it.
 pub(super) fn refusal(cfg: &ServerConfig, kind: Kind, form: &str) -> Option<Response> {
+    refused_answer(cfg, kind, form).map(|(status, body)| json_response(status, &body))
+}
+
+/// The status and body of [`refusal`]: what a batch line refusing `form` carries too.
+pub(super) fn refused_answer(
+    cfg: &ServerConfig,
+    kind: Kind,
+    form: &str,
+) -> Option<(StatusCode, Value)> {
     match (cfg.schema, form) {
         (SchemaSupport::All, _) => None,
         // llama-cpp-python 0.3: pydantic refuses the type inside the handler, answered as a 500.
-        (SchemaSupport::LlamaCppPython, "json_schema") => Some(json_response(
+        (SchemaSupport::LlamaCppPython, "json_schema") => Some((
             StatusCode::INTERNAL_SERVER_ERROR,
-            &json!({"error": {
+            json!({"error": {
                 "message": "1 validation error for CreateChatCompletionRequest\nresponse_format.type\n  Input should be 'text' or 'json_object' [type=literal_error, input_value='json_schema', input_type=str]",
                 "type": "internal_server_error", "param": null, "code": null}}),
         )),
@@ -53,12 +63,14 @@ pub(super) fn refusal(cfg: &ServerConfig, kind: Kind, form: &str) -> Option<Resp
                 "completion_json_schema" => "json_schema: not supported by this server",
                 _ => "response_format: only `text` is supported by this server",
             };
-            Some(error_response(
-                kind,
+            Some((
                 StatusCode::BAD_REQUEST,
-                what,
-                ("invalid_request_error", None),
-                "invalid_request_error",
+                error_json(
+                    kind,
+                    what,
+                    ("invalid_request_error", None),
+                    "invalid_request_error",
+                ),
             ))
         }
     }
