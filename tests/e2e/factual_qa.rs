@@ -160,6 +160,28 @@ async fn factual_qa_killed_three_times_then_resumed_writes_the_uninterrupted_dat
     assert_eq!(datasets(&env), expected);
 }
 
+/// A `--shard` run on an unsharded output dir retires the chunks of the other shard with
+/// their question/answer items; the next unsharded run seeds them again and makes those items
+/// again from the stored replies: nothing is asked again, no pair or conversation is lost.
+#[tokio::test]
+async fn a_shard_run_on_an_unsharded_dir_loses_no_item_for_the_next_full_run() {
+    let server = server(ServerConfig::default()).await;
+    let (env, config) = setup(&server);
+    run(env.command(bin(), &config), RUN_TIMEOUT)
+        .await
+        .assert_code(0);
+    let (expected, paid) = (datasets(&env), server.stats().completed);
+    let mut shard = env.command(bin(), &config);
+    shard.args(["--shard", "1/2"]);
+    let out = run(shard, RUN_TIMEOUT).await;
+    assert!(out.stderr.contains("retired items"), "{out}");
+    let out = run(env.command(bin(), &config), RUN_TIMEOUT).await;
+    out.assert_code(0);
+    assert_eq!(server.stats().completed, paid, "nothing asked again\n{out}");
+    assert_eq!(datasets(&env), expected, "the same datasets\n{out}");
+    assert!(!out.stderr.contains("no child item was kept"), "{out}");
+}
+
 #[tokio::test]
 async fn factual_qa_under_random_faults_writes_the_same_datasets() {
     let (expected, _) = reference().await;

@@ -225,7 +225,7 @@ impl Shared {
                         });
                     }
                     floor = floor.max(record.stored_at_ms);
-                    match self.reuse(k, &mut item, record)? {
+                    match self.reuse(k, &mut item, record).await? {
                         Next::Continue => continue,
                         Next::Done(Walked::Split {
                             parent,
@@ -429,13 +429,13 @@ impl Shared {
     }
 
     /// Takes up a stored result: merge and go on, stop at a drop, or split into the stored children.
-    fn reuse(
+    async fn reuse(
         &self,
         k: usize,
         item: &mut ItemRecord,
-        record: ResultRecord,
+        mut record: ResultRecord,
     ) -> Result<Next, StepError> {
-        match record.outcome {
+        match std::mem::take(&mut record.outcome) {
             Outcome::Kept => {
                 merge(self.chain[k].as_ref(), item, record);
                 Ok(Next::Continue)
@@ -447,7 +447,16 @@ impl Shared {
                 Ok(Next::Done(Walked::Through))
             }
             Outcome::Children { ids } => {
-                let children = load_children(self.store.as_ref(), &ids)?;
+                let mut children = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    if let Some(child) = self.store.item(id)? {
+                        children.push(child);
+                    }
+                }
+                if children.len() < ids.len() {
+                    self.restore_children(k, item, &record, &ids).await?;
+                    children = load_children(self.store.as_ref(), &ids)?;
+                }
                 Ok(Next::Done(Walked::Split {
                     parent: item.clone(),
                     at: k,
@@ -457,6 +466,35 @@ impl Shared {
                 }))
             }
         }
+    }
+
+    /// Puts back the children of a stored split that are no longer in the store (their input
+    /// was retired while a run saw other inputs or another shard, and came back): made again
+    /// from the stored reply by the step's split, with no request, so their own stored results
+    /// are reused. One that cannot be made again is left out (warned by `load_children`).
+    async fn restore_children(
+        &self,
+        k: usize,
+        item: &ItemRecord,
+        record: &ResultRecord,
+        ids: &[String],
+    ) -> Result<(), StepError> {
+        let Some(Ok(StepOutput::Children(children, _))) =
+            self.chain[k].reprocess(item, record, &self.ctx)
+        else {
+            return Ok(());
+        };
+        let mut lost = Vec::new();
+        for child in children {
+            if ids.contains(&child.id) && self.store.item(&child.id)?.is_none() {
+                lost.push(child);
+            }
+        }
+        if !lost.is_empty() {
+            tracing::debug!(step = self.chain[k].name(), item = %item.id, children = lost.len(), "children of a stored split made again from its reply");
+            self.store.put_items(lost).await?;
+        }
+        Ok(())
     }
 
     /// Stores what step `k` made of `item` (with `input_hash` for a fan-in) and says how to go
@@ -590,7 +628,7 @@ impl Shared {
             Some(record) => {
                 self.tally(j, |t| t.report.skipped += 1);
                 floor = record.stored_at_ms;
-                self.reuse(j, &mut parent, record)?
+                self.reuse(j, &mut parent, record).await?
             }
             None => {
                 if redone {
