@@ -319,3 +319,44 @@ async fn changing_distractors_and_redoing_the_context_asks_only_the_later_steps(
         );
     }
 }
+
+/// rag-data's four prompted steps are schema steps: llama-cpp-python's server (`json_schema`
+/// refused with a 500, `json_object` + `schema` taken) and Anthropic's forced tool give the
+/// datasets the OpenAI form gives.
+#[tokio::test]
+async fn rag_data_on_schemas_writes_the_same_datasets_whatever_form_the_server_takes() {
+    use atk_testkit::SchemaSupport;
+    let mut expected = None;
+    let cases = [
+        ("openai", SchemaSupport::All, "json_schema"),
+        ("openai", SchemaSupport::LlamaCppPython, "json_object"),
+        ("anthropic", SchemaSupport::All, "tool"),
+    ];
+    for (dialect, support, form) in cases {
+        let (server, _) = start(ServerConfig::default().with_schema(support)).await;
+        let (env, config) = setup(&server);
+        let mut cmd = env.command(bin(), &config);
+        for set in [
+            format!("small_api={dialect}"),
+            format!("large_api={dialect}"),
+        ] {
+            cmd.arg("--set").arg(set);
+        }
+        let out = run(cmd, RUN_TIMEOUT).await;
+        out.assert_code(0);
+        let stats = server.stats();
+        let case = format!("{dialect} {support:?}");
+        assert_eq!(
+            stats.schema_form_count(form),
+            stats.completed,
+            "{case}: every reply asked in {form}: {stats:?}"
+        );
+        let got = datasets(&env, Path::new("output"));
+        assert!(!got[0].is_empty(), "{case}\n{out}");
+        assert_eq!(
+            &got,
+            expected.get_or_insert_with(|| got.clone()),
+            "{case}: datasets differ\n{out}"
+        );
+    }
+}
