@@ -371,7 +371,7 @@ fn process_all<'p>(
     pack: Option<&'p cache::Pack>,
     expect_misses: bool,
 ) -> Vec<Outcome<'p>> {
-    // The tokenizer takes ~40 ms to load (release): when some file will need chunking, load
+    // The tokenizer takes ~20 ms of CPU to load (release): when some file will need chunking, load
     // it while the files are read; when the pack likely serves every file, do not load it.
     let (staged, ()) = rayon::join(
         || -> Vec<Stage<'p>> {
