@@ -1,5 +1,5 @@
-//! `read_dir` over many small files: what the chunk cache costs cold and saves warm, and
-//! whether per-worker BPEs ([`Tokenizer::with_local_bpe`]) beat the shared one.
+//! `read_dir` over many small files: what the chunk cache costs cold and saves warm, what
+//! loading the tokenizer costs, and how counting on the shared tokenizer scales over threads.
 //!
 //! Run: `cargo bench -p atk-chunk --bench cache` (release). Prints times and ratios measured
 //! in this one run (each figure the best of `ROUNDS`); nothing is compared against stored
@@ -82,7 +82,11 @@ fn main() {
         std::fs::write(input.join(format!("doc_{i:05}.txt")), small_doc(i)).expect("write");
     }
     let config = ChunkConfig::new(2000);
-    let _ = Tokenizer::Cl100k.bpe(); // load outside the timings
+    // The first use loads the tokenizer (once per process): timed here, outside the rest.
+    let load = secs(|| {
+        let _ = Tokenizer::Cl100k.bpe();
+    });
+    let tiktoken_load = secs(|| drop(tiktoken_rs::cl100k_base().expect("loads")));
     let run = |cfg: &ChunkConfig| {
         let set = read_dir(&input, cfg).expect("read_dir");
         assert_eq!(set.report.files_read, files);
@@ -116,49 +120,37 @@ fn main() {
         warm / cold
     );
     println!("  cache folder holds {cache_files} file(s)");
-    bpe_per_worker();
+    println!(
+        "  loading cl100k      : {:.0} ms (tiktoken-rs: {:.0} ms)",
+        load * 1e3,
+        tiktoken_load * 1e3
+    );
+    counting_over_threads();
 }
 
-/// Tokenizing `mb` MB of prose on a fresh pool of every core: shared BPE vs one per worker
-/// (load included), the second measured from the pool's start.
-fn bpe_per_worker() {
+/// Counting 16 MB of prose with the one shared tokenizer on 1 thread and on every core: the
+/// regex's scratch space is pooled per thread, so threads should not slow each other down.
+fn counting_over_threads() {
     let threads = rayon::current_num_threads().max(2);
     let para: String = (0..200).map(small_doc).collect::<Vec<_>>().join("\n");
+    let pieces: Vec<&str> =
+        std::iter::repeat_n(para.as_str(), 16_000_000 / para.len() + 1).collect();
+    let on = |n: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            secs(|| {
+                let n: usize = pieces.par_iter().map(|p| Tokenizer::Cl100k.count(p)).sum();
+                assert!(n > 0);
+            })
+        })
+    };
+    let one = on(1);
+    let all = on(threads);
     println!(
-        "tokenizing on a fresh {threads}-thread pool (cl100k, release), shared vs per-worker BPE:"
+        "counting 16 MB on the shared tokenizer: 1 thread {one:.2} s, {threads} threads {all:.2} s, speed-up {:.2}x",
+        one / all
     );
-    for mb in [1usize, 4, 16, 32] {
-        let pieces: Vec<&str> =
-            std::iter::repeat_n(para.as_str(), mb * 1_000_000 / para.len() + 1).collect();
-        let fresh = || {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("pool")
-        };
-        let shared = fresh().install(|| {
-            secs(|| {
-                let n: usize = pieces
-                    .par_iter()
-                    .map(|p| Tokenizer::Cl100k.bpe().encode_ordinary(p).len())
-                    .sum();
-                assert!(n > 0);
-            })
-        });
-        let local = fresh().install(|| {
-            secs(|| {
-                let n: usize = pieces
-                    .par_iter()
-                    .map(|p| Tokenizer::Cl100k.with_local_bpe(|bpe| bpe.encode_ordinary(p).len()))
-                    .sum();
-                assert!(n > 0);
-            })
-        });
-        println!(
-            "  {mb:3} MB: shared {shared:6.2} s, per-worker {local:6.2} s, per-worker/shared {:.2}",
-            local / shared
-        );
-    }
-    let load = secs(|| drop(atk_tokens::tiktoken_rs::cl100k_base().expect("loads")));
-    println!("  one BPE load: {load:.2} s");
 }

@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn tiny_records_are_dropped_and_tiny_tails_merged() {
-        let s = Splitter::new(Tokenizer::Cl100k.bpe(), 30);
+        let s = Splitter::new(Tokenizer::Cl100k, 30);
         let long = "A sentence that is long enough to matter here. ".repeat(6);
         let text = format!("{long}\n\nEnd.");
         let out = chunk_records(&["tiny".to_string(), text.clone()], &s, 50);

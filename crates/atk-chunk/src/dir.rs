@@ -266,27 +266,10 @@ fn read_batches(
 /// Chunks texts a pipeline already has: `(source name, text)` pairs, each one source.
 /// The name becomes the chunks' `metadata` and part of their ids. No cache, no files.
 pub fn chunk_texts(texts: &[(String, String)], config: &ChunkConfig) -> ChunkSet {
-    let shared = Splitter::new(config.tokenizer.bpe(), config.chunk_size);
-    let local = use_local_bpe(
-        texts.iter().map(|(_, t)| t.len()).sum(),
-        rayon::current_num_threads(),
-    );
+    let splitter = Splitter::new(config.tokenizer, config.chunk_size);
     let chunked: Vec<Chunked> = texts
         .par_iter()
-        .map(|(_, text)| {
-            let records = std::slice::from_ref(text);
-            if local {
-                config.tokenizer.with_local_bpe(|bpe| {
-                    chunk_records(
-                        records,
-                        &Splitter::new(bpe, config.chunk_size),
-                        config.min_chars,
-                    )
-                })
-            } else {
-                chunk_records(records, &shared, config.min_chars)
-            }
-        })
+        .map(|(_, text)| chunk_records(std::slice::from_ref(text), &splitter, config.min_chars))
         .collect();
     let mut report = ReadReport {
         files_read: texts.len(),
@@ -381,17 +364,15 @@ fn walk(
 
 /// Reads, extracts and chunks every file, through the cache when there is one.
 ///
-/// Two parallel passes: read, hash and extract (cache hits stop there), then chunk. Between
-/// them the amount of text to tokenize is known, which decides whether each worker loads its
-/// own BPE (see [`atk_tokens::LOCAL_BPE_BREAK_EVEN_BYTES`]).
+/// Two parallel passes: read, hash and extract (cache hits stop there), then chunk.
 fn process_all<'p>(
     sources: &[Source],
     config: &ChunkConfig,
     pack: Option<&'p cache::Pack>,
     expect_misses: bool,
 ) -> Vec<Outcome<'p>> {
-    // The BPE takes ~0.45 s to load (release): when some file will need chunking, load it
-    // while the files are read; when the pack likely serves every file, do not load it at all.
+    // The tokenizer takes ~20 ms of CPU to load (release): when some file will need chunking, load
+    // it while the files are read; when the pack likely serves every file, do not load it.
     let (staged, ()) = rayon::join(
         || -> Vec<Stage<'p>> {
             sources
@@ -405,13 +386,6 @@ fn process_all<'p>(
             }
         },
     );
-    let text_bytes: usize = staged
-        .iter()
-        .map(|s| match s {
-            Stage::Extracted { records, .. } => records.iter().map(String::len).sum(),
-            Stage::Done(_) => 0,
-        })
-        .sum();
     if staged.iter().all(|s| matches!(s, Stage::Done(_))) {
         return staged
             .into_iter()
@@ -424,9 +398,7 @@ fn process_all<'p>(
             })
             .collect();
     }
-    let local = use_local_bpe(text_bytes, rayon::current_num_threads());
-    tracing::debug!(text_bytes, local, "chunking");
-    let shared = Splitter::new(config.tokenizer.bpe(), config.chunk_size);
+    let splitter = Splitter::new(config.tokenizer, config.chunk_size);
     staged
         .into_par_iter()
         .map(|stage| match stage {
@@ -436,17 +408,7 @@ fn process_all<'p>(
                 warnings,
                 key,
             } => {
-                let chunked = if local {
-                    config.tokenizer.with_local_bpe(|bpe| {
-                        chunk_records(
-                            &records,
-                            &Splitter::new(bpe, config.chunk_size),
-                            config.min_chars,
-                        )
-                    })
-                } else {
-                    chunk_records(&records, &shared, config.min_chars)
-                };
+                let chunked = chunk_records(&records, &splitter, config.min_chars);
                 let cached = key.map(|k| {
                     let json = cache::entry_json(&k, &chunked, &warnings);
                     (k, Cow::Owned(json))
@@ -460,12 +422,6 @@ fn process_all<'p>(
             }
         })
         .collect()
-}
-
-/// Whether workers should load their own BPE for `text_bytes` of text over `workers` threads:
-/// only when each has enough text to win back the load (release builds measured).
-fn use_local_bpe(text_bytes: usize, workers: usize) -> bool {
-    workers > 1 && text_bytes / workers >= atk_tokens::LOCAL_BPE_BREAK_EVEN_BYTES
 }
 
 /// Reads one file and either serves it from the cache or extracts its text.
@@ -589,17 +545,6 @@ mod tests {
         assert_eq!(
             with_timeout(std::time::Duration::from_secs(5), || 7),
             Some(7)
-        );
-    }
-
-    #[test]
-    fn workers_load_their_own_bpe_only_for_large_inputs() {
-        let per = atk_tokens::LOCAL_BPE_BREAK_EVEN_BYTES;
-        assert!(!use_local_bpe(per * 4 - 1, 4), "small input: shared BPE");
-        assert!(use_local_bpe(per * 4, 4));
-        assert!(
-            !use_local_bpe(per * 100, 1),
-            "one worker: the shared BPE is uncontended"
         );
     }
 }

@@ -11,14 +11,12 @@
 
 use std::sync::LazyLock;
 
+use atk_tokens::Tokenizer;
 use icu_segmenter::options::{SentenceBreakInvariantOptions, WordBreakInvariantOptions};
 use icu_segmenter::{
     GraphemeClusterSegmenter, GraphemeClusterSegmenterBorrowed, SentenceSegmenter,
     SentenceSegmenterBorrowed, WordSegmenter, WordSegmenterBorrowed,
 };
-use tiktoken_rs::CoreBPE;
-
-use atk_tokens::tiktoken_rs;
 
 static SENTENCES: LazyLock<SentenceSegmenterBorrowed<'static>> =
     LazyLock::new(|| SentenceSegmenter::new(SentenceBreakInvariantOptions::default()));
@@ -61,8 +59,8 @@ pub(crate) fn is_clean_cut(text: &str, at: usize) -> bool {
 }
 
 /// Cuts texts into pieces of at most `limit` tokens.
-pub(crate) struct Splitter<'b> {
-    bpe: &'b CoreBPE,
+pub(crate) struct Splitter {
+    tokenizer: Tokenizer,
     limit: usize,
 }
 
@@ -82,9 +80,9 @@ enum Level {
 }
 
 /// Greedy packer: adds units while the estimated sum fits and verifies inexact joins.
-struct Packer<'t, 'b> {
+struct Packer<'t> {
     text: &'t str,
-    bpe: &'b CoreBPE,
+    tokenizer: Tokenizer,
     limit: usize,
     cur: Vec<Unit>,
     cur_tokens: usize,
@@ -93,18 +91,18 @@ struct Packer<'t, 'b> {
     out: Vec<Piece>,
 }
 
-impl<'b> Splitter<'b> {
-    /// A splitter counting with `bpe`, bounded by `limit` tokens (at least 1).
-    pub(crate) fn new(bpe: &'b CoreBPE, limit: usize) -> Self {
+impl Splitter {
+    /// A splitter counting with `tokenizer`, bounded by `limit` tokens (at least 1).
+    pub(crate) fn new(tokenizer: Tokenizer, limit: usize) -> Self {
         Self {
-            bpe,
+            tokenizer,
             limit: limit.max(1),
         }
     }
 
     /// Exact token count of `text`.
     pub(crate) fn count(&self, text: &str) -> usize {
-        self.bpe.encode_ordinary(text).len()
+        self.tokenizer.count(text)
     }
 
     /// The chunk limit in tokens.
@@ -119,7 +117,7 @@ impl<'b> Splitter<'b> {
         }
         let mut packer = Packer {
             text,
-            bpe: self.bpe,
+            tokenizer: self.tokenizer,
             limit: self.limit,
             cur: Vec::new(),
             cur_tokens: 0,
@@ -180,9 +178,9 @@ fn line_cuts(text: &str) -> impl Iterator<Item = (usize, bool)> + '_ {
     })
 }
 
-impl Packer<'_, '_> {
+impl Packer<'_> {
     fn count(&self, start: usize, end: usize) -> usize {
-        self.bpe.encode_ordinary(&self.text[start..end]).len()
+        self.tokenizer.count(&self.text[start..end])
     }
 
     /// Packs one paragraph made of `lines` (`tokens` in total).
@@ -361,11 +359,10 @@ fn word_cuts(slice: &str) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atk_tokens::Tokenizer;
 
     fn check(text: &str, limit: usize) -> Vec<Piece> {
         for tok in [Tokenizer::Cl100k, Tokenizer::O200k] {
-            let s = Splitter::new(tok.bpe(), limit);
+            let s = Splitter::new(tok, limit);
             let pieces = s.split(text);
             let mut at = 0;
             for p in &pieces {
@@ -382,19 +379,18 @@ mod tests {
             }
             assert_eq!(at, text.len());
         }
-        Splitter::new(Tokenizer::Cl100k.bpe(), limit).split(text)
+        Splitter::new(Tokenizer::Cl100k, limit).split(text)
     }
 
     #[test]
     fn clean_cuts_add_up_exactly() {
         let text = "Title.\n\nFirst line here.\nSecond line, with words.\n\n  indented\n/slash\n\r\n\"Quoted\" start.\n";
-        let bpe = Tokenizer::Cl100k.bpe();
-        let total = bpe.encode_ordinary(text).len();
+        let total = Tokenizer::Cl100k.count(text);
         let sum: usize = {
             let mut start = 0;
             line_cuts(text)
                 .map(|(end, _)| {
-                    let n = bpe.encode_ordinary(&text[start..end]).len();
+                    let n = Tokenizer::Cl100k.count(&text[start..end]);
                     start = end;
                     n
                 })
@@ -426,10 +422,9 @@ mod tests {
         ) {
             let text: String = chars.into_iter().collect();
             for tok in [Tokenizer::Cl100k, Tokenizer::O200k] {
-                let bpe = tok.bpe();
-                let whole = bpe.encode_ordinary(&text).len();
+                let whole = tok.count(&text);
                 for (at, _) in text.char_indices().filter(|&(i, _)| i > 0 && is_clean_cut(&text, i)) {
-                    let parts = bpe.encode_ordinary(&text[..at]).len() + bpe.encode_ordinary(&text[at..]).len();
+                    let parts = tok.count(&text[..at]) + tok.count(&text[at..]);
                     proptest::prop_assert_eq!(whole, parts, "{:?} cut at {}", text, at);
                 }
             }

@@ -48,6 +48,9 @@ where
     let mut sleep: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep_until(first_byte_deadline));
     let mut got_first = false;
     let mut finished = false;
+    // When the idle gap ends: moved forward by each chunk without touching the timer (a
+    // streamed reply has a chunk per token); the timer is re-armed only when it fires early.
+    let mut idle_until = first_byte_deadline;
     futures_util::stream::poll_fn(move |cx| {
         if finished {
             return Poll::Ready(None);
@@ -55,23 +58,93 @@ where
         if let Poll::Ready(item) = body.as_mut().poll_next(cx) {
             match &item {
                 Some(Ok(_)) => {
-                    got_first = true;
-                    sleep.as_mut().reset(Instant::now() + idle);
+                    if !got_first {
+                        got_first = true;
+                        idle_until = Instant::now() + idle;
+                        sleep.as_mut().reset(idle_until);
+                    } else {
+                        idle_until = Instant::now() + idle;
+                    }
                 }
                 _ => finished = true,
             }
             return Poll::Ready(item.map(|r| r.map_err(BodyError::Transport)));
         }
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                finished = true;
-                Poll::Ready(Some(Err(if got_first {
-                    BodyError::Idle(idle)
-                } else {
-                    BodyError::FirstByte(first_byte)
-                })))
+        loop {
+            match sleep.as_mut().poll(cx) {
+                Poll::Ready(()) if sleep.deadline() < idle_until => {
+                    sleep.as_mut().reset(idle_until);
+                }
+                Poll::Ready(()) => {
+                    finished = true;
+                    return Poll::Ready(Some(Err(if got_first {
+                        BodyError::Idle(idle)
+                    } else {
+                        BodyError::FirstByte(first_byte)
+                    })));
+                }
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Pending => Poll::Pending,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    /// A body that yields `n` chunks `gap` apart, then stalls for good.
+    fn body(n: u32, gap: Duration) -> impl Stream<Item = Result<u32, reqwest::Error>> + Send {
+        futures_util::stream::unfold(0u32, move |i| async move {
+            if i >= n {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(gap).await;
+            Some((Ok(i), i + 1))
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn chunks_inside_the_idle_gap_never_time_out_and_a_stall_after_them_does() {
+        let idle = Duration::from_secs(1);
+        let first = Duration::from_secs(2);
+        let body = body(50, Duration::from_millis(900));
+        let mut stream = std::pin::pin!(timed(body, Instant::now() + first, first, idle));
+        for i in 0..50 {
+            assert_eq!(
+                stream.next().await.unwrap().unwrap(),
+                i,
+                "chunk {i} arrives"
+            );
+        }
+        let last = Instant::now();
+        match stream.next().await {
+            Some(Err(BodyError::Idle(d))) => assert_eq!(d, idle),
+            other => panic!("expected an idle timeout, got {other:?}"),
+        }
+        let waited = last.elapsed();
+        assert!(
+            waited >= idle && waited <= idle + Duration::from_millis(2),
+            "the stall is cut one idle gap after the last chunk: {waited:?}"
+        );
+        assert!(
+            stream.next().await.is_none(),
+            "the stream ends after its error"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_first_byte_by_the_deadline_is_a_first_byte_timeout() {
+        let first = Duration::from_secs(2);
+        let body = body(0, Duration::ZERO);
+        let mut stream = std::pin::pin!(timed(body, Instant::now() + first, first, first * 10));
+        let started = Instant::now();
+        match stream.next().await {
+            Some(Err(BodyError::FirstByte(d))) => assert_eq!(d, first),
+            other => panic!("expected a first-byte timeout, got {other:?}"),
+        }
+        assert!(started.elapsed() >= first);
+    }
 }
