@@ -627,6 +627,15 @@ impl Store for DiskStore {
         self.kv.write(Vec::new(), false, true).await
     }
 
+    fn has_any_result(&self, step: &str) -> Result<bool, Error> {
+        Ok(self
+            .kv
+            .scan(self.done(), &step_prefix(step)?)
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
     fn count_results(&self, step: &str) -> Result<u64, Error> {
         self.count_step(self.done(), step)
     }

@@ -126,6 +126,10 @@ pub trait Store: Send + Sync {
     fn count_results(&self, step: &str) -> Result<u64, Error> {
         self.results(step).try_fold(0, |n, r| r.map(|_| n + 1))
     }
+    /// Whether a step has any stored result (the disk store reads one key).
+    fn has_any_result(&self, step: &str) -> Result<bool, Error> {
+        self.results(step).next().transpose().map(|r| r.is_some())
+    }
     /// How many failures a step has (the sled store counts keys without decoding).
     fn count_failures(&self, step: &str) -> Result<u64, Error> {
         self.failures(step).try_fold(0, |n, r| r.map(|_| n + 1))
