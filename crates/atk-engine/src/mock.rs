@@ -250,6 +250,30 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn remembered_counts_are_the_counts_and_new_messages_are_still_counted() {
+        let tokenizer = atk_tokens::Tokenizer::Cl100k;
+        let count = |t: &str| tokenizer.counter().count(t) as u64;
+        let engine = MockEngine::new("m", "", MockConfig::default().with_tokenizer(tokenizer));
+        let system = "You are a poet who reads closely; write one short poem.";
+        // More distinct messages than are remembered: the later ones are counted each time.
+        for i in 0..(COUNTS_KEPT + 10) {
+            let user = format!("Passage {i}: the keeper logged the weather every four hours.");
+            let reply = engine
+                .call(Request::chat(vec![
+                    Message::new("system", system),
+                    Message::new("user", &user),
+                ]))
+                .await
+                .unwrap();
+            assert_eq!(
+                reply.usage.prompt_tokens,
+                count(system) + 4 + count(&user) + 4,
+                "call {i}"
+            );
+        }
+    }
+
     #[test]
     fn words_count_is_between_8_and_16() {
         for i in 0..50 {
