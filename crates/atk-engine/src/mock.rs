@@ -24,11 +24,18 @@ const WORDS: &[&str] = &[
     "violet", "willow", "wren", "yarrow", "zephyr", "zinc", "lagoon",
 ];
 
+/// Messages whose token count a mock engine remembers (the first ones it meets).
+const COUNTS_KEPT: usize = 64;
+
 /// The offline engine: same prompt, same reply; optional simulated latency.
 pub struct MockEngine {
     label: String,
     model: String,
     cfg: MockConfig,
+    /// Token counts of the first messages met, by content: a chain's fixed messages (system
+    /// prompt, examples) recur in every request and are counted once. A server counts tokens
+    /// in its own process; without this the mock's counting was half a mock run's CPU.
+    counts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl MockEngine {
@@ -43,7 +50,21 @@ impl MockEngine {
                 model
             },
             cfg,
+            counts: Default::default(),
         }
+    }
+
+    /// Tokens of a chat message's content, remembered for the first [`COUNTS_KEPT`] contents.
+    fn count_message(&self, counter: &dyn atk_tokens::TokenCounter, content: &str) -> usize {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get(content) {
+            return *n;
+        }
+        let n = counter.count(content);
+        if counts.len() < COUNTS_KEPT {
+            counts.insert(content.to_owned(), n);
+        }
+        n
     }
 
     /// A mock engine from an engine config (label, model and `mock` options).
@@ -68,7 +89,10 @@ impl Engine for MockEngine {
         // plus 4 tokens of framing.
         let counter = self.cfg.tokenizer.counter();
         let prompt_tokens: usize = match &request.prompt {
-            Prompt::Chat(messages) => messages.iter().map(|m| counter.count(&m.content) + 4).sum(),
+            Prompt::Chat(messages) => messages
+                .iter()
+                .map(|m| self.count_message(counter, &m.content) + 4)
+                .sum(),
             Prompt::Completion(text) => counter.count(text),
         };
         let usage = Usage {
@@ -223,6 +247,30 @@ mod tests {
             assert_ne!(reply.usage.prompt_tokens, 5 + 4, "not words");
             let completion = engine.call(Request::completion(text)).await.unwrap();
             assert_eq!(completion.usage.prompt_tokens, count(text));
+        }
+    }
+
+    #[tokio::test]
+    async fn remembered_counts_are_the_counts_and_new_messages_are_still_counted() {
+        let tokenizer = atk_tokens::Tokenizer::Cl100k;
+        let count = |t: &str| tokenizer.counter().count(t) as u64;
+        let engine = MockEngine::new("m", "", MockConfig::default().with_tokenizer(tokenizer));
+        let system = "You are a poet who reads closely; write one short poem.";
+        // More distinct messages than are remembered: the later ones are counted each time.
+        for i in 0..(COUNTS_KEPT + 10) {
+            let user = format!("Passage {i}: the keeper logged the weather every four hours.");
+            let reply = engine
+                .call(Request::chat(vec![
+                    Message::new("system", system),
+                    Message::new("user", &user),
+                ]))
+                .await
+                .unwrap();
+            assert_eq!(
+                reply.usage.prompt_tokens,
+                count(system) + 4 + count(&user) + 4,
+                "call {i}"
+            );
         }
     }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 
-use crate::Error;
+use crate::{Error, MetaSource};
 
 /// Runs `f`, turning a panic inside the database into [`Error::Damaged`]: redb trusts the
 /// pages it reads (checksums are verified only when repairing after a crash), and sled 0.34
@@ -207,6 +207,95 @@ impl Op {
             Op::Put(tree, ..) | Op::Remove(tree, _) => *tree,
         }
     }
+
+    /// The key written.
+    pub(crate) fn key(&self) -> &[u8] {
+        match self {
+            Op::Put(_, key, _) | Op::Remove(_, key) => key,
+        }
+    }
+}
+
+/// Writes waiting for the next commit (`Kv::stage`): plain values and sources read at commit
+/// time ([`MetaSource`]), one per key (a later staging of a key replaces the earlier one).
+/// The commit path takes them (`take`) into its transaction (redb) or applies them before its
+/// flush (sled), so staging wakes no commit of its own.
+#[derive(Default)]
+pub(crate) struct Staged {
+    /// Set by every staging, cleared by `take`: nothing to read while it is false.
+    dirty: std::sync::atomic::AtomicBool,
+    /// What is staged.
+    inner: std::sync::Mutex<StagedInner>,
+}
+
+/// [`Staged`]'s contents.
+#[derive(Default)]
+struct StagedInner {
+    /// Values staged as they were (put or removed).
+    ops: Vec<Op>,
+    /// Sources, read at each commit after a staging; they stay registered.
+    sources: Vec<(Tree, Vec<u8>, std::sync::Arc<dyn MetaSource>)>,
+}
+
+impl Staged {
+    /// Locks the contents (a panic cannot leave them half-written).
+    fn lock(&self) -> std::sync::MutexGuard<'_, StagedInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stages `ops` as they are, each replacing anything staged under its key.
+    pub(crate) fn ops(&self, ops: Vec<Op>) {
+        let mut inner = self.lock();
+        for op in ops {
+            let key = op.key().to_vec();
+            inner
+                .sources
+                .retain(|(tree, k, _)| *tree != op.tree() || *k != key);
+            inner
+                .ops
+                .retain(|staged| staged.tree() != op.tree() || staged.key() != key);
+            inner.ops.push(op);
+        }
+        self.dirty.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Stages `key` in `tree` to be read from `source` at the next commit.
+    pub(crate) fn source(&self, tree: Tree, key: &[u8], source: &std::sync::Arc<dyn MetaSource>) {
+        let mut inner = self.lock();
+        inner
+            .ops
+            .retain(|staged| staged.tree() != tree || staged.key() != key);
+        match inner
+            .sources
+            .iter_mut()
+            .find(|(t, k, _)| *t == tree && k.as_slice() == key)
+        {
+            Some(slot) if std::sync::Arc::ptr_eq(&slot.2, source) => {}
+            Some(slot) => slot.2 = std::sync::Arc::clone(source),
+            None => inner
+                .sources
+                .push((tree, key.to_vec(), std::sync::Arc::clone(source))),
+        }
+        self.dirty.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// What was staged since the last call, sources read now; empty when nothing was.
+    pub(crate) fn take(&self) -> Vec<Op> {
+        if !self.dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return Vec::new();
+        }
+        let mut inner = self.lock();
+        let mut ops = std::mem::take(&mut inner.ops);
+        for (tree, key, source) in &inner.sources {
+            // A value that cannot be written as JSON is left out (it never was before either).
+            if let Ok(bytes) = serde_json::to_vec(&source.current()) {
+                ops.push(Op::Put(*tree, key.clone(), bytes));
+            }
+        }
+        ops
+    }
 }
 
 /// Key-value pairs streamed from a tree.
@@ -232,10 +321,15 @@ pub(crate) trait Kv: Send + Sync {
     async fn write(&self, ops: Vec<Op>, atomic: bool, durable: bool) -> Result<(), Error>;
     /// Applies `ops` durably from synchronous code, while opening (before any other writer).
     fn init(&self, ops: Vec<Op>) -> Result<(), Error>;
-    /// Queues `ops` without waiting for them: they reach the disk with the next durable write
-    /// that comes after (sled: its flush; redb: the same or a later transaction), and writes
-    /// staged in some order are applied in that order.
-    fn stage(&self, ops: Vec<Op>) -> Result<(), Error>;
+    /// Queues `ops` without waiting for them (each replacing what was staged under its key):
+    /// they reach the disk with the next durable write that comes after (sled: applied before
+    /// its flush; redb: taken into its transaction). Staging wakes no commit of its own.
+    fn stage(&self, ops: Vec<Op>) -> Result<(), Error> {
+        self.staged().ops(ops);
+        Ok(())
+    }
+    /// What is staged for the next commit.
+    fn staged(&self) -> &Staged;
     /// Commits that reached the disk since open.
     fn commits(&self) -> u64;
     /// Bytes on disk.

@@ -105,6 +105,9 @@ pub struct DiskStore {
     pid_file: Option<PathBuf>,
     /// Per step, results stored (durably) since open under a key that had none.
     added: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// False while the store is known to hold no failure (none at open, none written since):
+    /// then a result's put clears none and skips looking for one.
+    failures_possible: std::sync::atomic::AtomicBool,
 }
 
 /// The store's former name, from when sled was its only database.
@@ -257,6 +260,12 @@ impl DiskStore {
         } else {
             None
         };
+        // redb counts a table's keys in O(1); sled would walk the tree, so it reads one key.
+        let failures_possible = if indexed {
+            kv.len(Tree::Failures)? > 0
+        } else {
+            kv.scan(Tree::Failures, b"").next().transpose()?.is_some()
+        };
         tracing::debug!(dir = %dir.display(), backend = backend.name(), "store opened");
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -264,6 +273,7 @@ impl DiskStore {
             indexed,
             pid_file,
             added: Default::default(),
+            failures_possible: failures_possible.into(),
         })
     }
 
@@ -501,7 +511,10 @@ impl Store for DiskStore {
         let key = step_key(step, item_id)?;
         let replaced = self.kv.contains(self.done(), &key)?;
         let mut ops = Vec::with_capacity(3);
-        let clears_failure = self.kv.contains(Tree::Failures, &key)?;
+        let clears_failure = self
+            .failures_possible
+            .load(std::sync::atomic::Ordering::Acquire)
+            && self.kv.contains(Tree::Failures, &key)?;
         ops.push(Op::Put(Tree::Results, key.clone(), encode(record)));
         if self.indexed {
             ops.push(Op::Put(Tree::Done, key.clone(), Vec::new()));
@@ -550,6 +563,9 @@ impl Store for DiskStore {
         record: FailureRecord,
     ) -> Result<(), Error> {
         let key = step_key(step, item_id)?;
+        // Before the write: a result put racing with it looks for the failure to clear.
+        self.failures_possible
+            .store(true, std::sync::atomic::Ordering::Release);
         self.kv
             .write(
                 vec![Op::Put(Tree::Failures, key, encode(record))],
@@ -584,6 +600,15 @@ impl Store for DiskStore {
             .stage(vec![Op::Put(Tree::Meta, key.as_bytes().to_vec(), bytes)])
     }
 
+    fn stage_meta_from(
+        &self,
+        key: &str,
+        source: &std::sync::Arc<dyn crate::MetaSource>,
+    ) -> Result<(), Error> {
+        self.kv.staged().source(Tree::Meta, key.as_bytes(), source);
+        Ok(())
+    }
+
     async fn put_meta(&self, key: &str, value: serde_json::Value) -> Result<(), Error> {
         let bytes = serde_json::to_vec(&value).map_err(|e| Error::Io {
             path: self.dir.clone(),
@@ -600,6 +625,15 @@ impl Store for DiskStore {
 
     async fn flush(&self) -> Result<(), Error> {
         self.kv.write(Vec::new(), false, true).await
+    }
+
+    fn has_any_result(&self, step: &str) -> Result<bool, Error> {
+        Ok(self
+            .kv
+            .scan(self.done(), &step_prefix(step)?)
+            .next()
+            .transpose()?
+            .is_some())
     }
 
     fn count_results(&self, step: &str) -> Result<u64, Error> {

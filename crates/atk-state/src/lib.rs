@@ -28,6 +28,12 @@ pub use record::{
 pub use retire::{Retired, retire_stale_items};
 pub use status::{status_snapshot_path, write_status_snapshot};
 
+/// A metadata value staged by [`Store::stage_meta_from`]: read when the store commits.
+pub trait MetaSource: Send + Sync {
+    /// The value as it is now.
+    fn current(&self) -> serde_json::Value;
+}
+
 /// A boxed iterator over stored records, streamed from disk.
 pub type Records<'a, T> = Box<dyn Iterator<Item = Result<T, Error>> + Send + 'a>;
 
@@ -82,6 +88,17 @@ pub trait Store: Send + Sync {
             operation: "stage meta",
         })
     }
+    /// [`stage_meta`](Self::stage_meta) with the value read from `source` only when the store
+    /// next commits (once per commit, however often it is staged in between): the same
+    /// guarantee, without building the value on every call. A call after a commit stages it
+    /// again. The default reads the source at once and stages what it gives.
+    fn stage_meta_from(
+        &self,
+        key: &str,
+        source: &std::sync::Arc<dyn MetaSource>,
+    ) -> Result<(), Error> {
+        self.stage_meta(key, &source.current())
+    }
     /// Every item id (roots and children), in `order` order. The sled store reads keys only,
     /// decoding no record: for passes that need ids or counts, not fields.
     fn item_ids(&self) -> Records<'_, String> {
@@ -108,6 +125,10 @@ pub trait Store: Send + Sync {
     /// How many results a step has (the sled store counts keys without decoding).
     fn count_results(&self, step: &str) -> Result<u64, Error> {
         self.results(step).try_fold(0, |n, r| r.map(|_| n + 1))
+    }
+    /// Whether a step has any stored result (the disk store reads one key).
+    fn has_any_result(&self, step: &str) -> Result<bool, Error> {
+        self.results(step).next().transpose().map(|r| r.is_some())
     }
     /// How many failures a step has (the sled store counts keys without decoding).
     fn count_failures(&self, step: &str) -> Result<u64, Error> {

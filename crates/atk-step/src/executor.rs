@@ -497,6 +497,23 @@ fn count(store: &dyn Store, steps: &[(String, bool)]) -> Result<Counts, StepErro
     let mut total = 0;
     let mut already = vec![0u64; steps.len()];
     let last = steps.len() - 1;
+    // A step with no stored result at all (every step, on a first run) needs no lookup per
+    // root: one key count says so.
+    let mut none_stored = Vec::with_capacity(steps.len());
+    for (step, child) in steps {
+        none_stored.push(!child && !store.has_any_result(step)?);
+    }
+    if none_stored
+        .iter()
+        .zip(steps)
+        .all(|(none, (_, child))| *none || *child)
+    {
+        for id in store.root_ids() {
+            id?;
+            total += 1;
+        }
+        return Ok((total, already));
+    }
     for id in store.root_ids() {
         let id = id?;
         total += 1;

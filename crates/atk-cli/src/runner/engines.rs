@@ -32,9 +32,13 @@ pub(super) fn build_engines(
         .then(|| DebugObserver::new(settings.output_dir.join("debug_outputs")));
     let mut built: Vec<Arc<dyn atk_engine::Engine>> = Vec::new();
     let mut counters = Vec::new();
+    let totals = Arc::new(CostSource {
+        counters: Mutex::new(Vec::new()),
+    });
     let saver = Arc::new(CostSaver {
         store: store.clone(),
-        counters: Mutex::new(Vec::new()),
+        source: totals.clone(),
+        totals,
     });
     for e in &settings.engines {
         let counter = CostCounter::new(e.label.clone(), pricing(settings, e));
@@ -96,28 +100,46 @@ pub(super) fn build_engines(
     Ok((Engines { small, large }, counters, shared_limit))
 }
 
-/// Stages the cost totals in the store after every reply (`Store::stage_meta`, no wait), under
-/// a lock so the totals land in the order they grew: the reply's step stores its result after
-/// this, and that durable write takes the totals to disk with it. So a killed run's saved cost
-/// includes every reply whose result was stored (the status loop's save once a second alone
-/// would miss up to a second of them).
+/// Stages the cost totals in the store after every reply (`Store::stage_meta_from`, no wait):
+/// the reply's step stores its result after this, and that durable write takes the totals, read
+/// as the store commits (so including this reply), to disk with it. So a killed run's saved
+/// cost includes every reply whose result was stored (the status loop's save once a second
+/// alone would miss up to a second of them). The totals are serialized once per commit, not
+/// once per reply.
 struct CostSaver {
     store: Arc<dyn Store>,
-    /// Every engine's counter (the totals are saved together, under one meta key).
-    counters: Mutex<Counters>,
+    /// The totals, as the store reads them.
+    source: Arc<dyn atk_state::MetaSource>,
+    /// The same, to register the counters.
+    totals: Arc<CostSource>,
 }
 
 impl CostSaver {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.totals.lock()
+    }
+}
+
+/// Every engine's counter (the totals are saved together, under one meta key).
+struct CostSource {
+    counters: Mutex<Counters>,
+}
+
+impl CostSource {
     fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
         self.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
+impl atk_state::MetaSource for CostSource {
+    fn current(&self) -> serde_json::Value {
+        serde_json::Value::Object(super::status_loop::cost_totals(&self.lock()))
+    }
+}
+
 impl Observer for CostSaver {
     fn on_reply(&self, _label: &str, _request: &atk_engine::Request, _reply: &atk_engine::Reply) {
-        let counters = self.lock();
-        let totals = serde_json::Value::Object(super::status_loop::cost_totals(&counters));
-        if let Err(e) = self.store.stage_meta(COST_META_KEY, &totals) {
+        if let Err(e) = self.store.stage_meta_from(COST_META_KEY, &self.source) {
             tracing::debug!(error = %e, "could not stage the cost totals");
         }
     }

@@ -18,7 +18,7 @@ use redb::{
 };
 use tokio::sync::oneshot;
 
-use super::{Backend, Kv, Op, Pairs, Tree, guarded};
+use super::{Backend, Kv, Op, Pairs, Staged, Tree, guarded};
 use crate::Error;
 
 /// The database file inside the store directory: its presence marks a redb store.
@@ -63,6 +63,8 @@ pub(crate) struct RedbKv {
     /// until the next commit (a rerun over finished work makes no commit, so its hundreds of
     /// thousands of lookups open one read transaction instead of one each).
     snapshot: std::sync::Mutex<Snapshot>,
+    /// Writes staged for the commit thread's next transaction.
+    staged: Arc<Staged>,
 }
 
 /// A read transaction and the tables opened from it so far, by [`Tree`].
@@ -121,11 +123,13 @@ impl RedbKv {
         let db = Arc::new(db);
         let commits = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel::<Job>();
+        let staged = Arc::new(Staged::default());
         let thread = {
             let (db, commits, at) = (Arc::clone(&db), Arc::clone(&commits), dir.to_path_buf());
+            let staged = Arc::clone(&staged);
             std::thread::Builder::new()
                 .name("atk-state-redb".to_owned())
-                .spawn(move || run(&db, &rx, &commits, &at))
+                .spawn(move || run(&db, &rx, &staged, &commits, &at))
                 .map_err(|e| Error::Io {
                     path: dir.to_path_buf(),
                     message: format!("starting the commit thread: {e}"),
@@ -138,6 +142,7 @@ impl RedbKv {
             thread: Some(thread),
             commits,
             snapshot: Default::default(),
+            staged,
         })
     }
 
@@ -203,8 +208,15 @@ fn map_error(dir: &Path, e: redb::Error) -> Error {
     }
 }
 
-/// The commit loop: wait for writes, take all queued, commit once, answer them.
-fn run(db: &Database, jobs: &mpsc::Receiver<Job>, commits: &AtomicU64, dir: &Path) {
+/// The commit loop: wait for writes, take all queued and everything staged, commit once,
+/// answer them. When the queue closes, what is still staged is committed durably.
+fn run(
+    db: &Database,
+    jobs: &mpsc::Receiver<Job>,
+    staged: &Staged,
+    commits: &AtomicU64,
+    dir: &Path,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < JOBS_PER_COMMIT {
@@ -214,9 +226,16 @@ fn run(db: &Database, jobs: &mpsc::Receiver<Job>, commits: &AtomicU64, dir: &Pat
             }
         }
         let durable = batch.iter().any(|job| job.durable);
+        // Staged before these jobs were sent: applied first, so a job's own write of the same
+        // key (sent later) wins.
+        let early = staged.take();
         let result = guarded(dir, || {
-            commit(db, batch.iter().flat_map(|job| &job.ops), durable)
-                .map_err(|e| map_error(dir, e))
+            commit(
+                db,
+                early.iter().chain(batch.iter().flat_map(|job| &job.ops)),
+                durable,
+            )
+            .map_err(|e| map_error(dir, e))
         });
         // Before answering: a read after a write's answer never uses an older snapshot.
         commits.fetch_add(1, Ordering::Release);
@@ -230,6 +249,16 @@ fn run(db: &Database, jobs: &mpsc::Receiver<Job>, commits: &AtomicU64, dir: &Pat
             };
             // A writer whose future was dropped no longer listens; nothing to do.
             let _ = job.done.send(answer);
+        }
+    }
+    let rest = staged.take();
+    if !rest.is_empty() {
+        let closing = guarded(dir, || {
+            commit(db, rest.iter(), true).map_err(|e| map_error(dir, e))
+        });
+        commits.fetch_add(1, Ordering::Release);
+        if let Err(error) = closing {
+            tracing::error!(%error, "the store's last staged writes could not be committed");
         }
     }
 }
@@ -477,21 +506,8 @@ impl Kv for RedbKv {
         answer.await.map_err(|_| stopped())?
     }
 
-    fn stage(&self, ops: Vec<Op>) -> Result<(), Error> {
-        // Nobody waits for the answer: the commit thread's send to a dropped receiver is fine.
-        let (done, _answer) = oneshot::channel();
-        let job = Job {
-            ops,
-            durable: false,
-            done,
-        };
-        self.jobs
-            .as_ref()
-            .and_then(|jobs| jobs.send(job).ok())
-            .ok_or_else(|| Error::Io {
-                path: self.dir.clone(),
-                message: "the store's commit thread stopped".to_owned(),
-            })
+    fn staged(&self) -> &Staged {
+        &self.staged
     }
 
     fn init(&self, ops: Vec<Op>) -> Result<(), Error> {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Backend, Kv, Op, Pairs, Tree};
+use super::{Backend, Kv, Op, Pairs, Staged, Tree};
 use crate::Error;
 use crate::commit::GroupCommit;
 
@@ -26,6 +26,8 @@ pub(crate) struct SledKv {
     trees: Vec<std::sync::OnceLock<sled::Tree>>,
     /// The commit thread.
     commit: GroupCommit,
+    /// Writes staged for the next flush (applied by the commit thread before it flushes).
+    staged: std::sync::Arc<Staged>,
 }
 
 impl SledKv {
@@ -52,8 +54,14 @@ impl SledKv {
             trees.push(slot);
         }
         let flusher = db.clone();
+        let staged = std::sync::Arc::new(Staged::default());
+        let early = std::sync::Arc::clone(&staged);
         let commit = GroupCommit::start(
-            move || flusher.flush().map(drop).map_err(|e| e.to_string()),
+            move || {
+                // Staged before the waiters this flush answers registered: applied first.
+                apply(&flusher, early.take()).map_err(|e| e.to_string())?;
+                flusher.flush().map(drop).map_err(|e| e.to_string())
+            },
             interval,
         )
         .map_err(|e| Error::Io {
@@ -65,6 +73,7 @@ impl SledKv {
             db,
             trees,
             commit,
+            staged,
         })
     }
 
@@ -87,7 +96,29 @@ impl SledKv {
 impl Drop for SledKv {
     fn drop(&mut self) {
         self.commit.shutdown();
+        // What is still staged goes to disk with the close.
+        let rest = self.staged.take();
+        if !rest.is_empty()
+            && let Err(error) = apply(&self.db, rest).and_then(|()| self.db.flush().map(drop))
+        {
+            tracing::error!(%error, "the store's last staged writes could not be written");
+        }
     }
+}
+
+/// Applies staged writes to their trees (not flushed).
+fn apply(db: &sled::Db, ops: Vec<Op>) -> sled::Result<()> {
+    for op in ops {
+        let tree = match op.tree() {
+            Tree::Root => (**db).clone(),
+            other => db.open_tree(other.name())?,
+        };
+        match op {
+            Op::Put(_, k, v) => tree.insert(k, v).map(drop)?,
+            Op::Remove(_, k) => tree.remove(k).map(drop)?,
+        }
+    }
+    Ok(())
 }
 
 /// Maps a sled error to [`Error::Io`], or [`Error::Damaged`] for a bad checksum.
@@ -235,15 +266,8 @@ impl Kv for SledKv {
         Ok(())
     }
 
-    fn stage(&self, ops: Vec<Op>) -> Result<(), Error> {
-        for op in ops {
-            match op {
-                Op::Put(tree, k, v) => self.tree(tree)?.insert(k, v).map(drop),
-                Op::Remove(tree, k) => self.tree(tree)?.remove(k).map(drop),
-            }
-            .map_err(|e| self.io(e))?;
-        }
-        Ok(())
+    fn staged(&self) -> &Staged {
+        &self.staged
     }
 
     fn init(&self, ops: Vec<Op>) -> Result<(), Error> {

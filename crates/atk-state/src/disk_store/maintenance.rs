@@ -80,6 +80,9 @@ impl DiskStore {
     /// copied. For `atk merge` (the shards of one run hold disjoint items); the two stores
     /// may be kept in different databases, so a merge into a new directory also converts.
     pub async fn merge_from(&self, other: &DiskStore) -> Result<Merged, Error> {
+        // Failures may be copied in: a later result's put must look for them.
+        self.failures_possible
+            .store(true, std::sync::atomic::Ordering::Release);
         let mut merged = Merged::default();
         for tree in [Tree::Items, Tree::ItemIds, Tree::Results, Tree::Failures] {
             let mut batch = Vec::with_capacity(RECORDS_PER_BATCH);

@@ -371,6 +371,75 @@ async fn a_result_clears_the_items_failure(backend: Backend) {
     );
 }
 
+async fn a_failure_found_on_open_is_cleared_by_a_result(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(backend, dir.path()).unwrap();
+        store
+            .put_failure("qa", "a", failure("no JSON"))
+            .await
+            .unwrap();
+    }
+    let store = open(backend, dir.path()).unwrap();
+    store.put_result("qa", "a", result("ok")).await.unwrap();
+    assert_eq!(
+        store.count_failures("qa").unwrap(),
+        0,
+        "a failure stored by an earlier run is cleared by the result that replaces it"
+    );
+}
+
+/// A staged source that counts how often the store read it.
+struct Counted {
+    value: std::sync::atomic::AtomicU64,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl crate::MetaSource for Counted {
+    fn current(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.reads.fetch_add(1, SeqCst);
+        json!(self.value.load(SeqCst))
+    }
+}
+
+async fn a_staged_source_is_read_once_per_commit_and_reaches_disk_with_it(backend: Backend) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let counted = std::sync::Arc::new(Counted {
+        value: 0.into(),
+        reads: 0.into(),
+    });
+    let source: std::sync::Arc<dyn crate::MetaSource> = counted.clone();
+    {
+        let store = open(backend, dir.path()).unwrap();
+        for n in 1..=100 {
+            counted.value.store(n, SeqCst);
+            store.stage_meta_from("cost", &source).unwrap();
+        }
+        assert_eq!(counted.reads.load(SeqCst), 0, "staging reads nothing");
+        store.put_result("qa", "a", result("ok")).await.unwrap();
+        assert_eq!(
+            counted.reads.load(SeqCst),
+            1,
+            "one read for the commit that took the result to disk"
+        );
+        assert_eq!(store.meta("cost").unwrap(), Some(json!(100)));
+        store.put_result("qa", "b", result("ok")).await.unwrap();
+        assert_eq!(counted.reads.load(SeqCst), 1, "not staged again: not read");
+        // A plain value staged after the source replaces it under the same key, and the
+        // source staged after that wins again.
+        store.stage_meta("cost", &json!("plain")).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.meta("cost").unwrap(), Some(json!("plain")));
+        counted.value.store(7, SeqCst);
+        store.stage_meta_from("cost", &source).unwrap();
+        // Closed with it staged and no write after: it goes to disk with the close.
+    }
+    let store = open(backend, dir.path()).unwrap();
+    assert_eq!(store.meta("cost").unwrap(), Some(json!(7)));
+}
+
 async fn reopening_keeps_everything(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -596,6 +665,8 @@ on_both_backends!(
     ids_come_in_order_without_decoding_and_roots_leave_out_children,
     removed_items_go_but_their_results_stay,
     a_result_clears_the_items_failure,
+    a_failure_found_on_open_is_cleared_by_a_result,
+    a_staged_source_is_read_once_per_commit_and_reaches_disk_with_it,
     reopening_keeps_everything,
     a_second_open_is_locked_and_names_the_holder,
     bad_records_are_errors_naming_their_key,
