@@ -17,8 +17,9 @@
 //! fraction is remembered as noise, which later 429s must clearly exceed to count as a limit.
 //!
 //! Before an endpoint has answered anything, its first requests go out over a few milliseconds
-//! (a doubling allowance) rather than all at once, and a 429 among them holds further sends
-//! until they are answered: 429s come back at once, without the model's latency, so a server
+//! (a doubling allowance) rather than all at once, and the first outcome among them (a 429 or
+//! a reply) holds further sends until they are all answered (at most [`HOLD_MAX`]): 429s
+//! usually come back at once, without the model's latency, so a server
 //! whose burst is smaller than the concurrency refuses only the first few instead of the
 //! whole first wave. The answers then say whether a limit was hit (a large share refused) and
 //! its Retry-After gives the first rate (a token bucket asks for one refill interval).
@@ -56,7 +57,7 @@ const RECENT: usize = 32;
 /// Sends allowed at once before the endpoint answered anything (the allowance then doubles).
 const FIRST_BURST: u64 = 16;
 const RAMP_STEP: Duration = Duration::from_millis(10);
-/// Longest hold after a 429 on first contact while its attempts are answered.
+/// Longest hold after the first outcome on first contact while its attempts are answered.
 const HOLD_MAX: Duration = Duration::from_secs(2);
 /// A first contact with at least this share refused met a limit (random 429s are rarer).
 const FIRST_LIMIT_SHARE: f64 = 0.25;
@@ -141,7 +142,7 @@ enum First {
         refused: u64,
         /// Longest Retry-After among the refusals under a second.
         retry_after: Option<Duration>,
-        /// A 429 came: no more sends until the ones out are answered.
+        /// A 429 or a reply came: no more sends until the ones out are answered.
         hold_since: Option<Instant>,
     },
     Closed,
@@ -300,12 +301,14 @@ impl State {
                     *longest = Some(longest.map_or(ra, |l| l.max(ra)));
                 }
                 hold_since.get_or_insert(now);
-            } else if hold_since.is_none() {
-                // Answered before anything was refused: no sign of a limit so far.
-                self.first = First::Closed;
-                return;
+            } else {
+                // Answered: the sends already out say whether a limit is there (their 429s
+                // may come after this reply), so hold the rest until they are all answered
+                // and judge their share then. Closing here let a busy client run unpaced
+                // into a limit whose refusals were still on their way (7-12 % refused).
+                hold_since.get_or_insert(now);
             }
-            if hold_since.is_some() && *answered >= self.seq {
+            if *answered >= self.seq {
                 self.close_first(now);
             }
             return;

@@ -10,6 +10,8 @@ struct Server {
     burst: f64,
     noise: f64,
     latency: Duration,
+    /// How long a 429 takes to come back (at once, unless a test says otherwise).
+    refusal_latency: Duration,
     level: f64,
     last: Instant,
     /// A deterministic generator for the random refusals.
@@ -25,6 +27,7 @@ impl Server {
             burst,
             noise,
             latency,
+            refusal_latency: Duration::from_millis(1),
             level: burst,
             last: Instant::now(),
             lcg: 0x2545_f491_4f6c_dd1d,
@@ -80,9 +83,9 @@ async fn run(
                 while next.fetch_add(1, Ordering::Relaxed) < n {
                     loop {
                         let seq = learned.wait(&fuse).await.unwrap();
-                        let (refusal, latency) = {
+                        let (refusal, latency, refusal_latency) = {
                             let mut s = server.lock().unwrap();
-                            (s.take(), s.latency)
+                            (s.take(), s.latency, s.refusal_latency)
                         };
                         match refusal {
                             None => {
@@ -91,8 +94,9 @@ async fn run(
                                 break;
                             }
                             Some(retry_after) => {
-                                // A 429 comes back at once, without the model's latency.
-                                tokio::time::sleep(Duration::from_millis(1)).await;
+                                // A 429 comes back at once, without the model's latency
+                                // (unless the test's server says otherwise).
+                                tokio::time::sleep(refusal_latency).await;
                                 learned.outcome(
                                     seq,
                                     Outcome::Refused {
@@ -139,6 +143,26 @@ async fn a_quantized_limit_is_learned_from_429s_alone() {
     );
     let rate = learned.rate().expect("paced");
     assert!((70.0..=130.0).contains(&rate), "{rate}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_before_the_first_429_does_not_end_the_first_contact_unpaced() {
+    // The same limit, but its 429s take as long as its replies (or a busy client reads them
+    // late): the first reply lands before the refusals of the waves sent after it. Ending
+    // the first contact at that reply let the whole concurrency out unpaced (the engine
+    // bench's 7-12 % refused with per-minute headers).
+    let learned = Arc::new(Learned::default());
+    let mut server = Server::new(100.0, 20.0, 0.0, Duration::from_millis(40));
+    server.refusal_latency = Duration::from_millis(40);
+    let (elapsed, s) = run(&learned, server, 1500, 200).await;
+    let limit_time = (1500.0 - 20.0) / 100.0;
+    // The ramp's ~110 sends before any outcome cost ~90 refusals when a 429 takes the
+    // model's latency; the rest must be paced (before: 300 of 1800 refused).
+    assert!(s.refused <= 120, "{} of {} refused", s.refused, s.sent);
+    assert!(
+        elapsed.as_secs_f64() <= 1.10 * limit_time,
+        "{elapsed:?} for {limit_time} s of limit"
+    );
 }
 
 #[tokio::test(start_paused = true)]
