@@ -150,16 +150,9 @@ pub fn line_children(
         .filter(|t| !t.is_empty())
         .take(n)
         .collect();
-    if found.len() < n {
-        return Err(format!(
-            "wanted {n} lines starting with \"{label}\", found {}",
-            found.len()
-        ));
-    }
-    Ok(found
-        .into_iter()
-        .map(|t| atk_state::Fields::from_iter([(field.to_string(), t.into())]))
-        .collect())
+    children_of(found, n, field, || {
+        format!("lines starting with \"{label}\"")
+    })
 }
 
 /// The strings of list `list` in a schema step's output, one child item each with the string
@@ -188,11 +181,19 @@ pub fn list_children(
         .filter(|t| !t.is_empty())
         .take(n)
         .collect();
+    children_of(found, n, field, || format!("entries in \"{list}\""))
+}
+
+/// One child item per text (under `field`), or an error naming `what` when fewer than `n`
+/// were found: the shared end of [`line_children`] and [`list_children`].
+fn children_of(
+    found: Vec<&str>,
+    n: usize,
+    field: &str,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<atk_state::Fields>, String> {
     if found.len() < n {
-        return Err(format!(
-            "wanted {n} entries in \"{list}\", found {}",
-            found.len()
-        ));
+        return Err(format!("wanted {n} {}, found {}", what(), found.len()));
     }
     Ok(found
         .into_iter()
