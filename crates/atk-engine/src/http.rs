@@ -32,6 +32,7 @@ mod message;
 mod read;
 pub(crate) mod retry_after;
 mod schema;
+mod sse;
 mod wire;
 
 pub(crate) use batch::BatchTransport;
@@ -278,22 +279,31 @@ impl Http {
         form: Option<schema::Form>,
     ) -> Result<Vec<u8>, Error> {
         let request = &*schema::in_form(request, form);
+        // Sized once for the prompt and the keys around it (growing by doubling from
+        // serde_json's default copied the body several times).
+        let mut out = Vec::with_capacity(body_capacity(request));
         let serialized = match (self.dialect, &request.prompt) {
-            (Dialect::OpenAi, _) => serde_json::to_vec(&Body {
-                model: &self.model,
-                request,
-                stream,
-                stream_usage,
-                form,
-            }),
-            (Dialect::Anthropic, Prompt::Chat(messages)) => serde_json::to_vec(&anthropic::Body {
-                model: &self.model,
-                messages,
-                request,
-                stream,
-                cache: self.prompt_cache,
-                tool: form == Some(schema::Form::Tool),
-            }),
+            (Dialect::OpenAi, _) => serde_json::to_writer(
+                &mut out,
+                &Body {
+                    model: &self.model,
+                    request,
+                    stream,
+                    stream_usage,
+                    form,
+                },
+            ),
+            (Dialect::Anthropic, Prompt::Chat(messages)) => serde_json::to_writer(
+                &mut out,
+                &anthropic::Body {
+                    model: &self.model,
+                    messages,
+                    request,
+                    stream,
+                    cache: self.prompt_cache,
+                    tool: form == Some(schema::Form::Tool),
+                },
+            ),
             (Dialect::Anthropic, Prompt::Completion(_)) => {
                 return Err(Error::Config(format!(
                     "{}: the anthropic API has no completion mode (turn completion_mode off)",
@@ -302,6 +312,7 @@ impl Http {
             }
         };
         serialized
+            .map(|()| out)
             .map_err(|e| Error::Config(format!("{}: params do not serialize: {e}", self.label)))
     }
 
@@ -472,6 +483,19 @@ impl Engine for Http {
     fn model(&self) -> &str {
         &self.model
     }
+}
+
+/// About the size of a request's JSON body: the prompt's text plus room for keys, params and
+/// escapes (a schema is larger: the vector grows once for it).
+fn body_capacity(request: &Request) -> usize {
+    let text = match &request.prompt {
+        Prompt::Chat(messages) => messages
+            .iter()
+            .map(|m| m.content.len() + m.role.len() + 32)
+            .sum(),
+        Prompt::Completion(text) => text.len(),
+    };
+    text + text / 16 + 512
 }
 
 /// Local prompt count when the server sends no usage: tiktoken cl100k per message plus the

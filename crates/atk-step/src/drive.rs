@@ -273,7 +273,11 @@ impl Shared {
                 let record = output_record(out);
                 record.stored_at_ms = record.stored_at_ms.max(barrier_floor);
             }
-            match self.settle(k, &mut item, output, None, &mut floor).await? {
+            let walks_on = k + 1 < end;
+            match self
+                .settle(k, &mut item, output, None, &mut floor, walks_on)
+                .await?
+            {
                 Next::Continue => {}
                 Next::Done(Walked::Split {
                     parent,
@@ -499,7 +503,8 @@ impl Shared {
 
     /// Stores what step `k` made of `item` (with `input_hash` for a fan-in) and says how to go
     /// on; `floor` becomes the stored result's time. A new result gets the step's current
-    /// fingerprint; a reprocessed one (stamped already) keeps its own.
+    /// fingerprint; a reprocessed one (stamped already) keeps its own. A kept result is merged
+    /// into `item` only when the item `walks_on` to a later step (else nothing reads it).
     async fn settle(
         &self,
         k: usize,
@@ -507,6 +512,7 @@ impl Shared {
         mut output: Result<StepOutput, StepError>,
         input_hash: Option<String>,
         floor: &mut u64,
+        walks_on: bool,
     ) -> Result<Next, StepError> {
         let step = &self.chain[k];
         let name = step.name();
@@ -522,11 +528,15 @@ impl Shared {
                 record.outcome = Outcome::Kept;
                 record.input_hash = input_hash;
                 let (pt, ct) = (record.prompt_tokens, record.completion_tokens);
-                self.store
-                    .put_result(name, &item.id, record.clone())
-                    .await?;
+                if walks_on {
+                    self.store
+                        .put_result(name, &item.id, record.clone())
+                        .await?;
+                    merge(step.as_ref(), item, record);
+                } else {
+                    self.store.put_result(name, &item.id, record).await?;
+                }
                 self.done(k, pt, ct);
-                merge(step.as_ref(), item, record);
                 Ok(Next::Continue)
             }
             Ok(StepOutput::Drop(mut record)) => {
@@ -642,7 +652,8 @@ impl Shared {
                 });
                 let output =
                     atk_engine::tagged(step.name(), step.gather(&parent, &kept, &self.ctx)).await;
-                self.settle(j, &mut parent, output, Some(hash), &mut floor)
+                let walks_on = j + 1 < group.route.end;
+                self.settle(j, &mut parent, output, Some(hash), &mut floor, walks_on)
                     .await?
             }
         };

@@ -50,6 +50,8 @@ pub struct PromptTemplate {
     raw: Arc<str>,
     /// A short hash of the file's text.
     digest: String,
+    /// Each chat message's `{name}`s, found once at load (`shared_prefix` runs per request).
+    message_names: Vec<Vec<String>>,
 }
 
 /// The first 16 hex digits of SHA-256 of a prompt file's text.
@@ -106,15 +108,20 @@ impl PromptTemplate {
         if raw.is_empty() {
             return Err(error(None, "the prompt has no messages".into()));
         }
-        let messages = raw
+        let messages: Vec<Message> = raw
             .into_iter()
             .map(|m| Message::new(m.role.as_str(), m.content))
+            .collect();
+        let message_names = messages
+            .iter()
+            .map(|m| template_names(&m.content))
             .collect();
         Ok(Self {
             source,
             body: Body::Chat(messages),
             raw: text.into(),
             digest: digest(text),
+            message_names,
         })
     }
 
@@ -132,6 +139,7 @@ impl PromptTemplate {
             body: Body::Completion(text.to_string()),
             raw: text.into(),
             digest: digest(text),
+            message_names: Vec::new(),
         })
     }
 
@@ -195,9 +203,10 @@ impl PromptTemplate {
     /// completion prompt.
     pub fn shared_prefix(&self, per_item: &dyn Fn(&str) -> bool) -> usize {
         match &self.body {
-            Body::Chat(messages) => messages
+            Body::Chat(_) => self
+                .message_names
                 .iter()
-                .take_while(|m| !template_names(&m.content).iter().any(|n| per_item(n)))
+                .take_while(|names| !names.iter().any(|n| per_item(n)))
                 .count(),
             Body::Completion(_) => 0,
         }

@@ -11,13 +11,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Value, json};
-
-use eventsource_stream::{EventStreamError, Eventsource};
 
 use super::message::{error_text, quote};
 use super::wire::Parsed;
@@ -266,7 +263,8 @@ impl Http {
         &self,
         body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send,
     ) -> Result<Parsed, Error> {
-        let mut events = std::pin::pin!(body.eventsource());
+        let body = std::pin::pin!(body);
+        let mut events = super::sse::Events::new(body);
         let mut acc = Parsed::default();
         let mut usage = WireUsage::default();
         let mut seen_usage = false;
@@ -277,7 +275,9 @@ impl Http {
         while let Some(event) = events.next().await {
             let event = match event {
                 Ok(event) => event,
-                Err(EventStreamError::Transport(e)) => return Err(self.body_error(e, events_seen)),
+                Err(super::sse::SseError::Transport(e)) => {
+                    return Err(self.body_error(e, events_seen));
+                }
                 Err(e) => {
                     return Err(self.transient(
                         TransientKind::Malformed,

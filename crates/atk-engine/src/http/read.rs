@@ -1,11 +1,10 @@
-//! Reading a reply body: an SSE stream (framing by `eventsource-stream`) or one JSON body,
-//! into the text, finish_reason and usage, or a classified error.
+//! Reading a reply body: an SSE stream (framing in `sse.rs`) or one JSON body, into the
+//! text, finish_reason and usage, or a classified error.
 
 use futures_util::StreamExt;
 
-use eventsource_stream::{EventStreamError, Eventsource};
-
 use super::message::{error_chain, error_text, quote};
+use super::sse::{Events, SseError};
 use super::wire::{Parsed, WireReply};
 use super::{DRAIN_GRACE, Http};
 use crate::timeout::BodyError;
@@ -16,7 +15,8 @@ impl Http {
         &self,
         body: impl futures_util::Stream<Item = Result<bytes::Bytes, BodyError>> + Send,
     ) -> Result<Parsed, Error> {
-        let mut events = std::pin::pin!(body.eventsource());
+        let body = std::pin::pin!(body);
+        let mut events = Events::new(body);
         let mut acc = Parsed::default();
         let mut events_seen = 0usize;
         let mut done = false;
@@ -26,7 +26,7 @@ impl Http {
                 // Once finish_reason arrived the text is whole; a cut before the usage chunk or
                 // [DONE] only costs the usage figures (then estimated).
                 Err(_) if acc.finish_reason.is_some() => break,
-                Err(EventStreamError::Transport(e)) => return Err(self.body_error(e, events_seen)),
+                Err(SseError::Transport(e)) => return Err(self.body_error(e, events_seen)),
                 Err(e) => {
                     return Err(self.transient(
                         TransientKind::Malformed,
