@@ -112,7 +112,16 @@ where
             return std::process::ExitCode::from(1);
         }
     };
-    let outcome = runtime.block_on(run(pipeline, flags));
+    // The run is a task on the worker threads, not the future `block_on` polls on this
+    // thread: every item's task that ends wakes the executor's loop, and a loop on this
+    // thread was a futex wake and a thread switch per item (issue 25, round 4).
+    let outcome = runtime.block_on(async move {
+        match tokio::spawn(run(pipeline, flags)).await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(RunError::Fatal(format!("the run's task ended early: {e}"))),
+        }
+    });
     // Do not wait for stray blocking tasks (a stuck read must not hang the exit).
     runtime.shutdown_timeout(Duration::from_secs(1));
     match &outcome {
