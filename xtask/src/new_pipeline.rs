@@ -650,6 +650,41 @@ mod tests {
         target.join("scaffold-check")
     }
 
+    /// The lines of a failed cargo run that say why: each `error` line with the lines after
+    /// it up to the next blank line, or the last 30 lines when there is none.
+    fn failure_summary(stderr: &str) -> String {
+        let lines: Vec<&str> = stderr.lines().collect();
+        let mut picked = Vec::new();
+        let mut i = 0;
+        while i < lines.len() {
+            if lines[i].starts_with("error") {
+                while i < lines.len() && !lines[i].trim().is_empty() && picked.len() < 60 {
+                    picked.push(lines[i]);
+                    i += 1;
+                }
+                picked.push("");
+            }
+            i += 1;
+        }
+        if picked.is_empty() {
+            picked = lines[lines.len().saturating_sub(30)..].to_vec();
+        }
+        picked.join("\n")
+    }
+
+    /// What `df` says of the file system holding `dir` (a full disk fails a build half-way).
+    fn disk_space(dir: &Path) -> String {
+        let probe = if dir.exists() { dir } else { Path::new(".") };
+        match Command::new("df").arg("-h").arg(probe).output() {
+            Ok(out) => format!(
+                "df -h {}:\n{}",
+                probe.display(),
+                String::from_utf8_lossy(&out.stdout)
+            ),
+            Err(e) => format!("df could not run: {e}"),
+        }
+    }
+
     /// Scaffolds into a temporary copy of the workspace, from the templates and from copies of
     /// `rephrase` and `factual-qa`, and tests the three new crates there, offline (`cargo
     /// test` builds each library, binary and test).
@@ -669,7 +704,11 @@ mod tests {
         let cargo = || {
             let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
             cmd.current_dir(copy.path())
-                .env("CARGO_TARGET_DIR", scaffold_target_dir());
+                .env("CARGO_TARGET_DIR", scaffold_target_dir())
+                // The copy's build has only to pass, not to be debugged: without line tables
+                // its binaries are smaller on disk and quicker to link.
+                .env("CARGO_PROFILE_DEV_DEBUG", "false")
+                .env("CARGO_PROFILE_TEST_DEBUG", "false");
             cmd
         };
         let args = [
@@ -683,12 +722,17 @@ mod tests {
             "--offline",
         ];
         let out = cargo().args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "cargo {args:?} failed in the scaffolded copy:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // The cause first: a CI log shows the head and the tail of a long failure, and
+            // the full build log puts the error in the middle.
+            panic!(
+                "cargo {args:?} failed in the scaffolded copy:\n{}\n{}\n--- stdout ---\n{}\n--- stderr ---\n{stderr}",
+                failure_summary(&stderr),
+                disk_space(&scaffold_target_dir()),
+                String::from_utf8_lossy(&out.stdout),
+            );
+        }
         eprintln!("scaffold test took {:.0?}", started.elapsed());
     }
 }

@@ -227,24 +227,34 @@ async fn sustained_429s_lower_the_rate_and_successes_raise_it_again() {
 #[tokio::test(start_paused = true)]
 async fn random_429s_at_a_fixed_share_do_not_collapse_throughput() {
     // 10 % refused whatever the rate, no limit; 300 requests at concurrency 24, 40 ms:
-    // without any pacing that takes about 300 / 24 × 40 ms plus the retries.
-    let learned = Arc::new(Learned::default());
-    let server = Server::new(0.0, 0.0, 0.10, Duration::from_millis(40));
-    let (elapsed, s) = run(&learned, server, 300, 24).await;
+    // without any pacing that takes about 300 / 24 × 40 ms plus the retries. Over many
+    // seeds, because the bad cases are rare draws: before the fix 4 of 300 seeds took 33-44 s
+    // (a few unlucky 429s on first contact paced the run at 3 requests a second for good; the
+    // engine bench's fault mix once took 63.8 s), and 20 % refused took up to 81 s.
     let ideal = 300.0 / 24.0 * 0.040;
-    assert!(
-        elapsed.as_secs_f64() < 2.0 * ideal + 0.6,
-        "{elapsed:?} (ideal {ideal} s), {} of {} refused, rate {:?}",
-        s.refused,
-        s.sent,
-        learned.rate()
-    );
-    // Whatever was tried, the pace ends unpaced or well above what the run needed.
-    assert!(
-        learned.rate().is_none_or(|r| r > 300.0),
-        "{:?}",
-        learned.rate()
-    );
+    for (share, seeds, worst_allowed) in [(0.10, 0..300u64, 3.5), (0.20, 0..40, 6.0)] {
+        let mut times = Vec::new();
+        for seed in seeds {
+            let learned = Arc::new(Learned::default());
+            let mut server = Server::new(0.0, 0.0, share, Duration::from_millis(40));
+            server.lcg = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let (elapsed, s) = run(&learned, server, 300, 24).await;
+            assert!(
+                elapsed.as_secs_f64() < worst_allowed,
+                "seed {seed}, {share} refused at random: {elapsed:?} (ideal {ideal} s), {} of {} refused, rate {:?}",
+                s.refused,
+                s.sent,
+                learned.rate()
+            );
+            times.push(elapsed.as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        assert!(
+            median < 3.0 * ideal + 0.6 * share * 10.0,
+            "{share}: median {median} s"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

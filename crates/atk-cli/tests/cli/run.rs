@@ -13,7 +13,7 @@ fn fixtures() -> PathBuf {
 /// A one-step pipeline over the fixture inputs.
 struct PoemTest;
 
-static PROMPTS: &[(&str, &str)] = &[("write.yaml", include_str!("fixtures/prompts_write.yaml"))];
+static PROMPTS: &[(&str, &str)] = &[("write.yaml", include_str!("../fixtures/prompts_write.yaml"))];
 
 #[async_trait]
 impl Pipeline for PoemTest {

@@ -1,7 +1,7 @@
 //! The HTTP engine against atk-testkit's loopback server: every injected fault ends with the
 //! full reply or the right typed error, with the server's request counts checked.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The API key never reaches logs (captured at TRACE), errors or debug files. Its own test
 //! binary: a thread-local subscriber must not race other tests over tracing's callsite cache.
 
-mod common;
+use crate::common;
 
 use atk_engine::{Error, build_engine};
 use atk_testkit::{CapturedLogs, Fault, Faults, TestServer};

@@ -3,7 +3,7 @@
 //! headers, pacing from `anthropic-ratelimit-*`, cached prompt tokens counted and priced; and
 //! OpenAI's automatic caching counted the same way.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

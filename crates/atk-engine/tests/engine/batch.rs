@@ -4,7 +4,7 @@
 //! new engine (a resumed run) poll the batch its requests are already in instead of paying
 //! again, even when the batch's id was never learnt (OpenAI: found by its tag).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! atk-testkit and met by the engine: cut streams, one-at-a-time servers, over-long prompts,
 //! token-bucket rate limits, outages.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@ use atk_cli::config::CommonConfig;
 
 /// The rows of the common-key tables in `docs/config.md`: `(key, default cell)`.
 fn documented_keys() -> Vec<(String, String)> {
-    let doc = include_str!("../../../docs/config.md");
+    let doc = include_str!("../../../../docs/config.md");
     let common = doc
         .split("## Common keys")
         .nth(1)
@@ -39,7 +39,7 @@ fn the_config_reference_documents_every_common_key_and_no_other() {
 #[test]
 fn each_common_keys_doc_line_is_the_start_of_its_meaning_in_the_config_reference() {
     // `--describe-config` (and `atk serve`) show the field's doc comment; the page says more.
-    let doc = include_str!("../../../docs/config.md");
+    let doc = include_str!("../../../../docs/config.md");
     for key in atk_cli::config::describe::<atk_cli::config::NoExtra>() {
         let row = doc
             .lines()

@@ -5,7 +5,7 @@
 //! of its own: a thread-local subscriber must not race other tests over tracing's callsite
 //! cache.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

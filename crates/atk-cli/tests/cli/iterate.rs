@@ -7,7 +7,7 @@ use atk_cli::CommonFlags;
 use atk_cli::config::NoExtra;
 use atk_cli::prelude::*;
 
-static PROMPTS: &[(&str, &str)] = &[("write.yaml", include_str!("fixtures/prompts_write.yaml"))];
+static PROMPTS: &[(&str, &str)] = &[("write.yaml", include_str!("../fixtures/prompts_write.yaml"))];
 
 /// One prompted step; with `strict`, the validator refuses the poem of the river passage.
 struct Poems {

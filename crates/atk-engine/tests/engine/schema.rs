@@ -4,7 +4,7 @@
 //! next form once (never retried as a fault), with one warning, down to the schema stated in
 //! the prompt; batch lines carry the schema too. One test binary of its own: it captures logs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! What the engine's test binaries share: a loopback server with a fixed reply and an engine
 //! config pointed at it, with retries fast enough for tests.
 
-#![allow(dead_code)] // each test binary uses its own part
+#![allow(dead_code)] // not every part is used by every module
 
 use std::time::Duration;
 
