@@ -57,7 +57,8 @@ impl Shared {
 
 impl GroupCommit {
     /// Starts the commit thread calling `flush`; `interval` is the least time between flush
-    /// starts.
+    /// starts while writers are concurrent (after a flush that answered more than one
+    /// writer); a lone writer is never held back.
     pub(crate) fn start(
         flush: impl Fn() -> FlushResult + Send + 'static,
         interval: Duration,
@@ -115,8 +116,15 @@ impl Drop for GroupCommit {
 }
 
 /// The commit loop: sleep while nobody waits; otherwise take all waiters, flush, answer them.
+///
+/// Pacing applies only after a flush that answered several writers: with many concurrent
+/// writers (a run's results arriving ~1000/s) it gathers them into fewer, larger flushes (at
+/// 3 ms, 1 800 flushes for a 3 000-item run became ~570); a writer that waits alone (seeding,
+/// a sequential chain) is answered by the next flush at once, as before.
 fn run(flush: &dyn Fn() -> FlushResult, shared: &Shared, interval: Duration) {
     let mut last_start: Option<Instant> = None;
+    // Whether the last flush answered more than one writer.
+    let mut concurrent = false;
     loop {
         let batch = {
             let mut state = shared.lock();
@@ -133,6 +141,7 @@ fn run(flush: &dyn Fn() -> FlushResult, shared: &Shared, interval: Duration) {
                 }
                 // Optional pacing: gather more writers into one flush (never delays shutdown).
                 let due = last_start
+                    .filter(|_| concurrent)
                     .map(|at| at + interval)
                     .filter(|due| *due > Instant::now());
                 match due {
@@ -153,6 +162,7 @@ fn run(flush: &dyn Fn() -> FlushResult, shared: &Shared, interval: Duration) {
             std::mem::take(&mut state.waiters)
         };
         last_start = Some(Instant::now());
+        concurrent = batch.len() > 1;
         let result = flush();
         shared.flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(message) = &result {
@@ -203,6 +213,23 @@ mod tests {
             "writers shared flushes: {}",
             commit.flushes()
         );
+    }
+
+    #[tokio::test]
+    async fn a_lone_writer_is_not_held_back_by_the_pacing_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path())
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        let flush = move || db.flush().map(drop).map_err(|e| e.to_string());
+        // An hour between flushes: a sequential writer paced by it would never finish.
+        let commit = GroupCommit::start(flush, Duration::from_secs(3600)).unwrap();
+        for _ in 0..20 {
+            assert_eq!(commit.durable().await, Ok(()));
+        }
+        assert_eq!(commit.flushes(), 20, "one flush per sequential write");
     }
 
     #[tokio::test]

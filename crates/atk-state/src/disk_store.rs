@@ -31,6 +31,9 @@ const LOCK_GRACE: Duration = Duration::from_secs(2);
 const LOCK_POLL: Duration = Duration::from_millis(20);
 /// sled's default page cache.
 const SLED_CACHE: u64 = 64 << 20;
+/// Least time between two sled group commits while writers are concurrent (see
+/// [`StoreOptions::flush_interval`]).
+const SLED_FLUSH_INTERVAL: Duration = Duration::from_millis(3);
 /// redb's default page cache.
 const REDB_CACHE: u64 = 16 << 20;
 /// Records copied per batch by merges and collections.
@@ -46,9 +49,10 @@ pub struct StoreOptions {
     /// (its own default of 1 GiB lets a long run's RSS grow towards it) and 16 MB for redb
     /// (measured at 100 k items: peak RSS 94 MB with 16 MB, 183 MB with 64 MB, reruns as fast).
     pub cache_capacity: Option<u64>,
-    /// Least time between the starts of two sled group commits (default 0: flush as soon as
-    /// a writer waits and the previous flush is done; a few ms batches more writes per flush
-    /// at the price of that much latency).
+    /// Least time between the starts of two sled group commits while writers are concurrent
+    /// (default 3 ms: a 3 000-item run at concurrency 200 made ~570 flushes instead of
+    /// ~1 800, and spent ~10 % less CPU; a lone writer is never held back). Zero flushes as
+    /// soon as a writer waits and the previous flush is done.
     pub flush_interval: Duration,
 }
 
@@ -57,7 +61,7 @@ impl Default for StoreOptions {
         Self {
             backend: Backend::default(),
             cache_capacity: None,
-            flush_interval: Duration::ZERO,
+            flush_interval: SLED_FLUSH_INTERVAL,
         }
     }
 }
@@ -376,7 +380,7 @@ impl Drop for DiskStore {
         if let Some(path) = &self.pid_file {
             let _ = std::fs::remove_file(path);
         }
-        tracing::debug!(dir = %self.dir.display(), "store closed");
+        tracing::debug!(dir = %self.dir.display(), commits = self.kv.commits(), "store closed");
     }
 }
 
@@ -509,23 +513,35 @@ impl Store for DiskStore {
         record: ResultRecord,
     ) -> Result<(), Error> {
         let key = step_key(step, item_id)?;
-        let replaced = self.kv.contains(self.done(), &key)?;
-        let mut ops = Vec::with_capacity(3);
         let clears_failure = self
             .failures_possible
             .load(std::sync::atomic::Ordering::Acquire)
             && self.kv.contains(Tree::Failures, &key)?;
-        ops.push(Op::Put(Tree::Results, key.clone(), encode(record)));
-        if self.indexed {
-            ops.push(Op::Put(Tree::Done, key.clone(), Vec::new()));
-        }
-        if clears_failure {
-            ops.push(Op::Remove(Tree::Failures, key));
-        }
-        // Atomic where a failure is cleared: a crash never leaves a result beside a stale
-        // failure. Otherwise plain inserts on sled (its transactions cost ~2.7x); redb commits
-        // every write of a call in one transaction, `done` key included.
-        self.kv.write(ops, clears_failure, true).await?;
+        let replaced = if self.indexed || clears_failure {
+            let replaced = self.kv.contains(self.done(), &key)?;
+            let mut ops = Vec::with_capacity(3);
+            ops.push(Op::Put(Tree::Results, key.clone(), encode(record)));
+            if self.indexed {
+                ops.push(Op::Put(Tree::Done, key.clone(), Vec::new()));
+            }
+            if clears_failure {
+                ops.push(Op::Remove(Tree::Failures, key));
+            }
+            // Atomic where a failure is cleared: a crash never leaves a result beside a stale
+            // failure. redb commits every write of a call in one transaction, `done` key
+            // included.
+            self.kv.write(ops, clears_failure, true).await?;
+            replaced
+        } else {
+            // One plain insert on sled (its transactions cost ~2.7x), which reports whether it
+            // replaced a result: no lookup first. Durable before this returns.
+            let replaced = self
+                .kv
+                .put_replacing(Tree::Results, key, encode(record))
+                .await?;
+            self.kv.write(Vec::new(), false, true).await?;
+            replaced
+        };
         if !replaced {
             // Counted only once durable: a count saved elsewhere never exceeds what is on disk.
             *self

@@ -266,6 +266,14 @@ impl Kv for SledKv {
         Ok(())
     }
 
+    async fn put_replacing(&self, tree: Tree, key: Vec<u8>, value: Vec<u8>) -> Result<bool, Error> {
+        // sled's insert returns the value it replaced: no lookup before the write.
+        self.tree(tree)?
+            .insert(key, value)
+            .map(|old| old.is_some())
+            .map_err(|e| self.io(e))
+    }
+
     fn staged(&self) -> &Staged {
         &self.staged
     }
