@@ -182,16 +182,23 @@ fn run(flush: &dyn Fn() -> FlushResult, shared: &Shared, interval: Duration) {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn many_writers_are_answered_and_shutdown_returns() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A sled store that flushes only when asked, and its flush as the commit thread runs it.
+    fn sled_store(dir: &std::path::Path) -> (sled::Db, impl Fn() -> FlushResult + Send + 'static) {
         let db = sled::Config::new()
-            .path(dir.path())
+            .path(dir)
             .flush_every_ms(None)
             .open()
             .unwrap();
         let flusher = db.clone();
-        let flush = move || flusher.flush().map(drop).map_err(|e| e.to_string());
+        (db, move || {
+            flusher.flush().map(drop).map_err(|e| e.to_string())
+        })
+    }
+
+    #[tokio::test]
+    async fn many_writers_are_answered_and_shutdown_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, flush) = sled_store(dir.path());
         let commit = Arc::new(GroupCommit::start(flush, Duration::ZERO).unwrap());
         let tasks: Vec<_> = (0..50)
             .map(|i| {
@@ -218,12 +225,7 @@ mod tests {
     #[tokio::test]
     async fn a_lone_writer_is_not_held_back_by_the_pacing_interval() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path())
-            .flush_every_ms(None)
-            .open()
-            .unwrap();
-        let flush = move || db.flush().map(drop).map_err(|e| e.to_string());
+        let (_db, flush) = sled_store(dir.path());
         // An hour between flushes: a sequential writer paced by it would never finish.
         let commit = GroupCommit::start(flush, Duration::from_secs(3600)).unwrap();
         for _ in 0..20 {
@@ -235,12 +237,7 @@ mod tests {
     #[tokio::test]
     async fn pacing_interval_still_answers() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path())
-            .flush_every_ms(None)
-            .open()
-            .unwrap();
-        let flush = move || db.flush().map(drop).map_err(|e| e.to_string());
+        let (_db, flush) = sled_store(dir.path());
         let commit = GroupCommit::start(flush, Duration::from_millis(2)).unwrap();
         for _ in 0..3 {
             assert_eq!(commit.durable().await, Ok(()));
