@@ -212,6 +212,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         None => chunk_cfg,
     };
     let inputs = if settings.read_files_manually && !flags.dry_run {
+        seed::preload_tokenizer(&settings.input_dir, &chunk_cfg);
         let (dir, cfg) = (settings.input_dir.clone(), chunk_cfg.clone());
         let found = tokio::task::spawn_blocking(move || atk_chunk::fingerprint_dir(&dir, &cfg))
             .await

@@ -70,7 +70,15 @@ impl Tokenizer {
     /// Number of tokens in `text`, exactly as tiktoken's `encode_ordinary` counts them
     /// (special tokens are counted as the ordinary text they are).
     pub fn count(self, text: &str) -> usize {
-        self.bpe().count(text)
+        let bpe = self.bpe();
+        let text = bpe.normalize(text);
+        PIECES.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            let memo = &mut memo[self as usize];
+            bpe.split(text.as_str())
+                .map(|piece| memo.count(bpe, piece))
+                .sum()
+        })
     }
 
     /// A counter backed by this tokenizer.
@@ -80,6 +88,43 @@ impl Tokenizer {
             Self::O200k => &Tiktoken(Self::O200k),
         }
     }
+}
+
+/// Pieces up to this many bytes are remembered by [`PieceCounts`]: words and short runs,
+/// the pieces that repeat; longer ones rarely do.
+const MEMO_PIECE_BYTES: usize = 24;
+
+/// Pieces remembered per tokenizer and thread; past this, pieces not yet seen are counted
+/// without being remembered (about 0.5 MB per thread at most).
+const MEMO_PIECES: usize = 8192;
+
+/// The token counts of the pre-tokenizer's pieces (words with their leading space, numbers,
+/// punctuation runs) already counted on this thread. A piece's count depends only on its
+/// bytes, so a remembered count is exactly what the BPE would give again; in prose most
+/// pieces repeat, and counting one afresh allocates and runs the backtracking encoder
+/// (about half of chunking's CPU in the 3000-document bench, issue 25, round 5).
+#[derive(Default)]
+struct PieceCounts(rustc_hash::FxHashMap<Box<str>, u32>);
+
+impl PieceCounts {
+    fn count(&mut self, bpe: &bpe_openai::Tokenizer, piece: &str) -> usize {
+        if piece.len() > MEMO_PIECE_BYTES {
+            return bpe.bpe.count(piece.as_bytes());
+        }
+        if let Some(&n) = self.0.get(piece) {
+            return n as usize;
+        }
+        let n = bpe.bpe.count(piece.as_bytes());
+        if self.0.len() < MEMO_PIECES {
+            self.0.insert(piece.into(), n as u32);
+        }
+        n
+    }
+}
+
+thread_local! {
+    /// One memo per tokenizer ([`Tokenizer`] as index) on each counting thread.
+    static PIECES: std::cell::RefCell<[PieceCounts; 2]> = std::cell::RefCell::default();
 }
 
 /// A [`TokenCounter`] over one of the bundled OpenAI encodings.
@@ -127,6 +172,27 @@ mod tests {
         assert_eq!(count(""), 0);
         assert_eq!(Tokenizer::O200k.counter().name(), "o200k_base");
         assert_eq!(Tokenizer::Cl100k.counter().count("hello world"), 2);
+    }
+
+    #[test]
+    fn remembered_piece_counts_equal_fresh_counts_for_each_encoding() {
+        // Repeated words hit the memo; the two encodings count some pieces differently, so
+        // their memos must stay apart; more distinct pieces than the memo holds stay exact.
+        let prose = "The lantern's glow, 12345 times: naïve café — über-long-compound-word! \
+                     日本語のテキストです。 नमस्ते दुनिया 안녕하세요 세계\n";
+        let many: String = (0..MEMO_PIECES + 500).map(|i| format!(" w{i}x")).collect();
+        for text in [prose.repeat(3), many.clone(), many] {
+            for tokenizer in [Tokenizer::Cl100k, Tokenizer::O200k] {
+                let fresh = tokenizer.bpe().count(text.as_str());
+                assert_eq!(tokenizer.count(&text), fresh, "{tokenizer:?}");
+                assert_eq!(tokenizer.count(&text), fresh, "{tokenizer:?}, again");
+            }
+        }
+        assert_ne!(
+            Tokenizer::Cl100k.count(&prose.repeat(3)),
+            Tokenizer::O200k.count(&prose.repeat(3)),
+            "a text the encodings count differently (else the test above proves less)"
+        );
     }
 
     #[test]
