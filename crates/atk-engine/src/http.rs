@@ -23,11 +23,12 @@ use crate::cancel::Cancel;
 use crate::config::{Dialect, EngineConfig, Timeouts};
 use crate::pace::{LimitHeaders, Pacer};
 use crate::secret::Secret;
-use crate::timeout::{BodyError, Deadlines, timed};
+use crate::timeout::{BodyError, Deadlines, TransportError, timed};
 use crate::{Engine, Error, Prompt, Reply, Request, Timing, TransientKind, Usage};
 
 mod anthropic;
 mod batch;
+mod inline;
 mod message;
 mod read;
 pub(crate) mod retry_after;
@@ -36,9 +37,12 @@ mod sse;
 mod wire;
 
 pub(crate) use batch::BatchTransport;
+pub(crate) use inline::InlineError;
 use message::{error_chain, quote, rejects_stream_options, server_message};
 use retry_after::retry_after;
 use wire::{Body, Parsed, PrefixCache};
+
+const USER_AGENT: &str = concat!("atk-engine/", env!("CARGO_PKG_VERSION"));
 
 /// How long to wait for the end of the body after `[DONE]` before dropping the connection.
 const DRAIN_GRACE: Duration = Duration::from_millis(250);
@@ -67,6 +71,57 @@ pub(crate) struct Http {
     forms: schema::Forms,
     /// The JSON of the requests' shared prefixes (OpenAI bodies).
     prefix: PrefixCache,
+    /// Caller-polled connections, for a plain-http endpoint without a proxy (else reqwest).
+    inline: Option<std::sync::Arc<inline::Inline>>,
+}
+
+/// A response from reqwest or from an inline connection.
+enum Sent {
+    Reqwest(reqwest::Response),
+    /// Boxed: a connection's state machine travels with its body.
+    Inline(Box<http::Response<inline::InlineBody>>),
+}
+
+impl Sent {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Reqwest(r) => r.status(),
+            Self::Inline(r) => r.status(),
+        }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        match self {
+            Self::Reqwest(r) => r.headers(),
+            Self::Inline(r) => r.headers(),
+        }
+    }
+
+    /// The whole body.
+    async fn bytes(self) -> Result<bytes::Bytes, TransportError> {
+        match self {
+            Self::Reqwest(r) => r.bytes().await.map_err(TransportError::Reqwest),
+            Self::Inline(r) => r.into_body().bytes().await.map_err(TransportError::Inline),
+        }
+    }
+
+    /// The body as it arrives.
+    fn into_stream(
+        self,
+    ) -> futures_util::future::Either<
+        impl futures_util::Stream<Item = Result<bytes::Bytes, TransportError>> + Send + 'static,
+        impl futures_util::Stream<Item = Result<bytes::Bytes, TransportError>> + Send + 'static,
+    > {
+        use futures_util::StreamExt;
+        match self {
+            Self::Reqwest(r) => futures_util::future::Either::Left(
+                r.bytes_stream().map(|c| c.map_err(TransportError::Reqwest)),
+            ),
+            Self::Inline(r) => futures_util::future::Either::Right(
+                r.into_body().map(|c| c.map_err(TransportError::Inline)),
+            ),
+        }
+    }
 }
 
 impl Http {
@@ -117,18 +172,22 @@ impl Http {
             .connect_timeout(cfg.timeouts.connect)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("atk-engine/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build()
             .map_err(|e| {
                 Error::Config(format!("{}: cannot build the HTTP client: {e}", cfg.label))
             })?;
+        let chat_url = url(chat_path)?;
+        let inline = inline::Inline::for_url(&chat_url, &headers, USER_AGENT, cfg.timeouts.connect)
+            .map(std::sync::Arc::new);
         Ok(Self {
+            inline,
             label: cfg.label.clone(),
             model: cfg.model.clone(),
             client,
             dialect: cfg.dialect,
             prompt_cache: cfg.prompt_cache,
-            chat_url: url(chat_path)?,
+            chat_url,
             completion_url: url(completion_path)?,
             headers,
             key: cfg.api_key.clone(),
@@ -184,18 +243,35 @@ impl Http {
             if timer.deadline() != deadlines.head() {
                 timer.as_mut().reset(deadlines.head());
             }
-            let send = self
-                .client
-                .post(url.clone())
-                .headers(self.headers.clone())
-                .body(body)
-                .send();
+            let body = bytes::Bytes::from(body);
+            let by_reqwest = |body: bytes::Bytes| async move {
+                self.client
+                    .post(url.clone())
+                    .headers(self.headers.clone())
+                    .body(body)
+                    .send()
+                    .await
+                    .map(Sent::Reqwest)
+                    .map_err(|e| self.classify_send_error(&e))
+            };
+            let send = async {
+                let Some(inline) = &self.inline else {
+                    return by_reqwest(body).await;
+                };
+                let path = match url.query() {
+                    Some(q) => format!("{}?{q}", url.path()),
+                    None => url.path().to_string(),
+                };
+                match inline.post(&path, body.clone()).await {
+                    // A redirect: reqwest follows it as before (the inline path does not).
+                    Ok(r) if r.status().is_redirection() => by_reqwest(body).await,
+                    Ok(r) => Ok(Sent::Inline(Box::new(r))),
+                    Err(e) => Err(self.classify_inline_error(&e)),
+                }
+            };
             let response = tokio::select! {
                 biased;
-                r = send => match r {
-                    Ok(r) => r,
-                    Err(e) => return Err(self.classify_send_error(&e)),
-                },
+                r = send => r?,
                 () = timer.as_mut() => {
                     let message = match deadlines.expired(timer.deadline()) {
                         BodyError::FirstByte(d) => format!("no reply within {d:?} (first-byte timeout)"),
@@ -249,7 +325,7 @@ impl Http {
             }
             // A server that ignores `stream: true` answers with one JSON body: read it as such.
             let is_sse = stream && !content_type.starts_with("application/json");
-            let body = timed(response.bytes_stream(), timer.as_mut(), deadlines);
+            let body = timed(response.into_stream(), timer.as_mut(), deadlines);
             let parsed = self.read_body(body, is_sse).await?;
             // Over time, even if the body's end was already read (a total timeout around the
             // whole attempt failed such a late reply too).
@@ -391,7 +467,7 @@ impl Http {
     /// total time; what did not arrive in the gap is left out, the total ends the attempt.
     async fn read_error_body(
         &self,
-        response: reqwest::Response,
+        response: Sent,
         deadlines: &Deadlines,
         mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
     ) -> Result<String, Error> {
@@ -419,6 +495,16 @@ impl Http {
             TransientKind::Timeout,
             BodyError::Total(self.timeouts.total).to_string(),
         )
+    }
+
+    /// An inline exchange's failure, classified as reqwest's are.
+    fn classify_inline_error(&self, e: &inline::InlineError) -> Error {
+        let kind = match e {
+            inline::InlineError::Connect(_) => TransientKind::Unavailable,
+            inline::InlineError::Hyper(e) if e.is_timeout() => TransientKind::Timeout,
+            inline::InlineError::Hyper(_) => TransientKind::Connection,
+        };
+        self.transient(kind, self.key.scrub(&error_chain(e)))
     }
 
     fn classify_send_error(&self, e: &reqwest::Error) -> Error {

@@ -15,11 +15,42 @@ use std::time::Duration;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
+/// A transport failure while a body is read, from reqwest or an inline connection.
+#[derive(Debug)]
+pub(crate) enum TransportError {
+    Reqwest(reqwest::Error),
+    Inline(crate::http::InlineError),
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Reqwest(e) => e.fmt(f),
+            Self::Inline(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Reqwest(e) => e.source(),
+            Self::Inline(e) => e.source(),
+        }
+    }
+}
+
+impl From<reqwest::Error> for TransportError {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Reqwest(e)
+    }
+}
+
 /// Why a timed body stream ended early.
 #[derive(Debug)]
 pub(crate) enum BodyError {
     /// The transport failed (reset, cut chunked encoding, ...).
-    Transport(reqwest::Error),
+    Transport(TransportError),
     /// No byte arrived before the first-byte deadline.
     FirstByte(Duration),
     /// No byte arrived for this long after the previous one.
@@ -70,13 +101,14 @@ impl Deadlines {
 /// Wraps a body stream: the first chunk must arrive before the first-byte deadline, each later
 /// one within `idle` of the previous, all before the total deadline; `timer` (the attempt's,
 /// set to [`Deadlines::head`]) watches them. A timeout ends the stream with an error item.
-pub(crate) fn timed<'t, S, B>(
+pub(crate) fn timed<'t, S, B, E>(
     body: S,
     mut timer: Pin<&'t mut Sleep>,
     deadlines: &'t Deadlines,
 ) -> impl Stream<Item = Result<B, BodyError>> + Send + 't
 where
-    S: Stream<Item = Result<B, reqwest::Error>> + Send + 'static,
+    S: Stream<Item = Result<B, E>> + Send + 'static,
+    E: Into<TransportError>,
 {
     let mut body = Box::pin(body);
     let mut got_first = false;
@@ -99,7 +131,7 @@ where
                 }
                 _ => finished = true,
             }
-            return Poll::Ready(item.map(|r| r.map_err(BodyError::Transport)));
+            return Poll::Ready(item.map(|r| r.map_err(|e| BodyError::Transport(e.into()))));
         }
         loop {
             match timer.as_mut().poll(cx) {
