@@ -430,3 +430,34 @@ async fn a_sled_store_past_the_threshold_is_told_once_how_to_move_to_redb() {
     assert_eq!(summary(), None);
     assert!(status().store_advice.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_over_several_reader_batches_are_seeded_whole_in_order_and_indexed() {
+    use atk_state::Corpus;
+    // More files than one reader batch (256) and than one store slice (1024): every chunk
+    // becomes an item in file order, and the corpus index (built on its own thread) holds all.
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), true);
+    let n = 1100;
+    for i in 0..n {
+        let path = dir.path().join("inputs").join(format!("f{i:04}.txt"));
+        std::fs::write(path, body(&format!("w{i:04}"))).unwrap();
+    }
+    let seen = Arc::new(Seen::default());
+    let (calls, dataset) = run_once(&config, &seen).await;
+    assert_eq!(calls.len(), n);
+    let expected: Vec<String> = (0..n).map(|i| format!("w{i:04}")).collect();
+    assert_eq!(dataset, expected);
+    let corpus =
+        atk_state::CorpusIndex::open(&crate::layout::corpus_path(&dir.path().join("output")))
+            .unwrap()
+            .expect("the corpus index is in place");
+    assert_eq!(corpus.len(), n as u64);
+    assert_eq!(
+        corpus.entry(n as u64 - 1).unwrap().map(|(_, doc)| doc),
+        Some(format!("f{:04}.txt", n - 1))
+    );
+    // Resumed: nothing is sent again.
+    let (calls, dataset) = run_once(&config, &seen).await;
+    assert_eq!((calls.len(), dataset.len()), (0, n));
+}
