@@ -181,6 +181,20 @@ impl Env {
             .stdin(Stdio::null());
         cmd
     }
+
+    /// [`Env::command`] with a `--set KEY=VALUE` per entry of `sets`.
+    pub fn command_with<S: AsRef<str>>(
+        &self,
+        bin: &Path,
+        config: &Path,
+        sets: &[S],
+    ) -> tokio::process::Command {
+        let mut cmd = self.command(bin, config);
+        for set in sets {
+            cmd.arg("--set").arg(set.as_ref());
+        }
+        cmd
+    }
 }
 
 /// The `value` of the first conversation turn `from` a speaker (`human` or `gpt`).

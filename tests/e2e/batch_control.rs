@@ -62,10 +62,7 @@ async fn setup(dialect: &str, batch: BatchBehaviour, docs: usize) -> Setup {
 
 impl Setup {
     fn command(&self, extra: &[&str]) -> tokio::process::Command {
-        let mut cmd = self.env.command(bin(), &self.config);
-        for s in &self.sets {
-            cmd.arg("--set").arg(s);
-        }
+        let mut cmd = self.env.command_with(bin(), &self.config, &self.sets);
         cmd.args(extra);
         cmd
     }

@@ -21,13 +21,6 @@ async fn online_dataset(docs: usize) -> Option<Vec<u8>> {
     env.dataset_bytes()
 }
 
-fn with_sets(mut cmd: tokio::process::Command, sets: &[&str]) -> tokio::process::Command {
-    for s in sets {
-        cmd.arg("--set").arg(s);
-    }
-    cmd
-}
-
 #[tokio::test]
 async fn the_example_pipeline_on_the_anthropic_api_gives_the_openai_dataset() {
     let reference = online_dataset(5).await;
@@ -35,8 +28,9 @@ async fn the_example_pipeline_on_the_anthropic_api_gives_the_openai_dataset() {
     let env = Env::new();
     env.write_docs(5);
     let config = env.write_config(&Config::new(server.base_url()));
-    let cmd = with_sets(
-        env.command(bin(), &config),
+    let cmd = env.command_with(
+        bin(),
+        &config,
         &[
             "small_api=anthropic",
             "large_api=anthropic",
@@ -54,8 +48,9 @@ async fn the_example_pipeline_on_the_anthropic_api_gives_the_openai_dataset() {
     let stats = server.stats();
     assert_eq!((stats.requests, stats.rejected_auth), (5, 0), "{stats:?}");
     // Completion mode has no Anthropic endpoint: a config error naming the key.
-    let cmd = with_sets(
-        env.command(bin(), &config),
+    let cmd = env.command_with(
+        bin(),
+        &config,
         &["small_api=anthropic", "completion_mode=true"],
     );
     let out = run(cmd, RUN_TIMEOUT).await;
@@ -78,8 +73,9 @@ async fn batch_run(dialect: &str) {
     env.write_docs(6);
     let config = env.write_config(&Config::new(server.base_url()));
     let api = format!("small_api={dialect}");
-    let cmd = with_sets(
-        env.command(bin(), &config),
+    let cmd = env.command_with(
+        bin(),
+        &config,
         &[&api, "small_mode=batch", "batch_max_wait=0.2"],
     );
     let out = run(cmd, RUN_TIMEOUT).await;
@@ -102,8 +98,9 @@ async fn batch_run(dialect: &str) {
     );
     assert!(stats.batches_created >= 2, "{dialect}: {stats:?}");
     // A rerun finds everything done: nothing is sent.
-    let cmd = with_sets(
-        env.command(bin(), &config),
+    let cmd = env.command_with(
+        bin(),
+        &config,
         &[&api, "small_mode=batch", "batch_max_wait=0.2"],
     );
     run(cmd, RUN_TIMEOUT).await.assert_code(0);
@@ -133,7 +130,7 @@ async fn killed_while_polling_a_batch_the_rerun_polls_the_same_batch() {
         let config = env.write_config(&Config::new(server.base_url()));
         let api = format!("small_api={dialect}");
         let sets = [api.as_str(), "small_mode=batch", "batch_max_wait=0.2"];
-        let running = Running::spawn(with_sets(env.command(bin(), &config), &sets));
+        let running = Running::spawn(env.command_with(bin(), &config, &sets));
         server
             .wait_until(Duration::from_secs(30), |s| s.batch_polls >= 1)
             .await
@@ -143,7 +140,7 @@ async fn killed_while_polling_a_batch_the_rerun_polls_the_same_batch() {
             killed.code, None,
             "{dialect}: killed while polling\n{killed}"
         );
-        let out = run(with_sets(env.command(bin(), &config), &sets), RUN_TIMEOUT).await;
+        let out = run(env.command_with(bin(), &config, &sets), RUN_TIMEOUT).await;
         out.assert_code(0);
         assert_eq!(env.dataset().len(), 4, "{dialect}\n{out}");
         poems.assert_all_whole(&env);
@@ -169,13 +166,13 @@ async fn killed_as_its_batch_ends_the_rerun_reads_the_same_batch() {
     env.write_docs(4);
     let config = env.write_config(&Config::new(server.base_url()));
     let sets = ["small_mode=batch", "batch_max_wait=0.2"];
-    let running = Running::spawn(with_sets(env.command(bin(), &config), &sets));
+    let running = Running::spawn(env.command_with(bin(), &config, &sets));
     server
         .wait_until(Duration::from_secs(30), |s| s.batch_completed >= 4)
         .await
         .expect("the batch ends");
     let killed = running.kill().await;
-    let out = run(with_sets(env.command(bin(), &config), &sets), RUN_TIMEOUT).await;
+    let out = run(env.command_with(bin(), &config, &sets), RUN_TIMEOUT).await;
     out.assert_code(0);
     assert_eq!(env.dataset().len(), 4, "killed: {:?}\n{out}", killed.code);
     poems.assert_all_whole(&env);

@@ -216,17 +216,14 @@ async fn factual_qa_in_batch_mode_writes_the_online_datasets() {
         };
         let server = server(ServerConfig::default().with_batch(batch).with_seed(4)).await;
         let (env, config) = setup(&server);
-        let mut cmd = env.command(bin(), &config);
-        for set in [
+        let sets = [
             format!("small_api={dialect}"),
             format!("large_api={dialect}"),
             "small_mode=batch".to_string(),
             "large_mode=batch".to_string(),
             "batch_max_wait=0.2".to_string(),
-        ] {
-            cmd.arg("--set").arg(set);
-        }
-        let out = run(cmd, RUN_TIMEOUT).await;
+        ];
+        let out = run(env.command_with(bin(), &config, &sets), RUN_TIMEOUT).await;
         out.assert_code(0);
         assert_eq!(
             datasets(&env),
@@ -264,14 +261,11 @@ async fn factual_qa_on_schemas_writes_the_same_datasets_whatever_form_the_server
             .with_broken_first(broken);
         let server = server(config).await;
         let (env, config) = setup(&server);
-        let mut cmd = env.command(bin(), &config);
-        for set in [
+        let sets = [
             format!("small_api={dialect}"),
             format!("large_api={dialect}"),
-        ] {
-            cmd.arg("--set").arg(set);
-        }
-        let out = run(cmd, RUN_TIMEOUT).await;
+        ];
+        let out = run(env.command_with(bin(), &config, &sets), RUN_TIMEOUT).await;
         out.assert_code(0);
         let case = format!("{dialect} {support:?} broken {broken}");
         assert_eq!(datasets(&env), expected, "{case}: datasets differ\n{out}");
@@ -314,10 +308,8 @@ async fn factual_qa_with_no_wait_goes_a_step_per_run_and_ends_with_the_online_da
     let (env, config) = setup(&server);
     let mut runs = 0;
     loop {
-        let mut cmd = env.command(bin(), &config);
-        for set in ["small_mode=batch", "large_mode=batch", "batch_max_wait=0.1"] {
-            cmd.arg("--set").arg(set);
-        }
+        let sets = ["small_mode=batch", "large_mode=batch", "batch_max_wait=0.1"];
+        let mut cmd = env.command_with(bin(), &config, &sets);
         cmd.arg("--no-wait");
         let out = run(cmd, RUN_TIMEOUT).await;
         out.assert_code(0);

@@ -335,14 +335,11 @@ async fn rag_data_on_schemas_writes_the_same_datasets_whatever_form_the_server_t
     for (dialect, support, form) in cases {
         let (server, _) = start(ServerConfig::default().with_schema(support)).await;
         let (env, config) = setup(&server);
-        let mut cmd = env.command(bin(), &config);
-        for set in [
+        let sets = [
             format!("small_api={dialect}"),
             format!("large_api={dialect}"),
-        ] {
-            cmd.arg("--set").arg(set);
-        }
-        let out = run(cmd, RUN_TIMEOUT).await;
+        ];
+        let out = run(env.command_with(bin(), &config, &sets), RUN_TIMEOUT).await;
         out.assert_code(0);
         let stats = server.stats();
         let case = format!("{dialect} {support:?}");
