@@ -9,7 +9,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{Backend, Kv, Op, Pairs, Staged, Tree};
 use crate::Error;
-use crate::commit::GroupCommit;
+use crate::commit::{Committer, FlushResult, GroupCommit};
 
 /// sled's main file: its presence marks a sled store.
 pub(crate) const DATA_FILE: &str = "db";
@@ -24,8 +24,8 @@ pub(crate) struct SledKv {
     /// sled stores do not keep, are opened only if asked for, so a sled store's files stay
     /// as they were before the indexes existed.
     trees: Vec<std::sync::OnceLock<sled::Tree>>,
-    /// The commit thread.
-    commit: GroupCommit,
+    /// The commit thread; writes handed to it are one put each.
+    commit: GroupCommit<HandedPut>,
     /// Writes staged for the next flush (applied by the commit thread before it flushes).
     staged: std::sync::Arc<Staged>,
 }
@@ -53,14 +53,11 @@ impl SledKv {
             }
             trees.push(slot);
         }
-        let flusher = db.clone();
         let staged = std::sync::Arc::new(Staged::default());
-        let early = std::sync::Arc::clone(&staged);
         let commit = GroupCommit::start(
-            move || {
-                // Staged before the waiters this flush answers registered: applied first.
-                apply(&flusher, early.take()).map_err(|e| e.to_string())?;
-                flusher.flush().map(drop).map_err(|e| e.to_string())
+            SledCommitter {
+                db: db.clone(),
+                staged: std::sync::Arc::clone(&staged),
             },
             interval,
         )
@@ -103,6 +100,34 @@ impl Drop for SledKv {
         {
             tracing::error!(%error, "the store's last staged writes could not be written");
         }
+    }
+}
+
+/// A put handed to the commit thread: the tree, the key, the value.
+pub(crate) type HandedPut = (sled::Tree, Vec<u8>, Vec<u8>);
+
+/// What sled's commit thread does before and in each flush.
+struct SledCommitter {
+    /// The database.
+    db: sled::Db,
+    /// Writes staged for the next flush.
+    staged: std::sync::Arc<Staged>,
+}
+
+impl Committer for SledCommitter {
+    type Write = HandedPut;
+
+    fn apply(&self, (tree, key, value): HandedPut) -> Result<bool, String> {
+        // sled's insert returns the value it replaced: no lookup before the write.
+        tree.insert(key, value)
+            .map(|old| old.is_some())
+            .map_err(|e| e.to_string())
+    }
+
+    fn flush(&self) -> FlushResult {
+        // Staged before the waiters this flush answers registered: applied first.
+        apply(&self.db, self.staged.take()).map_err(|e| e.to_string())?;
+        self.db.flush().map(drop).map_err(|e| e.to_string())
     }
 }
 
@@ -266,12 +291,14 @@ impl Kv for SledKv {
         Ok(())
     }
 
-    async fn put_replacing(&self, tree: Tree, key: Vec<u8>, value: Vec<u8>) -> Result<bool, Error> {
-        // sled's insert returns the value it replaced: no lookup before the write.
-        self.tree(tree)?
-            .insert(key, value)
-            .map(|old| old.is_some())
-            .map_err(|e| self.io(e))
+    async fn put_durable(&self, tree: Tree, key: Vec<u8>, value: Vec<u8>) -> Result<bool, Error> {
+        // Handed to the commit thread, which inserts it right before its next flush: this
+        // task does no tree work, and the run's puts are applied one after another by one
+        // thread instead of contending on sled's page cache.
+        self.commit
+            .write_durable((self.tree(tree)?.clone(), key, value))
+            .await
+            .map_err(|message| self.io(format!("flush failed: {message}")))
     }
 
     fn staged(&self) -> &Staged {
