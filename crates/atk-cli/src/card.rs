@@ -95,7 +95,7 @@ pub(crate) fn license_warning(common: &crate::config::CommonConfig) -> Option<St
 }
 
 /// Gathers the facts and writes the card (for a run that completed); never fails the run.
-pub(crate) async fn write(
+pub(crate) fn write(
     summary: &RunSummary,
     settings: &crate::settings::Settings,
     common: &crate::config::CommonConfig,
@@ -204,7 +204,7 @@ pub(crate) async fn write(
                 (name, kind, digest)
             })
             .collect(),
-        last_result: last_result_date(store, summary).await,
+        last_result: last_result_date(store, summary),
         sources: sources_of(&summary.datasets),
         cost_usd: summary.engines.iter().map(|e| e.cost_usd_all_runs).sum(),
         limitations,
@@ -229,7 +229,7 @@ fn rel_string(rel: &Path) -> String {
 
 /// The date of the newest stored result: kept in store meta, moved to now when this run stored
 /// results; a store from before the key is scanned once.
-async fn last_result_date(store: &dyn Store, summary: &RunSummary) -> Option<String> {
+fn last_result_date(store: &dyn Store, summary: &RunSummary) -> Option<String> {
     let stored_now = summary.steps.iter().any(|s| s.done + s.dropped > 0);
     let recorded = store
         .meta(LAST_RESULT_META_KEY)
@@ -248,7 +248,8 @@ async fn last_result_date(store: &dyn Store, summary: &RunSummary) -> Option<Str
             .max(),
     }?;
     if recorded != Some(at) {
-        let _ = store.put_meta(LAST_RESULT_META_KEY, at.into()).await;
+        // Durable with the runner's flush after the card.
+        let _ = store.stage_meta(LAST_RESULT_META_KEY, &at.into());
     }
     Some(civil_date(at))
 }

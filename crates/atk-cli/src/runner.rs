@@ -334,9 +334,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         ));
     }
 
+    let mut built_corpus = None;
     if let Some(found) = &inputs {
         let settings_fingerprint = crate::layout::settings_fingerprint(&loaded.redacted);
-        seed_inputs(
+        built_corpus = seed_inputs(
             &sled,
             &settings,
             &chunk_cfg,
@@ -347,11 +348,15 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         )
         .await?;
     }
-    let corpus: Option<Arc<dyn atk_state::Corpus>> = match &inputs {
-        Some(_) => atk_state::CorpusIndex::open(&crate::layout::corpus_path(&settings.output_dir))
-            .map_err(RunError::fatal)?
-            .map(|c| Arc::new(c) as Arc<dyn atk_state::Corpus>),
-        None => None,
+    // The index seeding just built is open already: a second open is a dozen ms of redb's.
+    let corpus: Option<Arc<dyn atk_state::Corpus>> = match (&inputs, built_corpus) {
+        (_, Some(built)) => Some(Arc::new(built)),
+        (Some(_), None) => {
+            atk_state::CorpusIndex::open(&crate::layout::corpus_path(&settings.output_dir))
+                .map_err(RunError::fatal)?
+                .map(|c| Arc::new(c) as Arc<dyn atk_state::Corpus>)
+        }
+        (None, None) => None,
     };
 
     let cost_fn = {
@@ -469,9 +474,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         })
         .collect();
     let totals = cost_totals(&counters);
-    let _ = store
-        .put_meta(COST_META_KEY, serde_json::Value::Object(totals.clone()))
-        .await;
+    // The end of the run's store meta (totals, unchanged-datasets record, status, item count,
+    // card date) is staged and made durable by one flush once the card is written: a commit
+    // each was a dozen ms of the end of a run.
+    let _ = store.stage_meta(COST_META_KEY, &serde_json::Value::Object(totals.clone()));
     let written = ctx
         .datasets
         .lock()
@@ -525,7 +531,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         ending::discard(&settings.output_dir);
         summary.datasets.clear();
     } else {
-        unchanged::record(&ctx, &summary.datasets, &summary.dropped_rows).await;
+        unchanged::record(&ctx, &summary.datasets, &summary.dropped_rows);
     }
     progress.finish(outcome.is_ok() && !waiting);
     crate::logging::detach_bars();
@@ -537,8 +543,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
             .redb_advice_at
             .unwrap_or(crate::store_advice::ADVICE_ITEMS),
         &settings.output_dir.display().to_string(),
-    )
-    .await;
+    );
     if let Some((text, true)) = &advice {
         summary.store_advice = Some(text.clone());
     }
@@ -549,15 +554,13 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     snapshot.budget = budget::status(budget.as_deref());
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
-        let _ = store.put_meta(STATUS_META_KEY, v).await;
+        let _ = store.stage_meta(STATUS_META_KEY, &v);
     }
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "pipeline finished"
     );
-    record_item_count(&sled).await;
-    let _ = store.flush().await;
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, "store flushed");
+    record_item_count(&sled);
     let _ = dataset::write_jsonl_atomic(
         &settings.output_dir.join(TOKEN_COUNTS_FILE),
         [serde_json::to_string_pretty(&totals).unwrap_or_default()],
@@ -565,8 +568,10 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     let _ = summary.write(&settings.output_dir);
     if !summary.datasets.is_empty() {
         let prompts = ctx.prompts.loaded();
-        crate::card::write(&summary, &settings, &ctx.common, prompts, store.as_ref()).await;
+        crate::card::write(&summary, &settings, &ctx.common, prompts, store.as_ref());
     }
+    let _ = store.flush().await;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "store flushed");
     print_summary(&summary, outcome.is_err(), progress_mode);
     if !left.is_empty() {
         let command = batch_run::collect_command(&flags, pipeline.name());

@@ -33,7 +33,7 @@ pub(crate) fn advice(
 
 /// The suggestion for this run's store, and whether the summary should show it (the first run
 /// past the threshold only: the store remembers it was made).
-pub(crate) async fn for_run(
+pub(crate) fn for_run(
     store: &DiskStore,
     threshold: u64,
     output_dir: &str,
@@ -41,9 +41,8 @@ pub(crate) async fn for_run(
     let text = advice(store.backend(), store.item_count(), threshold, output_dir)?;
     let first = !matches!(store.meta(ADVISED_META_KEY), Ok(Some(_)));
     if first {
-        let _ = store
-            .put_meta(ADVISED_META_KEY, serde_json::Value::Bool(true))
-            .await;
+        // Durable with the runner's last flush.
+        let _ = store.stage_meta(ADVISED_META_KEY, &serde_json::Value::Bool(true));
     }
     Some((text, first))
 }

@@ -320,14 +320,8 @@ pub(crate) trait Kv: Send + Sync {
     /// per tree), visible to reads when it returns; on disk too when `durable`.
     async fn write(&self, ops: Vec<Op>, atomic: bool, durable: bool) -> Result<(), Error>;
     /// Puts one value durably (on disk when it returns, by a commit that started after the
-    /// call) and says whether the key held a value before: one write where the database
-    /// reports what it replaced, a lookup and a write otherwise.
-    async fn put_durable(&self, tree: Tree, key: Vec<u8>, value: Vec<u8>) -> Result<bool, Error> {
-        let had = self.contains(tree, &key)?;
-        self.write(vec![Op::Put(tree, key, value)], false, true)
-            .await?;
-        Ok(had)
-    }
+    /// call) and says whether the key held a value before.
+    async fn put_durable(&self, tree: Tree, key: Vec<u8>, value: Vec<u8>) -> Result<bool, Error>;
     /// Applies `ops` durably from synchronous code, while opening (before any other writer).
     fn init(&self, ops: Vec<Op>) -> Result<(), Error>;
     /// Queues `ops` without waiting for them (each replacing what was staged under its key):

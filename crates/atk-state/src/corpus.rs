@@ -421,7 +421,8 @@ impl CorpusIndexBuilder {
         txn.commit().map_err(|e| index_err(&b, e))
     }
 
-    /// Writes the fingerprint, makes the file durable and moves it into place; returns the index.
+    /// Writes the fingerprint, makes the file durable and moves it into place; returns the index,
+    /// still open (closing and opening it again is several fsyncs of redb's own).
     pub fn finish(self) -> Result<CorpusIndex, CorpusError> {
         let b = self.building.clone();
         let txn = self.db.begin_write().map_err(|e| index_err(&b, e))?;
@@ -435,9 +436,20 @@ impl CorpusIndexBuilder {
             txn.open_table(BY_DOC).map_err(|e| index_err(&b, e))?;
         }
         txn.commit().map_err(|e| index_err(&b, e))?;
-        drop(self.db);
+        // Durable before it is in place; an open file moves with its handle.
         std::fs::rename(&self.building, &self.path).map_err(|e| index_err(&self.path, e))?;
-        CorpusIndex::open(&self.path)?.ok_or_else(|| index_err(&self.path, "vanished after build"))
+        let len = {
+            let txn = self.db.begin_read().map_err(|e| index_err(&self.path, e))?;
+            let table = txn
+                .open_table(BY_POS)
+                .map_err(|e| index_err(&self.path, e))?;
+            table.len().map_err(|e| index_err(&self.path, e))?
+        };
+        Ok(CorpusIndex {
+            path: self.path,
+            db: self.db,
+            len,
+        })
     }
 }
 

@@ -113,6 +113,29 @@ pub struct DiskStore {
     /// False while the store is known to hold no failure (none at open, none written since):
     /// then a result's put clears none and skips looking for one.
     failures_possible: std::sync::atomic::AtomicBool,
+    /// The item ids this handle wrote into a store that held none when it was opened: then
+    /// `put_items` looks up only the ids it may have written before (seeding a fresh store
+    /// reads nothing back), and the item count needs no walk of the id index.
+    known_ids: std::sync::Mutex<Option<KnownIds>>,
+}
+
+/// Every item id a store holds, as far as its handle knows them (see `DiskStore::known_ids`).
+#[derive(Default)]
+struct KnownIds {
+    /// Hashes of every id written (a hash seen means "look it up", so a collision only costs
+    /// a read); ids removed since stay in.
+    hashes: rustc_hash::FxHashSet<u64>,
+    /// How many ids the store holds.
+    count: u64,
+}
+
+/// Most ids [`KnownIds`] remembers (about 16 bytes each); past it ids are looked up again.
+const MAX_KNOWN_IDS: usize = 1 << 20;
+
+/// The hash [`KnownIds`] keeps of an item id.
+fn id_hash(id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(id)
 }
 
 /// The store's former name, from when sled was its only database.
@@ -192,7 +215,43 @@ impl DiskStore {
     /// How many items the store holds (children included), counted on the id index (small
     /// values), without reading any item.
     pub fn item_count(&self) -> u64 {
+        if let Some(known) = self.known_ids().as_ref() {
+            return known.count;
+        }
         self.kv.len(Tree::ItemIds).unwrap_or(0)
+    }
+
+    /// The ids this handle knows the store holds (`None`: it does not know them all).
+    fn known_ids(&self) -> std::sync::MutexGuard<'_, Option<KnownIds>> {
+        self.known_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether an item with this id may be in the store (then its key is looked up); an id
+    /// said to be absent is remembered as written from here on.
+    fn may_hold_item(&self, id: &str) -> bool {
+        let mut known = self.known_ids();
+        let Some(ids) = known.as_mut() else {
+            return true;
+        };
+        if ids.hashes.len() >= MAX_KNOWN_IDS {
+            *known = None;
+            return true;
+        }
+        !ids.hashes.insert(id_hash(id))
+    }
+
+    /// Stops trusting the ids this handle knows (ids were written another way).
+    fn forget_known_ids(&self) {
+        *self.known_ids() = None;
+    }
+
+    /// Counts ids added to (`added`) and removed from the store, where the count is known.
+    fn count_ids(&self, added: u64, removed: u64) {
+        if let Some(ids) = self.known_ids().as_mut() {
+            ids.count = (ids.count + added).saturating_sub(removed);
+        }
     }
 
     /// Per step, the results this handle stored under a key that had none (counted once each
@@ -271,6 +330,12 @@ impl DiskStore {
         } else {
             kv.scan(Tree::Failures, b"").next().transpose()?.is_some()
         };
+        // Both trees: a crash between an items batch and its id index batch can leave items
+        // without ids (then ids are looked up, as they always were).
+        let mut no_items = true;
+        for tree in [Tree::ItemIds, Tree::Items] {
+            no_items &= kv.scan(tree, b"").next().transpose()?.is_none();
+        }
         tracing::debug!(dir = %dir.display(), backend = backend.name(), "store opened");
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -279,6 +344,7 @@ impl DiskStore {
             pid_file,
             added: Default::default(),
             failures_possible: failures_possible.into(),
+            known_ids: std::sync::Mutex::new(no_items.then(KnownIds::default)),
         })
     }
 
@@ -290,6 +356,7 @@ impl DiskStore {
     async fn put_item_chunk(&self, chunk: Vec<PendingItem>) -> Result<(), Error> {
         let mut ops = Vec::with_capacity(chunk.len() * 2);
         let mut ids = Vec::with_capacity(chunk.len());
+        let new = chunk.iter().filter(|p| p.old_key.is_none()).count() as u64;
         for pending in chunk {
             if let Some(old) = pending.old_key
                 && old != pending.key
@@ -314,7 +381,60 @@ impl DiskStore {
             ops.push(Op::Put(Tree::Items, pending.key, pending.bytes));
         }
         ops.extend(ids);
-        self.kv.write(ops, false, false).await
+        self.kv.write(ops, false, false).await?;
+        self.count_ids(new, 0);
+        Ok(())
+    }
+
+    /// Writes items (see [`Store::put_items`]); waits for the disk only when `durable`.
+    async fn write_items(&self, items: Vec<ItemRecord>, durable: bool) -> Result<(), Error> {
+        let mut chunk: Vec<PendingItem> = Vec::with_capacity(ITEMS_PER_BATCH.min(items.len()));
+        let mut in_chunk = std::collections::HashSet::new();
+        let mut written = 0_usize;
+        for item in items {
+            if in_chunk.contains(&item.id) {
+                // The same id twice in one call: write the first before reading its key back.
+                self.put_item_chunk(std::mem::take(&mut chunk)).await?;
+                in_chunk.clear();
+            }
+            let key = item_key(&item.order, &item.id);
+            let old_key = match self.may_hold_item(&item.id) {
+                true => self.kv.get(Tree::ItemIds, item.id.as_bytes())?,
+                false => None,
+            };
+            let id = item.id.clone();
+            let root = item.parent.is_none();
+            let bytes = encode(item);
+            // A resumed run re-seeds the same chunks: reads are far cheaper than writes.
+            if old_key.as_deref() == Some(key.as_slice())
+                && self.kv.get(Tree::Items, &key)?.as_deref() == Some(bytes.as_slice())
+            {
+                continue;
+            }
+            written += 1;
+            in_chunk.insert(id.clone());
+            chunk.push(PendingItem {
+                key,
+                id,
+                bytes,
+                old_key,
+                root,
+            });
+            if chunk.len() == ITEMS_PER_BATCH {
+                self.put_item_chunk(std::mem::take(&mut chunk)).await?;
+                in_chunk.clear();
+                // Seeding can be large: let other tasks on this worker run between chunks.
+                tokio::task::yield_now().await;
+            }
+        }
+        if !chunk.is_empty() {
+            self.put_item_chunk(chunk).await?;
+        }
+        if written == 0 || !durable {
+            // Nothing changed (re-seeding a resumed run), or the caller flushes later.
+            return Ok(());
+        }
+        self.kv.write(Vec::new(), false, true).await
     }
 
     /// Iterates a step's records in `tree`, decoding each value.
@@ -388,50 +508,11 @@ impl Drop for DiskStore {
 #[async_trait]
 impl Store for DiskStore {
     async fn put_items(&self, items: Vec<ItemRecord>) -> Result<(), Error> {
-        let mut chunk: Vec<PendingItem> = Vec::with_capacity(ITEMS_PER_BATCH.min(items.len()));
-        let mut in_chunk = std::collections::HashSet::new();
-        let mut written = 0_usize;
-        for item in items {
-            if in_chunk.contains(&item.id) {
-                // The same id twice in one call: write the first before reading its key back.
-                self.put_item_chunk(std::mem::take(&mut chunk)).await?;
-                in_chunk.clear();
-            }
-            let key = item_key(&item.order, &item.id);
-            let old_key = self.kv.get(Tree::ItemIds, item.id.as_bytes())?;
-            let id = item.id.clone();
-            let root = item.parent.is_none();
-            let bytes = encode(item);
-            // A resumed run re-seeds the same chunks: reads are far cheaper than writes.
-            if old_key.as_deref() == Some(key.as_slice())
-                && self.kv.get(Tree::Items, &key)?.as_deref() == Some(bytes.as_slice())
-            {
-                continue;
-            }
-            written += 1;
-            in_chunk.insert(id.clone());
-            chunk.push(PendingItem {
-                key,
-                id,
-                bytes,
-                old_key,
-                root,
-            });
-            if chunk.len() == ITEMS_PER_BATCH {
-                self.put_item_chunk(std::mem::take(&mut chunk)).await?;
-                in_chunk.clear();
-                // Seeding can be large: let other tasks on this worker run between chunks.
-                tokio::task::yield_now().await;
-            }
-        }
-        if !chunk.is_empty() {
-            self.put_item_chunk(chunk).await?;
-        }
-        if written == 0 {
-            // Re-seeding a resumed run: nothing changed, nothing to flush.
-            return Ok(());
-        }
-        self.kv.write(Vec::new(), false, true).await
+        self.write_items(items, true).await
+    }
+
+    async fn put_items_unsynced(&self, items: Vec<ItemRecord>) -> Result<(), Error> {
+        self.write_items(items, false).await
     }
 
     fn item(&self, id: &str) -> Result<Option<ItemRecord>, Error> {
@@ -501,6 +582,7 @@ impl Store for DiskStore {
             // entry pointing at a removed item, or an item without its entry.
             self.kv.write(ops, true, false).await?;
         }
+        self.count_ids(0, removed as u64);
         if removed == 0 {
             return Ok(());
         }

@@ -45,6 +45,13 @@ pub type Records<'a, T> = Box<dyn Iterator<Item = Result<T, Error>> + Send + 'a>
 pub trait Store: Send + Sync {
     /// Inserts or replaces an item (seeding from chunks, or children of a one-to-many step).
     async fn put_items(&self, items: Vec<ItemRecord>) -> Result<(), Error>;
+    /// [`put_items`](Self::put_items) without waiting for the disk: the items can be read when
+    /// it returns and are durable once a durable write made after it has returned
+    /// ([`flush`](Self::flush), [`put_meta`](Self::put_meta), a result). For seeding, which
+    /// waits for the disk once, at its end, instead of once per call. The default waits.
+    async fn put_items_unsynced(&self, items: Vec<ItemRecord>) -> Result<(), Error> {
+        self.put_items(items).await
+    }
     /// One item by id.
     fn item(&self, id: &str) -> Result<Option<ItemRecord>, Error>;
     /// All items, in `order` order.

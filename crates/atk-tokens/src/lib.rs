@@ -55,8 +55,11 @@ impl Tokenizer {
     /// Starts loading this tokenizer on a background thread, once per process, so that a
     /// later first count does not wait the whole load (it waits only for what is left).
     pub fn preload(self) {
-        static STARTED: [OnceLock<()>; 2] = [OnceLock::new(), OnceLock::new()];
-        STARTED[self as usize].get_or_init(|| {
+        static STARTED: PerEncoding<OnceLock<()>> = PerEncoding {
+            cl100k: OnceLock::new(),
+            o200k: OnceLock::new(),
+        };
+        STARTED.get(self).get_or_init(|| {
             let spawned = std::thread::Builder::new()
                 .name("atk-tokens-load".into())
                 .spawn(move || {
@@ -74,7 +77,7 @@ impl Tokenizer {
         let text = bpe.normalize(text);
         PIECES.with(|memo| {
             let mut memo = memo.borrow_mut();
-            let memo = &mut memo[self as usize];
+            let memo = memo.get_mut(self);
             bpe.split(text.as_str())
                 .map(|piece| memo.count(bpe, piece))
                 .sum()
@@ -86,6 +89,34 @@ impl Tokenizer {
         match self {
             Self::Cl100k => &Tiktoken(Self::Cl100k),
             Self::O200k => &Tiktoken(Self::O200k),
+        }
+    }
+}
+
+/// One `T` per [`Tokenizer`], a field each: a new encoding does not compile until it has its
+/// own (an array indexed by the variant would panic instead).
+#[derive(Default)]
+struct PerEncoding<T> {
+    /// For [`Tokenizer::Cl100k`].
+    cl100k: T,
+    /// For [`Tokenizer::O200k`].
+    o200k: T,
+}
+
+impl<T> PerEncoding<T> {
+    /// The `T` of `tokenizer`.
+    fn get(&self, tokenizer: Tokenizer) -> &T {
+        match tokenizer {
+            Tokenizer::Cl100k => &self.cl100k,
+            Tokenizer::O200k => &self.o200k,
+        }
+    }
+
+    /// The `T` of `tokenizer`, to change.
+    fn get_mut(&mut self, tokenizer: Tokenizer) -> &mut T {
+        match tokenizer {
+            Tokenizer::Cl100k => &mut self.cl100k,
+            Tokenizer::O200k => &mut self.o200k,
         }
     }
 }
@@ -123,8 +154,8 @@ impl PieceCounts {
 }
 
 thread_local! {
-    /// One memo per tokenizer ([`Tokenizer`] as index) on each counting thread.
-    static PIECES: std::cell::RefCell<[PieceCounts; 2]> = std::cell::RefCell::default();
+    /// One memo per tokenizer on each counting thread.
+    static PIECES: std::cell::RefCell<PerEncoding<PieceCounts>> = std::cell::RefCell::default();
 }
 
 /// A [`TokenCounter`] over one of the bundled OpenAI encodings.

@@ -139,7 +139,8 @@ async fn retire_stale(store: &dyn Store, current: &HashSet<String>) -> Result<()
 /// Seeds the store with the input folder's chunks, streamed in bounded batches as they are
 /// made (see [`atk_chunk::read_dir_batched`]), then retires the items of inputs that are gone.
 /// Skipped entirely when the inputs, settings and store are as the last complete seeding
-/// left them: a rerun over finished work reads no file and loads no tokenizer.
+/// left them: a rerun over finished work reads no file and loads no tokenizer. Returns the
+/// corpus index when it built one (open, so the run need not open it again).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn seed_inputs(
     sled: &Arc<SledStore>,
@@ -149,7 +150,7 @@ pub(super) async fn seed_inputs(
     shard: Option<Shard>,
     settings_fingerprint: String,
     stored: &StoredCounts,
-) -> Result<(), RunError> {
+) -> Result<Option<atk_state::CorpusIndex>, RunError> {
     let store: &dyn Store = sled.as_ref();
     let fingerprint = match shard {
         Some(shard) => format!("{} shard {shard}", found.fingerprint),
@@ -173,7 +174,7 @@ pub(super) async fn seed_inputs(
             "{} (inputs unchanged since the last run: not read again)\n",
             prev.summary
         ));
-        return Ok(());
+        return Ok(None);
     }
     // A store seeded before needs the set of current ids to retire what is gone; a fresh one
     // does not (and then no id is held in memory).
@@ -188,7 +189,7 @@ pub(super) async fn seed_inputs(
         })
     };
     let mut chunks = 0u64;
-    let mut failed = None;
+    let mut stopped: Option<Stopped> = None;
     let started = std::time::Instant::now();
     // The corpus index is written on a thread of its own while the store takes the items:
     // done in turn on this task, it was a quarter of seeding's time (issue 25, round 5).
@@ -199,10 +200,10 @@ pub(super) async fn seed_inputs(
                 .map_err(RunError::fatal)?,
         )),
     };
-    // Items are stored SEED_SLICE at a time, whatever the reader's batches: each `put_items`
-    // ends waiting for a group commit, and a batch of 256 small files made 12 of them here.
+    // Items are stored SEED_SLICE at a time, whatever the reader's batches, without waiting
+    // for the disk: seeding waits once, at its end (waiting per call was 3 group commits here,
+    // 12 with a call per reader batch).
     let mut pending: Vec<ItemRecord> = Vec::new();
-    let mut corpus_stopped = false;
     'batches: while let Some(batch) = rx.recv().await {
         let mine = |c: &&atk_chunk::Chunk| shard.is_none_or(|shard| shard.contains(&c.id));
         for c in batch.iter().filter(mine) {
@@ -212,9 +213,9 @@ pub(super) async fn seed_inputs(
             }
             pending.push(chunk_item(c));
             if pending.len() == SEED_SLICE
-                && let Err(e) = store.put_items(std::mem::take(&mut pending)).await
+                && let Err(e) = store.put_items_unsynced(std::mem::take(&mut pending)).await
             {
-                failed = Some(e);
+                stopped = Some(Stopped::Store(e));
                 break 'batches;
             }
         }
@@ -222,32 +223,42 @@ pub(super) async fn seed_inputs(
         if let Some(feed) = &mut corpus
             && !feed.send(batch).await
         {
-            corpus_stopped = true;
+            stopped = Some(Stopped::Corpus);
             break;
         }
     }
-    if failed.is_none()
-        && !corpus_stopped
+    if stopped.is_none()
         && !pending.is_empty()
-        && let Err(e) = store.put_items(pending).await
+        && let Err(e) = store.put_items_unsynced(pending).await
     {
-        failed = Some(e);
+        stopped = Some(Stopped::Store(e));
     }
     drop(rx);
     let report = reader.await.map_err(RunError::fatal)?;
     // Only a complete read puts the index in place (with the fingerprint that marks it current).
-    let complete = failed.is_none() && !corpus_stopped && report.is_ok();
-    let built = match corpus {
-        Some(feed) => Some(feed.finish(complete).await),
-        None => None,
+    let complete = stopped.is_none() && report.is_ok();
+    // Every item seeded is made durable here, once, while the corpus index is finished, and
+    // before the inputs meta below marks seeding complete: a run killed before it seeds again.
+    let flush_items = stopped.is_none();
+    let items_durable = async {
+        if flush_items {
+            store.flush().await?;
+        }
+        Ok::<(), RunError>(())
     };
-    if let Some(e) = failed {
+    let (durable, built) = match corpus {
+        Some(feed) => {
+            let (durable, built) = tokio::join!(items_durable, feed.finish(complete));
+            (durable, Some(built))
+        }
+        None => (items_durable.await, None),
+    };
+    if let Some(Stopped::Store(e)) = stopped {
         return Err(e.into());
     }
+    durable?;
     let report = report.map_err(|e| RunError::Input(e.to_string()))?;
-    if let Some(built) = built {
-        built?;
-    }
+    let built = built.transpose()?.flatten();
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         chunks,
@@ -286,7 +297,15 @@ pub(super) async fn seed_inputs(
             serde_json::to_value(meta).map_err(RunError::fatal)?,
         )
         .await?;
-    Ok(())
+    Ok(built)
+}
+
+/// Why the seeding loop stopped before the reader's last batch.
+enum Stopped {
+    /// The store refused the items.
+    Store(atk_state::Error),
+    /// The corpus index's thread stopped (its error comes from `CorpusFeed::finish`).
+    Corpus,
 }
 
 /// Starts loading the tokenizer on a thread of its own when the inputs are about to be
@@ -337,18 +356,19 @@ impl CorpusFeed {
     }
 
     /// Waits for every batch sent to be written; when the read was `complete`, finishes the
-    /// index in place. An incomplete index is left where it was built, never marked current.
-    async fn finish(self, complete: bool) -> Result<(), RunError> {
+    /// index in place and returns it open. An incomplete index is left where it was built,
+    /// never marked current.
+    async fn finish(self, complete: bool) -> Result<Option<atk_state::CorpusIndex>, RunError> {
         drop(self.tx);
         let thread = self.thread;
         tokio::task::spawn_blocking(move || {
             let index = thread
                 .join()
                 .map_err(|_| RunError::fatal("the corpus index's thread panicked"))??;
-            if complete {
-                index.finish().map_err(RunError::fatal)?;
+            match complete {
+                true => index.finish().map(Some).map_err(RunError::fatal),
+                false => Ok(None),
             }
-            Ok(())
         })
         .await
         .map_err(RunError::fatal)?
@@ -357,7 +377,8 @@ impl CorpusFeed {
 
 /// Notes in the inputs meta how many items the store holds as the run ends: the next run skips
 /// seeding only when it finds the same number (a store that lost items is seeded again).
-pub(super) async fn record_item_count(sled: &SledStore) {
+/// Staged: durable with the store's next flush.
+pub(super) fn record_item_count(sled: &SledStore) {
     let Ok(Some(value)) = sled.meta(INPUTS_META_KEY) else {
         return;
     };
@@ -366,7 +387,7 @@ pub(super) async fn record_item_count(sled: &SledStore) {
     };
     meta.items_at_end = Some(sled.item_count());
     if let Ok(v) = serde_json::to_value(meta) {
-        let _ = sled.put_meta(INPUTS_META_KEY, v).await;
+        let _ = sled.stage_meta(INPUTS_META_KEY, &v);
     }
 }
 

@@ -166,7 +166,7 @@ pub(crate) fn reuse<C>(ctx: &mut RunContext<C>) -> bool {
 
 /// Records what the datasets just published (`files`: final paths and line counts) were made
 /// from, for the next run's [`reuse`].
-pub(crate) async fn record<C>(
+pub(crate) fn record<C>(
     ctx: &RunContext<C>,
     files: &[(PathBuf, u64)],
     dropped: &[crate::summary::DroppedRows],
@@ -194,7 +194,9 @@ pub(crate) async fn record<C>(
             .collect(),
     };
     if let Ok(v) = serde_json::to_value(&record) {
-        let _ = ctx.store.put_meta(META_KEY, v).await;
+        // Staged: the runner's last flush makes it durable (a run killed before it leaves no
+        // record, and the next run writes its datasets again, as it would without one).
+        let _ = ctx.store.stage_meta(META_KEY, &v);
     }
 }
 

@@ -506,6 +506,15 @@ impl Kv for RedbKv {
         answer.await.map_err(|_| stopped())?
     }
 
+    async fn put_durable(&self, tree: Tree, key: Vec<u8>, value: Vec<u8>) -> Result<bool, Error> {
+        // The commit thread applies queued writes without saying what they replaced: a
+        // lookup, then the write.
+        let had = self.contains(tree, &key)?;
+        self.write(vec![Op::Put(tree, key, value)], false, true)
+            .await?;
+        Ok(had)
+    }
+
     fn staged(&self) -> &Staged {
         &self.staged
     }

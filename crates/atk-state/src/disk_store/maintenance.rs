@@ -83,6 +83,8 @@ impl DiskStore {
         // Failures may be copied in: a later result's put must look for them.
         self.failures_possible
             .store(true, std::sync::atomic::Ordering::Release);
+        // So may item ids this handle does not know: look every id up from now on.
+        self.forget_known_ids();
         let mut merged = Merged::default();
         for tree in [Tree::Items, Tree::ItemIds, Tree::Results, Tree::Failures] {
             let mut batch = Vec::with_capacity(RECORDS_PER_BATCH);

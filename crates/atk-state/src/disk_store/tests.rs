@@ -13,8 +13,10 @@ fn open(backend: Backend, dir: &Path) -> Result<DiskStore, Error> {
     DiskStore::open_with(dir, StoreOptions::default().with_backend(backend))
 }
 
-/// Writes raw bytes past the store's checks (to build damaged states).
+/// Writes raw bytes past the store's checks (to build damaged states, as another process or
+/// a crash leaves them: ids this handle did not write are looked up from then on).
 async fn raw(store: &DiskStore, ops: Vec<Op>) {
+    store.forget_known_ids();
     store.kv.write(ops, false, true).await.unwrap();
 }
 
@@ -346,6 +348,53 @@ async fn removed_items_go_but_their_results_stay(backend: Backend) {
     );
 }
 
+async fn a_fresh_store_seeded_without_lookups_keeps_one_item_per_id_and_counts_them(
+    backend: Backend,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let walked = |store: &DiskStore| store.kv.len(Tree::ItemIds).unwrap();
+    {
+        let store = open(backend, dir.path()).unwrap();
+        assert!(store.known_ids().is_some(), "a fresh store knows its ids");
+        let n = ITEMS_PER_BATCH as u64 + 3;
+        store
+            .put_items_unsynced((0..n).map(|i| item(&format!("i{i}"), &[i])).collect())
+            .await
+            .unwrap();
+        // Ids seeded by an earlier call come again, moved: replaced, not doubled.
+        store
+            .put_items_unsynced(vec![item("i0", &[n + 1]), item("new", &[n + 2])])
+            .await
+            .unwrap();
+        assert_eq!(store.item_count(), n + 1);
+        assert_eq!(store.item_count(), walked(&store));
+        assert_eq!(store.item("i0").unwrap().unwrap().order, [n + 1]);
+        assert_eq!(ids(&store).first().map(String::as_str), Some("i1"));
+        store
+            .remove_items(vec!["i1".into(), "new".into(), "never".into()])
+            .await
+            .unwrap();
+        assert_eq!(store.item_count(), n - 1);
+        assert_eq!(store.item_count(), walked(&store));
+        let commits = store.commit_count();
+        store.flush().await.unwrap();
+        assert_eq!(
+            store.commit_count(),
+            commits + 1,
+            "one commit makes them durable"
+        );
+    }
+    let store = open(backend, dir.path()).unwrap();
+    assert!(
+        store.known_ids().is_none(),
+        "a store with items looks ids up"
+    );
+    assert_eq!(store.item_count(), ITEMS_PER_BATCH as u64 + 2);
+    store.put_items(vec![item("i3", &[0])]).await.unwrap();
+    assert_eq!(ids(&store).first().map(String::as_str), Some("i3"));
+    assert_eq!(store.item_count(), walked(&store), "still one item per id");
+}
+
 async fn a_result_clears_the_items_failure(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(backend, dir.path()).unwrap();
@@ -664,6 +713,7 @@ on_both_backends!(
     many_items_span_several_batches,
     ids_come_in_order_without_decoding_and_roots_leave_out_children,
     removed_items_go_but_their_results_stay,
+    a_fresh_store_seeded_without_lookups_keeps_one_item_per_id_and_counts_them,
     a_result_clears_the_items_failure,
     a_failure_found_on_open_is_cleared_by_a_result,
     a_staged_source_is_read_once_per_commit_and_reaches_disk_with_it,
