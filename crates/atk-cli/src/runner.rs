@@ -349,6 +349,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
         .await?;
     }
     // The index seeding just built is open already: a second open is a dozen ms of redb's.
+    let (built_corpus, corpus_in_place) = built_corpus.unzip();
     let corpus: Option<Arc<dyn atk_state::Corpus>> = match (&inputs, built_corpus) {
         (_, Some(built)) => Some(Arc::new(built)),
         (Some(_), None) => {
@@ -555,6 +556,15 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     if let Ok(v) = serde_json::to_value(&snapshot) {
         let _ = atk_state::write_status_snapshot(&settings.output_dir, &v);
         let _ = store.stage_meta(STATUS_META_KEY, &v);
+    }
+    if let Some(in_place) = corpus_in_place {
+        // Made durable beside the run; a failure costs the next run a rebuild, not this run.
+        let finished = tokio::task::spawn_blocking(move || in_place.wait()).await;
+        if let Ok(Err(e)) = finished {
+            crate::out::warn(&format!(
+                "the corpus index could not be put in place ({e}): the next run builds it again"
+            ));
+        }
     }
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,

@@ -236,7 +236,9 @@ impl Corpus for MemCorpus {
 /// so an index found is complete; its `fingerprint` says what inputs it was built from.
 pub struct CorpusIndex {
     path: PathBuf,
-    db: Database,
+    /// Shared with the thread putting a just-built index in place
+    /// ([`CorpusIndexBuilder::finish_in_background`]).
+    db: std::sync::Arc<Database>,
     len: u64,
 }
 
@@ -273,7 +275,7 @@ impl CorpusIndex {
         };
         Ok(Some(Self {
             path: path.to_path_buf(),
-            db,
+            db: std::sync::Arc::new(db),
             len,
         }))
     }
@@ -378,6 +380,16 @@ impl CorpusIndexBuilder {
             .set_cache_size(CORPUS_CACHE)
             .create(&building)
             .map_err(|e| index_err(&building, e))?;
+        // The tables exist from the start: an index read before it is finished finds them.
+        let mut txn = db.begin_write().map_err(|e| index_err(&building, e))?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| index_err(&building, e))?;
+        txn.open_table(BY_POS)
+            .map_err(|e| index_err(&building, e))?;
+        txn.open_table(BY_ID).map_err(|e| index_err(&building, e))?;
+        txn.open_table(BY_DOC)
+            .map_err(|e| index_err(&building, e))?;
+        txn.commit().map_err(|e| index_err(&building, e))?;
         Ok(Self {
             path: path.to_path_buf(),
             building,
@@ -424,33 +436,63 @@ impl CorpusIndexBuilder {
     /// Writes the fingerprint, makes the file durable and moves it into place; returns the index,
     /// still open (closing and opening it again is several fsyncs of redb's own).
     pub fn finish(self) -> Result<CorpusIndex, CorpusError> {
-        let b = self.building.clone();
-        let txn = self.db.begin_write().map_err(|e| index_err(&b, e))?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| index_err(&b, e))?;
-            meta.insert("fingerprint", self.fingerprint.as_str())
-                .map_err(|e| index_err(&b, e))?;
-            // Tables exist even for an empty corpus.
-            txn.open_table(BY_POS).map_err(|e| index_err(&b, e))?;
-            txn.open_table(BY_ID).map_err(|e| index_err(&b, e))?;
-            txn.open_table(BY_DOC).map_err(|e| index_err(&b, e))?;
-        }
-        txn.commit().map_err(|e| index_err(&b, e))?;
-        // Durable before it is in place; an open file moves with its handle.
-        std::fs::rename(&self.building, &self.path).map_err(|e| index_err(&self.path, e))?;
-        let len = {
-            let txn = self.db.begin_read().map_err(|e| index_err(&self.path, e))?;
-            let table = txn
-                .open_table(BY_POS)
-                .map_err(|e| index_err(&self.path, e))?;
-            table.len().map_err(|e| index_err(&self.path, e))?
+        let (index, in_place) = self.finish_in_background()?;
+        in_place.wait()?;
+        Ok(index)
+    }
+
+    /// [`finish`](Self::finish) with the durable commit and the move into place done on a
+    /// thread of its own: the index answers at once (everything added is committed, not yet
+    /// durable), and is at `path` once [`IndexInPlace::wait`] returned `Ok`. A crash before
+    /// that leaves no index at `path` (the next run builds it again).
+    pub fn finish_in_background(self) -> Result<(CorpusIndex, IndexInPlace), CorpusError> {
+        let db = std::sync::Arc::new(self.db);
+        let index = CorpusIndex {
+            path: self.path.clone(),
+            db: std::sync::Arc::clone(&db),
+            len: self.next,
         };
-        Ok(CorpusIndex {
-            path: self.path,
-            db: self.db,
-            len,
+        let (building, path, fingerprint) = (self.building, self.path, self.fingerprint);
+        let thread = std::thread::Builder::new()
+            .name("atk-corpus-finish".to_owned())
+            .spawn(move || put_in_place(&db, &building, &path, &fingerprint))
+            .map_err(|e| index_err(&index.path, format!("starting its thread: {e}")))?;
+        Ok((index, IndexInPlace(thread)))
+    }
+}
+
+/// A built index being made durable and moved into place ([`CorpusIndexBuilder::finish_in_background`]).
+#[derive(Debug)]
+pub struct IndexInPlace(std::thread::JoinHandle<Result<(), CorpusError>>);
+
+impl IndexInPlace {
+    /// Waits until the index is durable at its path.
+    pub fn wait(self) -> Result<(), CorpusError> {
+        self.0.join().unwrap_or_else(|_| {
+            Err(CorpusError::Index {
+                path: PathBuf::new(),
+                message: "the thread finishing the corpus index panicked".to_owned(),
+            })
         })
     }
+}
+
+/// Writes the fingerprint, commits durably, and moves the file from `building` to `path` (an
+/// open file moves with its handle).
+fn put_in_place(
+    db: &Database,
+    building: &Path,
+    path: &Path,
+    fingerprint: &str,
+) -> Result<(), CorpusError> {
+    let txn = db.begin_write().map_err(|e| index_err(building, e))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| index_err(building, e))?;
+        meta.insert("fingerprint", fingerprint)
+            .map_err(|e| index_err(building, e))?;
+    }
+    txn.commit().map_err(|e| index_err(building, e))?;
+    std::fs::rename(building, path).map_err(|e| index_err(path, e))
 }
 
 #[cfg(test)]
@@ -523,6 +565,39 @@ mod tests {
         assert_eq!(ids, ["c0", "c1"]);
         drop(disk);
         assert_eq!(CorpusIndex::fingerprint_at(&path).as_deref(), Some("fp1"));
+    }
+
+    #[test]
+    fn an_index_finished_in_the_background_answers_at_once_and_is_in_place_after_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corpus.redb");
+        let mut b = CorpusIndexBuilder::create(&path, "fp2").unwrap();
+        let all = chunks();
+        b.add(
+            all.iter()
+                .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
+        )
+        .unwrap();
+        let (index, in_place) = b.finish_in_background().unwrap();
+        assert_eq!(index.len(), 12);
+        assert_eq!(index.chunks_of("doc1").unwrap(), ["c3", "c4", "c5"]);
+        in_place.wait().unwrap();
+        assert!(path.is_file() && !path.with_extension("building").exists());
+        assert_eq!(index.chunk("c7").unwrap().unwrap().text, "text of chunk 7");
+        drop(index);
+        let reopened = CorpusIndex::open(&path).unwrap().unwrap();
+        assert_eq!(reopened.fingerprint().unwrap().as_deref(), Some("fp2"));
+        assert_eq!(reopened.len(), 12);
+        // An empty corpus has its tables before and after.
+        let empty = dir.path().join("empty.redb");
+        let (index, in_place) = CorpusIndexBuilder::create(&empty, "fp3")
+            .unwrap()
+            .finish_in_background()
+            .unwrap();
+        assert_eq!(index.chunks_of("doc1").unwrap(), Vec::<String>::new());
+        in_place.wait().unwrap();
+        drop(index);
+        assert_eq!(CorpusIndex::fingerprint_at(&empty).as_deref(), Some("fp3"));
     }
 
     #[test]

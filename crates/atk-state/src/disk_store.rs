@@ -212,8 +212,9 @@ impl DiskStore {
         self.kv.size_on_disk()
     }
 
-    /// How many items the store holds (children included), counted on the id index (small
-    /// values), without reading any item.
+    /// How many items the store holds (children included): counted by this handle when it
+    /// opened a store with no item and wrote them all, else on the id index (small values),
+    /// without reading any item.
     pub fn item_count(&self) -> u64 {
         if let Some(known) = self.known_ids().as_ref() {
             return known.count;

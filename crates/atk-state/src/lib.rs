@@ -16,7 +16,8 @@ use async_trait::async_trait;
 
 pub use backend::Backend;
 pub use corpus::{
-    Corpus, CorpusChunk, CorpusError, CorpusIndex, CorpusIndexBuilder, ItemRng, MemCorpus,
+    Corpus, CorpusChunk, CorpusError, CorpusIndex, CorpusIndexBuilder, IndexInPlace, ItemRng,
+    MemCorpus,
 };
 pub use disk_store::{Collected, DiskStore, Merged, STORE_FORMAT_VERSION, SledStore, StoreOptions};
 pub use error::Error;

@@ -150,7 +150,7 @@ pub(super) async fn seed_inputs(
     shard: Option<Shard>,
     settings_fingerprint: String,
     stored: &StoredCounts,
-) -> Result<Option<atk_state::CorpusIndex>, RunError> {
+) -> Result<Option<BuiltCorpus>, RunError> {
     let store: &dyn Store = sled.as_ref();
     let fingerprint = match shard {
         Some(shard) => format!("{} shard {shard}", found.fingerprint),
@@ -324,6 +324,10 @@ pub(super) fn preload_tokenizer(input_dir: &std::path::Path, chunk_cfg: &atk_chu
     }
 }
 
+/// A corpus index seeding built: open, and being put in place (the runner waits for that before
+/// the run ends; a run killed before leaves none, and the next run builds it again).
+pub(super) type BuiltCorpus = (atk_state::CorpusIndex, atk_state::IndexInPlace);
+
 /// The corpus index being built on a thread of its own, fed the reader's batches in order.
 struct CorpusFeed {
     tx: tokio::sync::mpsc::Sender<Vec<atk_chunk::Chunk>>,
@@ -355,10 +359,11 @@ impl CorpusFeed {
         self.tx.send(batch).await.is_ok()
     }
 
-    /// Waits for every batch sent to be written; when the read was `complete`, finishes the
-    /// index in place and returns it open. An incomplete index is left where it was built,
-    /// never marked current.
-    async fn finish(self, complete: bool) -> Result<Option<atk_state::CorpusIndex>, RunError> {
+    /// Waits for every batch sent to be written; when the read was `complete`, returns the
+    /// index, open, with its durable move into place under way on a thread of its own (the
+    /// first requests need not wait for its fsync). An incomplete index is left where it was
+    /// built, never marked current.
+    async fn finish(self, complete: bool) -> Result<Option<BuiltCorpus>, RunError> {
         drop(self.tx);
         let thread = self.thread;
         tokio::task::spawn_blocking(move || {
@@ -366,7 +371,10 @@ impl CorpusFeed {
                 .join()
                 .map_err(|_| RunError::fatal("the corpus index's thread panicked"))??;
             match complete {
-                true => index.finish().map(Some).map_err(RunError::fatal),
+                true => index
+                    .finish_in_background()
+                    .map(Some)
+                    .map_err(RunError::fatal),
                 false => Ok(None),
             }
         })
