@@ -356,8 +356,8 @@ impl Limit {
 
 #[async_trait]
 impl Layer for Limit {
-    async fn call(&self, request: Request, next: Next<'_>) -> Result<Reply, Error> {
-        let admitted = self.gate.admit(&request).await?;
+    async fn call(&self, request: &Request, next: Next<'_>) -> Result<Reply, Error> {
+        let admitted = self.gate.admit(request).await?;
         let result = next.call(request).await;
         self.gate.settle(admitted, result, next.label())
     }
