@@ -341,6 +341,7 @@ mod tests {
             message: "m".into(),
             retry_after: None,
             limit_used_up: false,
+            limit_interval: None,
         };
         c.on_retry("small", &err, 1, Duration::ZERO);
         c.on_error("small", &req, &err);

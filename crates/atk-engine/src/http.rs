@@ -209,6 +209,7 @@ impl Http {
             message: message.into(),
             retry_after: None,
             limit_used_up: false,
+            limit_interval: None,
         }
     }
 
@@ -307,7 +308,13 @@ impl Http {
                     continue;
                 }
                 let used_up = limits.used_up(tokens);
-                return Err(self.classify_status(status, url, message, retry_after, used_up));
+                return Err(self.classify_status(
+                    status,
+                    url,
+                    message,
+                    retry_after,
+                    (used_up, limits.interval()),
+                ));
             }
             let content_type = response
                 .headers()
@@ -524,7 +531,7 @@ impl Http {
         url: &Url,
         message: String,
         retry_after: Option<Duration>,
-        limit_used_up: bool,
+        (limit_used_up, limit_interval): (bool, Option<Duration>),
     ) -> Error {
         let engine = self.label.clone();
         let code = status.as_u16();
@@ -545,6 +552,7 @@ impl Http {
                 message: format!("HTTP 429: {message}"),
                 retry_after,
                 limit_used_up,
+                limit_interval,
             },
             // 529: Anthropic's `overloaded_error`, the same "not now" as a 503.
             502 | 503 | 529 => Error::Transient {
@@ -553,6 +561,7 @@ impl Http {
                 message: format!("HTTP {code}: {message}"),
                 retry_after,
                 limit_used_up: false,
+                limit_interval: None,
             },
             408 | 409 | 500..=599 => Error::Transient {
                 engine,
@@ -560,6 +569,7 @@ impl Http {
                 message: format!("HTTP {code}: {message}"),
                 retry_after,
                 limit_used_up: false,
+                limit_interval: None,
             },
             _ => Error::Rejected {
                 engine,

@@ -281,10 +281,12 @@ impl Gate {
                     kind: TransientKind::RateLimited,
                     retry_after,
                     limit_used_up,
+                    limit_interval,
                     ..
                 }) => Outcome::Refused {
                     used_up: *limit_used_up,
                     retry_after: *retry_after,
+                    interval: *limit_interval,
                 },
                 Err(_) => Outcome::Failed,
             };

@@ -182,6 +182,7 @@ mod tests {
             message: "x".into(),
             retry_after,
             limit_used_up: false,
+            limit_interval: None,
         }
     }
 
