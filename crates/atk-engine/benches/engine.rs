@@ -21,7 +21,9 @@
 //!
 //! `ATK_BENCH_ENGINE=throughput|rate|faults|floor` runs one (`floor` is not in the default
 //! set: it takes ~30 s). Server binary: `$ATK_TESTKIT_SERVER`,
-//! else built with `$CARGO build --release`.
+//! else built with `$CARGO build --release`. `ATK_BENCH_RATE_REPEAT=N` runs only the
+//! per-minute-headers rate scenario, N times; `ATK_BENCH_LOG=atk_engine=debug` prints the
+//! engine's logs (the pacer's decisions) to stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{BufRead, BufReader};
@@ -100,6 +102,12 @@ fn stop_server(mut server: std::process::Child) {
 fn main() {
     let bin = server_binary();
     let which = std::env::var("ATK_BENCH_ENGINE").unwrap_or_default();
+    if std::env::var("ATK_BENCH_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("ATK_BENCH_LOG"))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runs = |name: &str| which.is_empty() || which == "all" || which == name;
     if runs("throughput") {
         throughput(&bin);
@@ -454,10 +462,19 @@ fn rate_limit(bin: &PathBuf) {
     println!(
         "engine bench, rate limit: {N} requests, concurrency {CONCURRENCY}, 40 ms, a token bucket of 100 requests per second (bucket 20), OpenAI-style 429s; the limit's own time {limit_time:.2} s"
     );
-    for (name, extra) in [
-        ("headers describe the bucket", None),
-        ("headers state 6000/min", Some("6000")),
-    ] {
+    let repeat: usize = std::env::var("ATK_BENCH_RATE_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let scenarios: Vec<(&str, Option<&str>)> = if repeat > 0 {
+        vec![("headers state 6000/min", Some("6000")); repeat]
+    } else {
+        vec![
+            ("headers describe the bucket", None),
+            ("headers state 6000/min", Some("6000")),
+        ]
+    };
+    for (name, extra) in scenarios {
         let mut args = vec![
             "--latency-ms",
             "40",
