@@ -103,6 +103,10 @@ pub(crate) struct Shared {
     pub(crate) run_from: usize,
     /// True when a step of the chain is a barrier (its verdicts can change later results).
     pub(crate) has_barrier: bool,
+    /// Per step, true when the store held none of its results as the segment began (every step
+    /// of a first run): no lookup can find one for an item that has not been walked through
+    /// that step yet, and only its own walk writes it, so none is made (a sled read each).
+    pub(crate) none_stored: Vec<bool>,
 }
 
 /// What to do with a stored result while a rework is on.
@@ -138,6 +142,9 @@ impl Shared {
             return Ok(false);
         }
         let last = self.chain.len() - 1;
+        if self.none_stored[last] {
+            return Ok(false);
+        }
         if self.store.has_result(self.chain[last].name(), id)? {
             for k in start..=last {
                 self.tally(k, |t| t.report.skipped += 1);
@@ -177,7 +184,7 @@ impl Shared {
         let mut unchanged = HashSet::new();
         for k in start..end {
             let step = &self.chain[k];
-            let stored = if redo {
+            let stored = if redo || self.none_stored[k] {
                 None
             } else {
                 self.store.result(step.name(), &item.id)?

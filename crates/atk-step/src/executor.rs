@@ -244,6 +244,10 @@ impl Executor {
             floor: 0,
         };
         let fingerprints = chain.iter().map(|s| s.fingerprint(&ctx)).collect();
+        let none_stored = chain
+            .iter()
+            .map(|s| self.store.has_any_result(s.name()).map(|any| !any))
+            .collect::<Result<Vec<_>, _>>()?;
         let shared = Arc::new(Shared {
             store: self.store.clone(),
             ctx,
@@ -260,6 +264,7 @@ impl Executor {
             rework: self.cfg.rework.clone(),
             run_from,
             has_barrier: chain.iter().any(|s| s.shape() == Shape::Barrier),
+            none_stored,
         });
         let mut roots = self.store.root_ids();
         let mut roots_done = false;
