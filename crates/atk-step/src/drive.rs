@@ -135,16 +135,22 @@ impl Shared {
         *self.finished.lock().unwrap_or_else(|e| e.into_inner()) += n;
     }
 
+    /// True when [`Shared::fully_done`] never says done: no fast path applies (a fan-in, a
+    /// rework, a barrier) or no result of the last step is stored, so every item is walked.
+    pub(crate) fn walks_every_item(&self) -> bool {
+        self.layout.has_fan_in
+            || self.rework.is_some()
+            || self.has_barrier
+            || self.none_stored[self.chain.len() - 1]
+    }
+
     /// Fast path for resume, in chains without a fan-in: an item with a result for the last
     /// step went through the whole chain.
     pub(crate) fn fully_done(&self, id: &str, start: usize) -> Result<bool, StepError> {
-        if self.layout.has_fan_in || self.rework.is_some() || self.has_barrier {
+        if self.walks_every_item() {
             return Ok(false);
         }
         let last = self.chain.len() - 1;
-        if self.none_stored[last] {
-            return Ok(false);
-        }
         if self.store.has_result(self.chain[last].name(), id)? {
             for k in start..=last {
                 self.tally(k, |t| t.report.skipped += 1);
