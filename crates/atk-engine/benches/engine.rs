@@ -11,8 +11,19 @@
 //!   retry-after-ms 300), 5 % 500, 3 % resets, 2 % malformed SSE, 5 % garbage: wall time, and
 //!   ÷ the seed's 3.9 s (goal < 1), every reply checked whole.
 //!
-//! `ATK_BENCH_ENGINE=throughput|rate|faults` runs one. Server binary: `$ATK_TESTKIT_SERVER`,
-//! else built with `$CARGO build --release`.
+//! - floor: where one request's CPU goes. The same 3000 requests at concurrency 200 (the
+//!   example pipeline's prompt shape, its reply template) sent three ways in one process,
+//!   interleaved over rounds: a bare reqwest client reading the streamed body to its end,
+//!   atk's HTTP transport alone (parsing, checks, usage), and the whole stack a pipeline run
+//!   builds (observers with a cost counter, retry, outage guard, limit, cancel, the call
+//!   tagged with its step's name). Prints the median CPU per request of each and the
+//!   differences, so each layer's cost is known.
+//!
+//! `ATK_BENCH_ENGINE=throughput|rate|faults|floor` runs one (`floor` is not in the default
+//! set: it takes ~30 s). Server binary: `$ATK_TESTKIT_SERVER`,
+//! else built with `$CARGO build --release`. `ATK_BENCH_RATE_REPEAT=N` runs only the
+//! per-minute-headers rate scenario, N times; `ATK_BENCH_LOG=atk_engine=debug` prints the
+//! engine's logs (the pacer's decisions) to stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{BufRead, BufReader};
@@ -91,6 +102,12 @@ fn stop_server(mut server: std::process::Child) {
 fn main() {
     let bin = server_binary();
     let which = std::env::var("ATK_BENCH_ENGINE").unwrap_or_default();
+    if std::env::var("ATK_BENCH_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("ATK_BENCH_LOG"))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runs = |name: &str| which.is_empty() || which == "all" || which == name;
     if runs("throughput") {
         throughput(&bin);
@@ -101,6 +118,278 @@ fn main() {
     if runs("faults") {
         fault_mix(&bin);
     }
+    if which == "floor" {
+        floor(&bin);
+    }
+}
+
+/// One way of sending a request in the floor scenario.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Way {
+    /// hyper's HTTP/1 connection polled by the task that sends the request (no connection
+    /// task, no channel between the two), kept in a pool between requests.
+    HyperInline,
+    Reqwest,
+    Transport,
+    Stack,
+}
+
+/// The example pipeline's prompt shape: a system prompt with the instructions and a passage of
+/// about 60 words in the user message.
+fn floor_request(i: usize) -> Request {
+    let system = "You are a poet who reads closely. You are given a passage of text and you write one short, original poem that it inspires: borrow its images, its mood or a single striking detail, but do not summarise it. Write in free verse, for benchmark readers.\n\nYou may think before writing, but put the finished poem, and only the poem, between <poem> and </poem> tags at the very end of your answer. The poem has between 4 and 16 lines.\n";
+    let mut passage = format!("Passage (from doc_{i:05}.txt):\n\"\"\"\nDocument {i}. ");
+    for n in 0..60 {
+        passage.push_str(["harbour", "lantern", "orchard", "granite", "meadow"][(i + n * 7) % 5]);
+        passage.push(' ');
+    }
+    passage.push_str("\n\"\"\"\n");
+    Request::chat(vec![
+        Message::new("system", system),
+        Message::new("user", passage),
+    ])
+    .with_param("temperature", 0.7)
+    .with_param("max_tokens", 400)
+}
+
+/// Sends `REQUESTS` requests one `way` at `CONCURRENCY`; returns this process's CPU per request.
+async fn floor_round(way: Way, base_url: &str) -> f64 {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let cfg = EngineConfig::default()
+        .with_label("floor")
+        .with_base_url(base_url.to_string())
+        .with_model("m");
+    let engine: std::sync::Arc<dyn atk_engine::Engine> = match way {
+        Way::Reqwest | Way::HyperInline => atk_engine::EngineBuilder::transport(&cfg)
+            .build()
+            .expect("engine"),
+        Way::Transport => atk_engine::EngineBuilder::transport(&cfg)
+            .build()
+            .expect("engine"),
+        Way::Stack => {
+            let cost = atk_engine::CostCounter::new("floor", atk_engine::Pricing::new(0.15, 0.6));
+            let bound = atk_engine::ConcurrencyLimit::new(CONCURRENCY);
+            atk_engine::EngineBuilder::transport(&cfg)
+                .observe([cost as std::sync::Arc<dyn atk_engine::Observer>])
+                .retry(cfg.retry)
+                .outage(cfg.outage_limit)
+                .limit(atk_engine::LimitConfig::new(bound))
+                .cancel(cancel.clone())
+                .build()
+                .expect("engine")
+        }
+    };
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .expect("client");
+    let url = reqwest::Url::parse(&format!("{base_url}/chat/completions")).expect("url");
+    // The bare client and the transport alone are bounded here; the stack bounds itself.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let pool: std::sync::Arc<std::sync::Mutex<Vec<Inline>>> = Default::default();
+    let authority = url.authority().to_string();
+    let cpu0 = process_cpu();
+    let tasks: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let (engine, client, url, gate) =
+                (engine.clone(), client.clone(), url.clone(), gate.clone());
+            let (pool, authority) = (pool.clone(), authority.clone());
+            tokio::spawn(async move {
+                let request = floor_request(i);
+                match way {
+                    Way::HyperInline => {
+                        let _slot = gate.acquire().await.expect("open");
+                        let body = bare_body(&request);
+                        hyper_inline(&pool, &authority, url.path(), body).await;
+                    }
+                    Way::Reqwest => {
+                        let _slot = gate.acquire().await.expect("open");
+                        let atk_engine::Prompt::Chat(messages) = &request.prompt else {
+                            unreachable!()
+                        };
+                        let _ = messages;
+                        let body = bare_body(&request);
+                        let response = client
+                            .post(url)
+                            .header("content-type", "application/json")
+                            .header("accept", "text/event-stream")
+                            .body(body)
+                            .send()
+                            .await
+                            .expect("send");
+                        assert!(response.status().is_success());
+                        let mut body = response.bytes_stream();
+                        let mut bytes = 0;
+                        while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+                            bytes += chunk.expect("body").len();
+                        }
+                        assert!(bytes > 0);
+                    }
+                    Way::Transport => {
+                        let _slot = gate.acquire().await.expect("open");
+                        let reply = engine.call(request).await.expect("reply");
+                        assert!(reply.finish_reason.is_some());
+                    }
+                    Way::Stack => {
+                        let reply = atk_engine::tagged("write_poem", engine.call(request))
+                            .await
+                            .expect("reply");
+                        assert!(reply.finish_reason.is_some());
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let cpu = process_cpu() - cpu0;
+    cpu.as_secs_f64() * 1e6 / REQUESTS as f64
+}
+
+/// The request body the bare clients send (what atk's transport sends for the same request).
+fn bare_body(request: &Request) -> Vec<u8> {
+    let atk_engine::Prompt::Chat(messages) = &request.prompt else {
+        unreachable!()
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "model": "m", "messages": messages, "stream": true,
+        "stream_options": {"include_usage": true},
+        "temperature": 0.7, "max_tokens": 400,
+    }))
+    .expect("body")
+}
+
+type InlineSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+type Inline = (
+    InlineSender,
+    hyper::client::conn::http1::Connection<
+        hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+);
+
+/// One request on a pooled HTTP/1 connection whose state machine this task polls itself.
+async fn hyper_inline(
+    pool: &std::sync::Mutex<Vec<Inline>>,
+    authority: &str,
+    path: &str,
+    body: Vec<u8>,
+) {
+    use http_body_util::BodyExt;
+    let pooled = pool.lock().expect("pool").pop();
+    let (mut sender, mut conn) = match pooled {
+        Some(c) => c,
+        None => {
+            let tcp = tokio::net::TcpStream::connect(authority)
+                .await
+                .expect("connect");
+            tcp.set_nodelay(true).expect("nodelay");
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .expect("handshake")
+        }
+    };
+    let request = hyper::Request::post(path)
+        .header("host", authority)
+        .header("content-type", "application/json")
+        .header("accept", "text/event-stream")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("request");
+    let response = {
+        let send = sender.send_request(request);
+        tokio::pin!(send);
+        tokio::select! {
+            biased;
+            r = &mut send => r.expect("response"),
+            r = &mut conn => panic!("connection ended early: {r:?}"),
+        }
+    };
+    assert!(response.status().is_success());
+    let mut body = response.into_body();
+    let mut bytes = 0;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            f = body.frame() => f,
+            r = &mut conn => panic!("connection ended mid-body: {r:?}"),
+        };
+        match frame {
+            Some(f) => {
+                if let Some(data) = f.expect("frame").data_ref() {
+                    bytes += data.len();
+                }
+            }
+            None => break,
+        }
+    }
+    assert!(bytes > 0);
+    // Let the connection see the end of the exchange before it is parked.
+    std::future::poll_fn(|cx| {
+        let _ = std::future::Future::poll(std::pin::Pin::new(&mut conn), cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+    pool.lock().expect("pool").push((sender, conn));
+}
+
+fn floor(bin: &PathBuf) {
+    let rounds: usize = std::env::var("ATK_BENCH_FLOOR_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let (server, base_url) = start_server(
+        bin,
+        &[
+            "--latency-ms",
+            &LATENCY_MS.to_string(),
+            "--reply-template",
+            "<poem>\n{lines}\n</poem>",
+        ],
+    );
+    let rt = runtime();
+    let ways = [Way::Reqwest, Way::Transport, Way::Stack, Way::HyperInline];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    for _ in 0..rounds {
+        for (k, way) in ways.iter().enumerate() {
+            cpu[k].push(rt.block_on(floor_round(*way, &base_url)));
+        }
+    }
+    stop_server(server);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let m: Vec<f64> = cpu.iter_mut().map(median).collect();
+    println!(
+        "engine bench, floor: {REQUESTS} requests, concurrency {CONCURRENCY}, {LATENCY_MS} ms, streamed; {rounds} interleaved rounds, median client CPU per request (load {})",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+    );
+    for (k, way) in ways.iter().enumerate() {
+        let runs: Vec<String> = cpu[k].iter().map(|c| format!("{c:.0}")).collect();
+        println!(
+            "  {:<48} {:6.1} us  ({:.2} x bare reqwest; runs {})",
+            match way {
+                Way::Reqwest => "bare reqwest (send, read the body to its end)",
+                Way::Transport => "atk HTTP transport alone",
+                Way::Stack => "whole stack (observe, retry, outage, limit, tag)",
+                Way::HyperInline => "hyper HTTP/1, connection polled by the caller",
+            },
+            m[k],
+            m[k] / m[0],
+            runs.join(", ")
+        );
+    }
+    println!(
+        "  transport over reqwest {:+.1} us, layers over the transport {:+.1} us",
+        m[1] - m[0],
+        m[2] - m[1]
+    );
 }
 
 /// Sends `n` chat requests at `concurrency`; returns wall time and the replies.
@@ -173,10 +462,19 @@ fn rate_limit(bin: &PathBuf) {
     println!(
         "engine bench, rate limit: {N} requests, concurrency {CONCURRENCY}, 40 ms, a token bucket of 100 requests per second (bucket 20), OpenAI-style 429s; the limit's own time {limit_time:.2} s"
     );
-    for (name, extra) in [
-        ("headers describe the bucket", None),
-        ("headers state 6000/min", Some("6000")),
-    ] {
+    let repeat: usize = std::env::var("ATK_BENCH_RATE_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let scenarios: Vec<(&str, Option<&str>)> = if repeat > 0 {
+        vec![("headers state 6000/min", Some("6000")); repeat]
+    } else {
+        vec![
+            ("headers describe the bucket", None),
+            ("headers state 6000/min", Some("6000")),
+        ]
+    };
+    for (name, extra) in scenarios {
         let mut args = vec![
             "--latency-ms",
             "40",

@@ -183,8 +183,8 @@ impl BudgetGuard {
 
 #[async_trait]
 impl Layer for BudgetGuard {
-    async fn call(&self, request: Request, next: Next<'_>) -> Result<Reply, Error> {
-        let (prompt, completion) = worst_case_tokens(&request);
+    async fn call(&self, request: &Request, next: Next<'_>) -> Result<Reply, Error> {
+        let (prompt, completion) = worst_case_tokens(request);
         let worst = price_of(self.pricing, prompt, completion);
         let Some(reserved) = self.budget.reserve(worst).await else {
             return Err(Error::Cancelled {

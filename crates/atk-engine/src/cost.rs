@@ -215,9 +215,12 @@ impl Observer for CostCounter {
         t.cache_write_tokens += u.cache_write_tokens;
         t.estimated_replies += u64::from(u.estimated);
         t.cost_usd += cost;
-        if let Ok(tag) = CALL_TAG.try_with(Arc::clone) {
-            *t.cost_by_tag.entry(tag.to_string()).or_default() += cost;
-        }
+        let _ = CALL_TAG.try_with(|tag| match t.cost_by_tag.get_mut(&**tag) {
+            Some(sum) => *sum += cost,
+            None => {
+                t.cost_by_tag.insert(tag.to_string(), cost);
+            }
+        });
     }
     fn on_retry(&self, label: &str, error: &Error, _attempt: u32, _delay: Duration) {
         if label != self.label {
@@ -338,6 +341,7 @@ mod tests {
             message: "m".into(),
             retry_after: None,
             limit_used_up: false,
+            limit_interval: None,
         };
         c.on_retry("small", &err, 1, Duration::ZERO);
         c.on_error("small", &req, &err);

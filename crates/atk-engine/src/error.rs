@@ -50,6 +50,9 @@ pub enum Error {
         /// A 429 whose `x-ratelimit-*` headers show the limit used up: every request waits.
         /// Any other 429 (headers showing room, or none) delays only its own retry.
         limit_used_up: bool,
+        /// The interval at which the endpoint's request limit admits a request, as the 429's
+        /// rate-limit headers state it (reset time ÷ requests used); `None` without them.
+        limit_interval: Option<Duration>,
     },
     /// Transport retries ran out (attempts or total time); carries the last failure.
     // No elapsed time in the message: failure summaries group items by reason, and a
@@ -197,6 +200,7 @@ mod message_tests {
                 message: "connection refused".into(),
                 retry_after: None,
                 limit_used_up: false,
+                limit_interval: None,
             }),
         };
         assert_eq!(exhausted(426).to_string(), exhausted(1003).to_string());

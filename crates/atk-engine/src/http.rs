@@ -23,11 +23,12 @@ use crate::cancel::Cancel;
 use crate::config::{Dialect, EngineConfig, Timeouts};
 use crate::pace::{LimitHeaders, Pacer};
 use crate::secret::Secret;
-use crate::timeout::timed;
+use crate::timeout::{BodyError, Deadlines, TransportError, timed};
 use crate::{Engine, Error, Prompt, Reply, Request, Timing, TransientKind, Usage};
 
 mod anthropic;
 mod batch;
+mod inline;
 mod message;
 mod read;
 pub(crate) mod retry_after;
@@ -36,9 +37,12 @@ mod sse;
 mod wire;
 
 pub(crate) use batch::BatchTransport;
+pub(crate) use inline::InlineError;
 use message::{error_chain, quote, rejects_stream_options, server_message};
 use retry_after::retry_after;
-use wire::{Body, Parsed};
+use wire::{Body, Parsed, PrefixCache};
+
+const USER_AGENT: &str = concat!("atk-engine/", env!("CARGO_PKG_VERSION"));
 
 /// How long to wait for the end of the body after `[DONE]` before dropping the connection.
 const DRAIN_GRACE: Duration = Duration::from_millis(250);
@@ -65,6 +69,59 @@ pub(crate) struct Http {
     cancel: Cancel,
     /// The output-schema form this endpoint takes (moved on when it refuses one).
     forms: schema::Forms,
+    /// The JSON of the requests' shared prefixes (OpenAI bodies).
+    prefix: PrefixCache,
+    /// Caller-polled connections, for a plain-http endpoint without a proxy (else reqwest).
+    inline: Option<std::sync::Arc<inline::Inline>>,
+}
+
+/// A response from reqwest or from an inline connection.
+enum Sent {
+    Reqwest(reqwest::Response),
+    /// Boxed: a connection's state machine travels with its body.
+    Inline(Box<http::Response<inline::InlineBody>>),
+}
+
+impl Sent {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Reqwest(r) => r.status(),
+            Self::Inline(r) => r.status(),
+        }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        match self {
+            Self::Reqwest(r) => r.headers(),
+            Self::Inline(r) => r.headers(),
+        }
+    }
+
+    /// The whole body.
+    async fn bytes(self) -> Result<bytes::Bytes, TransportError> {
+        match self {
+            Self::Reqwest(r) => r.bytes().await.map_err(TransportError::Reqwest),
+            Self::Inline(r) => r.into_body().bytes().await.map_err(TransportError::Inline),
+        }
+    }
+
+    /// The body as it arrives.
+    fn into_stream(
+        self,
+    ) -> futures_util::future::Either<
+        impl futures_util::Stream<Item = Result<bytes::Bytes, TransportError>> + Send + 'static,
+        impl futures_util::Stream<Item = Result<bytes::Bytes, TransportError>> + Send + 'static,
+    > {
+        use futures_util::StreamExt;
+        match self {
+            Self::Reqwest(r) => futures_util::future::Either::Left(
+                r.bytes_stream().map(|c| c.map_err(TransportError::Reqwest)),
+            ),
+            Self::Inline(r) => futures_util::future::Either::Right(
+                r.into_body().map(|c| c.map_err(TransportError::Inline)),
+            ),
+        }
+    }
 }
 
 impl Http {
@@ -115,18 +172,22 @@ impl Http {
             .connect_timeout(cfg.timeouts.connect)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("atk-engine/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build()
             .map_err(|e| {
                 Error::Config(format!("{}: cannot build the HTTP client: {e}", cfg.label))
             })?;
+        let chat_url = url(chat_path)?;
+        let inline = inline::Inline::for_url(&chat_url, &headers, USER_AGENT, cfg.timeouts.connect)
+            .map(std::sync::Arc::new);
         Ok(Self {
+            inline,
             label: cfg.label.clone(),
             model: cfg.model.clone(),
             client,
             dialect: cfg.dialect,
             prompt_cache: cfg.prompt_cache,
-            chat_url: url(chat_path)?,
+            chat_url,
             completion_url: url(completion_path)?,
             headers,
             key: cfg.api_key.clone(),
@@ -137,6 +198,7 @@ impl Http {
             pacer: Pacer::default(),
             cancel,
             forms: schema::Forms::new(cfg.dialect, cfg.structured_output),
+            prefix: PrefixCache::default(),
         })
     }
 
@@ -147,15 +209,20 @@ impl Http {
             message: message.into(),
             retry_after: None,
             limit_used_up: false,
+            limit_interval: None,
         }
     }
 
+    /// One attempt (resent at once when the server refuses `stream_options` or a schema
+    /// form), under `timer`: armed at `deadlines.head()`, it is the attempt's only timer.
     async fn attempt(
         &self,
         request: &Request,
         started: Instant,
         tokens: f64,
         mut sent_at: Instant,
+        deadlines: &Deadlines,
+        mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
     ) -> Result<Reply, Error> {
         let url = match request.prompt {
             Prompt::Chat(_) => &self.chat_url,
@@ -174,25 +241,45 @@ impl Http {
                 && self.stream_usage.load(Ordering::Relaxed);
             let form = self.forms.current(request);
             let body = self.body_in(request, stream, with_usage, form)?;
-            let deadline = started + self.timeouts.first_byte;
-            let send = self
-                .client
-                .post(url.clone())
-                .headers(self.headers.clone())
-                .body(body)
-                .send();
-            let response = match tokio::time::timeout_at(deadline, send).await {
-                Err(_) => {
-                    return Err(self.transient(
-                        TransientKind::Timeout,
-                        format!(
-                            "no reply within {:?} (first-byte timeout)",
-                            self.timeouts.first_byte
-                        ),
-                    ));
+            if timer.deadline() != deadlines.head() {
+                timer.as_mut().reset(deadlines.head());
+            }
+            let body = bytes::Bytes::from(body);
+            let by_reqwest = |body: bytes::Bytes| async move {
+                self.client
+                    .post(url.clone())
+                    .headers(self.headers.clone())
+                    .body(body)
+                    .send()
+                    .await
+                    .map(Sent::Reqwest)
+                    .map_err(|e| self.classify_send_error(&e))
+            };
+            let send = async {
+                let Some(inline) = &self.inline else {
+                    return by_reqwest(body).await;
+                };
+                let path = match url.query() {
+                    Some(q) => format!("{}?{q}", url.path()),
+                    None => url.path().to_string(),
+                };
+                match inline.post(&path, body.clone()).await {
+                    // A redirect: reqwest follows it as before (the inline path does not).
+                    Ok(r) if r.status().is_redirection() => by_reqwest(body).await,
+                    Ok(r) => Ok(Sent::Inline(Box::new(r))),
+                    Err(e) => Err(self.classify_inline_error(&e)),
                 }
-                Ok(Err(e)) => return Err(self.classify_send_error(&e)),
-                Ok(Ok(r)) => r,
+            };
+            let response = tokio::select! {
+                biased;
+                r = send => r?,
+                () = timer.as_mut() => {
+                    let message = match deadlines.expired(timer.deadline()) {
+                        BodyError::FirstByte(d) => format!("no reply within {d:?} (first-byte timeout)"),
+                        e => e.to_string(),
+                    };
+                    return Err(self.transient(TransientKind::Timeout, message));
+                }
             };
             let first_byte = started.elapsed();
             let status = response.status();
@@ -200,7 +287,9 @@ impl Http {
             self.pacer.observe(&limits, sent_at);
             if !status.is_success() {
                 let retry_after = retry_after(response.headers());
-                let text = self.read_error_body(response).await;
+                let text = self
+                    .read_error_body(response, deadlines, timer.as_mut())
+                    .await?;
                 let message = self.key.scrub(&server_message(&text));
                 if with_usage && rejects_stream_options(status, &text) {
                     tracing::warn!(engine = %self.label, %message, "server rejects stream_options: asking again without it; usage will be estimated");
@@ -219,7 +308,13 @@ impl Http {
                     continue;
                 }
                 let used_up = limits.used_up(tokens);
-                return Err(self.classify_status(status, url, message, retry_after, used_up));
+                return Err(self.classify_status(
+                    status,
+                    url,
+                    message,
+                    retry_after,
+                    (used_up, limits.interval()),
+                ));
             }
             let content_type = response
                 .headers()
@@ -227,7 +322,9 @@ impl Http {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if content_type.starts_with("text/html") {
-                let page = self.read_error_body(response).await;
+                let page = self
+                    .read_error_body(response, deadlines, timer.as_mut())
+                    .await?;
                 return Err(self.transient(
                     TransientKind::Malformed,
                     format!("HTML page instead of a reply: {}", quote(page.trim())),
@@ -235,13 +332,13 @@ impl Http {
             }
             // A server that ignores `stream: true` answers with one JSON body: read it as such.
             let is_sse = stream && !content_type.starts_with("application/json");
-            let body = timed(
-                response.bytes_stream(),
-                deadline,
-                self.timeouts.first_byte,
-                self.timeouts.idle,
-            );
+            let body = timed(response.into_stream(), timer.as_mut(), deadlines);
             let parsed = self.read_body(body, is_sse).await?;
+            // Over time, even if the body's end was already read (a total timeout around the
+            // whole attempt failed such a late reply too).
+            if Instant::now() >= deadlines.total_at {
+                return Err(self.total_timeout());
+            }
             // Complete means a finish_reason: `[DONE]` alone ends a cut stream too, and a JSON
             // body without one (a proxy that buffered one stream chunk, say) may be cut short.
             // An Anthropic reply always needs its stop_reason (mapped to a finish_reason).
@@ -283,16 +380,14 @@ impl Http {
         // serde_json's default copied the body several times).
         let mut out = Vec::with_capacity(body_capacity(request));
         let serialized = match (self.dialect, &request.prompt) {
-            (Dialect::OpenAi, _) => serde_json::to_writer(
-                &mut out,
-                &Body {
-                    model: &self.model,
-                    request,
-                    stream,
-                    stream_usage,
-                    form,
-                },
-            ),
+            (Dialect::OpenAi, _) => Body {
+                model: &self.model,
+                request,
+                stream,
+                stream_usage,
+                form,
+            }
+            .write(&mut out, Some(&self.prefix)),
             (Dialect::Anthropic, Prompt::Chat(messages)) => serde_json::to_writer(
                 &mut out,
                 &anthropic::Body {
@@ -375,13 +470,48 @@ impl Http {
         }
     }
 
-    async fn read_error_body(&self, response: reqwest::Response) -> String {
-        match tokio::time::timeout(self.timeouts.idle, response.bytes()).await {
-            Ok(Ok(bytes)) => {
-                String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned()
+    /// An error reply's body (at most 64 KiB of it), within the idle gap and the attempt's
+    /// total time; what did not arrive in the gap is left out, the total ends the attempt.
+    async fn read_error_body(
+        &self,
+        response: Sent,
+        deadlines: &Deadlines,
+        mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Result<String, Error> {
+        timer
+            .as_mut()
+            .reset((Instant::now() + deadlines.idle).min(deadlines.total_at));
+        tokio::select! {
+            biased;
+            bytes = response.bytes() => Ok(bytes.map_or_else(
+                |_| String::new(),
+                |bytes| String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into_owned(),
+            )),
+            () = timer.as_mut() => {
+                if timer.deadline() >= deadlines.total_at {
+                    Err(self.total_timeout())
+                } else {
+                    Ok(String::new())
+                }
             }
-            _ => String::new(),
         }
+    }
+
+    fn total_timeout(&self) -> Error {
+        self.transient(
+            TransientKind::Timeout,
+            BodyError::Total(self.timeouts.total).to_string(),
+        )
+    }
+
+    /// An inline exchange's failure, classified as reqwest's are.
+    fn classify_inline_error(&self, e: &inline::InlineError) -> Error {
+        let kind = match e {
+            inline::InlineError::Connect(_) => TransientKind::Unavailable,
+            inline::InlineError::Hyper(e) if e.is_timeout() => TransientKind::Timeout,
+            inline::InlineError::Hyper(_) => TransientKind::Connection,
+        };
+        self.transient(kind, self.key.scrub(&error_chain(e)))
     }
 
     fn classify_send_error(&self, e: &reqwest::Error) -> Error {
@@ -401,7 +531,7 @@ impl Http {
         url: &Url,
         message: String,
         retry_after: Option<Duration>,
-        limit_used_up: bool,
+        (limit_used_up, limit_interval): (bool, Option<Duration>),
     ) -> Error {
         let engine = self.label.clone();
         let code = status.as_u16();
@@ -422,6 +552,7 @@ impl Http {
                 message: format!("HTTP 429: {message}"),
                 retry_after,
                 limit_used_up,
+                limit_interval,
             },
             // 529: Anthropic's `overloaded_error`, the same "not now" as a 503.
             502 | 503 | 529 => Error::Transient {
@@ -430,6 +561,7 @@ impl Http {
                 message: format!("HTTP {code}: {message}"),
                 retry_after,
                 limit_used_up: false,
+                limit_interval: None,
             },
             408 | 409 | 500..=599 => Error::Transient {
                 engine,
@@ -437,6 +569,7 @@ impl Http {
                 message: format!("HTTP {code}: {message}"),
                 retry_after,
                 limit_used_up: false,
+                limit_interval: None,
             },
             _ => Error::Rejected {
                 engine,
@@ -450,8 +583,11 @@ impl Http {
 #[async_trait]
 impl Engine for Http {
     async fn call(&self, request: Request) -> Result<Reply, Error> {
+        self.call_ref(&request).await
+    }
+    async fn call_ref(&self, request: &Request) -> Result<Reply, Error> {
         // Paced from the server's own rate-limit headers: sent only when its bucket has room.
-        let tokens = crate::pace::request_tokens(&request);
+        let tokens = crate::pace::request_tokens(request);
         let sent_at = loop {
             match self.pacer.reserve(tokens) {
                 Ok(at) => break at,
@@ -465,17 +601,16 @@ impl Engine for Http {
             }
         };
         let started = Instant::now();
-        let attempt = self.attempt(&request, started, tokens, sent_at);
-        match tokio::time::timeout(self.timeouts.total, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(self.transient(
-                TransientKind::Timeout,
-                format!(
-                    "no complete reply within {:?} (total timeout)",
-                    self.timeouts.total
-                ),
-            )),
-        }
+        let deadlines = Deadlines {
+            first_byte_at: started + self.timeouts.first_byte,
+            total_at: started + self.timeouts.total,
+            first_byte: self.timeouts.first_byte,
+            idle: self.timeouts.idle,
+            total: self.timeouts.total,
+        };
+        let timer = std::pin::pin!(tokio::time::sleep_until(deadlines.head()));
+        self.attempt(request, started, tokens, sent_at, &deadlines, timer)
+            .await
     }
     fn label(&self) -> &str {
         &self.label

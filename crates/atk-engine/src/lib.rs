@@ -49,6 +49,11 @@ pub use types::{Message, OutputSchema, Prompt, Reply, Request, Timing, Usage};
 pub trait Engine: Send + Sync {
     /// Sends one request and waits for the complete reply.
     async fn call(&self, request: Request) -> Result<Reply, Error>;
+    /// [`call`](Self::call) with a borrowed request. The default copies it; the engines built
+    /// here only read it, so a call through their layers makes no copy of the prompt.
+    async fn call_ref(&self, request: &Request) -> Result<Reply, Error> {
+        self.call(request.clone()).await
+    }
     /// The engine's label (`small`, `large`), used in logs, errors and counters.
     fn label(&self) -> &str;
     /// The configured model name.

@@ -281,10 +281,12 @@ impl Gate {
                     kind: TransientKind::RateLimited,
                     retry_after,
                     limit_used_up,
+                    limit_interval,
                     ..
                 }) => Outcome::Refused {
                     used_up: *limit_used_up,
                     retry_after: *retry_after,
+                    interval: *limit_interval,
                 },
                 Err(_) => Outcome::Failed,
             };
@@ -356,8 +358,8 @@ impl Limit {
 
 #[async_trait]
 impl Layer for Limit {
-    async fn call(&self, request: Request, next: Next<'_>) -> Result<Reply, Error> {
-        let admitted = self.gate.admit(&request).await?;
+    async fn call(&self, request: &Request, next: Next<'_>) -> Result<Reply, Error> {
+        let admitted = self.gate.admit(request).await?;
         let result = next.call(request).await;
         self.gate.settle(admitted, result, next.label())
     }

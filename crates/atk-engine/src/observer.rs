@@ -62,24 +62,24 @@ impl Observed {
 
 #[async_trait]
 impl Layer for Observed {
-    async fn call(&self, request: Request, next: Next<'_>) -> Result<Reply, Error> {
+    async fn call(&self, request: &Request, next: Next<'_>) -> Result<Reply, Error> {
         if self.observers.is_empty() {
             return next.call(request).await;
         }
         let label = next.label();
         for o in self.observers.iter() {
-            o.on_request(label, &request);
+            o.on_request(label, request);
         }
-        let result = next.call(request.clone()).await;
+        let result = next.call(request).await;
         match &result {
             Ok(reply) => self
                 .observers
                 .iter()
-                .for_each(|o| o.on_reply(label, &request, reply)),
+                .for_each(|o| o.on_reply(label, request, reply)),
             Err(error) => self
                 .observers
                 .iter()
-                .for_each(|o| o.on_error(label, &request, error)),
+                .for_each(|o| o.on_error(label, request, error)),
         }
         result
     }

@@ -255,14 +255,14 @@ impl OutageGuard {
 
 #[async_trait]
 impl Layer for OutageGuard {
-    async fn call(&self, request: Request, next: Next<'_>) -> Result<Reply, Error> {
+    async fn call(&self, request: &Request, next: Next<'_>) -> Result<Reply, Error> {
         loop {
             let pass = self.cancel.guard(self.outage.admit(&self.fuse)).await?;
             let probe = ProbeGuard {
                 outage: &self.outage,
                 pass: Some(pass),
             };
-            let result = next.call(request.clone()).await;
+            let result = next.call(request).await;
             // Stopped before it was sent: says nothing of the endpoint (a probe is handed back).
             if matches!(
                 result,

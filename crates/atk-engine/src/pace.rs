@@ -123,6 +123,15 @@ impl LimitHeaders {
                 .is_some_and(|b| b.remaining < tokens.min(b.limit))
     }
 
+    /// The interval at which the request bucket refills one request, when the headers show it
+    /// below full: `reset` is the time it takes to refill what was used. (For a limit stated
+    /// per minute and enforced over shorter periods, as OpenAI's, that is the enforced pace.)
+    pub(crate) fn interval(&self) -> Option<Duration> {
+        let b = self.requests?;
+        (b.remaining < b.limit && !b.reset.is_zero())
+            .then(|| b.reset.div_f64(b.limit - b.remaining))
+    }
+
     fn is_empty(&self) -> bool {
         self.requests.is_none() && self.tokens.is_none()
     }
@@ -322,6 +331,12 @@ mod tests {
         assert!(headers(100, 0, "1s").used_up(1.0));
         assert!(!headers(100, 3, "1s").used_up(1.0));
         assert!(!LimitHeaders::default().used_up(1.0));
+        // The interval the headers state: the bucket's own, or a per-minute limit's (6000/min,
+        // 21 used, full again in 210 ms: one request per 10 ms); none when nothing is used.
+        assert_eq!(headers(20, 0, "200ms").interval(), Some(ms(10)));
+        assert_eq!(headers(6000, 5979, "210ms").interval(), Some(ms(10)));
+        assert_eq!(headers(6000, 6000, "0s").interval(), None);
+        assert_eq!(LimitHeaders::default().interval(), None);
     }
 
     fn ms(n: u64) -> Duration {

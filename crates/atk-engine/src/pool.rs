@@ -173,7 +173,7 @@ impl Pool {
     ) -> Option<Result<Reply, Error>> {
         let m = &self.members[i];
         let Some(gate) = &m.gate else {
-            return Some(m.http.call(request.clone()).await);
+            return Some(m.http.call_ref(request).await);
         };
         let queued_since = Instant::now();
         let permit = match gate.slot().await {
@@ -190,7 +190,7 @@ impl Pool {
             Ok(admitted) => admitted,
             Err(e) => return Some(Err(e)),
         };
-        let result = m.http.call(request.clone()).await;
+        let result = m.http.call_ref(request).await;
         Some(gate.settle(admitted, result, &self.label))
     }
 }
@@ -198,13 +198,16 @@ impl Pool {
 #[async_trait]
 impl Engine for Pool {
     async fn call(&self, request: Request) -> Result<Reply, Error> {
+        self.call_ref(&request).await
+    }
+    async fn call_ref(&self, request: &Request) -> Result<Reply, Error> {
         let mut tried = vec![false; self.members.len()];
         loop {
             let i = self.pick(&tried).expect("a pool has at least one endpoint");
             let m = &self.members[i];
             m.in_flight.fetch_add(1, Ordering::Relaxed);
             let busy = Busy(&m.in_flight);
-            let result = self.attempt(i, &request, &tried).await;
+            let result = self.attempt(i, request, &tried).await;
             drop(busy);
             let Some(result) = result else {
                 continue; // it went down meanwhile: pick again

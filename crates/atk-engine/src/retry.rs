@@ -104,13 +104,16 @@ impl Retry {
 
 #[async_trait]
 impl Layer for Retry {
-    async fn call(&self, mut request: Request, next: Next<'_>) -> Result<Reply, Error> {
+    async fn call(&self, request: &Request, next: Next<'_>) -> Result<Reply, Error> {
         let label = next.label();
         let start = Instant::now();
         let mut attempt = 0u32;
+        // A copy only once an attempt changes the request (`stream: false`, below).
+        let mut changed: Option<Request> = None;
         loop {
             attempt += 1;
-            let error = match next.call(request.clone()).await {
+            let sent = changed.as_ref().unwrap_or(request);
+            let error = match next.call(sent).await {
                 Ok(mut reply) => {
                     reply.timing.attempts = attempt;
                     reply.timing.total = start.elapsed();
@@ -140,11 +143,13 @@ impl Layer for Retry {
                             kind: TransientKind::Malformed,
                             ..
                         }
-                    ) && !request.params.contains_key("stream")
+                    ) && !sent.params.contains_key("stream")
                     {
-                        request
+                        let mut unstreamed = sent.clone();
+                        unstreamed
                             .params
                             .insert("stream".into(), serde_json::Value::Bool(false));
+                        changed = Some(unstreamed);
                     }
                     let cause = match &error {
                         Error::Transient { kind, .. } => kind.as_str(),
@@ -177,6 +182,7 @@ mod tests {
             message: "x".into(),
             retry_after,
             limit_used_up: false,
+            limit_interval: None,
         }
     }
 

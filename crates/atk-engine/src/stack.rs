@@ -13,7 +13,8 @@ use crate::{Engine, Error, Reply, Request};
 #[async_trait]
 pub(crate) trait Layer: Send + Sync {
     /// Handles one call; `next.call` sends it on (as often as the layer needs).
-    async fn call(&self, request: Request, next: Next<'_>) -> Result<Reply, Error>;
+    /// The request is borrowed all the way down: no layer copies the prompt.
+    async fn call(&self, request: &Request, next: Next<'_>) -> Result<Reply, Error>;
 }
 
 /// The layers below the current one, then the transport.
@@ -25,7 +26,7 @@ pub(crate) struct Next<'a> {
 
 impl<'a> Next<'a> {
     /// Sends the request through the rest of the stack.
-    pub(crate) async fn call(self, request: Request) -> Result<Reply, Error> {
+    pub(crate) async fn call(self, request: &Request) -> Result<Reply, Error> {
         match self.layers.split_first() {
             Some((layer, layers)) => {
                 let next = Next {
@@ -34,7 +35,7 @@ impl<'a> Next<'a> {
                 };
                 layer.call(request, next).await
             }
-            None => self.transport.call(request).await,
+            None => self.transport.call_ref(request).await,
         }
     }
 
@@ -62,6 +63,9 @@ impl Stack {
 #[async_trait]
 impl Engine for Stack {
     async fn call(&self, request: Request) -> Result<Reply, Error> {
+        self.call_ref(&request).await
+    }
+    async fn call_ref(&self, request: &Request) -> Result<Reply, Error> {
         let next = Next {
             layers: &self.layers,
             transport: &*self.transport,

@@ -565,6 +565,38 @@ impl Store for DiskStore {
         )
     }
 
+    fn root_items(&self) -> Records<'_, ItemRecord> {
+        if self.indexed {
+            // The roots index holds each root's key in `items`: one read, no id lookup.
+            return Box::new(self.kv.scan(Tree::Roots, b"").filter_map(move |entry| {
+                let key = match entry {
+                    Ok((key, _)) => key,
+                    Err(e) => return Some(Err(e)),
+                };
+                match self.kv.get(Tree::Items, &key) {
+                    Ok(Some(bytes)) => Some(self.decode_item(&key, &bytes)),
+                    // Removed since the scan began: not an item any more.
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            }));
+        }
+        Box::new(
+            self.kv
+                .scan(Tree::Items, b"")
+                .map(move |entry| {
+                    let (key, value) = entry?;
+                    let id = item_key_id(&key)?;
+                    if is_root(&self.dir, &id, &key, &value)? {
+                        self.decode_item(&key, &value).map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .filter_map(Result::transpose),
+        )
+    }
+
     async fn remove_items(&self, ids: Vec<String>) -> Result<(), Error> {
         let mut removed = 0_usize;
         for chunk in ids.chunks(ITEMS_PER_BATCH) {

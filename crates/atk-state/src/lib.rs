@@ -121,6 +121,14 @@ pub trait Store: Send + Sync {
             Err(e) => Some(Err(e)),
         }))
     }
+    /// The root items themselves, decoded, in `order` order: for a pass that reads every root
+    /// anyway (a first run). The disk store reads each from its own scan, with no lookup by id.
+    fn root_items(&self) -> Records<'_, ItemRecord> {
+        Box::new(
+            self.items()
+                .filter(|r| !matches!(r, Ok(item) if item.parent.is_some())),
+        )
+    }
     /// Removes items (their records and id index entries) durably; unknown ids are ignored.
     /// Results and failures are kept, so an item seeded again later reuses them. The default
     /// body refuses with [`Error::Unsupported`].

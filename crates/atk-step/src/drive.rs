@@ -103,6 +103,10 @@ pub(crate) struct Shared {
     pub(crate) run_from: usize,
     /// True when a step of the chain is a barrier (its verdicts can change later results).
     pub(crate) has_barrier: bool,
+    /// Per step, true when the store held none of its results as the segment began (every step
+    /// of a first run): no lookup can find one for an item that has not been walked through
+    /// that step yet, and only its own walk writes it, so none is made (a sled read each).
+    pub(crate) none_stored: Vec<bool>,
 }
 
 /// What to do with a stored result while a rework is on.
@@ -131,10 +135,19 @@ impl Shared {
         *self.finished.lock().unwrap_or_else(|e| e.into_inner()) += n;
     }
 
+    /// True when [`Shared::fully_done`] never says done: no fast path applies (a fan-in, a
+    /// rework, a barrier) or no result of the last step is stored, so every item is walked.
+    pub(crate) fn walks_every_item(&self) -> bool {
+        self.layout.has_fan_in
+            || self.rework.is_some()
+            || self.has_barrier
+            || self.none_stored[self.chain.len() - 1]
+    }
+
     /// Fast path for resume, in chains without a fan-in: an item with a result for the last
     /// step went through the whole chain.
     pub(crate) fn fully_done(&self, id: &str, start: usize) -> Result<bool, StepError> {
-        if self.layout.has_fan_in || self.rework.is_some() || self.has_barrier {
+        if self.walks_every_item() {
             return Ok(false);
         }
         let last = self.chain.len() - 1;
@@ -177,7 +190,7 @@ impl Shared {
         let mut unchanged = HashSet::new();
         for k in start..end {
             let step = &self.chain[k];
-            let stored = if redo {
+            let stored = if redo || self.none_stored[k] {
                 None
             } else {
                 self.store.result(step.name(), &item.id)?

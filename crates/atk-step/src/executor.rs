@@ -244,6 +244,10 @@ impl Executor {
             floor: 0,
         };
         let fingerprints = chain.iter().map(|s| s.fingerprint(&ctx)).collect();
+        let none_stored = chain
+            .iter()
+            .map(|s| self.store.has_any_result(s.name()).map(|any| !any))
+            .collect::<Result<Vec<_>, _>>()?;
         let shared = Arc::new(Shared {
             store: self.store.clone(),
             ctx,
@@ -260,8 +264,29 @@ impl Executor {
             rework: self.cfg.rework.clone(),
             run_from,
             has_barrier: chain.iter().any(|s| s.shape() == Shape::Barrier),
+            none_stored,
         });
-        let mut roots = self.store.root_ids();
+        // Every root is read when every item is walked (a first run): from the store's own
+        // scan. Otherwise by id, and only those with work left.
+        let mut roots: Box<
+            dyn Iterator<Item = Result<Option<atk_state::ItemRecord>, StepError>> + Send + '_,
+        > = if shared.walks_every_item() {
+            Box::new(
+                self.store
+                    .root_items()
+                    .map(|r| r.map(Some).map_err(StepError::from)),
+            )
+        } else {
+            let shared = shared.clone();
+            Box::new(self.store.root_ids().map(move |id| {
+                let id = id?;
+                if shared.fully_done(&id, 0)? {
+                    Ok(None)
+                } else {
+                    Ok(shared.store.item(&id)?)
+                }
+            }))
+        };
         let mut roots_done = false;
         let mut pending: VecDeque<Work> = VecDeque::new();
         let mut tasks = JoinSet::new();
@@ -307,24 +332,12 @@ impl Executor {
                             break;
                         }
                         Some(Err(e)) => {
-                            fail(e.into(), &mut fatal);
+                            fail(e, &mut fatal);
                             break;
                         }
-                        // Only an item with work left is read and decoded.
-                        Some(Ok(id)) => match shared.fully_done(&id, 0).and_then(|done| {
-                            if done {
-                                Ok(None)
-                            } else {
-                                self.store.item(&id).map_err(StepError::from)
-                            }
-                        }) {
-                            Ok(Some(item)) => Work::Item(item, 0, top.clone()),
-                            Ok(None) => continue,
-                            Err(e) => {
-                                fail(e, &mut fatal);
-                                break;
-                            }
-                        },
+                        Some(Ok(Some(item))) => Work::Item(item, 0, top.clone()),
+                        // Done already, or removed since the scan began.
+                        Some(Ok(None)) => continue,
                     },
                 };
                 if !announced {

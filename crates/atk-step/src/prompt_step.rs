@@ -472,12 +472,16 @@ impl PromptStep {
             if ctx.cancel.is_cancelled() {
                 return Err(StepError::Cancelled);
             }
-            let mut sent = repair.take().unwrap_or_else(|| request.clone());
+            // The request goes out borrowed (no copy of the prompt) unless this attempt
+            // changes it: a repair turn, or a mock retry's own reply.
+            let mut changed = repair.take();
             if let (Some(choose), 2..) = (&self.mock_choice, attempt) {
                 let retry_call = call.saturating_add((attempt - 1).saturating_mul(MOCK_RETRY_CALL));
+                let mut sent = changed.unwrap_or_else(|| request.clone());
                 sent.mock_reply = Some(choose(Item::of(item), retry_call));
+                changed = Some(sent);
             }
-            let reply = match engine.call(sent).await {
+            let reply = match engine.call_ref(changed.as_ref().unwrap_or(&request)).await {
                 Ok(reply) => reply,
                 Err(e) if e.is_fatal() => return Err(StepError::Engine(e)),
                 // The run is stopping and the engine did not send this call: not done, not failed.

@@ -602,7 +602,7 @@ impl Inner {
             let message = self.http.key.scrub(&server_message(&text));
             return Err(self
                 .http
-                .classify_status(status, &url, message, wait, false));
+                .classify_status(status, &url, message, wait, (false, None)));
         }
         Ok(text)
     }

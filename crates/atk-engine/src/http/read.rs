@@ -152,7 +152,7 @@ impl Http {
                 TransientKind::Incomplete,
                 format!("connection lost mid-reply: {}", error_chain(&e)),
             ),
-            e @ (BodyError::FirstByte(_) | BodyError::Idle(_)) => {
+            e @ (BodyError::FirstByte(_) | BodyError::Idle(_) | BodyError::Total(_)) => {
                 self.transient(TransientKind::Timeout, e.to_string())
             }
         }

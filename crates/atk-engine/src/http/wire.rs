@@ -6,10 +6,10 @@
 
 use std::borrow::Cow;
 
-use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::*;
+use crate::Message;
 
 /// The request body: engine keys, then the params verbatim. A param may not replace `model`,
 /// `messages`/`prompt` or `stream`; `use_stop: false` drops `stop` (and `use_stop` itself is
@@ -23,34 +23,57 @@ pub(super) struct Body<'a> {
     pub(super) form: Option<super::schema::Form>,
 }
 
-impl Serialize for Body<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct StreamOptions {
-            include_usage: bool,
-        }
+impl Body<'_> {
+    /// Writes the body as compact JSON (the bytes `serde_json::to_writer` writes for the same
+    /// object, keys in the same order), the first `request.shared_prefix` chat messages from
+    /// `prefix` when given. Written by hand rather than through `Serialize` because serde has
+    /// no way to splice JSON kept from an earlier request (short of serde_json's `raw_value`).
+    pub(super) fn write(
+        &self,
+        out: &mut Vec<u8>,
+        prefix: Option<&PrefixCache>,
+    ) -> serde_json::Result<()> {
         let params = &self.request.params;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("model", self.model)?;
+        out.extend_from_slice(b"{\"model\":");
+        serde_json::to_writer(&mut *out, self.model)?;
         match &self.request.prompt {
-            Prompt::Chat(messages) => map.serialize_entry("messages", messages)?,
-            Prompt::Completion(prompt) => map.serialize_entry("prompt", prompt)?,
+            Prompt::Chat(messages) => {
+                out.extend_from_slice(b",\"messages\":[");
+                let shared = match prefix {
+                    Some(cache) if self.request.shared_prefix > 0 => {
+                        let shared = self.request.shared_prefix.min(messages.len());
+                        cache.write(&messages[..shared], out)?;
+                        shared
+                    }
+                    _ => 0,
+                };
+                for (i, message) in messages.iter().enumerate().skip(shared) {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, message)?;
+                }
+                out.push(b']');
+            }
+            Prompt::Completion(prompt) => {
+                out.extend_from_slice(b",\"prompt\":");
+                serde_json::to_writer(&mut *out, prompt)?;
+            }
         }
-        map.serialize_entry("stream", &self.stream)?;
+        out.extend_from_slice(if self.stream {
+            b",\"stream\":true"
+        } else {
+            b",\"stream\":false"
+        });
         if self.stream_usage && !params.contains_key("stream_options") {
-            map.serialize_entry(
-                "stream_options",
-                &StreamOptions {
-                    include_usage: true,
-                },
-            )?;
+            out.extend_from_slice(b",\"stream_options\":{\"include_usage\":true}");
         }
         let schema_entry = self
             .form
             .zip(self.request.schema.as_ref())
             .and_then(|(form, schema)| super::schema::openai_entry(form, schema));
         if let Some((key, value)) = &schema_entry {
-            map.serialize_entry(key, value)?;
+            entry(out, key, value)?;
         }
         let schema_key = schema_entry.as_ref().map(|(k, _)| *k);
         let use_stop = params
@@ -62,10 +85,60 @@ impl Serialize for Body<'_> {
                 "model" | "messages" | "prompt" | "stream" | "use_stop" => {}
                 "stop" if !use_stop => {}
                 k if Some(k) == schema_key => {}
-                _ => map.serialize_entry(key, value)?,
+                _ => entry(out, key, value)?,
             }
         }
-        map.end()
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// `,"key":value` of a JSON object being written.
+fn entry(out: &mut Vec<u8>, key: &str, value: &impl Serialize) -> serde_json::Result<()> {
+    out.push(b',');
+    serde_json::to_writer(&mut *out, key)?;
+    out.push(b':');
+    serde_json::to_writer(&mut *out, value)
+}
+
+/// The JSON of the chat messages that open every request of a step (`Request::shared_prefix`:
+/// the system prompt and few-shot examples), kept per engine: escaping them again for every
+/// request was most of a body's serialization. A kept message is used only for an equal one.
+#[derive(Default)]
+pub(super) struct PrefixCache {
+    kept: std::sync::Mutex<Vec<(Message, Box<[u8]>)>>,
+}
+
+/// Messages kept at most (the prefixes of the steps that share an engine); past it the cache
+/// starts over.
+const PREFIX_KEPT_MAX: usize = 32;
+
+impl PrefixCache {
+    /// Writes `messages` as JSON array elements (comma-separated), each kept or serialized now.
+    fn write(&self, messages: &[Message], out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, message) in messages.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match kept.iter().find(|(m, _)| m == message) {
+                Some((_, json)) => out.extend_from_slice(json),
+                None => {
+                    let json = serde_json::to_vec(message)?;
+                    out.extend_from_slice(&json);
+                    if kept.len() >= PREFIX_KEPT_MAX {
+                        kept.clear();
+                    }
+                    kept.push((message.clone(), json.into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -182,7 +255,75 @@ mod tests {
             stream_usage: usage,
             form: None,
         };
-        serde_json::from_slice(&serde_json::to_vec(&b).unwrap()).unwrap()
+        let mut out = Vec::new();
+        b.write(&mut out, None).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn a_kept_prefix_writes_the_same_bytes_and_only_for_equal_messages() {
+        let request = |system: &str, passage: &str| {
+            Request::chat(vec![
+                Message::new("system", system),
+                Message::new("user", "an \"example\"\n passage"),
+                Message::new("assistant", "an example reply\twith <tags>"),
+                Message::new("user", passage),
+            ])
+            .with_shared_prefix(3)
+            .with_param("temperature", 0.7)
+            .with_param("stop", vec!["###"])
+        };
+        let write = |request: &Request, cache: Option<&PrefixCache>| {
+            let mut out = Vec::new();
+            Body {
+                model: "m",
+                request,
+                stream: true,
+                stream_usage: true,
+                form: None,
+            }
+            .write(&mut out, cache)
+            .unwrap();
+            out
+        };
+        let cache = PrefixCache::default();
+        let requests = [
+            request("You are a poet.", "first passage"),
+            request("You are a poet.", "second passage: ünïcode \u{1}"),
+            // Another step's system prompt on the same engine: not taken for the first one.
+            request("You are a critic.", "third passage"),
+            request("You are a poet.", "fourth"),
+        ];
+        for r in &requests {
+            let plain = write(r, None);
+            assert_eq!(
+                String::from_utf8(write(r, Some(&cache))).unwrap(),
+                String::from_utf8(plain.clone()).unwrap(),
+                "the kept prefix changes no byte"
+            );
+            // What serde_json writes for the same object.
+            let value: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+            let Prompt::Chat(messages) = &r.prompt else {
+                unreachable!()
+            };
+            assert_eq!(
+                value["messages"][3]["content"],
+                messages[3].content.as_str()
+            );
+            assert_eq!(
+                value["messages"][0]["content"],
+                messages[0].content.as_str()
+            );
+        }
+        assert_eq!(
+            cache.len(),
+            4,
+            "two system prompts and the two few-shot messages"
+        );
+        // A prefix as long as the prompt, and one longer than it, are both whole prompts.
+        let mut whole = request("You are a poet.", "p");
+        whole.shared_prefix = 9;
+        assert_eq!(write(&whole, Some(&cache)), write(&whole, None));
     }
 
     #[test]

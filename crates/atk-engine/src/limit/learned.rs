@@ -22,7 +22,12 @@
 //! usually come back at once, without the model's latency, so a server
 //! whose burst is smaller than the concurrency refuses only the first few instead of the
 //! whole first wave. The answers then say whether a limit was hit (a large share refused) and
-//! its Retry-After gives the first rate (a token bucket asks for one refill interval).
+//! the interval its rate-limit headers state gives the first rate (reset time ÷ requests used:
+//! for OpenAI's per-minute limit, the pace it enforces over shorter periods). Without them its
+//! Retry-After does, though a token bucket asks only for the time to its next token: up to one
+//! refill interval, and the first contact's 429s come in one burst, so they may all ask for
+//! the same fraction of it. Too fast a first rate is then cut again in a series whose floor is
+//! the longest Retry-After of all its waves.
 //!
 //! Hand-written rather than `governor`: governor's quota is fixed when it is built (this rate
 //! changes with every answer) and it reads its own clock, so tokio's paused-clock tests could
@@ -85,10 +90,11 @@ pub(crate) enum Outcome {
     /// A reply.
     Answered,
     /// Refused with 429; `used_up`: its headers show the limit used up; `retry_after`: what it
-    /// asked for.
+    /// asked for; `interval`: the refill interval its rate-limit headers state.
     Refused {
         used_up: bool,
         retry_after: Option<Duration>,
+        interval: Option<Duration>,
     },
     /// Any other failure (says nothing about the rate).
     Failed,
@@ -133,6 +139,8 @@ struct State {
     /// The longest Retry-After (under [`RETRY_AFTER_FLOOR_MAX`]) among the 429s since the last
     /// cut: the server takes a request at least that often, so no cut paces slower.
     wave_retry_after: Option<Duration>,
+    /// The longest of those over the series of cuts in force (see [`State::cut`]).
+    series_retry_after: Option<Duration>,
 }
 
 /// The first contact with the endpoint.
@@ -179,6 +187,7 @@ impl Default for Learned {
                 series: 0,
                 proven: false,
                 wave_retry_after: None,
+                series_retry_after: None,
             }),
         }
     }
@@ -272,10 +281,14 @@ impl State {
 
     fn outcome(&mut self, seq: u64, outcome: Outcome, now: Instant) {
         let (refused, used_up, retry_after) = match outcome {
+            // A token bucket's Retry-After is the time to its next token: anything up to one
+            // refill interval, however much of a token it held. The interval the headers
+            // state is the whole of it, so the longer of the two stands for the interval.
             Outcome::Refused {
                 used_up,
                 retry_after,
-            } => (true, used_up, retry_after),
+                interval,
+            } => (true, used_up, retry_after.max(interval)),
             _ => (false, false, None),
         };
         if self.outcomes.len() == RING {
@@ -371,7 +384,8 @@ impl State {
             && refused >= FIRST_LIMIT_REFUSALS
             && tail_share >= FIRST_LIMIT_TAIL_SHARE
         {
-            // A token bucket's Retry-After when empty is one refill interval.
+            // One refill interval: the headers' (folded into `retry_after`), else the longest
+            // Retry-After (the time to a token bucket's next token).
             let estimate = retry_after.map_or((answered - refused) as f64, |ra| {
                 1.0 / ra.as_secs_f64().max(1e-3)
             });
@@ -470,11 +484,18 @@ impl State {
     fn cut(&mut self, estimate: f64, now: Instant) {
         let before = self.rate;
         let in_force = before.unwrap_or(f64::INFINITY);
-        let floor = match (
-            self.wave_retry_after.take(),
-            before.is_none(),
-            self.series > 0,
-        ) {
+        // Over a series, the longest Retry-After of all its waves: a token bucket's asks for the
+        // time to its next token, and one wave's 429s may all have come at much the same
+        // fraction of a token (a floor from 3 ms of a 10 ms interval held a series at 142/s
+        // against a limit of 100/s).
+        let wave = self.wave_retry_after.take();
+        let longest = if self.series > 0 {
+            wave.max(self.series_retry_after)
+        } else {
+            wave
+        };
+        self.series_retry_after = longest;
+        let floor = match (longest, before.is_none(), self.series > 0) {
             (Some(ra), true, _) => (BETA / ra.as_secs_f64()).min(in_force),
             (Some(ra), false, true) => (BETA / (2.0 * ra.as_secs_f64())).min(in_force),
             _ => MIN_RATE,

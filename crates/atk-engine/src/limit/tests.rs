@@ -124,6 +124,7 @@ impl Engine for Scripted {
                 message: "HTTP 429: slow down".into(),
                 retry_after: Some(Duration::from_secs(5)),
                 limit_used_up: true,
+                limit_interval: None,
             });
         }
         Ok(Reply {

@@ -262,6 +262,13 @@ async fn ids_come_in_order_without_decoding_and_roots_leave_out_children(backend
             assert_eq!(roots[0].as_ref().unwrap(), "b");
             assert_eq!(roots[1].as_ref().unwrap(), "a");
             assert!(matches!(roots[2], Err(Error::Corrupt { .. })));
+            // The roots themselves, from the same scan: the same ones, as `item` reads them.
+            let items: Vec<_> = store.root_items().collect();
+            assert_eq!(items.len(), 3);
+            for (got, id) in items.iter().zip(["b", "a"]) {
+                assert_eq!(got.as_ref().unwrap(), &store.item(id).unwrap().unwrap());
+            }
+            assert!(matches!(items[2], Err(Error::Corrupt { .. })));
             return;
         }
         let roots: Vec<String> = store.root_ids().map(Result::unwrap).collect();
@@ -269,6 +276,14 @@ async fn ids_come_in_order_without_decoding_and_roots_leave_out_children(backend
             roots,
             ["b", "a"],
             "the roots index holds what put_items wrote"
+        );
+        let items: Vec<ItemRecord> = store.root_items().map(Result::unwrap).collect();
+        assert_eq!(
+            items,
+            [
+                store.item("b").unwrap().unwrap(),
+                store.item("a").unwrap().unwrap()
+            ]
         );
         // What a store made before the roots index looks like: no index, no marker.
         let mut forget: Vec<Op> = store
@@ -288,6 +303,9 @@ async fn ids_come_in_order_without_decoding_and_roots_leave_out_children(backend
     store.remove_items(vec!["b".into()]).await.unwrap();
     let roots: Vec<String> = store.root_ids().map(Result::unwrap).collect();
     assert_eq!(roots, ["a", "junk"], "a removed item leaves the index");
+    let items: Vec<_> = store.root_items().collect();
+    assert_eq!(items[0].as_ref().unwrap().id, "a");
+    assert!(matches!(items[1], Err(Error::Corrupt { .. })), "{items:?}");
 }
 
 #[test]
