@@ -478,6 +478,21 @@ impl DiskStore {
     }
 
     /// Decodes an item stored under `key`.
+    /// Without the roots index: each root's key, id and bytes from one scan of `items`, roots
+    /// told from the start of each record's bytes.
+    fn scanned_roots(
+        &self,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, String, Vec<u8>), Error>> + Send + '_ {
+        self.kv
+            .scan(Tree::Items, b"")
+            .map(move |entry| {
+                let (key, value) = entry?;
+                let id = item_key_id(&key)?;
+                Ok(is_root(&self.dir, &id, &key, &value)?.then_some((key, id, value)))
+            })
+            .filter_map(Result::transpose)
+    }
+
     fn decode_item(&self, key: &[u8], bytes: &[u8]) -> Result<ItemRecord, Error> {
         decode(&self.dir, || format!("items:{}", display_item(key)), bytes)
     }
@@ -552,17 +567,7 @@ impl Store for DiskStore {
                     .map(move |entry| item_key_id(&entry?.0)),
             );
         }
-        // Without the index: roots told from the start of each record's bytes.
-        Box::new(
-            self.kv
-                .scan(Tree::Items, b"")
-                .map(move |entry| {
-                    let (key, value) = entry?;
-                    let id = item_key_id(&key)?;
-                    Ok(is_root(&self.dir, &id, &key, &value)?.then_some(id))
-                })
-                .filter_map(Result::transpose),
-        )
+        Box::new(self.scanned_roots().map(|r| r.map(|(_, id, _)| id)))
     }
 
     fn root_items(&self) -> Records<'_, ItemRecord> {
@@ -582,18 +587,8 @@ impl Store for DiskStore {
             }));
         }
         Box::new(
-            self.kv
-                .scan(Tree::Items, b"")
-                .map(move |entry| {
-                    let (key, value) = entry?;
-                    let id = item_key_id(&key)?;
-                    if is_root(&self.dir, &id, &key, &value)? {
-                        self.decode_item(&key, &value).map(Some)
-                    } else {
-                        Ok(None)
-                    }
-                })
-                .filter_map(Result::transpose),
+            self.scanned_roots()
+                .map(|r| r.and_then(|(key, _, value)| self.decode_item(&key, &value))),
         )
     }
 
