@@ -69,6 +69,13 @@ pub trait Pipeline: Send + Sync + 'static {
     fn default_prompts(&self) -> &'static [(&'static str, &'static str)];
     /// The steps, built from the config once per run and checked before anything is read.
     fn chain(&self, config: &Self::Config) -> Chain;
+    /// Whether the pipeline reads the corpus ([`RunContext::corpus`], passage steps). Default:
+    /// yes. One that never does may say no: its runs then build and open no corpus index (a
+    /// first run over many small documents spent ~4 % of its CPU building one), and
+    /// [`RunContext::corpus`] is an error.
+    fn reads_corpus(&self) -> bool {
+        true
+    }
     /// Adds the pipeline's own items before the chain runs ([`RunContext::seed_items`],
     /// [`RunContext::seed_texts`]). Default: nothing; the chunks of `input_dir` are the items.
     async fn seed(&self, ctx: &mut RunContext<Self::Config>) -> Result<(), RunError> {
@@ -345,6 +352,7 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
             flags.shard,
             settings_fingerprint,
             &stored_counts,
+            pipeline.reads_corpus(),
         )
         .await?;
     }
@@ -352,12 +360,12 @@ pub async fn run<P: Pipeline>(pipeline: P, flags: CommonFlags) -> Result<RunOutc
     let (built_corpus, corpus_in_place) = built_corpus.unzip();
     let corpus: Option<Arc<dyn atk_state::Corpus>> = match (&inputs, built_corpus) {
         (_, Some(built)) => Some(Arc::new(built)),
-        (Some(_), None) => {
+        (Some(_), None) if pipeline.reads_corpus() => {
             atk_state::CorpusIndex::open(&crate::layout::corpus_path(&settings.output_dir))
                 .map_err(RunError::fatal)?
                 .map(|c| Arc::new(c) as Arc<dyn atk_state::Corpus>)
         }
-        (None, None) => None,
+        (_, None) => None,
     };
 
     let cost_fn = {

@@ -40,7 +40,7 @@ pub enum CorpusError {
     },
     /// The run has no corpus (its pipeline brings its own items, or none was built).
     #[error(
-        "this run has no corpus: only a pipeline reading input_dir (read_files_manually on) has one"
+        "this run has no corpus: only a pipeline reading input_dir (read_files_manually on) whose `reads_corpus()` is true has one"
     )]
     Missing,
 }

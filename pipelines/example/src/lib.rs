@@ -70,6 +70,11 @@ impl Pipeline for ExamplePipeline {
         "example-pipeline"
     }
 
+    // Poems come from each chunk alone: no step looks across the corpus, so no index of it is built.
+    fn reads_corpus(&self) -> bool {
+        false
+    }
+
     fn default_prompts(&self) -> &'static [(&'static str, &'static str)] {
         PROMPTS
     }

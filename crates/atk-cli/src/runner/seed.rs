@@ -140,7 +140,8 @@ async fn retire_stale(store: &dyn Store, current: &HashSet<String>) -> Result<()
 /// made (see [`atk_chunk::read_dir_batched`]), then retires the items of inputs that are gone.
 /// Skipped entirely when the inputs, settings and store are as the last complete seeding
 /// left them: a rerun over finished work reads no file and loads no tokenizer. Returns the
-/// corpus index when it built one (open, so the run need not open it again).
+/// corpus index when it built one (open, so the run need not open it again); with
+/// `build_corpus` false (a pipeline that reads no corpus) it builds none.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn seed_inputs(
     sled: &Arc<SledStore>,
@@ -150,6 +151,7 @@ pub(super) async fn seed_inputs(
     shard: Option<Shard>,
     settings_fingerprint: String,
     stored: &StoredCounts,
+    build_corpus: bool,
 ) -> Result<Option<BuiltCorpus>, RunError> {
     let store: &dyn Store = sled.as_ref();
     let fingerprint = match shard {
@@ -161,8 +163,10 @@ pub(super) async fn seed_inputs(
         .and_then(|v| serde_json::from_value::<InputsMeta>(v).ok());
     // The corpus index holds every chunk (every shard's), built from the unsharded read.
     let corpus_path = crate::layout::corpus_path(&settings.output_dir);
-    let corpus_current =
-        atk_state::CorpusIndex::fingerprint_at(&corpus_path).as_deref() == Some(&found.fingerprint);
+    // (Not wanted counts as current: it is neither built nor a reason to read the inputs again.)
+    let corpus_current = !build_corpus
+        || atk_state::CorpusIndex::fingerprint_at(&corpus_path).as_deref()
+            == Some(&found.fingerprint);
     if corpus_current
         && let Some(prev) = &previous
         && prev.fingerprint == fingerprint

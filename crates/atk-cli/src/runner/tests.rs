@@ -24,6 +24,10 @@ struct Seen {
     texts: Mutex<Vec<(String, String)>>,
     /// How many times `write_datasets` ran, all runs together.
     dataset_passes: Mutex<u32>,
+    /// The pipeline says it reads no corpus (`Pipeline::reads_corpus`).
+    no_corpus: std::sync::atomic::AtomicBool,
+    /// What `ctx.corpus()` gave in the last run's `seed`: its length, or the error.
+    corpus_seen: Mutex<Option<Result<u64, String>>>,
 }
 
 /// A step standing in for a request: records the text, fails on texts containing "charlie".
@@ -86,7 +90,13 @@ impl Pipeline for TestPipeline {
         Chain::new().then(Upper(self.0.clone()))
     }
 
+    fn reads_corpus(&self) -> bool {
+        !self.0.no_corpus.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn seed(&self, ctx: &mut RunContext<NoConfig>) -> Result<(), RunError> {
+        *self.0.corpus_seen.lock().unwrap() =
+            Some(ctx.corpus().map(|c| c.len()).map_err(|e| e.to_string()));
         let texts = self.0.texts.lock().unwrap().clone();
         if !texts.is_empty() {
             ctx.seed_texts(&texts).await?;
@@ -460,4 +470,41 @@ async fn inputs_over_several_reader_batches_are_seeded_whole_in_order_and_indexe
     // Resumed: nothing is sent again.
     let (calls, dataset) = run_once(&config, &seen).await;
     assert_eq!((calls.len(), dataset.len()), (0, n));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_that_reads_no_corpus_builds_none_and_resumes_the_same() {
+    // `reads_corpus() == false`: seeding builds no index, `ctx.corpus()` says why there is
+    // none, and the runs are otherwise the same (every item sent once, the rerun sends nothing
+    // and does not read the inputs again for want of an index).
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), true);
+    for (i, word) in ["alpha", "bravo", "delta"].iter().enumerate() {
+        let path = dir.path().join("inputs").join(format!("f{i}.txt"));
+        std::fs::write(path, body(word)).unwrap();
+    }
+    let seen = Arc::new(Seen::default());
+    seen.no_corpus
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (calls, dataset) = run_once(&config, &seen).await;
+    assert_eq!((calls.len(), dataset.len()), (3, 3));
+    let corpus_file = crate::layout::corpus_path(&dir.path().join("output"));
+    assert!(!corpus_file.exists(), "no corpus index is built");
+    let seen_err = seen
+        .corpus_seen
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap()
+        .unwrap_err();
+    assert!(seen_err.contains("reads_corpus()"), "{seen_err}");
+    let (calls, dataset) = run_once(&config, &seen).await;
+    assert_eq!((calls.len(), dataset.len()), (0, 3));
+    assert!(!corpus_file.exists());
+    // The same output dir with a pipeline that reads it: the index is built, every chunk in it.
+    seen.no_corpus
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let (calls, _) = run_once(&config, &seen).await;
+    assert_eq!(calls.len(), 0, "nothing is sent again");
+    assert_eq!(*seen.corpus_seen.lock().unwrap(), Some(Ok(3)));
 }
