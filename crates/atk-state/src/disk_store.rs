@@ -477,7 +477,6 @@ impl DiskStore {
         }
     }
 
-    /// Decodes an item stored under `key`.
     /// Without the roots index: each root's key, id and bytes from one scan of `items`, roots
     /// told from the start of each record's bytes.
     fn scanned_roots(
@@ -493,6 +492,7 @@ impl DiskStore {
             .filter_map(Result::transpose)
     }
 
+    /// Decodes an item stored under `key`.
     fn decode_item(&self, key: &[u8], bytes: &[u8]) -> Result<ItemRecord, Error> {
         decode(&self.dir, || format!("items:{}", display_item(key)), bytes)
     }
