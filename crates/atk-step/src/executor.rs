@@ -228,10 +228,16 @@ impl Executor {
             .zip(&layout.child_level)
             .map(|(s, &c)| (s.name().to_string(), c))
             .collect();
+        // Per step, whether the store holds none of its results (every step, on a first run):
+        // the walks then look none up, and the count needs no lookup per root.
+        let none_stored = chain
+            .iter()
+            .map(|s| self.store.has_any_result(s.name()).map(|any| !any))
+            .collect::<Result<Vec<_>, _>>()?;
         let start_counting = || {
             self.cfg.count_first.then(|| {
-                let (store, steps) = (self.store.clone(), steps.clone());
-                tokio::task::spawn_blocking(move || count(store.as_ref(), &steps))
+                let (store, steps, none) = (self.store.clone(), steps.clone(), none_stored.clone());
+                tokio::task::spawn_blocking(move || count(store.as_ref(), &steps, &none))
             })
         };
         let mut announced = false;
@@ -244,10 +250,6 @@ impl Executor {
             floor: 0,
         };
         let fingerprints = chain.iter().map(|s| s.fingerprint(&ctx)).collect();
-        let none_stored = chain
-            .iter()
-            .map(|s| self.store.has_any_result(s.name()).map(|any| !any))
-            .collect::<Result<Vec<_>, _>>()?;
         let shared = Arc::new(Shared {
             store: self.store.clone(),
             ctx,
@@ -264,7 +266,7 @@ impl Executor {
             rework: self.cfg.rework.clone(),
             run_from,
             has_barrier: chain.iter().any(|s| s.shape() == Shape::Barrier),
-            none_stored,
+            none_stored: none_stored.clone(),
         });
         // Every root is read when every item is walked (a first run): from the store's own
         // scan. Otherwise by id, and only those with work left.
@@ -506,16 +508,16 @@ type Counts = (u64, Vec<u64>);
 
 /// Counts root items and stored results (one lookup for an item that finished the chain; no
 /// record decoded). `steps` are `(name, runs on children)`.
-fn count(store: &dyn Store, steps: &[(String, bool)]) -> Result<Counts, StepError> {
+fn count(
+    store: &dyn Store,
+    steps: &[(String, bool)],
+    none_stored: &[bool],
+) -> Result<Counts, StepError> {
     let mut total = 0;
     let mut already = vec![0u64; steps.len()];
     let last = steps.len() - 1;
-    // A step with no stored result at all (every step, on a first run) needs no lookup per
-    // root: one key count says so.
-    let mut none_stored = Vec::with_capacity(steps.len());
-    for (step, child) in steps {
-        none_stored.push(!child && !store.has_any_result(step)?);
-    }
+    // When no root-level step has a stored result (every step, on a first run), no lookup per
+    // root is needed: the run's own check at its start says so.
     if none_stored
         .iter()
         .zip(steps)
