@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderName};
 use tokio::time::Instant;
 
 use crate::{Prompt, Request};
@@ -95,23 +95,30 @@ impl LimitHeaders {
     /// Reads `x-ratelimit-*-requests` and `-tokens`; a bucket missing any of its three
     /// headers is `None`.
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
-        let bucket = |name: &str| {
-            let get = |what: &str| {
-                headers
-                    .get(format!("x-ratelimit-{what}-{name}"))?
-                    .to_str()
-                    .ok()
-                    .map(str::trim)
-            };
+        /// `limit`, `remaining` and `reset` of one bucket: parsed names, so a response's
+        /// lookups build no string.
+        type Names = [HeaderName; 3];
+        const REQUESTS: Names = [
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+        ];
+        const TOKENS: Names = [
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+        ];
+        let bucket = |[limit, remaining, reset]: &Names| {
+            let get = |name: &HeaderName| headers.get(name)?.to_str().ok().map(str::trim);
             Some(Bucket {
-                limit: get("limit")?.parse().ok().filter(|v: &f64| *v > 0.0)?,
-                remaining: get("remaining")?.parse().ok().filter(|v: &f64| *v >= 0.0)?,
-                reset: parse_go_duration(get("reset")?)?,
+                limit: get(limit)?.parse().ok().filter(|v: &f64| *v > 0.0)?,
+                remaining: get(remaining)?.parse().ok().filter(|v: &f64| *v >= 0.0)?,
+                reset: parse_go_duration(get(reset)?)?,
             })
         };
         Self {
-            requests: bucket("requests"),
-            tokens: bucket("tokens"),
+            requests: bucket(&REQUESTS),
+            tokens: bucket(&TOKENS),
         }
     }
 

@@ -575,6 +575,7 @@ impl Inner {
         let mut req = self
             .http
             .client
+            .get()?
             .request(method, url.clone())
             .headers(headers);
         if let Some(bytes) = bytes {
