@@ -2,6 +2,8 @@
 
 use std::sync::OnceLock;
 
+mod tables;
+
 /// Counts tokens in text; implemented by the tiktoken encodings and a whitespace counter for tests.
 pub trait TokenCounter: Send + Sync {
     /// Number of tokens in `text`, counted on the text exactly as written.
@@ -44,12 +46,14 @@ impl Tokenizer {
     }
 
     /// The process-wide encoder for this tokenizer, loaded on first use (about 20 ms of CPU in
-    /// a release build: the prebuilt tables are deserialized, nothing is computed).
+    /// a release build: bpe-openai's tables, re-encoded at build time, are read back; nothing
+    /// is computed).
     pub fn bpe(self) -> &'static bpe_openai::Tokenizer {
-        match self {
-            Self::Cl100k => bpe_openai::cl100k_base(),
-            Self::O200k => bpe_openai::o200k_base(),
-        }
+        static LOADED: PerEncoding<OnceLock<bpe_openai::Tokenizer>> = PerEncoding {
+            cl100k: OnceLock::new(),
+            o200k: OnceLock::new(),
+        };
+        LOADED.get(self).get_or_init(|| tables::load(self))
     }
 
     /// Starts loading this tokenizer on a background thread, once per process, so that a
