@@ -43,6 +43,9 @@ struct State {
     handed: HashMap<String, HashSet<String>>,
     /// Batches this run is polling and waiting for.
     watching: HashSet<String>,
+    /// Batches this run found still running at least once (with `--no-wait`, each such poll
+    /// sent its callers away), whether or not they ended later in the run.
+    seen_running: HashSet<String>,
 }
 
 #[derive(Default, Clone)]
@@ -154,6 +157,27 @@ impl StoreJournal {
                     .map(|b| BatchStatus::of(&self.engine, k, &b.st))
             })
             .filter(BatchStatus::in_progress)
+            .collect()
+    }
+
+    /// With `--no-wait`: the batches whose callers this run sent away, that is those it found
+    /// running and has not handed every line of. A batch that ended later in the same run (its
+    /// results read for another caller) is among them: the callers sent away before that come
+    /// back for their lines in a later run, so the batch must stay in the journal.
+    pub(super) fn left_callers(&self) -> Vec<BatchStatus> {
+        let st = self.lock();
+        st.index
+            .iter()
+            .filter(|k| st.seen_running.contains(*k))
+            .filter_map(|k| {
+                let b = st.batches.get(k)?;
+                let handed = st.handed.get(k);
+                let all_handed = b
+                    .requests
+                    .iter()
+                    .all(|r| handed.is_some_and(|h| h.contains(r)));
+                (!all_handed).then(|| BatchStatus::of(&self.engine, k, &b.st))
+            })
             .collect()
     }
 
@@ -401,6 +425,7 @@ impl BatchJournal for StoreJournal {
                 st.watching.remove(key);
             } else {
                 st.watching.insert(key.to_string());
+                st.seen_running.insert(key.to_string());
             }
         }
         if progress.ended {
@@ -483,11 +508,21 @@ impl RunBatches {
 
     /// The batches this run submitted or resumed and left running at the provider (polled,
     /// not ended): what a later run collects. Batches of earlier runs that this run did not
-    /// need are not among them (`atk status` lists them).
+    /// need are not among them (`atk status` lists them). With `--no-wait`, also those that
+    /// ended after this run sent some of their callers away (see
+    /// [`StoreJournal::left_callers`]): a run that counted only the batches still running
+    /// ended as if nothing were pending, judged the chain done with no item through it (exit
+    /// 1), and compacted the batch whose results those callers still needed.
     pub(super) fn left_running(&self) -> Vec<BatchStatus> {
         self.journals
             .iter()
-            .flat_map(|j| j.left_running())
+            .flat_map(|j| {
+                if self.no_wait {
+                    j.left_callers()
+                } else {
+                    j.left_running()
+                }
+            })
             .collect()
     }
 
@@ -585,6 +620,51 @@ mod tests {
             total,
             ..BatchProgress::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_no_wait_run_keeps_a_batch_that_ended_after_it_sent_callers_away() {
+        // Caller `a` polls batch k1 and is sent away (still running); caller `b` polls it
+        // again later in the same run, finds it ended and takes its line. `a`'s line is still
+        // to hand out: the run is waiting, and the batch must not be compacted.
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let j = StoreJournal::load("small", Dialect::OpenAi, store.clone()).unwrap();
+        j.planned("k1", &["a".into(), "b".into()]).await.unwrap();
+        j.created("k1", "batch_1").await.unwrap();
+        let running = BatchProgress {
+            state: "in_progress".into(),
+            total: 2,
+            ..BatchProgress::default()
+        };
+        j.polled("k1", "batch_1", &running).await;
+        j.polled("k1", "batch_1", &ended(2)).await;
+        j.handed_out("k1", "b");
+        let batches = |no_wait| RunBatches {
+            journals: vec![j.clone()],
+            no_wait,
+        };
+        assert!(
+            j.left_running().is_empty(),
+            "no longer running at the provider"
+        );
+        let left = batches(true).left_running();
+        assert_eq!(
+            left.iter().map(|b| b.id.as_deref()).collect::<Vec<_>>(),
+            [Some("batch_1")],
+            "a --no-wait run waits for the caller it sent away"
+        );
+        // Without --no-wait no caller was sent away: an ended batch is not left running.
+        assert!(batches(false).left_running().is_empty());
+        // What a waiting run prunes (`completed` false) keeps the batch and its request list.
+        assert_eq!(j.prune(false).await.unwrap(), 0);
+        let again = StoreJournal::load("small", Dialect::OpenAi, store.clone()).unwrap();
+        assert_eq!(
+            again.find("a").unwrap().batch_id.as_deref(),
+            Some("batch_1")
+        );
+        // Once `a` takes its line too, nothing is left.
+        j.handed_out("k1", "a");
+        assert!(batches(true).left_running().is_empty());
     }
 
     #[tokio::test]
