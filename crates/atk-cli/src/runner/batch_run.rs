@@ -63,8 +63,20 @@ pub(super) fn left_message(left: &[BatchStatus], command: &str, no_wait: bool) -
     let n = left.len();
     let batches = if n == 1 { "batch" } else { "batches" };
     if no_wait {
+        // A batch can end while the run still polls it: the requests sent away before that
+        // are collected by the next run all the same (see `RunBatches::left_running`).
+        let ended = match left.iter().filter(|b| b.ended).count() {
+            0 => String::new(),
+            1 if n == 1 => " (it has since ended: its results are ready for the next run)".into(),
+            k if k == n => {
+                " (all have since ended: their results are ready for the next run)".into()
+            }
+            k => {
+                format!(" ({k} of them have since ended: their results are ready for the next run)")
+            }
+        };
         format!(
-            "--no-wait: {n} {batches} ({requests} requests) submitted and left running at the provider; \
+            "--no-wait: {n} {batches} ({requests} requests) submitted and left running at the provider{ended}; \
              only requests whose inputs were ready could go (a chain's first step: later steps need \
              these results and go in batches of their own from a later run)\n\
              collect them with: {command}\n"
@@ -250,5 +262,22 @@ mod tests {
             "1 batch (4 requests) left running at the provider (they are paid for); collect them with: p --config c.yaml\n"
         );
         assert!(left_message(&left, "p", true).contains("collect them with: p\n"));
+        // A batch that ended during a --no-wait run, beside one still running.
+        let ended = BatchStatus {
+            total: 2,
+            ended: true,
+            ..BatchStatus::default()
+        };
+        let text = left_message(&[left[0].clone(), ended.clone()], "p", true);
+        assert!(
+            text.contains("2 batches (6 requests) submitted and left running at the provider (1 of them have since ended"),
+            "{text}"
+        );
+        let text = left_message(&[ended], "p", true);
+        assert!(
+            text.contains("(it has since ended: its results are ready"),
+            "{text}"
+        );
+        assert!(text.contains("collect them with: p\n"), "{text}");
     }
 }
