@@ -48,6 +48,16 @@ struct State {
     seen_running: HashSet<String>,
 }
 
+impl State {
+    /// Whether this run handed every line of batch `key` (`b`) to its caller.
+    fn handed_all(&self, key: &str, b: &Batch) -> bool {
+        let handed = self.handed.get(key);
+        b.requests
+            .iter()
+            .all(|r| handed.is_some_and(|h| h.contains(r)))
+    }
+}
+
 #[derive(Default, Clone)]
 struct Batch {
     requests: Vec<String>,
@@ -171,12 +181,7 @@ impl StoreJournal {
             .filter(|k| st.seen_running.contains(*k))
             .filter_map(|k| {
                 let b = st.batches.get(k)?;
-                let handed = st.handed.get(k);
-                let all_handed = b
-                    .requests
-                    .iter()
-                    .all(|r| handed.is_some_and(|h| h.contains(r)));
-                (!all_handed).then(|| BatchStatus::of(&self.engine, k, &b.st))
+                (!st.handed_all(k, b)).then(|| BatchStatus::of(&self.engine, k, &b.st))
             })
             .collect()
     }
@@ -251,11 +256,7 @@ impl StoreJournal {
                 if b.st.collected {
                     continue;
                 }
-                let handed = st.handed.get(key);
-                let all_handed = !b.requests.is_empty()
-                    && b.requests
-                        .iter()
-                        .all(|r| handed.is_some_and(|h| h.contains(r)));
+                let all_handed = !b.requests.is_empty() && st.handed_all(key, b);
                 let superseded = b.st.batch_id.is_none()
                     && b.requests
                         .iter()
